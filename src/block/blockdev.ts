@@ -1,0 +1,32 @@
+// The one block interface every byte-carrying layer implements (device, volume,
+// fs file, virtual disk, fault wrapper), so layers stack like QEMU's block graph
+// and one conformance suite covers them all.
+
+export interface BlockDev {
+  /** Size in bytes. */
+  readonly size: number
+  /** Fills buf from offset; returns bytes read. Unwritten ranges read as zeros. */
+  read(buf: Buffer, offset: number): Promise<number>
+  write(buf: Buffer, offset: number): Promise<void>
+  /** Resolves once everything written before the call is on stable storage. */
+  flush(): Promise<void>
+  discard?(offset: number, length: number): Promise<void>
+  close(): Promise<void>
+}
+
+/** An Error carrying a POSIX errno name, so the FUSE view and the socket can report it. */
+export class VsmError extends Error {
+  constructor(public readonly code: string, message: string) {
+    super(message)
+    this.name = 'VsmError'
+  }
+}
+
+export function checkRange(dev: { size: number }, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+    throw new VsmError('EINVAL', `bad range offset=${offset} length=${length}`)
+  }
+  if (offset + length > dev.size) {
+    throw new VsmError('ENOSPC', `range ${offset}+${length} beyond end of device (${dev.size} bytes)`)
+  }
+}
