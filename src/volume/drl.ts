@@ -1,0 +1,164 @@
+// Dirty-region log (write-intent bitmap, as md's bitmap) for one mirror, in volume
+// coordinates. A region's bit is made durable on every healthy copy's device before
+// the first write into it, so after a crash only regions whose bits are set can
+// differ between copies, and resync copies those, not the whole volume. The hot path
+// (a write into a region already dirty) does no I/O and allocates nothing; bits are
+// cleared lazily after a flush has made the region's writes durable and the region
+// has stayed idle for a whole flush interval (hysteresis, so a hot region does not
+// pay a bitmap write + flush after every guest flush).
+import { VsmError } from '../block/blockdev'
+import type { DeviceBitmap } from './bitmap'
+
+export interface LogMember {
+  bitmap: DeviceBitmap
+  /** Offset in the device's data area of this copy's byte 0. */
+  base: number
+}
+
+export interface LogHost {
+  isHealthy(i: number): boolean
+  /** A copy's device could not record intent: fail that copy (resolves when recorded). */
+  failMember(i: number, err: unknown): Promise<void>
+}
+
+const CLEAN = 0, MARKING = 1, DIRTY = 2
+
+export class DirtyRegionLog {
+  readonly regionSize: number
+  readonly regions: number
+  private readonly state: Uint8Array
+  private readonly inflight: Uint32Array
+  /** Flush epoch at the last start or end of a write in the region. */
+  private readonly lastEpoch: Uint32Array
+  private readonly marking = new Map<number, Promise<void>>()
+  private readonly dirty = new Set<number>()
+  private epoch = 1
+
+  constructor(readonly size: number, private readonly members: (LogMember | null)[], private readonly host: LogHost) {
+    let rs = 0
+    for (const m of members) if (m) rs = Math.max(rs, m.bitmap.regionSize)
+    if (rs === 0) throw new VsmError('EINVAL', 'dirty-region log needs at least one member bitmap')
+    this.regionSize = rs
+    this.regions = Math.ceil(size / rs)
+    this.state = new Uint8Array(this.regions)
+    this.inflight = new Uint32Array(this.regions)
+    this.lastEpoch = new Uint32Array(this.regions)
+  }
+
+  /** Regions currently marked dirty (tests, status). */
+  get dirtyRegions(): number { return this.dirty.size }
+
+  private span(r: number): [number, number] {
+    const lo = r * this.regionSize
+    return [lo, Math.min(this.regionSize, this.size - lo)]
+  }
+
+  /**
+   * Called before a write to regions r0..r1. Returns undefined when they are all
+   * already dirty (the hot path); otherwise a promise that resolves once their bits
+   * are durable. The caller must call end(r0, r1) afterwards whatever happens.
+   */
+  begin(r0: number, r1: number): Promise<unknown> | undefined {
+    let wait: Promise<void> | undefined
+    let more: Promise<void>[] | undefined
+    for (let r = r0; r <= r1; r++) {
+      this.inflight[r]++
+      this.lastEpoch[r] = this.epoch
+      if (this.state[r] === DIRTY) continue
+      const p = this.marking.get(r) ?? this.mark(r)
+      if (!wait) wait = p
+      else (more ??= [wait]).push(p)
+    }
+    return more ? Promise.all(more) : wait
+  }
+
+  end(r0: number, r1: number): void {
+    for (let r = r0; r <= r1; r++) {
+      this.inflight[r]--
+      this.lastEpoch[r] = this.epoch
+    }
+  }
+
+  private mark(r: number): Promise<void> {
+    this.state[r] = MARKING
+    const p = this.doMark(r).then(
+      () => { this.state[r] = DIRTY; this.dirty.add(r); this.marking.delete(r) },
+      (e) => { this.state[r] = CLEAN; this.marking.delete(r); this.releaseRegion(r); throw e },
+    )
+    this.marking.set(r, p)
+    return p
+  }
+
+  private async doMark(r: number): Promise<void> {
+    const [lo, len] = this.span(r)
+    // hold on every copy (in memory), so release stays symmetric even if a copy fails later
+    for (const m of this.members) if (m) m.bitmap.hold(m.base + lo, len)
+    let ok = 0
+    let lastErr: unknown
+    await Promise.all(this.members.map((m, i) => {
+      if (!m || !this.host.isHealthy(i)) return undefined
+      return m.bitmap.persist(true).then(() => { ok++ }, (e) => { lastErr = e; return this.host.failMember(i, e) })
+    }))
+    if (ok === 0) throw new VsmError('EIO', `cannot record write intent on any copy: ${(lastErr as Error)?.message ?? 'no healthy copy'}`)
+  }
+
+  private releaseRegion(r: number): void {
+    const [lo, len] = this.span(r)
+    for (const m of this.members) if (m) m.bitmap.release(m.base + lo, len)
+  }
+
+  /** Call before flushing the copies; pass the result to flushDone afterwards. */
+  flushStart(): number {
+    return ++this.epoch
+  }
+
+  /** The copies are flushed: clear regions idle since before the previous flush began. */
+  flushDone(e: number): void {
+    if (this.dirty.size === 0) return
+    let cleared = false
+    for (const r of this.dirty) {
+      if (this.inflight[r] !== 0 || this.lastEpoch[r] >= e - 1) continue
+      this.state[r] = CLEAN
+      this.dirty.delete(r)
+      this.releaseRegion(r)
+      cleared = true
+    }
+    // clearing is advisory (a stale set bit only costs resync time): write it, don't flush it
+    if (cleared) for (const m of this.members) if (m) m.bitmap.persist(false).catch(() => {})
+  }
+
+  /** Clean shutdown after a successful flush: clear every bit and make that durable. */
+  async releaseAll(): Promise<void> {
+    for (const r of this.dirty) {
+      if (this.inflight[r] !== 0) continue
+      this.state[r] = CLEAN
+      this.dirty.delete(r)
+      this.releaseRegion(r)
+    }
+    await Promise.all(this.members.map((m, i) =>
+      m && this.host.isHealthy(i) ? m.bitmap.persist(true).catch(() => {}) : undefined))
+  }
+
+  /** Volume byte ranges that were dirty when the devices were last loaded (unclean stop). */
+  pendingRanges(): [number, number][] {
+    const all: [number, number][] = []
+    this.members.forEach((m, i) => {
+      if (!m || !this.host.isHealthy(i)) return
+      for (const [lo, hi] of m.bitmap.pendingRanges(m.base, this.size)) all.push([lo - m.base, hi - m.base])
+    })
+    all.sort((a, b) => a[0] - b[0])
+    const out: [number, number][] = []
+    for (const r of all) {
+      const prev = out[out.length - 1]
+      if (prev && r[0] <= prev[1]) prev[1] = Math.max(prev[1], r[1]); else out.push([r[0], r[1]])
+    }
+    return out
+  }
+
+  /** The pending ranges have been resynced and flushed. */
+  async clearPending(): Promise<void> {
+    for (const m of this.members) if (m) m.bitmap.clearPending(m.base, this.size)
+    await Promise.all(this.members.map((m, i) =>
+      m && this.host.isHealthy(i) ? m.bitmap.persist(false).catch(() => {}) : undefined))
+  }
+}

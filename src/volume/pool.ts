@@ -1,0 +1,504 @@
+// A pool: the devices in one home directory and the volumes built on them. Owns the
+// config lifecycle (validate → plan → write to every label and pool.json → swap in),
+// assembly from devices at open, and the live volume instances. Mutations are
+// serialized; a rejected request throws before anything is written.
+import { promises as fsp } from 'fs'
+import * as path from 'path'
+import { randomUUID } from 'crypto'
+import { BlockDev, VsmError } from '../block/blockdev'
+import { Device, openDevice } from './device'
+import { Label, MiB, RESERVED_BYTES, readLabel, writeLabel, wipeLabel } from './label'
+import { DeviceBitmap } from './bitmap'
+import {
+  PoolConfig, DeviceConfig, VolumeConfig, VolumeSpec, MemberConfig,
+  checkName, checkSize, emptyConfig, planVolume, freeBytes, usedBytes,
+} from './config'
+import { SliceDev } from './slice'
+import { ConcatDev } from './concat'
+import { StripeDev } from './stripe'
+import { MirrorDev } from './mirror'
+
+export interface DeviceInfo {
+  name: string
+  id: string
+  path: string
+  size: number
+  free: number
+  used: number
+  state: 'online' | 'failed' | 'missing'
+  blockDevice: boolean
+  /** Why a device is missing (cannot open, foreign label, ...). */
+  reason?: string
+}
+
+export interface MemberInfo {
+  device: string
+  deviceId: string
+  offset: number
+  length: number
+  state: 'ok' | 'failed' | 'stale' | 'missing'
+  reason?: string
+}
+
+export interface VolumeInfo {
+  name: string
+  layout: VolumeConfig['layout']
+  size: number
+  devices: string[]
+  stripeUnit?: number
+  copies?: number
+  state: 'healthy' | 'degraded' | 'failed'
+  members: MemberInfo[]
+  open: boolean
+  /** Mirror: bytes resynced from dirty regions when it was last opened. */
+  resyncedBytes?: number
+}
+
+export interface PoolOptions {
+  /** Interpose on each device's I/O (fault injection in tests): name → wrapper. */
+  wrapDevice?: (name: string, dev: BlockDev) => BlockDev
+}
+
+interface DevRt {
+  dev: Device | null
+  io: BlockDev | null
+  bitmap: DeviceBitmap | null
+  label: Label | null
+  /** Set when the device cannot be used; the reason, for messages. */
+  missing?: string
+}
+
+const POOL_FILE = 'pool.json'
+
+function errMsg(e: unknown): string { return (e as Error)?.message ?? String(e) }
+
+async function exists(p: string): Promise<boolean> {
+  try { await fsp.stat(p); return true } catch { return false }
+}
+
+async function writeFileDurable(file: string, text: string): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`
+  const fh = await fsp.open(tmp, 'w', 0o600)
+  try {
+    await fh.writeFile(text)
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+  await fsp.rename(tmp, file)
+  const dir = await fsp.open(path.dirname(file), 'r')
+  try { await dir.sync() } finally { await dir.close() }
+}
+
+export class Pool {
+  private readonly rt = new Map<string, DevRt>()
+  private readonly volumes = new Map<string, BlockDev>()
+  private readonly opening = new Map<string, Promise<BlockDev>>()
+  private readonly resynced = new Map<string, number>()
+  private lock: Promise<unknown> = Promise.resolve()
+  private closed = false
+
+  private constructor(readonly home: string, private cfg: PoolConfig, private readonly opts: PoolOptions) {}
+
+  /** Config seq (generation); bumps on every change. */
+  get seq(): number { return this.cfg.seq }
+  get id(): string { return this.cfg.poolId }
+  /** A deep copy of the current configuration. */
+  get config(): PoolConfig { return structuredClone(this.cfg) }
+
+  static async exists(home: string): Promise<boolean> {
+    return exists(path.join(home, POOL_FILE))
+  }
+
+  static async create(home: string, opts: PoolOptions = {}): Promise<Pool> {
+    if (typeof home !== 'string' || home === '') throw new VsmError('EINVAL', 'pool home directory not given')
+    home = path.resolve(home)
+    if (await Pool.exists(home)) throw new VsmError('EEXIST', `a pool already exists in ${home}`)
+    await fsp.mkdir(home, { recursive: true, mode: 0o700 })
+    const cfg = emptyConfig(randomUUID())
+    await writeFileDurable(path.join(home, POOL_FILE), JSON.stringify(cfg, null, 2) + '\n')
+    return new Pool(home, cfg, opts)
+  }
+
+  static async open(home: string, opts: PoolOptions = {}): Promise<Pool> {
+    home = path.resolve(home)
+    let fileCfg: PoolConfig
+    try {
+      fileCfg = JSON.parse(await fsp.readFile(path.join(home, POOL_FILE), 'utf8'))
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new VsmError('ENOENT', `no pool in ${home} (${POOL_FILE} not found)`)
+      throw new VsmError('EINVAL', `cannot read ${path.join(home, POOL_FILE)}: ${errMsg(e)}`)
+    }
+    if (fileCfg?.format !== 'vsm-pool' || typeof fileCfg.poolId !== 'string') {
+      throw new VsmError('EINVAL', `${path.join(home, POOL_FILE)} is not a vsm pool configuration`)
+    }
+    const pool = new Pool(home, fileCfg, opts)
+    try {
+      await pool.assemble(fileCfg)
+    } catch (e) {
+      await pool.abandon()
+      throw e
+    }
+    return pool
+  }
+
+  /** Open every device, adopt the newest config found in any label, check that every volume can run. */
+  private async assemble(fileCfg: PoolConfig): Promise<void> {
+    let best = fileCfg
+    // a crash between label writes and pool.json leaves newer configs on devices; follow them
+    for (let round = 0; round < 4; round++) {
+      for (const d of best.devices) if (!this.rt.has(d.id)) this.rt.set(d.id, await this.openMember(best, d))
+      let newest = best
+      for (const r of this.rt.values()) {
+        if (r.label && r.label.poolId === best.poolId && r.label.seq > newest.seq) newest = r.label.config
+      }
+      if (newest === best) break
+      best = newest
+    }
+    this.cfg = best
+    for (const [id, r] of this.rt) {
+      if (!best.devices.some((d) => d.id === id)) {
+        this.rt.delete(id)
+        await r.dev?.close().catch(() => {})
+      }
+    }
+    // labels of a device listed in an older config may still identify it; recheck against the adopted one
+    for (const d of best.devices) {
+      const r = this.rt.get(d.id)!
+      if (!r.missing && r.dev && r.dev.size < d.size) r.missing = `device is ${r.dev.size} bytes, config says ${d.size}`
+      if (r.missing) {
+        await r.dev?.close().catch(() => {})
+        r.dev = r.io = null
+        continue
+      }
+      r.bitmap = await DeviceBitmap.load(r.io!, d.dataSize)
+    }
+
+    const next = structuredClone(best)
+    let changed = false
+    for (const v of next.volumes) {
+      for (const m of v.members) {
+        const r = this.rt.get(m.device)
+        const d = next.devices.find((x) => x.id === m.device)
+        if (m.state !== 'ok' || !r?.missing) continue
+        const why = `device ${d?.name ?? m.device} (${d?.path ?? '?'}) is missing: ${r.missing}`
+        if (v.layout !== 'mirror') throw new VsmError('ENODEV', `volume ${v.name} (${v.layout}) cannot run without device ${d?.name ?? m.device} (${d?.path ?? '?'}): ${r.missing}`)
+        m.state = 'failed'
+        m.reason = why
+        changed = true
+      }
+      if (v.layout === 'mirror' && !v.members.some((m) => m.state === 'ok')) {
+        throw new VsmError('ENODEV', `volume ${v.name} (mirror) has no copy left: ${v.members.map((m) => m.reason ?? m.state).join('; ')}`)
+      }
+    }
+    if (changed) {
+      await this.commit(next)
+    } else {
+      // bring lagging labels and pool.json up to the adopted generation
+      await Promise.all(next.devices.map(async (d) => {
+        const r = this.rt.get(d.id)!
+        if (!r.missing && (!r.label || r.label.seq < next.seq)) await this.writeDeviceLabel(next, d).catch(() => {})
+      }))
+      if (fileCfg.seq !== next.seq) await writeFileDurable(path.join(this.home, POOL_FILE), JSON.stringify(next, null, 2) + '\n')
+    }
+  }
+
+  private async openMember(cfg: PoolConfig, d: DeviceConfig): Promise<DevRt> {
+    let dev: Device
+    try {
+      dev = await openDevice(d.path)
+    } catch (e) {
+      return { dev: null, io: null, bitmap: null, label: null, missing: `cannot open ${d.path}: ${errMsg(e)}` }
+    }
+    const io = this.wrap(d.name, dev)
+    let label: Label | null = null
+    let missing: string | undefined
+    try {
+      label = (await readLabel(io)).label
+      if (!label) missing = 'no valid vsm label'
+      else if (label.poolId !== cfg.poolId) missing = `label belongs to another pool (${label.poolId})`
+      else if (label.deviceId !== d.id) missing = `label is for device ${label.deviceName} (${label.deviceId}) of this pool`
+    } catch (e) {
+      missing = `cannot read label: ${errMsg(e)}`
+    }
+    if (missing) {
+      await dev.close().catch(() => {})
+      return { dev: null, io: null, bitmap: null, label: null, missing }
+    }
+    return { dev, io, bitmap: null, label }
+  }
+
+  private wrap(name: string, dev: BlockDev): BlockDev {
+    return this.opts.wrapDevice ? this.opts.wrapDevice(name, dev) : dev
+  }
+
+  /** Run mutations one at a time, in call order. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(() => {
+      if (this.closed) throw new VsmError('EIO', 'pool is closed')
+      return fn()
+    })
+    this.lock = run.catch(() => {})
+    return run
+  }
+
+  private writeDeviceLabel(cfg: PoolConfig, d: DeviceConfig): Promise<void> {
+    const r = this.rt.get(d.id)
+    if (!r?.io) return Promise.resolve()
+    return writeLabel(r.io, { poolId: cfg.poolId, deviceId: d.id, deviceName: d.name, seq: cfg.seq, config: cfg })
+  }
+
+  /** Make next the current config: seq+1, written to every present device's label and to pool.json. */
+  private async commit(next: PoolConfig): Promise<void> {
+    next.seq = this.cfg.seq + 1
+    next.updated = new Date().toISOString()
+    // a device that cannot take its label now will lose to the newer ones at the next assembly
+    const results = await Promise.allSettled(next.devices.map((d) => this.writeDeviceLabel(next, d)))
+    const present = next.devices.filter((d) => this.rt.get(d.id)?.io)
+    if (present.length > 0 && results.every((r, i) => r.status === 'rejected' || !this.rt.get(next.devices[i].id)?.io)) {
+      const first = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined
+      throw new VsmError('EIO', `could not write the pool configuration to any device: ${errMsg(first?.reason)}`)
+    }
+    await writeFileDurable(path.join(this.home, POOL_FILE), JSON.stringify(next, null, 2) + '\n')
+    this.cfg = next
+  }
+
+  // ---- devices ----
+
+  addDevice(name: string, devPath: string, size?: number): Promise<DeviceInfo> {
+    return this.serial(async () => {
+      checkName('device', name)
+      if (typeof devPath !== 'string' || devPath === '') throw new VsmError('EINVAL', 'device path not given')
+      if (size !== undefined) checkSize('device size', size)
+      const abs = path.resolve(devPath)
+      if (this.cfg.devices.some((d) => d.name === name)) throw new VsmError('EEXIST', `device ${name} already exists`)
+      const dup = this.cfg.devices.find((d) => d.path === abs)
+      if (dup) throw new VsmError('EEXIST', `${abs} is already in the pool as device ${dup.name}`)
+      const minSize = RESERVED_BYTES + MiB
+      const existed = await exists(abs)
+      if (!existed) {
+        if (size === undefined) throw new VsmError('ENOENT', `${abs} does not exist (give a size to create a sparse file)`)
+        if (size < minSize) throw new VsmError('EINVAL', `device size ${size} is too small: at least ${minSize} bytes`)
+        if (!(await exists(path.dirname(abs)))) throw new VsmError('ENOENT', `directory ${path.dirname(abs)} does not exist`)
+      }
+      const dev = await openDevice(abs, existed ? undefined : { create: size })
+      let ok = false
+      try {
+        if (existed && size !== undefined && size !== dev.size) {
+          throw new VsmError('EINVAL', `${abs} exists with size ${dev.size}, not ${size}`)
+        }
+        if (dev.size < minSize) throw new VsmError('EINVAL', `${abs} is too small (${dev.size} bytes): at least ${minSize} bytes`)
+        const io = this.wrap(name, dev)
+        const { label } = await readLabel(io)
+        if (label && label.poolId !== this.cfg.poolId) throw new VsmError('EBUSY', `${abs} belongs to another vsm pool (${label.poolId}); remove it there first`)
+        if (label) throw new VsmError('EEXIST', `${abs} already carries a label of this pool (device ${label.deviceName})`)
+        const d: DeviceConfig = {
+          id: randomUUID(), name, path: abs, size: dev.size, dataOffset: RESERVED_BYTES,
+          dataSize: Math.floor((dev.size - RESERVED_BYTES) / MiB) * MiB,
+          blockDevice: dev.isBlockDevice, state: 'online', extents: [],
+        }
+        const bitmap = await DeviceBitmap.init(io, d.dataSize)
+        this.rt.set(d.id, { dev, io, bitmap, label: null })
+        const next = structuredClone(this.cfg)
+        next.devices.push(d)
+        try {
+          await this.commit(next)
+        } catch (e) {
+          this.rt.delete(d.id)
+          throw e
+        }
+        ok = true
+        return this.deviceInfo(d)
+      } finally {
+        if (!ok) {
+          await dev.close().catch(() => {})
+          if (!existed) await fsp.unlink(abs).catch(() => {})
+        }
+      }
+    })
+  }
+
+  private deviceInfo(d: DeviceConfig): DeviceInfo {
+    const r = this.rt.get(d.id)
+    const info: DeviceInfo = {
+      name: d.name, id: d.id, path: d.path, size: d.size, free: freeBytes(d), used: usedBytes(d),
+      state: r?.missing || !r ? 'missing' : d.state === 'failed' ? 'failed' : 'online',
+      blockDevice: d.blockDevice,
+    }
+    if (r?.missing) info.reason = r.missing
+    return info
+  }
+
+  listDevices(): DeviceInfo[] {
+    return this.cfg.devices.map((d) => this.deviceInfo(d))
+  }
+
+  removeDevice(name: string): Promise<void> {
+    return this.serial(async () => {
+      const d = this.cfg.devices.find((x) => x.name === name)
+      if (!d) throw new VsmError('ENOENT', `no device named ${JSON.stringify(name)}`)
+      const users = this.cfg.volumes.filter((v) => v.members.some((m) => m.device === d.id)).map((v) => v.name)
+      if (users.length) throw new VsmError('EBUSY', `device ${name} is used by volume${users.length > 1 ? 's' : ''} ${users.join(', ')}`)
+      const next = structuredClone(this.cfg)
+      next.devices = next.devices.filter((x) => x.id !== d.id)
+      const r = this.rt.get(d.id)
+      this.rt.delete(d.id)
+      try {
+        await this.commit(next)
+      } catch (e) {
+        if (r) this.rt.set(d.id, r)
+        throw e
+      }
+      if (r?.io) await wipeLabel(r.io).catch(() => {})
+      await r?.dev?.close().catch(() => {})
+    })
+  }
+
+  // ---- volumes ----
+
+  createVolume(name: string, spec: VolumeSpec): Promise<VolumeInfo> {
+    return this.serial(async () => {
+      const { volume, extents } = planVolume(this.cfg, name, spec, randomUUID())
+      for (const id of extents.keys()) {
+        const r = this.rt.get(id)
+        if (r?.missing || !r?.io) {
+          throw new VsmError('EINVAL', `device ${this.cfg.devices.find((d) => d.id === id)?.name} is missing: ${r?.missing ?? 'not open'}`)
+        }
+      }
+      const next = structuredClone(this.cfg)
+      next.volumes.push(volume)
+      for (const d of next.devices) d.extents.push(...(extents.get(d.id) ?? []))
+      await this.commit(next)
+      return this.volumeInfo(name)
+    })
+  }
+
+  private memberInfo(m: MemberConfig): MemberInfo {
+    const d = this.cfg.devices.find((x) => x.id === m.device)
+    const r = this.rt.get(m.device)
+    const info: MemberInfo = {
+      device: d?.name ?? m.device, deviceId: m.device, offset: m.offset, length: m.length,
+      state: m.state === 'ok' && (!r || r.missing) ? 'missing' : m.state,
+    }
+    if (m.reason) info.reason = m.reason
+    else if (r?.missing) info.reason = r.missing
+    return info
+  }
+
+  private info(v: VolumeConfig): VolumeInfo {
+    const members = v.members.map((m) => this.memberInfo(m))
+    const ok = members.filter((m) => m.state === 'ok').length
+    const state = ok === members.length ? 'healthy' : v.layout === 'mirror' && ok > 0 ? 'degraded' : 'failed'
+    const devices: string[] = []
+    for (const m of members) if (!devices.includes(m.device)) devices.push(m.device)
+    const out: VolumeInfo = { name: v.name, layout: v.layout, size: v.size, devices, state, members, open: this.volumes.has(v.name) }
+    if (v.stripeUnit !== undefined) out.stripeUnit = v.stripeUnit
+    if (v.copies !== undefined) out.copies = v.copies
+    if (this.resynced.has(v.name)) out.resyncedBytes = this.resynced.get(v.name)
+    return out
+  }
+
+  listVolumes(): VolumeInfo[] {
+    return this.cfg.volumes.map((v) => this.info(v))
+  }
+
+  volumeInfo(name: string): VolumeInfo {
+    const v = this.cfg.volumes.find((x) => x.name === name)
+    if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
+    return this.info(v)
+  }
+
+  openVolume(name: string): Promise<BlockDev> {
+    const have = this.volumes.get(name)
+    if (have) return Promise.resolve(have)
+    const pending = this.opening.get(name)
+    if (pending) return pending
+    const p = this.build(name).finally(() => this.opening.delete(name))
+    this.opening.set(name, p)
+    return p
+  }
+
+  private async build(name: string): Promise<BlockDev> {
+    if (this.closed) throw new VsmError('EIO', 'pool is closed')
+    const v = this.cfg.volumes.find((x) => x.name === name)
+    if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
+    const slices = v.members.map((m) => {
+      const r = this.rt.get(m.device)
+      const d = this.cfg.devices.find((x) => x.id === m.device)!
+      if (m.state !== 'ok' || !r?.io || r.missing) return null
+      return new SliceDev(r.io, d.dataOffset + m.offset, m.length)
+    })
+    const onClose = () => { this.volumes.delete(name) }
+    let dev: BlockDev
+    if (v.layout === 'mirror') {
+      const log = v.members.map((m, i) => {
+        const r = this.rt.get(m.device)
+        return slices[i] && r?.bitmap ? { bitmap: r.bitmap, base: m.offset } : null
+      })
+      const mirror = new MirrorDev(slices, {
+        size: v.size, log, onClose,
+        onMemberFailed: (i, err) => this.memberFailed(v.id, i, err),
+      })
+      await mirror.resync()
+      this.resynced.set(name, mirror.resyncedBytes)
+      dev = mirror
+    } else {
+      const missing = v.members.findIndex((_, i) => !slices[i])
+      if (missing >= 0) {
+        const m = v.members[missing]
+        const d = this.cfg.devices.find((x) => x.id === m.device)
+        throw new VsmError('ENODEV', `volume ${name} (${v.layout}) cannot run without device ${d?.name ?? m.device}`)
+      }
+      dev = v.layout === 'concat' ? new ConcatDev(slices as SliceDev[], onClose) : new StripeDev(slices as SliceDev[], v.stripeUnit, onClose)
+      if (dev.size !== v.size) throw new VsmError('EIO', `volume ${name} assembles to ${dev.size} bytes, config says ${v.size}`)
+    }
+    if (this.closed) { await dev.close().catch(() => {}); throw new VsmError('EIO', 'pool is closed') }
+    this.volumes.set(name, dev)
+    return dev
+  }
+
+  /** A mirror copy failed at runtime: record it so no later assembly trusts that copy. */
+  private memberFailed(volumeId: string, index: number, err: unknown): Promise<void> {
+    return this.serial(async () => {
+      const next = structuredClone(this.cfg)
+      const v = next.volumes.find((x) => x.id === volumeId)
+      const m = v?.members[index]
+      if (!m || m.state !== 'ok') return
+      m.state = 'failed'
+      m.reason = `I/O error: ${errMsg(err)}`
+      const d = next.devices.find((x) => x.id === m.device)
+      if (d) d.state = 'failed'
+      await this.commit(next)
+    })
+  }
+
+  /** Flush and close every open volume (mirrors mark their dirty regions clean), then the devices. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    await this.lock
+    const errors: string[] = []
+    for (const [name, v] of [...this.volumes]) {
+      try { await v.close() } catch (e) { errors.push(`${name}: ${errMsg(e)}`) }
+    }
+    await this.lock
+    this.closed = true
+    for (const [id, r] of this.rt) {
+      // a device already recorded as failed is expected to refuse I/O; nothing to report
+      const failed = this.cfg.devices.find((d) => d.id === id)?.state === 'failed'
+      if (r.bitmap) await r.bitmap.persist(true).catch((e) => { if (!failed) errors.push(errMsg(e)) })
+      await r.dev?.close().catch(() => {})
+    }
+    this.volumes.clear()
+    if (errors.length) throw new VsmError('EIO', `pool closed with errors: ${errors.join('; ')}`)
+  }
+
+  /**
+   * Drop every device handle without flushing or marking anything clean: what a
+   * crash leaves behind. For crash tests and for a daemon that must let go fast.
+   */
+  async abandon(): Promise<void> {
+    this.closed = true
+    this.volumes.clear()
+    for (const r of this.rt.values()) await r.dev?.close().catch(() => {})
+  }
+}

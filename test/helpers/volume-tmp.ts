@@ -1,0 +1,28 @@
+// Temp directories and loop devices for the volume tests; everything made here is
+// removed by the returned cleanup, which tests call in finally/after hooks.
+import { promises as fsp } from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { execFileSync } from 'child_process'
+
+export async function tmpDir(tag = 'vsm-volume-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), tag))
+  return { dir, cleanup: () => fsp.rm(dir, { recursive: true, force: true }) }
+}
+
+/** Attach file to a free loop device; null if the machine cannot (not root, no loop driver). */
+export function attachLoop(file: string): { dev: string; detach: () => void } | null {
+  try {
+    const dev = execFileSync('losetup', ['-f', '--show', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim()
+    return {
+      dev,
+      detach: () => {
+        try { execFileSync('losetup', ['-d', dev], { stdio: 'ignore' }) } catch { /* already gone */ }
+      },
+    }
+  } catch {
+    return null
+  }
+}
+
+export const MiB = 1 << 20

@@ -1,0 +1,102 @@
+// The BlockDev conformance suite over every volume-layer implementation: a device
+// file, the fault wrapper with no faults, slices, concat, stripe, mirror (healthy and
+// with one copy failing everything), and the same layouts assembled by a Pool.
+import * as path from 'path'
+import { conformance } from './helpers/conformance'
+import { tmpDir, MiB } from './helpers/volume-tmp'
+import { openDevice, Device } from '../src/volume/device'
+import { SliceDev } from '../src/volume/slice'
+import { ConcatDev } from '../src/volume/concat'
+import { StripeDev } from '../src/volume/stripe'
+import { MirrorDev } from '../src/volume/mirror'
+import { Pool } from '../src/volume/pool'
+import { FaultDev } from '../src/block/fault'
+import type { BlockDev } from '../src/block/blockdev'
+
+const SIZE = 40 * MiB
+
+conformance('volume Device (sparse file)', async () => {
+  const t = await tmpDir()
+  const file = path.join(t.dir, 'dev.img')
+  let dev: Device = await openDevice(file, { create: SIZE })
+  return {
+    dev,
+    reopen: async () => { await dev.close(); dev = await openDevice(file); return dev },
+    cleanup: async () => { await dev.close(); await t.cleanup() },
+  }
+}).run()
+
+conformance('FaultDev over a Device, no faults', async () => {
+  const t = await tmpDir()
+  const dev = await openDevice(path.join(t.dir, 'dev.img'), { create: SIZE })
+  return { dev: new FaultDev(dev), cleanup: async () => { await dev.close(); await t.cleanup() } }
+}).run()
+
+/** n devices of size each, and a layout built over slices of them (after a 1 MiB gap, like a data area). */
+function layoutSubject(n: number, each: number, build: (slices: BlockDev[]) => BlockDev) {
+  return async () => {
+    const t = await tmpDir()
+    const files = Array.from({ length: n }, (_, i) => path.join(t.dir, `d${i}.img`))
+    let devs: Device[] = []
+    const open = async (create: boolean) => {
+      devs = await Promise.all(files.map((f) => openDevice(f, create ? { create: each + 2 * MiB } : undefined)))
+      return build(devs.map((d) => new SliceDev(d, MiB, each)))
+    }
+    let dev = await open(true)
+    return {
+      dev,
+      reopen: async () => {
+        await dev.close()
+        await Promise.all(devs.map((d) => d.close()))
+        dev = await open(false)
+        return dev
+      },
+      cleanup: async () => {
+        await dev.close().catch(() => {})
+        await Promise.all(devs.map((d) => d.close()))
+        await t.cleanup()
+      },
+    }
+  }
+}
+
+conformance('SliceDev', layoutSubject(1, SIZE, (s) => s[0])).run()
+conformance('concat of 3 unequal-offset members', layoutSubject(3, 13 * MiB + 4096, (s) => new ConcatDev(s))).run()
+conformance('stripe of 3, 64 KiB unit', layoutSubject(3, 12 * MiB, (s) => new StripeDev(s))).run()
+conformance('stripe of 2, 4 KiB unit', layoutSubject(2, 16 * MiB, (s) => new StripeDev(s, 4096))).run()
+conformance('mirror of 2', layoutSubject(2, SIZE, (s) => new MirrorDev(s))).run()
+conformance('mirror of 3', layoutSubject(3, 20 * MiB, (s) => new MirrorDev(s))).run()
+conformance('mirror of 2, copy 0 failing everything', layoutSubject(2, SIZE,
+  (s) => new MirrorDev([new FaultDev(s[0], { rules: [{ op: 'any' }] }), s[1]]))).run()
+conformance('mirror of 2, copy 1 failing everything', layoutSubject(2, SIZE,
+  (s) => new MirrorDev([s[0], new FaultDev(s[1], { rules: [{ op: 'any' }] })]))).run()
+
+/** A volume of each layout made by a Pool; reopen = pool close + Pool.open. */
+function poolSubject(spec: { layout: 'concat' | 'stripe' | 'mirror'; devices: number; size: number; stripeUnit?: number }) {
+  return async () => {
+    const t = await tmpDir()
+    const home = path.join(t.dir, 'home')
+    let pool = await Pool.create(home)
+    const names: string[] = []
+    for (let i = 0; i < spec.devices; i++) {
+      await pool.addDevice(`d${i}`, path.join(t.dir, `d${i}.img`), 64 * MiB)
+      names.push(`d${i}`)
+    }
+    await pool.createVolume('v', { layout: spec.layout, devices: names, size: spec.size, stripeUnit: spec.stripeUnit })
+    let dev = await pool.openVolume('v')
+    return {
+      dev,
+      reopen: async () => {
+        await pool.close()
+        pool = await Pool.open(home)
+        dev = await pool.openVolume('v')
+        return dev
+      },
+      cleanup: async () => { await pool.close().catch(() => {}); await t.cleanup() },
+    }
+  }
+}
+
+conformance('pool concat volume', poolSubject({ layout: 'concat', devices: 2, size: 90 * MiB })).run()
+conformance('pool stripe volume', poolSubject({ layout: 'stripe', devices: 3, size: 40 * MiB, stripeUnit: 128 * 1024 })).run()
+conformance('pool mirror volume', poolSubject({ layout: 'mirror', devices: 2, size: 40 * MiB })).run()
