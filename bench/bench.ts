@@ -1,0 +1,192 @@
+// Runs the fio benchmark against targets that bench/run has set up (a raw file, the same
+// kind of file through qemu-storage-daemon's FUSE export, a vsm disk), prints one table of
+// throughput/IOPS and ratios, and writes it to bench/results/latest.json.
+//
+// Usage: node dist/bench/bench.js --target raw=PATH --target qsd=PATH [--target vsm=PATH]
+//          [--skip vsm='why'] [--size 256M] [--runtime 10] [--out FILE]
+// Absolute numbers on shared machines are noisy; the ratios of one run are the figure, so
+// each job runs on every target back to back rather than target after target.
+import { execFile } from 'child_process'
+import { constants as fsc, promises as fsp } from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+
+interface Job { name: string; rw: string; bs: string; unit: 'MB/s' | 'IOPS' }
+const JOBS: Job[] = [
+  { name: 'seq-write-1M', rw: 'write', bs: '1M', unit: 'MB/s' },
+  { name: 'seq-read-1M', rw: 'read', bs: '1M', unit: 'MB/s' },
+  { name: 'rand-read-4K', rw: 'randread', bs: '4k', unit: 'IOPS' },
+  { name: 'rand-write-4K', rw: 'randwrite', bs: '4k', unit: 'IOPS' },
+]
+const TARGET_ORDER = ['raw', 'qsd', 'vsm']
+
+interface Target { name: string; path: string; status: 'ok' | 'skipped' | 'failed'; note?: string; direct: boolean }
+interface Sample { value: number; latUsMean: number; latUsP99: number | null }
+
+function parseArgs(argv: string[]) {
+  const targets = new Map<string, Target>()
+  let size = '256M', runtime = 10, out = path.join(repoRoot(), 'bench', 'results', 'latest.json')
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i], v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x }
+    const kv = (s: string) => { const j = s.indexOf('='); if (j < 1) throw new Error(`${a} wants NAME=VALUE, got ${s}`); return [s.slice(0, j), s.slice(j + 1)] }
+    if (a === '--target') { const [n, p] = kv(v()); targets.set(n, { name: n, path: p, status: 'ok', direct: true }) }
+    else if (a === '--skip') { const [n, why] = kv(v()); targets.set(n, { name: n, path: '', status: 'skipped', note: why, direct: true }) }
+    else if (a === '--size') size = v()
+    else if (a === '--runtime') runtime = Number(v())
+    else if (a === '--out') out = v()
+    else throw new Error(`unknown argument ${a}`)
+  }
+  if (!targets.size) throw new Error('no --target given (bench/run sets them up)')
+  if (!(runtime > 0)) throw new Error('--runtime must be a positive number of seconds')
+  return { targets, size, runtime, out }
+}
+
+function repoRoot(): string {
+  // dist/bench/bench.js → two levels up; bench/bench.ts → one.
+  const up = path.resolve(__dirname, '..')
+  return path.basename(up) === 'dist' ? path.dirname(up) : up
+}
+
+function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as any).code === 'number' ? (err as any).code : 1) : 0
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+/** fio's own message for a refused O_DIRECT is easy to miss among its JSON; check first. */
+async function directRefused(file: string): Promise<string | null> {
+  try {
+    const fh = await fsp.open(file, fsc.O_RDWR | fsc.O_DIRECT)
+    await fh.close()
+    return null
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException
+    return err.code === 'EINVAL' ? `open(O_DIRECT) refused with EINVAL on ${file}` : `open(O_DIRECT) failed: ${err.message}`
+  }
+}
+
+async function fio(t: Target, job: Job, size: string, runtime: number): Promise<Sample> {
+  const args = [
+    `--name=${job.name}`, `--filename=${t.path}`, `--rw=${job.rw}`, `--bs=${job.bs}`, `--size=${size}`,
+    '--ioengine=psync', `--direct=${t.direct ? 1 : 0}`, '--iodepth=1', '--numjobs=1',
+    '--time_based', `--runtime=${runtime}`, '--ramp_time=1',
+    // Same offsets on every target, so random jobs compare like with like.
+    '--randrepeat=1', '--random_generator=tausworthe64',
+    '--output-format=json',
+  ]
+  const r = await run('fio', args)
+  const jsonStart = r.stdout.indexOf('{')
+  if (r.code !== 0 || jsonStart < 0) throw new Error(`fio ${job.name} on ${t.name} exited ${r.code}: ${(r.stderr || r.stdout).trim().slice(-800)}`)
+  const doc = JSON.parse(r.stdout.slice(jsonStart))
+  const j = doc.jobs?.[0]
+  if (!j) throw new Error(`fio ${job.name} on ${t.name}: no job in JSON output`)
+  if (j.error) throw new Error(`fio ${job.name} on ${t.name}: error ${j.error}`)
+  const side = job.rw.includes('read') ? j.read : j.write
+  const clat = side.clat_ns ?? {}
+  const p99 = clat.percentile?.['99.000000']
+  return {
+    value: job.unit === 'MB/s' ? side.bw_bytes / 1e6 : side.iops,
+    latUsMean: (clat.mean ?? 0) / 1000,
+    latUsP99: typeof p99 === 'number' ? p99 / 1000 : null,
+  }
+}
+
+const fmt = (x: number | null | undefined, digits = 1) => (x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits))
+const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined && b > 0 ? a / b : null)
+
+async function main() {
+  const { targets, size, runtime, out } = parseArgs(process.argv.slice(2))
+  const names = [...TARGET_ORDER.filter((n) => targets.has(n)), ...[...targets.keys()].filter((n) => !TARGET_ORDER.includes(n))]
+  const notes: string[] = []
+
+  for (const t of targets.values()) {
+    if (t.status !== 'ok') { notes.push(`${t.name}: skipped: ${t.note}`); continue }
+    const refused = await directRefused(t.path)
+    if (refused === null) continue
+    // Buffered numbers would measure the page cache, not the target; only on request.
+    if (process.env.BENCH_ALLOW_BUFFERED === '1') {
+      t.direct = false
+      t.note = `${refused}; ran with --direct=0 (BENCH_ALLOW_BUFFERED=1): these numbers include the page cache`
+    } else {
+      t.status = 'failed'
+      t.note = `${refused}: O_DIRECT is not supported on this target; set BENCH_ALLOW_BUFFERED=1 to run it buffered`
+    }
+    notes.push(`${t.name}: ${t.note}`)
+    console.error(`bench: ${t.name}: ${t.note}`)
+  }
+
+  const results: Record<string, Record<string, Sample>> = {}
+  for (const job of JOBS) {
+    results[job.name] = {}
+    for (const n of names) {
+      const t = targets.get(n)!
+      if (t.status === 'skipped' || t.status === 'failed') continue
+      process.stderr.write(`bench: ${job.name} on ${n} (${runtime}s)... `)
+      try {
+        const s = await fio(t, job, size, runtime)
+        results[job.name][n] = s
+        process.stderr.write(`${fmt(s.value)} ${job.unit}\n`)
+      } catch (e) {
+        process.stderr.write('failed\n')
+        const msg = (e as Error).message
+        notes.push(`${n}: ${msg}`)
+        console.error(`bench: ${msg}`)
+      }
+    }
+  }
+
+  const cols = [...names, 'qsd/raw', 'vsm/raw', 'vsm/qsd']
+  const rows = JOBS.map((job) => {
+    const r = results[job.name]
+    const row: Record<string, string | number | null> = { job: job.name, unit: job.unit }
+    for (const n of names) row[n] = r[n] ? Number(r[n].value.toFixed(2)) : null
+    row['qsd/raw'] = ratio(r.qsd?.value, r.raw?.value)
+    row['vsm/raw'] = ratio(r.vsm?.value, r.raw?.value)
+    row['vsm/qsd'] = ratio(r.vsm?.value, r.qsd?.value)
+    for (const k of ['qsd/raw', 'vsm/raw', 'vsm/qsd']) if (typeof row[k] === 'number') row[k] = Number((row[k] as number).toFixed(3))
+    return row
+  })
+
+  const header = ['job', 'unit', ...cols]
+  const lines = rows.map((row) => header.map((h) => {
+    const v = row[h]
+    if (typeof v === 'string') return v
+    return h.includes('/') ? fmt(v, 2) : fmt(v, job2digits(row.unit as string))
+  }))
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)))
+  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')
+  console.log(`fio psync, ${JOBS.map((j) => j.bs).filter((v, i, a) => a.indexOf(v) === i).join('/')} blocks, iodepth 1, size ${size}, ${runtime}s per job`)
+  console.log(line(header))
+  for (const l of lines) console.log(line(l))
+  for (const n of notes) console.log(`note: ${n}`)
+
+  const latency: Record<string, Record<string, { meanUs: number; p99Us: number | null }>> = {}
+  for (const [job, r] of Object.entries(results)) {
+    latency[job] = {}
+    for (const [n, s] of Object.entries(r)) latency[job][n] = { meanUs: Number(s.latUsMean.toFixed(1)), p99Us: s.latUsP99 === null ? null : Number(s.latUsP99.toFixed(1)) }
+  }
+  const doc = {
+    date: new Date().toISOString(),
+    host: { kernel: os.release(), cpus: os.cpus().length, memGiB: Number((os.totalmem() / 2 ** 30).toFixed(1)) },
+    params: { ioengine: 'psync', iodepth: 1, size, runtimeSec: runtime, jobs: JOBS },
+    targets: Object.fromEntries([...targets.values()].map((t) => [t.name, { path: t.path, status: t.status, direct: t.direct, note: t.note ?? null }])),
+    columns: cols,
+    rows,
+    latency,
+    notes,
+  }
+  await fsp.mkdir(path.dirname(out), { recursive: true })
+  await fsp.writeFile(out, JSON.stringify(doc, null, 2) + '\n')
+  console.log(`wrote ${path.relative(process.cwd(), out) || out}`)
+  // A target that was asked for and produced nothing is a failed bench, not a quiet gap.
+  const broken = [...targets.values()].some((t) => t.status === 'failed') ||
+    names.some((n) => targets.get(n)!.status === 'ok' && JOBS.some((j) => !results[j.name][n]))
+  process.exitCode = broken ? 1 : 0
+}
+
+function job2digits(unit: string) { return unit === 'IOPS' ? 0 : 1 }
+
+main().catch((e) => { console.error(`bench: ${(e as Error).message}`); process.exit(2) })

@@ -1,0 +1,19 @@
+// Sizes as users type them (512, 64K, 8G, 1.5T: binary multiples) and as we print them.
+import { VsmError } from '../block/blockdev'
+
+const MULT: Record<string, number> = { '': 1, B: 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40, P: 2 ** 50 }
+
+export function parseSize(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$/i.exec(text)
+  if (!m) throw new VsmError('EINVAL', `not a size: '${text}' (use a number with an optional K, M, G or T suffix)`)
+  const n = Math.round(Number(m[1]) * MULT[m[2].toUpperCase()])
+  if (!Number.isSafeInteger(n)) throw new VsmError('EINVAL', `size out of range: '${text}'`)
+  return n
+}
+
+export function formatSize(n: number): string {
+  const units = ['B', 'K', 'M', 'G', 'T', 'P']
+  let i = 0, v = n
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++ }
+  return i === 0 ? `${n}B` : `${v >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toFixed(1)}${units[i]}`
+}

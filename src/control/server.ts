@@ -1,0 +1,409 @@
+// The control socket server: listens on <home>/vsm.sock (mode 0600), greets each
+// connection, decodes frames, routes each command to the component that owns its
+// type byte (standard disk commands to the virtualizer's data-path handler), and
+// owns the built-in system commands for jobs and events. Nothing a client sends may
+// crash the process: a bad command gets an error reply, a bad stream gets closed.
+import * as fs from 'fs'
+import * as net from 'net'
+import { VsmError } from '../block/blockdev'
+import {
+  COMMANDS, COMPONENTS, CommandDef, ComponentType, byCode, byName, formatCode, isStandard,
+} from './codes'
+import {
+  DEFAULT_MAX_PAYLOAD, DiskIo, Frame, FrameDecoder, PROTOCOL_VERSION, UNSOLICITED_ID,
+  decodeDiskIo, decodeJson, encodeFrame, encodeJson, encodeU64, errorFrame,
+} from './codec'
+import { JobEvent, Jobs } from './jobs'
+
+export interface Command {
+  name: string
+  code: number
+  /** Parsed JSON payload (undefined when the payload was empty). */
+  args: any
+  /** The raw payload. */
+  payload: Buffer
+}
+
+export interface RequestContext {
+  server: ControlServer
+  jobs: Jobs
+  connectionId: number
+  requestId: number
+  /** Aborted when the connection goes away, so long waits can give up. */
+  signal: AbortSignal
+}
+
+export type Handler = (cmd: Command, ctx: RequestContext) => Promise<any>
+
+export interface DiskRequest extends DiskIo {
+  name: 'disk.read' | 'disk.write' | 'disk.flush' | 'disk.discard' | 'disk.size'
+  code: number
+}
+
+/** disk.read → the bytes; disk.size → the size; the others → nothing. */
+export type StandardHandler = (req: DiskRequest, ctx: RequestContext) => Promise<Buffer | number | void>
+
+export interface Greeting {
+  version: string
+  protocol: number
+  /** Component letters that have a handler ('S' always). */
+  capabilities: ComponentType[]
+  /** Whether the standard disk commands are served. */
+  standard: boolean
+  codes: Array<{ name: string; code: number; type: ComponentType; nr: number; dir: string; standard: boolean }>
+}
+
+export interface ServerOptions {
+  socketPath: string
+  version?: string
+  jobs?: Jobs
+  maxPayload?: number
+  maxConnections?: number
+  /** Requests in flight on one connection before it stops reading (backpressure). */
+  maxInflight?: number
+  /** Where to report things that are not the client's business (defaults to silence). */
+  log?: (msg: string, err?: unknown) => void
+}
+
+interface Conn {
+  id: number
+  socket: net.Socket
+  decoder: FrameDecoder
+  abort: AbortController
+  subscribed: boolean
+  /** null = every event. */
+  filter: Set<string> | null
+  inflight: number
+  closed: boolean
+}
+
+const BUILTIN_S = new Set(['hello', 'job.list', 'job.wait', 'job.cancel', 'job.pause', 'job.resume', 'events.subscribe'])
+
+export class ControlServer {
+  readonly socketPath: string
+  readonly jobs: Jobs
+  readonly version: string
+  readonly maxPayload: number
+  private readonly maxInflight: number
+  private readonly maxConnections: number
+  private readonly log: (msg: string, err?: unknown) => void
+  private server: net.Server | null = null
+  private handlers = new Map<ComponentType, Handler>()
+  private standard: StandardHandler | null = null
+  private conns = new Map<number, Conn>()
+  private nextConnId = 1
+  private socketIno = 0
+  private readonly onJobEvent = (e: JobEvent) => this.publish(e.event, e.data)
+
+  constructor(opts: ServerOptions) {
+    this.socketPath = opts.socketPath
+    this.version = opts.version ?? readVersion()
+    this.jobs = opts.jobs ?? new Jobs()
+    this.maxPayload = opts.maxPayload ?? DEFAULT_MAX_PAYLOAD
+    this.maxInflight = opts.maxInflight ?? 64
+    this.log = opts.log ?? (() => {})
+    this.maxConnections = opts.maxConnections ?? 256
+  }
+
+  /** Handler for every extended command of a component ('S': status, shutdown and other non-built-ins). */
+  register(type: ComponentType, handler: Handler): void {
+    if (!(type in COMPONENTS)) throw new VsmError('EINVAL', `unknown component type ${JSON.stringify(type)}`)
+    // A second registration is a wiring bug; replacing silently would hide it.
+    if (this.handlers.has(type)) throw new VsmError('EEXIST', `a handler for component ${type} is already registered`)
+    this.handlers.set(type, handler)
+  }
+
+  unregister(type: ComponentType): void { this.handlers.delete(type) }
+
+  /** The data path for disk.read/write/flush/discard/size (the virtualizer's). */
+  registerStandard(handler: StandardHandler): void {
+    if (this.standard) throw new VsmError('EEXIST', 'a standard disk handler is already registered')
+    this.standard = handler
+  }
+
+  greeting(): Greeting {
+    return {
+      version: this.version,
+      protocol: PROTOCOL_VERSION,
+      capabilities: (['S', ...this.handlers.keys()] as ComponentType[]).filter((t, i, a) => a.indexOf(t) === i),
+      standard: this.standard !== null,
+      codes: COMMANDS.map((c) => ({ name: c.name, code: c.code, type: c.type, nr: c.nr, dir: c.dir, standard: c.standard })),
+    }
+  }
+
+  async listen(): Promise<void> {
+    if (this.server) throw new VsmError('EALREADY', 'control server is already listening')
+    await clearStaleSocket(this.socketPath)
+    // Half-open so a client may send its last request and shut its side while the reply is still coming.
+    const server = net.createServer({ allowHalfOpen: true }, (s) => this.accept(s))
+    server.maxConnections = this.maxConnections
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      // The socket is created by bind() inside listen(); a tight umask around that
+      // call closes the window before chmod in which another user could connect.
+      const old = trySetUmask(0o177)
+      try {
+        server.listen(this.socketPath, () => { server.off('error', reject); resolve() })
+      } finally {
+        if (old !== null) trySetUmask(old)
+      }
+    })
+    fs.chmodSync(this.socketPath, 0o600)
+    this.socketIno = fs.statSync(this.socketPath).ino
+    // After listen, server errors (EMFILE on accept ...) are logged, never thrown.
+    server.on('error', (e) => this.log('control socket error', e))
+    this.server = server
+    this.jobs.on('event', this.onJobEvent)
+  }
+
+  async close(): Promise<void> {
+    const server = this.server
+    if (!server) return
+    this.server = null
+    this.jobs.off('event', this.onJobEvent)
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    for (const c of this.conns.values()) {
+      c.socket.end()
+      // end() lets queued replies (the shutdown reply, say) go out; a client that
+      // never closes its side must not hold the daemon up.
+      setTimeout(() => c.socket.destroy(), 500).unref()
+    }
+    await closed
+    try {
+      // Only our own socket file: another server may have been started on the path since.
+      if (fs.statSync(this.socketPath).ino === this.socketIno) fs.unlinkSync(this.socketPath)
+    } catch { /* already gone */ }
+  }
+
+  get listening(): boolean { return this.server !== null }
+  get connections(): number { return this.conns.size }
+
+  /** Sends an event frame to every subscribed connection (components may publish their own). */
+  publish(event: string, data: unknown): void {
+    let payload: Buffer
+    try {
+      payload = encodeJson({ event, data, timestamp: Date.now() })
+    } catch (e) {
+      this.log(`event ${event} could not be encoded`, e)
+      return
+    }
+    const code = byName('event')!.code
+    for (const c of this.conns.values()) {
+      if (!c.subscribed || c.closed || (c.filter && !c.filter.has(event))) continue
+      this.send(c, { code, id: UNSOLICITED_ID, status: 0, payload })
+    }
+  }
+
+  // ---- connection handling ---------------------------------------------------
+
+  private accept(socket: net.Socket): void {
+    const conn: Conn = {
+      id: this.nextConnId++, socket, decoder: new FrameDecoder({ maxPayload: this.maxPayload }),
+      abort: new AbortController(), subscribed: false, filter: null, inflight: 0, closed: false,
+    }
+    this.conns.set(conn.id, conn)
+    socket.on('error', () => { /* reset by peer and the like; 'close' cleans up */ })
+    socket.on('close', () => {
+      conn.closed = true
+      this.conns.delete(conn.id)
+      conn.abort.abort()
+    })
+    socket.on('data', (chunk: Buffer) => this.onData(conn, chunk))
+    socket.on('end', () => {
+      try { conn.decoder.end() } catch (e) { this.log(`connection ${conn.id}: ${(e as Error).message}`) }
+      // Half-open: replies to requests still running are written before we close.
+      if (conn.inflight === 0) socket.end()
+    })
+    socket.on('drain', () => this.maybeResume(conn))
+    try {
+      this.send(conn, { code: byName('hello')!.code, id: UNSOLICITED_ID, status: 0, payload: encodeJson(this.greeting()) })
+    } catch (e) {
+      this.log('greeting failed', e)
+      socket.destroy()
+    }
+  }
+
+  private onData(conn: Conn, chunk: Buffer): void {
+    let frames: Frame[]
+    try {
+      frames = conn.decoder.push(chunk)
+    } catch (e) {
+      // The stream is out of step: no reply could be matched to a request any more.
+      this.log(`connection ${conn.id} closed: ${(e as Error).message}`)
+      conn.socket.destroy()
+      return
+    }
+    for (const f of frames) {
+      conn.inflight++
+      this.dispatch(conn, f)
+        .catch((e) => this.log('dispatch failed', e))
+        .finally(() => {
+          conn.inflight--
+          this.maybeResume(conn)
+          if (conn.socket.readableEnded && conn.inflight === 0) conn.socket.end()
+        })
+    }
+    if (conn.inflight >= this.maxInflight) conn.socket.pause()
+  }
+
+  private maybeResume(conn: Conn): void {
+    if (conn.closed) return
+    if (conn.inflight < this.maxInflight && !conn.socket.writableNeedDrain && conn.socket.isPaused()) conn.socket.resume()
+  }
+
+  private send(conn: Conn, f: Frame): void {
+    if (conn.closed || conn.socket.destroyed || !conn.socket.writable) return
+    conn.socket.write(encodeFrame(f, Number.MAX_SAFE_INTEGER))
+    // A client that sends but never reads must not grow our memory without bound.
+    if (conn.socket.writableNeedDrain) conn.socket.pause()
+  }
+
+  private reply(conn: Conn, req: Frame, payload: Buffer): void {
+    if (payload.length > this.maxPayload) {
+      this.replyError(conn, req, 'E2BIG', `reply of ${payload.length} bytes exceeds the ${this.maxPayload}-byte frame limit`)
+      return
+    }
+    this.send(conn, { code: req.code, id: req.id, status: 0, payload })
+  }
+
+  private replyError(conn: Conn, req: Frame, error: string, message: string): void {
+    this.send(conn, errorFrame(req.id, req.code, error, message))
+  }
+
+  private async dispatch(conn: Conn, req: Frame): Promise<void> {
+    try {
+      const payload = await this.route(conn, req)
+      this.reply(conn, req, payload)
+    } catch (e) {
+      if (e instanceof VsmError) {
+        this.replyError(conn, req, e.code, e.message)
+      } else {
+        this.log(`command ${formatCode(req.code)} failed`, e)
+        this.replyError(conn, req, 'EIO', e instanceof Error ? e.message : String(e))
+      }
+    }
+  }
+
+  private async route(conn: Conn, req: Frame): Promise<Buffer> {
+    if (req.id === UNSOLICITED_ID) throw new VsmError('EINVAL', 'request id 0 is reserved for server-initiated frames')
+    const def = byCode(req.code)
+    if (!def) throw new VsmError('EINVAL', `unknown command code ${formatCode(req.code)}`)
+    if (def.name === 'event') throw new VsmError('EINVAL', 'event frames are sent by the server, not to it')
+    const ctx: RequestContext = {
+      server: this, jobs: this.jobs, connectionId: conn.id, requestId: req.id, signal: conn.abort.signal,
+    }
+    if (isStandard(def.code)) return this.routeStandard(def, req, ctx)
+
+    const cmd: Command = { name: def.name, code: def.code, args: decodeJson(req.payload), payload: req.payload }
+    if (def.type === 'S' && BUILTIN_S.has(def.name)) return encodeJson(await this.system(conn, cmd, ctx))
+    const handler = this.handlers.get(def.type)
+    if (!handler) throw new VsmError('ENOSYS', `${def.name}: the ${COMPONENTS[def.type]} component is not running`)
+    const result = await handler(cmd, ctx)
+    try {
+      return encodeJson(result)
+    } catch (e) {
+      throw new VsmError('EIO', `${def.name}: result could not be encoded: ${(e as Error).message}`)
+    }
+  }
+
+  private async routeStandard(def: CommandDef, req: Frame, ctx: RequestContext): Promise<Buffer> {
+    const handler = this.standard
+    if (!handler) throw new VsmError('ENOSYS', `${def.name}: the virtualizer data path is not running`)
+    const io = decodeDiskIo(req.payload, def.name === 'disk.write')
+    if (def.name === 'disk.read' && io.length > this.maxPayload) {
+      throw new VsmError('EINVAL', `read of ${io.length} bytes exceeds the ${this.maxPayload}-byte frame limit`)
+    }
+    const out = await handler({ ...io, name: def.name as DiskRequest['name'], code: def.code }, ctx)
+    if (def.name === 'disk.read') {
+      if (!Buffer.isBuffer(out)) throw new VsmError('EIO', 'disk.read handler returned no data')
+      return out
+    }
+    if (def.name === 'disk.size') {
+      if (typeof out !== 'number' || !Number.isSafeInteger(out) || out < 0) throw new VsmError('EIO', 'disk.size handler returned no size')
+      return encodeU64(out)
+    }
+    return Buffer.alloc(0)
+  }
+
+  /** Built-in system commands: the greeting, jobs and event subscription. */
+  private async system(conn: Conn, cmd: Command, ctx: RequestContext): Promise<unknown> {
+    const args = cmd.args ?? {}
+    if (typeof args !== 'object' || Array.isArray(args)) throw new VsmError('EINVAL', `${cmd.name}: arguments must be a JSON object`)
+    switch (cmd.name) {
+      case 'hello':
+        return this.greeting()
+      case 'job.list':
+        return this.jobs.list()
+      case 'job.wait': {
+        const wait = args.all ? this.jobs.waitAll(ctx.signal) : this.jobs.wait(jobId(args), ctx.signal)
+        if (args.timeoutMs === undefined) return wait
+        const ms = Number(args.timeoutMs)
+        if (!Number.isFinite(ms) || ms < 0) throw new VsmError('EINVAL', 'timeoutMs must be a non-negative number')
+        let timer: NodeJS.Timeout | undefined
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new VsmError('ETIMEDOUT', `job still running after ${ms} ms`)), ms)
+        })
+        try { return await Promise.race([wait, timeout]) } finally { clearTimeout(timer) }
+      }
+      case 'job.cancel':
+        return this.jobs.cancel(jobId(args))
+      case 'job.pause':
+        return this.jobs.pause(jobId(args))
+      case 'job.resume':
+        return this.jobs.resume(jobId(args))
+      case 'events.subscribe': {
+        if (args.events !== undefined && (!Array.isArray(args.events) || !args.events.every((e: unknown) => typeof e === 'string'))) {
+          throw new VsmError('EINVAL', 'events must be an array of event names')
+        }
+        conn.subscribed = true
+        conn.filter = args.events ? new Set(args.events) : null
+        return { subscribed: true, events: args.events ?? 'all' }
+      }
+    }
+    throw new VsmError('EINVAL', `unknown system command ${cmd.name}`)
+  }
+}
+
+function jobId(args: any): number {
+  const id = Number(args?.id)
+  if (!Number.isSafeInteger(id) || id <= 0) throw new VsmError('EINVAL', 'a job id (positive integer) is required')
+  return id
+}
+
+function trySetUmask(mask: number): number | null {
+  // process.umask() throws in worker threads; the chmod after listen still applies.
+  try { return process.umask(mask) } catch { return null }
+}
+
+/**
+ * A socket file left by a killed daemon is removed; one that still answers belongs
+ * to a running daemon and is refused, and a path that is not a socket at all is
+ * never deleted.
+ */
+async function clearStaleSocket(socketPath: string): Promise<void> {
+  let st: fs.Stats
+  try { st = fs.lstatSync(socketPath) } catch { return }
+  if (!st.isSocket()) throw new VsmError('EEXIST', `${socketPath} exists and is not a socket; not removing it`)
+  const alive = await new Promise<boolean>((resolve) => {
+    const s = net.connect(socketPath)
+    const timer = setTimeout(() => { s.destroy(); resolve(true) }, 1000)
+    s.once('connect', () => { clearTimeout(timer); s.destroy(); resolve(true) })
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer)
+      // EACCES/EPERM: someone else's socket; treat it as alive rather than delete it.
+      resolve(!(e.code === 'ECONNREFUSED' || e.code === 'ENOENT'))
+    })
+  })
+  if (alive) throw new VsmError('EADDRINUSE', `another vsm is already serving on ${socketPath}`)
+  try { fs.unlinkSync(socketPath) } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+  }
+}
+
+function readVersion(): string {
+  try {
+    return require('../../../package.json').version as string
+  } catch {
+    try { return require('../../package.json').version as string } catch { return '0.0.0' }
+  }
+}

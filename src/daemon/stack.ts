@@ -1,0 +1,182 @@
+// Composes the running stack, bottom to top: pool (devices, volumes) → fs on its
+// volumes → virtual disks → FUSE view, with the control socket routing extended
+// commands to the component that owns them. Also creates the embedded default pool.
+import { promises as fsp } from 'fs'
+import { join } from 'path'
+import type { Logger } from 'pino'
+import type { BlockDev } from '../block/blockdev'
+import { VsmError } from '../block/blockdev'
+import { ControlServer } from '../control/server'
+import { FileSystem } from '../fs'
+import { Pool } from '../volume/pool'
+import { DiskManager } from '../virtualizer/disks'
+import { FuseView } from '../virtualizer/fuse-view'
+import { diskPath } from '../virtualizer/paths'
+import { DaemonConfig, readConfig, writeConfig } from './config'
+import { clearStaleMount } from './mounts'
+
+export const VERSION = '0.1.0'
+
+export interface StackOptions {
+  home: string
+  mount: string
+  /** Size of each of the two backing files of the embedded default pool. */
+  defaultDeviceSize: number
+  log: Logger
+  /** Called when a client asks the daemon to stop. */
+  onShutdown: () => void
+}
+
+const DEFAULT_VOLUME = 'vol0'
+
+export class Stack {
+  private startedAt = Date.now()
+  private constructor(
+    private readonly opts: StackOptions,
+    readonly pool: Pool,
+    readonly fs: FileSystem,
+    private readonly cfg: DaemonConfig,
+    readonly disks: DiskManager,
+    readonly view: FuseView,
+    readonly server: ControlServer,
+  ) {}
+
+  static async start(opts: StackOptions): Promise<Stack> {
+    const { home, log } = opts
+    await fsp.mkdir(home, { recursive: true, mode: 0o700 })
+    let cfg = await readConfig(home)
+    let pool: Pool
+    if (!(await Pool.exists(home))) {
+      log.info({ home, deviceSize: opts.defaultDeviceSize }, 'no pool: creating the embedded default')
+      pool = await createDefaultPool(home, opts.defaultDeviceSize)
+    } else {
+      pool = await Pool.open(home)
+    }
+    if (!cfg) {
+      // vsm.json is written last when the default is made: without it the file system
+      // was never completed, so making it now loses nothing.
+      if (!pool.listVolumes().some((v) => v.name === DEFAULT_VOLUME)) {
+        await pool.close()
+        throw new VsmError('ENOENT', `${join(home, 'vsm.json')} is missing and the pool has no ${DEFAULT_VOLUME}: this home was not made by vsm up`)
+      }
+      cfg = { version: 1, fsVolumes: [DEFAULT_VOLUME], defaultVolume: DEFAULT_VOLUME }
+      await FileSystem.mkfs([await pool.openVolume(DEFAULT_VOLUME)], { volumeNames: cfg.fsVolumes })
+      await writeConfig(home, cfg)
+    }
+    // On a failed start, undo what was brought up so far (top down) before reporting.
+    const undo: Array<() => Promise<unknown>> = [() => pool.close()]
+    try {
+      const fs = await FileSystem.mount(await Promise.all(cfg.fsVolumes.map((v) => pool.openVolume(v))), { volumeNames: cfg.fsVolumes })
+      undo.unshift(() => fs.close())
+      if (clearStaleMount(opts.mount)) log.warn({ mount: opts.mount }, 'removed a stale mount')
+      const fsVolumes = cfg
+      let view: FuseView | undefined
+      const disks = new DiskManager({
+        fs,
+        defaultVolume: () => fsVolumes.defaultVolume,
+        openCount: (p) => view?.openCount(p) ?? 0,
+        volumeIndex: async (name) => {
+          const i = fsVolumes.fsVolumes.indexOf(name)
+          if (i >= 0) return i
+          pool.volumeInfo(name) // throws ENOENT for an unknown volume
+          throw new VsmError('ENOTSUP', `volume ${name} is not part of the file system (it spans ${fsVolumes.fsVolumes.join(', ')})`)
+        },
+      })
+      view = new FuseView(fs, opts.mount, log)
+      await view.mount()
+      undo.unshift(() => view!.unmount())
+      const server = new ControlServer({ socketPath: join(home, 'vsm.sock'), version: VERSION, log: (msg, err) => log.warn({ err }, msg) })
+      const stack = new Stack(opts, pool, fs, cfg, disks, view, server)
+      stack.registerCommands()
+      await server.listen()
+      log.info({ mount: opts.mount }, 'stack up')
+      return stack
+    } catch (err) {
+      for (const step of undo) await step().catch((e) => log.error({ err: e }, 'undoing a failed start'))
+      throw err
+    }
+  }
+
+  /** Flush everything, then take the stack down top to bottom. */
+  async stop(): Promise<void> {
+    const { log } = this.opts
+    await this.server.close().catch((err) => log.error({ err }, 'closing control socket'))
+    await this.fs.sync().catch((err) => log.error({ err }, 'final sync'))
+    await this.view.unmount().catch((err) => log.error({ err }, 'unmount'))
+    await this.fs.close()
+    await this.pool.close()
+    log.info('stack down')
+  }
+
+  status() {
+    const s = this.fs.statfs()
+    return {
+      version: VERSION, pid: process.pid, home: this.opts.home, mount: this.opts.mount,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      devices: this.pool.listDevices(),
+      volumes: this.pool.listVolumes(),
+      fs: { volumes: this.cfg.fsVolumes, size: s.blocks * s.bsize, free: s.bavail * s.bsize, files: s.files - s.ffree },
+      disks: this.disks.list().length,
+    }
+  }
+
+  private registerCommands() {
+    const a = (args: any) => (args && typeof args === 'object' ? args : {})
+    this.server.register('S', async ({ name }) => {
+      if (name === 'status') return this.status()
+      if (name === 'shutdown') { setImmediate(this.opts.onShutdown); return { stopping: true } }
+      throw new VsmError('ENOSYS', `${name} is not implemented`)
+    })
+    this.server.register('V', async ({ name, args }) => {
+      const x = a(args)
+      switch (name) {
+        case 'disk.create': return this.disks.create(x.path, x.size, x.volume)
+        case 'disk.list': return this.disks.list()
+        case 'disk.show': return this.disks.show(x.path)
+        case 'disk.resize': return this.disks.resize(x.path, x.size, !!x.shrink)
+        case 'disk.delete': await this.disks.delete(x.path, !!x.force); return { deleted: x.path }
+        default: throw new VsmError('ENOSYS', `${name} is not implemented yet`)
+      }
+    })
+    this.server.register('L', async ({ name, args }) => {
+      const x = a(args)
+      switch (name) {
+        case 'device.add': return this.pool.addDevice(x.name, x.path, x.size)
+        case 'device.list': return this.pool.listDevices()
+        case 'device.remove': await this.pool.removeDevice(x.name); return { removed: x.name }
+        case 'volume.create': return this.pool.createVolume(x.name, { layout: x.layout, devices: x.devices, size: x.size, stripeUnit: x.stripeUnit, copies: x.copies })
+        case 'volume.list': return this.pool.listVolumes()
+        case 'volume.show': return this.pool.volumeInfo(x.name)
+        default: throw new VsmError('ENOSYS', `${name} is not implemented yet`)
+      }
+    })
+    this.server.register('F', async ({ name }) => {
+      if (name === 'fs.stat') return { ...this.fs.statfs(), volumes: this.cfg.fsVolumes }
+      if (name === 'fs.check') return this.fs.check()
+      throw new VsmError('ENOSYS', `${name} is not implemented`)
+    })
+    // The standard commands: a disk's own read/write/flush/discard/size, served
+    // straight by the virtualizer on the fs file without the FUSE view.
+    this.server.registerStandard(async ({ name, path, offset, length, data }) => {
+      const dev: BlockDev = this.fs.openFile(diskPath(path))
+      switch (name) {
+        case 'disk.size': return dev.size
+        case 'disk.flush': return dev.flush()
+        case 'disk.write': return dev.write(data, offset)
+        case 'disk.discard': return dev.discard?.(offset, length)
+        case 'disk.read': { const b = Buffer.alloc(length); return b.subarray(0, await dev.read(b, offset)) }
+      }
+    })
+  }
+}
+
+/** Two sparse backing files and a mirrored volume over them: the embedded default. */
+async function createDefaultPool(home: string, deviceSize: number): Promise<Pool> {
+  await fsp.mkdir(join(home, 'devices'), { recursive: true })
+  const pool = await Pool.create(home)
+  await pool.addDevice('d0', join(home, 'devices', 'd0.img'), deviceSize)
+  await pool.addDevice('d1', join(home, 'devices', 'd1.img'), deviceSize)
+  const free = Math.min(...pool.listDevices().map((d) => d.free))
+  await pool.createVolume(DEFAULT_VOLUME, { layout: 'mirror', devices: ['d0', 'd1'], size: free, copies: 2 })
+  return pool
+}

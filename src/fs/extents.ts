@@ -1,0 +1,219 @@
+// Extent maps (file block -> volume block runs) and the per-volume free-extent
+// allocator. Both are sorted arrays searched by binary search; runs are coalesced.
+import { VsmError } from '../block/blockdev'
+
+export interface Extent { fb: number; vol: number; pb: number; len: number }
+/** A piece of a file block range: pb < 0 means a hole. */
+export interface Segment { fb: number; len: number; vol: number; pb: number }
+
+export class ExtentMap {
+  ex: Extent[] = []
+  total = 0
+
+  /** Index of the last extent with fb <= b, or -1. */
+  private floor(b: number): number {
+    let lo = 0, hi = this.ex.length - 1, r = -1
+    while (lo <= hi) {
+      const m = (lo + hi) >> 1
+      if (this.ex[m].fb <= b) { r = m; lo = m + 1 } else hi = m - 1
+    }
+    return r
+  }
+
+  /** Cover [b0, b1) with mapped segments and holes, in order. */
+  segments(b0: number, b1: number): Segment[] {
+    const out: Segment[] = []
+    let i = this.floor(b0)
+    if (i < 0) i = 0
+    let b = b0
+    while (b < b1) {
+      const e = this.ex[i]
+      if (!e || e.fb >= b1) { out.push({ fb: b, len: b1 - b, vol: -1, pb: -1 }); break }
+      if (e.fb + e.len <= b) { i++; continue }
+      if (e.fb > b) { out.push({ fb: b, len: e.fb - b, vol: -1, pb: -1 }); b = e.fb; continue }
+      const n = Math.min(e.fb + e.len, b1) - b
+      out.push({ fb: b, len: n, vol: e.vol, pb: e.pb + (b - e.fb) })
+      b += n; i++
+    }
+    return out
+  }
+
+  /** Physical block mapped at file block b, or -1. */
+  lookup(b: number): { vol: number; pb: number } | null {
+    const i = this.floor(b)
+    if (i < 0) return null
+    const e = this.ex[i]
+    return b < e.fb + e.len ? { vol: e.vol, pb: e.pb + (b - e.fb) } : null
+  }
+
+  /** Map [fb, fb+len) which must be unmapped; coalesces with neighbours. */
+  insert(fb: number, vol: number, pb: number, len: number): void {
+    if (len <= 0) return
+    const i = this.floor(fb)
+    const prev = i >= 0 ? this.ex[i] : undefined
+    const next = this.ex[i + 1]
+    if ((prev && prev.fb + prev.len > fb) || (next && next.fb < fb + len)) {
+      throw new VsmError('EIO', `extent overlap inserting file block ${fb}+${len}`)
+    }
+    this.total += len
+    const joinPrev = !!prev && prev.fb + prev.len === fb && prev.vol === vol && prev.pb + prev.len === pb
+    const joinNext = !!next && fb + len === next.fb && next.vol === vol && pb + len === next.pb
+    if (joinPrev && joinNext) { prev!.len += len + next!.len; this.ex.splice(i + 1, 1) }
+    else if (joinPrev) prev!.len += len
+    else if (joinNext) { next!.fb = fb; next!.pb = pb; next!.len += len }
+    else this.ex.splice(i + 1, 0, { fb, vol, pb, len })
+  }
+
+  /** Unmap [b0, b1); returns the removed physical pieces. */
+  punch(b0: number, b1: number): Extent[] {
+    const removed: Extent[] = []
+    if (b1 <= b0) return removed
+    let i = this.floor(b0)
+    if (i < 0) i = 0
+    while (i < this.ex.length) {
+      const e = this.ex[i]
+      if (e.fb >= b1) break
+      const eEnd = e.fb + e.len
+      if (eEnd <= b0) { i++; continue }
+      const s = Math.max(e.fb, b0), t = Math.min(eEnd, b1)
+      removed.push({ fb: s, vol: e.vol, pb: e.pb + (s - e.fb), len: t - s })
+      this.total -= t - s
+      if (s === e.fb && t === eEnd) { this.ex.splice(i, 1); continue }
+      if (s === e.fb) { e.pb += t - e.fb; e.len = eEnd - t; e.fb = t; i++; continue }
+      if (t === eEnd) { e.len = s - e.fb; i++; continue }
+      const tail = { fb: t, vol: e.vol, pb: e.pb + (t - e.fb), len: eEnd - t }
+      e.len = s - e.fb
+      this.ex.splice(i + 1, 0, tail)
+      i += 2
+    }
+    return removed
+  }
+
+  clone(): ExtentMap {
+    const m = new ExtentMap()
+    m.ex = this.ex.map((e) => ({ ...e }))
+    m.total = this.total
+    return m
+  }
+
+  flat(): number[] {
+    const out: number[] = []
+    for (const e of this.ex) out.push(e.fb, e.vol, e.pb, e.len)
+    return out
+  }
+}
+
+interface Free { start: number; len: number }
+
+/** Free-extent map of one volume's data area, with a next-fit rotor. */
+export class FreeMap {
+  fr: Free[] = []
+  free = 0
+  private rotor = 0
+
+  constructor(readonly lo: number, readonly hi: number) {}
+
+  /** Build from allocated (possibly unsorted) runs; returns overlaps/out-of-range as errors. */
+  static fromAllocated(lo: number, hi: number, runs: { start: number; len: number }[], errors: string[]): FreeMap {
+    const m = new FreeMap(lo, hi)
+    const sorted = runs.slice().sort((a, b) => a.start - b.start)
+    let cur = lo
+    for (const r of sorted) {
+      if (r.start < lo || r.start + r.len > hi || r.len <= 0) { errors.push(`run ${r.start}+${r.len} outside data area [${lo},${hi})`); continue }
+      if (r.start < cur) { errors.push(`block ${r.start}+${r.len} allocated twice`); cur = Math.max(cur, r.start + r.len); continue }
+      if (r.start > cur) { m.fr.push({ start: cur, len: r.start - cur }); m.free += r.start - cur }
+      cur = r.start + r.len
+    }
+    if (cur < hi) { m.fr.push({ start: cur, len: hi - cur }); m.free += hi - cur }
+    return m
+  }
+
+  private floor(b: number): number {
+    let lo = 0, hi = this.fr.length - 1, r = -1
+    while (lo <= hi) {
+      const m = (lo + hi) >> 1
+      if (this.fr[m].start <= b) { r = m; lo = m + 1 } else hi = m - 1
+    }
+    return r
+  }
+
+  /** Take `len` blocks starting exactly at `start` from free extent index i. */
+  private take(i: number, start: number, len: number): void {
+    const f = this.fr[i]
+    const fEnd = f.start + f.len
+    this.free -= len
+    if (start === f.start && len === f.len) { this.fr.splice(i, 1); this.rotor = i; return }
+    if (start === f.start) { f.start += len; f.len -= len; this.rotor = i; return }
+    if (start + len === fEnd) { f.len -= len; this.rotor = i + 1; return }
+    f.len = start - f.start
+    this.fr.splice(i + 1, 0, { start: start + len, len: fEnd - start - len })
+    this.rotor = i + 1
+  }
+
+  /**
+   * Allocate `count` blocks, preferring to continue at `goal` (the block after the
+   * file's previous extent), then one run big enough (next-fit), then pieces.
+   */
+  alloc(count: number, goal: number): Free[] | null {
+    if (count > this.free) return null
+    const out: Free[] = []
+    let need = count
+    if (goal >= this.lo && goal < this.hi) {
+      const i = this.floor(goal)
+      if (i >= 0 && goal < this.fr[i].start + this.fr[i].len) {
+        const n = Math.min(need, this.fr[i].start + this.fr[i].len - goal)
+        this.take(i, goal, n)
+        out.push({ start: goal, len: n })
+        need -= n
+      }
+    }
+    while (need > 0) {
+      const L = this.fr.length
+      let pick = -1
+      const start = Math.min(this.rotor, L)
+      for (let k = 0; k < L; k++) {
+        const i = (start + k) % L
+        if (this.fr[i].len >= need) { pick = i; break }
+      }
+      if (pick < 0) {
+        // no single run fits: take the largest
+        let best = 0
+        for (let i = 1; i < L; i++) if (this.fr[i].len > this.fr[best].len) best = i
+        pick = best
+      }
+      const f = this.fr[pick]
+      const n = Math.min(need, f.len)
+      const s = f.start
+      this.take(pick, s, n)
+      const last = out[out.length - 1]
+      if (last && last.start + last.len === s) last.len += n
+      else out.push({ start: s, len: n })
+      need -= n
+    }
+    return out
+  }
+
+  /** Return a run to the free map, coalescing; a double free is an internal error. */
+  release(start: number, len: number): void {
+    if (len <= 0) return
+    if (start < this.lo || start + len > this.hi) throw new VsmError('EIO', `free of ${start}+${len} outside data area`)
+    const i = this.floor(start)
+    const prev = i >= 0 ? this.fr[i] : undefined
+    const next = this.fr[i + 1]
+    if ((prev && prev.start + prev.len > start) || (next && next.start < start + len)) {
+      throw new VsmError('EIO', `double free of block ${start}+${len}`)
+    }
+    this.free += len
+    const jp = !!prev && prev.start + prev.len === start
+    const jn = !!next && start + len === next.start
+    if (jp && jn) { prev!.len += len + next!.len; this.fr.splice(i + 1, 1) }
+    else if (jp) prev!.len += len
+    else if (jn) { next!.start = start; next!.len += len }
+    else this.fr.splice(i + 1, 0, { start, len })
+  }
+
+  isFree(b: number): boolean {
+    const i = this.floor(b)
+    return i >= 0 && b < this.fr[i].start + this.fr[i].len
+  }
+}

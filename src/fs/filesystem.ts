@@ -1,0 +1,1095 @@
+// The vsm file system: files as extents on volumes, a directory tree, xattrs, and
+// a checkpoint + circular journal inside volume 0 (ext4 data=ordered / XFS-like).
+//
+// Every metadata change is a logical op (mk, rm, mv, tr, at, xa, ex, ph) applied to
+// the in-memory state by apply() and appended to `ops`; a commit (fsync, sync,
+// close, background timer) flushes the data volumes, then writes the ops as one
+// journal record (or, when the journal is half full, a whole-state checkpoint) and
+// flushes volume 0. Mount loads the newest valid checkpoint and replays records of
+// its epoch (nonce) in seq order until the first bad one, rebuilds the free maps
+// from the extents, and starts a new epoch with a fresh checkpoint.
+import { randomBytes, randomUUID } from 'crypto'
+import { BlockDev, VsmError, checkRange } from '../block/blockdev'
+import { Extent, ExtentMap, FreeMap } from './extents'
+import {
+  BS, JR_HDR, JR_OPS, JR_WRAP, Superblock, decodeRecordHeader, encodeCheckpoint, encodeRecord,
+  planLayout, readCheckpoint, readLabel, readSuperblock, recordCrcOk, recordLen, writeLabel, writeSuperblock,
+} from './layout'
+
+export const S_IFMT = 0o170000
+export const S_IFDIR = 0o040000
+export const S_IFREG = 0o100000
+const NAME_MAX = 255
+const PATH_MAX = 4096
+const XATTR_MAX = 65536
+export const MAX_FILE_SIZE = 2 ** 50
+const ROOT = 1
+const LAZY_COMMIT_MS = 5000
+
+export interface Stat {
+  ino: number; mode: number; uid: number; gid: number; size: number; blocks: number; nlink: number
+  atime: number; mtime: number; ctime: number
+}
+
+export interface StatFs { bsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number; namemax: number }
+
+type Op =
+  | { o: 'mk'; p: number; n: string; i: number; m: number; u: number; g: number; t: number; v: number }
+  | { o: 'rm'; p: number; n: string; t: number }
+  | { o: 'mv'; p: number; n: string; q: number; m: string; t: number }
+  | { o: 'tr'; i: number; s: number; t: number }
+  | { o: 'ph'; i: number; b0: number; b1: number; t: number }
+  | { o: 'at'; i: number; m: number; u: number; g: number; s: number; a: number; mt: number; c: number }
+  | { o: 'xa'; i: number; n: string; v: string | null; t: number }
+  | { o: 'ex'; i: number; e: number[] }
+
+interface Pending { b0: number; b1: number; done: Promise<void>; resolve: () => void; allocs: Extent[] }
+
+class Inode {
+  entries?: Map<string, number>
+  ext = new ExtentMap()
+  xattr = new Map<string, Buffer>()
+  inflight = 0
+  pending: Pending[] = []
+  waiters: (() => void)[] = []
+  constructor(
+    public ino: number, public mode: number, public uid: number, public gid: number, public size: number,
+    public nlink: number, public atime: number, public mtime: number, public ctime: number,
+    public vol: number, public parent: number,
+  ) {}
+  get isDir() { return (this.mode & S_IFMT) === S_IFDIR }
+  get busy() { return this.inflight > 0 || this.pending.length > 0 }
+}
+
+function err(code: string, msg: string): VsmError { return new VsmError(code, msg) }
+
+function checkName(name: string): void {
+  if (typeof name !== 'string' || name.length === 0) throw err('EINVAL', 'empty file name')
+  if (name === '.' || name === '..') throw err('EINVAL', `bad file name '${name}'`)
+  if (name.includes('/') || name.includes('\0')) throw err('EINVAL', `file name may not contain '/' or NUL: ${JSON.stringify(name)}`)
+  if (Buffer.byteLength(name) > NAME_MAX) throw err('ENAMETOOLONG', `file name longer than ${NAME_MAX} bytes`)
+}
+
+function parsePath(path: string): string[] {
+  if (typeof path !== 'string' || !path.startsWith('/')) throw err('EINVAL', `path must be absolute: ${JSON.stringify(path)}`)
+  if (Buffer.byteLength(path) > PATH_MAX) throw err('ENAMETOOLONG', `path longer than ${PATH_MAX} bytes`)
+  const parts = path.split('/').filter((p) => p !== '')
+  for (const p of parts) checkName(p)
+  return parts
+}
+
+function checkId(v: number, what: string) {
+  if (!Number.isSafeInteger(v) || v < 0 || v > 0xffffffff) throw err('EINVAL', `bad ${what}: ${v}`)
+}
+
+function checkMode(m: number) {
+  if (!Number.isSafeInteger(m) || m < 0) throw err('EINVAL', `bad mode: ${m}`)
+}
+
+function checkTime(t: number, what: string) {
+  if (typeof t !== 'number' || !Number.isFinite(t)) throw err('EINVAL', `bad ${what}: ${t}`)
+}
+
+function checkXattrName(name: string) {
+  if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > 255 || name.includes('\0')) {
+    throw err('EINVAL', `bad xattr name: ${JSON.stringify(name)}`)
+  }
+}
+
+/** Subtract sorted, coalesced interval lists: runs of a not covered by b. */
+function subtractRuns(a: { start: number; len: number }[], b: { start: number; len: number }[]) {
+  const out: { start: number; len: number }[] = []
+  let j = 0
+  for (const r of a) {
+    let s = r.start
+    const e = r.start + r.len
+    while (j < b.length && b[j].start + b[j].len <= s) j++
+    let k = j
+    while (s < e && k < b.length && b[k].start < e) {
+      if (b[k].start > s) out.push({ start: s, len: b[k].start - s })
+      s = Math.max(s, b[k].start + b[k].len)
+      k++
+    }
+    if (s < e) out.push({ start: s, len: e - s })
+  }
+  return out
+}
+
+function coalesce(runs: { start: number; len: number }[]) {
+  const sorted = runs.slice().sort((x, y) => x.start - y.start)
+  const out: { start: number; len: number }[] = []
+  for (const r of sorted) {
+    const l = out[out.length - 1]
+    if (l && l.start + l.len >= r.start) l.len = Math.max(l.len, r.start + r.len - l.start)
+    else out.push({ ...r })
+  }
+  return out
+}
+
+export class FileSystem {
+  private inodes = new Map<number, Inode>()
+  private nextIno = ROOT + 1
+  private free: FreeMap[] = []
+  private ops: Op[] = []
+  private opsBytes = 0
+  private dirtyAttrs = new Set<number>()
+  private lazyAttrs = new Set<number>()
+  private pendingFree: { vol: number; start: number; len: number }[] = []
+  private dirtyVols = new Set<number>()
+  // journal state
+  private seq = 0
+  private nonce = 0
+  private head = 0
+  private tail = 0
+  private ckSlot = 0
+  private lastCkptLen = 0
+  private sinceCkpt = 0
+  private wantCkpt = false
+  private broken: Error | null = null
+  private closed = false
+  private inflight = 0
+  private idleWaiters: (() => void)[] = []
+  private commitRunning: Promise<void> | null = null
+  private commitNext: Promise<void> | null = null
+  private timer: NodeJS.Timeout | null = null
+
+  private constructor(private readonly vols: BlockDev[], private readonly sb: Superblock) {}
+
+  // ---------------------------------------------------------------- mkfs / mount
+
+  /** journalBytes overrides the journal size (tests use a small one to exercise wrap and checkpoints). */
+  static async mkfs(volumes: BlockDev[], opts: { volumeNames?: string[]; journalBytes?: number } = {}): Promise<void> {
+    if (!Array.isArray(volumes) || volumes.length === 0) throw err('EINVAL', 'mkfs needs at least one volume')
+    const names = opts.volumeNames ?? volumes.map((_, i) => `vol${i}`)
+    if (names.length !== volumes.length) throw err('EINVAL', `volumeNames has ${names.length} names for ${volumes.length} volumes`)
+    if (new Set(names).size !== names.length || names.some((n) => typeof n !== 'string' || !n)) throw err('EINVAL', 'volume names must be distinct non-empty strings')
+    for (let i = 1; i < volumes.length; i++) {
+      if (volumes[i].size < 2 * BS) throw err('ENOSPC', `volume ${i} too small (${volumes[i].size} bytes)`)
+    }
+    const total = volumes.reduce((s, v) => s + v.size, 0)
+    const plan = planLayout(volumes[0].size, total, opts.journalBytes)
+    const sb: Superblock = {
+      version: 1, uuid: randomUUID(), blockSize: BS,
+      volumes: volumes.map((v, i) => ({ size: Math.floor(v.size / BS) * BS, name: names[i] })),
+      ...plan, created: Date.now(),
+    }
+    const fs = new FileSystem(volumes, sb)
+    const now = Date.now()
+    const root = new Inode(ROOT, S_IFDIR | 0o755, 0, 0, 0, 2, now, now, now, 0, ROOT)
+    root.entries = new Map()
+    fs.inodes.set(ROOT, root)
+    // invalidate anything a previous fs left in the second checkpoint slot and the journal
+    await volumes[0].write(Buffer.alloc(BS), sb.ckpt[1])
+    await volumes[0].write(Buffer.alloc(BS), sb.journal)
+    fs.seq = 1
+    fs.nonce = randomBytes(4).readUInt32LE(0)
+    const ck = encodeCheckpoint({ seq: fs.seq++, nonce: fs.nonce, jstart: 0, len: 0 }, fs.serialize())
+    if (ck.length > sb.ckptLen) throw err('ENOSPC', 'checkpoint area too small')
+    await volumes[0].write(ck, sb.ckpt[0])
+    for (let i = 1; i < volumes.length; i++) await writeLabel(volumes[i], sb.uuid, i)
+    for (const v of volumes) await v.flush()
+    // the superblock last: a torn mkfs leaves no mountable fs
+    await writeSuperblock(volumes[0], sb)
+    await volumes[0].flush()
+  }
+
+  static async mount(volumes: BlockDev[], opts: { volumeNames?: string[] } = {}): Promise<FileSystem> {
+    if (!Array.isArray(volumes) || volumes.length === 0) throw err('EINVAL', 'mount needs at least one volume')
+    // the metadata volume is the one with a superblock; the rest are ordered by their labels
+    let sb: Superblock | null = null, metaIdx = -1
+    for (let k = 0; k < volumes.length && !sb; k++) {
+      try { sb = await readSuperblock(volumes[k]); metaIdx = k } catch { /* not this one */ }
+    }
+    if (!sb) throw err('EINVAL', 'no vsm fs superblock found on any volume')
+    if (sb.volumes.length !== volumes.length) throw err('EINVAL', `fs has ${sb.volumes.length} volumes, ${volumes.length} given`)
+    const ordered: BlockDev[] = new Array(volumes.length)
+    ordered[0] = volumes[metaIdx]
+    for (let k = 0; k < volumes.length; k++) {
+      if (k === metaIdx) continue
+      const l = await readLabel(volumes[k])
+      if (!l || l.uuid !== sb.uuid || l.index < 1 || l.index >= volumes.length || ordered[l.index]) {
+        throw err('EINVAL', `volume ${k} does not belong to fs ${sb.uuid}`)
+      }
+      ordered[l.index] = volumes[k]
+    }
+    if (opts.volumeNames) {
+      if (opts.volumeNames.length !== volumes.length) throw err('EINVAL', 'volumeNames length does not match volumes')
+      for (let k = 0; k < volumes.length; k++) {
+        const idx = ordered.indexOf(volumes[k])
+        if (sb.volumes[idx].name !== opts.volumeNames[k]) throw err('EINVAL', `volume ${k} is '${sb.volumes[idx].name}', not '${opts.volumeNames[k]}'`)
+      }
+    }
+    for (let i = 0; i < ordered.length; i++) {
+      if (ordered[i].size < sb.volumes[i].size) throw err('EINVAL', `volume '${sb.volumes[i].name}' is smaller than when formatted`)
+    }
+    const fs = new FileSystem(ordered, sb)
+    await fs.load()
+    return fs
+  }
+
+  private async load(): Promise<void> {
+    const { sb } = this
+    const v0 = this.vols[0]
+    const cks = await Promise.all(sb.ckpt.map((off) => readCheckpoint(v0, off, sb.ckptLen)))
+    let slot = -1
+    for (let i = 0; i < 2; i++) if (cks[i] && (slot < 0 || cks[i]!.h.seq > cks[slot]!.h.seq)) slot = i
+    if (slot < 0) throw err('EIO', 'no valid checkpoint on volume 0')
+    const ck = cks[slot]!
+    this.deserialize(ck.payload)
+    this.ckSlot = slot
+    this.nonce = ck.h.nonce
+    this.lastCkptLen = ck.payload.length
+    // replay the journal of this checkpoint's epoch
+    const jl = sb.journalLen
+    const jbuf = Buffer.alloc(jl)
+    await v0.read(jbuf, sb.journal)
+    let pos = ck.h.jstart, seq = ck.h.seq + 1, used = 0
+    for (;;) {
+      if (pos >= jl) pos = 0
+      const hb = jbuf.subarray(pos, pos + JR_HDR)
+      const h = decodeRecordHeader(hb)
+      if (!h || h.seq !== seq || h.nonce !== ck.h.nonce) break
+      const rl = recordLen(h.len)
+      if (pos + rl > jl) break
+      const payload = jbuf.subarray(pos + JR_HDR, pos + JR_HDR + h.len)
+      if (!recordCrcOk(hb, payload, h.crc)) break
+      seq++
+      if (h.type === JR_WRAP) { used += jl - pos; pos = 0; continue }
+      if (h.type !== JR_OPS) break
+      let ops: Op[]
+      try { ops = JSON.parse(payload.toString()) } catch { break }
+      for (const op of ops) this.apply(op, true)
+      pos += rl
+      used += rl
+    }
+    this.seq = seq
+    this.head = pos >= jl ? 0 : pos
+    this.tail = ck.h.jstart
+    this.sinceCkpt = used
+    // rebuild the free maps from the extents
+    const errors: string[] = []
+    this.free = this.buildFree(errors)
+    if (errors.length) throw err('EIO', `fs metadata inconsistent, refusing to mount: ${errors[0]}`)
+    // start a new epoch: stale records of a crashed run can never be replayed later
+    this.wantCkpt = true
+    await this.commit()
+  }
+
+  private dataRange(v: number): [number, number] {
+    return [v === 0 ? this.sb.dataStart : 1, this.sb.volumes[v].size / BS]
+  }
+
+  private buildFree(errors: string[]): FreeMap[] {
+    const runs: { start: number; len: number }[][] = this.vols.map(() => [])
+    for (const n of this.inodes.values()) {
+      for (const e of n.ext.ex) {
+        if (e.vol < 0 || e.vol >= this.vols.length) { errors.push(`inode ${n.ino}: extent on unknown volume ${e.vol}`); continue }
+        runs[e.vol].push({ start: e.pb, len: e.len })
+      }
+    }
+    return runs.map((r, v) => { const [lo, hi] = this.dataRange(v); return FreeMap.fromAllocated(lo, hi, r, errors) })
+  }
+
+  private serialize(): Buffer {
+    const inodes: unknown[] = []
+    for (const n of this.inodes.values()) {
+      let ext = n.ext
+      if (n.pending.some((p) => p.allocs.length)) {
+        // data of allocating writes in flight is not yet written: leave those extents out
+        ext = ext.clone()
+        for (const p of n.pending) for (const a of p.allocs) ext.punch(a.fb, a.fb + a.len)
+      }
+      inodes.push([n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
+        n.entries ? [...n.entries] : 0, ext.flat(), [...n.xattr].map(([k, v]) => [k, v.toString('base64')])])
+    }
+    return Buffer.from(JSON.stringify({ v: 1, nextIno: this.nextIno, inodes }))
+  }
+
+  private deserialize(payload: Buffer) {
+    const st = JSON.parse(payload.toString())
+    if (st.v !== 1) throw err('EIO', `unknown checkpoint version ${st.v}`)
+    this.nextIno = st.nextIno
+    this.inodes.clear()
+    for (const a of st.inodes) {
+      const n = new Inode(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10])
+      if (a[11]) n.entries = new Map(a[11])
+      const f: number[] = a[12]
+      for (let i = 0; i < f.length; i += 4) n.ext.insert(f[i], f[i + 1], f[i + 2], f[i + 3])
+      for (const [k, v] of a[13]) n.xattr.set(k, Buffer.from(v, 'base64'))
+      this.inodes.set(n.ino, n)
+    }
+    if (!this.inodes.get(ROOT)?.isDir) throw err('EIO', 'checkpoint has no root directory')
+  }
+
+  // ---------------------------------------------------------------- ops
+
+  /** Apply one logical op to the in-memory state; returns the extents it freed. */
+  private apply(op: Op, replay = false): Extent[] {
+    const bad = (why: string) => err('EIO', `journal op ${op.o} inconsistent: ${why}`)
+    const node = (i: number) => { const n = this.inodes.get(i); if (!n) throw bad(`no inode ${i}`); return n }
+    const dir = (i: number) => { const n = node(i); if (!n.entries) throw bad(`inode ${i} not a directory`); return n }
+    const dropEntry = (d: Inode, name: string, t: number): Extent[] => {
+      const i = d.entries!.get(name)
+      if (i === undefined) throw bad(`no entry ${name}`)
+      const n = node(i)
+      d.entries!.delete(name)
+      d.mtime = d.ctime = t
+      if (n.isDir) { d.nlink--; this.inodes.delete(i); return [] }
+      n.nlink--
+      n.ctime = t
+      if (n.nlink > 0) return []
+      this.inodes.delete(i)
+      this.dirtyAttrs.delete(i)
+      this.lazyAttrs.delete(i)
+      return n.ext.punch(0, Infinity)
+    }
+    switch (op.o) {
+      case 'mk': {
+        const d = dir(op.p)
+        if (d.entries!.has(op.n) || this.inodes.has(op.i)) throw bad(`${op.n} exists`)
+        const isDir = (op.m & S_IFMT) === S_IFDIR
+        const n = new Inode(op.i, op.m, op.u, op.g, 0, isDir ? 2 : 1, op.t, op.t, op.t, op.v, op.p)
+        if (isDir) { n.entries = new Map(); d.nlink++ }
+        this.inodes.set(op.i, n)
+        d.entries!.set(op.n, op.i)
+        d.mtime = d.ctime = op.t
+        this.nextIno = Math.max(this.nextIno, op.i + 1)
+        return []
+      }
+      case 'rm': return dropEntry(dir(op.p), op.n, op.t)
+      case 'mv': {
+        const s = dir(op.p), d = dir(op.q)
+        const i = s.entries!.get(op.n)
+        if (i === undefined) throw bad(`no entry ${op.n}`)
+        const n = node(i)
+        let freed: Extent[] = []
+        const old = d.entries!.get(op.m)
+        if (old === i) return []
+        if (old !== undefined) freed = dropEntry(d, op.m, op.t)
+        s.entries!.delete(op.n)
+        d.entries!.set(op.m, i)
+        if (n.isDir && s !== d) { s.nlink--; d.nlink++; n.parent = op.q }
+        s.mtime = s.ctime = d.mtime = d.ctime = n.ctime = op.t
+        return freed
+      }
+      case 'tr': {
+        const n = node(op.i)
+        // sizes are journaled at commit time, so do not trust n.size here: no block
+        // past the new end may survive, whatever the size was
+        const freed = n.ext.punch(Math.ceil(op.s / BS), Infinity)
+        n.size = op.s
+        n.mtime = n.ctime = op.t
+        return freed
+      }
+      case 'ph': {
+        const n = node(op.i)
+        n.mtime = n.ctime = op.t
+        return n.ext.punch(op.b0, op.b1)
+      }
+      case 'at': {
+        const n = this.inodes.get(op.i)
+        if (!n) { if (replay) return []; throw bad(`no inode ${op.i}`) }
+        n.mode = op.m; n.uid = op.u; n.gid = op.g; n.size = op.s; n.atime = op.a; n.mtime = op.mt; n.ctime = op.c
+        return []
+      }
+      case 'xa': {
+        const n = node(op.i)
+        if (op.v === null) n.xattr.delete(op.n)
+        else n.xattr.set(op.n, Buffer.from(op.v, 'base64'))
+        n.ctime = op.t
+        return []
+      }
+      case 'ex': {
+        const n = node(op.i)
+        for (let k = 0; k < op.e.length; k += 4) n.ext.insert(op.e[k], op.e[k + 1], op.e[k + 2], op.e[k + 3])
+        return []
+      }
+    }
+  }
+
+  /** Apply a live op and queue it for the next commit. */
+  private exec(op: Op): void {
+    const freed = this.apply(op)
+    this.log(op)
+    for (const e of freed) this.pendingFree.push({ vol: e.vol, start: e.pb, len: e.len })
+  }
+
+  private log(op: Op) {
+    this.ops.push(op)
+    this.opsBytes += op.o === 'ex' ? 24 + op.e.length * 12 : op.o === 'xa' ? 80 + (op.v?.length ?? 0) : 120
+    this.armTimer()
+  }
+
+  private armTimer() {
+    if (this.timer || this.closed) return
+    this.timer = setTimeout(() => {
+      this.timer = null
+      if (!this.closed && !this.broken) this.commit().catch(() => { /* recorded in this.broken */ })
+    }, LAZY_COMMIT_MS)
+    this.timer.unref()
+  }
+
+  /** Metadata close to what one checkpoint area can hold: refuse growth. */
+  private metaNearFull(extra = 0): boolean {
+    return this.lastCkptLen + this.sinceCkpt + this.opsBytes + extra > this.sb.ckptLen * 0.8
+  }
+
+  /**
+   * Refuse metadata growth when the state would not fit one checkpoint area. The
+   * estimate counts journal bytes since the last checkpoint; when it says full,
+   * take a checkpoint first to measure exactly.
+   */
+  private async ensureMeta(extra: number): Promise<void> {
+    if (!this.metaNearFull(extra)) return
+    if (this.sinceCkpt > 0 || this.opsBytes > 0) { this.wantCkpt = true; await this.commit() }
+    if (this.metaNearFull(extra)) throw err('ENOSPC', 'no space left for fs metadata')
+  }
+
+  private live() {
+    if (this.broken) throw err('EIO', `fs unusable after an I/O error: ${this.broken.message}`)
+    if (this.closed) throw err('EIO', 'fs is closed')
+  }
+
+  // ---------------------------------------------------------------- commit
+
+  private commit(): Promise<void> {
+    if (!this.commitRunning) {
+      this.commitRunning = this.doCommit().finally(() => { this.commitRunning = null })
+      return this.commitRunning
+    }
+    if (!this.commitNext) {
+      const noop = () => undefined
+      this.commitNext = this.commitRunning.then(noop, noop).then(() => { this.commitNext = null; return this.commit() })
+    }
+    return this.commitNext
+  }
+
+  private attrOp(n: Inode): Op {
+    return { o: 'at', i: n.ino, m: n.mode, u: n.uid, g: n.gid, s: n.size, a: n.atime, mt: n.mtime, c: n.ctime }
+  }
+
+  private async doCommit(): Promise<void> {
+    if (this.broken) throw err('EIO', `fs unusable after an I/O error: ${this.broken.message}`)
+    // ---- synchronous snapshot: which ops, which frees, which volumes
+    const ops = this.ops
+    this.ops = []
+    this.opsBytes = 0
+    for (const i of this.dirtyAttrs) { const n = this.inodes.get(i); if (n) ops.push(this.attrOp(n)) }
+    this.dirtyAttrs.clear()
+    if (ops.length) {
+      for (const i of this.lazyAttrs) { const n = this.inodes.get(i); if (n) ops.push(this.attrOp(n)) }
+      this.lazyAttrs.clear()
+    }
+    const frees = this.pendingFree
+    this.pendingFree = []
+    const vols = [...this.dirtyVols]
+    this.dirtyVols.clear()
+    const jl = this.sb.journalLen
+    let ck: Buffer | null = null
+    const recs: { buf: Buffer; pos: number }[] = []
+    let recBytes = 0
+    let ckSlot = this.ckSlot, ckNonce = this.nonce, ckHead = this.head
+    if (ops.length || this.wantCkpt) {
+      let useCk = this.wantCkpt || this.metaNearFull()
+      let payload: Buffer | null = null
+      if (!useCk) {
+        payload = Buffer.from(JSON.stringify(ops))
+        const rl = recordLen(payload.length)
+        const wrap = this.head + rl > jl
+        const need = (wrap ? jl - this.head : 0) + rl
+        const used = (this.head - this.tail + jl) % jl
+        if (used + need > jl / 2) useCk = true
+      }
+      if (useCk) {
+        this.wantCkpt = false
+        this.lazyAttrs.clear()
+        const state = this.serialize()
+        ckSlot = 1 - this.ckSlot
+        ckNonce = randomBytes(4).readUInt32LE(0)
+        ckHead = this.head
+        ck = encodeCheckpoint({ seq: this.seq++, nonce: ckNonce, jstart: ckHead, len: state.length }, state)
+        if (ck.length > this.sb.ckptLen) {
+          this.broken = err('ENOSPC', `metadata (${ck.length} bytes) exceeds the checkpoint area (${this.sb.ckptLen} bytes)`)
+          throw this.broken
+        }
+        this.nonce = ckNonce
+      } else {
+        let pos = this.head
+        const rl = recordLen(payload!.length)
+        if (pos + rl > jl) {
+          recs.push({ buf: encodeRecord(JR_WRAP, this.seq++, this.nonce, Buffer.alloc(0)), pos })
+          recBytes += jl - pos
+          pos = 0
+        }
+        recs.push({ buf: encodeRecord(JR_OPS, this.seq++, this.nonce, payload!), pos })
+        recBytes += rl
+        pos += rl
+        this.head = pos >= jl ? 0 : pos
+      }
+    }
+    // ---- data first, then the commit record (data=ordered)
+    try {
+      await Promise.all(vols.map((v) => this.vols[v].flush()))
+      if (ck) {
+        await this.vols[0].write(ck, this.sb.ckpt[ckSlot])
+        await this.vols[0].flush()
+        this.ckSlot = ckSlot
+        this.tail = ckHead
+        this.lastCkptLen = ck.length
+        this.sinceCkpt = 0
+      } else if (recs.length) {
+        await Promise.all(recs.map((r) => this.vols[0].write(r.buf, this.sb.journal + r.pos)))
+        await this.vols[0].flush()
+        this.sinceCkpt += recBytes
+      }
+    } catch (e) {
+      this.broken = e as Error
+      throw err('EIO', `commit failed: ${(e as Error).message}`)
+    }
+    // blocks freed by the now-durable ops may be reused
+    for (const f of frees) this.free[f.vol].release(f.start, f.len)
+  }
+
+  // ---------------------------------------------------------------- lookup helpers
+
+  private resolve(path: string): Inode {
+    const parts = parsePath(path)
+    let n = this.inodes.get(ROOT)!
+    for (const p of parts) {
+      if (!n.entries) throw err('ENOTDIR', `not a directory on the way to ${path}`)
+      const i = n.entries.get(p)
+      if (i === undefined) throw err('ENOENT', `no such file or directory: ${path}`)
+      n = this.inodes.get(i)!
+    }
+    return n
+  }
+
+  private resolveParent(path: string): { dir: Inode; name: string } {
+    const parts = parsePath(path)
+    if (parts.length === 0) throw err('EBUSY', 'the root directory cannot be the target of this operation')
+    const name = parts.pop()!
+    let n = this.inodes.get(ROOT)!
+    for (const p of parts) {
+      if (!n.entries) throw err('ENOTDIR', `not a directory on the way to ${path}`)
+      const i = n.entries.get(p)
+      if (i === undefined) throw err('ENOENT', `no such directory: ${'/' + parts.join('/')}`)
+      n = this.inodes.get(i)!
+    }
+    if (!n.entries) throw err('ENOTDIR', `parent of ${path} is not a directory`)
+    return { dir: n, name }
+  }
+
+  private fileNode(ino: number): Inode {
+    const n = this.inodes.get(ino)
+    if (!n) throw err('ENOENT', `no inode ${ino}`)
+    if (n.isDir) throw err('EISDIR', `inode ${ino} is a directory`)
+    return n
+  }
+
+  private stat(n: Inode): Stat {
+    return { ino: n.ino, mode: n.mode, uid: n.uid, gid: n.gid, size: n.size, blocks: n.ext.total * (BS / 512),
+      nlink: n.nlink, atime: n.atime, mtime: n.mtime, ctime: n.ctime }
+  }
+
+  private drain(n: Inode): Promise<void> {
+    return new Promise((r) => n.waiters.push(r))
+  }
+
+  private wake(n: Inode) {
+    if (!n.busy && n.waiters.length) { const w = n.waiters; n.waiters = []; for (const f of w) f() }
+    if (this.inflight === 0 && this.idleWaiters.length) { const w = this.idleWaiters; this.idleWaiters = []; for (const f of w) f() }
+  }
+
+  private pendingOver(n: Inode, lo: number, hi: number): Promise<void> | null {
+    for (const p of n.pending) if (p.b0 < hi && lo < p.b1) return p.done
+    return null
+  }
+
+  private addPending(n: Inode, b0: number, b1: number, allocs: Extent[]): Pending {
+    let resolve!: () => void
+    const done = new Promise<void>((r) => { resolve = r })
+    const p: Pending = { b0, b1, done, resolve, allocs }
+    n.pending.push(p)
+    return p
+  }
+
+  private endIo(n: Inode, p: Pending | null) {
+    n.inflight--
+    this.inflight--
+    if (p) { n.pending.splice(n.pending.indexOf(p), 1); p.resolve() }
+    this.wake(n)
+  }
+
+  private checkIo(buf: Buffer, offset: number) {
+    if (!Buffer.isBuffer(buf)) throw err('EINVAL', 'buffer expected')
+    if (!Number.isSafeInteger(offset) || offset < 0) throw err('EINVAL', `bad offset ${offset}`)
+    if (offset + buf.length > MAX_FILE_SIZE) throw err('EFBIG', `offset ${offset}+${buf.length} beyond the maximum file size`)
+  }
+
+  // ---------------------------------------------------------------- namespace
+
+  getattr(path: string): Stat {
+    this.live()
+    return this.stat(this.resolve(path))
+  }
+
+  lookup(path: string): number {
+    this.live()
+    return this.resolve(path).ino
+  }
+
+  readdir(path: string): string[] {
+    this.live()
+    const n = this.resolve(path)
+    if (!n.entries) throw err('ENOTDIR', `not a directory: ${path}`)
+    return [...n.entries.keys()]
+  }
+
+  private async makeNode(path: string, mode: number, uid: number, gid: number, type: number, vol: number): Promise<number> {
+    this.live()
+    checkMode(mode); checkId(uid, 'uid'); checkId(gid, 'gid')
+    this.resolveParent(path)
+    await this.ensureMeta(400)
+    this.live()
+    const { dir, name } = this.resolveParent(path)
+    if (dir.entries!.has(name)) throw err('EEXIST', `already exists: ${path}`)
+    const ino = this.nextIno
+    this.exec({ o: 'mk', p: dir.ino, n: name, i: ino, m: type | (mode & 0o7777), u: uid, g: gid, t: Date.now(), v: vol })
+    return ino
+  }
+
+  async mkdir(path: string, mode: number, uid: number, gid: number): Promise<void> {
+    await this.makeNode(path, mode, uid, gid, S_IFDIR, 0)
+  }
+
+  async create(path: string, mode: number, uid: number, gid: number, opts: { volume?: number } = {}): Promise<number> {
+    const vol = opts.volume ?? 0
+    if (!Number.isSafeInteger(vol) || vol < 0 || vol >= this.vols.length) throw err('EINVAL', `no volume ${opts.volume} (fs has ${this.vols.length})`)
+    return this.makeNode(path, mode, uid, gid, S_IFREG, vol)
+  }
+
+  async unlink(path: string): Promise<void> {
+    for (;;) {
+      this.live()
+      const { dir, name } = this.resolveParent(path)
+      const i = dir.entries!.get(name)
+      if (i === undefined) throw err('ENOENT', `no such file: ${path}`)
+      const n = this.inodes.get(i)!
+      if (n.isDir) throw err('EISDIR', `is a directory: ${path}`)
+      if (n.nlink <= 1 && n.busy) { await this.drain(n); continue }
+      this.exec({ o: 'rm', p: dir.ino, n: name, t: Date.now() })
+      return
+    }
+  }
+
+  async rmdir(path: string): Promise<void> {
+    this.live()
+    const { dir, name } = this.resolveParent(path)
+    const i = dir.entries!.get(name)
+    if (i === undefined) throw err('ENOENT', `no such directory: ${path}`)
+    const n = this.inodes.get(i)!
+    if (!n.isDir) throw err('ENOTDIR', `not a directory: ${path}`)
+    if (n.entries!.size) throw err('ENOTEMPTY', `directory not empty: ${path}`)
+    this.exec({ o: 'rm', p: dir.ino, n: name, t: Date.now() })
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    for (;;) {
+      this.live()
+      const s = this.resolveParent(from)
+      const d = this.resolveParent(to)
+      const i = s.dir.entries!.get(s.name)
+      if (i === undefined) throw err('ENOENT', `no such file or directory: ${from}`)
+      const n = this.inodes.get(i)!
+      if (n.isDir) {
+        // a directory may not move below itself
+        for (let a = d.dir; ; a = this.inodes.get(a.parent)!) {
+          if (a.ino === i) throw err('EINVAL', `cannot move ${from} into its own subtree ${to}`)
+          if (a.ino === ROOT) break
+        }
+      }
+      const t = d.dir.entries!.get(d.name)
+      if (t === i) return
+      if (t !== undefined) {
+        const tn = this.inodes.get(t)!
+        if (n.isDir && !tn.isDir) throw err('ENOTDIR', `cannot replace non-directory ${to} with a directory`)
+        if (!n.isDir && tn.isDir) throw err('EISDIR', `cannot replace directory ${to} with a non-directory`)
+        if (tn.isDir && tn.entries!.size) throw err('ENOTEMPTY', `directory not empty: ${to}`)
+        if (!tn.isDir && tn.nlink <= 1 && tn.busy) { await this.drain(tn); continue }
+      }
+      this.exec({ o: 'mv', p: s.dir.ino, n: s.name, q: d.dir.ino, m: d.name, t: Date.now() })
+      return
+    }
+  }
+
+  async truncate(path: string, size: number): Promise<void> {
+    if (!Number.isSafeInteger(size) || size < 0) throw err('EINVAL', `bad size ${size}`)
+    if (size > MAX_FILE_SIZE) throw err('EFBIG', `size ${size} beyond the maximum file size`)
+    let zeroed: [Inode, number] | null = null
+    for (;;) {
+      this.live()
+      const n = this.resolve(path)
+      if (n.isDir) throw err('EISDIR', `is a directory: ${path}`)
+      if (n.busy) { await this.drain(n); continue }
+      if (size > n.size && n.size % BS && !(zeroed && zeroed[0] === n && zeroed[1] === n.size)) {
+        // bytes past EOF in the last block may be stale: zero them before they become visible
+        const m = n.ext.lookup(Math.floor(n.size / BS))
+        if (m) {
+          const old: number = n.size, gb = Math.floor(old / BS)
+          const zlen = Math.min((gb + 1) * BS, size) - old
+          const p = this.addPending(n, gb, gb + 1, [])
+          n.inflight++; this.inflight++
+          try { await this.vols[m.vol].write(Buffer.alloc(zlen), m.pb * BS + (old % BS)) }
+          finally { this.dirtyVols.add(m.vol); this.endIo(n, p) }
+          zeroed = [n, old]
+          continue
+        }
+      }
+      this.exec({ o: 'tr', i: n.ino, s: size, t: Date.now() })
+      return
+    }
+  }
+
+  /** Deallocate the whole blocks inside [offset, offset+length) and zero the partial edges. */
+  async punchHole(ino: number, offset: number, length: number): Promise<void> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw err('EINVAL', `bad range ${offset}+${length}`)
+    for (;;) {
+      this.live()
+      const n = this.fileNode(ino)
+      const end = Math.min(offset + length, n.size)
+      if (end <= offset) return
+      if (n.busy) { await this.drain(n); continue }
+      const b0 = Math.ceil(offset / BS), b1 = Math.floor(end / BS)
+      // partial edges: plain zero writes (through the normal write path)
+      const edges: [number, number][] = []
+      if (b0 > b1) edges.push([offset, end])
+      else {
+        if (offset < b0 * BS) edges.push([offset, b0 * BS])
+        if (end > b1 * BS && b1 * BS >= offset) edges.push([b1 * BS, end])
+      }
+      for (const [s, e] of edges) {
+        if (n.ext.lookup(Math.floor(s / BS))) await this.write(ino, Buffer.alloc(e - s), s)
+      }
+      if (n.busy) { await this.drain(n) }
+      this.live()
+      if (this.inodes.get(ino) !== n) throw err('ENOENT', `no inode ${ino}`)
+      if (b1 > b0) this.exec({ o: 'ph', i: ino, b0, b1, t: Date.now() })
+      return
+    }
+  }
+
+  async chmod(path: string, mode: number): Promise<void> {
+    this.live()
+    checkMode(mode)
+    const n = this.resolve(path)
+    n.mode = (n.mode & S_IFMT) | (mode & 0o7777)
+    n.ctime = Date.now()
+    this.touchAttrs(n)
+  }
+
+  async chown(path: string, uid: number, gid: number): Promise<void> {
+    this.live()
+    checkId(uid, 'uid'); checkId(gid, 'gid')
+    const n = this.resolve(path)
+    n.uid = uid; n.gid = gid
+    n.ctime = Date.now()
+    this.touchAttrs(n)
+  }
+
+  async utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void> {
+    this.live()
+    checkTime(atimeMs, 'atime'); checkTime(mtimeMs, 'mtime')
+    const n = this.resolve(path)
+    n.atime = atimeMs; n.mtime = mtimeMs
+    n.ctime = Date.now()
+    this.touchAttrs(n)
+  }
+
+  private touchAttrs(n: Inode) {
+    this.dirtyAttrs.add(n.ino)
+    this.opsBytes += 120
+    this.armTimer()
+  }
+
+  getxattr(path: string, name: string): Buffer | undefined {
+    this.live()
+    checkXattrName(name)
+    const v = this.resolve(path).xattr.get(name)
+    return v ? Buffer.from(v) : undefined
+  }
+
+  listxattr(path: string): string[] {
+    this.live()
+    return [...this.resolve(path).xattr.keys()]
+  }
+
+  async setxattr(path: string, name: string, value: Buffer): Promise<void> {
+    this.live()
+    checkXattrName(name)
+    if (!Buffer.isBuffer(value)) throw err('EINVAL', 'xattr value must be a Buffer')
+    if (value.length > XATTR_MAX) throw err('E2BIG', `xattr value larger than ${XATTR_MAX} bytes`)
+    this.resolve(path)
+    await this.ensureMeta(value.length * 2 + 400)
+    this.live()
+    const n = this.resolve(path)
+    this.exec({ o: 'xa', i: n.ino, n: name, v: value.toString('base64'), t: Date.now() })
+  }
+
+  async removexattr(path: string, name: string): Promise<void> {
+    this.live()
+    checkXattrName(name)
+    const n = this.resolve(path)
+    if (!n.xattr.has(name)) throw err('ENODATA', `no xattr ${name} on ${path}`)
+    this.exec({ o: 'xa', i: n.ino, n: name, v: null, t: Date.now() })
+  }
+
+  // ---------------------------------------------------------------- data path
+
+  async read(ino: number, buf: Buffer, offset: number): Promise<number> {
+    this.live()
+    let n = this.fileNode(ino)
+    this.checkIo(buf, offset)
+    let len: number
+    for (;;) {
+      if (offset >= n.size || buf.length === 0) return 0
+      len = Math.min(buf.length, n.size - offset)
+      const p = n.pending.length ? this.pendingOver(n, Math.floor(offset / BS), Math.ceil((offset + len) / BS)) : null
+      if (!p) break
+      await p
+      this.live()
+      n = this.fileNode(ino)
+    }
+    const end = offset + len
+    const segs = n.ext.segments(Math.floor(offset / BS), Math.ceil(end / BS))
+    const ios: Promise<number>[] = []
+    for (const s of segs) {
+      const ss = s.fb * BS
+      const ds = Math.max(ss, offset), de = Math.min(ss + s.len * BS, end)
+      if (s.pb < 0) buf.fill(0, ds - offset, de - offset)
+      else ios.push(this.vols[s.vol].read(buf.subarray(ds - offset, de - offset), s.pb * BS + (ds - ss)))
+    }
+    if (ios.length) {
+      n.inflight++; this.inflight++
+      try { await Promise.all(ios) } finally { this.endIo(n, null) }
+    }
+    return len
+  }
+
+  async write(ino: number, buf: Buffer, offset: number): Promise<number> {
+    this.live()
+    let n = this.fileNode(ino)
+    this.checkIo(buf, offset)
+    const len = buf.length
+    if (len === 0) return 0
+    const end = offset + len
+    if (this.metaNearFull(1000)) { await this.ensureMeta(1000); this.live(); n = this.fileNode(ino) }
+    // wait for allocating writes in flight on the blocks this one touches
+    for (;;) {
+      if (!n.pending.length) break
+      const p = this.pendingOver(n, Math.floor(Math.min(offset, n.size) / BS), Math.ceil(end / BS))
+      if (!p) break
+      await p
+      this.live()
+      n = this.fileNode(ino)
+    }
+    // ---- synchronous: map, allocate, build the I/O list
+    const b0 = Math.floor(offset / BS), b1 = Math.ceil(end / BS)
+    const oldSize = n.size
+    const vol = n.vol
+    const io: [number, Buffer, number][] = []
+    let pb0 = b0
+    if (offset > oldSize && oldSize % BS) {
+      const gb = Math.floor(oldSize / BS)
+      const m = n.ext.lookup(gb)
+      if (m) {
+        // stale bytes past the old EOF in its block become visible: zero them
+        const gEnd = Math.min((gb + 1) * BS, offset)
+        io.push([m.vol, Buffer.alloc(gEnd - oldSize), m.pb * BS + (oldSize % BS)])
+        pb0 = Math.min(pb0, gb)
+      }
+    }
+    const segs = n.ext.segments(b0, b1)
+    let holes = 0
+    for (const s of segs) if (s.pb < 0) holes += s.len
+    const allocs: Extent[] = []
+    if (holes) {
+      if (holes > this.free[vol].free) throw err('ENOSPC', `no space left on volume ${this.sb.volumes[vol].name}`)
+      if (this.metaNearFull(segs.length * 40)) throw err('ENOSPC', 'no space left for fs metadata')
+    }
+    for (const s of segs) {
+      const ss = s.fb * BS
+      if (s.pb >= 0) {
+        const ds = Math.max(ss, offset), de = Math.min(ss + s.len * BS, end)
+        io.push([s.vol, buf.subarray(ds - offset, de - offset), s.pb * BS + (ds - ss)])
+        continue
+      }
+      const prev = n.ext.lookup(s.fb - 1)
+      const got = this.free[vol].alloc(s.len, prev && prev.vol === vol ? prev.pb + 1 : -1)!
+      let fb = s.fb
+      for (const r of got) {
+        n.ext.insert(fb, vol, r.start, r.len)
+        allocs.push({ fb, vol, pb: r.start, len: r.len })
+        const ps = fb * BS, pe = (fb + r.len) * BS
+        const xs = Math.max(ps, offset), xe = Math.min(pe, end)
+        const data = buf.subarray(xs - offset, xe - offset)
+        // a fresh block is written whole: zero-fill around partial data
+        io.push([vol, xs > ps || xe < pe ? Buffer.concat([Buffer.alloc(xs - ps), data, Buffer.alloc(pe - xe)]) : data, r.start * BS])
+        fb += r.len
+      }
+    }
+    const newSize = Math.max(oldSize, end)
+    n.size = newSize
+    n.mtime = n.ctime = Date.now()
+    if (allocs.length || newSize !== oldSize) { this.dirtyAttrs.add(ino); this.armTimer() } else this.lazyAttrs.add(ino)
+    const p = allocs.length || pb0 < b0 ? this.addPending(n, pb0, b1, allocs) : null
+    n.inflight++; this.inflight++
+    let ok = false
+    try {
+      if (io.length === 1) await this.vols[io[0][0]].write(io[0][1], io[0][2])
+      else await Promise.all(io.map(([v, b, o]) => this.vols[v].write(b, o)))
+      ok = true
+    } finally {
+      for (const [v] of io) this.dirtyVols.add(v)
+      if (!ok) {
+        // never logged, never durable: give the blocks straight back
+        for (const a of allocs) { n.ext.punch(a.fb, a.fb + a.len); this.free[a.vol].release(a.pb, a.len) }
+      } else if (allocs.length) {
+        const e: number[] = []
+        for (const a of allocs) e.push(a.fb, a.vol, a.pb, a.len)
+        this.log({ o: 'ex', i: ino, e })
+      }
+      this.endIo(n, p)
+    }
+    return len
+  }
+
+  async fsync(ino: number): Promise<void> {
+    this.live()
+    if (!this.inodes.has(ino)) throw err('ENOENT', `no inode ${ino}`)
+    await this.commit()
+  }
+
+  async sync(): Promise<void> {
+    this.live()
+    await this.commit()
+  }
+
+  statfs(): StatFs {
+    this.live()
+    let blocks = 0, bfree = 0
+    for (const f of this.free) { blocks += f.hi - f.lo; bfree += f.free }
+    const files = Math.floor(this.sb.ckptLen * 0.8 / 160)
+    return { bsize: BS, blocks, bfree, bavail: bfree, files, ffree: Math.max(0, files - this.inodes.size), namemax: NAME_MAX }
+  }
+
+  /** Names and sizes of the volumes, index = placement number for create(). */
+  volumes(): { name: string; size: number }[] {
+    return this.sb.volumes.map((v) => ({ ...v }))
+  }
+
+  openFile(path: string): BlockDev {
+    this.live()
+    const n = this.resolve(path)
+    if (n.isDir) throw err('EISDIR', `is a directory: ${path}`)
+    return new FsFile(this, n.ino)
+  }
+
+  /** @internal for FsFile */
+  sizeOf(ino: number): number {
+    return this.inodes.get(ino)?.size ?? 0
+  }
+
+  // ---------------------------------------------------------------- fsck
+
+  async check(): Promise<{ ok: boolean; errors: string[]; leakedBytes: number }> {
+    const errors: string[] = []
+    let leaked = 0
+    const root = this.inodes.get(ROOT)
+    if (!root || !root.isDir) errors.push('no root directory')
+    // extents
+    for (const n of this.inodes.values()) {
+      if (!Number.isSafeInteger(n.size) || n.size < 0 || n.size > MAX_FILE_SIZE) errors.push(`inode ${n.ino}: bad size ${n.size}`)
+      let last = -1, total = 0
+      for (const e of n.ext.ex) {
+        if (e.fb < last) errors.push(`inode ${n.ino}: extents overlap or unsorted at file block ${e.fb}`)
+        if (e.len <= 0) errors.push(`inode ${n.ino}: empty extent`)
+        last = e.fb + e.len
+        total += e.len
+      }
+      if (total !== n.ext.total) errors.push(`inode ${n.ino}: block count ${n.ext.total} != extents ${total}`)
+      const pendingBlocks = n.pending.reduce((s, p) => Math.max(s, p.b1), 0)
+      if (last > Math.max(Math.ceil(n.size / BS), pendingBlocks)) errors.push(`inode ${n.ino}: extent past EOF (block ${last}, size ${n.size})`)
+      if (n.isDir && n.ext.total) errors.push(`directory ${n.ino} has data extents`)
+    }
+    // ownership and the free map
+    const expected = this.buildFree(errors)
+    for (let v = 0; v < this.vols.length; v++) {
+      const actual = coalesce([...this.free[v].fr, ...this.pendingFree.filter((f) => f.vol === v)])
+      const exp = expected[v].fr
+      for (const r of subtractRuns(actual, exp)) errors.push(`volume ${v}: blocks ${r.start}+${r.len} both free and allocated`)
+      for (const r of subtractRuns(exp, actual)) leaked += r.len * BS
+      let sum = 0
+      for (const r of this.free[v].fr) sum += r.len
+      if (sum !== this.free[v].free) errors.push(`volume ${v}: free counter ${this.free[v].free} != map ${sum}`)
+    }
+    // directory tree
+    const refs = new Map<number, number>()
+    const seenDirs = new Set<number>()
+    const stack = root ? [root] : []
+    if (root) seenDirs.add(ROOT)
+    while (stack.length) {
+      const d = stack.pop()!
+      let subdirs = 0
+      for (const [name, i] of d.entries!) {
+        try { checkName(name) } catch { errors.push(`directory ${d.ino}: bad name ${JSON.stringify(name)}`) }
+        const c = this.inodes.get(i)
+        if (!c) { errors.push(`directory ${d.ino}: entry ${name} -> missing inode ${i}`); continue }
+        refs.set(i, (refs.get(i) ?? 0) + 1)
+        if (c.isDir) {
+          subdirs++
+          if (seenDirs.has(i)) { errors.push(`directory ${i} reachable twice`); continue }
+          seenDirs.add(i)
+          if (c.parent !== d.ino) errors.push(`directory ${i}: parent ${c.parent} but found in ${d.ino}`)
+          stack.push(c)
+        } else if ((c.mode & S_IFMT) !== S_IFREG) errors.push(`inode ${i}: unknown type ${c.mode.toString(8)}`)
+      }
+      if (d.nlink !== 2 + subdirs) errors.push(`directory ${d.ino}: nlink ${d.nlink} != ${2 + subdirs}`)
+    }
+    for (const n of this.inodes.values()) {
+      if (n.ino === ROOT) continue
+      const r = refs.get(n.ino) ?? 0
+      if (r === 0) errors.push(`inode ${n.ino}: not reachable from the root`)
+      else if (!n.isDir && r !== n.nlink) errors.push(`inode ${n.ino}: nlink ${n.nlink} but ${r} entries`)
+      if (n.ino >= this.nextIno) errors.push(`inode ${n.ino} >= next inode number ${this.nextIno}`)
+    }
+    return { ok: errors.length === 0, errors, leakedBytes: leaked }
+  }
+
+  // ---------------------------------------------------------------- close
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    while (this.inflight > 0) await new Promise<void>((r) => this.idleWaiters.push(r))
+    if (this.timer) { clearTimeout(this.timer); this.timer = null }
+    if (!this.broken) {
+      this.wantCkpt = true
+      await this.commit()
+      if (this.commitRunning || this.commitNext) await this.commit()
+    }
+    this.closed = true
+  }
+}
+
+/** A regular file as a BlockDev (size = the file's size; writes may not extend it). */
+class FsFile implements BlockDev {
+  constructor(private readonly fs: FileSystem, readonly ino: number) {}
+  get size() { return this.fs.sizeOf(this.ino) }
+  read(buf: Buffer, offset: number) { return this.fs.read(this.ino, buf, offset) }
+  async write(buf: Buffer, offset: number) {
+    checkRange(this, offset, buf.length)
+    await this.fs.write(this.ino, buf, offset)
+  }
+  flush() { return this.fs.fsync(this.ino) }
+  discard(offset: number, length: number) { return this.fs.punchHole(this.ino, offset, length) }
+  async close() { /* nothing held */ }
+}

@@ -1,0 +1,143 @@
+// The FUSE view: mounts the fs so every regular file is a raw disk image any
+// program can open. Each kernel request becomes a call on the fs; fsync and flush of
+// a written handle reach stable storage through every layer before they answer.
+import { constants } from 'os'
+import type { Logger } from 'pino'
+import type { FileSystem } from '../fs'
+import { DISK_XATTR } from './disks'
+
+// fuse-native ships no types; this is the part of it we use.
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const Fuse = require('fuse-native')
+type Cb = (code: number, value?: unknown) => void
+
+const INTERNAL_XATTR = /^vsm\./
+
+interface Handle { ino: number; path: string; dirty: boolean }
+
+export function errnoOf(err: unknown): number {
+  const code = (err as { code?: unknown })?.code
+  const n = typeof code === 'string' ? (constants.errno as Record<string, number>)[code] : undefined
+  return -(n ?? constants.errno.EIO)
+}
+
+export class FuseView {
+  private fuse: any
+  private handles = new Map<number, Handle>()
+  private nextFd = 1
+
+  constructor(private readonly fs: FileSystem, private readonly mountpoint: string, private readonly log: Logger) {}
+
+  openCount(path: string): number {
+    let n = 0
+    for (const h of this.handles.values()) if (h.path === path) n++
+    return n
+  }
+
+  async mount(): Promise<void> {
+    this.fuse = new Fuse(this.mountpoint, this.ops(), {
+      force: true, mkdir: true, timeout: false,
+      // fuse-native passes only a fixed option list; fsname carries big_writes through
+      // (without it the kernel splits writes into 4 KiB requests).
+      fsname: 'vsm,big_writes,max_write=1048576', subtype: 'vsm',
+    })
+    await new Promise<void>((res, rej) => this.fuse.mount((err: Error | null) => (err ? rej(err) : res())))
+  }
+
+  async unmount(): Promise<void> {
+    if (!this.fuse) return
+    const f = this.fuse
+    this.fuse = undefined
+    await new Promise<void>((res) => f.unmount(() => res()))
+  }
+
+  private ops() {
+    const fs = this.fs
+    // Every op answers exactly once: a value on success, a negative errno on failure.
+    // read and write answer with a byte count in the code position; the rest with (0, value).
+    const run = (name: string, cb: Cb, fn: () => unknown, isCount = false) => {
+      let p: Promise<unknown>
+      try { p = Promise.resolve(fn()) } catch (err) { p = Promise.reject(err) }
+      p.then((v) => (isCount ? cb(v as number) : cb(0, v)), (err) => {
+        const code = errnoOf(err)
+        if (code === -constants.errno.EIO) this.log.error({ op: name, err }, 'fuse op failed')
+        cb(code)
+      })
+    }
+    const handle = (fd: number): Handle => {
+      const h = this.handles.get(fd)
+      if (!h) throw Object.assign(new Error('bad file handle'), { code: 'EBADF' })
+      return h
+    }
+    const open = (path: string) => {
+      const fd = this.nextFd++
+      this.handles.set(fd, { ino: fs.lookup(path), path, dirty: false })
+      return fd
+    }
+    const stat = (path: string) => {
+      const s = fs.getattr(path)
+      return { ...s, blksize: 4096 }
+    }
+    return {
+      init: (cb: Cb) => cb(0),
+      statfs: (_p: string, cb: Cb) => run('statfs', cb, () => {
+        const s = fs.statfs()
+        return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, namemax: s.namemax }
+      }),
+      getattr: (p: string, cb: Cb) => run('getattr', cb, () => stat(p)),
+      fgetattr: (p: string, _fd: number, cb: Cb) => run('getattr', cb, () => stat(p)),
+      readdir: (p: string, cb: Cb) => run('readdir', cb, () => fs.readdir(p)),
+      open: (p: string, _flags: number, cb: Cb) => run('open', cb, () => open(p)),
+      create: (p: string, mode: number, cb: Cb) => run('create', cb, async () => { await fs.create(p, mode, 0, 0); return open(p) }),
+      release: (_p: string, fd: number, cb: Cb) => run('release', cb, () => { this.handles.delete(fd); return 0 }),
+      read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
+        run('read', cb, () => fs.read(handle(fd).ino, buf.subarray(0, len), pos), true),
+      write: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
+        run('write', cb, async () => {
+          const h = handle(fd)
+          h.dirty = true
+          await fs.write(h.ino, buf.subarray(0, len), pos)
+          return len
+        }, true),
+      flush: (_p: string, fd: number, cb: Cb) => run('flush', cb, async () => {
+        const h = handle(fd)
+        if (h.dirty) { h.dirty = false; await fs.fsync(h.ino) }
+        return 0
+      }),
+      fsync: (_p: string, _datasync: boolean, fd: number, cb: Cb) => run('fsync', cb, async () => {
+        const h = handle(fd)
+        h.dirty = false
+        await fs.fsync(h.ino)
+        return 0
+      }),
+      truncate: (p: string, size: number, cb: Cb) => run('truncate', cb, async () => { await fs.truncate(p, size); return 0 }),
+      ftruncate: (p: string, _fd: number, size: number, cb: Cb) => run('truncate', cb, async () => { await fs.truncate(p, size); return 0 }),
+      unlink: (p: string, cb: Cb) => run('unlink', cb, async () => { await fs.unlink(p); return 0 }),
+      rename: (a: string, b: string, cb: Cb) => run('rename', cb, async () => {
+        await fs.rename(a, b)
+        for (const h of this.handles.values()) if (h.path === a) h.path = b
+        return 0
+      }),
+      mkdir: (p: string, mode: number, cb: Cb) => run('mkdir', cb, async () => { await fs.mkdir(p, mode, 0, 0); return 0 }),
+      rmdir: (p: string, cb: Cb) => run('rmdir', cb, async () => { await fs.rmdir(p); return 0 }),
+      chmod: (p: string, mode: number, cb: Cb) => run('chmod', cb, async () => { await fs.chmod(p, mode); return 0 }),
+      chown: (p: string, uid: number, gid: number, cb: Cb) => run('chown', cb, async () => { await fs.chown(p, uid, gid); return 0 }),
+      utimens: (p: string, atime: number, mtime: number, cb: Cb) => run('utimens', cb, async () => { await fs.utimens(p, atime, mtime); return 0 }),
+      getxattr: (p: string, name: string, _pos: number, cb: Cb) => run('getxattr', cb, () => {
+        if (INTERNAL_XATTR.test(name)) return null
+        return fs.getxattr(p, name) ?? null
+      }),
+      setxattr: (p: string, name: string, value: Buffer, _pos: number, _flags: number, cb: Cb) => run('setxattr', cb, async () => {
+        if (INTERNAL_XATTR.test(name) || name === DISK_XATTR) throw Object.assign(new Error('reserved xattr'), { code: 'EPERM' })
+        await fs.setxattr(p, name, Buffer.from(value))
+        return 0
+      }),
+      listxattr: (p: string, cb: Cb) => run('listxattr', cb, () => fs.listxattr(p).filter((n) => !INTERNAL_XATTR.test(n))),
+      removexattr: (p: string, name: string, cb: Cb) => run('removexattr', cb, async () => {
+        if (INTERNAL_XATTR.test(name)) throw Object.assign(new Error('reserved xattr'), { code: 'EPERM' })
+        await fs.removexattr(p, name)
+        return 0
+      }),
+    }
+  }
+}

@@ -1,0 +1,465 @@
+// fs: conformance of an fs file, namespace ops persisted across close+mount,
+// sparse files and statfs, ENOSPC, validation, concurrency on fresh blocks.
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { randomBytes } from 'crypto'
+import * as path from 'path'
+import { conformance, rng } from './helpers/conformance'
+import { FileDev, tempDir } from './helpers/fs-filedev'
+import { MemDev } from './helpers/fs-memdev'
+import { FileSystem, S_IFDIR, S_IFREG } from '../src/fs'
+import { BlockDev, VsmError } from '../src/block/blockdev'
+
+const MiB = 1 << 20
+
+async function rejects(p: Promise<unknown> | (() => unknown), code: string) {
+  try {
+    if (typeof p === 'function') await p()
+    else await p
+  } catch (e) {
+    assert.instance(e, VsmError)
+    assert.is((e as VsmError).code, code, (e as Error).message)
+    assert.not.match((e as Error).message, /\n/)
+    return
+  }
+  assert.unreachable(`expected ${code}`)
+}
+
+async function memFs(size = 64 * MiB, n = 1) {
+  const vols = Array.from({ length: n }, () => new MemDev(size))
+  await FileSystem.mkfs(vols)
+  return { vols, fs: await FileSystem.mount(vols) }
+}
+
+async function okCheck(fs: FileSystem) {
+  const c = await fs.check()
+  assert.ok(c.ok, c.errors.join('; '))
+  assert.is(c.leakedBytes, 0)
+}
+
+// ---------------------------------------------------------------- conformance
+
+conformance('fs file (64 MiB file on a 128 MiB file-backed volume)', async () => {
+  const td = await tempDir()
+  const file = path.join(td.dir, 'vol0')
+  let vol = await FileDev.create(file, 128 * MiB)
+  await FileSystem.mkfs([vol])
+  let fs = await FileSystem.mount([vol])
+  await fs.create('/disk.img', 0o644, 0, 0)
+  await fs.truncate('/disk.img', 64 * MiB)
+  const subj = {
+    dev: fs.openFile('/disk.img') as BlockDev,
+    reopen: async () => {
+      await fs.close(); await vol.close()
+      vol = await FileDev.open(file)
+      fs = await FileSystem.mount([vol])
+      return fs.openFile('/disk.img')
+    },
+    cleanup: async () => {
+      const c = await fs.check()
+      await fs.close(); await vol.close(); await td.cleanup()
+      if (!c.ok) throw new Error(c.errors.join('; '))
+    },
+  }
+  return subj
+}).run()
+
+// ---------------------------------------------------------------- namespace
+
+const ns = suite('fs namespace')
+
+ns('mkdir/create/rename/unlink/rmdir/truncate/chmod/chown/utimens/xattr persist across close+mount', async () => {
+  const td = await tempDir()
+  try {
+    const file = path.join(td.dir, 'vol0')
+    let vol = await FileDev.create(file, 64 * MiB)
+    await FileSystem.mkfs([vol])
+    let fs = await FileSystem.mount([vol])
+    await fs.mkdir('/a', 0o755, 1000, 1000)
+    await fs.mkdir('/a/b', 0o700, 1000, 1000)
+    const ino = await fs.create('/a/b/f', 0o600, 1000, 1000)
+    await fs.write(ino, Buffer.from('hello world'), 0)
+    await fs.create('/a/g', 0o644, 0, 0)
+    await fs.create('/x', 0o644, 0, 0)
+    await fs.rename('/a/b/f', '/a/f2')
+    await fs.rename('/x', '/a/g') // replaces g
+    await fs.unlink('/a/f2')
+    await fs.create('/a/f3', 0o644, 0, 0)
+    const f3 = fs.lookup('/a/f3')
+    await fs.write(f3, randomBytes(10000), 0)
+    await fs.truncate('/a/f3', 5000)
+    await fs.chmod('/a/f3', 0o640)
+    await fs.chown('/a/f3', 7, 8)
+    await fs.utimens('/a/f3', 1_000_000, 2_000_000)
+    await fs.setxattr('/a/f3', 'user.vsm.policy', Buffer.from('{"cache":"wb"}'))
+    await fs.setxattr('/a/f3', 'user.gone', Buffer.from('x'))
+    await fs.removexattr('/a/f3', 'user.gone')
+    await fs.mkdir('/empty', 0o755, 0, 0)
+    await fs.rmdir('/empty')
+    const want = JSON.stringify({ root: fs.readdir('/').sort(), a: fs.readdir('/a').sort(), b: fs.readdir('/a/b') })
+    const st = fs.getattr('/a/f3')
+    const data = Buffer.alloc(5000)
+    await fs.read(f3, data, 0)
+    await okCheck(fs)
+    await fs.close(); await vol.close()
+
+    vol = await FileDev.open(file)
+    fs = await FileSystem.mount([vol])
+    assert.is(JSON.stringify({ root: fs.readdir('/').sort(), a: fs.readdir('/a').sort(), b: fs.readdir('/a/b') }), want)
+    assert.equal(fs.readdir('/a').sort(), ['b', 'f3', 'g'])
+    const st2 = fs.getattr('/a/f3')
+    assert.equal(st2, st)
+    assert.is(st2.mode, S_IFREG | 0o640)
+    assert.is(st2.uid, 7); assert.is(st2.gid, 8)
+    assert.is(st2.atime, 1_000_000); assert.is(st2.mtime, 2_000_000)
+    assert.is(st2.size, 5000)
+    assert.is(fs.getattr('/a').mode, S_IFDIR | 0o755)
+    assert.is(fs.getattr('/a').nlink, 3)
+    assert.equal(fs.listxattr('/a/f3'), ['user.vsm.policy'])
+    assert.is(fs.getxattr('/a/f3', 'user.vsm.policy')!.toString(), '{"cache":"wb"}')
+    assert.is(fs.getxattr('/a/f3', 'user.gone'), undefined)
+    const got = Buffer.alloc(5000)
+    assert.is(await fs.read(fs.lookup('/a/f3'), got, 0), 5000)
+    assert.ok(got.equals(data))
+    await okCheck(fs)
+    await fs.close(); await vol.close()
+  } finally { await td.cleanup() }
+})
+
+ns('synced changes survive without close (journal replay)', async () => {
+  const vols = [new MemDev(64 * MiB)]
+  await FileSystem.mkfs(vols, { journalBytes: 64 * 1024 })
+  const fs = await FileSystem.mount(vols)
+  const files: Buffer[] = []
+  for (let i = 0; i < 200; i++) { // enough commits to wrap the 64 KiB journal and checkpoint
+    const ino = await fs.create(`/f${i}`, 0o644, 0, 0)
+    const b = randomBytes(100 + i * 37)
+    files.push(b)
+    await fs.write(ino, b, i * 11)
+    if (i % 3 === 0) await fs.rename(`/f${i}`, `/g${i}`)
+    await fs.fsync(ino)
+  }
+  const fs2 = await FileSystem.mount([vols[0].crashImage(() => 0)])
+  for (let i = 0; i < 200; i++) {
+    const p = i % 3 === 0 ? `/g${i}` : `/f${i}`
+    const b = Buffer.alloc(files[i].length)
+    assert.is(await fs2.read(fs2.lookup(p), b, i * 11), b.length)
+    assert.ok(b.equals(files[i]), p)
+    assert.is(fs2.getattr(p).size, i * 11 + files[i].length)
+  }
+  await okCheck(fs2)
+})
+
+ns('POSIX errors for rename/rmdir/unlink/mkdir', async () => {
+  const { fs } = await memFs()
+  await fs.mkdir('/d', 0o755, 0, 0)
+  await fs.mkdir('/d/sub', 0o755, 0, 0)
+  await fs.mkdir('/e', 0o755, 0, 0)
+  await fs.create('/d/file', 0o644, 0, 0)
+  await fs.create('/f', 0o644, 0, 0)
+  await rejects(fs.rmdir('/d'), 'ENOTEMPTY')
+  await rejects(fs.rmdir('/f'), 'ENOTDIR')
+  await rejects(fs.rmdir('/nope'), 'ENOENT')
+  await rejects(fs.unlink('/d'), 'EISDIR')
+  await rejects(fs.unlink('/nope'), 'ENOENT')
+  await rejects(fs.mkdir('/d', 0o755, 0, 0), 'EEXIST')
+  await rejects(fs.create('/f', 0o644, 0, 0), 'EEXIST')
+  await rejects(fs.create('/nope/x', 0o644, 0, 0), 'ENOENT')
+  await rejects(fs.create('/f/x', 0o644, 0, 0), 'ENOTDIR')
+  await rejects(fs.rename('/e', '/f'), 'ENOTDIR')
+  await rejects(fs.rename('/f', '/e'), 'EISDIR')
+  await rejects(fs.rename('/e', '/d'), 'ENOTEMPTY')
+  await rejects(fs.rename('/d', '/d/sub/x'), 'EINVAL')
+  await rejects(fs.rename('/nope', '/x'), 'ENOENT')
+  await rejects(fs.rename('/', '/x'), 'EBUSY')
+  await rejects(fs.rmdir('/'), 'EBUSY')
+  await fs.rename('/e', '/d/sub') // empty dir replaces empty dir
+  assert.equal(fs.readdir('/').sort(), ['d', 'f'])
+  await fs.rename('/f', '/f') // no-op
+  await fs.rename('/d/sub', '/top')
+  assert.is(fs.getattr('/d').nlink, 2)
+  assert.is(fs.getattr('/').nlink, 4)
+  await rejects(() => fs.getattr('/nope'), 'ENOENT')
+  await rejects(() => fs.readdir('/f'), 'ENOTDIR')
+  await okCheck(fs)
+})
+
+ns('bad input throws one clear line and changes nothing', async () => {
+  const { fs } = await memFs()
+  await fs.create('/f', 0o644, 0, 0)
+  const before = JSON.stringify([fs.readdir('/'), fs.getattr('/f'), fs.statfs()])
+  await rejects(fs.create('relative', 0o644, 0, 0), 'EINVAL')
+  await rejects(fs.create('/a/../b', 0o644, 0, 0), 'EINVAL')
+  await rejects(fs.create('/./b', 0o644, 0, 0), 'EINVAL')
+  await rejects(fs.create('/' + 'x'.repeat(256), 0o644, 0, 0), 'ENAMETOOLONG')
+  await rejects(fs.create('/nul\0', 0o644, 0, 0), 'EINVAL')
+  await rejects(fs.create('/g', -1, 0, 0), 'EINVAL')
+  await rejects(fs.create('/g', 0o644, -5, 0), 'EINVAL')
+  await rejects(fs.create('/g', 0o644, 0, 0, { volume: 3 }), 'EINVAL')
+  await rejects(fs.truncate('/f', -1), 'EINVAL')
+  await rejects(fs.truncate('/f', 1.5), 'EINVAL')
+  await rejects(fs.truncate('/', 0), 'EISDIR')
+  await rejects(fs.write(fs.lookup('/f'), Buffer.alloc(1), -1), 'EINVAL')
+  await rejects(fs.write(fs.lookup('/f'), Buffer.alloc(1), 2 ** 51), 'EFBIG')
+  await rejects(fs.write(12345, Buffer.alloc(1), 0), 'ENOENT')
+  await rejects(fs.write(1, Buffer.alloc(1), 0), 'EISDIR')
+  await rejects(fs.setxattr('/f', '', Buffer.alloc(1)), 'EINVAL')
+  await rejects(fs.setxattr('/f', 'user.big', Buffer.alloc(70000)), 'E2BIG')
+  await rejects(fs.removexattr('/f', 'user.none'), 'ENODATA')
+  await rejects(fs.utimens('/f', NaN, 0), 'EINVAL')
+  await rejects(fs.chown('/f', 0, 2 ** 33), 'EINVAL')
+  assert.is(JSON.stringify([fs.readdir('/'), fs.getattr('/f'), fs.statfs()]), before)
+  await rejects(FileSystem.mount([new MemDev(64 * MiB)]), 'EINVAL')
+  await rejects(FileSystem.mkfs([new MemDev(1 * MiB)]), 'ENOSPC')
+  await okCheck(fs)
+})
+
+ns.run()
+
+// ---------------------------------------------------------------- sparse, statfs, placement
+
+const sp = suite('fs sparse files and space accounting')
+
+sp('holes read as zeros and take no space; blocks and statfs move correctly', async () => {
+  const { fs } = await memFs()
+  const s0 = fs.statfs()
+  assert.is(s0.bsize, 4096)
+  assert.ok(s0.blocks > 0 && s0.bfree <= s0.blocks && s0.bfree > s0.blocks - 1024)
+  const ino = await fs.create('/img', 0o644, 0, 0)
+  await fs.truncate('/img', 8 * MiB)
+  assert.is(fs.getattr('/img').blocks, 0)
+  assert.is(fs.statfs().bfree, s0.bfree)
+  await fs.write(ino, Buffer.alloc(4096, 1), 1 * MiB)          // 1 block
+  await fs.write(ino, Buffer.alloc(512, 2), 3 * MiB + 512)     // 1 block, partial
+  await fs.write(ino, Buffer.alloc(128 * 1024, 3), 5 * MiB)    // 32 blocks
+  assert.is(fs.getattr('/img').blocks, 34 * 8)
+  assert.is(fs.statfs().bfree, s0.bfree - 34)
+  assert.is(fs.getattr('/img').size, 8 * MiB)
+  const b = Buffer.alloc(4096, 0xee)
+  await fs.read(ino, b, 3 * MiB)
+  assert.ok(b.subarray(0, 512).equals(Buffer.alloc(512)))
+  assert.ok(b.subarray(512, 1024).equals(Buffer.alloc(512, 2)))
+  assert.ok(b.subarray(1024).equals(Buffer.alloc(3072)))
+  const h = Buffer.alloc(65536, 0xee)
+  await fs.read(ino, h, 6 * MiB)
+  assert.ok(h.equals(Buffer.alloc(65536)))
+  // short read at EOF
+  assert.is(await fs.read(ino, Buffer.alloc(100), 8 * MiB - 10), 10)
+  assert.is(await fs.read(ino, Buffer.alloc(100), 8 * MiB), 0)
+  // truncate frees the blocks past the new end (after the commit)
+  await fs.truncate('/img', 2 * MiB)
+  assert.is(fs.getattr('/img').blocks, 8)
+  await fs.sync()
+  assert.is(fs.statfs().bfree, s0.bfree - 1)
+  const files0 = fs.statfs().ffree
+  await fs.unlink('/img')
+  await fs.sync()
+  assert.is(fs.statfs().bfree, s0.bfree)
+  assert.is(fs.statfs().ffree, files0 + 1)
+  await okCheck(fs)
+})
+
+sp('a partial write to a freshly allocated block never exposes stale bytes', async () => {
+  const { fs } = await memFs()
+  const a = await fs.create('/a', 0o644, 0, 0)
+  await fs.write(a, Buffer.alloc(1 * MiB, 0xab), 0)
+  await fs.unlink('/a')
+  await fs.sync() // blocks reusable now
+  const b = await fs.create('/b', 0o644, 0, 0)
+  await fs.truncate('/b', 1 * MiB)
+  for (let off = 0; off < 1 * MiB; off += 64 * 1024) await fs.write(b, Buffer.alloc(512, 1), off + 1024)
+  const all = Buffer.alloc(1 * MiB)
+  await fs.read(b, all, 0)
+  for (let i = 0; i < all.length; i++) if (all[i] !== 0 && all[i] !== 1) assert.unreachable(`stale byte at ${i}`)
+  // shrink then grow: bytes past the old EOF in the last block read as zeros
+  const c = await fs.create('/c', 0o644, 0, 0)
+  await fs.write(c, Buffer.alloc(4096, 7), 0)
+  await fs.truncate('/c', 100)
+  await fs.truncate('/c', 4096)
+  const t = Buffer.alloc(4096)
+  await fs.read(c, t, 0)
+  assert.ok(t.subarray(100).equals(Buffer.alloc(3996)), 'truncate up exposes old bytes')
+  await fs.truncate('/c', 50)
+  await fs.write(c, Buffer.alloc(10, 9), 3000)
+  await fs.read(c, t.subarray(0, 3010), 0)
+  assert.ok(t.subarray(50, 3000).equals(Buffer.alloc(2950)), 'write past EOF exposes old bytes')
+  await okCheck(fs)
+})
+
+sp('concurrent sector writes into one fresh block all land', async () => {
+  const { fs } = await memFs()
+  const ino = await fs.create('/img', 0o644, 0, 0)
+  await fs.truncate('/img', 1 * MiB)
+  const r = rng(7)
+  for (let round = 0; round < 20; round++) {
+    const base = round * 16384
+    const parts = Array.from({ length: 8 }, (_, i) => ({ off: base + i * 512 * (1 + r(3)), data: randomBytes(512) }))
+    const seen = new Set<number>()
+    const uniq = parts.filter((p) => !seen.has(p.off) && seen.add(p.off))
+    await Promise.all(uniq.map((p) => fs.write(ino, p.data, p.off)))
+    for (const p of uniq) {
+      const b = Buffer.alloc(512)
+      await fs.read(ino, b, p.off)
+      assert.ok(b.equals(p.data), `round ${round} off ${p.off}`)
+    }
+  }
+  await okCheck(fs)
+})
+
+sp('sequential writes to a new image produce few large extents; overwrites need no metadata', async () => {
+  const { fs, vols } = await memFs(128 * MiB)
+  const ino = await fs.create('/img', 0o644, 0, 0)
+  await fs.truncate('/img', 64 * MiB)
+  // a guest writing sequentially with several requests in flight
+  for (let off = 0; off < 32 * MiB; off += 8 * 128 * 1024) {
+    await Promise.all(Array.from({ length: 8 }, (_, k) => fs.write(ino, Buffer.alloc(128 * 1024, k + 1), off + k * 128 * 1024)))
+  }
+  await fs.sync()
+  const ex = (fs as any).inodes.get(ino).ext.ex.length
+  assert.ok(ex <= 2, `expected few extents, got ${ex}`)
+  // overwrite of allocated blocks: one volume write per extent, no journal record
+  let writes = 0
+  const v0 = vols[0]
+  const orig = v0.write.bind(v0)
+  v0.write = async (b: Buffer, o: number) => { writes++; return orig(b, o) }
+  await fs.write(ino, Buffer.alloc(128 * 1024, 9), 4 * MiB)
+  assert.is(writes, 1)
+  await fs.fsync(ino)
+  assert.is(writes, 1, 'an overwrite must not write a journal record')
+  await okCheck(fs)
+})
+
+sp('placement: files land on the volume asked for; multi-volume fs mounts in any order', async () => {
+  const vols = [new MemDev(32 * MiB), new MemDev(32 * MiB)]
+  await FileSystem.mkfs(vols, { volumeNames: ['fast', 'slow'] })
+  let fs = await FileSystem.mount(vols)
+  const a = await fs.create('/a', 0o644, 0, 0)
+  const b = await fs.create('/b', 0o644, 0, 0, { volume: 1 })
+  const s0 = fs.statfs()
+  await fs.write(a, Buffer.alloc(1 * MiB, 1), 0)
+  await fs.write(b, Buffer.alloc(2 * MiB, 2), 0)
+  assert.is(fs.statfs().bfree, s0.bfree - 768)
+  const ext = (fs as any).inodes.get(b).ext.ex
+  assert.ok(ext.every((e: any) => e.vol === 1))
+  await fs.close()
+  await rejects(FileSystem.mount([vols[0]]), 'EINVAL')
+  await rejects(FileSystem.mount([vols[1], vols[0]], { volumeNames: ['fast', 'slow'] }), 'EINVAL')
+  fs = await FileSystem.mount([vols[1], vols[0]], { volumeNames: ['slow', 'fast'] })
+  const got = Buffer.alloc(2 * MiB)
+  await fs.read(fs.lookup('/b'), got, 0)
+  assert.ok(got.equals(Buffer.alloc(2 * MiB, 2)))
+  assert.equal(fs.volumes().map((v) => v.name), ['fast', 'slow'])
+  await okCheck(fs)
+})
+
+sp('ENOSPC: a full volume refuses writes cleanly, the fs stays consistent and usable', async () => {
+  const vols = [new MemDev(32 * MiB)]
+  await FileSystem.mkfs(vols)
+  let fs = await FileSystem.mount(vols)
+  const ino = await fs.create('/big', 0o644, 0, 0)
+  let off = 0, hit = false
+  const chunk = Buffer.alloc(1 * MiB, 5)
+  for (;;) {
+    try { await fs.write(ino, chunk, off); off += chunk.length } catch (e) {
+      assert.is((e as VsmError).code, 'ENOSPC'); hit = true; break
+    }
+  }
+  assert.ok(hit)
+  const st = fs.getattr('/big')
+  assert.is(st.size, off, 'failed write changed the size')
+  // smaller writes still fit until the last block
+  let small = 0
+  for (;;) {
+    try { await fs.write(ino, Buffer.alloc(4096, 6), off + small * 4096); small++ } catch (e) { assert.is((e as VsmError).code, 'ENOSPC'); break }
+  }
+  assert.is(fs.statfs().bfree, 0)
+  await fs.sync()
+  await okCheck(fs)
+  // overwrites still work on a full fs; freeing makes room again
+  await fs.write(ino, Buffer.alloc(4096, 7), 0)
+  await fs.truncate('/big', 1 * MiB)
+  await fs.sync()
+  assert.ok(fs.statfs().bfree > 0)
+  const ino2 = await fs.create('/after', 0o644, 0, 0)
+  await fs.write(ino2, Buffer.alloc(2 * MiB, 8), 0)
+  await fs.close()
+  fs = await FileSystem.mount(vols)
+  const b = Buffer.alloc(4096)
+  await fs.read(fs.lookup('/big'), b, 0)
+  assert.ok(b.equals(Buffer.alloc(4096, 7)))
+  await okCheck(fs)
+})
+
+sp('metadata ENOSPC: the checkpoint area bounds metadata; refusals change nothing; deleting makes room', async () => {
+  const vols = [new MemDev(32 * MiB)]
+  await FileSystem.mkfs(vols)
+  let fs = await FileSystem.mount(vols)
+  const big = Buffer.alloc(60000, 0x41)
+  let n = 0, hit = false
+  for (; n < 100; n++) {
+    await fs.create(`/f${n}`, 0o644, 0, 0)
+    try { await fs.setxattr(`/f${n}`, 'user.blob', big) } catch (e) { assert.is((e as VsmError).code, 'ENOSPC'); hit = true; break }
+  }
+  assert.ok(hit, 'metadata never filled up')
+  assert.is(fs.getxattr(`/f${n}`, 'user.blob'), undefined)
+  await okCheck(fs)
+  await fs.close()
+  fs = await FileSystem.mount(vols)
+  assert.is(fs.getxattr('/f0', 'user.blob')!.length, 60000)
+  for (let i = 0; i < n; i += 2) await fs.unlink(`/f${i}`)
+  await fs.setxattr(`/f${n}`, 'user.blob', big)
+  await fs.close()
+  fs = await FileSystem.mount(vols)
+  assert.is(fs.getxattr(`/f${n}`, 'user.blob')!.length, 60000)
+  await okCheck(fs)
+})
+
+sp('group commit: concurrent fsyncs share commits', async () => {
+  const { fs, vols } = await memFs()
+  const ino = await fs.create('/img', 0o644, 0, 0)
+  await fs.truncate('/img', 16 * MiB)
+  await fs.sync()
+  let flushes = 0
+  const orig = vols[0].flush.bind(vols[0])
+  vols[0].flush = async () => { flushes++; await new Promise((r) => setTimeout(r, 2)); return orig() }
+  await Promise.all(Array.from({ length: 64 }, async (_, k) => {
+    await fs.write(ino, Buffer.alloc(4096, k), k * 65536)
+    await fs.fsync(ino)
+  }))
+  assert.ok(flushes < 40, `${flushes} flushes for 64 fsyncs`)
+  const fs2 = await FileSystem.mount([vols[0].crashImage(() => 0)])
+  for (let k = 0; k < 64; k++) {
+    const b = Buffer.alloc(4096)
+    await fs2.read(ino, b, k * 65536)
+    assert.ok(b.equals(Buffer.alloc(4096, k)))
+  }
+  await okCheck(fs2)
+})
+
+sp('metadata regions: small volumes work, 8 GiB uses a few tens of MiB', async () => {
+  const big = new MemDev(8 * 1024 * MiB)
+  await FileSystem.mkfs([big])
+  const fs = await FileSystem.mount([big])
+  const s = fs.statfs()
+  const metaMiB = (8 * 1024 * MiB - s.blocks * 4096) / MiB
+  assert.ok(metaMiB >= 3 && metaMiB <= 64, `metadata ${metaMiB} MiB`)
+  await fs.close()
+})
+
+sp('punchHole (discard) deallocates whole blocks and zeroes the edges', async () => {
+  const { fs } = await memFs()
+  const ino = await fs.create('/img', 0o644, 0, 0)
+  await fs.write(ino, Buffer.alloc(64 * 1024, 3), 0)
+  const dev = fs.openFile('/img')
+  await dev.discard!(1000, 20000)
+  assert.is(fs.getattr('/img').blocks, (16 - 4) * 8)
+  const b = Buffer.alloc(64 * 1024)
+  await fs.read(ino, b, 0)
+  assert.ok(b.subarray(0, 1000).equals(Buffer.alloc(1000, 3)))
+  assert.ok(b.subarray(1000, 21000).equals(Buffer.alloc(20000)))
+  assert.ok(b.subarray(21000).equals(Buffer.alloc(65536 - 21000, 3)))
+  await fs.sync()
+  await okCheck(fs)
+})
+
+sp.run()

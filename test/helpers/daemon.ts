@@ -1,0 +1,64 @@
+// Starts and stops a real vsm daemon in a temporary home for integration tests,
+// through the real CLI (bin/vsm), and makes sure nothing is left mounted or running.
+import { execFile, execFileSync } from 'child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'fs'
+import { tmpdir } from 'os'
+import { join, resolve } from 'path'
+import { processAlive } from '../../src/cli/up'
+
+export const VSM = resolve(__dirname, '..', '..', '..', 'bin', 'vsm')
+
+export interface Vsm {
+  home: string
+  mount: string
+  /** Runs `vsm ARGS --home HOME`; resolves with stdout, rejects with {code, stderr}. */
+  run(...args: string[]): Promise<string>
+  json(...args: string[]): Promise<any>
+  up(): Promise<void>
+  down(): Promise<void>
+  /** kill -9 the daemon and clear its mount, as a crash would leave it. */
+  kill9(): void
+  pid(): number
+  /** Stops everything and removes the home. */
+  cleanup(): Promise<void>
+}
+
+export interface RunError extends Error { code: number; stderr: string; stdout: string }
+
+export function makeVsm(opts: { deviceSize?: string; home?: string } = {}): Vsm {
+  const home = opts.home ?? mkdtempSync(join(tmpdir(), 'vsm-test-'))
+  const mount = join(home, 'mnt')
+  const run = (...args: string[]) => new Promise<string>((res, rej) => {
+    execFile(VSM, [...args, '--home', home], { maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      if (err) rej(Object.assign(new Error(`vsm ${args.join(' ')}: ${stderr.trim() || err.message}`), { code: (err as any).code, stderr, stdout }))
+      else res(stdout)
+    })
+  })
+  const pid = () => Number(readFileSync(join(home, 'vsm.pid'), 'utf8'))
+  const vsm: Vsm = {
+    home, mount, run,
+    json: async (...args) => JSON.parse(await run(...args, '--json')),
+    up: async () => { await run('up', '--device-size', opts.deviceSize ?? '2G') },
+    down: async () => { await run('down') },
+    pid,
+    kill9: () => {
+      try { process.kill(pid(), 'SIGKILL') } catch { /* already gone */ }
+      const deadline = Date.now() + 10_000
+      while (Date.now() < deadline && processAlive(pid())) { /* SIGKILL lands within milliseconds */ }
+      unmountQuietly(mount)
+    },
+    cleanup: async () => {
+      try { await run('down') } catch { /* not running */ }
+      try { vsm.kill9() } catch { /* no pid file */ }
+      unmountQuietly(mount)
+      rmSync(home, { recursive: true, force: true })
+    },
+  }
+  return vsm
+}
+
+export function unmountQuietly(path: string) {
+  for (const cmd of [['fusermount', '-uz', path], ['umount', '-l', path]]) {
+    try { execFileSync(cmd[0], cmd.slice(1), { stdio: 'ignore' }); return } catch { /* next */ }
+  }
+}
