@@ -4,14 +4,16 @@
 import { promises as fsp } from 'fs'
 import { join } from 'path'
 import type { Logger } from 'pino'
-import type { BlockDev } from '../block/blockdev'
 import { VsmError } from '../block/blockdev'
 import { ControlServer } from '../control/server'
 import { FileSystem } from '../fs'
 import { Pool } from '../volume/pool'
 import { DiskManager } from '../virtualizer/disks'
 import { FuseView } from '../virtualizer/fuse-view'
-import { diskPath } from '../virtualizer/paths'
+import { diskCommands, standardDiskHandler } from '../virtualizer/commands'
+import { dispatch } from '../control/dispatch'
+import { fsCommands } from '../fs/commands'
+import { volumeCommands } from '../volume/commands'
 import { DaemonConfig, readConfig, writeConfig } from './config'
 import { clearStaleMount } from './mounts'
 
@@ -120,53 +122,16 @@ export class Stack {
     }
   }
 
+  /** Each component answers the commands of its own type byte (seed 004, Fig. 3). */
   private registerCommands() {
-    const a = (args: any) => (args && typeof args === 'object' ? args : {})
-    this.server.register('S', async ({ name }) => {
-      if (name === 'status') return this.status()
-      if (name === 'shutdown') { setImmediate(this.opts.onShutdown); return { stopping: true } }
-      throw new VsmError('ENOSYS', `${name} is not implemented`)
-    })
-    this.server.register('V', async ({ name, args }) => {
-      const x = a(args)
-      switch (name) {
-        case 'disk.create': return this.disks.create(x.path, x.size, x.volume)
-        case 'disk.list': return this.disks.list()
-        case 'disk.show': return this.disks.show(x.path)
-        case 'disk.resize': return this.disks.resize(x.path, x.size, !!x.shrink)
-        case 'disk.delete': await this.disks.delete(x.path, !!x.force); return { deleted: x.path }
-        default: throw new VsmError('ENOSYS', `${name} is not implemented yet`)
-      }
-    })
-    this.server.register('L', async ({ name, args }) => {
-      const x = a(args)
-      switch (name) {
-        case 'device.add': return this.pool.addDevice(x.name, x.path, x.size)
-        case 'device.list': return this.pool.listDevices()
-        case 'device.remove': await this.pool.removeDevice(x.name); return { removed: x.name }
-        case 'volume.create': return this.pool.createVolume(x.name, { layout: x.layout, devices: x.devices, size: x.size, stripeUnit: x.stripeUnit, copies: x.copies })
-        case 'volume.list': return this.pool.listVolumes()
-        case 'volume.show': return this.pool.volumeInfo(x.name)
-        default: throw new VsmError('ENOSYS', `${name} is not implemented yet`)
-      }
-    })
-    this.server.register('F', async ({ name }) => {
-      if (name === 'fs.stat') return { ...this.fs.statfs(), volumes: this.cfg.fsVolumes }
-      if (name === 'fs.check') return this.fs.check()
-      throw new VsmError('ENOSYS', `${name} is not implemented`)
-    })
-    // The standard commands: a disk's own read/write/flush/discard/size, served
-    // straight by the virtualizer on the fs file without the FUSE view.
-    this.server.registerStandard(async ({ name, path, offset, length, data }) => {
-      const dev: BlockDev = this.fs.openFile(diskPath(path))
-      switch (name) {
-        case 'disk.size': return dev.size
-        case 'disk.flush': return dev.flush()
-        case 'disk.write': return dev.write(data, offset)
-        case 'disk.discard': return dev.discard?.(offset, length)
-        case 'disk.read': { const b = Buffer.alloc(length); return b.subarray(0, await dev.read(b, offset)) }
-      }
-    })
+    this.server.register('S', dispatch({
+      status: () => this.status(),
+      shutdown: () => { setImmediate(this.opts.onShutdown); return { stopping: true } },
+    }))
+    this.server.register('V', dispatch(diskCommands(this.disks)))
+    this.server.register('L', dispatch(volumeCommands(this.pool)))
+    this.server.register('F', dispatch(fsCommands(this.fs, () => this.cfg.fsVolumes)))
+    this.server.registerStandard(standardDiskHandler(this.fs))
   }
 }
 

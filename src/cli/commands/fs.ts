@@ -1,0 +1,20 @@
+// fs commands and the raw `ctl` escape hatch.
+import { Command } from 'commander'
+import { call, print, withClient } from '../call'
+import { formatSize } from '../units'
+
+export function registerFs(program: Command) {
+  const fsCmd = program.command('fs').description('the file system on the volumes')
+  fsCmd.command('check').description('consistency check of the mounted fs').action((_o, cmd) =>
+    call(cmd, 'fs.check', undefined, (r) => (r.ok ? `fs: clean (${formatSize(r.leakedBytes)} leaked)` : `fs: ${r.errors.length} error(s)\n${r.errors.join('\n')}`)))
+  fsCmd.command('stat').description('blocks and inodes of the fs').action((_o, cmd) =>
+    call(cmd, 'fs.stat', undefined, (s) => `${formatSize((s.blocks - s.bfree) * s.bsize)} used of ${formatSize(s.blocks * s.bsize)}; ${s.files - s.ffree} inodes; volumes ${s.volumes.join(', ')}`))
+
+  program.command('ctl <code> [json]').description('send a raw IOCTL-style command (name or number)')
+    .action(async (code: string, json: string | undefined, _o, cmd: Command) => {
+      let args: unknown
+      try { args = json === undefined ? undefined : JSON.parse(json) } catch { throw new Error(`argument is not JSON: ${json}`) }
+      const r = await withClient(cmd, (c) => c.call(/^(0x[0-9a-f]+|\d+)$/i.test(code) ? Number(code) : code, args as object))
+      print(JSON.stringify(r, null, 2))
+    })
+}

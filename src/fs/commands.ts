@@ -1,0 +1,10 @@
+// The file system's extended commands (type byte 'F').
+import type { CommandTable } from '../control/dispatch'
+import type { FileSystem } from './filesystem'
+
+export function fsCommands(fs: FileSystem, volumeNames: () => string[]): CommandTable {
+  return {
+    'fs.stat': () => ({ ...fs.statfs(), volumes: volumeNames() }),
+    'fs.check': () => fs.check(),
+  }
+}

@@ -1,0 +1,31 @@
+// The virtualizer's commands: extended ones (type byte 'V': create, list, show, resize,
+// delete) and the standard ones a disk already understands (read, write, flush,
+// discard, size), served on the fs file directly, without the FUSE view.
+import type { CommandTable } from '../control/dispatch'
+import type { StandardHandler } from '../control/server'
+import type { FileSystem } from '../fs'
+import type { DiskManager } from './disks'
+import { diskPath } from './paths'
+
+export function diskCommands(disks: DiskManager): CommandTable {
+  return {
+    'disk.create': (x) => disks.create(x.path, x.size, x.volume),
+    'disk.list': () => disks.list(),
+    'disk.show': (x) => disks.show(x.path),
+    'disk.resize': (x) => disks.resize(x.path, x.size, !!x.shrink),
+    'disk.delete': async (x) => { await disks.delete(x.path, !!x.force); return { deleted: x.path } },
+  }
+}
+
+export function standardDiskHandler(fs: FileSystem): StandardHandler {
+  return async ({ name, path, offset, length, data }) => {
+    const dev = fs.openFile(diskPath(path))
+    switch (name) {
+      case 'disk.size': return dev.size
+      case 'disk.flush': return dev.flush()
+      case 'disk.write': return dev.write(data, offset)
+      case 'disk.discard': return dev.discard?.(offset, length)
+      case 'disk.read': { const b = Buffer.alloc(length); return b.subarray(0, await dev.read(b, offset)) }
+    }
+  }
+}
