@@ -167,6 +167,18 @@ codec('bad magic and oversized length are errors, and the decoder stays failed',
   assert.throws(() => encodeFrame(frame(Buffer.alloc(2048)), 1024), (e: VsmError) => e.code === 'E2BIG')
 })
 
+codec('frames complete before bad bytes are still returned, then the decoder is failed', () => {
+  const good = [frame('a', 1), frame('b', 2)]
+  const junk = Buffer.alloc(30, 0xee)
+  const d = new FrameDecoder()
+  const out = d.push(Buffer.concat([...good.map((f) => encodeFrame(f)), junk]))
+  assert.is(out.length, 2)
+  good.forEach((f, i) => same(out[i], f))
+  assert.ok(d.error instanceof FrameError)
+  assert.throws(() => d.push(Buffer.alloc(0)), (e: Error) => e instanceof FrameError)
+  assert.throws(() => d.end(), (e: Error) => e instanceof FrameError)
+})
+
 codec('a stream ending inside a frame is reported by end()', () => {
   const d = new FrameDecoder()
   d.push(encodeFrame(frame('abcdef')).subarray(0, 23))

@@ -465,14 +465,20 @@ bad('a reply larger than the frame limit becomes E2BIG', async () => {
   assert.is(await c.call('fs.stat'), 'still serving')
 })
 
-bad('a flood of requests from a client that never reads does not break the server', async () => {
-  env.server.register('H', async () => 'y'.repeat(60000))
+bad('a client that floods requests and never reads costs bounded work, and gets every reply once it reads', async () => {
+  let calls = 0
+  env.server.register('H', async () => { calls++; return 'y'.repeat(60000) })
   const r = await Raw.open(env.sock)
   r.socket.pause()
-  const req = encodeFrame({ code: byName('hsm.status')!.code, id: 1, status: 0, payload: Buffer.alloc(0) })
-  for (let i = 0; i < 2000; i++) r.send(req)
-  await new Promise((res) => setTimeout(res, 300))
+  const req = (id: number) => encodeFrame({ code: byName('hsm.status')!.code, id, status: 0, payload: Buffer.alloc(0) })
+  for (let i = 1; i <= 2000; i++) r.send(req(i))
+  await new Promise((res) => setTimeout(res, 500))
+  assert.ok(calls < 500, `server ran ${calls} requests for a client that reads nothing`)
   await stillServing()
+  r.socket.resume()
+  await r.frame((f) => f.id === 2000, 10000)
+  assert.is(r.frames.filter((f) => f.id > 0 && f.status === 0).length, 2000)
+  assert.is(calls, 2000)
   r.socket.destroy()
 })
 

@@ -20,8 +20,10 @@
 #define VSM_STATIC_ASSERT(expr, msg) static_assert(expr, msg)
 #elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 #define VSM_STATIC_ASSERT(expr, msg) _Static_assert(expr, msg)
-#else
-#define VSM_STATIC_ASSERT(expr, msg)
+#else /* C99: a negative array size fails the build instead */
+#define VSM_CAT_(a, b) a##b
+#define VSM_CAT(a, b) VSM_CAT_(a, b)
+#define VSM_STATIC_ASSERT(expr, msg) typedef char VSM_CAT(vsm_static_assert_, __LINE__)[(expr) ? 1 : -1]
 #endif
 
 /* Code layout: that of <asm-generic/ioctl.h> (_IOC). It is spelled out here instead

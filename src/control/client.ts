@@ -81,14 +81,11 @@ export class ControlClient {
 
   private wire(): void {
     this.socket.on('data', (chunk: Buffer) => {
-      let frames: Frame[]
-      try {
-        frames = this.decoder.push(chunk)
-      } catch (e) {
-        this.shutdown(new VsmError('EPROTO', `bad data from vsm: ${(e as Error).message}`))
-        return
-      }
+      let frames: Frame[] = []
+      try { frames = this.decoder.push(chunk) } catch { /* decoder.error below */ }
       for (const f of frames) this.onFrame(f)
+      const err = this.decoder.error
+      if (err) this.shutdown(new VsmError('EPROTO', `bad data from vsm: ${err.message}`))
     })
     this.socket.on('error', (e: NodeJS.ErrnoException) => this.shutdown(new VsmError(e.code ?? 'EIO', `control socket: ${e.message}`)))
     this.socket.on('close', () => this.shutdown(new VsmError('ECONNRESET', 'connection to vsm closed')))
@@ -205,13 +202,19 @@ export class ControlClient {
     else this.closeListeners.add(cb)
   }
 
+  /** Closes the connection; calls still waiting reject with ECONNRESET. */
   async close(): Promise<void> {
     if (this.closedError) return
-    await new Promise<void>((resolve) => {
-      this.socket.once('close', () => resolve())
+    const closed = new Promise<void>((resolve) => this.socket.once('close', () => resolve()))
+    if (this.pending.size) {
+      // A half-close would leave the server waiting to deliver those replies;
+      // a reset tells it at once that nobody is listening (its handlers see ctx.signal).
+      this.shutdown(new VsmError('ECONNRESET', 'connection closed by the client'))
+    } else {
       this.socket.end()
       setTimeout(() => this.socket.destroy(), 1000).unref()
-    })
+    }
+    await closed
   }
 }
 

@@ -81,7 +81,15 @@ export class FrameDecoder {
   /** Bytes held that do not yet make a frame. */
   get buffered(): number { return this.size }
 
-  /** Feed bytes; returns every frame they complete. Throws FrameError (and keeps throwing) on a bad stream. */
+  /** Set once the stream has gone bad; every later push() and end() throws it. */
+  get error(): FrameError | null { return this.failed }
+
+  /**
+   * Feed bytes; returns every frame they complete. On a bad stream, the frames that
+   * came whole before the bad bytes are still returned (so the outcome does not
+   * depend on how the bytes were chunked) and `error` is set; with none to return,
+   * the FrameError is thrown.
+   */
   push(chunk: Buffer): Frame[] {
     if (this.failed) throw this.failed
     if (chunk.length) { this.chunks.push(chunk); this.size += chunk.length }
@@ -91,10 +99,10 @@ export class FrameDecoder {
         if (this.size < HEADER_SIZE) break
         const h = this.take(HEADER_SIZE)
         const magic = h.readUInt32LE(0)
-        if (magic !== MAGIC) return this.fail(`bad frame magic 0x${magic.toString(16).padStart(8, '0')}`)
+        if (magic !== MAGIC) return this.fail(out, `bad frame magic 0x${magic.toString(16).padStart(8, '0')}`)
         const length = h.readUInt32LE(4)
         // Checked before buffering anything: a hostile length must not make us allocate.
-        if (length > this.maxPayload) return this.fail(`frame length ${length} exceeds the ${this.maxPayload}-byte limit`)
+        if (length > this.maxPayload) return this.fail(out, `frame length ${length} exceeds the ${this.maxPayload}-byte limit`)
         this.header = { length, code: h.readUInt32LE(8), id: h.readUInt32LE(12), status: h.readInt32LE(16) }
       }
       if (this.size < this.header.length) break
@@ -115,10 +123,12 @@ export class FrameDecoder {
     }
   }
 
-  private fail(message: string): never {
+  private fail(good: Frame[], message: string): Frame[] {
     this.failed = new FrameError(message)
     this.chunks = []
     this.size = 0
+    this.header = null
+    if (good.length) return good
     throw this.failed
   }
 

@@ -29,7 +29,7 @@ export interface RequestContext {
   jobs: Jobs
   connectionId: number
   requestId: number
-  /** Aborted when the connection goes away, so long waits can give up. */
+  /** Aborted when the client closes (or half-closes) the connection, so long waits can give up. */
   signal: AbortSignal
 }
 
@@ -73,8 +73,13 @@ interface Conn {
   subscribed: boolean
   /** null = every event. */
   filter: Set<string> | null
+  /** Decoded requests not started yet (backpressure). */
+  queue: Frame[]
   inflight: number
   closed: boolean
+  droppedEvents: number
+  /** A malformed frame was seen: no more reading, close once in-flight replies are out. */
+  broken: boolean
 }
 
 const BUILTIN_S = new Set(['hello', 'job.list', 'job.wait', 'job.cancel', 'job.pause', 'job.resume', 'events.subscribe'])
@@ -190,6 +195,8 @@ export class ControlServer {
     const code = byName('event')!.code
     for (const c of this.conns.values()) {
       if (!c.subscribed || c.closed || (c.filter && !c.filter.has(event))) continue
+      // A subscriber that stopped reading loses events rather than growing our memory.
+      if (c.socket.writableLength > this.maxPayload) { c.droppedEvents++; continue }
       this.send(c, { code, id: UNSOLICITED_ID, status: 0, payload })
     }
   }
@@ -199,7 +206,7 @@ export class ControlServer {
   private accept(socket: net.Socket): void {
     const conn: Conn = {
       id: this.nextConnId++, socket, decoder: new FrameDecoder({ maxPayload: this.maxPayload }),
-      abort: new AbortController(), subscribed: false, filter: null, inflight: 0, closed: false,
+      abort: new AbortController(), subscribed: false, filter: null, queue: [], inflight: 0, closed: false, broken: false, droppedEvents: 0,
     }
     this.conns.set(conn.id, conn)
     socket.on('error', () => { /* reset by peer and the like; 'close' cleans up */ })
@@ -210,11 +217,15 @@ export class ControlServer {
     })
     socket.on('data', (chunk: Buffer) => this.onData(conn, chunk))
     socket.on('end', () => {
+      if (conn.broken) return
       try { conn.decoder.end() } catch (e) { this.log(`connection ${conn.id}: ${(e as Error).message}`) }
-      // Half-open: replies to requests still running are written before we close.
-      if (conn.inflight === 0) socket.end()
+      // On a unix socket a half-close and a vanished client look the same (EOF), so
+      // long waits are released now; replies of requests that finish anyway are still
+      // written before our side closes, for clients that send and then shut down.
+      conn.abort.abort()
+      this.pump(conn)
     })
-    socket.on('drain', () => this.maybeResume(conn))
+    socket.on('drain', () => this.pump(conn))
     try {
       this.send(conn, { code: byName('hello')!.code, id: UNSOLICITED_ID, status: 0, payload: encodeJson(this.greeting()) })
     } catch (e) {
@@ -224,38 +235,47 @@ export class ControlServer {
   }
 
   private onData(conn: Conn, chunk: Buffer): void {
-    let frames: Frame[]
+    if (conn.broken) return
+    let frames: Frame[] = []
     try {
       frames = conn.decoder.push(chunk)
-    } catch (e) {
-      // The stream is out of step: no reply could be matched to a request any more.
-      this.log(`connection ${conn.id} closed: ${(e as Error).message}`)
-      conn.socket.destroy()
-      return
+    } catch { /* handled through decoder.error below */ }
+    for (const f of frames) conn.queue.push(f)
+    if (conn.decoder.error) {
+      // The stream is out of step: nothing after this point can be trusted to be a
+      // frame. Requests that arrived whole before it are answered, then we close.
+      this.log(`connection ${conn.id} closed: ${conn.decoder.error.message}`)
+      conn.broken = true
+      conn.abort.abort()
+      conn.socket.pause()
+      setTimeout(() => conn.socket.destroy(), 2000).unref()
     }
-    for (const f of frames) {
+    this.pump(conn)
+  }
+
+  /**
+   * Starts queued requests while the connection has room: at most maxInflight at a
+   * time, and none while the client is not reading its replies. Reading stops while
+   * a backlog exists, so a client that floods us or never reads costs bounded memory.
+   */
+  private pump(conn: Conn): void {
+    if (conn.closed) return
+    while (conn.queue.length && conn.inflight < this.maxInflight && !conn.socket.writableNeedDrain) {
+      const f = conn.queue.shift()!
       conn.inflight++
       this.dispatch(conn, f)
         .catch((e) => this.log('dispatch failed', e))
-        .finally(() => {
-          conn.inflight--
-          this.maybeResume(conn)
-          if (conn.socket.readableEnded && conn.inflight === 0) conn.socket.end()
-        })
+        .finally(() => { conn.inflight--; this.pump(conn) })
     }
-    if (conn.inflight >= this.maxInflight) conn.socket.pause()
-  }
-
-  private maybeResume(conn: Conn): void {
-    if (conn.closed) return
-    if (conn.inflight < this.maxInflight && !conn.socket.writableNeedDrain && conn.socket.isPaused()) conn.socket.resume()
+    if (conn.queue.length || conn.broken) conn.socket.pause()
+    else if (conn.socket.isPaused()) conn.socket.resume()
+    const noMoreInput = conn.broken || conn.socket.readableEnded
+    if (noMoreInput && conn.inflight === 0 && conn.queue.length === 0) conn.socket.end()
   }
 
   private send(conn: Conn, f: Frame): void {
     if (conn.closed || conn.socket.destroyed || !conn.socket.writable) return
     conn.socket.write(encodeFrame(f, Number.MAX_SAFE_INTEGER))
-    // A client that sends but never reads must not grow our memory without bound.
-    if (conn.socket.writableNeedDrain) conn.socket.pause()
   }
 
   private reply(conn: Conn, req: Frame, payload: Buffer): void {
