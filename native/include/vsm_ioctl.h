@@ -127,6 +127,18 @@ VSM_STATIC_ASSERT(sizeof(struct vsm_disk_io) == 16, "struct vsm_disk_io");
 #define VSM_IOC_DISK_DELETE      VSMIOC(VSMIOC_WRITE, 'V', 0x14, 0) /* 0x40005614 */
 /* disk.clone: clone a disk snapshot into a new disk */
 #define VSM_IOC_DISK_CLONE       VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x15, 0) /* 0xc0005615 */
+/* disk.flatten: make a clone independent of its parent (a job) */
+#define VSM_IOC_DISK_FLATTEN     VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x16, 0) /* 0xc0005616 */
+/* disk.freeze: hold new writes to a disk and flush it (application-consistent snapshots) */
+#define VSM_IOC_DISK_FREEZE      VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x17, 0) /* 0xc0005617 */
+/* disk.thaw: release the writes held by disk.freeze */
+#define VSM_IOC_DISK_THAW        VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x18, 0) /* 0xc0005618 */
+/* disk.check: check a disk for corruption and leaked space */
+#define VSM_IOC_DISK_CHECK       VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x19, 0) /* 0xc0005619 */
+/* disk.map: allocated extents of a disk and which layer holds each */
+#define VSM_IOC_DISK_MAP         VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x1a, 0) /* 0xc000561a */
+/* disk.compare: compare the contents of two disks */
+#define VSM_IOC_DISK_COMPARE     VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x1b, 0) /* 0xc000561b */
 /* snapshot.create: create a snapshot of a disk */
 #define VSM_IOC_SNAPSHOT_CREATE  VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x20, 0) /* 0xc0005620 */
 /* snapshot.list: list the snapshots of a disk */
@@ -212,6 +224,12 @@ VSM_STATIC_ASSERT(VSM_IOC_DISK_SHOW == 0xc0005612U, "disk.show");
 VSM_STATIC_ASSERT(VSM_IOC_DISK_RESIZE == 0xc0005613U, "disk.resize");
 VSM_STATIC_ASSERT(VSM_IOC_DISK_DELETE == 0x40005614U, "disk.delete");
 VSM_STATIC_ASSERT(VSM_IOC_DISK_CLONE == 0xc0005615U, "disk.clone");
+VSM_STATIC_ASSERT(VSM_IOC_DISK_FLATTEN == 0xc0005616U, "disk.flatten");
+VSM_STATIC_ASSERT(VSM_IOC_DISK_FREEZE == 0xc0005617U, "disk.freeze");
+VSM_STATIC_ASSERT(VSM_IOC_DISK_THAW == 0xc0005618U, "disk.thaw");
+VSM_STATIC_ASSERT(VSM_IOC_DISK_CHECK == 0xc0005619U, "disk.check");
+VSM_STATIC_ASSERT(VSM_IOC_DISK_MAP == 0xc000561aU, "disk.map");
+VSM_STATIC_ASSERT(VSM_IOC_DISK_COMPARE == 0xc000561bU, "disk.compare");
 VSM_STATIC_ASSERT(VSM_IOC_SNAPSHOT_CREATE == 0xc0005620U, "snapshot.create");
 VSM_STATIC_ASSERT(VSM_IOC_SNAPSHOT_LIST == 0xc0005621U, "snapshot.list");
 VSM_STATIC_ASSERT(VSM_IOC_SNAPSHOT_REVERT == 0xc0005622U, "snapshot.revert");
@@ -267,6 +285,12 @@ VSM_STATIC_ASSERT(VSM_IOC_HSM_STATUS == 0xc0004807U, "hsm.status");
   X(VSM_IOC_DISK_RESIZE, "disk.resize", 'V', 0x13, 0) \
   X(VSM_IOC_DISK_DELETE, "disk.delete", 'V', 0x14, 0) \
   X(VSM_IOC_DISK_CLONE, "disk.clone", 'V', 0x15, 0) \
+  X(VSM_IOC_DISK_FLATTEN, "disk.flatten", 'V', 0x16, 0) \
+  X(VSM_IOC_DISK_FREEZE, "disk.freeze", 'V', 0x17, 0) \
+  X(VSM_IOC_DISK_THAW, "disk.thaw", 'V', 0x18, 0) \
+  X(VSM_IOC_DISK_CHECK, "disk.check", 'V', 0x19, 0) \
+  X(VSM_IOC_DISK_MAP, "disk.map", 'V', 0x1a, 0) \
+  X(VSM_IOC_DISK_COMPARE, "disk.compare", 'V', 0x1b, 0) \
   X(VSM_IOC_SNAPSHOT_CREATE, "snapshot.create", 'V', 0x20, 0) \
   X(VSM_IOC_SNAPSHOT_LIST, "snapshot.list", 'V', 0x21, 0) \
   X(VSM_IOC_SNAPSHOT_REVERT, "snapshot.revert", 'V', 0x22, 0) \

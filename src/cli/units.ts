@@ -17,3 +17,12 @@ export function formatSize(n: number): string {
   while (v >= 1024 && i < units.length - 1) { v /= 1024; i++ }
   return i === 0 ? `${n}B` : `${v >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toFixed(1)}${units[i]}`
 }
+
+const SECONDS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 }
+
+/** Durations as users type them: 500ms, 60s, 5m, 7d (a bare number is seconds). */
+export function parseDuration(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/i.exec(text)
+  if (!m) throw new VsmError('EINVAL', `not a duration: '${text}' (use e.g. 500ms, 60s, 5m, 7d)`)
+  return Math.round(Number(m[1]) * SECONDS[(m[2] ?? 's').toLowerCase()] * 1000)
+}

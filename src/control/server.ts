@@ -316,14 +316,29 @@ export class ControlServer {
 
     const cmd: Command = { name: def.name, code: def.code, args: decodeJson(req.payload), payload: req.payload }
     if (def.type === 'S' && BUILTIN_S.has(def.name)) return encodeJson(await this.system(conn, cmd, ctx))
-    const handler = this.handlers.get(def.type)
-    if (!handler) throw new VsmError('ENOSYS', `${def.name}: the ${COMPONENTS[def.type]} component is not running`)
-    const result = await handler(cmd, ctx)
+    const result = await this.component(def)(cmd, ctx)
     try {
       return encodeJson(result)
     } catch (e) {
       throw new VsmError('EIO', `${def.name}: result could not be encoded: ${(e as Error).message}`)
     }
+  }
+
+  private component(def: CommandDef): Handler {
+    const handler = this.handlers.get(def.type)
+    if (!handler) throw new VsmError('ENOSYS', `${def.name}: the ${COMPONENTS[def.type]} component is not running`)
+    return handler
+  }
+
+  /**
+   * In-band commands (extended attributes on files in the FUSE view) take the same
+   * route to the owning component as commands from the socket.
+   */
+  async invoke(name: string, args?: Record<string, unknown>): Promise<unknown> {
+    const def = byName(name)
+    if (!def || isStandard(def.code) || (def.type === 'S' && BUILTIN_S.has(def.name))) throw new VsmError('EINVAL', `${name} cannot be sent in-band`)
+    const ctx: RequestContext = { server: this, jobs: this.jobs, connectionId: 0, requestId: 0, signal: new AbortController().signal }
+    return this.component(def)({ name: def.name, code: def.code, args, payload: Buffer.alloc(0) }, ctx)
   }
 
   private async routeStandard(def: CommandDef, req: Frame, ctx: RequestContext): Promise<Buffer> {

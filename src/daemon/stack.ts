@@ -10,6 +10,7 @@ import { FileSystem } from '../fs'
 import { Pool } from '../volume/pool'
 import { DiskManager } from '../virtualizer/disks'
 import { FuseView } from '../virtualizer/fuse-view'
+import { WriteGate } from '../virtualizer/gate'
 import { diskCommands, standardDiskHandler } from '../virtualizer/commands'
 import { dispatch } from '../control/dispatch'
 import { fsCommands } from '../fs/commands'
@@ -39,6 +40,7 @@ export class Stack {
     readonly fs: FileSystem,
     private readonly cfg: DaemonConfig,
     readonly disks: DiskManager,
+    private readonly gate: WriteGate,
     readonly view: FuseView,
     readonly server: ControlServer,
   ) {}
@@ -73,8 +75,10 @@ export class Stack {
       if (clearStaleMount(opts.mount)) log.warn({ mount: opts.mount }, 'removed a stale mount')
       const fsVolumes = cfg
       let view: FuseView | undefined
+      let server: ControlServer | undefined
+      const gate = new WriteGate((ino) => log.warn({ ino }, 'a frozen disk thawed itself after its timeout'))
       const disks = new DiskManager({
-        fs,
+        fs, gate,
         defaultVolume: () => fsVolumes.defaultVolume,
         openCount: (p) => view?.openCount(p) ?? 0,
         volumeIndex: async (name) => {
@@ -84,11 +88,11 @@ export class Stack {
           throw new VsmError('ENOTSUP', `volume ${name} is not part of the file system (it spans ${fsVolumes.fsVolumes.join(', ')})`)
         },
       })
-      view = new FuseView(fs, opts.mount, log)
+      view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log)
       await view.mount()
       undo.unshift(() => view!.unmount())
-      const server = new ControlServer({ socketPath: join(home, 'vsm.sock'), version: VERSION, log: (msg, err) => log.warn({ err }, msg) })
-      const stack = new Stack(opts, pool, fs, cfg, disks, view, server)
+      server = new ControlServer({ socketPath: join(home, 'vsm.sock'), version: VERSION, log: (msg, err) => log.warn({ err }, msg) })
+      const stack = new Stack(opts, pool, fs, cfg, disks, gate, view, server)
       stack.registerCommands()
       await server.listen()
       log.info({ mount: opts.mount }, 'stack up')
@@ -131,7 +135,7 @@ export class Stack {
     this.server.register('V', dispatch(diskCommands(this.disks)))
     this.server.register('L', dispatch(volumeCommands(this.pool)))
     this.server.register('F', dispatch(fsCommands(this.fs, () => this.cfg.fsVolumes)))
-    this.server.registerStandard(standardDiskHandler(this.fs))
+    this.server.registerStandard(standardDiskHandler(this.fs, this.gate))
   }
 }
 

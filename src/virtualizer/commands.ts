@@ -5,6 +5,7 @@ import type { CommandTable } from '../control/dispatch'
 import type { StandardHandler } from '../control/server'
 import type { FileSystem } from '../fs'
 import type { DiskManager } from './disks'
+import type { WriteGate } from './gate'
 import { diskPath } from './paths'
 
 export function diskCommands(disks: DiskManager): CommandTable {
@@ -14,16 +15,23 @@ export function diskCommands(disks: DiskManager): CommandTable {
     'disk.show': (x) => disks.show(x.path),
     'disk.resize': (x) => disks.resize(x.path, x.size, !!x.shrink),
     'disk.delete': async (x) => { await disks.delete(x.path, !!x.force); return { deleted: x.path } },
+    'disk.freeze': (x) => disks.freeze(x.path, x.timeoutMs),
+    'disk.thaw': (x) => disks.thaw(x.path),
   }
 }
 
-export function standardDiskHandler(fs: FileSystem): StandardHandler {
+export function standardDiskHandler(fs: FileSystem, gate: WriteGate): StandardHandler {
   return async ({ name, path, offset, length, data }) => {
-    const dev = fs.openFile(diskPath(path))
+    const p = diskPath(path)
+    const dev = fs.openFile(p)
     switch (name) {
       case 'disk.size': return dev.size
       case 'disk.flush': return dev.flush()
-      case 'disk.write': return dev.write(data, offset)
+      case 'disk.write': {
+        const ino = fs.lookup(p)
+        await gate.enter(ino)
+        try { return await dev.write(data, offset) } finally { gate.leave(ino) }
+      }
       case 'disk.discard': return dev.discard?.(offset, length)
       case 'disk.read': { const b = Buffer.alloc(length); return b.subarray(0, await dev.read(b, offset)) }
     }

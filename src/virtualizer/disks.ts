@@ -3,10 +3,12 @@
 // tiering for the later components) in an xattr of the file, so they travel with it.
 import { VsmError } from '../block/blockdev'
 import type { FileSystem } from '../fs'
+import type { WriteGate } from './gate'
 import { diskPath } from './paths'
 
 /** The xattr holding a disk's record; the FUSE view hides the 'vsm.' namespace. */
 export const DISK_XATTR = 'vsm.disk'
+const DEFAULT_FREEZE_MS = 60_000
 const MAX_DISK = 2 ** 46 // 64 TiB: thin, but past this a typo is likelier than intent
 const S_IFMT = 0o170000, S_IFREG = 0o100000, S_IFDIR = 0o040000
 
@@ -30,6 +32,8 @@ export interface DiskInfo {
   created: number | null
   mtime: number
   open: number
+  /** Epoch ms at which a frozen disk thaws itself; null when not frozen. */
+  frozenUntil: number | null
 }
 
 /** What the disk manager needs from its surroundings, kept explicit for tests. */
@@ -40,6 +44,7 @@ export interface DiskEnv {
   defaultVolume(): string
   /** How many handles the FUSE view holds open on a path. */
   openCount(path: string): number
+  gate: WriteGate
 }
 
 export function checkSize(size: unknown, what = 'size'): number {
@@ -85,6 +90,7 @@ export class DiskManager {
       path: path.slice(1), size: st.size, allocated: st.blocks * 512, managed: !!rec,
       policies: rec?.policies ?? null, created: rec?.created ?? null, mtime: st.mtime,
       open: this.env.openCount(path),
+      frozenUntil: this.env.gate.isFrozen(st.ino)?.until ?? null,
     }
   }
 
@@ -118,6 +124,19 @@ export class DiskManager {
     if (info.open && !force) throw new VsmError('EBUSY', `disk is open (${info.open} handle(s)): ${name}; pass --force to delete anyway`)
     await this.env.fs.unlink(path)
     await this.env.fs.sync()
+  }
+
+  async freeze(name: unknown, timeoutMs: unknown = DEFAULT_FREEZE_MS): Promise<DiskInfo> {
+    this.show(name) // refuses a missing disk or a directory with the usual message
+    const ino = this.env.fs.lookup(diskPath(name))
+    await this.env.gate.freeze(ino, timeoutMs as number, () => this.env.fs.fsync(ino))
+    return this.show(name)
+  }
+
+  thaw(name: unknown): DiskInfo {
+    const info = this.show(name)
+    if (!this.env.gate.thaw(this.env.fs.lookup(diskPath(name)))) throw new VsmError('EINVAL', `disk is not frozen: ${name}`)
+    return { ...info, frozenUntil: null }
   }
 
   private exists(path: string): boolean {

@@ -4,7 +4,10 @@
 import { constants } from 'os'
 import type { Logger } from 'pino'
 import type { FileSystem } from '../fs'
-import { DISK_XATTR } from './disks'
+import type { WriteGate } from './gate'
+
+/** Routes an in-band command the way the control socket would (ControlServer.invoke). */
+export type Invoke = (name: string, args: Record<string, unknown>) => Promise<unknown>
 
 // fuse-native ships no types; this is the part of it we use.
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -12,6 +15,8 @@ const Fuse = require('fuse-native')
 type Cb = (code: number, value?: unknown) => void
 
 const INTERNAL_XATTR = /^vsm\./
+/** user.vsm.info (get) and user.vsm.snapshot (set) are commands, not stored attributes. */
+const COMMAND_XATTR = /^user\.vsm\./
 
 interface Handle { ino: number; path: string; dirty: boolean }
 
@@ -26,7 +31,13 @@ export class FuseView {
   private handles = new Map<number, Handle>()
   private nextFd = 1
 
-  constructor(private readonly fs: FileSystem, private readonly mountpoint: string, private readonly log: Logger) {}
+  constructor(
+    private readonly fs: FileSystem,
+    private readonly mountpoint: string,
+    private readonly gate: WriteGate,
+    private readonly invoke: Invoke,
+    private readonly log: Logger,
+  ) {}
 
   openCount(path: string): number {
     let n = 0
@@ -96,7 +107,12 @@ export class FuseView {
         run('write', cb, async () => {
           const h = handle(fd)
           h.dirty = true
-          await fs.write(h.ino, buf.subarray(0, len), pos)
+          await this.gate.enter(h.ino)
+          try {
+            await fs.write(h.ino, buf.subarray(0, len), pos)
+          } finally {
+            this.gate.leave(h.ino)
+          }
           return len
         }, true),
       flush: (_p: string, fd: number, cb: Cb) => run('flush', cb, async () => {
@@ -123,18 +139,20 @@ export class FuseView {
       chmod: (p: string, mode: number, cb: Cb) => run('chmod', cb, async () => { await fs.chmod(p, mode); return 0 }),
       chown: (p: string, uid: number, gid: number, cb: Cb) => run('chown', cb, async () => { await fs.chown(p, uid, gid); return 0 }),
       utimens: (p: string, atime: number, mtime: number, cb: Cb) => run('utimens', cb, async () => { await fs.utimens(p, atime, mtime); return 0 }),
-      getxattr: (p: string, name: string, _pos: number, cb: Cb) => run('getxattr', cb, () => {
-        if (INTERNAL_XATTR.test(name)) return null
+      getxattr: (p: string, name: string, _pos: number, cb: Cb) => run('getxattr', cb, async () => {
+        if (name === 'user.vsm.info') return Buffer.from(JSON.stringify(await this.invoke('disk.show', { path: p.slice(1) })) + '\n')
+        if (INTERNAL_XATTR.test(name) || COMMAND_XATTR.test(name)) return null
         return fs.getxattr(p, name) ?? null
       }),
       setxattr: (p: string, name: string, value: Buffer, _pos: number, _flags: number, cb: Cb) => run('setxattr', cb, async () => {
-        if (INTERNAL_XATTR.test(name) || name === DISK_XATTR) throw Object.assign(new Error('reserved xattr'), { code: 'EPERM' })
+        if (name === 'user.vsm.snapshot') { await this.invoke('snapshot.create', { path: p.slice(1), name: value.toString().trim() }); return 0 }
+        if (INTERNAL_XATTR.test(name) || COMMAND_XATTR.test(name)) throw Object.assign(new Error('reserved xattr'), { code: 'EPERM' })
         await fs.setxattr(p, name, Buffer.from(value))
         return 0
       }),
       listxattr: (p: string, cb: Cb) => run('listxattr', cb, () => fs.listxattr(p).filter((n) => !INTERNAL_XATTR.test(n))),
       removexattr: (p: string, name: string, cb: Cb) => run('removexattr', cb, async () => {
-        if (INTERNAL_XATTR.test(name)) throw Object.assign(new Error('reserved xattr'), { code: 'EPERM' })
+        if (INTERNAL_XATTR.test(name) || COMMAND_XATTR.test(name)) throw Object.assign(new Error('reserved xattr'), { code: 'EPERM' })
         await fs.removexattr(p, name)
         return 0
       }),

@@ -2,7 +2,7 @@
 import { Command } from 'commander'
 import { call, showObject } from '../call'
 import { table } from '../table'
-import { formatSize, parseSize } from '../units'
+import { formatSize, parseDuration, parseSize } from '../units'
 
 const diskTable = (ds: any[]) => table(['DISK', 'SIZE', 'ALLOCATED', 'VOLUME', 'OPEN'], ds.map((d) => [d.path, formatSize(d.size), formatSize(d.allocated), d.policies?.volume ?? '-', d.open]))
 
@@ -16,4 +16,9 @@ export function registerDisk(program: Command) {
     .action((path, s, o, cmd) => call(cmd, 'disk.resize', { path, size: parseSize(s), shrink: !!o.shrink }, (d) => `${d.path} is now ${formatSize(d.size)}`))
   disk.command('delete <path>').option('--force', 'delete even while open')
     .action((path, o, cmd) => call(cmd, 'disk.delete', { path, force: !!o.force }, () => `deleted disk ${path}`))
+  disk.command('freeze <path>').description('hold new writes and flush, for an application-consistent snapshot')
+    .option('--timeout <duration>', 'thaw by itself after this long', '60s')
+    .action((path, o, cmd) => call(cmd, 'disk.freeze', { path, timeoutMs: parseDuration(o.timeout) }, (d) => `${d.path} frozen until ${new Date(d.frozenUntil).toISOString()}`))
+  disk.command('thaw <path>').description('release the writes held by freeze')
+    .action((path, _o, cmd) => call(cmd, 'disk.thaw', { path }, (d) => `${d.path} thawed`))
 }
