@@ -1,6 +1,7 @@
 // The BlockDev conformance suite over every volume-layer implementation: a device
-// file, the fault wrapper with no faults, slices, concat, stripe, mirror (healthy and
-// with one copy failing everything), and the same layouts assembled by a Pool.
+// file, the fault wrapper with no faults, slices, concat, stripe, mirror, raid10 and
+// raid5 (healthy and with one member failing everything), and the same layouts
+// assembled by a Pool.
 import * as path from 'path'
 import { conformance } from './helpers/conformance'
 import { tmpDir, MiB } from './helpers/volume-tmp'
@@ -9,7 +10,9 @@ import { SliceDev } from '../src/volume/slice'
 import { ConcatDev } from '../src/volume/concat'
 import { StripeDev } from '../src/volume/stripe'
 import { MirrorDev } from '../src/volume/mirror'
+import { Raid5Dev } from '../src/volume/raid5'
 import { Pool } from '../src/volume/pool'
+import type { VolumeSpec } from '../src/volume/config'
 import { FaultDev } from '../src/block/fault'
 import type { BlockDev } from '../src/block/blockdev'
 
@@ -71,8 +74,23 @@ conformance('mirror of 2, copy 0 failing everything', layoutSubject(2, SIZE,
 conformance('mirror of 2, copy 1 failing everything', layoutSubject(2, SIZE,
   (s) => new MirrorDev([s[0], new FaultDev(s[1], { rules: [{ op: 'any' }] })]))).run()
 
+const dead = (m: BlockDev) => new FaultDev(m, { rules: [{ op: 'any' }] })
+const raid10 = (s: BlockDev[]) => new StripeDev([new MirrorDev([s[0], s[1]]), new MirrorDev([s[2], s[3]])], 32768)
+conformance('raid10 of 2x2', layoutSubject(4, 12 * MiB, raid10)).run()
+conformance('raid10 of 2x2, one copy of each group failing', layoutSubject(4, 12 * MiB,
+  (s) => raid10([dead(s[0]), s[1], s[2], dead(s[3])]))).run()
+const R5 = { stripeUnit: 65536, journal: 4 * MiB, tag: '00112233-4455-6677-8899-aabbccddeeff' }
+const raid5 = (s: BlockDev[]) => new Raid5Dev(s, R5)
+conformance('raid5 of 3', layoutSubject(3, 16 * MiB, raid5)).run()
+conformance('raid5 of 4, 4 KiB unit', layoutSubject(4, 12 * MiB, (s) => new Raid5Dev(s, { ...R5, stripeUnit: 4096 }))).run()
+for (const k of [0, 1, 2]) {
+  conformance(`raid5 of 3, member ${k} failing everything`, layoutSubject(3, 16 * MiB,
+    (s) => raid5(s.map((m, i) => (i === k ? dead(m) : m))))).run()
+}
+conformance('raid5 of 3, member 1 absent', layoutSubject(3, 16 * MiB, (s) => raid5([s[0], null as never, s[2]]))).run()
+
 /** A volume of each layout made by a Pool; reopen = pool close + Pool.open. */
-function poolSubject(spec: { layout: 'concat' | 'stripe' | 'mirror'; devices: number; size: number; stripeUnit?: number }) {
+function poolSubject(spec: Omit<VolumeSpec, 'devices'> & { devices: number }, failDevice?: string) {
   return async () => {
     const t = await tmpDir()
     const home = path.join(t.dir, 'home')
@@ -82,13 +100,16 @@ function poolSubject(spec: { layout: 'concat' | 'stripe' | 'mirror'; devices: nu
       await pool.addDevice(`d${i}`, path.join(t.dir, `d${i}.img`), 64 * MiB)
       names.push(`d${i}`)
     }
-    await pool.createVolume('v', { layout: spec.layout, devices: names, size: spec.size, stripeUnit: spec.stripeUnit })
+    await pool.createVolume('v', { ...spec, devices: names })
+    // degraded: reassemble with one device refusing every I/O, as if it had died
+    const opts = failDevice ? { wrapDevice: (n: string, d: BlockDev) => (n === failDevice ? dead(d) : d) } : {}
+    if (failDevice) { await pool.close(); pool = await Pool.open(home, opts) }
     let dev = await pool.openVolume('v')
     return {
       dev,
       reopen: async () => {
         await pool.close()
-        pool = await Pool.open(home)
+        pool = await Pool.open(home, opts)
         dev = await pool.openVolume('v')
         return dev
       },
@@ -100,3 +121,9 @@ function poolSubject(spec: { layout: 'concat' | 'stripe' | 'mirror'; devices: nu
 conformance('pool concat volume', poolSubject({ layout: 'concat', devices: 2, size: 90 * MiB })).run()
 conformance('pool stripe volume', poolSubject({ layout: 'stripe', devices: 3, size: 40 * MiB, stripeUnit: 128 * 1024 })).run()
 conformance('pool mirror volume', poolSubject({ layout: 'mirror', devices: 2, size: 40 * MiB })).run()
+conformance('pool 3-copy mirror volume', poolSubject({ layout: 'mirror', devices: 3, size: 20 * MiB, copies: 3 })).run()
+conformance('pool raid10 volume', poolSubject({ layout: 'raid10', devices: 4, size: 40 * MiB })).run()
+conformance('pool raid5 volume', poolSubject({ layout: 'raid5', devices: 3, size: 40 * MiB })).run()
+conformance('pool raid10 volume, degraded', poolSubject({ layout: 'raid10', devices: 4, size: 40 * MiB }, 'd2')).run()
+conformance('pool raid5 volume, degraded', poolSubject({ layout: 'raid5', devices: 3, size: 40 * MiB }, 'd1')).run()
+conformance('pool 3-copy mirror volume, degraded', poolSubject({ layout: 'mirror', devices: 3, size: 20 * MiB }, 'd0')).run()

@@ -6,7 +6,9 @@ import { VsmError } from '../block/blockdev'
 import { MiB } from './label'
 
 export type LayoutKind = 'concat' | 'stripe' | 'mirror' | 'raid10' | 'raid5'
-export const BUILT_LAYOUTS: readonly LayoutKind[] = ['concat', 'stripe', 'mirror']
+export const BUILT_LAYOUTS: readonly LayoutKind[] = ['concat', 'stripe', 'mirror', 'raid10', 'raid5']
+/** Layouts that survive the loss of a member (they get a dirty-region log or a stripe journal). */
+export const REDUNDANT: readonly LayoutKind[] = ['mirror', 'raid10', 'raid5']
 
 export interface ExtentConfig {
   volume: string
@@ -39,7 +41,7 @@ export interface MemberConfig {
   /** 'failed': out of service; 'stale': present but needs rebuild (rebuild: later). */
   state: 'ok' | 'failed' | 'stale'
   reason?: string
-  /** Reserved for raid10 (mirror group of this member). */
+  /** raid10: the mirror group (stripe column) this copy belongs to. */
   group?: number
 }
 
@@ -50,7 +52,9 @@ export interface VolumeConfig {
   size: number
   stripeUnit?: number
   copies?: number
-  /** concat: in address order; stripe: column order; mirror: copy order. */
+  /** raid5: bytes at the start of every member holding the stripe journal. */
+  journal?: number
+  /** concat: in address order; stripe/raid5: column order; mirror: copy order; raid10: group by group. */
   members: MemberConfig[]
   created: string
 }
@@ -70,7 +74,7 @@ export interface PoolConfig {
 }
 
 export interface VolumeSpec {
-  layout: 'concat' | 'stripe' | 'mirror'
+  layout: LayoutKind
   devices: string[]
   size: number
   stripeUnit?: number
@@ -133,8 +137,7 @@ export function planVolume(cfg: PoolConfig, name: string, spec: VolumeSpec, id: 
   if (cfg.volumes.some((v) => v.name === name)) throw new VsmError('EEXIST', `volume ${name} already exists`)
   if (!spec || typeof spec !== 'object') throw new VsmError('EINVAL', 'missing volume spec')
   const layout = spec.layout as LayoutKind
-  if (layout === 'raid10' || layout === 'raid5') throw new VsmError('EINVAL', `layout ${layout} is not supported yet`)
-  if (!BUILT_LAYOUTS.includes(layout)) throw new VsmError('EINVAL', `unknown layout ${JSON.stringify(spec.layout)}: use concat, stripe or mirror`)
+  if (!BUILT_LAYOUTS.includes(layout)) throw new VsmError('EINVAL', `unknown layout ${JSON.stringify(spec.layout)}: use ${BUILT_LAYOUTS.join(', ')}`)
   checkSize('volume size', spec.size)
   if (!Array.isArray(spec.devices) || spec.devices.length === 0) throw new VsmError('EINVAL', 'a volume needs at least one device')
   const seen = new Set<string>()
@@ -160,10 +163,31 @@ export function planVolume(cfg: PoolConfig, name: string, spec: VolumeSpec, id: 
   let size: number
   let stripeUnit: number | undefined
   let copies: number | undefined
+  let journal: number | undefined
+
+  const striped = layout === 'stripe' || layout === 'raid10' || layout === 'raid5'
+  if (spec.stripeUnit !== undefined && !striped) throw new VsmError('EINVAL', '--stripe-unit applies to stripe, raid10 and raid5 volumes only')
+  if (spec.copies !== undefined && layout !== 'mirror' && layout !== 'raid10') throw new VsmError('EINVAL', '--copies applies to mirror and raid10 volumes only')
+  if (striped) {
+    stripeUnit = spec.stripeUnit ?? 64 * 1024
+    if (!Number.isSafeInteger(stripeUnit) || stripeUnit < 512 || stripeUnit > 64 * MiB || (stripeUnit & (stripeUnit - 1)) !== 0) {
+      throw new VsmError('EINVAL', `invalid stripe unit ${JSON.stringify(spec.stripeUnit)}: a power of two from 512 bytes to 64 MiB`)
+    }
+  }
+  if (layout === 'mirror' || layout === 'raid10') {
+    copies = spec.copies ?? (layout === 'mirror' ? n : 2)
+    if (!Number.isSafeInteger(copies) || copies < 2 || copies > 8) throw new VsmError('EINVAL', `invalid copies ${JSON.stringify(spec.copies)}: 2 to 8`)
+  }
+  /** One equal extent per device (each with `extra` reserved bytes in front). */
+  const equal = (per: number, what: string, extra = 0) => {
+    for (const d of devs) {
+      const off = fitOne(d, per + extra)
+      if (off === null) throw new VsmError('ENOSPC', `device ${d.name} has no free extent of ${fmt(per + extra)} for ${what}`)
+      take(d, off, per + extra)
+    }
+  }
 
   if (layout === 'concat') {
-    if (spec.stripeUnit !== undefined) throw new VsmError('EINVAL', '--stripe-unit applies to stripe volumes only')
-    if (spec.copies !== undefined) throw new VsmError('EINVAL', '--copies applies to mirror volumes only')
     size = roundUp(spec.size, MiB)
     const total = devs.reduce((s, d) => s + freeBytes(d), 0)
     if (total < size) throw new VsmError('ENOSPC', `not enough free space for ${fmt(size)}: devices ${spec.devices.join(',')} have ${fmt(total)} free`)
@@ -179,36 +203,55 @@ export function planVolume(cfg: PoolConfig, name: string, spec: VolumeSpec, id: 
       }
       if (left === 0) break
     }
-    // members of one device must be in address order within the volume as allocated; already are
   } else if (layout === 'stripe') {
-    if (spec.copies !== undefined) throw new VsmError('EINVAL', '--copies applies to mirror volumes only')
-    stripeUnit = spec.stripeUnit ?? 64 * 1024
-    if (!Number.isSafeInteger(stripeUnit) || stripeUnit < 512 || stripeUnit > 64 * MiB || (stripeUnit & (stripeUnit - 1)) !== 0) {
-      throw new VsmError('EINVAL', `invalid stripe unit ${JSON.stringify(spec.stripeUnit)}: a power of two from 512 bytes to 64 MiB`)
-    }
     if (n < 2) throw new VsmError('EINVAL', 'a stripe needs at least two devices')
-    const per = roundUp(Math.ceil(spec.size / n), Math.max(MiB, stripeUnit))
-    for (const d of devs) {
-      const off = fitOne(d, per)
-      if (off === null) throw new VsmError('ENOSPC', `device ${d.name} has no free extent of ${fmt(per)} for a ${n}-way stripe`)
-      take(d, off, per)
-    }
+    const per = roundUp(Math.ceil(spec.size / n), Math.max(MiB, stripeUnit!))
+    equal(per, `a ${n}-way stripe`)
     size = per * n
-  } else {
-    if (spec.stripeUnit !== undefined) throw new VsmError('EINVAL', '--stripe-unit applies to stripe volumes only')
-    copies = spec.copies ?? n
-    if (!Number.isSafeInteger(copies) || copies < 2 || copies > 8) throw new VsmError('EINVAL', `invalid copies ${JSON.stringify(spec.copies)}: 2 to 8`)
+  } else if (layout === 'mirror') {
     if (copies !== n) throw new VsmError('EINVAL', `a ${copies}-copy mirror needs exactly ${copies} devices, got ${n}`)
     size = roundUp(spec.size, MiB)
-    for (const d of devs) {
-      const off = fitOne(d, size)
-      if (off === null) throw new VsmError('ENOSPC', `device ${d.name} has no free extent of ${fmt(size)} for a mirror copy`)
-      take(d, off, size)
-    }
+    equal(size, 'a mirror copy')
+  } else if (layout === 'raid10') {
+    if (n < 2 * copies! || n % copies! !== 0) throw new VsmError('EINVAL', `raid10 with ${copies} copies needs a multiple of ${copies} devices, at least ${2 * copies!}; got ${n}`)
+    const groups = n / copies!
+    const per = roundUp(Math.ceil(spec.size / groups), Math.max(MiB, stripeUnit!))
+    equal(per, `a raid10 copy`)
+    members.forEach((m, i) => { m.group = Math.floor(i / copies!) })
+    size = per * groups
+  } else {
+    if (n < 3) throw new VsmError('EINVAL', 'raid5 needs at least three devices')
+    const per = roundUp(Math.ceil(spec.size / (n - 1)), Math.max(MiB, stripeUnit!))
+    journal = journalBytes(n, stripeUnit!)
+    equal(per, 'a raid5 column', journal)
+    size = per * (n - 1)
   }
   if (!Number.isSafeInteger(size)) throw new VsmError('EINVAL', `volume size ${spec.size} too large`)
   const volume: VolumeConfig = { id, name, layout, size, members, created: now }
   if (stripeUnit !== undefined) volume.stripeUnit = stripeUnit
   if (copies !== undefined) volume.copies = copies
+  if (journal !== undefined) volume.journal = journal
   return { volume, extents: ext }
+}
+
+/** raid5 journal: room for enough whole-row records that a burst of writes rarely waits for a checkpoint. */
+export function journalBytes(members: number, stripeUnit: number): number {
+  const slot = 4096 + members * stripeUnit
+  return roundUp(Math.max(16, Math.ceil(8 * MiB / slot)) * slot, MiB)
+}
+
+/** Can a volume serve I/O with only the members marked true in ok? */
+export function canRun(v: VolumeConfig, ok: boolean[]): boolean {
+  const bad = ok.filter((x) => !x).length
+  switch (v.layout) {
+    case 'concat': case 'stripe': return bad === 0
+    case 'mirror': return bad < ok.length
+    case 'raid5': return bad <= 1
+    case 'raid10': return v.members.every((m) => v.members.some((o, j) => o.group === m.group && ok[j]))
+  }
+}
+
+export function volumeState(v: VolumeConfig, ok: boolean[]): 'healthy' | 'degraded' | 'failed' {
+  if (ok.every((x) => x)) return 'healthy'
+  return canRun(v, ok) ? 'degraded' : 'failed'
 }

@@ -11,12 +11,13 @@ import { Label, MiB, RESERVED_BYTES, readLabel, writeLabel, wipeLabel } from './
 import { DeviceBitmap } from './bitmap'
 import {
   PoolConfig, DeviceConfig, VolumeConfig, VolumeSpec, MemberConfig,
-  checkName, checkSize, emptyConfig, planVolume, freeBytes, usedBytes,
+  checkName, checkSize, emptyConfig, planVolume, freeBytes, usedBytes, canRun, volumeState,
 } from './config'
 import { SliceDev } from './slice'
 import { ConcatDev } from './concat'
 import { StripeDev } from './stripe'
 import { MirrorDev } from './mirror'
+import { Raid5Dev } from './raid5'
 
 export interface DeviceInfo {
   name: string
@@ -50,8 +51,10 @@ export interface VolumeInfo {
   state: 'healthy' | 'degraded' | 'failed'
   members: MemberInfo[]
   open: boolean
-  /** Mirror: bytes resynced from dirty regions when it was last opened. */
+  /** Mirror/raid10: bytes resynced from dirty regions when it was last opened. */
   resyncedBytes?: number
+  /** raid5: stripe journal records replayed when it was last opened. */
+  replayedRecords?: number
 }
 
 export interface PoolOptions {
@@ -95,6 +98,7 @@ export class Pool {
   private readonly volumes = new Map<string, BlockDev>()
   private readonly opening = new Map<string, Promise<BlockDev>>()
   private readonly resynced = new Map<string, number>()
+  private readonly replayed = new Map<string, number>()
   private lock: Promise<unknown> = Promise.resolve()
   private closed = false
 
@@ -182,13 +186,15 @@ export class Pool {
         const d = next.devices.find((x) => x.id === m.device)
         if (m.state !== 'ok' || !r?.missing) continue
         const why = `device ${d?.name ?? m.device} (${d?.path ?? '?'}) is missing: ${r.missing}`
-        if (v.layout !== 'mirror') throw new VsmError('ENODEV', `volume ${v.name} (${v.layout}) cannot run without device ${d?.name ?? m.device} (${d?.path ?? '?'}): ${r.missing}`)
+        if (!canRun(v, v.members.map((x) => x !== m && x.state === 'ok' && !this.rt.get(x.device)?.missing))) {
+          throw new VsmError('ENODEV', `volume ${v.name} (${v.layout}) cannot run without device ${d?.name ?? m.device} (${d?.path ?? '?'}): ${r.missing}`)
+        }
         m.state = 'failed'
         m.reason = why
         changed = true
       }
-      if (v.layout === 'mirror' && !v.members.some((m) => m.state === 'ok')) {
-        throw new VsmError('ENODEV', `volume ${v.name} (mirror) has no copy left: ${v.members.map((m) => m.reason ?? m.state).join('; ')}`)
+      if (!canRun(v, v.members.map((m) => m.state === 'ok'))) {
+        throw new VsmError('ENODEV', `volume ${v.name} (${v.layout}) has too few members left: ${v.members.map((m) => m.reason ?? m.state).join('; ')}`)
       }
     }
     if (changed) {
@@ -387,14 +393,14 @@ export class Pool {
 
   private info(v: VolumeConfig): VolumeInfo {
     const members = v.members.map((m) => this.memberInfo(m))
-    const ok = members.filter((m) => m.state === 'ok').length
-    const state = ok === members.length ? 'healthy' : v.layout === 'mirror' && ok > 0 ? 'degraded' : 'failed'
+    const state = volumeState(v, members.map((m) => m.state === 'ok'))
     const devices: string[] = []
     for (const m of members) if (!devices.includes(m.device)) devices.push(m.device)
     const out: VolumeInfo = { name: v.name, layout: v.layout, size: v.size, devices, state, members, open: this.volumes.has(v.name) }
     if (v.stripeUnit !== undefined) out.stripeUnit = v.stripeUnit
     if (v.copies !== undefined) out.copies = v.copies
     if (this.resynced.has(v.name)) out.resyncedBytes = this.resynced.get(v.name)
+    if (this.replayed.has(v.name)) out.replayedRecords = this.replayed.get(v.name)
     return out
   }
 
@@ -429,19 +435,30 @@ export class Pool {
       return new SliceDev(r.io, d.dataOffset + m.offset, m.length)
     })
     const onClose = () => { this.volumes.delete(name) }
+    const onMemberFailed = (i: number, err: unknown) => this.memberFailed(v.id, i, err)
     let dev: BlockDev
-    if (v.layout === 'mirror') {
-      const log = v.members.map((m, i) => {
-        const r = this.rt.get(m.device)
-        return slices[i] && r?.bitmap ? { bitmap: r.bitmap, base: m.offset } : null
-      })
-      const mirror = new MirrorDev(slices, {
-        size: v.size, log, onClose,
-        onMemberFailed: (i, err) => this.memberFailed(v.id, i, err),
-      })
-      await mirror.resync()
-      this.resynced.set(name, mirror.resyncedBytes)
-      dev = mirror
+    if (v.layout === 'mirror' || v.layout === 'raid10') {
+      const groups = v.layout === 'mirror' ? [v.members.map((_, i) => i)] : groupsOf(v)
+      const mirrors: MirrorDev[] = []
+      let resynced = 0
+      for (const idx of groups) {
+        const log = idx.map((i) => {
+          const r = this.rt.get(v.members[i].device)
+          return slices[i] && r?.bitmap ? { bitmap: r.bitmap, base: v.members[i].offset } : null
+        })
+        const mirror = new MirrorDev(idx.map((i) => slices[i]), {
+          size: v.layout === 'mirror' ? v.size : undefined, log, onClose: v.layout === 'mirror' ? onClose : undefined,
+          onMemberFailed: (k, err) => onMemberFailed(idx[k], err),
+        })
+        resynced += await mirror.resync()
+        mirrors.push(mirror)
+      }
+      this.resynced.set(name, resynced)
+      dev = v.layout === 'mirror' ? mirrors[0] : new StripeDev(mirrors, v.stripeUnit, onClose)
+    } else if (v.layout === 'raid5') {
+      const r5 = new Raid5Dev(slices, { stripeUnit: v.stripeUnit!, journal: v.journal!, tag: v.id, size: v.size, onMemberFailed, onClose })
+      this.replayed.set(name, await r5.replay())
+      dev = r5
     } else {
       const missing = v.members.findIndex((_, i) => !slices[i])
       if (missing >= 0) {
@@ -450,14 +467,14 @@ export class Pool {
         throw new VsmError('ENODEV', `volume ${name} (${v.layout}) cannot run without device ${d?.name ?? m.device}`)
       }
       dev = v.layout === 'concat' ? new ConcatDev(slices as SliceDev[], onClose) : new StripeDev(slices as SliceDev[], v.stripeUnit, onClose)
-      if (dev.size !== v.size) throw new VsmError('EIO', `volume ${name} assembles to ${dev.size} bytes, config says ${v.size}`)
     }
+    if (dev.size !== v.size) throw new VsmError('EIO', `volume ${name} assembles to ${dev.size} bytes, config says ${v.size}`)
     if (this.closed) { await dev.close().catch(() => {}); throw new VsmError('EIO', 'pool is closed') }
     this.volumes.set(name, dev)
     return dev
   }
 
-  /** A mirror copy failed at runtime: record it so no later assembly trusts that copy. */
+  /** A redundant volume's member failed at runtime: record it so no later assembly trusts that copy. */
   private memberFailed(volumeId: string, index: number, err: unknown): Promise<void> {
     return this.serial(async () => {
       const next = structuredClone(this.cfg)
@@ -501,4 +518,11 @@ export class Pool {
     this.volumes.clear()
     for (const r of this.rt.values()) await r.dev?.close().catch(() => {})
   }
+}
+
+/** raid10: member indexes of each mirror group, in stripe column order. */
+function groupsOf(v: VolumeConfig): number[][] {
+  const out: number[][] = []
+  v.members.forEach((m, i) => { (out[m.group ?? 0] ??= []).push(i) })
+  return out
 }

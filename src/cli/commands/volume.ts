@@ -16,11 +16,11 @@ export function registerVolume(program: Command) {
 
   const volume = program.command('volume').description('volumes and their layouts')
   volume.command('create <name>')
-    .requiredOption('--layout <layout>', 'concat|stripe|mirror')
+    .requiredOption('--layout <layout>', 'concat|stripe|mirror|raid10|raid5')
     .requiredOption('--devices <list>', 'comma-separated device names')
     .requiredOption('--size <size>', 'volume size')
-    .option('--stripe-unit <size>', 'stripe unit (stripe)')
-    .option('--copies <n>', 'mirror copies')
+    .option('--stripe-unit <size>', 'stripe unit (stripe, raid10, raid5)')
+    .option('--copies <n>', 'copies of each block (mirror, raid10)')
     .action((name, o, cmd) => call(cmd, 'volume.create', {
       name, layout: o.layout, devices: String(o.devices).split(','), size: parseSize(o.size),
       stripeUnit: o.stripeUnit && parseSize(o.stripeUnit), copies: o.copies && Number(o.copies),

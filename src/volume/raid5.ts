@@ -1,0 +1,383 @@
+// RAID-5: stripe units dealt across n members with one rotating parity unit per row
+// (left-symmetric, as md's default), and a stripe journal that closes the write hole.
+//
+// Every row update is first written, whole (the new window of each changed column
+// and of the parity), as one checksummed record into the journal area at the start
+// of two members, and made durable; only then is it written in place. After a crash
+// the journal is replayed, so a row is either all old or all new on every member and
+// a later reconstruction from parity can never produce bytes nobody wrote (the write
+// hole md closes with its journal device and ZFS with variable-width stripes).
+//
+// Records live in fixed slots of a ring; a slot is reused only once the record it
+// held has been written in place and flushed. Each record carries the highest seq
+// known durable in place at the time it was written, so replay skips what is already
+// safe (and stale records on a member that has been away).
+import { crc32 } from 'zlib'
+import { BlockDev, VsmError, checkRange } from '../block/blockdev'
+import { readLength } from './slice'
+import { GroupFlush, RangeLocks } from './sync'
+
+export interface Raid5Options {
+  stripeUnit: number
+  /** Bytes at the start of each member reserved for the journal. */
+  journal: number
+  /** Identifies this volume's records (a reused extent may hold another volume's). */
+  tag: string
+  size?: number
+  onMemberFailed?: (index: number, err: unknown) => Promise<void>
+  onClose?: () => void
+}
+
+const MAGIC = Buffer.from('VSMR5J01')
+const HDR = 4096
+/** Journal copies per record: one member may be lost with the crash. */
+const JOURNAL_COPIES = 2
+
+interface Piece { col: number; lo: number; hi: number; src: Buffer }
+
+function xorInto(dst: Buffer, src: Buffer): void {
+  const n = dst.length
+  let i = 0
+  for (; i + 8 <= n; i += 8) dst.writeBigUInt64LE(dst.readBigUInt64LE(i) ^ src.readBigUInt64LE(i), i)
+  for (; i < n; i++) dst[i] ^= src[i]
+}
+
+export class Raid5Dev implements BlockDev {
+  readonly size: number
+  readonly rows: number
+  readonly failed: boolean[]
+  /** Records replayed by the last open (tests, status). */
+  replayed = 0
+  /** Member being rebuilt and the first row not yet rebuilt on it (reads of later rows reconstruct). */
+  rebuilding: { index: number; row: number } | null = null
+  private readonly n: number
+  private readonly su: number
+  private readonly slot: number
+  private readonly slots: number
+  private readonly tag: Buffer
+  private readonly locks = new RangeLocks()
+  private seq = 0
+  private durable = 0
+  private doneUpTo = 0
+  private readonly doneAhead = new Set<number>()
+  private doneWaiters: Array<() => void> = []
+  private readonly syncJournal: GroupFlush
+  private failing: Promise<void> = Promise.resolve()
+  private closed = false
+
+  constructor(readonly members: (BlockDev | null)[], private readonly opts: Raid5Options) {
+    this.n = members.length
+    this.su = opts.stripeUnit
+    if (this.n < 3) throw new VsmError('EINVAL', 'raid5 needs at least three members')
+    this.failed = members.map((m) => m === null)
+    if (this.failed.filter(Boolean).length > 1) throw new VsmError('ENODEV', 'raid5 cannot run with more than one member missing')
+    const per = Math.min(...members.filter((m): m is BlockDev => !!m).map((m) => m.size)) - opts.journal
+    this.rows = Math.floor(per / this.su)
+    this.size = opts.size ?? this.rows * this.su * (this.n - 1)
+    if (this.rows <= 0 || this.size > this.rows * this.su * (this.n - 1)) throw new VsmError('EINVAL', 'raid5 members too small for the volume')
+    this.slot = HDR + this.n * this.su
+    this.slots = Math.floor(opts.journal / this.slot)
+    if (this.slots < 2) throw new VsmError('EINVAL', 'raid5 journal area too small')
+    this.tag = Buffer.alloc(16)
+    Buffer.from(opts.tag.replace(/-/g, ''), 'hex').copy(this.tag)
+    this.syncJournal = new GroupFlush(() => this.flushMembers(this.journalTargets()))
+  }
+
+  get healthyCount(): number { return this.failed.filter((f) => !f).length }
+
+  private parityOf(row: number): number { return this.n - 1 - (row % this.n) }
+  private memberOf(row: number, col: number): number { return (this.parityOf(row) + 1 + col) % this.n }
+  /** Member byte offset of a row's unit. */
+  private at(row: number): number { return this.opts.journal + row * this.su }
+
+  /** Readable: healthy, and if being rebuilt, already rebuilt at that row. */
+  private readable(i: number, row: number): boolean {
+    return !this.failed[i] && !(this.rebuilding?.index === i && row >= this.rebuilding.row)
+  }
+
+  /**
+   * Take member i out. Only the first loss is recorded with the pool: after a second
+   * the volume is dead until restarted, and the next assembly should try both again.
+   */
+  failMember(i: number, err: unknown): Promise<void> {
+    if (this.failed[i]) return this.failing
+    const first = this.healthyCount === this.n || this.rebuilding?.index === i
+    this.failed[i] = true
+    if (this.rebuilding?.index === i) this.rebuilding = null
+    if (!first) return this.failing
+    const report = this.opts.onMemberFailed
+    this.failing = this.failing.then(() => (report ? report(i, err) : undefined)).catch(() => {})
+    return this.failing
+  }
+
+  private tooManyFailed(): VsmError | null {
+    return this.healthyCount < this.n - 1 ? new VsmError('EIO', 'raid5 has lost more than one member') : null
+  }
+
+  async read(buf: Buffer, offset: number): Promise<number> {
+    const n = readLength(this, buf, offset)
+    const parts: Promise<void>[] = []
+    this.split(offset, n, (row, col, lo, hi, pos) => {
+      parts.push(this.readPiece(row, col, lo, hi, buf.subarray(pos, pos + hi - lo)))
+    })
+    await Promise.all(parts)
+    return n
+  }
+
+  private split(offset: number, len: number, fn: (row: number, col: number, lo: number, hi: number, pos: number) => void): void {
+    const su = this.su, d = this.n - 1
+    let pos = 0
+    while (pos < len) {
+      const u = Math.floor((offset + pos) / su)
+      const lo = offset + pos - u * su
+      const hi = Math.min(su, lo + len - pos)
+      fn(Math.floor(u / d), u % d, lo, hi, pos)
+      pos += hi - lo
+    }
+  }
+
+  private async readPiece(row: number, col: number, lo: number, hi: number, out: Buffer): Promise<void> {
+    const m = this.memberOf(row, col)
+    if (this.readable(m, row)) {
+      try {
+        await this.members[m]!.read(out, this.at(row) + lo)
+        return
+      } catch (e) {
+        await this.failMember(m, e)
+      }
+    }
+    // reconstruction reads the whole row: keep writers of it out meanwhile
+    const release = await this.locks.lock(row)
+    try { await this.reconstruct(row, m, lo, hi, out) } finally { release() }
+  }
+
+  /** Member m's bytes [lo,hi) of a row, from every other member. */
+  private async reconstruct(row: number, m: number, lo: number, hi: number, out: Buffer): Promise<void> {
+    out.fill(0)
+    const tmp = Buffer.allocUnsafe(hi - lo)
+    for (let i = 0; i < this.n; i++) {
+      if (i === m) continue
+      if (!this.readable(i, row)) throw new VsmError('EIO', `raid5 row ${row}: members ${m} and ${i} are both unavailable`)
+      try {
+        await this.members[i]!.read(tmp, this.at(row) + lo)
+      } catch (e) {
+        await this.failMember(i, e)
+        throw new VsmError('EIO', `raid5 row ${row}: cannot reconstruct, member ${i} failed too: ${(e as Error).message}`)
+      }
+      xorInto(out, tmp)
+    }
+  }
+
+  async write(buf: Buffer, offset: number): Promise<void> {
+    checkRange(this, offset, buf.length)
+    if (this.closed) throw new VsmError('EIO', 'volume is closed')
+    const rows = new Map<number, Piece[]>()
+    this.split(offset, buf.length, (row, col, lo, hi, pos) => {
+      let ps = rows.get(row)
+      if (!ps) rows.set(row, ps = [])
+      ps.push({ col, lo, hi, src: buf.subarray(pos, pos + hi - lo) })
+    })
+    await Promise.all([...rows].map(([row, ps]) => this.writeRow(row, ps)))
+  }
+
+  private async writeRow(row: number, pieces: Piece[]): Promise<void> {
+    const release = await this.locks.lock(row)
+    try {
+      const err = this.tooManyFailed()
+      if (err) throw err
+      // one window [lo,hi) of the unit covers every piece of this row
+      const lo = Math.min(...pieces.map((p) => p.lo)), hi = Math.max(...pieces.map((p) => p.hi))
+      const w = hi - lo
+      const cols: (Buffer | null)[] = new Array(this.n - 1).fill(null)
+      const changed = new Set<number>()
+      for (const p of pieces) changed.add(p.col)
+      await Promise.all(cols.map(async (_, col) => {
+        const full = pieces.some((p) => p.col === col && p.lo === lo && p.hi === hi)
+        const b = Buffer.allocUnsafe(w)
+        if (!full) await this.readPieceLocked(row, col, lo, hi, b)
+        cols[col] = b
+      }))
+      for (const p of pieces) p.src.copy(cols[p.col]!, p.lo - lo)
+      const parity = Buffer.alloc(w)
+      for (const c of cols) xorInto(parity, c!)
+      const writes: [number, Buffer][] = [...changed].map((col) => [this.memberOf(row, col), cols[col]!])
+      writes.push([this.parityOf(row), parity])
+      const seq = await this.journalAppend(row, lo, writes)
+      try {
+        await this.writeInPlace(row, lo, writes)
+      } finally {
+        this.completed(seq)
+      }
+    } finally {
+      release()
+    }
+  }
+
+  private async readPieceLocked(row: number, col: number, lo: number, hi: number, out: Buffer): Promise<void> {
+    const m = this.memberOf(row, col)
+    if (this.readable(m, row)) {
+      try { await this.members[m]!.read(out, this.at(row) + lo); return } catch (e) { await this.failMember(m, e) }
+    }
+    await this.reconstruct(row, m, lo, hi, out)
+  }
+
+  private async writeInPlace(row: number, lo: number, writes: [number, Buffer][]): Promise<void> {
+    let failedNow = false
+    await Promise.all(writes.map(([m, b]) => this.failed[m] ? undefined :
+      this.members[m]!.write(b, this.at(row) + lo).catch((e) => { failedNow = true; return this.failMember(m, e) })))
+    if (failedNow) {
+      const err = this.tooManyFailed()
+      if (err) throw err
+    }
+  }
+
+  // ---- journal ----
+
+  private journalTargets(): number[] {
+    const out: number[] = []
+    for (let i = 0; i < this.n && out.length < JOURNAL_COPIES; i++) if (!this.failed[i] && this.rebuilding?.index !== i) out.push(i)
+    return out
+  }
+
+  private async flushMembers(which: number[]): Promise<void> {
+    await Promise.all(which.map((i) => this.failed[i] ? undefined : this.members[i]!.flush().catch((e) => this.failMember(i, e))))
+    const err = this.tooManyFailed()
+    if (err) throw err
+  }
+
+  /** A record with no writes is a checkpoint: it only carries the durable seq. */
+  private encode(seq: number, row: number, lo: number, writes: [number, Buffer][]): Buffer {
+    const w = writes.length ? writes[0][1].length : 0
+    const rec = Buffer.alloc(HDR + writes.length * w)
+    MAGIC.copy(rec, 0)
+    this.tag.copy(rec, 8)
+    rec.writeBigUInt64LE(BigInt(seq), 24)
+    rec.writeBigUInt64LE(BigInt(this.durable), 32)
+    rec.writeBigUInt64LE(BigInt(row), 40)
+    rec.writeUInt32LE(lo, 48)
+    rec.writeUInt32LE(w, 52)
+    rec.writeUInt32LE(writes.length, 56)
+    writes.forEach(([m, b], k) => {
+      rec.writeUInt16LE(m, 64 + 2 * k)
+      b.copy(rec, HDR + k * w)
+    })
+    rec.writeUInt32LE(crc32(rec.subarray(HDR), crc32(rec.subarray(0, 60))), 60)
+    return rec
+  }
+
+  /** Make the row's new content durable in the journal; returns its seq. */
+  private async journalAppend(row: number, lo: number, writes: [number, Buffer][]): Promise<number> {
+    const seq = ++this.seq
+    try {
+      // the slot's previous record must be durable in place before it is overwritten
+      if (seq - this.slots > this.durable) await this.checkpoint(seq - this.slots)
+      const rec = this.encode(seq, row, lo, writes)
+      const off = (seq % this.slots) * this.slot
+      let ok = 0
+      await Promise.all(this.journalTargets().map((i) => this.members[i]!.write(rec, off).then(() => { ok++ }, (e) => this.failMember(i, e))))
+      if (ok === 0) throw new VsmError('EIO', 'raid5: cannot write the stripe journal on any member')
+      await this.syncJournal.run()
+      return seq
+    } catch (e) {
+      this.completed(seq)
+      throw e
+    }
+  }
+
+  private completed(seq: number): void {
+    if (seq !== this.doneUpTo + 1) { this.doneAhead.add(seq); return }
+    this.doneUpTo = seq
+    while (this.doneAhead.delete(this.doneUpTo + 1)) this.doneUpTo++
+    const ws = this.doneWaiters
+    this.doneWaiters = []
+    for (const w of ws) w()
+  }
+
+  private async checkpoint(upTo: number): Promise<void> {
+    while (this.doneUpTo < upTo) await new Promise<void>((r) => this.doneWaiters.push(r))
+    if (this.durable >= upTo) return
+    await this.flush()
+  }
+
+  async flush(): Promise<void> {
+    const d = this.doneUpTo
+    await this.flushMembers(this.members.map((_, i) => i))
+    if (d > this.durable) this.durable = d
+  }
+
+  /**
+   * Replay journal records not known durable in place; must run before the volume
+   * serves I/O. Returns the number of records applied.
+   */
+  async replay(): Promise<number> {
+    const recs = new Map<number, { row: number; lo: number; writes: [number, Buffer][] }>()
+    let maxSeq = 0, maxDurable = 0
+    const hdr = Buffer.alloc(HDR)
+    for (let i = 0; i < this.n; i++) {
+      if (this.failed[i]) continue
+      for (let k = 0; k < this.slots; k++) {
+        const off = k * this.slot
+        try { await this.members[i]!.read(hdr, off) } catch (e) { await this.failMember(i, e); break }
+        if (!hdr.subarray(0, 8).equals(MAGIC) || !hdr.subarray(8, 24).equals(this.tag)) continue
+        const seq = Number(hdr.readBigUInt64LE(24))
+        const w = hdr.readUInt32LE(52), count = hdr.readUInt32LE(56)
+        if (recs.has(seq) || count > this.n || w > this.su) continue
+        const rec = Buffer.alloc(HDR + count * w)
+        await this.members[i]!.read(rec, off)
+        if (crc32(rec.subarray(HDR), crc32(rec.subarray(0, 60))) !== rec.readUInt32LE(60)) continue
+        maxSeq = Math.max(maxSeq, seq)
+        maxDurable = Math.max(maxDurable, Number(rec.readBigUInt64LE(32)))
+        const writes: [number, Buffer][] = []
+        for (let j = 0; j < count; j++) writes.push([rec.readUInt16LE(64 + 2 * j), rec.subarray(HDR + j * w, HDR + (j + 1) * w)])
+        recs.set(seq, { row: Number(rec.readBigUInt64LE(40)), lo: rec.readUInt32LE(48), writes })
+      }
+    }
+    const todo = [...recs.keys()].filter((s) => s > maxDurable && recs.get(s)!.writes.length > 0).sort((a, b) => a - b)
+    for (const s of todo) {
+      const r = recs.get(s)!
+      if (r.row < this.rows && r.writes.every(([m, b]) => m < this.n && r.lo + b.length <= this.su)) await this.writeInPlace(r.row, r.lo, r.writes)
+    }
+    this.seq = this.doneUpTo = this.durable = maxSeq
+    if (todo.length) await this.flush()
+    this.replayed = todo.length
+    return todo.length
+  }
+
+  /**
+   * Recompute member i's units for rows [from, to) from the others (rebuild onto a
+   * replacement). Rows are locked one at a time so writers interleave safely.
+   */
+  async rebuildRows(i: number, from: number, to: number): Promise<number> {
+    const b = Buffer.allocUnsafe(this.su)
+    for (let row = from; row < to; row++) {
+      const release = await this.locks.lock(row)
+      try {
+        await this.reconstruct(row, i, 0, this.su, b)
+        await this.members[i]!.write(b, this.at(row))
+        if (this.rebuilding?.index === i) this.rebuilding.row = row + 1
+      } finally {
+        release()
+      }
+    }
+    return (to - from) * this.su
+  }
+
+  /** Blank the journal of a member about to be rebuilt: whatever it holds is from another time. */
+  async clearJournal(i: number): Promise<void> {
+    const z = Buffer.alloc(HDR)
+    for (let k = 0; k < this.slots; k++) await this.members[i]!.write(z, k * this.slot)
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    try {
+      await this.flush()
+      // so the next open knows there is nothing to replay
+      if (this.seq > 0) this.completed(await this.journalAppend(0, 0, []))
+    } finally {
+      await Promise.all(this.members.map((m) => m?.close()))
+      this.opts.onClose?.()
+    }
+  }
+}
