@@ -133,7 +133,7 @@ export class Stack {
       shutdown: () => { setImmediate(this.opts.onShutdown); return { stopping: true } },
     }))
     this.server.register('V', dispatch(diskCommands(this.disks)))
-    this.server.register('L', dispatch(volumeCommands(this.pool)))
+    this.server.register('L', dispatch(volumeCommands(this.pool, this.server)))
     this.server.register('F', dispatch(fsCommands(this.fs, () => this.cfg.fsVolumes)))
     this.server.registerStandard(standardDiskHandler(this.fs, this.gate))
   }

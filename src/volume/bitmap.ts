@@ -114,11 +114,20 @@ export class DeviceBitmap {
 
   /** Data-area byte ranges of pending (dirty-at-load) regions overlapping [off, off+len). */
   pendingRanges(off: number, len: number): [number, number][] {
+    return this.ranges(this.pending, off, len)
+  }
+
+  /** Data-area byte ranges of every set region (pending or held now) overlapping [off, off+len). */
+  setRanges(off: number, len: number): [number, number][] {
+    return this.ranges(this.bits, off, len)
+  }
+
+  private ranges(map: Buffer, off: number, len: number): [number, number][] {
     const out: [number, number][] = []
     const rs = this.regionSize
     const last = Math.min(Math.floor((off + len - 1) / rs), this.regions - 1)
     for (let g = Math.floor(off / rs); g <= last; g++) {
-      if (!this.isPending(g)) continue
+      if ((map[g >>> 3] & (1 << (g & 7))) === 0) continue
       const lo = Math.max(off, g * rs), hi = Math.min(off + len, (g + 1) * rs)
       const prev = out[out.length - 1]
       if (prev && prev[1] === lo) prev[1] = hi; else out.push([lo, hi])

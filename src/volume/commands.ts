@@ -1,14 +1,24 @@
 // The volume manager's extended commands (type byte 'L'), as routed by the control socket.
+// Also joins the pool to the server: rebuilds run in the server's job registry and the
+// pool's events (device failures, rebuilds) go to subscribed clients.
 import type { CommandTable } from '../control/dispatch'
+import type { ControlServer } from '../control/server'
 import type { Pool } from './pool'
 
-export function volumeCommands(pool: Pool): CommandTable {
+export function volumeCommands(pool: Pool, server?: ControlServer): CommandTable {
+  if (server) {
+    pool.jobs = server.jobs
+    pool.on('event', (name: string, data: unknown) => server.publish(name, data))
+  }
   return {
-    'device.add': (x) => pool.addDevice(x.name, x.path, x.size),
+    'device.add': (x) => pool.addDevice(x.name, x.path, x.size, x.spare === true),
     'device.list': () => pool.listDevices(),
     'device.remove': async (x) => { await pool.removeDevice(x.name); return { removed: x.name } },
+    'device.offline': (x) => pool.offlineDevice(x.name),
+    'device.online': (x) => pool.onlineDevice(x.name),
     'volume.create': (x) => pool.createVolume(x.name, { layout: x.layout, devices: x.devices, size: x.size, stripeUnit: x.stripeUnit, copies: x.copies }),
     'volume.list': () => pool.listVolumes(),
     'volume.show': (x) => pool.volumeInfo(x.name),
+    'volume.replace': (x) => pool.replaceMember(x.name, x.from, x.to, { rate: x.rate }),
   }
 }

@@ -28,8 +28,8 @@ export interface DeviceConfig {
   /** Allocatable bytes in the data area (whole extents). */
   dataSize: number
   blockDevice: boolean
-  /** 'failed' after an I/O error took a member on it out; 'spare' reserved for hot spares. */
-  state: 'online' | 'failed' | 'spare'
+  /** 'failed' after an I/O error took a member on it out, 'offline' by the operator; 'spare' waits for a failure. */
+  state: 'online' | 'failed' | 'offline' | 'spare'
   extents: ExtentConfig[]
 }
 
@@ -38,9 +38,13 @@ export interface MemberConfig {
   device: string
   offset: number
   length: number
-  /** 'failed': out of service; 'stale': present but needs rebuild (rebuild: later). */
+  /** 'failed': out of service; 'stale': in place but being brought up to date. */
   state: 'ok' | 'failed' | 'stale'
   reason?: string
+  /** stale: 'delta' copies only what the copy missed (its bits on the others), 'full' everything. */
+  resync?: 'delta' | 'full'
+  /** stale, full: member bytes already rebuilt (resume point after a crash). */
+  rebuilt?: number
   /** raid10: the mirror group (stripe column) this copy belongs to. */
   group?: number
 }
@@ -69,7 +73,7 @@ export interface PoolConfig {
   updated: string
   devices: DeviceConfig[]
   volumes: VolumeConfig[]
-  /** Reserved for hot-spare device ids. */
+  /** Hot-spare device ids, in the order they are used. */
   spares: string[]
 }
 
@@ -118,7 +122,7 @@ export const usedBytes = (d: DeviceConfig) => d.extents.reduce((s, e) => s + e.l
 export const freeBytes = (d: DeviceConfig) => d.dataSize - usedBytes(d)
 
 /** First fit of one contiguous extent; null if none is large enough. */
-function fitOne(d: DeviceConfig, length: number): number | null {
+export function fitOne(d: DeviceConfig, length: number): number | null {
   for (const [off, len] of freeExtents(d)) if (len >= length) return off
   return null
 }
@@ -254,4 +258,13 @@ export function canRun(v: VolumeConfig, ok: boolean[]): boolean {
 export function volumeState(v: VolumeConfig, ok: boolean[]): 'healthy' | 'degraded' | 'failed' {
   if (ok.every((x) => x)) return 'healthy'
   return canRun(v, ok) ? 'degraded' : 'failed'
+}
+
+/** Policy: the hot spare that takes over a failed member of `length` bytes (null if none fits). */
+export function pickSpare(cfg: PoolConfig, length: number): DeviceConfig | null {
+  for (const id of cfg.spares) {
+    const d = cfg.devices.find((x) => x.id === id)
+    if (d && d.state === 'spare' && fitOne(d, length) !== null) return d
+  }
+  return null
 }

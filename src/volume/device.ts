@@ -74,11 +74,8 @@ export class Device implements BlockDev {
     let done = 0
     while (done < want) {
       const { bytesRead } = await this.fh.read(buf, done, want - done, offset + done)
-      if (bytesRead === 0) {
-        // past EOF of a file shorter than its recorded size: unwritten, so zeros
-        buf.fill(0, done, want)
-        break
-      }
+      // the file was cut short under us (its size is checked at open): the device is going away
+      if (bytesRead === 0) throw new VsmError('EIO', `short read on ${this.path} at ${offset + done}: ${want - done} bytes missing`)
       done += bytesRead
     }
     return want

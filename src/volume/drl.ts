@@ -17,6 +17,8 @@ export interface LogMember {
 
 export interface LogHost {
   isHealthy(i: number): boolean
+  /** Some copy is missing writes: keep every bit set, it is the record of what to copy back. */
+  readonly degraded: boolean
   /** A copy's device could not record intent: fail that copy (resolves when recorded). */
   failMember(i: number, err: unknown): Promise<void>
 }
@@ -43,6 +45,11 @@ export class DirtyRegionLog {
     this.state = new Uint8Array(this.regions)
     this.inflight = new Uint32Array(this.regions)
     this.lastEpoch = new Uint32Array(this.regions)
+  }
+
+  /** A copy was put in (replacement): record its intent bits from now on. */
+  setMember(i: number, m: LogMember | null): void {
+    this.members[i] = m
   }
 
   /** Regions currently marked dirty (tests, status). */
@@ -114,7 +121,7 @@ export class DirtyRegionLog {
 
   /** The copies are flushed: clear regions idle since before the previous flush began. */
   flushDone(e: number): void {
-    if (this.dirty.size === 0) return
+    if (this.dirty.size === 0 || this.host.degraded) return
     let cleared = false
     for (const r of this.dirty) {
       if (this.inflight[r] !== 0 || this.lastEpoch[r] >= e - 1) continue
@@ -129,7 +136,7 @@ export class DirtyRegionLog {
 
   /** Clean shutdown after a successful flush: clear every bit and make that durable. */
   async releaseAll(): Promise<void> {
-    for (const r of this.dirty) {
+    if (!this.host.degraded) for (const r of this.dirty) {
       if (this.inflight[r] !== 0) continue
       this.state[r] = CLEAN
       this.dirty.delete(r)
@@ -141,10 +148,14 @@ export class DirtyRegionLog {
 
   /** Volume byte ranges that were dirty when the devices were last loaded (unclean stop). */
   pendingRanges(): [number, number][] {
+    return this.collect((m) => m.bitmap.pendingRanges(m.base, this.size))
+  }
+
+  private collect(get: (m: LogMember) => [number, number][]): [number, number][] {
     const all: [number, number][] = []
     this.members.forEach((m, i) => {
       if (!m || !this.host.isHealthy(i)) return
-      for (const [lo, hi] of m.bitmap.pendingRanges(m.base, this.size)) all.push([lo - m.base, hi - m.base])
+      for (const [lo, hi] of get(m)) all.push([lo - m.base, hi - m.base])
     })
     all.sort((a, b) => a[0] - b[0])
     const out: [number, number][] = []
@@ -153,6 +164,11 @@ export class DirtyRegionLog {
       if (prev && r[0] <= prev[1]) prev[1] = Math.max(prev[1], r[1]); else out.push([r[0], r[1]])
     }
     return out
+  }
+
+  /** Volume byte ranges whose bits are set now on healthy copies: what a returning copy may have missed. */
+  missedRanges(): [number, number][] {
+    return this.collect((m) => m.bitmap.setRanges(m.base, this.size))
   }
 
   /** The pending ranges have been resynced and flushed. */

@@ -4,6 +4,11 @@
 // serving from the rest (degraded); the pool is told through onMemberFailed and the
 // write is not acknowledged until that is recorded, so a restart never trusts a
 // stale copy. The last healthy copy is never failed: its errors go to the caller.
+//
+// A copy coming back (a returning device, a replacement) is attached write-only:
+// it takes every new write at once, is never read, and copyRanges() brings the rest
+// over chunk by chunk. A chunk being copied holds back writes to it and waits for
+// those already in flight, so a copy never overwrites a newer write with older data.
 import { BlockDev, VsmError, checkRange } from '../block/blockdev'
 import { readLength } from './slice'
 import { DirtyRegionLog, LogMember, LogHost } from './drl'
@@ -20,9 +25,18 @@ export interface MirrorOptions {
 
 const RESYNC_CHUNK = 1 << 20
 
+interface InFlight { lo: number; hi: number; done: Promise<unknown> }
+
+export interface CopyOptions {
+  /** Called after each chunk with the bytes copied so far (progress, rate limit, checkpoints, cancel). */
+  onChunk?: (done: number, pos: number) => Promise<void>
+}
+
 export class MirrorDev implements BlockDev, LogHost {
   readonly size: number
   readonly failed: boolean[]
+  /** Copies being brought up to date: written, never read. */
+  readonly writeOnly: boolean[]
   readonly errors: (string | undefined)[]
   readonly log?: DirtyRegionLog
   /** Bytes copied by the last resync (dirty regions after an unclean stop). */
@@ -30,11 +44,14 @@ export class MirrorDev implements BlockDev, LogHost {
   private next = 0
   private failing: Promise<void> = Promise.resolve()
   private closed = false
+  private readonly inflight = new Set<InFlight>()
+  private gate: { lo: number; hi: number; open: Promise<void> } | null = null
 
   /** A null member is a copy that is absent (missing device, or failed earlier). */
   constructor(readonly members: (BlockDev | null)[], private readonly opts: MirrorOptions = {}) {
     if (members.length < 1) throw new VsmError('EINVAL', 'mirror needs at least one copy')
     this.failed = members.map((m) => m === null)
+    this.writeOnly = members.map(() => false)
     this.errors = members.map((m) => (m === null ? 'absent' : undefined))
     const present = members.filter((m): m is BlockDev => m !== null)
     if (present.length === 0) throw new VsmError('ENODEV', 'mirror has no copy present')
@@ -45,19 +62,25 @@ export class MirrorDev implements BlockDev, LogHost {
     if (opts.log) this.log = new DirtyRegionLog(this.size, opts.log, this)
   }
 
+  /** Copies that can be read. */
   get healthyCount(): number {
     let n = 0
-    for (const f of this.failed) if (!f) n++
+    for (let i = 0; i < this.failed.length; i++) if (this.readable(i)) n++
     return n
   }
 
+  get degraded(): boolean { return this.healthyCount < this.members.length }
+
+  private readable(i: number): boolean { return !this.failed[i] && !this.writeOnly[i] }
+
   isHealthy(i: number): boolean { return !this.failed[i] }
 
-  /** Fail copy i unless it is the last healthy one; resolves once the failure is recorded. */
+  /** Fail copy i unless it is the last readable one; resolves once the failure is recorded. */
   failMember(i: number, err: unknown): Promise<void> {
     if (this.failed[i]) return this.failing
-    if (this.healthyCount <= 1) return Promise.resolve()
+    if (this.readable(i) && this.healthyCount <= 1) return Promise.resolve()
     this.failed[i] = true
+    this.writeOnly[i] = false
     this.errors[i] = (err as Error)?.message ?? String(err)
     const report = this.opts.onMemberFailed
     const prev = this.failing
@@ -75,7 +98,7 @@ export class MirrorDev implements BlockDev, LogHost {
     let lastErr: unknown
     for (let k = 0; k < count; k++) {
       const i = (start + k) % count
-      if (this.failed[i]) continue
+      if (!this.readable(i)) continue
       try {
         await this.members[i]!.read(target, offset)
         return n
@@ -94,6 +117,16 @@ export class MirrorDev implements BlockDev, LogHost {
       return Promise.reject(e)
     }
     if (buf.length === 0) return Promise.resolve()
+    const g = this.gate
+    if (g && offset < g.hi && offset + buf.length > g.lo) return g.open.then(() => this.write(buf, offset))
+    const w: InFlight = { lo: offset, hi: offset + buf.length, done: this.logged(buf, offset) }
+    this.inflight.add(w)
+    const drop = () => { this.inflight.delete(w) }
+    w.done.then(drop, drop)
+    return w.done as Promise<void>
+  }
+
+  private logged(buf: Buffer, offset: number): Promise<void> {
     const log = this.log
     if (!log) return this.writeCopies(buf, offset)
     const rs = log.regionSize
@@ -110,7 +143,7 @@ export class MirrorDev implements BlockDev, LogHost {
       const n = this.members.length
       let pending = 1, ok = 0, sawFail = false
       let lastErr: unknown
-      const end = () => ok > 0 ? resolve() : reject(new VsmError('EIO',
+      const end = () => ok > 0 && this.healthyCount > 0 ? resolve() : reject(new VsmError('EIO',
         `mirror write failed on every copy at ${offset}: ${(lastErr as Error)?.message ?? 'no healthy copy'}`))
       const finish = () => {
         if (--pending > 0) return
@@ -144,35 +177,88 @@ export class MirrorDev implements BlockDev, LogHost {
 
   /**
    * Make the copies identical where an unclean stop may have left them different:
-   * copy the log's pending regions from the first healthy copy to the others.
+   * copy the log's pending regions from a readable copy to every other present one.
    * Must run before the volume serves I/O. Returns (and records) bytes copied.
    */
   async resync(): Promise<number> {
     this.resyncedBytes = 0
     if (!this.log) return 0
     const ranges = this.log.pendingRanges()
-    const src = this.failed.indexOf(false)
-    if (ranges.length && this.healthyCount > 1) {
-      const chunk = Buffer.allocUnsafe(RESYNC_CHUNK)
-      for (const [lo, hi] of ranges) {
-        for (let pos = lo; pos < Math.min(hi, this.size); pos += RESYNC_CHUNK) {
-          const b = chunk.subarray(0, Math.min(RESYNC_CHUNK, hi - pos, this.size - pos))
-          // the first copy that reads is the source; one that cannot read is failed
-          let from = -1
-          for (let i = src; i < this.members.length && from < 0; i++) {
-            if (this.failed[i]) continue
-            try { await this.members[i]!.read(b, pos); from = i } catch (e) { await this.failMember(i, e); if (this.healthyCount <= 1 && !this.failed[i]) throw e }
-          }
-          if (from < 0) throw new VsmError('EIO', `resync: no copy could be read at ${pos}`)
-          await Promise.all(this.members.map((m, i) => (i === from || this.failed[i]) ? undefined :
-            m!.write(b, pos).catch((e) => this.failMember(i, e))))
-          this.resyncedBytes += b.length
-        }
-      }
+    const targets = this.members.map((_, i) => i).filter((i) => !this.failed[i])
+    if (ranges.length && targets.length > 1) {
+      this.resyncedBytes = await this.copy(ranges, targets)
       await this.flush()
     }
-    await this.log.clearPending()
+    // while a copy is missing, pending bits are the record of what it must get back
+    if (!this.degraded) await this.log.clearPending()
     return this.resyncedBytes
+  }
+
+  /** Volume byte ranges a copy absent since the bits were set may have missed. */
+  missedRanges(): [number, number][] {
+    return this.log ? this.log.missedRanges() : [[0, this.size]]
+  }
+
+  /** Put dev in as copy i, write-only until copyRanges() has brought it up to date. */
+  attach(i: number, dev: BlockDev, log?: LogMember | null): void {
+    if (!this.failed[i]) throw new VsmError('EBUSY', `mirror copy ${i} is in service`)
+    if (dev.size < this.size) throw new VsmError('EINVAL', `new copy of ${dev.size} bytes is smaller than the volume (${this.size})`)
+    this.members[i] = dev
+    this.failed[i] = false
+    this.writeOnly[i] = true
+    this.errors[i] = undefined
+    if (log !== undefined) this.log?.setMember(i, log)
+  }
+
+  /**
+   * Copy ranges from readable copies to write-only copy i while I/O goes on; once
+   * done, i is flushed and readable again. Returns bytes copied.
+   */
+  async copyRanges(i: number, ranges: [number, number][], opts: CopyOptions = {}): Promise<number> {
+    if (!this.writeOnly[i]) throw new VsmError('EINVAL', `mirror copy ${i} is not being rebuilt`)
+    // writes issued before i was attached did not include it: let them land first
+    await Promise.all([...this.inflight].map((w) => w.done.catch(() => {})))
+    const done = await this.copy(ranges, [i], opts)
+    await this.members[i]!.flush()
+    if (this.failed[i]) throw new VsmError('EIO', `mirror copy ${i} failed while being rebuilt: ${this.errors[i]}`)
+    this.writeOnly[i] = false
+    if (!this.degraded) await this.log?.clearPending()
+    return done
+  }
+
+  /** Copy ranges chunk by chunk from the first readable copy to targets (others than the source). */
+  private async copy(ranges: [number, number][], targets: number[], opts: CopyOptions = {}): Promise<number> {
+    const chunk = Buffer.allocUnsafe(RESYNC_CHUNK)
+    let done = 0
+    for (const [lo, hi] of ranges) {
+      for (let pos = lo; pos < Math.min(hi, this.size); pos += RESYNC_CHUNK) {
+        const b = chunk.subarray(0, Math.min(RESYNC_CHUNK, hi - pos, this.size - pos))
+        let open!: () => void
+        this.gate = { lo: pos, hi: pos + b.length, open: new Promise<void>((r) => { open = r }) }
+        try {
+          await Promise.all([...this.inflight].filter((w) => w.lo < pos + b.length && w.hi > pos).map((w) => w.done.catch(() => {})))
+          const from = await this.readAny(b, pos)
+          await Promise.all(targets.map((t) => (t === from || this.failed[t]) ? undefined :
+            this.members[t]!.write(b, pos).catch((e) => this.failMember(t, e))))
+        } finally {
+          this.gate = null
+          open()
+        }
+        done += b.length
+        await opts.onChunk?.(done, pos + b.length)
+      }
+    }
+    return done
+  }
+
+  /** Fill b from the first readable copy that can; returns its index. */
+  private async readAny(b: Buffer, pos: number): Promise<number> {
+    let lastErr: unknown
+    for (let i = 0; i < this.members.length; i++) {
+      if (!this.readable(i)) continue
+      try { await this.members[i]!.read(b, pos); return i } catch (e) { lastErr = e; await this.failMember(i, e) }
+    }
+    throw new VsmError('EIO', `mirror: no copy could be read at ${pos}: ${(lastErr as Error)?.message ?? 'no readable copy'}`)
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,12 @@
 // A pool: the devices in one home directory and the volumes built on them. Owns the
 // config lifecycle (validate → plan → write to every label and pool.json → swap in),
-// assembly from devices at open, and the live volume instances. Mutations are
+// assembly from devices at open, the live volume instances, and the policy of
+// failures: which member goes out, which device a rebuild goes onto (a hot spare, a
+// returning device, an operator's replacement), as jobs; how bytes are copied is the
+// layouts' mechanism (mirror.ts copyRanges, raid5.ts rebuild). Mutations are
 // serialized; a rejected request throws before anything is written.
+// Emits 'event' (name, data) for device failures and rebuilds; the daemon forwards them.
+import { EventEmitter } from 'events'
 import { promises as fsp } from 'fs'
 import * as path from 'path'
 import { randomUUID } from 'crypto'
@@ -11,8 +16,9 @@ import { Label, MiB, RESERVED_BYTES, readLabel, writeLabel, wipeLabel } from './
 import { DeviceBitmap } from './bitmap'
 import {
   PoolConfig, DeviceConfig, VolumeConfig, VolumeSpec, MemberConfig,
-  checkName, checkSize, emptyConfig, planVolume, freeBytes, usedBytes, canRun, volumeState,
+  checkName, checkSize, emptyConfig, planVolume, freeBytes, usedBytes, canRun, volumeState, fitOne, pickSpare,
 } from './config'
+import { Jobs } from '../control/jobs'
 import { SliceDev } from './slice'
 import { ConcatDev } from './concat'
 import { StripeDev } from './stripe'
@@ -26,7 +32,7 @@ export interface DeviceInfo {
   size: number
   free: number
   used: number
-  state: 'online' | 'failed' | 'missing'
+  state: DeviceConfig['state'] | 'missing'
   blockDevice: boolean
   /** Why a device is missing (cannot open, foreign label, ...). */
   reason?: string
@@ -55,6 +61,27 @@ export interface VolumeInfo {
   resyncedBytes?: number
   /** raid5: stripe journal records replayed when it was last opened. */
   replayedRecords?: number
+  /** A member being brought up to date. */
+  rebuild?: RebuildInfo
+}
+
+export interface RebuildInfo {
+  job: number
+  device: string
+  kind: 'delta' | 'full'
+  done: number
+  total: number
+  /** Bytes per second the copy is held to (0: unlimited). */
+  rate: number
+  bytesPerSecond: number
+  etaSeconds: number | null
+}
+
+/** The layout objects of an open volume that a rebuild needs to reach. */
+interface Live {
+  /** mirror: one group; raid10: one per stripe column. idx maps a group's copy to the volume's member. */
+  mirrors: { mirror: MirrorDev; idx: number[] }[]
+  raid5?: Raid5Dev
 }
 
 export interface PoolOptions {
@@ -93,8 +120,16 @@ async function writeFileDurable(file: string, text: string): Promise<void> {
   try { await dir.sync() } finally { await dir.close() }
 }
 
-export class Pool {
+const CHECKPOINT_MS = 1000
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+export class Pool extends EventEmitter {
+  /** Where rebuilds run; the daemon hands over its registry so `vsm job` sees them. */
+  jobs = new Jobs()
   private readonly rt = new Map<string, DevRt>()
+  private readonly live = new Map<string, Live>()
+  private readonly rebuilds = new Map<string, RebuildInfo>()
   private readonly volumes = new Map<string, BlockDev>()
   private readonly opening = new Map<string, Promise<BlockDev>>()
   private readonly resynced = new Map<string, number>()
@@ -102,7 +137,7 @@ export class Pool {
   private lock: Promise<unknown> = Promise.resolve()
   private closed = false
 
-  private constructor(readonly home: string, private cfg: PoolConfig, private readonly opts: PoolOptions) {}
+  private constructor(readonly home: string, private cfg: PoolConfig, private readonly opts: PoolOptions) { super() }
 
   /** Config seq (generation); bumps on every change. */
   get seq(): number { return this.cfg.seq }
@@ -271,7 +306,8 @@ export class Pool {
 
   // ---- devices ----
 
-  addDevice(name: string, devPath: string, size?: number): Promise<DeviceInfo> {
+  /** A spare waits, unused, until a member of a redundant volume fails. */
+  addDevice(name: string, devPath: string, size?: number, spare = false): Promise<DeviceInfo> {
     return this.serial(async () => {
       checkName('device', name)
       if (typeof devPath !== 'string' || devPath === '') throw new VsmError('EINVAL', 'device path not given')
@@ -301,12 +337,13 @@ export class Pool {
         const d: DeviceConfig = {
           id: randomUUID(), name, path: abs, size: dev.size, dataOffset: RESERVED_BYTES,
           dataSize: Math.floor((dev.size - RESERVED_BYTES) / MiB) * MiB,
-          blockDevice: dev.isBlockDevice, state: 'online', extents: [],
+          blockDevice: dev.isBlockDevice, state: spare ? 'spare' : 'online', extents: [],
         }
         const bitmap = await DeviceBitmap.init(io, d.dataSize)
         this.rt.set(d.id, { dev, io, bitmap, label: null })
         const next = structuredClone(this.cfg)
         next.devices.push(d)
+        if (spare) next.spares.push(d.id)
         try {
           await this.commit(next)
         } catch (e) {
@@ -328,7 +365,7 @@ export class Pool {
     const r = this.rt.get(d.id)
     const info: DeviceInfo = {
       name: d.name, id: d.id, path: d.path, size: d.size, free: freeBytes(d), used: usedBytes(d),
-      state: r?.missing || !r ? 'missing' : d.state === 'failed' ? 'failed' : 'online',
+      state: r?.missing || !r ? 'missing' : d.state,
       blockDevice: d.blockDevice,
     }
     if (r?.missing) info.reason = r.missing
@@ -347,6 +384,7 @@ export class Pool {
       if (users.length) throw new VsmError('EBUSY', `device ${name} is used by volume${users.length > 1 ? 's' : ''} ${users.join(', ')}`)
       const next = structuredClone(this.cfg)
       next.devices = next.devices.filter((x) => x.id !== d.id)
+      next.spares = next.spares.filter((x) => x !== d.id)
       const r = this.rt.get(d.id)
       this.rt.delete(d.id)
       try {
@@ -401,6 +439,8 @@ export class Pool {
     if (v.copies !== undefined) out.copies = v.copies
     if (this.resynced.has(v.name)) out.resyncedBytes = this.resynced.get(v.name)
     if (this.replayed.has(v.name)) out.replayedRecords = this.replayed.get(v.name)
+    const rb = this.rebuilds.get(v.name)
+    if (rb) out.rebuild = { ...rb }
     return out
   }
 
@@ -434,7 +474,7 @@ export class Pool {
       if (m.state !== 'ok' || !r?.io || r.missing) return null
       return new SliceDev(r.io, d.dataOffset + m.offset, m.length)
     })
-    const onClose = () => { this.volumes.delete(name) }
+    const onClose = () => { this.volumes.delete(name); this.live.delete(name) }
     const onMemberFailed = (i: number, err: unknown) => this.memberFailed(v.id, i, err)
     let dev: BlockDev
     if (v.layout === 'mirror' || v.layout === 'raid10') {
@@ -455,10 +495,12 @@ export class Pool {
       }
       this.resynced.set(name, resynced)
       dev = v.layout === 'mirror' ? mirrors[0] : new StripeDev(mirrors, v.stripeUnit, onClose)
+      this.live.set(name, { mirrors: mirrors.map((mirror, g) => ({ mirror, idx: groups[g] })) })
     } else if (v.layout === 'raid5') {
       const r5 = new Raid5Dev(slices, { stripeUnit: v.stripeUnit!, journal: v.journal!, tag: v.id, size: v.size, onMemberFailed, onClose })
       this.replayed.set(name, await r5.replay())
       dev = r5
+      this.live.set(name, { mirrors: [], raid5: r5 })
     } else {
       const missing = v.members.findIndex((_, i) => !slices[i])
       if (missing >= 0) {
@@ -471,6 +513,11 @@ export class Pool {
     if (dev.size !== v.size) throw new VsmError('EIO', `volume ${name} assembles to ${dev.size} bytes, config says ${v.size}`)
     if (this.closed) { await dev.close().catch(() => {}); throw new VsmError('EIO', 'pool is closed') }
     this.volumes.set(name, dev)
+    // a member left stale by a restart (or a crash mid-rebuild) picks up where it was
+    v.members.forEach((m, i) => {
+      const r = this.rt.get(m.device)
+      if (m.state === 'stale' && r?.io && !r.missing) this.startRebuild(name, i)
+    })
     return dev
   }
 
@@ -480,11 +527,251 @@ export class Pool {
       const next = structuredClone(this.cfg)
       const v = next.volumes.find((x) => x.id === volumeId)
       const m = v?.members[index]
-      if (!m || m.state !== 'ok') return
+      if (!v || !m || m.state === 'failed') return
       m.state = 'failed'
       m.reason = `I/O error: ${errMsg(err)}`
+      delete m.resync
+      delete m.rebuilt
       const d = next.devices.find((x) => x.id === m.device)
-      if (d) d.state = 'failed'
+      if (d && d.state === 'online') d.state = 'failed'
+      await this.commit(next)
+      this.emit('event', 'volume.member-failed', { volume: v.name, device: d?.name, reason: m.reason, state: this.info(v).state })
+      // policy: a hot spare takes over at once; started after this mutation, not inside it
+      const spare = pickSpare(next, m.length)
+      if (spare && d) setImmediate(() => this.replaceMember(v.name, d.name, spare.name).catch((e) =>
+        this.emit('event', 'volume.spare-failed', { volume: v.name, spare: spare.name, reason: errMsg(e) })))
+    })
+  }
+
+  /**
+   * Before a planned degradation: two flushes let the dirty-region log clear every
+   * idle region, so what the absent copy is later owed is only what is written after.
+   */
+  private async settle(name: string): Promise<void> {
+    const dev = this.volumes.get(name)
+    if (!dev) return
+    await dev.flush()
+    await dev.flush()
+  }
+
+  /** The live layout object holding member i of an open volume, with the index it knows it by. */
+  private liveMember(name: string, i: number): { mirror?: MirrorDev; raid5?: Raid5Dev; k: number } | null {
+    const l = this.live.get(name)
+    if (!l) return null
+    if (l.raid5) return { raid5: l.raid5, k: i }
+    for (const g of l.mirrors) {
+      const k = g.idx.indexOf(i)
+      if (k >= 0) return { mirror: g.mirror, k }
+    }
+    return null
+  }
+
+  /** Take a device out of service on purpose (as mdadm --fail); refused if a volume would stop. */
+  async offlineDevice(name: string): Promise<DeviceInfo> {
+    const d = this.cfg.devices.find((x) => x.name === name)
+    if (!d) throw new VsmError('ENOENT', `no device named ${JSON.stringify(name)}`)
+    if (d.state === 'spare') throw new VsmError('EINVAL', `device ${name} is a spare, not in service`)
+    for (const v of this.cfg.volumes) {
+      const ok = v.members.map((m) => m.state === 'ok' && m.device !== d.id)
+      if (v.members.some((m) => m.device === d.id) && !canRun(v, ok)) {
+        throw new VsmError('EBUSY', `volume ${v.name} (${v.layout}) cannot run without device ${name}`)
+      }
+    }
+    const why = new VsmError('EIO', 'taken offline by the operator')
+    for (const v of this.cfg.volumes) if (v.members.some((m) => m.device === d.id)) await this.settle(v.name)
+    for (const v of this.cfg.volumes) {
+      for (let i = 0; i < v.members.length; i++) {
+        if (v.members[i].device !== d.id) continue
+        const lm = this.liveMember(v.name, i)
+        await (lm?.mirror ?? lm?.raid5)?.failMember(lm!.k, why)
+      }
+    }
+    return this.serial(async () => {
+      const next = structuredClone(this.cfg)
+      const nd = next.devices.find((x) => x.id === d.id)!
+      nd.state = 'offline'
+      for (const v of next.volumes) for (const m of v.members) {
+        if (m.device !== d.id || m.state === 'failed') continue
+        m.state = 'failed'
+        m.reason = why.message
+      }
+      await this.commit(next)
+      this.emit('event', 'device.offline', { device: name })
+      return this.deviceInfo(nd)
+    })
+  }
+
+  /**
+   * Bring a failed or offline device back: its members go stale and are resynced,
+   * mirrors by delta (only regions written while it was away), raid5 in full.
+   * Returns the rebuild jobs started.
+   */
+  async onlineDevice(name: string): Promise<{ device: DeviceInfo; jobs: number[] }> {
+    const touched = await this.serial(async () => {
+      const d = this.cfg.devices.find((x) => x.name === name)
+      if (!d) throw new VsmError('ENOENT', `no device named ${JSON.stringify(name)}`)
+      if (d.state !== 'offline' && d.state !== 'failed' && !this.rt.get(d.id)?.missing) {
+        throw new VsmError('EINVAL', `device ${name} is ${d.state}, not offline or failed`)
+      }
+      let r = this.rt.get(d.id)
+      if (!r?.io || r.missing) {
+        r = await this.openMember(this.cfg, d)
+        if (r.missing) throw new VsmError('ENODEV', `device ${name} (${d.path}) is still unusable: ${r.missing}`)
+        r.bitmap = await DeviceBitmap.load(r.io!, d.dataSize)
+        this.rt.set(d.id, r)
+      }
+      const next = structuredClone(this.cfg)
+      next.devices.find((x) => x.id === d.id)!.state = 'online'
+      const out: [string, number][] = []
+      for (const v of next.volumes) v.members.forEach((m, i) => {
+        if (m.device !== d.id || m.state !== 'failed') return
+        m.state = 'stale'
+        m.resync = v.layout === 'raid5' ? 'full' : 'delta'
+        delete m.reason
+        out.push([v.name, i])
+      })
+      await this.commit(next)
+      this.emit('event', 'device.online', { device: name })
+      return { d, out }
+    })
+    const jobs: number[] = []
+    for (const [v, i] of touched.out) {
+      // an open volume is rebuilt now; a closed one when it is opened
+      if (this.volumes.has(v)) jobs.push(this.startRebuild(v, i))
+    }
+    return { device: this.deviceInfo(this.cfg.devices.find((x) => x.id === touched.d.id)!), jobs }
+  }
+
+  /** Move volume's member on device `from` onto device `to` (a spare or any device with room), rebuilding it there. */
+  async replaceMember(volume: string, from: string, to: string, opts: { rate?: number } = {}): Promise<{ job: number | null; volume: VolumeInfo }> {
+    if (opts.rate !== undefined) checkSize('rate', opts.rate)
+    await this.settle(volume)
+    const index = await this.serial(async () => {
+      const v = this.cfg.volumes.find((x) => x.name === volume)
+      if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(volume)}`)
+      if (v.layout === 'concat' || v.layout === 'stripe') throw new VsmError('EINVAL', `volume ${volume} is ${v.layout}: only redundant volumes can rebuild a member`)
+      const od = this.cfg.devices.find((x) => x.name === from)
+      const nd = this.cfg.devices.find((x) => x.name === to)
+      if (!od) throw new VsmError('ENOENT', `no device named ${JSON.stringify(from)}`)
+      if (!nd) throw new VsmError('ENOENT', `no device named ${JSON.stringify(to)}`)
+      const i = v.members.findIndex((m) => m.device === od.id)
+      if (i < 0) throw new VsmError('EINVAL', `device ${from} holds no member of volume ${volume}`)
+      if (v.members.some((m) => m.device === nd.id)) throw new VsmError('EINVAL', `device ${to} already holds a member of volume ${volume}`)
+      if (nd.state !== 'online' && nd.state !== 'spare') throw new VsmError('EINVAL', `device ${to} is ${nd.state}`)
+      const r = this.rt.get(nd.id)
+      if (!r?.io || r.missing) throw new VsmError('ENODEV', `device ${to} is missing: ${r?.missing ?? 'not open'}`)
+      if (!canRun(v, v.members.map((m, j) => j !== i && m.state === 'ok'))) {
+        throw new VsmError('EBUSY', `volume ${volume} (${v.layout}) cannot run without its member on ${from} while it is rebuilt`)
+      }
+      const m = v.members[i]
+      const off = fitOne(nd, m.length)
+      if (off === null) throw new VsmError('ENOSPC', `device ${to} has no free extent of ${m.length} bytes`)
+      // the old copy leaves service before the config says so, so it is never read again
+      const lm = this.liveMember(volume, i)
+      if (lm?.mirror && !lm.mirror.failed[lm.k]) lm.mirror.failed[lm.k] = true
+      if (lm?.raid5 && !lm.raid5.failed[lm.k]) lm.raid5.failed[lm.k] = true
+      const next = structuredClone(this.cfg)
+      const nv = next.volumes.find((x) => x.id === v.id)!
+      nv.members[i] = { device: nd.id, offset: off, length: m.length, state: 'stale', resync: 'full', rebuilt: 0 }
+      if (m.group !== undefined) nv.members[i].group = m.group
+      const nod = next.devices.find((x) => x.id === od.id)!
+      nod.extents = nod.extents.filter((e) => !(e.volume === volume && e.offset === m.offset))
+      const nnd = next.devices.find((x) => x.id === nd.id)!
+      nnd.extents.push({ volume, offset: off, length: m.length })
+      if (nnd.state === 'spare') {
+        nnd.state = 'online'
+        next.spares = next.spares.filter((x) => x !== nd.id)
+      }
+      await this.commit(next)
+      this.emit('event', 'volume.replace', { volume, from, to })
+      return i
+    })
+    const job = this.volumes.has(volume) ? this.startRebuild(volume, index, opts.rate) : null
+    return { job, volume: this.volumeInfo(volume) }
+  }
+
+  /** Start (or find running) the job that brings stale member i of an open volume up to date. */
+  private startRebuild(name: string, i: number, rate = 0): number {
+    const running = this.rebuilds.get(name)
+    if (running) return running.job
+    const v = this.cfg.volumes.find((x) => x.name === name)!
+    const m = v.members[i]
+    const d = this.cfg.devices.find((x) => x.id === m.device)!
+    const kind = m.resync ?? 'full'
+    const info: RebuildInfo = { job: 0, device: d.name, kind, done: 0, total: 0, rate, bytesPerSecond: 0, etaSeconds: null }
+    info.job = this.jobs.start('volume.rebuild', async (_signal, progress) => {
+      try {
+        return await this.rebuild(name, v.id, i, info, progress)
+      } finally {
+        this.rebuilds.delete(name)
+      }
+    }, { description: `${kind === 'delta' ? 'resync' : 'rebuild'} ${name} onto ${d.name}`, pausable: true })
+    this.rebuilds.set(name, info)
+    return info.job
+  }
+
+  private async rebuild(name: string, volumeId: string, i: number, info: RebuildInfo,
+      progress: import('../control/jobs').Progress): Promise<{ volume: string; device: string; copied: number }> {
+    await this.openVolume(name)
+    const v = this.cfg.volumes.find((x) => x.id === volumeId)
+    const m = v?.members[i]
+    if (!v || !m || m.state !== 'stale') throw new VsmError('ECANCELED', `volume ${name} changed before its rebuild started`)
+    const d = this.cfg.devices.find((x) => x.id === m.device)!
+    const r = this.rt.get(m.device)!
+    const slice = new SliceDev(r.io!, d.dataOffset + m.offset, m.length)
+    const lm = this.liveMember(name, i)!
+    const start = Date.now()
+    let lastSave = start
+    const resumeAt = m.resync === 'full' ? m.rebuilt ?? 0 : 0
+    const onChunk = async (done: number, pos: number) => {
+      info.done = done
+      progress(done, info.total)
+      const secs = (Date.now() - start) / 1000
+      info.bytesPerSecond = secs > 0 ? Math.round(done / secs) : 0
+      info.etaSeconds = info.bytesPerSecond > 0 ? Math.ceil((info.total - done) / info.bytesPerSecond) : null
+      await progress.checkpoint()
+      if (info.rate > 0) {
+        const due = (done / info.rate) * 1000 - (Date.now() - start)
+        if (due > 0) await sleep(due)
+      }
+      if (m.resync === 'full' && lm.mirror && Date.now() - lastSave >= CHECKPOINT_MS) {
+        lastSave = Date.now()
+        // ranges are copied in address order, so everything below pos is on the new copy
+        await this.saveRebuilt(volumeId, i, Math.max(resumeAt, pos))
+      }
+    }
+    let copied: number
+    if (lm.raid5) {
+      if (!lm.raid5.rebuilding) lm.raid5.attach(i, slice)
+      info.total = lm.raid5.rows * v.stripeUnit!
+      copied = await lm.raid5.rebuild(i, { onChunk })
+    } else {
+      const mirror = lm.mirror!
+      if (!mirror.writeOnly[lm.k]) mirror.attach(lm.k, slice, r.bitmap ? { bitmap: r.bitmap, base: m.offset } : null)
+      // a full rebuild resumed after a crash: the rest, plus whatever was written meanwhile
+      const ranges = m.resync === 'delta' ? mirror.missedRanges() : mergeRanges([...(resumeAt > 0 ? mirror.missedRanges() : []), [resumeAt, mirror.size]])
+      info.total = ranges.reduce((s, [lo, hi]) => s + Math.min(hi, mirror.size) - lo, 0)
+      copied = await mirror.copyRanges(lm.k, ranges, { onChunk })
+    }
+    await this.serial(async () => {
+      const next = structuredClone(this.cfg)
+      const nm = next.volumes.find((x) => x.id === volumeId)?.members[i]
+      if (!nm || nm.device !== m.device) return
+      nm.state = 'ok'
+      delete nm.resync
+      delete nm.rebuilt
+      await this.commit(next)
+    })
+    this.emit('event', 'volume.rebuilt', { volume: name, device: d.name, copied })
+    return { volume: name, device: d.name, copied }
+  }
+
+  private saveRebuilt(volumeId: string, i: number, pos: number): Promise<void> {
+    return this.serial(async () => {
+      const next = structuredClone(this.cfg)
+      const nm = next.volumes.find((x) => x.id === volumeId)?.members[i]
+      if (!nm || nm.state !== 'stale') return
+      nm.rebuilt = pos
       await this.commit(next)
     })
   }
@@ -492,6 +779,10 @@ export class Pool {
   /** Flush and close every open volume (mirrors mark their dirty regions clean), then the devices. */
   async close(): Promise<void> {
     if (this.closed) return
+    // a rebuild stops at a chunk boundary and resumes from its checkpoint at the next open
+    const running = [...this.rebuilds.values()].map((r) => r.job)
+    for (const id of running) this.jobs.cancel(id)
+    await Promise.all(running.map((id) => this.jobs.wait(id)))
     await this.lock
     const errors: string[] = []
     for (const [name, v] of [...this.volumes]) {
@@ -524,5 +815,14 @@ export class Pool {
 function groupsOf(v: VolumeConfig): number[][] {
   const out: number[][] = []
   v.members.forEach((m, i) => { (out[m.group ?? 0] ??= []).push(i) })
+  return out
+}
+
+function mergeRanges(rs: [number, number][]): [number, number][] {
+  const out: [number, number][] = []
+  for (const r of [...rs].sort((a, b) => a[0] - b[0])) {
+    const prev = out[out.length - 1]
+    if (prev && r[0] <= prev[1]) prev[1] = Math.max(prev[1], r[1]); else out.push([r[0], r[1]])
+  }
   return out
 }

@@ -343,29 +343,41 @@ export class Raid5Dev implements BlockDev {
     return todo.length
   }
 
+  /** Put dev in as member i; it is written at once and read only where rebuild() has reached. */
+  attach(i: number, dev: BlockDev): void {
+    if (!this.failed[i]) throw new VsmError('EBUSY', `raid5 member ${i} is in service`)
+    if (this.rebuilding) throw new VsmError('EBUSY', `raid5 member ${this.rebuilding.index} is being rebuilt`)
+    this.members[i] = dev
+    this.failed[i] = false
+    this.rebuilding = { index: i, row: 0 }
+  }
+
   /**
-   * Recompute member i's units for rows [from, to) from the others (rebuild onto a
-   * replacement). Rows are locked one at a time so writers interleave safely.
+   * Recompute attached member i from the others, row by row (each row locked, so
+   * writers interleave safely). Progress is in member bytes. Returns bytes written.
    */
-  async rebuildRows(i: number, from: number, to: number): Promise<number> {
+  async rebuild(i: number, opts: { onChunk?: (done: number, pos: number) => Promise<void> } = {}): Promise<number> {
+    if (this.rebuilding?.index !== i) throw new VsmError('EINVAL', `raid5 member ${i} is not being rebuilt`)
+    // whatever its journal area holds is from another time
+    const z = Buffer.alloc(HDR)
+    for (let k = 0; k < this.slots; k++) await this.members[i]!.write(z, k * this.slot)
     const b = Buffer.allocUnsafe(this.su)
-    for (let row = from; row < to; row++) {
+    const step = Math.max(1, Math.floor((1 << 20) / this.su))
+    for (let row = 0; row < this.rows; row++) {
       const release = await this.locks.lock(row)
       try {
         await this.reconstruct(row, i, 0, this.su, b)
-        await this.members[i]!.write(b, this.at(row))
-        if (this.rebuilding?.index === i) this.rebuilding.row = row + 1
+        await this.members[i]!.write(b, this.at(row)).catch(async (e) => { await this.failMember(i, e); throw e })
+        if (this.rebuilding?.index !== i) throw new VsmError('EIO', `raid5 member ${i} failed while being rebuilt`)
+        this.rebuilding.row = row + 1
       } finally {
         release()
       }
+      if ((row + 1) % step === 0 || row + 1 === this.rows) await opts.onChunk?.((row + 1) * this.su, (row + 1) * this.su)
     }
-    return (to - from) * this.su
-  }
-
-  /** Blank the journal of a member about to be rebuilt: whatever it holds is from another time. */
-  async clearJournal(i: number): Promise<void> {
-    const z = Buffer.alloc(HDR)
-    for (let k = 0; k < this.slots; k++) await this.members[i]!.write(z, k * this.slot)
+    await this.members[i]!.flush()
+    this.rebuilding = null
+    return this.rows * this.su
   }
 
   async close(): Promise<void> {

@@ -7,12 +7,33 @@ import { formatSize, parseSize } from '../units'
 export const deviceTable = (ds: any[]) => table(['DEVICE', 'SIZE', 'FREE', 'STATE', 'PATH'], ds.map((d) => [d.name, formatSize(d.size), formatSize(d.free), d.state, d.path]))
 export const volumeTable = (vs: any[]) => table(['VOLUME', 'LAYOUT', 'SIZE', 'STATE', 'DEVICES'], vs.map((v) => [v.name, v.layout, formatSize(v.size), v.state, v.devices.join(',')]))
 
+function showVolume(v: any): string {
+  const { members: _m, rebuild: rb, ...rest } = v
+  const lines = [showObject(rest)]
+  lines.push('', table(['MEMBER', 'DEVICE', 'LENGTH', 'STATE', 'REASON'], v.members.map((m: any, i: number) =>
+    [i, m.device, formatSize(m.length), m.state, m.reason ?? ''])))
+  if (rb) {
+    const pct = rb.total ? Math.floor((100 * rb.done) / rb.total) : 0
+    lines.push('', `${rb.kind === 'delta' ? 'resync' : 'rebuild'} onto ${rb.device}: ${pct}% (${formatSize(rb.done)} of ${formatSize(rb.total)}), ` +
+      `${formatSize(rb.bytesPerSecond)}/s${rb.rate ? ` (limit ${formatSize(rb.rate)}/s)` : ''}, ETA ${rb.etaSeconds ?? '?'}s, job ${rb.job}`)
+  }
+  return lines.join('\n')
+}
+
 export function registerVolume(program: Command) {
   const device = program.command('device').description('backing files and block devices')
-  device.command('add <name> <path>').option('--size <size>', 'create a sparse file of this size').description('add a device to the pool')
-    .action((name, path, o, cmd) => call(cmd, 'device.add', { name, path, size: o.size && parseSize(o.size) }, (d) => `added device ${d.name} (${formatSize(d.size)}) at ${d.path}`))
+  device.command('add <name> <path>').option('--size <size>', 'create a sparse file of this size')
+    .option('--spare', 'keep it as a hot spare: used at once when a member of a redundant volume fails')
+    .description('add a device to the pool')
+    .action((name, path, o, cmd) => call(cmd, 'device.add', { name, path, size: o.size && parseSize(o.size), spare: !!o.spare },
+      (d) => `added ${d.state === 'spare' ? 'spare ' : ''}device ${d.name} (${formatSize(d.size)}) at ${d.path}`))
   device.command('list').action((_o, cmd) => call(cmd, 'device.list', undefined, deviceTable))
   device.command('remove <name>').action((name, _o, cmd) => call(cmd, 'device.remove', { name }, () => `removed device ${name}`))
+  device.command('offline <name>').description('take a device out of service (its volumes go degraded)')
+    .action((name, _o, cmd) => call(cmd, 'device.offline', { name }, () => `device ${name} is offline`))
+  device.command('online <name>').description('bring a device back; its copies are resynced by what they missed')
+    .action((name, _o, cmd) => call(cmd, 'device.online', { name }, (r) =>
+      `device ${name} is online${r.jobs.length ? `; resync job${r.jobs.length > 1 ? 's' : ''} ${r.jobs.join(', ')}` : ''}`))
 
   const volume = program.command('volume').description('volumes and their layouts')
   volume.command('create <name>')
@@ -26,5 +47,9 @@ export function registerVolume(program: Command) {
       stripeUnit: o.stripeUnit && parseSize(o.stripeUnit), copies: o.copies && Number(o.copies),
     }, (v) => `created volume ${v.name}: ${v.layout} ${formatSize(v.size)} on ${v.devices.join(',')}`))
   volume.command('list').action((_o, cmd) => call(cmd, 'volume.list', undefined, volumeTable))
-  volume.command('show <name>').action((name, _o, cmd) => call(cmd, 'volume.show', { name }, showObject))
+  volume.command('show <name>').action((name, _o, cmd) => call(cmd, 'volume.show', { name }, showVolume))
+  volume.command('replace <name> <old> <new>').description('rebuild the member on device OLD onto device NEW')
+    .option('--rate <size>', 'copy at most this many bytes per second')
+    .action((name, from, to, o, cmd) => call(cmd, 'volume.replace', { name, from, to, rate: o.rate && parseSize(o.rate) },
+      (r) => `rebuilding ${name} from ${from} onto ${to}${r.job ? ` as job ${r.job} (vsm job wait ${r.job})` : ' when it is next opened'}`))
 }

@@ -1,0 +1,204 @@
+// Failures ridden through: a member that errors goes out with no error to the caller,
+// the volume degrades and says so; a device taken offline and brought back is
+// resynced by what it missed, not in full; replace and hot spares rebuild as jobs
+// (rate-limited, resumable after a crash), and reads during a rebuild are correct.
+import * as path from 'path'
+import { promises as fsp } from 'fs'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { randomBytes } from 'crypto'
+import { tmpDir, MiB } from './helpers/volume-tmp'
+import { conformance } from './helpers/conformance'
+import { Pool } from '../src/volume/pool'
+import { FaultDev } from '../src/block/fault'
+import type { BlockDev } from '../src/block/blockdev'
+import type { LayoutKind } from '../src/volume/config'
+
+const t = suite('volume failures')
+let tmp: { dir: string; cleanup: () => Promise<void> }
+let pools: Pool[] = []
+let faults: Map<string, FaultDev>
+t.before.each(async () => { tmp = await tmpDir(); pools = []; faults = new Map() })
+t.after.each(async () => {
+  for (const p of pools) await p.close().catch(() => {})
+  await tmp.cleanup()
+})
+const f = (n: string) => path.join(tmp.dir, n)
+const home = () => f('home')
+/** Every device behind a FaultDev the test can switch on and off by name. */
+const opts = () => ({ wrapDevice: (n: string, d: BlockDev) => { const fd = new FaultDev(d); faults.set(n, fd); return fd } })
+const open = async () => { const p = await Pool.open(home(), opts()); pools.push(p); return p }
+
+async function makePool(layout: LayoutKind, devs: string[], size: number, extra: string[] = []) {
+  const pool = await Pool.create(home(), opts())
+  pools.push(pool)
+  for (const n of [...devs, ...extra]) await pool.addDevice(n, f(`${n}.img`), 48 * MiB)
+  await pool.createVolume('v', { layout, devices: devs, size })
+  return pool
+}
+
+function events(pool: Pool): [string, any][] {
+  const seen: [string, any][] = []
+  pool.on('event', (n: string, d: unknown) => seen.push([n, d]))
+  return seen
+}
+
+async function fill(v: BlockDev): Promise<Buffer> {
+  const b = randomBytes(v.size)
+  await v.write(b, 0)
+  await v.flush()
+  return b
+}
+
+async function readAll(v: BlockDev): Promise<Buffer> {
+  const b = Buffer.alloc(v.size)
+  await v.read(b, 0)
+  return b
+}
+
+/** Byte offsets of copy i of mirror volume v in its device file. */
+async function copyOf(pool: Pool, i: number): Promise<Buffer> {
+  const m = pool.volumeInfo('v').members[i]
+  const fh = await fsp.open(f(`${m.device}.img`), 'r')
+  try {
+    const b = Buffer.alloc(m.length)
+    await fh.read(b, 0, b.length, MiB + m.offset)
+    return b
+  } finally { await fh.close() }
+}
+
+t('a mirror copy returning EIO goes out: no error to the caller, event and degraded state', async () => {
+  const pool = await makePool('mirror', ['a', 'b'], 32 * MiB)
+  const seen = events(pool)
+  const v = await pool.openVolume('v')
+  const data = await fill(v)
+  faults.get('b')!.setRules([{ op: 'any' }])
+  const more = randomBytes(3 * MiB)
+  await v.write(more, 5 * MiB)
+  more.copy(data, 5 * MiB)
+  assert.ok((await readAll(v)).equals(data))
+  const info = pool.volumeInfo('v')
+  assert.is(info.state, 'degraded')
+  assert.is(info.members[1].state, 'failed')
+  assert.match(info.members[1].reason!, /injected/)
+  assert.is(pool.listDevices().find((d) => d.name === 'b')!.state, 'failed')
+  const ev = seen.find(([n]) => n === 'volume.member-failed')
+  assert.ok(ev, 'event emitted')
+  assert.equal({ volume: ev![1].volume, device: ev![1].device, state: ev![1].state }, { volume: 'v', device: 'b', state: 'degraded' })
+})
+
+t('offline, writes, restart, online: the returning copy gets only what it missed', async () => {
+  let pool = await makePool('mirror', ['a', 'b'], 40 * MiB)
+  let v = await pool.openVolume('v')
+  const data = await fill(v)
+  await pool.offlineDevice('b')
+  assert.is(pool.volumeInfo('v').state, 'degraded')
+  assert.is(pool.listDevices().find((d) => d.name === 'b')!.state, 'offline')
+  // three 1 MiB regions written while b is away
+  for (const off of [2 * MiB + 100, 17 * MiB, 33 * MiB + 4096]) {
+    const b = randomBytes(300_000)
+    await v.write(b, off)
+    b.copy(data, off)
+  }
+  await v.flush()
+  await pool.close()
+  pool = await open()
+  v = await pool.openVolume('v')
+  assert.is(pool.volumeInfo('v').state, 'degraded', 'still degraded after a restart')
+  const { jobs } = await pool.onlineDevice('b')
+  assert.is(jobs.length, 1)
+  const done = await pool.jobs.wait(jobs[0])
+  assert.not.ok(done.error, done.error?.message)
+  const copied = (done.result as { copied: number }).copied
+  assert.ok(copied > 0 && copied <= 4 * MiB, `delta resync copied ${copied} bytes, not the whole ${40 * MiB}`)
+  assert.is(pool.volumeInfo('v').state, 'healthy')
+  assert.ok((await readAll(v)).equals(data))
+  await pool.close()
+  assert.ok((await copyOf(pool, 0)).equals(await copyOf(pool, 1)), 'copies identical')
+})
+
+t('offline is refused when a volume would stop; bad names are clear errors', async () => {
+  const pool = await makePool('raid5', ['a', 'b', 'c'], 32 * MiB)
+  await pool.offlineDevice('a')
+  await pool.offlineDevice('b').then(() => assert.unreachable(), (e) => assert.match(e.message, /cannot run without device b/))
+  await pool.offlineDevice('zz').then(() => assert.unreachable(), (e) => assert.is(e.code, 'ENOENT'))
+  await pool.onlineDevice('b').then(() => assert.unreachable(), (e) => assert.match(e.message, /not offline or failed/))
+})
+
+for (const layout of ['mirror', 'raid10', 'raid5'] as const) {
+  t(`${layout}: a hot spare takes over a failed member and the rebuilt copy carries the data`, async () => {
+    const devs = layout === 'mirror' ? ['a', 'b'] : layout === 'raid10' ? ['a', 'b', 'c', 'd'] : ['a', 'b', 'c']
+    const pool = await makePool(layout, devs, 24 * MiB)
+    await pool.addDevice('s', f('s.img'), 48 * MiB, true)
+    assert.is(pool.listDevices().find((d) => d.name === 's')!.state, 'spare')
+    const seen = events(pool)
+    const v = await pool.openVolume('v')
+    const data = await fill(v)
+    faults.get('b')!.setRules([{ op: 'any' }])
+    const more = randomBytes(2 * MiB)
+    await v.write(more, 3 * MiB)
+    more.copy(data, 3 * MiB)
+    assert.ok((await readAll(v)).equals(data), 'degraded reads')
+    for (let i = 0; i < 100 && !pool.volumeInfo('v').rebuild; i++) await new Promise((r) => setTimeout(r, 10))
+    const rb = pool.volumeInfo('v').rebuild
+    assert.ok(rb, 'rebuild started on the spare')
+    const done = await pool.jobs.wait(rb!.job)
+    assert.not.ok(done.error, done.error?.message)
+    const info = pool.volumeInfo('v')
+    assert.is(info.state, 'healthy')
+    assert.ok(info.devices.includes('s') && !info.devices.includes('b'))
+    assert.ok(seen.some(([n]) => n === 'volume.rebuilt'))
+    // the rebuilt member must now carry real data: lose b's partner (mirror, raid10) or any original (raid5)
+    faults.get('a')!.setRules([{ op: 'any' }])
+    await v.write(Buffer.alloc(512), 0) // so the mirror notices a at once
+    data.fill(0, 0, 512)
+    assert.ok((await readAll(v)).equals(data), 'reads from the rebuilt copy')
+  })
+}
+
+t('replace with a rate limit: progress and ETA shown; a crash mid-rebuild resumes from the checkpoint', async () => {
+  let pool = await makePool('mirror', ['a', 'b'], 24 * MiB, ['c'])
+  let v = await pool.openVolume('v')
+  const data = await fill(v)
+  const { job } = await pool.replaceMember('v', 'b', 'c', { rate: 8 * MiB })
+  assert.ok(job)
+  await new Promise((r) => setTimeout(r, 1600))
+  const rb = pool.volumeInfo('v').rebuild!
+  assert.ok(rb.done > 0 && rb.done < rb.total, `partial progress ${rb.done}/${rb.total}`)
+  assert.ok(rb.bytesPerSecond <= 10 * MiB, `rate held: ${rb.bytesPerSecond}`)
+  assert.ok(rb.etaSeconds !== null && rb.etaSeconds > 0)
+  const more = randomBytes(MiB)
+  await v.write(more, 20 * MiB)
+  more.copy(data, 20 * MiB)
+  const saved = pool.config.volumes[0].members[1].rebuilt!
+  assert.ok(saved > 0, 'checkpoint persisted')
+  await pool.abandon() // kill -9
+  pool = await open()
+  v = await pool.openVolume('v')
+  const again = pool.volumeInfo('v').rebuild!
+  assert.ok(again, 'rebuild resumed at open')
+  const done = await pool.jobs.wait(again.job)
+  assert.not.ok(done.error, done.error?.message)
+  const copied = (done.result as { copied: number }).copied
+  assert.ok(copied < 24 * MiB, `resumed, not restarted: copied ${copied}`)
+  assert.is(pool.volumeInfo('v').state, 'healthy')
+  assert.ok((await readAll(v)).equals(data))
+  await pool.close()
+  assert.ok((await copyOf(pool, 0)).equals(await copyOf(pool, 1)), 'copies identical')
+})
+
+t.run()
+
+// Reads and writes during a rebuild: the conformance suite runs while a slow rebuild copies.
+for (const layout of ['mirror', 'raid5'] as const) {
+  conformance(`${layout} during a rebuild`, async () => {
+    const t2 = await tmpDir()
+    const devs = layout === 'mirror' ? ['a', 'b'] : ['a', 'b', 'c']
+    const pool = await Pool.create(path.join(t2.dir, 'home'))
+    for (const n of [...devs, 'n']) await pool.addDevice(n, path.join(t2.dir, `${n}.img`), 48 * MiB)
+    await pool.createVolume('v', { layout, devices: devs, size: 32 * MiB })
+    const dev = await pool.openVolume('v')
+    await pool.replaceMember('v', 'b', 'n', { rate: 16 * MiB })
+    return { dev, cleanup: async () => { await pool.close().catch(() => {}); await t2.cleanup() } }
+  }, { ops: 150 }).run()
+}
