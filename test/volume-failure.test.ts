@@ -67,16 +67,21 @@ async function copyOf(pool: Pool, i: number): Promise<Buffer> {
   } finally { await fh.close() }
 }
 
+/** Device b starts failing every I/O; a write lands meanwhile and everything reads back. */
+async function failB(v: BlockDev, data: Buffer, len: number, off: number): Promise<void> {
+  faults.get('b')!.setRules([{ op: 'any' }])
+  const more = randomBytes(len)
+  await v.write(more, off)
+  more.copy(data, off)
+  assert.ok((await readAll(v)).equals(data), 'degraded reads')
+}
+
 t('a mirror copy returning EIO goes out: no error to the caller, event and degraded state', async () => {
   const pool = await makePool('mirror', ['a', 'b'], 32 * MiB)
   const seen = events(pool)
   const v = await pool.openVolume('v')
   const data = await fill(v)
-  faults.get('b')!.setRules([{ op: 'any' }])
-  const more = randomBytes(3 * MiB)
-  await v.write(more, 5 * MiB)
-  more.copy(data, 5 * MiB)
-  assert.ok((await readAll(v)).equals(data))
+  await failB(v, data, 3 * MiB, 5 * MiB)
   const info = pool.volumeInfo('v')
   assert.is(info.state, 'degraded')
   assert.is(info.members[1].state, 'failed')
@@ -134,11 +139,7 @@ for (const layout of ['mirror', 'raid10', 'raid5'] as const) {
     const seen = events(pool)
     const v = await pool.openVolume('v')
     const data = await fill(v)
-    faults.get('b')!.setRules([{ op: 'any' }])
-    const more = randomBytes(2 * MiB)
-    await v.write(more, 3 * MiB)
-    more.copy(data, 3 * MiB)
-    assert.ok((await readAll(v)).equals(data), 'degraded reads')
+    await failB(v, data, 2 * MiB, 3 * MiB)
     for (let i = 0; i < 100 && !pool.volumeInfo('v').rebuild; i++) await new Promise((r) => setTimeout(r, 10))
     const rb = pool.volumeInfo('v').rebuild
     assert.ok(rb, 'rebuild started on the spare')
