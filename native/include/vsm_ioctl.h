@@ -157,6 +157,10 @@ VSM_STATIC_ASSERT(sizeof(struct vsm_disk_io) == 16, "struct vsm_disk_io");
 #define VSM_IOC_DEVICE_LIST      VSMIOC(VSMIOC_READ, 'L', 0x02, 0) /* 0x80004c02 */
 /* device.remove: remove a device from the pool */
 #define VSM_IOC_DEVICE_REMOVE    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'L', 0x03, 0) /* 0xc0004c03 */
+/* device.offline: take a device out of service (its volumes run degraded) */
+#define VSM_IOC_DEVICE_OFFLINE   VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'L', 0x04, 0) /* 0xc0004c04 */
+/* device.online: bring a device back and resync what it missed (a job) */
+#define VSM_IOC_DEVICE_ONLINE    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'L', 0x05, 0) /* 0xc0004c05 */
 /* volume.create: create a volume */
 #define VSM_IOC_VOLUME_CREATE    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'L', 0x10, 0) /* 0xc0004c10 */
 /* volume.list: list volumes */
@@ -239,6 +243,8 @@ VSM_STATIC_ASSERT(VSM_IOC_FS_CHECK == 0xc0004602U, "fs.check");
 VSM_STATIC_ASSERT(VSM_IOC_DEVICE_ADD == 0xc0004c01U, "device.add");
 VSM_STATIC_ASSERT(VSM_IOC_DEVICE_LIST == 0x80004c02U, "device.list");
 VSM_STATIC_ASSERT(VSM_IOC_DEVICE_REMOVE == 0xc0004c03U, "device.remove");
+VSM_STATIC_ASSERT(VSM_IOC_DEVICE_OFFLINE == 0xc0004c04U, "device.offline");
+VSM_STATIC_ASSERT(VSM_IOC_DEVICE_ONLINE == 0xc0004c05U, "device.online");
 VSM_STATIC_ASSERT(VSM_IOC_VOLUME_CREATE == 0xc0004c10U, "volume.create");
 VSM_STATIC_ASSERT(VSM_IOC_VOLUME_LIST == 0x80004c11U, "volume.list");
 VSM_STATIC_ASSERT(VSM_IOC_VOLUME_SHOW == 0xc0004c12U, "volume.show");
@@ -300,6 +306,8 @@ VSM_STATIC_ASSERT(VSM_IOC_HSM_STATUS == 0xc0004807U, "hsm.status");
   X(VSM_IOC_DEVICE_ADD, "device.add", 'L', 0x01, 0) \
   X(VSM_IOC_DEVICE_LIST, "device.list", 'L', 0x02, 0) \
   X(VSM_IOC_DEVICE_REMOVE, "device.remove", 'L', 0x03, 0) \
+  X(VSM_IOC_DEVICE_OFFLINE, "device.offline", 'L', 0x04, 0) \
+  X(VSM_IOC_DEVICE_ONLINE, "device.online", 'L', 0x05, 0) \
   X(VSM_IOC_VOLUME_CREATE, "volume.create", 'L', 0x10, 0) \
   X(VSM_IOC_VOLUME_LIST, "volume.list", 'L', 0x11, 0) \
   X(VSM_IOC_VOLUME_SHOW, "volume.show", 'L', 0x12, 0) \

@@ -138,6 +138,8 @@ const EXTENDED: Row[] = [
   ['device.add', 'L', 0x01, 'readwrite', 'add a backing device to the pool'],
   ['device.list', 'L', 0x02, 'read', 'list devices'],
   ['device.remove', 'L', 0x03, 'readwrite', 'remove a device from the pool'],
+  ['device.offline', 'L', 0x04, 'readwrite', 'take a device out of service (its volumes run degraded)'],
+  ['device.online', 'L', 0x05, 'readwrite', 'bring a device back and resync what it missed (a job)'],
   ['volume.create', 'L', 0x10, 'readwrite', 'create a volume'],
   ['volume.list', 'L', 0x11, 'read', 'list volumes'],
   ['volume.show', 'L', 0x12, 'readwrite', 'show a volume'],

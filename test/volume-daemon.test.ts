@@ -1,0 +1,60 @@
+// The volume manager through the real daemon and CLI, with the file system on the
+// default mirror mounted through FUSE: a device taken offline and brought back under
+// writes, a replacement onto a hot spare, states in `vsm status` and `volume show`.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { openSync, writeSync, fsyncSync, closeSync, readFileSync } from 'fs'
+import { join } from 'path'
+import { randomBytes } from 'crypto'
+import { makeVsm } from './helpers/daemon'
+
+const vsm = makeVsm({ deviceSize: '256M' })
+test.after(() => vsm.cleanup())
+
+function writeSynced(file: string, data: Buffer) {
+  const fd = openSync(file, 'w')
+  try { writeSync(fd, data); fsyncSync(fd) } finally { closeSync(fd) }
+}
+
+const vol0 = async () => (await vsm.json('status')).volumes.find((v: any) => v.name === 'vol0')
+
+test('offline a mirror device under writes, online it: degraded, then resynced by delta', async () => {
+  await vsm.up()
+  const a = randomBytes(3 << 20)
+  writeSynced(join(vsm.mount, 'a.bin'), a)
+  assert.match(await vsm.run('device', 'offline', 'd1'), /d1 is offline/)
+  const st = await vsm.json('status')
+  assert.is(st.devices.find((d: any) => d.name === 'd1').state, 'offline')
+  assert.is((await vol0()).state, 'degraded')
+  assert.match(await vsm.run('status'), /vol0\s.*degraded/)
+  const b = randomBytes(2 << 20)
+  writeSynced(join(vsm.mount, 'b.bin'), b)
+  const out = await vsm.run('device', 'online', 'd1')
+  const job = Number(/resync job (\d+)/.exec(out)![1])
+  const done = await vsm.json('job', 'wait', String(job))
+  assert.not.ok(done.error, done.error?.message)
+  assert.ok(done.result.copied < 64 << 20, `delta: ${done.result.copied} bytes copied of a 255 MiB volume`)
+  assert.is((await vol0()).state, 'healthy')
+  assert.ok(readFileSync(join(vsm.mount, 'a.bin')).equals(a))
+  assert.ok(readFileSync(join(vsm.mount, 'b.bin')).equals(b))
+})
+
+test('replace onto a hot spare as a job; volume show has the members', async () => {
+  await vsm.run('device', 'add', 's0', join(vsm.home, 's0.img'), '--size', '256M', '--spare')
+  assert.match(await vsm.run('device', 'list'), /s0\s.*spare/)
+  const out = await vsm.run('volume', 'replace', 'vol0', 'd0', 's0', '--rate', '1G')
+  const job = Number(/job (\d+)/.exec(out)![1])
+  assert.match(await vsm.run('job', 'list'), new RegExp(`${job}\\s+volume.rebuild`))
+  const done = await vsm.json('job', 'wait', String(job))
+  assert.not.ok(done.error, done.error?.message)
+  const show = await vsm.run('volume', 'show', 'vol0')
+  assert.match(show, /s0\s.*ok/)
+  assert.match(show, /d1\s.*ok/)
+  assert.is((await vol0()).state, 'healthy')
+  await vsm.down()
+  await vsm.up()
+  assert.is((await vol0()).state, 'healthy')
+  assert.equal((await vol0()).devices, ['s0', 'd1'])
+})
+
+test.run()
