@@ -16,7 +16,7 @@ import { FileDev, tempDir } from './helpers/fs-filedev'
 import { MemDev } from './helpers/fs-memdev'
 import { FaultDev } from '../src/block/fault'
 import { FileSystem } from '../src/fs'
-import { BlockDev } from '../src/block/blockdev'
+import { BlockDev, VsmError } from '../src/block/blockdev'
 
 const MiB = 1 << 20
 const VOL = 32 * MiB
@@ -56,16 +56,30 @@ async function readNs(fs: FileSystem) {
   return out
 }
 
-async function runIteration(seed: number, backend: 'mem' | 'file', tmp: string) {
+/** Volume 1 of a two-volume fs: dies with volume 0 (one process, one crash). */
+function diesWith(fdev: FaultDev, inner: BlockDev): BlockDev {
+  const gate = () => { if (fdev.stopped) throw new VsmError('EIO', 'injected: process died') }
+  return {
+    size: inner.size,
+    read: async (b, o) => { gate(); return inner.read(b, o) },
+    write: async (b, o) => { gate(); return inner.write(b, o) },
+    flush: async () => { gate(); return inner.flush() },
+    close: () => inner.close(),
+  }
+}
+
+async function runIteration(seed: number, backend: 'mem' | 'mem2' | 'file', tmp: string) {
   const r = rng(seed)
   let base: BlockDev
   const file = path.join(tmp, `vol-${seed}`)
-  if (backend === 'mem') base = new MemDev(VOL)
-  else base = await FileDev.create(file, VOL)
-  await FileSystem.mkfs([base], { journalBytes: (r(2) ? 16 : 64) * 1024 })
+  if (backend === 'file') base = await FileDev.create(file, VOL)
+  else base = new MemDev(VOL)
+  const base1 = backend === 'mem2' ? new MemDev(VOL) : null
+  await FileSystem.mkfs(base1 ? [base, base1] : [base], { journalBytes: (r(2) ? 16 : 64) * 1024 })
   let stopAfter = r(3) === 0 ? r(40) : r(600)
   if (process.env.VSM_FS_NOSTOP) stopAfter = 1e9
   const fdev = new FaultDev(base, { stopAfterWrites: stopAfter, tearBytes: r(2) ? 1 + r(16384) : 0 })
+  const vols = base1 ? [fdev, diesWith(fdev, base1)] : [fdev]
 
   const model: NS = new Map()
   const snaps: { ns: NS; at: number }[] = [{ ns: new Map(), at: 0 }]
@@ -86,14 +100,14 @@ async function runIteration(seed: number, backend: 'mem' | 'file', tmp: string) 
   const trace: string[] = []
   let tag = seed * 1000
   try {
-    fs = await FileSystem.mount([fdev])
+    fs = await FileSystem.mount(vols)
     snaps[0] = { ns: new Map(), at: 0 }
     for (let step = 0; step < 400; step++) {
       const c = r(100)
       if (c < 10) {
         const p = child(pick(dirs()))
         if (model.has(p)) continue
-        const ino = await fs.create(p, 0o644, 0, 0)
+        const ino = await fs.create(p, 0o644, 0, 0, { volume: r(vols.length) })
         trace.push(`create ${p} ${ino}`)
         model.set(p, { dir: false, ino, data: Buffer.alloc(0), x: new Map() })
       } else if (c < 14) {
@@ -187,15 +201,19 @@ async function runIteration(seed: number, backend: 'mem' | 'file', tmp: string) 
     const s = snap()
     await fs.sync()
     lastSync = s
+    stats.completed++
   } catch (e) {
+    stats.crashed++
     if (!fdev.stopped) { console.log(`seed ${seed} live error`, (e as Error).stack, trace.slice(-10)); throw e }
   }
+  if (fs) { const js = fs.journalStats(); stats.wraps += js.wraps; stats.checkpoints += js.checkpoints; stats.records += js.records }
   // ---- crash: mount what is on the medium now, without the dead fs
   let dev: BlockDev
-  if (backend === 'mem') dev = (base as MemDev).crashImage(r)
+  if (backend !== 'file') dev = (base as MemDev).crashImage(r)
   else { await base.close(); dev = await FileDev.open(file) }
+  const devs = base1 ? [dev, base1.crashImage(r)] : [dev]
   try {
-    const fs2 = await FileSystem.mount([dev])
+    const fs2 = await FileSystem.mount(devs)
     const c = await fs2.check()
     assert.ok(c.ok, `seed ${seed}: check failed: ${c.errors.slice(0, 5).join('; ')}`)
     assert.is(c.leakedBytes, 0, `seed ${seed}: leaked`)
@@ -218,7 +236,7 @@ async function runIteration(seed: number, backend: 'mem' | 'file', tmp: string) 
     const ino = await fs2.create('/after-crash', 0o644, 0, 0)
     await fs2.write(ino, Buffer.alloc(100_000, 1), 0)
     await fs2.close()
-    const fs3 = await FileSystem.mount([dev])
+    const fs3 = await FileSystem.mount(devs)
     const c3 = await fs3.check()
     assert.ok(c3.ok && c3.leakedBytes === 0, `seed ${seed}: after remount: ${c3.errors.join('; ')}`)
     assert.is(fs3.getattr('/after-crash').size, 100_000)
@@ -257,18 +275,20 @@ async function compare(fs: FileSystem, ns: NS, got: Map<string, { dir: boolean; 
   return null
 }
 
+const stats = { crashed: 0, completed: 0, wraps: 0, checkpoints: 0, records: 0 }
 const t = suite('fs crash consistency')
 
-t(`${ITERS} random crash points (memory volume with a volatile cache, and file volume)`, async () => {
+t(`${ITERS} random crash points (memory volumes with a volatile cache, one or two volumes; file volume)`, async () => {
   const td = await tempDir()
   try {
     const t0 = Date.now()
     let n = 0
     for (let i = Number(process.env.VSM_FS_FIRST || 0); i < ITERS; i++) {
-      await runIteration(0xc0ffee + i * 7919, i % 4 === 3 ? 'file' : 'mem', td.dir)
+      await runIteration(0xc0ffee + i * 7919, i % 4 === 3 ? 'file' : i % 4 === 1 ? 'mem2' : 'mem', td.dir)
       n++
     }
-    console.log(`  ${n} crash iterations in ${((Date.now() - t0) / 1000).toFixed(1)}s`)
+    console.log(`  ${n} crash iterations in ${((Date.now() - t0) / 1000).toFixed(1)}s: ${JSON.stringify(stats)}`)
+    assert.ok(stats.crashed > n / 2 && stats.wraps > 0 && stats.checkpoints > n, 'the workload must crash mid-way, wrap the journal and checkpoint')
   } finally { await td.cleanup() }
 })
 

@@ -214,6 +214,23 @@ ns('bad input throws one clear line and changes nothing', async () => {
   await okCheck(fs)
 })
 
+ns('a damaged superblock copy or checkpoint slot falls back to the other', async () => {
+  const vols = [new MemDev(32 * MiB)]
+  await FileSystem.mkfs(vols)
+  let fs = await FileSystem.mount(vols)
+  await fs.mkdir('/kept', 0o755, 0, 0)
+  await fs.close() // the newest checkpoint now holds /kept
+  await vols[0].write(Buffer.alloc(4096, 0xff), 0) // superblock copy 1
+  fs = await FileSystem.mount(vols)
+  assert.equal(fs.readdir('/'), ['kept'])
+  await fs.mkdir('/later', 0o755, 0, 0)
+  await fs.sync() // a journal record after the mount checkpoint
+  const fs2 = await FileSystem.mount([vols[0].crashImage(() => 0)])
+  assert.equal(fs2.readdir('/').sort(), ['kept', 'later'])
+  await okCheck(fs2)
+  await fs.close()
+})
+
 ns.run()
 
 // ---------------------------------------------------------------- sparse, statfs, placement
@@ -434,6 +451,43 @@ sp('group commit: concurrent fsyncs share commits', async () => {
     assert.ok(b.equals(Buffer.alloc(4096, k)))
   }
   await okCheck(fs2)
+})
+
+sp('truncate and unlink are not starved by continuous guest I/O', async () => {
+  const { fs, vols } = await memFs()
+  const ino = await fs.create('/img', 0o644, 0, 0)
+  await fs.write(ino, Buffer.alloc(4 * MiB, 1), 0)
+  const orig = vols[0].write.bind(vols[0])
+  vols[0].write = async (b: Buffer, o: number) => { await new Promise((r) => setTimeout(r, 1)); return orig(b, o) }
+  let stop = false, ios = 0, enoent = 0
+  const workers = Array.from({ length: 4 }, async (_, k) => {
+    // always one request in flight while the next is issued: the file is never idle
+    let prev: Promise<unknown> = Promise.resolve(), gone = false
+    while (!stop && !gone) {
+      const w = fs.write(ino, Buffer.alloc(4096, k), (k * 97 + ios++ * 4096) % (2 * MiB)).catch((e) => {
+        if ((e as VsmError).code !== 'ENOENT') throw e
+        enoent++
+        gone = true
+      })
+      await prev
+      prev = w
+    }
+    await prev
+  })
+  await new Promise((r) => setTimeout(r, 20))
+  const t0 = Date.now()
+  const guard = setTimeout(() => { stop = true }, 3000) // if starved: stop the load so the test fails instead of hanging
+  await fs.truncate('/img', 3 * MiB)
+  assert.is(fs.getattr('/img').size, 3 * MiB)
+  await fs.unlink('/img')
+  clearTimeout(guard)
+  assert.ok(Date.now() - t0 < 1000, 'truncate/unlink waited too long')
+  await new Promise((r) => setTimeout(r, 10))
+  stop = true
+  await Promise.all(workers)
+  assert.ok(ios > 8 && enoent > 0, `ios ${ios} enoent ${enoent}`)
+  await fs.sync()
+  await okCheck(fs)
 })
 
 sp('metadata regions: small volumes work, 8 GiB uses a few tens of MiB', async () => {

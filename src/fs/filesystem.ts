@@ -52,6 +52,9 @@ class Inode {
   inflight = 0
   pending: Pending[] = []
   waiters: (() => void)[] = []
+  /** Set while truncate/unlink/rename waits for I/O to drain: new I/O waits here, so it cannot starve them. */
+  gate: Promise<void> | null = null
+  gateOpen: () => void = () => undefined
   constructor(
     public ino: number, public mode: number, public uid: number, public gid: number, public size: number,
     public nlink: number, public atime: number, public mtime: number, public ctime: number,
@@ -152,6 +155,7 @@ export class FileSystem {
   private commitRunning: Promise<void> | null = null
   private commitNext: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
+  private counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0 }
 
   private constructor(private readonly vols: BlockDev[], private readonly sb: Superblock) {}
 
@@ -530,7 +534,10 @@ export class FileSystem {
     // ---- data first, then the commit record (data=ordered)
     try {
       await Promise.all(vols.map((v) => this.vols[v].flush()))
+      this.counters.commits++
+      this.counters.flushes += vols.length
       if (ck) {
+        this.counters.checkpoints++
         await this.vols[0].write(ck, this.sb.ckpt[ckSlot])
         await this.vols[0].flush()
         this.ckSlot = ckSlot
@@ -538,6 +545,8 @@ export class FileSystem {
         this.lastCkptLen = ck.length
         this.sinceCkpt = 0
       } else if (recs.length) {
+        this.counters.records += recs.length
+        if (recs.length > 1 || this.head === 0) this.counters.wraps++
         await Promise.all(recs.map((r) => this.vols[0].write(r.buf, this.sb.journal + r.pos)))
         await this.vols[0].flush()
         this.sinceCkpt += recBytes
@@ -592,11 +601,19 @@ export class FileSystem {
   }
 
   private drain(n: Inode): Promise<void> {
+    if (!n.gate) n.gate = new Promise((r) => { n.gateOpen = r })
     return new Promise((r) => n.waiters.push(r))
   }
 
   private wake(n: Inode) {
-    if (!n.busy && n.waiters.length) { const w = n.waiters; n.waiters = []; for (const f of w) f() }
+    if (!n.busy && n.waiters.length) {
+      const w = n.waiters
+      n.waiters = []
+      for (const f of w) f() // the draining ops run first, then the gated I/O
+      const open = n.gateOpen
+      n.gate = null
+      open()
+    }
     if (this.inflight === 0 && this.idleWaiters.length) { const w = this.idleWaiters; this.idleWaiters = []; for (const f of w) f() }
   }
 
@@ -849,6 +866,7 @@ export class FileSystem {
     this.live()
     let n = this.fileNode(ino)
     this.checkIo(buf, offset)
+    while (n.gate) { await n.gate; this.live(); n = this.fileNode(ino) }
     let len: number
     for (;;) {
       if (offset >= n.size || buf.length === 0) return 0
@@ -882,6 +900,7 @@ export class FileSystem {
     const len = buf.length
     if (len === 0) return 0
     const end = offset + len
+    while (n.gate) { await n.gate; this.live(); n = this.fileNode(ino) }
     if (this.metaNearFull(1000)) { await this.ensureMeta(1000); this.live(); n = this.fileNode(ino) }
     // wait for allocating writes in flight on the blocks this one touches
     for (;;) {
@@ -931,9 +950,28 @@ export class FileSystem {
         allocs.push({ fb, vol, pb: r.start, len: r.len })
         const ps = fb * BS, pe = (fb + r.len) * BS
         const xs = Math.max(ps, offset), xe = Math.min(pe, end)
-        const data = buf.subarray(xs - offset, xe - offset)
-        // a fresh block is written whole: zero-fill around partial data
-        io.push([vol, xs > ps || xe < pe ? Buffer.concat([Buffer.alloc(xs - ps), data, Buffer.alloc(pe - xe)]) : data, r.start * BS])
+        const dev = r.start * BS - ps // file byte -> device byte
+        if (xs === ps && xe === pe) io.push([vol, buf.subarray(xs - offset, xe - offset), r.start * BS])
+        else {
+          // a fresh block is written whole: only the partial first/last block is copied
+          // into a zero-filled block; the aligned middle goes straight from buf
+          let a = ps
+          if (xs > ps || pe - ps === BS) {
+            const blk = Buffer.alloc(BS)
+            buf.copy(blk, xs - ps, xs - offset, Math.min(ps + BS, xe) - offset)
+            io.push([vol, blk, ps + dev])
+            a = ps + BS
+          }
+          if (a < pe) {
+            const midEnd = xe < pe ? pe - BS : pe
+            if (midEnd > a) io.push([vol, buf.subarray(a - offset, midEnd - offset), a + dev])
+            if (midEnd < pe) {
+              const blk = Buffer.alloc(BS)
+              buf.copy(blk, 0, midEnd - offset, xe - offset)
+              io.push([vol, blk, midEnd + dev])
+            }
+          }
+        }
         fb += r.len
       }
     }
@@ -980,6 +1018,11 @@ export class FileSystem {
     for (const f of this.free) { blocks += f.hi - f.lo; bfree += f.free }
     const files = Math.floor(this.sb.ckptLen * 0.8 / 160)
     return { bsize: BS, blocks, bfree, bavail: bfree, files, ffree: Math.max(0, files - this.inodes.size), namemax: NAME_MAX }
+  }
+
+  /** Journal activity since mount (commits, records, wraps, checkpoints, data flushes). */
+  journalStats() {
+    return { ...this.counters, journalBytes: this.sb.journalLen, used: (this.head - this.tail + this.sb.journalLen) % this.sb.journalLen }
   }
 
   /** Names and sizes of the volumes, index = placement number for create(). */
