@@ -26,6 +26,22 @@ const files = list(root)
   .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
   .sort((a, b) => order(a) - order(b) || a.localeCompare(b))
 
+/** Test daemons and mounts live under homes named vsm-test-<runner pid>-*; any left after a file is a leak. */
+const tag = `vsm-test-${process.pid}-`
+function sweepLeaks() {
+  const leaks = []
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let cmd = ''
+    try { cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ') } catch { continue }
+    if (cmd.includes(' up --foreground ') && cmd.includes(tag)) { leaks.push(`daemon ${pid}`); try { process.kill(Number(pid), 'SIGKILL') } catch {} }
+  }
+  for (const line of fs.readFileSync('/proc/mounts', 'utf8').split('\n')) {
+    const mnt = line.split(' ')[1] || ''
+    if (mnt.includes(tag)) { leaks.push(`mount ${mnt}`); spawnSync('fusermount', ['-uz', mnt]); spawnSync('umount', ['-l', mnt]) }
+  }
+  return leaks
+}
+
 let passed = 0, failed = 0, skipped = 0
 const failures = []
 for (const file of files) {
@@ -33,7 +49,7 @@ for (const file of files) {
   const t0 = Date.now()
   const r = spawnSync(process.execPath, [file], {
     encoding: 'utf8', timeout: perFileTimeoutMs, killSignal: 'SIGKILL',
-    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, maxBuffer: 64 << 20,
+    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', VSM_RUNNER_ID: String(process.pid) }, maxBuffer: 64 << 20,
   })
   const out = (r.stdout || '') + (r.stderr || '')
   const plain = out.replace(/\x1b\[[0-9;]*m/g, '')
@@ -42,6 +58,8 @@ for (const file of files) {
   let f = total === null ? 1 : total - ok - skip
   if (r.status !== 0 && f === 0) f = 1 // exited badly after its tests: count the file as a failure
   passed += ok || 0; skipped += skip; failed += f
+  const leaks = sweepLeaks()
+  if (leaks.length) console.log(`LEAK ${rel} left behind: ${leaks.join(', ')} (cleaned up)`)
   const secs = ((Date.now() - t0) / 1000).toFixed(1)
   console.log(`${f ? 'FAIL' : 'ok  '} ${rel} (${ok || 0} passed, ${f} failed, ${skip} skipped, ${secs}s)`)
   if (f) { failures.push(rel); console.log(plain.split('\n').map((l) => '    ' + l).join('\n')) }

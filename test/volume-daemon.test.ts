@@ -3,7 +3,7 @@
 // writes, a replacement onto a hot spare, states in `vsm status` and `volume show`.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { openSync, writeSync, fsyncSync, closeSync, readFileSync } from 'fs'
+import { openSync, writeSync, fsyncSync, closeSync, readFileSync, readSync } from 'fs'
 import { join } from 'path'
 import { randomBytes } from 'crypto'
 import { makeVsm } from './helpers/daemon'
@@ -55,6 +55,22 @@ test('replace onto a hot spare as a job; volume show has the members', async () 
   await vsm.up()
   assert.is((await vol0()).state, 'healthy')
   assert.equal((await vol0()).devices, ['s0', 'd1'])
+})
+
+test('scrub finds a byte flipped in a backing file and reports the repair', async () => {
+  const m = (await vsm.json('volume', 'show', 'vol0')).members[1]
+  const at = (1 << 20) + m.offset + (8 << 20) + 77
+  const fd = openSync(join(vsm.home, 'devices', 'd1.img'), 'r+')
+  try {
+    const b = Buffer.alloc(1)
+    readSync(fd, b, 0, 1, at)
+    b[0] ^= 0xff
+    writeSync(fd, b, 0, 1, at)
+  } finally { closeSync(fd) }
+  const out = await vsm.run('volume', 'scrub', 'vol0')
+  assert.match(out, /1 block\(s\) repaired/)
+  assert.match(out, new RegExp(`repaired d1 at ${8 << 20}`))
+  assert.match(await vsm.run('volume', 'scrub', 'vol0'), /0 block\(s\) repaired/)
 })
 
 test.run()

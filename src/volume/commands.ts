@@ -20,5 +20,6 @@ export function volumeCommands(pool: Pool, server?: ControlServer): CommandTable
     'volume.list': () => pool.listVolumes(),
     'volume.show': (x) => pool.volumeInfo(x.name),
     'volume.replace': (x) => pool.replaceMember(x.name, x.from, x.to, { rate: x.rate }),
+    'volume.scrub': (x) => pool.scrubVolume(x.name),
   }
 }

@@ -4,6 +4,7 @@
 // Pure data and pure functions here (validation, allocation); I/O lives in pool.ts.
 import { VsmError } from '../block/blockdev'
 import { MiB } from './label'
+import { tableBytes } from './checksum'
 
 export type LayoutKind = 'concat' | 'stripe' | 'mirror' | 'raid10' | 'raid5'
 export const BUILT_LAYOUTS: readonly LayoutKind[] = ['concat', 'stripe', 'mirror', 'raid10', 'raid5']
@@ -58,6 +59,8 @@ export interface VolumeConfig {
   copies?: number
   /** raid5: bytes at the start of every member holding the stripe journal. */
   journal?: number
+  /** mirror/raid10: bytes at the end of every member holding its block checksums (checksum.ts). */
+  checksums?: number
   /** concat: in address order; stripe/raid5: column order; mirror: copy order; raid10: group by group. */
   members: MemberConfig[]
   created: string
@@ -168,6 +171,7 @@ export function planVolume(cfg: PoolConfig, name: string, spec: VolumeSpec, id: 
   let stripeUnit: number | undefined
   let copies: number | undefined
   let journal: number | undefined
+  let checksums: number | undefined
 
   const striped = layout === 'stripe' || layout === 'raid10' || layout === 'raid5'
   if (spec.stripeUnit !== undefined && !striped) throw new VsmError('EINVAL', '--stripe-unit applies to stripe, raid10 and raid5 volumes only')
@@ -214,15 +218,19 @@ export function planVolume(cfg: PoolConfig, name: string, spec: VolumeSpec, id: 
     size = per * n
   } else if (layout === 'mirror') {
     if (copies !== n) throw new VsmError('EINVAL', `a ${copies}-copy mirror needs exactly ${copies} devices, got ${n}`)
-    size = roundUp(spec.size, MiB)
-    equal(size, 'a mirror copy')
+    // the checksum table is carved from the extent, as a file system's metadata is from its disk
+    const per = roundUp(spec.size, MiB)
+    checksums = tableBytes(per)
+    equal(per, 'a mirror copy')
+    size = per - checksums
   } else if (layout === 'raid10') {
     if (n < 2 * copies! || n % copies! !== 0) throw new VsmError('EINVAL', `raid10 with ${copies} copies needs a multiple of ${copies} devices, at least ${2 * copies!}; got ${n}`)
     const groups = n / copies!
     const per = roundUp(Math.ceil(spec.size / groups), Math.max(MiB, stripeUnit!))
+    checksums = tableBytes(per)
     equal(per, `a raid10 copy`)
     members.forEach((m, i) => { m.group = Math.floor(i / copies!) })
-    size = per * groups
+    size = Math.floor((per - checksums) / stripeUnit!) * stripeUnit! * groups
   } else {
     if (n < 3) throw new VsmError('EINVAL', 'raid5 needs at least three devices')
     const per = roundUp(Math.ceil(spec.size / (n - 1)), Math.max(MiB, stripeUnit!))
@@ -235,6 +243,7 @@ export function planVolume(cfg: PoolConfig, name: string, spec: VolumeSpec, id: 
   if (stripeUnit !== undefined) volume.stripeUnit = stripeUnit
   if (copies !== undefined) volume.copies = copies
   if (journal !== undefined) volume.journal = journal
+  if (checksums !== undefined) volume.checksums = checksums
   return { volume, extents: ext }
 }
 

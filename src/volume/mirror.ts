@@ -9,15 +9,23 @@
 // it takes every new write at once, is never read, and copyRanges() brings the rest
 // over chunk by chunk. A chunk being copied holds back writes to it and waits for
 // those already in flight, so a copy never overwrites a newer write with older data.
+//
+// With checksum tables (checksum.ts), writes go out in whole 4 KiB blocks with their
+// sums, and overlapping writes are ordered so a table entry always describes the data
+// that landed. A read verifies every block against its copy's table; a bad block is
+// served from a copy whose block verifies, and rewritten on the bad copy.
 import { BlockDev, VsmError, checkRange } from '../block/blockdev'
 import { readLength } from './slice'
 import { DirtyRegionLog, LogMember, LogHost } from './drl'
+import { ChecksumTable, SUM_BLOCK, blockSum } from './checksum'
 
 export interface MirrorOptions {
   /** Volume size (default: the smallest present copy). */
   size?: number
   /** Write-intent bitmap location of each copy (null for a copy without one). */
   log?: (LogMember | null)[]
+  /** Block checksum table of each copy (null for a copy without one). */
+  sums?: (ChecksumTable | null)[]
   /** Record a copy's failure durably (pool config); awaited before acknowledging. */
   onMemberFailed?: (index: number, err: unknown) => Promise<void>
   onClose?: () => void
@@ -26,6 +34,14 @@ export interface MirrorOptions {
 const RESYNC_CHUNK = 1 << 20
 
 interface InFlight { lo: number; hi: number; done: Promise<unknown> }
+
+export interface ScrubReport {
+  checkedBytes: number
+  /** Blocks rewritten on a copy from a good one: volume offset and copy index. */
+  repaired: { offset: number; copy: number }[]
+  /** Blocks no copy of which verifies. */
+  unrecoverable: number[]
+}
 
 export interface CopyOptions {
   /** Called after each chunk with the bytes copied so far (progress, rate limit, checkpoints, cancel). */
@@ -41,6 +57,9 @@ export class MirrorDev implements BlockDev, LogHost {
   readonly log?: DirtyRegionLog
   /** Bytes copied by the last resync (dirty regions after an unclean stop). */
   resyncedBytes = 0
+  /** Bad blocks found by reads and rewritten from a good copy. */
+  repairedOnRead = 0
+  private readonly sums: (ChecksumTable | null)[]
   private next = 0
   private failing: Promise<void> = Promise.resolve()
   private closed = false
@@ -52,6 +71,7 @@ export class MirrorDev implements BlockDev, LogHost {
     if (members.length < 1) throw new VsmError('EINVAL', 'mirror needs at least one copy')
     this.failed = members.map((m) => m === null)
     this.writeOnly = members.map(() => false)
+    this.sums = opts.sums ?? members.map(() => null)
     this.errors = members.map((m) => (m === null ? 'absent' : undefined))
     const present = members.filter((m): m is BlockDev => m !== null)
     if (present.length === 0) throw new VsmError('ENODEV', 'mirror has no copy present')
@@ -60,7 +80,10 @@ export class MirrorDev implements BlockDev, LogHost {
       if (m.size < this.size) throw new VsmError('EINVAL', `mirror copy of ${m.size} bytes is smaller than the volume (${this.size})`)
     }
     if (opts.log) this.log = new DirtyRegionLog(this.size, opts.log, this)
+    if (opts.sums && this.size % SUM_BLOCK !== 0) throw new VsmError('EINVAL', `checksummed mirror size ${this.size} is not whole ${SUM_BLOCK}-byte blocks`)
   }
+
+  private get summed(): boolean { return this.opts.sums !== undefined }
 
   /** Copies that can be read. */
   get healthyCount(): number {
@@ -92,6 +115,7 @@ export class MirrorDev implements BlockDev, LogHost {
     const n = readLength(this, buf, offset)
     if (n === 0) return 0
     const target = n === buf.length ? buf : buf.subarray(0, n)
+    if (this.summed) return this.sumRead(target, offset)
     const count = this.members.length
     const start = this.next
     this.next = start + 1 === count ? 0 : start + 1
@@ -119,11 +143,118 @@ export class MirrorDev implements BlockDev, LogHost {
     if (buf.length === 0) return Promise.resolve()
     const g = this.gate
     if (g && offset < g.hi && offset + buf.length > g.lo) return g.open.then(() => this.write(buf, offset))
-    const w: InFlight = { lo: offset, hi: offset + buf.length, done: this.logged(buf, offset) }
+    let w: InFlight
+    if (this.summed) {
+      const lo = Math.floor(offset / SUM_BLOCK) * SUM_BLOCK, hi = Math.ceil((offset + buf.length) / SUM_BLOCK) * SUM_BLOCK
+      const before = this.overlapping(lo, hi)
+      w = { lo, hi, done: before.then(() => this.sumWrite(buf, offset, lo, hi)) }
+    } else {
+      w = { lo: offset, hi: offset + buf.length, done: this.logged(buf, offset) }
+    }
     this.inflight.add(w)
     const drop = () => { this.inflight.delete(w) }
     w.done.then(drop, drop)
     return w.done as Promise<void>
+  }
+
+  /** Settles once every write in flight now that overlaps [lo, hi) has. */
+  private overlapping(lo: number, hi: number): Promise<unknown> {
+    const ws: Promise<unknown>[] = []
+    for (const w of this.inflight) if (w.lo < hi && w.hi > lo) ws.push(w.done.catch(() => {}))
+    return ws.length ? Promise.all(ws) : Promise.resolve()
+  }
+
+  /** Whole blocks [lo, hi) with buf at offset; the partial edge blocks are read (verified) first. */
+  private async sumWrite(buf: Buffer, offset: number, lo: number, hi: number): Promise<void> {
+    let data = buf
+    if (lo !== offset || hi !== offset + buf.length) {
+      data = Buffer.alloc(hi - lo)
+      if (offset > lo) await this.readVerified(data.subarray(0, SUM_BLOCK), lo)
+      const tail = hi - SUM_BLOCK
+      if (offset + buf.length < hi && (tail > lo || offset === lo)) await this.readVerified(data.subarray(tail - lo), tail)
+      buf.copy(data, offset - lo)
+    }
+    this.setSums(lo, data, (i) => !this.failed[i])
+    await Promise.all([this.logged(data, lo), this.persistSums()])
+  }
+
+  private setSums(lo: number, data: Buffer, which: (i: number) => boolean): void {
+    this.sums.forEach((t, i) => { if (t && which(i)) t.setAll(lo / SUM_BLOCK, data) })
+  }
+
+  private persistSums(): Promise<unknown> {
+    return Promise.all(this.sums.map((t, i) => t && !this.failed[i] ? t.persist().catch((e) => this.failMember(i, e)) : undefined))
+  }
+
+  private async sumRead(target: Buffer, offset: number): Promise<number> {
+    const lo = Math.floor(offset / SUM_BLOCK) * SUM_BLOCK, hi = Math.ceil((offset + target.length) / SUM_BLOCK) * SUM_BLOCK
+    // a block read while its write is in flight could pair new data with an old sum
+    await this.overlapping(lo, hi)
+    if (lo === offset && hi === offset + target.length) {
+      await this.readVerified(target, lo)
+    } else {
+      const b = Buffer.allocUnsafe(hi - lo)
+      await this.readVerified(b, lo)
+      b.copy(target, 0, offset - lo, offset - lo + target.length)
+    }
+    return target.length
+  }
+
+  /** Does block k of copy i (data in b) disagree with its sum? Unwritten (0) never does. */
+  private bad(i: number, lo: number, b: Buffer, k: number): boolean {
+    const want = this.sums[i]?.get(lo / SUM_BLOCK + k) ?? 0
+    return want !== 0 && blockSum(b.subarray(k * SUM_BLOCK, (k + 1) * SUM_BLOCK)) !== want
+  }
+
+  /** Read whole blocks at lo, each verified; bad blocks come from another copy and are repaired. */
+  private async readVerified(b: Buffer, lo: number): Promise<void> {
+    const count = this.members.length
+    const start = this.next
+    this.next = start + 1 === count ? 0 : start + 1
+    let lastErr: unknown
+    for (let k = 0; k < count; k++) {
+      const i = (start + k) % count
+      if (!this.readable(i)) continue
+      try {
+        await this.members[i]!.read(b, lo)
+      } catch (e) {
+        lastErr = e
+        await this.failMember(i, e)
+        continue
+      }
+      for (let blk = 0; blk * SUM_BLOCK < b.length; blk++) if (this.bad(i, lo, b, blk)) await this.fixBlock(i, b.subarray(blk * SUM_BLOCK, (blk + 1) * SUM_BLOCK), lo + blk * SUM_BLOCK)
+      return
+    }
+    throw new VsmError('EIO', `mirror read failed on every copy at ${lo}: ${(lastErr as Error)?.message ?? 'no healthy copy'}`)
+  }
+
+  /** Copy i's block at off (in blk) is bad: fill blk from a copy that verifies and rewrite copy i. */
+  private async fixBlock(i: number, blk: Buffer, off: number): Promise<void> {
+    const other = Buffer.allocUnsafe(SUM_BLOCK)
+    for (let j = 0; j < this.members.length; j++) {
+      if (j === i || !this.readable(j)) continue
+      try { await this.members[j]!.read(other, off) } catch (e) { await this.failMember(j, e); continue }
+      if (this.bad(j, off, other, 0)) continue
+      other.copy(blk)
+      this.repairedOnRead++
+      await this.repair(i, off, other)
+      return
+    }
+    throw new VsmError('EIO', `mirror: checksum mismatch at ${off} on every copy`)
+  }
+
+  /** Rewrite one block of copy i, unless a write to it has started meanwhile (that write repairs it). */
+  private async repair(i: number, off: number, good: Buffer): Promise<void> {
+    for (const w of this.inflight) if (w.lo < off + SUM_BLOCK && w.hi > off) return
+    const data = Buffer.from(good)
+    const w: InFlight = { lo: off, hi: off + SUM_BLOCK, done: Promise.resolve() }
+    w.done = (async () => {
+      this.sums[i]?.set(off / SUM_BLOCK, blockSum(data))
+      await this.members[i]!.write(data, off)
+      await this.sums[i]?.persist()
+    })().catch((e) => this.failMember(i, e)).finally(() => { this.inflight.delete(w) })
+    this.inflight.add(w)
+    await w.done
   }
 
   private logged(buf: Buffer, offset: number): Promise<void> {
@@ -185,8 +316,9 @@ export class MirrorDev implements BlockDev, LogHost {
     if (!this.log) return 0
     const ranges = this.log.pendingRanges()
     const targets = this.members.map((_, i) => i).filter((i) => !this.failed[i])
-    if (ranges.length && targets.length > 1) {
-      this.resyncedBytes = await this.copy(ranges, targets)
+    // even with one copy present, sums of blocks torn by the stop must be made to match
+    if (ranges.length && (targets.length > 1 || this.summed)) {
+      this.resyncedBytes = await this.copy(ranges, targets, { trustSource: true })
       await this.flush()
     }
     // while a copy is missing, pending bits are the record of what it must get back
@@ -200,7 +332,7 @@ export class MirrorDev implements BlockDev, LogHost {
   }
 
   /** Put dev in as copy i, write-only until copyRanges() has brought it up to date. */
-  attach(i: number, dev: BlockDev, log?: LogMember | null): void {
+  attach(i: number, dev: BlockDev, log?: LogMember | null, sums?: ChecksumTable | null): void {
     if (!this.failed[i]) throw new VsmError('EBUSY', `mirror copy ${i} is in service`)
     if (dev.size < this.size) throw new VsmError('EINVAL', `new copy of ${dev.size} bytes is smaller than the volume (${this.size})`)
     this.members[i] = dev
@@ -208,6 +340,7 @@ export class MirrorDev implements BlockDev, LogHost {
     this.writeOnly[i] = true
     this.errors[i] = undefined
     if (log !== undefined) this.log?.setMember(i, log)
+    if (sums !== undefined) this.sums[i] = sums
   }
 
   /**
@@ -226,8 +359,13 @@ export class MirrorDev implements BlockDev, LogHost {
     return done
   }
 
-  /** Copy ranges chunk by chunk from the first readable copy to targets (others than the source). */
-  private async copy(ranges: [number, number][], targets: number[], opts: CopyOptions = {}): Promise<number> {
+  /**
+   * Copy ranges chunk by chunk from the first readable copy to targets (others than
+   * the source). trustSource: after an unclean stop the data is the truth and the sums
+   * are made to match it (on every target, the source included); otherwise the
+   * source is verified block by block.
+   */
+  private async copy(ranges: [number, number][], targets: number[], opts: CopyOptions & { trustSource?: boolean } = {}): Promise<number> {
     const chunk = Buffer.allocUnsafe(RESYNC_CHUNK)
     let done = 0
     for (const [lo, hi] of ranges) {
@@ -237,9 +375,12 @@ export class MirrorDev implements BlockDev, LogHost {
         this.gate = { lo: pos, hi: pos + b.length, open: new Promise<void>((r) => { open = r }) }
         try {
           await Promise.all([...this.inflight].filter((w) => w.lo < pos + b.length && w.hi > pos).map((w) => w.done.catch(() => {})))
-          const from = await this.readAny(b, pos)
+          let from = -1
+          if (this.summed && !opts.trustSource) await this.readVerified(b, pos); else from = await this.readAny(b, pos)
+          this.setSums(pos, b, (t) => targets.includes(t))
           await Promise.all(targets.map((t) => (t === from || this.failed[t]) ? undefined :
             this.members[t]!.write(b, pos).catch((e) => this.failMember(t, e))))
+          await this.persistSums()
         } finally {
           this.gate = null
           open()
@@ -249,6 +390,51 @@ export class MirrorDev implements BlockDev, LogHost {
       }
     }
     return done
+  }
+
+  /**
+   * Read every block of every readable copy, verify it against that copy's sums and
+   * against the other copies, and rewrite what is wrong from a copy that is right.
+   * Without sums, copies that differ are made equal to the first readable one.
+   */
+  async scrub(opts: CopyOptions = {}): Promise<ScrubReport> {
+    const report: ScrubReport = { checkedBytes: 0, repaired: [], unrecoverable: [] }
+    const bufs = this.members.map(() => Buffer.allocUnsafe(RESYNC_CHUNK))
+    for (let pos = 0; pos < this.size; pos += RESYNC_CHUNK) {
+      const len = Math.min(RESYNC_CHUNK, this.size - pos)
+      let open!: () => void
+      this.gate = { lo: pos, hi: pos + len, open: new Promise<void>((r) => { open = r }) }
+      try {
+        await this.overlapping(pos, pos + len)
+        const live: number[] = []
+        for (let i = 0; i < this.members.length; i++) {
+          if (!this.readable(i)) continue
+          try { await this.members[i]!.read(bufs[i].subarray(0, len), pos); live.push(i) } catch (e) { await this.failMember(i, e) }
+        }
+        for (let off = 0; off < len; off += SUM_BLOCK) {
+          const blk = (i: number) => bufs[i].subarray(off, Math.min(off + SUM_BLOCK, len))
+          const k = off / SUM_BLOCK
+          const good = live.filter((i) => !this.bad(i, pos, bufs[i], k))
+          if (good.length === 0) { report.unrecoverable.push(pos + off); continue }
+          const src = blk(good[0])
+          for (const i of live) {
+            if (i === good[0] || (good.includes(i) && blk(i).equals(src))) continue
+            src.copy(blk(i))
+            this.sums[i]?.set((pos + off) / SUM_BLOCK, blockSum(src))
+            await this.members[i]!.write(Buffer.from(src), pos + off).catch((e) => this.failMember(i, e))
+            report.repaired.push({ offset: pos + off, copy: i })
+          }
+        }
+        await this.persistSums()
+      } finally {
+        this.gate = null
+        open()
+      }
+      report.checkedBytes += len
+      await opts.onChunk?.(report.checkedBytes, pos + len)
+    }
+    if (report.repaired.length) await this.flush()
+    return report
   }
 
   /** Fill b from the first readable copy that can; returns its index. */

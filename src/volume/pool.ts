@@ -24,6 +24,7 @@ import { ConcatDev } from './concat'
 import { StripeDev } from './stripe'
 import { MirrorDev } from './mirror'
 import { Raid5Dev } from './raid5'
+import { ChecksumTable } from './checksum'
 
 export interface DeviceInfo {
   name: string
@@ -464,16 +465,24 @@ export class Pool extends EventEmitter {
     return p
   }
 
+  /** The data window of member m and, on a checksummed volume, its checksum table. */
+  private async memberIo(v: VolumeConfig, m: MemberConfig): Promise<{ data: SliceDev; sums: ChecksumTable | null }> {
+    const io = this.rt.get(m.device)!.io!
+    const d = this.cfg.devices.find((x) => x.id === m.device)!
+    const base = d.dataOffset + m.offset, len = m.length - (v.checksums ?? 0)
+    const sums = v.checksums ? await ChecksumTable.load(new SliceDev(io, base + len, v.checksums), len) : null
+    return { data: new SliceDev(io, base, len), sums }
+  }
+
   private async build(name: string): Promise<BlockDev> {
     if (this.closed) throw new VsmError('EIO', 'pool is closed')
     const v = this.cfg.volumes.find((x) => x.name === name)
     if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
-    const slices = v.members.map((m) => {
+    const ios = await Promise.all(v.members.map((m) => {
       const r = this.rt.get(m.device)
-      const d = this.cfg.devices.find((x) => x.id === m.device)!
-      if (m.state !== 'ok' || !r?.io || r.missing) return null
-      return new SliceDev(r.io, d.dataOffset + m.offset, m.length)
-    })
+      return m.state !== 'ok' || !r?.io || r.missing ? null : this.memberIo(v, m)
+    }))
+    const slices = ios.map((io) => io?.data ?? null)
     const onClose = () => { this.volumes.delete(name); this.live.delete(name) }
     const onMemberFailed = (i: number, err: unknown) => this.memberFailed(v.id, i, err)
     let dev: BlockDev
@@ -489,6 +498,7 @@ export class Pool extends EventEmitter {
         const mirror = new MirrorDev(idx.map((i) => slices[i]), {
           size: v.layout === 'mirror' ? v.size : undefined, log, onClose: v.layout === 'mirror' ? onClose : undefined,
           onMemberFailed: (k, err) => onMemberFailed(idx[k], err),
+          sums: v.checksums ? idx.map((i) => ios[i]?.sums ?? null) : undefined,
         })
         resynced += await mirror.resync()
         mirrors.push(mirror)
@@ -718,7 +728,7 @@ export class Pool extends EventEmitter {
     if (!v || !m || m.state !== 'stale') throw new VsmError('ECANCELED', `volume ${name} changed before its rebuild started`)
     const d = this.cfg.devices.find((x) => x.id === m.device)!
     const r = this.rt.get(m.device)!
-    const slice = new SliceDev(r.io!, d.dataOffset + m.offset, m.length)
+    const io = await this.memberIo(v, m)
     const lm = this.liveMember(name, i)!
     const start = Date.now()
     let lastSave = start
@@ -742,12 +752,12 @@ export class Pool extends EventEmitter {
     }
     let copied: number
     if (lm.raid5) {
-      if (!lm.raid5.rebuilding) lm.raid5.attach(i, slice)
+      if (!lm.raid5.rebuilding) lm.raid5.attach(i, io.data)
       info.total = lm.raid5.rows * v.stripeUnit!
       copied = await lm.raid5.rebuild(i, { onChunk })
     } else {
       const mirror = lm.mirror!
-      if (!mirror.writeOnly[lm.k]) mirror.attach(lm.k, slice, r.bitmap ? { bitmap: r.bitmap, base: m.offset } : null)
+      if (!mirror.writeOnly[lm.k]) mirror.attach(lm.k, io.data, r.bitmap ? { bitmap: r.bitmap, base: m.offset } : null, io.sums)
       // a full rebuild resumed after a crash: the rest, plus whatever was written meanwhile
       const ranges = m.resync === 'delta' ? mirror.missedRanges() : mergeRanges([...(resumeAt > 0 ? mirror.missedRanges() : []), [resumeAt, mirror.size]])
       info.total = ranges.reduce((s, [lo, hi]) => s + Math.min(hi, mirror.size) - lo, 0)
@@ -764,6 +774,37 @@ export class Pool extends EventEmitter {
     })
     this.emit('event', 'volume.rebuilt', { volume: name, device: d.name, copied })
     return { volume: name, device: d.name, copied }
+  }
+
+  /** Verify every copy of a redundant volume and repair what is wrong, as a job; its result is the report. */
+  async scrubVolume(name: string): Promise<{ job: number }> {
+    const v = this.cfg.volumes.find((x) => x.name === name)
+    if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
+    if (v.layout === 'concat' || v.layout === 'stripe') throw new VsmError('EINVAL', `volume ${name} is ${v.layout}: there is no redundancy to scrub`)
+    await this.openVolume(name)
+    const job = this.jobs.start('volume.scrub', async (_signal, progress) => {
+      const lm = this.live.get(name)
+      if (!lm) throw new VsmError('ECANCELED', `volume ${name} was closed`)
+      const devName = (i: number) => this.cfg.devices.find((d) => d.id === v.members[i].device)?.name ?? '?'
+      const onChunk = async (done: number) => { progress(done, v.size); await progress.checkpoint() }
+      const report = { volume: name, checkedBytes: 0, repaired: [] as { device: string; offset: number }[], unrecoverable: [] as { offset: number }[], parityRowsFixed: 0 }
+      if (lm.raid5) {
+        const rows = await lm.raid5.scrub({ onChunk })
+        report.parityRowsFixed = rows.length
+        report.checkedBytes = v.size
+      }
+      let base = 0
+      for (const g of lm.mirrors) {
+        const r = await g.mirror.scrub({ onChunk: (done) => onChunk(base + done) })
+        base += g.mirror.size
+        report.checkedBytes += r.checkedBytes
+        for (const x of r.repaired) report.repaired.push({ device: devName(g.idx[x.copy]), offset: x.offset })
+        for (const off of r.unrecoverable) report.unrecoverable.push({ offset: off })
+      }
+      this.emit('event', 'volume.scrubbed', { volume: name, repaired: report.repaired.length + report.parityRowsFixed, unrecoverable: report.unrecoverable.length })
+      return report
+    }, { description: `scrub ${name}`, total: v.size, pausable: true })
+    return { job }
   }
 
   private saveRebuilt(volumeId: string, i: number, pos: number): Promise<void> {

@@ -26,7 +26,8 @@ export interface Vsm {
 export interface RunError extends Error { code: number; stderr: string; stdout: string }
 
 export function makeVsm(opts: { deviceSize?: string; home?: string } = {}): Vsm {
-  const home = opts.home ?? mkdtempSync(join(tmpdir(), 'vsm-test-'))
+  // Tagged with the runner's pid so its leak sweep touches only its own daemons.
+  const home = opts.home ?? mkdtempSync(join(tmpdir(), `vsm-test-${process.env.VSM_RUNNER_ID ?? 'solo'}-`))
   const mount = join(home, 'mnt')
   const run = (...args: string[]) => new Promise<string>((res, rej) => {
     execFile(VSM, [...args, '--home', home], { maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
@@ -54,6 +55,12 @@ export function makeVsm(opts: { deviceSize?: string; home?: string } = {}): Vsm 
       rmSync(home, { recursive: true, force: true })
     },
   }
+  // A test process that dies before its after-hooks (an uncaught error, uvu exiting
+  // early) must still not leave a daemon and its mount behind for the next run.
+  process.on('exit', () => {
+    try { process.kill(pid(), 'SIGKILL') } catch { /* not running */ }
+    unmountQuietly(mount)
+  })
   return vsm
 }
 

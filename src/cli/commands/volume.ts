@@ -1,6 +1,6 @@
 // device and volume commands: the volume manager's part of the CLI.
 import { Command } from 'commander'
-import { call, showObject } from '../call'
+import { call, globals, print, showObject, withClient } from '../call'
 import { table } from '../table'
 import { formatSize, parseSize } from '../units'
 
@@ -17,6 +17,14 @@ function showVolume(v: any): string {
     lines.push('', `${rb.kind === 'delta' ? 'resync' : 'rebuild'} onto ${rb.device}: ${pct}% (${formatSize(rb.done)} of ${formatSize(rb.total)}), ` +
       `${formatSize(rb.bytesPerSecond)}/s${rb.rate ? ` (limit ${formatSize(rb.rate)}/s)` : ''}, ETA ${rb.etaSeconds ?? '?'}s, job ${rb.job}`)
   }
+  return lines.join('\n')
+}
+
+function scrubReport(r: any): string {
+  const lines = [`scrubbed ${r.volume}: ${formatSize(r.checkedBytes)} checked, ${r.repaired.length} block(s) repaired` +
+    `${r.parityRowsFixed ? `, ${r.parityRowsFixed} parity row(s) rewritten` : ''}, ${r.unrecoverable.length} unrecoverable`]
+  for (const x of r.repaired) lines.push(`  repaired ${x.device} at ${x.offset}`)
+  for (const x of r.unrecoverable) lines.push(`  UNRECOVERABLE at ${x.offset}`)
   return lines.join('\n')
 }
 
@@ -48,6 +56,15 @@ export function registerVolume(program: Command) {
     }, (v) => `created volume ${v.name}: ${v.layout} ${formatSize(v.size)} on ${v.devices.join(',')}`))
   volume.command('list').action((_o, cmd) => call(cmd, 'volume.list', undefined, volumeTable))
   volume.command('show <name>').action((name, _o, cmd) => call(cmd, 'volume.show', { name }, showVolume))
+  volume.command('scrub <name>').description('verify every block of every copy and repair bad ones from good ones')
+    .action(async (name, _o, cmd) => {
+      const job = await withClient(cmd, async (c) => {
+        const { job } = await c.call('volume.scrub', { name })
+        return c.call('job.wait', { id: job })
+      })
+      if (job.error) throw Object.assign(new Error(job.error.message), { code: job.error.code })
+      print(globals(cmd).json ? JSON.stringify(job.result, null, 2) : scrubReport(job.result))
+    })
   volume.command('replace <name> <old> <new>').description('rebuild the member on device OLD onto device NEW')
     .option('--rate <size>', 'copy at most this many bytes per second')
     .action((name, from, to, o, cmd) => call(cmd, 'volume.replace', { name, from, to, rate: o.rate && parseSize(o.rate) },
