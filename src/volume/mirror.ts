@@ -116,22 +116,8 @@ export class MirrorDev implements BlockDev, LogHost {
     if (n === 0) return 0
     const target = n === buf.length ? buf : buf.subarray(0, n)
     if (this.summed) return this.sumRead(target, offset)
-    const count = this.members.length
-    const start = this.next
-    this.next = start + 1 === count ? 0 : start + 1
-    let lastErr: unknown
-    for (let k = 0; k < count; k++) {
-      const i = (start + k) % count
-      if (!this.readable(i)) continue
-      try {
-        await this.members[i]!.read(target, offset)
-        return n
-      } catch (e) {
-        lastErr = e
-        await this.failMember(i, e)
-      }
-    }
-    throw new VsmError('EIO', `mirror read failed on every copy at ${offset}: ${(lastErr as Error)?.message ?? 'no healthy copy'}`)
+    await this.readVerified(target, offset)
+    return n
   }
 
   write(buf: Buffer, offset: number): Promise<void> {
@@ -206,7 +192,10 @@ export class MirrorDev implements BlockDev, LogHost {
     return want !== 0 && blockSum(b.subarray(k * SUM_BLOCK, (k + 1) * SUM_BLOCK)) !== want
   }
 
-  /** Read whole blocks at lo, each verified; bad blocks come from another copy and are repaired. */
+  /**
+   * Read from the copies in turn (spreading load), failing over on errors. With sums,
+   * b is whole blocks at lo, each verified; bad blocks come from another copy and are repaired.
+   */
   private async readVerified(b: Buffer, lo: number): Promise<void> {
     const count = this.members.length
     const start = this.next
@@ -222,7 +211,7 @@ export class MirrorDev implements BlockDev, LogHost {
         await this.failMember(i, e)
         continue
       }
-      for (let blk = 0; blk * SUM_BLOCK < b.length; blk++) if (this.bad(i, lo, b, blk)) await this.fixBlock(i, b.subarray(blk * SUM_BLOCK, (blk + 1) * SUM_BLOCK), lo + blk * SUM_BLOCK)
+      if (this.summed) for (let blk = 0; blk * SUM_BLOCK < b.length; blk++) if (this.bad(i, lo, b, blk)) await this.fixBlock(i, b.subarray(blk * SUM_BLOCK, (blk + 1) * SUM_BLOCK), lo + blk * SUM_BLOCK)
       return
     }
     throw new VsmError('EIO', `mirror read failed on every copy at ${lo}: ${(lastErr as Error)?.message ?? 'no healthy copy'}`)
