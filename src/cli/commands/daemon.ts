@@ -5,7 +5,9 @@ import { defaultMount, homeDir } from '../home'
 import { table } from '../table'
 import { formatSize, parseSize } from '../units'
 import { isRunning, startDetached, stopDaemon } from '../up'
-import { call, globals, Opts, print } from '../call'
+import type { JobInfo } from '../../control/jobs'
+import { call, globals, Opts, print, withClient } from '../call'
+import { waitWithProgress } from '../progress'
 import { deviceTable, volumeTable } from './volume'
 
 export function registerDaemon(program: Command, cliMain: string) {
@@ -45,6 +47,16 @@ export function registerDaemon(program: Command, cliMain: string) {
   const job = program.command('job').description('long operations (rebuild, resync, flatten): list, wait, cancel')
   job.command('list').action((_o, cmd) => call(cmd, 'job.list', undefined, (js: any[]) =>
     table(['JOB', 'KIND', 'STATE', 'PROGRESS'], js.map((j) => [j.id, j.kind, j.state, j.progress?.total ? `${Math.floor((100 * j.progress.done) / j.progress.total)}%` : '-']))))
-  job.command('wait <id>').action((id, _o, cmd) => call(cmd, 'job.wait', { id: Number(id) }, (j) => `job ${j.id}: ${j.state}${j.error ? ` (${j.error.message})` : ''}`))
+  job.command('wait [id]').description('wait for a job (a progress bar on a terminal), or --all').option('--all', 'wait for every job')
+    .action(async (id: string | undefined, o: { all?: boolean }, cmd: Command) => {
+      if (!o.all && !/^\d+$/.test(id ?? '')) throw new Error('job wait needs a job id or --all')
+      const json = globals(cmd).json
+      const jobs: JobInfo[] = await withClient(cmd, async (c) => (o.all
+        ? (await c.call('job.wait', { all: true })) as JobInfo[]
+        : [await waitWithProgress(c, Number(id), !json && process.stdout.isTTY === true)]))
+      print(json ? JSON.stringify(o.all ? jobs : jobs[0], null, 2) : jobs.map((j) => `job ${j.id} (${j.kind}): ${j.error ? `failed: ${j.error.message}` : 'done'}`).join('\n'))
+      const failed = jobs.find((j) => j.error)
+      if (failed) throw new Error(`job ${failed.id} failed: ${failed.error!.message}`)
+    })
   job.command('cancel <id>').action((id, _o, cmd) => call(cmd, 'job.cancel', { id: Number(id) }, () => `cancelled job ${id}`))
 }
