@@ -3,7 +3,7 @@
 // writes, a replacement onto a hot spare, states in `vsm status` and `volume show`.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { openSync, writeSync, fsyncSync, closeSync, readFileSync, readSync } from 'fs'
+import { openSync, writeSync, fsyncSync, closeSync, readFileSync, readSync, rmSync } from 'fs'
 import { join } from 'path'
 import { randomBytes } from 'crypto'
 import { makeVsm } from './helpers/daemon'
@@ -71,6 +71,16 @@ test('scrub finds a byte flipped in a backing file and reports the repair', asyn
   assert.match(out, /1 block\(s\) repaired/)
   assert.match(out, new RegExp(`repaired d1 at ${8 << 20}`))
   assert.match(await vsm.run('volume', 'scrub', 'vol0'), /0 block\(s\) repaired/)
+})
+
+test('up with pool.json deleted assembles the pool from the device labels', async () => {
+  await vsm.down()
+  rmSync(join(vsm.home, 'pool.json'))
+  await vsm.up()
+  const st = await vsm.json('status')
+  assert.equal(st.devices.map((d: any) => `${d.name}:${d.state}`).sort(), ['d0:online', 'd1:online', 's0:online'])
+  assert.is((await vol0()).state, 'healthy')
+  assert.ok(readFileSync(join(vsm.mount, 'b.bin')).length === 2 << 20)
 })
 
 test.run()

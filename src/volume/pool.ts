@@ -97,6 +97,8 @@ interface DevRt {
   label: Label | null
   /** Set when the device cannot be used; the reason, for messages. */
   missing?: string
+  /** Its label is older than the pool: it missed changes, so its copies stay out until resynced. */
+  behind?: string
 }
 
 const POOL_FILE = 'pool.json'
@@ -146,9 +148,48 @@ export class Pool extends EventEmitter {
   /** A deep copy of the current configuration. */
   get config(): PoolConfig { return structuredClone(this.cfg) }
 
+  /** A pool is here if its pool.json is, or if devices under the home carry its labels. */
   static async exists(home: string): Promise<boolean> {
-    return exists(path.join(home, POOL_FILE))
+    return (await exists(path.join(home, POOL_FILE))) || (await Pool.scan(path.resolve(home))).found.length > 0
   }
+
+  /**
+   * Labels of the devices in <home>/devices and <home> itself: where a pool whose
+   * pool.json is lost is assembled from. Only one pool can own a home; devices of any
+   * other pool are refused, with the reason.
+   */
+  private static async scan(home: string): Promise<{ found: { path: string; label: Label }[]; refused: { path: string; reason: string }[] }> {
+    const labels: { path: string; label: Label }[] = []
+    for (const dir of [path.join(home, 'devices'), home]) {
+      let names: string[]
+      try { names = await fsp.readdir(dir) } catch { continue }
+      for (const n of names) {
+        const p = path.join(dir, n)
+        const st = await fsp.stat(p).catch(() => null)
+        if (!st || !(st.isFile() || st.isBlockDevice()) || st.size < RESERVED_BYTES) continue
+        const dev = await openDevice(p).catch(() => null)
+        if (!dev) continue
+        try {
+          const { label } = await readLabel(dev)
+          if (label) labels.push({ path: p, label })
+        } catch { /* unreadable: not ours to judge */ } finally {
+          await dev.close().catch(() => {})
+        }
+      }
+    }
+    const count = new Map<string, number>()
+    for (const l of labels) count.set(l.label.poolId, (count.get(l.label.poolId) ?? 0) + 1)
+    const owner = [...count].sort((a, b) => b[1] - a[1])[0]?.[0]
+    return {
+      found: labels.filter((l) => l.label.poolId === owner),
+      refused: labels.filter((l) => l.label.poolId !== owner).map((l) => ({
+        path: l.path, reason: `${l.path} belongs to another vsm pool (${l.label.poolId}, device ${l.label.deviceName}); not used`,
+      })),
+    }
+  }
+
+  /** Devices seen at assembly but not used, and why (another pool's label). */
+  refused: { path: string; reason: string }[] = []
 
   static async create(home: string, opts: PoolOptions = {}): Promise<Pool> {
     if (typeof home !== 'string' || home === '') throw new VsmError('EINVAL', 'pool home directory not given')
@@ -163,18 +204,31 @@ export class Pool extends EventEmitter {
   static async open(home: string, opts: PoolOptions = {}): Promise<Pool> {
     home = path.resolve(home)
     let fileCfg: PoolConfig
+    let refused: { path: string; reason: string }[] = []
     try {
       fileCfg = JSON.parse(await fsp.readFile(path.join(home, POOL_FILE), 'utf8'))
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new VsmError('ENOENT', `no pool in ${home} (${POOL_FILE} not found)`)
-      throw new VsmError('EINVAL', `cannot read ${path.join(home, POOL_FILE)}: ${errMsg(e)}`)
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new VsmError('EINVAL', `cannot read ${path.join(home, POOL_FILE)}: ${errMsg(e)}`)
+      const scan = await Pool.scan(home)
+      if (!scan.found.length) {
+        throw new VsmError('ENOENT', `no pool in ${home} (${POOL_FILE} not found, and no device in ${home} or ${path.join(home, 'devices')} carries a vsm label${scan.refused.length ? ' of a single pool' : ''})`)
+      }
+      // the newest configuration any device carries, with devices found where they are now
+      fileCfg = scan.found.reduce((a, b) => (b.label.seq > a.label.seq ? b : a)).label.config
+      for (const f of scan.found) {
+        const d = fileCfg.devices.find((x) => x.id === f.label.deviceId)
+        if (d) d.path = f.path
+      }
+      refused = scan.refused
     }
     if (fileCfg?.format !== 'vsm-pool' || typeof fileCfg.poolId !== 'string') {
       throw new VsmError('EINVAL', `${path.join(home, POOL_FILE)} is not a vsm pool configuration`)
     }
     const pool = new Pool(home, fileCfg, opts)
+    pool.refused = refused
     try {
       await pool.assemble(fileCfg)
+      if (!(await exists(path.join(home, POOL_FILE)))) await writeFileDurable(path.join(home, POOL_FILE), JSON.stringify(pool.cfg, null, 2) + '\n')
     } catch (e) {
       await pool.abandon()
       throw e
@@ -212,6 +266,10 @@ export class Pool extends EventEmitter {
         continue
       }
       r.bitmap = await DeviceBitmap.load(r.io!, d.dataSize)
+      const stale = best.volumes.some((v) => v.members.some((m) => m.device === d.id && m.state !== 'ok'))
+      if (r.label && r.label.seq < best.seq && stale) {
+        r.behind = `label is at seq ${r.label.seq}, the pool at ${best.seq}: it missed changes, so its copies are not used; 'vsm device online ${d.name}' resyncs them`
+      }
     }
 
     const next = structuredClone(best)
@@ -369,7 +427,7 @@ export class Pool extends EventEmitter {
       state: r?.missing || !r ? 'missing' : d.state,
       blockDevice: d.blockDevice,
     }
-    if (r?.missing) info.reason = r.missing
+    if (r?.missing ?? r?.behind) info.reason = r?.missing ?? r?.behind
     return info
   }
 
@@ -620,7 +678,8 @@ export class Pool extends EventEmitter {
     const touched = await this.serial(async () => {
       const d = this.cfg.devices.find((x) => x.name === name)
       if (!d) throw new VsmError('ENOENT', `no device named ${JSON.stringify(name)}`)
-      if (d.state !== 'offline' && d.state !== 'failed' && !this.rt.get(d.id)?.missing) {
+      const hasFailed = this.cfg.volumes.some((v) => v.members.some((m) => m.device === d.id && m.state === 'failed'))
+      if (d.state !== 'offline' && d.state !== 'failed' && !this.rt.get(d.id)?.missing && !hasFailed) {
         throw new VsmError('EINVAL', `device ${name} is ${d.state}, not offline or failed`)
       }
       let r = this.rt.get(d.id)
@@ -630,6 +689,7 @@ export class Pool extends EventEmitter {
         r.bitmap = await DeviceBitmap.load(r.io!, d.dataSize)
         this.rt.set(d.id, r)
       }
+      delete r.behind
       const next = structuredClone(this.cfg)
       next.devices.find((x) => x.id === d.id)!.state = 'online'
       const out: [string, number][] = []
