@@ -73,12 +73,27 @@ test('scrub finds a byte flipped in a backing file and reports the repair', asyn
   assert.match(await vsm.run('volume', 'scrub', 'vol0'), /0 block\(s\) repaired/)
 })
 
+test('relayout the mounted volume from mirror to raid5 while files are written', async () => {
+  for (const n of ['d2', 'd3']) await vsm.run('device', 'add', n, join(vsm.home, 'devices', `${n}.img`), '--size', '256M')
+  const out = await vsm.run('volume', 'relayout', 'vol0', '--layout', 'raid5', '--devices', 'd0,d2,d3')
+  const job = Number(/job (\d+)/.exec(out)![1])
+  const c = randomBytes(1 << 20)
+  writeSynced(join(vsm.mount, 'c.bin'), c)
+  const done = await vsm.json('job', 'wait', String(job))
+  assert.not.ok(done.error, done.error?.message)
+  const v = await vol0()
+  assert.is(v.layout, 'raid5')
+  assert.equal(v.devices, ['d0', 'd2', 'd3'])
+  assert.ok(readFileSync(join(vsm.mount, 'c.bin')).equals(c))
+  assert.is(readFileSync(join(vsm.mount, 'b.bin')).length, 2 << 20)
+})
+
 test('up with pool.json deleted assembles the pool from the device labels', async () => {
   await vsm.down()
   rmSync(join(vsm.home, 'pool.json'))
   await vsm.up()
   const st = await vsm.json('status')
-  assert.equal(st.devices.map((d: any) => `${d.name}:${d.state}`).sort(), ['d0:online', 'd1:online', 's0:online'])
+  assert.equal(st.devices.map((d: any) => `${d.name}:${d.state}`).sort(), ['d0:online', 'd1:online', 'd2:online', 'd3:online', 's0:online'])
   assert.is((await vol0()).state, 'healthy')
   assert.ok(readFileSync(join(vsm.mount, 'b.bin')).length === 2 << 20)
 })

@@ -45,7 +45,8 @@ async function copyOf(pool: Pool, i: number): Promise<Buffer> {
 
 t('unclean stop: resync covers only dirty regions and leaves the copies identical', async () => {
   const pool = await mirrorPool()
-  const v = (await pool.openVolume('m')) as MirrorDev
+  await pool.openVolume('m')
+  const v = pool.layoutOf('m') as MirrorDev
   assert.is(v.log!.regionSize, MiB)
   // 4 regions: 0, 10, 40 and 41 (a write straddling a boundary)
   await v.write(randomBytes(4096), 100)
@@ -61,7 +62,8 @@ t('unclean stop: resync covers only dirty regions and leaves the copies identica
   await pool.abandon() // no close: the bitmap stays dirty on disk
 
   const p2 = track(await Pool.open(home()))
-  const v2 = (await p2.openVolume('m')) as MirrorDev
+  await p2.openVolume('m')
+  const v2 = p2.layoutOf('m') as MirrorDev
   const info = p2.volumeInfo('m')
   assert.ok(info.resyncedBytes! > 0, 'something resynced')
   assert.ok(info.resyncedBytes! <= 4 * MiB, `resynced ${info.resyncedBytes} > 4 dirty regions`)
@@ -108,7 +110,8 @@ t('hot path: a write into an already-dirty region costs no bitmap I/O', async ()
 
 t('bits clear lazily after flushes once a region is idle, and are bounded by what is in use', async () => {
   const pool = await mirrorPool()
-  const v = (await pool.openVolume('m')) as MirrorDev
+  await pool.openVolume('m')
+  const v = pool.layoutOf('m') as MirrorDev
   for (let r = 0; r < 6; r++) await v.write(randomBytes(4096), r * 7 * MiB)
   assert.is(v.log!.dirtyRegions, 6)
   await v.flush()

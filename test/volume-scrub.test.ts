@@ -74,7 +74,7 @@ t('mirror: a read of a corrupt block returns the good copy and repairs the bad o
     await v.read(got, 3 * MiB)
     assert.ok(got.equals(data.subarray(3 * MiB, 3 * MiB + 64 * 1024)), `read ${k}`)
   }
-  assert.ok((v as MirrorDev).repairedOnRead >= 1)
+  assert.ok((pool.layoutOf('v') as MirrorDev).repairedOnRead >= 1)
   // an unaligned write over a corrupt block merges with the good bytes
   await flip(0, 6 * MiB + 100)
   await flip(1, 6 * MiB + 100) // both copies bad at one block: only reachable through the checksum

@@ -61,6 +61,8 @@ export interface VolumeConfig {
   journal?: number
   /** mirror/raid10: bytes at the end of every member holding its block checksums (checksum.ts). */
   checksums?: number
+  /** Grow, move or relayout in progress: the volume being built (its extents are already allocated). */
+  reshape?: { target: VolumeConfig; kind: 'grow' | 'move' | 'relayout' }
   /** concat: in address order; stripe/raid5: column order; mirror: copy order; raid10: group by group. */
   members: MemberConfig[]
   created: string

@@ -143,6 +143,11 @@ export class MirrorDev implements BlockDev, LogHost {
     return w.done as Promise<void>
   }
 
+  /** Resolves once every write in flight now has landed (or failed). */
+  async settled(): Promise<void> {
+    await this.overlapping(0, this.size)
+  }
+
   /** Settles once every write in flight now that overlaps [lo, hi) has. */
   private overlapping(lo: number, hi: number): Promise<unknown> {
     const ws: Promise<unknown>[] = []

@@ -15,7 +15,7 @@ import { Device, openDevice } from './device'
 import { Label, MiB, RESERVED_BYTES, readLabel, writeLabel, wipeLabel } from './label'
 import { DeviceBitmap } from './bitmap'
 import {
-  PoolConfig, DeviceConfig, VolumeConfig, VolumeSpec, MemberConfig,
+  PoolConfig, DeviceConfig, VolumeConfig, VolumeSpec, MemberConfig, LayoutKind,
   checkName, checkSize, emptyConfig, planVolume, freeBytes, usedBytes, canRun, volumeState, fitOne, pickSpare,
 } from './config'
 import { Jobs } from '../control/jobs'
@@ -25,6 +25,7 @@ import { StripeDev } from './stripe'
 import { MirrorDev } from './mirror'
 import { Raid5Dev } from './raid5'
 import { ChecksumTable } from './checksum'
+import { VolumeHandle } from './handle'
 
 export interface DeviceInfo {
   name: string
@@ -64,6 +65,18 @@ export interface VolumeInfo {
   replayedRecords?: number
   /** A member being brought up to date. */
   rebuild?: RebuildInfo
+  /** A grow, move or relayout under way. */
+  reshape?: { kind: string; layout: LayoutKind; size: number; job: number | null }
+}
+
+export interface ReshapeChange {
+  size?: number
+  from?: string
+  to?: string
+  layout?: string
+  devices?: string[]
+  stripeUnit?: number
+  copies?: number
 }
 
 export interface RebuildInfo {
@@ -76,6 +89,15 @@ export interface RebuildInfo {
   rate: number
   bytesPerSecond: number
   etaSeconds: number | null
+}
+
+/** A volume being copied onto a new layout: writes go to both through a mirror until the switch. */
+interface Reshape {
+  job: number
+  old: BlockDev
+  target: BlockDev
+  targetLive: Live
+  mirror: MirrorDev
 }
 
 /** The layout objects of an open volume that a rebuild needs to reach. */
@@ -133,7 +155,8 @@ export class Pool extends EventEmitter {
   private readonly rt = new Map<string, DevRt>()
   private readonly live = new Map<string, Live>()
   private readonly rebuilds = new Map<string, RebuildInfo>()
-  private readonly volumes = new Map<string, BlockDev>()
+  private readonly volumes = new Map<string, VolumeHandle>()
+  private readonly reshaping = new Map<string, Reshape>()
   private readonly opening = new Map<string, Promise<BlockDev>>()
   private readonly resynced = new Map<string, number>()
   private readonly replayed = new Map<string, number>()
@@ -500,6 +523,7 @@ export class Pool extends EventEmitter {
     if (this.replayed.has(v.name)) out.replayedRecords = this.replayed.get(v.name)
     const rb = this.rebuilds.get(v.name)
     if (rb) out.rebuild = { ...rb }
+    if (v.reshape) out.reshape = { kind: v.reshape.kind, layout: v.reshape.target.layout, size: v.reshape.target.size, job: this.reshaping.get(v.name)?.job ?? null }
     return out
   }
 
@@ -532,18 +556,16 @@ export class Pool extends EventEmitter {
     return { data: new SliceDev(io, base, len), sums }
   }
 
-  private async build(name: string): Promise<BlockDev> {
-    if (this.closed) throw new VsmError('EIO', 'pool is closed')
-    const v = this.cfg.volumes.find((x) => x.name === name)
-    if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
+  /** The layout objects of volume config v (the volume itself, or a reshape target), resynced or replayed. */
+  private async assembleLayout(v: VolumeConfig): Promise<{ dev: BlockDev; live: Live }> {
     const ios = await Promise.all(v.members.map((m) => {
       const r = this.rt.get(m.device)
       return m.state !== 'ok' || !r?.io || r.missing ? null : this.memberIo(v, m)
     }))
     const slices = ios.map((io) => io?.data ?? null)
-    const onClose = () => { this.volumes.delete(name); this.live.delete(name) }
     const onMemberFailed = (i: number, err: unknown) => this.memberFailed(v.id, i, err)
     let dev: BlockDev
+    let live: Live = { mirrors: [] }
     if (v.layout === 'mirror' || v.layout === 'raid10') {
       const groups = v.layout === 'mirror' ? [v.members.map((_, i) => i)] : groupsOf(v)
       const mirrors: MirrorDev[] = []
@@ -554,39 +576,60 @@ export class Pool extends EventEmitter {
           return slices[i] && r?.bitmap ? { bitmap: r.bitmap, base: v.members[i].offset } : null
         })
         const mirror = new MirrorDev(idx.map((i) => slices[i]), {
-          size: v.layout === 'mirror' ? v.size : undefined, log, onClose: v.layout === 'mirror' ? onClose : undefined,
+          size: v.layout === 'mirror' ? v.size : undefined, log,
           onMemberFailed: (k, err) => onMemberFailed(idx[k], err),
           sums: v.checksums ? idx.map((i) => ios[i]?.sums ?? null) : undefined,
         })
         resynced += await mirror.resync()
         mirrors.push(mirror)
       }
-      this.resynced.set(name, resynced)
-      dev = v.layout === 'mirror' ? mirrors[0] : new StripeDev(mirrors, v.stripeUnit, onClose)
-      this.live.set(name, { mirrors: mirrors.map((mirror, g) => ({ mirror, idx: groups[g] })) })
+      this.resynced.set(v.name, resynced)
+      dev = v.layout === 'mirror' ? mirrors[0] : new StripeDev(mirrors, v.stripeUnit)
+      live = { mirrors: mirrors.map((mirror, g) => ({ mirror, idx: groups[g] })) }
     } else if (v.layout === 'raid5') {
-      const r5 = new Raid5Dev(slices, { stripeUnit: v.stripeUnit!, journal: v.journal!, tag: v.id, size: v.size, onMemberFailed, onClose })
-      this.replayed.set(name, await r5.replay())
+      const r5 = new Raid5Dev(slices, { stripeUnit: v.stripeUnit!, journal: v.journal!, tag: v.id, size: v.size, onMemberFailed })
+      this.replayed.set(v.name, await r5.replay())
       dev = r5
-      this.live.set(name, { mirrors: [], raid5: r5 })
+      live = { mirrors: [], raid5: r5 }
     } else {
       const missing = v.members.findIndex((_, i) => !slices[i])
       if (missing >= 0) {
         const m = v.members[missing]
         const d = this.cfg.devices.find((x) => x.id === m.device)
-        throw new VsmError('ENODEV', `volume ${name} (${v.layout}) cannot run without device ${d?.name ?? m.device}`)
+        throw new VsmError('ENODEV', `volume ${v.name} (${v.layout}) cannot run without device ${d?.name ?? m.device}`)
       }
-      dev = v.layout === 'concat' ? new ConcatDev(slices as SliceDev[], onClose) : new StripeDev(slices as SliceDev[], v.stripeUnit, onClose)
+      dev = v.layout === 'concat' ? new ConcatDev(slices as SliceDev[]) : new StripeDev(slices as SliceDev[], v.stripeUnit)
     }
-    if (dev.size !== v.size) throw new VsmError('EIO', `volume ${name} assembles to ${dev.size} bytes, config says ${v.size}`)
+    if (dev.size !== v.size) throw new VsmError('EIO', `volume ${v.name} assembles to ${dev.size} bytes, config says ${v.size}`)
+    return { dev, live }
+  }
+
+  private async build(name: string): Promise<BlockDev> {
+    if (this.closed) throw new VsmError('EIO', 'pool is closed')
+    const v = this.cfg.volumes.find((x) => x.name === name)
+    if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
+    const { dev, live } = await this.assembleLayout(v)
+    const handle = new VolumeHandle(dev, () => {
+      this.volumes.delete(name)
+      this.live.delete(name)
+      this.reshaping.delete(name)
+    })
     if (this.closed) { await dev.close().catch(() => {}); throw new VsmError('EIO', 'pool is closed') }
-    this.volumes.set(name, dev)
+    this.volumes.set(name, handle)
+    this.live.set(name, live)
     // a member left stale by a restart (or a crash mid-rebuild) picks up where it was
     v.members.forEach((m, i) => {
       const r = this.rt.get(m.device)
       if (m.state === 'stale' && r?.io && !r.missing) this.startRebuild(name, i)
     })
-    return dev
+    // so does a reshape: the copy starts over, writes meanwhile going to both layouts
+    if (v.reshape) await this.beginReshape(name, handle, v.reshape)
+    return handle
+  }
+
+  /** The layout under an open volume's handle (tests, diagnostics). */
+  layoutOf(name: string): BlockDev | undefined {
+    return this.volumes.get(name)?.inner
   }
 
   /** A redundant volume's member failed at runtime: record it so no later assembly trusts that copy. */
@@ -867,6 +910,119 @@ export class Pool extends EventEmitter {
     return { job }
   }
 
+  /**
+   * Grow, move or relayout a volume online: plan the new layout in free space (the old
+   * one stays allocated until the end), record it in the config, then copy onto it as
+   * a job while every write goes to both; at the end the config switches to the new
+   * layout and the old extents are freed. After a crash the copy starts over.
+   */
+  async reshapeVolume(name: string, kind: 'grow' | 'move' | 'relayout', change: ReshapeChange): Promise<{ job: number; volume: VolumeInfo }> {
+    await this.serial(async () => {
+      const v = this.cfg.volumes.find((x) => x.name === name)
+      if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
+      if (v.reshape) throw new VsmError('EBUSY', `volume ${name} is already being changed (${v.reshape.kind}); wait for it or abort it`)
+      if (v.members.some((m) => m.state !== 'ok')) throw new VsmError('EBUSY', `volume ${name} is ${this.info(v).state}: bring it back to healthy first`)
+      const devs: string[] = []
+      for (const m of v.members) {
+        const n = this.cfg.devices.find((d) => d.id === m.device)!.name
+        if (!devs.includes(n)) devs.push(n)
+      }
+      const spec: VolumeSpec = { layout: v.layout, devices: devs, size: v.size, stripeUnit: v.stripeUnit, copies: v.copies }
+      if (kind === 'grow') {
+        checkSize('size', change.size)
+        if (change.size! <= v.size) throw new VsmError('EINVAL', `volume ${name} is already ${v.size} bytes; grow needs a larger size`)
+        spec.size = change.size!
+      } else if (kind === 'move') {
+        if (!change.from || !devs.includes(change.from)) throw new VsmError('EINVAL', `device ${JSON.stringify(change.from)} holds no part of volume ${name}`)
+        if (!change.to || devs.includes(change.to)) throw new VsmError('EINVAL', `device ${JSON.stringify(change.to)} is not a new device for volume ${name}`)
+        spec.devices = devs.map((d) => (d === change.from ? change.to! : d))
+      } else {
+        spec.layout = change.layout as LayoutKind
+        spec.devices = change.devices ?? devs
+        const striped = spec.layout === 'stripe' || spec.layout === 'raid10' || spec.layout === 'raid5'
+        spec.stripeUnit = striped ? change.stripeUnit ?? v.stripeUnit : undefined
+        spec.copies = spec.layout === 'mirror' || spec.layout === 'raid10' ? change.copies : undefined
+      }
+      // planned as if this volume were not there by name; its extents stay taken
+      const others = { ...this.cfg, volumes: this.cfg.volumes.filter((x) => x.id !== v.id) }
+      let plan = planVolume(others, name, spec, randomUUID())
+      // metadata carved from the extents (checksums) can leave the new layout a little short: ask for that much more
+      if (plan.volume.size < v.size) plan = planVolume(others, name, { ...spec, size: spec.size + (v.size - plan.volume.size) }, randomUUID())
+      if (plan.volume.size < v.size) throw new VsmError('ENOSPC', `the new layout would hold ${plan.volume.size} bytes, less than the volume's ${v.size}`)
+      plan.volume.created = v.created
+      const next = structuredClone(this.cfg)
+      next.volumes.find((x) => x.id === v.id)!.reshape = { target: plan.volume, kind }
+      for (const d of next.devices) d.extents.push(...(plan.extents.get(d.id) ?? []))
+      await this.commit(next)
+    })
+    const handle = this.volumes.get(name)
+    const job = handle ? await this.beginReshape(name, handle, this.cfg.volumes.find((x) => x.name === name)!.reshape!) : (await this.openVolume(name), this.reshaping.get(name)!.job)
+    return { job, volume: this.volumeInfo(name) }
+  }
+
+  private async beginReshape(name: string, handle: VolumeHandle, rs: NonNullable<VolumeConfig['reshape']>): Promise<number> {
+    const { dev: target, live: targetLive } = await this.assembleLayout(rs.target)
+    const old = handle.inner
+    const mirror = new MirrorDev([old, null], { size: old.size })
+    mirror.attach(1, target)
+    handle.inner = mirror
+    const st: Reshape = { job: 0, old, target, targetLive, mirror }
+    this.reshaping.set(name, st)
+    st.job = this.jobs.start(`volume.${rs.kind}`, async (_signal, progress) => {
+      const copied = await mirror.copyRanges(1, [[0, old.size]], { onChunk: async (done) => { progress(done, old.size); await progress.checkpoint() } })
+      await mirror.flush()
+      await this.serial(async () => {
+        const next = structuredClone(this.cfg)
+        const i = next.volumes.findIndex((x) => x.name === name)
+        const v = next.volumes[i]
+        for (const m of v.members) {
+          const d = next.devices.find((x) => x.id === m.device)!
+          d.extents = d.extents.filter((e) => !(e.volume === name && e.offset === m.offset))
+        }
+        next.volumes[i] = v.reshape!.target
+        await this.commit(next)
+      })
+      handle.inner = target
+      this.live.set(name, targetLive)
+      this.reshaping.delete(name)
+      await mirror.settled()
+      await old.close()
+      this.emit('event', 'volume.reshaped', { volume: name, kind: rs.kind, layout: rs.target.layout, size: target.size })
+      return { volume: name, copied, layout: rs.target.layout, size: target.size }
+    }, { description: `${rs.kind} ${name} to ${rs.target.layout} on ${rs.target.members.length} extents`, total: old.size, pausable: true })
+    return st.job
+  }
+
+  /** Reverse an unfinished grow/move/relayout: the volume stays on its old layout and the new extents are freed. */
+  async abortReshape(name: string): Promise<VolumeInfo> {
+    const st = this.reshaping.get(name)
+    if (st) {
+      this.jobs.cancel(st.job)
+      await this.jobs.wait(st.job)
+    }
+    await this.serial(async () => {
+      const v = this.cfg.volumes.find((x) => x.name === name)
+      if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
+      if (!v.reshape) throw new VsmError('EINVAL', `volume ${name} is not being changed`)
+      const next = structuredClone(this.cfg)
+      const nv = next.volumes.find((x) => x.id === v.id)!
+      for (const m of nv.reshape!.target.members) {
+        const d = next.devices.find((x) => x.id === m.device)!
+        d.extents = d.extents.filter((e) => !(e.volume === name && e.offset === m.offset))
+      }
+      delete nv.reshape
+      await this.commit(next)
+    })
+    const handle = this.volumes.get(name)
+    if (st && handle && handle.inner === st.mirror) {
+      handle.inner = st.old
+      this.reshaping.delete(name)
+      await st.mirror.settled()
+      await st.target.close()
+    }
+    return this.volumeInfo(name)
+  }
+
   private saveRebuilt(volumeId: string, i: number, pos: number): Promise<void> {
     return this.serial(async () => {
       const next = structuredClone(this.cfg)
@@ -881,7 +1037,7 @@ export class Pool extends EventEmitter {
   async close(): Promise<void> {
     if (this.closed) return
     // a rebuild stops at a chunk boundary and resumes from its checkpoint at the next open
-    const running = [...this.rebuilds.values()].map((r) => r.job)
+    const running = [...this.rebuilds.values(), ...this.reshaping.values()].map((r) => r.job)
     for (const id of running) this.jobs.cancel(id)
     await Promise.all(running.map((id) => this.jobs.wait(id)))
     await this.lock

@@ -1,0 +1,134 @@
+// Online grow, move and relayout: the volume's handle stays the same while the layout
+// underneath is copied and switched, writes running all along; a change interrupted
+// by kill -9 starts over at the next open and finishes, and one can be reversed.
+import * as path from 'path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { randomBytes } from 'crypto'
+import { tmpDir, MiB } from './helpers/volume-tmp'
+import { rng } from './helpers/conformance'
+import { Pool } from '../src/volume/pool'
+import type { BlockDev } from '../src/block/blockdev'
+import type { LayoutKind } from '../src/volume/config'
+
+const t = suite('volume reshape')
+let tmp: { dir: string; cleanup: () => Promise<void> }
+let pool: Pool
+t.before.each(async () => { tmp = await tmpDir() })
+t.after.each(async () => { await pool?.close().catch(() => {}); await tmp.cleanup() })
+const home = () => path.join(tmp.dir, 'home')
+
+async function make(layout: LayoutKind, devices: string[], size: number) {
+  pool = await Pool.create(home())
+  for (const n of ['a', 'b', 'c', 'd']) await pool.addDevice(n, path.join(tmp.dir, `${n}.img`), 100 * MiB)
+  await pool.createVolume('v', { layout, devices, size })
+  const v = await pool.openVolume('v')
+  const model = randomBytes(v.size)
+  await v.write(model, 0)
+  return { v, model }
+}
+
+/** Random writes until stop() is called; the model follows every acknowledged one. */
+function writer(v: BlockDev, model: Buffer, seed: number) {
+  const r = rng(seed)
+  let running = true
+  const done = (async () => {
+    while (running) {
+      const len = 1 + r(100_000), off = r(model.length - len)
+      const b = randomBytes(len)
+      await v.write(b, off)
+      b.copy(model, off)
+    }
+  })()
+  return async () => { running = false; await done }
+}
+
+async function same(v: BlockDev, model: Buffer, what: string) {
+  const got = Buffer.alloc(model.length)
+  await v.read(got, 0)
+  assert.ok(got.equals(model), what)
+}
+
+/** Hold a job at its next chunk (it is created now and starts on a later tick). */
+async function pause(job: number) {
+  await new Promise((r) => setImmediate(r))
+  pool.jobs.pause(job)
+}
+
+async function run(job: number) {
+  const info = await pool.jobs.wait(job)
+  assert.not.ok(info.error, info.error?.message)
+  return info
+}
+
+t('relayout concat → mirror → raid5 → raid10 → stripe → concat under writes', async () => {
+  const { v, model } = await make('concat', ['a'], 12 * MiB)
+  const steps: [LayoutKind, string[]][] = [['mirror', ['b', 'c']], ['raid5', ['a', 'b', 'c']], ['raid10', ['a', 'b', 'c', 'd']], ['stripe', ['c', 'd']], ['concat', ['b']]]
+  let seed = 1
+  for (const [layout, devices] of steps) {
+    const stop = writer(v, model, seed++)
+    const { job } = await pool.reshapeVolume('v', 'relayout', { layout, devices })
+    assert.ok(pool.volumeInfo('v').reshape, 'reshape shown while it runs')
+    await run(job)
+    await stop()
+    const info = pool.volumeInfo('v')
+    assert.is(info.layout, layout)
+    assert.ok(info.size >= model.length)
+    assert.not.ok(info.reshape)
+    await same(v, model, `after relayout to ${layout}`)
+  }
+  // every extent of the old layouts was given back
+  const used = pool.listDevices().reduce((s, d) => s + d.used, 0)
+  assert.is(used, pool.config.volumes[0].members.reduce((s, m) => s + m.length, 0))
+  await pool.close()
+  pool = await Pool.open(home())
+  await same(await pool.openVolume('v'), model, 'after reopen')
+})
+
+t('grow a mirror and move a stripe column, online', async () => {
+  const { v, model } = await make('mirror', ['a', 'b'], 16 * MiB)
+  const old = v.size
+  await run((await pool.reshapeVolume('v', 'grow', { size: 24 * MiB })).job)
+  assert.ok(v.size > old && v.size >= 24 * MiB - 64 * 1024, `grown to ${v.size}`)
+  await same(v, Buffer.concat([model, Buffer.alloc(v.size - old)]), 'grown: old data, zeros after')
+  const tail = randomBytes(4096)
+  await v.write(tail, v.size - 4096)
+  await pool.reshapeVolume('v', 'grow', { size: 8 * MiB }).then(() => assert.unreachable(), (e) => assert.match(e.message, /larger size/))
+  await pool.close()
+  await tmp.cleanup()
+  tmp = await tmpDir()
+  const s = await make('stripe', ['a', 'b'], 16 * MiB)
+  const stop = writer(s.v, s.model, 9)
+  await run((await pool.reshapeVolume('v', 'move', { from: 'b', to: 'c' })).job)
+  await stop()
+  assert.equal(pool.volumeInfo('v').devices, ['a', 'c'])
+  assert.is(pool.listDevices().find((d) => d.name === 'b')!.used, 0)
+  await same(s.v, s.model, 'moved')
+})
+
+t('kill -9 during a relayout: the next open finishes it; a relayout can be reversed', async () => {
+  const { v, model } = await make('concat', ['a'], 16 * MiB)
+  const { job } = await pool.reshapeVolume('v', 'relayout', { layout: 'mirror', devices: ['b', 'c'] })
+  await pause(job)
+  const b = randomBytes(MiB)
+  await v.write(b, 3 * MiB)
+  b.copy(model, 3 * MiB)
+  await pool.abandon()
+  pool = await Pool.open(home())
+  const v2 = await pool.openVolume('v')
+  const again = pool.volumeInfo('v').reshape!
+  assert.ok(again.job, 'relayout resumed at open')
+  await run(again.job!)
+  assert.is(pool.volumeInfo('v').layout, 'mirror')
+  await same(v2, model, 'after resumed relayout')
+
+  const r = await pool.reshapeVolume('v', 'relayout', { layout: 'raid5', devices: ['a', 'b', 'd'] })
+  await pause(r.job)
+  const info = await pool.abortReshape('v')
+  assert.is(info.layout, 'mirror')
+  assert.not.ok(info.reshape)
+  assert.is(pool.listDevices().find((d) => d.name === 'd')!.used, 0)
+  await same(v2, model, 'after reversed relayout')
+})
+
+t.run()
