@@ -96,6 +96,16 @@ async function runIteration(seed: number, backend: 'mem' | 'mem2' | 'file', tmp:
     log.push({ ino: f.ino, kind: 'w', off, len: data.length })
   }
 
+  // snapshots by `${ino}:${name}` (names are unique): the file's content when taken
+  const snapData = new Map<string, Buffer>()
+  const snapX = new Map<string, Map<string, string>>()
+  const liveSnaps = new Map<number, string[]>()
+  const snapOf = () => {
+    const fl = files().filter(([, f]) => liveSnaps.get(f.ino)?.length)
+    if (!fl.length) return null
+    const [p, f] = pick(fl)
+    return { p, f, name: pick(liveSnaps.get(f.ino)!) }
+  }
   let fs: FileSystem | null = null
   const trace: string[] = []
   let tag = seed * 1000
@@ -135,7 +145,7 @@ async function runIteration(seed: number, backend: 'mem' | 'mem2' | 'file', tmp:
         for (let k = 0; k < 2 + r(6); k++) {
           const [, f] = pick(fl)
           const len = 512 * (1 + r(16))
-          if (f.data.length < len) continue
+          if (f.data.length < len + 512) continue
           const off = 512 * r(Math.floor((f.data.length - len) / 512))
           if (used.some(([i, o, l]) => i === f.ino && off < o + l && o < off + len)) continue
           used.push([f.ino, off, len])
@@ -196,6 +206,48 @@ async function runIteration(seed: number, backend: 'mem' | 'mem2' | 'file', tmp:
         else await fs.sync()
         trace.push(`sync snap ${s}`)
         lastSync = s
+      } else if (c < 94) {
+        const fl = files(); if (!fl.length) continue
+        const [p, f] = pick(fl)
+        const name = `s${tag++}`
+        const s = snap()
+        snapData.set(`${f.ino}:${name}`, Buffer.from(f.data))
+        snapX.set(`${f.ino}:${name}`, new Map(f.x))
+        trace.push(`snapshot ${p} ${name} snap ${s}`)
+        await fs.snapshot(p, name)
+        liveSnaps.set(f.ino, [...liveSnaps.get(f.ino) ?? [], name])
+        lastSync = s
+      } else if (c < 96) {
+        const x = snapOf(); if (!x) continue
+        const s = snap()
+        trace.push(`snapshot delete ${x.p} ${x.name} snap ${s}`)
+        await fs.deleteSnapshot(x.p, x.name)
+        liveSnaps.set(x.f.ino, liveSnaps.get(x.f.ino)!.filter((n) => n !== x.name))
+        lastSync = s
+      } else if (c < 97) {
+        const x = snapOf(); if (!x) continue
+        const p = child(pick(dirs()))
+        if (model.has(p)) continue
+        // the model first: a clone whose commit lands just before the crash still counts
+        const ino = (fs as unknown as { nextIno: number }).nextIno
+        model.set(p, { dir: false, ino, data: Buffer.from(snapData.get(`${x.f.ino}:${x.name}`)!), x: new Map(snapX.get(`${x.f.ino}:${x.name}`)!) })
+        const s = snap()
+        trace.push(`clone ${x.p}@${x.name} ${p} ${ino} snap ${s}`)
+        assert.is(await fs.clone(x.p, x.name, p), ino)
+        lastSync = s
+      } else if (c < 98) {
+        const fl = files(); if (!fl.length) continue
+        const [p, f] = pick(fl)
+        trace.push(`flatten ${p}`)
+        await fs.unshare(f.ino, 0, fs.blockSpan(f.ino))
+      } else if (c < 99) {
+        const x = snapOf(); if (!x) continue
+        log.push({ ino: x.f.ino, kind: 't', size: 0 }) // until durable, either content
+        x.f.data = Buffer.from(snapData.get(`${x.f.ino}:${x.name}`)!)
+        const s = snap()
+        trace.push(`revert ${x.p} ${x.name} snap ${s}`)
+        await fs.revert(x.p, x.name)
+        lastSync = s
       }
     }
     const s = snap()
@@ -232,6 +284,18 @@ async function runIteration(seed: number, backend: 'mem' | 'mem2' | 'file', tmp:
       for (const [ino, n] of (fs2 as any).inodes) console.log('rec ', ino, n.size, JSON.stringify(n.ext.ex))
     }
     assert.ok(matched, `seed ${seed} (stop ${stopAfter}, ${backend}): recovered state matches no synced-or-later snapshot (lastSync ${lastSync} of ${snaps.length - 1}): ${reasons.slice(0, 3).join(' | ')}`)
+    for (const [p, g] of got) {
+      if (g.dir) continue
+      for (const sn of fs2.snapshots(p)) {
+        const want = snapData.get(`${g.ino}:${sn.name}`)
+        assert.ok(want, `seed ${seed}: unknown snapshot ${sn.name} of ${p}`)
+        const b = Buffer.alloc(want!.length)
+        assert.is(sn.size, want!.length, `seed ${seed}: size of snapshot ${sn.name} of ${p}`)
+        await fs2.read(sn.ino, b, 0)
+        assert.ok(b.equals(want!), `seed ${seed}: content of snapshot ${sn.name} of ${p}`)
+        stats.snapshotsChecked++
+      }
+    }
     // the recovered fs is fully usable
     const ino = await fs2.create('/after-crash', 0o644, 0, 0)
     await fs2.write(ino, Buffer.alloc(100_000, 1), 0)
@@ -275,7 +339,7 @@ async function compare(fs: FileSystem, ns: NS, got: Map<string, { dir: boolean; 
   return null
 }
 
-const stats = { crashed: 0, completed: 0, wraps: 0, checkpoints: 0, records: 0 }
+const stats = { crashed: 0, completed: 0, wraps: 0, checkpoints: 0, records: 0, snapshotsChecked: 0 }
 const t = suite('fs crash consistency')
 
 t(`${ITERS} random crash points (memory volumes with a volatile cache, one or two volumes; file volume)`, async () => {
@@ -289,6 +353,7 @@ t(`${ITERS} random crash points (memory volumes with a volatile cache, one or tw
     }
     console.log(`  ${n} crash iterations in ${((Date.now() - t0) / 1000).toFixed(1)}s: ${JSON.stringify(stats)}`)
     assert.ok(stats.crashed > n / 2 && stats.wraps > 0 && stats.checkpoints > n, 'the workload must crash mid-way, wrap the journal and checkpoint')
+    assert.ok(stats.snapshotsChecked > n, 'snapshots must survive crashes and be checked')
   } finally { await td.cleanup() }
 })
 

@@ -217,3 +217,108 @@ export class FreeMap {
     return i >= 0 && b < this.fr[i].start + this.fr[i].len
   }
 }
+
+/** A run of physical blocks and how many extent maps (files, snapshots) point at it. */
+export interface RefRun { start: number; len: number; n: number }
+
+/**
+ * Reference counts of one volume's shared blocks. Only runs held by two or more maps
+ * are kept (an allocated block absent from the map has count 1), so a disk without
+ * snapshots or clones has an empty map and its write path pays one failed lookup.
+ */
+export class RefMap {
+  r: RefRun[] = []
+
+  private floor(b: number): number {
+    let lo = 0, hi = this.r.length - 1, x = -1
+    while (lo <= hi) {
+      const m = (lo + hi) >> 1
+      if (this.r[m].start <= b) { x = m; lo = m + 1 } else hi = m - 1
+    }
+    return x
+  }
+
+  /** Count of each piece of [start, start+len): absent runs count 1. */
+  pieces(start: number, len: number): RefRun[] {
+    const out: RefRun[] = []
+    const end = start + len
+    let i = this.floor(start)
+    if (i < 0 || this.r[i].start + this.r[i].len <= start) i++
+    let b = start
+    while (b < end) {
+      const e = this.r[i]
+      if (!e || e.start >= end) { out.push({ start: b, len: end - b, n: 1 }); break }
+      if (e.start > b) { out.push({ start: b, len: e.start - b, n: 1 }); b = e.start; continue }
+      const t = Math.min(e.start + e.len, end)
+      out.push({ start: b, len: t - b, n: e.n })
+      b = t; i++
+    }
+    return out
+  }
+
+  /** True when any block of [start, start+len) is held by more than one map. */
+  anyShared(start: number, len: number): boolean {
+    if (!this.r.length) return false
+    const i = this.floor(start + len - 1)
+    return i >= 0 && this.r[i].start + this.r[i].len > start
+  }
+
+  /** Add delta (+1 / -1) to the count of every block of the run; returns the pieces that dropped to 0. */
+  adjust(start: number, len: number, delta: 1 | -1): { start: number; len: number }[] {
+    if (len <= 0) return []
+    const end = start + len
+    const ps = this.pieces(start, len)
+    const freed: { start: number; len: number }[] = []
+    const keep: RefRun[] = []
+    for (const p of ps) {
+      const n = p.n + delta
+      if (n === 0) freed.push({ start: p.start, len: p.len })
+      else if (n >= 2) keep.push({ start: p.start, len: p.len, n })
+    }
+    // replace the entries overlapping [start, end) by their remnants outside it and `keep`
+    let i0 = this.floor(start)
+    if (i0 < 0 || this.r[i0].start + this.r[i0].len <= start) i0++
+    let i1 = i0
+    while (i1 < this.r.length && this.r[i1].start < end) i1++
+    const repl: RefRun[] = []
+    const first = this.r[i0], last = this.r[i1 - 1]
+    if (i1 > i0 && first.start < start) repl.push({ start: first.start, len: start - first.start, n: first.n })
+    repl.push(...keep)
+    if (i1 > i0 && last.start + last.len > end) repl.push({ start: end, len: last.start + last.len - end, n: last.n })
+    // coalesce with each other and with the neighbours outside the range
+    const lo = Math.max(0, i0 - 1), hi = Math.min(this.r.length, i1 + 1)
+    const merged: RefRun[] = []
+    for (const x of [...this.r.slice(lo, i0), ...repl, ...this.r.slice(i1, hi)]) {
+      const l = merged[merged.length - 1]
+      if (l && l.start + l.len === x.start && l.n === x.n) l.len += x.len
+      else merged.push({ ...x })
+    }
+    this.r.splice(lo, hi - lo, ...merged)
+    return freed
+  }
+
+  /** From allocated runs (any order, overlaps allowed): the shared runs and the union of all. */
+  static fromRuns(runs: { start: number; len: number }[]): { refs: RefMap; union: { start: number; len: number }[] } {
+    const ev: [number, number][] = []
+    for (const x of runs) ev.push([x.start, 1], [x.start + x.len, -1])
+    ev.sort((a, b) => a[0] - b[0] || a[1] - b[1])
+    const refs = new RefMap()
+    const union: { start: number; len: number }[] = []
+    let c = 0, at = 0
+    for (const [p, d] of ev) {
+      if (p > at && c > 0) {
+        const u = union[union.length - 1]
+        if (u && u.start + u.len === at) u.len += p - at
+        else union.push({ start: at, len: p - at })
+        if (c >= 2) {
+          const l = refs.r[refs.r.length - 1]
+          if (l && l.start + l.len === at && l.n === c) l.len += p - at
+          else refs.r.push({ start: at, len: p - at, n: c })
+        }
+      }
+      c += d
+      at = p
+    }
+    return { refs, union }
+  }
+}

@@ -10,7 +10,7 @@
 // from the extents, and starts a new epoch with a fresh checkpoint.
 import { randomBytes, randomUUID } from 'crypto'
 import { BlockDev, VsmError, checkRange } from '../block/blockdev'
-import { Extent, ExtentMap, FreeMap } from './extents'
+import { Extent, ExtentMap, FreeMap, RefMap } from './extents'
 import {
   BS, JR_HDR, JR_OPS, JR_WRAP, Superblock, decodeRecordHeader, encodeCheckpoint, encodeRecord,
   planLayout, readCheckpoint, readLabel, readSuperblock, recordCrcOk, recordLen, writeLabel, writeSuperblock,
@@ -37,13 +37,32 @@ type Op =
   | { o: 'mk'; p: number; n: string; i: number; m: number; u: number; g: number; t: number; v: number }
   | { o: 'rm'; p: number; n: string; t: number }
   | { o: 'mv'; p: number; n: string; q: number; m: string; t: number }
-  | { o: 'tr'; i: number; s: number; t: number }
-  | { o: 'ph'; i: number; b0: number; b1: number; t: number }
-  | { o: 'at'; i: number; m: number; u: number; g: number; s: number; a: number; mt: number; c: number }
+  | { o: 'tr'; i: number; s: number; t: number; st: number }
+  | { o: 'ph'; i: number; b0: number; b1: number; t: number; st: number }
+  | { o: 'at'; i: number; m: number; u: number; g: number; s: number; a: number; mt: number; c: number; st: number }
   | { o: 'xa'; i: number; n: string; v: string | null; t: number }
-  | { o: 'ex'; i: number; e: number[] }
+  /** Maps file blocks (replacing what they mapped: copy-on-write moves a block). */
+  | { o: 'ex'; i: number; e: number[]; st: number }
+  /** Snapshot s of file i, named n: a copy of the extent map (shared, not the data), size z. */
+  | { o: 'sn'; i: number; s: number; n: string; z: number; t: number; st: number }
+  | { o: 'sd'; s: number; t: number }
+  /** File i becomes a copy of its snapshot s. */
+  | { o: 'rv'; i: number; s: number; t: number; st: number }
+  /** New file i named n in directory p, sharing every block of snapshot s. */
+  | { o: 'cl'; s: number; p: number; n: string; i: number; m: number; u: number; g: number; t: number; v: number; st: number }
 
-interface Pending { b0: number; b1: number; done: Promise<void>; resolve: () => void; allocs: Extent[] }
+/**
+ * An I/O that maps blocks and has not logged them yet. `replaced` are the shared
+ * extents a copy-on-write took out of the file's map: their reference stays counted
+ * until the new mapping is logged, so no commit can free them while the durable
+ * state still points at them.
+ */
+interface Pending { b0: number; b1: number; done: Promise<void>; resolve: () => void; allocs: Extent[]; replaced: Extent[] }
+
+export interface SnapshotInfo { name: string; ino: number; size: number; created: number; stamp: number; uniqueBytes: number }
+export interface MapEntry { offset: number; length: number; volume: string; physical: number; shared: boolean; refs: number }
+
+const STAMP_GEN = 2 ** 32
 
 class Inode {
   entries?: Map<string, number>
@@ -55,6 +74,13 @@ class Inode {
   /** Set while truncate/unlink/rename waits for I/O to drain: new I/O waits here, so it cannot starve them. */
   gate: Promise<void> | null = null
   gateOpen: () => void = () => undefined
+  /** A file's snapshots by name (snapshot inodes live outside the directory tree). */
+  snaps?: Map<string, number>
+  /** For a snapshot inode: the file it belongs to, and its name. */
+  snapOf = 0
+  snapName = ''
+  /** Ordering stamp of the latest change to the data (generation << 32 | counter). */
+  stamp = 0
   constructor(
     public ino: number, public mode: number, public uid: number, public gid: number, public size: number,
     public nlink: number, public atime: number, public mtime: number, public ctime: number,
@@ -133,6 +159,11 @@ export class FileSystem {
   private inodes = new Map<number, Inode>()
   private nextIno = ROOT + 1
   private free: FreeMap[] = []
+  private refs: RefMap[] = []
+  /** Generation of the stamps: bumped (and checkpointed) at every mount, so stamps never repeat. */
+  private gen = 0
+  private ctr = 0
+  private genSeen = 0
   private ops: Op[] = []
   private opsBytes = 0
   private dirtyAttrs = new Set<number>()
@@ -270,9 +301,13 @@ export class FileSystem {
     this.head = pos >= jl ? 0 : pos
     this.tail = ck.h.jstart
     this.sinceCkpt = used
-    // rebuild the free maps from the extents
+    this.gen = Math.max(this.gen, this.genSeen) + 1
+    this.ctr = 0
+    // rebuild the free maps and reference counts from the extents
     const errors: string[] = []
-    this.free = this.buildFree(errors)
+    const built = this.buildFree(errors)
+    this.free = built.free
+    this.refs = built.refs
     if (errors.length) throw err('EIO', `fs metadata inconsistent, refusing to mount: ${errors[0]}`)
     // start a new epoch: stale records of a crashed run can never be replayed later
     this.wantCkpt = true
@@ -283,15 +318,37 @@ export class FileSystem {
     return [v === 0 ? this.sb.dataStart : 1, this.sb.volumes[v].size / BS]
   }
 
-  private buildFree(errors: string[]): FreeMap[] {
+  /**
+   * Free maps and reference counts as the extent maps imply them. A block may be in
+   * several maps (a file and its snapshots, clones), never twice in one; `claims` are
+   * extra references held by copy-on-write I/O in flight.
+   */
+  private buildFree(errors: string[], claims: Extent[] = []): { free: FreeMap[]; refs: RefMap[] } {
     const runs: { start: number; len: number }[][] = this.vols.map(() => [])
-    for (const n of this.inodes.values()) {
-      for (const e of n.ext.ex) {
-        if (e.vol < 0 || e.vol >= this.vols.length) { errors.push(`inode ${n.ino}: extent on unknown volume ${e.vol}`); continue }
-        runs[e.vol].push({ start: e.pb, len: e.len })
-      }
+    const add = (ino: number, e: Extent) => {
+      if (e.vol < 0 || e.vol >= this.vols.length) { errors.push(`inode ${ino}: extent on unknown volume ${e.vol}`); return false }
+      runs[e.vol].push({ start: e.pb, len: e.len })
+      return true
     }
-    return runs.map((r, v) => { const [lo, hi] = this.dataRange(v); return FreeMap.fromAllocated(lo, hi, r, errors) })
+    for (const n of this.inodes.values()) {
+      const mine: { start: number; len: number }[][] = this.vols.map(() => [])
+      for (const e of n.ext.ex) if (add(n.ino, e)) mine[e.vol].push({ start: e.pb, len: e.len })
+      mine.forEach((r, v) => {
+        if (r.length < 2) return
+        const sum = r.reduce((a, x) => a + x.len, 0)
+        const u = RefMap.fromRuns(r).union.reduce((a, x) => a + x.len, 0)
+        if (u !== sum) errors.push(`inode ${n.ino}: maps a block of volume ${v} twice`)
+      })
+    }
+    for (const c of claims) add(0, c)
+    const free: FreeMap[] = [], refs: RefMap[] = []
+    runs.forEach((r, v) => {
+      const [lo, hi] = this.dataRange(v)
+      const b = RefMap.fromRuns(r)
+      free.push(FreeMap.fromAllocated(lo, hi, b.union, errors))
+      refs.push(b.refs)
+    })
+    return { free, refs }
   }
 
   private serialize(): Buffer {
@@ -299,14 +356,17 @@ export class FileSystem {
     for (const n of this.inodes.values()) {
       let ext = n.ext
       if (n.pending.some((p) => p.allocs.length)) {
-        // data of allocating writes in flight is not yet written: leave those extents out
+        // data of allocating writes in flight is not yet written: leave those extents
+        // out, and put back what a copy-on-write replaced
         ext = ext.clone()
         for (const p of n.pending) for (const a of p.allocs) ext.punch(a.fb, a.fb + a.len)
+        for (const p of n.pending) for (const a of p.replaced) ext.insert(a.fb, a.vol, a.pb, a.len)
       }
       inodes.push([n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
-        n.entries ? [...n.entries] : 0, ext.flat(), [...n.xattr].map(([k, v]) => [k, v.toString('base64')])])
+        n.entries ? [...n.entries] : 0, ext.flat(), [...n.xattr].map(([k, v]) => [k, v.toString('base64')]),
+        n.snaps ? [...n.snaps] : 0, n.snapOf, n.snapName, n.stamp])
     }
-    return Buffer.from(JSON.stringify({ v: 1, nextIno: this.nextIno, inodes }))
+    return Buffer.from(JSON.stringify({ v: 1, nextIno: this.nextIno, gen: this.gen, inodes }))
   }
 
   private deserialize(payload: Buffer) {
@@ -320,18 +380,35 @@ export class FileSystem {
       const f: number[] = a[12]
       for (let i = 0; i < f.length; i += 4) n.ext.insert(f[i], f[i + 1], f[i + 2], f[i + 3])
       for (const [k, v] of a[13]) n.xattr.set(k, Buffer.from(v, 'base64'))
+      if (a[14]) n.snaps = new Map(a[14])
+      n.snapOf = a[15] ?? 0
+      n.snapName = a[16] ?? ''
+      n.stamp = a[17] ?? 0
       this.inodes.set(n.ino, n)
     }
+    this.gen = st.gen ?? 0
     if (!this.inodes.get(ROOT)?.isDir) throw err('EIO', 'checkpoint has no root directory')
   }
 
   // ---------------------------------------------------------------- ops
 
-  /** Apply one logical op to the in-memory state; returns the extents it freed. */
+  /**
+   * Apply one logical op to the in-memory state; returns the extents it took out of
+   * maps (exec() turns them into frees through the reference counts, which replay
+   * leaves alone: mount rebuilds them from the extents).
+   */
   private apply(op: Op, replay = false): Extent[] {
     const bad = (why: string) => err('EIO', `journal op ${op.o} inconsistent: ${why}`)
     const node = (i: number) => { const n = this.inodes.get(i); if (!n) throw bad(`no inode ${i}`); return n }
     const dir = (i: number) => { const n = node(i); if (!n.entries) throw bad(`inode ${i} not a directory`); return n }
+    const snap = (i: number) => { const n = node(i); if (!n.snapOf) throw bad(`inode ${i} not a snapshot`); return n }
+    if ('st' in op && op.st) this.genSeen = Math.max(this.genSeen, Math.floor(op.st / STAMP_GEN))
+    const stamp = (n: Inode, st: number) => { if (st > n.stamp) n.stamp = st }
+    const dropSnap = (s: Inode): Extent[] => {
+      this.inodes.get(s.snapOf)?.snaps?.delete(s.snapName)
+      this.inodes.delete(s.ino)
+      return s.ext.punch(0, Infinity)
+    }
     const dropEntry = (d: Inode, name: string, t: number): Extent[] => {
       const i = d.entries!.get(name)
       if (i === undefined) throw bad(`no entry ${name}`)
@@ -345,21 +422,25 @@ export class FileSystem {
       this.inodes.delete(i)
       this.dirtyAttrs.delete(i)
       this.lazyAttrs.delete(i)
-      return n.ext.punch(0, Infinity)
+      // a deleted disk takes its snapshots along; clones keep their blocks by reference
+      const out = n.ext.punch(0, Infinity)
+      for (const s of n.snaps?.values() ?? []) out.push(...dropSnap(node(s)))
+      return out
+    }
+    const newFile = (p: number, name: string, i: number, m: number, u: number, g: number, t: number, v: number) => {
+      const d = dir(p)
+      if (d.entries!.has(name) || this.inodes.has(i)) throw bad(`${name} exists`)
+      const isDir = (m & S_IFMT) === S_IFDIR
+      const n = new Inode(i, m, u, g, 0, isDir ? 2 : 1, t, t, t, v, p)
+      if (isDir) { n.entries = new Map(); d.nlink++ }
+      this.inodes.set(i, n)
+      d.entries!.set(name, i)
+      d.mtime = d.ctime = t
+      this.nextIno = Math.max(this.nextIno, i + 1)
+      return n
     }
     switch (op.o) {
-      case 'mk': {
-        const d = dir(op.p)
-        if (d.entries!.has(op.n) || this.inodes.has(op.i)) throw bad(`${op.n} exists`)
-        const isDir = (op.m & S_IFMT) === S_IFDIR
-        const n = new Inode(op.i, op.m, op.u, op.g, 0, isDir ? 2 : 1, op.t, op.t, op.t, op.v, op.p)
-        if (isDir) { n.entries = new Map(); d.nlink++ }
-        this.inodes.set(op.i, n)
-        d.entries!.set(op.n, op.i)
-        d.mtime = d.ctime = op.t
-        this.nextIno = Math.max(this.nextIno, op.i + 1)
-        return []
-      }
+      case 'mk': newFile(op.p, op.n, op.i, op.m, op.u, op.g, op.t, op.v); return []
       case 'rm': return dropEntry(dir(op.p), op.n, op.t)
       case 'mv': {
         const s = dir(op.p), d = dir(op.q)
@@ -383,17 +464,20 @@ export class FileSystem {
         const freed = n.ext.punch(Math.ceil(op.s / BS), Infinity)
         n.size = op.s
         n.mtime = n.ctime = op.t
+        stamp(n, op.st)
         return freed
       }
       case 'ph': {
         const n = node(op.i)
         n.mtime = n.ctime = op.t
+        stamp(n, op.st)
         return n.ext.punch(op.b0, op.b1)
       }
       case 'at': {
         const n = this.inodes.get(op.i)
         if (!n) { if (replay) return []; throw bad(`no inode ${op.i}`) }
         n.mode = op.m; n.uid = op.u; n.gid = op.g; n.size = op.s; n.atime = op.a; n.mtime = op.mt; n.ctime = op.c
+        stamp(n, op.st ?? 0)
         return []
       }
       case 'xa': {
@@ -405,22 +489,74 @@ export class FileSystem {
       }
       case 'ex': {
         const n = node(op.i)
-        for (let k = 0; k < op.e.length; k += 4) n.ext.insert(op.e[k], op.e[k + 1], op.e[k + 2], op.e[k + 3])
+        const out: Extent[] = []
+        for (let k = 0; k < op.e.length; k += 4) {
+          out.push(...n.ext.punch(op.e[k], op.e[k] + op.e[k + 3]))
+          n.ext.insert(op.e[k], op.e[k + 1], op.e[k + 2], op.e[k + 3])
+        }
+        stamp(n, op.st ?? 0)
+        return out
+      }
+      case 'sn': {
+        const f = node(op.i)
+        if (f.isDir || f.snapOf) throw bad(`inode ${op.i} cannot have snapshots`)
+        if (f.snaps?.has(op.n) || this.inodes.has(op.s)) throw bad(`snapshot ${op.n} exists`)
+        const s = new Inode(op.s, S_IFREG | 0o444, f.uid, f.gid, op.z, 0, op.t, op.t, op.t, f.vol, 0)
+        s.ext = f.ext.clone()
+        s.xattr = new Map(f.xattr)
+        s.snapOf = f.ino
+        s.snapName = op.n
+        s.stamp = op.st
+        this.inodes.set(op.s, s)
+        ;(f.snaps ??= new Map()).set(op.n, op.s)
+        this.nextIno = Math.max(this.nextIno, op.s + 1)
+        return []
+      }
+      case 'sd': return dropSnap(snap(op.s))
+      case 'rv': {
+        const f = node(op.i), s = snap(op.s)
+        const out = f.ext.punch(0, Infinity)
+        f.ext = s.ext.clone()
+        f.size = s.size
+        f.mtime = f.ctime = op.t
+        stamp(f, op.st)
+        return out
+      }
+      case 'cl': {
+        const s = snap(op.s)
+        const n = newFile(op.p, op.n, op.i, op.m, op.u, op.g, op.t, op.v)
+        n.ext = s.ext.clone()
+        n.size = s.size
+        n.xattr = new Map(s.xattr)
+        stamp(n, op.st)
         return []
       }
     }
   }
 
-  /** Apply a live op and queue it for the next commit. */
+  /** Apply a live op and queue it for the next commit; blocks no map holds any more are freed after that commit. */
   private exec(op: Op): void {
-    const freed = this.apply(op)
+    const punched = this.apply(op)
     this.log(op)
-    for (const e of freed) this.pendingFree.push({ vol: e.vol, start: e.pb, len: e.len })
+    this.unref(punched)
+    const held = op.o === 'sn' ? op.s : op.o === 'rv' || op.o === 'cl' ? op.i : 0
+    if (held) for (const e of this.inodes.get(held)!.ext.ex) this.refs[e.vol].adjust(e.pb, e.len, 1)
+  }
+
+  private unref(extents: Extent[]) {
+    for (const e of extents) {
+      for (const f of this.refs[e.vol].adjust(e.pb, e.len, -1)) this.pendingFree.push({ vol: e.vol, start: f.start, len: f.len })
+    }
+  }
+
+  private stamp(): number {
+    if (++this.ctr >= STAMP_GEN) { this.gen++; this.ctr = 1 }
+    return this.gen * STAMP_GEN + this.ctr
   }
 
   private log(op: Op) {
     this.ops.push(op)
-    this.opsBytes += op.o === 'ex' ? 24 + op.e.length * 12 : op.o === 'xa' ? 80 + (op.v?.length ?? 0) : 120
+    this.opsBytes += op.o === 'ex' ? 40 + op.e.length * 12 : op.o === 'xa' ? 80 + (op.v?.length ?? 0) : 140
     this.armTimer()
   }
 
@@ -469,7 +605,7 @@ export class FileSystem {
   }
 
   private attrOp(n: Inode): Op {
-    return { o: 'at', i: n.ino, m: n.mode, u: n.uid, g: n.gid, s: n.size, a: n.atime, mt: n.mtime, c: n.ctime }
+    return { o: 'at', i: n.ino, m: n.mode, u: n.uid, g: n.gid, s: n.size, a: n.atime, mt: n.mtime, c: n.ctime, st: n.stamp }
   }
 
   private async doCommit(): Promise<void> {
@@ -622,10 +758,10 @@ export class FileSystem {
     return null
   }
 
-  private addPending(n: Inode, b0: number, b1: number, allocs: Extent[]): Pending {
+  private addPending(n: Inode, b0: number, b1: number, allocs: Extent[], replaced: Extent[]): Pending {
     let resolve!: () => void
     const done = new Promise<void>((r) => { resolve = r })
-    const p: Pending = { b0, b1, done, resolve, allocs }
+    const p: Pending = { b0, b1, done, resolve, allocs, replaced }
     n.pending.push(p)
     return p
   }
@@ -751,10 +887,11 @@ export class FileSystem {
       if (size > n.size && n.size % BS && !(zeroed && zeroed[0] === n && zeroed[1] === n.size)) {
         // bytes past EOF in the last block may be stale: zero them before they become visible
         const m = n.ext.lookup(Math.floor(n.size / BS))
+        if (m && this.refs[m.vol].anyShared(m.pb, 1)) { await this.unshare(n.ino, Math.floor(n.size / BS), Math.floor(n.size / BS) + 1); continue }
         if (m) {
           const old: number = n.size, gb = Math.floor(old / BS)
           const zlen = Math.min((gb + 1) * BS, size) - old
-          const p = this.addPending(n, gb, gb + 1, [])
+          const p = this.addPending(n, gb, gb + 1, [], [])
           n.inflight++; this.inflight++
           try { await this.vols[m.vol].write(Buffer.alloc(zlen), m.pb * BS + (old % BS)) }
           finally { this.dirtyVols.add(m.vol); this.endIo(n, p) }
@@ -762,7 +899,7 @@ export class FileSystem {
           continue
         }
       }
-      this.exec({ o: 'tr', i: n.ino, s: size, t: Date.now() })
+      this.exec({ o: 'tr', i: n.ino, s: size, t: Date.now(), st: this.stamp() })
       return
     }
   }
@@ -790,7 +927,7 @@ export class FileSystem {
       if (n.busy) { await this.drain(n) }
       this.live()
       if (this.inodes.get(ino) !== n) throw err('ENOENT', `no inode ${ino}`)
-      if (b1 > b0) this.exec({ o: 'ph', i: ino, b0, b1, t: Date.now() })
+      if (b1 > b0) this.exec({ o: 'ph', i: ino, b0, b1, t: Date.now(), st: this.stamp() })
       return
     }
   }
@@ -897,22 +1034,29 @@ export class FileSystem {
     this.live()
     let n = this.fileNode(ino)
     this.checkIo(buf, offset)
+    if (n.snapOf) throw err('EROFS', 'a snapshot is read-only')
     const len = buf.length
     if (len === 0) return 0
     const end = offset + len
-    while (n.gate) { await n.gate; this.live(); n = this.fileNode(ino) }
-    if (this.metaNearFull(1000)) { await this.ensureMeta(1000); this.live(); n = this.fileNode(ino) }
-    // wait for allocating writes in flight on the blocks this one touches
+    const b0 = Math.floor(offset / BS), b1 = Math.ceil(end / BS)
     for (;;) {
-      if (!n.pending.length) break
-      const p = this.pendingOver(n, Math.floor(Math.min(offset, n.size) / BS), Math.ceil(end / BS))
-      if (!p) break
-      await p
+      while (n.gate) { await n.gate; this.live(); n = this.fileNode(ino) }
+      if (this.metaNearFull(1000)) { await this.ensureMeta(1000); this.live(); n = this.fileNode(ino); continue }
+      // wait for allocating writes in flight on the blocks this one touches
+      const p = n.pending.length ? this.pendingOver(n, Math.floor(Math.min(offset, n.size) / BS), b1) : null
+      if (p) { await p; this.live(); n = this.fileNode(ino); continue }
+      // a block this write changes only in part must be private first (read, copy, remap)
+      const partial: number[] = []
+      if (offset % BS) partial.push(b0)
+      if (end % BS) partial.push(b1 - 1)
+      if (offset > n.size && n.size % BS) partial.push(Math.floor(n.size / BS))
+      const sh = partial.find((b) => this.sharedBlock(n, b))
+      if (sh === undefined) break
+      await this.unshare(ino, sh, sh + 1)
       this.live()
       n = this.fileNode(ino)
     }
     // ---- synchronous: map, allocate, build the I/O list
-    const b0 = Math.floor(offset / BS), b1 = Math.ceil(end / BS)
     const oldSize = n.size
     const vol = n.vol
     const io: [number, Buffer, number][] = []
@@ -927,21 +1071,33 @@ export class FileSystem {
         pb0 = Math.min(pb0, gb)
       }
     }
-    const segs = n.ext.segments(b0, b1)
-    let holes = 0
-    for (const s of segs) if (s.pb < 0) holes += s.len
+    // mapped blocks held only by this file are overwritten in place; holes and shared
+    // blocks (a snapshot or clone holds them too) get fresh blocks
+    const segs: { fb: number; len: number; vol: number; pb: number; shared: boolean }[] = []
+    let fresh = 0
+    for (const sg of n.ext.segments(b0, b1)) {
+      if (sg.pb < 0) { segs.push({ ...sg, shared: false }); fresh += sg.len; continue }
+      const refs = this.refs[sg.vol]
+      if (!refs.anyShared(sg.pb, sg.len)) { segs.push({ ...sg, shared: false }); continue }
+      for (const pc of refs.pieces(sg.pb, sg.len)) {
+        segs.push({ fb: sg.fb + pc.start - sg.pb, len: pc.len, vol: sg.vol, pb: pc.start, shared: pc.n > 1 })
+        if (pc.n > 1) fresh += pc.len
+      }
+    }
     const allocs: Extent[] = []
-    if (holes) {
-      if (holes > this.free[vol].free) throw err('ENOSPC', `no space left on volume ${this.sb.volumes[vol].name}`)
+    const replaced: Extent[] = []
+    if (fresh) {
+      if (fresh > this.free[vol].free) throw err('ENOSPC', `no space left on volume ${this.sb.volumes[vol].name}`)
       if (this.metaNearFull(segs.length * 40)) throw err('ENOSPC', 'no space left for fs metadata')
     }
     for (const s of segs) {
       const ss = s.fb * BS
-      if (s.pb >= 0) {
+      if (s.pb >= 0 && !s.shared) {
         const ds = Math.max(ss, offset), de = Math.min(ss + s.len * BS, end)
         io.push([s.vol, buf.subarray(ds - offset, de - offset), s.pb * BS + (ds - ss)])
         continue
       }
+      if (s.shared) replaced.push(...n.ext.punch(s.fb, s.fb + s.len))
       const prev = n.ext.lookup(s.fb - 1)
       const got = this.free[vol].alloc(s.len, prev && prev.vol === vol ? prev.pb + 1 : -1)!
       let fb = s.fb
@@ -978,8 +1134,9 @@ export class FileSystem {
     const newSize = Math.max(oldSize, end)
     n.size = newSize
     n.mtime = n.ctime = Date.now()
+    n.stamp = this.stamp()
     if (allocs.length || newSize !== oldSize) { this.dirtyAttrs.add(ino); this.armTimer() } else this.lazyAttrs.add(ino)
-    const p = allocs.length || pb0 < b0 ? this.addPending(n, pb0, b1, allocs) : null
+    const p = allocs.length || pb0 < b0 ? this.addPending(n, pb0, b1, allocs, replaced) : null
     n.inflight++; this.inflight++
     let ok = false
     try {
@@ -988,17 +1145,95 @@ export class FileSystem {
       ok = true
     } finally {
       for (const [v] of io) this.dirtyVols.add(v)
-      if (!ok) {
-        // never logged, never durable: give the blocks straight back
-        for (const a of allocs) { n.ext.punch(a.fb, a.fb + a.len); this.free[a.vol].release(a.pb, a.len) }
-      } else if (allocs.length) {
-        const e: number[] = []
-        for (const a of allocs) e.push(a.fb, a.vol, a.pb, a.len)
-        this.log({ o: 'ex', i: ino, e })
-      }
+      this.settle(n, allocs, replaced, ok)
       this.endIo(n, p)
     }
     return len
+  }
+
+  private sharedBlock(n: Inode, fb: number): boolean {
+    const m = n.ext.lookup(fb)
+    return !!m && this.refs[m.vol].anyShared(m.pb, 1)
+  }
+
+  /**
+   * End of an I/O that mapped `allocs` in place of `replaced`: on success log the new
+   * mapping and drop the references the old one held; on failure nothing was logged or
+   * made durable, so the blocks go straight back and the old mapping returns.
+   */
+  private settle(n: Inode, allocs: Extent[], replaced: Extent[], ok: boolean) {
+    if (!ok) {
+      for (const a of allocs) { n.ext.punch(a.fb, a.fb + a.len); this.free[a.vol].release(a.pb, a.len) }
+      for (const r of replaced) n.ext.insert(r.fb, r.vol, r.pb, r.len)
+      return
+    }
+    if (!allocs.length) return
+    const e: number[] = []
+    for (const a of allocs) e.push(a.fb, a.vol, a.pb, a.len)
+    this.log({ o: 'ex', i: n.ino, e, st: n.stamp })
+    this.unref(replaced)
+  }
+
+  /**
+   * Give file `ino` private copies of the shared blocks in [b0, b1): copy-on-write ahead
+   * of a write that changes a shared block in part, and the step of flatten. Shared
+   * blocks are never written in place, so reading them while remapping is safe; the
+   * range is pending meanwhile, so the file's own reads and writes there wait.
+   * Returns the number of blocks copied.
+   */
+  async unshare(ino: number, b0: number, b1: number): Promise<number> {
+    let n = this.fileNode(ino)
+    for (;;) {
+      this.live()
+      while (n.gate) { await n.gate; this.live(); n = this.fileNode(ino) }
+      const p = this.pendingOver(n, b0, b1)
+      if (!p) break
+      await p
+      n = this.fileNode(ino)
+    }
+    if (n.snapOf) throw err('EROFS', 'a snapshot is read-only')
+    const shared: Extent[] = []
+    for (const sg of n.ext.segments(b0, b1)) {
+      if (sg.pb < 0 || !this.refs[sg.vol].anyShared(sg.pb, sg.len)) continue
+      for (const pc of this.refs[sg.vol].pieces(sg.pb, sg.len)) {
+        if (pc.n > 1) shared.push({ fb: sg.fb + pc.start - sg.pb, vol: sg.vol, pb: pc.start, len: pc.len })
+      }
+    }
+    if (!shared.length) return 0
+    const vol = n.vol
+    const count = shared.reduce((a, x) => a + x.len, 0)
+    if (count > this.free[vol].free) throw err('ENOSPC', `no space left on volume ${this.sb.volumes[vol].name}`)
+    const allocs: Extent[] = [], replaced: Extent[] = []
+    const io: { from: Extent; to: Extent }[] = []
+    for (const s of shared) {
+      replaced.push(...n.ext.punch(s.fb, s.fb + s.len))
+      const prev = n.ext.lookup(s.fb - 1)
+      let fb = s.fb
+      for (const r of this.free[vol].alloc(s.len, prev && prev.vol === vol ? prev.pb + 1 : -1)!) {
+        const to = { fb, vol, pb: r.start, len: r.len }
+        n.ext.insert(fb, vol, r.start, r.len)
+        allocs.push(to)
+        io.push({ from: { fb, vol: s.vol, pb: s.pb + (fb - s.fb), len: r.len }, to })
+        fb += r.len
+      }
+    }
+    n.stamp = this.stamp()
+    const p = this.addPending(n, b0, b1, allocs, replaced)
+    n.inflight++; this.inflight++
+    let ok = false
+    try {
+      for (const { from, to } of io) {
+        const b = Buffer.allocUnsafe(from.len * BS)
+        await this.vols[from.vol].read(b, from.pb * BS)
+        await this.vols[to.vol].write(b, to.pb * BS)
+        this.dirtyVols.add(to.vol)
+      }
+      ok = true
+    } finally {
+      this.settle(n, allocs, replaced, ok)
+      this.endIo(n, p)
+    }
+    return count
   }
 
   async fsync(ino: number): Promise<void> {
@@ -1037,6 +1272,172 @@ export class FileSystem {
     return new FsFile(this, n.ino)
   }
 
+  // ---------------------------------------------------------------- snapshots and clones
+
+  /**
+   * Snapshot a file: one journal op, whatever the file's size (the snapshot shares
+   * every block; the first later write to a shared block copies it). The file's I/O in
+   * flight drains first, so the snapshot holds every write acknowledged before the call
+   * and none begun after; it is durable when this resolves.
+   */
+  async snapshot(path: string, name: string): Promise<SnapshotInfo> {
+    checkName(name)
+    for (;;) {
+      this.live()
+      const n = this.regular(path)
+      if (n.snaps?.has(name)) throw err('EEXIST', `snapshot ${name} of ${path} already exists`)
+      if (this.metaNearFull(n.ext.ex.length * 30 + 400)) { await this.ensureMeta(n.ext.ex.length * 30 + 400); continue }
+      if (n.busy) { await this.drain(n); continue }
+      this.exec({ o: 'sn', i: n.ino, s: this.nextIno, n: name, z: n.size, t: Date.now(), st: this.stamp() })
+      break
+    }
+    await this.commit()
+    return this.snapshots(path).find((x) => x.name === name)!
+  }
+
+  snapshots(path: string): SnapshotInfo[] {
+    this.live()
+    const n = this.regular(path)
+    return [...n.snaps ?? []].map(([name, i]) => {
+      const s = this.inodes.get(i)!
+      let unique = 0
+      for (const e of s.ext.ex) for (const pc of this.refs[e.vol].pieces(e.pb, e.len)) if (pc.n === 1) unique += pc.len
+      return { name, ino: i, size: s.size, created: s.ctime, stamp: s.stamp, uniqueBytes: unique * BS }
+    }).sort((a, b) => a.stamp - b.stamp)
+  }
+
+  /** Inode number of snapshot `name` of a file. */
+  snapshotIno(path: string, name: string): number {
+    this.live()
+    const i = this.regular(path).snaps?.get(name)
+    if (i === undefined) throw err('ENOENT', `no snapshot ${name} of ${path}`)
+    return i
+  }
+
+  /** Delete a snapshot; the blocks no other file, snapshot or clone holds are freed. */
+  async deleteSnapshot(path: string, name: string): Promise<void> {
+    for (;;) {
+      const i = this.snapshotIno(path, name)
+      const s = this.inodes.get(i)!
+      if (s.busy) { await this.drain(s); continue }
+      this.exec({ o: 'sd', s: i, t: Date.now() })
+      break
+    }
+    await this.commit()
+  }
+
+  /** The file's contents become its snapshot's (size too); the snapshot stays. */
+  async revert(path: string, name: string): Promise<void> {
+    for (;;) {
+      const i = this.snapshotIno(path, name)
+      const n = this.regular(path)
+      if (n.busy) { await this.drain(n); continue }
+      this.exec({ o: 'rv', i: n.ino, s: i, t: Date.now(), st: this.stamp() })
+      this.dirtyAttrs.add(n.ino)
+      break
+    }
+    await this.commit()
+  }
+
+  /** A new writable file sharing every block of a snapshot; no data is copied. */
+  async clone(path: string, name: string, newPath: string, opts: { mode?: number; uid?: number; gid?: number } = {}): Promise<number> {
+    const mode = opts.mode ?? 0o644, uid = opts.uid ?? 0, gid = opts.gid ?? 0
+    checkMode(mode); checkId(uid, 'uid'); checkId(gid, 'gid')
+    for (;;) {
+      const si = this.snapshotIno(path, name)
+      const s = this.inodes.get(si)!
+      const { dir, name: leaf } = this.resolveParent(newPath)
+      if (dir.entries!.has(leaf)) throw err('EEXIST', `already exists: ${newPath}`)
+      if (this.metaNearFull(s.ext.ex.length * 30 + 400)) { await this.ensureMeta(s.ext.ex.length * 30 + 400); continue }
+      const ino = this.nextIno
+      this.exec({ o: 'cl', s: si, p: dir.ino, n: leaf, i: ino, m: S_IFREG | (mode & 0o7777), u: uid, g: gid, t: Date.now(), v: s.vol, st: this.stamp() })
+      await this.commit()
+      return ino
+    }
+  }
+
+  /** Blocks of a file (or snapshot) that another file, snapshot or clone also holds. */
+  sharedBlocks(ino: number): number {
+    this.live()
+    let shared = 0
+    for (const e of this.node(ino).ext.ex) {
+      if (!this.refs[e.vol].anyShared(e.pb, e.len)) continue
+      for (const pc of this.refs[e.vol].pieces(e.pb, e.len)) if (pc.n > 1) shared += pc.len
+    }
+    return shared
+  }
+
+  /** Size in blocks of the file's block address space ([0, blocks) covers every extent). */
+  blockSpan(ino: number): number {
+    const ex = this.node(ino).ext.ex
+    return ex.length ? ex[ex.length - 1].fb + ex[ex.length - 1].len : 0
+  }
+
+  /** Allocated extents of a file or snapshot, split where the sharing changes. */
+  extentMap(ino: number): MapEntry[] {
+    this.live()
+    const out: MapEntry[] = []
+    for (const e of this.node(ino).ext.ex) {
+      for (const pc of this.refs[e.vol].pieces(e.pb, e.len)) {
+        out.push({ offset: (e.fb + pc.start - e.pb) * BS, length: pc.len * BS, volume: this.sb.volumes[e.vol].name,
+          physical: pc.start * BS, shared: pc.n > 1, refs: pc.n })
+      }
+    }
+    return out
+  }
+
+  /** Size, mode, stamp of any inode, snapshots included. */
+  statIno(ino: number): Stat & { stamp: number } {
+    this.live()
+    const n = this.node(ino)
+    return { ...this.stat(n), stamp: n.stamp }
+  }
+
+  /**
+   * Byte-compare two files or snapshots; ranges mapped to the same blocks (or both
+   * holes) are equal without reading. Returns the first differing offset, or -1.
+   */
+  async compare(a: number, b: number): Promise<number> {
+    const na = this.node(a), nb = this.node(b)
+    const size = Math.max(na.size, nb.size)
+    const CH = 256
+    const ba = Buffer.alloc(CH * BS), bb = Buffer.alloc(CH * BS)
+    for (let c = 0; c * BS < size; c += CH) {
+      const sa = na.ext.segments(c, c + CH), sb = nb.ext.segments(c, c + CH)
+      const same = na.size === nb.size && sa.length === sb.length && sa.every((x, k) => x.vol === sb[k].vol && x.pb === sb[k].pb && x.len === sb[k].len)
+      if (same) continue
+      const len = Math.min(CH * BS, size - c * BS)
+      ba.fill(0); bb.fill(0)
+      await this.read(a, ba.subarray(0, len), c * BS)
+      await this.read(b, bb.subarray(0, len), c * BS)
+      if (!ba.subarray(0, len).equals(bb.subarray(0, len))) {
+        for (let k = 0; k < len; k++) if (ba[k] !== bb[k]) return c * BS + k
+      }
+    }
+    return na.size === nb.size ? -1 : Math.min(na.size, nb.size)
+  }
+
+  /** The newest stamp handed out (generation << 32 | counter). */
+  lastStamp(): number {
+    return this.gen * STAMP_GEN + this.ctr
+  }
+
+  openSnapshot(path: string, name: string): BlockDev {
+    return new SnapFile(this, this.snapshotIno(path, name))
+  }
+
+  private regular(path: string): Inode {
+    const n = this.resolve(path)
+    if (n.isDir) throw err('EISDIR', `is a directory: ${path}`)
+    return n
+  }
+
+  private node(ino: number): Inode {
+    const n = this.inodes.get(ino)
+    if (!n) throw err('ENOENT', `no inode ${ino}`)
+    return n
+  }
+
   /** @internal for FsFile */
   sizeOf(ino: number): number {
     return this.inodes.get(ino)?.size ?? 0
@@ -1064,11 +1465,17 @@ export class FileSystem {
       if (last > Math.max(Math.ceil(n.size / BS), pendingBlocks)) errors.push(`inode ${n.ino}: extent past EOF (block ${last}, size ${n.size})`)
       if (n.isDir && n.ext.total) errors.push(`directory ${n.ino} has data extents`)
     }
-    // ownership and the free map
-    const expected = this.buildFree(errors)
+    // ownership, the free map and the reference counts (copy-on-write I/O in flight
+    // still holds a reference to what it replaced)
+    const claims: Extent[] = []
+    for (const n of this.inodes.values()) for (const p of n.pending) claims.push(...p.replaced)
+    const expected = this.buildFree(errors, claims)
     for (let v = 0; v < this.vols.length; v++) {
       const actual = coalesce([...this.free[v].fr, ...this.pendingFree.filter((f) => f.vol === v)])
-      const exp = expected[v].fr
+      const exp = expected.free[v].fr
+      if (JSON.stringify(expected.refs[v].r) !== JSON.stringify(this.refs[v].r)) {
+        errors.push(`volume ${v}: reference counts differ from the extent maps (${this.refs[v].r.length} shared runs, ${expected.refs[v].r.length} expected)`)
+      }
       for (const r of subtractRuns(actual, exp)) errors.push(`volume ${v}: blocks ${r.start}+${r.len} both free and allocated`)
       for (const r of subtractRuns(exp, actual)) leaked += r.len * BS
       let sum = 0
@@ -1100,6 +1507,11 @@ export class FileSystem {
     }
     for (const n of this.inodes.values()) {
       if (n.ino === ROOT) continue
+      if (n.snapOf) {
+        if (this.inodes.get(n.snapOf)?.snaps?.get(n.snapName) !== n.ino) errors.push(`snapshot ${n.ino} (${n.snapName}): its file ${n.snapOf} does not list it`)
+        continue
+      }
+      for (const [name, i] of n.snaps ?? []) if (this.inodes.get(i)?.snapOf !== n.ino) errors.push(`inode ${n.ino}: snapshot ${name} -> ${i} is not its snapshot`)
       const r = refs.get(n.ino) ?? 0
       if (r === 0) errors.push(`inode ${n.ino}: not reachable from the root`)
       else if (!n.isDir && r !== n.nlink) errors.push(`inode ${n.ino}: nlink ${n.nlink} but ${r} entries`)
@@ -1134,5 +1546,15 @@ class FsFile implements BlockDev {
   }
   flush() { return this.fs.fsync(this.ino) }
   discard(offset: number, length: number) { return this.fs.punchHole(this.ino, offset, length) }
+  async close() { /* nothing held */ }
+}
+
+/** A snapshot as a read-only BlockDev. */
+class SnapFile implements BlockDev {
+  constructor(private readonly fs: FileSystem, readonly ino: number) {}
+  get size() { return this.fs.sizeOf(this.ino) }
+  read(buf: Buffer, offset: number) { return this.fs.read(this.ino, buf, offset) }
+  async write(): Promise<void> { throw err('EROFS', 'a snapshot is read-only') }
+  async flush() { /* nothing to write */ }
   async close() { /* nothing held */ }
 }
