@@ -6,6 +6,7 @@ import { VERSION } from '../daemon/stack'
 import { registerDaemon } from './commands/daemon'
 import { registerDisk } from './commands/disk'
 import { registerFs } from './commands/fs'
+import { registerSnapshot } from './commands/snapshot'
 import { registerVolume } from './commands/volume'
 
 const program = new Command('vsm')
@@ -18,6 +19,7 @@ const program = new Command('vsm')
 registerDaemon(program, __filename)
 registerVolume(program)
 registerDisk(program)
+registerSnapshot(program)
 registerFs(program)
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -6,6 +6,7 @@ import { join } from 'path'
 import type { Logger } from 'pino'
 import { VsmError } from '../block/blockdev'
 import { ControlServer } from '../control/server'
+import { Jobs } from '../control/jobs'
 import { FileSystem } from '../fs'
 import { Pool } from '../volume/pool'
 import { DiskManager } from '../virtualizer/disks'
@@ -77,10 +78,12 @@ export class Stack {
       let view: FuseView | undefined
       let server: ControlServer | undefined
       const gate = new WriteGate((ino) => log.warn({ ino }, 'a frozen disk thawed itself after its timeout'))
+      const jobs = new Jobs()
       const disks = new DiskManager({
-        fs, gate,
+        fs, gate, jobs,
         defaultVolume: () => fsVolumes.defaultVolume,
         openCount: (p) => view?.openCount(p) ?? 0,
+        writerCount: (p) => view?.writerCount(p) ?? 0,
         volumeIndex: async (name) => {
           const i = fsVolumes.fsVolumes.indexOf(name)
           if (i >= 0) return i
@@ -91,7 +94,7 @@ export class Stack {
       view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log)
       await view.mount()
       undo.unshift(() => view!.unmount())
-      server = new ControlServer({ socketPath: join(home, 'vsm.sock'), version: VERSION, log: (msg, err) => log.warn({ err }, msg) })
+      server = new ControlServer({ socketPath: join(home, 'vsm.sock'), version: VERSION, jobs, log: (msg, err) => log.warn({ err }, msg) })
       const stack = new Stack(opts, pool, fs, cfg, disks, gate, view, server)
       stack.registerCommands()
       await server.listen()

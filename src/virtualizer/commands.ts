@@ -1,5 +1,5 @@
-// The virtualizer's commands: extended ones (type byte 'V': create, list, show, resize,
-// delete) and the standard ones a disk already understands (read, write, flush,
+// The virtualizer's commands: extended ones (type byte 'V': disks, snapshots, clones,
+// freeze/thaw, check/map/compare) and the standard ones a disk already understands (read, write, flush,
 // discard, size), served on the fs file directly, without the FUSE view.
 import type { CommandTable } from '../control/dispatch'
 import type { StandardHandler } from '../control/server'
@@ -17,6 +17,15 @@ export function diskCommands(disks: DiskManager): CommandTable {
     'disk.delete': async (x) => { await disks.delete(x.path, !!x.force); return { deleted: x.path } },
     'disk.freeze': (x) => disks.freeze(x.path, x.timeoutMs),
     'disk.thaw': (x) => disks.thaw(x.path),
+    'disk.clone': (x) => disks.clone(x.source, x.path),
+    'disk.flatten': (x) => disks.flatten(x.path),
+    'disk.check': (x) => disks.check(x.path),
+    'disk.map': (x) => disks.map(x.path),
+    'disk.compare': (x) => disks.compare(x.a, x.b),
+    'snapshot.create': (x) => disks.snapshotCreate(x.path, x.name),
+    'snapshot.list': (x) => disks.snapshotList(x.path),
+    'snapshot.revert': (x) => disks.snapshotRevert(x.path, x.name, !!x.force),
+    'snapshot.delete': (x) => disks.snapshotDelete(x.path, x.name),
   }
 }
 

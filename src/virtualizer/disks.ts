@@ -1,10 +1,13 @@
 // Virtual disks: every regular file of the fs can serve as a raw disk; `disk create`
 // makes a sparse one and records its policies (placement now, replication and
 // tiering for the later components) in an xattr of the file, so they travel with it.
+// Snapshots, revert, clones and flatten are the fs's shared extents (src/fs/README.md);
+// this layer names them (DISK@SNAP, .snapshots/DISK/SNAP), guards them and runs flatten as a job.
 import { VsmError } from '../block/blockdev'
+import type { Jobs } from '../control/jobs'
 import type { FileSystem } from '../fs'
 import type { WriteGate } from './gate'
-import { diskPath } from './paths'
+import { diskPath, splitSnapshotRef } from './paths'
 
 /** The xattr holding a disk's record; the FUSE view hides the 'vsm.' namespace. */
 export const DISK_XATTR = 'vsm.disk'
@@ -21,7 +24,16 @@ export interface DiskPolicies {
 export interface DiskRecord {
   created: number
   policies: DiskPolicies
+  /** DISK@SNAP a clone was made from, until it is flattened. */
+  origin?: string | null
 }
+
+export interface SnapshotView { disk: string; name: string; size: number; created: number; stamp: string; uniqueBytes: number }
+
+/** A 64-bit ordering stamp (generation << 32 | counter) as exact decimal text. */
+export const stampText = (st: number) => BigInt(st).toString()
+
+const FLATTEN_CHUNK = 256 // blocks: 1 MiB per step, so a guest's I/O waits at most one step
 
 export interface DiskInfo {
   path: string
@@ -34,6 +46,10 @@ export interface DiskInfo {
   open: number
   /** Epoch ms at which a frozen disk thaws itself; null when not frozen. */
   frozenUntil: number | null
+  origin: string | null
+  snapshots: number
+  /** Ordering stamp of the latest change to the disk's data. */
+  stamp: string
 }
 
 /** What the disk manager needs from its surroundings, kept explicit for tests. */
@@ -44,7 +60,17 @@ export interface DiskEnv {
   defaultVolume(): string
   /** How many handles the FUSE view holds open on a path. */
   openCount(path: string): number
+  /** How many of them may write. */
+  writerCount(path: string): number
   gate: WriteGate
+  jobs: Jobs
+}
+
+function snapName(v: unknown): string {
+  if (typeof v !== 'string' || !v || v.length > 255 || /[/@\0]/.test(v) || v === '.' || v === '..') {
+    throw new VsmError('EINVAL', `bad snapshot name ${JSON.stringify(v)}: 1-255 characters, no '/', '@' or NUL`)
+  }
+  return v
 }
 
 export function checkSize(size: unknown, what = 'size'): number {
@@ -91,7 +117,133 @@ export class DiskManager {
       policies: rec?.policies ?? null, created: rec?.created ?? null, mtime: st.mtime,
       open: this.env.openCount(path),
       frozenUntil: this.env.gate.isFrozen(st.ino)?.until ?? null,
+      origin: rec?.origin ?? null,
+      snapshots: this.env.fs.snapshots(path).length,
+      stamp: stampText(this.env.fs.statIno(st.ino).stamp),
     }
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  async snapshotCreate(name: unknown, snap: unknown): Promise<SnapshotView> {
+    const path = this.diskOnly(name)
+    await this.env.fs.snapshot(path, snapName(snap))
+    return this.snapshotList(name).find((x) => x.name === snap)!
+  }
+
+  snapshotList(name: unknown): SnapshotView[] {
+    const path = this.diskOnly(name)
+    return this.env.fs.snapshots(path).map((x) => ({ disk: path.slice(1), name: x.name, size: x.size, created: x.created, stamp: stampText(x.stamp), uniqueBytes: x.uniqueBytes }))
+  }
+
+  async snapshotDelete(name: unknown, snap: unknown): Promise<{ disk: string; deleted: string; freedBytes: number }> {
+    const path = this.diskOnly(name)
+    const s = this.snapshotList(name).find((x) => x.name === snapName(snap))
+    if (!s) throw new VsmError('ENOENT', `no snapshot ${snap} of ${name}`)
+    await this.env.fs.deleteSnapshot(path, s.name)
+    return { disk: path.slice(1), deleted: s.name, freedBytes: s.uniqueBytes }
+  }
+
+  async snapshotRevert(name: unknown, snap: unknown, force = false): Promise<DiskInfo> {
+    const path = this.diskOnly(name)
+    this.env.fs.snapshotIno(path, snapName(snap))
+    const writers = this.env.writerCount(path)
+    if (writers && !force) throw new VsmError('EBUSY', `disk is open for writing (${writers} handle(s)): ${name}; stop the guest first or pass --force`)
+    await this.env.fs.revert(path, snap as string)
+    return this.show(name)
+  }
+
+  /** DISK@SNAP → a new writable disk sharing every block of the snapshot. */
+  async clone(ref: unknown, newName: unknown): Promise<DiskInfo> {
+    const { disk, snap } = splitSnapshotRef(ref)
+    const src = this.diskOnly(disk)
+    const dst = diskPath(newName)
+    if (this.exists(dst)) throw new VsmError('EEXIST', `disk already exists: ${newName}`)
+    const { fs } = this.env
+    fs.snapshotIno(src, snap)
+    const raw = fs.getxattr(src, DISK_XATTR)
+    const parent: DiskRecord | null = raw ? JSON.parse(raw.toString()) : null
+    await fs.clone(src, snap, dst)
+    const record: DiskRecord = {
+      created: Date.now(),
+      policies: parent?.policies ?? { volume: fs.volumes()[0].name, replication: null, tiering: null },
+      origin: `${src.slice(1)}@${snap}`,
+    }
+    await fs.setxattr(dst, DISK_XATTR, Buffer.from(JSON.stringify(record)))
+    await fs.sync()
+    return this.show(newName)
+  }
+
+  /**
+   * A job that gives a disk its own copy of every block it shares (with its origin's
+   * snapshot, its own snapshots or other clones), 1 MiB at a time while the disk stays
+   * in use. Returns the job id at once.
+   */
+  flatten(name: unknown): { job: number; path: string } {
+    const path = this.diskOnly(name)
+    const { fs, jobs } = this.env
+    const ino = fs.lookup(path)
+    const span = fs.blockSpan(ino)
+    const job = jobs.start('disk.flatten', async (signal, progress) => {
+      let copied = 0
+      for (let b = 0; b < span; b += FLATTEN_CHUNK) {
+        await progress.checkpoint()
+        if (signal.aborted) throw new VsmError('ECANCELED', 'flatten cancelled')
+        if (fs.lookup(path) !== ino) throw new VsmError('ENOENT', `disk ${name} went away during flatten`)
+        copied += await fs.unshare(ino, b, Math.min(span, b + FLATTEN_CHUNK))
+        progress(Math.min(span, b + FLATTEN_CHUNK), span)
+      }
+      const raw = fs.getxattr(path, DISK_XATTR)
+      if (raw) {
+        const rec: DiskRecord = JSON.parse(raw.toString())
+        rec.origin = null
+        await fs.setxattr(path, DISK_XATTR, Buffer.from(JSON.stringify(rec)))
+      }
+      await fs.sync()
+      return { path: path.slice(1), copiedBytes: copied * 4096 }
+    }, { description: `flatten ${path.slice(1)}`, total: span, pausable: true })
+    return { job, path: path.slice(1) }
+  }
+
+  // ---------------------------------------------------------------- tools
+
+  /** fsck of the fs the disk lives in, as qemu-img check reports: consistent, corrupted or leaked. */
+  async check(name: unknown): Promise<{ path: string; status: 'consistent' | 'corrupted' | 'leaked'; errors: string[]; leakedBytes: number }> {
+    const ino = this.target(name)
+    const c = await this.env.fs.check()
+    this.env.fs.statIno(ino) // the disk must still be there
+    const status = c.errors.length ? 'corrupted' : c.leakedBytes ? 'leaked' : 'consistent'
+    return { path: name as string, status, errors: c.errors, leakedBytes: c.leakedBytes }
+  }
+
+  /** Allocated extents and the layer holding each: the disk alone, or shared with a snapshot/clone. */
+  map(name: unknown) {
+    const ino = this.target(name)
+    const st = this.env.fs.statIno(ino)
+    const extents = this.env.fs.extentMap(ino).map((e) => ({
+      offset: e.offset, length: e.length, layer: e.shared ? 'shared' : 'live', refs: e.refs, volume: e.volume, physical: e.physical,
+    }))
+    return { path: name as string, size: st.size, allocated: extents.reduce((a, e) => a + e.length, 0), extents }
+  }
+
+  async compare(a: unknown, b: unknown): Promise<{ a: string; b: string; identical: boolean; firstDifference: number | null }> {
+    const d = await this.env.fs.compare(this.target(a), this.target(b))
+    return { a: a as string, b: b as string, identical: d < 0, firstDifference: d < 0 ? null : d }
+  }
+
+  /** Inode of a disk, of DISK@SNAP, or of .snapshots/DISK/SNAP. */
+  private target(name: unknown): number {
+    if (typeof name === 'string' && (name.includes('@') || name.startsWith('.snapshots/'))) {
+      const { disk, snap } = splitSnapshotRef(name)
+      return this.env.fs.snapshotIno(this.diskOnly(disk), snap)
+    }
+    return this.env.fs.lookup(this.diskOnly(name))
+  }
+
+  private diskOnly(name: unknown): string {
+    const path = diskPath(name)
+    if ((this.stat(path).mode & S_IFMT) !== S_IFREG) throw new VsmError('EISDIR', `not a disk (a directory): ${name}`)
+    return path
   }
 
   list(): DiskInfo[] {

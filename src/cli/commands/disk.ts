@@ -1,8 +1,19 @@
-// disk commands: the virtualizer's part of the CLI.
+// disk commands: the virtualizer's part of the CLI. check and compare exit with their
+// verdict (check: 0 consistent, 2 corrupted, 3 leaked space, as qemu-img check;
+// compare: 0 identical, 1 different) so scripts can branch on them.
 import { Command } from 'commander'
-import { call, showObject } from '../call'
+import { call, globals, print, showObject, withClient } from '../call'
 import { table } from '../table'
 import { formatSize, parseDuration, parseSize } from '../units'
+
+const CHECK_EXIT: Record<string, number> = { consistent: 0, corrupted: 2, leaked: 3 }
+
+/** Like call(), then exits with code(reply) whether the output is human or --json. */
+async function verdict(cmd: Command, name: string, args: object, human: (r: any) => string, code: (r: any) => number) {
+  const r = await withClient(cmd, (c) => c.call(name, args))
+  print(globals(cmd).json ? JSON.stringify(r, null, 2) : human(r))
+  process.exitCode = code(r)
+}
 
 const diskTable = (ds: any[]) => table(['DISK', 'SIZE', 'ALLOCATED', 'VOLUME', 'OPEN'], ds.map((d) => [d.path, formatSize(d.size), formatSize(d.allocated), d.policies?.volume ?? '-', d.open]))
 
@@ -21,4 +32,18 @@ export function registerDisk(program: Command) {
     .action((path, o, cmd) => call(cmd, 'disk.freeze', { path, timeoutMs: parseDuration(o.timeout) }, (d) => `${d.path} frozen until ${new Date(d.frozenUntil).toISOString()}`))
   disk.command('thaw <path>').description('release the writes held by freeze')
     .action((path, _o, cmd) => call(cmd, 'disk.thaw', { path }, (d) => `${d.path} thawed`))
+  disk.command('clone <source> <path>').description('a new writable disk from DISK@SNAP; copies no data')
+    .action((source, path, _o, cmd) => call(cmd, 'disk.clone', { source, path }, (d) => `cloned ${source} to ${d.path}`))
+  disk.command('flatten <path>').description('a job giving a clone its own copy of every shared block, while in use')
+    .action((path, _o, cmd) => call(cmd, 'disk.flatten', { path }, (r) => `flattening ${r.path}: job ${r.job} (vsm job wait ${r.job})`))
+  disk.command('check <path>').description('check for corruption (exit 2) and leaked space (exit 3)')
+    .action((path, _o, cmd) => verdict(cmd, 'disk.check', { path }, (r) =>
+      [`${r.path}: ${r.status}${r.leakedBytes ? ` (${formatSize(r.leakedBytes)} leaked)` : ''}`, ...r.errors.map((e: string) => `  ${e}`)].join('\n'),
+    (r) => CHECK_EXIT[r.status]))
+  disk.command('map <path>').description('allocated extents and the layer holding each (DISK, DISK@SNAP or .snapshots/DISK/SNAP)')
+    .action((path, _o, cmd) => call(cmd, 'disk.map', { path }, (m) => table(['OFFSET', 'LENGTH', 'LAYER', 'VOLUME'],
+      m.extents.map((e: any) => [e.offset, formatSize(e.length), e.layer, e.volume]))))
+  disk.command('compare <a> <b>').description('compare contents (exit 0 identical, 1 different); either may be a snapshot')
+    .action((a, b, _o, cmd) => verdict(cmd, 'disk.compare', { a, b },
+      (r) => (r.identical ? `${a} and ${b} are identical` : `${a} and ${b} differ at byte ${r.firstDifference}`), (r) => (r.identical ? 0 : 1)))
 }
