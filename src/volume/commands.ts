@@ -7,8 +7,8 @@ import type { Pool } from './pool'
 
 export function volumeCommands(pool: Pool, server?: ControlServer): CommandTable {
   if (server) {
-    pool.jobs = server.jobs
     pool.on('event', (name: string, data: unknown) => server.publish(name, data))
+    pool.useJobs(server.jobs).catch((e) => server.publish('volume.error', { reason: (e as Error).message }))
   }
   return {
     'device.add': (x) => pool.addDevice(x.name, x.path, x.size, x.spare === true),

@@ -98,6 +98,7 @@ interface Reshape {
   target: BlockDev
   targetLive: Live
   mirror: MirrorDev
+  handle: VolumeHandle
 }
 
 /** The layout objects of an open volume that a rebuild needs to reach. */
@@ -150,7 +151,7 @@ const CHECKPOINT_MS = 1000
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 export class Pool extends EventEmitter {
-  /** Where rebuilds run; the daemon hands over its registry so `vsm job` sees them. */
+  /** Where rebuilds and reshapes run; the daemon hands over its registry (useJobs) so `vsm job` sees them. */
   jobs = new Jobs()
   private readonly rt = new Map<string, DevRt>()
   private readonly live = new Map<string, Live>()
@@ -879,6 +880,31 @@ export class Pool extends EventEmitter {
     return { volume: name, device: d.name, copied }
   }
 
+  /**
+   * Run jobs in another registry from now on. Jobs already resumed at open (before the
+   * daemon's registry existed) stop at a chunk boundary and start again there,
+   * from the state the config and the layouts keep.
+   */
+  async useJobs(jobs: Jobs): Promise<void> {
+    const old = this.jobs
+    this.jobs = jobs
+    const rebuilds = [...this.rebuilds].map(([name, r]) => [name, r] as const)
+    const reshapes = [...this.reshaping].map(([name, st]) => [name, st] as const)
+    for (const [, r] of rebuilds) old.cancel(r.job)
+    for (const [, st] of reshapes) old.cancel(st.job)
+    await Promise.all([...rebuilds.map(([, r]) => old.wait(r.job)), ...reshapes.map(([, st]) => old.wait(st.job))])
+    if (this.closed) return
+    for (const [name, r] of rebuilds) {
+      const v = this.cfg.volumes.find((x) => x.name === name)
+      const i = v?.members.findIndex((m) => m.state === 'stale' && this.cfg.devices.find((d) => d.id === m.device)?.name === r.device) ?? -1
+      if (i >= 0) this.startRebuild(name, i, r.rate)
+    }
+    for (const [name, st] of reshapes) {
+      const rs = this.cfg.volumes.find((x) => x.name === name)?.reshape
+      if (rs && this.reshaping.get(name) === st) st.job = this.runReshape(name, st, rs)
+    }
+  }
+
   /** Verify every copy of a redundant volume and repair what is wrong, as a job; its result is the report. */
   async scrubVolume(name: string): Promise<{ job: number }> {
     const v = this.cfg.volumes.find((x) => x.name === name)
@@ -966,9 +992,15 @@ export class Pool extends EventEmitter {
     const mirror = new MirrorDev([old, null], { size: old.size })
     mirror.attach(1, target)
     handle.inner = mirror
-    const st: Reshape = { job: 0, old, target, targetLive, mirror }
+    const st: Reshape = { job: 0, old, target, targetLive, mirror, handle }
     this.reshaping.set(name, st)
-    st.job = this.jobs.start(`volume.${rs.kind}`, async (_signal, progress) => {
+    st.job = this.runReshape(name, st, rs)
+    return st.job
+  }
+
+  private runReshape(name: string, st: Reshape, rs: NonNullable<VolumeConfig['reshape']>): number {
+    const { old, target, targetLive, mirror, handle } = st
+    return this.jobs.start(`volume.${rs.kind}`, async (_signal, progress) => {
       const copied = await mirror.copyRanges(1, [[0, old.size]], { onChunk: async (done) => { progress(done, old.size); await progress.checkpoint() } })
       await mirror.flush()
       await this.serial(async () => {
@@ -990,7 +1022,6 @@ export class Pool extends EventEmitter {
       this.emit('event', 'volume.reshaped', { volume: name, kind: rs.kind, layout: rs.target.layout, size: target.size })
       return { volume: name, copied, layout: rs.target.layout, size: target.size }
     }, { description: `${rs.kind} ${name} to ${rs.target.layout} on ${rs.target.members.length} extents`, total: old.size, pausable: true })
-    return st.job
   }
 
   /** Reverse an unfinished grow/move/relayout: the volume stays on its old layout and the new extents are freed. */
