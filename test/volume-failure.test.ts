@@ -92,6 +92,17 @@ t('a mirror copy returning EIO goes out: no error to the caller, event and degra
   assert.equal({ volume: ev![1].volume, device: ev![1].device, state: ev![1].state }, { volume: 'v', device: 'b', state: 'degraded' })
 })
 
+t('a backing file cut short under the volume: short reads fail that copy, the caller sees nothing', async () => {
+  const pool = await makePool('mirror', ['a', 'b'], 32 * MiB)
+  const v = await pool.openVolume('v')
+  const data = await fill(v)
+  await fsp.truncate(f('b.img'), 8 * MiB)
+  for (let k = 0; k < 2; k++) assert.ok((await readAll(v)).equals(data), `read ${k}`)
+  const m = pool.volumeInfo('v').members[1]
+  assert.is(m.state, 'failed')
+  assert.match(m.reason!, /short read/)
+})
+
 t('offline, writes, restart, online: the returning copy gets only what it missed', async () => {
   let pool = await makePool('mirror', ['a', 'b'], 40 * MiB)
   let v = await pool.openVolume('v')
