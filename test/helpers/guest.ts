@@ -23,6 +23,13 @@ export interface GuestDisk {
   format?: 'raw'
   /** Default 'auto' (see autoCache): writeback on FUSE, else none where O_DIRECT works. */
   cache?: CacheMode | 'auto'
+  /**
+   * Offer the guest WRITE ZEROES and DISCARD (virtio only; default true). A FUSE file
+   * without fallocate (fuse-native has no such op) makes QEMU 7.2 fail some guest
+   * writes under cache=none after its fallocate probe is refused; turning these off
+   * makes the guest write zeros itself.
+   */
+  zeroing?: boolean
 }
 
 export interface BootOptions {
@@ -195,7 +202,7 @@ export async function bootGuest(opts: BootOptions): Promise<BootResult> {
       let drive = `file=${qv(d.path)},format=raw,if=none,id=d${i},cache=${cache},aio=threads`
       if (d.readonly) drive += ',readonly=on'
       args.push('-drive', drive)
-      if (d.iface === 'virtio') args.push('-device', `virtio-blk-pci,drive=d${i},serial=vsm${i}`)
+      if (d.iface === 'virtio') args.push('-device', `virtio-blk-pci,drive=d${i},serial=vsm${i}${d.zeroing === false ? ',write-zeroes=off,discard=off' : ''}`)
       // One target per disk: the synchronous scan names them sda, sdb, ... in target order.
       else args.push('-device', `scsi-hd,drive=d${i},bus=scsi0.0,channel=0,scsi-id=${scsiId++},lun=0,serial=vsm${i}`)
     }
