@@ -31,7 +31,7 @@ export interface MirrorOptions {
   onClose?: () => void
 }
 
-const RESYNC_CHUNK = 1 << 20
+const RESYNC_CHUNK = 4 << 20
 
 interface InFlight { lo: number; hi: number; done: Promise<unknown> }
 

@@ -1,0 +1,76 @@
+// Volume-layer bench, for `npm run bench` to call (bench/ belongs to the bench owner):
+// node dist/test/helpers/volume-bench.js [--json]. Prints ratios measured in one run
+// on sparse backing files in one directory (BENCH_DIR, default /var/tmp): stripe of 2
+// vs one device (1 MiB sequential), mirror write vs one device, raid5 write vs one
+// device, rebuild throughput vs the backing file's own sequential write throughput.
+// Absolute MiB/s on shared machines are noise; the ratios are the figure.
+import * as fs from 'fs'
+import * as path from 'path'
+import { Pool } from '../../src/volume/pool'
+import { openDevice } from '../../src/volume/device'
+import type { BlockDev } from '../../src/block/blockdev'
+import type { VolumeSpec } from '../../src/volume/config'
+
+const MiB = 1 << 20
+const TOTAL = Number(process.env.VOLUME_BENCH_MIB ?? 256) * MiB
+const DEPTH = 4
+
+/** MiB/s of `op` over [0, TOTAL) in 1 MiB requests, DEPTH in flight (fio's iodepth). */
+async function seq(op: (b: Buffer, off: number) => Promise<unknown>): Promise<number> {
+  const b = Buffer.alloc(MiB, 7)
+  let off = 0
+  const t0 = process.hrtime.bigint()
+  await Promise.all(Array.from({ length: DEPTH }, async () => {
+    while (off + MiB <= TOTAL) { const o = off; off += MiB; await op(b, o) }
+  }))
+  return TOTAL / MiB / (Number(process.hrtime.bigint() - t0) / 1e9)
+}
+
+const write = async (d: BlockDev) => { const r = await seq((b, o) => d.write(b, o)); await d.flush(); return r }
+const read = (d: BlockDev) => seq((b, o) => d.read(b, o))
+
+async function main() {
+  const dir = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? '/var/tmp', 'vsm-volume-bench-'))
+  try {
+    const raw = await openDevice(path.join(dir, 'raw.img'), { create: TOTAL + MiB })
+    const rawWrite = await write(raw)
+    await raw.close()
+    const pool = await Pool.create(path.join(dir, 'home'))
+    for (const n of ['a', 'b', 'c', 'd']) await pool.addDevice(n, path.join(dir, `${n}.img`), TOTAL * 3)
+    const specs: [string, VolumeSpec][] = [
+      ['single', { layout: 'concat', devices: ['a'], size: TOTAL }],
+      ['stripe2', { layout: 'stripe', devices: ['a', 'b'], size: TOTAL }],
+      ['mirror2', { layout: 'mirror', devices: ['c', 'd'], size: TOTAL + MiB }],
+      ['raid5x3', { layout: 'raid5', devices: ['b', 'c', 'd'], size: TOTAL }],
+    ]
+    const w: Record<string, number> = {}, r: Record<string, number> = {}
+    let rebuild = 0
+    for (const [name, spec] of specs) {
+      await pool.createVolume(name, spec)
+      const v = await pool.openVolume(name)
+      w[name] = await write(v)
+      r[name] = await read(v)
+    }
+    const t0 = Date.now()
+    const { job } = await pool.replaceMember('mirror2', 'd', 'a')
+    const info = await pool.jobs.wait(job!)
+    rebuild = (info.result as { copied: number }).copied / MiB / ((Date.now() - t0) / 1000)
+    await pool.close()
+    const ratios = {
+      stripe2VsSingleRead: r.stripe2 / r.single,
+      stripe2VsSingleWrite: w.stripe2 / w.single,
+      mirrorWriteVsSingle: w.mirror2 / w.single,
+      raid5WriteVsSingle: w.raid5x3 / w.single,
+      rebuildVsBackingWrite: rebuild / rawWrite,
+    }
+    if (process.argv.includes('--json')) {
+      console.log(JSON.stringify({ ratios, mibPerSecond: { write: w, read: r, rebuild, backingWrite: rawWrite } }))
+    } else {
+      for (const [k, x] of Object.entries(ratios)) console.log(`${k.padEnd(24)} ${x.toFixed(2)}`)
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+main().catch((e) => { console.error(e.message); process.exit(1) })
