@@ -3,11 +3,18 @@
 // throughput/IOPS and ratios, and writes it to bench/results/latest.json.
 //
 // Usage: node dist/bench/bench.js --target raw=PATH --target qsd=PATH [--target vsm=PATH]
-//          [--skip vsm='why'] [--size 256M] [--runtime 10] [--out FILE]
+//          [--skip vsm='why'] [--size 256M] [--runtime 10] [--out FILE] [--vsm-home DIR]
+// With --vsm-home (the daemon serving the vsm target) it also times snapshot create on a
+// 64 MiB disk and on a 4 GiB disk holding 1 GiB (ms, metadata bytes the fs wrote, bytes the
+// daemon wrote), and measures the depth ratio: 4K random IOPS of the vsm target with 16
+// snapshots against the same disk with none.
 // Absolute numbers on shared machines are noisy; the ratios of one run are the figure, so
 // each job runs on every target back to back rather than target after target.
 import { execFile } from 'child_process'
-import { constants as fsc, promises as fsp } from 'fs'
+import { randomBytes } from 'crypto'
+import { constants as fsc, promises as fsp, readFileSync } from 'fs'
+import { performance } from 'perf_hooks'
+import { ControlClient } from '../src/control/client'
 import * as os from 'os'
 import * as path from 'path'
 
@@ -25,7 +32,7 @@ interface Sample { value: number; latUsMean: number; latUsP99: number | null }
 
 function parseArgs(argv: string[]) {
   const targets = new Map<string, Target>()
-  let size = '256M', runtime = 10, out = path.join(repoRoot(), 'bench', 'results', 'latest.json')
+  let size = '256M', runtime = 10, out = path.join(repoRoot(), 'bench', 'results', 'latest.json'), vsmHome = ''
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i], v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x }
     const kv = (s: string) => { const j = s.indexOf('='); if (j < 1) throw new Error(`${a} wants NAME=VALUE, got ${s}`); return [s.slice(0, j), s.slice(j + 1)] }
@@ -34,11 +41,12 @@ function parseArgs(argv: string[]) {
     else if (a === '--size') size = v()
     else if (a === '--runtime') runtime = Number(v())
     else if (a === '--out') out = v()
+    else if (a === '--vsm-home') vsmHome = v()
     else throw new Error(`unknown argument ${a}`)
   }
   if (!targets.size) throw new Error('no --target given (bench/run sets them up)')
   if (!(runtime > 0)) throw new Error('--runtime must be a positive number of seconds')
-  return { targets, size, runtime, out }
+  return { targets, size, runtime, out, vsmHome }
 }
 
 function repoRoot(): string {
@@ -98,7 +106,7 @@ const fmt = (x: number | null | undefined, digits = 1) => (x === null || x === u
 const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined && b > 0 ? a / b : null)
 
 async function main() {
-  const { targets, size, runtime, out } = parseArgs(process.argv.slice(2))
+  const { targets, size, runtime, out, vsmHome } = parseArgs(process.argv.slice(2))
   const names = [...TARGET_ORDER.filter((n) => targets.has(n)), ...[...targets.keys()].filter((n) => !TARGET_ORDER.includes(n))]
   const notes: string[] = []
 
@@ -163,6 +171,24 @@ async function main() {
   for (const l of lines) console.log(line(l))
   for (const n of notes) console.log(`note: ${n}`)
 
+  let snapshots: Awaited<ReturnType<typeof snapshotBench>> | null = null
+  const vsmTarget = targets.get('vsm')
+  if (vsmHome && vsmTarget?.status === 'ok') {
+    try {
+      snapshots = await snapshotBench(vsmHome, vsmTarget, size, runtime)
+      const c = snapshots.create
+      console.log(`snapshot create: 64 MiB disk ${fmt(c.small.ms, 1)} ms, ${c.small.metaBytes} B fs metadata, ${c.small.daemonWriteBytes} B written by the daemon; ` +
+        `4 GiB disk with 1 GiB data ${fmt(c.big.ms, 1)} ms, ${c.big.metaBytes} B fs metadata, ${c.big.daemonWriteBytes} B written by the daemon`)
+      const d = snapshots.depth
+      console.log(`depth (16 snapshots / none): rand-read-4K ${fmt(d.randRead.ratio, 2)} (${fmt(d.randRead.none, 0)} -> ${fmt(d.randRead.deep, 0)} IOPS), ` +
+        `rand-write-4K ${fmt(d.randWrite.ratio, 2)} (${fmt(d.randWrite.none, 0)} -> ${fmt(d.randWrite.deep, 0)} IOPS; ` +
+        `first writes after the last snapshot copy on write), rand-write-4K again ${fmt(d.randRewrite.ratio, 2)}`)
+    } catch (e) {
+      notes.push(`vsm snapshots: ${(e as Error).message}`)
+      console.error(`bench: snapshot section failed: ${(e as Error).message}`)
+    }
+  }
+
   const latency: Record<string, Record<string, { meanUs: number; p99Us: number | null }>> = {}
   for (const [job, r] of Object.entries(results)) {
     latency[job] = {}
@@ -176,6 +202,7 @@ async function main() {
     columns: cols,
     rows,
     latency,
+    snapshots,
     notes,
   }
   await fsp.mkdir(path.dirname(out), { recursive: true })
@@ -185,6 +212,76 @@ async function main() {
   const broken = [...targets.values()].some((t) => t.status === 'failed') ||
     names.some((n) => targets.get(n)!.status === 'ok' && JOBS.some((j) => !results[j.name][n]))
   process.exitCode = broken ? 1 : 0
+}
+
+/** Bytes this process (the vsm daemon) has passed to write(2) and friends. */
+function wchar(pid: number): number {
+  const m = /^wchar:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))
+  return m ? Number(m[1]) : NaN
+}
+
+async function fill(file: string, bytes: number) {
+  const fh = await fsp.open(file, 'r+')
+  try {
+    const chunk = randomBytes(4 << 20)
+    for (let off = 0; off < bytes; off += chunk.length) await fh.write(chunk, 0, Math.min(chunk.length, bytes - off), off)
+    await fh.sync()
+  } finally { await fh.close() }
+}
+
+/** Snapshot create cost by disk size, and 4K random IOPS with 16 snapshots against none. */
+async function snapshotBench(home: string, vsm: Target, size: string, runtime: number) {
+  const c = await ControlClient.connect(path.join(home, 'vsm.sock'))
+  const pid = Number(readFileSync(path.join(home, 'vsm.pid'), 'utf8'))
+  const mount = path.join(home, 'mnt')
+  try {
+    const timed = async (disk: string, bytes: number, data: number) => {
+      await c.call('disk.create', { path: disk, size: bytes })
+      process.stderr.write(`bench: snapshot of a ${bytes / 2 ** 20} MiB disk holding ${data / 2 ** 20} MiB... `)
+      await fill(path.join(mount, disk), data)
+      const meta0 = (await c.call('fs.stat')).journal.metaBytes, w0 = wchar(pid)
+      const t0 = performance.now()
+      await c.call('snapshot.create', { path: disk, name: 'bench' })
+      const ms = performance.now() - t0
+      const r = { diskBytes: bytes, dataBytes: data, ms: Number(ms.toFixed(2)), metaBytes: (await c.call('fs.stat')).journal.metaBytes - meta0, daemonWriteBytes: wchar(pid) - w0 }
+      process.stderr.write(`${r.ms} ms\n`)
+      await c.call('disk.delete', { path: disk })
+      return r
+    }
+    const create = { small: await timed('snap-64m.img', 64 * 2 ** 20, 64 * 2 ** 20), big: await timed('snap-4g.img', 4096 * 2 ** 20, 1024 * 2 ** 20) }
+
+    const disk = path.relative(mount, vsm.path)
+    const iops = async (job: Job) => {
+      process.stderr.write(`bench: ${job.name} on vsm (${runtime}s)... `)
+      const s = await fio(vsm, job, size, runtime)
+      process.stderr.write(`${fmt(s.value)} IOPS\n`)
+      return s.value
+    }
+    const [rr, rw] = [JOBS.find((j) => j.name === 'rand-read-4K')!, JOBS.find((j) => j.name === 'rand-write-4K')!]
+    const none = { read: await iops(rr), write: await iops(rw) }
+    // 16 snapshots, each after some scattered writes, so they differ and the disk's
+    // extents are a mix of shared and copied blocks
+    const fh = await fsp.open(vsm.path, 'r+')
+    const blocks = Math.floor((await fh.stat()).size / 4096)
+    for (let k = 0; k < 16; k++) {
+      for (let i = 0; i < 256; i++) await fh.write(randomBytes(4096), 0, 4096, Math.floor(Math.random() * blocks) * 4096)
+      await fh.sync()
+      await c.call('snapshot.create', { path: disk, name: `depth${k}` })
+    }
+    await fh.close()
+    const deep = { read: await iops(rr), write: await iops(rw), rewrite: await iops(rw) }
+    for (let k = 0; k < 16; k++) await c.call('snapshot.delete', { path: disk, name: `depth${k}` })
+    const r3 = (x: number) => Number(x.toFixed(3))
+    return {
+      create,
+      depth: {
+        snapshots: 16,
+        randRead: { none: none.read, deep: deep.read, ratio: r3(deep.read / none.read) },
+        randWrite: { none: none.write, deep: deep.write, ratio: r3(deep.write / none.write) },
+        randRewrite: { none: none.write, deep: deep.rewrite, ratio: r3(deep.rewrite / none.write) },
+      },
+    }
+  } finally { await c.close() }
 }
 
 function job2digits(unit: string) { return unit === 'IOPS' ? 0 : 1 }

@@ -4,7 +4,7 @@ import type { FileSystem } from './filesystem'
 
 export function fsCommands(fs: FileSystem, volumeNames: () => string[]): CommandTable {
   return {
-    'fs.stat': () => ({ ...fs.statfs(), volumes: volumeNames() }),
+    'fs.stat': () => ({ ...fs.statfs(), volumes: volumeNames(), journal: fs.journalStats() }),
     'fs.check': () => fs.check(),
   }
 }

@@ -81,6 +81,8 @@ class Inode {
   snapName = ''
   /** Ordering stamp of the latest change to the data (generation << 32 | counter). */
   stamp = 0
+  /** A snapshot's checkpoint entry, made once: a snapshot never changes. */
+  frozen?: string
   constructor(
     public ino: number, public mode: number, public uid: number, public gid: number, public size: number,
     public nlink: number, public atime: number, public mtime: number, public ctime: number,
@@ -186,7 +188,7 @@ export class FileSystem {
   private commitRunning: Promise<void> | null = null
   private commitNext: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
-  private counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0 }
+  private counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0, metaBytes: 0 }
 
   private constructor(private readonly vols: BlockDev[], private readonly sb: Superblock) {}
 
@@ -352,8 +354,11 @@ export class FileSystem {
   }
 
   private serialize(): Buffer {
-    const inodes: unknown[] = []
+    const inodes: string[] = []
     for (const n of this.inodes.values()) {
+      // a snapshot never changes (a deleted one is a new inode if the name returns):
+      // its JSON is made once, not at every checkpoint
+      if (n.snapOf && n.frozen) { inodes.push(n.frozen); continue }
       let ext = n.ext
       if (n.pending.some((p) => p.allocs.length)) {
         // data of allocating writes in flight is not yet written: leave those extents
@@ -362,11 +367,13 @@ export class FileSystem {
         for (const p of n.pending) for (const a of p.allocs) ext.punch(a.fb, a.fb + a.len)
         for (const p of n.pending) for (const a of p.replaced) ext.insert(a.fb, a.vol, a.pb, a.len)
       }
-      inodes.push([n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
+      const json = JSON.stringify([n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
         n.entries ? [...n.entries] : 0, ext.flat(), [...n.xattr].map(([k, v]) => [k, v.toString('base64')]),
         n.snaps ? [...n.snaps] : 0, n.snapOf, n.snapName, n.stamp])
+      if (n.snapOf) n.frozen = json
+      inodes.push(json)
     }
-    return Buffer.from(JSON.stringify({ v: 1, nextIno: this.nextIno, gen: this.gen, inodes }))
+    return Buffer.from(`{"v":1,"nextIno":${this.nextIno},"gen":${this.gen},"inodes":[${inodes.join(',')}]}`)
   }
 
   private deserialize(payload: Buffer) {
@@ -674,6 +681,7 @@ export class FileSystem {
       this.counters.flushes += vols.length
       if (ck) {
         this.counters.checkpoints++
+        this.counters.metaBytes += ck.length
         await this.vols[0].write(ck, this.sb.ckpt[ckSlot])
         await this.vols[0].flush()
         this.ckSlot = ckSlot
@@ -682,6 +690,7 @@ export class FileSystem {
         this.sinceCkpt = 0
       } else if (recs.length) {
         this.counters.records += recs.length
+        for (const r of recs) this.counters.metaBytes += r.buf.length
         if (recs.length > 1 || this.head === 0) this.counters.wraps++
         await Promise.all(recs.map((r) => this.vols[0].write(r.buf, this.sb.journal + r.pos)))
         await this.vols[0].flush()
@@ -1255,7 +1264,7 @@ export class FileSystem {
     return { bsize: BS, blocks, bfree, bavail: bfree, files, ffree: Math.max(0, files - this.inodes.size), namemax: NAME_MAX }
   }
 
-  /** Journal activity since mount (commits, records, wraps, checkpoints, data flushes). */
+  /** Journal activity since mount (commits, records, wraps, checkpoints, data flushes, metadata bytes written). */
   journalStats() {
     return { ...this.counters, journalBytes: this.sb.journalLen, used: (this.head - this.tail + this.sb.journalLen) % this.sb.journalLen }
   }
