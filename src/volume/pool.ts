@@ -840,14 +840,15 @@ export class Pool extends EventEmitter {
     const onChunk = async (done: number, pos: number) => {
       info.done = done
       progress(done, info.total)
-      const secs = (Date.now() - start) / 1000
-      info.bytesPerSecond = secs > 0 ? Math.round(done / secs) : 0
-      info.etaSeconds = info.bytesPerSecond > 0 ? Math.ceil((info.total - done) / info.bytesPerSecond) : null
       await progress.checkpoint()
       if (info.rate > 0) {
         const due = (done / info.rate) * 1000 - (Date.now() - start)
         if (due > 0) await sleep(due)
       }
+      // measured after the rate limit's pause, so the figure is what the copy is held to
+      const secs = (Date.now() - start) / 1000
+      info.bytesPerSecond = secs > 0 ? Math.round(done / secs) : 0
+      info.etaSeconds = info.bytesPerSecond > 0 ? Math.ceil((info.total - done) / info.bytesPerSecond) : null
       if (m.resync === 'full' && lm.mirror && Date.now() - lastSave >= CHECKPOINT_MS) {
         lastSave = Date.now()
         // ranges are copied in address order, so everything below pos is on the new copy
