@@ -166,7 +166,9 @@ export class MirrorDev implements BlockDev, LogHost {
       buf.copy(data, offset - lo)
     }
     this.setSums(lo, data, (i) => !this.failed[i])
-    await Promise.all([this.logged(data, lo), this.persistSums()])
+    // with a dirty-region log the table can wait for the next flush: after a crash every
+    // region written since is resynced and its sums recomputed from the data
+    await Promise.all([this.logged(data, lo), this.log ? undefined : this.persistSums()])
   }
 
   private setSums(lo: number, data: Buffer, which: (i: number) => boolean): void {
@@ -292,6 +294,7 @@ export class MirrorDev implements BlockDev, LogHost {
 
   async flush(): Promise<void> {
     const e = this.log?.flushStart() ?? 0
+    if (this.summed) await this.persistSums()
     let ok = 0
     let lastErr: unknown
     await Promise.all(this.members.map((m, i) => this.failed[i] ? undefined :
