@@ -30,3 +30,13 @@ export function checkRange(dev: { size: number }, offset: number, length: number
     throw new VsmError('ENOSPC', `range ${offset}+${length} beyond end of device (${dev.size} bytes)`)
   }
 }
+
+/** checkRange for promise-returning hot paths: a rejected promise when the range is bad, else undefined. */
+export function rejectBadRange(dev: { size: number }, offset: number, length: number): Promise<never> | undefined {
+  try {
+    checkRange(dev, offset, length)
+    return undefined
+  } catch (e) {
+    return Promise.reject(e)
+  }
+}

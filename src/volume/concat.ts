@@ -1,16 +1,15 @@
 // Concatenation: members laid end to end. Requests crossing a member boundary are
 // split and the pieces issued concurrently.
-import { BlockDev, VsmError, checkRange } from '../block/blockdev'
-import { readLength } from './slice'
+import { BlockDev, VsmError } from '../block/blockdev'
+import { MemberOp, RoutedDev, noop } from './routed'
 
-const noop = () => {}
-
-export class ConcatDev implements BlockDev {
+export class ConcatDev extends RoutedDev {
   readonly size: number
   /** starts[i] = volume offset of members[i]; starts[n] = size. Binary-searched per request. */
   private readonly starts: number[]
 
-  constructor(readonly members: BlockDev[], private readonly onClose?: () => void) {
+  constructor(members: BlockDev[], onClose?: () => void) {
+    super(members, onClose)
     if (members.length === 0) throw new VsmError('EINVAL', 'concat needs at least one member')
     this.starts = [0]
     for (const m of members) this.starts.push(this.starts[this.starts.length - 1] + m.size)
@@ -26,7 +25,7 @@ export class ConcatDev implements BlockDev {
     return lo
   }
 
-  private run(buf: Buffer, offset: number, op: (m: BlockDev, b: Buffer, off: number) => Promise<unknown>): Promise<unknown> {
+  protected route(buf: Buffer, offset: number, op: MemberOp): Promise<unknown> {
     let i = this.find(offset)
     const end = offset + buf.length
     // common case: the whole request is inside one member
@@ -41,32 +40,4 @@ export class ConcatDev implements BlockDev {
     }
     return Promise.all(parts).then(noop)
   }
-
-  async read(buf: Buffer, offset: number): Promise<number> {
-    const n = readLength(this, buf, offset)
-    if (n > 0) await this.run(n === buf.length ? buf : buf.subarray(0, n), offset, readOp)
-    return n
-  }
-
-  write(buf: Buffer, offset: number): Promise<void> {
-    try {
-      checkRange(this, offset, buf.length)
-    } catch (e) {
-      return Promise.reject(e)
-    }
-    // no async wrapper: one promise less per request on the hot path
-    return (buf.length > 0 ? this.run(buf, offset, writeOp) : Promise.resolve()) as Promise<void>
-  }
-
-  async flush(): Promise<void> {
-    await Promise.all(this.members.map((m) => m.flush()))
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(this.members.map((m) => m.close()))
-    this.onClose?.()
-  }
 }
-
-export const readOp = (m: BlockDev, b: Buffer, off: number) => m.read(b, off)
-export const writeOp = (m: BlockDev, b: Buffer, off: number) => m.write(b, off)

@@ -14,7 +14,7 @@
 // sums, and overlapping writes are ordered so a table entry always describes the data
 // that landed. A read verifies every block against its copy's table; a bad block is
 // served from a copy whose block verifies, and rewritten on the bad copy.
-import { BlockDev, VsmError, checkRange } from '../block/blockdev'
+import { BlockDev, VsmError, rejectBadRange } from '../block/blockdev'
 import { readLength } from './slice'
 import { DirtyRegionLog, LogMember, LogHost } from './drl'
 import { ChecksumTable, SUM_BLOCK, blockSum } from './checksum'
@@ -121,11 +121,8 @@ export class MirrorDev implements BlockDev, LogHost {
   }
 
   write(buf: Buffer, offset: number): Promise<void> {
-    try {
-      checkRange(this, offset, buf.length)
-    } catch (e) {
-      return Promise.reject(e)
-    }
+    const bad = rejectBadRange(this, offset, buf.length)
+    if (bad) return bad
     if (buf.length === 0) return Promise.resolve()
     const g = this.gate
     if (g && offset < g.hi && offset + buf.length > g.lo) return g.open.then(() => this.write(buf, offset))

@@ -1,18 +1,16 @@
 // Striping (RAID-0): the volume is cut into stripe units dealt round-robin across
 // equal-sized members. Pieces of one request run concurrently on different members.
-import { BlockDev, VsmError, checkRange } from '../block/blockdev'
-import { readLength } from './slice'
-import { readOp, writeOp } from './concat'
+import { BlockDev, VsmError } from '../block/blockdev'
+import { MemberOp, RoutedDev, noop } from './routed'
 
 export const DEFAULT_STRIPE_UNIT = 64 * 1024
 
-const noop = () => {}
-
-export class StripeDev implements BlockDev {
+export class StripeDev extends RoutedDev {
   readonly size: number
   private readonly n: number
 
-  constructor(readonly members: BlockDev[], readonly stripeUnit = DEFAULT_STRIPE_UNIT, private readonly onClose?: () => void) {
+  constructor(members: BlockDev[], readonly stripeUnit = DEFAULT_STRIPE_UNIT, onClose?: () => void) {
+    super(members, onClose)
     this.n = members.length
     if (this.n === 0) throw new VsmError('EINVAL', 'stripe needs at least one member')
     if (!Number.isSafeInteger(stripeUnit) || stripeUnit <= 0) throw new VsmError('EINVAL', `bad stripe unit ${stripeUnit}`)
@@ -23,7 +21,7 @@ export class StripeDev implements BlockDev {
     this.size = rows * stripeUnit * this.n
   }
 
-  private run(buf: Buffer, offset: number, op: (m: BlockDev, b: Buffer, off: number) => Promise<unknown>): Promise<unknown> {
+  protected route(buf: Buffer, offset: number, op: MemberOp): Promise<unknown> {
     const su = this.stripeUnit, n = this.n
     const end = offset + buf.length
     let unit = Math.floor(offset / su)
@@ -41,30 +39,5 @@ export class StripeDev implements BlockDev {
       inUnit = 0
     }
     return Promise.all(parts).then(noop)
-  }
-
-  async read(buf: Buffer, offset: number): Promise<number> {
-    const n = readLength(this, buf, offset)
-    if (n > 0) await this.run(n === buf.length ? buf : buf.subarray(0, n), offset, readOp)
-    return n
-  }
-
-  write(buf: Buffer, offset: number): Promise<void> {
-    try {
-      checkRange(this, offset, buf.length)
-    } catch (e) {
-      return Promise.reject(e)
-    }
-    // no async wrapper: one promise less per request on the hot path
-    return (buf.length > 0 ? this.run(buf, offset, writeOp) : Promise.resolve()) as Promise<void>
-  }
-
-  async flush(): Promise<void> {
-    await Promise.all(this.members.map((m) => m.flush()))
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(this.members.map((m) => m.close()))
-    this.onClose?.()
   }
 }
