@@ -76,11 +76,12 @@ async function directRefused(file: string): Promise<string | null> {
   }
 }
 
-async function fio(t: Target, job: Job, size: string, runtime: number): Promise<Sample> {
+/** numberIos: instead of running for `runtime`, do exactly that many I/Os (the same offsets as a timed run's first ones). */
+async function fio(t: Target, job: Job, size: string, runtime: number, numberIos = 0): Promise<Sample & { ios: number }> {
   const args = [
     `--name=${job.name}`, `--filename=${t.path}`, `--rw=${job.rw}`, `--bs=${job.bs}`, `--size=${size}`,
     '--ioengine=psync', `--direct=${t.direct ? 1 : 0}`, '--iodepth=1', '--numjobs=1',
-    '--time_based', `--runtime=${runtime}`, '--ramp_time=1',
+    ...(numberIos ? [`--number_ios=${numberIos}`] : ['--time_based', `--runtime=${runtime}`, '--ramp_time=1']),
     // Same offsets on every target, so random jobs compare like with like.
     '--randrepeat=1', '--random_generator=tausworthe64',
     '--output-format=json',
@@ -96,6 +97,7 @@ async function fio(t: Target, job: Job, size: string, runtime: number): Promise<
   const clat = side.clat_ns ?? {}
   const p99 = clat.percentile?.['99.000000']
   return {
+    ios: side.total_ios,
     value: job.unit === 'MB/s' ? side.bw_bytes / 1e6 : side.iops,
     latUsMean: (clat.mean ?? 0) / 1000,
     latUsP99: typeof p99 === 'number' ? p99 / 1000 : null,
@@ -180,9 +182,10 @@ async function main() {
       console.log(`snapshot create: 64 MiB disk ${fmt(c.small.ms, 1)} ms, ${c.small.metaBytes} B fs metadata, ${c.small.daemonWriteBytes} B written by the daemon; ` +
         `4 GiB disk with 1 GiB data ${fmt(c.big.ms, 1)} ms, ${c.big.metaBytes} B fs metadata, ${c.big.daemonWriteBytes} B written by the daemon`)
       const d = snapshots.depth
-      console.log(`depth (16 snapshots / none): rand-read-4K ${fmt(d.randRead.ratio, 2)} (${fmt(d.randRead.none, 0)} -> ${fmt(d.randRead.deep, 0)} IOPS), ` +
-        `rand-write-4K ${fmt(d.randWrite.ratio, 2)} (${fmt(d.randWrite.none, 0)} -> ${fmt(d.randWrite.deep, 0)} IOPS; ` +
-        `first writes after the last snapshot copy on write), rand-write-4K again ${fmt(d.randRewrite.ratio, 2)}`)
+      console.log(`depth (16 snapshots vs none): rand-read-4K ${fmt(d.randRead.ratio, 2)} (${fmt(d.randRead.none, 0)} -> ${fmt(d.randRead.deep, 0)} IOPS), ` +
+        `rand-write-4K on private blocks ${fmt(d.randWriteSteady.ratio, 2)} (${fmt(d.randWriteSteady.none, 0)} -> ${fmt(d.randWriteSteady.deep, 0)} IOPS)`)
+      console.log(`first writes to shared blocks (copy-on-write + fresh blocks): 16 snapshots vs 1 ${fmt(d.randWriteFirstCow.ratio, 2)} ` +
+        `(${fmt(d.randWriteFirstCow.oneSnapshot, 0)} -> ${fmt(d.randWriteFirstCow.deep, 0)} IOPS), vs no snapshot ${fmt(d.randWriteFirstVsNone.ratio, 2)}`)
     } catch (e) {
       notes.push(`vsm snapshots: ${(e as Error).message}`)
       console.error(`bench: snapshot section failed: ${(e as Error).message}`)
@@ -250,35 +253,53 @@ async function snapshotBench(home: string, vsm: Target, size: string, runtime: n
     }
     const create = { small: await timed('snap-64m.img', 64 * 2 ** 20, 64 * 2 ** 20), big: await timed('snap-4g.img', 4096 * 2 ** 20, 1024 * 2 ** 20) }
 
-    const disk = path.relative(mount, vsm.path)
-    const iops = async (job: Job) => {
-      process.stderr.write(`bench: ${job.name} on vsm (${runtime}s)... `)
-      const s = await fio(vsm, job, size, runtime)
-      process.stderr.write(`${fmt(s.value)} IOPS\n`)
-      return s.value
-    }
+    // Depth: a disk with 16 snapshots against the same kind of disk with none (the vsm
+    // target) and with one. Copying a shared block on its first write is the price of any
+    // snapshot, deep or not, and the first write of a block also allocates it in the
+    // sparse backing files; so the write figures are (a) the first pass against the same
+    // pass with one snapshot, and (b) a second pass over exactly the same offsets (blocks
+    // now private) against the disk with none: the steady-state hot path.
     const [rr, rw] = [JOBS.find((j) => j.name === 'rand-read-4K')!, JOBS.find((j) => j.name === 'rand-write-4K')!]
-    const none = { read: await iops(rr), write: await iops(rw) }
-    // 16 snapshots, each after some scattered writes, so they differ and the disk's
-    // extents are a mix of shared and copied blocks
-    const fh = await fsp.open(vsm.path, 'r+')
-    const blocks = Math.floor((await fh.stat()).size / 4096)
-    for (let k = 0; k < 16; k++) {
-      for (let i = 0; i < 256; i++) await fh.write(randomBytes(4096), 0, 4096, Math.floor(Math.random() * blocks) * 4096)
-      await fh.sync()
-      await c.call('snapshot.create', { path: disk, name: `depth${k}` })
+    const iops = async (t: Target, job: Job, label: string, numberIos = 0) => {
+      process.stderr.write(`bench: ${job.name} on ${label}${numberIos ? ` (${numberIos} I/Os)` : ` (${runtime}s)`}... `)
+      const s = await fio(t, job, size, runtime, numberIos)
+      process.stderr.write(`${fmt(s.value)} IOPS\n`)
+      return s
     }
-    await fh.close()
-    const deep = { read: await iops(rr), write: await iops(rw), rewrite: await iops(rw) }
-    for (let k = 0; k < 16; k++) await c.call('snapshot.delete', { path: disk, name: `depth${k}` })
+    const snapDisk = async (name: string, snaps: number) => {
+      await c.call('disk.create', { path: name, size: (await fsp.stat(vsm.path)).size })
+      const file = path.join(mount, name)
+      await fill(file, (await fsp.stat(file)).size)
+      // each snapshot after some scattered writes, so they differ and the disk's extents
+      // are a mix of shared and copied blocks
+      const fh = await fsp.open(file, 'r+')
+      const blocks = Math.floor((await fh.stat()).size / 4096)
+      for (let k = 0; k < snaps; k++) {
+        for (let i = 0; i < 256; i++) await fh.write(randomBytes(4096), 0, 4096, Math.floor(Math.random() * blocks) * 4096)
+        await fh.sync()
+        await c.call('snapshot.create', { path: name, name: `depth${k}` })
+      }
+      await fh.close()
+      return { ...vsm, path: file }
+    }
+    const none = { read: (await iops(vsm, rr, 'vsm, no snapshot')).value, write: (await iops(vsm, rw, 'vsm, no snapshot')).value }
+    const one = await snapDisk('depth1.img', 1)
+    const oneCow = (await iops(one, rw, 'vsm, 1 snapshot, first writes')).value
+    await c.call('disk.delete', { path: 'depth1.img' })
+    const deep = await snapDisk('depth16.img', 16)
+    const deepRead = (await iops(deep, rr, 'vsm, 16 snapshots')).value
+    const cow = await iops(deep, rw, 'vsm, 16 snapshots, first writes')
+    const deepRewrite = (await iops(deep, rw, 'vsm, 16 snapshots, same offsets again', cow.ios)).value
+    await c.call('disk.delete', { path: 'depth16.img' })
     const r3 = (x: number) => Number(x.toFixed(3))
     return {
       create,
       depth: {
         snapshots: 16,
-        randRead: { none: none.read, deep: deep.read, ratio: r3(deep.read / none.read) },
-        randWrite: { none: none.write, deep: deep.write, ratio: r3(deep.write / none.write) },
-        randRewrite: { none: none.write, deep: deep.rewrite, ratio: r3(deep.rewrite / none.write) },
+        randRead: { none: none.read, deep: deepRead, ratio: r3(deepRead / none.read) },
+        randWriteSteady: { none: none.write, deep: deepRewrite, ratio: r3(deepRewrite / none.write) },
+        randWriteFirstCow: { oneSnapshot: oneCow, deep: cow.value, ratio: r3(cow.value / oneCow) },
+        randWriteFirstVsNone: { none: none.write, deep: cow.value, ratio: r3(cow.value / none.write) },
       },
     }
   } finally { await c.close() }
