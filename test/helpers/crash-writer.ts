@@ -1,7 +1,8 @@
-// A writer process for the crash test: writes whole slots of a disk image with
+// A writer process for the crash tests: writes whole slots of a disk image with
 // versioned contents, fsyncs each, and journals (outside the mount, fsync'd) what it
-// tried and what was acknowledged, until the mount dies under it.
-import { closeSync, fsyncSync, openSync, writeSync } from 'fs'
+// tried and what was acknowledged, until the mount dies under it; and the verifier.
+import { closeSync, fsyncSync, openSync, readFileSync, readSync, writeSync } from 'fs'
+import { spawn } from 'child_process'
 import { createHash } from 'crypto'
 
 export const SLOT = 64 * 1024
@@ -12,6 +13,45 @@ export function slotData(slot: number, version: number): Buffer {
   let block = createHash('sha256').update(`${slot}:${version}`).digest()
   for (let o = 0; o < SLOT; o += block.length) { block.copy(out, o); block = createHash('sha256').update(block).digest() }
   return out
+}
+
+/**
+ * Each 4 KiB block of a slot must hold the last acknowledged version, or the version
+ * in flight after it (an unacknowledged write may land in part).
+ */
+export function verifyAcknowledged(img: string, journal: string): number {
+  const acked = new Map<number, number>(), tried = new Map<number, number>()
+  for (const line of readFileSync(journal, 'utf8').split('\n')) {
+    const m = /^(try|ack) (\d+) (\d+)$/.exec(line)
+    if (!m) continue
+    ;(m[1] === 'ack' ? acked : tried).set(Number(m[2]), Number(m[3]))
+  }
+  const fd = openSync(img, 'r')
+  const buf = Buffer.alloc(SLOT)
+  let checked = 0
+  try {
+    for (const [slot, version] of acked) {
+      readSync(fd, buf, 0, SLOT, slot * SLOT)
+      const good = slotData(slot, version)
+      const inflight = tried.get(slot)! > version ? slotData(slot, tried.get(slot)!) : good
+      for (let b = 0; b < SLOT; b += 4096) {
+        const got = buf.subarray(b, b + 4096)
+        if (!got.equals(good.subarray(b, b + 4096)) && !got.equals(inflight.subarray(b, b + 4096))) {
+          throw new Error(`slot ${slot} block ${b / 4096}: acknowledged version ${version} lost`)
+        }
+      }
+      checked++
+    }
+  } finally {
+    closeSync(fd)
+  }
+  return checked
+}
+
+/** Starts a writer process on img; resolves when it exits (when the mount dies under it). */
+export function startWriter(img: string, journal: string, slots: number, round: number): Promise<unknown> {
+  const writer = spawn(process.execPath, [__filename, img, journal, String(slots), String(round)], { stdio: 'ignore' })
+  return new Promise((res) => writer.on('exit', res))
 }
 
 function main() {
