@@ -5,8 +5,8 @@
 // and kill -9 during snapshot create, delete and flatten leaves every disk consistent.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { spawn } from 'child_process'
-import { closeSync, openSync, readFileSync, readSync, writeSync, fsyncSync } from 'fs'
+import { execFileSync, spawn } from 'child_process'
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeSync, fsyncSync } from 'fs'
 import { join } from 'path'
 import { makeVsm, RunError } from './helpers/daemon'
 
@@ -99,6 +99,20 @@ test('the snapshot view is read-only; bad names and missing snapshots are refuse
   await failsWith(['disk', 'clone', 'w.img@nosuch', 'x.img'], /no snapshot/)
 })
 
+test('a disk in a subdirectory: snapshot by setfattr, seen at .snapshots/DIR/DISK/NAME', async () => {
+  mkdirSync(join(vsm.mount, 'vm'))
+  await vsm.run('disk', 'create', 'vm/x.img', '--size', '4M')
+  const img = join(vsm.mount, 'vm', 'x.img')
+  const fd = openSync(img, 'r+')
+  writeSync(fd, Buffer.from('before'), 0, 6, 0); fsyncSync(fd)
+  execFileSync('setfattr', ['-n', 'user.vsm.snapshot', '-v', 'inband', img])
+  writeSync(fd, Buffer.from('after!'), 0, 6, 0); fsyncSync(fd); closeSync(fd)
+  assert.equal(readdirSync(join(vsm.mount, '.snapshots', 'vm', 'x.img')), ['inband'])
+  assert.is(readFileSync(join(vsm.mount, '.snapshots', 'vm', 'x.img', 'inband')).subarray(0, 6).toString(), 'before')
+  assert.is(readFileSync(img).subarray(0, 6).toString(), 'after!')
+  assert.not.ok(readdirSync(vsm.mount).includes('.snapshots'), 'the snapshot view is hidden from listings')
+})
+
 test('revert: refused while open for writing unless --force; then the old contents', async () => {
   await vsm.run('disk', 'create', 'r.img', '--size', '16M')
   const img = join(vsm.mount, 'r.img')
@@ -119,7 +133,7 @@ test('revert: refused while open for writing unless --force; then the old conten
 })
 
 test('a clone diverges without touching its parent; flatten makes it independent; delete frees what only the snapshot held', async () => {
-  await vsm.run('disk', 'clone', 'r.img@old', 'vm/c.img').then(() => assert.unreachable('no parent dir'), () => undefined)
+  await vsm.run('disk', 'clone', 'r.img@old', 'nodir/c.img').then(() => assert.unreachable('no parent dir'), () => undefined)
   await vsm.run('disk', 'clone', 'r.img@old', 'c.img')
   const clone = await vsm.json('disk', 'show', 'c.img')
   assert.is(clone.origin, 'r.img@old')
