@@ -17,6 +17,7 @@ import { performance } from 'perf_hooks'
 import { ControlClient } from '../src/control/client'
 import * as os from 'os'
 import * as path from 'path'
+import { VolumeBench, volumeBench } from './volume'
 
 interface Job { name: string; rw: string; bs: string; unit: 'MB/s' | 'IOPS' }
 const JOBS: Job[] = [
@@ -192,6 +193,19 @@ async function main() {
     }
   }
 
+  let volume: VolumeBench | null = null
+  if (!process.env.BENCH_SKIP_VOLUME) {
+    try {
+      volume = await volumeBench()
+      const r = volume.ratios
+      console.log(`volume layouts (1 MiB sequential, in-process, vs one device): stripe of 2 write ${fmt(r.stripe2VsSingleWrite, 2)} read ${fmt(r.stripe2VsSingleRead, 2)}; ` +
+        `mirror write ${fmt(r.mirrorWriteVsSingle, 2)}; raid5 write ${fmt(r.raid5WriteVsSingle, 2)}; rebuild vs backing sequential write ${fmt(r.rebuildVsBackingWrite, 2)}`)
+    } catch (e) {
+      notes.push(`volume layouts: ${(e as Error).message}`)
+      console.error(`bench: volume section failed: ${(e as Error).message}`)
+    }
+  }
+
   const latency: Record<string, Record<string, { meanUs: number; p99Us: number | null }>> = {}
   for (const [job, r] of Object.entries(results)) {
     latency[job] = {}
@@ -206,6 +220,7 @@ async function main() {
     rows,
     latency,
     snapshots,
+    volume,
     notes,
   }
   await fsp.mkdir(path.dirname(out), { recursive: true })

@@ -1,15 +1,15 @@
-// Volume-layer bench, for `npm run bench` to call (bench/ belongs to the bench owner):
-// node dist/test/helpers/volume-bench.js [--json]. Prints ratios measured in one run
+// Volume-layer bench, a section of `npm run bench` (bench.ts calls volumeBench), also
+// runnable alone: node dist/bench/volume.js [--json]. Ratios measured in one run
 // on sparse backing files in one directory (BENCH_DIR, default /var/tmp): stripe of 2
 // vs one device (1 MiB sequential), mirror write vs one device, raid5 write vs one
 // device, rebuild throughput vs the backing file's own sequential write throughput.
 // Absolute MiB/s on shared machines are noise; the ratios are the figure.
 import * as fs from 'fs'
 import * as path from 'path'
-import { Pool } from '../../src/volume/pool'
-import { openDevice } from '../../src/volume/device'
-import type { BlockDev } from '../../src/block/blockdev'
-import type { VolumeSpec } from '../../src/volume/config'
+import { Pool } from '../src/volume/pool'
+import { openDevice } from '../src/volume/device'
+import type { BlockDev } from '../src/block/blockdev'
+import type { VolumeSpec } from '../src/volume/config'
 
 const MiB = 1 << 20
 const TOTAL = Number(process.env.VOLUME_BENCH_MIB ?? 256) * MiB
@@ -29,7 +29,12 @@ async function seq(op: (b: Buffer, off: number) => Promise<unknown>): Promise<nu
 const write = async (d: BlockDev) => { const r = await seq((b, o) => d.write(b, o)); await d.flush(); return r }
 const read = (d: BlockDev) => seq((b, o) => d.read(b, o))
 
-async function main() {
+export interface VolumeBench {
+  ratios: Record<string, number>
+  mibPerSecond: { write: Record<string, number>; read: Record<string, number>; rebuild: number; backingWrite: number }
+}
+
+export async function volumeBench(): Promise<VolumeBench> {
   const dir = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? '/var/tmp', 'vsm-volume-bench-'))
   try {
     const raw = await openDevice(path.join(dir, 'raw.img'), { create: TOTAL + MiB })
@@ -63,14 +68,15 @@ async function main() {
       raid5WriteVsSingle: w.raid5x3 / w.single,
       rebuildVsBackingWrite: rebuild / rawWrite,
     }
-    if (process.argv.includes('--json')) {
-      console.log(JSON.stringify({ ratios, mibPerSecond: { write: w, read: r, rebuild, backingWrite: rawWrite } }))
-    } else {
-      for (const [k, x] of Object.entries(ratios)) console.log(`${k.padEnd(24)} ${x.toFixed(2)}`)
-    }
+    return { ratios, mibPerSecond: { write: w, read: r, rebuild, backingWrite: rawWrite } }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
 }
 
-main().catch((e) => { console.error(e.message); process.exit(1) })
+if (require.main === module) {
+  volumeBench().then((b) => {
+    if (process.argv.includes('--json')) console.log(JSON.stringify(b))
+    else for (const [k, x] of Object.entries(b.ratios)) console.log(`${k.padEnd(24)} ${x.toFixed(2)}`)
+  }).catch((e) => { console.error(e.message); process.exit(1) })
+}
