@@ -38,7 +38,8 @@ export function standardDiskHandler(fs: FileSystem, gate: WriteGate): StandardHa
       case 'disk.flush': return dev.flush()
       case 'disk.write': {
         const ino = fs.lookup(p)
-        await gate.enter(ino)
+        const held = gate.enter(ino)
+        if (held) await held
         try { return await dev.write(data, offset) } finally { gate.leave(ino) }
       }
       case 'disk.discard': return dev.discard?.(offset, length)

@@ -164,7 +164,8 @@ export class FuseView {
           const h = handle(fd)
           if (!h.writable) throw Object.assign(new Error('handle not open for writing'), { code: inSnapView(h.path) ? 'EROFS' : 'EBADF' })
           h.dirty = true
-          await this.gate.enter(h.ino)
+          const held = this.gate.enter(h.ino)
+          if (held) await held
           try {
             await fs.write(h.ino, buf.subarray(0, len), pos)
           } finally {

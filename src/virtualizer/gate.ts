@@ -19,8 +19,17 @@ export class WriteGate {
 
   constructor(private readonly onAutoThaw: (ino: number) => void = () => {}) {}
 
-  /** Waits while the disk is frozen, then counts the write as under way. */
-  async enter(ino: number): Promise<void> {
+  /**
+   * Counts the write as under way; while the disk is frozen, returns a promise to wait
+   * on first. No promise when not frozen: this runs for every guest write.
+   */
+  enter(ino: number): Promise<void> | undefined {
+    if (this.frozen.has(ino)) return this.waitThaw(ino)
+    this.inflight.set(ino, (this.inflight.get(ino) ?? 0) + 1)
+    return undefined
+  }
+
+  private async waitThaw(ino: number): Promise<void> {
     for (let f = this.frozen.get(ino); f; f = this.frozen.get(ino)) await f.released
     this.inflight.set(ino, (this.inflight.get(ino) ?? 0) + 1)
   }
