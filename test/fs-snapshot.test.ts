@@ -7,22 +7,13 @@ import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
 import { conformance, rng } from './helpers/conformance'
 import { MemDev } from './helpers/fs-memdev'
+import { memFs, okCheck } from './helpers/fs-fixture'
 import { FileSystem } from '../src/fs'
 import { BlockDev, VsmError, checkRange } from '../src/block/blockdev'
 
 const MiB = 1 << 20
 
-async function memFs(size = 64 * MiB) {
-  const vols = [new MemDev(size)]
-  await FileSystem.mkfs(vols)
-  return { vols, fs: await FileSystem.mount(vols) }
-}
 
-async function okCheck(fs: FileSystem) {
-  const c = await fs.check()
-  assert.ok(c.ok, c.errors.join('; '))
-  assert.is(c.leakedBytes, 0)
-}
 
 async function readAll(fs: FileSystem, ino: number, len: number) {
   const b = Buffer.alloc(len)

@@ -7,6 +7,7 @@ import * as path from 'path'
 import { conformance, rng } from './helpers/conformance'
 import { FileDev, tempDir } from './helpers/fs-filedev'
 import { MemDev } from './helpers/fs-memdev'
+import { memFs, okCheck } from './helpers/fs-fixture'
 import { FileSystem, S_IFDIR, S_IFREG } from '../src/fs'
 import { BlockDev, VsmError } from '../src/block/blockdev'
 
@@ -25,17 +26,7 @@ async function rejects(p: Promise<unknown> | (() => unknown), code: string) {
   assert.unreachable(`expected ${code}`)
 }
 
-async function memFs(size = 64 * MiB, n = 1) {
-  const vols = Array.from({ length: n }, () => new MemDev(size))
-  await FileSystem.mkfs(vols)
-  return { vols, fs: await FileSystem.mount(vols) }
-}
 
-async function okCheck(fs: FileSystem) {
-  const c = await fs.check()
-  assert.ok(c.ok, c.errors.join('; '))
-  assert.is(c.leakedBytes, 0)
-}
 
 // ---------------------------------------------------------------- conformance
 

@@ -1,27 +1,17 @@
 // Dirty-region log: intent recorded before writes, cheap hot path, lazy clearing,
 // and resync after an unclean stop bounded by the dirty regions.
-import * as path from 'path'
 import { promises as fsp } from 'fs'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
-import { tmpDir, MiB } from './helpers/volume-tmp'
+import { poolFixture, MiB } from './helpers/volume-tmp'
 import { Pool } from '../src/volume/pool'
 import { MirrorDev } from '../src/volume/mirror'
 import { FaultDev } from '../src/block/fault'
 import type { BlockDev } from '../src/block/blockdev'
 
 const t = suite('volume dirty-region log')
-let tmp: { dir: string; cleanup: () => Promise<void> }
-let pools: Pool[] = []
-const track = (p: Pool) => { pools.push(p); return p }
-t.before.each(async () => { tmp = await tmpDir(); pools = [] })
-t.after.each(async () => {
-  for (const p of pools) await p.close().catch(() => {})
-  await tmp.cleanup()
-})
-const f = (n: string) => path.join(tmp.dir, n)
-const home = () => f('home')
+const { track, f, home } = poolFixture(t)
 const VOL = 64 * MiB
 
 async function mirrorPool(opts = {}) {

@@ -4,7 +4,7 @@ import { promises as fsp } from 'fs'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
-import { tmpDir, MiB } from './helpers/volume-tmp'
+import { poolFixture, MiB } from './helpers/volume-tmp'
 import { Pool } from '../src/volume/pool'
 import { openDevice } from '../src/volume/device'
 import { readLabel } from '../src/volume/label'
@@ -30,16 +30,7 @@ async function labelSeq(file: string): Promise<number | undefined> {
 }
 
 const t = suite('volume pool')
-let tmp: { dir: string; cleanup: () => Promise<void> }
-let pools: Pool[] = []
-const track = (p: Pool) => { pools.push(p); return p }
-t.before.each(async () => { tmp = await tmpDir(); pools = [] })
-t.after.each(async () => {
-  for (const p of pools) await p.close().catch(() => {})
-  await tmp.cleanup()
-})
-const f = (n: string) => path.join(tmp.dir, n)
-const home = () => f('home')
+const { track, f, home } = poolFixture(t)
 
 t('create, add devices, make volumes, write, close, open: all round-trips', async () => {
   assert.not.ok(await Pool.exists(home()))

@@ -45,7 +45,8 @@ export function makeVsm(opts: { deviceSize?: string; home?: string } = {}): Vsm 
     kill9: () => {
       try { process.kill(pid(), 'SIGKILL') } catch { /* already gone */ }
       const deadline = Date.now() + 10_000
-      while (Date.now() < deadline && processAlive(pid())) { /* SIGKILL lands within milliseconds */ }
+      // SIGKILL lands within milliseconds; sleep between looks instead of spinning a core
+      while (Date.now() < deadline && processAlive(pid())) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10)
       unmountQuietly(mount)
     },
     cleanup: async () => {

@@ -4,6 +4,8 @@ import { promises as fsp } from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { execFileSync } from 'child_process'
+import type { Test } from 'uvu'
+import type { Pool } from '../../src/volume/pool'
 
 export async function tmpDir(tag = 'vsm-volume-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), tag))
@@ -26,3 +28,19 @@ export function attachLoop(file: string): { dev: string; detach: () => void } | 
 }
 
 export const MiB = 1 << 20
+
+/**
+ * The pool suites' fixture: a fresh temp dir per test, and every pool the test hands to
+ * track() closed before the dir is removed.
+ */
+export function poolFixture(t: Test) {
+  let tmp: { dir: string; cleanup: () => Promise<void> }
+  let pools: Pool[] = []
+  t.before.each(async () => { tmp = await tmpDir(); pools = [] })
+  t.after.each(async () => {
+    for (const p of pools) await p.close().catch(() => {})
+    await tmp.cleanup()
+  })
+  const f = (n: string) => path.join(tmp.dir, n)
+  return { track: (p: Pool) => { pools.push(p); return p }, f, home: () => f('home') }
+}
