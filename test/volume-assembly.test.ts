@@ -101,4 +101,21 @@ t('no pool.json and no labelled device: a clear error', async () => {
   })
 })
 
+t('a raid5 volume from before checksums (no `checksums` in its config) still opens, reads and writes', async () => {
+  const { pool, data } = await build()
+  await pool.close()
+  // a config of the same seq as the labels wins; the extent keeps its old length
+  const cfg = JSON.parse(await fsp.readFile(path.join(home(), 'pool.json'), 'utf8'))
+  delete cfg.volumes.find((v: { name: string }) => v.name === 'r').checksums
+  await fsp.writeFile(path.join(home(), 'pool.json'), JSON.stringify(cfg))
+  const again = track(await Pool.open(home()))
+  assert.is(again.config.volumes.find((v) => v.name === 'r')!.checksums, undefined)
+  await check(again, data)
+  const v = await again.openVolume('r')
+  const b = randomBytes(300_000)
+  await v.write(b, 1234)
+  b.copy(data.get('r')!, 1234)
+  await check(again, data)
+})
+
 t.run()

@@ -1,7 +1,8 @@
 // raid5's stripe journal against the write hole: writes are cut off by a simulated
 // crash (every member stops at once, the last write torn), then the volume is
 // reassembled with one member missing, so any row left with parity that does not
-// match its data would reconstruct bytes nobody wrote.
+// match its data would reconstruct bytes nobody wrote; and with every member, where
+// a scrub must find every block matching its checksum and every parity matching.
 import * as path from 'path'
 import { promises as fsp } from 'fs'
 import { suite } from 'uvu'
@@ -12,6 +13,7 @@ import { rng } from './helpers/conformance'
 import { openDevice, Device } from '../src/volume/device'
 import { SliceDev } from '../src/volume/slice'
 import { Raid5Dev } from '../src/volume/raid5'
+import { ChecksumTable, tableBytes } from '../src/volume/checksum'
 import { FaultDev } from '../src/block/fault'
 import type { BlockDev } from '../src/block/blockdev'
 
@@ -24,7 +26,15 @@ function members(io: BlockDev, absent = -1): (BlockDev | null)[] {
   return [0, 1, 2].map((i) => (i === absent ? null : new SliceDev(io, i * MEMBER, MEMBER)))
 }
 
-t('a crash at any write, then a lost member: every byte is the old or the new data', async () => {
+/** The same, each member's data followed by its checksum table (as the pool lays them out). */
+async function summed(io: BlockDev, absent = -1): Promise<Raid5Dev> {
+  const data = MEMBER - tableBytes(MEMBER)
+  const ms = [0, 1, 2].map((i) => (i === absent ? null : new SliceDev(io, i * MEMBER, data)))
+  const sums = await Promise.all([0, 1, 2].map((i) => (i === absent ? null : ChecksumTable.load(new SliceDev(io, i * MEMBER + data, MEMBER - data), data))))
+  return new Raid5Dev(ms, { ...OPTS, sums })
+}
+
+t('a crash at any write, then a lost member: every byte is the old or the new data; sums match after replay', async () => {
   const tmp = await tmpDir()
   try {
     const file = path.join(tmp.dir, 'r5.img')
@@ -35,11 +45,11 @@ t('a crash at any write, then a lost member: every byte is the old or the new da
       const base: Device = await openDevice(file, { create: 3 * MEMBER })
       const span = 2 * MiB
       const model = randomBytes(span)
-      const setup = new Raid5Dev(members(base), OPTS)
+      const setup = await summed(base)
       await setup.write(model, 0)
       await setup.close()
       const fault = new FaultDev(base, { stopAfterWrites: 5 + r(60), tearBytes: 1 + r(20000) })
-      const vol = new Raid5Dev(members(fault), OPTS)
+      const vol = await summed(fault)
       await vol.replay()
       let inflight: { off: number; data: Buffer } | null = null
       for (;;) {
@@ -52,11 +62,11 @@ t('a crash at any write, then a lost member: every byte is the old or the new da
         inflight = null
       }
       await base.close()
-      for (const absent of [0, 1, 2]) {
+      for (const absent of [0, 1, 2, -1]) {
         const copy = path.join(tmp.dir, `r5-${absent}.img`)
         await fsp.copyFile(file, copy)
         const dev = await openDevice(copy)
-        const again = new Raid5Dev(members(dev, absent), OPTS)
+        const again = await summed(dev, absent)
         replays += await again.replay()
         const got = Buffer.alloc(span)
         await again.read(got, 0)
@@ -65,6 +75,7 @@ t('a crash at any write, then a lost member: every byte is the old or the new da
           const inFlight = inflight && i >= inflight.off && i < inflight.off + inflight.data.length && got[i] === inflight.data[i - inflight.off]
           assert.ok(inFlight, `round ${round}, member ${absent} missing: byte ${i} is neither old nor new`)
         }
+        if (absent < 0) assert.equal(await again.scrub(), { repaired: [], unrecoverable: [], parityRows: [] }, `round ${round}: scrub after replay`)
         await again.close()
         await dev.close()
       }

@@ -4,7 +4,7 @@
 // Pure data and pure functions here (validation, allocation); I/O lives in pool.ts.
 import { VsmError } from '../block/blockdev'
 import { MiB } from './label'
-import { tableBytes } from './checksum'
+import { SUM_BLOCK, tableBytes } from './checksum'
 
 export type LayoutKind = 'concat' | 'stripe' | 'mirror' | 'raid10' | 'raid5'
 export const BUILT_LAYOUTS: readonly LayoutKind[] = ['concat', 'stripe', 'mirror', 'raid10', 'raid5']
@@ -59,7 +59,7 @@ export interface VolumeConfig {
   copies?: number
   /** raid5: bytes at the start of every member holding the stripe journal. */
   journal?: number
-  /** mirror/raid10: bytes at the end of every member holding its block checksums (checksum.ts). */
+  /** Bytes at the end of every member holding its block checksums (checksum.ts); raid5 volumes made before had none. */
   checksums?: number
   /** Grow, move or relayout in progress: the volume being built (its extents are already allocated). */
   reshape?: { target: VolumeConfig; kind: 'grow' | 'move' | 'relayout' }
@@ -237,7 +237,10 @@ export function planVolume(cfg: PoolConfig, name: string, spec: VolumeSpec, id: 
     if (n < 3) throw new VsmError('EINVAL', 'raid5 needs at least three devices')
     const per = roundUp(Math.ceil(spec.size / (n - 1)), Math.max(MiB, stripeUnit!))
     journal = journalBytes(n, stripeUnit!)
-    equal(per, 'a raid5 column', journal)
+    // sums cover the member in member coordinates (journal included, never verified there);
+    // below one checksum block per unit there are none
+    if (stripeUnit! >= SUM_BLOCK) checksums = tableBytes(journal + per)
+    equal(per, 'a raid5 column', journal + (checksums ?? 0))
     size = per * (n - 1)
   }
   if (!Number.isSafeInteger(size)) throw new VsmError('EINVAL', `volume size ${spec.size} too large`)

@@ -492,6 +492,16 @@ export class Pool extends EventEmitter {
           throw new VsmError('EINVAL', `device ${this.cfg.devices.find((d) => d.id === id)?.name} is missing: ${r?.missing ?? 'not open'}`)
         }
       }
+      // an extent may have held another volume: its old bytes must not pass for sums
+      if (volume.checksums) {
+        const zero = Buffer.alloc(volume.checksums)
+        await Promise.all(volume.members.map(async (m) => {
+          const d = this.cfg.devices.find((x) => x.id === m.device)!
+          const io = this.rt.get(m.device)!.io!
+          await io.write(zero, d.dataOffset + m.offset + m.length - volume.checksums!)
+          await io.flush()
+        }))
+      }
       const next = structuredClone(this.cfg)
       next.volumes.push(volume)
       for (const d of next.devices) d.extents.push(...(extents.get(d.id) ?? []))
@@ -588,7 +598,10 @@ export class Pool extends EventEmitter {
       dev = v.layout === 'mirror' ? mirrors[0] : new StripeDev(mirrors, v.stripeUnit)
       live = { mirrors: mirrors.map((mirror, g) => ({ mirror, idx: groups[g] })) }
     } else if (v.layout === 'raid5') {
-      const r5 = new Raid5Dev(slices, { stripeUnit: v.stripeUnit!, journal: v.journal!, tag: v.id, size: v.size, onMemberFailed })
+      const r5 = new Raid5Dev(slices, {
+        stripeUnit: v.stripeUnit!, journal: v.journal!, tag: v.id, size: v.size, onMemberFailed,
+        sums: v.checksums ? ios.map((io) => io?.sums ?? null) : undefined,
+      })
       this.replayed.set(v.name, await r5.replay())
       dev = r5
       live = { mirrors: [], raid5: r5 }
@@ -857,7 +870,7 @@ export class Pool extends EventEmitter {
     }
     let copied: number
     if (lm.raid5) {
-      if (!lm.raid5.rebuilding) lm.raid5.attach(i, io.data)
+      if (!lm.raid5.rebuilding) lm.raid5.attach(i, io.data, io.sums)
       info.total = lm.raid5.rows * v.stripeUnit!
       copied = await lm.raid5.rebuild(i, { onChunk })
     } else {
@@ -917,11 +930,13 @@ export class Pool extends EventEmitter {
       if (!lm) throw new VsmError('ECANCELED', `volume ${name} was closed`)
       const devName = (i: number) => this.cfg.devices.find((d) => d.id === v.members[i].device)?.name ?? '?'
       const onChunk = async (done: number) => { progress(done, v.size); await progress.checkpoint() }
-      const report = { volume: name, checkedBytes: 0, repaired: [] as { device: string; offset: number }[], unrecoverable: [] as { offset: number }[], parityRowsFixed: 0 }
+      const report = { volume: name, checkedBytes: 0, repaired: [] as { device: string; offset: number }[], unrecoverable: [] as { offset: number; device?: string }[], parityRowsFixed: 0 }
       if (lm.raid5) {
-        const rows = await lm.raid5.scrub({ onChunk })
-        report.parityRowsFixed = rows.length
+        const r = await lm.raid5.scrub({ onChunk })
+        report.parityRowsFixed = r.parityRows.length
         report.checkedBytes = v.size
+        for (const x of r.repaired) report.repaired.push({ device: devName(x.member), offset: x.offset })
+        for (const x of r.unrecoverable) report.unrecoverable.push({ device: devName(x.member), offset: x.offset })
       }
       let base = 0
       for (const g of lm.mirrors) {

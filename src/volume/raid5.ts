@@ -12,10 +12,18 @@
 // held has been written in place and flushed. Each record carries the highest seq
 // known durable in place at the time it was written, so replay skips what is already
 // safe (and stale records on a member that has been away).
+//
+// With checksum tables (checksum.ts), one per member in member coordinates, every row
+// update covers whole 4 KiB blocks and sets the sums of what it writes (data units
+// and parity alike). Reads verify each block; a bad one is rebuilt from the other
+// members (whose blocks must verify too) and rewritten. Sums reach the disk lazily, at
+// the next flush: that flush is what makes a record's seq durable, so after a crash
+// every update whose sums may be missing is replayed from the journal, which sets them again.
 import { crc32 } from 'zlib'
 import { BlockDev, VsmError, checkRange } from '../block/blockdev'
 import { readLength } from './slice'
 import { GroupFlush, RangeLocks } from './sync'
+import { ChecksumTable, SUM_BLOCK, blockSum } from './checksum'
 
 export interface Raid5Options {
   stripeUnit: number
@@ -24,6 +32,8 @@ export interface Raid5Options {
   /** Identifies this volume's records (a reused extent may hold another volume's). */
   tag: string
   size?: number
+  /** Block checksum table of each member, over the member's whole window (null for a member without one). */
+  sums?: (ChecksumTable | null)[]
   onMemberFailed?: (index: number, err: unknown) => Promise<void>
   onClose?: () => void
 }
@@ -34,6 +44,15 @@ const HDR = 4096
 const JOURNAL_COPIES = 2
 
 interface Piece { col: number; lo: number; hi: number; src: Buffer }
+
+export interface Raid5ScrubReport {
+  /** Blocks rebuilt from the other members and rewritten: member index and byte offset in the member. */
+  repaired: { member: number; offset: number }[]
+  /** Blocks bad on more than one member of their row: nothing to rebuild them from. */
+  unrecoverable: { member: number; offset: number }[]
+  /** Rows whose parity disagreed with their (verified) data and was rewritten. */
+  parityRows: number[]
+}
 
 function xorInto(dst: Buffer, src: Buffer): void {
   const n = dst.length
@@ -50,11 +69,14 @@ export class Raid5Dev implements BlockDev {
   replayed = 0
   /** Member being rebuilt and the first row not yet rebuilt on it (reads of later rows reconstruct). */
   rebuilding: { index: number; row: number } | null = null
+  /** Bad blocks found by reads and rewritten from the other members. */
+  repairedOnRead = 0
   private readonly n: number
   private readonly su: number
   private readonly slot: number
   private readonly slots: number
   private readonly tag: Buffer
+  private readonly sums: (ChecksumTable | null)[]
   private readonly locks = new RangeLocks()
   private seq = 0
   private durable = 0
@@ -81,6 +103,40 @@ export class Raid5Dev implements BlockDev {
     this.tag = Buffer.alloc(16)
     Buffer.from(opts.tag.replace(/-/g, ''), 'hex').copy(this.tag)
     this.syncJournal = new GroupFlush(() => this.flushMembers(this.journalTargets()))
+    this.sums = opts.sums ?? members.map(() => null)
+    if (opts.sums && (this.su % SUM_BLOCK !== 0 || opts.journal % SUM_BLOCK !== 0)) {
+      throw new VsmError('EINVAL', `checksummed raid5 needs a stripe unit and journal of whole ${SUM_BLOCK}-byte blocks`)
+    }
+  }
+
+  private get summed(): boolean { return this.opts.sums !== undefined }
+
+  /** [lo, hi) of a unit, widened to whole checksum blocks when there are sums. */
+  private widen(lo: number, hi: number): [number, number] {
+    if (!this.summed) return [lo, hi]
+    return [Math.floor(lo / SUM_BLOCK) * SUM_BLOCK, Math.ceil(hi / SUM_BLOCK) * SUM_BLOCK]
+  }
+
+  /** Offsets (from lo) of the blocks of b, member m's [lo, ..) of row, that disagree with their sums. */
+  private badBlocks(m: number, row: number, lo: number, b: Buffer): number[] {
+    const t = this.sums[m]
+    if (!t) return []
+    const out: number[] = []
+    const first = (this.at(row) + lo) / SUM_BLOCK
+    for (let k = 0; k * SUM_BLOCK < b.length; k++) {
+      const want = t.get(first + k)
+      // 0: never written, nothing to verify
+      if (want !== 0 && blockSum(b.subarray(k * SUM_BLOCK, (k + 1) * SUM_BLOCK)) !== want) out.push(k * SUM_BLOCK)
+    }
+    return out
+  }
+
+  private setSums(m: number, row: number, lo: number, b: Buffer): void {
+    if (!this.failed[m]) this.sums[m]?.setAll((this.at(row) + lo) / SUM_BLOCK, b)
+  }
+
+  private persistSums(): Promise<unknown> {
+    return Promise.all(this.sums.map((t, i) => t && !this.failed[i] ? t.persist().catch((e) => this.failMember(i, e)) : undefined))
   }
 
   get healthyCount(): number { return this.failed.filter((f) => !f).length }
@@ -137,21 +193,45 @@ export class Raid5Dev implements BlockDev {
   }
 
   private async readPiece(row: number, col: number, lo: number, hi: number, out: Buffer): Promise<void> {
-    const m = this.memberOf(row, col)
+    const [a, b] = this.widen(lo, hi)
+    const whole = a === lo && b === hi ? out : Buffer.allocUnsafe(b - a)
+    await this.readUnit(row, this.memberOf(row, col), a, b, whole, false)
+    if (whole !== out) whole.copy(out, 0, lo - a, hi - a)
+  }
+
+  /**
+   * Member m's bytes [lo, hi) of a row (whole blocks when summed), verified. What cannot
+   * be read, or does not verify, comes from the other members, under the row lock
+   * (locked: the caller holds it). Bad blocks found this way are rewritten.
+   */
+  private async readUnit(row: number, m: number, lo: number, hi: number, out: Buffer, locked: boolean): Promise<void> {
+    let bad: number[] | null = null
     if (this.readable(m, row)) {
       try {
         await this.members[m]!.read(out, this.at(row) + lo)
-        return
+        bad = this.badBlocks(m, row, lo, out)
+        if (bad.length === 0) return
       } catch (e) {
         await this.failMember(m, e)
       }
     }
-    // reconstruction reads the whole row: keep writers of it out meanwhile
-    const release = await this.locks.lock(row)
-    try { await this.reconstruct(row, m, lo, hi, out) } finally { release() }
+    if (!locked) {
+      // reconstruction reads the whole row, and a write in flight may have paired new
+      // data with an old sum: look again with writers of the row kept out
+      const release = await this.locks.lock(row)
+      try { return await this.readUnit(row, m, lo, hi, out, true) } finally { release() }
+    }
+    if (!bad) return this.reconstruct(row, m, lo, hi, out)
+    for (const k of bad) {
+      const blk = out.subarray(k, k + SUM_BLOCK)
+      await this.reconstruct(row, m, lo + k, lo + k + SUM_BLOCK, blk)
+      this.repairedOnRead++
+      // the sum was right and the data wrong: rewriting the data is the whole repair
+      await this.members[m]!.write(Buffer.from(blk), this.at(row) + lo + k).catch((e) => this.failMember(m, e))
+    }
   }
 
-  /** Member m's bytes [lo,hi) of a row, from every other member. */
+  /** Member m's bytes [lo,hi) of a row, from every other member (each verified). */
   private async reconstruct(row: number, m: number, lo: number, hi: number, out: Buffer): Promise<void> {
     out.fill(0)
     const tmp = Buffer.allocUnsafe(hi - lo)
@@ -164,6 +244,8 @@ export class Raid5Dev implements BlockDev {
         await this.failMember(i, e)
         throw new VsmError('EIO', `raid5 row ${row}: cannot reconstruct, member ${i} failed too: ${(e as Error).message}`)
       }
+      const bad = this.badBlocks(i, row, lo, tmp)
+      if (bad.length) throw new VsmError('EIO', `raid5 row ${row}: checksum mismatch on member ${i} at ${this.at(row) + lo + bad[0]} too, cannot reconstruct member ${m}`)
       xorInto(out, tmp)
     }
   }
@@ -185,8 +267,8 @@ export class Raid5Dev implements BlockDev {
     try {
       const err = this.tooManyFailed()
       if (err) throw err
-      // one window [lo,hi) of the unit covers every piece of this row
-      const lo = Math.min(...pieces.map((p) => p.lo)), hi = Math.max(...pieces.map((p) => p.hi))
+      // one window [lo,hi) of the unit covers every piece of this row (whole blocks when summed)
+      const [lo, hi] = this.widen(Math.min(...pieces.map((p) => p.lo)), Math.max(...pieces.map((p) => p.hi)))
       const w = hi - lo
       const cols: (Buffer | null)[] = new Array(this.n - 1).fill(null)
       const changed = new Set<number>()
@@ -194,7 +276,7 @@ export class Raid5Dev implements BlockDev {
       await Promise.all(cols.map(async (_, col) => {
         const full = pieces.some((p) => p.col === col && p.lo === lo && p.hi === hi)
         const b = Buffer.allocUnsafe(w)
-        if (!full) await this.readPieceLocked(row, col, lo, hi, b)
+        if (!full) await this.readUnit(row, this.memberOf(row, col), lo, hi, b, true)
         cols[col] = b
       }))
       for (const p of pieces) p.src.copy(cols[p.col]!, p.lo - lo)
@@ -213,15 +295,9 @@ export class Raid5Dev implements BlockDev {
     }
   }
 
-  private async readPieceLocked(row: number, col: number, lo: number, hi: number, out: Buffer): Promise<void> {
-    const m = this.memberOf(row, col)
-    if (this.readable(m, row)) {
-      try { await this.members[m]!.read(out, this.at(row) + lo); return } catch (e) { await this.failMember(m, e) }
-    }
-    await this.reconstruct(row, m, lo, hi, out)
-  }
-
+  /** Write a row update in place (its record is durable in the journal), with the sums of what it writes. */
   private async writeInPlace(row: number, lo: number, writes: [number, Buffer][]): Promise<void> {
+    for (const [m, b] of writes) this.setSums(m, row, lo, b)
     let failedNow = false
     await Promise.all(writes.map(([m, b]) => this.failed[m] ? undefined :
       this.members[m]!.write(b, this.at(row) + lo).catch((e) => { failedNow = true; return this.failMember(m, e) })))
@@ -301,6 +377,8 @@ export class Raid5Dev implements BlockDev {
 
   async flush(): Promise<void> {
     const d = this.doneUpTo
+    // the sums of every update up to d are set: written now, they are durable with it
+    await this.persistSums()
     await this.flushMembers(this.members.map((_, i) => i))
     if (d > this.durable) this.durable = d
   }
@@ -344,41 +422,58 @@ export class Raid5Dev implements BlockDev {
   }
 
   /**
-   * Check every row's parity against its data and rewrite parity that disagrees
-   * (with no checksums on raid5, the data is taken as the truth). Returns the rows fixed.
+   * Verify every block of every member against its sum and rebuild the bad ones from
+   * the rest of their row; then check each row's parity against its data and rewrite
+   * parity that disagrees (data that verifies, or has no sum, is taken as the truth).
    */
-  async scrub(opts: { onChunk?: (done: number, pos: number) => Promise<void> } = {}): Promise<number[]> {
-    const fixed: number[] = []
-    const acc = Buffer.allocUnsafe(this.su), b = Buffer.allocUnsafe(this.su)
+  async scrub(opts: { onChunk?: (done: number, pos: number) => Promise<void> } = {}): Promise<Raid5ScrubReport> {
+    const report: Raid5ScrubReport = { repaired: [], unrecoverable: [], parityRows: [] }
+    const bufs = this.members.map(() => Buffer.allocUnsafe(this.su))
+    const acc = Buffer.allocUnsafe(this.su)
+    const B = this.summed ? SUM_BLOCK : this.su
     for (let row = 0; row < this.rows; row++) {
       const release = await this.locks.lock(row)
       try {
         if (this.healthyCount < this.n) throw new VsmError('EIO', 'raid5 scrub needs every member in service')
-        acc.fill(0)
-        for (let col = 0; col < this.n - 1; col++) {
-          await this.members[this.memberOf(row, col)]!.read(b, this.at(row))
-          xorInto(acc, b)
+        for (let i = 0; i < this.n; i++) await this.members[i]!.read(bufs[i], this.at(row))
+        const bad = bufs.map((b, i) => new Set(this.badBlocks(i, row, 0, b)))
+        let whole = true
+        for (let k = 0; k < this.su; k += B) {
+          const which = bad.flatMap((s, i) => (s.has(k) ? [i] : []))
+          if (which.length > 1) {
+            whole = false
+            for (const i of which) report.unrecoverable.push({ member: i, offset: this.at(row) + k })
+          } else if (which.length === 1) {
+            const m = which[0], blk = bufs[m].subarray(k, k + B)
+            blk.fill(0)
+            for (let i = 0; i < this.n; i++) if (i !== m) xorInto(blk, bufs[i].subarray(k, k + B))
+            await this.members[m]!.write(Buffer.from(blk), this.at(row) + k)
+            report.repaired.push({ member: m, offset: this.at(row) + k })
+          }
         }
         const p = this.parityOf(row)
-        await this.members[p]!.read(b, this.at(row))
-        if (!b.equals(acc)) {
+        acc.fill(0)
+        for (let col = 0; col < this.n - 1; col++) xorInto(acc, bufs[this.memberOf(row, col)])
+        if (whole && !bufs[p].equals(acc)) {
+          this.setSums(p, row, 0, acc)
           await this.members[p]!.write(Buffer.from(acc), this.at(row))
-          fixed.push(row)
+          report.parityRows.push(row)
         }
       } finally {
         release()
       }
       await opts.onChunk?.((row + 1) * this.su * (this.n - 1), row + 1)
     }
-    if (fixed.length) await this.flush()
-    return fixed
+    if (report.repaired.length || report.parityRows.length) await this.flush()
+    return report
   }
 
   /** Put dev in as member i; it is written at once and read only where rebuild() has reached. */
-  attach(i: number, dev: BlockDev): void {
+  attach(i: number, dev: BlockDev, sums?: ChecksumTable | null): void {
     if (!this.failed[i]) throw new VsmError('EBUSY', `raid5 member ${i} is in service`)
     if (this.rebuilding) throw new VsmError('EBUSY', `raid5 member ${this.rebuilding.index} is being rebuilt`)
     this.members[i] = dev
+    if (sums !== undefined) this.sums[i] = sums
     this.failed[i] = false
     this.rebuilding = { index: i, row: 0 }
   }
@@ -398,6 +493,7 @@ export class Raid5Dev implements BlockDev {
       const release = await this.locks.lock(row)
       try {
         await this.reconstruct(row, i, 0, this.su, b)
+        this.setSums(i, row, 0, b)
         await this.members[i]!.write(b, this.at(row)).catch(async (e) => { await this.failMember(i, e); throw e })
         if (this.rebuilding?.index !== i) throw new VsmError('EIO', `raid5 member ${i} failed while being rebuilt`)
         this.rebuilding.row = row + 1
@@ -406,7 +502,7 @@ export class Raid5Dev implements BlockDev {
       }
       if ((row + 1) % step === 0 || row + 1 === this.rows) await opts.onChunk?.((row + 1) * this.su, (row + 1) * this.su)
     }
-    await this.members[i]!.flush()
+    await this.flush()
     this.rebuilding = null
     return this.rows * this.su
   }

@@ -24,7 +24,7 @@ function scrubReport(r: any): string {
   const lines = [`scrubbed ${r.volume}: ${formatSize(r.checkedBytes)} checked, ${r.repaired.length} block(s) repaired` +
     `${r.parityRowsFixed ? `, ${r.parityRowsFixed} parity row(s) rewritten` : ''}, ${r.unrecoverable.length} unrecoverable`]
   for (const x of r.repaired) lines.push(`  repaired ${x.device} at ${x.offset}`)
-  for (const x of r.unrecoverable) lines.push(`  UNRECOVERABLE at ${x.offset}`)
+  for (const x of r.unrecoverable) lines.push(`  UNRECOVERABLE ${x.device ? `${x.device} ` : ''}at ${x.offset}`)
   return lines.join('\n')
 }
 
