@@ -14,6 +14,7 @@ import { BlockDev, VsmError } from '../block/blockdev'
 import { Device, openDevice } from './device'
 import { Label, MiB, RESERVED_BYTES, readLabel, writeLabel, wipeLabel } from './label'
 import { DeviceBitmap } from './bitmap'
+import type { LogMember } from './drl'
 import {
   PoolConfig, DeviceConfig, VolumeConfig, VolumeSpec, MemberConfig, LayoutKind,
   checkName, checkSize, emptyConfig, planVolume, freeBytes, usedBytes, canRun, volumeState, fitOne, pickSpare,
@@ -567,6 +568,28 @@ export class Pool extends EventEmitter {
     return { data: new SliceDev(io, base, len), sums }
   }
 
+  /** Where member m of v keeps its write-intent bits: its device's bitmap, at its row 0. */
+  private logMember(v: VolumeConfig, m: MemberConfig): LogMember | null {
+    const bitmap = this.rt.get(m.device)?.bitmap
+    return bitmap ? { bitmap, base: m.offset + (v.journal ?? 0) } : null
+  }
+
+  /**
+   * Put stale member i back into raid5 volume v to be rebuilt: the rows it missed
+   * (delta) or all rows (full), from its checkpoint on, and the rows the last replay
+   * rewrote without it (a crash after the checkpoint may have lost them on it).
+   */
+  private attachRaid5(r5: Raid5Dev, v: VolumeConfig, i: number, io: { data: SliceDev; sums: ChecksumTable | null }): void {
+    const m = v.members[i]
+    const from = Math.floor((m.rebuilt ?? 0) / v.stripeUnit!)
+    const need = m.resync === 'delta' ? r5.missedRows() : [[0, r5.rows] as [number, number]]
+    const rows = mergeRanges([
+      ...need.map(([lo, hi]) => [Math.max(lo, from), hi] as [number, number]).filter(([lo, hi]) => lo < hi),
+      ...r5.replayedRows.map((r) => [r, r + 1] as [number, number]),
+    ])
+    r5.attach(i, io.data, rows, io.sums, this.logMember(v, m))
+  }
+
   /** The layout objects of volume config v (the volume itself, or a reshape target), resynced or replayed. */
   private async assembleLayout(v: VolumeConfig): Promise<{ dev: BlockDev; live: Live }> {
     const ios = await Promise.all(v.members.map((m) => {
@@ -582,10 +605,7 @@ export class Pool extends EventEmitter {
       const mirrors: MirrorDev[] = []
       let resynced = 0
       for (const idx of groups) {
-        const log = idx.map((i) => {
-          const r = this.rt.get(v.members[i].device)
-          return slices[i] && r?.bitmap ? { bitmap: r.bitmap, base: v.members[i].offset } : null
-        })
+        const log = idx.map((i) => (slices[i] ? this.logMember(v, v.members[i]) : null))
         const mirror = new MirrorDev(idx.map((i) => slices[i]), {
           size: v.layout === 'mirror' ? v.size : undefined, log,
           onMemberFailed: (k, err) => onMemberFailed(idx[k], err),
@@ -601,8 +621,14 @@ export class Pool extends EventEmitter {
       const r5 = new Raid5Dev(slices, {
         stripeUnit: v.stripeUnit!, journal: v.journal!, tag: v.id, size: v.size, onMemberFailed,
         sums: v.checksums ? ios.map((io) => io?.sums ?? null) : undefined,
+        log: v.members.map((m, i) => (slices[i] ? this.logMember(v, m) : null)),
       })
       this.replayed.set(v.name, await r5.replay())
+      // a stale member (a crash mid-rebuild) goes back in before any write can miss it
+      for (const [i, m] of v.members.entries()) {
+        const r = this.rt.get(m.device)
+        if (m.state === 'stale' && r?.io && !r.missing) this.attachRaid5(r5, v, i, await this.memberIo(v, m))
+      }
       dev = r5
       live = { mirrors: [], raid5: r5 }
     } else {
@@ -728,7 +754,7 @@ export class Pool extends EventEmitter {
 
   /**
    * Bring a failed or offline device back: its members go stale and are resynced,
-   * mirrors by delta (only regions written while it was away), raid5 in full.
+   * by delta (only regions written while it was away).
    * Returns the rebuild jobs started.
    */
   async onlineDevice(name: string): Promise<{ device: DeviceInfo; jobs: number[] }> {
@@ -753,7 +779,7 @@ export class Pool extends EventEmitter {
       for (const v of next.volumes) v.members.forEach((m, i) => {
         if (m.device !== d.id || m.state !== 'failed') return
         m.state = 'stale'
-        m.resync = v.layout === 'raid5' ? 'full' : 'delta'
+        m.resync = 'delta'
         delete m.reason
         out.push([v.name, i])
       })
@@ -844,7 +870,6 @@ export class Pool extends EventEmitter {
     const m = v?.members[i]
     if (!v || !m || m.state !== 'stale') throw new VsmError('ECANCELED', `volume ${name} changed before its rebuild started`)
     const d = this.cfg.devices.find((x) => x.id === m.device)!
-    const r = this.rt.get(m.device)!
     const io = await this.memberIo(v, m)
     const lm = this.liveMember(name, i)!
     const start = Date.now()
@@ -862,20 +887,26 @@ export class Pool extends EventEmitter {
       const secs = (Date.now() - start) / 1000
       info.bytesPerSecond = secs > 0 ? Math.round(done / secs) : 0
       info.etaSeconds = info.bytesPerSecond > 0 ? Math.ceil((info.total - done) / info.bytesPerSecond) : null
-      if (m.resync === 'full' && lm.mirror && Date.now() - lastSave >= CHECKPOINT_MS) {
+      if ((lm.raid5 || m.resync === 'full') && Date.now() - lastSave >= CHECKPOINT_MS) {
         lastSave = Date.now()
-        // ranges are copied in address order, so everything below pos is on the new copy
-        await this.saveRebuilt(volumeId, i, Math.max(resumeAt, pos))
+        if (lm.raid5) {
+          // every row it needs below pos is written: durable before the config says so
+          await lm.raid5.flush()
+          await this.saveRebuilt(volumeId, i, pos)
+        } else {
+          // ranges are copied in address order, so everything below pos is on the new copy
+          await this.saveRebuilt(volumeId, i, Math.max(resumeAt, pos))
+        }
       }
     }
     let copied: number
     if (lm.raid5) {
-      if (!lm.raid5.rebuilding) lm.raid5.attach(i, io.data, io.sums)
-      info.total = lm.raid5.rows * v.stripeUnit!
+      if (!lm.raid5.rebuilding) this.attachRaid5(lm.raid5, v, i, io)
+      info.total = lm.raid5.rebuildLeft
       copied = await lm.raid5.rebuild(i, { onChunk })
     } else {
       const mirror = lm.mirror!
-      if (!mirror.writeOnly[lm.k]) mirror.attach(lm.k, io.data, r.bitmap ? { bitmap: r.bitmap, base: m.offset } : null, io.sums)
+      if (!mirror.writeOnly[lm.k]) mirror.attach(lm.k, io.data, this.logMember(v, m), io.sums)
       // a full rebuild resumed after a crash: the rest, plus whatever was written meanwhile
       const ranges = m.resync === 'delta' ? mirror.missedRanges() : mergeRanges([...(resumeAt > 0 ? mirror.missedRanges() : []), [resumeAt, mirror.size]])
       info.total = ranges.reduce((s, [lo, hi]) => s + Math.min(hi, mirror.size) - lo, 0)

@@ -19,11 +19,17 @@
 // members (whose blocks must verify too) and rewritten. Sums reach the disk lazily, at
 // the next flush: that flush is what makes a record's seq durable, so after a crash
 // every update whose sums may be missing is replayed from the journal, which sets them again.
+//
+// A write-intent log (drl.ts) in member row coordinates (every member has the same
+// rows, so one region bit per member's device bitmap) records which rows were written
+// while a member was away: a returning member is rebuilt only there. The journal, not
+// the log, is what makes a crash safe; the log only bounds what a stale member missed.
 import { crc32 } from 'zlib'
 import { BlockDev, VsmError, checkRange } from '../block/blockdev'
 import { readLength } from './slice'
 import { GroupFlush, RangeLocks } from './sync'
 import { ChecksumTable, SUM_BLOCK, blockSum } from './checksum'
+import { DirtyRegionLog, LogHost, LogMember } from './drl'
 
 export interface Raid5Options {
   stripeUnit: number
@@ -34,6 +40,8 @@ export interface Raid5Options {
   size?: number
   /** Block checksum table of each member, over the member's whole window (null for a member without one). */
   sums?: (ChecksumTable | null)[]
+  /** Write-intent bitmap of each member, base at the member's row 0 (null for a member without one). */
+  log?: (LogMember | null)[]
   onMemberFailed?: (index: number, err: unknown) => Promise<void>
   onClose?: () => void
 }
@@ -61,14 +69,30 @@ function xorInto(dst: Buffer, src: Buffer): void {
   for (; i < n; i++) dst[i] ^= src[i]
 }
 
-export class Raid5Dev implements BlockDev {
+/** Is row in one of the sorted, disjoint [lo, hi) row ranges? */
+function inRanges(rs: [number, number][], row: number): boolean {
+  let a = 0, b = rs.length
+  while (a < b) {
+    const mid = (a + b) >> 1
+    if (rs[mid][1] <= row) a = mid + 1; else b = mid
+  }
+  return a < rs.length && rs[a][0] <= row
+}
+
+export class Raid5Dev implements BlockDev, LogHost {
   readonly size: number
   readonly rows: number
   readonly failed: boolean[]
   /** Records replayed by the last open (tests, status). */
   replayed = 0
-  /** Member being rebuilt and the first row not yet rebuilt on it (reads of later rows reconstruct). */
-  rebuilding: { index: number; row: number } | null = null
+  /** Rows those records rewrote: a member absent then (stale) missed them. */
+  replayedRows: number[] = []
+  /**
+   * Member being rebuilt, the row ranges it needs, and the first row not yet rebuilt
+   * (reads of rows in the ranges from there on reconstruct).
+   */
+  rebuilding: { index: number; row: number; ranges: [number, number][] } | null = null
+  readonly log?: DirtyRegionLog
   /** Bad blocks found by reads and rewritten from the other members. */
   repairedOnRead = 0
   private readonly n: number
@@ -107,7 +131,13 @@ export class Raid5Dev implements BlockDev {
     if (opts.sums && (this.su % SUM_BLOCK !== 0 || opts.journal % SUM_BLOCK !== 0)) {
       throw new VsmError('EINVAL', `checksummed raid5 needs a stripe unit and journal of whole ${SUM_BLOCK}-byte blocks`)
     }
+    if (opts.log?.some((m) => m)) this.log = new DirtyRegionLog(this.rows * this.su, opts.log, this)
   }
+
+  isHealthy(i: number): boolean { return !this.failed[i] }
+
+  /** A member is missing rows: the log keeps every bit set, the record of what it must get back. */
+  get degraded(): boolean { return this.healthyCount < this.n || this.rebuilding !== null }
 
   private get summed(): boolean { return this.opts.sums !== undefined }
 
@@ -148,7 +178,8 @@ export class Raid5Dev implements BlockDev {
 
   /** Readable: healthy, and if being rebuilt, already rebuilt at that row. */
   private readable(i: number, row: number): boolean {
-    return !this.failed[i] && !(this.rebuilding?.index === i && row >= this.rebuilding.row)
+    const rb = this.rebuilding
+    return !this.failed[i] && !(rb?.index === i && row >= rb.row && inRanges(rb.ranges, row))
   }
 
   /**
@@ -263,6 +294,19 @@ export class Raid5Dev implements BlockDev {
   }
 
   private async writeRow(row: number, pieces: Piece[]): Promise<void> {
+    const log = this.log
+    if (!log) return this.updateRow(row, pieces)
+    const rs = log.regionSize
+    const r0 = Math.floor(row * this.su / rs), r1 = Math.floor(((row + 1) * this.su - 1) / rs)
+    try {
+      await log.begin(r0, r1)
+      await this.updateRow(row, pieces)
+    } finally {
+      log.end(r0, r1)
+    }
+  }
+
+  private async updateRow(row: number, pieces: Piece[]): Promise<void> {
     const release = await this.locks.lock(row)
     try {
       const err = this.tooManyFailed()
@@ -377,10 +421,12 @@ export class Raid5Dev implements BlockDev {
 
   async flush(): Promise<void> {
     const d = this.doneUpTo
+    const e = this.log?.flushStart() ?? 0
     // the sums of every update up to d are set: written now, they are durable with it
     await this.persistSums()
     await this.flushMembers(this.members.map((_, i) => i))
     if (d > this.durable) this.durable = d
+    this.log?.flushDone(e)
   }
 
   /**
@@ -418,6 +464,10 @@ export class Raid5Dev implements BlockDev {
     this.seq = this.doneUpTo = this.durable = maxSeq
     if (todo.length) await this.flush()
     this.replayed = todo.length
+    this.replayedRows = [...new Set(todo.map((s) => recs.get(s)!.row))]
+    // bits left by a crash mean nothing here (the journal made the rows whole); while a
+    // member is missing they are the record of what it must get back
+    if (!this.degraded) await this.log?.clearPending()
     return todo.length
   }
 
@@ -434,7 +484,7 @@ export class Raid5Dev implements BlockDev {
     for (let row = 0; row < this.rows; row++) {
       const release = await this.locks.lock(row)
       try {
-        if (this.healthyCount < this.n) throw new VsmError('EIO', 'raid5 scrub needs every member in service')
+        if (this.healthyCount < this.n || this.rebuilding) throw new VsmError('EIO', 'raid5 scrub needs every member in service and up to date')
         for (let i = 0; i < this.n; i++) await this.members[i]!.read(bufs[i], this.at(row))
         const bad = bufs.map((b, i) => new Set(this.badBlocks(i, row, 0, b)))
         let whole = true
@@ -468,43 +518,67 @@ export class Raid5Dev implements BlockDev {
     return report
   }
 
-  /** Put dev in as member i; it is written at once and read only where rebuild() has reached. */
-  attach(i: number, dev: BlockDev, sums?: ChecksumTable | null): void {
+  /** Row ranges a member absent since the log's bits were set may have missed (all rows without a log). */
+  missedRows(): [number, number][] {
+    if (!this.log) return [[0, this.rows]]
+    return this.log.missedRanges().map(([lo, hi]) => [Math.floor(lo / this.su), Math.ceil(hi / this.su)])
+  }
+
+  /**
+   * Put dev in as member i: it is written at once, and its rows in ranges (sorted,
+   * disjoint) are read only where rebuild() has passed them.
+   */
+  attach(i: number, dev: BlockDev, ranges: [number, number][], sums?: ChecksumTable | null, log?: LogMember | null): void {
     if (!this.failed[i]) throw new VsmError('EBUSY', `raid5 member ${i} is in service`)
     if (this.rebuilding) throw new VsmError('EBUSY', `raid5 member ${this.rebuilding.index} is being rebuilt`)
     this.members[i] = dev
     if (sums !== undefined) this.sums[i] = sums
+    if (log !== undefined) this.log?.setMember(i, log)
     this.failed[i] = false
-    this.rebuilding = { index: i, row: 0 }
+    this.rebuilding = { index: i, row: 0, ranges: ranges.map(([lo, hi]) => [Math.max(0, lo), Math.min(hi, this.rows)] as [number, number]).filter(([lo, hi]) => lo < hi) }
+  }
+
+  /** Member bytes the rebuild under way still has to write. */
+  get rebuildLeft(): number {
+    const rb = this.rebuilding
+    return rb ? rb.ranges.reduce((s, [lo, hi]) => s + Math.max(0, hi - Math.max(lo, rb.row)), 0) * this.su : 0
   }
 
   /**
-   * Recompute attached member i from the others, row by row (each row locked, so
-   * writers interleave safely). Progress is in member bytes. Returns bytes written.
+   * Recompute the attached member i's rows in its ranges from the others, row by row
+   * (each row locked, so writers interleave safely), from where an interrupted run
+   * stopped. onChunk gets the member bytes written and the row offset (in member
+   * bytes past the journal) below which every needed row is rebuilt. Returns bytes written.
    */
   async rebuild(i: number, opts: { onChunk?: (done: number, pos: number) => Promise<void> } = {}): Promise<number> {
-    if (this.rebuilding?.index !== i) throw new VsmError('EINVAL', `raid5 member ${i} is not being rebuilt`)
+    const rb = this.rebuilding
+    if (rb?.index !== i) throw new VsmError('EINVAL', `raid5 member ${i} is not being rebuilt`)
     // whatever its journal area holds is from another time
     const z = Buffer.alloc(HDR)
     for (let k = 0; k < this.slots; k++) await this.members[i]!.write(z, k * this.slot)
     const b = Buffer.allocUnsafe(this.su)
     const step = Math.max(1, Math.floor((1 << 20) / this.su))
-    for (let row = 0; row < this.rows; row++) {
-      const release = await this.locks.lock(row)
-      try {
-        await this.reconstruct(row, i, 0, this.su, b)
-        this.setSums(i, row, 0, b)
-        await this.members[i]!.write(b, this.at(row)).catch(async (e) => { await this.failMember(i, e); throw e })
-        if (this.rebuilding?.index !== i) throw new VsmError('EIO', `raid5 member ${i} failed while being rebuilt`)
-        this.rebuilding.row = row + 1
-      } finally {
-        release()
+    let done = 0
+    for (const [lo, hi] of rb.ranges) {
+      for (let row = Math.max(lo, rb.row); row < hi; row++) {
+        const release = await this.locks.lock(row)
+        try {
+          await this.reconstruct(row, i, 0, this.su, b)
+          this.setSums(i, row, 0, b)
+          await this.members[i]!.write(b, this.at(row)).catch(async (e) => { await this.failMember(i, e); throw e })
+          if (this.rebuilding !== rb) throw new VsmError('EIO', `raid5 member ${i} failed while being rebuilt`)
+          rb.row = row + 1
+        } finally {
+          release()
+        }
+        done += this.su
+        if (done % (step * this.su) === 0 || row + 1 === hi) await opts.onChunk?.(done, (row + 1) * this.su)
       }
-      if ((row + 1) % step === 0 || row + 1 === this.rows) await opts.onChunk?.((row + 1) * this.su, (row + 1) * this.su)
     }
     await this.flush()
     this.rebuilding = null
-    return this.rows * this.su
+    if (!this.degraded) await this.log?.clearPending()
+    return done
   }
 
   async close(): Promise<void> {
@@ -514,6 +588,7 @@ export class Raid5Dev implements BlockDev {
       await this.flush()
       // so the next open knows there is nothing to replay
       if (this.seq > 0) this.completed(await this.journalAppend(0, 0, []))
+      await this.log?.releaseAll()
     } finally {
       await Promise.all(this.members.map((m) => m?.close()))
       this.opts.onClose?.()
