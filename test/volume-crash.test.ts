@@ -1,7 +1,8 @@
-// kill -9 of the daemon at a random point of a relayout or move job while a writer
-// streams fsync'd writes into a disk on the volume. After `vsm up` the job runs to its
-// end, the volume has its new shape, every acknowledged write is there and the fs
-// checks clean.
+// kill -9 of the daemon during a relayout or move job while a writer streams fsync'd
+// writes into a disk on the volume: at a random point, or once the copy has saved a
+// checkpoint. After `vsm up` the job runs to its end (from the checkpoint when there
+// was one, copying less than the whole volume), the volume has its new shape, every
+// acknowledged write is there and the fs checks clean.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { join } from 'path'
@@ -12,12 +13,23 @@ const vsm = makeVsm({ deviceSize: '512M' })
 test.after(() => vsm.cleanup())
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const SLOTS = 256
+const MiB = 1 << 20
 
-const steps: Array<{ args: string[]; check: (v: any) => boolean }> = [
-  { args: ['volume', 'relayout', 'vol0', '--layout', 'concat', '--devices', 'e0'], check: (v) => v.layout === 'concat' && v.devices.join() === 'e0' },
-  { args: ['volume', 'relayout', 'vol0', '--layout', 'mirror', '--devices', 'e0,e1'], check: (v) => v.layout === 'mirror' },
-  { args: ['volume', 'move', 'vol0', '--from', 'e1', '--to', 'e2'], check: (v) => v.devices.includes('e2') && !v.devices.includes('e1') },
+const steps: Array<{ args: string[]; check: (v: any) => boolean; afterCheckpoint: boolean }> = [
+  { args: ['volume', 'relayout', 'vol0', '--layout', 'concat', '--devices', 'e0'], check: (v) => v.layout === 'concat' && v.devices.join() === 'e0', afterCheckpoint: true },
+  { args: ['volume', 'relayout', 'vol0', '--layout', 'mirror', '--devices', 'e0,e1'], check: (v) => v.layout === 'mirror', afterCheckpoint: false },
+  { args: ['volume', 'move', 'vol0', '--from', 'e1', '--to', 'e2'], check: (v) => v.devices.includes('e2') && !v.devices.includes('e1'), afterCheckpoint: true },
 ]
+
+/** Polls until the running reshape has saved a checkpoint of at least `min` bytes; returns it. */
+async function checkpointAtLeast(min: number): Promise<number> {
+  for (let i = 0; i < 600; i++) {
+    const copied = (await vsm.json('volume', 'show', 'vol0')).reshape?.copied ?? 0
+    if (copied >= min) return copied
+    await sleep(20)
+  }
+  throw new Error(`no checkpoint of ${min} bytes within the time allowed`)
+}
 
 test('kill -9 during relayout and move: the job finishes after up and no acknowledged write is lost', async () => {
   await vsm.up()
@@ -30,15 +42,26 @@ test('kill -9 during relayout and move: the job finishes after up and no acknowl
   for (const [round, step] of steps.entries()) {
     const writer = startWriter(img, journal, SLOTS, round + 1)
     await sleep(300)
-    await vsm.run(...step.args)
-    await sleep(100 + Math.random() * 1500)
+    const size = (await vsm.json('volume', 'show', 'vol0')).size
+    // held to a rate on the rounds that wait for a checkpoint, so the copy is still running when one is seen
+    await vsm.run(...step.args, ...(step.afterCheckpoint ? ['--rate', '128M'] : []))
+    const checkpoint = step.afterCheckpoint ? await checkpointAtLeast(64 * MiB) : 0
+    if (!step.afterCheckpoint) await sleep(100 + Math.random() * 1500)
     vsm.kill9()
     await writer
     await vsm.up()
-    for (const j of await vsm.json('job', 'list')) if (j.state !== 'concluded') await vsm.json('job', 'wait', String(j.id))
+    const jobs = await vsm.json('job', 'list')
+    for (const j of jobs) if (j.state !== 'concluded') await vsm.json('job', 'wait', String(j.id))
     const v = await vsm.json('volume', 'show', 'vol0')
     assert.ok(step.check(v), `after ${step.args.join(' ')}: ${JSON.stringify({ layout: v.layout, devices: v.devices, state: v.state })}`)
     assert.is(v.state, 'healthy')
+    if (checkpoint) {
+      const done = (await vsm.json('job', 'list')).find((j: any) => j.kind === `volume.${step.args[1]}`)
+      assert.ok(done?.result, `the resumed ${step.args[1]} job is listed with its result`)
+      assert.ok(done.result.resumedAt >= checkpoint, `resumed at ${done.result.resumedAt}, checkpoint was ${checkpoint}`)
+      assert.ok(done.result.copied < size, `copied ${done.result.copied} of ${size} after resuming`)
+      assert.is(done.progress.total, done.result.copied, 'progress total is what the resumed job copies')
+    }
     assert.ok(verifyAcknowledged(img, journal) > 0, 'no acknowledged writes to check')
     const fsck = await vsm.json('fs', 'check')
     assert.ok(fsck.ok, fsck.errors.join('; '))

@@ -1,13 +1,15 @@
 // Online grow, move and relayout: the volume's handle stays the same while the layout
 // underneath is copied and switched, writes running all along; a change interrupted
-// by kill -9 starts over at the next open and finishes, and one can be reversed.
+// by kill -9 resumes at the next open (from its checkpoint, retaking the regions its
+// log marks) and finishes, and one can be reversed.
 import * as path from 'path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
 import { tmpDir, MiB } from './helpers/volume-tmp'
 import { rng } from './helpers/conformance'
-import { Pool } from '../src/volume/pool'
+import { Pool, PoolOptions } from '../src/volume/pool'
+import { FaultDev } from '../src/block/fault'
 import type { BlockDev } from '../src/block/blockdev'
 import type { LayoutKind } from '../src/volume/config'
 
@@ -18,8 +20,8 @@ t.before.each(async () => { tmp = await tmpDir() })
 t.after.each(async () => { await pool?.close().catch(() => {}); await tmp.cleanup() })
 const home = () => path.join(tmp.dir, 'home')
 
-async function make(layout: LayoutKind, devices: string[], size: number) {
-  pool = await Pool.create(home())
+async function make(layout: LayoutKind, devices: string[], size: number, opts: PoolOptions = {}) {
+  pool = await Pool.create(home(), opts)
   for (const n of ['a', 'b', 'c', 'd']) await pool.addDevice(n, path.join(tmp.dir, `${n}.img`), 100 * MiB)
   await pool.createVolume('v', { layout, devices, size })
   const v = await pool.openVolume('v')
@@ -129,6 +131,76 @@ t('kill -9 during a relayout: the next open finishes it; a relayout can be rever
   assert.not.ok(info.reshape)
   assert.is(pool.listDevices().find((d) => d.name === 'd')!.used, 0)
   await same(v2, model, 'after reversed relayout')
+})
+
+/** Every device behind a FaultDev the test can steer by name. */
+function faulty() {
+  const faults = new Map<string, FaultDev>()
+  return { faults, opts: { wrapDevice: (n: string, d: BlockDev) => { const f = new FaultDev(d); faults.set(n, f); return f } } }
+}
+
+/** Let the copy run (each write to device b slowed) until it has saved a checkpoint, then hold it. */
+async function untilCheckpoint(faults: Map<string, FaultDev>, job: number): Promise<number> {
+  faults.get('b')!.setRules([{ op: 'write', delayMs: 150, delayOnly: true }])
+  for (let i = 0; i < 100 && pool.volumeInfo('v').reshape?.copied === undefined; i++) await new Promise((r) => setTimeout(r, 50))
+  pool.jobs.pause(job)
+  faults.get('b')!.setRules([])
+  const copied = pool.volumeInfo('v').reshape?.copied
+  assert.ok(copied !== undefined && copied > 0, 'a checkpoint was saved')
+  return copied!
+}
+
+t('kill -9 after a checkpoint: the copy resumes there and retakes a region below it that the new layout missed', async () => {
+  const f = faulty()
+  const { v, model } = await make('concat', ['a'], 48 * MiB, f.opts)
+  const { job } = await pool.reshapeVolume('v', 'relayout', { layout: 'concat', devices: ['b'] })
+  const checkpoint = await untilCheckpoint(f.faults, job)
+  assert.ok(checkpoint < model.length, `checkpoint ${checkpoint} inside the volume`)
+  // a write below the checkpoint lands on the old layout and not on the new one (as one in flight at a crash can)
+  const target = pool.config.volumes[0].reshape!.target.members[0]
+  const at = 2 * MiB
+  f.faults.get('b')!.setRules([{ op: 'write', offset: pool.config.devices[1].dataOffset + target.offset + at, length: 64 * 1024 }])
+  const b = randomBytes(64 * 1024)
+  await v.write(b, at)
+  await v.flush()
+  b.copy(model, at)
+  await pool.abandon()
+
+  pool = await Pool.open(home())
+  const v2 = await pool.openVolume('v')
+  const info = await run(pool.volumeInfo('v').reshape!.job!)
+  const r = info.result as { copied: number; resumedAt: number }
+  assert.is(r.resumedAt, checkpoint)
+  assert.ok(r.copied < model.length, `copied ${r.copied} of ${model.length}`)
+  assert.is(info.progress.total, r.copied, 'progress counts what this run copies')
+  assert.equal(pool.volumeInfo('v').devices, ['b'])
+  await same(v2, model, 'the missed write was copied again')
+  assert.is(pool.listDevices().find((d) => d.name === 'a')!.used, 0)
+  assert.is(pool.listDevices().find((d) => d.name === 'b')!.used, pool.config.volumes[0].members[0].length, 'the log extent was given back')
+  await pool.close()
+})
+
+t('kill -9 after a checkpoint, then abort: the volume stays as it was and every new extent is freed', async () => {
+  const f = faulty()
+  const { v, model } = await make('concat', ['a'], 48 * MiB, f.opts)
+  const { job } = await pool.reshapeVolume('v', 'relayout', { layout: 'mirror', devices: ['b', 'c'] })
+  await untilCheckpoint(f.faults, job)
+  const b = randomBytes(MiB)
+  await v.write(b, 5 * MiB)
+  await v.flush()
+  b.copy(model, 5 * MiB)
+  await pool.abandon()
+  pool = await Pool.open(home())
+  const v2 = await pool.openVolume('v')
+  const info = await pool.abortReshape('v')
+  assert.is(info.layout, 'concat')
+  assert.not.ok(info.reshape)
+  for (const d of ['b', 'c']) assert.is(pool.listDevices().find((x) => x.name === d)!.used, 0, `${d} freed`)
+  await same(v2, model, 'after abort')
+  await pool.close()
+  pool = await Pool.open(home())
+  assert.not.ok(pool.volumeInfo('v').reshape)
+  await same(await pool.openVolume('v'), model, 'after reopen')
 })
 
 t.run()

@@ -57,6 +57,9 @@ export class Stack {
     } else {
       pool = await Pool.open(home)
     }
+    // before any volume opens, so rebuilds and reshapes resumed at open run where `vsm job` sees them
+    const jobs = new Jobs()
+    await pool.useJobs(jobs)
     if (!cfg) {
       // vsm.json is written last when the default is made: without it the file system
       // was never completed, so making it now loses nothing.
@@ -78,7 +81,6 @@ export class Stack {
       let view: FuseView | undefined
       let server: ControlServer | undefined
       const gate = new WriteGate((ino) => log.warn({ ino }, 'a frozen disk thawed itself after its timeout'))
-      const jobs = new Jobs()
       const disks = new DiskManager({
         fs, gate, jobs,
         defaultVolume: () => fsVolumes.defaultVolume,

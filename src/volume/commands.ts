@@ -21,9 +21,9 @@ export function volumeCommands(pool: Pool, server?: ControlServer): CommandTable
     'volume.show': (x) => pool.volumeInfo(x.name),
     'volume.replace': (x) => pool.replaceMember(x.name, x.from, x.to, { rate: x.rate }),
     'volume.scrub': (x) => pool.scrubVolume(x.name),
-    'volume.grow': (x) => pool.reshapeVolume(x.name, 'grow', { size: x.size }),
-    'volume.move': (x) => pool.reshapeVolume(x.name, 'move', { from: x.from, to: x.to }),
+    'volume.grow': (x) => pool.reshapeVolume(x.name, 'grow', { size: x.size, rate: x.rate }),
+    'volume.move': (x) => pool.reshapeVolume(x.name, 'move', { from: x.from, to: x.to, rate: x.rate }),
     'volume.relayout': (x) => x.abort ? pool.abortReshape(x.name)
-      : pool.reshapeVolume(x.name, 'relayout', { layout: x.layout, devices: x.devices, stripeUnit: x.stripeUnit, copies: x.copies }),
+      : pool.reshapeVolume(x.name, 'relayout', { layout: x.layout, devices: x.devices, stripeUnit: x.stripeUnit, copies: x.copies, rate: x.rate }),
   }
 }

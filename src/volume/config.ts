@@ -62,10 +62,21 @@ export interface VolumeConfig {
   /** Bytes at the end of every member holding its block checksums (checksum.ts); raid5 volumes made before had none. */
   checksums?: number
   /** Grow, move or relayout in progress: the volume being built (its extents are already allocated). */
-  reshape?: { target: VolumeConfig; kind: 'grow' | 'move' | 'relayout' }
+  reshape?: ReshapeConfig
   /** concat: in address order; stripe/raid5: column order; mirror: copy order; raid10: group by group. */
   members: MemberConfig[]
   created: string
+}
+
+export interface ReshapeConfig {
+  target: VolumeConfig
+  kind: 'grow' | 'move' | 'relayout'
+  /** Extent (RESHAPE_LOG_BYTES, owned by the volume) holding the copy's write-intent bitmap; absent if no device had room. */
+  log?: { device: string; offset: number }
+  /** Volume bytes [0, copied) are on the target but for the regions the log marks (resume point after a crash). */
+  copied?: number
+  /** Bytes per second the copy is held to (absent: unlimited). */
+  rate?: number
 }
 
 export interface PoolConfig {
@@ -250,6 +261,23 @@ export function planVolume(cfg: PoolConfig, name: string, spec: VolumeSpec, id: 
   if (journal !== undefined) volume.journal = journal
   if (checksums !== undefined) volume.checksums = checksums
   return { volume, extents: ext }
+}
+
+export const RESHAPE_LOG_BYTES = MiB
+
+/**
+ * Policy: where a reshape's write-intent log goes. On a device of the new layout if one
+ * has room (a failure there stops the reshape anyway), else on any device in service;
+ * null when none has room (the copy then starts over after a crash).
+ */
+export function placeReshapeLog(cfg: PoolConfig, target: VolumeConfig): { device: string; offset: number } | null {
+  const ids = target.members.map((m) => m.device)
+  const order = [...cfg.devices.filter((d) => ids.includes(d.id)), ...cfg.devices.filter((d) => !ids.includes(d.id) && d.state === 'online')]
+  for (const d of order) {
+    const offset = fitOne(d, RESHAPE_LOG_BYTES)
+    if (offset !== null) return { device: d.id, offset }
+  }
+  return null
 }
 
 /** raid5 journal: room for enough whole-row records that a burst of writes rarely waits for a checkpoint. */

@@ -12,12 +12,13 @@ import * as path from 'path'
 import { randomUUID } from 'crypto'
 import { BlockDev, VsmError } from '../block/blockdev'
 import { Device, openDevice } from './device'
-import { Label, MiB, RESERVED_BYTES, readLabel, writeLabel, wipeLabel } from './label'
+import { Label, MiB, RESERVED_BYTES, BITMAP_OFFSET, readLabel, writeLabel, wipeLabel } from './label'
 import { DeviceBitmap } from './bitmap'
 import type { LogMember } from './drl'
 import {
-  PoolConfig, DeviceConfig, VolumeConfig, VolumeSpec, MemberConfig, LayoutKind,
+  PoolConfig, DeviceConfig, VolumeConfig, VolumeSpec, MemberConfig, LayoutKind, ReshapeConfig,
   checkName, checkSize, emptyConfig, planVolume, freeBytes, usedBytes, canRun, volumeState, fitOne, pickSpare,
+  placeReshapeLog, RESHAPE_LOG_BYTES,
 } from './config'
 import { Jobs } from '../control/jobs'
 import { SliceDev } from './slice'
@@ -26,6 +27,7 @@ import { StripeDev } from './stripe'
 import { MirrorDev } from './mirror'
 import { Raid5Dev } from './raid5'
 import { ChecksumTable } from './checksum'
+import { ReshapeDev } from './reshape'
 import { VolumeHandle } from './handle'
 
 export interface DeviceInfo {
@@ -66,8 +68,8 @@ export interface VolumeInfo {
   replayedRecords?: number
   /** A member being brought up to date. */
   rebuild?: RebuildInfo
-  /** A grow, move or relayout under way. */
-  reshape?: { kind: string; layout: LayoutKind; size: number; job: number | null }
+  /** A grow, move or relayout under way; copied: its last checkpoint (where it resumes after a crash). */
+  reshape?: { kind: string; layout: LayoutKind; size: number; job: number | null; copied?: number }
 }
 
 export interface ReshapeChange {
@@ -78,6 +80,8 @@ export interface ReshapeChange {
   devices?: string[]
   stripeUnit?: number
   copies?: number
+  /** Bytes per second the copy is held to (0 or absent: unlimited). */
+  rate?: number
 }
 
 export interface RebuildInfo {
@@ -92,13 +96,13 @@ export interface RebuildInfo {
   etaSeconds: number | null
 }
 
-/** A volume being copied onto a new layout: writes go to both through a mirror until the switch. */
+/** A volume being copied onto a new layout: writes go to both through a ReshapeDev until the switch. */
 interface Reshape {
   job: number
-  old: BlockDev
-  target: BlockDev
+  dev: ReshapeDev
+  /** The target's volume id: tells this reshape from a later one of the same volume. */
+  id: string
   targetLive: Live
-  mirror: MirrorDev
   handle: VolumeHandle
 }
 
@@ -464,7 +468,8 @@ export class Pool extends EventEmitter {
     return this.serial(async () => {
       const d = this.cfg.devices.find((x) => x.name === name)
       if (!d) throw new VsmError('ENOENT', `no device named ${JSON.stringify(name)}`)
-      const users = this.cfg.volumes.filter((v) => v.members.some((m) => m.device === d.id)).map((v) => v.name)
+      // members, and the extents of a reshape under way (its new layout, its log)
+      const users = [...new Set(d.extents.map((e) => e.volume))]
       if (users.length) throw new VsmError('EBUSY', `device ${name} is used by volume${users.length > 1 ? 's' : ''} ${users.join(', ')}`)
       const next = structuredClone(this.cfg)
       next.devices = next.devices.filter((x) => x.id !== d.id)
@@ -535,7 +540,10 @@ export class Pool extends EventEmitter {
     if (this.replayed.has(v.name)) out.replayedRecords = this.replayed.get(v.name)
     const rb = this.rebuilds.get(v.name)
     if (rb) out.rebuild = { ...rb }
-    if (v.reshape) out.reshape = { kind: v.reshape.kind, layout: v.reshape.target.layout, size: v.reshape.target.size, job: this.reshaping.get(v.name)?.job ?? null }
+    if (v.reshape) {
+      out.reshape = { kind: v.reshape.kind, layout: v.reshape.target.layout, size: v.reshape.target.size, job: this.reshaping.get(v.name)?.job ?? null }
+      if (v.reshape.copied !== undefined) out.reshape.copied = v.reshape.copied
+    }
     return out
   }
 
@@ -662,8 +670,15 @@ export class Pool extends EventEmitter {
       const r = this.rt.get(m.device)
       if (m.state === 'stale' && r?.io && !r.missing) this.startRebuild(name, i)
     })
-    // so does a reshape: the copy starts over, writes meanwhile going to both layouts
-    if (v.reshape) await this.beginReshape(name, handle, v.reshape)
+    // so does a reshape, from its checkpoint, writes meanwhile going to both layouts
+    if (v.reshape) {
+      try {
+        await this.beginReshape(name, handle, v.reshape)
+      } catch (e) {
+        // the old layout serves alone until the reshape is aborted: writes now miss the target
+        await this.dropCheckpoint(name, v.reshape.target.id, e)
+      }
+    }
     return handle
   }
 
@@ -879,10 +894,7 @@ export class Pool extends EventEmitter {
       info.done = done
       progress(done, info.total)
       await progress.checkpoint()
-      if (info.rate > 0) {
-        const due = (done / info.rate) * 1000 - (Date.now() - start)
-        if (due > 0) await sleep(due)
-      }
+      await holdTo(info.rate, start, done)
       // measured after the rate limit's pause, so the figure is what the copy is held to
       const secs = (Date.now() - start) / 1000
       info.bytesPerSecond = secs > 0 ? Math.round(done / secs) : 0
@@ -932,6 +944,7 @@ export class Pool extends EventEmitter {
    */
   async useJobs(jobs: Jobs): Promise<void> {
     const old = this.jobs
+    if (old === jobs) return
     this.jobs = jobs
     const rebuilds = [...this.rebuilds].map(([name, r]) => [name, r] as const)
     const reshapes = [...this.reshaping].map(([name, st]) => [name, st] as const)
@@ -987,9 +1000,11 @@ export class Pool extends EventEmitter {
    * Grow, move or relayout a volume online: plan the new layout in free space (the old
    * one stays allocated until the end), record it in the config, then copy onto it as
    * a job while every write goes to both; at the end the config switches to the new
-   * layout and the old extents are freed. After a crash the copy starts over.
+   * layout and the old extents are freed. The copy saves a checkpoint about once a
+   * second and, after a crash, resumes from it (reshape.ts says why that is sound).
    */
   async reshapeVolume(name: string, kind: 'grow' | 'move' | 'relayout', change: ReshapeChange): Promise<{ job: number; volume: VolumeInfo }> {
+    if (change.rate !== undefined) checkSize('rate', change.rate)
     await this.serial(async () => {
       const v = this.cfg.volumes.find((x) => x.name === name)
       if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
@@ -1024,51 +1039,122 @@ export class Pool extends EventEmitter {
       if (plan.volume.size < v.size) throw new VsmError('ENOSPC', `the new layout would hold ${plan.volume.size} bytes, less than the volume's ${v.size}`)
       plan.volume.created = v.created
       const next = structuredClone(this.cfg)
-      next.volumes.find((x) => x.id === v.id)!.reshape = { target: plan.volume, kind }
       for (const d of next.devices) d.extents.push(...(plan.extents.get(d.id) ?? []))
+      const rs: ReshapeConfig = { target: plan.volume, kind }
+      if (change.rate) rs.rate = change.rate
+      const log = placeReshapeLog(next, plan.volume)
+      if (log) {
+        rs.log = log
+        next.devices.find((d) => d.id === log.device)!.extents.push({ volume: name, offset: log.offset, length: RESHAPE_LOG_BYTES })
+      }
+      next.volumes.find((x) => x.id === v.id)!.reshape = rs
       await this.commit(next)
     })
     const handle = this.volumes.get(name)
-    const job = handle ? await this.beginReshape(name, handle, this.cfg.volumes.find((x) => x.name === name)!.reshape!) : (await this.openVolume(name), this.reshaping.get(name)!.job)
-    return { job, volume: this.volumeInfo(name) }
+    if (handle) return { job: await this.beginReshape(name, handle, this.cfg.volumes.find((x) => x.name === name)!.reshape!), volume: this.volumeInfo(name) }
+    await this.openVolume(name)
+    const st = this.reshaping.get(name)
+    if (!st) throw new VsmError('EIO', `volume ${name}: the new layout could not be assembled; 'vsm volume relayout ${name} --abort' gives its extents back`)
+    return { job: st.job, volume: this.volumeInfo(name) }
   }
 
-  private async beginReshape(name: string, handle: VolumeHandle, rs: NonNullable<VolumeConfig['reshape']>): Promise<number> {
+  /**
+   * The reshape's write-intent bitmap, in its extent laid out as a device's reserved
+   * area lays out its bitmap (a window puts BITMAP_OFFSET at the extent's start).
+   * Without a checkpoint the whole volume is copied anyway, so the log starts clean;
+   * with one, the bits are what the resumed copy must take again. Null: no log.
+   */
+  private async reshapeLog(size: number, rs: ReshapeConfig): Promise<DeviceBitmap | null> {
+    const d = this.cfg.devices.find((x) => x.id === rs.log?.device)
+    const io = d && this.rt.get(d.id)?.io
+    if (!rs.log || !d || !io) return null
+    const window = new SliceDev(io, d.dataOffset + rs.log.offset - BITMAP_OFFSET, RESERVED_BYTES)
+    return rs.copied === undefined ? DeviceBitmap.init(window, size) : DeviceBitmap.load(window, size)
+  }
+
+  private async beginReshape(name: string, handle: VolumeHandle, rs: ReshapeConfig): Promise<number> {
     const { dev: target, live: targetLive } = await this.assembleLayout(rs.target)
-    const old = handle.inner
-    const mirror = new MirrorDev([old, null], { size: old.size })
-    mirror.attach(1, target)
-    handle.inner = mirror
-    const st: Reshape = { job: 0, old, target, targetLive, mirror, handle }
+    const size = handle.inner.size
+    const bitmap = await this.reshapeLog(size, rs).catch(() => null)
+    // a checkpoint without its log could skip regions written from now on
+    if (!bitmap && rs.copied !== undefined) await this.dropCheckpoint(name, rs.target.id, new VsmError('EIO', 'the reshape log cannot be read'))
+    const dev = new ReshapeDev(handle.inner, target, bitmap && { bitmap, base: 0 }, (err) => this.dropCheckpoint(name, rs.target.id, err))
+    handle.inner = dev
+    const st: Reshape = { job: 0, dev, id: rs.target.id, targetLive, handle }
     this.reshaping.set(name, st)
-    st.job = this.runReshape(name, st, rs)
+    st.job = this.runReshape(name, st, this.cfg.volumes.find((x) => x.name === name)!.reshape!)
     return st.job
   }
 
-  private runReshape(name: string, st: Reshape, rs: NonNullable<VolumeConfig['reshape']>): number {
-    const { old, target, targetLive, mirror, handle } = st
+  private runReshape(name: string, st: Reshape, rs: ReshapeConfig): number {
+    const { dev, targetLive, handle } = st
+    const size = dev.size
+    // resumed: the regions the log marks below the checkpoint, and everything from it on
+    const at = dev.logged ? Math.min(rs.copied ?? 0, size) : 0
+    const below = dev.pendingRanges().filter(([lo]) => lo < at).map(([lo, hi]): [number, number] => [lo, Math.min(hi, at)])
+    const ranges = mergeRanges(at < size ? [...below, [at, size]] : below)
+    const total = ranges.reduce((s, [lo, hi]) => s + hi - lo, 0)
+    const layout = rs.target.layout
     return this.jobs.start(`volume.${rs.kind}`, async (_signal, progress) => {
-      const copied = await mirror.copyRanges(1, [[0, old.size]], { onChunk: async (done) => { progress(done, old.size); await progress.checkpoint() } })
-      await mirror.flush()
+      const start = Date.now()
+      let lastSave = start
+      const copied = await dev.copy(ranges, {
+        onChunk: async (done, pos) => {
+          progress(done, total)
+          await progress.checkpoint()
+          await holdTo(rs.rate ?? 0, start, done)
+          if (dev.targetFailed) throw new VsmError('EIO', `the new layout of ${name} failed: ${dev.mirror.errors[1]}`)
+          if (pos > at && Date.now() - lastSave >= CHECKPOINT_MS) {
+            lastSave = Date.now()
+            await this.saveCheckpoint(name, st, pos)
+          }
+        },
+      })
+      await dev.flush()
       await this.serial(async () => {
         const next = structuredClone(this.cfg)
         const i = next.volumes.findIndex((x) => x.name === name)
         const v = next.volumes[i]
-        for (const m of v.members) {
-          const d = next.devices.find((x) => x.id === m.device)!
-          d.extents = d.extents.filter((e) => !(e.volume === name && e.offset === m.offset))
-        }
+        for (const m of v.members) freeExtent(next, m.device, name, m.offset)
+        if (v.reshape!.log) freeExtent(next, v.reshape!.log.device, name, v.reshape!.log.offset)
         next.volumes[i] = v.reshape!.target
         await this.commit(next)
+        // switched in the same step as the commit: only writes already in flight still reach the freed log
+        handle.inner = dev.target
+        this.live.set(name, targetLive)
+        this.reshaping.delete(name)
       })
-      handle.inner = target
-      this.live.set(name, targetLive)
-      this.reshaping.delete(name)
-      await mirror.settled()
-      await old.close()
-      this.emit('event', 'volume.reshaped', { volume: name, kind: rs.kind, layout: rs.target.layout, size: target.size })
-      return { volume: name, copied, layout: rs.target.layout, size: target.size }
-    }, { description: `${rs.kind} ${name} to ${rs.target.layout} on ${rs.target.members.length} extents`, total: old.size, pausable: true })
+      await dev.settled()
+      await dev.old.close()
+      this.emit('event', 'volume.reshaped', { volume: name, kind: rs.kind, layout, size: dev.target.size, copied, resumedAt: at })
+      return { volume: name, copied, resumedAt: at, layout, size: dev.target.size }
+    }, { description: `${rs.kind} ${name} to ${layout} on ${rs.target.members.length} extents${at ? `, resumed at byte ${at}` : ''}`, total, pausable: true })
+  }
+
+  /** Everything the copy has done up to pos is on the target: flush it there, then record pos as the resume point. */
+  private async saveCheckpoint(name: string, st: Reshape, pos: number): Promise<void> {
+    if (!st.dev.logged) return
+    await st.dev.flushTarget()
+    await this.serial(async () => {
+      const rs = this.cfg.volumes.find((x) => x.name === name)?.reshape
+      // a log lost meanwhile has dropped the checkpoint for good
+      if (!st.dev.logged || rs?.target.id !== st.id) return
+      const next = structuredClone(this.cfg)
+      next.volumes.find((x) => x.name === name)!.reshape!.copied = pos
+      await this.commit(next)
+    })
+  }
+
+  /** The reshape's log failed or is unusable: forget its checkpoint durably, so a crash from now on means a full copy. */
+  private dropCheckpoint(name: string, targetId: string, err: unknown): Promise<void> {
+    this.emit('event', 'volume.reshape-log-lost', { volume: name, reason: errMsg(err) })
+    return this.serial(async () => {
+      const next = structuredClone(this.cfg)
+      const rs = next.volumes.find((x) => x.name === name)?.reshape
+      if (rs?.target.id !== targetId || rs.copied === undefined) return
+      delete rs.copied
+      await this.commit(next)
+    })
   }
 
   /** Reverse an unfinished grow/move/relayout: the volume stays on its old layout and the new extents are freed. */
@@ -1084,19 +1170,17 @@ export class Pool extends EventEmitter {
       if (!v.reshape) throw new VsmError('EINVAL', `volume ${name} is not being changed`)
       const next = structuredClone(this.cfg)
       const nv = next.volumes.find((x) => x.id === v.id)!
-      for (const m of nv.reshape!.target.members) {
-        const d = next.devices.find((x) => x.id === m.device)!
-        d.extents = d.extents.filter((e) => !(e.volume === name && e.offset === m.offset))
-      }
+      for (const m of nv.reshape!.target.members) freeExtent(next, m.device, name, m.offset)
+      if (nv.reshape!.log) freeExtent(next, nv.reshape!.log.device, name, nv.reshape!.log.offset)
       delete nv.reshape
       await this.commit(next)
     })
     const handle = this.volumes.get(name)
-    if (st && handle && handle.inner === st.mirror) {
-      handle.inner = st.old
+    if (st && handle && handle.inner === st.dev) {
+      handle.inner = st.dev.old
       this.reshaping.delete(name)
-      await st.mirror.settled()
-      await st.target.close()
+      await st.dev.settled()
+      await st.dev.target.close()
     }
     return this.volumeInfo(name)
   }
@@ -1151,6 +1235,19 @@ function groupsOf(v: VolumeConfig): number[][] {
   const out: number[][] = []
   v.members.forEach((m, i) => { (out[m.group ?? 0] ??= []).push(i) })
   return out
+}
+
+/** Hold a copy that started at `start` and has done `done` bytes to `rate` bytes per second (0: unlimited). */
+async function holdTo(rate: number, start: number, done: number): Promise<void> {
+  if (rate <= 0) return
+  const due = (done / rate) * 1000 - (Date.now() - start)
+  if (due > 0) await sleep(due)
+}
+
+/** Give back volume's extent at offset on device deviceId. */
+function freeExtent(cfg: PoolConfig, deviceId: string, volume: string, offset: number): void {
+  const d = cfg.devices.find((x) => x.id === deviceId)
+  if (d) d.extents = d.extents.filter((e) => !(e.volume === volume && e.offset === offset))
 }
 
 function mergeRanges(rs: [number, number][]): [number, number][] {

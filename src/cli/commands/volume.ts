@@ -66,23 +66,27 @@ export function registerVolume(program: Command) {
       print(globals(cmd).json ? JSON.stringify(job.result, null, 2) : scrubReport(job.result))
     })
   const started = (what: string) => (r: any) => `${what} as job ${r.job} (vsm job wait ${r.job})`
+  const RATE = 'copy at most this many bytes per second'
   volume.command('grow <name> <size>').description('grow a volume online (copied onto a larger layout as a job)')
-    .action((name, size, _o, cmd) => call(cmd, 'volume.grow', { name, size: parseSize(size) }, started(`growing ${name} to ${size}`)))
+    .option('--rate <size>', RATE)
+    .action((name, size, o, cmd) => call(cmd, 'volume.grow', { name, size: parseSize(size), rate: o.rate && parseSize(o.rate) }, started(`growing ${name} to ${size}`)))
   volume.command('move <name>').description('move the part of a volume on one device to another, online')
     .requiredOption('--from <device>', 'device to empty').requiredOption('--to <device>', 'device to move onto')
-    .action((name, o, cmd) => call(cmd, 'volume.move', { name, from: o.from, to: o.to }, started(`moving ${name} from ${o.from} to ${o.to}`)))
+    .option('--rate <size>', RATE)
+    .action((name, o, cmd) => call(cmd, 'volume.move', { name, from: o.from, to: o.to, rate: o.rate && parseSize(o.rate) }, started(`moving ${name} from ${o.from} to ${o.to}`)))
   volume.command('relayout <name>').description('change the layout of a volume online; --abort reverses one under way')
     .option('--layout <layout>', 'concat|stripe|mirror|raid10|raid5')
     .option('--devices <list>', 'comma-separated device names (default: the current ones)')
     .option('--stripe-unit <size>', 'stripe unit (stripe, raid10, raid5)')
     .option('--copies <n>', 'copies of each block (mirror, raid10)')
+    .option('--rate <size>', RATE)
     .option('--abort', 'go back to the old layout and free the new extents')
     .action((name, o, cmd) => call(cmd, 'volume.relayout', o.abort ? { name, abort: true } : {
       name, layout: o.layout, devices: o.devices && String(o.devices).split(','),
-      stripeUnit: o.stripeUnit && parseSize(o.stripeUnit), copies: o.copies && Number(o.copies),
+      stripeUnit: o.stripeUnit && parseSize(o.stripeUnit), copies: o.copies && Number(o.copies), rate: o.rate && parseSize(o.rate),
     }, (r) => (o.abort ? `relayout of ${name} reversed: ${r.layout}` : started(`relaying out ${name} as ${o.layout}`)(r))))
   volume.command('replace <name> <old> <new>').description('rebuild the member on device OLD onto device NEW')
-    .option('--rate <size>', 'copy at most this many bytes per second')
+    .option('--rate <size>', RATE)
     .action((name, from, to, o, cmd) => call(cmd, 'volume.replace', { name, from, to, rate: o.rate && parseSize(o.rate) },
       (r) => `rebuilding ${name} from ${from} onto ${to}${r.job ? ` as job ${r.job} (vsm job wait ${r.job})` : ' when it is next opened'}`))
 }
