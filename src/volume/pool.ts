@@ -498,22 +498,26 @@ export class Pool extends EventEmitter {
           throw new VsmError('EINVAL', `device ${this.cfg.devices.find((d) => d.id === id)?.name} is missing: ${r?.missing ?? 'not open'}`)
         }
       }
-      // an extent may have held another volume: its old bytes must not pass for sums
-      if (volume.checksums) {
-        const zero = Buffer.alloc(volume.checksums)
-        await Promise.all(volume.members.map(async (m) => {
-          const d = this.cfg.devices.find((x) => x.id === m.device)!
-          const io = this.rt.get(m.device)!.io!
-          await io.write(zero, d.dataOffset + m.offset + m.length - volume.checksums!)
-          await io.flush()
-        }))
-      }
+      await this.clearSums(volume)
       const next = structuredClone(this.cfg)
       next.volumes.push(volume)
       for (const d of next.devices) d.extents.push(...(extents.get(d.id) ?? []))
       await this.commit(next)
       return this.volumeInfo(name)
     })
+  }
+
+  /** Zero the sum tables of a new volume's members: an extent may have held another volume, whose bytes must not pass for sums. */
+  private async clearSums(v: VolumeConfig): Promise<void> {
+    if (!v.checksums) return
+    const zero = Buffer.alloc(v.checksums)
+    await Promise.all(v.members.map(async (m) => {
+      const d = this.cfg.devices.find((x) => x.id === m.device)!
+      const io = this.rt.get(m.device)?.io
+      if (!io) throw new VsmError('ENODEV', `device ${d.name} is missing`)
+      await io.write(zero, d.dataOffset + m.offset + m.length - v.checksums!)
+      await io.flush()
+    }))
   }
 
   private memberInfo(m: MemberConfig): MemberInfo {
@@ -1038,6 +1042,7 @@ export class Pool extends EventEmitter {
       if (plan.volume.size < v.size) plan = planVolume(others, name, { ...spec, size: spec.size + (v.size - plan.volume.size) }, randomUUID())
       if (plan.volume.size < v.size) throw new VsmError('ENOSPC', `the new layout would hold ${plan.volume.size} bytes, less than the volume's ${v.size}`)
       plan.volume.created = v.created
+      await this.clearSums(plan.volume)
       const next = structuredClone(this.cfg)
       for (const d of next.devices) d.extents.push(...(plan.extents.get(d.id) ?? []))
       const rs: ReshapeConfig = { target: plan.volume, kind }
