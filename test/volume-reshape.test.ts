@@ -133,6 +133,47 @@ t('kill -9 during a relayout: the next open finishes it; a relayout can be rever
   await same(v2, model, 'after reversed relayout')
 })
 
+t('relayout back onto the exactly-filled devices it came from, and ENOSPC when the new layout cannot fit', async () => {
+  pool = await Pool.create(home())
+  for (const n of ['a', 'b', 'c', 'd']) await pool.addDevice(n, path.join(tmp.dir, `${n}.img`), 100 * MiB)
+  const free = pool.listDevices()[0].free
+  // a mirror filling a and b to the last byte, as the embedded default pool makes
+  await pool.createVolume('v', { layout: 'mirror', devices: ['a', 'b'], size: free })
+  const v = await pool.openVolume('v')
+  const model = randomBytes(v.size)
+  await v.write(model, 0)
+  const steps: [LayoutKind, string[]][] = [['concat', ['c']], ['mirror', ['a', 'b']], ['concat', ['c']], ['mirror', ['a', 'b']]]
+  let seed = 20
+  for (const [layout, devices] of steps) {
+    const stop = writer(v, model, seed++)
+    try {
+      await run((await pool.reshapeVolume('v', 'relayout', { layout, devices })).job)
+    } finally {
+      await stop()
+    }
+    const info = pool.volumeInfo('v')
+    assert.is(info.layout, layout)
+    assert.equal(info.devices, devices)
+    assert.is(info.size, model.length, `relayout to ${layout} keeps the size`)
+    await same(v, model, `after relayout to ${layout}`)
+  }
+  for (const d of pool.listDevices()) assert.is(d.used, ['a', 'b'].includes(d.name) ? free : 0, `${d.name}: only the mirror's extents stay taken`)
+
+  // a concat filling c holds more than a mirror on a and b can beside its checksums
+  await pool.createVolume('full', { layout: 'concat', devices: ['c'], size: free })
+  await pool.reshapeVolume('v', 'relayout', { layout: 'concat', devices: ['d'] }).then((r) => run(r.job))
+  const seq = pool.seq
+  await pool.reshapeVolume('full', 'relayout', { layout: 'mirror', devices: ['a', 'b'] }).then(
+    () => assert.unreachable('a mirror that cannot fit was planned'),
+    (e) => {
+      assert.is(e.code, 'ENOSPC')
+      assert.match(e.message, /^cannot relayout volume full \(\d+ bytes\) as mirror on a,b: device a has no free extent of \d+ MiB for a mirror copy$/)
+    })
+  assert.is(pool.seq, seq, 'nothing was written')
+  assert.not.ok(pool.volumeInfo('full').reshape)
+  await same(v, model, 'after the refused relayout')
+})
+
 /** Every device behind a FaultDev the test can steer by name. */
 function faulty() {
   const faults = new Map<string, FaultDev>()

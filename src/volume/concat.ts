@@ -1,19 +1,19 @@
 // Concatenation: members laid end to end. Requests crossing a member boundary are
 // split and the pieces issued concurrently.
 import { BlockDev, VsmError } from '../block/blockdev'
-import { MemberOp, RoutedDev, noop } from './routed'
+import { MemberOp, RoutedDev, RoutedOptions, noop, usableSize } from './routed'
 
 export class ConcatDev extends RoutedDev {
   readonly size: number
   /** starts[i] = volume offset of members[i]; starts[n] = size. Binary-searched per request. */
   private readonly starts: number[]
 
-  constructor(members: BlockDev[], onClose?: () => void) {
-    super(members, onClose)
+  constructor(members: BlockDev[], opts: RoutedOptions = {}) {
+    super(members, opts.onClose)
     if (members.length === 0) throw new VsmError('EINVAL', 'concat needs at least one member')
     this.starts = [0]
     for (const m of members) this.starts.push(this.starts[this.starts.length - 1] + m.size)
-    this.size = this.starts[members.length]
+    this.size = usableSize(this.starts[members.length], opts.size)
   }
 
   private find(offset: number): number {

@@ -280,6 +280,24 @@ export function placeReshapeLog(cfg: PoolConfig, target: VolumeConfig): { device
   return null
 }
 
+/**
+ * Plan a volume of exactly spec.size bytes, as a grow, move or relayout does (a volume
+ * keeps its size, so it fits back where it came from): the smallest allocation whose
+ * layout holds that much. What rounding leaves over in the extents is not addressed.
+ */
+export function planExactly(cfg: PoolConfig, name: string, spec: VolumeSpec, id: string):
+    { volume: VolumeConfig; extents: Map<string, ExtentConfig[]> } {
+  for (let ask = spec.size; ;) {
+    const plan = planVolume(cfg, name, { ...spec, size: ask }, id)
+    if (plan.volume.size >= spec.size) {
+      plan.volume.size = spec.size
+      return plan
+    }
+    // metadata carved from the extents (checksums) or whole stripe rows left it short: ask for more
+    ask += Math.max(spec.size - plan.volume.size, MiB)
+  }
+}
+
 /** raid5 journal: room for enough whole-row records that a burst of writes rarely waits for a checkpoint. */
 export function journalBytes(members: number, stripeUnit: number): number {
   const slot = 4096 + members * stripeUnit

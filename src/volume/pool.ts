@@ -17,7 +17,7 @@ import { DeviceBitmap } from './bitmap'
 import type { LogMember } from './drl'
 import {
   PoolConfig, DeviceConfig, VolumeConfig, VolumeSpec, MemberConfig, LayoutKind, ReshapeConfig,
-  checkName, checkSize, emptyConfig, planVolume, freeBytes, usedBytes, canRun, volumeState, fitOne, pickSpare,
+  checkName, checkSize, emptyConfig, planVolume, planExactly, roundUp, freeBytes, usedBytes, canRun, volumeState, fitOne, pickSpare,
   placeReshapeLog, RESHAPE_LOG_BYTES,
 } from './config'
 import { Jobs } from '../control/jobs'
@@ -26,7 +26,7 @@ import { ConcatDev } from './concat'
 import { StripeDev } from './stripe'
 import { MirrorDev } from './mirror'
 import { Raid5Dev } from './raid5'
-import { ChecksumTable } from './checksum'
+import { ChecksumTable, SUM_BLOCK } from './checksum'
 import { ReshapeDev } from './reshape'
 import { VolumeHandle } from './handle'
 
@@ -627,7 +627,7 @@ export class Pool extends EventEmitter {
         mirrors.push(mirror)
       }
       this.resynced.set(v.name, resynced)
-      dev = v.layout === 'mirror' ? mirrors[0] : new StripeDev(mirrors, v.stripeUnit)
+      dev = v.layout === 'mirror' ? mirrors[0] : new StripeDev(mirrors, v.stripeUnit, { size: v.size })
       live = { mirrors: mirrors.map((mirror, g) => ({ mirror, idx: groups[g] })) }
     } else if (v.layout === 'raid5') {
       const r5 = new Raid5Dev(slices, {
@@ -650,7 +650,7 @@ export class Pool extends EventEmitter {
         const d = this.cfg.devices.find((x) => x.id === m.device)
         throw new VsmError('ENODEV', `volume ${v.name} (${v.layout}) cannot run without device ${d?.name ?? m.device}`)
       }
-      dev = v.layout === 'concat' ? new ConcatDev(slices as SliceDev[]) : new StripeDev(slices as SliceDev[], v.stripeUnit)
+      dev = v.layout === 'concat' ? new ConcatDev(slices as SliceDev[], { size: v.size }) : new StripeDev(slices as SliceDev[], v.stripeUnit, { size: v.size })
     }
     if (dev.size !== v.size) throw new VsmError('EIO', `volume ${v.name} assembles to ${dev.size} bytes, config says ${v.size}`)
     return { dev, live }
@@ -1023,7 +1023,7 @@ export class Pool extends EventEmitter {
       if (kind === 'grow') {
         checkSize('size', change.size)
         if (change.size! <= v.size) throw new VsmError('EINVAL', `volume ${name} is already ${v.size} bytes; grow needs a larger size`)
-        spec.size = change.size!
+        spec.size = roundUp(change.size!, SUM_BLOCK)
       } else if (kind === 'move') {
         if (!change.from || !devs.includes(change.from)) throw new VsmError('EINVAL', `device ${JSON.stringify(change.from)} holds no part of volume ${name}`)
         if (!change.to || devs.includes(change.to)) throw new VsmError('EINVAL', `device ${JSON.stringify(change.to)} is not a new device for volume ${name}`)
@@ -1037,10 +1037,13 @@ export class Pool extends EventEmitter {
       }
       // planned as if this volume were not there by name; its extents stay taken
       const others = { ...this.cfg, volumes: this.cfg.volumes.filter((x) => x.id !== v.id) }
-      let plan = planVolume(others, name, spec, randomUUID())
-      // metadata carved from the extents (checksums) can leave the new layout a little short: ask for that much more
-      if (plan.volume.size < v.size) plan = planVolume(others, name, { ...spec, size: spec.size + (v.size - plan.volume.size) }, randomUUID())
-      if (plan.volume.size < v.size) throw new VsmError('ENOSPC', `the new layout would hold ${plan.volume.size} bytes, less than the volume's ${v.size}`)
+      let plan: ReturnType<typeof planExactly>
+      try {
+        plan = planExactly(others, name, spec, randomUUID())
+      } catch (e) {
+        if ((e as VsmError).code !== 'ENOSPC') throw e
+        throw new VsmError('ENOSPC', `cannot ${kind} volume ${name} (${spec.size} bytes) as ${spec.layout} on ${spec.devices.join(',')}: ${errMsg(e)}`)
+      }
       plan.volume.created = v.created
       await this.clearSums(plan.volume)
       const next = structuredClone(this.cfg)

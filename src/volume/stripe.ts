@@ -1,7 +1,7 @@
 // Striping (RAID-0): the volume is cut into stripe units dealt round-robin across
 // equal-sized members. Pieces of one request run concurrently on different members.
 import { BlockDev, VsmError } from '../block/blockdev'
-import { MemberOp, RoutedDev, noop } from './routed'
+import { MemberOp, RoutedDev, RoutedOptions, noop, usableSize } from './routed'
 
 export const DEFAULT_STRIPE_UNIT = 64 * 1024
 
@@ -9,8 +9,8 @@ export class StripeDev extends RoutedDev {
   readonly size: number
   private readonly n: number
 
-  constructor(members: BlockDev[], readonly stripeUnit = DEFAULT_STRIPE_UNIT, onClose?: () => void) {
-    super(members, onClose)
+  constructor(members: BlockDev[], readonly stripeUnit = DEFAULT_STRIPE_UNIT, opts: RoutedOptions = {}) {
+    super(members, opts.onClose)
     this.n = members.length
     if (this.n === 0) throw new VsmError('EINVAL', 'stripe needs at least one member')
     if (!Number.isSafeInteger(stripeUnit) || stripeUnit <= 0) throw new VsmError('EINVAL', `bad stripe unit ${stripeUnit}`)
@@ -18,7 +18,7 @@ export class StripeDev extends RoutedDev {
     // only whole stripe rows are addressable, so every member holds the same amount
     const rows = Math.floor(per / stripeUnit)
     if (rows === 0) throw new VsmError('EINVAL', `members smaller than one stripe unit (${stripeUnit})`)
-    this.size = rows * stripeUnit * this.n
+    this.size = usableSize(rows * stripeUnit * this.n, opts.size)
   }
 
   protected route(buf: Buffer, offset: number, op: MemberOp): Promise<unknown> {
