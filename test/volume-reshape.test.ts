@@ -244,4 +244,21 @@ t('kill -9 after a checkpoint, then abort: the volume stays as it was and every 
   await same(await pool.openVolume('v'), model, 'after reopen')
 })
 
+t('a copy of the new layout that fails during the relayout is recorded: the volume switches to it degraded', async () => {
+  const f = faulty()
+  const { v, model } = await make('concat', ['a'], 24 * MiB, f.opts)
+  const { job } = await pool.reshapeVolume('v', 'relayout', { layout: 'mirror', devices: ['b', 'c'] })
+  f.faults.get('c')!.setRules([{ op: 'write' }])
+  await run(job)
+  const info = pool.volumeInfo('v')
+  assert.is(info.layout, 'mirror')
+  assert.is(info.state, 'degraded')
+  assert.is(info.members.find((m) => m.device === 'c')!.state, 'failed')
+  await same(v, model, 'served by the copy on b')
+  await pool.close()
+  pool = await Pool.open(home())
+  assert.is(pool.volumeInfo('v').state, 'degraded', 'the failed copy stays out after reopen')
+  await same(await pool.openVolume('v'), model, 'after reopen')
+})
+
 t.run()

@@ -695,7 +695,9 @@ export class Pool extends EventEmitter {
   private memberFailed(volumeId: string, index: number, err: unknown): Promise<void> {
     return this.serial(async () => {
       const next = structuredClone(this.cfg)
-      const v = next.volumes.find((x) => x.id === volumeId)
+      // a reshape's new layout too, so the switch to it does not put a stale copy in service
+      const inService = next.volumes.find((x) => x.id === volumeId)
+      const v = inService ?? next.volumes.find((x) => x.reshape?.target.id === volumeId)?.reshape!.target
       const m = v?.members[index]
       if (!v || !m || m.state === 'failed') return
       m.state = 'failed'
@@ -706,8 +708,8 @@ export class Pool extends EventEmitter {
       if (d && d.state === 'online') d.state = 'failed'
       await this.commit(next)
       this.emit('event', 'volume.member-failed', { volume: v.name, device: d?.name, reason: m.reason, state: this.info(v).state })
-      // policy: a hot spare takes over at once; started after this mutation, not inside it
-      const spare = pickSpare(next, m.length)
+      // policy: a hot spare takes over at once (in a volume in service); started after this mutation, not inside it
+      const spare = inService && pickSpare(next, m.length)
       if (spare && d) setImmediate(() => this.replaceMember(v.name, d.name, spare.name).catch((e) =>
         this.emit('event', 'volume.spare-failed', { volume: v.name, spare: spare.name, reason: errMsg(e) })))
     })
