@@ -261,4 +261,20 @@ t('a copy of the new layout that fails during the relayout is recorded: the volu
   await same(await pool.openVolume('v'), model, 'after reopen')
 })
 
+t('a write sent to the old layout alone before the relayout began lands before the copy reads its range', async () => {
+  const f = faulty()
+  const { v, model } = await make('concat', ['a'], 16 * MiB, f.opts)
+  const m = pool.config.volumes[0].members[0]
+  f.faults.get('a')!.setRules([{ op: 'write', offset: pool.config.devices[0].dataOffset + m.offset, length: 4096, delayMs: 300, delayOnly: true }])
+  const b = randomBytes(4096)
+  const w = v.write(b, 0)
+  const { job } = await pool.reshapeVolume('v', 'relayout', { layout: 'concat', devices: ['b'] })
+  await w
+  b.copy(model, 0)
+  f.faults.get('a')!.setRules([])
+  await run(job)
+  assert.equal(pool.volumeInfo('v').devices, ['b'])
+  await same(v, model, 'the write is on the new layout')
+})
+
 t.run()

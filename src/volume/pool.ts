@@ -1089,7 +1089,8 @@ export class Pool extends EventEmitter {
     // a checkpoint without its log could skip regions written from now on
     if (!bitmap && rs.copied !== undefined) await this.dropCheckpoint(name, rs.target.id, new VsmError('EIO', 'the reshape log cannot be read'))
     const dev = new ReshapeDev(handle.inner, target, bitmap && { bitmap, base: 0 }, (err) => this.dropCheckpoint(name, rs.target.id, err))
-    handle.inner = dev
+    // a copy must not read a range that a write sent to the old layout alone is still changing
+    await handle.swap(dev)
     const st: Reshape = { job: 0, dev, id: rs.target.id, targetLive, handle }
     this.reshaping.set(name, st)
     st.job = this.runReshape(name, st, this.cfg.volumes.find((x) => x.name === name)!.reshape!)
@@ -1121,6 +1122,7 @@ export class Pool extends EventEmitter {
         },
       })
       await dev.flush()
+      let drained = Promise.resolve()
       await this.serial(async () => {
         const next = structuredClone(this.cfg)
         const i = next.volumes.findIndex((x) => x.name === name)
@@ -1130,10 +1132,11 @@ export class Pool extends EventEmitter {
         next.volumes[i] = v.reshape!.target
         await this.commit(next)
         // switched in the same step as the commit: only writes already in flight still reach the freed log
-        handle.inner = dev.target
+        drained = handle.swap(dev.target)
         this.live.set(name, targetLive)
         this.reshaping.delete(name)
       })
+      await drained
       await dev.settled()
       await dev.old.close()
       this.emit('event', 'volume.reshaped', { volume: name, kind: rs.kind, layout, size: dev.target.size, copied, resumedAt: at })
@@ -1187,8 +1190,8 @@ export class Pool extends EventEmitter {
     })
     const handle = this.volumes.get(name)
     if (st && handle && handle.inner === st.dev) {
-      handle.inner = st.dev.old
       this.reshaping.delete(name)
+      await handle.swap(st.dev.old)
       await st.dev.settled()
       await st.dev.target.close()
     }
