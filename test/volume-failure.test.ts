@@ -151,6 +151,18 @@ t('raid5: offline, writes, restart, online: only the rows of regions written mea
   assert.ok((await readAll(v)).equals(data), 'reads through the resynced member')
 })
 
+t('raid5: a member failing reads under a scrub goes out; the scrub stops with the error, reads go on', async () => {
+  const pool = await makePool('raid5', ['a', 'b', 'c'], 24 * MiB)
+  const v = await pool.openVolume('v')
+  const data = await fill(v)
+  faults.get('b')!.setRules([{ op: 'read' }])
+  const { job } = await pool.scrubVolume('v')
+  const done = await pool.jobs.wait(job)
+  assert.match(done.error?.message ?? '', /injected read error/)
+  assert.is(pool.volumeInfo('v').members[1].state, 'failed')
+  assert.ok((await readAll(v)).equals(data))
+})
+
 t('raid5: a crash mid-rebuild resumes from the checkpoint; rows the reopen replays below it are rebuilt again', async () => {
   let pool = await makePool('raid5', ['a', 'b', 'c'], 24 * MiB, ['d'])
   let v = await pool.openVolume('v')

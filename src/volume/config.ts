@@ -44,7 +44,7 @@ export interface MemberConfig {
   reason?: string
   /** stale: 'delta' copies only what the copy missed (its bits on the others), 'full' everything. */
   resync?: 'delta' | 'full'
-  /** stale, full: member bytes already rebuilt (resume point after a crash). */
+  /** Resume point after a crash. stale, full mirror copy: volume bytes already copied; stale raid5 member (delta or full): its rows below this many bytes past the journal are done. */
   rebuilt?: number
   /** raid10: the mirror group (stripe column) this copy belongs to. */
   group?: number

@@ -501,7 +501,8 @@ export class Raid5Dev implements BlockDev, LogHost {
       const release = await this.locks.lock(row)
       try {
         if (this.healthyCount < this.n || this.rebuilding) throw new VsmError('EIO', 'raid5 scrub needs every member in service and up to date')
-        for (let i = 0; i < this.n; i++) await this.members[i]!.read(bufs[i], this.at(row))
+        // a member that cannot be read goes out, and the scrub with it: it needs them all
+        for (let i = 0; i < this.n; i++) await this.members[i]!.read(bufs[i], this.at(row)).catch(async (e) => { await this.failMember(i, e); throw e })
         const bad = bufs.map((b, i) => new Set(this.badBlocks(i, row, 0, b)))
         let whole = true
         for (let k = 0; k < this.su; k += B) {
@@ -513,7 +514,7 @@ export class Raid5Dev implements BlockDev, LogHost {
             const m = which[0], blk = bufs[m].subarray(k, k + B)
             blk.fill(0)
             for (let i = 0; i < this.n; i++) if (i !== m) xorInto(blk, bufs[i].subarray(k, k + B))
-            await this.members[m]!.write(Buffer.from(blk), this.at(row) + k)
+            await this.members[m]!.write(Buffer.from(blk), this.at(row) + k).catch((e) => this.failMember(m, e))
             report.repaired.push({ member: m, offset: this.at(row) + k })
           }
         }
@@ -522,7 +523,7 @@ export class Raid5Dev implements BlockDev, LogHost {
         for (let col = 0; col < this.n - 1; col++) xorInto(acc, bufs[this.memberOf(row, col)])
         if (whole && !bufs[p].equals(acc)) {
           this.setSums(p, row, 0, acc)
-          await this.members[p]!.write(Buffer.from(acc), this.at(row))
+          await this.members[p]!.write(Buffer.from(acc), this.at(row)).catch((e) => this.failMember(p, e))
           report.parityRows.push(row)
         }
       } finally {
