@@ -9,6 +9,7 @@ import { Pool } from '../src/volume/pool'
 import { MirrorDev } from '../src/volume/mirror'
 import { FaultDev } from '../src/block/fault'
 import type { BlockDev } from '../src/block/blockdev'
+import { openDevice } from '../src/volume/device'
 
 const t = suite('volume dirty-region log')
 const { track, f, home } = poolFixture(t)
@@ -99,6 +100,48 @@ t('hot path: a write into an already-dirty region costs no bitmap I/O', async ()
   const w2 = a.writes
   await v.flush()
   assert.is(a.writes - w2, 2, 'the flush writes the two checksum sectors touched')
+})
+
+t('a new region is recorded by a durable write of its bitmap sector alone, never a flush of the device', async () => {
+  // counts calls on the way to the real devices (which have writeDurable: O_DSYNC)
+  const calls = { flush: 0, durable: 0 }
+  class Count implements BlockDev {
+    constructor(private readonly inner: BlockDev) {}
+    get size() { return this.inner.size }
+    read(b: Buffer, o: number) { return this.inner.read(b, o) }
+    write(b: Buffer, o: number) { return this.inner.write(b, o) }
+    writeDurable(b: Buffer, o: number) { calls.durable++; return this.inner.writeDurable!(b, o) }
+    flush() { calls.flush++; return this.inner.flush() }
+    close() { return this.inner.close() }
+  }
+  const pool = await mirrorPool({ wrapDevice: (_n: string, dev: BlockDev) => new Count(dev) })
+  const v = await pool.openVolume('m')
+  const c0 = { ...calls }
+  await v.write(randomBytes(4096), 9 * MiB)
+  assert.is(calls.durable - c0.durable, 2, 'one bitmap sector on each copy')
+  assert.is(calls.flush - c0.flush, 0, 'no device flush before the write is acknowledged')
+  // the bit is on disk: an unclean stop resyncs that region
+  await pool.abandon()
+  const p2 = track(await Pool.open(home()))
+  await p2.openVolume('m')
+  assert.is(p2.volumeInfo('m').resyncedBytes, MiB)
+})
+
+t('Device.writeDurable writes through its own O_DSYNC descriptor and checks the range like write', async () => {
+  const file = f('d.img')
+  const d = await openDevice(file, { create: MiB })
+  try {
+    const data = randomBytes(4096)
+    await d.write(randomBytes(4096), 0)
+    await d.writeDurable(data, 8192)
+    const back = Buffer.alloc(4096)
+    await d.read(back, 8192)
+    assert.ok(back.equals(data))
+    assert.ok((await fsp.readFile(file)).subarray(8192, 12288).equals(data), 'in the file')
+    await d.writeDurable(data, MiB - 4096)
+    const err = await d.writeDurable(data, MiB - 100).then(() => null, (e) => e)
+    assert.is(err?.code, 'ENOSPC')
+  } finally { await d.close() }
 })
 
 t('bits clear lazily after flushes once a region is idle, and are bounded by what is in use', async () => {

@@ -10,8 +10,21 @@ export interface BlockDev {
   write(buf: Buffer, offset: number): Promise<void>
   /** Resolves once everything written before the call is on stable storage. */
   flush(): Promise<void>
+  /**
+   * Write buf at offset and resolve once that range is on stable storage, without
+   * waiting for anything else written before (a FUA write). Optional: writeDurable()
+   * below falls back to write + flush.
+   */
+  writeDurable?(buf: Buffer, offset: number): Promise<void>
   discard?(offset: number, length: number): Promise<void>
   close(): Promise<void>
+}
+
+/** dev.writeDurable when the device has one, else write then flush (which also makes older writes durable). */
+export async function writeDurable(dev: BlockDev, buf: Buffer, offset: number): Promise<void> {
+  if (dev.writeDurable) return dev.writeDurable(buf, offset)
+  await dev.write(buf, offset)
+  await dev.flush()
 }
 
 /** An Error carrying a POSIX errno name, so the FUSE view and the socket can report it. */

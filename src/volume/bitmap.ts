@@ -5,7 +5,7 @@
 // by the volumes holding it, and bits found set at load ("pending") stay set until
 // the owning mirror has resynced them, even across clean closes of other volumes.
 import { crc32 } from 'zlib'
-import { BlockDev } from '../block/blockdev'
+import { BlockDev, writeDurable } from '../block/blockdev'
 import { MiB, BITMAP_OFFSET, BITMAP_BITS_OFFSET, BITMAP_BITS_BYTES } from './label'
 
 const MAGIC = Buffer.from('VSMBMAP1')
@@ -21,8 +21,8 @@ export class DeviceBitmap {
   private writing: Promise<void> | null = null
   private queued: Promise<void> | null = null
   private queuedFlush = false
-  /** Sectors were written without a flush since the last flush. */
-  private unflushed = false
+  /** Sectors written without a flush since their last durable write. */
+  private readonly unflushed = new Set<number>()
   readonly regions: number
 
   private constructor(private readonly io: BlockDev, readonly regionSize: number, dataSize: number, bits: Buffer) {
@@ -178,25 +178,26 @@ export class DeviceBitmap {
   }
 
   private async doPersist(flush: boolean): Promise<void> {
-    // nothing changed and nothing written but unflushed: the disk already matches memory
-    if (this.dirtySectors.size === 0 && (!flush || !this.unflushed)) return
-    const sectors = [...this.dirtySectors].sort((a, b) => a - b)
+    // a durable persist also rewrites sectors written earlier without a flush
+    const todo = flush ? new Set([...this.dirtySectors, ...this.unflushed]) : this.dirtySectors
+    if (todo.size === 0) return
+    const sectors = [...todo].sort((a, b) => a - b)
     this.dirtySectors.clear()
+    if (flush) this.unflushed.clear()
     try {
       for (const s of sectors) {
         // copy: the in-memory bits keep changing while the write is in the kernel
         const copy = Buffer.from(this.bits.subarray(s * SECTOR, (s + 1) * SECTOR))
-        await this.io.write(copy, BITMAP_BITS_OFFSET + s * SECTOR)
-      }
-      if (flush) {
-        this.unflushed = false
-        await this.io.flush()
-      } else if (sectors.length) {
-        this.unflushed = true
+        // durable by itself (O_DSYNC on a Device): a flush of the whole device would also
+        // wait for every data write still in the page cache, tens of ms behind a burst
+        if (flush) await writeDurable(this.io, copy, BITMAP_BITS_OFFSET + s * SECTOR)
+        else {
+          await this.io.write(copy, BITMAP_BITS_OFFSET + s * SECTOR)
+          this.unflushed.add(s)
+        }
       }
     } catch (e) {
       for (const s of sectors) this.dirtySectors.add(s)
-      if (flush) this.unflushed = true
       throw e
     }
   }

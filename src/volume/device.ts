@@ -1,6 +1,10 @@
 // A backing device: a regular (usually sparse) file or a block device, exposed as a
 // BlockDev over its WHOLE extent. The label/reserved area and the data area are
 // carved out of it by the pool (see label.ts and slice.ts), not here.
+//
+// Writes go through the page cache and flush() is fdatasync. writeDurable() goes
+// through a second descriptor opened O_DSYNC, so making one small write durable (a
+// write-intent bit) writes back that range only, not every data write still cached.
 import { promises as fsp, constants as fsc } from 'fs'
 import { BlockDev, VsmError, checkRange } from '../block/blockdev'
 
@@ -34,6 +38,8 @@ export class Device implements BlockDev {
   private constructor(
     readonly path: string,
     private readonly fh: fsp.FileHandle,
+    /** The same file opened O_DSYNC: each write returns once its own range is durable. */
+    private readonly dsync: fsp.FileHandle,
     readonly size: number,
     readonly isBlockDevice: boolean,
   ) {}
@@ -57,12 +63,16 @@ export class Device implements BlockDev {
         throw new VsmError(errCode(e2) ?? 'EIO', `cannot create device file ${path}: ${(e2 as Error).message}`)
       }
     }
+    let dsync: fsp.FileHandle | undefined
     try {
       const st = await fh.stat()
-      if (st.isBlockDevice()) return new Device(path, fh, blockDeviceSize(fh.fd, path), true)
-      if (!st.isFile()) throw new VsmError('EINVAL', `${path} is neither a regular file nor a block device`)
-      return new Device(path, fh, st.size, false)
+      const blk = st.isBlockDevice()
+      if (!blk && !st.isFile()) throw new VsmError('EINVAL', `${path} is neither a regular file nor a block device`)
+      // through /proc: the very file fh has open, even if the path has changed since
+      dsync = await fsp.open(`/proc/self/fd/${fh.fd}`, fsc.O_RDWR | fsc.O_DSYNC)
+      return new Device(path, fh, dsync, blk ? blockDeviceSize(fh.fd, path) : st.size, blk)
     } catch (e) {
+      await dsync?.close().catch(() => {})
       await fh.close().catch(() => {})
       throw e
     }
@@ -81,11 +91,19 @@ export class Device implements BlockDev {
     return want
   }
 
-  async write(buf: Buffer, offset: number): Promise<void> {
+  write(buf: Buffer, offset: number): Promise<void> {
+    return this.writeAll(this.fh, buf, offset)
+  }
+
+  writeDurable(buf: Buffer, offset: number): Promise<void> {
+    return this.writeAll(this.dsync, buf, offset)
+  }
+
+  private async writeAll(fh: fsp.FileHandle, buf: Buffer, offset: number): Promise<void> {
     checkRange(this, offset, buf.length)
     let done = 0
     while (done < buf.length) {
-      const { bytesWritten } = await this.fh.write(buf, done, buf.length - done, offset + done)
+      const { bytesWritten } = await fh.write(buf, done, buf.length - done, offset + done)
       if (bytesWritten <= 0) throw new VsmError('EIO', `short write on ${this.path} at ${offset + done}`)
       done += bytesWritten
     }
@@ -98,7 +116,7 @@ export class Device implements BlockDev {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    await this.fh.close()
+    try { await this.dsync.close() } finally { await this.fh.close() }
   }
 }
 
