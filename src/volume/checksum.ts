@@ -21,6 +21,13 @@ export function blockSum(b: Buffer): number {
   return crc32(b) || 1
 }
 
+/** Sums of the successive SUM_BLOCK blocks of data. */
+export function blockSums(data: Buffer): Uint32Array {
+  const out = new Uint32Array(Math.ceil(data.length / SUM_BLOCK))
+  for (let k = 0; k < out.length; k++) out[k] = blockSum(data.subarray(k * SUM_BLOCK, (k + 1) * SUM_BLOCK))
+  return out
+}
+
 export class ChecksumTable {
   private readonly dirty = new Set<number>()
   private readonly sync = new GroupFlush(() => this.writeDirty())
@@ -44,7 +51,12 @@ export class ChecksumTable {
 
   /** Set the sums of the blocks of data, which starts at block first. */
   setAll(first: number, data: Buffer): void {
-    for (let k = 0; k * SUM_BLOCK < data.length; k++) this.set(first + k, blockSum(data.subarray(k * SUM_BLOCK, (k + 1) * SUM_BLOCK)))
+    this.setMany(first, blockSums(data))
+  }
+
+  /** Set sums (from blockSums) starting at block first: copies of one data share one computation. */
+  setMany(first: number, sums: Uint32Array): void {
+    for (let k = 0; k < sums.length; k++) this.set(first + k, sums[k])
   }
 
   /** Resolves once every change made before the call is written (not flushed). */

@@ -17,7 +17,7 @@
 import { BlockDev, VsmError, rejectBadRange } from '../block/blockdev'
 import { readLength } from './slice'
 import { DirtyRegionLog, LogMember, LogHost } from './drl'
-import { ChecksumTable, SUM_BLOCK, blockSum } from './checksum'
+import { ChecksumTable, SUM_BLOCK, blockSum, blockSums } from './checksum'
 
 export interface MirrorOptions {
   /** Volume size (default: the smallest present copy). */
@@ -130,7 +130,7 @@ export class MirrorDev implements BlockDev, LogHost {
     if (this.summed) {
       const lo = Math.floor(offset / SUM_BLOCK) * SUM_BLOCK, hi = Math.ceil((offset + buf.length) / SUM_BLOCK) * SUM_BLOCK
       const before = this.overlapping(lo, hi)
-      w = { lo, hi, done: before.then(() => this.sumWrite(buf, offset, lo, hi)) }
+      w = { lo, hi, done: before ? before.then(() => this.sumWrite(buf, offset, lo, hi)) : this.sumWrite(buf, offset, lo, hi) }
     } else {
       w = { lo: offset, hi: offset + buf.length, done: this.logged(buf, offset) }
     }
@@ -145,31 +145,42 @@ export class MirrorDev implements BlockDev, LogHost {
     await this.overlapping(0, this.size)
   }
 
-  /** Settles once every write in flight now that overlaps [lo, hi) has. */
-  private overlapping(lo: number, hi: number): Promise<unknown> {
-    const ws: Promise<unknown>[] = []
-    for (const w of this.inflight) if (w.lo < hi && w.hi > lo) ws.push(w.done.catch(() => {}))
-    return ws.length ? Promise.all(ws) : Promise.resolve()
+  /** Settles once every write in flight now that overlaps [lo, hi) has; undefined when there is none. */
+  private overlapping(lo: number, hi: number): Promise<unknown> | undefined {
+    let ws: Promise<unknown>[] | undefined
+    for (const w of this.inflight) if (w.lo < hi && w.hi > lo) (ws ??= []).push(w.done.catch(() => {}))
+    return ws && Promise.all(ws)
   }
 
-  /** Whole blocks [lo, hi) with buf at offset; the partial edge blocks are read (verified) first. */
-  private async sumWrite(buf: Buffer, offset: number, lo: number, hi: number): Promise<void> {
-    let data = buf
-    if (lo !== offset || hi !== offset + buf.length) {
-      data = Buffer.alloc(hi - lo)
-      if (offset > lo) await this.readVerified(data.subarray(0, SUM_BLOCK), lo)
-      const tail = hi - SUM_BLOCK
-      if (offset + buf.length < hi && (tail > lo || offset === lo)) await this.readVerified(data.subarray(tail - lo), tail)
-      buf.copy(data, offset - lo)
-    }
+  /** Whole blocks [lo, hi) with buf at offset. */
+  private sumWrite(buf: Buffer, offset: number, lo: number, hi: number): Promise<void> {
+    return lo === offset && hi === offset + buf.length ? this.sumWriteBlocks(buf, lo) : this.sumWriteEdges(buf, offset, lo, hi)
+  }
+
+  /** The partial edge blocks are read (verified) first. */
+  private async sumWriteEdges(buf: Buffer, offset: number, lo: number, hi: number): Promise<void> {
+    const data = Buffer.alloc(hi - lo)
+    if (offset > lo) await this.readVerified(data.subarray(0, SUM_BLOCK), lo)
+    const tail = hi - SUM_BLOCK
+    if (offset + buf.length < hi && (tail > lo || offset === lo)) await this.readVerified(data.subarray(tail - lo), tail)
+    buf.copy(data, offset - lo)
+    return this.sumWriteBlocks(data, lo)
+  }
+
+  private sumWriteBlocks(data: Buffer, lo: number): Promise<void> {
+    // the copies are written while the sums are computed here: the sums only have to be
+    // set before the write settles, since reads and writes of these blocks wait for it
+    const written = this.logged(data, lo)
     this.setSums(lo, data, (i) => !this.failed[i])
     // with a dirty-region log the table can wait for the next flush: after a crash every
     // region written since is resynced and its sums recomputed from the data
-    await Promise.all([this.logged(data, lo), this.log ? undefined : this.persistSums()])
+    if (this.log) return written
+    return Promise.all([written, this.persistSums()]).then(() => undefined)
   }
 
   private setSums(lo: number, data: Buffer, which: (i: number) => boolean): void {
-    this.sums.forEach((t, i) => { if (t && which(i)) t.setAll(lo / SUM_BLOCK, data) })
+    let sums: Uint32Array | undefined
+    this.sums.forEach((t, i) => { if (t && which(i)) t.setMany(lo / SUM_BLOCK, sums ??= blockSums(data)) })
   }
 
   private persistSums(): Promise<unknown> {
