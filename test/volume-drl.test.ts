@@ -10,6 +10,9 @@ import { MirrorDev } from '../src/volume/mirror'
 import { FaultDev } from '../src/block/fault'
 import type { BlockDev } from '../src/block/blockdev'
 import { openDevice } from '../src/volume/device'
+import { DeviceBitmap } from '../src/volume/bitmap'
+import { BITMAP_OFFSET, BITMAP_BITS_OFFSET } from '../src/volume/label'
+import { crc32 } from 'zlib'
 
 const t = suite('volume dirty-region log')
 const { track, f, home } = poolFixture(t)
@@ -141,6 +144,34 @@ t('Device.writeDurable writes through its own O_DSYNC descriptor and checks the 
     await d.writeDurable(data, MiB - 4096)
     const err = await d.writeDurable(data, MiB - 100).then(() => null, (e) => e)
     assert.is(err?.code, 'ENOSPC')
+  } finally { await d.close() }
+})
+
+t('region size grows with the device up to 64 MiB; a bitmap keeps the size it was made with', () => {
+  const GiB = 1024 * MiB
+  assert.is(DeviceBitmap.regionSizeFor(80 * MiB), MiB)
+  assert.is(DeviceBitmap.regionSizeFor(2 * GiB), 8 * MiB)
+  assert.is(DeviceBitmap.regionSizeFor(16 * GiB), 64 * MiB)
+  assert.is(DeviceBitmap.regionSizeFor(1024 * GiB), 64 * MiB)
+})
+
+t('a bitmap made with another region size (an older pool) loads with its own size and dirty bits', async () => {
+  const data = 2 * 1024 * MiB
+  const d = await openDevice(f('old.img'), { create: MiB + data })
+  try {
+    const h = Buffer.alloc(4096)
+    Buffer.from('VSMBMAP1').copy(h, 0)
+    h.writeUInt32LE(1, 8)
+    h.writeBigUInt64LE(BigInt(MiB), 16)
+    h.writeBigUInt64LE(BigInt(data / MiB), 24)
+    h.writeUInt32LE(crc32(h.subarray(0, 32)), 32)
+    await d.write(h, BITMAP_OFFSET)
+    const bits = Buffer.alloc(4096)
+    bits[1] = 0b100 // region 10
+    await d.write(bits, BITMAP_BITS_OFFSET)
+    const b = await DeviceBitmap.load(d, data)
+    assert.is(b.regionSize, MiB)
+    assert.equal(b.pendingRanges(0, data), [[10 * MiB, 11 * MiB]])
   } finally { await d.close() }
 })
 

@@ -10,6 +10,8 @@ import { MiB, BITMAP_OFFSET, BITMAP_BITS_OFFSET, BITMAP_BITS_BYTES } from './lab
 
 const MAGIC = Buffer.from('VSMBMAP1')
 const SECTOR = 4096
+const TARGET_REGIONS = 256
+const MAX_REGION = 64 * MiB
 
 export class DeviceBitmap {
   /** In-memory image of the on-disk bits. */
@@ -31,11 +33,22 @@ export class DeviceBitmap {
     this.pending = Buffer.from(bits)
   }
 
-  /** Smallest power-of-two region (>= 1 MiB) for which the whole data area fits the bitmap. */
+  /**
+   * Region size for a new bitmap: a power of two of at least 1 MiB, growing with the
+   * device up to 256 regions and 64 MiB (md's default bitmap chunk: 256 regions on a
+   * 16 GiB member), then as large as the bitmap needs. The first write into a clean
+   * region waits for a durable bitmap write, so a sequential stream pays one per
+   * region; a crash resyncs whole dirty regions, and a small device keeps small ones.
+   */
   static regionSizeFor(dataSize: number): number {
     let rs = MiB
-    while (Math.ceil(dataSize / rs) > BITMAP_BITS_BYTES * 8) rs *= 2
+    while (rs < MAX_REGION && rs * TARGET_REGIONS < dataSize) rs *= 2
+    while (!DeviceBitmap.fits(rs, dataSize)) rs *= 2
     return rs
+  }
+
+  private static fits(rs: number, dataSize: number): boolean {
+    return Math.ceil(dataSize / rs) <= BITMAP_BITS_BYTES * 8
   }
 
   private static header(regionSize: number, regions: number): Buffer {
@@ -62,8 +75,9 @@ export class DeviceBitmap {
     const h = Buffer.alloc(SECTOR)
     await io.read(h, BITMAP_OFFSET)
     const valid = h.subarray(0, 8).equals(MAGIC) && crc32(h.subarray(0, 32)) === h.readUInt32LE(32)
-    const rs = DeviceBitmap.regionSizeFor(dataSize)
-    if (!valid || Number(h.readBigUInt64LE(16)) !== rs) {
+    // the region size it was made with, even if regionSizeFor would choose another now
+    const rs = Number(h.readBigUInt64LE(16))
+    if (!valid || rs < SECTOR || (rs & (rs - 1)) !== 0 || !DeviceBitmap.fits(rs, dataSize)) {
       // unknown dirty state: assume everything may differ (a full resync is safe, a skipped one is not)
       const bmp = await DeviceBitmap.init(io, dataSize)
       bmp.pending.fill(0xff)
