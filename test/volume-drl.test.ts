@@ -10,6 +10,7 @@ import { MirrorDev } from '../src/volume/mirror'
 import { FaultDev } from '../src/block/fault'
 import type { BlockDev } from '../src/block/blockdev'
 import { openDevice } from '../src/volume/device'
+import { SliceDev } from '../src/volume/slice'
 import { DeviceBitmap } from '../src/volume/bitmap'
 import { BITMAP_OFFSET, BITMAP_BITS_OFFSET } from '../src/volume/label'
 import { crc32 } from 'zlib'
@@ -130,7 +131,7 @@ t('a new region is recorded by a durable write of its bitmap sector alone, never
   assert.is(p2.volumeInfo('m').resyncedBytes, MiB)
 })
 
-t('Device.writeDurable writes through its own O_DSYNC descriptor and checks the range like write', async () => {
+t('Device.writeDurable writes through its own O_DSYNC descriptor and checks the range like write; SliceDev passes it on', async () => {
   const file = f('d.img')
   const d = await openDevice(file, { create: MiB })
   try {
@@ -144,6 +145,13 @@ t('Device.writeDurable writes through its own O_DSYNC descriptor and checks the 
     await d.writeDurable(data, MiB - 4096)
     const err = await d.writeDurable(data, MiB - 100).then(() => null, (e) => e)
     assert.is(err?.code, 'ENOSPC')
+    // a slice passes it on at its own offset, within its own range
+    const s = new SliceDev(d, 64 * 1024, 128 * 1024)
+    const more = randomBytes(4096)
+    await s.writeDurable(more, 4096)
+    assert.ok((await fsp.readFile(file)).subarray(68 * 1024, 72 * 1024).equals(more), 'at the slice offset')
+    const err2 = await s.writeDurable(more, 128 * 1024 - 100).then(() => null, (e) => e)
+    assert.is(err2?.code, 'ENOSPC')
   } finally { await d.close() }
 })
 

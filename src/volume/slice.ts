@@ -1,6 +1,6 @@
 // A window (offset+size) onto another BlockDev: how a volume member sees its extent
 // of a device's data area. It does not own the device, so close() leaves it open.
-import { BlockDev, VsmError, checkRange } from '../block/blockdev'
+import { BlockDev, VsmError, checkRange, rejectBadRange, writeDurable } from '../block/blockdev'
 
 /** Shared by every layout: refuse starts past the end, shorten reads that cross it. */
 export function readLength(dev: { size: number }, buf: Buffer, offset: number): number {
@@ -25,6 +25,10 @@ export class SliceDev implements BlockDev {
   write(buf: Buffer, offset: number): Promise<void> {
     checkRange(this, offset, buf.length)
     return this.inner.write(buf, this.offset + offset)
+  }
+
+  writeDurable(buf: Buffer, offset: number): Promise<void> {
+    return rejectBadRange(this, offset, buf.length) ?? writeDurable(this.inner, buf, this.offset + offset)
   }
 
   flush(): Promise<void> { return this.inner.flush() }
