@@ -9,6 +9,7 @@ import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
 import { tmpDir, MiB } from './helpers/volume-tmp'
 import { Pool } from '../src/volume/pool'
+import { Raid5Dev } from '../src/volume/raid5'
 
 const t = suite('volume assembly from labels')
 let tmp: { dir: string; cleanup: () => Promise<void> }
@@ -115,6 +116,14 @@ t('a raid5 volume from before checksums (no `checksums` in its config) still ope
   const b = randomBytes(300_000)
   await v.write(b, 1234)
   b.copy(data.get('r')!, 1234)
+  await check(again, data)
+  // it kept no write-intent bits before: a member back from offline is rebuilt in full
+  await again.offlineDevice('c')
+  const { jobs } = await again.onlineDevice('c')
+  const copied = await Promise.all(jobs.map(async (j) => (await again.jobs.wait(j)).result as { volume: string; copied: number }))
+  const r = copied.find((x) => x.volume === 'r')!
+  const r5 = again.layoutOf('r') as Raid5Dev
+  assert.is(r.copied, r5.rows * again.config.volumes.find((v) => v.name === 'r')!.stripeUnit!)
   await check(again, data)
 })
 

@@ -800,7 +800,9 @@ export class Pool extends EventEmitter {
       for (const v of next.volumes) v.members.forEach((m, i) => {
         if (m.device !== d.id || m.state !== 'failed') return
         m.state = 'stale'
-        m.resync = 'delta'
+        // raid5 volumes made before raid5 kept write-intent bits (they have no checksums
+        // either) cannot tell what a member missed while away: those get everything back
+        m.resync = v.layout === 'raid5' && !v.checksums ? 'full' : 'delta'
         delete m.reason
         out.push([v.name, i])
       })
