@@ -164,6 +164,7 @@ export class Pool extends EventEmitter {
   private readonly volumes = new Map<string, VolumeHandle>()
   private readonly reshaping = new Map<string, Reshape>()
   private readonly opening = new Map<string, Promise<BlockDev>>()
+  /** By layout id, not name: a reshape's new layout is assembled under the volume's name. */
   private readonly resynced = new Map<string, number>()
   private readonly replayed = new Map<string, number>()
   private lock: Promise<unknown> = Promise.resolve()
@@ -540,8 +541,8 @@ export class Pool extends EventEmitter {
     const out: VolumeInfo = { name: v.name, layout: v.layout, size: v.size, devices, state, members, open: this.volumes.has(v.name) }
     if (v.stripeUnit !== undefined) out.stripeUnit = v.stripeUnit
     if (v.copies !== undefined) out.copies = v.copies
-    if (this.resynced.has(v.name)) out.resyncedBytes = this.resynced.get(v.name)
-    if (this.replayed.has(v.name)) out.replayedRecords = this.replayed.get(v.name)
+    if (this.resynced.has(v.id)) out.resyncedBytes = this.resynced.get(v.id)
+    if (this.replayed.has(v.id)) out.replayedRecords = this.replayed.get(v.id)
     const rb = this.rebuilds.get(v.name)
     if (rb) out.rebuild = { ...rb }
     if (v.reshape) {
@@ -626,7 +627,7 @@ export class Pool extends EventEmitter {
         resynced += await mirror.resync()
         mirrors.push(mirror)
       }
-      this.resynced.set(v.name, resynced)
+      this.resynced.set(v.id, resynced)
       dev = v.layout === 'mirror' ? mirrors[0] : new StripeDev(mirrors, v.stripeUnit, { size: v.size })
       live = { mirrors: mirrors.map((mirror, g) => ({ mirror, idx: groups[g] })) }
     } else if (v.layout === 'raid5') {
@@ -635,7 +636,7 @@ export class Pool extends EventEmitter {
         sums: v.checksums ? ios.map((io) => io?.sums ?? null) : undefined,
         log: v.members.map((m, i) => (slices[i] ? this.logMember(v, m) : null)),
       })
-      this.replayed.set(v.name, await r5.replay())
+      this.replayed.set(v.id, await r5.replay())
       // a stale member (a crash mid-rebuild) goes back in before any write can miss it
       for (const [i, m] of v.members.entries()) {
         const r = this.rt.get(m.device)
