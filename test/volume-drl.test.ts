@@ -245,4 +245,27 @@ t('power cut mid-stream under concurrent load: recovery resyncs only dirty regio
   assert.is(p2.volumeInfo('m').state, 'healthy')
 })
 
+t('a copy put in while regions are dirty takes their bits: left the only copy by a crash, it resyncs them', async () => {
+  const pool = track(await Pool.create(home()))
+  for (const n of ['a', 'b', 'c', 'd', 'e']) await pool.addDevice(n, f(`${n}.img`), 40 * MiB)
+  await pool.createVolume('m', { layout: 'mirror', devices: ['a', 'b', 'c'], size: 16 * MiB })
+  const v = await pool.openVolume('m')
+  // degraded from here on, so no region is cleared
+  await pool.offlineDevice('c')
+  await v.write(randomBytes(64 * 1024), 0)
+  await v.flush()
+  const first = await pool.replaceMember('m', 'a', 'd')
+  await pool.jobs.wait(first.job!)
+  // d is in service with region 0 dirty; now b leaves, slowly replaced by e
+  await pool.replaceMember('m', 'b', 'e', { rate: 1 })
+  const data = randomBytes(64 * 1024)
+  await v.write(data, 0)
+  await pool.abandon()
+  const p2 = track(await Pool.open(home()))
+  assert.equal(p2.volumeInfo('m').members.filter((m) => m.state === 'ok').map((m) => m.device), ['d'])
+  const got = Buffer.alloc(data.length)
+  await (await p2.openVolume('m')).read(got, 0)
+  assert.ok(got.equals(data), 'the write that landed on the only copy reads back')
+})
+
 t.run()

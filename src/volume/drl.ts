@@ -47,9 +47,27 @@ export class DirtyRegionLog {
     this.lastEpoch = new Uint32Array(this.regions)
   }
 
-  /** A copy was put in (replacement): record its intent bits from now on. */
+  /**
+   * A copy was put in (replacement): record its intent bits from now on, and take the
+   * regions dirty now too. Writes into those mark nothing, so without them a crash
+   * that leaves this copy the only one in service would resync none of them (and its
+   * sums, written at flush, would not match data written since).
+   */
   setMember(i: number, m: LogMember | null): void {
+    const old = this.members[i]
+    for (let r = 0; r < this.regions; r++) {
+      if (this.state[r] === CLEAN) continue
+      const [lo, len] = this.span(r)
+      m?.bitmap.hold(m.base + lo, len)
+      old?.bitmap.release(old.base + lo, len)
+    }
     this.members[i] = m
+  }
+
+  /** Make copy i's bits durable: before a copy put in by setMember goes into service. */
+  async persistMember(i: number): Promise<void> {
+    const m = this.members[i]
+    if (m && this.host.isHealthy(i)) await m.bitmap.persist(true).catch((e) => this.host.failMember(i, e))
   }
 
   /** Regions currently marked dirty (tests, status). */

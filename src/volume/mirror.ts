@@ -357,6 +357,7 @@ export class MirrorDev implements BlockDev, LogHost {
     // writes issued before i was attached did not include it: let them land first
     await Promise.all([...this.inflight].map((w) => w.done.catch(() => {})))
     const done = await this.copy(ranges, [i], opts)
+    await this.log?.persistMember(i)
     await this.members[i]!.flush()
     if (this.failed[i]) throw new VsmError('EIO', `mirror copy ${i} failed while being rebuilt: ${this.errors[i]}`)
     this.writeOnly[i] = false

@@ -592,6 +592,7 @@ export class Raid5Dev implements BlockDev, LogHost {
         if (done % (step * this.su) === 0 || row + 1 === hi) await opts.onChunk?.(done, (row + 1) * this.su)
       }
     }
+    await this.log?.persistMember(i)
     await this.flush()
     this.rebuilding = null
     if (!this.degraded) await this.log?.clearPending()
