@@ -268,6 +268,22 @@ t('replace with a rate limit: progress and ETA shown; a crash mid-rebuild resume
   assert.ok((await copyOf(pool, 0)).equals(await copyOf(pool, 1)), 'copies identical')
 })
 
+t('two copies back at once: one rebuild runs at a time, and the second starts when the first ends', async () => {
+  const pool = await makePool('mirror', ['a', 'b', 'c'], 8 * MiB)
+  const v = await pool.openVolume('v')
+  await pool.offlineDevice('b')
+  await pool.offlineDevice('c')
+  const data = await fill(v)
+  const { jobs: [first] } = await pool.onlineDevice('b')
+  const { jobs: [same] } = await pool.onlineDevice('c')
+  assert.is(same, first, 'c waits for the rebuild of b')
+  await pool.jobs.waitAll()
+  const rebuilt = pool.jobs.list().filter((j) => j.kind === 'volume.rebuild')
+  assert.equal(rebuilt.map((j) => j.error?.message ?? (j.result as { device: string }).device), ['b', 'c'])
+  assert.is(pool.volumeInfo('v').state, 'healthy')
+  assert.ok((await readAll(v)).equals(data))
+})
+
 t.run()
 
 // Reads and writes during a rebuild: the conformance suite runs while a slow rebuild copies.

@@ -639,8 +639,7 @@ export class Pool extends EventEmitter {
       this.replayed.set(v.id, await r5.replay())
       // a stale member (a crash mid-rebuild) goes back in before any write can miss it
       for (const [i, m] of v.members.entries()) {
-        const r = this.rt.get(m.device)
-        if (m.state === 'stale' && r?.io && !r.missing) this.attachRaid5(r5, v, i, await this.memberIo(v, m))
+          if (this.rebuildable(m)) this.attachRaid5(r5, v, i, await this.memberIo(v, m))
       }
       dev = r5
       live = { mirrors: [], raid5: r5 }
@@ -671,10 +670,7 @@ export class Pool extends EventEmitter {
     this.volumes.set(name, handle)
     this.live.set(name, live)
     // a member left stale by a restart (or a crash mid-rebuild) picks up where it was
-    v.members.forEach((m, i) => {
-      const r = this.rt.get(m.device)
-      if (m.state === 'stale' && r?.io && !r.missing) this.startRebuild(name, i)
-    })
+    v.members.forEach((m, i) => { if (this.rebuildable(m)) this.startRebuild(name, i) })
     // so does a reshape, from its checkpoint, writes meanwhile going to both layouts
     if (v.reshape) {
       try {
@@ -867,6 +863,12 @@ export class Pool extends EventEmitter {
     return { job, volume: this.volumeInfo(volume) }
   }
 
+  /** A stale member whose device is here: it can be brought up to date. */
+  private rebuildable(m: MemberConfig): boolean {
+    const r = this.rt.get(m.device)
+    return m.state === 'stale' && !!r?.io && !r.missing
+  }
+
   /** Start (or find running) the job that brings stale member i of an open volume up to date. */
   private startRebuild(name: string, i: number, rate = 0): number {
     const running = this.rebuilds.get(name)
@@ -877,11 +879,16 @@ export class Pool extends EventEmitter {
     const kind = m.resync ?? 'full'
     const info: RebuildInfo = { job: 0, device: d.name, kind, done: 0, total: 0, rate, bytesPerSecond: 0, etaSeconds: null }
     info.job = this.jobs.start('volume.rebuild', async (_signal, progress) => {
+      let result: Awaited<ReturnType<Pool['rebuild']>>
       try {
-        return await this.rebuild(name, v.id, i, info, progress)
+        result = await this.rebuild(name, v.id, i, info, progress)
       } finally {
         this.rebuilds.delete(name)
       }
+      // one rebuild runs per volume: the next stale member (a raid10 or 3-copy mirror can have two) goes now
+      const next = this.cfg.volumes.find((x) => x.name === name)?.members.findIndex((m) => this.rebuildable(m)) ?? -1
+      if (next >= 0 && this.volumes.has(name) && !this.closed) this.startRebuild(name, next)
+      return result
     }, { description: `${kind === 'delta' ? 'resync' : 'rebuild'} ${name} onto ${d.name}`, pausable: true })
     this.rebuilds.set(name, info)
     return info.job
@@ -1215,9 +1222,13 @@ export class Pool extends EventEmitter {
   async close(): Promise<void> {
     if (this.closed) return
     // a rebuild stops at a chunk boundary and resumes from its checkpoint at the next open
-    const running = [...this.rebuilds.values(), ...this.reshaping.values()].map((r) => r.job)
-    for (const id of running) this.jobs.cancel(id)
-    await Promise.all(running.map((id) => this.jobs.wait(id)))
+    // again while any is left: a rebuild that ends as it is cancelled starts the next stale member's
+    for (;;) {
+      const running = [...this.rebuilds.values(), ...this.reshaping.values()].map((r) => r.job).filter((id) => this.jobs.get(id).state !== 'concluded')
+      if (!running.length) break
+      for (const id of running) this.jobs.cancel(id)
+      await Promise.all(running.map((id) => this.jobs.wait(id)))
+    }
     await this.lock
     const errors: string[] = []
     for (const [name, v] of [...this.volumes]) {
