@@ -1,8 +1,11 @@
 // Block checksums kept apart from the data they cover (as ZFS and dm-integrity do):
 // one crc32 per 4 KiB block of a member, in a table at the end of the member's
-// extent. The whole table lives in memory (4 bytes per 4 KiB: 1 MiB per GiB); changed
-// table sectors are written before the data write they describe is acknowledged,
-// so a flush makes both durable. 0 means "never written" and is not verified.
+// extent. The whole table lives in memory (4 bytes per 4 KiB: 1 MiB per GiB). Changed
+// table sectors are written no later than the next flush, which makes them durable
+// with the data they describe; until then a crash can leave a sum behind its data, so
+// owners only defer them where a write-intent log or journal re-derives the sums of
+// everything written since (mirror resync, raid5 replay). 0 means "never written" and
+// is not verified.
 import { crc32 } from 'zlib'
 import { BlockDev } from '../block/blockdev'
 import { GroupFlush } from './sync'
