@@ -284,6 +284,19 @@ t('two copies back at once: one rebuild runs at a time, and the second starts wh
   assert.ok((await readAll(v)).equals(data))
 })
 
+t('raid5: a member replaced again while its rebuild runs: the old rebuild saves no checkpoint for the new device', async () => {
+  const pool = await makePool('raid5', ['a', 'b', 'c'], 8 * MiB, ['d', 'e'])
+  const v = await pool.openVolume('v')
+  const data = await fill(v)
+  await pool.replaceMember('v', 'c', 'd', { rate: MiB })
+  await pool.replaceMember('v', 'd', 'e')
+  // long enough for the rebuild onto d to reach a checkpoint
+  await new Promise((r) => setTimeout(r, 1500))
+  await pool.abandon()
+  const p2 = await open()
+  assert.ok((await readAll(await p2.openVolume('v'))).equals(data), 'every byte reads back after the restart')
+})
+
 t.run()
 
 // Reads and writes during a rebuild: the conformance suite runs while a slow rebuild copies.

@@ -920,10 +920,10 @@ export class Pool extends EventEmitter {
         if (lm.raid5) {
           // every row it needs below pos is written: durable before the config says so
           await lm.raid5.flush()
-          await this.saveRebuilt(volumeId, i, pos)
+          await this.saveRebuilt(volumeId, i, m.device, pos)
         } else {
           // ranges are copied in address order, so everything below pos is on the new copy
-          await this.saveRebuilt(volumeId, i, Math.max(resumeAt, pos))
+          await this.saveRebuilt(volumeId, i, m.device, Math.max(resumeAt, pos))
         }
       }
     }
@@ -1208,11 +1208,12 @@ export class Pool extends EventEmitter {
     return this.volumeInfo(name)
   }
 
-  private saveRebuilt(volumeId: string, i: number, pos: number): Promise<void> {
+  /** Record how far the rebuild of member i onto device has come; not if the member has been replaced meanwhile. */
+  private saveRebuilt(volumeId: string, i: number, device: string, pos: number): Promise<void> {
     return this.serial(async () => {
       const next = structuredClone(this.cfg)
       const nm = next.volumes.find((x) => x.id === volumeId)?.members[i]
-      if (!nm || nm.state !== 'stale') return
+      if (!nm || nm.state !== 'stale' || nm.device !== device) return
       nm.rebuilt = pos
       await this.commit(next)
     })
