@@ -284,14 +284,18 @@ t('two copies back at once: one rebuild runs at a time, and the second starts wh
   assert.ok((await readAll(v)).equals(data))
 })
 
-t('raid5: a member replaced again while its rebuild runs: the old rebuild saves no checkpoint for the new device', async () => {
+t('raid5: a member replaced again while its rebuild runs: that rebuild stops, the new device is rebuilt, all of it survives a restart', async () => {
   const pool = await makePool('raid5', ['a', 'b', 'c'], 8 * MiB, ['d', 'e'])
   const v = await pool.openVolume('v')
   const data = await fill(v)
-  await pool.replaceMember('v', 'c', 'd', { rate: MiB })
-  await pool.replaceMember('v', 'd', 'e')
+  const first = await pool.replaceMember('v', 'c', 'd', { rate: MiB })
   // long enough for the rebuild onto d to reach a checkpoint
-  await new Promise((r) => setTimeout(r, 1500))
+  await new Promise((r) => setTimeout(r, 1200))
+  const second = await pool.replaceMember('v', 'd', 'e')
+  assert.is.not(second.job, first.job, 'a rebuild of its own for the new device')
+  assert.is(pool.jobs.get(first.job!).state, 'concluded', 'the rebuild onto d has stopped')
+  assert.not.ok((await pool.jobs.wait(second.job!)).error)
+  assert.is(pool.volumeInfo('v').state, 'healthy')
   await pool.abandon()
   const p2 = await open()
   assert.ok((await readAll(await p2.openVolume('v'))).equals(data), 'every byte reads back after the restart')

@@ -842,7 +842,7 @@ export class Pool extends EventEmitter {
       // the old copy leaves service before the config says so, so it is never read again
       const lm = this.liveMember(volume, i)
       if (lm?.mirror && !lm.mirror.failed[lm.k]) lm.mirror.failed[lm.k] = true
-      if (lm?.raid5 && !lm.raid5.failed[lm.k]) lm.raid5.failed[lm.k] = true
+      lm?.raid5?.takeOut(lm.k)
       const next = structuredClone(this.cfg)
       const nv = next.volumes.find((x) => x.id === v.id)!
       nv.members[i] = { device: nd.id, offset: off, length: m.length, state: 'stale', resync: 'full', rebuilt: 0 }
@@ -859,6 +859,12 @@ export class Pool extends EventEmitter {
       this.emit('event', 'volume.replace', { volume, from, to })
       return i
     })
+    // a rebuild onto the copy just replaced stops (it copies to an extent given back), then the new one starts
+    const onto = this.rebuilds.get(volume)
+    if (onto?.device === from) {
+      this.jobs.cancel(onto.job)
+      await this.jobs.wait(onto.job)
+    }
     const job = this.volumes.has(volume) ? this.startRebuild(volume, index, opts.rate) : null
     return { job, volume: this.volumeInfo(volume) }
   }

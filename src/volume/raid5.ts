@@ -193,6 +193,12 @@ export class Raid5Dev implements BlockDev, LogHost {
    * Take member i out. Only the first loss is recorded with the pool: after a second
    * the volume is dead until restarted, and the next assembly should try both again.
    */
+  /** Take member i out of service unreported (the pool is replacing it); a rebuild onto it stops. */
+  takeOut(i: number): void {
+    this.failed[i] = true
+    if (this.rebuilding?.index === i) this.rebuilding = null
+  }
+
   failMember(i: number, err: unknown): Promise<void> {
     if (this.failed[i]) return this.failing
     const first = this.healthyCount === this.n || this.rebuilding?.index === i
@@ -580,6 +586,8 @@ export class Raid5Dev implements BlockDev, LogHost {
       for (let row = Math.max(lo, rb.row); row < hi; row++) {
         const release = await this.locks.lock(row)
         try {
+          // checked before the write too: a member taken out (replaced) must not be written any more
+          if (this.rebuilding !== rb) throw new VsmError('EIO', `raid5 member ${i} failed while being rebuilt`)
           await this.reconstruct(row, i, 0, this.su, b)
           this.setSums(i, row, 0, b)
           await this.members[i]!.write(b, this.at(row)).catch(async (e) => { await this.failMember(i, e); throw e })
