@@ -163,4 +163,19 @@ t('volumes made or grown on extents another volume left behind: its old bytes ne
   assert.is(r.repaired.length + r.unrecoverable.length, 0)
 })
 
+t('mirror: a copy corrupted in a dirty region before a crash does not win the resync at open', async () => {
+  const { data } = await make('mirror', ['a', 'b'])
+  // the write's region is still dirty (bits clear only after a further idle flush), its sums are on disk
+  await flip(0, 5 * MiB + 77)
+  await pool.abandon()
+  pool = await Pool.open(f('home'))
+  const v = await pool.openVolume('v')
+  assert.ok(pool.volumeInfo('v').resyncedBytes! > 0, 'the region was resynced')
+  for (let k = 0; k < 2; k++) {
+    const got = Buffer.alloc(4096)
+    await v.read(got, 5 * MiB)
+    assert.ok(got.equals(data.subarray(5 * MiB, 5 * MiB + 4096)), `read ${k} returns what was written`)
+  }
+})
+
 t.run()

@@ -367,9 +367,9 @@ export class MirrorDev implements BlockDev, LogHost {
 
   /**
    * Copy ranges chunk by chunk from the first readable copy to targets (others than
-   * the source). trustSource: after an unclean stop the data is the truth and the sums
-   * are made to match it (on every target, the source included); otherwise the
-   * source is verified block by block.
+   * the source). trustSource: after an unclean stop the data is the truth (from a copy
+   * whose block passes its sum where one does) and the sums are made to match it (on
+   * every target, the source included); otherwise the source is verified block by block.
    */
   private async copy(ranges: [number, number][], targets: number[], opts: CopyOptions & { trustSource?: boolean } = {}): Promise<number> {
     const chunk = Buffer.allocUnsafe(RESYNC_CHUNK)
@@ -383,6 +383,7 @@ export class MirrorDev implements BlockDev, LogHost {
           await Promise.all([...this.inflight].filter((w) => w.lo < pos + b.length && w.hi > pos).map((w) => w.done.catch(() => {})))
           let from = -1
           if (this.summed && !opts.trustSource) await this.readVerified(b, pos); else from = await this.readAny(b, pos)
+          if (opts.trustSource && await this.preferVerified(b, pos, from)) from = -1
           this.setSums(pos, b, (t) => targets.includes(t))
           await Promise.all(targets.map((t) => (t === from || this.failed[t]) ? undefined :
             this.members[t]!.write(b, pos).catch((e) => this.failMember(t, e))))
@@ -441,6 +442,31 @@ export class MirrorDev implements BlockDev, LogHost {
     }
     if (report.repaired.length) await this.flush()
     return report
+  }
+
+  /**
+   * After an unclean stop a source block that fails its sum may just have a sum not yet
+   * written, or be silently corrupt: where another copy's block passes its own sum,
+   * that copy is right (the write it lacks was never acknowledged) and b takes it.
+   * True if b changed (the source must be written too).
+   */
+  private async preferVerified(b: Buffer, pos: number, from: number): Promise<boolean> {
+    if (!this.summed) return false
+    const other = Buffer.allocUnsafe(SUM_BLOCK)
+    let changed = false
+    for (let k = 0; k * SUM_BLOCK < b.length; k++) {
+      if (!this.bad(from, pos, b, k)) continue
+      const off = pos + k * SUM_BLOCK
+      for (let j = 0; j < this.members.length; j++) {
+        if (j === from || !this.readable(j) || !this.sums[j]?.get(off / SUM_BLOCK)) continue
+        try { await this.members[j]!.read(other, off) } catch { continue }
+        if (this.bad(j, off, other, 0)) continue
+        other.copy(b, k * SUM_BLOCK)
+        changed = true
+        break
+      }
+    }
+    return changed
   }
 
   /** Fill b from the first readable copy that can; returns its index. */
