@@ -161,7 +161,7 @@ test(`ztest: random faults and kill -9 lose no acknowledged byte (seed ${SEED}, 
       }
       if (!final) c.child.kill('SIGKILL')
       const ex = await c.exited
-      history.push(`round ${round}${early ? ' (killed early)' : ''}: ${cur.ops.join('; ')}`)
+      history.push(`round ${round}${final ? ' (final)' : early ? ' (killed early)' : ''}: ${cur.ops.join('; ')}`)
       const where = `seed ${SEED} round ${round}`
       assert.equal(cur.errors, [], `${where}: the child reported ${cur.errors[0]}`)
       assert.ok(final ? ex.code === 0 : ex.signal === 'SIGKILL', `${where}: the child exited with ${ex.code ?? ex.signal}: ${ex.stderr.trim().split('\n').slice(-3).join(' | ')}`)
