@@ -306,4 +306,24 @@ t('with no room anywhere for the reshape log, a relayout still runs, and starts 
   await same(v2, model, 'after the copy started over')
 })
 
+t('while a relayout runs its volume takes no replace, offline or online of its devices: EBUSY, nothing changed', async () => {
+  const { v, model } = await make('mirror', ['a', 'b'], 16 * MiB)
+  const { job } = await pool.reshapeVolume('v', 'relayout', { layout: 'concat', devices: ['c'] })
+  await pause(job)
+  const seq = pool.seq
+  const busy = (e: { code: string; message: string }) => {
+    assert.is(e.code, 'EBUSY')
+    assert.is(e.message, 'volume v is being changed (relayout); wait for it or abort it first')
+  }
+  await pool.replaceMember('v', 'a', 'd').then(() => assert.unreachable('replace went ahead'), busy)
+  await pool.offlineDevice('a').then(() => assert.unreachable('offline of an old-layout device went ahead'), busy)
+  await pool.offlineDevice('c').then(() => assert.unreachable('offline of a new-layout device went ahead'), busy)
+  assert.is(pool.seq, seq, 'config unchanged')
+  assert.is(pool.volumeInfo('v').state, 'healthy')
+  pool.jobs.resume(job)
+  await run(job)
+  await same(v, model, 'after the relayout')
+  await pool.offlineDevice('c').then(() => assert.unreachable('the only device of a concat went offline'), (e) => assert.is(e.code, 'EBUSY'))
+})
+
 t.run()

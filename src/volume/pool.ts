@@ -740,6 +740,7 @@ export class Pool extends EventEmitter {
     const d = this.cfg.devices.find((x) => x.name === name)
     if (!d) throw new VsmError('ENOENT', `no device named ${JSON.stringify(name)}`)
     if (d.state === 'spare') throw new VsmError('EINVAL', `device ${name} is a spare, not in service`)
+    volumesOn(this.cfg, d.id).forEach(refuseWhileChanging)
     for (const v of this.cfg.volumes) {
       const ok = v.members.map((m) => m.state === 'ok' && m.device !== d.id)
       if (v.members.some((m) => m.device === d.id) && !canRun(v, ok)) {
@@ -783,6 +784,7 @@ export class Pool extends EventEmitter {
       if (d.state !== 'offline' && d.state !== 'failed' && !this.rt.get(d.id)?.missing && !hasFailed) {
         throw new VsmError('EINVAL', `device ${name} is ${d.state}, not offline or failed`)
       }
+      volumesOn(this.cfg, d.id).forEach(refuseWhileChanging)
       let r = this.rt.get(d.id)
       if (!r?.io || r.missing) {
         r = await this.openMember(this.cfg, d)
@@ -823,6 +825,7 @@ export class Pool extends EventEmitter {
       const v = this.cfg.volumes.find((x) => x.name === volume)
       if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(volume)}`)
       if (v.layout === 'concat' || v.layout === 'stripe') throw new VsmError('EINVAL', `volume ${volume} is ${v.layout}: only redundant volumes can rebuild a member`)
+      refuseWhileChanging(v)
       const od = this.cfg.devices.find((x) => x.name === from)
       const nd = this.cfg.devices.find((x) => x.name === to)
       if (!od) throw new VsmError('ENOENT', `no device named ${JSON.stringify(from)}`)
@@ -1030,7 +1033,7 @@ export class Pool extends EventEmitter {
     await this.serial(async () => {
       const v = this.cfg.volumes.find((x) => x.name === name)
       if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
-      if (v.reshape) throw new VsmError('EBUSY', `volume ${name} is already being changed (${v.reshape.kind}); wait for it or abort it`)
+      refuseWhileChanging(v)
       if (v.members.some((m) => m.state !== 'ok')) throw new VsmError('EBUSY', `volume ${name} is ${this.info(v).state}: bring it back to healthy first`)
       const devs: string[] = []
       for (const m of v.members) {
@@ -1262,6 +1265,21 @@ export class Pool extends EventEmitter {
     this.volumes.clear()
     for (const r of this.rt.values()) await r.dev?.close().catch(() => {})
   }
+}
+
+/**
+ * Policy: a volume being grown, moved or relaid out takes no other change to its members
+ * (replace, offline, online) until that ends or is aborted; the reshape copies from the
+ * old layout while writes go to both, and a member swapped under it meanwhile is not
+ * covered by either layout's resume state (the volume ztest lost raid5 bytes that way).
+ */
+function refuseWhileChanging(v: VolumeConfig): void {
+  if (v.reshape) throw new VsmError('EBUSY', `volume ${v.name} is being changed (${v.reshape.kind}); wait for it or abort it first`)
+}
+
+/** Volumes with a member (of their layout or of the one being built) on device id. */
+function volumesOn(cfg: PoolConfig, id: string): VolumeConfig[] {
+  return cfg.volumes.filter((v) => [...v.members, ...(v.reshape?.target.members ?? [])].some((m) => m.device === id))
 }
 
 /** raid10: member indexes of each mirror group, in stripe column order. */
