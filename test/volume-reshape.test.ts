@@ -57,6 +57,17 @@ async function pause(job: number) {
   pool.jobs.pause(job)
 }
 
+/** Write MiB of random bytes at off (flushed if asked), follow it in the model, then kill -9 and reopen. */
+async function writeThenCrash(v: BlockDev, model: Buffer, off: number, flush = false): Promise<BlockDev> {
+  const b = randomBytes(MiB)
+  await v.write(b, off)
+  if (flush) await v.flush()
+  b.copy(model, off)
+  await pool.abandon()
+  pool = await Pool.open(home())
+  return pool.openVolume('v')
+}
+
 async function run(job: number) {
   const info = await pool.jobs.wait(job)
   assert.not.ok(info.error, info.error?.message)
@@ -112,12 +123,7 @@ t('kill -9 during a relayout: the next open finishes it; a relayout can be rever
   const { v, model } = await make('concat', ['a'], 16 * MiB)
   const { job } = await pool.reshapeVolume('v', 'relayout', { layout: 'mirror', devices: ['b', 'c'] })
   await pause(job)
-  const b = randomBytes(MiB)
-  await v.write(b, 3 * MiB)
-  b.copy(model, 3 * MiB)
-  await pool.abandon()
-  pool = await Pool.open(home())
-  const v2 = await pool.openVolume('v')
+  const v2 = await writeThenCrash(v, model, 3 * MiB)
   const again = pool.volumeInfo('v').reshape!
   assert.ok(again.job, 'relayout resumed at open')
   await run(again.job!)
@@ -226,13 +232,7 @@ t('kill -9 after a checkpoint, then abort: the volume stays as it was and every 
   const { v, model } = await make('concat', ['a'], 48 * MiB, f.opts)
   const { job } = await pool.reshapeVolume('v', 'relayout', { layout: 'mirror', devices: ['b', 'c'] })
   await untilCheckpoint(f.faults, job)
-  const b = randomBytes(MiB)
-  await v.write(b, 5 * MiB)
-  await v.flush()
-  b.copy(model, 5 * MiB)
-  await pool.abandon()
-  pool = await Pool.open(home())
-  const v2 = await pool.openVolume('v')
+  const v2 = await writeThenCrash(v, model, 5 * MiB, true)
   await pool.removeDevice('c').then(() => assert.unreachable('a device of the new layout was removed'), (e) => assert.match(e.message, /used by volume v/))
   const info = await pool.abortReshape('v')
   assert.is(info.layout, 'concat')
@@ -294,12 +294,7 @@ t('with no room anywhere for the reshape log, a relayout still runs, and starts 
   await new Promise((r) => setTimeout(r, 1200))
   pool.jobs.pause(job)
   assert.is(pool.volumeInfo('v').reshape!.copied, undefined, 'no checkpoint without a log')
-  const b = randomBytes(MiB)
-  await v.write(b, 7 * MiB)
-  b.copy(model, 7 * MiB)
-  await pool.abandon()
-  pool = await Pool.open(home())
-  const v2 = await pool.openVolume('v')
+  const v2 = await writeThenCrash(v, model, 7 * MiB)
   const r = (await run(pool.volumeInfo('v').reshape!.job!)).result as { copied: number; resumedAt: number }
   assert.is(r.resumedAt, 0)
   assert.is(r.copied, model.length)
