@@ -9,6 +9,7 @@ import * as path from 'path'
 import { VsmError } from '../src/block/blockdev'
 import { Jobs, JobEvent, JobInfo } from '../src/control/jobs'
 import { ControlServer } from '../src/control/server'
+import { Events } from '../src/control/events'
 import { ControlClient, EventFrame } from '../src/control/client'
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms))
@@ -164,7 +165,8 @@ let server: ControlServer
 let clients: ControlClient[]
 wire.before.each(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vsm-jobs-'))
-  server = new ControlServer({ socketPath: path.join(dir, 'vsm.sock'), jobs: new Jobs({ progressIntervalMs: 0 }) })
+  const events = new Events()
+  server = new ControlServer({ socketPath: path.join(dir, 'vsm.sock'), events, jobs: new Jobs({ progressIntervalMs: 0, events }) })
   clients = []
   // A component that starts jobs the way the volume manager will (rebuild returns {job}).
   server.register('L', async (cmd, ctx) => {
@@ -245,8 +247,8 @@ wire('a subscription can be limited to some events; components can publish their
   await c.subscribe((e) => got.push(e), ['job.concluded', 'device.failed'])
   const { job } = await c.call('volume.scrub', { steps: 2 })
   await c.call('job.wait', { id: job })
-  server.publish('device.failed', { device: 'd1' })
-  server.publish('something.else', {})
+  server.events.publish('device.failed', { device: 'd1' })
+  server.events.publish('something.else', {})
   await tick(20)
   assert.equal(got.map((e) => e.event), ['job.concluded', 'device.failed'])
   assert.equal(got[1].data, { device: 'd1' })

@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander'
 import { VERSION } from '../daemon/stack'
 import { registerDaemon } from './commands/daemon'
 import { registerDisk } from './commands/disk'
+import { registerEvents } from './commands/events'
 import { registerFs } from './commands/fs'
 import { registerSnapshot } from './commands/snapshot'
 import { registerVolume } from './commands/volume'
@@ -21,6 +22,7 @@ registerVolume(program)
 registerDisk(program)
 registerSnapshot(program)
 registerFs(program)
+registerEvents(program)
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2)

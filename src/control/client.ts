@@ -9,6 +9,7 @@ import {
   encodeFrame, encodeJson, errorFromFrame,
 } from './codec'
 import type { Greeting } from './server'
+import type { EventLevel } from './events'
 
 export interface ClientOptions {
   /** How long to wait for the greeting (default 5000 ms). */
@@ -19,6 +20,7 @@ export interface ClientOptions {
 export interface EventFrame {
   event: string
   data: any
+  level: EventLevel
   timestamp: number
 }
 

@@ -1,9 +1,10 @@
 // The jobs registry: long operations (rebuild, resync, migration, flatten ...) are
 // started here by the component that owns them, return an id at once, report
 // progress, can be paused (cooperatively) and cancelled, and emit events that the
-// control server forwards to subscribed connections.
+// daemon's event sink logs and streams to subscribed connections.
 import { EventEmitter } from 'events'
 import { VsmError } from '../block/blockdev'
+import { EventLevel, EventSink, NULL_SINK } from './events'
 
 export type JobState = 'created' | 'running' | 'paused' | 'concluded'
 
@@ -46,7 +47,7 @@ export interface StartOptions {
 }
 
 export interface JobEvent {
-  event: 'job.created' | 'job.state' | 'job.progress' | 'job.concluded'
+  event: 'job.created' | 'job.state' | 'job.progress' | 'job.cancelling' | 'job.concluded'
   data: JobInfo
 }
 
@@ -55,6 +56,8 @@ export interface JobsOptions {
   progressIntervalMs?: number
   /** Concluded jobs remembered for list/wait (default 256); oldest are forgotten first. */
   keepConcluded?: number
+  /** Where every job event is published (logged and streamed). */
+  events?: EventSink
 }
 
 interface Job {
@@ -78,9 +81,11 @@ export class Jobs extends EventEmitter {
   private nextId = 1
   private readonly progressIntervalMs: number
   private readonly keepConcluded: number
+  private readonly events: EventSink
 
   constructor(opts: JobsOptions = {}) {
     super()
+    this.events = opts.events ?? NULL_SINK
     this.progressIntervalMs = opts.progressIntervalMs ?? 100
     this.keepConcluded = opts.keepConcluded ?? 256
   }
@@ -139,6 +144,7 @@ export class Jobs extends EventEmitter {
     const job = this.find(id)
     if (job.info.state === 'concluded' || job.info.cancelRequested) return snapshot(job.info)
     job.info.cancelRequested = true
+    this.publish('job.cancelling', job)
     job.abort.abort(cancelledError())
     if (job.info.state === 'created') {
       this.conclude(job, undefined, cancelledError())
@@ -263,10 +269,18 @@ export class Jobs extends EventEmitter {
 
   private publish(event: JobEvent['event'], job: Job): void {
     const data = snapshot(job.info)
+    this.events.publish(event, data, eventLevel(event, data))
     // A throwing listener is a bug elsewhere; it must not take the job down with it.
     try { this.emit(event, data) } catch { /* ignored */ }
     try { this.emit('event', { event, data } satisfies JobEvent) } catch { /* ignored */ }
   }
+}
+
+/** Progress is chatter (debug); a job that failed is a warning; the rest is the record of what ran. */
+function eventLevel(event: JobEvent['event'], info: JobInfo): EventLevel {
+  if (event === 'job.progress') return 'debug'
+  if (event === 'job.concluded' && info.error && info.error.code !== 'ECANCELED') return 'warn'
+  return 'info'
 }
 
 function snapshot(info: JobInfo): JobInfo {

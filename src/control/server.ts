@@ -1,7 +1,8 @@
 // The control socket server: listens on <home>/vsm.sock (mode 0600), greets each
 // connection, decodes frames, routes each command to the component that owns its
 // type byte (standard disk commands to the virtualizer's data-path handler), and
-// owns the built-in system commands for jobs and events. Nothing a client sends may
+// owns the built-in system commands for jobs and events (it streams the daemon's event
+// sink to subscribed connections). Nothing a client sends may
 // crash the process: a bad command gets an error reply, a bad stream gets closed.
 import * as fs from 'fs'
 import * as net from 'net'
@@ -13,7 +14,8 @@ import {
   DEFAULT_MAX_PAYLOAD, DiskIo, Frame, FrameDecoder, PROTOCOL_VERSION, UNSOLICITED_ID,
   decodeDiskIo, decodeJson, encodeFrame, encodeJson, encodeU64, errorFrame,
 } from './codec'
-import { JobEvent, Jobs } from './jobs'
+import { Events, VsmEvent } from './events'
+import { Jobs } from './jobs'
 
 export interface Command {
   name: string
@@ -56,6 +58,8 @@ export interface Greeting {
 export interface ServerOptions {
   socketPath: string
   version?: string
+  /** The daemon's event sink, streamed to subscribers; give the same one to jobs (default: a new sink that `jobs` publishes into). */
+  events?: Events
   jobs?: Jobs
   maxPayload?: number
   maxConnections?: number
@@ -87,6 +91,7 @@ const BUILTIN_S = new Set(['hello', 'job.list', 'job.wait', 'job.cancel', 'job.p
 export class ControlServer {
   readonly socketPath: string
   readonly jobs: Jobs
+  readonly events: Events
   readonly version: string
   readonly maxPayload: number
   private readonly maxInflight: number
@@ -98,12 +103,13 @@ export class ControlServer {
   private conns = new Map<number, Conn>()
   private nextConnId = 1
   private socketIno = 0
-  private readonly onJobEvent = (e: JobEvent) => this.publish(e.event, e.data)
+  private unsubscribe: (() => void) | null = null
 
   constructor(opts: ServerOptions) {
     this.socketPath = opts.socketPath
     this.version = opts.version ?? readVersion()
-    this.jobs = opts.jobs ?? new Jobs()
+    this.events = opts.events ?? new Events()
+    this.jobs = opts.jobs ?? new Jobs({ events: this.events })
     this.maxPayload = opts.maxPayload ?? DEFAULT_MAX_PAYLOAD
     this.maxInflight = opts.maxInflight ?? 64
     this.log = opts.log ?? (() => {})
@@ -158,14 +164,15 @@ export class ControlServer {
     // After listen, server errors (EMFILE on accept ...) are logged, never thrown.
     server.on('error', (e) => this.log('control socket error', e))
     this.server = server
-    this.jobs.on('event', this.onJobEvent)
+    this.unsubscribe = this.events.subscribe((e) => this.stream(e))
   }
 
   async close(): Promise<void> {
     const server = this.server
     if (!server) return
     this.server = null
-    this.jobs.off('event', this.onJobEvent)
+    this.unsubscribe?.()
+    this.unsubscribe = null
     const closed = new Promise<void>((resolve) => server.close(() => resolve()))
     for (const c of this.conns.values()) {
       c.socket.end()
@@ -183,18 +190,20 @@ export class ControlServer {
   get listening(): boolean { return this.server !== null }
   get connections(): number { return this.conns.size }
 
-  /** Sends an event frame to every subscribed connection (components may publish their own). */
-  publish(event: string, data: unknown): void {
+  /** Sends an event frame to every subscribed connection. */
+  private stream(e: VsmEvent): void {
+    const { event } = e
+    const to = [...this.conns.values()].filter((c) => c.subscribed && !c.closed && (!c.filter || c.filter.has(event)))
+    if (to.length === 0) return
     let payload: Buffer
     try {
-      payload = encodeJson({ event, data, timestamp: Date.now() })
-    } catch (e) {
-      this.log(`event ${event} could not be encoded`, e)
+      payload = encodeJson(e)
+    } catch (err) {
+      this.log(`event ${event} could not be encoded`, err)
       return
     }
     const code = byName('event')!.code
-    for (const c of this.conns.values()) {
-      if (!c.subscribed || c.closed || (c.filter && !c.filter.has(event))) continue
+    for (const c of to) {
       // A subscriber that stopped reading loses events rather than growing our memory.
       if (c.socket.writableLength > this.maxPayload) { c.droppedEvents++; continue }
       this.send(c, { code, id: UNSOLICITED_ID, status: 0, payload })

@@ -1,23 +1,40 @@
 // The vsm daemon process: starts the stack, writes <home>/vsm.pid, logs JSON lines
-// under <home>/log/, and on SIGTERM/SIGINT or a shutdown command flushes and unmounts.
-// `vsm up` runs this detached; `vsm up --foreground` runs it in the terminal.
+// under <home>/log/ (and to stdout when run in the foreground, for journald), and on
+// SIGTERM/SIGINT or a shutdown command flushes and unmounts. Owns the daemon's one
+// event sink, handed to the stack. `vsm up` runs this detached; `vsm up --foreground`
+// runs it in the terminal or under systemd.
 import { mkdirSync, promises as fsp } from 'fs'
 import { join } from 'path'
 import pino from 'pino'
+import { Events } from '../control/events'
 import { Stack } from './stack'
 
-export interface DaemonArgs { home: string; mount: string; defaultDeviceSize: number }
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const
+export type LogLevel = typeof LOG_LEVELS[number]
+
+export interface DaemonArgs {
+  home: string
+  mount: string
+  defaultDeviceSize: number
+  logLevel: LogLevel
+  /** Also log to stdout (the terminal, or journald under systemd). */
+  logToStdout: boolean
+}
 
 export async function runDaemon(args: DaemonArgs): Promise<void> {
   mkdirSync(join(args.home, 'log'), { recursive: true, mode: 0o700 })
   const dest = pino.destination({ dest: join(args.home, 'log', 'vsm.log'), sync: false, mkdir: true })
-  const log = pino({ base: { pid: process.pid } }, dest)
+  const level = args.logLevel
+  const streams: pino.StreamEntry[] = [{ stream: dest, level }]
+  if (args.logToStdout) streams.push({ stream: pino.destination({ dest: 1, sync: true }), level })
+  const log = pino({ base: { pid: process.pid }, level }, pino.multistream(streams))
+  const events = new Events(log)
   const pidFile = join(args.home, 'vsm.pid')
   let stack: Stack | undefined
   let stopping: Promise<void> | undefined
-  const stop = (why: string) => {
+  const stop = (reason: string) => {
     stopping ??= (async () => {
-      log.info({ why }, 'stopping')
+      events.publish('daemon.stopping', { reason })
       try {
         await stack?.stop()
         await fsp.rm(pidFile, { force: true })
@@ -34,7 +51,7 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
   process.on('uncaughtException', (err) => { log.fatal({ err }, 'uncaught exception'); dest.flushSync(); process.exit(70) })
   process.on('unhandledRejection', (err) => { log.fatal({ err }, 'unhandled rejection'); dest.flushSync(); process.exit(70) })
   try {
-    stack = await Stack.start({ ...args, log, onShutdown: () => stop('shutdown command') })
+    stack = await Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, log, events, onShutdown: () => stop('shutdown command') })
   } catch (err) {
     log.error({ err }, 'start failed')
     dest.flushSync()

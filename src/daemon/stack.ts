@@ -1,11 +1,13 @@
 // Composes the running stack, bottom to top: pool (devices, volumes) → fs on its
 // volumes → virtual disks → FUSE view, with the control socket routing extended
-// commands to the component that owns them. Also creates the embedded default pool.
+// commands to the component that owns them. Also creates the embedded default pool,
+// and reports through the event sink what start found and recovered.
 import { promises as fsp } from 'fs'
 import { join } from 'path'
 import type { Logger } from 'pino'
 import { VsmError } from '../block/blockdev'
 import { ControlServer } from '../control/server'
+import type { EventLevel, Events } from '../control/events'
 import { Jobs } from '../control/jobs'
 import { FileSystem } from '../fs'
 import { Pool } from '../volume/pool'
@@ -27,6 +29,8 @@ export interface StackOptions {
   /** Size of each of the two backing files of the embedded default pool. */
   defaultDeviceSize: number
   log: Logger
+  /** The daemon's one event sink: every component publishes its state changes here. */
+  events: Events
   /** Called when a client asks the daemon to stop. */
   onShutdown: () => void
 }
@@ -47,7 +51,7 @@ export class Stack {
   ) {}
 
   static async start(opts: StackOptions): Promise<Stack> {
-    const { home, log } = opts
+    const { home, log, events } = opts
     await fsp.mkdir(home, { recursive: true, mode: 0o700 })
     let cfg = await readConfig(home)
     let pool: Pool
@@ -57,8 +61,12 @@ export class Stack {
     } else {
       pool = await Pool.open(home)
     }
+    pool.on('event', (name: string, data: object) => events.publish(name, data, poolEventLevel(name)))
+    for (const d of pool.listDevices()) {
+      if (d.state === 'missing') events.publish('device.missing', { device: d.name, path: d.path, reason: d.reason }, 'warn')
+    }
     // before any volume opens, so rebuilds and reshapes resumed at open run where `vsm job` sees them
-    const jobs = new Jobs()
+    const jobs = new Jobs({ events })
     await pool.useJobs(jobs)
     if (!cfg) {
       // vsm.json is written last when the default is made: without it the file system
@@ -76,13 +84,14 @@ export class Stack {
     try {
       const fs = await FileSystem.mount(await Promise.all(cfg.fsVolumes.map((v) => pool.openVolume(v))), { volumeNames: cfg.fsVolumes })
       undo.unshift(() => fs.close())
-      if (clearStaleMount(opts.mount)) log.warn({ mount: opts.mount }, 'removed a stale mount')
+      reportRecovery(pool, fs, events)
+      if (clearStaleMount(opts.mount)) events.publish('daemon.stale-mount-removed', { mount: opts.mount, reason: 'left by a daemon that did not stop cleanly' }, 'warn')
       const fsVolumes = cfg
       let view: FuseView | undefined
       let server: ControlServer | undefined
-      const gate = new WriteGate((ino) => log.warn({ ino }, 'a frozen disk thawed itself after its timeout'))
+      const gate = new WriteGate((ino) => events.publish('disk.thawed', { ino, reason: 'the freeze timed out' }, 'warn'))
       const disks = new DiskManager({
-        fs, gate, jobs,
+        fs, gate, jobs, events,
         defaultVolume: () => fsVolumes.defaultVolume,
         openCount: (p) => view?.openCount(p) ?? 0,
         writerCount: (p) => view?.writerCount(p) ?? 0,
@@ -96,11 +105,11 @@ export class Stack {
       view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log)
       await view.mount()
       undo.unshift(() => view!.unmount())
-      server = new ControlServer({ socketPath: join(home, 'vsm.sock'), version: VERSION, jobs, log: (msg, err) => log.warn({ err }, msg) })
+      server = new ControlServer({ socketPath: join(home, 'vsm.sock'), version: VERSION, jobs, events, log: (msg, err) => log.warn({ err }, msg) })
       const stack = new Stack(opts, pool, fs, cfg, disks, gate, view, server)
       stack.registerCommands()
       await server.listen()
-      log.info({ mount: opts.mount }, 'stack up')
+      events.publish('daemon.started', { home, mount: opts.mount, pid: process.pid, version: VERSION })
       return stack
     } catch (err) {
       for (const step of undo) await step().catch((e) => log.error({ err: e }, 'undoing a failed start'))
@@ -116,7 +125,7 @@ export class Stack {
     await this.view.unmount().catch((err) => log.error({ err }, 'unmount'))
     await this.fs.close()
     await this.pool.close()
-    log.info('stack down')
+    this.opts.events.publish('daemon.stopped', { home: this.opts.home, mount: this.opts.mount })
   }
 
   status() {
@@ -138,9 +147,30 @@ export class Stack {
       shutdown: () => { setImmediate(this.opts.onShutdown); return { stopping: true } },
     }))
     this.server.register('V', dispatch(diskCommands(this.disks)))
-    this.server.register('L', dispatch(volumeCommands(this.pool, this.server)))
+    this.server.register('L', dispatch(volumeCommands(this.pool)))
     this.server.register('F', dispatch(fsCommands(this.fs, () => this.cfg.fsVolumes)))
     this.server.registerStandard(standardDiskHandler(this.fs, this.gate))
+  }
+}
+
+/** Losing redundancy is an error, a planned change a warning; the rest is the record of what ran. */
+function poolEventLevel(name: string): EventLevel {
+  if (/failed/.test(name)) return 'error'
+  if (/offline|lost|missing/.test(name)) return 'warn'
+  return 'info'
+}
+
+/** Crash recovery at start: what the fs journal replay and the volumes' resync did (all zero after a clean stop). */
+function reportRecovery(pool: Pool, fs: FileSystem, events: Events): void {
+  const { records, ops, bytes } = fs.replayed
+  events.publish('fs.mounted', { replayedRecords: records, replayedOps: ops, replayedBytes: bytes, reason: records ? 'unclean stop: journal replayed' : 'clean' })
+  for (const v of pool.listVolumes()) {
+    if (v.resyncedBytes || v.replayedRecords) {
+      events.publish('volume.recovered', { volume: v.name, resyncedBytes: v.resyncedBytes ?? 0, replayedRecords: v.replayedRecords ?? 0, reason: 'unclean stop' }, 'warn')
+    }
+    if (v.state !== 'healthy') {
+      events.publish(`volume.${v.state}`, { volume: v.name, members: v.members.filter((m) => m.state !== 'ok').map((m) => ({ device: m.device, state: m.state, reason: m.reason })) }, v.state === 'failed' ? 'error' : 'warn')
+    }
   }
 }
 

@@ -178,6 +178,8 @@ export class FileSystem {
   private head = 0
   private tail = 0
   private ckSlot = 0
+  /** What mount replayed from the journal: non-zero after an unclean stop (crash recovery, for the log). */
+  readonly replayed = { records: 0, ops: 0, bytes: 0 }
   private lastCkptLen = 0
   private sinceCkpt = 0
   private wantCkpt = false
@@ -298,6 +300,9 @@ export class FileSystem {
       for (const op of ops) this.apply(op, true)
       pos += rl
       used += rl
+      this.replayed.records++
+      this.replayed.ops += ops.length
+      this.replayed.bytes += rl
     }
     this.seq = seq
     this.head = pos >= jl ? 0 : pos

@@ -5,6 +5,7 @@
 // this layer names them (DISK@SNAP, .snapshots/DISK/SNAP), guards them and runs flatten as a job.
 import { VsmError } from '../block/blockdev'
 import type { Jobs } from '../control/jobs'
+import type { EventSink } from '../control/events'
 import type { FileSystem } from '../fs'
 import type { WriteGate } from './gate'
 import { diskPath, splitSnapshotRef } from './paths'
@@ -64,6 +65,8 @@ export interface DiskEnv {
   writerCount(path: string): number
   gate: WriteGate
   jobs: Jobs
+  /** Where each change to a disk is reported (logged and streamed). */
+  events: EventSink
 }
 
 function snapName(v: unknown): string {
@@ -103,6 +106,7 @@ export class DiskManager {
       await fs.unlink(path).catch(() => undefined)
       throw err
     }
+    this.env.events.publish('disk.created', { path: path.slice(1), size: bytes, volume: vol })
     return this.show(name)
   }
 
@@ -128,6 +132,7 @@ export class DiskManager {
   async snapshotCreate(name: unknown, snap: unknown): Promise<SnapshotView> {
     const path = this.diskOnly(name)
     await this.env.fs.snapshot(path, snapName(snap))
+    this.env.events.publish('snapshot.created', { disk: path.slice(1), snapshot: snap })
     return this.snapshotList(name).find((x) => x.name === snap)!
   }
 
@@ -141,6 +146,7 @@ export class DiskManager {
     const s = this.snapshotList(name).find((x) => x.name === snapName(snap))
     if (!s) throw new VsmError('ENOENT', `no snapshot ${snap} of ${name}`)
     await this.env.fs.deleteSnapshot(path, s.name)
+    this.env.events.publish('snapshot.deleted', { disk: path.slice(1), snapshot: s.name, freedBytes: s.uniqueBytes })
     return { disk: path.slice(1), deleted: s.name, freedBytes: s.uniqueBytes }
   }
 
@@ -150,6 +156,7 @@ export class DiskManager {
     const writers = this.env.writerCount(path)
     if (writers && !force) throw new VsmError('EBUSY', `disk is open for writing (${writers} handle(s)): ${name}; stop the guest first or pass --force`)
     await this.env.fs.revert(path, snap as string)
+    this.env.events.publish('disk.reverted', { path: path.slice(1), snapshot: snap, writers, forced: force }, writers ? 'warn' : 'info')
     return this.show(name)
   }
 
@@ -171,6 +178,7 @@ export class DiskManager {
     }
     await fs.setxattr(dst, DISK_XATTR, Buffer.from(JSON.stringify(record)))
     await fs.sync()
+    this.env.events.publish('disk.cloned', { path: dst.slice(1), origin: record.origin })
     return this.show(newName)
   }
 
@@ -267,6 +275,7 @@ export class DiskManager {
     if (bytes < cur.size && !shrink) throw new VsmError('EINVAL', `shrinking ${name} from ${cur.size} to ${bytes} bytes discards data: pass --shrink to do it`)
     await this.env.fs.truncate(path, bytes)
     await this.env.fs.sync()
+    this.env.events.publish('disk.resized', { path: path.slice(1), from: cur.size, size: bytes }, bytes < cur.size ? 'warn' : 'info')
     return this.show(name)
   }
 
@@ -276,18 +285,22 @@ export class DiskManager {
     if (info.open && !force) throw new VsmError('EBUSY', `disk is open (${info.open} handle(s)): ${name}; pass --force to delete anyway`)
     await this.env.fs.unlink(path)
     await this.env.fs.sync()
+    this.env.events.publish('disk.deleted', { path: path.slice(1), open: info.open, forced: force }, info.open ? 'warn' : 'info')
   }
 
   async freeze(name: unknown, timeoutMs: unknown = DEFAULT_FREEZE_MS): Promise<DiskInfo> {
     this.show(name) // refuses a missing disk or a directory with the usual message
     const ino = this.env.fs.lookup(diskPath(name))
     await this.env.gate.freeze(ino, timeoutMs as number, () => this.env.fs.fsync(ino))
-    return this.show(name)
+    const info = this.show(name)
+    this.env.events.publish('disk.frozen', { path: info.path, until: info.frozenUntil })
+    return info
   }
 
   thaw(name: unknown): DiskInfo {
     const info = this.show(name)
     if (!this.env.gate.thaw(this.env.fs.lookup(diskPath(name)))) throw new VsmError('EINVAL', `disk is not frozen: ${name}`)
+    this.env.events.publish('disk.thawed', { path: info.path, reason: 'thaw command' })
     return { ...info, frozenUntil: null }
   }
 

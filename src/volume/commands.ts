@@ -1,15 +1,8 @@
 // The volume manager's extended commands (type byte 'L'), as routed by the control socket.
-// Also joins the pool to the server: rebuilds run in the server's job registry and the
-// pool's events (device failures, rebuilds) go to subscribed clients.
 import type { CommandTable } from '../control/dispatch'
-import type { ControlServer } from '../control/server'
 import type { Pool } from './pool'
 
-export function volumeCommands(pool: Pool, server?: ControlServer): CommandTable {
-  if (server) {
-    pool.on('event', (name: string, data: unknown) => server.publish(name, data))
-    pool.useJobs(server.jobs).catch((e) => server.publish('volume.error', { reason: (e as Error).message }))
-  }
+export function volumeCommands(pool: Pool): CommandTable {
   return {
     'device.add': (x) => pool.addDevice(x.name, x.path, x.size, x.spare === true),
     'device.list': () => pool.listDevices(),

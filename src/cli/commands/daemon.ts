@@ -1,6 +1,6 @@
 // up, down, status: the daemon's life and the one-screen view of the stack.
-import { Command } from 'commander'
-import { runDaemon } from '../../daemon/main'
+import { Command, Option } from 'commander'
+import { LOG_LEVELS, LogLevel, runDaemon } from '../../daemon/main'
 import { defaultMount, homeDir } from '../home'
 import { table } from '../table'
 import { formatSize, parseSize } from '../units'
@@ -14,16 +14,19 @@ export function registerDaemon(program: Command, cliMain: string) {
   program.command('up')
     .description('start the stack; with no pool yet, create the embedded default')
     .option('--mount <dir>', 'where to mount the FUSE view (default <home>/mnt)')
-    .option('--foreground', 'run in this process instead of detaching')
+    .option('--foreground', 'run in this process instead of detaching, logging to stdout too (for journald)')
+    .addOption(new Option('--log-level <level>', 'least severe log entry written').choices(LOG_LEVELS).default('info'))
+    // the detached daemon (`vsm up` without --foreground) logs to its file only
+    .addOption(new Option('--no-log-stdout').hideHelp())
     .option('--device-size <size>', 'size of each backing file of a new default pool', process.env.VSM_DEFAULT_DEVICE_SIZE ?? '8G')
     .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals() as Opts & { mount?: string; foreground?: boolean; deviceSize: string }
+      const o = cmd.optsWithGlobals() as Opts & { mount?: string; foreground?: boolean; deviceSize: string; logLevel: LogLevel; logStdout: boolean }
       const home = homeDir(o.home)
       const mount = o.mount ?? defaultMount(home)
       const defaultDeviceSize = parseSize(o.deviceSize)
       if (await isRunning(home)) { print(`vsm is already running (home ${home})`); return }
-      if (o.foreground) { await runDaemon({ home, mount, defaultDeviceSize }); return }
-      const pid = await startDetached(cliMain, ['--home', home, '--mount', mount, '--device-size', o.deviceSize], home)
+      if (o.foreground) { await runDaemon({ home, mount, defaultDeviceSize, logLevel: o.logLevel, logToStdout: o.logStdout }); return }
+      const pid = await startDetached(cliMain, ['--home', home, '--mount', mount, '--device-size', o.deviceSize, '--log-level', o.logLevel, '--no-log-stdout'], home)
       print(o.json ? JSON.stringify({ pid, home, mount }) : `vsm up: ${mount} (pid ${pid}, home ${home})`)
     })
 
