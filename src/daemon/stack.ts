@@ -84,6 +84,7 @@ export class Stack {
     try {
       const fs = await FileSystem.mount(await Promise.all(cfg.fsVolumes.map((v) => pool.openVolume(v))), { volumeNames: cfg.fsVolumes })
       undo.unshift(() => fs.close())
+      fs.useEvents(events)
       reportRecovery(pool, fs, events)
       if (clearStaleMount(opts.mount)) events.publish('daemon.stale-mount-removed', { mount: opts.mount, reason: 'left by a daemon that did not stop cleanly' }, 'warn')
       const fsVolumes = cfg

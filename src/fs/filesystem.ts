@@ -10,6 +10,7 @@
 // from the extents, and starts a new epoch with a fresh checkpoint.
 import { randomBytes, randomUUID } from 'crypto'
 import { BlockDev, VsmError, checkRange } from '../block/blockdev'
+import { EventSink, NULL_SINK } from '../control/events'
 import { Extent, ExtentMap, FreeMap, RefMap } from './extents'
 import {
   BS, JR_HDR, JR_OPS, JR_WRAP, Superblock, decodeRecordHeader, encodeCheckpoint, encodeRecord,
@@ -93,6 +94,8 @@ class Inode {
 }
 
 function err(code: string, msg: string): VsmError { return new VsmError(code, msg) }
+
+const NOSPACE_EVENT_MS = 10_000
 
 function checkName(name: string): void {
   if (typeof name !== 'string' || name.length === 0) throw err('EINVAL', 'empty file name')
@@ -180,6 +183,10 @@ export class FileSystem {
   private ckSlot = 0
   /** What mount replayed from the journal: non-zero after an unclean stop (crash recovery, for the log). */
   readonly replayed = { records: 0, ops: 0, bytes: 0 }
+  private events: EventSink = NULL_SINK
+  /** fs.enospc events are held to one per NOSPACE_EVENT_MS; refusals in between are counted into the next. */
+  private noSpaceAt = 0
+  private noSpaceHeld = 0
   private lastCkptLen = 0
   private sinceCkpt = 0
   private wantCkpt = false
@@ -595,6 +602,23 @@ export class FileSystem {
     if (!this.metaNearFull(extra)) return
     if (this.sinceCkpt > 0 || this.opsBytes > 0) { this.wantCkpt = true; await this.commit() }
     if (this.metaNearFull(extra)) throw err('ENOSPC', 'no space left for fs metadata')
+  }
+
+  /** Where the fs reports what an operator must act on (a write refused for lack of space). */
+  useEvents(events: EventSink): void { this.events = events }
+
+  /** The error for a write that needs `blocks` more than the volume has; reported, but a guest retrying must not flood the log. */
+  private noSpace(ino: number, vol: number, blocks: number): VsmError {
+    const volume = this.sb.volumes[vol].name
+    const now = Date.now()
+    if (now - this.noSpaceAt >= NOSPACE_EVENT_MS) {
+      this.events.publish('fs.enospc', { ino, volume, neededBytes: blocks * BS, freeBytes: this.free[vol].free * BS, unreportedRefusals: this.noSpaceHeld, reason: 'a write needs more blocks than the volume has free' }, 'warn')
+      this.noSpaceAt = now
+      this.noSpaceHeld = 0
+    } else {
+      this.noSpaceHeld++
+    }
+    return err('ENOSPC', `no space left on volume ${volume}`)
   }
 
   private live() {
@@ -1101,7 +1125,7 @@ export class FileSystem {
     const allocs: Extent[] = []
     const replaced: Extent[] = []
     if (fresh) {
-      if (fresh > this.free[vol].free) throw err('ENOSPC', `no space left on volume ${this.sb.volumes[vol].name}`)
+      if (fresh > this.free[vol].free) throw this.noSpace(ino, vol, fresh)
       if (this.metaNearFull(segs.length * 40)) throw err('ENOSPC', 'no space left for fs metadata')
     }
     for (const s of segs) {
@@ -1216,7 +1240,7 @@ export class FileSystem {
     if (!shared.length) return 0
     const vol = n.vol
     const count = shared.reduce((a, x) => a + x.len, 0)
-    if (count > this.free[vol].free) throw err('ENOSPC', `no space left on volume ${this.sb.volumes[vol].name}`)
+    if (count > this.free[vol].free) throw this.noSpace(ino, vol, count)
     const allocs: Extent[] = [], replaced: Extent[] = []
     const io: { from: Extent; to: Extent }[] = []
     for (const s of shared) {

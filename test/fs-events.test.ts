@@ -1,0 +1,34 @@
+// The fs reports a write refused for lack of space (ENOSPC) to its event sink, naming
+// the volume and what was missing, at most once per interval however often a guest retries.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { VsmError } from '../src/block/blockdev'
+import { Events, VsmEvent } from '../src/control/events'
+import { memFs, MiB } from './helpers/fs-fixture'
+
+test('ENOSPC on a write is one warning event with the volume, needed and free bytes; retries are counted, not repeated', async () => {
+  const { fs } = await memFs(16 * MiB)
+  const events = new Events()
+  const got: VsmEvent[] = []
+  events.subscribe((e) => got.push(e))
+  fs.useEvents(events)
+  try {
+    const ino = await fs.create('/full', 0o644, 0, 0)
+    let off = 0
+    for (;;) {
+      try { await fs.write(ino, Buffer.alloc(MiB, 1), off); off += MiB } catch (e) { assert.is((e as VsmError).code, 'ENOSPC'); break }
+    }
+    assert.is(got.length, 1)
+    const [e] = got
+    assert.equal([e.event, e.level], ['fs.enospc', 'warn'])
+    const d = e.data as any
+    assert.equal([d.ino, d.volume, d.neededBytes, d.unreportedRefusals], [ino, 'vol0', MiB, 0])
+    assert.ok(d.freeBytes < MiB, JSON.stringify(d))
+    for (let i = 0; i < 5; i++) await fs.write(ino, Buffer.alloc(MiB, 2), off).catch(() => undefined)
+    assert.is(got.length, 1, 'a retrying writer floods the log')
+  } finally {
+    await fs.close()
+  }
+})
+
+test.run()
