@@ -321,4 +321,40 @@ t('while a relayout runs its volume takes no replace, offline or online of its d
   await pool.offlineDevice('c').then(() => assert.unreachable('the only device of a concat went offline'), (e) => assert.is(e.code, 'EBUSY'))
 })
 
+t('an offline and a relayout issued together: one is refused (EBUSY), never a degraded volume with a relayout recorded', async () => {
+  for (const offlineFirst of [true, false]) {
+    const { v, model } = await make('mirror', ['a', 'b'], 8 * MiB)
+    const offline = () => pool.offlineDevice('a')
+    const relayout = () => pool.reshapeVolume('v', 'relayout', { layout: 'raid5', devices: ['b', 'c', 'd'] })
+    const [x, y] = offlineFirst ? [offline(), relayout()] : [relayout(), offline()]
+    const res = await Promise.allSettled([x, y])
+    const refused = res.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason)
+    for (const e of refused) assert.is(e.code, 'EBUSY', `${offlineFirst ? 'offline first' : 'relayout first'}: ${e.message}`)
+    assert.is(refused.length, 1, `${offlineFirst ? 'offline first' : 'relayout first'}: exactly one is refused`)
+    const info = pool.volumeInfo('v')
+    if (offlineFirst) {
+      assert.is(info.state, 'degraded', 'the offline went ahead')
+      assert.is(info.reshape, undefined, 'no relayout recorded on a degraded volume')
+    } else {
+      assert.is(info.state, 'healthy', 'the offline was refused')
+      await run(info.reshape!.job!)
+      assert.is(pool.volumeInfo('v').layout, 'raid5')
+    }
+    await same(v, model, `${offlineFirst ? 'offline first' : 'relayout first'}: data`)
+    await pool.close()
+    await tmp.cleanup()
+    tmp = await tmpDir()
+  }
+})
+
+t('two offlines issued together cannot take both copies of a mirror', async () => {
+  const { v, model } = await make('mirror', ['a', 'b'], 8 * MiB)
+  const res = await Promise.allSettled([pool.offlineDevice('a'), pool.offlineDevice('b')])
+  assert.is(res.filter((r) => r.status === 'fulfilled').length, 1, 'one offline went ahead')
+  const e = (res.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason
+  assert.is(e.code, 'EBUSY')
+  assert.is(pool.volumeInfo('v').state, 'degraded')
+  await same(v, model, 'data after the offlines')
+})
+
 t.run()

@@ -168,6 +168,8 @@ export class Pool extends EventEmitter {
   private readonly resynced = new Map<string, number>()
   private readonly replayed = new Map<string, number>()
   private lock: Promise<unknown> = Promise.resolve()
+  /** Volumes a change holds between its checks (under the lock) and its commit: name → what. */
+  private readonly claims = new Map<string, string>()
   private closed = false
 
   private constructor(readonly home: string, private cfg: PoolConfig, private readonly opts: PoolOptions) { super() }
@@ -707,7 +709,7 @@ export class Pool extends EventEmitter {
       this.emit('event', 'volume.member-failed', { volume: v.name, device: d?.name, reason: m.reason, state: this.info(v).state })
       // policy: a hot spare takes over at once (in a volume in service); started after this mutation, not inside it
       const spare = inService && pickSpare(next, m.length)
-      if (spare && d) setImmediate(() => this.replaceMember(v.name, d.name, spare.name).catch((e) =>
+      if (spare && d) setImmediate(() => this.replaceMember(v.name, d.name, spare.name, { takeover: true }).catch((e) =>
         this.emit('event', 'volume.spare-failed', { volume: v.name, spare: spare.name, reason: errMsg(e) })))
     })
   }
@@ -735,40 +737,68 @@ export class Pool extends EventEmitter {
     return null
   }
 
+  /**
+   * Policy: a volume being grown, moved or relaid out takes no other change to its members
+   * (replace, offline, online) until that ends or is aborted; the reshape copies from the
+   * old layout while writes go to both, and a member swapped under it meanwhile is not
+   * covered by either layout's resume state (the volume ztest lost raid5 bytes that way).
+   * Nor does a volume an offline has claimed: that one checked and is failing members
+   * outside the lock, and a change planned on the config before it lands would be stale.
+   */
+  private refuseWhileChanging(v: VolumeConfig, opts: { claims?: boolean } = {}): void {
+    if (v.reshape) throw new VsmError('EBUSY', `volume ${v.name} is being changed (${v.reshape.kind}); wait for it or abort it first`)
+    const claim = opts.claims !== false && this.claims.get(v.name)
+    if (claim) throw new VsmError('EBUSY', `volume ${v.name} is being changed (${claim}); try again when that is done`)
+  }
+
   /** Take a device out of service on purpose (as mdadm --fail); refused if a volume would stop. */
   async offlineDevice(name: string): Promise<DeviceInfo> {
-    const d = this.cfg.devices.find((x) => x.name === name)
-    if (!d) throw new VsmError('ENOENT', `no device named ${JSON.stringify(name)}`)
-    if (d.state === 'spare') throw new VsmError('EINVAL', `device ${name} is a spare, not in service`)
-    volumesOn(this.cfg, d.id).forEach(refuseWhileChanging)
-    for (const v of this.cfg.volumes) {
-      const ok = v.members.map((m) => m.state === 'ok' && m.device !== d.id)
-      if (v.members.some((m) => m.device === d.id) && !canRun(v, ok)) {
-        throw new VsmError('EBUSY', `volume ${v.name} (${v.layout}) cannot run without device ${name}`)
-      }
-    }
     const why = new VsmError('EIO', 'taken offline by the operator')
-    for (const v of this.cfg.volumes) if (v.members.some((m) => m.device === d.id)) await this.settle(v.name)
-    for (const v of this.cfg.volumes) {
-      for (let i = 0; i < v.members.length; i++) {
-        if (v.members[i].device !== d.id) continue
-        const lm = this.liveMember(v.name, i)
-        await (lm?.mirror ?? lm?.raid5)?.failMember(lm!.k, why)
+    const claim = `device ${name} is being taken offline`
+    // checked and claimed under the lock: a relayout, replace or other offline issued
+    // meanwhile sees the claim and is refused, so none of them judges a stale config
+    const { d, claimed } = await this.serial(async () => {
+      const d = this.cfg.devices.find((x) => x.name === name)
+      if (!d) throw new VsmError('ENOENT', `no device named ${JSON.stringify(name)}`)
+      if (d.state === 'spare') throw new VsmError('EINVAL', `device ${name} is a spare, not in service`)
+      volumesOn(this.cfg, d.id).forEach((v) => this.refuseWhileChanging(v))
+      for (const v of this.cfg.volumes) {
+        const ok = v.members.map((m) => m.state === 'ok' && m.device !== d.id)
+        if (v.members.some((m) => m.device === d.id) && !canRun(v, ok)) {
+          throw new VsmError('EBUSY', `volume ${v.name} (${v.layout}) cannot run without device ${name}`)
+        }
       }
-    }
-    return this.serial(async () => {
-      const next = structuredClone(this.cfg)
-      const nd = next.devices.find((x) => x.id === d.id)!
-      nd.state = 'offline'
-      for (const v of next.volumes) for (const m of v.members) {
-        if (m.device !== d.id || m.state === 'failed') continue
-        m.state = 'failed'
-        m.reason = why.message
-      }
-      await this.commit(next)
-      this.emit('event', 'device.offline', { device: name })
-      return this.deviceInfo(nd)
+      const claimed = this.cfg.volumes.filter((v) => v.members.some((m) => m.device === d.id)).map((v) => v.name)
+      for (const v of claimed) this.claims.set(v, claim)
+      return { d, claimed }
     })
+    const release = () => { for (const v of claimed) if (this.claims.get(v) === claim) this.claims.delete(v) }
+    try {
+      for (const v of claimed) await this.settle(v)
+      for (const v of this.cfg.volumes) {
+        for (let i = 0; i < v.members.length; i++) {
+          if (v.members[i].device !== d.id) continue
+          const lm = this.liveMember(v.name, i)
+          await (lm?.mirror ?? lm?.raid5)?.failMember(lm!.k, why)
+        }
+      }
+      return await this.serial(async () => {
+        const next = structuredClone(this.cfg)
+        const nd = next.devices.find((x) => x.id === d.id)!
+        nd.state = 'offline'
+        for (const v of next.volumes) for (const m of v.members) {
+          if (m.device !== d.id || m.state === 'failed') continue
+          m.state = 'failed'
+          m.reason = why.message
+        }
+        await this.commit(next)
+        release()
+        this.emit('event', 'device.offline', { device: name })
+        return this.deviceInfo(nd)
+      })
+    } finally {
+      release()
+    }
   }
 
   /**
@@ -784,7 +814,7 @@ export class Pool extends EventEmitter {
       if (d.state !== 'offline' && d.state !== 'failed' && !this.rt.get(d.id)?.missing && !hasFailed) {
         throw new VsmError('EINVAL', `device ${name} is ${d.state}, not offline or failed`)
       }
-      volumesOn(this.cfg, d.id).forEach(refuseWhileChanging)
+      volumesOn(this.cfg, d.id).forEach((v) => this.refuseWhileChanging(v))
       let r = this.rt.get(d.id)
       if (!r?.io || r.missing) {
         r = await this.openMember(this.cfg, d)
@@ -818,14 +848,15 @@ export class Pool extends EventEmitter {
   }
 
   /** Move volume's member on device `from` onto device `to` (a spare or any device with room), rebuilding it there. */
-  async replaceMember(volume: string, from: string, to: string, opts: { rate?: number } = {}): Promise<{ job: number | null; volume: VolumeInfo }> {
+  async replaceMember(volume: string, from: string, to: string, opts: { rate?: number; takeover?: boolean } = {}): Promise<{ job: number | null; volume: VolumeInfo }> {
     if (opts.rate !== undefined) checkSize('rate', opts.rate)
     await this.settle(volume)
     const index = await this.serial(async () => {
       const v = this.cfg.volumes.find((x) => x.name === volume)
       if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(volume)}`)
       if (v.layout === 'concat' || v.layout === 'stripe') throw new VsmError('EINVAL', `volume ${volume} is ${v.layout}: only redundant volumes can rebuild a member`)
-      refuseWhileChanging(v)
+      // a spare taking over from a copy an offline is failing completes that offline's intent
+      this.refuseWhileChanging(v, { claims: !opts.takeover })
       const od = this.cfg.devices.find((x) => x.name === from)
       const nd = this.cfg.devices.find((x) => x.name === to)
       if (!od) throw new VsmError('ENOENT', `no device named ${JSON.stringify(from)}`)
@@ -1033,7 +1064,7 @@ export class Pool extends EventEmitter {
     await this.serial(async () => {
       const v = this.cfg.volumes.find((x) => x.name === name)
       if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
-      refuseWhileChanging(v)
+      this.refuseWhileChanging(v)
       if (v.members.some((m) => m.state !== 'ok')) throw new VsmError('EBUSY', `volume ${name} is ${this.info(v).state}: bring it back to healthy first`)
       const devs: string[] = []
       for (const m of v.members) {
@@ -1267,15 +1298,6 @@ export class Pool extends EventEmitter {
   }
 }
 
-/**
- * Policy: a volume being grown, moved or relaid out takes no other change to its members
- * (replace, offline, online) until that ends or is aborted; the reshape copies from the
- * old layout while writes go to both, and a member swapped under it meanwhile is not
- * covered by either layout's resume state (the volume ztest lost raid5 bytes that way).
- */
-function refuseWhileChanging(v: VolumeConfig): void {
-  if (v.reshape) throw new VsmError('EBUSY', `volume ${v.name} is being changed (${v.reshape.kind}); wait for it or abort it first`)
-}
 
 /** Volumes with a member (of their layout or of the one being built) on device id. */
 function volumesOn(cfg: PoolConfig, id: string): VolumeConfig[] {
