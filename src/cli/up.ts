@@ -1,9 +1,10 @@
 // `vsm up` and `vsm down`: start the daemon detached and return once the stack is
 // mounted and the socket answers; ask it to stop and wait until it has.
 import { spawn } from 'child_process'
-import { closeSync, openSync, readFileSync } from 'fs'
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'fs'
 import { join } from 'path'
 import { ControlClient } from '../control/client'
+import { lockHolder } from '../daemon/lock'
 import { socketPath } from './home'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -33,7 +34,10 @@ export async function startDetached(cliMain: string, argv: string[], home: strin
   const { mkdirSync } = await import('fs')
   mkdirSync(join(home, 'log'), { recursive: true, mode: 0o700 })
   const errFile = join(home, 'log', 'daemon.err')
-  const fd = openSync(errFile, 'w')
+  // Appended to, never truncated: a daemon that lost the race for the home's lock must
+  // not wipe the winner's output. Only what this start added is read back.
+  const fd = openSync(errFile, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600)
+  const from = fstatSync(fd).size
   const child = spawn(process.execPath, [cliMain, 'up', '--foreground', ...argv], { detached: true, stdio: ['ignore', fd, fd] })
   closeSync(fd)
   let exited: number | null = null
@@ -42,11 +46,14 @@ export async function startDetached(cliMain: string, argv: string[], home: strin
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     if (exited !== null) {
-      const lines = readFileSync(errFile, 'utf8').trim().split('\n').filter(Boolean)
+      const lines = readFileSync(errFile).subarray(from).toString().trim().split('\n').filter(Boolean)
       throw new Error(lines.find((l) => l.startsWith('vsm: '))?.slice(5) ?? lines.pop() ?? `daemon exited with status ${exited}`)
     }
+    // The socket may be another daemon's that won a race for the home: ours is up
+    // only when it holds the home's lock (the loser exits with the reason).
     const c = await tryConnect(home)
-    if (c) { c.close(); return child.pid! }
+    c?.close()
+    if (c && lockHolder(home) === child.pid) return child.pid!
     await sleep(100)
   }
   child.kill('SIGKILL')

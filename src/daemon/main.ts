@@ -3,11 +3,14 @@
 // SIGTERM/SIGINT or a shutdown command flushes and unmounts. Owns the daemon's one
 // event sink, handed to the stack. `vsm up` runs this detached; `vsm up --foreground`
 // runs it in the terminal or under systemd.
+// The home's lock comes first: a second daemon on the same home stops before it
+// writes, opens or unmounts anything.
 import { mkdirSync, promises as fsp } from 'fs'
 import { join } from 'path'
 import pino from 'pino'
 import { Events } from '../control/events'
 import { Stack } from './stack'
+import { acquireHomeLock } from './lock'
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const
 export type LogLevel = typeof LOG_LEVELS[number]
@@ -22,6 +25,13 @@ export interface DaemonArgs {
 }
 
 export async function runDaemon(args: DaemonArgs): Promise<void> {
+  mkdirSync(args.home, { recursive: true, mode: 0o700 })
+  try {
+    await acquireHomeLock(args.home)
+  } catch (err) {
+    process.stderr.write(`vsm: ${(err as Error).message}\n`)
+    process.exit(1)
+  }
   mkdirSync(join(args.home, 'log'), { recursive: true, mode: 0o700 })
   const dest = pino.destination({ dest: join(args.home, 'log', 'vsm.log'), sync: false, mkdir: true })
   const level = args.logLevel

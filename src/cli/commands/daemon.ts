@@ -1,6 +1,7 @@
 // up, down, status: the daemon's life and the one-screen view of the stack.
 import { Command, Option } from 'commander'
 import { LOG_LEVELS, LogLevel, runDaemon } from '../../daemon/main'
+import { lockHolder } from '../../daemon/lock'
 import { defaultMount, homeDir } from '../home'
 import { table } from '../table'
 import { formatSize, parseSize } from '../units'
@@ -24,8 +25,14 @@ export function registerDaemon(program: Command, cliMain: string) {
       const home = homeDir(o.home)
       const mount = o.mount ?? defaultMount(home)
       const defaultDeviceSize = parseSize(o.deviceSize)
-      if (await isRunning(home)) { print(`vsm is already running (home ${home})`); return }
+      // The daemon refuses a held home itself (one line, exit 1), also in the foreground.
       if (o.foreground) { await runDaemon({ home, mount, defaultDeviceSize, logLevel: o.logLevel, logToStdout: o.logStdout }); return }
+      // Only looks: a running daemon's socket, mount and files are not touched.
+      const holder = lockHolder(home)
+      if (holder !== null) {
+        if (await isRunning(home)) { print(`vsm is already running (pid ${holder || 'unknown'}, home ${home})`); return }
+        throw new Error(`another vsm (pid ${holder || 'unknown'}) holds home ${home} but its socket does not answer (starting, or hung); not starting a second one`)
+      }
       const pid = await startDetached(cliMain, ['--home', home, '--mount', mount, '--device-size', o.deviceSize, '--log-level', o.logLevel, '--no-log-stdout'], home)
       print(o.json ? JSON.stringify({ pid, home, mount }) : `vsm up: ${mount} (pid ${pid}, home ${home})`)
     })

@@ -1,0 +1,48 @@
+// Loads native/vsm_sys (built by scripts/setup with node-gyp) and gives its two system
+// calls typed wrappers: a non-blocking flock on an fd and the peer credentials of a
+// connected unix socket.
+import { join } from 'path'
+import type { Socket } from 'net'
+
+interface SysAddon {
+  flock(fd: number, op: number): void
+  peercred(fd: number): PeerCred
+  LOCK_SH: number
+  LOCK_EX: number
+  LOCK_NB: number
+  LOCK_UN: number
+}
+
+export interface PeerCred { pid: number; uid: number; gid: number }
+
+let addon: SysAddon | undefined
+function sys(): SysAddon {
+  // dist/src/native/ is three levels below the repo root, where native/build is
+  addon ??= require(join(__dirname, '..', '..', '..', 'native', 'build', 'Release', 'vsm_sys.node')) as SysAddon
+  return addon
+}
+
+/** Takes a lock (exclusive or shared) without waiting: false when another open file holds a conflicting one. */
+export function tryLock(fd: number, exclusive: boolean): boolean {
+  const s = sys()
+  try {
+    s.flock(fd, (exclusive ? s.LOCK_EX : s.LOCK_SH) | s.LOCK_NB)
+    return true
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EAGAIN' || (e as NodeJS.ErrnoException).code === 'EWOULDBLOCK') return false
+    throw e
+  }
+}
+
+export function unlock(fd: number): void {
+  const s = sys()
+  s.flock(fd, s.LOCK_UN)
+}
+
+/** The credentials of the process that connected this unix socket. */
+export function peerCredentials(socket: Socket): PeerCred {
+  // net.Socket keeps its descriptor on the libuv handle; there is no public accessor.
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd
+  if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no file descriptor')
+  return sys().peercred(fd)
+}
