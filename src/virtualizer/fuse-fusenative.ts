@@ -1,0 +1,68 @@
+// The fallback FUSE binding: fuse-native (libfuse2's high-level API, paths, 128 KiB
+// requests, every request on Node's main thread, no fallocate/lseek/ioctl). A thin
+// adapter from its callback convention onto the view's operation table.
+import type { Logger } from 'pino'
+import { ROOT_CALLER, callOp, type FuseOps } from './fuse-ops'
+import type { FuseBinding } from './fuse-view'
+
+// fuse-native ships no types; this is the part of it we use.
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const Fuse = require('fuse-native')
+type Cb = (code: number, value?: unknown) => void
+
+/** fuse-native's callbacks: (0, value) on success, (-errno) on failure; read/write answer with a count in the code position. */
+function adapt(ops: FuseOps, log: Logger) {
+  const run = <T>(name: string, cb: Cb, fn: () => T | Promise<T>) => callOp(log, name, fn, (v) => cb(0, v), cb)
+  const done = <T>(name: string, cb: Cb, fn: () => T | Promise<T>) => callOp(log, name, fn, () => cb(0), cb)
+  const count = (name: string, cb: Cb, fn: () => number | Promise<number>) => callOp(log, name, fn, (n) => cb(n), cb)
+  return {
+    init: (cb: Cb) => cb(0),
+    statfs: (p: string, cb: Cb) => run('statfs', cb, () => ops.statfs(p)),
+    getattr: (p: string, cb: Cb) => run('getattr', cb, () => ops.getattr(p)),
+    fgetattr: (p: string, _fd: number, cb: Cb) => run('getattr', cb, () => ops.getattr(p)),
+    readdir: (p: string, cb: Cb) => run('readdir', cb, () => ops.readdir(p)),
+    open: (p: string, flags: number, cb: Cb) => run('open', cb, () => ops.open(p, flags)),
+    create: (p: string, mode: number, cb: Cb) => run('create', cb, () => ops.create(p, mode, ROOT_CALLER)),
+    release: (_p: string, fd: number, cb: Cb) => done('release', cb, () => ops.release(fd)),
+    read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) => count('read', cb, () => ops.read(fd, buf.subarray(0, len), pos)),
+    write: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) => count('write', cb, () => ops.write(fd, buf.subarray(0, len), pos)),
+    flush: (_p: string, fd: number, cb: Cb) => done('flush', cb, () => ops.flush(fd)),
+    fsync: (_p: string, datasync: boolean, fd: number, cb: Cb) => done('fsync', cb, () => ops.fsync(fd, !!datasync)),
+    truncate: (p: string, size: number, cb: Cb) => done('truncate', cb, () => ops.truncate(p, size)),
+    ftruncate: (p: string, _fd: number, size: number, cb: Cb) => done('truncate', cb, () => ops.truncate(p, size)),
+    unlink: (p: string, cb: Cb) => done('unlink', cb, () => ops.unlink(p)),
+    rename: (a: string, b: string, cb: Cb) => done('rename', cb, () => ops.rename(a, b)),
+    mkdir: (p: string, mode: number, cb: Cb) => done('mkdir', cb, () => ops.mkdir(p, mode, ROOT_CALLER)),
+    rmdir: (p: string, cb: Cb) => done('rmdir', cb, () => ops.rmdir(p)),
+    chmod: (p: string, mode: number, cb: Cb) => done('chmod', cb, () => ops.chmod(p, mode)),
+    chown: (p: string, uid: number, gid: number, cb: Cb) => done('chown', cb, () => ops.chown(p, uid, gid)),
+    utimens: (p: string, atime: number, mtime: number, cb: Cb) => done('utimens', cb, () => ops.utimens(p, atime, mtime)),
+    getxattr: (p: string, name: string, _pos: number, cb: Cb) => run('getxattr', cb, () => ops.getxattr(p, name)),
+    setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: Cb) =>
+      done('setxattr', cb, () => ops.setxattr(p, name, value, flags)),
+    listxattr: (p: string, cb: Cb) => run('listxattr', cb, () => ops.listxattr(p)),
+    removexattr: (p: string, name: string, cb: Cb) => done('removexattr', cb, () => ops.removexattr(p, name)),
+  }
+}
+
+export function fuseNativeBinding(mountpoint: string, ops: FuseOps, log: Logger): FuseBinding {
+  let fuse: any
+  return {
+    name: 'fuse-native',
+    async mount() {
+      fuse = new Fuse(mountpoint, adapt(ops, log), {
+        force: true, mkdir: true, timeout: false,
+        // fuse-native passes only a fixed option list; fsname carries big_writes through
+        // (without it the kernel splits writes into 4 KiB requests).
+        fsname: 'vsm,big_writes,max_write=1048576', subtype: 'vsm',
+      })
+      await new Promise<void>((res, rej) => fuse.mount((err: Error | null) => (err ? rej(err) : res())))
+    },
+    async unmount() {
+      if (!fuse) return
+      const f = fuse
+      fuse = undefined
+      await new Promise<void>((res) => f.unmount(() => res()))
+    },
+  }
+}

@@ -1,0 +1,252 @@
+// The FUSE view's operations as ONE binding-neutral table: plain handlers that take
+// paths (namespace) or open-file handles (data), buffers and offsets, and return a
+// value or throw a VsmError whose code names the errno. Every binding (fuse-native,
+// our libfuse3 low-level addon) is a thin adapter over this table, so both serve the
+// same semantics. Also owns the open handles (which disks are open, for writing) and
+// the read-only snapshot view <mount>/.snapshots/<DISK>/<NAME>.
+import { constants as fsConstants } from 'fs'
+import { constants } from 'os'
+import type { Logger } from 'pino'
+import { VsmError } from '../block/blockdev'
+import { S_IFDIR, S_IFMT, S_IFREG, type FileSystem } from '../fs'
+import type { WriteGate } from './gate'
+import { SNAPDIR } from './paths'
+
+/** Routes an in-band command the way the control socket would (ControlServer.invoke). */
+export type Invoke = (name: string, args: Record<string, unknown>) => Promise<unknown>
+
+/** Who sent a request (the kernel's fuse_ctx); a binding that cannot tell passes ROOT_CALLER. */
+export interface Caller { uid: number; gid: number; pid: number }
+export const ROOT_CALLER: Caller = { uid: 0, gid: 0, pid: 0 }
+
+/** Times in epoch milliseconds. */
+export interface Attr {
+  ino: number; mode: number; uid: number; gid: number; size: number; blocks: number; nlink: number
+  atime: number; mtime: number; ctime: number; blksize: number
+}
+export interface StatFsOut {
+  bsize: number; frsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number; favail: number; namemax: number
+}
+
+type Awaitable<T> = T | Promise<T>
+
+/**
+ * The operation table. Namespace operations take absolute paths inside the mount;
+ * data operations take the handle `open`/`create` returned. A handler reports
+ * failure by throwing an Error whose `code` is an errno name (VsmError).
+ */
+export interface FuseOps {
+  statfs(path: string): Awaitable<StatFsOut>
+  getattr(path: string): Awaitable<Attr>
+  readdir(path: string): Awaitable<string[]>
+  open(path: string, flags: number): Awaitable<number>
+  create(path: string, mode: number, caller: Caller): Awaitable<number>
+  release(fh: number): Awaitable<void>
+  /** Fills buf from offset; returns the bytes read (short at end of file). */
+  read(fh: number, buf: Buffer, offset: number): Awaitable<number>
+  /** Returns the bytes written (all of buf). */
+  write(fh: number, buf: Buffer, offset: number): Awaitable<number>
+  /** close(2) of one descriptor of the handle: what it wrote is made durable. */
+  flush(fh: number): Awaitable<void>
+  fsync(fh: number, datasync: boolean): Awaitable<void>
+  truncate(path: string, size: number): Awaitable<void>
+  unlink(path: string): Awaitable<void>
+  rename(from: string, to: string): Awaitable<void>
+  mkdir(path: string, mode: number, caller: Caller): Awaitable<void>
+  rmdir(path: string): Awaitable<void>
+  chmod(path: string, mode: number): Awaitable<void>
+  chown(path: string, uid: number, gid: number): Awaitable<void>
+  utimens(path: string, atimeMs: number, mtimeMs: number): Awaitable<void>
+  /** Throws ENODATA when the file has no such attribute. */
+  getxattr(path: string, name: string): Awaitable<Buffer>
+  setxattr(path: string, name: string, value: Buffer, flags: number): Awaitable<void>
+  listxattr(path: string): Awaitable<string[]>
+  removexattr(path: string, name: string): Awaitable<void>
+}
+
+/** Negative errno for an error thrown by a handler (EIO when it names none). */
+export function errnoOf(err: unknown): number {
+  const code = (err as { code?: unknown })?.code
+  const n = typeof code === 'string' ? (constants.errno as Record<string, number>)[code] : undefined
+  return -(n ?? constants.errno.EIO)
+}
+
+/**
+ * Runs one handler for a binding and answers exactly once: reply(value) on success,
+ * fail(-errno) on failure. An EIO is logged: it is the error nobody expected.
+ */
+export function callOp<T>(log: Logger, name: string, fn: () => Awaitable<T>, reply: (v: T) => void, fail: (errno: number) => void): void {
+  let p: Promise<T>
+  try { p = Promise.resolve(fn()) } catch (err) { p = Promise.reject(err) }
+  p.then(reply, (err) => {
+    const code = errnoOf(err)
+    if (code === -constants.errno.EIO) log.error({ op: name, err }, 'fuse op failed')
+    fail(code)
+  })
+}
+
+interface Handle { ino: number; path: string; dirty: boolean; writable: boolean }
+
+/** The view's open handles: what the disk commands ask about (open, open for writing). */
+export class Handles {
+  private map = new Map<number, Handle>()
+  private next = 1
+
+  add(h: Handle): number {
+    const fh = this.next++
+    this.map.set(fh, h)
+    return fh
+  }
+
+  get(fh: number): Handle {
+    const h = this.map.get(fh)
+    if (!h) throw new VsmError('EBADF', 'bad file handle')
+    return h
+  }
+
+  delete(fh: number): void { this.map.delete(fh) }
+
+  renamed(from: string, to: string): void {
+    for (const h of this.map.values()) if (h.path === from) h.path = to
+  }
+
+  openCount(path: string): number {
+    let n = 0
+    for (const h of this.map.values()) if (h.path === path) n++
+    return n
+  }
+
+  writerCount(path: string): number {
+    let n = 0
+    for (const h of this.map.values()) if (h.path === path && h.writable) n++
+    return n
+  }
+}
+
+export interface ViewEnv { fs: FileSystem; gate: WriteGate; invoke: Invoke; handles: Handles }
+
+const INTERNAL_XATTR = /^vsm\./
+/** user.vsm.info (get) and user.vsm.snapshot (set) are commands, not stored attributes. */
+const COMMAND_XATTR = /^user\.vsm\./
+const SNAPROOT = '/' + SNAPDIR
+const O_ACCMODE = 3
+const BLKSIZE = 4096
+
+/** What a path under /.snapshots names: a directory (of disks or of one disk's snapshots) or a snapshot. */
+type SnapNode = { dir: true; entries: () => string[]; mtime: number } | { dir: false; ino: number }
+
+const erofs = () => new VsmError('EROFS', 'the snapshot view is read-only')
+const inSnapView = (p: string) => p === SNAPROOT || p.startsWith(SNAPROOT + '/')
+/** Refuses a change anywhere under /.snapshots (the root's own name included). */
+const rw = (...paths: string[]) => { if (paths.some(inSnapView)) throw erofs() }
+const reserved = (name: string) => INTERNAL_XATTR.test(name) || COMMAND_XATTR.test(name)
+
+/** The view's operations over the fs: the one table every binding serves. */
+export function viewOps({ fs, gate, invoke, handles }: ViewEnv): FuseOps {
+  /** Resolves a path under /.snapshots; ENOENT when it names nothing. */
+  const snapNode = (p: string): SnapNode => {
+    const rest = p.slice(SNAPROOT.length) || '/'
+    let st: ReturnType<FileSystem['getattr']> | null = null
+    try { st = fs.getattr(rest) } catch (e) { if ((e as { code?: string }).code !== 'ENOENT' && (e as { code?: string }).code !== 'ENOTDIR') throw e }
+    if (st && (st.mode & S_IFMT) === S_IFDIR) return { dir: true, entries: () => fs.readdir(rest), mtime: st.mtime }
+    if (st) return { dir: true, entries: () => fs.snapshots(rest).map((x) => x.name), mtime: st.mtime }
+    const i = rest.lastIndexOf('/')
+    const disk = rest.slice(0, i)
+    if (!disk) throw new VsmError('ENOENT', `no such snapshot view ${p}`)
+    return { dir: false, ino: fs.snapshotIno(disk, rest.slice(i + 1)) }
+  }
+  const snapStat = (p: string): Attr => {
+    const n = snapNode(p)
+    if (!n.dir) return { ...fs.statIno(n.ino), mode: S_IFREG | 0o444, blksize: BLKSIZE }
+    const t = n.mtime
+    return { ino: 0, mode: S_IFDIR | 0o555, uid: 0, gid: 0, size: 0, blocks: 0, nlink: 2, atime: t, mtime: t, ctime: t, blksize: BLKSIZE }
+  }
+  const open = (path: string, flags: number): number => {
+    const writable = (flags & O_ACCMODE) !== fsConstants.O_RDONLY
+    let ino: number
+    if (inSnapView(path)) {
+      if (writable) throw erofs()
+      const n = snapNode(path)
+      if (n.dir) throw new VsmError('EISDIR', 'is a directory')
+      ino = n.ino
+    } else ino = fs.lookup(path)
+    return handles.add({ ino, path, dirty: false, writable })
+  }
+
+  return {
+    statfs: () => {
+      const s = fs.statfs()
+      return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, namemax: s.namemax }
+    },
+    getattr: (p) => {
+      if (inSnapView(p)) return snapStat(p)
+      const { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime } = fs.getattr(p)
+      return { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime, blksize: BLKSIZE }
+    },
+    readdir: (p) => {
+      if (!inSnapView(p)) return fs.readdir(p)
+      const n = snapNode(p)
+      if (!n.dir) throw new VsmError('ENOTDIR', 'not a directory')
+      return n.entries()
+    },
+    open,
+    create: async (p, mode) => { rw(p); await fs.create(p, mode, 0, 0); return open(p, fsConstants.O_RDWR) },
+    release: (fh) => handles.delete(fh),
+    read: (fh, buf, pos) => fs.read(handles.get(fh).ino, buf, pos),
+    write: async (fh, buf, pos) => {
+      const h = handles.get(fh)
+      if (!h.writable) throw new VsmError(inSnapView(h.path) ? 'EROFS' : 'EBADF', 'handle not open for writing')
+      h.dirty = true
+      const held = gate.enter(h.ino)
+      if (held) await held
+      try {
+        await fs.write(h.ino, buf, pos)
+      } finally {
+        gate.leave(h.ino)
+      }
+      return buf.length
+    },
+    flush: async (fh) => {
+      const h = handles.get(fh)
+      if (h.dirty) { h.dirty = false; await fs.fsync(h.ino) }
+    },
+    fsync: async (fh) => {
+      const h = handles.get(fh)
+      h.dirty = false
+      await fs.fsync(h.ino)
+    },
+    truncate: async (p, size) => { rw(p); await fs.truncate(p, size) },
+    unlink: async (p) => { rw(p); await fs.unlink(p) },
+    rename: async (a, b) => {
+      rw(a, b)
+      await fs.rename(a, b)
+      handles.renamed(a, b)
+    },
+    mkdir: async (p, mode) => { rw(p); await fs.mkdir(p, mode, 0, 0) },
+    rmdir: async (p) => { rw(p); await fs.rmdir(p) },
+    chmod: async (p, mode) => { rw(p); await fs.chmod(p, mode) },
+    chown: async (p, uid, gid) => { rw(p); await fs.chown(p, uid, gid) },
+    utimens: async (p, atime, mtime) => { rw(p); await fs.utimens(p, atime, mtime) },
+    getxattr: async (p, name) => {
+      const none = () => new VsmError('ENODATA', `no xattr ${name}`)
+      if (inSnapView(p)) { snapNode(p); throw none() }
+      if (name === 'user.vsm.info') return Buffer.from(JSON.stringify(await invoke('disk.show', { path: p.slice(1) })) + '\n')
+      if (reserved(name)) throw none()
+      const v = fs.getxattr(p, name)
+      if (!v) throw none()
+      return v
+    },
+    setxattr: async (p, name, value) => {
+      rw(p)
+      if (name === 'user.vsm.snapshot') { await invoke('snapshot.create', { path: p.slice(1), name: value.toString().trim() }); return }
+      if (reserved(name)) throw new VsmError('EPERM', 'reserved xattr')
+      await fs.setxattr(p, name, Buffer.from(value))
+    },
+    listxattr: (p) => (inSnapView(p) ? [] : fs.listxattr(p).filter((n) => !INTERNAL_XATTR.test(n))),
+    removexattr: async (p, name) => {
+      rw(p)
+      if (reserved(name)) throw new VsmError('EPERM', 'reserved xattr')
+      await fs.removexattr(p, name)
+    },
+  }
+}
