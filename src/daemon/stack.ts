@@ -28,6 +28,8 @@ export interface StackOptions {
   mount: string
   /** Size of each of the two backing files of the embedded default pool. */
   defaultDeviceSize: number
+  /** Other users may use the view; the kernel checks each file's owner and mode. */
+  allowOther?: boolean
   log: Logger
   /** The daemon's one event sink: every component publishes its state changes here. */
   events: Events
@@ -103,7 +105,7 @@ export class Stack {
           throw new VsmError('ENOTSUP', `volume ${name} is not part of the file system (it spans ${fsVolumes.fsVolumes.join(', ')})`)
         },
       })
-      view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log)
+      view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log, { allowOther: !!opts.allowOther })
       await view.mount()
       undo.unshift(() => view!.unmount())
       server = new ControlServer({ socketPath: join(home, 'vsm.sock'), version: VERSION, jobs, events, log: (msg, err) => log.warn({ err }, msg) })

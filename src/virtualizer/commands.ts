@@ -10,7 +10,7 @@ import { diskPath } from './paths'
 
 export function diskCommands(disks: DiskManager): CommandTable {
   return {
-    'disk.create': (x) => disks.create(x.path, x.size, x.volume),
+    'disk.create': (x) => disks.create(x.path, x.size, x.volume, { owner: x.owner, mode: x.mode }),
     'disk.list': () => disks.list(),
     'disk.show': (x) => disks.show(x.path),
     'disk.resize': (x) => disks.resize(x.path, x.size, !!x.shrink),
