@@ -38,6 +38,7 @@ export interface StackOptions {
 }
 
 const DEFAULT_VOLUME = 'vol0'
+const RELEASE_GRACE_MS = 2000
 
 export class Stack {
   private startedAt = Date.now()
@@ -143,11 +144,34 @@ export class Stack {
     }
   }
 
+  /**
+   * Disks with open handles in the view. The kernel sends FUSE's release after close()
+   * has returned, so a user that has just closed (QEMU exiting, losetup -d) is given a
+   * moment to be seen gone before it counts as open.
+   */
+  private async openDisks() {
+    const deadline = Date.now() + RELEASE_GRACE_MS
+    for (;;) {
+      const open = this.disks.list().filter((d) => d.open > 0)
+      if (!open.length || Date.now() >= deadline) return open
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+
   /** Each component answers the commands of its own type byte (seed 004, Fig. 3). */
   private registerCommands() {
     this.server.register('S', dispatch({
       status: () => this.status(),
-      shutdown: () => { setImmediate(this.opts.onShutdown); return { stopping: true } },
+      shutdown: async ({ force }) => {
+        if (force !== undefined && typeof force !== 'boolean') throw new VsmError('EINVAL', 'shutdown: force must be true or false')
+        // Unmounting under an open disk gives its user ENOTCONN: a running guest loses its disk.
+        const open = force ? [] : await this.openDisks()
+        if (open.length) {
+          throw new VsmError('EBUSY', `disks are open: ${open.map((d) => `${d.path} (${d.open} handle${d.open > 1 ? 's' : ''})`).join(', ')}; stop their users first or use vsm down --force`)
+        }
+        setImmediate(this.opts.onShutdown)
+        return { stopping: true }
+      },
     }))
     this.server.register('V', dispatch(diskCommands(this.disks)))
     this.server.register('L', dispatch(volumeCommands(this.pool)))

@@ -38,10 +38,12 @@ export function registerDaemon(program: Command, cliMain: string) {
       print(o.json ? JSON.stringify({ pid, home, mount }) : `vsm up: ${mount} (pid ${pid}, home ${home})`)
     })
 
-  program.command('down').description('flush, unmount and stop the daemon').action(async (_o, cmd: Command) => {
-    const home = homeDir(globals(cmd).home)
-    print((await stopDaemon(home)) ? 'vsm down: stopped' : `vsm is not running (home ${home})`)
-  })
+  program.command('down').description('flush, unmount and stop the daemon; refused while disks are open')
+    .option('--force', 'stop even with disks open (their users get ENOTCONN)')
+    .action(async (o: { force?: boolean }, cmd: Command) => {
+      const home = homeDir(globals(cmd).home)
+      print((await stopDaemon(home, o.force === true)) ? 'vsm down: stopped' : `vsm is not running (home ${home})`)
+    })
 
   program.command('status').description('pool, volumes, file system and disks').action((_o, cmd: Command) =>
     call(cmd, 'status', undefined, (s) => [
