@@ -7,10 +7,11 @@ import type { FileSystem } from '../fs'
 import type { DiskManager } from './disks'
 import type { WriteGate } from './gate'
 import { diskPath } from './paths'
+import { DISCARD, FLUSH, IoMeters, READ, WRITE, counted, now } from '../metrics/io'
 
 export function diskCommands(disks: DiskManager): CommandTable {
   return {
-    'disk.create': (x) => disks.create(x.path, x.size, x.volume, { owner: x.owner, mode: x.mode }),
+    'disk.create': (x) => disks.create(x.path, x.size, x.volume),
     'disk.list': () => disks.list(),
     'disk.show': (x) => disks.show(x.path),
     'disk.resize': (x) => disks.resize(x.path, x.size, !!x.shrink),
@@ -29,7 +30,20 @@ export function diskCommands(disks: DiskManager): CommandTable {
   }
 }
 
-export function standardDiskHandler(fs: FileSystem, gate: WriteGate): StandardHandler {
+const METERED: Record<string, number | undefined> = { 'disk.read': READ, 'disk.write': WRITE, 'disk.flush': FLUSH, 'disk.discard': DISCARD }
+
+/** Disk I/O over the socket is counted per disk (when meters are on) like I/O through the FUSE view. */
+export function standardDiskHandler(fs: FileSystem, gate: WriteGate, meters: IoMeters | null): StandardHandler {
+  const serve = diskRequest(fs, gate)
+  return async (req, ctx) => {
+    const op = METERED[req.name]
+    if (!meters || op === undefined) return serve(req, ctx)
+    const t0 = now()
+    return counted(meters.disk(diskPath(req.path).slice(1)), op, t0, serve(req, ctx), op === WRITE ? req.data.length : op === DISCARD ? req.length : 0)
+  }
+}
+
+function diskRequest(fs: FileSystem, gate: WriteGate): StandardHandler {
   return async ({ name, path, offset, length, data }) => {
     const p = diskPath(path)
     const dev = fs.openFile(p)

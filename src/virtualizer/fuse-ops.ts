@@ -11,6 +11,7 @@ import { VsmError } from '../block/blockdev'
 import { S_IFDIR, S_IFMT, S_IFREG, type FileSystem } from '../fs'
 import type { WriteGate } from './gate'
 import { SNAPDIR } from './paths'
+import { FLUSH, IoMeters, IoStats, READ, WRITE, counted, now } from '../metrics/io'
 
 /** Routes an in-band command the way the control socket would (ControlServer.invoke). */
 export type Invoke = (name: string, args: Record<string, unknown>) => Promise<unknown>
@@ -85,7 +86,14 @@ export function callOp<T>(log: Logger, name: string, fn: () => Awaitable<T>, rep
   })
 }
 
-interface Handle { ino: number; path: string; dirty: boolean; writable: boolean }
+interface Handle {
+  ino: number
+  path: string
+  dirty: boolean
+  writable: boolean
+  /** The disk's I/O counters, looked up at open; null when metrics are off (and for snapshot views). */
+  io: IoStats | null
+}
 
 /** The view's open handles: what the disk commands ask about (open, open for writing). */
 export class Handles {
@@ -123,7 +131,7 @@ export class Handles {
   }
 }
 
-export interface ViewEnv { fs: FileSystem; gate: WriteGate; invoke: Invoke; handles: Handles }
+export interface ViewEnv { fs: FileSystem; gate: WriteGate; invoke: Invoke; handles: Handles; meters: IoMeters | null }
 
 const INTERNAL_XATTR = /^vsm\./
 /** user.vsm.info (get) and user.vsm.snapshot (set) are commands, not stored attributes. */
@@ -142,7 +150,7 @@ const rw = (...paths: string[]) => { if (paths.some(inSnapView)) throw erofs() }
 const reserved = (name: string) => INTERNAL_XATTR.test(name) || COMMAND_XATTR.test(name)
 
 /** The view's operations over the fs: the one table every binding serves. */
-export function viewOps({ fs, gate, invoke, handles }: ViewEnv): FuseOps {
+export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps {
   /** Resolves a path under /.snapshots; ENOENT when it names nothing. */
   const snapNode = (p: string): SnapNode => {
     const rest = p.slice(SNAPROOT.length) || '/'
@@ -170,8 +178,22 @@ export function viewOps({ fs, gate, invoke, handles }: ViewEnv): FuseOps {
       if (n.dir) throw new VsmError('EISDIR', 'is a directory')
       ino = n.ino
     } else ino = fs.lookup(path)
-    return handles.add({ ino, path, dirty: false, writable })
+    const io = meters && !inSnapView(path) ? meters.disk(path.slice(1)) : null
+    return handles.add({ ino, path, dirty: false, writable, io })
   }
+
+  const write = async (h: Handle, buf: Buffer, pos: number): Promise<number> => {
+    h.dirty = true
+    const held = gate.enter(h.ino)
+    if (held) await held
+    try {
+      await fs.write(h.ino, buf, pos)
+    } finally {
+      gate.leave(h.ino)
+    }
+    return buf.length
+  }
+  const sync = (h: Handle): Promise<void> => (h.io ? counted(h.io, FLUSH, now(), fs.fsync(h.ino)) : fs.fsync(h.ino))
 
   return {
     statfs: () => {
@@ -192,28 +214,24 @@ export function viewOps({ fs, gate, invoke, handles }: ViewEnv): FuseOps {
     open,
     create: async (p, mode) => { rw(p); await fs.create(p, mode, 0, 0); return open(p, fsConstants.O_RDWR) },
     release: (fh) => handles.delete(fh),
-    read: (fh, buf, pos) => fs.read(handles.get(fh).ino, buf, pos),
-    write: async (fh, buf, pos) => {
+    read: (fh, buf, pos) => {
+      const h = handles.get(fh)
+      return h.io ? counted(h.io, READ, now(), fs.read(h.ino, buf, pos)) : fs.read(h.ino, buf, pos)
+    },
+    write: (fh, buf, pos) => {
       const h = handles.get(fh)
       if (!h.writable) throw new VsmError(inSnapView(h.path) ? 'EROFS' : 'EBADF', 'handle not open for writing')
-      h.dirty = true
-      const held = gate.enter(h.ino)
-      if (held) await held
-      try {
-        await fs.write(h.ino, buf, pos)
-      } finally {
-        gate.leave(h.ino)
-      }
-      return buf.length
+      // the latency counted is the writer's: a wait on a frozen disk included
+      return h.io ? counted(h.io, WRITE, now(), write(h, buf, pos)) : write(h, buf, pos)
     },
     flush: async (fh) => {
       const h = handles.get(fh)
-      if (h.dirty) { h.dirty = false; await fs.fsync(h.ino) }
+      if (h.dirty) { h.dirty = false; await sync(h) }
     },
     fsync: async (fh) => {
       const h = handles.get(fh)
       h.dirty = false
-      await fs.fsync(h.ino)
+      await sync(h)
     },
     truncate: async (p, size) => { rw(p); await fs.truncate(p, size) },
     unlink: async (p) => { rw(p); await fs.unlink(p) },

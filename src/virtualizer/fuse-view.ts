@@ -9,15 +9,9 @@ import type { FileSystem } from '../fs'
 import { fuseNativeBinding } from './fuse-fusenative'
 import { Handles, viewOps, type Invoke } from './fuse-ops'
 import type { WriteGate } from './gate'
+import type { IoMeters } from '../metrics/io'
 
 export type { Invoke } from './fuse-ops'
-
-/**
- * How the view is mounted, whatever the binding. allowOther lets other users reach it,
- * always together with default_permissions (the kernel checks each file's owner and
- * mode): allow_other alone would let anyone read and delete a root 0600 disk.
- */
-export interface MountOptions { allowOther: boolean }
 
 /** A FUSE library serving the operation table at a mount point. */
 export interface FuseBinding {
@@ -36,7 +30,8 @@ export class FuseView {
     private readonly gate: WriteGate,
     private readonly invoke: Invoke,
     private readonly log: Logger,
-    private readonly opts: MountOptions = { allowOther: false },
+    /** Per disk I/O counters (metrics on), or null. */
+    private readonly meters: IoMeters | null,
   ) {}
 
   openCount(path: string): number { return this.handles.openCount(path) }
@@ -44,8 +39,8 @@ export class FuseView {
   writerCount(path: string): number { return this.handles.writerCount(path) }
 
   async mount(): Promise<void> {
-    const ops = viewOps({ fs: this.fs, gate: this.gate, invoke: this.invoke, handles: this.handles })
-    const b = fuseNativeBinding(this.mountpoint, ops, this.log, this.opts)
+    const ops = viewOps({ fs: this.fs, gate: this.gate, invoke: this.invoke, handles: this.handles, meters: this.meters })
+    const b = fuseNativeBinding(this.mountpoint, ops, this.log)
     await b.mount()
     this.binding = b
   }

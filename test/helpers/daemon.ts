@@ -14,8 +14,7 @@ export interface Vsm {
   /** Runs `vsm ARGS --home HOME`; resolves with stdout, rejects with {code, stderr}. */
   run(...args: string[]): Promise<string>
   json(...args: string[]): Promise<any>
-  /** `vsm up` with extra options (e.g. --allow-other). */
-  up(...extra: string[]): Promise<void>
+  up(): Promise<void>
   down(): Promise<void>
   /** kill -9 the daemon and clear its mount, as a crash would leave it. */
   kill9(): void
@@ -40,7 +39,7 @@ export function makeVsm(opts: { deviceSize?: string; home?: string } = {}): Vsm 
   const vsm: Vsm = {
     home, mount, run,
     json: async (...args) => JSON.parse(await run(...args, '--json')),
-    up: async (...extra) => { await run('up', '--device-size', opts.deviceSize ?? '2G', ...extra) },
+    up: async () => { await run('up', '--device-size', opts.deviceSize ?? '2G') },
     down: async () => { await run('down') },
     pid,
     kill9: () => {
