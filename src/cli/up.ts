@@ -60,13 +60,16 @@ export async function startDetached(cliMain: string, argv: string[], home: strin
   throw new Error(`the daemon did not answer within ${timeoutMs / 1000}s; see ${join(home, 'log')}`)
 }
 
-/** Asks the daemon to flush, unmount and stop; waits until its process is gone. */
-export async function stopDaemon(home: string, timeoutMs = 120_000): Promise<boolean> {
+/**
+ * Asks the daemon to flush, unmount and stop; waits until its process is gone. The
+ * daemon refuses (EBUSY, naming them) while disks are open, unless forced.
+ */
+export async function stopDaemon(home: string, force = false, timeoutMs = 120_000): Promise<boolean> {
   const c = await tryConnect(home)
   if (!c) return false
   let pid = 0
   try { pid = Number(readFileSync(join(home, 'vsm.pid'), 'utf8')) } catch { /* older start: wait on the socket instead */ }
-  try { await c.call('shutdown') } finally { c.close() }
+  try { await c.call('shutdown', force ? { force } : undefined) } finally { c.close() }
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     const alive = pid ? processAlive(pid) : await isRunning(home)

@@ -23,6 +23,8 @@ export interface DaemonArgs {
   logLevel: LogLevel
   /** Also log to stdout (the terminal, or journald under systemd). */
   logToStdout: boolean
+  /** Mount with allow_other,default_permissions: other users reach the view, the kernel enforces each file's mode. */
+  allowOther?: boolean
   /** Where to serve Prometheus metrics; off when absent. */
   metrics?: Listen
 }
@@ -64,7 +66,7 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
   process.on('uncaughtException', (err) => { log.fatal({ err }, 'uncaught exception'); dest.flushSync(); process.exit(70) })
   process.on('unhandledRejection', (err) => { log.fatal({ err }, 'unhandled rejection'); dest.flushSync(); process.exit(70) })
   try {
-    stack = await Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, metrics: args.metrics, log, events, onShutdown: () => stop('shutdown command') })
+    stack = await Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, allowOther: args.allowOther, metrics: args.metrics, log, events, onShutdown: () => stop('shutdown command') })
   } catch (err) {
     log.error({ err }, 'start failed')
     dest.flushSync()

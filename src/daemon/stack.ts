@@ -5,11 +5,12 @@
 import { promises as fsp } from 'fs'
 import { join } from 'path'
 import type { Logger } from 'pino'
-import { VsmError } from '../block/blockdev'
+import { BlockDev, VsmError } from '../block/blockdev'
 import { ControlServer } from '../control/server'
 import type { EventLevel, Events } from '../control/events'
 import { Jobs } from '../control/jobs'
 import { FileSystem } from '../fs'
+import { mountFromVolumes } from '../fs/discover'
 import { Pool } from '../volume/pool'
 import { DiskManager } from '../virtualizer/disks'
 import { FuseView } from '../virtualizer/fuse-view'
@@ -21,7 +22,6 @@ import { volumeCommands } from '../volume/commands'
 import { IoMeters, MeteredDev } from '../metrics/io'
 import { Metrics } from '../metrics/metrics'
 import { Listen, MetricsServer } from '../metrics/http'
-import { DaemonConfig, readConfig, writeConfig } from './config'
 import { clearStaleMount } from './mounts'
 
 export const VERSION = '0.1.0'
@@ -31,6 +31,8 @@ export interface StackOptions {
   mount: string
   /** Size of each of the two backing files of the embedded default pool. */
   defaultDeviceSize: number
+  /** Other users may use the view; the kernel checks each file's owner and mode. */
+  allowOther?: boolean
   log: Logger
   /** The daemon's one event sink: every component publishes its state changes here. */
   events: Events
@@ -41,6 +43,7 @@ export interface StackOptions {
 }
 
 const DEFAULT_VOLUME = 'vol0'
+const RELEASE_GRACE_MS = 2000
 
 export class Stack {
   private startedAt = Date.now()
@@ -51,7 +54,6 @@ export class Stack {
     private readonly opts: StackOptions,
     readonly pool: Pool,
     readonly fs: FileSystem,
-    private readonly cfg: DaemonConfig,
     readonly disks: DiskManager,
     private readonly gate: WriteGate,
     readonly view: FuseView,
@@ -63,7 +65,6 @@ export class Stack {
   static async start(opts: StackOptions): Promise<Stack> {
     const { home, log, events } = opts
     await fsp.mkdir(home, { recursive: true, mode: 0o700 })
-    let cfg = await readConfig(home)
     let pool: Pool
     if (!(await Pool.exists(home))) {
       log.info({ home, deviceSize: opts.defaultDeviceSize }, 'no pool: creating the embedded default')
@@ -78,17 +79,6 @@ export class Stack {
     // before any volume opens, so rebuilds and reshapes resumed at open run where `vsm job` sees them
     const jobs = new Jobs({ events })
     await pool.useJobs(jobs)
-    if (!cfg) {
-      // vsm.json is written last when the default is made: without it the file system
-      // was never completed, so making it now loses nothing.
-      if (!pool.listVolumes().some((v) => v.name === DEFAULT_VOLUME)) {
-        await pool.close()
-        throw new VsmError('ENOENT', `${join(home, 'vsm.json')} is missing and the pool has no ${DEFAULT_VOLUME}: this home was not made by vsm up`)
-      }
-      cfg = { version: 1, fsVolumes: [DEFAULT_VOLUME], defaultVolume: DEFAULT_VOLUME }
-      await FileSystem.mkfs([await pool.openVolume(DEFAULT_VOLUME)], { volumeNames: cfg.fsVolumes })
-      await writeConfig(home, cfg)
-    }
     // On a failed start, undo what was brought up so far (top down) before reporting.
     const undo: Array<() => Promise<unknown>> = [() => pool.close()]
     const meters = opts.metrics ? new IoMeters() : null
@@ -98,32 +88,31 @@ export class Stack {
       return meters ? new MeteredDev(v, meters.volume(name)) : v
     }
     try {
-      const fs = await FileSystem.mount(await Promise.all(cfg.fsVolumes.map(openFsVolume)), { volumeNames: cfg.fsVolumes })
+      const fs = await openFs(pool, events, openFsVolume)
       undo.unshift(() => fs.close())
       fs.useEvents(events)
       reportRecovery(pool, fs, events)
       if (clearStaleMount(opts.mount)) events.publish('daemon.stale-mount-removed', { mount: opts.mount, reason: 'left by a daemon that did not stop cleanly' }, 'warn')
-      const fsVolumes = cfg
       let view: FuseView | undefined
       let server: ControlServer | undefined
       const gate = new WriteGate((ino) => events.publish('disk.thawed', { ino, reason: 'the freeze timed out' }, 'warn'))
       const disks = new DiskManager({
         fs, gate, jobs, events,
-        defaultVolume: () => fsVolumes.defaultVolume,
+        defaultVolume: () => fs.volumeNames()[0],
         openCount: (p) => view?.openCount(p) ?? 0,
         writerCount: (p) => view?.writerCount(p) ?? 0,
         volumeIndex: async (name) => {
-          const i = fsVolumes.fsVolumes.indexOf(name)
-          if (i >= 0) return i
           pool.volumeInfo(name) // throws ENOENT for an unknown volume
-          throw new VsmError('ENOTSUP', `volume ${name} is not part of the file system (it spans ${fsVolumes.fsVolumes.join(', ')})`)
+          try { return fs.volumeIndex(name) } catch (e) {
+            throw new VsmError('ENOTSUP', `${(e as Error).message}; add it with: vsm fs add-volume ${name}`)
+          }
         },
       })
-      view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log, meters)
+      view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log, meters, { allowOther: !!opts.allowOther })
       await view.mount()
       undo.unshift(() => view!.unmount())
       server = new ControlServer({ socketPath: join(home, 'vsm.sock'), version: VERSION, jobs, events, log: (msg, err) => log.warn({ err }, msg) })
-      const stack = new Stack(opts, pool, fs, cfg, disks, gate, view, server, meters)
+      const stack = new Stack(opts, pool, fs, disks, gate, view, server, meters)
       stack.registerCommands()
       await server.listen()
       if (opts.metrics) {
@@ -175,9 +164,23 @@ export class Stack {
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       devices: this.pool.listDevices(),
       volumes: this.pool.listVolumes(),
-      fs: { volumes: this.cfg.fsVolumes, ...this.fsSpace() },
+      fs: { volumes: this.fs.volumeNames(), ...this.fsSpace() },
       disks: this.disks.list().length,
       metrics: this.metricsAt,
+    }
+  }
+
+  /**
+   * Disks with open handles in the view. The kernel sends FUSE's release after close()
+   * has returned, so a user that has just closed (QEMU exiting, losetup -d) is given a
+   * moment to be seen gone before it counts as open.
+   */
+  private async openDisks() {
+    const deadline = Date.now() + RELEASE_GRACE_MS
+    for (;;) {
+      const open = this.disks.list().filter((d) => d.open > 0)
+      if (!open.length || Date.now() >= deadline) return open
+      await new Promise((r) => setTimeout(r, 50))
     }
   }
 
@@ -185,11 +188,20 @@ export class Stack {
   private registerCommands() {
     this.server.register('S', dispatch({
       status: () => this.status(),
-      shutdown: () => { setImmediate(this.opts.onShutdown); return { stopping: true } },
+      shutdown: async ({ force }) => {
+        if (force !== undefined && typeof force !== 'boolean') throw new VsmError('EINVAL', 'shutdown: force must be true or false')
+        // Unmounting under an open disk gives its user ENOTCONN: a running guest loses its disk.
+        const open = force ? [] : await this.openDisks()
+        if (open.length) {
+          throw new VsmError('EBUSY', `disks are open: ${open.map((d) => `${d.path} (${d.open} handle${d.open > 1 ? 's' : ''})`).join(', ')}; stop their users first or use vsm down --force`)
+        }
+        setImmediate(this.opts.onShutdown)
+        return { stopping: true }
+      },
     }))
     this.server.register('V', dispatch(diskCommands(this.disks)))
     this.server.register('L', dispatch(volumeCommands(this.pool)))
-    this.server.register('F', dispatch(fsCommands(this.fs, () => this.cfg.fsVolumes)))
+    this.server.register('F', dispatch(fsCommands(this.fs)))
     this.server.registerStandard(standardDiskHandler(this.fs, this.gate, this.meters))
   }
 }
@@ -213,6 +225,24 @@ function reportRecovery(pool: Pool, fs: FileSystem, events: Events): void {
       events.publish(`volume.${v.state}`, { volume: v.name, members: v.members.filter((m) => m.state !== 'ok').map((m) => ({ device: m.device, state: m.state, reason: m.reason })) }, v.state === 'failed' ? 'error' : 'warn')
     }
   }
+}
+
+/**
+ * The fs is wherever its superblock is among the pool's volumes (never a side file's
+ * say). Only a pool with no trace of an fs on any volume gets a new one, on the
+ * default volume: the window between making the default pool and its fs.
+ */
+async function openFs(pool: Pool, events: Events, open: (name: string) => Promise<BlockDev>): Promise<FileSystem> {
+  const src = { names: () => pool.listVolumes().map((v) => v.name), open }
+  const found = await mountFromVolumes(src)
+  if (found) return found
+  if (!pool.listVolumes().some((v) => v.name === DEFAULT_VOLUME)) {
+    throw new VsmError('ENOENT', `no vsm file system on any volume of the pool and no ${DEFAULT_VOLUME} to make one on: this home was not made by vsm up`)
+  }
+  events.publish('fs.created', { volume: DEFAULT_VOLUME, reason: 'no file system on any volume of the pool' })
+  const vol = await open(DEFAULT_VOLUME)
+  await FileSystem.mkfs([vol], { volumeNames: [DEFAULT_VOLUME] })
+  return FileSystem.mount([vol], { volumeNames: [DEFAULT_VOLUME] })
 }
 
 /** Two sparse backing files and a mirrored volume over them: the embedded default. */

@@ -2,9 +2,9 @@
 import type { CommandTable } from '../control/dispatch'
 import type { FileSystem } from './filesystem'
 
-export function fsCommands(fs: FileSystem, volumeNames: () => string[]): CommandTable {
+export function fsCommands(fs: FileSystem): CommandTable {
   return {
-    'fs.stat': () => ({ ...fs.statfs(), volumes: volumeNames(), journal: fs.journalStats() }),
+    'fs.stat': () => ({ ...fs.statfs(), volumes: fs.volumeNames(), journal: fs.journalStats() }),
     'fs.check': () => fs.check(),
   }
 }

@@ -13,8 +13,8 @@ import { BlockDev, VsmError, checkRange } from '../block/blockdev'
 import { EventSink, NULL_SINK } from '../control/events'
 import { Extent, ExtentMap, FreeMap, RefMap } from './extents'
 import {
-  BS, JR_HDR, JR_OPS, JR_WRAP, Superblock, decodeRecordHeader, encodeCheckpoint, encodeRecord,
-  planLayout, readCheckpoint, readLabel, readSuperblock, recordCrcOk, recordLen, writeLabel, writeSuperblock,
+  BS, JR_HDR, JR_OPS, JR_WRAP, SB_VERSION, Superblock, decodeRecordHeader, encodeCheckpoint, encodeRecord,
+  planLayout, probeVolume, readCheckpoint, readLabel, readSuperblock, recordCrcOk, recordLen, writeLabel, writeSuperblock,
 } from './layout'
 
 export const S_IFMT = 0o170000
@@ -96,6 +96,23 @@ class Inode {
 function err(code: string, msg: string): VsmError { return new VsmError(code, msg) }
 
 const NOSPACE_EVENT_MS = 10_000
+
+/** Stands in the slot of a volume dropped from the fs: nothing maps to it, so nothing reaches it. */
+const REMOVED: BlockDev = {
+  size: 0,
+  read: async () => { throw err('EIO', 'volume removed from the fs') },
+  write: async () => { throw err('EIO', 'volume removed from the fs') },
+  flush: async () => undefined,
+  close: async () => undefined,
+}
+
+/** mkfs never formats over a file system (or what looks like the remains of one). */
+async function refuseFormatted(dev: BlockDev, name: string): Promise<void> {
+  const p = await probeVolume(dev)
+  if (p.kind === 'fs') throw err('EEXIST', `volume ${name} already holds a vsm file system (${p.sb.uuid}): refusing to format it`)
+  if (p.kind === 'member') throw err('EEXIST', `volume ${name} is already part of vsm file system ${p.uuid}: refusing to format it`)
+  if (p.kind === 'damaged') throw err('EEXIST', `volume ${name} holds a damaged vsm file system superblock or label: refusing to format it`)
+}
 
 function checkName(name: string): void {
   if (typeof name !== 'string' || name.length === 0) throw err('EINVAL', 'empty file name')
@@ -199,7 +216,7 @@ export class FileSystem {
   private timer: NodeJS.Timeout | null = null
   private counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0, metaBytes: 0 }
 
-  private constructor(private readonly vols: BlockDev[], private readonly sb: Superblock) {}
+  private constructor(private readonly vols: BlockDev[], private sb: Superblock) {}
 
   // ---------------------------------------------------------------- mkfs / mount
 
@@ -212,10 +229,11 @@ export class FileSystem {
     for (let i = 1; i < volumes.length; i++) {
       if (volumes[i].size < 2 * BS) throw err('ENOSPC', `volume ${i} too small (${volumes[i].size} bytes)`)
     }
+    for (let i = 0; i < volumes.length; i++) await refuseFormatted(volumes[i], names[i])
     const total = volumes.reduce((s, v) => s + v.size, 0)
     const plan = planLayout(volumes[0].size, total, opts.journalBytes)
     const sb: Superblock = {
-      version: 1, uuid: randomUUID(), blockSize: BS,
+      version: SB_VERSION, seq: 1, uuid: randomUUID(), blockSize: BS,
       volumes: volumes.map((v, i) => ({ size: Math.floor(v.size / BS) * BS, name: names[i] })),
       ...plan, created: Date.now(),
     }
@@ -236,7 +254,6 @@ export class FileSystem {
     for (const v of volumes) await v.flush()
     // the superblock last: a torn mkfs leaves no mountable fs
     await writeSuperblock(volumes[0], sb)
-    await volumes[0].flush()
   }
 
   static async mount(volumes: BlockDev[], opts: { volumeNames?: string[] } = {}): Promise<FileSystem> {
@@ -247,13 +264,14 @@ export class FileSystem {
       try { sb = await readSuperblock(volumes[k]); metaIdx = k } catch { /* not this one */ }
     }
     if (!sb) throw err('EINVAL', 'no vsm fs superblock found on any volume')
-    if (sb.volumes.length !== volumes.length) throw err('EINVAL', `fs has ${sb.volumes.length} volumes, ${volumes.length} given`)
-    const ordered: BlockDev[] = new Array(volumes.length)
+    const live = sb.volumes.flatMap((v, i) => (v.removed ? [] : [i]))
+    if (live.length !== volumes.length) throw err('EINVAL', `fs has ${live.length} volumes, ${volumes.length} given`)
+    const ordered: BlockDev[] = sb.volumes.map((v) => (v.removed ? REMOVED : (undefined as unknown as BlockDev)))
     ordered[0] = volumes[metaIdx]
     for (let k = 0; k < volumes.length; k++) {
       if (k === metaIdx) continue
       const l = await readLabel(volumes[k])
-      if (!l || l.uuid !== sb.uuid || l.index < 1 || l.index >= volumes.length || ordered[l.index]) {
+      if (!l || l.uuid !== sb.uuid || l.index < 1 || l.index >= sb.volumes.length || ordered[l.index]) {
         throw err('EINVAL', `volume ${k} does not belong to fs ${sb.uuid}`)
       }
       ordered[l.index] = volumes[k]
@@ -265,7 +283,7 @@ export class FileSystem {
         if (sb.volumes[idx].name !== opts.volumeNames[k]) throw err('EINVAL', `volume ${k} is '${sb.volumes[idx].name}', not '${opts.volumeNames[k]}'`)
       }
     }
-    for (let i = 0; i < ordered.length; i++) {
+    for (const i of live) {
       if (ordered[i].size < sb.volumes[i].size) throw err('EINVAL', `volume '${sb.volumes[i].name}' is smaller than when formatted`)
     }
     const fs = new FileSystem(ordered, sb)
@@ -329,6 +347,7 @@ export class FileSystem {
   }
 
   private dataRange(v: number): [number, number] {
+    if (this.sb.volumes[v].removed) return [1, 1]
     return [v === 0 ? this.sb.dataStart : 1, this.sb.volumes[v].size / BS]
   }
 
@@ -340,7 +359,7 @@ export class FileSystem {
   private buildFree(errors: string[], claims: Extent[] = []): { free: FreeMap[]; refs: RefMap[] } {
     const runs: { start: number; len: number }[][] = this.vols.map(() => [])
     const add = (ino: number, e: Extent) => {
-      if (e.vol < 0 || e.vol >= this.vols.length) { errors.push(`inode ${ino}: extent on unknown volume ${e.vol}`); return false }
+      if (e.vol < 0 || e.vol >= this.vols.length || this.sb.volumes[e.vol].removed) { errors.push(`inode ${ino}: extent on unknown or removed volume ${e.vol}`); return false }
       runs[e.vol].push({ start: e.pb, len: e.len })
       return true
     }
@@ -855,7 +874,7 @@ export class FileSystem {
 
   async create(path: string, mode: number, uid: number, gid: number, opts: { volume?: number } = {}): Promise<number> {
     const vol = opts.volume ?? 0
-    if (!Number.isSafeInteger(vol) || vol < 0 || vol >= this.vols.length) throw err('EINVAL', `no volume ${opts.volume} (fs has ${this.vols.length})`)
+    if (!Number.isSafeInteger(vol) || vol < 0 || vol >= this.vols.length || this.sb.volumes[vol].removed) throw err('EINVAL', `no volume ${opts.volume} in the fs`)
     return this.makeNode(path, mode, uid, gid, S_IFREG, vol)
   }
 
@@ -1298,9 +1317,21 @@ export class FileSystem {
     return { ...this.counters, journalBytes: this.sb.journalLen, used: (this.head - this.tail + this.sb.journalLen) % this.sb.journalLen }
   }
 
-  /** Names and sizes of the volumes, index = placement number for create(). */
-  volumes(): { name: string; size: number }[] {
+  /** Names and sizes of the volumes, index = placement number for create(); a removed one keeps its slot. */
+  volumes(): { name: string; size: number; removed?: true }[] {
     return this.sb.volumes.map((v) => ({ ...v }))
+  }
+
+  /** Names of the volumes the fs spans now, in fs order. */
+  volumeNames(): string[] {
+    return this.sb.volumes.filter((v) => !v.removed).map((v) => v.name)
+  }
+
+  /** Placement number of a volume of the fs by name. */
+  volumeIndex(name: string): number {
+    const i = this.sb.volumes.findIndex((v) => v.name === name && !v.removed)
+    if (i < 0) throw err('ENOENT', `volume ${name} is not part of the file system (it spans ${this.volumeNames().join(', ')})`)
+    return i
   }
 
   openFile(path: string): BlockDev {

@@ -1,6 +1,6 @@
 // On-disk formats of the fs metadata, all inside volume 0:
 //
-//   block 0, block 1      superblock copies (written once, at mkfs)
+//   block 0, block 1      superblock copies (rewritten only when the fs gains or drops a volume)
 //   ckptA, ckptB          two alternating checkpoint areas: header + whole state (JSON), crc32
 //   journal               circular log of 512-byte-aligned records (seq, nonce, len, crc32)
 //   data                  4 KiB blocks handed out by the extent allocator
@@ -20,11 +20,21 @@ const CK_HDR = 64
 export const JR_OPS = 1
 export const JR_WRAP = 2
 
+/** A volume of the fs; a removed one keeps its slot so extents keep their volume numbers. */
+export interface SbVolume { size: number; name: string; removed?: true }
+
+/**
+ * Version 1 (main before online volumes): written once, copies identical.
+ * Version 2 adds `seq` (the copy with the higher valid seq wins) and removed volumes.
+ */
+export const SB_VERSION = 2
+
 export interface Superblock {
-  version: 1
+  version: 1 | 2
+  seq?: number
   uuid: string
   blockSize: number
-  volumes: { size: number; name: string }[]
+  volumes: SbVolume[]
   ckpt: [number, number] // byte offsets of the two areas
   ckptLen: number
   journal: number
@@ -69,19 +79,28 @@ function decodeBlock(magic: string, b: Buffer): any | null {
   try { return JSON.parse(body.toString()) } catch { return null }
 }
 
+/**
+ * Copy 1 first, then copy 0, each made durable before the next: a crash at any
+ * instant leaves at least one whole copy, the old or the new (readers take the valid
+ * copy with the higher seq).
+ */
 export async function writeSuperblock(dev: BlockDev, sb: Superblock) {
   const b = encodeBlock(SB_MAGIC, sb)
-  await dev.write(b, 0)
-  await dev.write(b, BS)
+  for (const off of [BS, 0]) {
+    await dev.write(b, off)
+    await dev.flush()
+  }
 }
 
 export async function readSuperblock(dev: BlockDev): Promise<Superblock> {
+  let best: Superblock | null = null
   for (const off of [0, BS]) {
     const b = Buffer.alloc(BS)
     await dev.read(b, off)
     const sb = decodeBlock(SB_MAGIC, b)
-    if (sb && sb.version === 1) return sb as Superblock
+    if (sb && (sb.version === 1 || sb.version === SB_VERSION) && (!best || (sb.seq ?? 0) > (best.seq ?? 0))) best = sb
   }
+  if (best) return best
   throw new VsmError('EINVAL', 'no valid vsm fs superblock on volume 0 (not formatted, or both copies damaged)')
 }
 
@@ -89,10 +108,39 @@ export async function writeLabel(dev: BlockDev, uuid: string, index: number) {
   await dev.write(encodeBlock(LABEL_MAGIC, { uuid, index }), 0)
 }
 
+/** Zero a label (a volume dropped from the fs can be used again). */
+export async function clearLabel(dev: BlockDev) {
+  await dev.write(Buffer.alloc(BS), 0)
+}
+
 export async function readLabel(dev: BlockDev): Promise<{ uuid: string; index: number } | null> {
   const b = Buffer.alloc(BS)
   await dev.read(b, 0)
   return decodeBlock(LABEL_MAGIC, b)
+}
+
+/** What the start of a volume holds, as far as the fs is concerned. */
+export type Probe =
+  | { kind: 'fs'; sb: Superblock }
+  | { kind: 'member'; uuid: string; index: number }
+  | { kind: 'damaged' }
+  | { kind: 'blank' }
+
+/**
+ * Look for an fs superblock or an fs label at the start of a volume. A block that
+ * carries one of the magics but does not decode is 'damaged': never formatted over.
+ */
+export async function probeVolume(dev: BlockDev): Promise<Probe> {
+  if (dev.size < 2 * BS) return { kind: 'blank' }
+  const b = Buffer.alloc(2 * BS)
+  await dev.read(b, 0)
+  try { return { kind: 'fs', sb: await readSuperblock(dev) } } catch { /* none */ }
+  const l = decodeBlock(LABEL_MAGIC, b.subarray(0, BS))
+  if (l) return { kind: 'member', uuid: l.uuid, index: l.index }
+  for (const m of [SB_MAGIC, LABEL_MAGIC]) {
+    if (b.toString('latin1', 0, 8) === m || b.toString('latin1', BS, BS + 8) === m) return { kind: 'damaged' }
+  }
+  return { kind: 'blank' }
 }
 
 // ---- checkpoints ----

@@ -11,7 +11,7 @@ import { DISCARD, FLUSH, IoMeters, READ, WRITE, counted, now } from '../metrics/
 
 export function diskCommands(disks: DiskManager): CommandTable {
   return {
-    'disk.create': (x) => disks.create(x.path, x.size, x.volume),
+    'disk.create': (x) => disks.create(x.path, x.size, x.volume, { owner: x.owner, mode: x.mode }),
     'disk.list': () => disks.list(),
     'disk.show': (x) => disks.show(x.path),
     'disk.resize': (x) => disks.resize(x.path, x.size, !!x.shrink),

@@ -8,6 +8,7 @@ import type { Jobs } from '../control/jobs'
 import type { EventSink } from '../control/events'
 import type { FileSystem } from '../fs'
 import type { WriteGate } from './gate'
+import { parseMode, resolveOwner } from './owner'
 import { diskPath, splitSnapshotRef } from './paths'
 
 /** The xattr holding a disk's record; the FUSE view hides the 'vsm.' namespace. */
@@ -44,6 +45,10 @@ export interface DiskInfo {
   policies: DiskPolicies | null
   created: number | null
   mtime: number
+  uid: number
+  gid: number
+  /** Permission bits (07777). */
+  mode: number
   open: number
   /** Epoch ms at which a frozen disk thaws itself; null when not frozen. */
   frozenUntil: number | null
@@ -86,18 +91,21 @@ export function checkSize(size: unknown, what = 'size'): number {
 export class DiskManager {
   constructor(private readonly env: DiskEnv) {}
 
-  async create(name: unknown, size: unknown, volume?: unknown): Promise<DiskInfo> {
+  /** owner: USER[:GROUP] (names or ids), root:root when absent; mode: permission bits, 0644 when absent. */
+  async create(name: unknown, size: unknown, volume?: unknown, access: { owner?: unknown; mode?: unknown } = {}): Promise<DiskInfo> {
     const path = diskPath(name)
     const bytes = checkSize(size)
     const vol = volume === undefined ? this.env.defaultVolume() : volume
     if (typeof vol !== 'string') throw new VsmError('EINVAL', 'volume must be a name')
+    const mode = access.mode === undefined ? 0o644 : parseMode(access.mode)
+    const { uid, gid } = access.owner === undefined ? { uid: 0, gid: 0 } : await resolveOwner(access.owner)
     const { fs } = this.env
     if (this.exists(path)) throw new VsmError('EEXIST', `disk already exists: ${name}`)
     const parent = path.slice(0, path.lastIndexOf('/')) || '/'
     if (!this.exists(parent) || (fs.getattr(parent).mode & S_IFMT) !== S_IFDIR) throw new VsmError('ENOENT', `parent directory does not exist: ${parent.slice(1) || '/'}`)
     const index = await this.env.volumeIndex(vol)
     const record: DiskRecord = { created: Date.now(), policies: { volume: vol, replication: null, tiering: null } }
-    await fs.create(path, 0o644, 0, 0, { volume: index })
+    await fs.create(path, mode, uid, gid, { volume: index })
     try {
       await fs.truncate(path, bytes)
       await fs.setxattr(path, DISK_XATTR, Buffer.from(JSON.stringify(record)))
@@ -119,6 +127,7 @@ export class DiskManager {
     return {
       path: path.slice(1), size: st.size, allocated: st.blocks * 512, managed: !!rec,
       policies: rec?.policies ?? null, created: rec?.created ?? null, mtime: st.mtime,
+      uid: st.uid, gid: st.gid, mode: st.mode & 0o7777,
       open: this.env.openCount(path),
       frozenUntil: this.env.gate.isFrozen(st.ino)?.until ?? null,
       origin: rec?.origin ?? null,

@@ -3,7 +3,7 @@
 // adapter from its callback convention onto the view's operation table.
 import type { Logger } from 'pino'
 import { ROOT_CALLER, callOp, type FuseOps } from './fuse-ops'
-import type { FuseBinding } from './fuse-view'
+import type { FuseBinding, MountOptions } from './fuse-view'
 
 // fuse-native ships no types; this is the part of it we use.
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -45,13 +45,14 @@ function adapt(ops: FuseOps, log: Logger) {
   }
 }
 
-export function fuseNativeBinding(mountpoint: string, ops: FuseOps, log: Logger): FuseBinding {
+export function fuseNativeBinding(mountpoint: string, ops: FuseOps, log: Logger, opts: MountOptions): FuseBinding {
   let fuse: any
   return {
     name: 'fuse-native',
     async mount() {
       fuse = new Fuse(mountpoint, adapt(ops, log), {
         force: true, mkdir: true, timeout: false,
+        allowOther: opts.allowOther, defaultPermissions: opts.allowOther,
         // fuse-native passes only a fixed option list; fsname carries big_writes through
         // (without it the kernel splits writes into 4 KiB requests).
         fsname: 'vsm,big_writes,max_write=1048576', subtype: 'vsm',

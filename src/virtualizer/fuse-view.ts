@@ -13,6 +13,13 @@ import type { IoMeters } from '../metrics/io'
 
 export type { Invoke } from './fuse-ops'
 
+/**
+ * How the view is mounted, whatever the binding. allowOther lets other users reach it,
+ * always together with default_permissions (the kernel checks each file's owner and
+ * mode): allow_other alone would let anyone read and delete a root 0600 disk.
+ */
+export interface MountOptions { allowOther: boolean }
+
 /** A FUSE library serving the operation table at a mount point. */
 export interface FuseBinding {
   readonly name: string
@@ -32,6 +39,7 @@ export class FuseView {
     private readonly log: Logger,
     /** Per disk I/O counters (metrics on), or null. */
     private readonly meters: IoMeters | null,
+    private readonly opts: MountOptions = { allowOther: false },
   ) {}
 
   openCount(path: string): number { return this.handles.openCount(path) }
@@ -40,7 +48,7 @@ export class FuseView {
 
   async mount(): Promise<void> {
     const ops = viewOps({ fs: this.fs, gate: this.gate, invoke: this.invoke, handles: this.handles, meters: this.meters })
-    const b = fuseNativeBinding(this.mountpoint, ops, this.log)
+    const b = fuseNativeBinding(this.mountpoint, ops, this.log, this.opts)
     await b.mount()
     this.binding = b
   }

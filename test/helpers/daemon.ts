@@ -14,7 +14,8 @@ export interface Vsm {
   /** Runs `vsm ARGS --home HOME`; resolves with stdout, rejects with {code, stderr}. */
   run(...args: string[]): Promise<string>
   json(...args: string[]): Promise<any>
-  up(): Promise<void>
+  /** `vsm up` with extra options (e.g. --allow-other). */
+  up(...extra: string[]): Promise<void>
   down(): Promise<void>
   /** kill -9 the daemon and clear its mount, as a crash would leave it. */
   kill9(): void
@@ -39,7 +40,7 @@ export function makeVsm(opts: { deviceSize?: string; home?: string } = {}): Vsm 
   const vsm: Vsm = {
     home, mount, run,
     json: async (...args) => JSON.parse(await run(...args, '--json')),
-    up: async () => { await run('up', '--device-size', opts.deviceSize ?? '2G') },
+    up: async (...extra) => { await run('up', '--device-size', opts.deviceSize ?? '2G', ...extra) },
     down: async () => { await run('down') },
     pid,
     kill9: () => {

@@ -20,7 +20,10 @@ const diskTable = (ds: any[]) => table(['DISK', 'SIZE', 'ALLOCATED', 'VOLUME', '
 export function registerDisk(program: Command) {
   const disk = program.command('disk').description('virtual disks: files in the FUSE view')
   disk.command('create <path>').requiredOption('--size <size>', 'disk size').option('--volume <name>', 'volume to place it on')
-    .action((path, o, cmd) => call(cmd, 'disk.create', { path, size: parseSize(o.size), volume: o.volume }, (d) => `created disk ${d.path} (${formatSize(d.size)}, on ${d.policies.volume})`))
+    .option('--owner <user[:group]>', 'owner of the disk file (names or ids; default root:root)')
+    .option('--mode <octal>', 'permission bits of the disk file (default 644)')
+    .action((path, o, cmd) => call(cmd, 'disk.create', { path, size: parseSize(o.size), volume: o.volume, owner: o.owner, mode: o.mode },
+      (d) => `created disk ${d.path} (${formatSize(d.size)}, on ${d.policies.volume}, ${d.uid}:${d.gid} ${d.mode.toString(8).padStart(4, '0')})`))
   disk.command('list').action((_o, cmd) => call(cmd, 'disk.list', undefined, diskTable))
   disk.command('show <path>').action((path, _o, cmd) => call(cmd, 'disk.show', { path }, showObject))
   disk.command('resize <path> <size>').option('--shrink', 'allow making the disk smaller')

@@ -1,0 +1,63 @@
+// The daemon finds its fs on the pool's volumes: no side file in the home can make
+// `vsm up` format the pool or mount the wrong volumes.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { createHash } from 'crypto'
+import { closeSync, fsyncSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'fs'
+import { join } from 'path'
+import { makeVsm } from './helpers/daemon'
+
+const vsm = makeVsm({ deviceSize: '256M' })
+test.after(() => vsm.cleanup())
+
+const sum = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex')
+const disks: Record<string, string> = {}
+
+async function verifyAll() {
+  const list = (await vsm.json('disk', 'list')).map((d: any) => d.path).sort()
+  assert.equal(list, Object.keys(disks).sort())
+  for (const [name, h] of Object.entries(disks)) assert.is(sum(join(vsm.mount, name)), h, `${name} changed`)
+  const fsck = await vsm.json('fs', 'check')
+  assert.ok(fsck.ok, fsck.errors.join('; '))
+}
+
+test('deleting <home>/vsm.json and restarting keeps every disk and its bytes', async () => {
+  await vsm.up()
+  for (const [name, fill] of [['a.img', 1], ['b.img', 2]] as const) {
+    await vsm.run('disk', 'create', name, '--size', '8M')
+    const data = Buffer.alloc(8 << 20, fill)
+    data.write(`disk ${name}`, 4096)
+    writeFileSync(join(vsm.mount, name), data)
+    disks[name] = sum(join(vsm.mount, name))
+  }
+  await vsm.down()
+  rmSync(join(vsm.home, 'vsm.json'), { force: true })
+  await vsm.up()
+  await verifyAll()
+})
+
+test('a stale vsm.json naming other volumes is not trusted: the superblock decides', async () => {
+  await vsm.down()
+  writeFileSync(join(vsm.home, 'vsm.json'), JSON.stringify({ version: 1, fsVolumes: ['nosuch', 'vol0'], defaultVolume: 'nosuch' }))
+  await vsm.up()
+  await verifyAll()
+  assert.equal((await vsm.json('status')).fs.volumes, ['vol0'])
+  await vsm.run('disk', 'create', 'c.img', '--size', '1M')
+  disks['c.img'] = sum(join(vsm.mount, 'c.img'))
+  await verifyAll()
+})
+
+test('after kill -9 with vsm.json gone, up recovers the same fs', async () => {
+  const data = Buffer.alloc(1 << 20, 0x5a)
+  const fd = openSync(join(vsm.mount, 'c.img'), 'r+')
+  writeSync(fd, data, 0, data.length, 0)
+  fsyncSync(fd)
+  closeSync(fd)
+  disks['c.img'] = sum(join(vsm.mount, 'c.img'))
+  vsm.kill9()
+  rmSync(join(vsm.home, 'vsm.json'), { force: true })
+  await vsm.up()
+  await verifyAll()
+})
+
+test.run()

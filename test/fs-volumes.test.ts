@@ -1,0 +1,132 @@
+// The fs's own knowledge of its volumes: found from the superblock and labels alone,
+// never formatted over, and an fs made with the version 1 superblock (main before
+// online volumes) still mounts.
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { crc32 } from 'zlib'
+import { MemDev } from './helpers/fs-memdev'
+import { okCheck, MiB } from './helpers/fs-fixture'
+import { FileSystem } from '../src/fs'
+import { mountFromVolumes, VolumeSource } from '../src/fs/discover'
+import { BlockDev, VsmError } from '../src/block/blockdev'
+
+async function rejects(p: Promise<unknown>, code: string, re?: RegExp) {
+  try { await p } catch (e) {
+    assert.instance(e, VsmError)
+    assert.is((e as VsmError).code, code, (e as Error).message)
+    assert.not.match((e as Error).message, /\n/)
+    if (re) assert.match((e as Error).message, re)
+    return
+  }
+  assert.unreachable(`expected ${code}`)
+}
+
+const source = (vols: Record<string, BlockDev>): VolumeSource => ({
+  names: () => Object.keys(vols),
+  open: async (n) => vols[n],
+})
+
+async function image(dev: BlockDev): Promise<Buffer> {
+  const b = Buffer.alloc(dev.size)
+  await dev.read(b, 0)
+  return b
+}
+
+const t = suite('fs volumes')
+
+t('mkfs refuses a volume that holds an fs superblock, an fs label or a damaged superblock, and changes nothing', async () => {
+  const vols = [new MemDev(32 * MiB), new MemDev(16 * MiB)]
+  await FileSystem.mkfs(vols, { volumeNames: ['a', 'b'] })
+  let fs = await FileSystem.mount(vols)
+  const ino = await fs.create('/keep', 0o644, 0, 0, { volume: 1 })
+  await fs.write(ino, Buffer.alloc(64 * 1024, 7), 0)
+  await fs.close()
+  const before = await Promise.all(vols.map(image))
+  await rejects(FileSystem.mkfs([vols[0]]), 'EEXIST', /already holds a vsm file system/)
+  await rejects(FileSystem.mkfs([new MemDev(32 * MiB), vols[1]]), 'EEXIST', /already part of vsm file system/)
+  const after = await Promise.all(vols.map(image))
+  assert.ok(before.every((b, i) => b.equals(after[i])), 'a refused mkfs wrote to a volume')
+  // one damaged superblock copy: the other still mounts; both damaged: still never formatted over
+  const junk = Buffer.alloc(100, 0xee)
+  await vols[0].write(junk, 40)
+  fs = await FileSystem.mount(vols)
+  await fs.close()
+  await vols[0].write(junk, 4096 + 40)
+  await rejects(FileSystem.mkfs([vols[0]]), 'EEXIST', /damaged/)
+})
+
+t('the fs is found on the pool volumes from its superblock and labels, in any order', async () => {
+  const a = new MemDev(32 * MiB), b = new MemDev(16 * MiB), other = new MemDev(8 * MiB)
+  await FileSystem.mkfs([a, b], { volumeNames: ['fast', 'slow'] })
+  let fs = await FileSystem.mount([a, b])
+  const ino = await fs.create('/f', 0o644, 0, 0, { volume: 1 })
+  await fs.write(ino, Buffer.alloc(8192, 3), 0)
+  await fs.close()
+  fs = (await mountFromVolumes(source({ other, slow: b, fast: a })))!
+  assert.equal(fs.volumeNames(), ['fast', 'slow'])
+  const got = Buffer.alloc(8192)
+  await fs.read(fs.lookup('/f'), got, 0)
+  assert.ok(got.equals(Buffer.alloc(8192, 3)))
+  await okCheck(fs)
+  await fs.close()
+  // nothing on any volume: the caller may make an fs
+  assert.is(await mountFromVolumes(source({ other })), null)
+})
+
+t('discovery refuses what it cannot be sure of, one line each', async () => {
+  const a = new MemDev(32 * MiB), b = new MemDev(16 * MiB), c = new MemDev(32 * MiB)
+  await FileSystem.mkfs([a, b], { volumeNames: ['a', 'b'] })
+  await FileSystem.mkfs([c], { volumeNames: ['c'] })
+  await rejects(mountFromVolumes(source({ a, b, c })), 'EEXIST', /refusing to guess/)
+  await rejects(mountFromVolumes(source({ b })), 'ENOENT', /metadata volume is missing/)
+  await rejects(mountFromVolumes(source({ a })), 'ENOENT', /spans volume\(s\) b/)
+  const broken: VolumeSource = { names: () => ['x', 'y'], open: async (n) => { if (n === 'y') throw new VsmError('EIO', 'device gone'); return new MemDev(8 * MiB) } }
+  await rejects(mountFromVolumes(broken), 'EIO', /y \(device gone\)/)
+  const d = new MemDev(8 * MiB)
+  await FileSystem.mkfs([d])
+  await d.write(Buffer.alloc(100, 1), 40)
+  await d.write(Buffer.alloc(100, 1), 4096 + 40)
+  await rejects(mountFromVolumes(source({ d })), 'EIO', /damaged/)
+})
+
+// The superblock as main wrote it before online volumes: version 1, no seq, both copies equal.
+function v1Block(sb: object): Buffer {
+  const body = Buffer.from(JSON.stringify(sb))
+  const b = Buffer.alloc(4096)
+  b.write('VSMFS001', 0, 'latin1')
+  b.writeUInt32LE(body.length, 8)
+  b.writeUInt32LE(crc32(body), 12)
+  body.copy(b, 16)
+  return b
+}
+
+t('an fs with a version 1 superblock (made by main before online volumes) mounts and keeps its data', async () => {
+  const vols = [new MemDev(32 * MiB), new MemDev(16 * MiB)]
+  await FileSystem.mkfs(vols, { volumeNames: ['vol0', 'vol1'] })
+  let fs = await FileSystem.mount(vols)
+  const ino = await fs.create('/old', 0o644, 0, 0, { volume: 1 })
+  await fs.write(ino, Buffer.alloc(12345, 9), 0)
+  await fs.close()
+  // main's planLayout for a 48 MiB fs: 1 MiB checkpoints and journal after two superblock blocks
+  const ckptLen = 1 << 20, journalLen = 1 << 20
+  const v1 = { version: 1, uuid: (await readUuid(vols[0])), blockSize: 4096,
+    volumes: [{ size: 32 * MiB, name: 'vol0' }, { size: 16 * MiB, name: 'vol1' }],
+    ckpt: [8192, 8192 + ckptLen], ckptLen, journal: 8192 + 2 * ckptLen, journalLen,
+    dataStart: (8192 + 2 * ckptLen + journalLen) / 4096, created: Date.now() }
+  await vols[0].write(v1Block(v1), 0)
+  await vols[0].write(v1Block(v1), 4096)
+  fs = (await mountFromVolumes(source({ vol1: vols[1], vol0: vols[0] })))!
+  const got = Buffer.alloc(12345)
+  await fs.read(fs.lookup('/old'), got, 0)
+  assert.ok(got.equals(Buffer.alloc(12345, 9)))
+  await okCheck(fs)
+  await fs.close()
+})
+
+async function readUuid(dev: BlockDev): Promise<string> {
+  const b = Buffer.alloc(4096)
+  await dev.read(b, 0)
+  return JSON.parse(b.subarray(16, 16 + b.readUInt32LE(8)).toString()).uuid
+}
+
+t.run()
