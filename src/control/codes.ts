@@ -133,6 +133,7 @@ const EXTENDED: Row[] = [
   // F: fs
   ['fs.stat', 'F', 0x01, 'readwrite', 'file system or file statistics'],
   ['fs.check', 'F', 0x02, 'readwrite', 'check file system consistency'],
+  ['fs.add-volume', 'F', 0x10, 'readwrite', 'add a pool volume to the running file system'],
 
   // L: volume manager
   ['device.add', 'L', 0x01, 'readwrite', 'add a backing device to the pool'],

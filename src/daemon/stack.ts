@@ -5,12 +5,12 @@
 import { promises as fsp } from 'fs'
 import { join } from 'path'
 import type { Logger } from 'pino'
-import { BlockDev, VsmError } from '../block/blockdev'
+import { VsmError } from '../block/blockdev'
 import { ControlServer } from '../control/server'
 import type { EventLevel, Events } from '../control/events'
 import { Jobs } from '../control/jobs'
 import { FileSystem } from '../fs'
-import { mountFromVolumes } from '../fs/discover'
+import { mountFromVolumes, VolumeSource } from '../fs/discover'
 import { Pool } from '../volume/pool'
 import { DiskManager } from '../virtualizer/disks'
 import { FuseView } from '../virtualizer/fuse-view'
@@ -82,13 +82,8 @@ export class Stack {
     // On a failed start, undo what was brought up so far (top down) before reporting.
     const undo: Array<() => Promise<unknown>> = [() => pool.close()]
     const meters = opts.metrics ? new IoMeters() : null
-    // the fs's volumes are counted where the fs meets the volume layer
-    const openFsVolume = async (name: string) => {
-      const v = await pool.openVolume(name)
-      return meters ? new MeteredDev(v, meters.volume(name)) : v
-    }
     try {
-      const fs = await openFs(pool, events, openFsVolume)
+      const fs = await openFs(pool, poolVolumes(pool, meters), events)
       undo.unshift(() => fs.close())
       fs.useEvents(events)
       reportRecovery(pool, fs, events)
@@ -201,7 +196,7 @@ export class Stack {
     }))
     this.server.register('V', dispatch(diskCommands(this.disks)))
     this.server.register('L', dispatch(volumeCommands(this.pool)))
-    this.server.register('F', dispatch(fsCommands(this.fs)))
+    this.server.register('F', dispatch(fsCommands(this.fs, poolVolumes(this.pool, this.meters))))
     this.server.registerStandard(standardDiskHandler(this.fs, this.gate, this.meters))
   }
 }
@@ -227,20 +222,31 @@ function reportRecovery(pool: Pool, fs: FileSystem, events: Events): void {
   }
 }
 
+/** The pool's volumes as the fs sees them: by name (ENOENT for an unknown one), counted where the fs meets the volume layer. */
+function poolVolumes(pool: Pool, meters: IoMeters | null): VolumeSource {
+  return {
+    names: () => pool.listVolumes().map((v) => v.name),
+    open: async (name) => {
+      pool.volumeInfo(name)
+      const v = await pool.openVolume(name)
+      return meters ? new MeteredDev(v, meters.volume(name)) : v
+    },
+  }
+}
+
 /**
  * The fs is wherever its superblock is among the pool's volumes (never a side file's
  * say). Only a pool with no trace of an fs on any volume gets a new one, on the
  * default volume: the window between making the default pool and its fs.
  */
-async function openFs(pool: Pool, events: Events, open: (name: string) => Promise<BlockDev>): Promise<FileSystem> {
-  const src = { names: () => pool.listVolumes().map((v) => v.name), open }
-  const found = await mountFromVolumes(src)
+async function openFs(pool: Pool, volumes: VolumeSource, events: Events): Promise<FileSystem> {
+  const found = await mountFromVolumes(volumes)
   if (found) return found
   if (!pool.listVolumes().some((v) => v.name === DEFAULT_VOLUME)) {
     throw new VsmError('ENOENT', `no vsm file system on any volume of the pool and no ${DEFAULT_VOLUME} to make one on: this home was not made by vsm up`)
   }
   events.publish('fs.created', { volume: DEFAULT_VOLUME, reason: 'no file system on any volume of the pool' })
-  const vol = await open(DEFAULT_VOLUME)
+  const vol = await volumes.open(DEFAULT_VOLUME)
   await FileSystem.mkfs([vol], { volumeNames: [DEFAULT_VOLUME] })
   return FileSystem.mount([vol], { volumeNames: [DEFAULT_VOLUME] })
 }

@@ -1,10 +1,22 @@
 // The file system's extended commands (type byte 'F').
 import type { CommandTable } from '../control/dispatch'
+import { VsmError } from '../block/blockdev'
+import type { VolumeSource } from './discover'
 import type { FileSystem } from './filesystem'
 
-export function fsCommands(fs: FileSystem): CommandTable {
+function volumeName(v: unknown): string {
+  if (typeof v !== 'string' || !v) throw new VsmError('EINVAL', 'volume: a volume name expected')
+  return v
+}
+
+/** `pool` opens the pool's volumes by name (ENOENT for one the pool does not have). */
+export function fsCommands(fs: FileSystem, pool: VolumeSource): CommandTable {
   return {
     'fs.stat': () => ({ ...fs.statfs(), volumes: fs.volumeNames(), journal: fs.journalStats() }),
     'fs.check': () => fs.check(),
+    'fs.add-volume': async (x) => {
+      const name = volumeName(x.volume)
+      return fs.addVolume(await pool.open(name), name)
+    },
   }
 }

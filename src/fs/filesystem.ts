@@ -14,7 +14,7 @@ import { EventSink, NULL_SINK } from '../control/events'
 import { Extent, ExtentMap, FreeMap, RefMap } from './extents'
 import {
   BS, JR_HDR, JR_OPS, JR_WRAP, SB_VERSION, Superblock, decodeRecordHeader, encodeCheckpoint, encodeRecord,
-  planLayout, probeVolume, readCheckpoint, readLabel, readSuperblock, recordCrcOk, recordLen, writeLabel, writeSuperblock,
+  planLayout, probeVolume, readCheckpoint, readLabel, readSuperblock, recordCrcOk, recordLen, superblockFits, writeLabel, writeSuperblock,
 } from './layout'
 
 export const S_IFMT = 0o170000
@@ -1587,6 +1587,51 @@ export class FileSystem {
       if (n.ino >= this.nextIno) errors.push(`inode ${n.ino} >= next inode number ${this.nextIno}`)
     }
     return { ok: errors.length === 0, errors, leakedBytes: leaked }
+  }
+
+  // ---------------------------------------------------------------- volumes online
+
+  /** One change of the volume list at a time: each writes a superblock derived from the last. */
+  private volChange: Promise<unknown> = Promise.resolve()
+
+  private serialVolumes<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.volChange.then(f, f)
+    this.volChange = run.catch(() => undefined)
+    return run
+  }
+
+  /** The next superblock: same layout, one more seq. */
+  private nextSuperblock(volumes: Superblock['volumes']): Superblock {
+    const sb: Superblock = { ...this.sb, version: SB_VERSION, seq: (this.sb.seq ?? 0) + 1, volumes }
+    if (!superblockFits(sb)) throw err('ENOSPC', 'the superblock has no room for another volume')
+    return sb
+  }
+
+  /**
+   * Add a volume to the mounted fs: its label first, then a superblock listing it. A
+   * crash between leaves the old fs (the label alone makes nothing part of it, and a
+   * label of this fs on a volume it does not list may be taken again); after, the new.
+   */
+  addVolume(dev: BlockDev, name: string): Promise<{ name: string; size: number; index: number }> {
+    return this.serialVolumes(async () => {
+      this.live()
+      if (typeof name !== 'string' || !name) throw err('EINVAL', 'volume name expected')
+      if (this.volumeNames().includes(name)) throw err('EEXIST', `volume ${name} is already part of the file system`)
+      if (dev.size < 2 * BS) throw err('ENOSPC', `volume ${name} too small (${dev.size} bytes)`)
+      const p = await probeVolume(dev)
+      if (!(p.kind === 'blank' || (p.kind === 'member' && p.uuid === this.sb.uuid))) await refuseFormatted(dev, name)
+      const index = this.sb.volumes.length
+      const size = Math.floor(dev.size / BS) * BS
+      const sb = this.nextSuperblock([...this.sb.volumes, { size, name }])
+      await writeLabel(dev, sb.uuid, index)
+      await dev.flush()
+      await writeSuperblock(this.vols[0], sb)
+      this.vols.push(dev)
+      this.free.push(FreeMap.fromAllocated(1, size / BS, [], []))
+      this.refs.push(new RefMap())
+      this.sb = sb
+      return { name, size, index }
+    })
   }
 
   // ---------------------------------------------------------------- close

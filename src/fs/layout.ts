@@ -79,6 +79,10 @@ function decodeBlock(magic: string, b: Buffer): any | null {
   try { return JSON.parse(body.toString()) } catch { return null }
 }
 
+export function superblockFits(sb: Superblock): boolean {
+  return Buffer.byteLength(JSON.stringify(sb)) + 16 <= BS
+}
+
 /**
  * Copy 1 first, then copy 0, each made durable before the next: a crash at any
  * instant leaves at least one whole copy, the old or the new (readers take the valid

@@ -9,6 +9,8 @@ export function registerFs(program: Command) {
     call(cmd, 'fs.check', undefined, (r) => (r.ok ? `fs: clean (${formatSize(r.leakedBytes)} leaked)` : `fs: ${r.errors.length} error(s)\n${r.errors.join('\n')}`)))
   fsCmd.command('stat').description('blocks and inodes of the fs').action((_o, cmd) =>
     call(cmd, 'fs.stat', undefined, (s) => `${formatSize((s.blocks - s.bfree) * s.bsize)} used of ${formatSize(s.blocks * s.bsize)}; ${s.files - s.ffree} inodes; volumes ${s.volumes.join(', ')}`))
+  fsCmd.command('add-volume <volume>').description('add a pool volume to the running fs (files can then be placed on it)')
+    .action((volume, _o, cmd) => call(cmd, 'fs.add-volume', { volume }, (r) => `added volume ${r.name} (${formatSize(r.size)}) to the fs`))
 
   program.command('ctl <code> [json]').description('send a raw IOCTL-style command (name or number)')
     .action(async (code: string, json: string | undefined, _o, cmd: Command) => {
