@@ -5,8 +5,9 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { openSync, writeSync, fsyncSync, closeSync, readFileSync, readSync, rmSync } from 'fs'
 import { join } from 'path'
-import { randomBytes } from 'crypto'
-import { makeVsm } from './helpers/daemon'
+import { randomBytes, createHash } from 'crypto'
+import { execFileSync } from 'child_process'
+import { makeVsm, VSM } from './helpers/daemon'
 
 const vsm = makeVsm({ deviceSize: '256M' })
 test.after(() => vsm.cleanup())
@@ -117,6 +118,32 @@ test('up with pool.json deleted assembles the pool from the device labels', asyn
   assert.equal(st.devices.map((d: any) => `${d.name}:${d.state}`).sort(), ['d0:online', 'd1:online', 'd2:online', 'd3:online', 's0:online'])
   assert.is((await vol0()).state, 'healthy')
   assert.ok(readFileSync(join(vsm.mount, 'b.bin')).length === 2 << 20)
+})
+
+test('device add refuses a disk inside the mount and an ext4 image, changing no byte; a relative path is the caller\'s', async () => {
+  const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex')
+  await vsm.run('disk', 'create', 'guest.img', '--size', '8M')
+  const disk = join(vsm.mount, 'guest.img')
+  writeSynced(disk, randomBytes(8 << 20))
+  const before = sha(disk)
+  const seq = JSON.parse(readFileSync(join(vsm.home, 'pool.json'), 'utf8')).seq
+  for (const force of [[], ['--force']]) {
+    const e = await vsm.run('device', 'add', 'inview', disk, ...force).then(() => null, (err) => err)
+    assert.ok(e, `add of a disk in the mount went ahead ${force.join(' ')}`)
+    assert.match(e.stderr, /is inside .*, the vsm view/)
+  }
+  assert.is(sha(disk), before, 'the disk is unchanged')
+  const ext4 = join(vsm.home, 'ext4.img')
+  execFileSync('truncate', ['-s', '32M', ext4])
+  execFileSync('mkfs.ext4', ['-q', '-F', ext4], { stdio: 'ignore' })
+  const img = sha(ext4)
+  const e = await vsm.run('device', 'add', 'e', ext4).then(() => null, (err) => err)
+  assert.match(e?.stderr ?? '', /holds an ext2\/3\/4 file system; add it with --force/)
+  assert.is(sha(ext4), img, 'the ext4 image is unchanged')
+  assert.is(JSON.parse(readFileSync(join(vsm.home, 'pool.json'), 'utf8')).seq, seq, 'the pool is unchanged')
+  // relative to the caller's directory, not the daemon's
+  const out = execFileSync(VSM, ['device', 'add', 'rel', 'rel.img', '--size', '16M', '--home', vsm.home], { cwd: vsm.home, encoding: 'utf8' })
+  assert.match(out, new RegExp(`at ${join(vsm.home, 'rel.img')}`))
 })
 
 test.run()

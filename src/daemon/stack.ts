@@ -11,7 +11,7 @@ import type { EventLevel, Events } from '../control/events'
 import { Jobs } from '../control/jobs'
 import { FileSystem } from '../fs'
 import { mountFromVolumes, VolumeSource } from '../fs/discover'
-import { Pool } from '../volume/pool'
+import { Pool, PoolOptions } from '../volume/pool'
 import { DiskManager } from '../virtualizer/disks'
 import { FuseView } from '../virtualizer/fuse-view'
 import { WriteGate } from '../virtualizer/gate'
@@ -68,9 +68,9 @@ export class Stack {
     let pool: Pool
     if (!(await Pool.exists(home))) {
       log.info({ home, deviceSize: opts.defaultDeviceSize }, 'no pool: creating the embedded default')
-      pool = await createDefaultPool(home, opts.defaultDeviceSize)
+      pool = await createDefaultPool(home, opts.defaultDeviceSize, { protectedPaths: [opts.mount] })
     } else {
-      pool = await Pool.open(home)
+      pool = await Pool.open(home, { protectedPaths: [opts.mount] })
     }
     pool.on('event', (name: string, data: object) => events.publish(name, data, poolEventLevel(name)))
     for (const d of pool.listDevices()) {
@@ -252,9 +252,9 @@ async function openFs(pool: Pool, volumes: VolumeSource, events: Events): Promis
 }
 
 /** Two sparse backing files and a mirrored volume over them: the embedded default. */
-async function createDefaultPool(home: string, deviceSize: number): Promise<Pool> {
+async function createDefaultPool(home: string, deviceSize: number, opts: PoolOptions): Promise<Pool> {
   await fsp.mkdir(join(home, 'devices'), { recursive: true })
-  const pool = await Pool.create(home)
+  const pool = await Pool.create(home, opts)
   await pool.addDevice('d0', join(home, 'devices', 'd0.img'), deviceSize)
   await pool.addDevice('d1', join(home, 'devices', 'd1.img'), deviceSize)
   const free = Math.min(...pool.listDevices().map((d) => d.free))

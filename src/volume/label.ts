@@ -114,9 +114,11 @@ export async function readLabel(dev: BlockDev): Promise<ReadLabelResult> {
   return { label: best, slots }
 }
 
-/** Invalidate both slots (device removed from its pool). */
+/**
+ * Zero the reserved area, both slots and the bitmap (device removed from its pool):
+ * a device that never held a volume's data can then be added again without --force.
+ */
 export async function wipeLabel(dev: BlockDev): Promise<void> {
-  const zero = Buffer.alloc(HEADER_BYTES)
-  await Promise.all(LABEL_SLOTS.map((off) => dev.write(zero, off)))
+  await dev.write(Buffer.alloc(RESERVED_BYTES), 0)
   await dev.flush()
 }

@@ -28,6 +28,7 @@ import { MirrorDev } from './mirror'
 import { Raid5Dev } from './raid5'
 import { ChecksumTable, SUM_BLOCK } from './checksum'
 import { ReshapeDev } from './reshape'
+import { probeContents } from './probe'
 import { VolumeHandle } from './handle'
 
 export interface DeviceInfo {
@@ -116,6 +117,8 @@ interface Live {
 export interface PoolOptions {
   /** Interpose on each device's I/O (fault injection in tests): name → wrapper. */
   wrapDevice?: (name: string, dev: BlockDev) => BlockDev
+  /** Directories no device may be added under (the daemon's FUSE view). */
+  protectedPaths?: string[]
 }
 
 interface DevRt {
@@ -384,12 +387,23 @@ export class Pool extends EventEmitter {
   private async commit(next: PoolConfig): Promise<void> {
     next.seq = this.cfg.seq + 1
     next.updated = new Date().toISOString()
-    // a device that cannot take its label now will lose to the newer ones at the next assembly
-    const results = await Promise.allSettled(next.devices.map((d) => this.writeDeviceLabel(next, d)))
-    const present = next.devices.filter((d) => this.rt.get(d.id)?.io)
-    if (present.length > 0 && results.every((r, i) => r.status === 'rejected' || !this.rt.get(next.devices[i].id)?.io)) {
-      const first = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined
-      throw new VsmError('EIO', `could not write the pool configuration to any device: ${errMsg(first?.reason)}`)
+    // a device that cannot take its label now will lose to the newer ones at the next assembly;
+    // one at a time, devices new to the config first, so a crash tears at most one label and
+    // never leaves a config naming a device whose label was not yet written
+    const known = (d: DeviceConfig) => Number(this.cfg.devices.some((x) => x.id === d.id))
+    const present = next.devices.filter((d) => this.rt.get(d.id)?.io).sort((a, b) => known(a) - known(b))
+    let written = 0
+    let firstErr: unknown
+    for (const d of present) {
+      try {
+        await this.writeDeviceLabel(next, d)
+        written++
+      } catch (e) {
+        firstErr ??= e
+      }
+    }
+    if (present.length > 0 && written === 0) {
+      throw new VsmError('EIO', `could not write the pool configuration to any device: ${errMsg(firstErr)}`)
     }
     await writeFileDurable(path.join(this.home, POOL_FILE), JSON.stringify(next, null, 2) + '\n')
     this.cfg = next
@@ -397,8 +411,14 @@ export class Pool extends EventEmitter {
 
   // ---- devices ----
 
-  /** A spare waits, unused, until a member of a redundant volume fails. */
-  addDevice(name: string, devPath: string, size?: number, spare = false): Promise<DeviceInfo> {
+  /**
+   * A spare waits, unused, until a member of a redundant volume fails. An existing path
+   * that holds anything (probe.ts) is refused unless forced; a path inside a directory
+   * the pool must not build on (the daemon's FUSE view) always is. A failed add leaves
+   * the path as it was: a file it created is removed, a reserved area it wrote is zeroed
+   * again (it was zero, or the add was forced).
+   */
+  addDevice(name: string, devPath: string, size?: number, spare = false, force = false): Promise<DeviceInfo> {
     return this.serial(async () => {
       checkName('device', name)
       if (typeof devPath !== 'string' || devPath === '') throw new VsmError('EINVAL', 'device path not given')
@@ -407,6 +427,7 @@ export class Pool extends EventEmitter {
       if (this.cfg.devices.some((d) => d.name === name)) throw new VsmError('EEXIST', `device ${name} already exists`)
       const dup = this.cfg.devices.find((d) => d.path === abs)
       if (dup) throw new VsmError('EEXIST', `${abs} is already in the pool as device ${dup.name}`)
+      await this.refuseProtected(abs)
       const minSize = RESERVED_BYTES + MiB
       const existed = await exists(abs)
       if (!existed) {
@@ -416,6 +437,7 @@ export class Pool extends EventEmitter {
       }
       const dev = await openDevice(abs, existed ? undefined : { create: size })
       let ok = false
+      let wrote = false
       try {
         if (existed && size !== undefined && size !== dev.size) {
           throw new VsmError('EINVAL', `${abs} exists with size ${dev.size}, not ${size}`)
@@ -424,12 +446,16 @@ export class Pool extends EventEmitter {
         const io = this.wrap(name, dev)
         const { label } = await readLabel(io)
         if (label && label.poolId !== this.cfg.poolId) throw new VsmError('EBUSY', `${abs} belongs to another vsm pool (${label.poolId}); remove it there first`)
-        if (label) throw new VsmError('EEXIST', `${abs} already carries a label of this pool (device ${label.deviceName})`)
+        // a label of this pool for a device it does not list is what an add killed after its first label write leaves
+        if (label && this.cfg.devices.some((d) => d.id === label.deviceId)) throw new VsmError('EEXIST', `${abs} already carries a label of this pool (device ${label.deviceName})`)
+        const holds = existed && !force && !label ? await probeContents(io) : null
+        if (holds) throw new VsmError('EEXIST', `${abs} holds ${holds}; add it with --force to overwrite it`)
         const d: DeviceConfig = {
           id: randomUUID(), name, path: abs, size: dev.size, dataOffset: RESERVED_BYTES,
           dataSize: Math.floor((dev.size - RESERVED_BYTES) / MiB) * MiB,
           blockDevice: dev.isBlockDevice, state: spare ? 'spare' : 'online', extents: [],
         }
+        wrote = true
         const bitmap = await DeviceBitmap.init(io, d.dataSize)
         this.rt.set(d.id, { dev, io, bitmap, label: null })
         const next = structuredClone(this.cfg)
@@ -445,11 +471,25 @@ export class Pool extends EventEmitter {
         return this.deviceInfo(d)
       } finally {
         if (!ok) {
+          if (existed && wrote) await dev.write(Buffer.alloc(RESERVED_BYTES), 0).then(() => dev.flush()).catch(() => {})
           await dev.close().catch(() => {})
           if (!existed) await fsp.unlink(abs).catch(() => {})
         }
       }
     })
+  }
+
+  /** Refuse a path under one of opts.protectedPaths, both resolved through symlinks. */
+  private async refuseProtected(abs: string): Promise<void> {
+    if (!this.opts.protectedPaths?.length) return
+    // the file may not exist yet: resolve its directory, which must
+    const real = await fsp.realpath(abs).catch(() => fsp.realpath(path.dirname(abs)).then((dir) => path.join(dir, path.basename(abs)), () => abs))
+    for (const p of this.opts.protectedPaths) {
+      const root = await fsp.realpath(p).catch(() => path.resolve(p))
+      if (real === root || real.startsWith(root.endsWith(path.sep) ? root : root + path.sep)) {
+        throw new VsmError('EINVAL', `${abs} is inside ${p}, the vsm view: a device there would store the pool inside itself`)
+      }
+    }
   }
 
   private deviceInfo(d: DeviceConfig): DeviceInfo {

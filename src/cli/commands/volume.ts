@@ -1,4 +1,5 @@
 // device and volume commands: the volume manager's part of the CLI.
+import { resolve } from 'path'
 import { Command } from 'commander'
 import { call, globals, print, showObject, withClient } from '../call'
 import { table } from '../table'
@@ -32,8 +33,10 @@ export function registerVolume(program: Command) {
   const device = program.command('device').description('backing files and block devices')
   device.command('add <name> <path>').option('--size <size>', 'create a sparse file of this size')
     .option('--spare', 'keep it as a hot spare: used at once when a member of a redundant volume fails')
+    .option('--force', 'overwrite a path that already holds data (a file system, partition table, RAID or LVM member, non-zero bytes)')
     .description('add a device to the pool')
-    .action((name, path, o, cmd) => call(cmd, 'device.add', { name, path, size: o.size && parseSize(o.size), spare: !!o.spare },
+    // the daemon runs elsewhere: a relative path means the caller's directory
+    .action((name, path, o, cmd) => call(cmd, 'device.add', { name, path: resolve(path), size: o.size && parseSize(o.size), spare: !!o.spare, force: !!o.force },
       (d) => `added ${d.state === 'spare' ? 'spare ' : ''}device ${d.name} (${formatSize(d.size)}) at ${d.path}`))
   device.command('list').action((_o, cmd) => call(cmd, 'device.list', undefined, deviceTable))
   device.command('remove <name>').action((name, _o, cmd) => call(cmd, 'device.remove', { name }, () => `removed device ${name}`))
