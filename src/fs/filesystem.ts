@@ -1,7 +1,7 @@
 // The vsm file system: files as extents on volumes, a directory tree, xattrs, and
 // a checkpoint + circular journal inside volume 0 (ext4 data=ordered / XFS-like).
 //
-// Every metadata change is a logical op (mk, rm, mv, tr, at, xa, ex, ph) applied to
+// Every metadata change is a logical op (mk, rm, mv, ln, or, tr, at, xa, ex, ph) applied to
 // the in-memory state by apply() and appended to `ops`; a commit (fsync, sync,
 // close, background timer) flushes the data volumes, then writes the ops as one
 // journal record (or, when the journal is half full, a whole-state checkpoint) and
@@ -20,8 +20,21 @@ import {
 export const S_IFMT = 0o170000
 export const S_IFDIR = 0o040000
 export const S_IFREG = 0o100000
+export const S_IFLNK = 0o120000
+const S_IFCHR = 0o020000, S_IFBLK = 0o060000, S_IFIFO = 0o010000, S_IFSOCK = 0o140000
+/** The types mknod makes: plain inodes the kernel serves itself (fifos, sockets) or hands to a driver (devices). */
+const NODE_TYPES = new Set([S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK])
+/** rename(2) flags (renameat2). */
+export const RENAME_NOREPLACE = 1
+export const RENAME_EXCHANGE = 2
+/** utimensat(2)'s UTIME_NOW and UTIME_OMIT as utimens() takes them. */
+export type TimeSpec = number | 'now' | 'omit'
 const NAME_MAX = 255
 const PATH_MAX = 4096
+const LINK_MAX = 65000
+const NO_ID = 0xffffffff
+/** relatime: a read moves atime when it is older than the last change or than a day. */
+const ATIME_MAX_AGE_MS = 86_400_000
 const XATTR_MAX = 65536
 export const MAX_FILE_SIZE = 2 ** 50
 const ROOT = 1
@@ -30,14 +43,23 @@ const LAZY_COMMIT_MS = 5000
 export interface Stat {
   ino: number; mode: number; uid: number; gid: number; size: number; blocks: number; nlink: number
   atime: number; mtime: number; ctime: number
+  /** Device number of a character or block special file (0 otherwise). */
+  rdev: number
 }
 
 export interface StatFs { bsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number; namemax: number }
 
 type Op =
-  | { o: 'mk'; p: number; n: string; i: number; m: number; u: number; g: number; t: number; v: number }
-  | { o: 'rm'; p: number; n: string; t: number }
-  | { o: 'mv'; p: number; n: string; q: number; m: string; t: number }
+  /** l: a symlink's target; r: a device's number. */
+  | { o: 'mk'; p: number; n: string; i: number; m: number; u: number; g: number; t: number; v: number; l?: string; r?: number }
+  /** k: the inode is open, keep it as an orphan when its last name goes. */
+  | { o: 'rm'; p: number; n: string; t: number; k?: 1 }
+  /** x: exchange the two entries (RENAME_EXCHANGE); k as for rm, for a replaced target. */
+  | { o: 'mv'; p: number; n: string; q: number; m: string; t: number; x?: 1; k?: 1 }
+  /** Hard link: one more name for inode i. */
+  | { o: 'ln'; i: number; p: number; n: string; t: number }
+  /** An orphan (unlinked while open) is released: its blocks go. */
+  | { o: 'or'; i: number }
   | { o: 'tr'; i: number; s: number; t: number; st: number }
   | { o: 'ph'; i: number; b0: number; b1: number; t: number; st: number }
   | { o: 'at'; i: number; m: number; u: number; g: number; s: number; a: number; mt: number; c: number; st: number }
@@ -84,12 +106,19 @@ class Inode {
   stamp = 0
   /** A snapshot's checkpoint entry, made once: a snapshot never changes. */
   frozen?: string
+  /** A symlink's target. */
+  target = ''
+  /** A device's number. */
+  rdev = 0
   constructor(
     public ino: number, public mode: number, public uid: number, public gid: number, public size: number,
     public nlink: number, public atime: number, public mtime: number, public ctime: number,
     public vol: number, public parent: number,
   ) {}
   get isDir() { return (this.mode & S_IFMT) === S_IFDIR }
+  get isReg() { return (this.mode & S_IFMT) === S_IFREG }
+  /** Unlinked while open: out of the tree, its data kept until the last close (or the next mount). */
+  get isOrphan() { return this.nlink === 0 && !this.snapOf && !this.isDir }
   get busy() { return this.inflight > 0 || this.pending.length > 0 }
 }
 
@@ -192,6 +221,8 @@ export class FileSystem {
   private lazyAttrs = new Set<number>()
   private pendingFree: { vol: number; start: number; len: number }[] = []
   private dirtyVols = new Set<number>()
+  /** Open handles per inode (hold/release): what keeps an unlinked file as an orphan. */
+  private opened = new Map<number, number>()
   // journal state
   private seq = 0
   private nonce = 0
@@ -341,6 +372,8 @@ export class FileSystem {
     this.free = built.free
     this.refs = built.refs
     if (errors.length) throw err('EIO', `fs metadata inconsistent, refusing to mount: ${errors[0]}`)
+    // files unlinked while open when the last run ended: nobody holds them now
+    for (const ino of this.orphans()) this.exec({ o: 'or', i: ino })
     // start a new epoch: stale records of a crashed run can never be replayed later
     this.wantCkpt = true
     await this.commit()
@@ -400,7 +433,7 @@ export class FileSystem {
       }
       const json = JSON.stringify([n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
         n.entries ? [...n.entries] : 0, ext.flat(), [...n.xattr].map(([k, v]) => [k, v.toString('base64')]),
-        n.snaps ? [...n.snaps] : 0, n.snapOf, n.snapName, n.stamp])
+        n.snaps ? [...n.snaps] : 0, n.snapOf, n.snapName, n.stamp, n.target, n.rdev])
       if (n.snapOf) n.frozen = json
       inodes.push(json)
     }
@@ -422,6 +455,8 @@ export class FileSystem {
       n.snapOf = a[15] ?? 0
       n.snapName = a[16] ?? ''
       n.stamp = a[17] ?? 0
+      n.target = a[18] ?? ''
+      n.rdev = a[19] ?? 0
       this.inodes.set(n.ino, n)
     }
     this.gen = st.gen ?? 0
@@ -447,7 +482,17 @@ export class FileSystem {
       this.inodes.delete(s.ino)
       return s.ext.punch(0, Infinity)
     }
-    const dropEntry = (d: Inode, name: string, t: number): Extent[] => {
+    const dropInode = (n: Inode): Extent[] => {
+      this.inodes.delete(n.ino)
+      this.dirtyAttrs.delete(n.ino)
+      this.lazyAttrs.delete(n.ino)
+      // a deleted disk takes its snapshots along; clones keep their blocks by reference
+      const out = n.ext.punch(0, Infinity)
+      for (const s of n.snaps?.values() ?? []) out.push(...dropSnap(node(s)))
+      return out
+    }
+    /** keep: the inode is open; at its last name it becomes an orphan instead of going. */
+    const dropEntry = (d: Inode, name: string, t: number, keep = false): Extent[] => {
       const i = d.entries!.get(name)
       if (i === undefined) throw bad(`no entry ${name}`)
       const n = node(i)
@@ -456,14 +501,8 @@ export class FileSystem {
       if (n.isDir) { d.nlink--; this.inodes.delete(i); return [] }
       n.nlink--
       n.ctime = t
-      if (n.nlink > 0) return []
-      this.inodes.delete(i)
-      this.dirtyAttrs.delete(i)
-      this.lazyAttrs.delete(i)
-      // a deleted disk takes its snapshots along; clones keep their blocks by reference
-      const out = n.ext.punch(0, Infinity)
-      for (const s of n.snaps?.values() ?? []) out.push(...dropSnap(node(s)))
-      return out
+      if (n.nlink > 0 || keep) return []
+      return dropInode(n)
     }
     const newFile = (p: number, name: string, i: number, m: number, u: number, g: number, t: number, v: number) => {
       const d = dir(p)
@@ -478,8 +517,27 @@ export class FileSystem {
       return n
     }
     switch (op.o) {
-      case 'mk': newFile(op.p, op.n, op.i, op.m, op.u, op.g, op.t, op.v); return []
-      case 'rm': return dropEntry(dir(op.p), op.n, op.t)
+      case 'mk': {
+        const n = newFile(op.p, op.n, op.i, op.m, op.u, op.g, op.t, op.v)
+        if (op.l !== undefined) { n.target = op.l; n.size = Buffer.byteLength(op.l) }
+        n.rdev = op.r ?? 0
+        return []
+      }
+      case 'rm': return dropEntry(dir(op.p), op.n, op.t, !!op.k)
+      case 'ln': {
+        const n = node(op.i), d = dir(op.p)
+        if (n.isDir || n.snapOf || n.nlink === 0) throw bad(`inode ${op.i} cannot take a link`)
+        if (d.entries!.has(op.n)) throw bad(`${op.n} exists`)
+        d.entries!.set(op.n, op.i)
+        n.nlink++
+        n.ctime = d.mtime = d.ctime = op.t
+        return []
+      }
+      case 'or': {
+        const n = node(op.i)
+        if (!n.isOrphan) throw bad(`inode ${op.i} is not an orphan`)
+        return dropInode(n)
+      }
       case 'mv': {
         const s = dir(op.p), d = dir(op.q)
         const i = s.entries!.get(op.n)
@@ -488,7 +546,8 @@ export class FileSystem {
         let freed: Extent[] = []
         const old = d.entries!.get(op.m)
         if (old === i) return []
-        if (old !== undefined) freed = dropEntry(d, op.m, op.t)
+        if (op.x) { this.exchange(s, op.n, d, op.m, op.t); return [] }
+        if (old !== undefined) freed = dropEntry(d, op.m, op.t, !!op.k)
         s.entries!.delete(op.n)
         d.entries!.set(op.m, i)
         if (n.isDir && s !== d) { s.nlink--; d.nlink++; n.parent = op.q }
@@ -570,6 +629,20 @@ export class FileSystem {
         return []
       }
     }
+  }
+
+  /** RENAME_EXCHANGE: entries a (in s) and b (in d) swap inodes; directories change parent. */
+  private exchange(s: Inode, a: string, d: Inode, b: string, t: number): void {
+    const i = s.entries!.get(a), j = d.entries!.get(b)
+    if (i === undefined || j === undefined) throw err('EIO', `journal op mv inconsistent: exchange needs ${a} and ${b}`)
+    const n = this.inodes.get(i)!, m = this.inodes.get(j)!
+    s.entries!.set(a, j)
+    d.entries!.set(b, i)
+    if (s !== d) {
+      if (n.isDir) { n.parent = d.ino; s.nlink--; d.nlink++ }
+      if (m.isDir) { m.parent = s.ino; d.nlink--; s.nlink++ }
+    }
+    s.mtime = s.ctime = d.mtime = d.ctime = n.ctime = m.ctime = t
   }
 
   /** Apply a live op and queue it for the next commit; blocks no map holds any more are freed after that commit. */
@@ -785,12 +858,13 @@ export class FileSystem {
     const n = this.inodes.get(ino)
     if (!n) throw err('ENOENT', `no inode ${ino}`)
     if (n.isDir) throw err('EISDIR', `inode ${ino} is a directory`)
+    if (!n.isReg) throw err('EINVAL', `inode ${ino} is not a regular file`)
     return n
   }
 
   private stat(n: Inode): Stat {
     return { ino: n.ino, mode: n.mode, uid: n.uid, gid: n.gid, size: n.size, blocks: n.ext.total * (BS / 512),
-      nlink: n.nlink, atime: n.atime, mtime: n.mtime, ctime: n.ctime }
+      nlink: n.nlink, atime: n.atime, mtime: n.mtime, ctime: n.ctime, rdev: n.rdev }
   }
 
   private drain(n: Inode): Promise<void> {
@@ -855,17 +929,84 @@ export class FileSystem {
     return [...n.entries.keys()]
   }
 
-  private async makeNode(path: string, mode: number, uid: number, gid: number, type: number, vol: number): Promise<number> {
+  private async makeNode(path: string, mode: number, uid: number, gid: number, type: number, vol: number, extra: { l?: string; r?: number } = {}): Promise<number> {
     this.live()
     checkMode(mode); checkId(uid, 'uid'); checkId(gid, 'gid')
     this.resolveParent(path)
-    await this.ensureMeta(400)
+    await this.ensureMeta(400 + (extra.l?.length ?? 0) * 2)
     this.live()
     const { dir, name } = this.resolveParent(path)
     if (dir.entries!.has(name)) throw err('EEXIST', `already exists: ${path}`)
     const ino = this.nextIno
-    this.exec({ o: 'mk', p: dir.ino, n: name, i: ino, m: type | (mode & 0o7777), u: uid, g: gid, t: Date.now(), v: vol })
+    this.exec({ o: 'mk', p: dir.ino, n: name, i: ino, m: type | (mode & 0o7777), u: uid, g: gid, t: Date.now(), v: vol, ...extra })
     return ino
+  }
+
+  /** A symbolic link at `path` holding `target` (stored as given; the kernel resolves it). */
+  async symlink(target: string, path: string, uid: number, gid: number): Promise<number> {
+    if (typeof target !== 'string' || target.length === 0 || target.includes('\0')) throw err('EINVAL', 'a symlink target is a non-empty string without NUL')
+    if (Buffer.byteLength(target) >= PATH_MAX) throw err('ENAMETOOLONG', `symlink target longer than ${PATH_MAX - 1} bytes`)
+    return this.makeNode(path, 0o777, uid, gid, S_IFLNK, 0, { l: target })
+  }
+
+  readlink(path: string): string {
+    this.live()
+    const n = this.resolve(path)
+    if ((n.mode & S_IFMT) !== S_IFLNK) throw err('EINVAL', `not a symbolic link: ${path}`)
+    return n.target
+  }
+
+  /** mknod(2): a regular file, fifo, socket or device node (mode carries the type; rdev the device number). */
+  async mknod(path: string, mode: number, rdev: number, uid: number, gid: number): Promise<number> {
+    checkMode(mode)
+    const type = (mode & S_IFMT) || S_IFREG
+    if (!NODE_TYPES.has(type)) throw err(type === S_IFDIR ? 'EPERM' : 'EINVAL', `mknod cannot make type ${type.toString(8)}`)
+    const dev = type === S_IFCHR || type === S_IFBLK
+    if (dev && (!Number.isSafeInteger(rdev) || rdev < 0)) throw err('EINVAL', `bad device number ${rdev}`)
+    return this.makeNode(path, mode, uid, gid, type, 0, dev ? { r: rdev } : {})
+  }
+
+  /** link(2): a second name for a file (not a directory). */
+  async link(from: string, to: string): Promise<void> {
+    this.live()
+    const n = this.resolve(from)
+    if (n.isDir) throw err('EPERM', `cannot hard-link a directory: ${from}`)
+    this.resolveParent(to)
+    await this.ensureMeta(400)
+    this.live()
+    const m = this.resolve(from)
+    const { dir, name } = this.resolveParent(to)
+    if (dir.entries!.has(name)) throw err('EEXIST', `already exists: ${to}`)
+    if (m.nlink >= LINK_MAX) throw err('EMLINK', `${from} has ${LINK_MAX} links`)
+    this.exec({ o: 'ln', i: m.ino, p: dir.ino, n: name, t: Date.now() })
+  }
+
+  /**
+   * An open handle on an inode: while any is held, removing its last name keeps the
+   * inode as an orphan (readable and writable through the handle) until release().
+   */
+  hold(ino: number): void {
+    this.node(ino)
+    this.opened.set(ino, (this.opened.get(ino) ?? 0) + 1)
+  }
+
+  /** The last release of an orphan frees it (a crash before that frees it at the next mount). */
+  async release(ino: number): Promise<void> {
+    const c = (this.opened.get(ino) ?? 0) - 1
+    if (c > 0) { this.opened.set(ino, c); return }
+    this.opened.delete(ino)
+    for (;;) {
+      const n = this.inodes.get(ino)
+      if (!n?.isOrphan || this.opened.has(ino) || this.broken || this.closed) return
+      if (n.busy) { await this.drain(n); continue }
+      this.exec({ o: 'or', i: ino })
+      return
+    }
+  }
+
+  /** Files unlinked while open, not yet released. */
+  orphans(): number[] {
+    return [...this.inodes.values()].filter((n) => n.isOrphan).map((n) => n.ino)
   }
 
   async mkdir(path: string, mode: number, uid: number, gid: number): Promise<void> {
@@ -886,8 +1027,8 @@ export class FileSystem {
       if (i === undefined) throw err('ENOENT', `no such file: ${path}`)
       const n = this.inodes.get(i)!
       if (n.isDir) throw err('EISDIR', `is a directory: ${path}`)
-      if (n.nlink <= 1 && n.busy) { await this.drain(n); continue }
-      this.exec({ o: 'rm', p: dir.ino, n: name, t: Date.now() })
+      if (n.nlink <= 1 && n.busy && !this.opened.has(i)) { await this.drain(n); continue }
+      this.exec({ o: 'rm', p: dir.ino, n: name, t: Date.now(), ...this.keep(i) })
       return
     }
   }
@@ -903,7 +1044,23 @@ export class FileSystem {
     this.exec({ o: 'rm', p: dir.ino, n: name, t: Date.now() })
   }
 
-  async rename(from: string, to: string): Promise<void> {
+  /** A directory may not move below itself. */
+  private checkNotBelow(dirIno: number, under: Inode, from: string, to: string) {
+    for (let a = under; ; a = this.inodes.get(a.parent)!) {
+      if (a.ino === dirIno) throw err('EINVAL', `cannot move ${from} into its own subtree ${to}`)
+      if (a.ino === ROOT) break
+    }
+  }
+
+  private keep(ino: number): { k?: 1 } {
+    return this.opened.has(ino) ? { k: 1 } : {}
+  }
+
+  /** rename(2), and renameat2's RENAME_NOREPLACE and RENAME_EXCHANGE flags. */
+  async rename(from: string, to: string, flags = 0): Promise<void> {
+    if (!Number.isInteger(flags) || flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) || flags === (RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+      throw err('EINVAL', `bad rename flags ${flags}`)
+    }
     for (;;) {
       this.live()
       const s = this.resolveParent(from)
@@ -911,23 +1068,26 @@ export class FileSystem {
       const i = s.dir.entries!.get(s.name)
       if (i === undefined) throw err('ENOENT', `no such file or directory: ${from}`)
       const n = this.inodes.get(i)!
-      if (n.isDir) {
-        // a directory may not move below itself
-        for (let a = d.dir; ; a = this.inodes.get(a.parent)!) {
-          if (a.ino === i) throw err('EINVAL', `cannot move ${from} into its own subtree ${to}`)
-          if (a.ino === ROOT) break
-        }
-      }
       const t = d.dir.entries!.get(d.name)
+      if (flags & RENAME_NOREPLACE && t !== undefined) throw err('EEXIST', `already exists: ${to}`)
+      if (flags & RENAME_EXCHANGE) {
+        if (t === undefined) throw err('ENOENT', `no such file or directory: ${to}`)
+        if (t === i) return
+        if (n.isDir) this.checkNotBelow(i, d.dir, from, to)
+        if (this.inodes.get(t)!.isDir) this.checkNotBelow(t, s.dir, to, from)
+        this.exec({ o: 'mv', p: s.dir.ino, n: s.name, q: d.dir.ino, m: d.name, t: Date.now(), x: 1 })
+        return
+      }
+      if (n.isDir) this.checkNotBelow(i, d.dir, from, to)
       if (t === i) return
       if (t !== undefined) {
         const tn = this.inodes.get(t)!
         if (n.isDir && !tn.isDir) throw err('ENOTDIR', `cannot replace non-directory ${to} with a directory`)
         if (!n.isDir && tn.isDir) throw err('EISDIR', `cannot replace directory ${to} with a non-directory`)
         if (tn.isDir && tn.entries!.size) throw err('ENOTEMPTY', `directory not empty: ${to}`)
-        if (!tn.isDir && tn.nlink <= 1 && tn.busy) { await this.drain(tn); continue }
+        if (!tn.isDir && tn.nlink <= 1 && tn.busy && !this.opened.has(t)) { await this.drain(tn); continue }
       }
-      this.exec({ o: 'mv', p: s.dir.ino, n: s.name, q: d.dir.ino, m: d.name, t: Date.now() })
+      this.exec({ o: 'mv', p: s.dir.ino, n: s.name, q: d.dir.ino, m: d.name, t: Date.now(), ...(t === undefined ? {} : this.keep(t)) })
       return
     }
   }
@@ -938,8 +1098,7 @@ export class FileSystem {
     let zeroed: [Inode, number] | null = null
     for (;;) {
       this.live()
-      const n = this.resolve(path)
-      if (n.isDir) throw err('EISDIR', `is a directory: ${path}`)
+      const n = this.regular(path)
       if (n.busy) { await this.drain(n); continue }
       if (size > n.size && n.size % BS && !(zeroed && zeroed[0] === n && zeroed[1] === n.size)) {
         // bytes past EOF in the last block may be stale: zero them before they become visible
@@ -998,22 +1157,38 @@ export class FileSystem {
     this.touchAttrs(n)
   }
 
+  /** An id of -1 (as uid_t: 0xffffffff) leaves that one unchanged, as chown(2). */
   async chown(path: string, uid: number, gid: number): Promise<void> {
     this.live()
     checkId(uid, 'uid'); checkId(gid, 'gid')
     const n = this.resolve(path)
-    n.uid = uid; n.gid = gid
+    if (uid !== NO_ID) n.uid = uid
+    if (gid !== NO_ID) n.gid = gid
     n.ctime = Date.now()
     this.touchAttrs(n)
   }
 
-  async utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void> {
+  /** Times in epoch ms, or utimensat's 'now' (UTIME_NOW) and 'omit' (UTIME_OMIT); ctime moves unless both are omitted. */
+  async utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
     this.live()
-    checkTime(atimeMs, 'atime'); checkTime(mtimeMs, 'mtime')
+    if (atime !== 'now' && atime !== 'omit') checkTime(atime, 'atime')
+    if (mtime !== 'now' && mtime !== 'omit') checkTime(mtime, 'mtime')
     const n = this.resolve(path)
-    n.atime = atimeMs; n.mtime = mtimeMs
-    n.ctime = Date.now()
+    if (atime === 'omit' && mtime === 'omit') return
+    const now = Date.now()
+    if (atime !== 'omit') n.atime = atime === 'now' ? now : atime
+    if (mtime !== 'omit') n.mtime = mtime === 'now' ? now : mtime
+    n.ctime = now
     this.touchAttrs(n)
+  }
+
+  /** Written lazily, with the next commit that has something else to say (as lazytime). */
+  private touchAtime(n: Inode) {
+    if (n.snapOf) return
+    const now = Date.now()
+    if (n.atime > n.mtime && n.atime > n.ctime && now - n.atime < ATIME_MAX_AGE_MS) return
+    n.atime = now
+    this.lazyAttrs.add(n.ino)
   }
 
   private touchAttrs(n: Inode) {
@@ -1071,6 +1246,7 @@ export class FileSystem {
       this.live()
       n = this.fileNode(ino)
     }
+    this.touchAtime(n)
     const end = offset + len
     const segs = n.ext.segments(Math.floor(offset / BS), Math.ceil(end / BS))
     const ios: Promise<number>[] = []
@@ -1336,9 +1512,7 @@ export class FileSystem {
 
   openFile(path: string): BlockDev {
     this.live()
-    const n = this.resolve(path)
-    if (n.isDir) throw err('EISDIR', `is a directory: ${path}`)
-    return new FsFile(this, n.ino)
+    return new FsFile(this, this.regular(path).ino)
   }
 
   // ---------------------------------------------------------------- snapshots and clones
@@ -1498,6 +1672,7 @@ export class FileSystem {
   private regular(path: string): Inode {
     const n = this.resolve(path)
     if (n.isDir) throw err('EISDIR', `is a directory: ${path}`)
+    if (!n.isReg) throw err('EINVAL', `not a regular file: ${path}`)
     return n
   }
 
@@ -1570,7 +1745,7 @@ export class FileSystem {
           seenDirs.add(i)
           if (c.parent !== d.ino) errors.push(`directory ${i}: parent ${c.parent} but found in ${d.ino}`)
           stack.push(c)
-        } else if ((c.mode & S_IFMT) !== S_IFREG) errors.push(`inode ${i}: unknown type ${c.mode.toString(8)}`)
+        } else if (!NODE_TYPES.has(c.mode & S_IFMT) && (c.mode & S_IFMT) !== S_IFLNK) errors.push(`inode ${i}: unknown type ${c.mode.toString(8)}`)
       }
       if (d.nlink !== 2 + subdirs) errors.push(`directory ${d.ino}: nlink ${d.nlink} != ${2 + subdirs}`)
     }
@@ -1582,6 +1757,12 @@ export class FileSystem {
       }
       for (const [name, i] of n.snaps ?? []) if (this.inodes.get(i)?.snapOf !== n.ino) errors.push(`inode ${n.ino}: snapshot ${name} -> ${i} is not its snapshot`)
       const r = refs.get(n.ino) ?? 0
+      if (!n.isReg && !n.isDir && n.ext.total) errors.push(`inode ${n.ino}: a ${(n.mode & S_IFMT).toString(8)} node has data extents`)
+      if (n.isOrphan) {
+        if (r) errors.push(`inode ${n.ino}: nlink 0 but ${r} entries`)
+        else if (!this.opened.has(n.ino)) errors.push(`inode ${n.ino}: orphan nobody holds open`)
+        continue
+      }
       if (r === 0) errors.push(`inode ${n.ino}: not reachable from the root`)
       else if (!n.isDir && r !== n.nlink) errors.push(`inode ${n.ino}: nlink ${n.nlink} but ${r} entries`)
       if (n.ino >= this.nextIno) errors.push(`inode ${n.ino} >= next inode number ${this.nextIno}`)
