@@ -1,10 +1,12 @@
 // `vsm up` and `vsm down`: start the daemon detached and return once the stack is
 // mounted and the socket answers; ask it to stop and wait until it has.
 import { spawn } from 'child_process'
-import { closeSync, constants, fstatSync, openSync, readFileSync } from 'fs'
+import { closeSync, fstatSync, readFileSync } from 'fs'
 import { join } from 'path'
 import { ControlClient } from '../control/client'
 import { lockHolder } from '../daemon/lock'
+import { homeSubdir, prepareHome } from '../daemon/home'
+import { openOwnAppend } from '../block/files'
 import { socketPath } from './home'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -31,12 +33,11 @@ export async function isRunning(home: string): Promise<boolean> {
 
 /** Spawns `vsm up --foreground` detached; resolves with its pid once the socket answers. */
 export async function startDetached(cliMain: string, argv: string[], home: string, timeoutMs = 180_000): Promise<number> {
-  const { mkdirSync } = await import('fs')
-  mkdirSync(join(home, 'log'), { recursive: true, mode: 0o700 })
-  const errFile = join(home, 'log', 'daemon.err')
+  prepareHome(home)
+  const errFile = join(homeSubdir(home, 'log'), 'daemon.err')
   // Appended to, never truncated: a daemon that lost the race for the home's lock must
   // not wipe the winner's output. Only what this start added is read back.
-  const fd = openSync(errFile, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600)
+  const fd = openOwnAppend(errFile)
   const from = fstatSync(fd).size
   const child = spawn(process.execPath, [cliMain, 'up', '--foreground', ...argv], { detached: true, stdio: ['ignore', fd, fd] })
   closeSync(fd)

@@ -74,7 +74,7 @@ export class ControlClient {
       }
       client.closeListeners.add(function early(err) {
         client.closeListeners.delete(early)
-        if (client.onGreeting) fail(Object.assign(new Error(err?.message ?? 'connection closed before the greeting'), { code: 'ECONNRESET' }))
+        if (client.onGreeting) fail(Object.assign(new Error(err?.message ?? 'connection closed before the greeting'), { code: (err as NodeJS.ErrnoException | undefined)?.code ?? 'ECONNRESET' }))
       })
       client.wire()
     })
@@ -96,6 +96,8 @@ export class ControlClient {
   private onFrame(f: Frame): void {
     if (f.id === UNSOLICITED_ID) {
       if (f.code === byName('hello')!.code) {
+        // a greeting that is an error: turned away (too many connections, not allowed)
+        if (f.status !== 0) return this.shutdown(errorFromFrame(f))
         let g: Greeting
         try { g = decodeJson(f.payload) } catch { return this.shutdown(new VsmError('EPROTO', 'unreadable greeting from vsm')) }
         this.greeting = g

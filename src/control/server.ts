@@ -4,6 +4,9 @@
 // owns the built-in system commands for jobs and events (it streams the daemon's event
 // sink to subscribed connections). Nothing a client sends may
 // crash the process: a bad command gets an error reply, a bad stream gets closed.
+// Nor may clients pin the daemon: connections that do nothing time out (and are the
+// first to go when the cap is reached), half-sent frames are bounded server-wide, and
+// replies a client does not read are bounded per connection.
 import * as fs from 'fs'
 import * as net from 'net'
 import { VsmError } from '../block/blockdev'
@@ -62,7 +65,21 @@ export interface ServerOptions {
   events?: Events
   jobs?: Jobs
   maxPayload?: number
+  /**
+   * Connections at once. At the cap the longest-idle connection is dropped to make
+   * room; when none is idle the newcomer gets a "too many connections" error frame.
+   */
   maxConnections?: number
+  /**
+   * A connection with nothing in flight, no subscription and no complete frame for this
+   * long is closed (a frame sent half-way counts as nothing), as is one whose unread
+   * replies have not moved for this long.
+   */
+  idleTimeoutMs?: number
+  /** Bytes of half-received frames held over all connections; beyond it, readers with a partial frame are paused. */
+  maxPartialBytes?: number
+  /** Reply bytes queued for one connection (written or promised by requests in flight) before it starts no more requests. */
+  maxReplyBytes?: number
   /** Requests in flight on one connection before it stops reading (backpressure). */
   maxInflight?: number
   /** Where to report things that are not the client's business (defaults to silence). */
@@ -84,7 +101,20 @@ interface Conn {
   droppedEvents: number
   /** A malformed frame was seen: no more reading, close once in-flight replies are out. */
   broken: boolean
+  /** When it last completed a frame or got a reply (ms). */
+  lastActive: number
+  /** Since when its unread replies have not drained, or 0 when nothing waits (ms). */
+  writeStalledSince: number
+  /** Bytes of its half-received frame counted in the server-wide partialBytes. */
+  partial: number
+  /** Paused because the server holds too many half-received bytes. */
+  partialPaused: boolean
+  /** Reply bytes promised by its requests in flight (a disk.read's length). */
+  replyReserved: number
 }
+
+/** What a reply other than disk.read is assumed to cost before it exists. */
+const SMALL_REPLY = 64 * 1024
 
 const BUILTIN_S = new Set(['hello', 'job.list', 'job.wait', 'job.cancel', 'job.pause', 'job.resume', 'events.subscribe'])
 
@@ -96,6 +126,12 @@ export class ControlServer {
   readonly maxPayload: number
   private readonly maxInflight: number
   private readonly maxConnections: number
+  private readonly idleTimeoutMs: number
+  private readonly maxPartialBytes: number
+  private readonly maxReplyBytes: number
+  private partialBytes = 0
+  private partialPausedCount = 0
+  private sweeper: NodeJS.Timeout | null = null
   private readonly log: (msg: string, err?: unknown) => void
   private server: net.Server | null = null
   private handlers = new Map<ComponentType, Handler>()
@@ -114,6 +150,9 @@ export class ControlServer {
     this.maxInflight = opts.maxInflight ?? 64
     this.log = opts.log ?? (() => {})
     this.maxConnections = opts.maxConnections ?? 256
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000
+    this.maxPartialBytes = opts.maxPartialBytes ?? 4 * this.maxPayload
+    this.maxReplyBytes = opts.maxReplyBytes ?? 2 * this.maxPayload
   }
 
   /** Handler for every extended command of a component ('S': status, shutdown and other non-built-ins). */
@@ -147,7 +186,6 @@ export class ControlServer {
     await clearStaleSocket(this.socketPath)
     // Half-open so a client may send its last request and shut its side while the reply is still coming.
     const server = net.createServer({ allowHalfOpen: true }, (s) => this.accept(s))
-    server.maxConnections = this.maxConnections
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       // The socket is created by bind() inside listen(); a tight umask around that
@@ -165,6 +203,8 @@ export class ControlServer {
     server.on('error', (e) => this.log('control socket error', e))
     this.server = server
     this.unsubscribe = this.events.subscribe((e) => this.stream(e))
+    this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.min(1000, this.idleTimeoutMs / 4)))
+    this.sweeper.unref()
   }
 
   async close(): Promise<void> {
@@ -173,6 +213,8 @@ export class ControlServer {
     this.server = null
     this.unsubscribe?.()
     this.unsubscribe = null
+    if (this.sweeper) clearInterval(this.sweeper)
+    this.sweeper = null
     const closed = new Promise<void>((resolve) => server.close(() => resolve()))
     for (const c of this.conns.values()) {
       c.socket.end()
@@ -189,6 +231,13 @@ export class ControlServer {
 
   get listening(): boolean { return this.server !== null }
   get connections(): number { return this.conns.size }
+
+  /** What clients make the server hold right now. */
+  stats(): { connections: number; partialBytes: number; replyBytes: number } {
+    let replyBytes = 0
+    for (const c of this.conns.values()) replyBytes += c.socket.writableLength
+    return { connections: this.conns.size, partialBytes: this.partialBytes, replyBytes }
+  }
 
   /** Sends an event frame to every subscribed connection. */
   private stream(e: VsmEvent): void {
@@ -213,17 +262,20 @@ export class ControlServer {
   // ---- connection handling ---------------------------------------------------
 
   private accept(socket: net.Socket): void {
+    socket.on('error', () => { /* reset by peer and the like; 'close' cleans up */ })
+    if (this.conns.size >= this.maxConnections && !this.evictIdle()) {
+      // Told, not silently closed: the client can say why it was turned away.
+      socket.end(encodeFrame(errorFrame(UNSOLICITED_ID, byName('hello')!.code, 'EUSERS', `too many connections to vsm (${this.maxConnections} busy); try again later`)))
+      setTimeout(() => socket.destroy(), 1000).unref()
+      return
+    }
     const conn: Conn = {
       id: this.nextConnId++, socket, decoder: new FrameDecoder({ maxPayload: this.maxPayload }),
       abort: new AbortController(), subscribed: false, filter: null, queue: [], inflight: 0, closed: false, broken: false, droppedEvents: 0,
+      lastActive: Date.now(), writeStalledSince: 0, partial: 0, partialPaused: false, replyReserved: 0,
     }
     this.conns.set(conn.id, conn)
-    socket.on('error', () => { /* reset by peer and the like; 'close' cleans up */ })
-    socket.on('close', () => {
-      conn.closed = true
-      this.conns.delete(conn.id)
-      conn.abort.abort()
-    })
+    socket.on('close', () => this.forget(conn))
     socket.on('data', (chunk: Buffer) => this.onData(conn, chunk))
     socket.on('end', () => {
       if (conn.broken) return
@@ -234,7 +286,7 @@ export class ControlServer {
       conn.abort.abort()
       this.pump(conn)
     })
-    socket.on('drain', () => this.pump(conn))
+    socket.on('drain', () => { conn.writeStalledSince = 0; this.pump(conn) })
     try {
       this.send(conn, { code: byName('hello')!.code, id: UNSOLICITED_ID, status: 0, payload: encodeJson(this.greeting()) })
     } catch (e) {
@@ -250,6 +302,8 @@ export class ControlServer {
       frames = conn.decoder.push(chunk)
     } catch { /* handled through decoder.error below */ }
     for (const f of frames) conn.queue.push(f)
+    if (frames.length) conn.lastActive = Date.now()
+    this.setPartial(conn, conn.decoder.buffered)
     if (conn.decoder.error) {
       // The stream is out of step: nothing after this point can be trusted to be a
       // frame. Requests that arrived whole before it are answered, then we close.
@@ -270,13 +324,23 @@ export class ControlServer {
   private pump(conn: Conn): void {
     if (conn.closed) return
     while (conn.queue.length && conn.inflight < this.maxInflight && !conn.socket.writableNeedDrain) {
+      // Replies are bounded by what is queued plus what requests in flight will add
+      // (a read promises its length); one request always runs, so a big read progresses.
+      const cost = this.replyCost(conn.queue[0])
+      if (conn.inflight > 0 && conn.socket.writableLength + conn.replyReserved + cost > this.maxReplyBytes) break
       const f = conn.queue.shift()!
       conn.inflight++
+      conn.replyReserved += cost
       this.dispatch(conn, f)
         .catch((e) => this.log('dispatch failed', e))
-        .finally(() => { conn.inflight--; this.pump(conn) })
+        .finally(() => {
+          conn.inflight--
+          conn.replyReserved -= cost
+          conn.lastActive = Date.now()
+          this.pump(conn)
+        })
     }
-    if (conn.queue.length || conn.broken) conn.socket.pause()
+    if (conn.queue.length || conn.broken || conn.partialPaused) conn.socket.pause()
     else if (conn.socket.isPaused()) conn.socket.resume()
     const noMoreInput = conn.broken || conn.socket.readableEnded
     if (noMoreInput && conn.inflight === 0 && conn.queue.length === 0) conn.socket.end()
@@ -284,7 +348,77 @@ export class ControlServer {
 
   private send(conn: Conn, f: Frame): void {
     if (conn.closed || conn.socket.destroyed || !conn.socket.writable) return
-    conn.socket.write(encodeFrame(f, Number.MAX_SAFE_INTEGER))
+    if (!conn.socket.write(encodeFrame(f, Number.MAX_SAFE_INTEGER)) && !conn.writeStalledSince) conn.writeStalledSince = Date.now()
+  }
+
+  private replyCost(f: Frame): number {
+    if (f.code !== byName('disk.read')!.code) return SMALL_REPLY
+    try { return decodeDiskIo(f.payload, false).length } catch { return SMALL_REPLY }
+  }
+
+  /**
+   * Keeps the server-wide count of half-received bytes. Over the cap, only the
+   * connection furthest into its frame reads on (so some frame always completes and
+   * frees its bytes, and no set of large writers deadlocks); the rest with a partial
+   * frame pause until the count is back under the cap or they lead. A stalled leader
+   * is dropped by the idle timeout.
+   */
+  private setPartial(conn: Conn, bytes: number): void {
+    if (bytes === conn.partial) return
+    this.partialBytes += bytes - conn.partial
+    conn.partial = bytes
+    const over = this.partialBytes > this.maxPartialBytes
+    if (!over && this.partialPausedCount === 0) return
+    let leader: Conn | undefined
+    if (over) for (const c of this.conns.values()) if (c.partial && (!leader || c.partial > leader.partial)) leader = c
+    for (const c of this.conns.values()) {
+      const pause = over && c.partial > 0 && c !== leader
+      if (pause === c.partialPaused) continue
+      c.partialPaused = pause
+      this.partialPausedCount += pause ? 1 : -1
+      this.pump(c)
+    }
+  }
+
+  /** Nothing in flight or queued and no subscription: a connection nobody waits on. */
+  private idle(c: Conn): boolean {
+    return c.inflight === 0 && c.queue.length === 0 && !c.subscribed
+  }
+
+  /** Drops the longest-idle connection to make room for a new one; false when every connection is busy. */
+  private evictIdle(): boolean {
+    let victim: Conn | undefined
+    for (const c of this.conns.values()) if (this.idle(c) && (!victim || c.lastActive < victim.lastActive)) victim = c
+    if (!victim) return false
+    this.log(`connection ${victim.id} dropped: idle while the connection cap (${this.maxConnections}) was reached`)
+    this.drop(victim)
+    return true
+  }
+
+  private forget(c: Conn): void {
+    if (c.partialPaused) { c.partialPaused = false; this.partialPausedCount-- }
+    c.closed = true
+    this.conns.delete(c.id)
+    this.setPartial(c, 0)
+    c.abort.abort()
+  }
+
+  private drop(c: Conn): void {
+    this.forget(c)
+    c.socket.destroy()
+  }
+
+  private sweep(): void {
+    const now = Date.now()
+    for (const c of [...this.conns.values()]) {
+      if (this.idle(c) && now - c.lastActive > this.idleTimeoutMs) {
+        this.log(`connection ${c.id} closed: idle for ${this.idleTimeoutMs} ms${c.partial ? ` holding ${c.partial} bytes of a frame` : ''}`)
+        this.drop(c)
+      } else if (c.writeStalledSince && now - c.writeStalledSince > this.idleTimeoutMs) {
+        this.log(`connection ${c.id} closed: ${c.socket.writableLength} reply bytes unread for ${this.idleTimeoutMs} ms`)
+        this.drop(c)
+      }
+    }
   }
 
   private reply(conn: Conn, req: Frame, payload: Buffer): void {

@@ -5,13 +5,15 @@
 // runs it in the terminal or under systemd.
 // The home's lock comes first: a second daemon on the same home stops before it
 // writes, opens or unmounts anything.
-import { mkdirSync, promises as fsp } from 'fs'
+import { promises as fsp } from 'fs'
 import { join } from 'path'
 import pino from 'pino'
 import { Events } from '../control/events'
 import type { Listen } from '../metrics/http'
 import { Stack } from './stack'
 import { acquireHomeLock } from './lock'
+import { homeSubdir, prepareHome } from './home'
+import { openOwnAppend, writeFileAtomic } from '../block/files'
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const
 export type LogLevel = typeof LOG_LEVELS[number]
@@ -30,15 +32,16 @@ export interface DaemonArgs {
 }
 
 export async function runDaemon(args: DaemonArgs): Promise<void> {
-  mkdirSync(args.home, { recursive: true, mode: 0o700 })
+  let logFd: number
   try {
+    prepareHome(args.home)
     await acquireHomeLock(args.home)
+    logFd = openOwnAppend(join(homeSubdir(args.home, 'log'), 'vsm.log'))
   } catch (err) {
     process.stderr.write(`vsm: ${(err as Error).message}\n`)
     process.exit(1)
   }
-  mkdirSync(join(args.home, 'log'), { recursive: true, mode: 0o700 })
-  const dest = pino.destination({ dest: join(args.home, 'log', 'vsm.log'), sync: false, mkdir: true })
+  const dest = pino.destination({ dest: logFd, sync: false })
   const level = args.logLevel
   const streams: pino.StreamEntry[] = [{ stream: dest, level }]
   if (args.logToStdout) streams.push({ stream: pino.destination({ dest: 1, sync: true }), level })
@@ -74,5 +77,5 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
     process.stderr.write(`vsm: ${(err as Error).message}\n`)
     process.exit(1)
   }
-  await fsp.writeFile(pidFile, `${process.pid}\n`)
+  await writeFileAtomic(pidFile, `${process.pid}\n`, 0o644)
 }

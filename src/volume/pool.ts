@@ -11,6 +11,7 @@ import { promises as fsp } from 'fs'
 import * as path from 'path'
 import { randomUUID } from 'crypto'
 import { BlockDev, VsmError } from '../block/blockdev'
+import { readOwnFile, writeFileAtomic } from '../block/files'
 import { Device, openDevice } from './device'
 import { Label, MiB, RESERVED_BYTES, BITMAP_OFFSET, readLabel, writeLabel, wipeLabel } from './label'
 import { DeviceBitmap } from './bitmap'
@@ -140,20 +141,6 @@ async function exists(p: string): Promise<boolean> {
   try { await fsp.stat(p); return true } catch { return false }
 }
 
-async function writeFileDurable(file: string, text: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`
-  const fh = await fsp.open(tmp, 'w', 0o600)
-  try {
-    await fh.writeFile(text)
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-  await fsp.rename(tmp, file)
-  const dir = await fsp.open(path.dirname(file), 'r')
-  try { await dir.sync() } finally { await dir.close() }
-}
-
 const CHECKPOINT_MS = 1000
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -232,7 +219,7 @@ export class Pool extends EventEmitter {
     if (await Pool.exists(home)) throw new VsmError('EEXIST', `a pool already exists in ${home}`)
     await fsp.mkdir(home, { recursive: true, mode: 0o700 })
     const cfg = emptyConfig(randomUUID())
-    await writeFileDurable(path.join(home, POOL_FILE), JSON.stringify(cfg, null, 2) + '\n')
+    await writeFileAtomic(path.join(home, POOL_FILE), JSON.stringify(cfg, null, 2) + '\n')
     return new Pool(home, cfg, opts)
   }
 
@@ -241,7 +228,7 @@ export class Pool extends EventEmitter {
     let fileCfg: PoolConfig
     let refused: { path: string; reason: string }[] = []
     try {
-      fileCfg = JSON.parse(await fsp.readFile(path.join(home, POOL_FILE), 'utf8'))
+      fileCfg = JSON.parse(await readOwnFile(path.join(home, POOL_FILE)))
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new VsmError('EINVAL', `cannot read ${path.join(home, POOL_FILE)}: ${errMsg(e)}`)
       const scan = await Pool.scan(home)
@@ -263,7 +250,7 @@ export class Pool extends EventEmitter {
     pool.refused = refused
     try {
       await pool.assemble(fileCfg)
-      if (!(await exists(path.join(home, POOL_FILE)))) await writeFileDurable(path.join(home, POOL_FILE), JSON.stringify(pool.cfg, null, 2) + '\n')
+      if (!(await exists(path.join(home, POOL_FILE)))) await writeFileAtomic(path.join(home, POOL_FILE), JSON.stringify(pool.cfg, null, 2) + '\n')
     } catch (e) {
       await pool.abandon()
       throw e
@@ -334,7 +321,7 @@ export class Pool extends EventEmitter {
         const r = this.rt.get(d.id)!
         if (!r.missing && (!r.label || r.label.seq < next.seq)) await this.writeDeviceLabel(next, d).catch(() => {})
       }))
-      if (fileCfg.seq !== next.seq) await writeFileDurable(path.join(this.home, POOL_FILE), JSON.stringify(next, null, 2) + '\n')
+      if (fileCfg.seq !== next.seq) await writeFileAtomic(path.join(this.home, POOL_FILE), JSON.stringify(next, null, 2) + '\n')
     }
   }
 
@@ -405,7 +392,7 @@ export class Pool extends EventEmitter {
     if (present.length > 0 && written === 0) {
       throw new VsmError('EIO', `could not write the pool configuration to any device: ${errMsg(firstErr)}`)
     }
-    await writeFileDurable(path.join(this.home, POOL_FILE), JSON.stringify(next, null, 2) + '\n')
+    await writeFileAtomic(path.join(this.home, POOL_FILE), JSON.stringify(next, null, 2) + '\n')
     this.cfg = next
   }
 
