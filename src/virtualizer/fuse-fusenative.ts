@@ -2,6 +2,7 @@
 // requests, every request on Node's main thread, no fallocate/lseek/ioctl). A thin
 // adapter from its callback convention onto the view's operation table.
 import type { Logger } from 'pino'
+import type { TimeSpec } from '../fs'
 import { ROOT_CALLER, callOp, type FuseOps } from './fuse-ops'
 import type { FuseBinding, MountOptions } from './fuse-view'
 
@@ -9,6 +10,15 @@ import type { FuseBinding, MountOptions } from './fuse-view'
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const Fuse = require('fuse-native')
 type Cb = (code: number, value?: unknown) => void
+
+/**
+ * libfuse2 hands UTIME_NOW and UTIME_OMIT over as {0 s, (1 << 30) - 1 or - 2 ns}, which
+ * fuse-native turns into the same 1073 ms: both read as "now". (fuse-native also passes
+ * the atime as the mtime, so `touch -m -d` cannot work through it; the libfuse3 binding
+ * carries both times and both flags.)
+ */
+const UTIME_SENTINEL_MS = Math.floor(((1 << 30) - 1) / 1e6)
+const utimeOf = (ms: number): TimeSpec => (ms === UTIME_SENTINEL_MS ? 'now' : ms)
 
 /** fuse-native's callbacks: (0, value) on success, (-errno) on failure; read/write answer with a count in the code position. */
 function adapt(ops: FuseOps, log: Logger) {
@@ -36,12 +46,16 @@ function adapt(ops: FuseOps, log: Logger) {
     rmdir: (p: string, cb: Cb) => done('rmdir', cb, () => ops.rmdir(p)),
     chmod: (p: string, mode: number, cb: Cb) => done('chmod', cb, () => ops.chmod(p, mode)),
     chown: (p: string, uid: number, gid: number, cb: Cb) => done('chown', cb, () => ops.chown(p, uid, gid)),
-    utimens: (p: string, atime: number, mtime: number, cb: Cb) => done('utimens', cb, () => ops.utimens(p, atime, mtime)),
+    utimens: (p: string, atime: number, mtime: number, cb: Cb) => done('utimens', cb, () => ops.utimens(p, utimeOf(atime), utimeOf(mtime))),
     getxattr: (p: string, name: string, _pos: number, cb: Cb) => run('getxattr', cb, () => ops.getxattr(p, name)),
     setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: Cb) =>
       done('setxattr', cb, () => ops.setxattr(p, name, value, flags)),
     listxattr: (p: string, cb: Cb) => run('listxattr', cb, () => ops.listxattr(p)),
     removexattr: (p: string, name: string, cb: Cb) => done('removexattr', cb, () => ops.removexattr(p, name)),
+    link: (from: string, to: string, cb: Cb) => done('link', cb, () => ops.link(from, to)),
+    symlink: (target: string, p: string, cb: Cb) => done('symlink', cb, () => ops.symlink(target, p, ROOT_CALLER)),
+    readlink: (p: string, cb: Cb) => run('readlink', cb, () => ops.readlink(p)),
+    mknod: (p: string, mode: number, rdev: number, cb: Cb) => done('mknod', cb, () => ops.mknod(p, mode, rdev, ROOT_CALLER)),
   }
 }
 
@@ -54,8 +68,9 @@ export function fuseNativeBinding(mountpoint: string, ops: FuseOps, log: Logger,
         force: true, mkdir: true, timeout: false,
         allowOther: opts.allowOther, defaultPermissions: opts.allowOther,
         // fuse-native passes only a fixed option list; fsname carries big_writes through
-        // (without it the kernel splits writes into 4 KiB requests).
-        fsname: 'vsm,big_writes,max_write=1048576', subtype: 'vsm',
+        // (without it the kernel splits writes into 4 KiB requests), and use_ino (without
+        // it libfuse numbers paths, so two hard links of one file show two inodes).
+        fsname: 'vsm,big_writes,max_write=1048576,use_ino', subtype: 'vsm',
       })
       await new Promise<void>((res, rej) => fuse.mount((err: Error | null) => (err ? rej(err) : res())))
     },

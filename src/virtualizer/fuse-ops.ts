@@ -8,7 +8,7 @@ import { constants as fsConstants } from 'fs'
 import { constants } from 'os'
 import type { Logger } from 'pino'
 import { VsmError } from '../block/blockdev'
-import { S_IFDIR, S_IFMT, S_IFREG, type FileSystem } from '../fs'
+import { RENAME_EXCHANGE, S_IFDIR, S_IFMT, S_IFREG, type FileSystem, type TimeSpec } from '../fs'
 import type { WriteGate } from './gate'
 import { SNAPDIR } from './paths'
 import { FLUSH, IoMeters, IoStats, READ, WRITE, counted, now } from '../metrics/io'
@@ -24,6 +24,8 @@ export const ROOT_CALLER: Caller = { uid: 0, gid: 0, pid: 0 }
 export interface Attr {
   ino: number; mode: number; uid: number; gid: number; size: number; blocks: number; nlink: number
   atime: number; mtime: number; ctime: number; blksize: number
+  /** A device node's number. */
+  rdev?: number
 }
 export interface StatFsOut {
   bsize: number; frsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number; favail: number; namemax: number
@@ -52,17 +54,24 @@ export interface FuseOps {
   fsync(fh: number, datasync: boolean): Awaitable<void>
   truncate(path: string, size: number): Awaitable<void>
   unlink(path: string): Awaitable<void>
-  rename(from: string, to: string): Awaitable<void>
+  /** flags: renameat2's RENAME_NOREPLACE, RENAME_EXCHANGE. */
+  rename(from: string, to: string, flags?: number): Awaitable<void>
   mkdir(path: string, mode: number, caller: Caller): Awaitable<void>
   rmdir(path: string): Awaitable<void>
   chmod(path: string, mode: number): Awaitable<void>
   chown(path: string, uid: number, gid: number): Awaitable<void>
-  utimens(path: string, atimeMs: number, mtimeMs: number): Awaitable<void>
+  /** Epoch ms, or 'now' / 'omit' for utimensat's UTIME_NOW / UTIME_OMIT. */
+  utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Awaitable<void>
   /** Throws ENODATA when the file has no such attribute. */
   getxattr(path: string, name: string): Awaitable<Buffer>
   setxattr(path: string, name: string, value: Buffer, flags: number): Awaitable<void>
   listxattr(path: string): Awaitable<string[]>
   removexattr(path: string, name: string): Awaitable<void>
+  link(from: string, to: string): Awaitable<void>
+  symlink(target: string, path: string, caller: Caller): Awaitable<void>
+  readlink(path: string): Awaitable<string>
+  /** mode carries the file type (fifo, socket, device, regular); rdev a device's number. */
+  mknod(path: string, mode: number, rdev: number, caller: Caller): Awaitable<void>
 }
 
 /** Negative errno for an error thrown by a handler (EIO when it names none). */
@@ -114,8 +123,11 @@ export class Handles {
 
   delete(fh: number): void { this.map.delete(fh) }
 
-  renamed(from: string, to: string): void {
-    for (const h of this.map.values()) if (h.path === from) h.path = to
+  renamed(from: string, to: string, exchanged = false): void {
+    for (const h of this.map.values()) {
+      if (h.path === from) h.path = to
+      else if (exchanged && h.path === to) h.path = from
+    }
   }
 
   openCount(path: string): number {
@@ -179,7 +191,10 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       ino = n.ino
     } else ino = fs.lookup(path)
     const io = meters && !inSnapView(path) ? meters.disk(path.slice(1)) : null
-    return handles.add({ ino, path, dirty: false, writable, io })
+    const fh = handles.add({ ino, path, dirty: false, writable, io })
+    // an open file unlinked meanwhile stays readable until its release (an orphan)
+    fs.hold(ino)
+    return fh
   }
 
   const write = async (h: Handle, buf: Buffer, pos: number): Promise<number> => {
@@ -202,8 +217,8 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
     },
     getattr: (p) => {
       if (inSnapView(p)) return snapStat(p)
-      const { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime } = fs.getattr(p)
-      return { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime, blksize: BLKSIZE }
+      const { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime, rdev } = fs.getattr(p)
+      return { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime, rdev, blksize: BLKSIZE }
     },
     readdir: (p) => {
       if (!inSnapView(p)) return fs.readdir(p)
@@ -212,8 +227,12 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       return n.entries()
     },
     open,
-    create: async (p, mode) => { rw(p); await fs.create(p, mode, 0, 0); return open(p, fsConstants.O_RDWR) },
-    release: (fh) => handles.delete(fh),
+    create: async (p, mode, caller) => { rw(p); await fs.create(p, mode, caller.uid, caller.gid); return open(p, fsConstants.O_RDWR) },
+    release: async (fh) => {
+      const { ino } = handles.get(fh)
+      handles.delete(fh)
+      await fs.release(ino)
+    },
     read: (fh, buf, pos) => {
       const h = handles.get(fh)
       return h.io ? counted(h.io, READ, now(), fs.read(h.ino, buf, pos)) : fs.read(h.ino, buf, pos)
@@ -235,12 +254,12 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
     },
     truncate: async (p, size) => { rw(p); await fs.truncate(p, size) },
     unlink: async (p) => { rw(p); await fs.unlink(p) },
-    rename: async (a, b) => {
+    rename: async (a, b, flags = 0) => {
       rw(a, b)
-      await fs.rename(a, b)
-      handles.renamed(a, b)
+      await fs.rename(a, b, flags)
+      handles.renamed(a, b, !!(flags & RENAME_EXCHANGE))
     },
-    mkdir: async (p, mode) => { rw(p); await fs.mkdir(p, mode, 0, 0) },
+    mkdir: async (p, mode, caller) => { rw(p); await fs.mkdir(p, mode, caller.uid, caller.gid) },
     rmdir: async (p) => { rw(p); await fs.rmdir(p) },
     chmod: async (p, mode) => { rw(p); await fs.chmod(p, mode) },
     chown: async (p, uid, gid) => { rw(p); await fs.chown(p, uid, gid) },
@@ -266,5 +285,12 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       if (reserved(name)) throw new VsmError('EPERM', 'reserved xattr')
       await fs.removexattr(p, name)
     },
+    link: async (a, b) => { rw(a, b); await fs.link(a, b) },
+    symlink: async (target, p, caller) => { rw(p); await fs.symlink(target, p, caller.uid, caller.gid) },
+    readlink: (p) => {
+      if (inSnapView(p)) { snapNode(p); throw new VsmError('EINVAL', 'not a symbolic link') }
+      return fs.readlink(p)
+    },
+    mknod: async (p, mode, rdev, caller) => { rw(p); await fs.mknod(p, mode, rdev, caller.uid, caller.gid) },
   }
 }

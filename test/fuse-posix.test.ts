@@ -1,0 +1,71 @@
+// POSIX through the real FUSE view: hard links, symlinks, fifos and device nodes,
+// rename edge cases and utimes, made with the ordinary tools and checked again after
+// the daemon restarts.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { execFileSync, spawn } from 'child_process'
+import { linkSync, lstatSync, mkdirSync, readFileSync, readlinkSync, renameSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'fs'
+import { join } from 'path'
+import { makeVsm } from './helpers/daemon'
+
+const vsm = makeVsm({ deviceSize: '1G' })
+const m = (...p: string[]) => join(vsm.mount, ...p)
+
+test.after(() => vsm.cleanup())
+
+test('hard links, symlinks, fifos and device nodes through the kernel, kept over a restart', async () => {
+  await vsm.up()
+  mkdirSync(m('d'))
+  writeFileSync(m('d', 'a'), 'linked data\n')
+  linkSync(m('d', 'a'), m('b'))
+  assert.is(statSync(m('b')).nlink, 2)
+  assert.is(statSync(m('b')).ino, statSync(m('d', 'a')).ino)
+  symlinkSync('d/a', m('sl'))
+  assert.ok(lstatSync(m('sl')).isSymbolicLink())
+  assert.is(readlinkSync(m('sl')), 'd/a')
+  assert.is(readFileSync(m('sl'), 'utf8'), 'linked data\n')
+  execFileSync('mkfifo', ['-m', '0640', m('fifo')])
+  execFileSync('mknod', ['-m', '0600', m('null'), 'c', '1', '3'])
+  // a fifo in the view is the kernel's: a writer and a reader meet through it
+  const writer = spawn('sh', ['-c', `echo through-the-fifo > ${m('fifo')}`])
+  assert.is(readFileSync(m('fifo'), 'utf8'), 'through-the-fifo\n')
+  await new Promise((r) => writer.on('exit', r))
+  utimesSync(m('b'), new Date('2020-01-02T03:04:05Z'), new Date('2020-01-02T03:04:05Z'))
+  await vsm.down()
+  await vsm.up()
+  assert.is(statSync(m('b')).nlink, 2)
+  assert.is(readlinkSync(m('sl')), 'd/a')
+  assert.ok(statSync(m('fifo')).isFIFO())
+  assert.is(statSync(m('fifo')).mode & 0o777, 0o640)
+  const dev = statSync(m('null'))
+  assert.ok(dev.isCharacterDevice())
+  assert.is(dev.rdev, (1 << 8) | 3)
+  assert.is(statSync(m('b')).mtime.toISOString(), '2020-01-02T03:04:05.000Z')
+  unlinkSync(m('d', 'a'))
+  // fuse-native (libfuse2's path API) caches each path's attributes for a second: the
+  // other name's link count is stale until then
+  const deadline = Date.now() + 5000
+  while (statSync(m('b')).nlink !== 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+  assert.is(statSync(m('b')).nlink, 1)
+  assert.is(readFileSync(m('b'), 'utf8'), 'linked data\n')
+  assert.throws(() => readFileSync(m('sl')), /ENOENT/)
+  const check = await vsm.json('fs', 'check')
+  assert.ok(check.ok, JSON.stringify(check))
+})
+
+test('rename: onto itself, over an empty directory, never over a full one or into itself', () => {
+  mkdirSync(m('r1'))
+  mkdirSync(m('r2'))
+  mkdirSync(m('full'))
+  writeFileSync(m('full', 'x'), 'x')
+  renameSync(m('r1'), m('r1'))
+  renameSync(m('r1'), m('r2'))
+  assert.throws(() => statSync(m('r1')), /ENOENT/)
+  assert.throws(() => renameSync(m('r2'), m('full')), /ENOTEMPTY|EEXIST/)
+  assert.throws(() => renameSync(m('r2'), m('r2', 'inner')), /EINVAL/)
+  writeFileSync(m('f'), 'f')
+  assert.throws(() => renameSync(m('f'), m('r2')), /EISDIR/)
+  assert.throws(() => renameSync(m('r2'), m('f')), /ENOTDIR/)
+})
+
+test.run()
