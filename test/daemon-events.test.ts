@@ -7,6 +7,7 @@ import { ChildProcess, spawn } from 'child_process'
 import { closeSync, fsyncSync, openSync, readFileSync, writeSync } from 'fs'
 import { join } from 'path'
 import { makeVsm, RunError, VSM } from './helpers/daemon'
+import { startForeground } from './helpers/foreground'
 import { processAlive } from '../src/cli/up'
 import { isMounted } from '../src/daemon/mounts'
 
@@ -118,25 +119,18 @@ test('up --foreground logs JSON lines to stdout at --log-level; a bad level is o
     assert.is((e as RunError).stderr.trim().split('\n').length, 1)
   }
   assert.not.ok(isMounted(vsm.mount))
-  const child = spawn(VSM, ['up', '--foreground', '--log-level', 'warn', '--home', vsm.home], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  child.stdout!.on('data', (b) => { out += b })
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
+  const { child, out, exited } = await startForeground(vsm, [VSM, 'up', '--foreground', '--log-level', 'warn', '--home', vsm.home])
   try {
-    const deadline = Date.now() + 60_000
-    for (;;) {
-      try { await vsm.run('status'); break } catch (e) { if (Date.now() > deadline) throw e; await sleep(100) }
-    }
     await vsm.run('device', 'offline', 'd1')
-    const line = await until('device.offline on stdout', () => out.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((l) => l.event === 'device.offline'))
+    const line = await until('device.offline on stdout', () => out().split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((l) => l.event === 'device.offline'))
     assert.equal([line.device, line.level], ['d1', 40])
     await vsm.run('device', 'online', 'd1')
     await vsm.run('job', 'wait', '--all')
     await vsm.down()
     assert.is(await exited, 0)
-    const lines = out.split('\n').filter(Boolean).map((l) => JSON.parse(l))
+    const lines = out().split('\n').filter(Boolean).map((l) => JSON.parse(l))
     // warn and above only: neither the start nor the online (info) reached stdout
-    assert.ok(lines.every((l) => l.level >= 40), out)
+    assert.ok(lines.every((l) => l.level >= 40), out())
     assert.not.ok(lines.some((l) => l.event === 'daemon.started'))
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL')
