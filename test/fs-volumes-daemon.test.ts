@@ -3,9 +3,10 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { createHash } from 'crypto'
-import { closeSync, fsyncSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'fs'
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'fs'
 import { join } from 'path'
 import { makeVsm } from './helpers/daemon'
+import { SLOT, startWriter, verifyAcknowledged } from './helpers/crash-writer'
 
 const vsm = makeVsm({ deviceSize: '256M' })
 test.after(() => vsm.cleanup())
@@ -80,6 +81,66 @@ test('fs add-volume on the running daemon: a disk created on it is written throu
   rmSync(join(vsm.home, 'vsm.json'), { force: true })
   await vsm.up()
   assert.equal((await vsm.json('status')).fs.volumes, ['vol0', 'v1'])
+  await verifyAll()
+})
+
+const MOVE_SLOTS = 250 // not a power of two: the writer's generator cycles through few slots of a power of two
+const acks = (journal: string) => !existsSync(journal) ? 0 : readFileSync(journal, 'utf8').split('\n').filter((l) => l.startsWith('ack')).length
+async function until(what: string, ok: () => boolean | Promise<boolean>, ms = 30_000) {
+  const deadline = Date.now() + ms
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+const volumesOf = async (disk: string) => [...new Set((await vsm.json('disk', 'map', disk)).extents.map((e: any) => e.volume))].sort()
+
+test('fs move under a writer process: the job moves every extent, every acknowledged byte is there', async () => {
+  await vsm.run('disk', 'create', 'mv.img', '--size', `${MOVE_SLOTS * SLOT / 1024}K`)
+  const img = join(vsm.mount, 'mv.img'), journal = join(vsm.home, 'mv.journal')
+  writeFileSync(img, Buffer.alloc(MOVE_SLOTS * SLOT, 0x11))
+  assert.equal(await volumesOf('mv.img'), ['vol0'])
+  const stop = new AbortController()
+  const exited = startWriter(img, journal, MOVE_SLOTS, 1, stop.signal)
+  try {
+    await until('the writer to start', () => acks(journal) > 5)
+    const out = await vsm.run('fs', 'move', 'mv.img', '--volume', 'v1', '--rate', '8M')
+    const job = /job (\d+)/.exec(out)![1]
+    const done = await vsm.json('job', 'wait', job)
+    assert.not.ok(done.error, done.error)
+    assert.is(done.result.placement.v1, MOVE_SLOTS * SLOT)
+    assert.ok(acks(journal) > 20, 'the writer made no progress during the move')
+  } finally {
+    stop.abort()
+    await exited
+  }
+  const checked = verifyAcknowledged(img, journal)
+  assert.ok(checked > 10, `${checked} slots checked, ${acks(journal)} acks`)
+  assert.equal(await volumesOf('mv.img'), ['v1'])
+  const fsck = await vsm.json('fs', 'check')
+  assert.ok(fsck.ok, fsck.errors.join('; '))
+  assert.match(await vsm.run('fs', 'move', 'mv.img', '--volume', 'nosuch').catch((e) => e.stderr), /nosuch/)
+})
+
+test('kill -9 during fs move under a writer: up, fs check clean, every acknowledged write there; running it again finishes', async () => {
+  const img = join(vsm.mount, 'mv.img'), journal = join(vsm.home, 'mv.journal')
+  const exited = startWriter(img, journal, MOVE_SLOTS, 2)
+  await until('the writer to start', () => acks(journal) > 5)
+  const out = await vsm.run('fs', 'move', 'mv.img', '--volume', 'vol0', '--rate', '4M')
+  const job = /job (\d+)/.exec(out)![1]
+  await until('the move to be under way', async () => (await vsm.json('job', 'list')).find((j: any) => String(j.id) === job).progress.done > 512)
+  vsm.kill9()
+  await exited
+  await vsm.up()
+  const fsck = await vsm.json('fs', 'check')
+  assert.ok(fsck.ok, fsck.errors.join('; '))
+  assert.ok(verifyAcknowledged(img, journal) > 10)
+  assert.equal(await volumesOf('mv.img'), ['v1', 'vol0'])
+  const again = /job (\d+)/.exec(await vsm.run('fs', 'move', 'mv.img', '--volume', 'vol0'))![1]
+  assert.not.ok((await vsm.json('job', 'wait', again)).error)
+  assert.equal(await volumesOf('mv.img'), ['vol0'])
+  assert.ok(verifyAcknowledged(img, journal) > 10)
+  disks['mv.img'] = sum(img)
   await verifyAll()
 })
 

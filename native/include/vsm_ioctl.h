@@ -151,8 +151,10 @@ VSM_STATIC_ASSERT(sizeof(struct vsm_disk_io) == 16, "struct vsm_disk_io");
 #define VSM_IOC_FS_STAT          VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x01, 0) /* 0xc0004601 */
 /* fs.check: check file system consistency */
 #define VSM_IOC_FS_CHECK         VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x02, 0) /* 0xc0004602 */
-/* fs.add-volume: add a pool volume to the running file system */
-#define VSM_IOC_FS_ADD_VOLUME    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x10, 0) /* 0xc0004610 */
+/* fs.volume.add: add a pool volume to the running file system */
+#define VSM_IOC_FS_VOLUME_ADD    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x10, 0) /* 0xc0004610 */
+/* fs.move: move a file's extents to another volume while it is in use (a job) */
+#define VSM_IOC_FS_MOVE          VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x30, 0) /* 0xc0004630 */
 /* device.add: add a backing device to the pool */
 #define VSM_IOC_DEVICE_ADD       VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'L', 0x01, 0) /* 0xc0004c01 */
 /* device.list: list devices */
@@ -242,7 +244,8 @@ VSM_STATIC_ASSERT(VSM_IOC_SNAPSHOT_REVERT == 0xc0005622U, "snapshot.revert");
 VSM_STATIC_ASSERT(VSM_IOC_SNAPSHOT_DELETE == 0xc0005623U, "snapshot.delete");
 VSM_STATIC_ASSERT(VSM_IOC_FS_STAT == 0xc0004601U, "fs.stat");
 VSM_STATIC_ASSERT(VSM_IOC_FS_CHECK == 0xc0004602U, "fs.check");
-VSM_STATIC_ASSERT(VSM_IOC_FS_ADD_VOLUME == 0xc0004610U, "fs.add-volume");
+VSM_STATIC_ASSERT(VSM_IOC_FS_VOLUME_ADD == 0xc0004610U, "fs.volume.add");
+VSM_STATIC_ASSERT(VSM_IOC_FS_MOVE == 0xc0004630U, "fs.move");
 VSM_STATIC_ASSERT(VSM_IOC_DEVICE_ADD == 0xc0004c01U, "device.add");
 VSM_STATIC_ASSERT(VSM_IOC_DEVICE_LIST == 0x80004c02U, "device.list");
 VSM_STATIC_ASSERT(VSM_IOC_DEVICE_REMOVE == 0xc0004c03U, "device.remove");
@@ -306,7 +309,8 @@ VSM_STATIC_ASSERT(VSM_IOC_HSM_STATUS == 0xc0004807U, "hsm.status");
   X(VSM_IOC_SNAPSHOT_DELETE, "snapshot.delete", 'V', 0x23, 0) \
   X(VSM_IOC_FS_STAT, "fs.stat", 'F', 0x01, 0) \
   X(VSM_IOC_FS_CHECK, "fs.check", 'F', 0x02, 0) \
-  X(VSM_IOC_FS_ADD_VOLUME, "fs.add-volume", 'F', 0x10, 0) \
+  X(VSM_IOC_FS_VOLUME_ADD, "fs.volume.add", 'F', 0x10, 0) \
+  X(VSM_IOC_FS_MOVE, "fs.move", 'F', 0x30, 0) \
   X(VSM_IOC_DEVICE_ADD, "device.add", 'L', 0x01, 0) \
   X(VSM_IOC_DEVICE_LIST, "device.list", 'L', 0x02, 0) \
   X(VSM_IOC_DEVICE_REMOVE, "device.remove", 'L', 0x03, 0) \

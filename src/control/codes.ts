@@ -133,7 +133,8 @@ const EXTENDED: Row[] = [
   // F: fs
   ['fs.stat', 'F', 0x01, 'readwrite', 'file system or file statistics'],
   ['fs.check', 'F', 0x02, 'readwrite', 'check file system consistency'],
-  ['fs.add-volume', 'F', 0x10, 'readwrite', 'add a pool volume to the running file system'],
+  ['fs.volume.add', 'F', 0x10, 'readwrite', 'add a pool volume to the running file system'],
+  ['fs.move', 'F', 0x30, 'readwrite', "move a file's extents to another volume while it is in use (a job)"],
 
   // L: volume manager
   ['device.add', 'L', 0x01, 'readwrite', 'add a backing device to the pool'],

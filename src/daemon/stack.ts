@@ -196,7 +196,7 @@ export class Stack {
     }))
     this.server.register('V', dispatch(diskCommands(this.disks)))
     this.server.register('L', dispatch(volumeCommands(this.pool)))
-    this.server.register('F', dispatch(fsCommands(this.fs, poolVolumes(this.pool, this.meters))))
+    this.server.register('F', dispatch(fsCommands(this.fs, poolVolumes(this.pool, this.meters), this.server.jobs)))
     this.server.registerStandard(standardDiskHandler(this.fs, this.gate, this.meters))
   }
 }

@@ -3,6 +3,8 @@ import type { CommandTable } from '../control/dispatch'
 import { VsmError } from '../block/blockdev'
 import type { VolumeSource } from './discover'
 import type { FileSystem } from './filesystem'
+import type { Jobs } from '../control/jobs'
+import { startMove } from './move'
 
 function volumeName(v: unknown): string {
   if (typeof v !== 'string' || !v) throw new VsmError('EINVAL', 'volume: a volume name expected')
@@ -10,13 +12,14 @@ function volumeName(v: unknown): string {
 }
 
 /** `pool` opens the pool's volumes by name (ENOENT for one the pool does not have). */
-export function fsCommands(fs: FileSystem, pool: VolumeSource): CommandTable {
+export function fsCommands(fs: FileSystem, pool: VolumeSource, jobs: Jobs): CommandTable {
   return {
     'fs.stat': () => ({ ...fs.statfs(), volumes: fs.volumeNames(), journal: fs.journalStats() }),
     'fs.check': () => fs.check(),
-    'fs.add-volume': async (x) => {
+    'fs.volume.add': async (x) => {
       const name = volumeName(x.volume)
       return fs.addVolume(await pool.open(name), name)
     },
+    'fs.move': (x) => startMove(fs, jobs, { path: x.path, volume: volumeName(x.volume), rate: x.rate }),
   }
 }

@@ -73,6 +73,13 @@ type Op =
   | { o: 'rv'; i: number; s: number; t: number; st: number }
   /** New file i named n in directory p, sharing every block of snapshot s. */
   | { o: 'cl'; s: number; p: number; n: string; i: number; m: number; u: number; g: number; t: number; v: number; st: number }
+  /**
+   * Relocate: blocks [p, p+n) of volume v now live at [q, q+n) of volume w, in every
+   * map listed in h as (inode, file block where the run starts in it).
+   */
+  | { o: 'rl'; v: number; p: number; n: number; w: number; q: number; h: number[] }
+  /** File i's new blocks are placed on volume v. */
+  | { o: 'pv'; i: number; v: number }
 
 /**
  * An I/O that maps blocks and has not logged them yet. `replaced` are the shared
@@ -628,6 +635,18 @@ export class FileSystem {
         stamp(n, op.st)
         return []
       }
+      case 'rl': {
+        const out: Extent[] = []
+        for (let k = 0; k < op.h.length; k += 2) {
+          const h = node(op.h[k]), fb = op.h[k + 1]
+          const was = h.ext.punch(fb, fb + op.n)
+          if (was.length !== 1 || was[0].vol !== op.v || was[0].pb !== op.p || was[0].len !== op.n) throw bad(`inode ${h.ino} does not map ${op.v}:${op.p}+${op.n} at ${fb}`)
+          h.ext.insert(fb, op.w, op.q, op.n)
+          out.push(...was)
+        }
+        return out
+      }
+      case 'pv': node(op.i).vol = op.v; return []
     }
   }
 
@@ -652,6 +671,8 @@ export class FileSystem {
     this.unref(punched)
     const held = op.o === 'sn' ? op.s : op.o === 'rv' || op.o === 'cl' ? op.i : 0
     if (held) for (const e of this.inodes.get(held)!.ext.ex) this.refs[e.vol].adjust(e.pb, e.len, 1)
+    // the new blocks start with one reference (allocated); each further map holding them adds one
+    if (op.o === 'rl') for (let k = 2; k < op.h.length; k += 2) this.refs[op.w].adjust(op.q, op.n, 1)
   }
 
   private unref(extents: Extent[]) {
@@ -1813,6 +1834,122 @@ export class FileSystem {
       this.sb = sb
       return { name, size, index }
     })
+  }
+
+  /** A volume files can be placed on: in the fs and not removed. */
+  private placeable(v: number, what: string): void {
+    if (!Number.isSafeInteger(v) || v < 0 || v >= this.vols.length || this.sb.volumes[v].removed) throw err('EINVAL', `${what}: no volume ${v} in the fs`)
+  }
+
+  /** New blocks of file `ino` go to volume `vol` from now on (fs move sets it before relocating). */
+  setPlacement(ino: number, vol: number): void {
+    this.live()
+    this.placeable(vol, 'placement')
+    const n = this.fileNode(ino)
+    if (n.snapOf) throw err('EROFS', 'a snapshot is read-only')
+    if (n.vol !== vol) this.exec({ o: 'pv', i: ino, v: vol })
+  }
+
+  /** Per volume, the bytes a file's (or snapshot's) extents occupy there. */
+  placementOf(ino: number): Record<string, number> {
+    this.live()
+    const out: Record<string, number> = {}
+    for (const e of this.node(ino).ext.ex) {
+      const name = this.sb.volumes[e.vol].name
+      out[name] = (out[name] ?? 0) + e.len * BS
+    }
+    return out
+  }
+
+  /**
+   * Every map that holds physical run r, as pieces contiguous in each of them: the
+   * file's own piece, and for a shared run the snapshots and clones that map it too
+   * (a scan of all maps, paid only for shared blocks).
+   */
+  private holdersOf(n: Inode, r: Extent): { vol: number; pb: number; len: number; h: [Inode, number][] }[] {
+    if (!this.refs[r.vol].anyShared(r.pb, r.len)) return [{ vol: r.vol, pb: r.pb, len: r.len, h: [[n, r.fb]] }]
+    const end = r.pb + r.len
+    const hits: { m: Inode; fb: number; lo: number; hi: number }[] = []
+    const cuts = new Set<number>([r.pb, end])
+    for (const m of this.inodes.values()) {
+      for (const e of m.ext.ex) {
+        if (e.vol !== r.vol || e.pb >= end || e.pb + e.len <= r.pb) continue
+        const lo = Math.max(e.pb, r.pb), hi = Math.min(e.pb + e.len, end)
+        hits.push({ m, fb: e.fb + (lo - e.pb), lo, hi })
+        cuts.add(lo); cuts.add(hi)
+      }
+    }
+    const at = [...cuts].sort((a, b) => a - b)
+    const out: { vol: number; pb: number; len: number; h: [Inode, number][] }[] = []
+    for (let k = 0; k + 1 < at.length; k++) {
+      const lo = at[k], hi = at[k + 1]
+      out.push({ vol: r.vol, pb: lo, len: hi - lo, h: hits.filter((x) => x.lo <= lo && hi <= x.hi).map((x) => [x.m, x.fb + (lo - x.lo)]) })
+    }
+    return out
+  }
+
+  /**
+   * Move the blocks file `ino` maps in [b0, b1) onto volume `to`, while the file is in
+   * use: the HSM's mechanism and fs move's step. Each run is copied, then one `rl` op
+   * remaps it in every map that holds it (snapshots and clones keep sharing it). The
+   * file's I/O drains first and the moved ranges of every holder are pending during the
+   * copy, so reads and writes there wait for the step (one chunk) and nothing is lost;
+   * the old blocks are freed after the commit that carries the remap, and the remap is
+   * journaled only after the copies (data=ordered). Returns the blocks moved.
+   */
+  async relocate(ino: number, b0: number, b1: number, to: number): Promise<number> {
+    this.placeable(to, 'relocate')
+    if (!Number.isSafeInteger(b0) || !Number.isSafeInteger(b1) || b0 < 0 || b1 < b0) throw err('EINVAL', `bad block range ${b0}..${b1}`)
+    let pieces: { vol: number; pb: number; len: number; h: [Inode, number][] }[]
+    for (;;) {
+      this.live()
+      const n = this.fileNode(ino)
+      const runs = n.ext.segments(b0, b1).filter((sg) => sg.pb >= 0 && sg.vol !== to)
+      if (!runs.length) return 0
+      pieces = runs.flatMap((sg) => this.holdersOf(n, sg))
+      const busy = pieces.flatMap((pc) => pc.h.map(([m]) => m)).find((m) => m.busy || m.gate)
+      if (!busy) break
+      if (busy.gate && !busy.busy) await busy.gate
+      else await this.drain(busy)
+    }
+    const count = pieces.reduce((a, pc) => a + pc.len, 0)
+    if (count > this.free[to].free) throw err('ENOSPC', `no space left on volume ${this.sb.volumes[to].name} to move ${count * BS} bytes`)
+    // synchronous from here to the pending marks: no I/O can slip in between
+    const moves: { vol: number; pb: number; len: number; q: number; h: [Inode, number][] }[] = []
+    let goal = -1
+    for (const pc of pieces) {
+      let off = 0
+      for (const got of this.free[to].alloc(pc.len, goal)!) {
+        moves.push({ vol: pc.vol, pb: pc.pb + off, len: got.len, q: got.start, h: pc.h.map(([m, fb]) => [m, fb + off]) })
+        off += got.len
+        goal = got.start + got.len
+      }
+    }
+    const marks: [Inode, Pending][] = []
+    for (const mv of moves) for (const [m, fb] of mv.h) {
+      marks.push([m, this.addPending(m, fb, fb + mv.len, [], [])])
+      m.inflight++; this.inflight++
+    }
+    let ok = false
+    try {
+      for (const mv of moves) {
+        const b = Buffer.allocUnsafe(mv.len * BS)
+        await this.vols[mv.vol].read(b, mv.pb * BS)
+        await this.vols[to].write(b, mv.q * BS)
+      }
+      this.dirtyVols.add(to)
+      ok = true
+    } finally {
+      if (ok) {
+        for (const mv of moves) {
+          this.exec({ o: 'rl', v: mv.vol, p: mv.pb, n: mv.len, w: to, q: mv.q, h: mv.h.flatMap(([m, fb]) => [m.ino, fb]) })
+        }
+      } else {
+        for (const mv of moves) this.free[to].release(mv.q, mv.len)
+      }
+      for (const [m, p] of marks) this.endIo(m, p)
+    }
+    return count
   }
 
   // ---------------------------------------------------------------- close

@@ -48,9 +48,10 @@ export function verifyAcknowledged(img: string, journal: string): number {
   return checked
 }
 
-/** Starts a writer process on img; resolves when it exits (when the mount dies under it). */
-export function startWriter(img: string, journal: string, slots: number, round: number): Promise<unknown> {
-  const writer = spawn(process.execPath, [__filename, img, journal, String(slots), String(round)], { stdio: 'ignore' })
+/** Starts a writer process on img; resolves when it exits (when the mount dies under it, or `stop` aborts it). */
+export function startWriter(img: string, journal: string, slots: number, round: number, stop?: AbortSignal): Promise<unknown> {
+  const writer = spawn(process.execPath, [__filename, img, journal, String(slots), String(round)], { stdio: 'ignore', signal: stop })
+  writer.on('error', () => undefined) // an abort is reported as an error too; exit follows
   return new Promise((res) => writer.on('exit', res))
 }
 
@@ -60,7 +61,8 @@ function main() {
   const j = openSync(journal, 'a')
   const log = (s: string) => { writeSync(j, s + '\n'); fsyncSync(j) }
   let seed = Number(seedArg) * 7919
-  const next = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed }
+  // Math.imul: a plain product passes 2^53 and loses the low bits, which cycled the slots through a handful of values
+  const next = () => { seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff; return seed }
   // Versions grow across rounds too (each round is a new process with a larger seed).
   let counter = Number(seedArg) * 1_000_000
   const fd = openSync(img, 'r+')

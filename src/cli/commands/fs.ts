@@ -1,7 +1,7 @@
 // fs commands and the raw `ctl` escape hatch.
 import { Command } from 'commander'
 import { call, print, withClient } from '../call'
-import { formatSize } from '../units'
+import { formatSize, parseSize } from '../units'
 
 export function registerFs(program: Command) {
   const fsCmd = program.command('fs').description('the file system on the volumes')
@@ -10,7 +10,11 @@ export function registerFs(program: Command) {
   fsCmd.command('stat').description('blocks and inodes of the fs').action((_o, cmd) =>
     call(cmd, 'fs.stat', undefined, (s) => `${formatSize((s.blocks - s.bfree) * s.bsize)} used of ${formatSize(s.blocks * s.bsize)}; ${s.files - s.ffree} inodes; volumes ${s.volumes.join(', ')}`))
   fsCmd.command('add-volume <volume>').description('add a pool volume to the running fs (files can then be placed on it)')
-    .action((volume, _o, cmd) => call(cmd, 'fs.add-volume', { volume }, (r) => `added volume ${r.name} (${formatSize(r.size)}) to the fs`))
+    .action((volume, _o, cmd) => call(cmd, 'fs.volume.add', { volume }, (r) => `added volume ${r.name} (${formatSize(r.size)}) to the fs`))
+  fsCmd.command('move <path>').description("move a file's extents to another volume while it is in use (a job)")
+    .requiredOption('--volume <name>', 'volume to move it to').option('--rate <size>', 'at most this many bytes per second (K, M, G)')
+    .action((path, o, cmd) => call(cmd, 'fs.move', { path, volume: o.volume, rate: o.rate === undefined ? undefined : parseSize(o.rate) },
+      (r) => `moving ${r.path} to ${r.volume}: job ${r.job} (vsm job wait ${r.job})`))
 
   program.command('ctl <code> [json]').description('send a raw IOCTL-style command (name or number)')
     .action(async (code: string, json: string | undefined, _o, cmd: Command) => {
