@@ -78,6 +78,7 @@ test('the log holds an offline, the rebuild it needs and a scrub, with their obj
   assert.equal([find('volume.scrubbed')?.volume, find('volume.scrubbed')?.unrecoverable], ['vol0', 0])
   assert.ok(ev.some((e) => e.event === 'job.concluded' && e.kind === 'volume.scrub' && !e.error))
   assert.ok(find('daemon.started') && find('disk.created'))
+  assert.equal([find('pool.created')?.devices, find('pool.created')?.volumes], [['d0', 'd1'], ['vol0']])
   // info is the default level: progress chatter (debug) stays out of the file
   assert.not.ok(find('job.progress'))
 })

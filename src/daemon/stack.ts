@@ -67,8 +67,8 @@ export class Stack {
     await fsp.mkdir(home, { recursive: true, mode: 0o700 })
     let pool: Pool
     if (!(await Pool.exists(home))) {
-      log.info({ home, deviceSize: opts.defaultDeviceSize }, 'no pool: creating the embedded default')
       pool = await createDefaultPool(home, opts.defaultDeviceSize, { protectedPaths: [opts.mount] })
+      events.publish('pool.created', { home, devices: pool.listDevices().map((d) => d.name), volumes: pool.listVolumes().map((v) => v.name), deviceSize: opts.defaultDeviceSize, reason: 'no pool in the home: the embedded default' })
     } else {
       pool = await Pool.open(home, { protectedPaths: [opts.mount] })
     }
