@@ -38,12 +38,12 @@ test('an event is logged with its name, object and level, and reaches every subs
   assert.ok(lines.some((l) => l.msg === 'event subscriber failed' && l.level === 50))
 })
 
-test('jobs publish created, state, progress (debug), cancelling and concluded into their sink', async () => {
+test('jobs publish created, state, progress (debug but each tenth at info), cancelling and concluded into their sink', async () => {
   const ev = new Events()
   const got: VsmEvent[] = []
   ev.subscribe((e) => got.push(e))
   const jobs = new Jobs({ events: ev, progressIntervalMs: 0 })
-  const ok = jobs.start('volume.scrub', async (_s, p) => { p(1, 2); p(2) })
+  const ok = jobs.start('volume.scrub', async (_s, p) => { p(0, 40); for (let i = 1; i <= 40; i++) p(i) })
   await jobs.wait(ok)
   const failed = jobs.start('volume.rebuild', async () => { throw new VsmError('EIO', 'd1 failed') })
   await jobs.wait(failed)
@@ -52,7 +52,10 @@ test('jobs publish created, state, progress (debug), cancelling and concluded in
   jobs.cancel(cancelled)
   await jobs.wait(cancelled)
   const of = (id: number) => got.filter((e) => (e.data as any).id === id).map((e) => `${e.event}:${e.level}`)
-  assert.equal(of(ok), ['job.created:info', 'job.state:info', 'job.progress:debug', 'job.progress:debug', 'job.concluded:info'])
+  const progress = got.filter((e) => (e.data as any).id === ok && e.event === 'job.progress')
+  assert.is(progress.length, 41)
+  assert.equal(progress.filter((e) => e.level === 'info').map((e) => (e.data as any).progress.done), [4, 8, 12, 16, 20, 24, 28, 32, 36, 40])
+  assert.equal(of(ok).filter((e) => !e.startsWith('job.progress')), ['job.created:info', 'job.state:info', 'job.concluded:info'])
   assert.equal(of(failed), ['job.created:info', 'job.state:info', 'job.concluded:warn'])
   assert.equal(of(cancelled), ['job.created:info', 'job.state:info', 'job.cancelling:info', 'job.concluded:info'])
 })

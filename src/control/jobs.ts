@@ -68,6 +68,8 @@ interface Job {
   resumeWaiters: Array<() => void>
   lastProgressEvent: number
   progressTimer: NodeJS.Timeout | null
+  /** The last tenth of the way its progress was published at info (so the log keeps it). */
+  loggedTenth?: number
 }
 
 function cancelledError(): VsmError { return new VsmError('ECANCELED', 'job was cancelled') }
@@ -269,17 +271,25 @@ export class Jobs extends EventEmitter {
 
   private publish(event: JobEvent['event'], job: Job): void {
     const data = snapshot(job.info)
-    this.events.publish(event, data, eventLevel(event, data))
+    this.events.publish(event, data, event === 'job.progress' ? progressLevel(job) : eventLevel(event, data))
     // A throwing listener is a bug elsewhere; it must not take the job down with it.
     try { this.emit(event, data) } catch { /* ignored */ }
     try { this.emit('event', { event, data } satisfies JobEvent) } catch { /* ignored */ }
   }
 }
 
-/** Progress is chatter (debug); a job that failed is a warning; the rest is the record of what ran. */
+/** A job that failed is a warning; the rest is the record of what ran. */
 function eventLevel(event: JobEvent['event'], info: JobInfo): EventLevel {
-  if (event === 'job.progress') return 'debug'
   if (event === 'job.concluded' && info.error && info.error.code !== 'ECANCELED') return 'warn'
+  return 'info'
+}
+
+/** Progress is chatter (debug) but for each tenth of the way, which the log keeps at info. */
+function progressLevel(job: Job): EventLevel {
+  const { done, total } = job.info.progress
+  const tenth = total > 0 ? Math.floor((10 * Math.min(done, total)) / total) : 0
+  if (tenth <= (job.loggedTenth ?? 0)) return 'debug'
+  job.loggedTenth = tenth
   return 'info'
 }
 
