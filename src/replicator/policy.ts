@@ -1,0 +1,98 @@
+// Replication policy, apart from the mechanism: when to (re)connect and how long to
+// back off after a failed or dropped link, and which state a group is in for status.
+// The mechanism (log, shipper, applier, wire) never sleeps or retries by itself.
+
+export type Mode = 'async' | 'sync'
+export const MODES: readonly Mode[] = ['async', 'sync']
+
+export type ReplState = 'syncing' | 'replicating' | 'disconnected' | 'paused' | 'failed'
+
+/** Exponential backoff with jitter: 0.5 s doubling to 30 s, reset once a session comes up. */
+export function backoffMs(attempt: number, base = 500, max = 30_000): number {
+  return Math.min(max, base * 2 ** Math.min(attempt, 16)) * (0.5 + Math.random() / 2)
+}
+
+/** In sync mode a flush waits for the secondary, except while the operator paused the group. */
+export function flushWaitsForSecondary(mode: Mode, paused: boolean): boolean {
+  return mode === 'sync' && !paused
+}
+
+export function stateOf(g: { failed: boolean; paused: boolean; synced: boolean; connected: boolean }): ReplState {
+  if (g.failed) return 'failed'
+  if (g.paused) return 'paused'
+  if (!g.connected) return 'disconnected'
+  return g.synced ? 'replicating' : 'syncing'
+}
+
+export interface KeeperOptions<L> {
+  connect(): Promise<L>
+  /** Runs one session; resolves with why it ended. `up()` is called once it is established. */
+  session(link: L, up: () => void): Promise<string>
+  onEvent(what: 'connect-failed' | 'session-ended', detail: string, retryInMs: number): void
+  backoff?: (attempt: number) => number
+}
+
+/** Keeps a link up: connect, run a session, back off, again, until stopped; holds off while paused. */
+export class LinkKeeper<L extends { close(why?: string): void }> {
+  private stopped = false
+  private paused = false
+  private current: L | null = null
+  private wake: (() => void) | null = null
+  private loop: Promise<void> | null = null
+
+  constructor(private readonly opts: KeeperOptions<L>) {}
+
+  start(paused: boolean): void {
+    this.paused = paused
+    this.loop ??= this.run()
+  }
+
+  setPaused(paused: boolean): void {
+    this.paused = paused
+    if (paused) this.current?.close('paused')
+    this.wake?.()
+  }
+
+  /** Drops the current link at once (tests; an operator's kick); the loop reconnects. */
+  drop(why: string): void { this.current?.close(why) }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    this.current?.close('stopping')
+    this.wake?.()
+    await this.loop
+  }
+
+  private sleep(ms: number, keepAlive = true): Promise<void> {
+    return new Promise((r) => {
+      const t = setTimeout(() => { this.wake = null; r() }, ms)
+      if (!keepAlive) t.unref() // a paused group is no reason to keep a process alive
+      this.wake = () => { clearTimeout(t); this.wake = null; r() }
+    })
+  }
+
+  private async run(): Promise<void> {
+    let attempt = 0
+    const backoff = this.opts.backoff ?? backoffMs
+    while (!this.stopped) {
+      if (this.paused) { await this.sleep(3_600_000, false); continue }
+      let link: L
+      try {
+        link = await this.opts.connect()
+      } catch (e) {
+        const wait = backoff(attempt++)
+        this.opts.onEvent('connect-failed', (e as Error).message, wait)
+        await this.sleep(wait)
+        continue
+      }
+      if (this.stopped || this.paused) { link.close('stopping'); continue }
+      this.current = link
+      const why = await this.opts.session(link, () => { attempt = 0 })
+      this.current = null
+      if (this.stopped) break
+      const wait = backoff(attempt++)
+      this.opts.onEvent('session-ended', why, wait)
+      if (!this.paused) await this.sleep(wait)
+    }
+  }
+}

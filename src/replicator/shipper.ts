@@ -1,0 +1,125 @@
+// The primary's half of the wire mechanism: one session per link. Says hello, learns
+// from the secondary's welcome where it stands, then sends the log's durable records
+// in seq order within a window, rewinds on a nack or when acknowledgements stop
+// coming (a lost record), and reports each durable position the secondary
+// acknowledges. It never decides when to connect or to give up: that is policy.ts.
+import { VsmError } from '../block/blockdev'
+import type { ReplicationLog } from './log'
+import type { PrimaryLink, ToPrimary, VolumeSpec } from './wire'
+
+export interface ShipperOptions {
+  /** Records sent and not yet acknowledged as received. */
+  window?: number
+  /** With records outstanding and no acknowledgement for this long, send again from the last acknowledged. */
+  retransmitMs?: number
+}
+
+export interface SessionHooks {
+  hello: { group: string; logId: string; volumes: VolumeSpec[] }
+  /** The secondary holds everything up to seq durably. */
+  onDurable(seq: number): void
+  /** The welcome arrived: the session is up. */
+  onWelcome(): void
+}
+
+export class Shipper {
+  private link: PrimaryLink | null = null
+  private sendNext = 0
+  private ackedNext = 0
+  private pumping = false
+  private lastProgress = Date.now()
+  private timer: NodeJS.Timeout | null = null
+  private hooks: SessionHooks | null = null
+
+  constructor(private readonly log: ReplicationLog, private readonly opts: ShipperOptions = {}) {}
+
+  get connected(): boolean { return this.link !== null && this.sendNext > 0 }
+
+  /** Runs a session over link until it closes; resolves with why. Rejects the session when the secondary is behind the log's tail. */
+  session(link: PrimaryLink, hooks: SessionHooks): Promise<string> {
+    return new Promise((resolve) => {
+      this.link = link
+      this.hooks = hooks
+      this.sendNext = 0
+      // a hello or welcome lost on the way (or a remote that hangs) must not hold the session forever
+      const helloTimer = setTimeout(() => { if (this.sendNext === 0) link.close('no welcome from the secondary') }, 4 * (this.opts.retransmitMs ?? 5000))
+      link.onClose((why) => {
+        clearTimeout(helloTimer)
+        if (this.timer) clearInterval(this.timer)
+        this.timer = null
+        if (this.link === link) this.link = null
+        resolve(why)
+      })
+      link.onMessage((m) => this.onMessage(link, m))
+      link.send({ t: 'hello', ...hooks.hello })
+    })
+  }
+
+  /** New durable records in the log: send what the window allows. */
+  kick(): void { void this.pump() }
+
+  private onMessage(link: PrimaryLink, m: ToPrimary): void {
+    if (link !== this.link) return
+    switch (m.t) {
+      case 'welcome':
+        if (this.sendNext > 0) return // a duplicate
+        if (m.next < this.log.tailSeq) {
+          link.close(`the secondary is at ${m.next - 1}, behind the log's tail ${this.log.tailSeq}: it needs a full resync`)
+          return
+        }
+        if (m.next > this.log.headSeq + 1) {
+          link.close(`the secondary holds records up to ${m.next - 1} that this log (head ${this.log.headSeq}) never had: split brain or another primary`)
+          return
+        }
+        this.sendNext = this.ackedNext = m.next
+        this.lastProgress = Date.now()
+        this.hooks!.onDurable(m.durable)
+        this.hooks!.onWelcome()
+        this.timer = setInterval(() => this.checkStalled(), Math.max(50, (this.opts.retransmitMs ?? 5000) / 4))
+        void this.pump()
+        return
+      case 'ack':
+        if (m.next > this.ackedNext) { this.ackedNext = m.next; this.lastProgress = Date.now() }
+        if (this.sendNext < this.ackedNext) this.sendNext = this.ackedNext
+        this.hooks!.onDurable(m.durable)
+        void this.pump()
+        return
+      case 'nack':
+        if (m.next >= this.ackedNext && m.next < this.sendNext) this.sendNext = m.next
+        this.ackedNext = Math.max(this.ackedNext, m.next)
+        this.lastProgress = Date.now()
+        void this.pump()
+        return
+      case 'error':
+        link.close(`secondary: ${m.message}`)
+    }
+  }
+
+  private checkStalled(): void {
+    if (!this.link || this.sendNext <= this.ackedNext) { this.lastProgress = Date.now(); return }
+    if (Date.now() - this.lastProgress < (this.opts.retransmitMs ?? 5000)) return
+    this.sendNext = this.ackedNext
+    this.lastProgress = Date.now()
+    void this.pump()
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return
+    this.pumping = true
+    try {
+      const window = this.opts.window ?? 64
+      while (this.link && this.sendNext > 0 && this.sendNext <= this.log.durableSeq && this.sendNext - this.ackedNext < window) {
+        const link = this.link
+        const seq = this.sendNext
+        const r = await this.log.read(seq)
+        if (link !== this.link || seq !== this.sendNext) continue
+        link.send({ t: 'rec', seq, kind: r.kind, vol: r.vol, offset: r.offset, length: r.length, time: r.time }, r.data)
+        this.sendNext = seq + 1
+      }
+    } catch (e) {
+      this.link?.close(e instanceof VsmError ? e.message : String(e))
+    } finally {
+      this.pumping = false
+    }
+  }
+}

@@ -1,0 +1,86 @@
+// The replication wire: the messages primary and secondary exchange, the Link they
+// travel over (an SSH exec channel in production, a seeded faulty simulation in
+// tests), and the framing that carries them on a byte stream: u32 frame length,
+// u32 JSON length, the JSON, then the raw data of a write record.
+import type { Duplex } from 'stream'
+import type { RecordKind } from './log'
+
+export interface VolumeSpec { name: string; size: number }
+
+export type ToSecondary =
+  | { t: 'hello'; group: string; logId: string; volumes: VolumeSpec[] }
+  | { t: 'rec'; seq: number; kind: RecordKind; vol: number; offset: number; length: number; time: number }
+
+export type ToPrimary =
+  /** next: the seq the secondary applies next; durable: everything up to it is on its stable storage. */
+  | { t: 'welcome'; next: number; durable: number }
+  | { t: 'ack'; next: number; durable: number }
+  /** A record arrived out of order: send again from `next`. */
+  | { t: 'nack'; next: number }
+  | { t: 'error'; code: string; message: string }
+
+export type Message = ToSecondary | ToPrimary
+
+/** One end of a message channel; data rides along with a write record. */
+export interface Link<In extends Message, Out extends Message> {
+  send(msg: Out, data?: Buffer): void
+  onMessage(fn: (msg: In, data?: Buffer) => void): void
+  /** Called once, when the link is gone for whatever reason. */
+  onClose(fn: (why: string) => void): void
+  close(why?: string): void
+}
+
+export type PrimaryLink = Link<ToPrimary, ToSecondary>
+export type SecondaryLink = Link<ToSecondary, ToPrimary>
+
+const MAX_FRAME = 8 << 20
+
+export function encodeFrame(msg: Message, data?: Buffer): Buffer {
+  const json = Buffer.from(JSON.stringify(msg))
+  const head = Buffer.alloc(8)
+  head.writeUInt32LE(4 + json.length + (data?.length ?? 0), 0)
+  head.writeUInt32LE(json.length, 4)
+  return Buffer.concat(data ? [head, json, data] : [head, json])
+}
+
+/** A Link over a byte stream (a socket, an SSH channel, stdin/stdout). */
+export function streamLink<In extends Message, Out extends Message>(input: NodeJS.ReadableStream, output: NodeJS.WritableStream, end?: Duplex | (() => void)): Link<In, Out> {
+  let onMsg: (msg: In, data?: Buffer) => void = () => undefined
+  let onClose: (why: string) => void = () => undefined
+  let closed = false
+  let pending: Buffer = Buffer.alloc(0)
+  const close = (why: string) => {
+    if (closed) return
+    closed = true
+    input.removeListener('data', onData)
+    if (typeof end === 'function') end()
+    else end?.destroy()
+    onClose(why)
+  }
+  const onData = (chunk: Buffer) => {
+    pending = pending.length ? Buffer.concat([pending, chunk]) : chunk
+    while (!closed && pending.length >= 4) {
+      const len = pending.readUInt32LE(0)
+      if (len < 4 || len > MAX_FRAME) { close(`bad frame length ${len}`); return }
+      if (pending.length < 4 + len) return
+      const jsonLen = pending.readUInt32LE(4)
+      if (jsonLen > len - 4) { close('bad frame'); return }
+      let msg: In
+      try { msg = JSON.parse(pending.toString('utf8', 8, 8 + jsonLen)) as In } catch { close('bad frame JSON'); return }
+      const data = len - 4 > jsonLen ? Buffer.from(pending.subarray(8 + jsonLen, 4 + len)) : undefined
+      pending = pending.subarray(4 + len)
+      onMsg(msg, data)
+    }
+  }
+  input.on('data', onData)
+  input.on('end', () => close('end of stream'))
+  input.on('close', () => close('stream closed'))
+  input.on('error', (e: Error) => close(e.message))
+  output.on('error', (e: Error) => close(e.message))
+  return {
+    send: (msg, data) => { if (!closed) output.write(encodeFrame(msg, data)) },
+    onMessage: (fn) => { onMsg = fn },
+    onClose: (fn) => { onClose = fn },
+    close: (why = 'closed') => close(why),
+  }
+}
