@@ -159,7 +159,8 @@ function checkName(name: string): void {
 
 function parsePath(path: string): string[] {
   if (typeof path !== 'string' || !path.startsWith('/')) throw err('EINVAL', `path must be absolute: ${JSON.stringify(path)}`)
-  if (Buffer.byteLength(path) > PATH_MAX) throw err('ENAMETOOLONG', `path longer than ${PATH_MAX} bytes`)
+  // no limit on the whole path: the kernel bounds each call's path (PATH_MAX), not how
+  // deep a file lies below the mount; names are checked one by one
   const parts = path.split('/').filter((p) => p !== '')
   for (const p of parts) checkName(p)
   return parts
