@@ -3,7 +3,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { createHash } from 'crypto'
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'fs'
+import { closeSync, existsSync, mkdirSync, fsyncSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'fs'
 import { join } from 'path'
 import { makeVsm } from './helpers/daemon'
 import { SLOT, startWriter, verifyAcknowledged } from './helpers/crash-writer'
@@ -94,6 +94,20 @@ async function until(what: string, ok: () => boolean | Promise<boolean>, ms = 30
   }
 }
 const volumesOf = async (disk: string) => [...new Set((await vsm.json('disk', 'map', disk)).extents.map((e: any) => e.volume))].sort()
+
+test('fs policy: disks created under a directory land by pattern and by directory, through the CLI', async () => {
+  mkdirSync(join(vsm.mount, 'vms'))
+  await vsm.run('fs', 'policy', 'set', 'vms', '--volume', 'v1', '--match', '*.iso')
+  assert.match(await vsm.run('fs', 'policy', 'list'), /vms\s+\*\.iso\s+v1/)
+  assert.match(await vsm.run('fs', 'policy', 'set', 'vms', '--volume', 'nosuch').catch((e) => e.stderr), /nosuch/)
+  await vsm.run('disk', 'create', 'vms/cd.iso', '--size', '1M')
+  await vsm.run('disk', 'create', 'vms/root.img', '--size', '1M')
+  assert.is((await vsm.json('disk', 'show', 'vms/cd.iso')).policies.volume, 'v1')
+  assert.is((await vsm.json('disk', 'show', 'vms/root.img')).policies.volume, 'vol0')
+  writeFileSync(join(vsm.mount, 'vms', 'cd.iso'), Buffer.alloc(1 << 20, 3))
+  assert.equal(await volumesOf('vms/cd.iso'), ['v1'])
+  for (const d of ['vms/cd.iso', 'vms/root.img']) disks[d] = sum(join(vsm.mount, d))
+})
 
 test('fs move under a writer process: the job moves every extent, every acknowledged byte is there', async () => {
   await vsm.run('disk', 'create', 'mv.img', '--size', `${MOVE_SLOTS * SLOT / 1024}K`)

@@ -8,6 +8,7 @@ import { MemDev } from './helpers/fs-memdev'
 import { okCheck, MiB } from './helpers/fs-fixture'
 import { FileSystem } from '../src/fs'
 import { mountFromVolumes, VolumeSource } from '../src/fs/discover'
+import { listPolicies, setPolicy } from '../src/fs/placement'
 import { BlockDev, VsmError } from '../src/block/blockdev'
 
 async function rejects(p: Promise<unknown>, code: string, re?: RegExp) {
@@ -311,3 +312,47 @@ mv('kill at a random write during relocate, volatile cache: the fs mounts clean 
 })
 
 mv.run()
+
+const pl = suite('fs placement policy')
+
+pl('new files land where the nearest directory rule says, by name pattern first; rules persist; bad rules change nothing', async () => {
+  const vols = [new MemDev(32 * MiB), new MemDev(16 * MiB), new MemDev(16 * MiB)]
+  await FileSystem.mkfs(vols, { volumeNames: ['a', 'b', 'c'] })
+  let fs = await FileSystem.mount(vols)
+  await fs.mkdir('/vm', 0o755, 0, 0)
+  await fs.mkdir('/vm/sub', 0o755, 0, 0)
+  await fs.mkdir('/other', 0o755, 0, 0)
+  await setPolicy(fs, '/vm', 'b')
+  await setPolicy(fs, 'vm', 'c', '*.iso')
+  await setPolicy(fs, '/other', 'c')
+  const volOf = (p: string) => (fs as any).inodes.get(fs.lookup(p)).vol
+  for (const p of ['/top.img', '/vm/x.img', '/vm/sub/y.img', '/vm/z.iso', '/vm/sub/deep.iso', '/other/o.iso']) await fs.create(p, 0o644, 0, 0)
+  assert.equal(['/top.img', '/vm/x.img', '/vm/sub/y.img', '/vm/z.iso', '/vm/sub/deep.iso', '/other/o.iso'].map(volOf), [0, 1, 1, 2, 2, 2])
+  // a nearer directory's default wins over a farther pattern
+  await setPolicy(fs, '/vm/sub', 'a')
+  await fs.create('/vm/sub/w.iso', 0o644, 0, 0)
+  assert.is(volOf('/vm/sub/w.iso'), 0)
+  // the same match again replaces the rule
+  await setPolicy(fs, '/vm', 'a', '*.iso')
+  assert.equal(listPolicies(fs), [
+    { dir: '/other', volume: 'c', match: null },
+    { dir: '/vm', volume: 'a', match: '*.iso' },
+    { dir: '/vm', volume: 'b', match: null },
+    { dir: '/vm/sub', volume: 'a', match: null },
+  ])
+  const before = JSON.stringify(listPolicies(fs))
+  await rejects(setPolicy(fs, '/top.img', 'b'), 'ENOTDIR')
+  await rejects(setPolicy(fs, '/vm', 'nosuch'), 'ENOENT')
+  await rejects(setPolicy(fs, '/vm', 'b', 'a/b'), 'EINVAL')
+  await rejects(setPolicy(fs, '/nodir', 'b'), 'ENOENT')
+  assert.is(JSON.stringify(listPolicies(fs)), before)
+  await fs.close()
+  fs = await FileSystem.mount(vols)
+  assert.is(JSON.stringify(listPolicies(fs)), before)
+  await fs.create('/vm/again.img', 0o644, 0, 0)
+  assert.is(volOf('/vm/again.img'), 1)
+  await okCheck(fs)
+  await fs.close()
+})
+
+pl.run()

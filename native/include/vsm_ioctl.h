@@ -153,6 +153,10 @@ VSM_STATIC_ASSERT(sizeof(struct vsm_disk_io) == 16, "struct vsm_disk_io");
 #define VSM_IOC_FS_CHECK         VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x02, 0) /* 0xc0004602 */
 /* fs.volume.add: add a pool volume to the running file system */
 #define VSM_IOC_FS_VOLUME_ADD    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x10, 0) /* 0xc0004610 */
+/* fs.policy.set: place new files under a directory (or only those matching a name pattern) on a volume */
+#define VSM_IOC_FS_POLICY_SET    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x20, 0) /* 0xc0004620 */
+/* fs.policy.list: list the placement policies */
+#define VSM_IOC_FS_POLICY_LIST   VSMIOC(VSMIOC_READ, 'F', 0x21, 0) /* 0x80004621 */
 /* fs.move: move a file's extents to another volume while it is in use (a job) */
 #define VSM_IOC_FS_MOVE          VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x30, 0) /* 0xc0004630 */
 /* device.add: add a backing device to the pool */
@@ -245,6 +249,8 @@ VSM_STATIC_ASSERT(VSM_IOC_SNAPSHOT_DELETE == 0xc0005623U, "snapshot.delete");
 VSM_STATIC_ASSERT(VSM_IOC_FS_STAT == 0xc0004601U, "fs.stat");
 VSM_STATIC_ASSERT(VSM_IOC_FS_CHECK == 0xc0004602U, "fs.check");
 VSM_STATIC_ASSERT(VSM_IOC_FS_VOLUME_ADD == 0xc0004610U, "fs.volume.add");
+VSM_STATIC_ASSERT(VSM_IOC_FS_POLICY_SET == 0xc0004620U, "fs.policy.set");
+VSM_STATIC_ASSERT(VSM_IOC_FS_POLICY_LIST == 0x80004621U, "fs.policy.list");
 VSM_STATIC_ASSERT(VSM_IOC_FS_MOVE == 0xc0004630U, "fs.move");
 VSM_STATIC_ASSERT(VSM_IOC_DEVICE_ADD == 0xc0004c01U, "device.add");
 VSM_STATIC_ASSERT(VSM_IOC_DEVICE_LIST == 0x80004c02U, "device.list");
@@ -310,6 +316,8 @@ VSM_STATIC_ASSERT(VSM_IOC_HSM_STATUS == 0xc0004807U, "hsm.status");
   X(VSM_IOC_FS_STAT, "fs.stat", 'F', 0x01, 0) \
   X(VSM_IOC_FS_CHECK, "fs.check", 'F', 0x02, 0) \
   X(VSM_IOC_FS_VOLUME_ADD, "fs.volume.add", 'F', 0x10, 0) \
+  X(VSM_IOC_FS_POLICY_SET, "fs.policy.set", 'F', 0x20, 0) \
+  X(VSM_IOC_FS_POLICY_LIST, "fs.policy.list", 'F', 0x21, 0) \
   X(VSM_IOC_FS_MOVE, "fs.move", 'F', 0x30, 0) \
   X(VSM_IOC_DEVICE_ADD, "device.add", 'L', 0x01, 0) \
   X(VSM_IOC_DEVICE_LIST, "device.list", 'L', 0x02, 0) \

@@ -134,6 +134,8 @@ const EXTENDED: Row[] = [
   ['fs.stat', 'F', 0x01, 'readwrite', 'file system or file statistics'],
   ['fs.check', 'F', 0x02, 'readwrite', 'check file system consistency'],
   ['fs.volume.add', 'F', 0x10, 'readwrite', 'add a pool volume to the running file system'],
+  ['fs.policy.set', 'F', 0x20, 'readwrite', 'place new files under a directory (or only those matching a name pattern) on a volume'],
+  ['fs.policy.list', 'F', 0x21, 'read', 'list the placement policies'],
   ['fs.move', 'F', 0x30, 'readwrite', "move a file's extents to another volume while it is in use (a job)"],
 
   // L: volume manager

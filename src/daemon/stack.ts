@@ -93,7 +93,7 @@ export class Stack {
       const gate = new WriteGate((ino) => events.publish('disk.thawed', { ino, reason: 'the freeze timed out' }, 'warn'))
       const disks = new DiskManager({
         fs, gate, jobs, events,
-        defaultVolume: () => fs.volumeNames()[0],
+        defaultVolume: (path) => fs.volumes()[fs.placementFor(path)].name,
         openCount: (p) => view?.openCount(p) ?? 0,
         writerCount: (p) => view?.writerCount(p) ?? 0,
         volumeIndex: async (name) => {

@@ -5,6 +5,7 @@ import type { VolumeSource } from './discover'
 import type { FileSystem } from './filesystem'
 import type { Jobs } from '../control/jobs'
 import { startMove } from './move'
+import { listPolicies, setPolicy } from './placement'
 
 function volumeName(v: unknown): string {
   if (typeof v !== 'string' || !v) throw new VsmError('EINVAL', 'volume: a volume name expected')
@@ -20,6 +21,8 @@ export function fsCommands(fs: FileSystem, pool: VolumeSource, jobs: Jobs): Comm
       const name = volumeName(x.volume)
       return fs.addVolume(await pool.open(name), name)
     },
+    'fs.policy.set': (x) => setPolicy(fs, x.dir, volumeName(x.volume), x.match),
+    'fs.policy.list': () => listPolicies(fs),
     'fs.move': (x) => startMove(fs, jobs, { path: x.path, volume: volumeName(x.volume), rate: x.rate }),
   }
 }

@@ -12,6 +12,7 @@ import { randomBytes, randomUUID } from 'crypto'
 import { BlockDev, VsmError, checkRange } from '../block/blockdev'
 import { EventSink, NULL_SINK } from '../control/events'
 import { Extent, ExtentMap, FreeMap, RefMap } from './extents'
+import { PLACEMENT_XATTR, parseRules, pick } from './placement'
 import {
   BS, JR_HDR, JR_OPS, JR_WRAP, SB_VERSION, Superblock, decodeRecordHeader, encodeCheckpoint, encodeRecord,
   planLayout, probeVolume, readCheckpoint, readLabel, readSuperblock, recordCrcOk, recordLen, superblockFits, writeLabel, writeSuperblock,
@@ -1036,8 +1037,8 @@ export class FileSystem {
   }
 
   async create(path: string, mode: number, uid: number, gid: number, opts: { volume?: number } = {}): Promise<number> {
-    const vol = opts.volume ?? 0
-    if (!Number.isSafeInteger(vol) || vol < 0 || vol >= this.vols.length || this.sb.volumes[vol].removed) throw err('EINVAL', `no volume ${opts.volume} in the fs`)
+    const vol = opts.volume ?? this.placementFor(path)
+    this.placeable(vol, 'create')
     return this.makeNode(path, mode, uid, gid, S_IFREG, vol)
   }
 
@@ -1840,6 +1841,18 @@ export class FileSystem {
   /** A volume files can be placed on: in the fs and not removed. */
   private placeable(v: number, what: string): void {
     if (!Number.isSafeInteger(v) || v < 0 || v >= this.vols.length || this.sb.volumes[v].removed) throw err('EINVAL', `${what}: no volume ${v} in the fs`)
+  }
+
+  /** The volume placement policy gives a new file at `path`: the nearest directory's rules that say something (src/fs/placement.ts). */
+  placementFor(path: string): number {
+    this.live()
+    const { dir, name } = this.resolveParent(path)
+    const live = this.volumeNames()
+    for (let d = dir; ; d = this.inodes.get(d.parent)!) {
+      const v = pick(parseRules(d.xattr.get(PLACEMENT_XATTR)), name, (x) => live.includes(x))
+      if (v !== null) return this.volumeIndex(v)
+      if (d.ino === ROOT) return 0
+    }
   }
 
   /** New blocks of file `ino` go to volume `vol` from now on (fs move sets it before relocating). */

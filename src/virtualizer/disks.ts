@@ -63,7 +63,8 @@ export interface DiskEnv {
   fs: FileSystem
   /** Index of a volume in the fs (adding it to the fs if needed); throws ENOENT for an unknown volume. */
   volumeIndex(name: string): Promise<number>
-  defaultVolume(): string
+  /** The volume placement policy gives a new disk at this path. */
+  defaultVolume(path: string): string
   /** How many handles the FUSE view holds open on a path. */
   openCount(path: string): number
   /** How many of them may write. */
@@ -95,14 +96,14 @@ export class DiskManager {
   async create(name: unknown, size: unknown, volume?: unknown, access: { owner?: unknown; mode?: unknown } = {}): Promise<DiskInfo> {
     const path = diskPath(name)
     const bytes = checkSize(size)
-    const vol = volume === undefined ? this.env.defaultVolume() : volume
-    if (typeof vol !== 'string') throw new VsmError('EINVAL', 'volume must be a name')
+    if (volume !== undefined && typeof volume !== 'string') throw new VsmError('EINVAL', 'volume must be a name')
     const mode = access.mode === undefined ? 0o644 : parseMode(access.mode)
     const { uid, gid } = access.owner === undefined ? { uid: 0, gid: 0 } : await resolveOwner(access.owner)
     const { fs } = this.env
     if (this.exists(path)) throw new VsmError('EEXIST', `disk already exists: ${name}`)
     const parent = path.slice(0, path.lastIndexOf('/')) || '/'
     if (!this.exists(parent) || (fs.getattr(parent).mode & S_IFMT) !== S_IFDIR) throw new VsmError('ENOENT', `parent directory does not exist: ${parent.slice(1) || '/'}`)
+    const vol = volume ?? this.env.defaultVolume(path)
     const index = await this.env.volumeIndex(vol)
     const record: DiskRecord = { created: Date.now(), policies: { volume: vol, replication: null, tiering: null } }
     await fs.create(path, mode, uid, gid, { volume: index })
