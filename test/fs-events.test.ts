@@ -1,10 +1,12 @@
-// The fs reports a write refused for lack of space (ENOSPC) to its event sink, naming
-// the volume and what was missing, at most once per interval however often a guest retries.
+// The fs reports to its event sink a write refused for lack of space (ENOSPC), naming
+// the volume and what was missing, at most once per interval however often a guest
+// retries; and a volume added online.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { VsmError } from '../src/block/blockdev'
 import { Events, VsmEvent } from '../src/control/events'
 import { memFs, MiB } from './helpers/fs-fixture'
+import { MemDev } from './helpers/fs-memdev'
 
 test('ENOSPC on a write is one warning event with the volume, needed and free bytes; retries are counted, not repeated', async () => {
   const { fs } = await memFs(16 * MiB)
@@ -26,6 +28,20 @@ test('ENOSPC on a write is one warning event with the volume, needed and free by
     assert.ok(d.freeBytes < MiB, JSON.stringify(d))
     for (let i = 0; i < 5; i++) await fs.write(ino, Buffer.alloc(MiB, 2), off).catch(() => undefined)
     assert.is(got.length, 1, 'a retrying writer floods the log')
+  } finally {
+    await fs.close()
+  }
+})
+
+test('adding a volume to the mounted fs is an event naming it', async () => {
+  const { fs } = await memFs(16 * MiB)
+  const events = new Events()
+  const got: VsmEvent[] = []
+  events.subscribe((e) => got.push(e))
+  fs.useEvents(events)
+  try {
+    await fs.addVolume(new MemDev(8 * MiB), 'fast')
+    assert.equal(got.map((e) => [e.event, e.level, e.data]), [['fs.volume-added', 'info', { volume: 'fast', size: 8 * MiB, index: 1 }]])
   } finally {
     await fs.close()
   }

@@ -1834,6 +1834,7 @@ export class FileSystem {
       this.free.push(FreeMap.fromAllocated(1, size / BS, [], []))
       this.refs.push(new RefMap())
       this.sb = sb
+      this.events.publish('fs.volume-added', { volume: name, size, index })
       return { name, size, index }
     })
   }
