@@ -4,27 +4,24 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { chmodSync, chownSync, existsSync, readFileSync, statSync } from 'fs'
-import { execFileSync, spawnSync } from 'child_process'
 import { join } from 'path'
 import { makeVsm, RunError } from './helpers/daemon'
+import { makeTestUser, TestUser } from './helpers/user'
 
 const vsm = makeVsm({ deviceSize: '1G' })
-const user = `vsmt${process.pid % 100000}`
+let user: TestUser
 let uid = -1, gid = -1
 
-/** Runs a command as the test user (setuid/setgid drop every supplementary group). */
-function asUser(cmd: string, args: string[]) {
-  return spawnSync(cmd, args, { uid, gid, encoding: 'utf8' })
-}
+const asUser = (cmd: string, args: string[]) => user.run(cmd, args)
 
 test.before(() => {
-  execFileSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', '--user-group', user])
-  uid = Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }))
-  gid = Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }))
+  user = makeTestUser('vsmt')
+  uid = user.uid
+  gid = user.gid
 })
 
 test.after(async () => {
-  try { await vsm.cleanup() } finally { spawnSync('userdel', [user]) }
+  try { await vsm.cleanup() } finally { user.remove() }
 })
 
 test('a user writes the disk it owns and gets EACCES on a root 0600 disk (--allow-other)', async () => {
@@ -32,7 +29,7 @@ test('a user writes the disk it owns and gets EACCES on a root 0600 disk (--allo
   chmodSync(vsm.home, 0o711)
   await vsm.up('--allow-other')
   assert.match(readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.includes(vsm.mount)) ?? '', /default_permissions.*allow_other|allow_other.*default_permissions/)
-  const mine = await vsm.json('disk', 'create', 'mine.img', '--size', '4M', '--owner', user, '--mode', '0600')
+  const mine = await vsm.json('disk', 'create', 'mine.img', '--size', '4M', '--owner', user.name, '--mode', '0600')
   assert.equal([mine.uid, mine.gid, mine.mode], [uid, gid, 0o600])
   await vsm.run('disk', 'create', 'root.img', '--size', '4M', '--mode', '600')
   const img = join(vsm.mount, 'mine.img')
@@ -81,7 +78,7 @@ test('without --allow-other the mount stays root-only and root is unaffected', a
 })
 
 test('a bad --owner or --mode is one line and creates nothing', async () => {
-  for (const [opt, val, msg] of [['--owner', 'no-such-user-vsm', /no such user/], ['--owner', `${user}:no-such-group-vsm`, /no such group/],
+  for (const [opt, val, msg] of [['--owner', 'no-such-user-vsm', /no such user/], ['--owner', `${user.name}:no-such-group-vsm`, /no such group/],
     ['--owner', 'a b', /bad user name/], ['--mode', '9999', /bad mode/], ['--mode', '12345', /bad mode/], ['--owner', ':root', /bad owner/]] as const) {
     const e = await vsm.run('disk', 'create', 'bad.img', '--size', '1M', opt, val).then(() => null, (x: RunError) => x)
     assert.ok(e, `${opt} ${val} accepted`)

@@ -19,6 +19,7 @@ import {
 } from './codec'
 import { Events, VsmEvent } from './events'
 import { Jobs } from './jobs'
+import { PeerCred, peerCredentials } from '../native/sys'
 
 export interface Command {
   name: string
@@ -58,6 +59,15 @@ export interface Greeting {
   codes: Array<{ name: string; code: number; type: ComponentType; nr: number; dir: string; standard: boolean }>
 }
 
+/** The process at the other end of a connection, as the kernel saw it connect. */
+export type Peer = PeerCred
+
+/**
+ * Decides whether a peer may send a command (throws, EPERM, when not) and may narrow
+ * it: other arguments, or a filter over the result (a listing cut to what it owns).
+ */
+export type Authorize = (peer: Peer, name: string, args: any) => { args: any; filter?: (result: any) => any }
+
 export interface ServerOptions {
   socketPath: string
   version?: string
@@ -84,11 +94,16 @@ export interface ServerOptions {
   maxInflight?: number
   /** Where to report things that are not the client's business (defaults to silence). */
   log?: (msg: string, err?: unknown) => void
+  /** Every command passes this first; without it any peer that can connect may send anything. */
+  authorize?: Authorize
+  /** A group (gid) whose members may connect: the socket becomes root:group 0660 instead of 0600. */
+  socketGroup?: number
 }
 
 interface Conn {
   id: number
   socket: net.Socket
+  peer: Peer
   decoder: FrameDecoder
   abort: AbortController
   subscribed: boolean
@@ -126,6 +141,8 @@ export class ControlServer {
   readonly maxPayload: number
   private readonly maxInflight: number
   private readonly maxConnections: number
+  private readonly authorize: Authorize
+  private readonly socketGroup: number | undefined
   private readonly idleTimeoutMs: number
   private readonly maxPartialBytes: number
   private readonly maxReplyBytes: number
@@ -150,6 +167,8 @@ export class ControlServer {
     this.maxInflight = opts.maxInflight ?? 64
     this.log = opts.log ?? (() => {})
     this.maxConnections = opts.maxConnections ?? 256
+    this.authorize = opts.authorize ?? ((_peer, _name, args) => ({ args }))
+    this.socketGroup = opts.socketGroup
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000
     this.maxPartialBytes = opts.maxPartialBytes ?? 4 * this.maxPayload
     this.maxReplyBytes = opts.maxReplyBytes ?? 2 * this.maxPayload
@@ -197,7 +216,12 @@ export class ControlServer {
         if (old !== null) trySetUmask(old)
       }
     })
-    fs.chmodSync(this.socketPath, 0o600)
+    if (this.socketGroup === undefined) {
+      fs.chmodSync(this.socketPath, 0o600)
+    } else {
+      fs.chownSync(this.socketPath, process.geteuid?.() ?? 0, this.socketGroup)
+      fs.chmodSync(this.socketPath, 0o660)
+    }
     this.socketIno = fs.statSync(this.socketPath).ino
     // After listen, server errors (EMFILE on accept ...) are logged, never thrown.
     server.on('error', (e) => this.log('control socket error', e))
@@ -269,8 +293,16 @@ export class ControlServer {
       setTimeout(() => socket.destroy(), 1000).unref()
       return
     }
+    let peer: Peer
+    try {
+      peer = peerCredentials(socket)
+    } catch (e) {
+      this.log('peer credentials unreadable: connection refused', e)
+      socket.destroy()
+      return
+    }
     const conn: Conn = {
-      id: this.nextConnId++, socket, decoder: new FrameDecoder({ maxPayload: this.maxPayload }),
+      id: this.nextConnId++, socket, peer, decoder: new FrameDecoder({ maxPayload: this.maxPayload }),
       abort: new AbortController(), subscribed: false, filter: null, queue: [], inflight: 0, closed: false, broken: false, droppedEvents: 0,
       lastActive: Date.now(), writeStalledSince: 0, partial: 0, partialPaused: false, replyReserved: 0,
     }
@@ -455,13 +487,15 @@ export class ControlServer {
     const ctx: RequestContext = {
       server: this, jobs: this.jobs, connectionId: conn.id, requestId: req.id, signal: conn.abort.signal,
     }
-    if (isStandard(def.code)) return this.routeStandard(def, req, ctx)
+    if (isStandard(def.code)) return this.routeStandard(conn, def, req, ctx)
 
     const cmd: Command = { name: def.name, code: def.code, args: decodeJson(req.payload), payload: req.payload }
+    const allowed = this.authorize(conn.peer, def.name, cmd.args)
+    cmd.args = allowed.args
     if (def.type === 'S' && BUILTIN_S.has(def.name)) return encodeJson(await this.system(conn, cmd, ctx))
     const result = await this.component(def)(cmd, ctx)
     try {
-      return encodeJson(result)
+      return encodeJson(allowed.filter ? allowed.filter(result) : result)
     } catch (e) {
       throw new VsmError('EIO', `${def.name}: result could not be encoded: ${(e as Error).message}`)
     }
@@ -484,10 +518,11 @@ export class ControlServer {
     return this.component(def)({ name: def.name, code: def.code, args, payload: Buffer.alloc(0) }, ctx)
   }
 
-  private async routeStandard(def: CommandDef, req: Frame, ctx: RequestContext): Promise<Buffer> {
+  private async routeStandard(conn: Conn, def: CommandDef, req: Frame, ctx: RequestContext): Promise<Buffer> {
     const handler = this.standard
     if (!handler) throw new VsmError('ENOSYS', `${def.name}: the virtualizer data path is not running`)
     const io = decodeDiskIo(req.payload, def.name === 'disk.write')
+    this.authorize(conn.peer, def.name, { path: io.path })
     if (def.name === 'disk.read' && io.length > this.maxPayload) {
       throw new VsmError('EINVAL', `read of ${io.length} bytes exceeds the ${this.maxPayload}-byte frame limit`)
     }

@@ -1,7 +1,7 @@
 // The daemon's home directory: made 0700 when missing, and refused (one line) when it
 // is not ours or others may write into it, since everything in it (lock, pid file,
 // configs, logs, the socket, default devices) is trusted by a daemon that runs as root.
-import { lstatSync, mkdirSync, statSync } from 'fs'
+import { chmodSync, chownSync, lstatSync, mkdirSync, statSync } from 'fs'
 import { join } from 'path'
 import { VsmError } from '../block/blockdev'
 
@@ -16,6 +16,15 @@ export function prepareHome(home: string): void {
   if (st.mode & 0o022) {
     throw new VsmError('EPERM', `home ${home} is writable by ${st.mode & 0o020 ? 'its group' : 'others'} (mode ${(st.mode & 0o7777).toString(8)}); run chmod go-w ${home}`)
   }
+}
+
+/**
+ * With --socket-group the group must reach the socket (and the mount) inside the
+ * home: the home becomes ours:group 0710, traversable but not listable or writable.
+ */
+export function openHomeToGroup(home: string, gid: number): void {
+  chownSync(home, euid(), gid)
+  chmodSync(home, 0o710)
 }
 
 /** A directory inside the home (log/), made 0700; a symlink or someone else's directory there is refused. */

@@ -12,7 +12,8 @@ import { Events } from '../control/events'
 import type { Listen } from '../metrics/http'
 import { Stack } from './stack'
 import { acquireHomeLock } from './lock'
-import { homeSubdir, prepareHome } from './home'
+import { homeSubdir, openHomeToGroup, prepareHome } from './home'
+import { resolveGroup } from '../virtualizer/owner'
 import { openOwnAppend, writeFileAtomic } from '../block/files'
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const
@@ -29,13 +30,20 @@ export interface DaemonArgs {
   allowOther?: boolean
   /** Where to serve Prometheus metrics; off when absent. */
   metrics?: Listen
+  /** A group whose members may use the control socket (name or gid). */
+  socketGroup?: string
 }
 
 export async function runDaemon(args: DaemonArgs): Promise<void> {
   let logFd: number
+  let socketGroup: number | undefined
   try {
     prepareHome(args.home)
     await acquireHomeLock(args.home)
+    if (args.socketGroup !== undefined) {
+      socketGroup = await resolveGroup(args.socketGroup)
+      openHomeToGroup(args.home, socketGroup)
+    }
     logFd = openOwnAppend(join(homeSubdir(args.home, 'log'), 'vsm.log'))
   } catch (err) {
     process.stderr.write(`vsm: ${(err as Error).message}\n`)
@@ -69,7 +77,7 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
   process.on('uncaughtException', (err) => { log.fatal({ err }, 'uncaught exception'); dest.flushSync(); process.exit(70) })
   process.on('unhandledRejection', (err) => { log.fatal({ err }, 'unhandled rejection'); dest.flushSync(); process.exit(70) })
   try {
-    stack = await Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, allowOther: args.allowOther, metrics: args.metrics, log, events, onShutdown: () => stop('shutdown command') })
+    stack = await Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, allowOther: args.allowOther, metrics: args.metrics, socketGroup, log, events, onShutdown: () => stop('shutdown command') })
   } catch (err) {
     log.error({ err }, 'start failed')
     dest.flushSync()

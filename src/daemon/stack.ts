@@ -23,6 +23,8 @@ import { IoMeters, MeteredDev } from '../metrics/io'
 import { Metrics } from '../metrics/metrics'
 import { Listen, MetricsServer } from '../metrics/http'
 import { clearStaleMount } from './mounts'
+import { authorizer } from './authz'
+import { diskPath } from '../virtualizer/paths'
 
 export const VERSION = '0.1.0'
 
@@ -33,6 +35,8 @@ export interface StackOptions {
   defaultDeviceSize: number
   /** Other users may use the view; the kernel checks each file's owner and mode. */
   allowOther?: boolean
+  /** Members of this group (gid) may use the control socket, each command authorised by its credentials. */
+  socketGroup?: number
   log: Logger
   /** The daemon's one event sink: every component publishes its state changes here. */
   events: Events
@@ -106,7 +110,10 @@ export class Stack {
       view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log, meters, { allowOther: !!opts.allowOther })
       await view.mount()
       undo.unshift(() => view!.unmount())
-      server = new ControlServer({ socketPath: join(home, 'vsm.sock'), version: VERSION, jobs, events, log: (msg, err) => log.warn({ err }, msg) })
+      server = new ControlServer({
+        socketPath: join(home, 'vsm.sock'), version: VERSION, jobs, events, log: (msg, err) => log.warn({ err }, msg),
+        socketGroup: opts.socketGroup, authorize: authorizer({ ownerOf: (p) => fs.getattr(diskPath(p)) }),
+      })
       const stack = new Stack(opts, pool, fs, disks, gate, view, server, meters)
       stack.registerCommands()
       await server.listen()

@@ -18,7 +18,7 @@ export function diskCommands(disks: DiskManager): CommandTable {
     'disk.delete': async (x) => { await disks.delete(x.path, !!x.force); return { deleted: x.path } },
     'disk.freeze': (x) => disks.freeze(x.path, x.timeoutMs),
     'disk.thaw': (x) => disks.thaw(x.path),
-    'disk.clone': (x) => disks.clone(x.source, x.path),
+    'disk.clone': (x) => disks.clone(x.source, x.path, { owner: x.owner }),
     'disk.flatten': (x) => disks.flatten(x.path),
     'disk.check': (x) => disks.check(x.path),
     'disk.map': (x) => disks.map(x.path),

@@ -171,7 +171,8 @@ export class DiskManager {
   }
 
   /** DISK@SNAP → a new writable disk sharing every block of the snapshot. */
-  async clone(ref: unknown, newName: unknown): Promise<DiskInfo> {
+  /** The clone is root's unless access.owner names another owner; it keeps the source's mode. */
+  async clone(ref: unknown, newName: unknown, access: { owner?: unknown } = {}): Promise<DiskInfo> {
     const { disk, snap } = splitSnapshotRef(ref)
     const src = this.diskOnly(disk)
     const dst = diskPath(newName)
@@ -180,7 +181,8 @@ export class DiskManager {
     fs.snapshotIno(src, snap)
     const raw = fs.getxattr(src, DISK_XATTR)
     const parent: DiskRecord | null = raw ? JSON.parse(raw.toString()) : null
-    await fs.clone(src, snap, dst)
+    const owner = access.owner === undefined ? { uid: 0, gid: 0 } : await resolveOwner(access.owner)
+    await fs.clone(src, snap, dst, { ...owner, mode: fs.getattr(src).mode & 0o7777 })
     const record: DiskRecord = {
       created: Date.now(),
       policies: parent?.policies ?? { volume: fs.volumes()[0].name, replication: null, tiering: null },

@@ -40,7 +40,7 @@ async function resolveUser(s: string): Promise<{ uid: number; gid: number | null
   return { uid: Number(e[2]), gid: Number(e[3]) }
 }
 
-async function resolveGroup(s: string): Promise<number> {
+export async function resolveGroup(s: string): Promise<number> {
   const n = numericId(s, 'group')
   if (n !== null) return n
   if (!NAME.test(s)) throw new VsmError('EINVAL', `bad group name ${JSON.stringify(s)}`)
