@@ -93,6 +93,63 @@ jobs('cancel: the signal aborts, the job concludes ECANCELED; idempotent; before
   assert.is(j.get(early).error?.code, 'ECANCELED')
 })
 
+jobs('outcomes tell done, cancelled and failed apart; cancel of a finished job leaves it done', async () => {
+  const j = new Jobs()
+  const done = j.start('ok', async () => 1)
+  const failed = j.start('bad', async () => { throw new VsmError('EIO', 'disk said no') })
+  const cancelled = j.start('slow', (signal) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error('x')))))
+  await started()
+  j.cancel(cancelled)
+  const [a, b, c] = await Promise.all([done, failed, cancelled].map((id) => j.wait(id)))
+  assert.equal([a.outcome, b.outcome, c.outcome], ['done', 'failed', 'cancelled'])
+  const again = j.cancel(done)
+  assert.is(again.outcome, 'done', 'a finished job stays done')
+  assert.not.ok(again.cancelRequested)
+})
+
+jobs('a job that unwinds runs even when cancelled before it started; a cancel it refuses is EBUSY with the reason', async () => {
+  const j = new Jobs()
+  let unwound = false
+  const id = j.start('relayout', async (_signal, progress) => {
+    try { await progress.checkpoint() } catch (e) { unwound = true; throw new VsmError('ECANCELED', 'relayout cancelled: v stays mirror') }
+  }, { unwinds: true })
+  j.cancel(id)
+  const info = await j.wait(id)
+  assert.ok(unwound, 'the job ran and unwound')
+  assert.equal(info.error, { code: 'ECANCELED', message: 'relayout cancelled: v stays mirror' })
+  assert.is(info.outcome, 'cancelled')
+  let busy = true
+  const held = j.start('switch', async (_s, progress) => { while (busy) { await progress.checkpoint(); await tick(2) } }, { refuseCancel: () => (busy ? 'switching' : null) })
+  await started()
+  assert.throws(() => j.cancel(held), (e: VsmError) => e.code === 'EBUSY' && e.message === `job ${held} (switch) cannot be cancelled: switching`)
+  assert.is(j.get(held).state, 'running')
+  busy = false
+  assert.is((await j.wait(held)).outcome, 'done')
+})
+
+jobs('with a store, ids and history survive a restart; a job open at the crash is failed (EINTR); history is bounded', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vsm-jobs-'))
+  try {
+    const store = path.join(dir, 'jobs.json')
+    const a = new Jobs({ store, keepConcluded: 3 })
+    for (let k = 0; k < 5; k++) await a.wait(a.start('scrub', async () => k))
+    const open = a.start('rebuild', () => new Promise(() => {}))
+    await started()
+    // a new registry on the same file, as after kill -9
+    const b = new Jobs({ store, keepConcluded: 3 })
+    const list = b.list()
+    assert.equal(list.map((x) => x.id), [4, 5, 6], 'the newest concluded jobs, bounded')
+    const was = b.get(open)
+    assert.is(was.outcome, 'failed')
+    assert.is(was.error?.code, 'EINTR')
+    assert.is(b.get(5).result, 4)
+    const next = b.start('scrub', async () => 0)
+    assert.is(next, open + 1, 'ids go on from where they were')
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
 jobs('pause and resume are cooperative, at checkpoints; cancel wakes a paused job', async () => {
   const j = new Jobs({ progressIntervalMs: 0 })
   let done = 0

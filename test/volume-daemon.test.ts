@@ -77,15 +77,20 @@ test('scrub finds a byte flipped in a backing file and reports the repair', asyn
 test('kill -9 during a rate-limited rebuild: up resumes it from its checkpoint', async () => {
   const out = await vsm.run('volume', 'replace', 'vol0', 'd1', 'd0', '--rate', '64M')
   const job = Number(/job (\d+)/.exec(out)![1])
-  await new Promise((r) => setTimeout(r, 1800))
+  // the first checkpoint is saved about a second in; a loaded machine takes longer to commit it
+  let saved = 0
+  for (const deadline = Date.now() + 15_000; !(saved > 0) && Date.now() < deadline;) {
+    await new Promise((r) => setTimeout(r, 100))
+    saved = JSON.parse(readFileSync(join(vsm.home, 'pool.json'), 'utf8')).volumes[0].members[1].rebuilt
+  }
+  assert.ok(saved > 0, 'checkpoint persisted')
   const show = await vsm.run('volume', 'show', 'vol0')
   assert.match(show, /rebuild onto d0: \d+% .*ETA \d+s/)
-  const saved = JSON.parse(readFileSync(join(vsm.home, 'pool.json'), 'utf8')).volumes[0].members[1].rebuilt
-  assert.ok(saved > 0, 'checkpoint persisted')
   assert.ok((await vsm.json('job', 'list')).some((j: any) => j.id === job && j.state === 'running'))
   vsm.kill9()
   await vsm.up()
-  const resumed = (await vsm.json('job', 'list')).find((j: any) => j.kind === 'volume.rebuild')
+  // the killed one is in the history (failed: EINTR); the resumed one is new
+  const resumed = (await vsm.json('job', 'list')).find((j: any) => j.kind === 'volume.rebuild' && j.id > job)
   assert.ok(resumed, 'rebuild resumed at up')
   const done = await vsm.json('job', 'wait', String(resumed.id))
   assert.not.ok(done.error, done.error?.message)
@@ -144,6 +149,31 @@ test('device add refuses a disk inside the mount and an ext4 image, changing no 
   // relative to the caller's directory, not the daemon's
   const out = execFileSync(VSM, ['device', 'add', 'rel', 'rel.img', '--size', '16M', '--home', vsm.home], { cwd: vsm.home, encoding: 'utf8' })
   assert.match(out, new RegExp(`at ${join(vsm.home, 'rel.img')}`))
+})
+
+test('job cancel of a relayout aborts it; of a finished job says so; ids and history survive a restart', async () => {
+  const out = await vsm.run('volume', 'relayout', 'vol0', '--layout', 'mirror', '--devices', 'd0,s0', '--rate', '1M')
+  const job = Number(/job (\d+)/.exec(out)![1])
+  const c = await vsm.run('job', 'cancel', String(job))
+  assert.match(c, new RegExp(`^cancelled job ${job} \\(volume.relayout\\): relayout of vol0 to mirror cancelled: vol0 stays raid5 and the new extents are freed`))
+  const v = await vol0()
+  assert.is(v.layout, 'raid5')
+  assert.not.ok(v.reshape, 'no relayout recorded')
+  assert.match(await vsm.run('device', 'offline', 'd3'), /d3 is offline/)
+  const on = await vsm.run('device', 'online', 'd3')
+  const rs = Number(/resync job (\d+)/.exec(on)![1])
+  await vsm.run('job', 'wait', String(rs))
+  assert.match(await vsm.run('job', 'cancel', String(rs)), new RegExp(`^job ${rs} \\(volume.rebuild\\) had already finished: done`))
+  await vsm.down()
+  await vsm.up()
+  const after = await vsm.json('job', 'list')
+  assert.is(after.find((j: any) => j.id === job)?.outcome, 'cancelled', 'the cancelled relayout is in the history')
+  assert.is(after.find((j: any) => j.id === rs)?.outcome, 'done')
+  assert.not.ok((await vol0()).reshape, 'no relayout resumed')
+  assert.match(await vsm.run('job', 'list'), new RegExp(`${job}\\s+volume.relayout\\s+cancelled`))
+  await vsm.run('volume', 'scrub', 'vol0')
+  const scrub = (await vsm.json('job', 'list')).find((j: any) => j.kind === 'volume.scrub' && j.id > job)
+  assert.ok(scrub?.id > rs, `new ids go on (${scrub?.id} after ${rs})`)
 })
 
 test.run()

@@ -357,4 +357,49 @@ t('two offlines issued together cannot take both copies of a mirror', async () =
   await same(v, model, 'data after the offlines')
 })
 
+t('cancel of a relayout job aborts it: the old layout stays, nothing is left locked, and no relayout resumes after a restart', async () => {
+  const { v, model } = await make('mirror', ['a', 'b'], 16 * MiB)
+  const free = pool.listDevices().map((d) => d.free)
+  const { job } = await pool.reshapeVolume('v', 'relayout', { layout: 'raid5', devices: ['b', 'c', 'd'], rate: 2 * MiB })
+  const stop = writer(v, model, 7)
+  // some of the copy done, writes going to both layouts
+  for (let i = 0; i < 200 && pool.jobs.get(job).progress.done === 0; i++) await new Promise((r) => setTimeout(r, 10))
+  pool.jobs.cancel(job)
+  const info = await pool.jobs.wait(job)
+  await stop()
+  assert.is(info.outcome, 'cancelled')
+  assert.is(info.error?.message, 'relayout of v to raid5 cancelled: v stays mirror and the new extents are freed')
+  const vi = pool.volumeInfo('v')
+  assert.is(vi.layout, 'mirror')
+  assert.is(vi.reshape, undefined, 'no relayout recorded')
+  assert.equal(pool.listDevices().map((d) => d.free), free, 'the new extents and the log are free again')
+  await same(v, model, 'after the cancelled relayout')
+  // member changes work at once
+  await pool.offlineDevice('a')
+  await pool.onlineDevice('a').then((r) => Promise.all(r.jobs.map(run)))
+  await pool.close()
+  pool = await Pool.open(home())
+  const after = pool.volumeInfo('v')
+  assert.is(after.reshape, undefined, 'no relayout after the restart')
+  assert.is(after.layout, 'mirror')
+  const v2 = await pool.openVolume('v')
+  assert.equal(pool.jobs.list().filter((j) => j.kind.startsWith('volume.relayout')), [], 'no relayout job resumed')
+  await same(v2, model, 'after the restart')
+  await pool.replaceMember('v', 'a', 'c').then((r) => run(r.job!))
+})
+
+t('a relayout whose new layout fails is undone: the volume keeps its layout and takes member changes', async () => {
+  // c's data area refuses writes; its reserved area (labels, bitmap) takes them
+  const { v, model } = await make('mirror', ['a', 'b'], 8 * MiB, {
+    wrapDevice: (name: string, dev: BlockDev) => (name === 'c' ? new FaultDev(dev, { rules: [{ op: 'write', offset: MiB }] }) : dev),
+  })
+  const { job } = await pool.reshapeVolume('v', 'relayout', { layout: 'concat', devices: ['c'] })
+  const info = await pool.jobs.wait(job)
+  assert.is(info.outcome, 'failed')
+  assert.match(info.error!.message, /^relayout of v to concat failed \(.*\): v stays mirror and the new extents are freed$/)
+  assert.is(pool.volumeInfo('v').reshape, undefined)
+  await same(v, model, 'after the failed relayout')
+  await pool.offlineDevice('b')
+})
+
 t.run()

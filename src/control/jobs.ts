@@ -1,18 +1,25 @@
 // The jobs registry: long operations (rebuild, resync, migration, flatten ...) are
 // started here by the component that owns them, return an id at once, report
 // progress, can be paused (cooperatively) and cancelled, and emit events that the
-// daemon's event sink logs and streams to subscribed connections.
+// daemon's event sink logs and streams to subscribed connections. With a store file
+// the ids and the history of concluded jobs survive a restart.
 import { EventEmitter } from 'events'
+import { closeSync, constants as C, openSync, readFileSync, renameSync, writeSync } from 'fs'
 import { VsmError } from '../block/blockdev'
 import { EventLevel, EventSink, NULL_SINK } from './events'
 
 export type JobState = 'created' | 'running' | 'paused' | 'concluded'
+
+/** How a concluded job ended: its work is done, it was cancelled, or it failed. */
+export type JobOutcome = 'done' | 'cancelled' | 'failed'
 
 export interface JobInfo {
   id: number
   kind: string
   description?: string
   state: JobState
+  /** Set once concluded. */
+  outcome?: JobOutcome
   progress: { done: number; total: number }
   pausable: boolean
   /** Epoch milliseconds. */
@@ -44,6 +51,13 @@ export interface StartOptions {
   total?: number
   /** The job calls progress.checkpoint(); pause is refused otherwise. */
   pausable?: boolean
+  /**
+   * Cancel undoes the job's work (an aborted relayout): the job runs even when
+   * cancelled before it started, so it can unwind what its owner recorded.
+   */
+  unwinds?: boolean
+  /** Why cancel is refused now (EBUSY), or null when it may go ahead. */
+  refuseCancel?: () => string | null
 }
 
 export interface JobEvent {
@@ -58,10 +72,17 @@ export interface JobsOptions {
   keepConcluded?: number
   /** Where every job event is published (logged and streamed). */
   events?: EventSink
+  /**
+   * A file keeping the next id and the concluded jobs' history across restarts. A job
+   * that was open when the process died is recorded as failed (EINTR): its owner
+   * resumes its work, if any, as a new job.
+   */
+  store?: string
 }
 
 interface Job {
   info: JobInfo
+  opts: StartOptions
   fn: JobFn
   abort: AbortController
   waiters: Array<() => void>
@@ -72,7 +93,7 @@ interface Job {
   loggedTenth?: number
 }
 
-function cancelledError(): VsmError { return new VsmError('ECANCELED', 'job was cancelled') }
+function cancelledError(reason = 'job was cancelled'): VsmError { return new VsmError('ECANCELED', reason) }
 
 /**
  * Emits 'event' (JobEvent) for every change, and also the specific event name
@@ -90,6 +111,47 @@ export class Jobs extends EventEmitter {
     this.events = opts.events ?? NULL_SINK
     this.progressIntervalMs = opts.progressIntervalMs ?? 100
     this.keepConcluded = opts.keepConcluded ?? 256
+    this.store = opts.store
+    if (this.store) this.load(this.store)
+  }
+
+  private readonly store?: string
+
+  private load(file: string): void {
+    let saved: { nextId?: number; jobs?: JobInfo[] }
+    try {
+      saved = JSON.parse(readFileSync(file, 'utf8'))
+    } catch {
+      return // none yet, or unreadable: ids start over rather than the daemon not starting
+    }
+    for (const info of Array.isArray(saved.jobs) ? saved.jobs : []) {
+      if (typeof info?.id !== 'number') continue
+      if (info.state !== 'concluded') {
+        info.state = 'concluded'
+        info.outcome = 'failed'
+        info.error = { code: 'EINTR', message: 'the daemon stopped before the job ended' }
+      }
+      this.jobs.set(info.id, { info, opts: {}, fn: async () => undefined, abort: new AbortController(), waiters: [], resumeWaiters: [], lastProgressEvent: 0, progressTimer: null })
+      this.nextId = Math.max(this.nextId, info.id + 1)
+    }
+    if (Number.isSafeInteger(saved.nextId)) this.nextId = Math.max(this.nextId, saved.nextId!)
+    this.prune()
+  }
+
+  /**
+   * Written synchronously (a small file) at every state change, so an id handed out is
+   * on record before the caller sees it; no fsync: a kill -9 keeps the page cache.
+   */
+  private save(): void {
+    if (!this.store) return
+    const tmp = `${this.store}.tmp`
+    try {
+      const fd = openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW, 0o600)
+      try { writeSync(fd, JSON.stringify({ nextId: this.nextId, jobs: this.list() }) + '\n') } finally { closeSync(fd) }
+      renameSync(tmp, this.store)
+    } catch {
+      // history is a convenience: a full disk must not stop a rebuild
+    }
   }
 
   /** Registers the job and returns its id; fn starts on a later tick. */
@@ -101,7 +163,7 @@ export class Jobs extends EventEmitter {
         progress: { done: 0, total: opts.total ?? 0 }, pausable: !!opts.pausable,
         createdAt: Date.now(), cancelRequested: false,
       },
-      fn, abort: new AbortController(), waiters: [], resumeWaiters: [],
+      opts, fn, abort: new AbortController(), waiters: [], resumeWaiters: [],
       lastProgressEvent: 0, progressTimer: null,
     }
     this.jobs.set(id, job)
@@ -141,15 +203,21 @@ export class Jobs extends EventEmitter {
     }
   }
 
-  /** Requests cancellation; idempotent, and a no-op on a concluded job (the returned state says which). */
-  cancel(id: number): JobInfo {
+  /**
+   * Requests cancellation; idempotent, and a no-op on a concluded job (the returned
+   * state and outcome say which). Refused (EBUSY) when the job says it cannot stop now.
+   * reason: what the job's error says (the owner stopping it to resume later says so).
+   */
+  cancel(id: number, reason?: string): JobInfo {
     const job = this.find(id)
     if (job.info.state === 'concluded' || job.info.cancelRequested) return snapshot(job.info)
+    const refused = job.opts.refuseCancel?.()
+    if (refused) throw new VsmError('EBUSY', `job ${id} (${job.info.kind}) cannot be cancelled: ${refused}`)
     job.info.cancelRequested = true
     this.publish('job.cancelling', job)
-    job.abort.abort(cancelledError())
-    if (job.info.state === 'created') {
-      this.conclude(job, undefined, cancelledError())
+    job.abort.abort(cancelledError(reason))
+    if (job.info.state === 'created' && !job.opts.unwinds) {
+      this.conclude(job, undefined, cancelledError(reason))
     } else if (job.info.state === 'paused') {
       // Wake the job's checkpoint so it sees the abort and unwinds.
       this.wake(job)
@@ -228,10 +296,10 @@ export class Jobs extends EventEmitter {
   }
 
   private checkpoint(job: Job): Promise<void> {
-    if (job.abort.signal.aborted) return Promise.reject(cancelledError())
+    if (job.abort.signal.aborted) return Promise.reject(job.abort.signal.reason)
     if (job.info.state !== 'paused') return Promise.resolve()
     return new Promise((resolve, reject) => {
-      job.resumeWaiters.push(() => (job.abort.signal.aborted ? reject(cancelledError()) : resolve()))
+      job.resumeWaiters.push(() => (job.abort.signal.aborted ? reject(job.abort.signal.reason) : resolve()))
     })
   }
 
@@ -248,14 +316,20 @@ export class Jobs extends EventEmitter {
     job.info.concludedAt = Date.now()
     if (err === undefined) {
       job.info.result = result
+      job.info.outcome = 'done'
     } else if (job.info.cancelRequested) {
-      // Whatever the job threw while unwinding, the operator asked for this.
-      job.info.error = { code: 'ECANCELED', message: 'job was cancelled' }
+      // Whatever the job threw while unwinding, the operator asked for this; a job that
+      // unwound says what it left (ECANCELED with its own message)
+      const own = err instanceof VsmError && err.code === 'ECANCELED' ? err.message : (job.abort.signal.reason as Error)?.message
+      job.info.error = { code: 'ECANCELED', message: own ?? 'job was cancelled' }
+      job.info.outcome = 'cancelled'
     } else if (err instanceof VsmError) {
       job.info.error = { code: err.code, message: err.message }
     } else {
       job.info.error = { code: 'EIO', message: err instanceof Error ? err.message : String(err) }
     }
+    job.info.outcome ??= 'failed'
+
     this.wake(job)
     this.publish('job.concluded', job)
     const ws = job.waiters
@@ -270,6 +344,7 @@ export class Jobs extends EventEmitter {
   }
 
   private publish(event: JobEvent['event'], job: Job): void {
+    if (event !== 'job.progress') this.save()
     const data = snapshot(job.info)
     this.events.publish(event, data, event === 'job.progress' ? progressLevel(job) : eventLevel(event, data))
     // A throwing listener is a bug elsewhere; it must not take the job down with it.

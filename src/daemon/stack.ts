@@ -81,7 +81,7 @@ export class Stack {
       if (d.state === 'missing') events.publish('device.missing', { device: d.name, path: d.path, reason: d.reason }, 'warn')
     }
     // before any volume opens, so rebuilds and reshapes resumed at open run where `vsm job` sees them
-    const jobs = new Jobs({ events })
+    const jobs = new Jobs({ events, store: join(home, 'jobs.json') })
     await pool.useJobs(jobs)
     // On a failed start, undo what was brought up so far (top down) before reporting.
     const undo: Array<() => Promise<unknown>> = [() => pool.close()]

@@ -106,6 +106,10 @@ interface Reshape {
   id: string
   targetLive: Live
   handle: VolumeHandle
+  /** The pool stops the job to resume it (close, another job registry): not an abort. */
+  stopping?: boolean
+  /** The copy is complete and the config is switching: too late to abort. */
+  switching?: boolean
 }
 
 /** The layout objects of an open volume that a rebuild needs to reach. */
@@ -158,6 +162,8 @@ export class Pool extends EventEmitter {
   private readonly resynced = new Map<string, number>()
   private readonly replayed = new Map<string, number>()
   private lock: Promise<unknown> = Promise.resolve()
+  /** close() has begun: jobs stopped now resume at the next open, they are not cancelled. */
+  private closing = false
   /** Volumes a change holds between its checks (under the lock) and its commit: name → what. */
   private readonly claims = new Map<string, string>()
   private closed = false
@@ -923,7 +929,7 @@ export class Pool extends EventEmitter {
     // a rebuild onto the copy just replaced stops (it copies to an extent given back), then the new one starts
     const onto = this.rebuilds.get(volume)
     if (onto?.device === from) {
-      this.jobs.cancel(onto.job)
+      this.jobs.cancel(onto.job, `its copy on ${from} was replaced by one on ${to}`)
       await this.jobs.wait(onto.job)
     }
     const job = this.volumes.has(volume) ? this.startRebuild(volume, index, opts.rate) : null
@@ -1031,8 +1037,11 @@ export class Pool extends EventEmitter {
     this.jobs = jobs
     const rebuilds = [...this.rebuilds].map(([name, r]) => [name, r] as const)
     const reshapes = [...this.reshaping].map(([name, st]) => [name, st] as const)
-    for (const [, r] of rebuilds) old.cancel(r.job)
-    for (const [, st] of reshapes) old.cancel(st.job)
+    for (const [, r] of rebuilds) stopJob(old, r.job, 'moved to the daemon\'s job registry')
+    for (const [, st] of reshapes) {
+      st.stopping = true
+      stopJob(old, st.job, 'moved to the daemon\'s job registry')
+    }
     await Promise.all([...rebuilds.map(([, r]) => old.wait(r.job)), ...reshapes.map(([, st]) => old.wait(st.job))])
     if (this.closed) return
     for (const [name, r] of rebuilds) {
@@ -1042,7 +1051,10 @@ export class Pool extends EventEmitter {
     }
     for (const [name, st] of reshapes) {
       const rs = this.cfg.volumes.find((x) => x.name === name)?.reshape
-      if (rs && this.reshaping.get(name) === st) st.job = this.runReshape(name, st, rs)
+      if (rs && this.reshaping.get(name) === st) {
+        st.stopping = false
+        st.job = this.runReshape(name, st, rs)
+      }
     }
   }
 
@@ -1183,22 +1195,36 @@ export class Pool extends EventEmitter {
     const ranges = mergeRanges(at < size ? [...below, [at, size]] : below)
     const total = ranges.reduce((s, [lo, hi]) => s + hi - lo, 0)
     const layout = rs.target.layout
-    return this.jobs.start(`volume.${rs.kind}`, async (_signal, progress) => {
+    const from = this.cfg.volumes.find((x) => x.name === name)!.layout
+    return this.jobs.start(`volume.${rs.kind}`, async (signal, progress) => {
       const start = Date.now()
       let lastSave = start
-      const copied = await dev.copy(ranges, {
-        onChunk: async (done, pos) => {
-          progress(done, total)
-          await progress.checkpoint()
-          await holdTo(rs.rate ?? 0, start, done)
-          if (dev.targetFailed) throw new VsmError('EIO', `the new layout of ${name} failed: ${dev.mirror.errors[1]}`)
-          if (pos > at && Date.now() - lastSave >= CHECKPOINT_MS) {
-            lastSave = Date.now()
-            await this.saveCheckpoint(name, st, pos)
-          }
-        },
-      })
-      await dev.flush()
+      let copied: number
+      try {
+        await progress.checkpoint()
+        copied = await dev.copy(ranges, {
+          onChunk: async (done, pos) => {
+            progress(done, total)
+            await progress.checkpoint()
+            await holdTo(rs.rate ?? 0, start, done)
+            if (dev.targetFailed) throw new VsmError('EIO', `the new layout of ${name} failed: ${dev.mirror.errors[1]}`)
+            if (pos > at && Date.now() - lastSave >= CHECKPOINT_MS) {
+              lastSave = Date.now()
+              await this.saveCheckpoint(name, st, pos)
+            }
+          },
+        })
+        await dev.flush()
+      } catch (e) {
+        // stopped by the pool: it resumes from its checkpoint; cancelled or failed: the
+        // volume goes back to its old layout, so nothing is left half-changed and locked
+        if (st.stopping || this.closing) throw e
+        await this.undoReshape(name, st)
+        const what = `${rs.kind} of ${name} to ${layout}`
+        if (signal.aborted) throw new VsmError('ECANCELED', `${what} cancelled: ${name} stays ${from} and the new extents are freed`)
+        throw new VsmError((e as VsmError).code ?? 'EIO', `${what} failed (${errMsg(e)}): ${name} stays ${from} and the new extents are freed`)
+      }
+      st.switching = true
       let drained = Promise.resolve()
       await this.serial(async () => {
         const next = structuredClone(this.cfg)
@@ -1218,7 +1244,11 @@ export class Pool extends EventEmitter {
       await dev.old.close()
       this.emit('event', 'volume.reshaped', { volume: name, kind: rs.kind, layout, size: dev.target.size, copied, resumedAt: at })
       return { volume: name, copied, resumedAt: at, layout, size: dev.target.size }
-    }, { description: `${rs.kind} ${name} to ${layout} on ${rs.target.members.length} extents${at ? `, resumed at byte ${at}` : ''}`, total, pausable: true })
+    }, {
+      description: `${rs.kind} ${name} to ${layout} on ${rs.target.members.length} extents${at ? `, resumed at byte ${at}` : ''}`,
+      total, pausable: true, unwinds: true,
+      refuseCancel: () => (st.switching ? `the copy is complete and ${name} is switching to its new layout` : null),
+    })
   }
 
   /** Everything the copy has done up to pos is on the target: flush it there, then record pos as the resume point. */
@@ -1247,17 +1277,29 @@ export class Pool extends EventEmitter {
     })
   }
 
-  /** Reverse an unfinished grow/move/relayout: the volume stays on its old layout and the new extents are freed. */
+  /**
+   * Reverse an unfinished grow/move/relayout: the volume stays on its old layout and the
+   * new extents are freed. A running copy is cancelled and unwinds itself (runReshape);
+   * one not running (its volume closed, or it could not start) is undone here.
+   */
   async abortReshape(name: string): Promise<VolumeInfo> {
     const st = this.reshaping.get(name)
-    if (st) {
+    if (st && this.jobs.get(st.job).state !== 'concluded') {
       this.jobs.cancel(st.job)
       await this.jobs.wait(st.job)
     }
+    const v = this.cfg.volumes.find((x) => x.name === name)
+    if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
+    if (v.reshape) await this.undoReshape(name, this.reshaping.get(name))
+    else if (!st) throw new VsmError('EINVAL', `volume ${name} is not being changed`)
+    return this.volumeInfo(name)
+  }
+
+  /** Drop the reshape from the config (its extents and log freed) and put the old layout back under the handle. */
+  private async undoReshape(name: string, st: Reshape | undefined): Promise<void> {
     await this.serial(async () => {
       const v = this.cfg.volumes.find((x) => x.name === name)
-      if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
-      if (!v.reshape) throw new VsmError('EINVAL', `volume ${name} is not being changed`)
+      if (!v?.reshape) return
       const next = structuredClone(this.cfg)
       const nv = next.volumes.find((x) => x.id === v.id)!
       for (const m of nv.reshape!.target.members) freeExtent(next, m.device, name, m.offset)
@@ -1266,13 +1308,13 @@ export class Pool extends EventEmitter {
       await this.commit(next)
     })
     const handle = this.volumes.get(name)
+    if (st && this.reshaping.get(name) === st) this.reshaping.delete(name)
     if (st && handle && handle.inner === st.dev) {
-      this.reshaping.delete(name)
       await handle.swap(st.dev.old)
       await st.dev.settled()
       await st.dev.target.close()
     }
-    return this.volumeInfo(name)
+    this.emit('event', 'volume.reshape-aborted', { volume: name })
   }
 
   /** Record how far the rebuild of member i onto device has come; not if the member has been replaced meanwhile. */
@@ -1289,12 +1331,13 @@ export class Pool extends EventEmitter {
   /** Flush and close every open volume (mirrors mark their dirty regions clean), then the devices. */
   async close(): Promise<void> {
     if (this.closed) return
+    this.closing = true
     // a rebuild stops at a chunk boundary and resumes from its checkpoint at the next open
     // again while any is left: a rebuild that ends as it is cancelled starts the next stale member's
     for (;;) {
       const running = [...this.rebuilds.values(), ...this.reshaping.values()].map((r) => r.job).filter((id) => this.jobs.get(id).state !== 'concluded')
       if (!running.length) break
-      for (const id of running) this.jobs.cancel(id)
+      for (const id of running) stopJob(this.jobs, id, 'stopped as the pool closed; it resumes at the next open')
       await Promise.all(running.map((id) => this.jobs.wait(id)))
     }
     await this.lock
@@ -1325,6 +1368,11 @@ export class Pool extends EventEmitter {
   }
 }
 
+
+/** Stop a job the pool will resume (close, a new registry); one already switching ends by itself. */
+function stopJob(jobs: Jobs, id: number, reason: string): void {
+  try { jobs.cancel(id, reason) } catch { /* refused: it is finishing */ }
+}
 
 /** Volumes with a member (of their layout or of the one being built) on device id. */
 function volumesOn(cfg: PoolConfig, id: string): VolumeConfig[] {

@@ -64,7 +64,7 @@ export function registerDaemon(program: Command, cliMain: string) {
 
   const job = program.command('job').description('long operations (rebuild, resync, flatten): list, wait, cancel')
   job.command('list').action((_o, cmd) => call(cmd, 'job.list', undefined, (js: any[]) =>
-    table(['JOB', 'KIND', 'STATE', 'PROGRESS'], js.map((j) => [j.id, j.kind, j.state, j.progress?.total ? `${Math.floor((100 * j.progress.done) / j.progress.total)}%` : '-']))))
+    table(['JOB', 'KIND', 'STATE', 'PROGRESS'], js.map((j) => [j.id, j.kind, j.outcome ?? j.state, j.progress?.total ? `${Math.floor((100 * j.progress.done) / j.progress.total)}%` : '-']))))
   job.command('wait [id]').description('wait for a job (a progress bar on a terminal), or --all').option('--all', 'wait for every job')
     .action(async (id: string | undefined, o: { all?: boolean }, cmd: Command) => {
       if (!o.all && !/^\d+$/.test(id ?? '')) throw new Error('job wait needs a job id or --all')
@@ -72,9 +72,22 @@ export function registerDaemon(program: Command, cliMain: string) {
       const jobs: JobInfo[] = await withClient(cmd, async (c) => (o.all
         ? (await c.call('job.wait', { all: true })) as JobInfo[]
         : [await waitWithProgress(c, Number(id), !json && process.stdout.isTTY === true)]))
-      print(json ? JSON.stringify(o.all ? jobs : jobs[0], null, 2) : jobs.map((j) => `job ${j.id} (${j.kind}): ${j.error ? `failed: ${j.error.message}` : 'done'}`).join('\n'))
+      print(json ? JSON.stringify(o.all ? jobs : jobs[0], null, 2) : jobs.map((j) => `job ${j.id} (${j.kind}): ${j.error ? `${j.outcome ?? 'failed'}: ${j.error.message}` : 'done'}`).join('\n'))
       const failed = jobs.find((j) => j.error)
-      if (failed) throw new Error(`job ${failed.id} failed: ${failed.error!.message}`)
+      if (failed) throw new Error(`job ${failed.id} ${failed.outcome ?? 'failed'}: ${failed.error!.message}`)
     })
-  job.command('cancel <id>').action((id, _o, cmd) => call(cmd, 'job.cancel', { id: Number(id) }, () => `cancelled job ${id}`))
+  job.command('cancel <id>').description('cancel a job; a grow, move or relayout is aborted (the volume keeps its old layout)')
+    .action(async (id: string, _o, cmd: Command) => {
+      if (!/^\d+$/.test(id)) throw new Error('job cancel needs a job id')
+      // waits for the job to unwind, so the answer says how it ended
+      const j = await withClient(cmd, async (c) => {
+        const first = (await c.call('job.cancel', { id: Number(id) })) as JobInfo
+        return first.state === 'concluded' ? { ...first, before: true } : { ...(await c.call('job.wait', { id: Number(id) }) as JobInfo), before: false }
+      })
+      const how = `${j.outcome}${j.error ? ` (${j.error.message})` : ''}`
+      print(globals(cmd).json ? JSON.stringify(j, null, 2)
+        : j.outcome === 'cancelled' ? `cancelled job ${id} (${j.kind}): ${j.error?.message ?? 'cancelled'}`
+          : j.before ? `job ${id} (${j.kind}) had already finished: ${how}`
+            : `job ${id} (${j.kind}) finished before the cancel took effect: ${how}`)
+    })
 }
