@@ -48,6 +48,11 @@ export function verifyAcknowledged(img: string, journal: string): number {
   return checked
 }
 
+/** How many writes the journal records as acknowledged, over every round. */
+export function acknowledgedCount(journal: string): number {
+  try { return readFileSync(journal, 'utf8').split('\n').filter((l) => l.startsWith('ack ')).length } catch { return 0 }
+}
+
 /** Starts a writer process on img; resolves when it exits (when the mount dies under it, or `stop` aborts it). */
 export function startWriter(img: string, journal: string, slots: number, round: number, stop?: AbortSignal): Promise<unknown> {
   const writer = spawn(process.execPath, [__filename, img, journal, String(slots), String(round)], { stdio: 'ignore', signal: stop })
