@@ -8,6 +8,15 @@
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
       "cflags_cc": ["-Wall", "-Wextra"]
+    },
+    {
+      # vsm_fuse: the FUSE view's binding on libfuse3's low-level API (fuse.cc says how).
+      "target_name": "vsm_fuse",
+      "sources": ["fuse.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<!@(pkg-config --cflags-only-I fuse3 | sed s/-I//g)"],
+      "libraries": ["<!@(pkg-config --libs fuse3)"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-Wall", "-Wextra", "-O2"]
     }
   ]
 }

@@ -11,6 +11,7 @@ import pino from 'pino'
 import { Events } from '../control/events'
 import type { Listen } from '../metrics/http'
 import { Stack } from './stack'
+import type { FuseBindingName } from '../virtualizer/fuse-view'
 import { acquireHomeLock } from './lock'
 import { homeSubdir, openHomeToGroup, prepareHome } from './home'
 import { resolveGroup } from '../virtualizer/owner'
@@ -32,6 +33,7 @@ export interface DaemonArgs {
   metrics?: Listen
   /** A group whose members may use the control socket (name or gid). */
   socketGroup?: string
+  fuse?: FuseBindingName
 }
 
 export async function runDaemon(args: DaemonArgs): Promise<void> {
@@ -77,7 +79,7 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
   process.on('uncaughtException', (err) => { log.fatal({ err }, 'uncaught exception'); dest.flushSync(); process.exit(70) })
   process.on('unhandledRejection', (err) => { log.fatal({ err }, 'unhandled rejection'); dest.flushSync(); process.exit(70) })
   try {
-    stack = await Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, allowOther: args.allowOther, metrics: args.metrics, socketGroup, log, events, onShutdown: () => stop('shutdown command') })
+    stack = await Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, allowOther: args.allowOther, metrics: args.metrics, socketGroup, fuse: args.fuse, log, events, onShutdown: () => stop('shutdown command') })
   } catch (err) {
     log.error({ err }, 'start failed')
     dest.flushSync()

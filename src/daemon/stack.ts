@@ -13,7 +13,7 @@ import { FileSystem } from '../fs'
 import { mountFromVolumes, VolumeSource } from '../fs/discover'
 import { Pool, PoolOptions } from '../volume/pool'
 import { DiskManager } from '../virtualizer/disks'
-import { FuseView } from '../virtualizer/fuse-view'
+import { FuseView, type FuseBindingName } from '../virtualizer/fuse-view'
 import { WriteGate } from '../virtualizer/gate'
 import { diskCommands, standardDiskHandler } from '../virtualizer/commands'
 import { dispatch } from '../control/dispatch'
@@ -37,6 +37,8 @@ export interface StackOptions {
   allowOther?: boolean
   /** Members of this group (gid) may use the control socket, each command authorised by its credentials. */
   socketGroup?: number
+  /** The FUSE binding to serve the view with (native by default). */
+  fuse?: FuseBindingName
   log: Logger
   /** The daemon's one event sink: every component publishes its state changes here. */
   events: Events
@@ -107,7 +109,7 @@ export class Stack {
           }
         },
       })
-      view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log, meters, { allowOther: !!opts.allowOther })
+      view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log, meters, { allowOther: !!opts.allowOther, binding: opts.fuse ?? 'native' })
       await view.mount()
       undo.unshift(() => view!.unmount())
       server = new ControlServer({
@@ -162,7 +164,7 @@ export class Stack {
 
   status() {
     return {
-      version: VERSION, pid: process.pid, home: this.opts.home, mount: this.opts.mount,
+      version: VERSION, pid: process.pid, home: this.opts.home, mount: this.opts.mount, fuse: this.view.bindingName,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       devices: this.pool.listDevices(),
       volumes: this.pool.listVolumes(),

@@ -72,6 +72,16 @@ export interface FuseOps {
   readlink(path: string): Awaitable<string>
   /** mode carries the file type (fifo, socket, device, regular); rdev a device's number. */
   mknod(path: string, mode: number, rdev: number, caller: Caller): Awaitable<void>
+  // Operations only some bindings can carry (fuse-native has none of these): a binding
+  // answers ENOSYS (ENOTTY for ioctl) for one the table leaves out.
+  /** fallocate(2) modes: 0 (allocate), FALLOC_FL_KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE. */
+  fallocate?(fh: number, mode: number, offset: number, length: number): Awaitable<void>
+  /** SEEK_DATA / SEEK_HOLE (the kernel answers the other whences itself). */
+  lseek?(fh: number, offset: number, whence: number): Awaitable<number>
+  /** Returns the bytes copied (short at the end of the input file). */
+  copyFileRange?(fhIn: number, offIn: number, fhOut: number, offOut: number, length: number, flags: number): Awaitable<number>
+  /** A restricted ioctl: input holds _IOC_SIZE(cmd) bytes for a write-direction code; out (at most outSize bytes) goes back for a read-direction one. */
+  ioctl?(fh: number, cmd: number, input: Buffer, outSize: number): Awaitable<{ result: number; out?: Buffer }>
 }
 
 /** Negative errno for an error thrown by a handler (EIO when it names none). */
@@ -151,6 +161,13 @@ const COMMAND_XATTR = /^user\.vsm\./
 const SNAPROOT = '/' + SNAPDIR
 const O_ACCMODE = 3
 const BLKSIZE = 4096
+export const FALLOC_FL_KEEP_SIZE = 0x01
+export const FALLOC_FL_PUNCH_HOLE = 0x02
+export const FALLOC_FL_ZERO_RANGE = 0x10
+export const SEEK_DATA = 3
+export const SEEK_HOLE = 4
+/** Allocation and copies go through the write path this many bytes at a time, so guest I/O waits at most one step. */
+const STEP = 1 << 20
 
 /** What a path under /.snapshots names: a directory (of disks or of one disk's snapshots) or a snapshot. */
 type SnapNode = { dir: true; entries: () => string[]; mtime: number } | { dir: false; ino: number }
@@ -197,16 +214,46 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
     return fh
   }
 
-  const write = async (h: Handle, buf: Buffer, pos: number): Promise<number> => {
+  /** A handle open for writing, or EBADF (EROFS in the snapshot view). */
+  const writer = (fh: number) => {
+    const h = handles.get(fh)
+    if (!h.writable) throw new VsmError(inSnapView(h.path) ? 'EROFS' : 'EBADF', 'handle not open for writing')
+    return h
+  }
+  /** Runs a change to a disk's data inside the write gate (held while the disk is frozen). */
+  const gated = async <T>(h: Handle, fn: () => Promise<T>): Promise<T> => {
     h.dirty = true
     const held = gate.enter(h.ino)
     if (held) await held
-    try {
-      await fs.write(h.ino, buf, pos)
-    } finally {
-      gate.leave(h.ino)
+    try { return await fn() } finally { gate.leave(h.ino) }
+  }
+  /** Allocated byte ranges of a file, sorted and with neighbours merged. */
+  const dataRuns = (ino: number): [number, number][] => {
+    const runs: [number, number][] = []
+    for (const e of fs.extentMap(ino).sort((a, b) => a.offset - b.offset)) {
+      const last = runs[runs.length - 1]
+      if (last && last[1] >= e.offset) last[1] = Math.max(last[1], e.offset + e.length)
+      else runs.push([e.offset, e.offset + e.length])
     }
+    return runs
+  }
+  const write = async (h: Handle, buf: Buffer, pos: number): Promise<number> => {
+    await gated(h, () => fs.write(h.ino, buf, pos))
     return buf.length
+  }
+  /** Writes zeros over the holes of [start, end): the blocks are then the file's own. */
+  const fillHoles = async (h: Handle, start: number, end: number) => {
+    let pos = start
+    const zero = (a: number, b: number) => (async () => {
+      for (let o = a; o < b; o += STEP) await fs.write(h.ino, Buffer.alloc(Math.min(STEP, b - o)), o)
+    })()
+    for (const [a, b] of dataRuns(h.ino)) {
+      if (b <= pos) continue
+      if (a >= end) break
+      if (a > pos) await zero(pos, a)
+      pos = Math.max(pos, b)
+    }
+    if (pos < end) await zero(pos, end)
   }
   const sync = (h: Handle): Promise<void> => (h.io ? counted(h.io, FLUSH, now(), fs.fsync(h.ino)) : fs.fsync(h.ino))
 
@@ -238,8 +285,7 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       return h.io ? counted(h.io, READ, now(), fs.read(h.ino, buf, pos)) : fs.read(h.ino, buf, pos)
     },
     write: (fh, buf, pos) => {
-      const h = handles.get(fh)
-      if (!h.writable) throw new VsmError(inSnapView(h.path) ? 'EROFS' : 'EBADF', 'handle not open for writing')
+      const h = writer(fh)
       // the latency counted is the writer's: a wait on a frozen disk included
       return h.io ? counted(h.io, WRITE, now(), write(h, buf, pos)) : write(h, buf, pos)
     },
@@ -292,5 +338,54 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       return fs.readlink(p)
     },
     mknod: async (p, mode, rdev, caller) => { rw(p); await fs.mknod(p, mode, rdev, caller.uid, caller.gid) },
+    fallocate: async (fh, mode, offset, length) => {
+      const h = writer(fh)
+      if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) throw new VsmError('EOPNOTSUPP', `fallocate mode ${mode} is not supported`)
+      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length <= 0) throw new VsmError('EINVAL', `bad range ${offset}+${length}`)
+      const end = offset + length
+      const grow = !(mode & FALLOC_FL_KEEP_SIZE) && end > fs.sizeOf(h.ino)
+      await gated(h, async () => {
+        if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+          // a hole reads as zeros: zero range frees the blocks as punch does
+          if ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) throw new VsmError('EINVAL', 'punch hole needs keep size')
+          await fs.punchHole(h.ino, offset, length)
+          if (grow) await fs.truncate(h.path, end)
+          return
+        }
+        if (grow) await fs.truncate(h.path, end)
+        await fillHoles(h, offset, Math.min(end, fs.sizeOf(h.ino)))
+      })
+    },
+    lseek: (fh, offset, whence) => {
+      const h = handles.get(fh)
+      const size = fs.sizeOf(h.ino)
+      if (whence !== SEEK_DATA && whence !== SEEK_HOLE) throw new VsmError('EINVAL', `lseek whence ${whence}`)
+      if (offset < 0 || offset >= size) throw new VsmError('ENXIO', `offset ${offset} is past the end of the file`)
+      const runs = dataRuns(h.ino)
+      if (whence === SEEK_DATA) {
+        const r = runs.find(([, b]) => b > offset)
+        if (!r || r[0] >= size) throw new VsmError('ENXIO', `no data after ${offset}`)
+        return Math.max(offset, r[0])
+      }
+      const r = runs.find(([a, b]) => a <= offset && b > offset)
+      return Math.min(r ? r[1] : offset, size)
+    },
+    copyFileRange: async (fhIn, offIn, fhOut, offOut, length, flags) => {
+      if (flags) throw new VsmError('EINVAL', 'copy_file_range flags must be 0')
+      const src = handles.get(fhIn)
+      const dst = writer(fhOut)
+      const end = Math.min(offIn + length, fs.sizeOf(src.ino))
+      let done = 0
+      const buf = Buffer.allocUnsafe(Math.min(STEP, Math.max(0, end - offIn)))
+      await gated(dst, async () => {
+        while (offIn + done < end) {
+          const n = await fs.read(src.ino, buf.subarray(0, Math.min(STEP, end - offIn - done)), offIn + done)
+          if (n <= 0) break
+          await fs.write(dst.ino, buf.subarray(0, n), offOut + done)
+          done += n
+        }
+      })
+      return done
+    },
   }
 }

@@ -4,21 +4,27 @@
 // which disks are open. fsync and flush of a written handle reach stable storage
 // through every layer before they answer; <mount>/.snapshots/<DISK>/<NAME> shows
 // every snapshot as a read-only image.
+import { mkdirSync } from 'fs'
 import type { Logger } from 'pino'
 import type { FileSystem } from '../fs'
 import { fuseNativeBinding } from './fuse-fusenative'
+import { loadAddon, lowLevelBinding } from './fuse-lowlevel'
 import { Handles, viewOps, type Invoke } from './fuse-ops'
 import type { WriteGate } from './gate'
 import type { IoMeters } from '../metrics/io'
 
 export type { Invoke } from './fuse-ops'
 
+/** native: our libfuse3 low-level addon (the default); fuse-native: the libfuse2 fallback. */
+export const FUSE_BINDINGS = ['native', 'fuse-native'] as const
+export type FuseBindingName = typeof FUSE_BINDINGS[number]
+
 /**
  * How the view is mounted, whatever the binding. allowOther lets other users reach it,
  * always together with default_permissions (the kernel checks each file's owner and
  * mode): allow_other alone would let anyone read and delete a root 0600 disk.
  */
-export interface MountOptions { allowOther: boolean }
+export interface MountOptions { allowOther: boolean; binding: FuseBindingName }
 
 /** A FUSE library serving the operation table at a mount point. */
 export interface FuseBinding {
@@ -39,8 +45,11 @@ export class FuseView {
     private readonly log: Logger,
     /** Per disk I/O counters (metrics on), or null. */
     private readonly meters: IoMeters | null,
-    private readonly opts: MountOptions = { allowOther: false },
+    private readonly opts: MountOptions = { allowOther: false, binding: 'native' },
   ) {}
+
+  /** The binding serving the mount (native falls back to fuse-native when its addon cannot load). */
+  get bindingName(): FuseBindingName | null { return (this.binding?.name as FuseBindingName) ?? null }
 
   openCount(path: string): number { return this.handles.openCount(path) }
 
@@ -48,9 +57,22 @@ export class FuseView {
 
   async mount(): Promise<void> {
     const ops = viewOps({ fs: this.fs, gate: this.gate, invoke: this.invoke, handles: this.handles, meters: this.meters })
-    const b = fuseNativeBinding(this.mountpoint, ops, this.log, this.opts)
+    mkdirSync(this.mountpoint, { recursive: true })
+    const b = this.opts.binding === 'native' && this.addonLoads()
+      ? lowLevelBinding(this.mountpoint, ops, this.log, this.opts)
+      : fuseNativeBinding(this.mountpoint, ops, this.log, this.opts)
     await b.mount()
     this.binding = b
+  }
+
+  private addonLoads(): boolean {
+    try {
+      loadAddon()
+      return true
+    } catch (err) {
+      this.log.warn({ err }, 'the native FUSE addon (native/build/Release/vsm_fuse.node) cannot load: serving the view with fuse-native; run scripts/setup to build it')
+      return false
+    }
   }
 
   async unmount(): Promise<void> {

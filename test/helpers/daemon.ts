@@ -4,7 +4,9 @@ import { execFile, execFileSync } from 'child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'fs'
 import { tmpdir } from 'os'
 import { join, resolve } from 'path'
+import { suite, type Test } from 'uvu'
 import { processAlive } from '../../src/cli/up'
+import { FUSE_BINDINGS, type FuseBindingName } from '../../src/virtualizer/fuse-view'
 
 export const VSM = resolve(__dirname, '..', '..', '..', 'bin', 'vsm')
 
@@ -26,12 +28,25 @@ export interface Vsm {
 
 export interface RunError extends Error { code: number; stderr: string; stdout: string }
 
-export function makeVsm(opts: { deviceSize?: string; home?: string } = {}): Vsm {
+/**
+ * Runs the same tests once per FUSE binding (native addon, fuse-native), each suite
+ * with its own daemon, so both bindings pass one set of tests.
+ */
+export function perBinding(name: string, body: (test: Test, fuse: FuseBindingName) => void): void {
+  for (const fuse of FUSE_BINDINGS) {
+    const t = suite(`${name} [${fuse}]`)
+    body(t, fuse)
+    t.run()
+  }
+}
+
+/** fuse: the binding `vsm up` asks for (its default when absent); env: extra environment for the CLI and daemon. */
+export function makeVsm(opts: { deviceSize?: string; home?: string; fuse?: FuseBindingName; env?: Record<string, string> } = {}): Vsm {
   // Tagged with the runner's pid so its leak sweep touches only its own daemons.
   const home = opts.home ?? mkdtempSync(join(tmpdir(), `vsm-test-${process.env.VSM_RUNNER_ID ?? 'solo'}-`))
   const mount = join(home, 'mnt')
   const run = (...args: string[]) => new Promise<string>((res, rej) => {
-    execFile(VSM, [...args, '--home', home], { maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    execFile(VSM, [...args, '--home', home], { maxBuffer: 64 << 20, env: { ...process.env, ...opts.env } }, (err, stdout, stderr) => {
       if (err) rej(Object.assign(new Error(`vsm ${args.join(' ')}: ${stderr.trim() || err.message}`), { code: (err as any).code, stderr, stdout }))
       else res(stdout)
     })
@@ -40,7 +55,7 @@ export function makeVsm(opts: { deviceSize?: string; home?: string } = {}): Vsm 
   const vsm: Vsm = {
     home, mount, run,
     json: async (...args) => JSON.parse(await run(...args, '--json')),
-    up: async (...extra) => { await run('up', '--device-size', opts.deviceSize ?? '2G', ...extra) },
+    up: async (...extra) => { await run('up', '--device-size', opts.deviceSize ?? '2G', ...(opts.fuse ? ['--fuse', opts.fuse] : []), ...extra) },
     down: async () => { await run('down') },
     pid,
     kill9: () => {

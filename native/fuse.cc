@@ -1,0 +1,612 @@
+// vsm_fuse: the FUSE view's own binding, on libfuse3's low-level API.
+//
+// Worker threads (our own loop over fuse_session_receive_buf/process_buf, so /dev/fuse
+// is read by several threads at once) turn each kernel request into a Req and hand
+// it to JavaScript through one napi_threadsafe_function, without waiting: the thread
+// goes straight back to the kernel for the next request, so many are in flight.
+// JavaScript answers later by calling reply*(req, ...) on Node's main thread; the
+// fuse_reply_* call writes the answer to /dev/fuse and frees the Req.
+//
+// Buffers: a WRITE's payload is handed to JavaScript as the receive buffer itself
+// (the worker takes a fresh one for its next request), so written bytes are never
+// copied in user space; a READ is answered straight from the Buffer JavaScript filled.
+// Requests are up to 1 MiB: libfuse's session buffer is sized for FUSE_MAX_MAX_PAGES
+// and it negotiates max_pages from max_write.
+//
+// Node ids are the fs's inode numbers (chosen by the JS side, which owns the mapping).
+#define FUSE_USE_VERSION 35
+#include <fuse_lowlevel.h>
+#include <napi.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <string>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <pthread.h>
+#include <unistd.h>
+
+namespace {
+
+// Keep in step with OPS in src/virtualizer/fuse-lowlevel.ts.
+enum Op {
+  OP_CLOSED = 0, OP_LOOKUP, OP_FORGET, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD, OP_MKDIR,
+  OP_UNLINK, OP_RMDIR, OP_SYMLINK, OP_RENAME, OP_LINK, OP_OPEN, OP_READ, OP_WRITE, OP_FLUSH,
+  OP_RELEASE, OP_FSYNC, OP_OPENDIR, OP_READDIR, OP_RELEASEDIR, OP_STATFS, OP_SETXATTR,
+  OP_GETXATTR, OP_LISTXATTR, OP_REMOVEXATTR, OP_CREATE, OP_FALLOCATE, OP_LSEEK,
+  OP_COPY_FILE_RANGE, OP_IOCTL,
+};
+
+constexpr uint32_t REQ_MAGIC = 0x5653524bu;
+// libfuse 3.14's session buffer: FUSE_MAX_MAX_PAGES pages plus a header page.
+constexpr int64_t RECV_BUF = 256 * 4096 + 4096;
+
+struct Session;
+
+// One kernel request on its way to JavaScript and back. Which fields mean what
+// depends on op; see the argument list in CallJs.
+struct Req {
+  uint32_t magic = REQ_MAGIC;
+  Session *s = nullptr;
+  fuse_req_t req = nullptr;
+  int op = 0;
+  double ino = 0, ino2 = 0, fh = 0, fh2 = 0, off = 0, off2 = 0, size = 0, flags = 0, mode = 0;
+  std::string name, name2;
+  char *mem = nullptr;   // owned allocation holding data (freed with the JS Buffer)
+  char *data = nullptr;
+  size_t dlen = 0;
+  bool hasData = false;
+  uint32_t uid = 0, gid = 0, pid = 0;
+};
+
+void CallJs(Napi::Env env, Napi::Function fn, Session *ctx, Req *r);
+using Tsfn = Napi::TypedThreadSafeFunction<Session, Req, CallJs>;
+
+std::mutex g_live_mu;
+std::set<std::string> g_live_mounts; // unmounted lazily at exit(), even after an uncaught error
+
+struct Session {
+  fuse_session *se = nullptr;
+  std::string mountpoint;
+  Tsfn tsfn;
+  std::vector<pthread_t> threads;
+  std::atomic<int> running{0};
+  bool unmounted = false;
+  bool destroyed = false;
+};
+
+thread_local fuse_buf *tl_buf = nullptr;
+thread_local bool tl_steal = false;
+
+Req *newReq(fuse_req_t req, int op, fuse_ino_t ino) {
+  auto *s = static_cast<Session *>(fuse_req_userdata(req));
+  Req *r = new Req();
+  r->s = s;
+  r->req = req;
+  r->op = op;
+  r->ino = static_cast<double>(ino);
+  const fuse_ctx *c = fuse_req_ctx(req);
+  r->uid = c->uid;
+  r->gid = c->gid;
+  r->pid = c->pid;
+  return r;
+}
+
+void send(Req *r) {
+  if (r->s->tsfn.NonBlockingCall(r) != napi_ok) {
+    if (r->req) fuse_reply_err(r->req, EIO);
+    free(r->mem);
+    delete r;
+  }
+}
+
+void copyData(Req *r, const void *p, size_t n) {
+  r->mem = static_cast<char *>(malloc(n ? n : 1));
+  if (n) memcpy(r->mem, p, n);
+  r->data = r->mem;
+  r->dlen = n;
+  r->hasData = true;
+}
+
+// ---------------------------------------------------------------- libfuse callbacks (worker threads)
+
+void ll_init(void *, fuse_conn_info *conn) {
+  conn->max_readahead = 1 << 20;
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+  if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
+  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_WRITEBACK_CACHE);
+}
+void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  Req *r = newReq(req, OP_LOOKUP, parent); r->name = name; send(r);
+}
+void forget(Session *s, fuse_ino_t ino, uint64_t n) {
+  Req *r = new Req();
+  r->s = s; r->op = OP_FORGET; r->ino = static_cast<double>(ino); r->size = static_cast<double>(n);
+  send(r);
+}
+void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
+  forget(static_cast<Session *>(fuse_req_userdata(req)), ino, n);
+  fuse_reply_none(req);
+}
+void ll_forget_multi(fuse_req_t req, size_t count, fuse_forget_data *forgets) {
+  auto *s = static_cast<Session *>(fuse_req_userdata(req));
+  for (size_t i = 0; i < count; i++) forget(s, forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+void ll_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info *) { send(newReq(req, OP_GETATTR, ino)); }
+void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *a, int to_set, fuse_file_info *fi) {
+  Req *r = newReq(req, OP_SETATTR, ino);
+  r->flags = to_set;
+  r->mode = a->st_mode;
+  r->ino2 = a->st_uid;
+  r->fh2 = a->st_gid;
+  r->size = static_cast<double>(a->st_size);
+  r->off = a->st_atim.tv_sec * 1e3 + a->st_atim.tv_nsec / 1e6;
+  r->off2 = a->st_mtim.tv_sec * 1e3 + a->st_mtim.tv_nsec / 1e6;
+  r->fh = fi ? static_cast<double>(fi->fh) : -1;
+  send(r);
+}
+void ll_readlink(fuse_req_t req, fuse_ino_t ino) { send(newReq(req, OP_READLINK, ino)); }
+void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+  Req *r = newReq(req, OP_MKNOD, parent); r->name = name; r->mode = mode; r->size = static_cast<double>(rdev); send(r);
+}
+void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  Req *r = newReq(req, OP_MKDIR, parent); r->name = name; r->mode = mode; send(r);
+}
+void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  Req *r = newReq(req, OP_UNLINK, parent); r->name = name; send(r);
+}
+void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  Req *r = newReq(req, OP_RMDIR, parent); r->name = name; send(r);
+}
+void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  Req *r = newReq(req, OP_SYMLINK, parent); r->name = name; r->name2 = link; send(r);
+}
+void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags) {
+  Req *r = newReq(req, OP_RENAME, parent);
+  r->name = name; r->ino2 = static_cast<double>(newparent); r->name2 = newname; r->flags = flags;
+  send(r);
+}
+void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  Req *r = newReq(req, OP_LINK, ino); r->ino2 = static_cast<double>(newparent); r->name = newname; send(r);
+}
+void ll_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi) {
+  Req *r = newReq(req, OP_OPEN, ino); r->flags = fi->flags; send(r);
+}
+void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info *fi) {
+  Req *r = newReq(req, OP_READ, ino);
+  r->fh = static_cast<double>(fi->fh); r->size = static_cast<double>(size); r->off = static_cast<double>(off);
+  send(r);
+}
+void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, fuse_file_info *fi) {
+  Req *r = newReq(req, OP_WRITE, ino);
+  r->fh = static_cast<double>(fi->fh); r->off = static_cast<double>(off);
+  if (tl_buf && tl_buf->mem && buf >= static_cast<char *>(tl_buf->mem) && buf + size <= static_cast<char *>(tl_buf->mem) + tl_buf->size) {
+    // The payload lies in this worker's receive buffer: the request takes the buffer.
+    r->mem = static_cast<char *>(tl_buf->mem);
+    r->data = const_cast<char *>(buf);
+    r->dlen = size;
+    r->hasData = true;
+    tl_steal = true;
+  } else {
+    copyData(r, buf, size);
+  }
+  send(r);
+}
+void ll_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi) {
+  Req *r = newReq(req, OP_FLUSH, ino); r->fh = static_cast<double>(fi->fh); send(r);
+}
+void ll_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi) {
+  Req *r = newReq(req, OP_RELEASE, ino); r->fh = static_cast<double>(fi->fh); send(r);
+}
+void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info *fi) {
+  Req *r = newReq(req, OP_FSYNC, ino); r->fh = static_cast<double>(fi->fh); r->flags = datasync; send(r);
+}
+void ll_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info *) { send(newReq(req, OP_OPENDIR, ino)); }
+void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info *fi) {
+  Req *r = newReq(req, OP_READDIR, ino);
+  r->fh = static_cast<double>(fi->fh); r->size = static_cast<double>(size); r->off = static_cast<double>(off);
+  send(r);
+}
+void ll_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi) {
+  Req *r = newReq(req, OP_RELEASEDIR, ino); r->fh = static_cast<double>(fi->fh); send(r);
+}
+void ll_statfs(fuse_req_t req, fuse_ino_t ino) { send(newReq(req, OP_STATFS, ino)); }
+void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
+  Req *r = newReq(req, OP_SETXATTR, ino); r->name = name; r->flags = flags; copyData(r, value, size); send(r);
+}
+void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  Req *r = newReq(req, OP_GETXATTR, ino); r->name = name; r->size = static_cast<double>(size); send(r);
+}
+void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  Req *r = newReq(req, OP_LISTXATTR, ino); r->size = static_cast<double>(size); send(r);
+}
+void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  Req *r = newReq(req, OP_REMOVEXATTR, ino); r->name = name; send(r);
+}
+void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, fuse_file_info *fi) {
+  Req *r = newReq(req, OP_CREATE, parent); r->name = name; r->mode = mode; r->flags = fi->flags; send(r);
+}
+void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info *fi) {
+  Req *r = newReq(req, OP_FALLOCATE, ino);
+  r->fh = static_cast<double>(fi->fh); r->flags = mode; r->off = static_cast<double>(offset); r->size = static_cast<double>(length);
+  send(r);
+}
+void ll_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info *fi) {
+  Req *r = newReq(req, OP_LSEEK, ino); r->fh = static_cast<double>(fi->fh); r->off = static_cast<double>(off); r->flags = whence; send(r);
+}
+void ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info *fi_in, fuse_ino_t ino_out,
+                        off_t off_out, fuse_file_info *fi_out, size_t len, int flags) {
+  Req *r = newReq(req, OP_COPY_FILE_RANGE, ino_in);
+  r->fh = static_cast<double>(fi_in->fh); r->off = static_cast<double>(off_in);
+  r->ino2 = static_cast<double>(ino_out); r->fh2 = static_cast<double>(fi_out->fh); r->off2 = static_cast<double>(off_out);
+  r->size = static_cast<double>(len); r->flags = flags;
+  send(r);
+}
+void ll_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *, fuse_file_info *fi, unsigned flags,
+              const void *in_buf, size_t in_bufsz, size_t out_bufsz) {
+  if (flags & FUSE_IOCTL_COMPAT) { fuse_reply_err(req, ENOSYS); return; }
+  Req *r = newReq(req, OP_IOCTL, ino);
+  r->fh = static_cast<double>(fi->fh); r->flags = cmd; r->size = static_cast<double>(out_bufsz);
+  copyData(r, in_buf, in_bufsz);
+  send(r);
+}
+
+const fuse_lowlevel_ops kOps = [] {
+  fuse_lowlevel_ops o{};
+  o.init = ll_init;
+  o.lookup = ll_lookup;
+  o.forget = ll_forget;
+  o.forget_multi = ll_forget_multi;
+  o.getattr = ll_getattr;
+  o.setattr = ll_setattr;
+  o.readlink = ll_readlink;
+  o.mknod = ll_mknod;
+  o.mkdir = ll_mkdir;
+  o.unlink = ll_unlink;
+  o.rmdir = ll_rmdir;
+  o.symlink = ll_symlink;
+  o.rename = ll_rename;
+  o.link = ll_link;
+  o.open = ll_open;
+  o.read = ll_read;
+  o.write = ll_write;
+  o.flush = ll_flush;
+  o.release = ll_release;
+  o.fsync = ll_fsync;
+  o.opendir = ll_opendir;
+  o.readdir = ll_readdir;
+  o.releasedir = ll_releasedir;
+  o.statfs = ll_statfs;
+  o.setxattr = ll_setxattr;
+  o.getxattr = ll_getxattr;
+  o.listxattr = ll_listxattr;
+  o.removexattr = ll_removexattr;
+  o.create = ll_create;
+  o.fallocate = ll_fallocate;
+  o.lseek = ll_lseek;
+  o.copy_file_range = ll_copy_file_range;
+  o.ioctl = ll_ioctl;
+  return o;
+}();
+
+void *worker(void *arg) {
+  auto *s = static_cast<Session *>(arg);
+  fuse_buf buf{};
+  tl_buf = &buf;
+  while (!fuse_session_exited(s->se)) {
+    int res = fuse_session_receive_buf(s->se, &buf);
+    if (res == -EINTR) continue;
+    if (res <= 0) break;
+    tl_steal = false;
+    fuse_session_process_buf(s->se, &buf);
+    if (tl_steal) buf.mem = nullptr; // taken by a WRITE; receive allocates a fresh one
+  }
+  free(buf.mem);
+  if (--s->running == 0) {
+    fuse_session_exit(s->se);
+    Req *r = new Req();
+    r->s = s;
+    r->op = OP_CLOSED;
+    if (s->tsfn.NonBlockingCall(r) != napi_ok) delete r;
+  }
+  return nullptr;
+}
+
+// ---------------------------------------------------------------- JS side (main thread)
+
+void freeMem(Napi::Env env, char *, char *mem) {
+  free(mem);
+  Napi::MemoryManagement::AdjustExternalMemory(env, -RECV_BUF);
+}
+
+void CallJs(Napi::Env env, Napi::Function fn, Session *, Req *r) {
+  if (!env || !fn) { if (r->req) fuse_reply_err(r->req, EIO); free(r->mem); delete r; return; }
+  Napi::Value undef = env.Undefined();
+  Napi::Value data = undef;
+  if (r->hasData) {
+    Napi::MemoryManagement::AdjustExternalMemory(env, RECV_BUF);
+    data = Napi::Buffer<char>::New(env, r->data, r->dlen, freeMem, r->mem);
+    r->mem = nullptr;
+  }
+  bool noReply = r->op == OP_CLOSED || r->op == OP_FORGET;
+  std::initializer_list<napi_value> args = {
+    Napi::Number::New(env, r->op),
+    Napi::Number::New(env, noReply ? 0 : static_cast<double>(reinterpret_cast<uintptr_t>(r))),
+    Napi::Number::New(env, r->ino), Napi::Number::New(env, r->fh), Napi::Number::New(env, r->off),
+    Napi::Number::New(env, r->size), Napi::Number::New(env, r->flags),
+    r->name.empty() ? undef : Napi::String::New(env, r->name),
+    r->name2.empty() ? undef : Napi::String::New(env, r->name2),
+    data,
+    Napi::Number::New(env, r->ino2), Napi::Number::New(env, r->fh2), Napi::Number::New(env, r->off2),
+    Napi::Number::New(env, r->mode),
+    Napi::Number::New(env, r->uid), Napi::Number::New(env, r->gid), Napi::Number::New(env, r->pid),
+  };
+  if (noReply) delete r;
+  fn.Call(args);
+}
+
+Req *reqArg(const Napi::CallbackInfo &info) {
+  auto *r = reinterpret_cast<Req *>(static_cast<uintptr_t>(info[0].As<Napi::Number>().Int64Value()));
+  if (!r || r->magic != REQ_MAGIC) {
+    Napi::Error::Fatal("vsm_fuse", "reply to an unknown or already answered request");
+  }
+  return r;
+}
+
+void done(Req *r) {
+  r->magic = 0;
+  free(r->mem);
+  delete r;
+}
+
+// attr array: [ino, mode, nlink, uid, gid, rdev, size, blocks, blksize, atimeMs, mtimeMs, ctimeMs]
+void toStat(Napi::Array a, struct stat *st) {
+  memset(st, 0, sizeof *st);
+  auto n = [&](uint32_t i) { return a.Get(i).As<Napi::Number>().DoubleValue(); };
+  auto ts = [&](uint32_t i, struct timespec *t) {
+    double ms = n(i);
+    t->tv_sec = static_cast<time_t>(ms / 1000);
+    t->tv_nsec = static_cast<long>((ms - t->tv_sec * 1000.0) * 1e6);
+    if (t->tv_nsec < 0) t->tv_nsec = 0;
+  };
+  st->st_ino = static_cast<ino_t>(n(0));
+  st->st_mode = static_cast<mode_t>(n(1));
+  st->st_nlink = static_cast<nlink_t>(n(2));
+  st->st_uid = static_cast<uid_t>(n(3));
+  st->st_gid = static_cast<gid_t>(n(4));
+  st->st_rdev = static_cast<dev_t>(n(5));
+  st->st_size = static_cast<off_t>(n(6));
+  st->st_blocks = static_cast<blkcnt_t>(n(7));
+  st->st_blksize = static_cast<blksize_t>(n(8));
+  ts(9, &st->st_atim);
+  ts(10, &st->st_mtim);
+  ts(11, &st->st_ctim);
+}
+
+fuse_entry_param toEntry(const Napi::CallbackInfo &info, uint32_t at) {
+  fuse_entry_param e{};
+  toStat(info[at].As<Napi::Array>(), &e.attr);
+  e.ino = e.attr.st_ino;
+  double t = info[at + 1].As<Napi::Number>().DoubleValue();
+  e.attr_timeout = t;
+  e.entry_timeout = t;
+  return e;
+}
+
+void setOpenFlags(fuse_file_info *fi, uint32_t f) {
+  fi->direct_io = (f & 1) ? 1 : 0;
+  fi->keep_cache = (f & 2) ? 1 : 0;
+}
+
+Napi::Value ReplyErr(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  fuse_reply_err(r->req, info[1].As<Napi::Number>().Int32Value());
+  done(r);
+  return info.Env().Undefined();
+}
+Napi::Value ReplyEntry(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  fuse_entry_param e = toEntry(info, 1);
+  fuse_reply_entry(r->req, &e);
+  done(r);
+  return info.Env().Undefined();
+}
+// (req, attr, timeout, fh, openFlags)
+Napi::Value ReplyCreate(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  fuse_entry_param e = toEntry(info, 1);
+  fuse_file_info fi{};
+  fi.fh = static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value());
+  setOpenFlags(&fi, info[4].As<Napi::Number>().Uint32Value());
+  fuse_reply_create(r->req, &e, &fi);
+  done(r);
+  return info.Env().Undefined();
+}
+// (req, attr, timeout)
+Napi::Value ReplyAttr(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  struct stat st;
+  toStat(info[1].As<Napi::Array>(), &st);
+  fuse_reply_attr(r->req, &st, info[2].As<Napi::Number>().DoubleValue());
+  done(r);
+  return info.Env().Undefined();
+}
+// (req, fh, openFlags)
+Napi::Value ReplyOpen(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  fuse_file_info fi{};
+  fi.fh = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
+  setOpenFlags(&fi, info[2].As<Napi::Number>().Uint32Value());
+  fuse_reply_open(r->req, &fi);
+  done(r);
+  return info.Env().Undefined();
+}
+// (req, buffer, length)
+Napi::Value ReplyBuf(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  auto b = info[1].As<Napi::Buffer<char>>();
+  size_t n = info[2].As<Napi::Number>().Uint32Value();
+  if (n > b.Length()) n = b.Length();
+  fuse_reply_buf(r->req, b.Data(), n);
+  done(r);
+  return info.Env().Undefined();
+}
+// (req, count)
+Napi::Value ReplyWrite(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  fuse_reply_write(r->req, static_cast<size_t>(info[1].As<Napi::Number>().Int64Value()));
+  done(r);
+  return info.Env().Undefined();
+}
+// (req, [bsize, frsize, blocks, bfree, bavail, files, ffree, favail, namemax])
+Napi::Value ReplyStatfs(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  auto a = info[1].As<Napi::Array>();
+  auto n = [&](uint32_t i) { return a.Get(i).As<Napi::Number>().DoubleValue(); };
+  struct statvfs v{};
+  v.f_bsize = static_cast<unsigned long>(n(0));
+  v.f_frsize = static_cast<unsigned long>(n(1));
+  v.f_blocks = static_cast<fsblkcnt_t>(n(2));
+  v.f_bfree = static_cast<fsblkcnt_t>(n(3));
+  v.f_bavail = static_cast<fsblkcnt_t>(n(4));
+  v.f_files = static_cast<fsfilcnt_t>(n(5));
+  v.f_ffree = static_cast<fsfilcnt_t>(n(6));
+  v.f_favail = static_cast<fsfilcnt_t>(n(7));
+  v.f_namemax = static_cast<unsigned long>(n(8));
+  fuse_reply_statfs(r->req, &v);
+  done(r);
+  return info.Env().Undefined();
+}
+// (req, size): the size an xattr value or list needs, for a size query
+Napi::Value ReplyXattr(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  fuse_reply_xattr(r->req, static_cast<size_t>(info[1].As<Napi::Number>().Int64Value()));
+  done(r);
+  return info.Env().Undefined();
+}
+Napi::Value ReplyLseek(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  fuse_reply_lseek(r->req, static_cast<off_t>(info[1].As<Napi::Number>().Int64Value()));
+  done(r);
+  return info.Env().Undefined();
+}
+// (req, result, buffer | undefined)
+Napi::Value ReplyIoctl(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  int result = info[1].As<Napi::Number>().Int32Value();
+  if (info[2].IsBuffer()) {
+    auto b = info[2].As<Napi::Buffer<char>>();
+    fuse_reply_ioctl(r->req, result, b.Data(), b.Length());
+  } else {
+    fuse_reply_ioctl(r->req, result, nullptr, 0);
+  }
+  done(r);
+  return info.Env().Undefined();
+}
+Napi::Value ReplyReadlink(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  std::string s = info[1].As<Napi::String>().Utf8Value();
+  fuse_reply_readlink(r->req, s.c_str());
+  done(r);
+  return info.Env().Undefined();
+}
+
+void unmountAllAtExit() {
+  std::lock_guard<std::mutex> g(g_live_mu);
+  for (const auto &m : g_live_mounts) umount2(m.c_str(), MNT_DETACH);
+}
+
+// mount(mountpoint, options string (-o list), dispatch(op, req, ...), threads) -> session handle
+Napi::Value Mount(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string mnt = info[0].As<Napi::String>().Utf8Value();
+  std::string opts = info[1].As<Napi::String>().Utf8Value();
+  Napi::Function dispatch = info[2].As<Napi::Function>();
+  int nthreads = info[3].As<Napi::Number>().Int32Value();
+  if (nthreads < 1 || nthreads > 64) nthreads = 16;
+
+  auto *s = new Session();
+  s->mountpoint = mnt;
+  const char *argv[] = {"vsm", "-o", opts.c_str()};
+  fuse_args args = FUSE_ARGS_INIT(3, const_cast<char **>(argv));
+  s->se = fuse_session_new(&args, &kOps, sizeof kOps, s);
+  if (!s->se) {
+    delete s;
+    Napi::Error::New(env, "fuse_session_new failed (bad mount options?)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (fuse_session_mount(s->se, mnt.c_str()) != 0) {
+    fuse_session_destroy(s->se);
+    delete s;
+    Napi::Error::New(env, "cannot mount FUSE at " + mnt).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  {
+    std::lock_guard<std::mutex> g(g_live_mu);
+    g_live_mounts.insert(mnt);
+  }
+  s->tsfn = Tsfn::New(env, dispatch, "vsm_fuse", 0, 1, s);
+  s->running = nthreads;
+  for (int i = 0; i < nthreads; i++) {
+    pthread_t t;
+    pthread_create(&t, nullptr, worker, s);
+    s->threads.push_back(t);
+  }
+  return Napi::External<Session>::New(env, s);
+}
+
+// unmount(session): detach the mount; the workers see the connection end and report OP_CLOSED.
+Napi::Value Unmount(const Napi::CallbackInfo &info) {
+  auto *s = info[0].As<Napi::External<Session>>().Data();
+  if (!s->unmounted) {
+    s->unmounted = true;
+    fuse_session_exit(s->se);
+    fuse_session_unmount(s->se);
+    std::lock_guard<std::mutex> g(g_live_mu);
+    g_live_mounts.erase(s->mountpoint);
+  }
+  return info.Env().Undefined();
+}
+
+// destroy(session): after OP_CLOSED and once no request is left unanswered.
+Napi::Value Destroy(const Napi::CallbackInfo &info) {
+  auto *s = info[0].As<Napi::External<Session>>().Data();
+  if (!s->destroyed) {
+    s->destroyed = true;
+    for (pthread_t t : s->threads) pthread_join(t, nullptr);
+    fuse_session_destroy(s->se);
+    s->tsfn.Release();
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  std::atexit(unmountAllAtExit);
+  exports.Set("mount", Napi::Function::New(env, Mount));
+  exports.Set("unmount", Napi::Function::New(env, Unmount));
+  exports.Set("destroy", Napi::Function::New(env, Destroy));
+  exports.Set("replyErr", Napi::Function::New(env, ReplyErr));
+  exports.Set("replyEntry", Napi::Function::New(env, ReplyEntry));
+  exports.Set("replyCreate", Napi::Function::New(env, ReplyCreate));
+  exports.Set("replyAttr", Napi::Function::New(env, ReplyAttr));
+  exports.Set("replyOpen", Napi::Function::New(env, ReplyOpen));
+  exports.Set("replyBuf", Napi::Function::New(env, ReplyBuf));
+  exports.Set("replyWrite", Napi::Function::New(env, ReplyWrite));
+  exports.Set("replyStatfs", Napi::Function::New(env, ReplyStatfs));
+  exports.Set("replyXattr", Napi::Function::New(env, ReplyXattr));
+  exports.Set("replyLseek", Napi::Function::New(env, ReplyLseek));
+  exports.Set("replyIoctl", Napi::Function::New(env, ReplyIoctl));
+  exports.Set("replyReadlink", Napi::Function::New(env, ReplyReadlink));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(vsm_fuse, Init)

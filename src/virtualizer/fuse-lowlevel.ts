@@ -1,0 +1,305 @@
+// The default FUSE binding: our addon native/vsm_fuse on libfuse3's low-level API
+// (1 MiB requests, many in flight, fallocate, lseek, copy_file_range, ioctl). The
+// kernel speaks in node ids; this adapter maps them to paths for the operation table
+// (node id = the fs's inode number; directories of the snapshot view, which have no
+// inode, get ids of their own) and packs the answers the addon passes to the kernel.
+import { join } from 'path'
+import type { Logger } from 'pino'
+import { VsmError } from '../block/blockdev'
+import { callOp, type Attr, type Caller, type FuseOps } from './fuse-ops'
+import type { FuseBinding } from './fuse-view'
+
+/** The addon's exports (native/fuse.cc). A req is the request's handle, answered exactly once. */
+interface Addon {
+  mount(mountpoint: string, options: string, dispatch: Dispatch, threads: number): unknown
+  unmount(session: unknown): void
+  destroy(session: unknown): void
+  replyErr(req: number, errno: number): void
+  replyEntry(req: number, attr: number[], timeout: number): void
+  replyCreate(req: number, attr: number[], timeout: number, fh: number, openFlags: number): void
+  replyAttr(req: number, attr: number[], timeout: number): void
+  replyOpen(req: number, fh: number, openFlags: number): void
+  replyBuf(req: number, buf: Buffer, length: number): void
+  replyWrite(req: number, count: number): void
+  replyStatfs(req: number, v: number[]): void
+  replyXattr(req: number, size: number): void
+  replyLseek(req: number, offset: number): void
+  replyIoctl(req: number, result: number, out?: Buffer): void
+  replyReadlink(req: number, target: string): void
+}
+
+type Dispatch = (
+  op: number, req: number, ino: number, fh: number, off: number, size: number, flags: number,
+  name: string | undefined, name2: string | undefined, data: Buffer | undefined,
+  ino2: number, fh2: number, off2: number, mode: number, uid: number, gid: number, pid: number,
+) => void
+
+// Keep in step with enum Op in native/fuse.cc.
+const OP = {
+  CLOSED: 0, LOOKUP: 1, FORGET: 2, GETATTR: 3, SETATTR: 4, READLINK: 5, MKNOD: 6, MKDIR: 7,
+  UNLINK: 8, RMDIR: 9, SYMLINK: 10, RENAME: 11, LINK: 12, OPEN: 13, READ: 14, WRITE: 15, FLUSH: 16,
+  RELEASE: 17, FSYNC: 18, OPENDIR: 19, READDIR: 20, RELEASEDIR: 21, STATFS: 22, SETXATTR: 23,
+  GETXATTR: 24, LISTXATTR: 25, REMOVEXATTR: 26, CREATE: 27, FALLOCATE: 28, LSEEK: 29,
+  COPY_FILE_RANGE: 30, IOCTL: 31,
+} as const
+const OP_NAME = Object.fromEntries(Object.entries(OP).map(([k, v]) => [v, k.toLowerCase()]))
+
+const ROOT_ID = 1
+/** Ids for nodes without an inode (the snapshot view's directories): far above any inode number. */
+const SYNTHETIC_BASE = 2 ** 52
+/** Seconds the kernel may cache an entry or attributes (libfuse2's default, as fuse-native used). */
+const TIMEOUT = 1
+const ERANGE = 34, ENOSYS = 38, ENOTTY = 25
+// FUSE_SET_ATTR_* bits of setattr's to_set
+const SET_MODE = 1 << 0, SET_UID = 1 << 1, SET_GID = 1 << 2, SET_SIZE = 1 << 3, SET_ATIME = 1 << 4, SET_MTIME = 1 << 5
+const SET_ATIME_NOW = 1 << 7, SET_MTIME_NOW = 1 << 8
+const RENAME_NOREPLACE = 1
+const S_IFMT = 0o170000
+
+let addon: Addon | undefined
+/** Loads the addon; throws when it is not built or libfuse3 is missing (the view then falls back to fuse-native). */
+export function loadAddon(): Addon {
+  // dist/src/virtualizer/ is three levels below the repo root, where native/build is;
+  // VSM_FUSE_ADDON names another build of it.
+  addon ??= require(process.env.VSM_FUSE_ADDON || join(__dirname, '..', '..', '..', 'native', 'build', 'Release', 'vsm_fuse.node')) as Addon
+  return addon
+}
+
+interface Node { path: string; lookups: number }
+
+/** Node ids the kernel holds (counted by lookups, dropped by forget) and the path each stands for. */
+class Nodes {
+  private byId = new Map<number, Node>([[ROOT_ID, { path: '/', lookups: 1 }]])
+  private synthetic = new Map<string, number>()
+  private next = SYNTHETIC_BASE
+
+  path(id: number): string {
+    const n = this.byId.get(id)
+    if (!n) throw new VsmError('ESTALE', `unknown node ${id}`)
+    return n.path
+  }
+
+  child(id: number, name: string): string {
+    const p = this.path(id)
+    return p === '/' ? `/${name}` : `${p}/${name}`
+  }
+
+  /** The id for what path names (its inode, or a synthetic id), counted as one more kernel reference. */
+  remember(path: string, attr: Attr): number {
+    let id = attr.ino
+    if (!id) {
+      id = this.synthetic.get(path) ?? this.next++
+      this.synthetic.set(path, id)
+    }
+    const n = this.byId.get(id)
+    if (n) { n.lookups++; n.path = path } else this.byId.set(id, { path, lookups: 1 })
+    return id
+  }
+
+  forget(id: number, count: number): void {
+    const n = this.byId.get(id)
+    if (!n || id === ROOT_ID) return
+    n.lookups -= count
+    if (n.lookups > 0) return
+    this.byId.delete(id)
+    if (id >= SYNTHETIC_BASE) this.synthetic.delete(n.path)
+  }
+
+  renamed(from: string, to: string): void {
+    const moved = (p: string) => (p === from ? to : p.startsWith(from + '/') ? to + p.slice(from.length) : null)
+    for (const n of this.byId.values()) n.path = moved(n.path) ?? n.path
+    for (const [p, id] of [...this.synthetic]) {
+      const q = moved(p)
+      if (q !== null) { this.synthetic.delete(p); this.synthetic.set(q, id) }
+    }
+  }
+}
+
+// nlink 0 (a snapshot's inode) would read as deleted: as fuse-native did, it shows as 1
+const attrArray = (id: number, a: Attr) => [id, a.mode, a.nlink || 1, a.uid, a.gid, 0, a.size, a.blocks, a.blksize, a.atime, a.mtime, a.ctime]
+
+/** struct fuse_dirent entries from index `from` on, as many as fit in `size` bytes; each one's off is its index + 1. */
+function packDirents(entries: { name: string; id: number; mode: number }[], from: number, size: number): Buffer {
+  const parts: Buffer[] = []
+  let used = 0
+  for (let i = from; i < entries.length; i++) {
+    const name = Buffer.from(entries[i].name)
+    const len = (24 + name.length + 7) & ~7
+    if (used + len > size) break
+    const d = Buffer.alloc(len)
+    d.writeBigUInt64LE(BigInt(entries[i].id), 0)
+    d.writeBigUInt64LE(BigInt(i + 1), 8)
+    d.writeUInt32LE(name.length, 16)
+    d.writeUInt32LE((entries[i].mode & S_IFMT) >> 12, 20)
+    name.copy(d, 24)
+    parts.push(d)
+    used += len
+  }
+  return Buffer.concat(parts)
+}
+
+/** Packs a list of xattr names as listxattr(2) returns them (each NUL-terminated). */
+const packNames = (names: string[]) => Buffer.concat(names.map((n) => Buffer.from(n + '\0')))
+
+export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, opts: { allowOther: boolean; threads?: number }): FuseBinding {
+  const a = loadAddon()
+  const nodes = new Nodes()
+  const dirs = new Map<number, { name: string; id: number; mode: number }[]>()
+  let nextDir = 1
+  let session: unknown
+  let inflight = 0
+  let closed: (() => void) | null = null
+  let closedSeen = false
+
+  const fail = (req: number) => (errno: number) => { inflight--; a.replyErr(req, -errno); settle() }
+  const settle = () => { if (closedSeen && inflight === 0 && closed) closed() }
+  /** Runs a handler and answers the request with reply(value). */
+  const serve = <T>(op: number, req: number, fn: () => T | Promise<T>, reply: (v: T) => void) => {
+    inflight++
+    callOp(log, OP_NAME[op], fn, (v) => { inflight--; reply(v); settle() }, fail(req))
+  }
+  const entry = async (path: string) => {
+    const attr = await ops.getattr(path)
+    return { id: nodes.remember(path, attr), attr }
+  }
+  const statOrNull = async (path: string) => { try { return await ops.getattr(path) } catch { return null } }
+  const replyEntry = (req: number) => (e: { id: number; attr: Attr }) => a.replyEntry(req, attrArray(e.id, e.attr), TIMEOUT)
+  const needed = <K extends keyof FuseOps>(k: K): NonNullable<FuseOps[K]> => {
+    const f = ops[k]
+    if (!f) throw new VsmError('ENOSYS', `${k} is not supported`)
+    return f as NonNullable<FuseOps[K]>
+  }
+
+  const dispatch: Dispatch = (op, req, ino, fh, off, size, flags, name, name2, data, ino2, fh2, off2, mode, uid, gid, pid) => {
+    const caller: Caller = { uid, gid, pid }
+    switch (op) {
+      case OP.CLOSED: closedSeen = true; return settle()
+      case OP.FORGET: return nodes.forget(ino, size)
+      case OP.LOOKUP: return serve(op, req, () => entry(nodes.child(ino, name!)), replyEntry(req))
+      case OP.GETATTR: return serve(op, req, () => ops.getattr(nodes.path(ino)), (attr) => a.replyAttr(req, attrArray(ino, attr), TIMEOUT))
+      case OP.SETATTR: return serve(op, req, async () => {
+        const p = nodes.path(ino)
+        if (flags & SET_MODE) await ops.chmod(p, mode & 0o7777)
+        if (flags & (SET_UID | SET_GID)) {
+          const cur = await ops.getattr(p)
+          await ops.chown(p, flags & SET_UID ? ino2 : cur.uid, flags & SET_GID ? fh2 : cur.gid)
+        }
+        if (flags & SET_SIZE) await ops.truncate(p, size)
+        if (flags & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW)) {
+          const cur = await ops.getattr(p)
+          const now = Date.now()
+          const at = flags & SET_ATIME_NOW ? now : flags & SET_ATIME ? off : cur.atime
+          const mt = flags & SET_MTIME_NOW ? now : flags & SET_MTIME ? off2 : cur.mtime
+          await ops.utimens(p, at, mt)
+        }
+        return ops.getattr(p)
+      }, (attr) => a.replyAttr(req, attrArray(ino, attr), TIMEOUT))
+      case OP.READLINK: return serve(op, req, () => needed('readlink')(nodes.path(ino)), (t) => a.replyReadlink(req, t))
+      case OP.MKNOD: return serve(op, req, async () => {
+        const p = nodes.child(ino, name!)
+        await needed('mknod')(p, mode, size, caller)
+        return entry(p)
+      }, replyEntry(req))
+      case OP.MKDIR: return serve(op, req, async () => {
+        const p = nodes.child(ino, name!)
+        await ops.mkdir(p, mode & 0o7777, caller)
+        return entry(p)
+      }, replyEntry(req))
+      case OP.SYMLINK: return serve(op, req, async () => {
+        const p = nodes.child(ino, name!)
+        await needed('symlink')(name2!, p, caller)
+        return entry(p)
+      }, replyEntry(req))
+      case OP.LINK: return serve(op, req, async () => {
+        const p = nodes.child(ino2, name!)
+        await needed('link')(nodes.path(ino), p)
+        return entry(p)
+      }, replyEntry(req))
+      case OP.UNLINK: return serve(op, req, () => ops.unlink(nodes.child(ino, name!)), () => a.replyErr(req, 0))
+      case OP.RMDIR: return serve(op, req, () => ops.rmdir(nodes.child(ino, name!)), () => a.replyErr(req, 0))
+      case OP.RENAME: return serve(op, req, async () => {
+        const from = nodes.child(ino, name!), to = nodes.child(ino2, name2!)
+        if (flags & ~RENAME_NOREPLACE) throw new VsmError('EINVAL', `rename flags ${flags} are not supported`)
+        if (flags & RENAME_NOREPLACE) {
+          if (await statOrNull(to)) throw new VsmError('EEXIST', `${to} exists`)
+        }
+        await ops.rename(from, to)
+        nodes.renamed(from, to)
+      }, () => a.replyErr(req, 0))
+      case OP.OPEN: return serve(op, req, () => ops.open(nodes.path(ino), flags), (h) => a.replyOpen(req, h, 0))
+      case OP.CREATE: return serve(op, req, async () => {
+        const p = nodes.child(ino, name!)
+        const h = await ops.create(p, mode & 0o7777, caller)
+        return { h, e: await entry(p) }
+      }, ({ h, e }) => a.replyCreate(req, attrArray(e.id, e.attr), TIMEOUT, h, 0))
+      case OP.READ: {
+        const buf = Buffer.allocUnsafe(size)
+        return serve(op, req, () => ops.read(fh, buf, off), (n) => a.replyBuf(req, buf, n))
+      }
+      case OP.WRITE: return serve(op, req, () => ops.write(fh, data!, off), (n) => a.replyWrite(req, n))
+      case OP.FLUSH: return serve(op, req, () => ops.flush(fh), () => a.replyErr(req, 0))
+      case OP.RELEASE: return serve(op, req, () => ops.release(fh), () => a.replyErr(req, 0))
+      case OP.FSYNC: return serve(op, req, () => ops.fsync(fh, !!flags), () => a.replyErr(req, 0))
+      case OP.OPENDIR: return serve(op, req, async () => {
+        const p = nodes.path(ino)
+        const self = await ops.getattr(p)
+        const list = [{ name: '.', id: ino, mode: self.mode }, { name: '..', id: ino, mode: self.mode }]
+        for (const n of await ops.readdir(p)) {
+          const c = p === '/' ? `/${n}` : `${p}/${n}`
+          const st = await statOrNull(c)
+          if (st) list.push({ name: n, id: st.ino || SYNTHETIC_BASE - 1, mode: st.mode })
+        }
+        const h = nextDir++
+        dirs.set(h, list)
+        return h
+      }, (h) => a.replyOpen(req, h, 0))
+      case OP.READDIR: return serve(op, req, () => packDirents(dirs.get(fh) ?? [], off, size), (b) => a.replyBuf(req, b, b.length))
+      case OP.RELEASEDIR: dirs.delete(fh); inflight++; return fail(req)(0)
+      case OP.STATFS: return serve(op, req, () => ops.statfs(nodes.path(ino)), (s) =>
+        a.replyStatfs(req, [s.bsize, s.frsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.favail, s.namemax]))
+      case OP.SETXATTR: return serve(op, req, () => ops.setxattr(nodes.path(ino), name!, data!, flags), () => a.replyErr(req, 0))
+      case OP.GETXATTR: return serve(op, req, () => ops.getxattr(nodes.path(ino), name!), (v) => {
+        if (size === 0) a.replyXattr(req, v.length)
+        else if (v.length > size) a.replyErr(req, ERANGE)
+        else a.replyBuf(req, v, v.length)
+      })
+      case OP.LISTXATTR: return serve(op, req, async () => packNames(await ops.listxattr(nodes.path(ino))), (v) => {
+        if (size === 0) a.replyXattr(req, v.length)
+        else if (v.length > size) a.replyErr(req, ERANGE)
+        else a.replyBuf(req, v, v.length)
+      })
+      case OP.REMOVEXATTR: return serve(op, req, () => ops.removexattr(nodes.path(ino), name!), () => a.replyErr(req, 0))
+      case OP.FALLOCATE: return serve(op, req, () => needed('fallocate')(fh, flags, off, size), () => a.replyErr(req, 0))
+      case OP.LSEEK: return serve(op, req, () => needed('lseek')(fh, off, flags), (o) => a.replyLseek(req, o))
+      case OP.COPY_FILE_RANGE: return serve(op, req, () => needed('copyFileRange')(fh, off, fh2, off2, size, flags), (n) => a.replyWrite(req, n))
+      case OP.IOCTL: {
+        if (!ops.ioctl) { inflight++; return fail(req)(-ENOTTY) }
+        return serve(op, req, () => ops.ioctl!(fh, flags >>> 0, data!, size), (r) => a.replyIoctl(req, r.result, r.out))
+      }
+      default: inflight++; return fail(req)(-ENOSYS)
+    }
+  }
+
+  return {
+    name: 'native',
+    async mount() {
+      const o = ['fsname=vsm', 'subtype=vsm', ...(opts.allowOther ? ['allow_other', 'default_permissions'] : [])]
+      session = a.mount(mountpoint, o.join(','), dispatch, opts.threads ?? 16)
+    },
+    async unmount() {
+      if (!session) return
+      const s = session
+      session = undefined
+      const done = new Promise<boolean>((res) => {
+        closed = () => res(true)
+        setTimeout(() => res(false), 5000).unref()
+      })
+      a.unmount(s)
+      settle()
+      // Until the kernel ends the connection, the workers stay in read(): if something
+      // still holds a file open on the detached mount, leave them (the process is ending).
+      if (await done) a.destroy(s)
+      else log.warn({ mount: mountpoint, inflight }, 'FUSE connection still open after unmount; not waiting for it')
+    },
+  }
+}
