@@ -84,6 +84,24 @@ struct vsm_disk_io {
 VSM_STATIC_ASSERT(sizeof(struct vsm_frame_header) == VSM_FRAME_HEADER_SIZE, "struct vsm_frame_header");
 VSM_STATIC_ASSERT(sizeof(struct vsm_disk_io) == 16, "struct vsm_disk_io");
 
+/* In-band commands on an open disk file in the FUSE view (no socket needed):
+ *   struct vsm_file_cmd c = { 0 }; c.len = sprintf(c.json, "{\"name\":\"s1\"}");
+ *   ioctl(fd, VSM_FILE_IOC(VSM_IOC_SNAPSHOT_CREATE), &c);
+ * json holds the command's JSON arguments (len bytes; "path" defaults to the disk the
+ * file is). The reply overwrites it: status 0 and the result as JSON, or -errno and
+ * {"error": ..., "message": ...}. ioctl(2) itself fails with ENOTTY for a code that
+ * names no command. */
+#define VSM_FILE_CMD_JSON_MAX 4088
+struct vsm_file_cmd {
+  int32_t status;  /* reply: 0 or -errno */
+  uint32_t len;    /* bytes of JSON in json, both ways */
+  char json[VSM_FILE_CMD_JSON_MAX];
+};
+VSM_STATIC_ASSERT(sizeof(struct vsm_file_cmd) == 4096, "struct vsm_file_cmd");
+/* The ioctl(2) code for a command code: its type and nr, read|write, sizeof(struct vsm_file_cmd). */
+#define VSM_FILE_IOC(code) \
+  VSMIOC(VSMIOC_READ | VSMIOC_WRITE, VSMIOC_TYPE(code), VSMIOC_NR(code), sizeof(struct vsm_file_cmd))
+
 /* Commands. */
 /* disk.read [standard]: read bytes from a virtual disk (binary: struct vsm_disk_io + path; reply: raw bytes) */
 #define VSM_IOC_DISK_READ        VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x01, 16) /* 0xc0105601 */

@@ -51,6 +51,18 @@ const DIR_BITS: Record<Direction, number> = {
  */
 export const DISK_IO_HEADER_SIZE = 16
 
+/**
+ * In-band commands on an open disk file in the FUSE view go by ioctl(2) with the
+ * command's type and nr, direction read|write and this size: struct vsm_file_cmd
+ * (status i32, len u32, then JSON in and out), so the size field covers the argument as
+ * FUSE's restricted ioctls require.
+ */
+export const FILE_CMD_SIZE = 4096
+export const FILE_CMD_JSON_OFFSET = 8
+
+/** The ioctl(2) code that carries a command on a disk file (see FILE_CMD_SIZE). */
+export function fileIoc(c: CommandDef): number { return ioc('readwrite', c.type, c.nr, FILE_CMD_SIZE) }
+
 /** Linux _IOC(dir, type, nr, size). */
 export function ioc(dir: Direction, type: string, nr: number, size: number): number {
   if (type.length !== 1 || type.charCodeAt(0) > 0xff) throw new RangeError(`type must be one byte: ${type}`)

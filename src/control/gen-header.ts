@@ -5,7 +5,7 @@
 import * as fs from 'fs'
 import * as path from 'path'
 import {
-  COMMANDS, COMPONENTS, CommandDef, DISK_IO_HEADER_SIZE, IOC_DIRBITS, IOC_DIRSHIFT, IOC_NRBITS, IOC_NRSHIFT,
+  COMMANDS, COMPONENTS, CommandDef, DISK_IO_HEADER_SIZE, FILE_CMD_JSON_OFFSET, FILE_CMD_SIZE, IOC_DIRBITS, IOC_DIRSHIFT, IOC_NRBITS, IOC_NRSHIFT,
   IOC_SIZEBITS, IOC_SIZESHIFT, IOC_TYPEBITS, IOC_TYPESHIFT, formatCode, macroName,
 } from './codes'
 import { DEFAULT_MAX_PAYLOAD, HEADER_SIZE, MAGIC, MAX_PATH, PROTOCOL_VERSION, UNSOLICITED_ID } from './codec'
@@ -107,6 +107,24 @@ export function generateHeader(): string {
   p()
   p(`VSM_STATIC_ASSERT(sizeof(struct vsm_frame_header) == VSM_FRAME_HEADER_SIZE, "struct vsm_frame_header");`)
   p(`VSM_STATIC_ASSERT(sizeof(struct vsm_disk_io) == ${DISK_IO_HEADER_SIZE}, "struct vsm_disk_io");`)
+  p()
+  p('/* In-band commands on an open disk file in the FUSE view (no socket needed):')
+  p(' *   struct vsm_file_cmd c = { 0 }; c.len = sprintf(c.json, "{\\"name\\":\\"s1\\"}");')
+  p(' *   ioctl(fd, VSM_FILE_IOC(VSM_IOC_SNAPSHOT_CREATE), &c);')
+  p(' * json holds the command\'s JSON arguments (len bytes; "path" defaults to the disk the')
+  p(' * file is). The reply overwrites it: status 0 and the result as JSON, or -errno and')
+  p(' * {"error": ..., "message": ...}. ioctl(2) itself fails with ENOTTY for a code that')
+  p(' * names no command. */')
+  p(`#define VSM_FILE_CMD_JSON_MAX ${FILE_CMD_SIZE - FILE_CMD_JSON_OFFSET}`)
+  p('struct vsm_file_cmd {')
+  p('  int32_t status;  /* reply: 0 or -errno */')
+  p('  uint32_t len;    /* bytes of JSON in json, both ways */')
+  p('  char json[VSM_FILE_CMD_JSON_MAX];')
+  p('};')
+  p(`VSM_STATIC_ASSERT(sizeof(struct vsm_file_cmd) == ${FILE_CMD_SIZE}, "struct vsm_file_cmd");`)
+  p('/* The ioctl(2) code for a command code: its type and nr, read|write, sizeof(struct vsm_file_cmd). */')
+  p('#define VSM_FILE_IOC(code) \\')
+  p('  VSMIOC(VSMIOC_READ | VSMIOC_WRITE, VSMIOC_TYPE(code), VSMIOC_NR(code), sizeof(struct vsm_file_cmd))')
   p()
   p('/* Commands. */')
   const width = Math.max(...COMMANDS.map((c) => macroName(c).length))

@@ -274,7 +274,7 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
       case OP.COPY_FILE_RANGE: return serve(op, req, () => needed('copyFileRange')(fh, off, fh2, off2, size, flags), (n) => a.replyWrite(req, n))
       case OP.IOCTL: {
         if (!ops.ioctl) { inflight++; return fail(req)(-ENOTTY) }
-        return serve(op, req, () => ops.ioctl!(fh, flags >>> 0, data!, size), (r) => a.replyIoctl(req, r.result, r.out))
+        return serve(op, req, () => ops.ioctl!(fh, flags >>> 0, data!, size), (r) => (r.result < 0 ? a.replyErr(req, -r.result) : a.replyIoctl(req, r.result, r.out)))
       }
       default: inflight++; return fail(req)(-ENOSYS)
     }

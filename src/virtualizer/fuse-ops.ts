@@ -11,6 +11,7 @@ import { VsmError } from '../block/blockdev'
 import { RENAME_EXCHANGE, S_IFDIR, S_IFMT, S_IFREG, type FileSystem, type TimeSpec } from '../fs'
 import type { WriteGate } from './gate'
 import { SNAPDIR } from './paths'
+import { fileCommand } from './fuse-ioctl'
 import { FLUSH, IoMeters, IoStats, READ, WRITE, counted, now } from '../metrics/io'
 
 /** Routes an in-band command the way the control socket would (ControlServer.invoke). */
@@ -370,6 +371,7 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       const r = runs.find(([a, b]) => a <= offset && b > offset)
       return Math.min(r ? r[1] : offset, size)
     },
+    ioctl: (fh, cmd, input) => fileCommand(invoke, handles.get(fh), cmd, input),
     copyFileRange: async (fhIn, offIn, fhOut, offOut, length, flags) => {
       if (flags) throw new VsmError('EINVAL', 'copy_file_range flags must be 0')
       const src = handles.get(fhIn)
