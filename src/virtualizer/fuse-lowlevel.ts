@@ -65,18 +65,19 @@ export function loadAddon(): Addon {
   return addon
 }
 
-interface Node { path: string; lookups: number }
+/** A node the kernel holds: the names it was looked up by (hard links give one inode several). */
+interface Node { paths: string[]; lookups: number }
 
-/** Node ids the kernel holds (counted by lookups, dropped by forget) and the path each stands for. */
+/** Node ids the kernel holds (counted by lookups, dropped by forget) and the paths each stands for. */
 class Nodes {
-  private byId = new Map<number, Node>([[ROOT_ID, { path: '/', lookups: 1 }]])
+  private byId = new Map<number, Node>([[ROOT_ID, { paths: ['/'], lookups: 1 }]])
   private synthetic = new Map<string, number>()
   private next = SYNTHETIC_BASE
 
   path(id: number): string {
     const n = this.byId.get(id)
-    if (!n) throw new VsmError('ESTALE', `unknown node ${id}`)
-    return n.path
+    if (!n || !n.paths.length) throw new VsmError('ESTALE', `unknown node ${id}`)
+    return n.paths[n.paths.length - 1]
   }
 
   child(id: number, name: string): string {
@@ -92,7 +93,11 @@ class Nodes {
       this.synthetic.set(path, id)
     }
     const n = this.byId.get(id)
-    if (n) { n.lookups++; n.path = path } else this.byId.set(id, { path, lookups: 1 })
+    if (!n) this.byId.set(id, { paths: [path], lookups: 1 })
+    else {
+      n.lookups++
+      n.paths = [...n.paths.filter((p) => p !== path), path]
+    }
     return id
   }
 
@@ -102,12 +107,17 @@ class Nodes {
     n.lookups -= count
     if (n.lookups > 0) return
     this.byId.delete(id)
-    if (id >= SYNTHETIC_BASE) this.synthetic.delete(n.path)
+    if (id >= SYNTHETIC_BASE) for (const p of n.paths) this.synthetic.delete(p)
+  }
+
+  /** A name is gone: a hard-linked inode is then reached by its other names. */
+  unlinked(path: string): void {
+    for (const n of this.byId.values()) if (n.paths.includes(path) && n.paths.length > 1) n.paths = n.paths.filter((p) => p !== path)
   }
 
   renamed(from: string, to: string): void {
     const moved = (p: string) => (p === from ? to : p.startsWith(from + '/') ? to + p.slice(from.length) : null)
-    for (const n of this.byId.values()) n.path = moved(n.path) ?? n.path
+    for (const n of this.byId.values()) n.paths = n.paths.map((p) => moved(p) ?? p)
     for (const [p, id] of [...this.synthetic]) {
       const q = moved(p)
       if (q !== null) { this.synthetic.delete(p); this.synthetic.set(q, id) }
@@ -116,7 +126,7 @@ class Nodes {
 }
 
 // nlink 0 (a snapshot's inode) would read as deleted: as fuse-native did, it shows as 1
-const attrArray = (id: number, a: Attr) => [id, a.mode, a.nlink || 1, a.uid, a.gid, 0, a.size, a.blocks, a.blksize, a.atime, a.mtime, a.ctime]
+const attrArray = (id: number, a: Attr) => [id, a.mode, a.nlink || 1, a.uid, a.gid, a.rdev ?? 0, a.size, a.blocks, a.blksize, a.atime, a.mtime, a.ctime]
 
 /** struct fuse_dirent entries from index `from` on, as many as fit in `size` bytes; each one's off is its index + 1. */
 function packDirents(entries: { name: string; id: number; mode: number }[], from: number, size: number): Buffer {
@@ -215,7 +225,11 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
         await needed('link')(nodes.path(ino), p)
         return entry(p)
       }, replyEntry(req))
-      case OP.UNLINK: return serve(op, req, () => ops.unlink(nodes.child(ino, name!)), () => a.replyErr(req, 0))
+      case OP.UNLINK: return serve(op, req, async () => {
+        const p = nodes.child(ino, name!)
+        await ops.unlink(p)
+        nodes.unlinked(p)
+      }, () => a.replyErr(req, 0))
       case OP.RMDIR: return serve(op, req, () => ops.rmdir(nodes.child(ino, name!)), () => a.replyErr(req, 0))
       case OP.RENAME: return serve(op, req, async () => {
         const from = nodes.child(ino, name!), to = nodes.child(ino2, name2!)
@@ -224,6 +238,7 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
           if (await statOrNull(to)) throw new VsmError('EEXIST', `${to} exists`)
         }
         await ops.rename(from, to)
+        nodes.unlinked(to)
         nodes.renamed(from, to)
       }, () => a.replyErr(req, 0))
       case OP.OPEN: return serve(op, req, () => ops.open(nodes.path(ino), flags), (h) => a.replyOpen(req, h, 0))
