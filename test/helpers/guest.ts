@@ -30,6 +30,8 @@ export interface GuestDisk {
    * makes the guest write zeros itself.
    */
   zeroing?: boolean
+  /** discard=unmap on the drive: the guest's discards reach the file as punched holes (default: QEMU ignores them). */
+  unmap?: boolean
 }
 
 export interface BootOptions {
@@ -201,6 +203,7 @@ export async function bootGuest(opts: BootOptions): Promise<BootResult> {
       // aio=threads: works with and without O_DIRECT, on any file system, FUSE included.
       let drive = `file=${qv(d.path)},format=raw,if=none,id=d${i},cache=${cache},aio=threads`
       if (d.readonly) drive += ',readonly=on'
+      if (d.unmap) drive += ',discard=unmap'
       args.push('-drive', drive)
       if (d.iface === 'virtio') args.push('-device', `virtio-blk-pci,drive=d${i},serial=vsm${i}${d.zeroing === false ? ',write-zeroes=off,discard=off' : ''}`)
       // One target per disk: the synchronous scan names them sda, sdb, ... in target order.
