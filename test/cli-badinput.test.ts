@@ -6,6 +6,7 @@ import * as assert from 'uvu/assert'
 import { connect } from 'net'
 import { randomBytes } from 'crypto'
 import { join } from 'path'
+import { closeSync, openSync } from 'fs'
 import { makeVsm, RunError } from './helpers/daemon'
 
 const vsm = makeVsm({ deviceSize: '1G' })
@@ -33,7 +34,7 @@ test('bad names, sizes and missing objects are refused and change nothing', asyn
   await refused(['disk', 'create', '../escape.img', '--size', '1M'], /\.\./)
   await refused(['disk', 'create', '/abs.img', '--size', '1M'], /relative/)
   await refused(['disk', 'create', 'a/../../b', '--size', '1M'], /\.\./)
-  await refused(['disk', 'create', 'zero.img', '--size', '0'], /positive/)
+  await refused(['disk', 'create', 'zero.img', '--size', '0'], /size must be more than 0/)
   await refused(['disk', 'create', 'neg.img', '--size', '-5'], /./)
   await refused(['disk', 'create', 'huge.img', '--size', '999999T'], /limit|range/)
   await refused(['disk', 'create', 'odd.img', '--size', '1000'], /multiple of 512/)
@@ -75,6 +76,32 @@ test('garbage, truncated and oversized frames do not stop the daemon', async () 
   const st = await vsm.json('status')
   assert.ok(st.pid > 0)
   assert.is((await vsm.json('disk', 'list')).length, 1)
+})
+
+test('wrong types and unknown fields are refused and change nothing: {"force":"false"} does not delete an open disk', async () => {
+  await vsm.run('disk', 'create', 'open.img', '--size', '1M')
+  const fd = openSync(join(vsm.mount, 'open.img'), 'r+')
+  try {
+    const before = await vsm.json('disk', 'list')
+    await refused(['ctl', 'disk.delete', '{"path":"open.img","force":"false"}'], /disk\.delete: force must be true or false, not "false"/)
+    await refused(['ctl', 'disk.delete', '{"path":"open.img","force":1}'], /force must be true or false/)
+    await refused(['ctl', 'disk.resize', '{"path":"open.img","size":524288,"shrink":"false"}'], /shrink must be true or false/)
+    await refused(['ctl', 'disk.delete', '{"path":"open.img","forse":true}'], /unknown field 'forse'/)
+    await refused(['ctl', 'disk.create', '{"path":"new.img","size":1048576,"colour":"red"}'], /unknown field 'colour'/)
+    await refused(['ctl', 'disk.create', '{"path":"new.img","size":"1M"}'], /size must be a number/)
+    await refused(['ctl', 'disk.create', '{"path":"new\\n.img","size":1048576}'], /path must not contain control characters/)
+    await refused(['disk', 'create', 'a@b.img', '--size', '1M'], /'@'/)
+    await refused(['snapshot', 'create', 'open.img', 'bad\tname'], /control characters/)
+    await refused(['ctl', 'volume.grow', '{"name":"vol0","size":1073741824,"rate":-1}'], /rate must be more than 0/)
+    assert.equal(await vsm.json('disk', 'list'), before)
+    const d = await vsm.json('disk', 'show', 'open.img')
+    assert.is(d.size, 1 << 20)
+    assert.is(d.open, 1)
+    assert.equal(await vsm.json('snapshot', 'list', 'open.img'), [])
+  } finally {
+    closeSync(fd)
+  }
+  await vsm.run('disk', 'delete', 'open.img')
 })
 
 test('a second daemon on the same home is refused; status without a daemon is one clear line', async () => {

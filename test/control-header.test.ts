@@ -100,7 +100,7 @@ t('a C program speaks the protocol to a live server using only the header', asyn
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vsm-cproto-'))
   const sock = path.join(tmp, 'vsm.sock')
   const server = new ControlServer({ socketPath: sock })
-  server.register('F', async (cmd) => ({ echo: cmd.args }))
+  server.register('L', async (cmd) => ({ echo: cmd.args }))
   await server.listen()
   try {
     const src = `#include <stdio.h>
@@ -112,15 +112,15 @@ t('a C program speaks the protocol to a live server using only the header', asyn
 #include "vsm_ioctl.h"
 static int readn(int fd, void *b, size_t n) { size_t o = 0; while (o < n) { ssize_t r = read(fd, (char *)b + o, n - o); if (r <= 0) return -1; o += (size_t)r; } return 0; }
 int main(int argc, char **argv) {
-  struct sockaddr_un a; struct vsm_frame_header h; char buf[65536]; const char *args = "{\\"x\\":1}";
+  struct sockaddr_un a; struct vsm_frame_header h; char buf[65536]; const char *args = "{\\"name\\":\\"v0\\"}";
   int fd = socket(AF_UNIX, SOCK_STREAM, 0);
   (void)argc; memset(&a, 0, sizeof a); a.sun_family = AF_UNIX; strncpy(a.sun_path, argv[1], sizeof a.sun_path - 1);
   if (connect(fd, (struct sockaddr *)&a, sizeof a)) return 2;
   if (readn(fd, &h, sizeof h) || h.magic != VSM_FRAME_MAGIC || h.code != VSM_IOC_HELLO || h.id != VSM_UNSOLICITED_ID || h.length > sizeof buf) return 3;
   if (readn(fd, buf, h.length)) return 4;
-  h.magic = VSM_FRAME_MAGIC; h.length = (uint32_t)strlen(args); h.code = VSM_IOC_FS_STAT; h.id = 7; h.status = 0;
+  h.magic = VSM_FRAME_MAGIC; h.length = (uint32_t)strlen(args); h.code = VSM_IOC_VOLUME_SHOW; h.id = 7; h.status = 0;
   if (write(fd, &h, sizeof h) != sizeof h || write(fd, args, strlen(args)) != (ssize_t)strlen(args)) return 5;
-  if (readn(fd, &h, sizeof h) || h.id != 7 || h.code != VSM_IOC_FS_STAT || h.length >= sizeof buf || readn(fd, buf, h.length)) return 6;
+  if (readn(fd, &h, sizeof h) || h.id != 7 || h.code != VSM_IOC_VOLUME_SHOW || h.length >= sizeof buf || readn(fd, buf, h.length)) return 6;
   buf[h.length] = 0; printf("%d %s\\n", h.status, buf);
   h.magic = VSM_FRAME_MAGIC; h.length = 0; h.code = VSM_IOC_REPL_STATUS; h.id = 8;
   if (write(fd, &h, sizeof h) != sizeof h || readn(fd, &h, sizeof h) || h.id != 8 || readn(fd, buf, h.length)) return 7;
@@ -141,7 +141,7 @@ int main(int argc, char **argv) {
     })
     assert.is(out.code, 0)
     const [ok, nosys] = out.stdout.trim().split('\n')
-    assert.is(ok, '0 {"echo":{"x":1}}')
+    assert.is(ok, '0 {"echo":{"name":"v0"}}')
     assert.is(nosys, `-${errnoOf('ENOSYS')} {"error":"ENOSYS","message":"repl.status: the replicator component is not running"}`)
   } finally {
     await server.close()

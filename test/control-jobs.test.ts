@@ -217,6 +217,9 @@ jobs('concluded jobs are pruned beyond keepConcluded', async () => {
 // -------------------------------------------------------------------------------
 
 const wire = suite('jobs over the control socket')
+const PLANS: Record<string, { steps: number; fail?: boolean }> = {
+  v0: { steps: 3 }, failing: { steps: 1, fail: true }, long: { steps: 1000 }, two: { steps: 2 }, four: { steps: 4 }, twenty: { steps: 20 },
+}
 let dir: string
 let server: ControlServer
 let clients: ControlClient[]
@@ -225,18 +228,19 @@ wire.before.each(async () => {
   const events = new Events()
   server = new ControlServer({ socketPath: path.join(dir, 'vsm.sock'), events, jobs: new Jobs({ progressIntervalMs: 0, events }) })
   clients = []
-  // A component that starts jobs the way the volume manager will (rebuild returns {job}).
+  // A component that starts jobs the way the volume manager will (rebuild returns {job});
+  // the volume's name picks how the job goes.
   server.register('L', async (cmd, ctx) => {
-    const steps = cmd.args?.steps ?? 5
+    const { steps, fail } = PLANS[cmd.args.name]
     const job = ctx.jobs.start(cmd.name, async (signal, progress) => {
       progress(0, steps)
       for (let i = 1; i <= steps; i++) {
-        await new Promise((r) => setTimeout(r, cmd.args?.stepMs ?? 5))
+        await new Promise((r) => setTimeout(r, 5))
         if (signal.aborted) throw new VsmError('ECANCELED', 'stopped')
         progress(i)
       }
-      if (cmd.args?.fail) throw new VsmError('EIO', 'device d1 failed')
-      return { scrubbed: cmd.args?.name }
+      if (fail) throw new VsmError('EIO', 'device d1 failed')
+      return { scrubbed: cmd.args.name }
     })
     return { job }
   })
@@ -251,28 +255,28 @@ const connect = async () => { const c = await ControlClient.connect(path.join(di
 
 wire('job.list, job.wait and the result of a job started by a component', async () => {
   const c = await connect()
-  const { job } = await c.call('volume.scrub', { name: 'v0', steps: 3 })
+  const { job } = await c.call('volume.scrub', { name: 'v0' })
   const listed: JobInfo[] = await c.call('job.list')
   assert.equal(listed.map((j) => [j.id, j.kind]), [[job, 'volume.scrub']])
   const info: JobInfo = await c.call('job.wait', { id: job })
   assert.is(info.state, 'concluded')
   assert.equal(info.result, { scrubbed: 'v0' })
-  const failed: JobInfo = await c.call('job.wait', { id: (await c.call('volume.scrub', { fail: true, steps: 1 })).job })
+  const failed: JobInfo = await c.call('job.wait', { id: (await c.call('volume.scrub', { name: 'failing' })).job })
   assert.equal(failed.error, { code: 'EIO', message: 'device d1 failed' })
   try { await c.call('job.wait', { id: 12345 }); assert.unreachable() } catch (e) { assert.is((e as VsmError).code, 'ENOENT') }
 })
 
 wire('job.cancel over the socket; job.wait with a timeout; wait --all', async () => {
   const c = await connect()
-  const { job } = await c.call('volume.scrub', { steps: 1000, stepMs: 5 })
+  const { job } = await c.call('volume.scrub', { name: 'long' })
   try { await c.call('job.wait', { id: job, timeoutMs: 30 }); assert.unreachable() } catch (e) { assert.is((e as VsmError).code, 'ETIMEDOUT') }
   const waiting = c.call('job.wait', { id: job })
   const after = await c.call('job.cancel', { id: job })
   assert.ok(after.cancelRequested)
   const info: JobInfo = await waiting
   assert.is(info.error?.code, 'ECANCELED')
-  await c.call('volume.scrub', { steps: 2 })
-  await c.call('volume.scrub', { steps: 4 })
+  await c.call('volume.scrub', { name: 'two' })
+  await c.call('volume.scrub', { name: 'four' })
   const all: JobInfo[] = await c.call('job.wait', { all: true })
   assert.ok(all.length === 3 && all.every((j) => j.state === 'concluded'))
 })
@@ -285,7 +289,7 @@ wire('progress events reach subscribers only, with request id 0, in order', asyn
   await sub.subscribe((e) => got.push(e))
   // `other` never subscribed: listen below the API to prove no event frame reaches it
   ;(other as any).listeners.add((e: EventFrame) => otherGot.push(e))
-  const { job } = await other.call('volume.scrub', { steps: 4 })
+  const { job } = await other.call('volume.scrub', { name: 'four' })
   await other.call('job.wait', { id: job })
   await tick(20)
   const mine = got.filter((e) => e.data.id === job)
@@ -302,7 +306,7 @@ wire('a subscription can be limited to some events; components can publish their
   const c = await connect()
   const got: EventFrame[] = []
   await c.subscribe((e) => got.push(e), ['job.concluded', 'device.failed'])
-  const { job } = await c.call('volume.scrub', { steps: 2 })
+  const { job } = await c.call('volume.scrub', { name: 'two' })
   await c.call('job.wait', { id: job })
   server.events.publish('device.failed', { device: 'd1' })
   server.events.publish('something.else', {})
@@ -313,13 +317,13 @@ wire('a subscription can be limited to some events; components can publish their
 
 wire('a job.wait is released when its connection closes, and the job goes on', async () => {
   const c = await ControlClient.connect(path.join(dir, 'vsm.sock'))
-  const { job } = await c.call('volume.scrub', { steps: 20, stepMs: 5 })
+  const { job } = await c.call('volume.scrub', { name: 'twenty' })
   const w = c.call('job.wait', { id: job }).catch((e) => e)
   await tick(10)
   await c.close()
   assert.is(((await w) as VsmError).code, 'ECONNRESET')
   const info = await server.jobs.wait(job)
-  assert.equal(info.result, { scrubbed: undefined })
+  assert.equal(info.result, { scrubbed: 'twenty' })
 })
 
 jobs.run()

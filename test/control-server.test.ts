@@ -129,7 +129,38 @@ rt('a registered handler gets name, code and args, and its result comes back', a
   assert.is(seen[0].name, 'disk.create')
   assert.is(seen[0].code, byName('disk.create')!.code)
   assert.equal(seen[0].args, { path: 'a.img', size: 1024 })
-  assert.is(seen[1].args, undefined)
+  // no payload is no arguments
+  assert.equal(seen[1].args, {})
+})
+
+rt('arguments are held to the command\'s schema before the handler runs: wrong types, unknown fields, out of range', async () => {
+  const seen: Command[] = []
+  env.server.register('V', async (cmd) => { seen.push(cmd); return 'ran' })
+  const c = await connect(env)
+  await rejects(c.call('disk.delete', { path: 'a.img', force: 'false' }), 'EINVAL', /disk\.delete: force must be true or false, not "false"/)
+  await rejects(c.call('disk.resize', { path: 'a.img', size: 512, shrink: 'false' }), 'EINVAL', /shrink must be true or false/)
+  await rejects(c.call('disk.delete', { path: 'a.img', forse: true }), 'EINVAL', /unknown field 'forse'/)
+  await rejects(c.call('disk.create', { path: 'a.img', size: -512 }), 'EINVAL', /size must be more than 0, not -512/)
+  await rejects(c.call('disk.create', { path: 'a.img', size: 2.5 }), 'EINVAL', /size must be a whole number/)
+  await rejects(c.call('disk.create', { path: 'a.img' }), 'EINVAL', /size is required/)
+  await rejects(c.call('disk.freeze', { path: 'a.img', timeoutMs: 0 }), 'EINVAL', /timeoutMs must be at least 1/)
+  await rejects(c.call('disk.show', { path: 'a\nb.img' }), 'EINVAL', /path must not contain control characters/)
+  await rejects(c.call('disk.create', { path: 'a@b.img', size: 512 }), 'EINVAL', /path must not contain '@'/)
+  await rejects(c.call('snapshot.create', { path: 'a.img', name: 's\u001b[2J' }), 'EINVAL', /name must not contain control characters/)
+  await rejects(c.call('snapshot.create', { path: 'a.img', name: 'x@y' }), 'EINVAL', /name must not contain '\/' or '@'/)
+  await rejects(c.call('disk.list', [1]), 'EINVAL', /arguments must be a JSON object/)
+  await rejects(c.call('disk.list', { all: true }), 'EINVAL', /unknown field 'all'/)
+  assert.is(seen.length, 0, 'no refused command reached its handler')
+  // a snapshot reference is where '@' belongs
+  assert.is(await c.call('disk.clone', { source: 'a.img@s1', path: 'b.img' }), 'ran')
+})
+
+rt('in-band commands (the FUSE view\'s xattrs) are held to the same schemas', async () => {
+  const seen: Command[] = []
+  env.server.register('V', async (cmd) => { seen.push(cmd); return 'ran' })
+  await rejects(env.server.invoke('snapshot.create', { path: 'a.img', name: 'bad\nname' }), 'EINVAL', /name must not contain control characters/)
+  assert.is(await env.server.invoke('snapshot.create', { path: 'a.img', name: 'ok' }), 'ran')
+  assert.equal(seen.map((x) => x.args), [{ path: 'a.img', name: 'ok' }])
 })
 
 rt('each component gets only its own commands', async () => {
@@ -140,7 +171,7 @@ rt('each component gets only its own commands', async () => {
   assert.is(await c.call('volume.scrub', { name: 'v' }), 'L')
   assert.is(await c.call('repl.status'), 'R')
   assert.is(await c.call('hsm.tier.add', { name: 't' }), 'H')
-  assert.is(await c.call('snapshot.create', {}), 'V')
+  assert.is(await c.call('snapshot.create', { path: 'a.img', name: 's' }), 'V')
   assert.equal(got, ['F:fs.check', 'L:volume.scrub', 'R:repl.status', 'H:hsm.tier.add', 'V:snapshot.create'])
   assert.throws(() => env.server.register('V', async () => null), errCode('EEXIST'))
 })
@@ -164,10 +195,10 @@ rt('errors: VsmError keeps its code, other exceptions are EIO, unregistered is E
   })
   const c = await connect(env)
   await rejects(c.call('disk.show', { path: 'x.img' }), 'ENOENT', /no disk x\.img/)
-  await rejects(c.call('disk.resize', {}), 'EIO', /boom/)
+  await rejects(c.call('disk.resize', { path: 'x.img', size: 512 }), 'EIO', /boom/)
   await rejects(c.call('disk.list'), 'EIO')
-  await rejects(c.call('disk.delete'), 'EIO', /a string/)
-  await rejects(c.call('volume.create', { name: 'v' }), 'ENOSYS', /volume component is not running/)
+  await rejects(c.call('disk.delete', { path: 'x.img' }), 'EIO', /a string/)
+  await rejects(c.call('volume.create', { name: 'v', layout: 'concat', devices: ['d0'], size: 512 }), 'ENOSYS', /volume component is not running/)
   await rejects(c.call('repl.status'), 'ENOSYS')
   await rejects(c.call(0x4000ff99), 'EINVAL', /unknown command code 0x4000ff99/)
   await rejects(c.call('no.such.command'), 'EINVAL')
@@ -181,7 +212,7 @@ rt('errors: VsmError keeps its code, other exceptions are EIO, unregistered is E
 rt('error replies carry -errno in the status and {error, message} JSON', async () => {
   env.server.register('V', async () => { throw new VsmError('ENOENT', 'gone') })
   const r = await Raw.open(env.sock)
-  r.send(encodeFrame({ code: byName('disk.show')!.code, id: 42, status: 0, payload: Buffer.from('{}') }))
+  r.send(encodeFrame({ code: byName('disk.show')!.code, id: 42, status: 0, payload: Buffer.from('{"path":"x.img"}') }))
   const f = await r.frame((x) => x.id === 42)
   assert.is(f.status, -errnoOf('ENOENT'))
   assert.is(f.code, byName('disk.show')!.code)
@@ -230,13 +261,15 @@ rt('standard commands without a data path are ENOSYS', async () => {
 })
 
 rt('requests on one connection run concurrently and replies match by id', async () => {
+  const delays = [300, 10, 150, 0, 80]
   env.server.register('H', async (cmd) => {
-    await new Promise((r) => setTimeout(r, cmd.args.delay))
-    return cmd.args.n
+    const n = Number(cmd.args.path)
+    await new Promise((r) => setTimeout(r, delays[n]))
+    return n
   })
   const c = await connect(env)
   const order: number[] = []
-  const ps = [300, 10, 150, 0, 80].map((delay, n) => c.call('hsm.status', { delay, n }).then((v) => { order.push(v); return v }))
+  const ps = delays.map((_, n) => c.call('hsm.status', { path: String(n) }).then((v) => { order.push(v); return v }))
   const t0 = Date.now()
   assert.equal(await Promise.all(ps), [0, 1, 2, 3, 4])
   assert.ok(Date.now() - t0 < 1000, 'requests ran one after another')
@@ -244,9 +277,9 @@ rt('requests on one connection run concurrently and replies match by id', async 
 })
 
 rt('several clients at once', async () => {
-  env.server.register('F', async (cmd) => cmd.args.who)
+  env.server.register('L', async (cmd) => Number(cmd.args.name))
   const cs = await Promise.all([1, 2, 3, 4, 5].map(() => connect(env)))
-  const rs = await Promise.all(cs.flatMap((c, i) => [1, 2, 3].map(() => c.call('fs.stat', { who: i }))))
+  const rs = await Promise.all(cs.flatMap((c, i) => [1, 2, 3].map(() => c.call('volume.show', { name: String(i) }))))
   assert.equal(rs, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4])
 })
 
@@ -261,7 +294,7 @@ rt('a handler still running when its client goes away sees ctx.signal abort', as
     return 'late'
   })
   const c = await ControlClient.connect(env.sock)
-  const p = c.call('repl.verify', {}).catch((e) => e)
+  const p = c.call('repl.verify', { group: 'g' }).catch((e) => e)
   await isStarted
   await c.close()
   assert.is(((await p) as VsmError).code, 'ECONNRESET')

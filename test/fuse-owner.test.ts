@@ -79,7 +79,7 @@ test('without --allow-other the mount stays root-only and root is unaffected', a
 
 test('a bad --owner or --mode is one line and creates nothing', async () => {
   for (const [opt, val, msg] of [['--owner', 'no-such-user-vsm', /no such user/], ['--owner', `${user.name}:no-such-group-vsm`, /no such group/],
-    ['--owner', 'a b', /bad user name/], ['--mode', '9999', /bad mode/], ['--mode', '12345', /bad mode/], ['--owner', ':root', /bad owner/]] as const) {
+    ['--owner', 'a b', /bad user name/], ['--mode', '9999', /mode must be octal permission bits/], ['--mode', '12345', /mode must be octal permission bits/], ['--owner', ':root', /bad owner/]] as const) {
     const e = await vsm.run('disk', 'create', 'bad.img', '--size', '1M', opt, val).then(() => null, (x: RunError) => x)
     assert.ok(e, `${opt} ${val} accepted`)
     assert.match(e!.stderr, msg)

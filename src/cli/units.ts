@@ -18,6 +18,12 @@ export function formatSize(n: number): string {
   return i === 0 ? `${n}B` : `${v >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toFixed(1)}${units[i]}`
 }
 
+/** A whole number of things (copies, devices) given on the command line. */
+export function parseCount(text: string, what: string): number {
+  if (!/^\s*\d{1,6}\s*$/.test(text)) throw new VsmError('EINVAL', `${what} must be a whole number, not '${text}'`)
+  return Number(text)
+}
+
 const SECONDS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 }
 
 /** Durations as users type them: 500ms, 60s, 5m, 7d (a bare number is seconds). */

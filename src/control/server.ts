@@ -20,11 +20,12 @@ import {
 import { Events, VsmEvent } from './events'
 import { Jobs } from './jobs'
 import { PeerCred, peerCredentials } from '../native/sys'
+import { checkArgs } from './args'
 
 export interface Command {
   name: string
   code: number
-  /** Parsed JSON payload (undefined when the payload was empty). */
+  /** The JSON payload, held to the command's schema ({} when the payload was empty). */
   args: any
   /** The raw payload. */
   payload: Buffer
@@ -489,7 +490,7 @@ export class ControlServer {
     }
     if (isStandard(def.code)) return this.routeStandard(conn, def, req, ctx)
 
-    const cmd: Command = { name: def.name, code: def.code, args: decodeJson(req.payload), payload: req.payload }
+    const cmd: Command = { name: def.name, code: def.code, args: checkArgs(def, decodeJson(req.payload)), payload: req.payload }
     const allowed = this.authorize(conn.peer, def.name, cmd.args)
     cmd.args = allowed.args
     if (def.type === 'S' && BUILTIN_S.has(def.name)) return encodeJson(await this.system(conn, cmd, ctx))
@@ -515,7 +516,7 @@ export class ControlServer {
     const def = byName(name)
     if (!def || isStandard(def.code) || (def.type === 'S' && BUILTIN_S.has(def.name))) throw new VsmError('EINVAL', `${name} cannot be sent in-band`)
     const ctx: RequestContext = { server: this, jobs: this.jobs, connectionId: 0, requestId: 0, signal: new AbortController().signal }
-    return this.component(def)({ name: def.name, code: def.code, args, payload: Buffer.alloc(0) }, ctx)
+    return this.component(def)({ name: def.name, code: def.code, args: checkArgs(def, args), payload: Buffer.alloc(0) }, ctx)
   }
 
   private async routeStandard(conn: Conn, def: CommandDef, req: Frame, ctx: RequestContext): Promise<Buffer> {
@@ -540,18 +541,16 @@ export class ControlServer {
 
   /** Built-in system commands: the greeting, jobs and event subscription. */
   private async system(conn: Conn, cmd: Command, ctx: RequestContext): Promise<unknown> {
-    const args = cmd.args ?? {}
-    if (typeof args !== 'object' || Array.isArray(args)) throw new VsmError('EINVAL', `${cmd.name}: arguments must be a JSON object`)
+    const args = cmd.args
     switch (cmd.name) {
       case 'hello':
         return this.greeting()
       case 'job.list':
         return this.jobs.list()
       case 'job.wait': {
-        const wait = args.all ? this.jobs.waitAll(ctx.signal) : this.jobs.wait(jobId(args), ctx.signal)
+        const wait = args.all ? this.jobs.waitAll(ctx.signal) : this.jobs.wait(args.id, ctx.signal)
         if (args.timeoutMs === undefined) return wait
-        const ms = Number(args.timeoutMs)
-        if (!Number.isFinite(ms) || ms < 0) throw new VsmError('EINVAL', 'timeoutMs must be a non-negative number')
+        const ms: number = args.timeoutMs
         let timer: NodeJS.Timeout | undefined
         const timeout = new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new VsmError('ETIMEDOUT', `job still running after ${ms} ms`)), ms)
@@ -559,15 +558,12 @@ export class ControlServer {
         try { return await Promise.race([wait, timeout]) } finally { clearTimeout(timer) }
       }
       case 'job.cancel':
-        return this.jobs.cancel(jobId(args))
+        return this.jobs.cancel(args.id)
       case 'job.pause':
-        return this.jobs.pause(jobId(args))
+        return this.jobs.pause(args.id)
       case 'job.resume':
-        return this.jobs.resume(jobId(args))
+        return this.jobs.resume(args.id)
       case 'events.subscribe': {
-        if (args.events !== undefined && (!Array.isArray(args.events) || !args.events.every((e: unknown) => typeof e === 'string'))) {
-          throw new VsmError('EINVAL', 'events must be an array of event names')
-        }
         conn.subscribed = true
         conn.filter = args.events ? new Set(args.events) : null
         return { subscribed: true, events: args.events ?? 'all' }
@@ -575,12 +571,6 @@ export class ControlServer {
     }
     throw new VsmError('EINVAL', `unknown system command ${cmd.name}`)
   }
-}
-
-function jobId(args: any): number {
-  const id = Number(args?.id)
-  if (!Number.isSafeInteger(id) || id <= 0) throw new VsmError('EINVAL', 'a job id (positive integer) is required')
-  return id
 }
 
 function trySetUmask(mask: number): number | null {

@@ -14,8 +14,8 @@ export function diskCommands(disks: DiskManager): CommandTable {
     'disk.create': (x) => disks.create(x.path, x.size, x.volume, { owner: x.owner, mode: x.mode }),
     'disk.list': () => disks.list(),
     'disk.show': (x) => disks.show(x.path),
-    'disk.resize': (x) => disks.resize(x.path, x.size, !!x.shrink),
-    'disk.delete': async (x) => { await disks.delete(x.path, !!x.force); return { deleted: x.path } },
+    'disk.resize': (x) => disks.resize(x.path, x.size, x.shrink),
+    'disk.delete': async (x) => { await disks.delete(x.path, x.force); return { deleted: x.path } },
     'disk.freeze': (x) => disks.freeze(x.path, x.timeoutMs),
     'disk.thaw': (x) => disks.thaw(x.path),
     'disk.clone': (x) => disks.clone(x.source, x.path, { owner: x.owner }),
@@ -25,7 +25,7 @@ export function diskCommands(disks: DiskManager): CommandTable {
     'disk.compare': (x) => disks.compare(x.a, x.b),
     'snapshot.create': (x) => disks.snapshotCreate(x.path, x.name),
     'snapshot.list': (x) => disks.snapshotList(x.path),
-    'snapshot.revert': (x) => disks.snapshotRevert(x.path, x.name, !!x.force),
+    'snapshot.revert': (x) => disks.snapshotRevert(x.path, x.name, x.force),
     'snapshot.delete': (x) => disks.snapshotDelete(x.path, x.name),
   }
 }

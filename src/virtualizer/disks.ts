@@ -75,13 +75,6 @@ export interface DiskEnv {
   events: EventSink
 }
 
-function snapName(v: unknown): string {
-  if (typeof v !== 'string' || !v || v.length > 255 || /[/@\0]/.test(v) || v === '.' || v === '..') {
-    throw new VsmError('EINVAL', `bad snapshot name ${JSON.stringify(v)}: 1-255 characters, no '/', '@' or NUL`)
-  }
-  return v
-}
-
 export function checkSize(size: unknown, what = 'size'): number {
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) throw new VsmError('EINVAL', `${what} must be a positive whole number of bytes`)
   if (size % 512) throw new VsmError('EINVAL', `${what} must be a multiple of 512 bytes (got ${size})`)
@@ -139,9 +132,10 @@ export class DiskManager {
 
   // ---------------------------------------------------------------- snapshots
 
-  async snapshotCreate(name: unknown, snap: unknown): Promise<SnapshotView> {
+  // Snapshot names arrive checked against the command's schema (control/args.ts: snapshotName).
+  async snapshotCreate(name: unknown, snap: string): Promise<SnapshotView> {
     const path = this.diskOnly(name)
-    await this.env.fs.snapshot(path, snapName(snap))
+    await this.env.fs.snapshot(path, snap)
     this.env.events.publish('snapshot.created', { disk: path.slice(1), snapshot: snap })
     return this.snapshotList(name).find((x) => x.name === snap)!
   }
@@ -151,21 +145,21 @@ export class DiskManager {
     return this.env.fs.snapshots(path).map((x) => ({ disk: path.slice(1), name: x.name, size: x.size, created: x.created, stamp: stampText(x.stamp), uniqueBytes: x.uniqueBytes }))
   }
 
-  async snapshotDelete(name: unknown, snap: unknown): Promise<{ disk: string; deleted: string; freedBytes: number }> {
+  async snapshotDelete(name: unknown, snap: string): Promise<{ disk: string; deleted: string; freedBytes: number }> {
     const path = this.diskOnly(name)
-    const s = this.snapshotList(name).find((x) => x.name === snapName(snap))
+    const s = this.snapshotList(name).find((x) => x.name === snap)
     if (!s) throw new VsmError('ENOENT', `no snapshot ${snap} of ${name}`)
     await this.env.fs.deleteSnapshot(path, s.name)
     this.env.events.publish('snapshot.deleted', { disk: path.slice(1), snapshot: s.name, freedBytes: s.uniqueBytes })
     return { disk: path.slice(1), deleted: s.name, freedBytes: s.uniqueBytes }
   }
 
-  async snapshotRevert(name: unknown, snap: unknown, force = false): Promise<DiskInfo> {
+  async snapshotRevert(name: unknown, snap: string, force = false): Promise<DiskInfo> {
     const path = this.diskOnly(name)
-    this.env.fs.snapshotIno(path, snapName(snap))
+    this.env.fs.snapshotIno(path, snap)
     const writers = this.env.writerCount(path)
     if (writers && !force) throw new VsmError('EBUSY', `disk is open for writing (${writers} handle(s)): ${name}; stop the guest first or pass --force`)
-    await this.env.fs.revert(path, snap as string)
+    await this.env.fs.revert(path, snap)
     this.env.events.publish('disk.reverted', { path: path.slice(1), snapshot: snap, writers, forced: force }, writers ? 'warn' : 'info')
     return this.show(name)
   }

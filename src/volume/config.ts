@@ -101,7 +101,7 @@ export interface VolumeSpec {
   copies?: number
 }
 
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
+export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
 
 export function checkName(kind: string, name: unknown): asserts name is string {
   if (typeof name !== 'string' || !NAME_RE.test(name)) {

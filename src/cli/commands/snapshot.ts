@@ -15,7 +15,7 @@ export function registerSnapshot(program: Command) {
   snap.command('list <disk>').action((path, _o, cmd) => call(cmd, 'snapshot.list', { path }, snapTable))
   snap.command('revert <disk> <name>').description("make the disk's contents the snapshot's")
     .option('--force', 'revert even while the disk is open for writing')
-    .action((path, name, o, cmd) => call(cmd, 'snapshot.revert', { path, name, force: !!o.force }, (d) => `reverted ${d.path} to ${name}`))
+    .action((path, name, o, cmd) => call(cmd, 'snapshot.revert', { path, name, force: o.force }, (d) => `reverted ${d.path} to ${name}`))
   snap.command('delete <disk> <name>').description('delete a snapshot, freeing the blocks only it held')
     .action((path, name, _o, cmd) => call(cmd, 'snapshot.delete', { path, name }, (r) => `deleted snapshot ${r.disk}@${r.deleted} (${formatSize(r.freedBytes)} freed)`))
 }

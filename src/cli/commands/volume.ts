@@ -3,7 +3,7 @@ import { resolve } from 'path'
 import { Command } from 'commander'
 import { call, globals, print, showObject, withClient } from '../call'
 import { table } from '../table'
-import { formatSize, parseSize } from '../units'
+import { formatSize, parseCount, parseSize } from '../units'
 
 export const deviceTable = (ds: any[]) => table(['DEVICE', 'SIZE', 'FREE', 'STATE', 'PATH'], ds.map((d) => [d.name, formatSize(d.size), formatSize(d.free), d.state, d.path]))
 export const volumeTable = (vs: any[]) => table(['VOLUME', 'LAYOUT', 'SIZE', 'STATE', 'DEVICES'], vs.map((v) => [v.name, v.layout, formatSize(v.size), v.state, v.devices.join(',')]))
@@ -36,7 +36,7 @@ export function registerVolume(program: Command) {
     .option('--force', 'overwrite a path that already holds data (a file system, partition table, RAID or LVM member, non-zero bytes)')
     .description('add a device to the pool')
     // the daemon runs elsewhere: a relative path means the caller's directory
-    .action((name, path, o, cmd) => call(cmd, 'device.add', { name, path: resolve(path), size: o.size && parseSize(o.size), spare: !!o.spare, force: !!o.force },
+    .action((name, path, o, cmd) => call(cmd, 'device.add', { name, path: resolve(path), size: o.size && parseSize(o.size), spare: o.spare, force: o.force },
       (d) => `added ${d.state === 'spare' ? 'spare ' : ''}device ${d.name} (${formatSize(d.size)}) at ${d.path}`))
   device.command('list').action((_o, cmd) => call(cmd, 'device.list', undefined, deviceTable))
   device.command('remove <name>').action((name, _o, cmd) => call(cmd, 'device.remove', { name }, () => `removed device ${name}`))
@@ -55,7 +55,7 @@ export function registerVolume(program: Command) {
     .option('--copies <n>', 'copies of each block (mirror, raid10)')
     .action((name, o, cmd) => call(cmd, 'volume.create', {
       name, layout: o.layout, devices: String(o.devices).split(','), size: parseSize(o.size),
-      stripeUnit: o.stripeUnit && parseSize(o.stripeUnit), copies: o.copies && Number(o.copies),
+      stripeUnit: o.stripeUnit && parseSize(o.stripeUnit), copies: o.copies && parseCount(o.copies, '--copies'),
     }, (v) => `created volume ${v.name}: ${v.layout} ${formatSize(v.size)} on ${v.devices.join(',')}`))
   volume.command('list').action((_o, cmd) => call(cmd, 'volume.list', undefined, volumeTable))
   volume.command('show <name>').action((name, _o, cmd) => call(cmd, 'volume.show', { name }, showVolume))
@@ -86,7 +86,7 @@ export function registerVolume(program: Command) {
     .option('--abort', 'go back to the old layout and free the new extents')
     .action((name, o, cmd) => call(cmd, 'volume.relayout', o.abort ? { name, abort: true } : {
       name, layout: o.layout, devices: o.devices && String(o.devices).split(','),
-      stripeUnit: o.stripeUnit && parseSize(o.stripeUnit), copies: o.copies && Number(o.copies), rate: o.rate && parseSize(o.rate),
+      stripeUnit: o.stripeUnit && parseSize(o.stripeUnit), copies: o.copies && parseCount(o.copies, '--copies'), rate: o.rate && parseSize(o.rate),
     }, (r) => (o.abort ? `relayout of ${name} reversed: ${r.layout}` : started(`relaying out ${name} as ${o.layout}`)(r))))
   volume.command('replace <name> <old> <new>').description('rebuild the member on device OLD onto device NEW')
     .option('--rate <size>', RATE)
