@@ -1,8 +1,9 @@
 // Runs the fio benchmark against targets that bench/run has set up (a raw file, the same
-// kind of file through qemu-storage-daemon's FUSE export, a vsm disk), prints one table of
-// throughput/IOPS and ratios, and writes it to bench/results/latest.json.
+// kind of file through qemu-storage-daemon's FUSE export, a vsm disk served by each FUSE
+// binding), prints one table of throughput/IOPS and ratios, and writes it to
+// bench/results/latest.json.
 //
-// Usage: node dist/bench/bench.js --target raw=PATH --target qsd=PATH [--target vsm=PATH]
+// Usage: node dist/bench/bench.js --target raw=PATH --target qsd=PATH [--target vsm=PATH] [--target vsm-fuse-native=PATH]
 //          [--skip vsm='why'] [--size 256M] [--runtime 10] [--out FILE] [--vsm-home DIR]
 // With --vsm-home (the daemon serving the vsm target) it also times snapshot create on a
 // 64 MiB disk and on a 4 GiB disk holding 1 GiB (ms, metadata bytes the fs wrote, bytes the
@@ -19,14 +20,20 @@ import * as os from 'os'
 import * as path from 'path'
 import { VolumeBench, volumeBench } from './volume'
 
-interface Job { name: string; rw: string; bs: string; unit: 'MB/s' | 'IOPS' }
+/** QD1 jobs use psync; the QD16 ones libaio (with O_DIRECT, so they really queue). */
+interface Job { name: string; rw: string; bs: string; unit: 'MB/s' | 'IOPS'; iodepth?: number; fdatasync?: boolean }
 const JOBS: Job[] = [
   { name: 'seq-write-1M', rw: 'write', bs: '1M', unit: 'MB/s' },
   { name: 'seq-read-1M', rw: 'read', bs: '1M', unit: 'MB/s' },
   { name: 'rand-read-4K', rw: 'randread', bs: '4k', unit: 'IOPS' },
   { name: 'rand-write-4K', rw: 'randwrite', bs: '4k', unit: 'IOPS' },
+  { name: 'rand-write-4K-fdatasync', rw: 'randwrite', bs: '4k', unit: 'IOPS', fdatasync: true },
+  { name: 'rand-read-4K-qd16', rw: 'randread', bs: '4k', unit: 'IOPS', iodepth: 16 },
+  { name: 'rand-write-4K-qd16', rw: 'randwrite', bs: '4k', unit: 'IOPS', iodepth: 16 },
 ]
-const TARGET_ORDER = ['raw', 'qsd', 'vsm']
+const TARGET_ORDER = ['raw', 'qsd', 'vsm', 'vsm-fuse-native']
+/** vsm targets: the disk served by each FUSE binding. */
+const isVsm = (n: string) => n === 'vsm' || n.startsWith('vsm-')
 
 interface Target { name: string; path: string; status: 'ok' | 'skipped' | 'failed'; note?: string; direct: boolean }
 interface Sample { value: number; latUsMean: number; latUsP99: number | null }
@@ -81,7 +88,8 @@ async function directRefused(file: string): Promise<string | null> {
 async function fio(t: Target, job: Job, size: string, runtime: number, numberIos = 0): Promise<Sample & { ios: number }> {
   const args = [
     `--name=${job.name}`, `--filename=${t.path}`, `--rw=${job.rw}`, `--bs=${job.bs}`, `--size=${size}`,
-    '--ioengine=psync', `--direct=${t.direct ? 1 : 0}`, '--iodepth=1', '--numjobs=1',
+    `--ioengine=${job.iodepth ? 'libaio' : 'psync'}`, `--direct=${t.direct ? 1 : 0}`, `--iodepth=${job.iodepth ?? 1}`, '--numjobs=1',
+    ...(job.fdatasync ? ['--fdatasync=1'] : []),
     ...(numberIos ? [`--number_ios=${numberIos}`] : ['--time_based', `--runtime=${runtime}`, '--ramp_time=1']),
     // Same offsets on every target, so random jobs compare like with like.
     '--randrepeat=1', '--random_generator=tausworthe64',
@@ -149,15 +157,21 @@ async function main() {
     }
   }
 
-  const cols = [...names, 'qsd/raw', 'vsm/raw', 'vsm/qsd']
+  // every FUSE target against the raw file and every vsm binding against qsd
+  const pairs: [string, string][] = [
+    ...names.filter((n) => n !== 'raw').map((n) => [n, 'raw'] as [string, string]),
+    ...names.filter(isVsm).map((n) => [n, 'qsd'] as [string, string]),
+  ]
+  const ratioCols = pairs.map(([a, b]) => `${a}/${b}`)
+  const cols = [...names, ...ratioCols]
   const rows = JOBS.map((job) => {
     const r = results[job.name]
     const row: Record<string, string | number | null> = { job: job.name, unit: job.unit }
     for (const n of names) row[n] = r[n] ? Number(r[n].value.toFixed(2)) : null
-    row['qsd/raw'] = ratio(r.qsd?.value, r.raw?.value)
-    row['vsm/raw'] = ratio(r.vsm?.value, r.raw?.value)
-    row['vsm/qsd'] = ratio(r.vsm?.value, r.qsd?.value)
-    for (const k of ['qsd/raw', 'vsm/raw', 'vsm/qsd']) if (typeof row[k] === 'number') row[k] = Number((row[k] as number).toFixed(3))
+    for (const [a, b] of pairs) {
+      const x = ratio(r[a]?.value, r[b]?.value)
+      row[`${a}/${b}`] = x === null ? null : Number(x.toFixed(3))
+    }
     return row
   })
 
@@ -169,7 +183,8 @@ async function main() {
   }))
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)))
   const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')
-  console.log(`fio psync, ${JOBS.map((j) => j.bs).filter((v, i, a) => a.indexOf(v) === i).join('/')} blocks, iodepth 1, size ${size}, ${runtime}s per job`)
+  console.log(`fio, O_DIRECT on every target; psync at QD1, libaio at QD16; size ${size}, ${runtime}s per job. ` +
+    'qsd, vsm and vsm-fuse-native all keep their backing files in the host page cache')
   console.log(line(header))
   for (const l of lines) console.log(line(l))
   for (const n of notes) console.log(`note: ${n}`)
@@ -214,7 +229,7 @@ async function main() {
   const doc = {
     date: new Date().toISOString(),
     host: { kernel: os.release(), cpus: os.cpus().length, memGiB: Number((os.totalmem() / 2 ** 30).toFixed(1)) },
-    params: { ioengine: 'psync', iodepth: 1, size, runtimeSec: runtime, jobs: JOBS },
+    params: { ioengine: 'psync at QD1, libaio at QD16', size, runtimeSec: runtime, jobs: JOBS },
     targets: Object.fromEntries([...targets.values()].map((t) => [t.name, { path: t.path, status: t.status, direct: t.direct, note: t.note ?? null }])),
     columns: cols,
     rows,
