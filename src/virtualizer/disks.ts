@@ -274,24 +274,34 @@ export class DiskManager {
     return out
   }
 
-  async resize(name: unknown, size: unknown, shrink = false): Promise<DiskInfo> {
+  /** Shrinking discards the tail: it takes `shrink`, and on an open disk also `force` (its user may be using that tail). */
+  async resize(name: unknown, size: unknown, opts: { shrink?: boolean; force?: boolean } = {}): Promise<DiskInfo> {
     const path = diskPath(name)
     const bytes = checkSize(size)
     const cur = this.show(name)
-    if (bytes < cur.size && !shrink) throw new VsmError('EINVAL', `shrinking ${name} from ${cur.size} to ${bytes} bytes discards data: pass --shrink to do it`)
+    if (bytes < cur.size) {
+      if (!opts.shrink) throw new VsmError('EINVAL', `shrinking ${name} from ${cur.size} to ${bytes} bytes discards data: pass --shrink to do it`)
+      if (cur.open && !opts.force) throw new VsmError('EBUSY', `disk is open (${cur.open} handle(s)): ${name}; shrinking it cuts off data its user may be using: stop the user first or pass --force`)
+    }
     await this.env.fs.truncate(path, bytes)
     await this.env.fs.sync()
-    this.env.events.publish('disk.resized', { path: path.slice(1), from: cur.size, size: bytes }, bytes < cur.size ? 'warn' : 'info')
+    this.env.events.publish('disk.resized', { path: path.slice(1), from: cur.size, size: bytes, open: cur.open }, bytes < cur.size ? 'warn' : 'info')
     return this.show(name)
   }
 
-  async delete(name: unknown, force = false): Promise<void> {
+  /** A disk with snapshots is deleted only with `recursive` (they go with it); an open one only with `force`. Returns the snapshots deleted. */
+  async delete(name: unknown, opts: { force?: boolean; recursive?: boolean } = {}): Promise<{ snapshots: string[] }> {
     const path = diskPath(name)
     const info = this.show(name)
-    if (info.open && !force) throw new VsmError('EBUSY', `disk is open (${info.open} handle(s)): ${name}; pass --force to delete anyway`)
+    const snapshots = this.env.fs.snapshots(path).map((x) => x.name)
+    if (snapshots.length && !opts.recursive) {
+      throw new VsmError('ENOTEMPTY', `disk ${name} has ${snapshots.length} snapshot(s) (${snapshots.join(', ')}): pass --recursive to delete them with it`)
+    }
+    if (info.open && !opts.force) throw new VsmError('EBUSY', `disk is open (${info.open} handle(s)): ${name}; pass --force to delete anyway`)
     await this.env.fs.unlink(path)
     await this.env.fs.sync()
-    this.env.events.publish('disk.deleted', { path: path.slice(1), open: info.open, forced: force }, info.open ? 'warn' : 'info')
+    this.env.events.publish('disk.deleted', { path: path.slice(1), open: info.open, forced: !!opts.force, snapshots }, info.open ? 'warn' : 'info')
+    return { snapshots }
   }
 
   async freeze(name: unknown, timeoutMs: unknown = DEFAULT_FREEZE_MS): Promise<DiskInfo> {
