@@ -158,4 +158,27 @@ test('kill -9 during fs move under a writer: up, fs check clean, every acknowled
   await verifyAll()
 })
 
+test('fs remove-volume: refused while a policy names it; then every disk moves off online and the volume leaves the fs for good', async () => {
+  assert.match(await vsm.run('fs', 'remove-volume', 'v1').catch((e) => e.stderr), /policy on \/vms/)
+  assert.match(await vsm.run('fs', 'remove-volume', 'vol0').catch((e) => e.stderr), /metadata/)
+  await vsm.run('fs', 'policy', 'set', 'vms', '--volume', 'vol0', '--match', '*.iso')
+  await vsm.run('fs', 'move', 'mv.img', '--volume', 'v1').then((o) => vsm.json('job', 'wait', /job (\d+)/.exec(o)![1]))
+  const on = async () => (await Promise.all(Object.keys(disks).map(volumesOf))).flat()
+  assert.ok((await on()).includes('v1'))
+  const job = /job (\d+)/.exec(await vsm.run('fs', 'remove-volume', 'v1'))![1]
+  const done = await vsm.json('job', 'wait', job)
+  assert.not.ok(done.error, done.error)
+  assert.equal([...new Set(await on())], ['vol0'])
+  assert.equal((await vsm.json('status')).fs.volumes, ['vol0'])
+  assert.match(await vsm.run('disk', 'create', 'x.img', '--size', '1M', '--volume', 'v1').catch((e) => e.stderr), /not part of the file system/)
+  await verifyAll()
+  await vsm.down()
+  await vsm.up()
+  assert.equal((await vsm.json('status')).fs.volumes, ['vol0'])
+  await verifyAll()
+  // its fs label is gone: the pool volume is free again (here: taken back)
+  await vsm.run('fs', 'add-volume', 'v1')
+  assert.equal((await vsm.json('status')).fs.volumes, ['vol0', 'v1'])
+})
+
 test.run()

@@ -9,6 +9,9 @@ import { okCheck, MiB } from './helpers/fs-fixture'
 import { FileSystem } from '../src/fs'
 import { mountFromVolumes, VolumeSource } from '../src/fs/discover'
 import { listPolicies, setPolicy } from '../src/fs/placement'
+import { startRemoveVolume } from '../src/fs/move'
+import { probeVolume } from '../src/fs/layout'
+import { Jobs } from '../src/control/jobs'
 import { BlockDev, VsmError } from '../src/block/blockdev'
 
 async function rejects(p: Promise<unknown>, code: string, re?: RegExp) {
@@ -356,3 +359,69 @@ pl('new files land where the nearest directory rule says, by name pattern first;
 })
 
 pl.run()
+
+const rmv = suite('fs remove-volume')
+
+rmv('remove-volume moves files, snapshots and clones off a volume under writes, then drops it; the rest refuse cleanly', async () => {
+  const a = new MemDev(64 * MiB), b = new MemDev(32 * MiB)
+  await FileSystem.mkfs([a, b], { volumeNames: ['a', 'b'] })
+  // reads from b take a turn of the event loop, as a real device's do: the writer runs meanwhile
+  const slowB: BlockDev = { size: b.size, read: async (x, o) => { await new Promise((r) => setImmediate(r)); return b.read(x, o) },
+    write: (x, o) => b.write(x, o), flush: () => b.flush(), close: () => b.close() }
+  let fs = await FileSystem.mount([a, slowB])
+  const jobs = new Jobs()
+  const ino = await fs.create('/d', 0o644, 0, 0, { volume: 1 })
+  const model = pattern(5, 4 * MiB)
+  await fs.write(ino, model, 0)
+  await fs.snapshot('/d', 's')
+  const snapModel = Buffer.from(model)
+  await fs.clone('/d', 's', '/c')
+  await fs.mkdir('/p', 0o755, 0, 0)
+  await setPolicy(fs, '/p', 'b')
+  assert.throws(() => startRemoveVolume(fs, jobs, 'b'), (e: VsmError) => e.code === 'EBUSY' && /policy on \/p/.test(e.message))
+  assert.throws(() => startRemoveVolume(fs, jobs, 'a'), (e: VsmError) => e.code === 'EBUSY' && /metadata/.test(e.message))
+  await setPolicy(fs, '/p', 'a')
+  let stop = false, writes = 0
+  const writer = (async () => {
+    for (let k = 0; !stop; k++, writes++) {
+      const off = ((k * 131) % 1024) * 4096
+      const data = pattern(500 + k, 4096)
+      model.set(data, off)
+      await fs.write(ino, data, off)
+      await new Promise((r) => setImmediate(r)) // in-memory volumes never leave the microtask queue: let the job run
+    }
+  })()
+  const { job } = startRemoveVolume(fs, jobs, 'b')
+  await rejects(fs.create('/late', 0o644, 0, 0, { volume: 1 }), 'EBUSY', /being removed/)
+  const done = await jobs.wait(job)
+  stop = true
+  await writer
+  assert.is(done.error, undefined, String(done.error))
+  assert.ok(writes > 2, `only ${writes} writes ran during the removal`)
+  assert.equal(fs.volumeNames(), ['a'])
+  for (const i of [ino, fs.snapshotIno('/d', 's'), fs.lookup('/c')]) assert.equal(Object.keys(fs.placementOf(i)), ['a'])
+  const got = Buffer.alloc(4 * MiB)
+  await fs.read(ino, got, 0)
+  assert.ok(got.equals(model))
+  await fs.read(fs.lookup('/c'), got, 0)
+  assert.ok(got.equals(snapModel))
+  await okCheck(fs)
+  await fs.close()
+  assert.is((await probeVolume(b)).kind, 'blank', 'the removed volume keeps its fs label')
+  fs = (await mountFromVolumes(source({ a, b })))!
+  assert.equal(fs.volumeNames(), ['a'])
+  await fs.read(fs.lookup('/d'), got, 0)
+  assert.ok(got.equals(model))
+  await okCheck(fs)
+  // the volume can come back, in a new slot
+  await fs.addVolume(b, 'b')
+  assert.equal(fs.volumeNames(), ['a', 'b'])
+  await fs.write(await fs.create('/again', 0o644, 0, 0, { volume: fs.volumeIndex('b') }), Buffer.alloc(8192, 1), 0)
+  await okCheck(fs)
+  await fs.close()
+  fs = (await mountFromVolumes(source({ a, b })))!
+  await okCheck(fs)
+  await fs.close()
+})
+
+rmv.run()

@@ -171,6 +171,8 @@ VSM_STATIC_ASSERT(sizeof(struct vsm_file_cmd) == 4096, "struct vsm_file_cmd");
 #define VSM_IOC_FS_CHECK         VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x02, 0) /* 0xc0004602 */
 /* fs.volume.add: add a pool volume to the running file system */
 #define VSM_IOC_FS_VOLUME_ADD    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x10, 0) /* 0xc0004610 */
+/* fs.volume.remove: move every file off a volume (a job), then drop it from the file system */
+#define VSM_IOC_FS_VOLUME_REMOVE VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x11, 0) /* 0xc0004611 */
 /* fs.policy.set: place new files under a directory (or only those matching a name pattern) on a volume */
 #define VSM_IOC_FS_POLICY_SET    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'F', 0x20, 0) /* 0xc0004620 */
 /* fs.policy.list: list the placement policies */
@@ -267,6 +269,7 @@ VSM_STATIC_ASSERT(VSM_IOC_SNAPSHOT_DELETE == 0xc0005623U, "snapshot.delete");
 VSM_STATIC_ASSERT(VSM_IOC_FS_STAT == 0xc0004601U, "fs.stat");
 VSM_STATIC_ASSERT(VSM_IOC_FS_CHECK == 0xc0004602U, "fs.check");
 VSM_STATIC_ASSERT(VSM_IOC_FS_VOLUME_ADD == 0xc0004610U, "fs.volume.add");
+VSM_STATIC_ASSERT(VSM_IOC_FS_VOLUME_REMOVE == 0xc0004611U, "fs.volume.remove");
 VSM_STATIC_ASSERT(VSM_IOC_FS_POLICY_SET == 0xc0004620U, "fs.policy.set");
 VSM_STATIC_ASSERT(VSM_IOC_FS_POLICY_LIST == 0x80004621U, "fs.policy.list");
 VSM_STATIC_ASSERT(VSM_IOC_FS_MOVE == 0xc0004630U, "fs.move");
@@ -334,6 +337,7 @@ VSM_STATIC_ASSERT(VSM_IOC_HSM_STATUS == 0xc0004807U, "hsm.status");
   X(VSM_IOC_FS_STAT, "fs.stat", 'F', 0x01, 0) \
   X(VSM_IOC_FS_CHECK, "fs.check", 'F', 0x02, 0) \
   X(VSM_IOC_FS_VOLUME_ADD, "fs.volume.add", 'F', 0x10, 0) \
+  X(VSM_IOC_FS_VOLUME_REMOVE, "fs.volume.remove", 'F', 0x11, 0) \
   X(VSM_IOC_FS_POLICY_SET, "fs.policy.set", 'F', 0x20, 0) \
   X(VSM_IOC_FS_POLICY_LIST, "fs.policy.list", 'F', 0x21, 0) \
   X(VSM_IOC_FS_MOVE, "fs.move", 'F', 0x30, 0) \

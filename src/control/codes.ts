@@ -160,6 +160,7 @@ const EXTENDED = [
   ['fs.stat', 'F', 0x01, 'readwrite', 'file system or file statistics', NONE],
   ['fs.check', 'F', 0x02, 'readwrite', 'check file system consistency', NONE],
   ['fs.volume.add', 'F', 0x10, 'readwrite', 'add a pool volume to the running file system', args({ volume: objectName })],
+  ['fs.volume.remove', 'F', 0x11, 'readwrite', 'move every file off a volume (a job), then drop it from the file system', args({ volume: objectName })],
   ['fs.policy.set', 'F', 0x20, 'readwrite', 'place new files under a directory (or only those matching a name pattern) on a volume',
     args({ dir: mountPath, volume: objectName, match: pattern.optional() })],
   ['fs.policy.list', 'F', 0x21, 'read', 'list the placement policies', NONE],

@@ -15,7 +15,7 @@ import { Extent, ExtentMap, FreeMap, RefMap } from './extents'
 import { PLACEMENT_XATTR, parseRules, pick } from './placement'
 import {
   BS, JR_HDR, JR_OPS, JR_WRAP, SB_VERSION, Superblock, decodeRecordHeader, encodeCheckpoint, encodeRecord,
-  planLayout, probeVolume, readCheckpoint, readLabel, readSuperblock, recordCrcOk, recordLen, superblockFits, writeLabel, writeSuperblock,
+  clearLabel, planLayout, probeVolume, readCheckpoint, readLabel, readSuperblock, recordCrcOk, recordLen, superblockFits, writeLabel, writeSuperblock,
 } from './layout'
 
 export const S_IFMT = 0o170000
@@ -1842,6 +1842,68 @@ export class FileSystem {
   /** A volume files can be placed on: in the fs and not removed. */
   private placeable(v: number, what: string): void {
     if (!Number.isSafeInteger(v) || v < 0 || v >= this.vols.length || this.sb.volumes[v].removed) throw err('EINVAL', `${what}: no volume ${v} in the fs`)
+    if (this.draining.has(v)) throw err('EBUSY', `${what}: volume ${this.sb.volumes[v].name} is being removed from the fs`)
+  }
+
+  /** Volumes being emptied by remove-volume: nothing new is placed on them. */
+  private draining = new Set<number>()
+
+  /**
+   * Start removing a volume: from now on nothing is placed on it, and every file and
+   * snapshot placed there is placed on `to` instead. The caller then relocates what
+   * `inodesOn()` lists and calls finishRemove(). Volume 0 holds the metadata: never.
+   */
+  beginRemove(name: string, to: number): number {
+    this.live()
+    const v = this.volumeIndex(name)
+    if (v === 0) throw err('EBUSY', `volume ${name} holds the fs metadata and cannot be removed`)
+    if (this.draining.has(v)) throw err('EBUSY', `volume ${name} is already being removed`)
+    this.placeable(to, 'remove-volume')
+    if (to === v) throw err('EINVAL', 'remove-volume: the target is the volume being removed')
+    this.draining.add(v)
+    for (const n of this.inodes.values()) if (!n.isDir && n.vol === v) this.exec({ o: 'pv', i: n.ino, v: to })
+    return v
+  }
+
+  /** Files and snapshots with blocks on volume v. */
+  inodesOn(v: number): number[] {
+    const out: number[] = []
+    for (const n of this.inodes.values()) if (n.ext.ex.some((e) => e.vol === v)) out.push(n.ino)
+    return out
+  }
+
+  /** A remove-volume that stopped (cancelled, failed): the volume takes new files again. */
+  cancelRemove(v: number): void {
+    this.draining.delete(v)
+  }
+
+  /**
+   * Drop an emptied volume: the relocations are made durable first, then a superblock
+   * marks its slot removed (its number is never reused, so no extent changes meaning),
+   * then its label is cleared so the pool can reuse or delete it. A crash before the
+   * superblock leaves it in the fs (empty); after, out of it, maybe with a stale label
+   * that add-volume accepts again.
+   */
+  finishRemove(v: number): Promise<{ name: string }> {
+    return this.serialVolumes(async () => {
+      this.live()
+      if (!this.draining.has(v)) throw err('EINVAL', `volume ${v} is not being removed`)
+      const left = this.inodesOn(v)
+      if (left.length) throw err('EBUSY', `volume ${this.sb.volumes[v].name} still holds blocks of ${left.length} file(s)`)
+      await this.commit()
+      const name = this.sb.volumes[v].name
+      const sb = this.nextSuperblock(this.sb.volumes.map((x, i) => (i === v ? { ...x, removed: true as const } : x)))
+      await writeSuperblock(this.vols[0], sb)
+      const dev = this.vols[v]
+      this.sb = sb
+      this.vols[v] = REMOVED
+      this.free[v] = FreeMap.fromAllocated(1, 1, [], [])
+      this.refs[v] = new RefMap()
+      this.draining.delete(v)
+      await clearLabel(dev)
+      await dev.flush()
+      return { name }
+    })
   }
 
   /** The volume placement policy gives a new file at `path`: the nearest directory's rules that say something (src/fs/placement.ts). */
@@ -1861,7 +1923,6 @@ export class FileSystem {
     this.live()
     this.placeable(vol, 'placement')
     const n = this.fileNode(ino)
-    if (n.snapOf) throw err('EROFS', 'a snapshot is read-only')
     if (n.vol !== vol) this.exec({ o: 'pv', i: ino, v: vol })
   }
 

@@ -7,6 +7,7 @@
 import { VsmError } from '../block/blockdev'
 import type { Jobs } from '../control/jobs'
 import type { FileSystem } from './filesystem'
+import { listPolicies } from './placement'
 
 const CHUNK = 256 // blocks: 1 MiB per step, so the file's I/O waits at most one step's copy
 const BS = 4096
@@ -29,20 +30,64 @@ export function startMove(fs: FileSystem, jobs: Jobs, req: MoveRequest): { job: 
   const span = fs.blockSpan(ino)
   const job = jobs.start('fs.move', async (signal, progress) => {
     const t0 = Date.now()
-    let moved = 0
-    for (let b = 0; b < span; b += CHUNK) {
-      await progress.checkpoint()
-      if (signal.aborted) throw new VsmError('ECANCELED', 'fs move cancelled')
+    let b = 0
+    const moved = await relocateAll(fs, ino, to, signal, async () => {
       if (fs.lookup(path) !== ino) throw new VsmError('ENOENT', `${req.path} went away during the move`)
-      moved += await fs.relocate(ino, b, Math.min(span, b + CHUNK), to)
-      progress(Math.min(span, b + CHUNK), span)
+      progress(Math.min(span, b), span)
       if (rate) {
-        const due = t0 + (moved * BS / rate) * 1000
+        const due = t0 + (b * BS / rate) * 1000
         if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()))
       }
-    }
+      b += CHUNK
+      await progress.checkpoint()
+    })
+    progress(span, span)
     await fs.sync()
     return { path: req.path, volume: req.volume, movedBytes: moved * BS, placement: fs.placementOf(ino) }
   }, { description: `move ${req.path} to ${req.volume}`, total: span, pausable: true })
   return { job, path: req.path, volume: req.volume }
+}
+
+/** Relocate every block of `ino` onto `to` in steps; `step` runs before each (pause, pacing, checks), then cancel is honoured. */
+async function relocateAll(fs: FileSystem, ino: number, to: number, signal: AbortSignal, step: () => Promise<void>): Promise<number> {
+  let moved = 0
+  const span = fs.blockSpan(ino)
+  for (let b = 0; b < span; b += CHUNK) {
+    await step()
+    if (signal.aborted) throw new VsmError('ECANCELED', 'cancelled')
+    moved += await fs.relocate(ino, b, Math.min(span, b + CHUNK), to)
+  }
+  return moved
+}
+
+/**
+ * remove-volume: a job that moves every file and snapshot off a volume onto the fs's
+ * first volume, then drops it from the fs. Refused while a placement rule names it (the
+ * rule would have nowhere to send new files).
+ */
+export function startRemoveVolume(fs: FileSystem, jobs: Jobs, name: string): { job: number; volume: string } {
+  const named = listPolicies(fs).filter((r) => r.volume === name)
+  if (named.length) throw new VsmError('EBUSY', `placement policy on ${named[0].dir} puts files on ${name}: change it first (vsm fs policy set)`)
+  const to = 0
+  const v = fs.beginRemove(name, to)
+  const total = fs.inodesOn(v).length
+  const job = jobs.start('fs.remove-volume', async (signal, progress) => {
+    try {
+      let moved = 0, done = 0
+      for (;;) {
+        const left = fs.inodesOn(v)
+        if (!left.length) break
+        for (const ino of left) {
+          moved += await relocateAll(fs, ino, to, signal, () => progress.checkpoint())
+          progress(++done, Math.max(total, done))
+        }
+      }
+      await fs.finishRemove(v)
+      return { volume: name, movedBytes: moved * BS }
+    } catch (e) {
+      fs.cancelRemove(v)
+      throw e
+    }
+  }, { description: `remove volume ${name} from the fs`, total, pausable: true })
+  return { job, volume: name }
 }
