@@ -39,7 +39,7 @@ async function makePool(layout: LayoutKind, devs: string[], size: number, extra:
 
 function events(pool: Pool): [string, any][] {
   const seen: [string, any][] = []
-  pool.on('event', (n: string, d: unknown) => seen.push([n, d]))
+  pool.useEvents({ publish: (n: string, d: unknown) => { seen.push([n, d]) } })
   return seen
 }
 
@@ -90,6 +90,63 @@ t('a mirror copy returning EIO goes out: no error to the caller, event and degra
   const ev = seen.find(([n]) => n === 'volume.member-failed')
   assert.ok(ev, 'event emitted')
   assert.equal({ volume: ev![1].volume, device: ev![1].device, state: ev![1].state }, { volume: 'v', device: 'b', state: 'degraded' })
+})
+
+t('every state change goes through the pool\'s sink, with its object, reason and level', async () => {
+  const pool = await makePool('mirror', ['a', 'b'], 16 * MiB, ['c', 's'])
+  const seen: string[] = []
+  const data: Record<string, any> = {}
+  pool.useEvents({ publish: (n: string, d: any, level?: string) => { seen.push(`${n}:${level}`); data[n] = d } })
+  const v = await pool.openVolume('v')
+  await fill(v)
+  await pool.offlineDevice('b')
+  const on = await pool.onlineDevice('b')
+  await Promise.all(on.jobs.map((j) => pool.jobs.wait(j)))
+  const { job } = await pool.reshapeVolume('v', 'relayout', { layout: 'concat', devices: ['c'], rate: MiB })
+  pool.jobs.cancel(job)
+  await pool.jobs.wait(job)
+  // a byte flipped in one copy, found by scrub
+  const m = pool.volumeInfo('v').members[0]
+  const fh = await fsp.open(f(`${m.device}.img`), 'r+')
+  try {
+    const b = Buffer.alloc(1)
+    await fh.read(b, 0, 1, MiB + m.offset + 4096)
+    b[0] ^= 0x5a
+    await fh.write(b, 0, 1, MiB + m.offset + 4096)
+  } finally { await fh.close() }
+  await pool.jobs.wait((await pool.scrubVolume('v')).job)
+  assert.equal(seen, [
+    'volume.member-failed:warn', 'device.offline:warn', 'device.online:info', 'volume.rebuild-started:info', 'volume.rebuilt:info',
+    'volume.reshape-started:info', 'volume.reshape-aborted:warn', 'volume.scrubbed:warn',
+  ])
+  assert.equal(data['device.offline'], { device: 'b', reason: 'taken offline by the operator', volumes: ['v'] })
+  assert.is(data['volume.rebuild-started'].kind, 'resync')
+  assert.is(data['volume.reshape-aborted'].reason, 'relayout of v to concat cancelled')
+  assert.is(data['volume.scrubbed'].repaired, 1)
+  assert.is(data['volume.scrubbed'].repairs[0].offset, 4096)
+})
+
+t('a failed member with a hot spare: the takeover is an event; a member failed at open is reported once a sink is given', async () => {
+  const pool = await makePool('mirror', ['a', 'b'], 16 * MiB)
+  await pool.addDevice('s', f('s.img'), 48 * MiB, true)
+  const seen: [string, any][] = []
+  pool.useEvents({ publish: (n: string, d: any) => { seen.push([n, d]) } })
+  const v = await pool.openVolume('v')
+  await fill(v)
+  faults.get('b')!.setRules([{ op: 'any' }])
+  await v.write(randomBytes(4096), 0)
+  for (let i = 0; i < 500 && !seen.some(([n]) => n === 'volume.rebuilt'); i++) await new Promise((r) => setTimeout(r, 10))
+  assert.equal(seen.map(([n]) => n), ['volume.member-failed', 'volume.spare-takeover', 'volume.replace', 'volume.rebuild-started', 'volume.rebuilt'])
+  assert.equal(seen[1][1], { volume: 'v', from: 'b', spare: 's', reason: seen[0][1].reason })
+  assert.is(seen[2][1].takeover, true)
+  await pool.close()
+  pools.pop()
+  await fsp.rename(f('s.img'), f('s.gone'))
+  const p2 = await open()
+  const later: [string, any, string?][] = []
+  p2.useEvents({ publish: (n: string, d: any, level?: string) => { later.push([n, d, level]) } })
+  assert.equal(later.map(([n, d, l]) => `${n} ${d.device} ${l}`), ['volume.member-failed s error'])
+  assert.match(later[0][1].reason, /device s .* is missing/)
 })
 
 t('a backing file cut short under the volume: short reads fail that copy, the caller sees nothing', async () => {

@@ -7,7 +7,7 @@ import { join } from 'path'
 import type { Logger } from 'pino'
 import { VsmError } from '../block/blockdev'
 import { ControlServer } from '../control/server'
-import type { EventLevel, Events } from '../control/events'
+import type { Events } from '../control/events'
 import { Jobs } from '../control/jobs'
 import { FileSystem } from '../fs'
 import { mountFromVolumes, VolumeSource } from '../fs/discover'
@@ -78,7 +78,7 @@ export class Stack {
     } else {
       pool = await Pool.open(home, { protectedPaths: [opts.mount] })
     }
-    pool.on('event', (name: string, data: object) => events.publish(name, data, poolEventLevel(name)))
+    pool.useEvents(events)
     for (const d of pool.listDevices()) {
       if (d.state === 'missing') events.publish('device.missing', { device: d.name, path: d.path, reason: d.reason }, 'warn')
     }
@@ -207,13 +207,6 @@ export class Stack {
     this.server.register('F', dispatch(fsCommands(this.fs, poolVolumes(this.pool, this.meters), this.server.jobs)))
     this.server.registerStandard(standardDiskHandler(this.fs, this.gate, this.meters))
   }
-}
-
-/** Losing redundancy is an error, a planned change a warning; the rest is the record of what ran. */
-function poolEventLevel(name: string): EventLevel {
-  if (/failed/.test(name)) return 'error'
-  if (/offline|lost|missing/.test(name)) return 'warn'
-  return 'info'
 }
 
 /** Crash recovery at start: what the fs journal replay and the volumes' resync did (all zero after a clean stop). */

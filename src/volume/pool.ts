@@ -5,8 +5,9 @@
 // returning device, an operator's replacement), as jobs; how bytes are copied is the
 // layouts' mechanism (mirror.ts copyRanges, raid5.ts rebuild). Mutations are
 // serialized; a rejected request throws before anything is written.
-// Emits 'event' (name, data) for device failures and rebuilds; the daemon forwards them.
-import { EventEmitter } from 'events'
+// Every state change (device offline/failed/online, spare takeover, rebuild and reshape
+// start/end/abort, scrub repairs) is published through one sink (useEvents), which the
+// daemon logs and streams; events before it is given are held and handed over then.
 import { promises as fsp } from 'fs'
 import * as path from 'path'
 import { randomUUID } from 'crypto'
@@ -22,6 +23,7 @@ import {
   placeReshapeLog, RESHAPE_LOG_BYTES,
 } from './config'
 import { Jobs } from '../control/jobs'
+import type { EventLevel, EventSink } from '../control/events'
 import { SliceDev } from './slice'
 import { ConcatDev } from './concat'
 import { StripeDev } from './stripe'
@@ -149,7 +151,7 @@ const CHECKPOINT_MS = 1000
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-export class Pool extends EventEmitter {
+export class Pool {
   /** Where rebuilds and reshapes run; the daemon hands over its registry (useJobs) so `vsm job` sees them. */
   jobs = new Jobs()
   private readonly rt = new Map<string, DevRt>()
@@ -168,7 +170,23 @@ export class Pool extends EventEmitter {
   private readonly claims = new Map<string, string>()
   private closed = false
 
-  private constructor(readonly home: string, private cfg: PoolConfig, private readonly opts: PoolOptions) { super() }
+  private constructor(readonly home: string, private cfg: PoolConfig, private readonly opts: PoolOptions) {}
+
+  private sink: EventSink | null = null
+  /** Events published before a sink was given (assembly at open), oldest first, bounded. */
+  private early: [string, object, EventLevel][] = []
+
+  /** Publish the pool's events into sink from now on, starting with those held since open. */
+  useEvents(sink: EventSink): void {
+    this.sink = sink
+    for (const [name, data, level] of this.early.splice(0)) sink.publish(name, data, level)
+  }
+
+  /** The one place the pool reports a state change: losing redundancy is an error, a planned degradation or an undone change a warning. */
+  private event(name: string, data: object, level: EventLevel = 'info'): void {
+    if (this.sink) this.sink.publish(name, data, level)
+    else if (this.early.push([name, data, level]) > 256) this.early.shift()
+  }
 
   /** Config seq (generation); bumps on every change. */
   get seq(): number { return this.cfg.seq }
@@ -314,6 +332,7 @@ export class Pool extends EventEmitter {
         m.state = 'failed'
         m.reason = why
         changed = true
+        this.event('volume.member-failed', { volume: v.name, device: d?.name ?? m.device, reason: why, at: 'open' }, 'error')
       }
       if (!canRun(v, v.members.map((m) => m.state === 'ok'))) {
         throw new VsmError('ENODEV', `volume ${v.name} (${v.layout}) has too few members left: ${v.members.map((m) => m.reason ?? m.state).join('; ')}`)
@@ -739,11 +758,15 @@ export class Pool extends EventEmitter {
       const d = next.devices.find((x) => x.id === m.device)
       if (d && d.state === 'online') d.state = 'failed'
       await this.commit(next)
-      this.emit('event', 'volume.member-failed', { volume: v.name, device: d?.name, reason: m.reason, state: this.info(v).state })
+      // an offline under way is the operator's plan, not a fault
+      this.event('volume.member-failed', { volume: v.name, device: d?.name, reason: m.reason, state: this.info(v).state }, this.claims.has(v.name) ? 'warn' : 'error')
       // policy: a hot spare takes over at once (in a volume in service); started after this mutation, not inside it
       const spare = inService && pickSpare(next, m.length)
-      if (spare && d) setImmediate(() => this.replaceMember(v.name, d.name, spare.name, { takeover: true }).catch((e) =>
-        this.emit('event', 'volume.spare-failed', { volume: v.name, spare: spare.name, reason: errMsg(e) })))
+      if (spare && d) {
+        this.event('volume.spare-takeover', { volume: v.name, from: d.name, spare: spare.name, reason: m.reason }, 'warn')
+        setImmediate(() => this.replaceMember(v.name, d.name, spare.name, { takeover: true }).catch((e) =>
+          this.event('volume.spare-failed', { volume: v.name, spare: spare.name, reason: errMsg(e) }, 'error')))
+      }
     })
   }
 
@@ -826,7 +849,7 @@ export class Pool extends EventEmitter {
         }
         await this.commit(next)
         release()
-        this.emit('event', 'device.offline', { device: name })
+        this.event('device.offline', { device: name, reason: why.message, volumes: claimed }, 'warn')
         return this.deviceInfo(nd)
       })
     } finally {
@@ -869,7 +892,7 @@ export class Pool extends EventEmitter {
         out.push([v.name, i])
       })
       await this.commit(next)
-      this.emit('event', 'device.online', { device: name })
+      this.event('device.online', { device: name, resync: out.map(([v]) => v) })
       return { d, out }
     })
     const jobs: number[] = []
@@ -923,7 +946,7 @@ export class Pool extends EventEmitter {
         next.spares = next.spares.filter((x) => x !== nd.id)
       }
       await this.commit(next)
-      this.emit('event', 'volume.replace', { volume, from, to })
+      this.event('volume.replace', { volume, from, to, takeover: !!opts.takeover })
       return i
     })
     // a rebuild onto the copy just replaced stops (it copies to an extent given back), then the new one starts
@@ -964,6 +987,7 @@ export class Pool extends EventEmitter {
       return result
     }, { description: `${kind === 'delta' ? 'resync' : 'rebuild'} ${name} onto ${d.name}`, pausable: true })
     this.rebuilds.set(name, info)
+    this.event('volume.rebuild-started', { volume: name, device: d.name, kind: kind === 'delta' ? 'resync' : 'rebuild', job: info.job, resumedAt: m.rebuilt ?? 0 })
     return info.job
   }
 
@@ -1022,7 +1046,7 @@ export class Pool extends EventEmitter {
       delete nm.rebuilt
       await this.commit(next)
     })
-    this.emit('event', 'volume.rebuilt', { volume: name, device: d.name, copied })
+    this.event('volume.rebuilt', { volume: name, device: d.name, kind: m.resync === 'delta' ? 'resync' : 'rebuild', copied })
     return { volume: name, device: d.name, copied }
   }
 
@@ -1085,7 +1109,10 @@ export class Pool extends EventEmitter {
         for (const x of r.repaired) report.repaired.push({ device: devName(g.idx[x.copy]), offset: x.offset })
         for (const off of r.unrecoverable) report.unrecoverable.push({ offset: off })
       }
-      this.emit('event', 'volume.scrubbed', { volume: name, repaired: report.repaired.length + report.parityRowsFixed, unrecoverable: report.unrecoverable.length })
+      this.event('volume.scrubbed', {
+        volume: name, checkedBytes: report.checkedBytes, repaired: report.repaired.length + report.parityRowsFixed, unrecoverable: report.unrecoverable.length,
+        repairs: report.repaired, parityRowsFixed: report.parityRowsFixed, unrecoverableAt: report.unrecoverable,
+      }, report.unrecoverable.length ? 'error' : report.repaired.length + report.parityRowsFixed ? 'warn' : 'info')
       return report
     }, { description: `scrub ${name}`, total: v.size, pausable: true })
     return { job }
@@ -1196,7 +1223,7 @@ export class Pool extends EventEmitter {
     const total = ranges.reduce((s, [lo, hi]) => s + hi - lo, 0)
     const layout = rs.target.layout
     const from = this.cfg.volumes.find((x) => x.name === name)!.layout
-    return this.jobs.start(`volume.${rs.kind}`, async (signal, progress) => {
+    const job = this.jobs.start(`volume.${rs.kind}`, async (signal, progress) => {
       const start = Date.now()
       let lastSave = start
       let copied: number
@@ -1219,8 +1246,8 @@ export class Pool extends EventEmitter {
         // stopped by the pool: it resumes from its checkpoint; cancelled or failed: the
         // volume goes back to its old layout, so nothing is left half-changed and locked
         if (st.stopping || this.closing) throw e
-        await this.undoReshape(name, st)
         const what = `${rs.kind} of ${name} to ${layout}`
+        await this.undoReshape(name, st, signal.aborted ? `${what} cancelled` : `${what} failed: ${errMsg(e)}`)
         if (signal.aborted) throw new VsmError('ECANCELED', `${what} cancelled: ${name} stays ${from} and the new extents are freed`)
         throw new VsmError((e as VsmError).code ?? 'EIO', `${what} failed (${errMsg(e)}): ${name} stays ${from} and the new extents are freed`)
       }
@@ -1242,13 +1269,15 @@ export class Pool extends EventEmitter {
       await drained
       await dev.settled()
       await dev.old.close()
-      this.emit('event', 'volume.reshaped', { volume: name, kind: rs.kind, layout, size: dev.target.size, copied, resumedAt: at })
+      this.event('volume.reshaped', { volume: name, kind: rs.kind, layout, size: dev.target.size, copied, resumedAt: at })
       return { volume: name, copied, resumedAt: at, layout, size: dev.target.size }
     }, {
       description: `${rs.kind} ${name} to ${layout} on ${rs.target.members.length} extents${at ? `, resumed at byte ${at}` : ''}`,
       total, pausable: true, unwinds: true,
       refuseCancel: () => (st.switching ? `the copy is complete and ${name} is switching to its new layout` : null),
     })
+    this.event('volume.reshape-started', { volume: name, kind: rs.kind, from, layout, job, resumedAt: at })
+    return job
   }
 
   /** Everything the copy has done up to pos is on the target: flush it there, then record pos as the resume point. */
@@ -1267,7 +1296,7 @@ export class Pool extends EventEmitter {
 
   /** The reshape's log failed or is unusable: forget its checkpoint durably, so a crash from now on means a full copy. */
   private dropCheckpoint(name: string, targetId: string, err: unknown): Promise<void> {
-    this.emit('event', 'volume.reshape-log-lost', { volume: name, reason: errMsg(err) })
+    this.event('volume.reshape-log-lost', { volume: name, reason: errMsg(err) }, 'warn')
     return this.serial(async () => {
       const next = structuredClone(this.cfg)
       const rs = next.volumes.find((x) => x.name === name)?.reshape
@@ -1290,13 +1319,13 @@ export class Pool extends EventEmitter {
     }
     const v = this.cfg.volumes.find((x) => x.name === name)
     if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
-    if (v.reshape) await this.undoReshape(name, this.reshaping.get(name))
+    if (v.reshape) await this.undoReshape(name, this.reshaping.get(name), 'aborted by the operator')
     else if (!st) throw new VsmError('EINVAL', `volume ${name} is not being changed`)
     return this.volumeInfo(name)
   }
 
   /** Drop the reshape from the config (its extents and log freed) and put the old layout back under the handle. */
-  private async undoReshape(name: string, st: Reshape | undefined): Promise<void> {
+  private async undoReshape(name: string, st: Reshape | undefined, reason: string): Promise<void> {
     await this.serial(async () => {
       const v = this.cfg.volumes.find((x) => x.name === name)
       if (!v?.reshape) return
@@ -1314,7 +1343,7 @@ export class Pool extends EventEmitter {
       await st.dev.settled()
       await st.dev.target.close()
     }
-    this.emit('event', 'volume.reshape-aborted', { volume: name })
+    this.event('volume.reshape-aborted', { volume: name, reason }, 'warn')
   }
 
   /** Record how far the rebuild of member i onto device has come; not if the member has been replaced meanwhile. */
