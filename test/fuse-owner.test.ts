@@ -3,7 +3,7 @@
 // root's chown through the view persists over a restart; bad --owner/--mode change nothing.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { chmodSync, chownSync, existsSync, readFileSync, statSync } from 'fs'
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, statSync } from 'fs'
 import { join } from 'path'
 import { makeVsm, RunError } from './helpers/daemon'
 import { makeTestUser, TestUser } from './helpers/user'
@@ -49,6 +49,20 @@ test('a user writes the disk it owns and gets EACCES on a root 0600 disk (--allo
   assert.is(asUser('chmod', ['0640', img]).status, 0)
   assert.is(statSync(img).mode & 0o7777, 0o640)
   assert.match(asUser('chown', ['root', img]).stderr, /not permitted/)
+})
+
+test('what a user creates through the view is its own (uid and gid of the request)', () => {
+  const dir = join(vsm.mount, 'home-of-user')
+  mkdirSync(dir, { mode: 0o755 })
+  chownSync(dir, uid, gid)
+  for (const [cmd, args] of [['touch', [join(dir, 'file')]], ['mkdir', [join(dir, 'sub')]], ['ln', ['-s', 'file', join(dir, 'link')]], ['mkfifo', [join(dir, 'fifo')]]] as const) {
+    const r = asUser(cmd, [...args])
+    assert.is(r.status, 0, `${cmd}: ${r.stderr}`)
+  }
+  for (const name of ['file', 'sub', 'link', 'fifo']) {
+    const st = lstatSync(join(dir, name))
+    assert.equal([st.uid, st.gid], [uid, gid], name)
+  }
 })
 
 test('chown by root through the view changes the owner and persists over a restart', async () => {

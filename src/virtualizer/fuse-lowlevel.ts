@@ -6,6 +6,7 @@
 import { join } from 'path'
 import type { Logger } from 'pino'
 import { VsmError } from '../block/blockdev'
+import { RENAME_EXCHANGE } from '../fs'
 import { callOp, type Attr, type Caller, type FuseOps } from './fuse-ops'
 import type { FuseBinding } from './fuse-view'
 
@@ -53,7 +54,6 @@ const ERANGE = 34, ENOSYS = 38, ENOTTY = 25
 // FUSE_SET_ATTR_* bits of setattr's to_set
 const SET_MODE = 1 << 0, SET_UID = 1 << 1, SET_GID = 1 << 2, SET_SIZE = 1 << 3, SET_ATIME = 1 << 4, SET_MTIME = 1 << 5
 const SET_ATIME_NOW = 1 << 7, SET_MTIME_NOW = 1 << 8
-const RENAME_NOREPLACE = 1
 const S_IFMT = 0o170000
 
 let addon: Addon | undefined
@@ -113,6 +113,14 @@ class Nodes {
   /** A name is gone: a hard-linked inode is then reached by its other names. */
   unlinked(path: string): void {
     for (const n of this.byId.values()) if (n.paths.includes(path) && n.paths.length > 1) n.paths = n.paths.filter((p) => p !== path)
+  }
+
+  /** RENAME_EXCHANGE: the two names (and what lies below them) trade places. */
+  exchanged(a: string, b: string): void {
+    const aside = '\0' // no path of the fs: a NUL is never in a name
+    this.renamed(a, aside)
+    this.renamed(b, a)
+    this.renamed(aside, b)
   }
 
   renamed(from: string, to: string): void {
@@ -196,10 +204,9 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
         }
         if (flags & SET_SIZE) await ops.truncate(p, size)
         if (flags & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW)) {
-          const cur = await ops.getattr(p)
-          const now = Date.now()
-          const at = flags & SET_ATIME_NOW ? now : flags & SET_ATIME ? off : cur.atime
-          const mt = flags & SET_MTIME_NOW ? now : flags & SET_MTIME ? off2 : cur.mtime
+          // utimensat's UTIME_NOW and UTIME_OMIT reach the fs as such (the fs stamps ctime once)
+          const at = flags & SET_ATIME_NOW ? 'now' : flags & SET_ATIME ? off : 'omit'
+          const mt = flags & SET_MTIME_NOW ? 'now' : flags & SET_MTIME ? off2 : 'omit'
           await ops.utimens(p, at, mt)
         }
         return ops.getattr(p)
@@ -233,13 +240,13 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
       case OP.RMDIR: return serve(op, req, () => ops.rmdir(nodes.child(ino, name!)), () => a.replyErr(req, 0))
       case OP.RENAME: return serve(op, req, async () => {
         const from = nodes.child(ino, name!), to = nodes.child(ino2, name2!)
-        if (flags & ~RENAME_NOREPLACE) throw new VsmError('EINVAL', `rename flags ${flags} are not supported`)
-        if (flags & RENAME_NOREPLACE) {
-          if (await statOrNull(to)) throw new VsmError('EEXIST', `${to} exists`)
+        // the fs checks the flags (RENAME_NOREPLACE, RENAME_EXCHANGE) in the same step as the rename
+        await ops.rename(from, to, flags)
+        if (flags & RENAME_EXCHANGE) nodes.exchanged(from, to)
+        else {
+          nodes.unlinked(to)
+          nodes.renamed(from, to)
         }
-        await ops.rename(from, to)
-        nodes.unlinked(to)
-        nodes.renamed(from, to)
       }, () => a.replyErr(req, 0))
       case OP.OPEN: return serve(op, req, () => ops.open(nodes.path(ino), flags), (h) => a.replyOpen(req, h, 0))
       case OP.CREATE: return serve(op, req, async () => {
