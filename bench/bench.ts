@@ -264,85 +264,92 @@ async function fill(file: string, bytes: number) {
 
 /** Snapshot create cost by disk size, and 4K random IOPS with 16 snapshots against none. */
 async function snapshotBench(home: string, vsm: Target, size: string, runtime: number) {
-  const c = await ControlClient.connect(path.join(home, 'vsm.sock'))
+  // A connection per command: the daemon closes one that stays idle for 60 s, which the
+  // fio runs between commands here outlast.
+  const sock = path.join(home, 'vsm.sock')
+  const c = {
+    call: async (name: string, args?: Record<string, unknown>) => {
+      const cc = await ControlClient.connect(sock)
+      try { return await cc.call(name, args) } finally { cc.close() }
+    },
+  }
   const pid = Number(readFileSync(path.join(home, 'vsm.pid'), 'utf8'))
   const mount = path.join(home, 'mnt')
-  try {
-    const timed = async (disk: string, bytes: number, data: number) => {
-      await c.call('disk.create', { path: disk, size: bytes })
-      process.stderr.write(`bench: snapshot of a ${bytes / 2 ** 20} MiB disk holding ${data / 2 ** 20} MiB... `)
-      await fill(path.join(mount, disk), data)
-      const meta0 = (await c.call('fs.stat')).journal.metaBytes, w0 = wchar(pid)
-      const t0 = performance.now()
-      await c.call('snapshot.create', { path: disk, name: 'bench' })
-      const ms = performance.now() - t0
-      const r = { diskBytes: bytes, dataBytes: data, ms: Number(ms.toFixed(2)), metaBytes: (await c.call('fs.stat')).journal.metaBytes - meta0, daemonWriteBytes: wchar(pid) - w0 }
-      process.stderr.write(`${r.ms} ms\n`)
-      await c.call('disk.delete', { path: disk })
-      return r
-    }
-    const create = { small: await timed('snap-64m.img', 64 * 2 ** 20, 64 * 2 ** 20), big: await timed('snap-4g.img', 4096 * 2 ** 20, 1024 * 2 ** 20) }
+  const timed = async (disk: string, bytes: number, data: number) => {
+    await c.call('disk.create', { path: disk, size: bytes })
+    process.stderr.write(`bench: snapshot of a ${bytes / 2 ** 20} MiB disk holding ${data / 2 ** 20} MiB... `)
+    await fill(path.join(mount, disk), data)
+    const meta0 = (await c.call('fs.stat')).journal.metaBytes, w0 = wchar(pid)
+    const conn = await ControlClient.connect(sock)
+    const t0 = performance.now()
+    try { await conn.call('snapshot.create', { path: disk, name: 'bench' }) } finally { conn.close() }
+    const ms = performance.now() - t0
+    const r = { diskBytes: bytes, dataBytes: data, ms: Number(ms.toFixed(2)), metaBytes: (await c.call('fs.stat')).journal.metaBytes - meta0, daemonWriteBytes: wchar(pid) - w0 }
+    process.stderr.write(`${r.ms} ms\n`)
+    await c.call('disk.delete', { path: disk })
+    return r
+  }
+  const create = { small: await timed('snap-64m.img', 64 * 2 ** 20, 64 * 2 ** 20), big: await timed('snap-4g.img', 4096 * 2 ** 20, 1024 * 2 ** 20) }
 
-    // Depth: a disk with 16 snapshots against the same kind of disk with none (the vsm
-    // target) and with one. Copying a shared block on its first write is the price of any
-    // snapshot, deep or not, and the first write of a block also allocates it in the
-    // sparse backing files; so the write figures are (a) the first pass against the same
-    // pass with one snapshot, and (b) a second pass over exactly the same offsets (blocks
-    // now private) against the disk with none: the steady-state hot path.
-    const [rr, rw] = [JOBS.find((j) => j.name === 'rand-read-4K')!, JOBS.find((j) => j.name === 'rand-write-4K')!]
-    const iops = async (t: Target, job: Job, label: string, numberIos = 0) => {
-      process.stderr.write(`bench: ${job.name} on ${label}${numberIos ? ` (${numberIos} I/Os)` : ` (${runtime}s)`}... `)
-      const s = await fio(t, job, size, runtime, numberIos)
-      process.stderr.write(`${fmt(s.value)} IOPS\n`)
-      return s
+  // Depth: a disk with 16 snapshots against the same kind of disk with none (the vsm
+  // target) and with one. Copying a shared block on its first write is the price of any
+  // snapshot, deep or not, and the first write of a block also allocates it in the
+  // sparse backing files; so the write figures are (a) the first pass against the same
+  // pass with one snapshot, and (b) a second pass over exactly the same offsets (blocks
+  // now private) against the disk with none: the steady-state hot path.
+  const [rr, rw] = [JOBS.find((j) => j.name === 'rand-read-4K')!, JOBS.find((j) => j.name === 'rand-write-4K')!]
+  const iops = async (t: Target, job: Job, label: string, numberIos = 0) => {
+    process.stderr.write(`bench: ${job.name} on ${label}${numberIos ? ` (${numberIos} I/Os)` : ` (${runtime}s)`}... `)
+    const s = await fio(t, job, size, runtime, numberIos)
+    process.stderr.write(`${fmt(s.value)} IOPS\n`)
+    return s
+  }
+  const snapDisk = async (name: string, snaps: number) => {
+    await c.call('disk.create', { path: name, size: (await fsp.stat(vsm.path)).size })
+    const file = path.join(mount, name)
+    await fill(file, (await fsp.stat(file)).size)
+    // each snapshot after some scattered writes, so they differ and the disk's extents
+    // are a mix of shared and copied blocks
+    const fh = await fsp.open(file, 'r+')
+    const blocks = Math.floor((await fh.stat()).size / 4096)
+    for (let k = 0; k < snaps; k++) {
+      for (let i = 0; i < 256; i++) await fh.write(randomBytes(4096), 0, 4096, Math.floor(Math.random() * blocks) * 4096)
+      await fh.sync()
+      await c.call('snapshot.create', { path: name, name: `depth${k}` })
     }
-    const snapDisk = async (name: string, snaps: number) => {
-      await c.call('disk.create', { path: name, size: (await fsp.stat(vsm.path)).size })
-      const file = path.join(mount, name)
-      await fill(file, (await fsp.stat(file)).size)
-      // each snapshot after some scattered writes, so they differ and the disk's extents
-      // are a mix of shared and copied blocks
-      const fh = await fsp.open(file, 'r+')
-      const blocks = Math.floor((await fh.stat()).size / 4096)
-      for (let k = 0; k < snaps; k++) {
-        for (let i = 0; i < 256; i++) await fh.write(randomBytes(4096), 0, 4096, Math.floor(Math.random() * blocks) * 4096)
-        await fh.sync()
-        await c.call('snapshot.create', { path: name, name: `depth${k}` })
-      }
-      await fh.close()
-      return { ...vsm, path: file }
+    await fh.close()
+    return { ...vsm, path: file }
+  }
+  // none and deep alternate, twice each, so drift on a shared machine hits both alike
+  const alternate = async (job: Job, deep: Target, numberIos = 0) => {
+    const sum = { none: 0, deep: 0 }
+    for (let k = 0; k < 2; k++) {
+      sum.none += (await iops(vsm, job, 'vsm, no snapshot', numberIos)).value
+      sum.deep += (await iops(deep, job, 'vsm, 16 snapshots', numberIos)).value
     }
-    // none and deep alternate, twice each, so drift on a shared machine hits both alike
-    const alternate = async (job: Job, deep: Target, numberIos = 0) => {
-      const sum = { none: 0, deep: 0 }
-      for (let k = 0; k < 2; k++) {
-        sum.none += (await iops(vsm, job, 'vsm, no snapshot', numberIos)).value
-        sum.deep += (await iops(deep, job, 'vsm, 16 snapshots', numberIos)).value
-      }
-      return { none: sum.none / 2, deep: sum.deep / 2 }
-    }
-    const one = await snapDisk('depth1.img', 1)
-    const oneCow = (await iops(one, rw, 'vsm, 1 snapshot, first writes')).value
-    await c.call('disk.delete', { path: 'depth1.img' })
-    const deep = await snapDisk('depth16.img', 16)
-    const read = await alternate(rr, deep)
-    const cow = await iops(deep, rw, 'vsm, 16 snapshots, first writes')
-    const noneWrite = (await iops(vsm, rw, 'vsm, no snapshot')).value
-    // the same offsets again: on the deep disk every one of them is private now
-    const steady = await alternate(rw, deep, cow.ios)
-    await c.call('disk.delete', { path: 'depth16.img' })
-    const r3 = (x: number) => Number(x.toFixed(3))
-    return {
-      create,
-      depth: {
-        snapshots: 16,
-        randRead: { none: read.none, deep: read.deep, ratio: r3(read.deep / read.none) },
-        randWriteSteady: { none: steady.none, deep: steady.deep, ratio: r3(steady.deep / steady.none) },
-        randWriteFirstCow: { oneSnapshot: oneCow, deep: cow.value, ratio: r3(cow.value / oneCow) },
-        randWriteFirstVsNone: { none: noneWrite, deep: cow.value, ratio: r3(cow.value / noneWrite) },
-      },
-    }
-  } finally { await c.close() }
+    return { none: sum.none / 2, deep: sum.deep / 2 }
+  }
+  const one = await snapDisk('depth1.img', 1)
+  const oneCow = (await iops(one, rw, 'vsm, 1 snapshot, first writes')).value
+  await c.call('disk.delete', { path: 'depth1.img' })
+  const deep = await snapDisk('depth16.img', 16)
+  const read = await alternate(rr, deep)
+  const cow = await iops(deep, rw, 'vsm, 16 snapshots, first writes')
+  const noneWrite = (await iops(vsm, rw, 'vsm, no snapshot')).value
+  // the same offsets again: on the deep disk every one of them is private now
+  const steady = await alternate(rw, deep, cow.ios)
+  await c.call('disk.delete', { path: 'depth16.img' })
+  const r3 = (x: number) => Number(x.toFixed(3))
+  return {
+    create,
+    depth: {
+      snapshots: 16,
+      randRead: { none: read.none, deep: read.deep, ratio: r3(read.deep / read.none) },
+      randWriteSteady: { none: steady.none, deep: steady.deep, ratio: r3(steady.deep / steady.none) },
+      randWriteFirstCow: { oneSnapshot: oneCow, deep: cow.value, ratio: r3(cow.value / oneCow) },
+      randWriteFirstVsNone: { none: noneWrite, deep: cow.value, ratio: r3(cow.value / noneWrite) },
+    },
+  }
 }
 
 function job2digits(unit: string) { return unit === 'IOPS' ? 0 : 1 }
