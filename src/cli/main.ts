@@ -16,6 +16,11 @@ const program = new Command('vsm')
   .option('--home <dir>', 'daemon home (default $VSM_HOME or /var/lib/vsm)')
   .option('--json', 'machine-readable output')
   .exitOverride()
+  .addHelpText('after', `
+Sizes (--size, --rate, disk resize, volume grow) are bytes, or a number with a suffix
+K, M, G or T in powers of 1024 (64K = 65536, 1.5G = 1610612736); human output shows
+sizes the same way (B, K, M, G, T) and dates in local time. --json prints bytes and
+epoch milliseconds for scripts.`)
 
 registerDaemon(program, __filename)
 registerVolume(program)

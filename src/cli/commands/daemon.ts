@@ -65,7 +65,7 @@ export function registerDaemon(program: Command, cliMain: string) {
     ].join('\n')))
 
   const job = program.command('job').description('long operations (rebuild, resync, flatten): list, wait, cancel')
-  job.command('list').action((_o, cmd) => call(cmd, 'job.list', undefined, (js: any[]) =>
+  job.command('list').description('jobs: running, paused and recent, with progress').action((_o, cmd) => call(cmd, 'job.list', undefined, (js: any[]) =>
     table(['JOB', 'KIND', 'STATE', 'PROGRESS'], js.map((j) => [j.id, j.kind, j.outcome ?? j.state, j.progress?.total ? `${Math.floor((100 * j.progress.done) / j.progress.total)}%` : '-']))))
   job.command('wait [id]').description('wait for a job (a progress bar on a terminal), or --all').option('--all', 'wait for every job')
     .action(async (id: string | undefined, o: { all?: boolean }, cmd: Command) => {

@@ -19,13 +19,14 @@ const diskTable = (ds: any[]) => table(['DISK', 'SIZE', 'ALLOCATED', 'VOLUME', '
 
 export function registerDisk(program: Command) {
   const disk = program.command('disk').description('virtual disks: files in the FUSE view')
-  disk.command('create <path>').requiredOption('--size <size>', 'disk size').option('--volume <name>', 'volume to place it on')
+  disk.command('create <path>').description('create a sparse disk (PATH relative to the mount)')
+    .requiredOption('--size <size>', 'disk size in bytes, or with a K, M, G or T suffix (powers of 1024)').option('--volume <name>', 'volume to place it on')
     .option('--owner <user[:group]>', 'owner of the disk file (names or ids; default root:root)')
     .option('--mode <octal>', 'permission bits of the disk file (default 644)')
     .action((path, o, cmd) => call(cmd, 'disk.create', { path, size: parseSize(o.size), volume: o.volume, owner: o.owner, mode: o.mode },
       (d) => `created disk ${d.path} (${formatSize(d.size)}, on ${d.policies.volume}, ${d.uid}:${d.gid} ${d.mode.toString(8).padStart(4, '0')})`))
-  disk.command('list').action((_o, cmd) => call(cmd, 'disk.list', undefined, diskTable))
-  disk.command('show <path>').action((path, _o, cmd) => call(cmd, 'disk.show', { path }, showObject))
+  disk.command('list').description('every disk in the mount, with size, allocation, volume and open handles').action((_o, cmd) => call(cmd, 'disk.list', undefined, diskTable))
+  disk.command('show <path>').description('one disk: size, placement, owner, dates, open handles, snapshots').action((path, _o, cmd) => call(cmd, 'disk.show', { path }, showObject))
   disk.command('resize <path> <size>').description('grow a disk (also while in use), or shrink it with --shrink')
     .option('--shrink', 'allow making the disk smaller (discards its tail)')
     .option('--force', 'shrink even while the disk is open')

@@ -12,7 +12,7 @@ export function registerSnapshot(program: Command) {
   const snap = program.command('snapshot').description('instant snapshots of a disk: create, list, revert, delete')
   snap.command('create <disk> <name>').description('snapshot a disk (constant time, crash-consistent, also while a guest writes)')
     .action((path, name, _o, cmd) => call(cmd, 'snapshot.create', { path, name }, (s) => `created snapshot ${s.disk}@${s.name} (stamp ${s.stamp})`))
-  snap.command('list <disk>').action((path, _o, cmd) => call(cmd, 'snapshot.list', { path }, snapTable))
+  snap.command('list <disk>').description('the snapshots of a disk, oldest first').action((path, _o, cmd) => call(cmd, 'snapshot.list', { path }, snapTable))
   snap.command('revert <disk> <name>').description("make the disk's contents the snapshot's")
     .option('--force', 'revert even while the disk is open for writing')
     .action((path, name, o, cmd) => call(cmd, 'snapshot.revert', { path, name, force: o.force }, (d) => `reverted ${d.path} to ${name}`))

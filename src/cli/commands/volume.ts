@@ -38,8 +38,8 @@ export function registerVolume(program: Command) {
     // the daemon runs elsewhere: a relative path means the caller's directory
     .action((name, path, o, cmd) => call(cmd, 'device.add', { name, path: resolve(path), size: o.size && parseSize(o.size), spare: o.spare, force: o.force },
       (d) => `added ${d.state === 'spare' ? 'spare ' : ''}device ${d.name} (${formatSize(d.size)}) at ${d.path}`))
-  device.command('list').action((_o, cmd) => call(cmd, 'device.list', undefined, deviceTable))
-  device.command('remove <name>').action((name, _o, cmd) => call(cmd, 'device.remove', { name }, () => `removed device ${name}`))
+  device.command('list').description('devices with size, free space and state').action((_o, cmd) => call(cmd, 'device.list', undefined, deviceTable))
+  device.command('remove <name>').description('take an unused device out of the pool').action((name, _o, cmd) => call(cmd, 'device.remove', { name }, () => `removed device ${name}`))
   device.command('offline <name>').description('take a device out of service (its volumes go degraded)')
     .action((name, _o, cmd) => call(cmd, 'device.offline', { name }, () => `device ${name} is offline`))
   device.command('online <name>').description('bring a device back; its copies are resynced by what they missed')
@@ -47,7 +47,7 @@ export function registerVolume(program: Command) {
       `device ${name} is online${r.jobs.length ? `; resync job${r.jobs.length > 1 ? 's' : ''} ${r.jobs.join(', ')}` : ''}`))
 
   const volume = program.command('volume').description('volumes and their layouts')
-  volume.command('create <name>')
+  volume.command('create <name>').description('create a volume over devices with a layout')
     .requiredOption('--layout <layout>', 'concat|stripe|mirror|raid10|raid5')
     .requiredOption('--devices <list>', 'comma-separated device names')
     .requiredOption('--size <size>', 'volume size')
@@ -57,8 +57,8 @@ export function registerVolume(program: Command) {
       name, layout: o.layout, devices: String(o.devices).split(','), size: parseSize(o.size),
       stripeUnit: o.stripeUnit && parseSize(o.stripeUnit), copies: o.copies && parseCount(o.copies, '--copies'),
     }, (v) => `created volume ${v.name}: ${v.layout} ${formatSize(v.size)} on ${v.devices.join(',')}`))
-  volume.command('list').action((_o, cmd) => call(cmd, 'volume.list', undefined, volumeTable))
-  volume.command('show <name>').action((name, _o, cmd) => call(cmd, 'volume.show', { name }, showVolume))
+  volume.command('list').description('volumes with layout, size, state and devices').action((_o, cmd) => call(cmd, 'volume.list', undefined, volumeTable))
+  volume.command('show <name>').description('one volume: members, their states, a rebuild under way').action((name, _o, cmd) => call(cmd, 'volume.show', { name }, showVolume))
   volume.command('scrub <name>').description('verify every block of every copy and repair bad ones from good ones')
     .action(async (name, _o, cmd) => {
       const job = await withClient(cmd, async (c) => {
