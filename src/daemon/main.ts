@@ -78,14 +78,17 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('uncaughtException', (err) => { log.fatal({ err }, 'uncaught exception'); dest.flushSync(); process.exit(70) })
   process.on('unhandledRejection', (err) => { log.fatal({ err }, 'unhandled rejection'); dest.flushSync(); process.exit(70) })
+  // Before the socket answers: `vsm up` returns as soon as it does, and what it
+  // started must already be findable by its pid file.
+  await writeFileAtomic(pidFile, `${process.pid}\n`, 0o644)
   try {
     stack = await Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, allowOther: args.allowOther, metrics: args.metrics, socketGroup, fuse: args.fuse, log, events, onShutdown: () => stop('shutdown command') })
   } catch (err) {
     log.error({ err }, 'start failed')
+    await fsp.rm(pidFile, { force: true })
     dest.flushSync()
     // The one line `vsm up` shows the user.
     process.stderr.write(`vsm: ${(err as Error).message}\n`)
     process.exit(1)
   }
-  await writeFileAtomic(pidFile, `${process.pid}\n`, 0o644)
 }
