@@ -1,6 +1,7 @@
 // Refusals that protect data, against a real daemon through bin/vsm: deleting a disk
 // that has snapshots needs --recursive (it used to take them silently), and shrinking
-// an open disk needs --force. Each refusal is one line and changes nothing.
+// an open disk needs --force. Each refusal is one line and changes nothing. Also the
+// human output of those disk commands: units, local dates, no raw JSON or epoch numbers.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { closeSync, existsSync, openSync, readSync, writeSync } from 'fs'
@@ -59,6 +60,32 @@ test('disk resize --shrink of an open disk is refused without --force; the size 
   const deadline = Date.now() + 5000
   while ((await vsm.json('disk', 'show', 'busy.img')).open && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
   assert.is((await vsm.json('disk', 'resize', 'busy.img', '512K', '--shrink')).size, 512 << 10)
+})
+
+test('human output of disk show, snapshot list and freeze: sizes with units, local dates, no JSON or epoch numbers', async () => {
+  await vsm.run('disk', 'create', 'shown.img', '--size', '3M')
+  await vsm.run('snapshot', 'create', 'shown.img', 'first')
+  const d = await vsm.json('disk', 'show', 'shown.img')
+  const local = (ms: number) => {
+    const t = new Date(ms); const p = (n: number) => String(n).padStart(2, '0')
+    return `${t.getFullYear()}-${p(t.getMonth() + 1)}-${p(t.getDate())} ${p(t.getHours())}:${p(t.getMinutes())}:${p(t.getSeconds())}`
+  }
+  const outs = [
+    await vsm.run('disk', 'show', 'shown.img'),
+    await vsm.run('snapshot', 'list', 'shown.img'),
+    await vsm.run('disk', 'freeze', 'shown.img', '--timeout', '1m'),
+  ]
+  await vsm.run('disk', 'thaw', 'shown.img')
+  for (const out of outs) {
+    assert.not.match(out, /[{}[\]"]/, `raw JSON in: ${out}`)
+    assert.not.match(out, /\b1\d{12}\b/, `an epoch number in: ${out}`)
+    assert.not.match(out, /\d{4}-\d\d-\d\dT/, `an ISO (UTC) date in: ${out}`)
+  }
+  assert.match(outs[0], /size\s+3M \(/)
+  assert.ok(outs[0].includes(local(d.created)), outs[0])
+  assert.match(outs[1], /first\s+3M/)
+  assert.match(outs[2], /frozen until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/)
+  await vsm.run('disk', 'delete', 'shown.img', '--recursive')
 })
 
 test.run()

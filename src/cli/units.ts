@@ -32,3 +32,11 @@ export function parseDuration(text: string): number {
   if (!m) throw new VsmError('EINVAL', `not a duration: '${text}' (use e.g. 500ms, 60s, 5m, 7d)`)
   return Math.round(Number(m[1]) * SECONDS[(m[2] ?? 's').toLowerCase()] * 1000)
 }
+
+const two = (n: number) => String(n).padStart(2, '0')
+
+/** Epoch milliseconds as local time, YYYY-MM-DD HH:MM:SS (the machine's time zone, as ls -l and date show). */
+export function formatDate(ms: number): string {
+  const d = new Date(ms)
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`
+}

@@ -2,9 +2,9 @@
 // verdict (check: 0 consistent, 2 corrupted, 3 leaked space, as qemu-img check;
 // compare: 0 identical, 1 different) so scripts can branch on them.
 import { Command } from 'commander'
-import { call, globals, print, showObject, withClient } from '../call'
+import { call, globals, print, withClient } from '../call'
 import { table } from '../table'
-import { formatSize, parseDuration, parseSize } from '../units'
+import { formatDate, formatSize, parseDuration, parseSize } from '../units'
 
 const CHECK_EXIT: Record<string, number> = { consistent: 0, corrupted: 2, leaked: 3 }
 
@@ -13,6 +13,22 @@ async function verdict(cmd: Command, name: string, args: object, human: (r: any)
   const r = await withClient(cmd, (c) => c.call(name, args))
   print(globals(cmd).json ? JSON.stringify(r, null, 2) : human(r))
   process.exitCode = code(r)
+}
+
+function showDisk(d: any): string {
+  const rows: Array<[string, string]> = [
+    ['disk', d.path],
+    ['size', `${formatSize(d.size)} (${formatSize(d.allocated)} allocated)`],
+    ['volume', d.policies?.volume ?? '-'],
+    ['owner', `${d.uid}:${d.gid}, mode ${d.mode.toString(8).padStart(4, '0')}`],
+    ['created', d.created === null ? '-' : formatDate(d.created)],
+    ['modified', formatDate(d.mtime)],
+    ['open', d.open ? `${d.open} handle(s)` : 'no'],
+    ['frozen', d.frozenUntil === null ? 'no' : `until ${formatDate(d.frozenUntil)}`],
+    ['snapshots', String(d.snapshots)],
+  ]
+  if (d.origin) rows.push(['clone of', d.origin])
+  return rows.map(([k, v]) => `${k.padEnd(10)} ${v}`).join('\n')
 }
 
 const diskTable = (ds: any[]) => table(['DISK', 'SIZE', 'ALLOCATED', 'VOLUME', 'OPEN'], ds.map((d) => [d.path, formatSize(d.size), formatSize(d.allocated), d.policies?.volume ?? '-', d.open]))
@@ -26,7 +42,7 @@ export function registerDisk(program: Command) {
     .action((path, o, cmd) => call(cmd, 'disk.create', { path, size: parseSize(o.size), volume: o.volume, owner: o.owner, mode: o.mode },
       (d) => `created disk ${d.path} (${formatSize(d.size)}, on ${d.policies.volume}, ${d.uid}:${d.gid} ${d.mode.toString(8).padStart(4, '0')})`))
   disk.command('list').description('every disk in the mount, with size, allocation, volume and open handles').action((_o, cmd) => call(cmd, 'disk.list', undefined, diskTable))
-  disk.command('show <path>').description('one disk: size, placement, owner, dates, open handles, snapshots').action((path, _o, cmd) => call(cmd, 'disk.show', { path }, showObject))
+  disk.command('show <path>').description('one disk: size, placement, owner, dates, open handles, snapshots').action((path, _o, cmd) => call(cmd, 'disk.show', { path }, showDisk))
   disk.command('resize <path> <size>').description('grow a disk (also while in use), or shrink it with --shrink')
     .option('--shrink', 'allow making the disk smaller (discards its tail)')
     .option('--force', 'shrink even while the disk is open')
@@ -38,7 +54,7 @@ export function registerDisk(program: Command) {
       `deleted disk ${path}${r.snapshots.length ? ` and its snapshot(s) ${r.snapshots.join(', ')}` : ''}`))
   disk.command('freeze <path>').description('hold new writes and flush, for an application-consistent snapshot')
     .option('--timeout <duration>', 'thaw by itself after this long', '60s')
-    .action((path, o, cmd) => call(cmd, 'disk.freeze', { path, timeoutMs: parseDuration(o.timeout) }, (d) => `${d.path} frozen until ${new Date(d.frozenUntil).toISOString()}`))
+    .action((path, o, cmd) => call(cmd, 'disk.freeze', { path, timeoutMs: parseDuration(o.timeout) }, (d) => `${d.path} frozen until ${formatDate(d.frozenUntil)}`))
   disk.command('thaw <path>').description('release the writes held by freeze')
     .action((path, _o, cmd) => call(cmd, 'disk.thaw', { path }, (d) => `${d.path} thawed`))
   disk.command('clone <source> <path>').description('a new writable disk from DISK@SNAP; copies no data')

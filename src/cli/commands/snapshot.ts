@@ -3,10 +3,10 @@
 import { Command } from 'commander'
 import { call } from '../call'
 import { table } from '../table'
-import { formatSize } from '../units'
+import { formatDate, formatSize } from '../units'
 
 const snapTable = (ss: any[]) => table(['SNAPSHOT', 'SIZE', 'UNIQUE', 'CREATED', 'STAMP'],
-  ss.map((s) => [s.name, formatSize(s.size), formatSize(s.uniqueBytes), new Date(s.created).toISOString(), s.stamp]))
+  ss.map((s) => [s.name, formatSize(s.size), formatSize(s.uniqueBytes), formatDate(s.created), s.stamp]))
 
 export function registerSnapshot(program: Command) {
   const snap = program.command('snapshot').description('instant snapshots of a disk: create, list, revert, delete')
