@@ -22,10 +22,10 @@ const MiB = 1 << 20
 const VOL = 4 * MiB
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-async function until(what: string, ok: () => boolean, ms = 60_000) {
+async function until(what: () => string, ok: () => boolean, ms = 60_000) {
   const deadline = Date.now() + ms
   while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what()}`)
     await sleep(5)
   }
 }
@@ -122,7 +122,7 @@ async function workload(s: Site, seed: number, rounds: number, onFlush?: () => P
 
 async function settle(s: Site) {
   const head = s.group.status().headSeq
-  await until(`the secondary to acknowledge ${head} (at ${s.group.status().secondaryDurableSeq})`, () => s.group.status().secondaryDurableSeq >= head)
+  await until(() => `the secondary to acknowledge ${head}: ${JSON.stringify(s.group.status())}, applied ${s.applier.appliedSeq}, links ${s.links}`, () => s.group.status().secondaryDurableSeq >= head)
 }
 
 for (const seed of [1, 2, 3, 4, 5]) {

@@ -7,6 +7,7 @@ import { registerDaemon } from './commands/daemon'
 import { registerDisk } from './commands/disk'
 import { registerEvents } from './commands/events'
 import { registerFs } from './commands/fs'
+import { registerRepl } from './commands/repl'
 import { registerSnapshot } from './commands/snapshot'
 import { registerVolume } from './commands/volume'
 
@@ -27,6 +28,7 @@ registerVolume(program)
 registerDisk(program)
 registerSnapshot(program)
 registerFs(program)
+registerRepl(program)
 registerEvents(program)
 
 program.parseAsync(process.argv).catch((err: unknown) => {

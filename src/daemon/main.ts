@@ -12,6 +12,7 @@ import { Events } from '../control/events'
 import type { Listen } from '../metrics/http'
 import { Stack } from './stack'
 import type { FuseBindingName } from '../virtualizer/fuse-view'
+import { SecondarySite } from '../replicator/secondary'
 import { acquireHomeLock } from './lock'
 import { homeSubdir, openHomeToGroup, prepareHome } from './home'
 import { resolveGroup } from '../virtualizer/owner'
@@ -34,6 +35,8 @@ export interface DaemonArgs {
   /** A group whose members may use the control socket (name or gid). */
   socketGroup?: string
   fuse?: FuseBindingName
+  /** A replication secondary: a pool and no fs, waiting for a primary. */
+  secondary?: boolean
 }
 
 export async function runDaemon(args: DaemonArgs): Promise<void> {
@@ -58,7 +61,7 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
   const log = pino({ base: { pid: process.pid }, level }, pino.multistream(streams))
   const events = new Events(log)
   const pidFile = join(args.home, 'vsm.pid')
-  let stack: Stack | undefined
+  let stack: { stop(): Promise<void> } | undefined
   let stopping: Promise<void> | undefined
   const stop = (reason: string) => {
     stopping ??= (async () => {
@@ -82,7 +85,9 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
   // started must already be findable by its pid file.
   await writeFileAtomic(pidFile, `${process.pid}\n`, 0o644)
   try {
-    stack = await Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, allowOther: args.allowOther, metrics: args.metrics, socketGroup, fuse: args.fuse, log, events, onShutdown: () => stop('shutdown command') })
+    stack = args.secondary
+      ? await SecondarySite.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, log, events, onShutdown: () => stop('shutdown command') })
+      : await Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, allowOther: args.allowOther, metrics: args.metrics, socketGroup, fuse: args.fuse, log, events, onShutdown: () => stop('shutdown command') })
   } catch (err) {
     log.error({ err }, 'start failed')
     await fsp.rm(pidFile, { force: true })

@@ -25,6 +25,8 @@ import { Listen, MetricsServer } from '../metrics/http'
 import { clearStaleMount } from './mounts'
 import { authorizer } from './authz'
 import { diskPath } from '../virtualizer/paths'
+import { Replicator } from '../replicator/replicator'
+import { replCommands } from '../replicator/commands'
 
 export const VERSION = '0.1.0'
 
@@ -59,6 +61,7 @@ export class Stack {
   private constructor(
     private readonly opts: StackOptions,
     readonly pool: Pool,
+    readonly repl: Replicator,
     readonly fs: FileSystem,
     readonly disks: DiskManager,
     private readonly gate: WriteGate,
@@ -70,18 +73,7 @@ export class Stack {
 
   static async start(opts: StackOptions): Promise<Stack> {
     const { home, log, events } = opts
-    await fsp.mkdir(home, { recursive: true, mode: 0o700 })
-    let pool: Pool
-    if (!(await Pool.exists(home))) {
-      pool = await createDefaultPool(home, opts.defaultDeviceSize, { protectedPaths: [opts.mount] })
-      events.publish('pool.created', { home, devices: pool.listDevices().map((d) => d.name), volumes: pool.listVolumes().map((v) => v.name), deviceSize: opts.defaultDeviceSize, reason: 'no pool in the home: the embedded default' })
-    } else {
-      pool = await Pool.open(home, { protectedPaths: [opts.mount] })
-    }
-    pool.useEvents(events)
-    for (const d of pool.listDevices()) {
-      if (d.state === 'missing') events.publish('device.missing', { device: d.name, path: d.path, reason: d.reason }, 'warn')
-    }
+    const pool = await openSitePool(opts, true)
     // before any volume opens, so rebuilds and reshapes resumed at open run where `vsm job` sees them
     const jobs = new Jobs({ events, store: join(home, 'jobs.json') })
     await pool.useJobs(jobs)
@@ -89,7 +81,10 @@ export class Stack {
     const undo: Array<() => Promise<unknown>> = [() => pool.close()]
     const meters = opts.metrics ? new IoMeters() : null
     try {
-      const fs = await openFs(pool, poolVolumes(pool, meters), events)
+      // before the fs opens its volumes: each replication group's log is replayed onto them first
+      const repl = await Replicator.open({ pool, jobs, events })
+      undo.unshift(() => repl.close())
+      const fs = await openFs(pool, poolVolumes(pool, repl, meters), events)
       undo.unshift(() => fs.close())
       fs.useEvents(events)
       reportRecovery(pool, fs, events)
@@ -116,7 +111,7 @@ export class Stack {
         socketPath: join(home, 'vsm.sock'), version: VERSION, jobs, events, log: (msg, err) => log.warn({ err }, msg),
         socketGroup: opts.socketGroup, authorize: authorizer({ ownerOf: (p) => fs.getattr(diskPath(p)) }),
       })
-      const stack = new Stack(opts, pool, fs, disks, gate, view, server, meters)
+      const stack = new Stack(opts, pool, repl, fs, disks, gate, view, server, meters)
       stack.registerCommands()
       await server.listen()
       if (opts.metrics) {
@@ -139,6 +134,7 @@ export class Stack {
     await this.fs.sync().catch((err) => log.error({ err }, 'final sync'))
     await this.view.unmount().catch((err) => log.error({ err }, 'unmount'))
     await this.fs.close()
+    await this.repl.close()
     await this.pool.close()
     this.opts.events.publish('daemon.stopped', { home: this.opts.home, mount: this.opts.mount })
   }
@@ -204,7 +200,8 @@ export class Stack {
     }))
     this.server.register('V', dispatch(diskCommands(this.disks)))
     this.server.register('L', dispatch(volumeCommands(this.pool)))
-    this.server.register('F', dispatch(fsCommands(this.fs, poolVolumes(this.pool, this.meters), this.server.jobs)))
+    this.server.register('F', dispatch(fsCommands(this.fs, poolVolumes(this.pool, this.repl, this.meters), this.server.jobs)))
+    this.server.register('R', dispatch(replCommands(this.repl, () => this.fs.volumeNames())))
     this.server.registerStandard(standardDiskHandler(this.fs, this.gate, this.meters))
   }
 }
@@ -224,12 +221,12 @@ function reportRecovery(pool: Pool, fs: FileSystem, events: Events): void {
 }
 
 /** The pool's volumes as the fs sees them: by name (ENOENT for an unknown one), counted where the fs meets the volume layer. */
-function poolVolumes(pool: Pool, meters: IoMeters | null): VolumeSource {
+function poolVolumes(pool: Pool, repl: Replicator, meters: IoMeters | null): VolumeSource {
   return {
     names: () => pool.listVolumes().map((v) => v.name),
     open: async (name) => {
       pool.volumeInfo(name)
-      const v = await pool.openVolume(name)
+      const v = await repl.openVolume(name)
       return meters ? new MeteredDev(v, meters.volume(name)) : v
     },
   }
@@ -252,12 +249,35 @@ async function openFs(pool: Pool, volumes: VolumeSource, events: Events): Promis
   return FileSystem.mount([vol], { volumeNames: [DEFAULT_VOLUME] })
 }
 
-/** Two sparse backing files and a mirrored volume over them: the embedded default. */
-async function createDefaultPool(home: string, deviceSize: number, opts: PoolOptions): Promise<Pool> {
+/**
+ * The home's pool, made when there is none: two sparse backing files, with a mirrored
+ * volume over them for the fs (a replication secondary leaves them empty: its replicas
+ * are made to match the primary's volumes).
+ */
+export async function openSitePool(opts: Pick<StackOptions, 'home' | 'mount' | 'defaultDeviceSize' | 'events'>, withVolume: boolean): Promise<Pool> {
+  const { home, events } = opts
+  await fsp.mkdir(home, { recursive: true, mode: 0o700 })
+  let pool: Pool
+  if (!(await Pool.exists(home))) {
+    pool = await createDefaultPool(home, opts.defaultDeviceSize, { protectedPaths: [opts.mount] }, withVolume)
+    events.publish('pool.created', { home, devices: pool.listDevices().map((d) => d.name), volumes: pool.listVolumes().map((v) => v.name), deviceSize: opts.defaultDeviceSize, reason: 'no pool in the home: the embedded default' })
+  } else {
+    pool = await Pool.open(home, { protectedPaths: [opts.mount] })
+  }
+  pool.useEvents(events)
+  for (const d of pool.listDevices()) {
+    if (d.state === 'missing') events.publish('device.missing', { device: d.name, path: d.path, reason: d.reason }, 'warn')
+  }
+  return pool
+}
+
+/** Two sparse backing files and (withVolume) a mirrored volume over them: the embedded default. */
+async function createDefaultPool(home: string, deviceSize: number, opts: PoolOptions, withVolume: boolean): Promise<Pool> {
   await fsp.mkdir(join(home, 'devices'), { recursive: true })
   const pool = await Pool.create(home, opts)
   await pool.addDevice('d0', join(home, 'devices', 'd0.img'), deviceSize)
   await pool.addDevice('d1', join(home, 'devices', 'd1.img'), deviceSize)
+  if (!withVolume) return pool
   const free = Math.min(...pool.listDevices().map((d) => d.free))
   await pool.createVolume(DEFAULT_VOLUME, { layout: 'mirror', devices: ['d0', 'd1'], size: free, copies: 2 })
   return pool

@@ -33,6 +33,8 @@ export interface ApplierOptions {
   durableEvery?: number
   /** Acknowledge receipt (not durability) after this many records, so the shipper's window moves. */
   ackEvery?: number
+  /** With records applied and none waiting, make them durable after this long (async mode's lag drains to 0 when idle). */
+  idleDurableMs?: number
   /** Observes each applied record (tests check order and that nothing is applied twice). */
   onApplied?: (seq: number) => void
 }
@@ -49,6 +51,10 @@ export class Applier {
   private failed: Error | null = null
   /** Applied since the last durable point. */
   private pendingCount = 0
+  private queued = 0
+  private idleTimer: NodeJS.Timeout | null = null
+  /** Records applied by this applier (since the daemon started): each seq once. */
+  applied = 0
 
   constructor(private readonly volumes: BlockDev[], private readonly stateDev: BlockDev, private state: ReplicaState, private readonly opts: ApplierOptions = {}) {
     this.durable = state.durable
@@ -56,6 +62,8 @@ export class Applier {
   }
 
   get durableSeq(): number { return this.durable }
+  /** The last record applied (maybe not yet durable). */
+  get appliedSeq(): number { return this.durable + this.pendingCount }
   get logId(): string { return this.state.logId }
 
   /** Serves one link; a newer link replaces the older (the primary reconnected). */
@@ -70,7 +78,9 @@ export class Applier {
   }
 
   private onMessage(link: SecondaryLink, m: ToSecondary, data?: Buffer): void {
-    if (m.t !== 'rec' || link !== this.link) return
+    if (link !== this.link) return
+    if (m.t === 'ping') { link.send({ t: 'ack', next: this.received, durable: this.durable }); return }
+    if (m.t !== 'rec') return
     if (m.seq < this.received) { link.send({ t: 'ack', next: this.received, durable: this.durable }); return }
     if (m.seq > this.received) {
       if (this.nacked !== this.received) { this.nacked = this.received; link.send({ t: 'nack', next: this.received }) }
@@ -78,12 +88,23 @@ export class Applier {
     }
     if (m.kind === 'write' && (!data || data.length !== m.length)) { link.close('write record without its data'); return }
     this.received++
+    this.queued++
+    if (this.idleTimer) { clearTimeout(this.idleTimer); this.idleTimer = null }
     const rec = { ...m, data }
-    this.applying = this.applying.then(() => this.apply(rec)).catch((e) => {
+    this.applying = this.applying.then(() => this.apply(rec)).then(() => this.whenIdle()).catch((e) => {
       this.failed ??= e as Error
       this.link?.send({ t: 'error', code: (e as VsmError).code ?? 'EIO', message: (e as Error).message })
       this.link?.close('apply failed')
     })
+  }
+
+  private whenIdle(): void {
+    if (--this.queued > 0 || this.pendingCount === 0 || this.failed) return
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null
+      if (this.queued > 0 || this.pendingCount === 0) return
+      this.applying = this.applying.then(() => (this.queued === 0 && this.pendingCount > 0 ? this.makeDurable(this.durable + this.pendingCount, true) : undefined)).catch((e) => { this.failed ??= e as Error })
+    }, this.opts.idleDurableMs ?? 200)
   }
 
   private async apply(r: LogRecord): Promise<void> {
@@ -91,6 +112,7 @@ export class Applier {
     if (r.seq !== this.durable + 1 + this.pendingCount) throw new VsmError('EIO', `applier out of order at ${r.seq}`)
     await applyRecord(this.volumes, r)
     this.pendingCount++
+    this.applied++
     this.opts.onApplied?.(r.seq)
     this.sinceDurable += r.kind === 'write' ? r.length : BLOCK
     this.sinceAck++
@@ -111,6 +133,7 @@ export class Applier {
 
   /** Waits for what was accepted to be applied, then makes it durable. */
   async close(): Promise<void> {
+    if (this.idleTimer) clearTimeout(this.idleTimer)
     this.link?.close('secondary closing')
     await this.applying
     if (!this.failed && this.pendingCount > 0) await this.makeDurable(this.durable + this.pendingCount, true)

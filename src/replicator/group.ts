@@ -197,7 +197,10 @@ export class PrimaryGroup implements GroupIO {
         progress(done, total)
       }
     }
-    this.syncEnd = this.log.headSeq
+    // a barrier closes the sync: the secondary makes it all durable and says so
+    this.syncEnd = await this.log.append({ kind: 'flush', vol: 0, offset: 0, length: 0 })
+    await this.log.sync()
+    this.shipper.kick()
     await this.log.setConfig({ ...this.config, synced: true } as unknown as Record<string, unknown>)
     this.config.synced = true
     this.syncJob = null

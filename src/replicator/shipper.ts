@@ -26,6 +26,7 @@ export class Shipper {
   private link: PrimaryLink | null = null
   private sendNext = 0
   private ackedNext = 0
+  private ackedDurable = 0
   private pumping = false
   private lastProgress = Date.now()
   private timer: NodeJS.Timeout | null = null
@@ -60,6 +61,8 @@ export class Shipper {
 
   private onMessage(link: PrimaryLink, m: ToPrimary): void {
     if (link !== this.link) return
+    // before the welcome, an ack or nack (the secondary acknowledging an earlier link's records) says nothing about this session
+    if (this.sendNext === 0 && (m.t === 'ack' || m.t === 'nack')) return
     switch (m.t) {
       case 'welcome':
         if (this.sendNext > 0) return // a duplicate
@@ -72,6 +75,7 @@ export class Shipper {
           return
         }
         this.sendNext = this.ackedNext = m.next
+        this.ackedDurable = m.durable
         this.lastProgress = Date.now()
         this.hooks!.onDurable(m.durable)
         this.hooks!.onWelcome()
@@ -79,7 +83,9 @@ export class Shipper {
         void this.pump()
         return
       case 'ack':
-        if (m.next > this.ackedNext) { this.ackedNext = m.next; this.lastProgress = Date.now() }
+        if (m.next > this.ackedNext || m.durable > this.ackedDurable) this.lastProgress = Date.now()
+        this.ackedNext = Math.max(this.ackedNext, m.next)
+        this.ackedDurable = Math.max(this.ackedDurable, m.durable)
         if (this.sendNext < this.ackedNext) this.sendNext = this.ackedNext
         this.hooks!.onDurable(m.durable)
         void this.pump()
@@ -95,12 +101,13 @@ export class Shipper {
     }
   }
 
+  /** Nothing heard for a while: records sent and not received are sent again; sent and not yet durable, the secondary is asked where it stands (its ack may have been lost). */
   private checkStalled(): void {
-    if (!this.link || this.sendNext <= this.ackedNext) { this.lastProgress = Date.now(); return }
+    const waiting = this.sendNext - 1 > this.ackedDurable
+    if (!this.link || !waiting) { this.lastProgress = Date.now(); return }
     if (Date.now() - this.lastProgress < (this.opts.retransmitMs ?? 5000)) return
-    this.sendNext = this.ackedNext
     this.lastProgress = Date.now()
-    void this.pump()
+    if (this.sendNext > this.ackedNext) { this.sendNext = this.ackedNext; void this.pump() } else this.link.send({ t: 'ping' })
   }
 
   private async pump(): Promise<void> {

@@ -10,6 +10,8 @@ export interface VolumeSpec { name: string; size: number }
 export type ToSecondary =
   | { t: 'hello'; group: string; logId: string; volumes: VolumeSpec[] }
   | { t: 'rec'; seq: number; kind: RecordKind; vol: number; offset: number; length: number; time: number }
+  /** Asks for an ack: the primary waits on a durable position and heard nothing for a while. */
+  | { t: 'ping' }
 
 export type ToPrimary =
   /** next: the seq the secondary applies next; durable: everything up to it is on its stable storage. */

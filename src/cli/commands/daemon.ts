@@ -23,25 +23,26 @@ export function registerDaemon(program: Command, cliMain: string) {
     // the detached daemon (`vsm up` without --foreground) logs to its file only
     .addOption(new Option('--no-log-stdout').hideHelp())
     .option('--socket-group <group>', 'members of GROUP may use the control socket; each command is authorised by the caller\'s uid: a user commands only its own disks')
+    .option('--secondary', 'a replication secondary: a pool and no fs, waiting for a primary (vsm repl create on the primary)')
     .option('--allow-other', 'let other users use the mount; the kernel enforces each disk\'s owner and mode (default_permissions)')
     .addOption(new Option('--fuse <binding>', 'FUSE binding: native (libfuse3 low-level addon; falls back to fuse-native with a warning when it cannot load) or fuse-native').choices(FUSE_BINDINGS).default('native'))
     .option('--device-size <size>', 'size of each backing file of a new default pool', process.env.VSM_DEFAULT_DEVICE_SIZE ?? '8G')
     .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals() as Opts & { mount?: string; foreground?: boolean; deviceSize: string; logLevel: LogLevel; logStdout: boolean; allowOther?: boolean; metrics?: string; socketGroup?: string; fuse: FuseBindingName }
+      const o = cmd.optsWithGlobals() as Opts & { mount?: string; foreground?: boolean; deviceSize: string; logLevel: LogLevel; logStdout: boolean; allowOther?: boolean; metrics?: string; socketGroup?: string; fuse: FuseBindingName; secondary?: boolean }
       const home = homeDir(o.home)
       const mount = o.mount ?? defaultMount(home)
       const defaultDeviceSize = parseSize(o.deviceSize)
       const metrics = o.metrics === undefined ? undefined : parseListen(o.metrics)
       // The daemon refuses a held home itself (one line, exit 1), also in the foreground.
-      if (o.foreground) { await runDaemon({ home, mount, defaultDeviceSize, logLevel: o.logLevel, logToStdout: o.logStdout, allowOther: !!o.allowOther, metrics, socketGroup: o.socketGroup, fuse: o.fuse }); return }
+      if (o.foreground) { await runDaemon({ home, mount, defaultDeviceSize, logLevel: o.logLevel, logToStdout: o.logStdout, allowOther: !!o.allowOther, metrics, socketGroup: o.socketGroup, fuse: o.fuse, secondary: !!o.secondary }); return }
       // Only looks: a running daemon's socket, mount and files are not touched.
       const holder = lockHolder(home)
       if (holder !== null) {
         if (await isRunning(home)) { print(`vsm is already running (pid ${holder || 'unknown'}, home ${home})`); return }
         throw new Error(`another vsm (pid ${holder || 'unknown'}) holds home ${home} but its socket does not answer (starting, or hung); not starting a second one`)
       }
-      const pid = await startDetached(cliMain, ['--home', home, '--mount', mount, '--device-size', o.deviceSize, '--log-level', o.logLevel, '--fuse', o.fuse, '--no-log-stdout', ...(o.allowOther ? ['--allow-other'] : []), ...(o.metrics ? ['--metrics', o.metrics] : []), ...(o.socketGroup !== undefined ? ['--socket-group', o.socketGroup] : [])], home)
-      print(o.json ? JSON.stringify({ pid, home, mount }) : `vsm up: ${mount} (pid ${pid}, home ${home})`)
+      const pid = await startDetached(cliMain, ['--home', home, '--mount', mount, '--device-size', o.deviceSize, '--log-level', o.logLevel, '--fuse', o.fuse, '--no-log-stdout', ...(o.allowOther ? ['--allow-other'] : []), ...(o.metrics ? ['--metrics', o.metrics] : []), ...(o.socketGroup !== undefined ? ['--socket-group', o.socketGroup] : []), ...(o.secondary ? ['--secondary'] : [])], home)
+      print(o.json ? JSON.stringify({ pid, home, mount, secondary: !!o.secondary }) : o.secondary ? `vsm up: replication secondary (pid ${pid}, home ${home})` : `vsm up: ${mount} (pid ${pid}, home ${home})`)
     })
 
   program.command('down').description('flush, unmount and stop the daemon; refused while disks are open')

@@ -1,0 +1,58 @@
+// vsm repl ... (replication groups on a primary, status on either site) and
+// vsm replica serve (the remote agent the primary starts over SSH: it pipes its
+// stdin/stdout to the secondary daemon's replica socket).
+import { Command } from 'commander'
+import { connect } from 'net'
+import { resolve } from 'path'
+import { replicaSocket } from '../../replicator/secondary'
+import { call } from '../call'
+import { homeDir } from '../home'
+import { table } from '../table'
+import { formatSize, parseSize } from '../units'
+
+const pct = (f: number | undefined) => (f === undefined ? '-' : `${(100 * f).toFixed(1)}%`)
+
+function statusTable(rows: any[]): string {
+  if (!rows.length) return 'no replication groups'
+  return table(['GROUP', 'ROLE', 'MODE', 'STATE', 'LAG', 'LAG(s)', 'LOG FILL', 'TARGET / ERROR'], rows.map((r) => [
+    r.group, r.role, r.mode ?? '-', r.state, r.lagBytes === undefined ? '-' : formatSize(r.lagBytes),
+    r.lagSeconds === undefined ? '-' : r.lagSeconds.toFixed(1), pct(r.logFill), r.lastError ? `${r.target}: ${r.lastError}` : (r.target ?? (r.connected ? 'primary connected' : 'waiting for the primary')),
+  ]))
+}
+
+export function registerRepl(program: Command) {
+  const repl = program.command('repl').description('replicated volume groups: ship every write, in order, to a secondary site over SSH')
+  repl.command('create <group>').description('replicate volumes (default: every volume of the fs) to a secondary home')
+    .requiredOption('--target <url>', 'ssh://USER@HOST[:PORT]/REMOTE_HOME of a home started with vsm up --secondary')
+    .option('--volumes <list>', 'comma-separated volumes (default: all the fs spans)')
+    .option('--mode <mode>', 'async: acknowledged once in the local log; sync: a flush returns once the secondary has it durable', 'async')
+    .option('--identity <key>', 'private key for SSH (default ~/.ssh/id_ed25519)')
+    .option('--known-hosts <file>', 'host keys accepted (default ~/.ssh/known_hosts); an unknown or changed key is refused')
+    .option('--remote-vsm <cmd>', 'the vsm command on the secondary host', 'vsm')
+    .option('--log-size <size>', 'size of the replication log volume (K, M, G)', '64M')
+    .action((group: string, o, cmd: Command) => call(cmd, 'repl.create', {
+      group, target: o.target, mode: o.mode, remoteVsm: o.remoteVsm, logSize: parseSize(o.logSize),
+      volumes: o.volumes === undefined ? undefined : String(o.volumes).split(',').filter(Boolean),
+      identity: o.identity === undefined ? undefined : resolve(o.identity),
+      knownHosts: o.knownHosts === undefined ? undefined : resolve(o.knownHosts),
+    }, (r) => `group ${r.group}: ${r.volumes.join(', ')} → ${r.target} (${r.mode}); initial sync: job ${r.syncJob} (vsm repl status ${r.group})`))
+  repl.command('status [group]').description('mode, state, lag and log fill of each group')
+    .action((group: string | undefined, _o, cmd: Command) => call(cmd, 'repl.status', group === undefined ? {} : { group }, statusTable))
+  for (const [name, verb] of [['pause', 'paused'], ['resume', 'resumed']] as const) {
+    repl.command(`${name} <group>`).description(name === 'pause' ? 'stop shipping (writes go on into the log; sync mode does not wait meanwhile)' : 'ship again from where the secondary stands')
+      .action((group: string, _o, cmd: Command) => call(cmd, `repl.${name}`, { group }, (r) => `group ${r.group}: ${verb} (${r.state})`))
+  }
+
+  program.command('replica').description('the secondary side of replication')
+    .command('serve').description('the remote agent: relays the replication wire on stdin/stdout to the secondary daemon (started by the primary over SSH)')
+    .action((_o, cmd: Command) => new Promise<void>((res, rej) => {
+      const sock = connect(replicaSocket(homeDir(cmd.optsWithGlobals().home)))
+      sock.once('error', (e) => rej(new Error(`no secondary daemon answers in that home (start it with vsm up --secondary): ${e.message}`)))
+      sock.once('connect', () => {
+        process.stdin.pipe(sock)
+        sock.pipe(process.stdout)
+        process.stdin.once('end', () => sock.end())
+        sock.once('close', () => res())
+      })
+    }))
+}

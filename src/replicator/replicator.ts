@@ -1,0 +1,160 @@
+// The replicator on a primary site: finds the groups of a pool at start (each has a
+// log volume `repl.GROUP` whose header holds its configuration), opens the fs's
+// volumes through taps so their groups see every write, replays each group's log
+// before anyone reads, and creates, pauses, resumes and reports groups. The volumes
+// for logs and replicas are placed by placeVolume (policy: mirror when two devices
+// have room, else one device).
+import { randomUUID } from 'crypto'
+import { BlockDev, VsmError } from '../block/blockdev'
+import type { EventSink } from '../control/events'
+import type { Jobs } from '../control/jobs'
+import type { Pool } from '../volume/pool'
+import { GroupConfig, PrimaryGroup } from './group'
+import { LogHeader, readSlots, ReplicationLog } from './log'
+import { Mode, MODES } from './policy'
+import { parseTarget, sshConnect } from './ssh'
+import { ReplicatedVolume } from './tap'
+
+export const LOG_PREFIX = 'repl.'
+const GROUP_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/
+export const DEFAULT_LOG_SIZE = 64 << 20
+
+export function checkGroupName(name: unknown): asserts name is string {
+  if (typeof name !== 'string' || !GROUP_RE.test(name)) throw new VsmError('EINVAL', `bad group name ${JSON.stringify(name)}: letters, digits, _ and -, at most 32`)
+}
+
+/** Makes a volume for the replicator: a mirror over the two devices with the most room, else one device. */
+export async function placeVolume(pool: Pool, name: string, size: number): Promise<BlockDev> {
+  const devs = pool.listDevices().filter((d) => d.state === 'online').sort((a, b) => b.free - a.free)
+  const tries: Array<{ layout: 'mirror' | 'concat'; devices: string[]; copies?: number }> = []
+  if (devs.length >= 2) tries.push({ layout: 'mirror', devices: [devs[0].name, devs[1].name], copies: 2 })
+  if (devs.length >= 1) tries.push({ layout: 'concat', devices: [devs[0].name] })
+  let last: Error = new VsmError('ENOSPC', 'the pool has no devices')
+  for (const t of tries) {
+    try {
+      await pool.createVolume(name, { ...t, size })
+      return pool.openVolume(name)
+    } catch (e) { last = e as Error }
+  }
+  throw new VsmError('ENOSPC', `no room in the pool for volume ${name} (${size} bytes): ${last.message}; add a device (vsm device add)`)
+}
+
+export interface ReplicatorOptions {
+  pool: Pool
+  jobs: Jobs
+  events: EventSink
+  /** Connector override (tests); the default is ssh to the group's target. */
+  connect?: (cfg: GroupConfig) => ReturnType<typeof sshConnect>
+}
+
+export interface CreateArgs {
+  group: string
+  volumes: string[]
+  target: string
+  mode?: Mode
+  identity?: string
+  knownHosts?: string
+  remoteVsm?: string
+  logSize?: number
+}
+
+export class Replicator {
+  private taps = new Map<string, ReplicatedVolume>()
+  private groups = new Map<string, PrimaryGroup>()
+
+  private constructor(private readonly opts: ReplicatorOptions) {}
+
+  /**
+   * Opens every group's log and replays it onto its volumes before the fs mounts.
+   * Refuses a home whose pool holds replicas (a secondary): serving them here would
+   * fork them from their primary.
+   */
+  static async open(opts: ReplicatorOptions): Promise<Replicator> {
+    const r = new Replicator(opts)
+    for (const v of opts.pool.listVolumes()) {
+      if (!v.name.startsWith(LOG_PREFIX)) continue
+      const dev = await opts.pool.openVolume(v.name)
+      if (await isReplicaState(dev)) {
+        throw new VsmError('EEXIST', `volume ${v.name} holds the replicas of group ${v.name.slice(LOG_PREFIX.length)}: this home is a replication secondary; start it with vsm up --secondary`)
+      }
+      const { log, records } = await ReplicationLog.open(dev)
+      const cfg = log.config as unknown as GroupConfig
+      const taps = await Promise.all(cfg.volumes.map((n) => r.tap(n)))
+      r.groups.set(cfg.group, await PrimaryGroup.open(log, records, taps, r.groupOptions(cfg), opts.jobs))
+      opts.events.publish('repl.opened', { group: cfg.group, replayedRecords: records.length })
+    }
+    return r
+  }
+
+  /** The fs opens its volumes here, so a group made later still sees their writes. */
+  async openVolume(name: string): Promise<BlockDev> {
+    if (name.startsWith(LOG_PREFIX)) return this.opts.pool.openVolume(name)
+    return this.tap(name)
+  }
+
+  private async tap(name: string): Promise<ReplicatedVolume> {
+    let t = this.taps.get(name)
+    if (!t) {
+      t = new ReplicatedVolume(name, await this.opts.pool.openVolume(name))
+      this.taps.set(name, t)
+    }
+    return t
+  }
+
+  private groupOptions(cfg: GroupConfig) {
+    const target = parseTarget(cfg.target)
+    return {
+      connect: () => (this.opts.connect ? this.opts.connect(cfg) : sshConnect(target, cfg)),
+      onEvent: (event: string, detail: Record<string, unknown>) =>
+        this.opts.events.publish(`repl.${event}`, detail, event === 'disconnected' || event === 'connect-failed' ? 'warn' : 'info'),
+    }
+  }
+
+  async create(a: CreateArgs, fsVolumes: string[]): Promise<ReturnType<PrimaryGroup['status']>> {
+    checkGroupName(a.group)
+    if (this.groups.has(a.group)) throw new VsmError('EEXIST', `group ${a.group} exists`)
+    const mode = a.mode ?? 'async'
+    if (!MODES.includes(mode)) throw new VsmError('EINVAL', `bad mode ${JSON.stringify(mode)}: ${MODES.join(' or ')}`)
+    parseTarget(a.target)
+    if (!Array.isArray(a.volumes) || !a.volumes.length) throw new VsmError('EINVAL', 'a group needs at least one volume')
+    for (const v of a.volumes) {
+      if (!fsVolumes.includes(v)) throw new VsmError('EINVAL', `volume ${v} is not a volume of the file system (${fsVolumes.join(', ')})`)
+      for (const g of this.groups.values()) if (g.config.volumes.includes(v)) throw new VsmError('EEXIST', `volume ${v} is already in group ${g.config.group}`)
+    }
+    const logSize = a.logSize ?? DEFAULT_LOG_SIZE
+    if (!Number.isSafeInteger(logSize) || logSize < 8 << 20) throw new VsmError('EINVAL', 'the log size must be at least 8M')
+    for (const k of ['identity', 'knownHosts', 'remoteVsm'] as const) {
+      if (a[k] !== undefined && (typeof a[k] !== 'string' || !a[k])) throw new VsmError('EINVAL', `bad ${k}`)
+    }
+    const cfg: GroupConfig = {
+      group: a.group, volumes: a.volumes, target: a.target, mode,
+      identity: a.identity, knownHosts: a.knownHosts, remoteVsm: a.remoteVsm, synced: false, paused: false,
+    }
+    const dev = await placeVolume(this.opts.pool, LOG_PREFIX + a.group, logSize)
+    const log = await ReplicationLog.format(dev, randomUUID(), cfg as unknown as Record<string, unknown>)
+    const taps = await Promise.all(a.volumes.map((n) => this.tap(n)))
+    const g = await PrimaryGroup.create(log, taps, this.groupOptions(cfg), this.opts.jobs)
+    this.groups.set(a.group, g)
+    this.opts.events.publish('repl.created', { group: a.group, volumes: a.volumes, target: a.target, mode })
+    return g.status()
+  }
+
+  get(name: string): PrimaryGroup {
+    const g = this.groups.get(name)
+    if (!g) throw new VsmError('ENOENT', `no replication group named ${JSON.stringify(name)}`)
+    return g
+  }
+
+  list() { return [...this.groups.values()].map((g) => g.status()) }
+
+  async close(): Promise<void> {
+    for (const g of this.groups.values()) await g.close()
+    this.groups.clear()
+  }
+}
+
+/** A `repl.*` volume holds either a log (primary) or a replica state (secondary); their headers differ. */
+export async function isReplicaState(dev: BlockDev): Promise<boolean> {
+  const h = await readSlots<LogHeader & { durable?: number }>(dev)
+  return h !== null && typeof h.durable === 'number' && h.tailLsn === undefined
+}

@@ -1,0 +1,171 @@
+// A secondary site (`vsm up --secondary`): a pool and no fs, the control socket for
+// status and shutdown, and <home>/replica.sock, where `vsm replica serve` (started by
+// the primary over SSH) hands over the replication wire. On a group's first hello it
+// makes the replica volumes to match the primary's, plus `repl.GROUP` holding the
+// replica state (which primary log it follows, the durable position); later hellos
+// must come from the same log. One applier per group lives as long as the daemon, so
+// a reconnecting primary resumes exactly where the secondary stands.
+import { promises as fsp } from 'fs'
+import { createServer, Server, Socket } from 'net'
+import { join } from 'path'
+import type { Logger } from 'pino'
+import { BlockDev, VsmError } from '../block/blockdev'
+import type { Events } from '../control/events'
+import { dispatch } from '../control/dispatch'
+import { Jobs } from '../control/jobs'
+import { ControlServer } from '../control/server'
+import { openSitePool, VERSION } from '../daemon/stack'
+import type { Pool } from '../volume/pool'
+import { Applier, initReplicaState, loadReplicaState } from './applier'
+import { checkGroupName, LOG_PREFIX, placeVolume } from './replicator'
+import { SecondaryLink, streamLink, ToPrimary, ToSecondary } from './wire'
+
+export const replicaSocket = (home: string) => join(home, 'replica.sock')
+
+const STATE_SIZE = 1 << 20
+
+export interface SecondaryOptions {
+  home: string
+  mount: string
+  defaultDeviceSize: number
+  log: Logger
+  events: Events
+  onShutdown: () => void
+}
+
+interface ReplicaGroup { applier: Applier; volumes: string[]; logId: string; connected: boolean; since: number }
+
+export class SecondarySite {
+  private groups = new Map<string, ReplicaGroup>()
+  private opening = new Map<string, Promise<ReplicaGroup>>()
+  private startedAt = Date.now()
+  private replicaServer: Server | null = null
+  private sockets = new Set<Socket>()
+
+  private constructor(private readonly opts: SecondaryOptions, readonly pool: Pool, readonly server: ControlServer) {}
+
+  static async start(opts: SecondaryOptions): Promise<SecondarySite> {
+    const pool = await openSitePool(opts, false)
+    const jobs = new Jobs({ events: opts.events })
+    await pool.useJobs(jobs)
+    const server = new ControlServer({ socketPath: join(opts.home, 'vsm.sock'), version: VERSION, jobs, events: opts.events, log: (msg, err) => opts.log.warn({ err }, msg) })
+    const site = new SecondarySite(opts, pool, server)
+    try {
+      server.register('S', dispatch({
+        status: () => site.status(),
+        shutdown: () => { setImmediate(opts.onShutdown); return { stopping: true } },
+      }))
+      server.register('R', dispatch({
+        'repl.status': async ({ group }) => (group === undefined ? site.list() : [await site.groupStatus(String(group))]),
+      }))
+      await server.listen()
+      await site.listenReplica()
+    } catch (e) {
+      await site.stop()
+      throw e
+    }
+    opts.events.publish('daemon.started', { home: opts.home, role: 'secondary', pid: process.pid, version: VERSION })
+    return site
+  }
+
+  private async listenReplica(): Promise<void> {
+    const path = replicaSocket(this.opts.home)
+    await fsp.rm(path, { force: true })
+    this.replicaServer = createServer((sock) => this.accept(sock))
+    await new Promise<void>((res, rej) => { this.replicaServer!.once('error', rej); this.replicaServer!.listen(path, res) })
+    await fsp.chmod(path, 0o600)
+  }
+
+  private accept(sock: Socket): void {
+    this.sockets.add(sock)
+    sock.on('close', () => this.sockets.delete(sock))
+    const link: SecondaryLink = streamLink<ToSecondary, ToPrimary>(sock, sock, sock)
+    link.onMessage((m) => {
+      if (m.t !== 'hello') { link.close('expected hello'); return }
+      this.groupFor(m).then((g) => {
+        g.connected = true
+        g.since = Date.now()
+        link.onClose(() => { g.connected = false })
+        g.applier.attach(link)
+        this.opts.events.publish('repl.primary-connected', { group: m.group, durable: g.applier.durableSeq })
+      }, (e) => {
+        link.send({ t: 'error', code: (e as VsmError).code ?? 'EIO', message: (e as Error).message })
+        this.opts.events.publish('repl.primary-refused', { group: m.group, reason: (e as Error).message }, 'warn')
+        link.close('refused')
+      })
+    })
+  }
+
+  /** The group's applier; on first contact, its replica volumes and state are made. */
+  private groupFor(h: Extract<ToSecondary, { t: 'hello' }>): Promise<ReplicaGroup> {
+    const have = this.groups.get(h.group)
+    if (have) {
+      if (have.logId !== h.logId) return Promise.reject(new VsmError('EEXIST', `group ${h.group} here follows another primary log (${have.logId}, not ${h.logId})`))
+      return Promise.resolve(have)
+    }
+    let p = this.opening.get(h.group)
+    if (!p) {
+      p = this.openGroup(h).finally(() => this.opening.delete(h.group))
+      this.opening.set(h.group, p)
+    }
+    return p
+  }
+
+  private async openGroup(h: Extract<ToSecondary, { t: 'hello' }>): Promise<ReplicaGroup> {
+    checkGroupName(h.group)
+    const stateName = LOG_PREFIX + h.group
+    const exists = (n: string) => this.pool.listVolumes().some((v) => v.name === n)
+    let stateDev: BlockDev
+    let state
+    if (exists(stateName)) {
+      stateDev = await this.pool.openVolume(stateName)
+      state = await loadReplicaState(stateDev)
+      if (!state) throw new VsmError('EIO', `volume ${stateName} holds no replica state`)
+      if (state.logId !== h.logId) throw new VsmError('EEXIST', `group ${h.group} here follows another primary log (${state.logId}, not ${h.logId})`)
+    } else {
+      for (const v of h.volumes) if (exists(v.name)) throw new VsmError('EEXIST', `volume ${v.name} already exists here and is not a replica of group ${h.group}`)
+      for (const v of h.volumes) await placeVolume(this.pool, v.name, v.size)
+      stateDev = await placeVolume(this.pool, stateName, STATE_SIZE)
+      state = await initReplicaState(stateDev, { logId: h.logId, group: h.group, volumes: h.volumes.map((v) => v.name) })
+      this.opts.events.publish('repl.replicas-created', { group: h.group, volumes: h.volumes })
+    }
+    const volumes: BlockDev[] = []
+    for (const v of h.volumes) {
+      const info = this.pool.volumeInfo(v.name)
+      if (info.size !== v.size) throw new VsmError('EINVAL', `replica ${v.name} is ${info.size} bytes, the primary's ${v.size}`)
+      volumes.push(await this.pool.openVolume(v.name))
+    }
+    const g: ReplicaGroup = { applier: new Applier(volumes, stateDev, state), volumes: h.volumes.map((v) => v.name), logId: h.logId, connected: false, since: 0 }
+    this.groups.set(h.group, g)
+    return g
+  }
+
+  async groupStatus(name: string) {
+    const g = this.groups.get(name)
+    if (g) return { group: name, role: 'secondary', state: 'secondary', connected: g.connected, volumes: g.volumes, durableSeq: g.applier.durableSeq, appliedSeq: g.applier.appliedSeq, appliedRecords: g.applier.applied }
+    if (!this.pool.listVolumes().some((v) => v.name === LOG_PREFIX + name)) throw new VsmError('ENOENT', `no replication group named ${JSON.stringify(name)}`)
+    const state = await loadReplicaState(await this.pool.openVolume(LOG_PREFIX + name))
+    return { group: name, role: 'secondary', state: 'secondary', connected: false, volumes: state?.volumes ?? [], durableSeq: state?.durable ?? 0, appliedSeq: state?.durable ?? 0, appliedRecords: 0 }
+  }
+
+  list() {
+    return Promise.all(this.pool.listVolumes().filter((v) => v.name.startsWith(LOG_PREFIX)).map((v) => this.groupStatus(v.name.slice(LOG_PREFIX.length))))
+  }
+
+  async status() {
+    return {
+      version: VERSION, pid: process.pid, home: this.opts.home, role: 'secondary',
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      devices: this.pool.listDevices(), volumes: this.pool.listVolumes(), groups: await this.list(),
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.server.close().catch((err) => this.opts.log.error({ err }, 'closing control socket'))
+    for (const s of this.sockets) s.destroy()
+    await new Promise<void>((r) => (this.replicaServer ? this.replicaServer.close(() => r()) : r()))
+    for (const g of this.groups.values()) await g.applier.close().catch((err) => this.opts.log.error({ err }, 'closing an applier'))
+    await this.pool.close()
+    this.opts.events.publish('daemon.stopped', { home: this.opts.home, role: 'secondary' })
+  }
+}
