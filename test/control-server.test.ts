@@ -170,7 +170,7 @@ rt('each component gets only its own commands', async () => {
   assert.is(await c.call('fs.check'), 'F')
   assert.is(await c.call('volume.scrub', { name: 'v' }), 'L')
   assert.is(await c.call('repl.status'), 'R')
-  assert.is(await c.call('hsm.tier.add', { name: 't' }), 'H')
+  assert.is(await c.call('hsm.tier.add', { name: 't', volume: 'v' }), 'H')
   assert.is(await c.call('snapshot.create', { path: 'a.img', name: 's' }), 'V')
   assert.equal(got, ['F:fs.check', 'L:volume.scrub', 'R:repl.status', 'H:hsm.tier.add', 'V:snapshot.create'])
   assert.throws(() => env.server.register('V', async () => null), errCode('EEXIST'))

@@ -219,20 +219,24 @@ VSM_STATIC_ASSERT(sizeof(struct vsm_file_cmd) == 4096, "struct vsm_file_cmd");
 #define VSM_IOC_REPL_TAKEOVER    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x06, 0) /* 0xc0005206 */
 /* repl.failback: delta resync back to the old primary */
 #define VSM_IOC_REPL_FAILBACK    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x07, 0) /* 0xc0005207 */
-/* hsm.tier.add: add a storage tier */
+/* hsm.tier.add: add a storage tier: a volume the file system spans */
 #define VSM_IOC_HSM_TIER_ADD     VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x01, 0) /* 0xc0004801 */
-/* hsm.policy.set: set a migration policy on a path */
+/* hsm.policy.set: set a migration policy on a path (inherited down the tree) */
 #define VSM_IOC_HSM_POLICY_SET   VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x02, 0) /* 0xc0004802 */
-/* hsm.migrate: migrate a file to a tier */
+/* hsm.migrate: migrate a file to a tier (a job) */
 #define VSM_IOC_HSM_MIGRATE      VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x03, 0) /* 0xc0004803 */
-/* hsm.recall: recall a migrated file */
+/* hsm.recall: recall a migrated file to the volume it came from (a job) */
 #define VSM_IOC_HSM_RECALL       VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x04, 0) /* 0xc0004804 */
-/* hsm.pin: pin a file to its tier */
+/* hsm.pin: pin a file: policy runs never migrate it */
 #define VSM_IOC_HSM_PIN          VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x05, 0) /* 0xc0004805 */
 /* hsm.unpin: unpin a file */
 #define VSM_IOC_HSM_UNPIN        VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x06, 0) /* 0xc0004806 */
-/* hsm.status: tier usage and file residency */
+/* hsm.status: per file the bytes on each tier, totals per tier */
 #define VSM_IOC_HSM_STATUS       VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x07, 0) /* 0xc0004807 */
+/* hsm.tier.list: list the tiers with capacity and use */
+#define VSM_IOC_HSM_TIER_LIST    VSMIOC(VSMIOC_READ, 'H', 0x08, 0) /* 0x80004808 */
+/* hsm.run: run the migration policies now (a job) */
+#define VSM_IOC_HSM_RUN          VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x09, 0) /* 0xc0004809 */
 
 /* The numbers themselves, so a mistake in the macros above cannot go unnoticed. */
 VSM_STATIC_ASSERT(VSM_IOC_DISK_READ == 0xc0105601U, "disk.read");
@@ -300,6 +304,8 @@ VSM_STATIC_ASSERT(VSM_IOC_HSM_RECALL == 0xc0004804U, "hsm.recall");
 VSM_STATIC_ASSERT(VSM_IOC_HSM_PIN == 0xc0004805U, "hsm.pin");
 VSM_STATIC_ASSERT(VSM_IOC_HSM_UNPIN == 0xc0004806U, "hsm.unpin");
 VSM_STATIC_ASSERT(VSM_IOC_HSM_STATUS == 0xc0004807U, "hsm.status");
+VSM_STATIC_ASSERT(VSM_IOC_HSM_TIER_LIST == 0x80004808U, "hsm.tier.list");
+VSM_STATIC_ASSERT(VSM_IOC_HSM_RUN == 0xc0004809U, "hsm.run");
 
 /* Every command, for tables: X(MACRO, name, type, nr, standard). */
 #define VSM_COMMANDS(X) \
@@ -367,6 +373,8 @@ VSM_STATIC_ASSERT(VSM_IOC_HSM_STATUS == 0xc0004807U, "hsm.status");
   X(VSM_IOC_HSM_RECALL, "hsm.recall", 'H', 0x04, 0) \
   X(VSM_IOC_HSM_PIN, "hsm.pin", 'H', 0x05, 0) \
   X(VSM_IOC_HSM_UNPIN, "hsm.unpin", 'H', 0x06, 0) \
-  X(VSM_IOC_HSM_STATUS, "hsm.status", 'H', 0x07, 0)
+  X(VSM_IOC_HSM_STATUS, "hsm.status", 'H', 0x07, 0) \
+  X(VSM_IOC_HSM_TIER_LIST, "hsm.tier.list", 'H', 0x08, 0) \
+  X(VSM_IOC_HSM_RUN, "hsm.run", 'H', 0x09, 0)
 
 #endif /* VSM_IOCTL_H */

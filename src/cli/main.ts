@@ -7,6 +7,7 @@ import { registerDaemon } from './commands/daemon'
 import { registerDisk } from './commands/disk'
 import { registerEvents } from './commands/events'
 import { registerFs } from './commands/fs'
+import { registerHsm } from './commands/hsm'
 import { registerRepl } from './commands/repl'
 import { registerSnapshot } from './commands/snapshot'
 import { registerVolume } from './commands/volume'
@@ -28,6 +29,7 @@ registerVolume(program)
 registerDisk(program)
 registerSnapshot(program)
 registerFs(program)
+registerHsm(program)
 registerRepl(program)
 registerEvents(program)
 

@@ -9,7 +9,7 @@
 import { z } from 'zod'
 import { VsmError } from '../block/blockdev'
 import {
-  ArgSchema, NONE, SERVER_ONLY, args, bytes, copies, disk, flag, hostPath, jobId, layout, mode, mountPath, objectName, objectNames, owner, pattern, percent,
+  ArgSchema, NONE, SERVER_ONLY, args, bytes, copies, disk, flag, hostPath, jobId, layout, mode, mountPath, objectName, objectNames, owner, pattern,
   rate, snapshotName,
 } from './args'
 
@@ -201,17 +201,16 @@ const EXTENDED = [
   ['repl.failback', 'R', 0x07, 'readwrite', 'delta resync back to the old primary', args({ group: objectName, dryRun: flag.optional(), force: flag.optional() })],
 
   // H: hsm
-  ['hsm.tier.add', 'H', 0x01, 'readwrite', 'add a storage tier', args({ name: objectName, volume: objectName.optional(), archive: hostPath.optional() })],
-  ['hsm.policy.set', 'H', 0x02, 'readwrite', 'set a migration policy on a path',
-    args({
-      path: disk, coldAfterMs: z.int().positive().optional(), minSize: bytes.optional(), tier: objectName.optional(),
-      high: percent.optional(), low: percent.optional(), regions: flag.optional(),
-    })],
-  ['hsm.migrate', 'H', 0x03, 'readwrite', 'migrate a file to a tier', args({ path: disk, tier: objectName.optional() })],
-  ['hsm.recall', 'H', 0x04, 'readwrite', 'recall a migrated file', args({ path: disk, start: z.int().nonnegative().optional(), end: bytes.optional() })],
-  ['hsm.pin', 'H', 0x05, 'readwrite', 'pin a file to its tier', args({ path: disk })],
-  ['hsm.unpin', 'H', 0x06, 'readwrite', 'unpin a file', args({ path: disk })],
-  ['hsm.status', 'H', 0x07, 'readwrite', 'tier usage and file residency', args({ path: disk.optional() })],
+  ['hsm.tier.add', 'H', 0x01, 'readwrite', 'add a storage tier: a volume the file system spans', args({ name: objectName, volume: objectName })],
+  ['hsm.policy.set', 'H', 0x02, 'readwrite', 'set a migration policy on a path (inherited down the tree)',
+    args({ path: mountPath, coldAfter: z.union([z.string().min(1).max(32), z.number().nonnegative()]).optional(), minSize: z.int().nonnegative().optional(), tier: objectName })],
+  ['hsm.migrate', 'H', 0x03, 'readwrite', 'migrate a file to a tier (a job)', args({ path: mountPath, tier: objectName.optional(), rate: rate.optional() })],
+  ['hsm.recall', 'H', 0x04, 'readwrite', 'recall a migrated file to the volume it came from (a job)', args({ path: mountPath })],
+  ['hsm.pin', 'H', 0x05, 'readwrite', 'pin a file: policy runs never migrate it', args({ path: mountPath })],
+  ['hsm.unpin', 'H', 0x06, 'readwrite', 'unpin a file', args({ path: mountPath })],
+  ['hsm.status', 'H', 0x07, 'readwrite', 'per file the bytes on each tier, totals per tier', args({ path: mountPath.optional() })],
+  ['hsm.tier.list', 'H', 0x08, 'read', 'list the tiers with capacity and use', NONE],
+  ['hsm.run', 'H', 0x09, 'readwrite', 'run the migration policies now (a job)', NONE],
 ] as const satisfies readonly ExtendedRow[]
 
 type Extended = (typeof EXTENDED)[number]

@@ -18,6 +18,8 @@ import { WriteGate } from '../virtualizer/gate'
 import { diskCommands, standardDiskHandler } from '../virtualizer/commands'
 import { dispatch } from '../control/dispatch'
 import { fsCommands } from '../fs/commands'
+import { Hsm } from '../hsm/hsm'
+import { hsmCommands } from '../hsm/commands'
 import { volumeCommands } from '../volume/commands'
 import { IoMeters, MeteredDev } from '../metrics/io'
 import { Metrics } from '../metrics/metrics'
@@ -52,12 +54,14 @@ export interface StackOptions {
 
 const DEFAULT_VOLUME = 'vol0'
 const RELEASE_GRACE_MS = 2000
+const HSM_RUN_EVERY_MS = 3_600_000
 
 export class Stack {
   private startedAt = Date.now()
   /** host:port metrics are served on, when they are. */
   private metricsAt: string | null = null
   private metricsServer: MetricsServer | null = null
+  private readonly hsm: Hsm
   private constructor(
     private readonly opts: StackOptions,
     readonly pool: Pool,
@@ -69,7 +73,9 @@ export class Stack {
     readonly server: ControlServer,
     /** Per disk and volume I/O counters; null when metrics are off. */
     private readonly meters: IoMeters | null,
-  ) {}
+  ) {
+    this.hsm = new Hsm(fs, server.jobs)
+  }
 
   static async start(opts: StackOptions): Promise<Stack> {
     const { home, log, events } = opts
@@ -114,6 +120,7 @@ export class Stack {
       const stack = new Stack(opts, pool, repl, fs, disks, gate, view, server, meters)
       stack.registerCommands()
       await server.listen()
+      stack.startHsm()
       if (opts.metrics) {
         await stack.serveMetrics(opts.metrics)
         undo.unshift(() => stack.metricsServer!.close())
@@ -130,6 +137,7 @@ export class Stack {
   async stop(): Promise<void> {
     const { log } = this.opts
     await this.metricsServer?.close().catch((err) => log.error({ err }, 'closing the metrics endpoint'))
+    this.hsm.stop()
     await this.server.close().catch((err) => log.error({ err }, 'closing control socket'))
     await this.fs.sync().catch((err) => log.error({ err }, 'final sync'))
     await this.view.unmount().catch((err) => log.error({ err }, 'unmount'))
@@ -184,6 +192,12 @@ export class Stack {
     }
   }
 
+  /** Moves a crash interrupted run again; the policy runs every hour (and on demand: vsm hsm run). */
+  private startHsm() {
+    for (const r of this.hsm.resume()) this.opts.events.publish('hsm.resumed', { path: r.path, job: r.job, reason: 'a migration or recall was under way when the daemon stopped' })
+    this.hsm.every(HSM_RUN_EVERY_MS)
+  }
+
   /** Each component answers the commands of its own type byte (seed 004, Fig. 3). */
   private registerCommands() {
     this.server.register('S', dispatch({
@@ -202,6 +216,7 @@ export class Stack {
     this.server.register('L', dispatch(volumeCommands(this.pool)))
     this.server.register('F', dispatch(fsCommands(this.fs, poolVolumes(this.pool, this.repl, this.meters), this.server.jobs)))
     this.server.register('R', dispatch(replCommands(this.repl, () => this.fs.volumeNames())))
+    this.server.register('H', dispatch(hsmCommands(this.hsm)))
     this.server.registerStandard(standardDiskHandler(this.fs, this.gate, this.meters))
   }
 }

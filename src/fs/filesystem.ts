@@ -1926,6 +1926,18 @@ export class FileSystem {
     if (n.vol !== vol) this.exec({ o: 'pv', i: ino, v: vol })
   }
 
+  /** The volume new blocks of file `ino` go to (its placement). */
+  placementVolume(ino: number): string {
+    this.live()
+    return this.sb.volumes[this.fileNode(ino).vol].name
+  }
+
+  /** Per volume the fs spans: data bytes and free bytes (the HSM's tier capacity and use). */
+  volumeSpace(): { name: string; size: number; free: number }[] {
+    this.live()
+    return this.sb.volumes.flatMap((v, i) => v.removed ? [] : [{ name: v.name, size: (this.free[i].hi - this.free[i].lo) * BS, free: this.free[i].free * BS }])
+  }
+
   /** Per volume, the bytes a file's (or snapshot's) extents occupy there. */
   placementOf(ino: number): Record<string, number> {
     this.live()

@@ -5,7 +5,7 @@
 // each chunk either wholly before or wholly after its remap, and running it again
 // finishes the move.
 import { VsmError } from '../block/blockdev'
-import type { Jobs } from '../control/jobs'
+import type { Jobs, Progress } from '../control/jobs'
 import type { FileSystem } from './filesystem'
 import { listPolicies } from './placement'
 
@@ -14,7 +14,7 @@ const BS = 4096
 
 export interface MoveRequest { path: string; volume: string; rate?: number }
 
-function checkRate(rate: unknown): number {
+export function checkRate(rate: unknown): number {
   if (rate === undefined) return 0
   if (typeof rate !== 'number' || !Number.isSafeInteger(rate) || rate <= 0) throw new VsmError('EINVAL', 'rate: a positive number of bytes per second expected')
   return rate
@@ -27,25 +27,36 @@ export function startMove(fs: FileSystem, jobs: Jobs, req: MoveRequest): { job: 
   const to = fs.volumeIndex(req.volume)
   const ino = fs.lookup(path)
   fs.setPlacement(ino, to)
-  const span = fs.blockSpan(ino)
   const job = jobs.start('fs.move', async (signal, progress) => {
-    const t0 = Date.now()
-    let b = 0
-    const moved = await relocateAll(fs, ino, to, signal, async () => {
-      if (fs.lookup(path) !== ino) throw new VsmError('ENOENT', `${req.path} went away during the move`)
-      progress(Math.min(span, b), span)
-      if (rate) {
-        const due = t0 + (b * BS / rate) * 1000
-        if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()))
-      }
-      b += CHUNK
-      await progress.checkpoint()
-    })
-    progress(span, span)
-    await fs.sync()
+    const moved = await moveExtents(fs, ino, path, to, signal, progress, rate)
     return { path: req.path, volume: req.volume, movedBytes: moved * BS, placement: fs.placementOf(ino) }
-  }, { description: `move ${req.path} to ${req.volume}`, total: span, pausable: true })
+  }, { description: `move ${req.path} to ${req.volume}`, total: fs.blockSpan(ino), pausable: true })
   return { job, path: req.path, volume: req.volume }
+}
+
+/**
+ * Moves file `ino` (at `path`) onto volume `to`: its placement first, then its extents in
+ * 1 MiB steps, honouring pause, cancel and a rate in bytes per second (0: none); then a
+ * commit. Returns the blocks moved. fs move and the HSM both run this.
+ */
+export async function moveExtents(fs: FileSystem, ino: number, path: string, to: number, signal: AbortSignal, progress: Progress, rate = 0): Promise<number> {
+  fs.setPlacement(ino, to)
+  const span = fs.blockSpan(ino)
+  const t0 = Date.now()
+  let b = 0
+  const moved = await relocateAll(fs, ino, to, signal, async () => {
+    if (fs.lookup(path) !== ino) throw new VsmError('ENOENT', `${path} went away during the move`)
+    progress(Math.min(span, b), span)
+    if (rate) {
+      const due = t0 + (b * BS / rate) * 1000
+      if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()))
+    }
+    b += CHUNK
+    await progress.checkpoint()
+  })
+  progress(span, span)
+  await fs.sync()
+  return moved
 }
 
 /** Relocate every block of `ino` onto `to` in steps; `step` runs before each (pause, pacing, checks), then cancel is honoured. */

@@ -1,0 +1,40 @@
+// hsm commands: tiers, migrate/recall, pin, policies, policy runs, residency.
+import { Command } from 'commander'
+import { call } from '../call'
+import { formatSize, parseSize } from '../units'
+import { table } from '../table'
+
+const jobLine = (what: string) => (r: any) => `${what} ${r.path} to ${r.tier ?? r.volume}: job ${r.job} (vsm job wait ${r.job})`
+
+export function registerHsm(program: Command) {
+  const hsm = program.command('hsm').description('hierarchical storage: tiers, migration of cold files, recall')
+  const tier = hsm.command('tier').description('storage tiers (volumes of the fs)')
+  tier.command('add <name>').description('make a volume the fs spans a tier').requiredOption('--volume <name>', 'the volume (add it to the fs first with vsm fs add-volume)')
+    .action((name, o, cmd) => call(cmd, 'hsm.tier.add', { name, volume: o.volume }, (r) => `tier ${r.name} on volume ${r.volume}`))
+  tier.command('list').description('tiers with capacity and use')
+    .action((_o, cmd) => call(cmd, 'hsm.tier.list', undefined, (ts: any[]) => ts.length
+      ? table(['TIER', 'VOLUME', 'SIZE', 'USED', 'FREE'], ts.map((t) => [t.name, t.volume, formatSize(t.size), formatSize(t.used), formatSize(t.free)]))
+      : 'no tiers: add one with vsm hsm tier add NAME --volume V'))
+  hsm.command('migrate <path>').description('move a file to a tier while it is in use (a job)').option('--tier <name>', 'the tier (default: its policy\'s)')
+    .option('--rate <size>', 'at most this many bytes per second (K, M, G)')
+    .action((path, o, cmd) => call(cmd, 'hsm.migrate', { path, tier: o.tier, rate: o.rate === undefined ? undefined : parseSize(o.rate) }, jobLine('migrating')))
+  hsm.command('recall <path>').description('move a file back to the volume it was on before migration (a job)')
+    .action((path, _o, cmd) => call(cmd, 'hsm.recall', { path }, jobLine('recalling')))
+  hsm.command('pin <path>').description('policy runs never migrate this file')
+    .action((path, _o, cmd) => call(cmd, 'hsm.pin', { path }, (r) => `${r.path}: pinned`))
+  hsm.command('unpin <path>').description('policy runs may migrate this file again')
+    .action((path, _o, cmd) => call(cmd, 'hsm.unpin', { path }, (r) => `${r.path}: not pinned`))
+  const policy = hsm.command('policy').description('which files policy runs migrate (set on a file or a directory, inherited down the tree)')
+  policy.command('set <path>').description('files under PATH not accessed for --cold-after go to --tier')
+    .requiredOption('--tier <name>', 'tier to migrate to').option('--cold-after <duration>', 'e.g. 7d, 12h, 30m, 45s', '7d').option('--min-size <size>', 'only files at least this large (K, M, G)')
+    .action((path, o, cmd) => call(cmd, 'hsm.policy.set', { path, tier: o.tier, coldAfter: o.coldAfter, minSize: o.minSize === undefined ? undefined : parseSize(o.minSize) },
+      (r) => `${r.path}: files cold for ${r.policy.coldAfterMs / 1000}s, at least ${formatSize(r.policy.minSize)}, go to tier ${r.policy.tier}`))
+  hsm.command('run').description('run the policies now (a job; they also run every hour)')
+    .action((_o, cmd) => call(cmd, 'hsm.run', undefined, (r) => `policy run: ${r.files} file(s) to migrate: job ${r.job} (vsm job wait ${r.job})`))
+  hsm.command('status [path]').description('per file, the bytes on each tier; totals per tier')
+    .action((path, _o, cmd) => call(cmd, 'hsm.status', { path }, (r) => {
+      const cols = Object.keys(r.totals).sort()
+      const rows = r.files.map((f: any) => [f.path + (f.pinned ? ' (pinned)' : '') + (f.moving ? ' (moving)' : ''), formatSize(f.size), ...cols.map((c) => formatSize(f.bytes[c] ?? 0))])
+      return table(['FILE', 'SIZE', ...cols.map((c) => c.toUpperCase())], [...rows, ['total', '', ...cols.map((c) => formatSize(r.totals[c]))]])
+    }))
+}

@@ -1,0 +1,188 @@
+// The HSM on a real daemon and its FUSE view: tiers on fs volumes, a disk migrated and
+// recalled while a process writes it and this one reads it, kill -9 mid-migration
+// (the move resumes at up), pin against a policy run, state that survives losing vsm.json.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { closeSync, existsSync, openSync, readFileSync, readSync, rmSync, utimesSync, writeFileSync } from 'fs'
+import { join } from 'path'
+import { makeVsm } from './helpers/daemon'
+import { SLOT, slotData, startWriter, acknowledgedCount } from './helpers/crash-writer'
+
+const vsm = makeVsm({ deviceSize: '256M' })
+test.after(() => vsm.cleanup())
+
+const SLOTS = 250 // not a power of two: the writer's generator cycles through few slots of a power of two
+const BYTES = SLOTS * SLOT
+const img = () => join(vsm.mount, 'hsm.img')
+const journal = () => join(vsm.home, 'hsm.journal')
+const stderr = (p: Promise<unknown>): Promise<string> => p.then(() => { throw new Error('expected an error') }, (e) => e.stderr as string)
+
+async function until(what: string, ok: () => boolean | Promise<boolean>, ms = 60_000) {
+  const deadline = Date.now() + ms
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+/**
+ * Every 4 KiB block of every slot: its last acknowledged version (version 0, the first
+ * fill, if none) or the write in flight after it. Returns the slots written.
+ */
+function verifyEveryByte(): number {
+  const acked = new Map<number, number>(), tried = new Map<number, number>()
+  for (const line of existsSync(journal()) ? readFileSync(journal(), 'utf8').split('\n') : []) {
+    const m = /^(try|ack) (\d+) (\d+)$/.exec(line)
+    if (m) (m[1] === 'ack' ? acked : tried).set(Number(m[2]), Number(m[3]))
+  }
+  const fd = openSync(img(), 'r')
+  const buf = Buffer.alloc(SLOT)
+  try {
+    for (let s = 0; s < SLOTS; s++) {
+      readSync(fd, buf, 0, SLOT, s * SLOT)
+      const v = acked.get(s) ?? 0
+      const good = slotData(s, v), inflight = (tried.get(s) ?? 0) > v ? slotData(s, tried.get(s)!) : good
+      for (let b = 0; b < SLOT; b += 4096) {
+        const got = buf.subarray(b, b + 4096)
+        if (!got.equals(good.subarray(b, b + 4096)) && !got.equals(inflight.subarray(b, b + 4096))) throw new Error(`slot ${s} block ${b / 4096}: version ${v} lost`)
+      }
+    }
+  } finally {
+    closeSync(fd)
+  }
+  return acked.size
+}
+
+async function fsckClean() {
+  const r = await vsm.json('fs', 'check')
+  assert.ok(r.ok, r.errors.join('; '))
+}
+
+const residency = async (path: string) => (await vsm.json('hsm', 'status', path)).files[0]
+
+/** Reads the whole disk through the view over and over until stopped; counts full passes. */
+function startReader(): { stop(): Promise<number> } {
+  let on = true, passes = 0
+  const done = (async () => {
+    const buf = Buffer.alloc(SLOT)
+    while (on) {
+      const fd = openSync(img(), 'r')
+      try { for (let s = 0; s < SLOTS && on; s++) readSync(fd, buf, 0, SLOT, s * SLOT) } finally { closeSync(fd) }
+      passes++
+      await new Promise((r) => setTimeout(r, 10))
+    }
+  })()
+  return { stop: async () => { on = false; await done; return passes } }
+}
+
+test('tiers: only volumes the fs spans, one-line errors, capacity and use listed', async () => {
+  await vsm.up()
+  await vsm.run('device', 'add', 'd2', join(vsm.home, 'd2.img'), '--size', '128M')
+  await vsm.run('volume', 'create', 'v1', '--layout', 'concat', '--devices', 'd2', '--size', '60M')
+  await vsm.run('volume', 'create', 'v2', '--layout', 'concat', '--devices', 'd2', '--size', '8M')
+  await vsm.run('fs', 'add-volume', 'v1')
+  const notInFs = await stderr(vsm.run('hsm', 'tier', 'add', 'cold', '--volume', 'v2'))
+  assert.match(notInFs, /v2 is not part of the file system.*vsm fs add-volume v2/)
+  assert.is(notInFs.trim().split('\n').length, 1)
+  assert.match(await stderr(vsm.run('hsm', 'tier', 'add', 'bad/name', '--volume', 'v1')), /tier name/)
+  assert.match(await vsm.run('hsm', 'tier', 'list'), /no tiers/)
+  await vsm.run('hsm', 'tier', 'add', 'fast', '--volume', 'vol0')
+  await vsm.run('hsm', 'tier', 'add', 'slow', '--volume', 'v1')
+  assert.match(await stderr(vsm.run('hsm', 'tier', 'add', 'slow2', '--volume', 'v1')), /already tier slow/)
+  const tiers = await vsm.json('hsm', 'tier', 'list')
+  assert.equal(tiers.map((t: any) => [t.name, t.volume]), [['fast', 'vol0'], ['slow', 'v1']])
+  const slow = tiers[1]
+  assert.ok(slow.size > 50 << 20 && slow.size <= 60 << 20, String(slow.size))
+  assert.is(slow.used + slow.free, slow.size)
+  assert.match(await vsm.run('hsm', 'tier', 'list'), /slow\s+v1/)
+})
+
+test('migrate a disk written through the view to the slow tier while a process writes it and another reads it; recall it', async () => {
+  await vsm.run('disk', 'create', 'hsm.img', '--size', `${BYTES / 1024}K`)
+  const init = Buffer.alloc(BYTES)
+  for (let s = 0; s < SLOTS; s++) slotData(s, 0).copy(init, s * SLOT)
+  writeFileSync(img(), init)
+  assert.equal(Object.keys((await residency('hsm.img')).bytes), ['fast'])
+  assert.match(await stderr(vsm.run('hsm', 'migrate', 'hsm.img', '--tier', 'nosuch')), /no tier "nosuch"/)
+  const stop = new AbortController()
+  const exited = startWriter(img(), journal(), SLOTS, 1, stop.signal)
+  const reader = startReader()
+  try {
+    await until('the writer to start', () => acknowledgedCount(journal()) > 5)
+    const job = /job (\d+)/.exec(await vsm.run('hsm', 'migrate', 'hsm.img', '--tier', 'slow', '--rate', '8M'))![1]
+    const done = await vsm.json('job', 'wait', job)
+    assert.not.ok(done.error, JSON.stringify(done.error))
+    assert.ok(acknowledgedCount(journal()) > 20, 'the writer made no progress during the migration')
+  } finally {
+    stop.abort()
+    await exited
+    assert.ok(await reader.stop() >= 1, 'the reader never finished a pass')
+  }
+  assert.ok(verifyEveryByte() > 10)
+  const r = await residency('hsm.img')
+  assert.equal(r.bytes, { slow: BYTES })
+  assert.is(r.home, 'vol0')
+  assert.ok((await vsm.json('hsm', 'status')).totals.slow >= BYTES)
+  assert.match(await vsm.run('hsm', 'status', 'hsm.img'), /\/hsm\.img\s+(\S+)\s+\1\s*\ntotal\s+\1/) // SIZE and SLOW columns equal
+  await fsckClean()
+
+  const job = /job (\d+)/.exec(await vsm.run('hsm', 'recall', 'hsm.img'))![1]
+  assert.not.ok((await vsm.json('job', 'wait', job)).error)
+  assert.equal((await residency('hsm.img')).bytes, { fast: BYTES })
+  assert.is((await residency('hsm.img')).home, null)
+  verifyEveryByte()
+  await fsckClean()
+})
+
+test('kill -9 during a migration under a writer: up, fs check clean, every byte there, the migration resumes as a job and finishes', async () => {
+  const exited = startWriter(img(), journal(), SLOTS, 2)
+  await until('the writer to start', () => acknowledgedCount(journal()) > 5)
+  const job = /job (\d+)/.exec(await vsm.run('hsm', 'migrate', 'hsm.img', '--tier', 'slow', '--rate', '2M'))![1]
+  await until('the migration to be under way', async () => (await vsm.json('job', 'list')).find((j: any) => String(j.id) === job).progress.done > 256)
+  vsm.kill9()
+  await exited
+  await vsm.up()
+  await fsckClean()
+  verifyEveryByte()
+  const resumed = (await vsm.json('job', 'list')).filter((j: any) => j.kind === 'hsm.migrate' && j.id > Number(job))
+  assert.is(resumed.length, 1, JSON.stringify(resumed))
+  const done = await vsm.json('job', 'wait', String(resumed[0].id))
+  assert.not.ok(done.error, JSON.stringify(done.error))
+  assert.equal((await residency('hsm.img')).bytes, { slow: BYTES })
+  assert.is((await residency('hsm.img')).moving, false)
+  verifyEveryByte()
+  await fsckClean()
+})
+
+test('policy run: cold files go to the tier, a pinned and a recently used one stay; state survives losing vsm.json', async () => {
+  const old = new Date(Date.now() - 30 * 86_400_000)
+  for (const name of ['p1.img', 'p2.img', 'p3.img']) {
+    await vsm.run('disk', 'create', name, '--size', '1M')
+    writeFileSync(join(vsm.mount, name), Buffer.alloc(1 << 20, name.charCodeAt(1)))
+  }
+  // set after every write and read: a read would move atime to now (relatime)
+  for (const name of ['p1.img', 'p2.img']) utimesSync(join(vsm.mount, name), old, old)
+  await vsm.run('hsm', 'pin', 'p1.img')
+  assert.match(await stderr(vsm.run('hsm', 'policy', 'set', '/', '--tier', 'nosuch')), /not a tier/)
+  assert.match(await stderr(vsm.run('hsm', 'policy', 'set', '/', '--tier', 'slow', '--cold-after', 'soon')), /cold-after/)
+  await vsm.run('hsm', 'policy', 'set', '/', '--tier', 'slow', '--cold-after', '7d', '--min-size', '512K')
+  await vsm.down()
+  rmSync(join(vsm.home, 'vsm.json'), { force: true })
+  await vsm.up()
+  const run = /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1]
+  const done = await vsm.json('job', 'wait', run)
+  assert.not.ok(done.error, JSON.stringify(done.error))
+  assert.equal(done.result.migrated.map((m: any) => m.path), ['/p2.img'])
+  assert.equal((await residency('p1.img')).bytes, { fast: 1 << 20 })
+  assert.is((await residency('p1.img')).pinned, true)
+  assert.equal((await residency('p2.img')).bytes, { slow: 1 << 20 })
+  assert.equal((await residency('p3.img')).bytes, { fast: 1 << 20 })
+  await vsm.run('hsm', 'unpin', 'p1.img')
+  const again = await vsm.json('job', 'wait', /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1])
+  assert.equal(again.result.migrated.map((m: any) => m.path), ['/p1.img'])
+  assert.equal((await residency('p1.img')).bytes, { slow: 1 << 20 })
+  for (const name of ['p1.img', 'p2.img', 'p3.img']) assert.ok(readFileSync(join(vsm.mount, name)).equals(Buffer.alloc(1 << 20, name.charCodeAt(1))), name)
+  await fsckClean()
+})
+
+test.run()

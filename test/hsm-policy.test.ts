@@ -1,0 +1,67 @@
+// HSM policy decisions (src/hsm/policy.ts) as a table: which files a policy run migrates.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { checkPolicy, decide, parseDuration, type FileFacts } from '../src/hsm/policy'
+import { VsmError } from '../src/block/blockdev'
+
+const DAY = 86_400_000
+const NOW = 1_000 * DAY
+const tiers = [{ name: 'slow', volume: 'v1' }, { name: 'fast', volume: 'vol0' }]
+const cold = { coldAfterMs: 7 * DAY, minSize: 1 << 20, tier: 'slow' }
+const f = (over: Partial<FileFacts>): FileFacts => ({
+  path: '/a.img', size: 8 << 20, lastAccess: NOW - 30 * DAY, pinned: false, moving: false, policy: cold, bytesOn: { vol0: 8 << 20 }, ...over,
+})
+
+const cases: [string, Partial<FileFacts>, boolean][] = [
+  ['cold, large, on the fast tier', {}, true],
+  ['accessed within cold-after', { lastAccess: NOW - 6 * DAY }, false],
+  ['exactly cold-after ago', { lastAccess: NOW - 7 * DAY }, true],
+  ['pinned', { pinned: true }, false],
+  ['a move under way', { moving: true }, false],
+  ['smaller than min-size', { size: (1 << 20) - 1 }, false],
+  ['exactly min-size', { size: 1 << 20, bytesOn: { vol0: 1 << 20 } }, true],
+  ['no policy', { policy: null }, false],
+  ['policy names an unknown tier', { policy: { ...cold, tier: 'gone' } }, false],
+  ['already wholly on the tier', { bytesOn: { v1: 8 << 20 } }, false],
+  ['partly on the tier (a move cut short)', { bytesOn: { v1: 4 << 20, vol0: 4 << 20 } }, true],
+  ['nothing allocated (sparse)', { bytesOn: {} }, false],
+  ['cold-after 0: everything qualifies', { lastAccess: NOW, policy: { ...cold, coldAfterMs: 0 } }, true],
+]
+
+for (const [name, over, migrate] of cases) {
+  test(`decide: ${name} -> ${migrate ? 'migrate' : 'stay'}`, () => {
+    const d = decide([f(over)], tiers, NOW)
+    assert.is(d.length, migrate ? 1 : 0, JSON.stringify(d))
+    if (migrate) assert.equal({ tier: d[0].tier, volume: d[0].volume }, { tier: 'slow', volume: 'v1' })
+  })
+}
+
+test('decide: the bytes to move are those off the tier; coldest first', () => {
+  const d = decide([
+    f({ path: '/warm', lastAccess: NOW - 8 * DAY }),
+    f({ path: '/half', lastAccess: NOW - 40 * DAY, bytesOn: { v1: 3 << 20, vol0: 5 << 20 } }),
+    f({ path: '/pinned', lastAccess: NOW - 90 * DAY, pinned: true }),
+  ], tiers, NOW)
+  assert.equal(d.map((x) => [x.path, x.bytes]), [['/half', 5 << 20], ['/warm', 8 << 20]])
+})
+
+test('parseDuration: units and bad input', () => {
+  assert.is(parseDuration('7d'), 7 * DAY)
+  assert.is(parseDuration('12h'), 12 * 3_600_000)
+  assert.is(parseDuration('30m'), 1_800_000)
+  assert.is(parseDuration('45s'), 45_000)
+  assert.is(parseDuration('2w'), 14 * DAY)
+  assert.is(parseDuration('90'), 90_000)
+  for (const bad of ['', '7x', '-1d', 'd', '1e9d', {}, null]) {
+    assert.throws(() => parseDuration(bad), (e: unknown) => e instanceof VsmError && e.code === 'EINVAL' && !/\n/.test(e.message), String(bad))
+  }
+})
+
+test('checkPolicy: an unknown tier and a bad min-size are refused', () => {
+  assert.equal(checkPolicy({ tier: 'slow', coldAfter: '1d', minSize: 5 }, tiers), { coldAfterMs: DAY, minSize: 5, tier: 'slow' })
+  assert.throws(() => checkPolicy({ tier: 'nope' }, tiers), /not a tier/)
+  assert.throws(() => checkPolicy({ tier: 'slow', minSize: -1 }, tiers), /min-size/)
+  assert.throws(() => checkPolicy({ tier: 'slow', minSize: '5' }, tiers), /min-size/)
+})
+
+test.run()
