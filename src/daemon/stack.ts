@@ -24,6 +24,7 @@ import { volumeCommands } from '../volume/commands'
 import { IoMeters, MeteredDev } from '../metrics/io'
 import { Metrics } from '../metrics/metrics'
 import { Listen, MetricsServer } from '../metrics/http'
+import { attention } from './attention'
 import { clearStaleMount } from './mounts'
 import { authorizer } from './authz'
 import { diskPath } from '../virtualizer/paths'
@@ -167,12 +168,14 @@ export class Stack {
   }
 
   status() {
+    const devices = this.pool.listDevices(), volumes = this.pool.listVolumes(), jobs = this.server.jobs.list()
     return {
       version: VERSION, pid: process.pid, home: this.opts.home, mount: this.opts.mount, fuse: this.view.bindingName,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
-      devices: this.pool.listDevices(),
-      volumes: this.pool.listVolumes(),
+      devices, volumes,
       fs: { volumes: this.fs.volumeNames(), ...this.fsSpace() },
+      jobs: jobs.filter((j) => j.state !== 'concluded'),
+      attention: attention(devices, volumes, jobs),
       disks: this.disks.list().length,
       metrics: this.metricsAt,
     }

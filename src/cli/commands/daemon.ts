@@ -8,10 +8,13 @@ import { table } from '../table'
 import { formatSize, parseSize } from '../units'
 import { isRunning, startDetached, stopDaemon } from '../up'
 import type { JobInfo } from '../../control/jobs'
+import type { Attention } from '../../daemon/attention'
 import { call, globals, Opts, print, withClient } from '../call'
 import { waitWithProgress } from '../progress'
 import { deviceTable, volumeTable } from './volume'
 import { FUSE_BINDINGS, type FuseBindingName } from '../../virtualizer/fuse-view'
+
+const percent = (j: JobInfo) => (j.progress?.total ? `${Math.floor((100 * j.progress.done) / j.progress.total)}%` : '-')
 
 export function registerDaemon(program: Command, cliMain: string) {
   program.command('up')
@@ -63,11 +66,13 @@ export function registerDaemon(program: Command, cliMain: string) {
       deviceTable(s.devices),
       '',
       volumeTable(s.volumes),
+      ...(s.jobs.length ? ['', table(['JOB', 'KIND', 'STATE', 'PROGRESS'], s.jobs.map((j: JobInfo) => [j.id, j.kind, j.state, percent(j)]))] : []),
+      ...(s.attention.length ? ['', 'needs attention:', ...s.attention.map((a: Attention) => `  ${a.object}: ${a.problem}${a.fix ? `\n    fix: ${a.fix}` : ''}`)] : []),
     ].join('\n')))
 
   const job = program.command('job').description('long operations (rebuild, resync, flatten): list, wait, cancel')
   job.command('list').description('jobs: running, paused and recent, with progress').action((_o, cmd) => call(cmd, 'job.list', undefined, (js: any[]) =>
-    table(['JOB', 'KIND', 'STATE', 'PROGRESS'], js.map((j) => [j.id, j.kind, j.outcome ?? j.state, j.progress?.total ? `${Math.floor((100 * j.progress.done) / j.progress.total)}%` : '-']))))
+    table(['JOB', 'KIND', 'STATE', 'PROGRESS'], js.map((j) => [j.id, j.kind, j.outcome ?? j.state, percent(j)]))))
   job.command('wait [id]').description('wait for a job (a progress bar on a terminal), or --all').option('--all', 'wait for every job')
     .action(async (id: string | undefined, o: { all?: boolean }, cmd: Command) => {
       if (!o.all && !/^\d+$/.test(id ?? '')) throw new Error('job wait needs a job id or --all')

@@ -1,0 +1,46 @@
+// What needs an operator's attention, for `vsm status`: degraded or failed volumes and
+// missing or failed devices, each with the reason and the command that fixes it. A pure
+// function of the pool's and the jobs' state, so the advice can be tested case by case.
+import type { JobInfo } from '../control/jobs'
+import type { DeviceInfo, VolumeInfo } from '../volume/pool'
+
+export interface Attention {
+  /** What the line is about: `volume vol0`, `device d1`. */
+  object: string
+  problem: string
+  /** The command that fixes it, or what to wait for; absent when nothing is to be done by hand. */
+  fix?: string
+}
+
+const running = (jobs: JobInfo[], kind: RegExp) => jobs.find((j) => j.state !== 'concluded' && kind.test(j.kind))
+
+export function attention(devices: DeviceInfo[], volumes: VolumeInfo[], jobs: JobInfo[]): Attention[] {
+  const out: Attention[] = []
+  const byId = new Map(devices.map((d) => [d.id, d]))
+  for (const d of devices) {
+    if (d.state === 'missing') out.push({ object: `device ${d.name}`, problem: `missing at ${d.path}${d.reason ? `: ${d.reason}` : ''}`, fix: `attach it at ${d.path} and restart vsm, or vsm volume replace VOLUME ${d.name} NEWDEV` })
+    else if (d.state === 'failed') out.push({ object: `device ${d.name}`, problem: 'failed (I/O errors)', fix: `vsm device add NEWDEV PATH, then vsm volume replace VOLUME ${d.name} NEWDEV for each volume on it` })
+  }
+  for (const v of volumes) {
+    if (v.state === 'healthy') continue
+    const bad = v.members.filter((m) => m.state !== 'ok')
+    const names = bad.map((m) => `${byId.get(m.deviceId)?.name ?? m.device} ${m.state}${m.reason ? ` (${m.reason})` : ''}`).join(', ')
+    const problem = `${v.state}: ${names || 'members not in service'}`
+    const rebuild = running(jobs, /rebuild|resync/)
+    if (v.rebuild && rebuild) {
+      out.push({ object: `volume ${v.name}`, problem, fix: `a rebuild is running: vsm job wait ${rebuild.id}` })
+      continue
+    }
+    const offline = bad.map((m) => byId.get(m.deviceId)).find((d) => d?.state === 'offline')
+    const first = byId.get(bad[0]?.deviceId ?? '')?.name ?? 'DEV'
+    out.push({
+      object: `volume ${v.name}`,
+      problem,
+      fix: v.state === 'failed'
+        ? `too many members lost for ${v.layout} to serve; bring back ${first} (vsm device online ${first}) or restore from a replica`
+        : offline ? `vsm device online ${offline.name}, or vsm volume replace ${v.name} ${offline.name} NEWDEV`
+          : `vsm volume replace ${v.name} ${first} NEWDEV (vsm device add NEWDEV PATH first if no device has room)`,
+    })
+  }
+  return out
+}
