@@ -2,7 +2,7 @@
 // Runs every compiled test file (dist/test/**/*.test.js) in its own process, so a
 // crash or a hung mount in one cannot take the others down, and ends with the one
 // line CI reads: "N passed, N failed, N skipped". Exit status is non-zero on any failure.
-// Usage: node test/run.js [substring ...]   (only files whose path contains one of them)
+// Usage: node test/run.js [substring ...]   (only files whose path under dist/test contains one of them)
 'use strict'
 const { spawnSync } = require('child_process')
 const fs = require('fs')
@@ -23,7 +23,7 @@ function list(dir) {
 // Cheap unit tests first, then the ones that mount, boot guests or run sshd.
 const order = (f) => (/guest|vm/.test(f) ? 3 : /fuse|daemon|crash|loop|cli/.test(f) ? 2 : 1)
 const files = list(root)
-  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
+  .filter((f) => filters.length === 0 || filters.some((s) => path.relative(root, f).includes(s)))
   .sort((a, b) => order(a) - order(b) || a.localeCompare(b))
 
 /** Test daemons and mounts live under homes named vsm-test-<runner pid>-*; any left after a file is a leak. */

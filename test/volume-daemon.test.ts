@@ -75,7 +75,13 @@ test('scrub finds a byte flipped in a backing file and reports the repair', asyn
   const out = await vsm.run('volume', 'scrub', 'vol0')
   assert.match(out, /1 block\(s\) repaired/)
   assert.match(out, new RegExp(`repaired d1 at ${8 << 20}`))
-  assert.match(await vsm.run('volume', 'scrub', 'vol0'), /0 block\(s\) repaired/)
+  assert.match(out, /repaired per device: d1 1/)
+  // --rate holds the scrub back: 255 MiB at 64 MiB/s cannot take less than about 4 s
+  const t0 = Date.now()
+  const again = await vsm.run('volume', 'scrub', 'vol0', '--rate', '64M')
+  assert.match(again, /0 block\(s\) repaired/)
+  assert.not.match(again, /per device/)
+  assert.ok(Date.now() - t0 >= 3000, `a scrub held to 64 MiB/s took ${Date.now() - t0} ms`)
 })
 
 test('kill -9 during a rate-limited rebuild: up resumes it from its checkpoint', async () => {

@@ -184,7 +184,7 @@ const EXTENDED = [
       stripeUnit: bytes.optional(), copies: copies.optional(), rate: rate.optional(),
     })],
   ['volume.replace', 'L', 0x16, 'readwrite', 'replace a device of a volume', args({ name: objectName, from: objectName, to: objectName, rate: rate.optional() })],
-  ['volume.scrub', 'L', 0x17, 'readwrite', 'verify and repair redundancy of a volume', args({ name: objectName })],
+  ['volume.scrub', 'L', 0x17, 'readwrite', 'verify and repair redundancy of a volume', args({ name: objectName, rate: rate.optional() })],
 
   // R: replicator
   ['repl.create', 'R', 0x01, 'readwrite', 'create a replicated volume group',

@@ -13,7 +13,7 @@ export function volumeCommands(pool: Pool): CommandTable {
     'volume.list': () => pool.listVolumes(),
     'volume.show': (x) => pool.volumeInfo(x.name),
     'volume.replace': (x) => pool.replaceMember(x.name, x.from, x.to, { rate: x.rate }),
-    'volume.scrub': (x) => pool.scrubVolume(x.name),
+    'volume.scrub': (x) => pool.scrubVolume(x.name, { rate: x.rate }),
     'volume.grow': (x) => pool.reshapeVolume(x.name, 'grow', { size: x.size, rate: x.rate }),
     'volume.move': (x) => pool.reshapeVolume(x.name, 'move', { from: x.from, to: x.to, rate: x.rate }),
     'volume.relayout': (x) => x.abort ? pool.abortReshape(x.name)

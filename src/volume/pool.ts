@@ -1083,7 +1083,9 @@ export class Pool {
   }
 
   /** Verify every copy of a redundant volume and repair what is wrong, as a job; its result is the report. */
-  async scrubVolume(name: string): Promise<{ job: number }> {
+  /** Verify and repair a redundant volume as a job; `rate` holds it to that many bytes per second (0: unlimited). */
+  async scrubVolume(name: string, opts: { rate?: number } = {}): Promise<{ job: number }> {
+    if (opts.rate !== undefined) checkSize('rate', opts.rate)
     const v = this.cfg.volumes.find((x) => x.name === name)
     if (!v) throw new VsmError('ENOENT', `no volume named ${JSON.stringify(name)}`)
     if (v.layout === 'concat' || v.layout === 'stripe') throw new VsmError('EINVAL', `volume ${name} is ${v.layout}: there is no redundancy to scrub`)
@@ -1092,7 +1094,8 @@ export class Pool {
       const lm = this.live.get(name)
       if (!lm) throw new VsmError('ECANCELED', `volume ${name} was closed`)
       const devName = (i: number) => this.cfg.devices.find((d) => d.id === v.members[i].device)?.name ?? '?'
-      const onChunk = async (done: number) => { progress(done, v.size); await progress.checkpoint() }
+      const start = Date.now()
+      const onChunk = async (done: number) => { progress(done, v.size); await holdTo(opts.rate ?? 0, start, done); await progress.checkpoint() }
       const report = { volume: name, checkedBytes: 0, repaired: [] as { device: string; offset: number }[], unrecoverable: [] as { offset: number; device?: string }[], parityRowsFixed: 0 }
       if (lm.raid5) {
         const r = await lm.raid5.scrub({ onChunk })

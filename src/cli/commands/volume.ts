@@ -2,6 +2,7 @@
 import { resolve } from 'path'
 import { Command } from 'commander'
 import { call, globals, print, showObject, withClient } from '../call'
+import { waitWithProgress } from '../progress'
 import { table } from '../table'
 import { formatSize, parseCount, parseSize } from '../units'
 
@@ -24,6 +25,9 @@ function showVolume(v: any): string {
 function scrubReport(r: any): string {
   const lines = [`scrubbed ${r.volume}: ${formatSize(r.checkedBytes)} checked, ${r.repaired.length} block(s) repaired` +
     `${r.parityRowsFixed ? `, ${r.parityRowsFixed} parity row(s) rewritten` : ''}, ${r.unrecoverable.length} unrecoverable`]
+  const perDevice = new Map<string, number>()
+  for (const x of r.repaired) perDevice.set(x.device, (perDevice.get(x.device) ?? 0) + 1)
+  if (perDevice.size) lines.push(`  repaired per device: ${[...perDevice].map(([d, n]) => `${d} ${n}`).join(', ')}`)
   for (const x of r.repaired) lines.push(`  repaired ${x.device} at ${x.offset}`)
   for (const x of r.unrecoverable) lines.push(`  UNRECOVERABLE ${x.device ? `${x.device} ` : ''}at ${x.offset}`)
   return lines.join('\n')
@@ -59,11 +63,12 @@ export function registerVolume(program: Command) {
     }, (v) => `created volume ${v.name}: ${v.layout} ${formatSize(v.size)} on ${v.devices.join(',')}`))
   volume.command('list').description('volumes with layout, size, state and devices').action((_o, cmd) => call(cmd, 'volume.list', undefined, volumeTable))
   volume.command('show <name>').description('one volume: members, their states, a rebuild under way').action((name, _o, cmd) => call(cmd, 'volume.show', { name }, showVolume))
-  volume.command('scrub <name>').description('verify every block of every copy and repair bad ones from good ones')
-    .action(async (name, _o, cmd) => {
+  volume.command('scrub <name>').description('verify every block of every copy and repair bad ones from good ones (a progress bar on a terminal)')
+    .option('--rate <size>', 'read at most this many bytes per second')
+    .action(async (name, o, cmd) => {
       const job = await withClient(cmd, async (c) => {
-        const { job } = await c.call('volume.scrub', { name })
-        return c.call('job.wait', { id: job })
+        const { job } = await c.call('volume.scrub', { name, rate: o.rate && parseSize(o.rate) })
+        return waitWithProgress(c, job, !globals(cmd).json && process.stdout.isTTY === true)
       })
       if (job.error) throw Object.assign(new Error(job.error.message), { code: job.error.code })
       print(globals(cmd).json ? JSON.stringify(job.result, null, 2) : scrubReport(job.result))
