@@ -135,16 +135,28 @@ export class Stack {
   }
 
   /** Flush everything, then take the stack down top to bottom. */
+  /** The step stop() is at, for the daemon's stop watchdog to name one that hangs. */
+  stopStep = 'not stopping'
+
   async stop(): Promise<void> {
     const { log } = this.opts
+    const step = (name: string) => { this.stopStep = name }
+    step('closing the metrics endpoint')
     await this.metricsServer?.close().catch((err) => log.error({ err }, 'closing the metrics endpoint'))
     this.hsm.stop()
+    step('closing the control socket')
     await this.server.close().catch((err) => log.error({ err }, 'closing control socket'))
+    step('final sync')
     await this.fs.sync().catch((err) => log.error({ err }, 'final sync'))
+    step('unmounting the view')
     await this.view.unmount().catch((err) => log.error({ err }, 'unmount'))
+    step('closing the fs')
     await this.fs.close()
+    step('closing replication')
     await this.repl.close()
+    step('closing the pool')
     await this.pool.close()
+    step('stopped')
     this.opts.events.publish('daemon.stopped', { home: this.opts.home, mount: this.opts.mount })
   }
 
