@@ -8,12 +8,18 @@ import { Events, VsmEvent } from '../src/control/events'
 import { memFs, MiB } from './helpers/fs-fixture'
 import { MemDev } from './helpers/fs-memdev'
 
-test('ENOSPC on a write is one warning event with the volume, needed and free bytes; retries are counted, not repeated', async () => {
+/** A 16 MiB fs whose events are collected in `got`. */
+async function fsWithEvents() {
   const { fs } = await memFs(16 * MiB)
   const events = new Events()
   const got: VsmEvent[] = []
   events.subscribe((e) => got.push(e))
   fs.useEvents(events)
+  return { fs, got }
+}
+
+test('ENOSPC on a write is one warning event with the volume, needed and free bytes; retries are counted, not repeated', async () => {
+  const { fs, got } = await fsWithEvents()
   try {
     const ino = await fs.create('/full', 0o644, 0, 0)
     let off = 0
@@ -34,11 +40,7 @@ test('ENOSPC on a write is one warning event with the volume, needed and free by
 })
 
 test('adding a volume to the mounted fs is an event naming it', async () => {
-  const { fs } = await memFs(16 * MiB)
-  const events = new Events()
-  const got: VsmEvent[] = []
-  events.subscribe((e) => got.push(e))
-  fs.useEvents(events)
+  const { fs, got } = await fsWithEvents()
   try {
     await fs.addVolume(new MemDev(8 * MiB), 'fast')
     assert.equal(got.map((e) => [e.event, e.level, e.data]), [['fs.volume-added', 'info', { volume: 'fast', size: 8 * MiB, index: 1 }]])
