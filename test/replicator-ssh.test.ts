@@ -8,12 +8,11 @@
 // A host key not in known_hosts, or a changed one, is refused.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { ChildProcess, execFileSync, spawn } from 'child_process'
 import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'fs'
-import { createServer, connect } from 'net'
 import { tmpdir } from 'os'
 import { join } from 'path'
 import { makeVsm, VSM } from './helpers/daemon'
+import { keygen, startSshd, type Sshd } from './helpers/sshd'
 import { SLOT, slotData, startWriter, verifyAcknowledged } from './helpers/crash-writer'
 import { Pool } from '../src/volume/pool'
 import { FileSystem } from '../src/fs'
@@ -23,16 +22,8 @@ const SLOTS = 128
 const dir = mkdtempSync(join(tmpdir(), `vsm-test-${process.env.VSM_RUNNER_ID ?? 'solo'}-ssh-`))
 const primary = makeVsm({ deviceSize: '192M' })
 const secondary = makeVsm({ deviceSize: '256M' })
-let sshd: ChildProcess | null = null
+let sshd: Sshd | null = null
 let port = 0
-
-async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const p = (s.address() as { port: number }).port
-  await new Promise((r) => s.close(r))
-  return p
-}
 
 async function until<T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, ms = 120_000): Promise<T> {
   const deadline = Date.now() + ms
@@ -48,28 +39,11 @@ function logTail(home: string): string {
   try { return readFileSync(join(home, 'log', 'vsm.log'), 'utf8').split('\n').filter((l) => /repl|error|warn/i.test(l)).slice(-8).join('\n') } catch { return '(none)' }
 }
 
-const keygen = (file: string) => execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', file])
-const hostLine = (pub: string) => `[127.0.0.1]:${port} ${readFileSync(pub, 'utf8').trim().split(/\s+/).slice(0, 2).join(' ')}\n`
-
 test.before(async () => {
-  keygen(join(dir, 'host'))
-  keygen(join(dir, 'client'))
+  sshd = await startSshd(dir)
+  port = sshd.port
   keygen(join(dir, 'other-host'))
-  writeFileSync(join(dir, 'authorized_keys'), readFileSync(join(dir, 'client.pub')))
-  port = await freePort()
-  writeFileSync(join(dir, 'known_hosts'), hostLine(join(dir, 'host.pub')))
-  writeFileSync(join(dir, 'wrong_known_hosts'), hostLine(join(dir, 'other-host.pub')))
-  writeFileSync(join(dir, 'sshd_config'), [
-    `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${join(dir, 'host')}`, `PidFile ${join(dir, 'sshd.pid')}`,
-    `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'PasswordAuthentication no', 'KbdInteractiveAuthentication no',
-    'PubkeyAuthentication yes', 'PermitRootLogin prohibit-password', 'StrictModes no', 'UsePAM no', '',
-  ].join('\n'))
-  execFileSync('mkdir', ['-p', '/run/sshd'])
-  sshd = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] })
-  await until('sshd to listen', () => new Promise<boolean>((res) => {
-    const c = connect(port, '127.0.0.1', () => { c.destroy(); res(true) })
-    c.on('error', () => res(false))
-  }), (v) => v, 20_000)
+  writeFileSync(join(dir, 'wrong_known_hosts'), sshd.hostLine(join(dir, 'other-host.pub')))
 })
 
 test.after(async () => {
@@ -77,7 +51,7 @@ test.after(async () => {
     await primary.cleanup()
     await secondary.cleanup()
   } finally {
-    sshd?.kill('SIGTERM')
+    sshd?.stop()
     rmSync(dir, { recursive: true, force: true })
   }
 })

@@ -12,14 +12,20 @@ import { PrimaryLink, streamLink, ToPrimary, ToSecondary } from './wire'
 
 export interface Target { user: string; host: string; port: number; home: string }
 
-/** ssh://USER@HOST[:PORT]/REMOTE_HOME (the home is an absolute path on the secondary). */
-export function parseTarget(url: string): Target {
-  const m = /^ssh:\/\/([A-Za-z0-9._-]+)@([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(\d{1,5}))?(\/[^\0]*)$/.exec(url)
-  if (!m) throw new VsmError('EINVAL', `bad target ${JSON.stringify(url)}: expected ssh://USER@HOST[:PORT]/REMOTE_HOME`)
+/** SCHEME://USER@HOST[:PORT]/PATH with an absolute PATH free of `..`; `shape` names the form in the error. */
+export function parseSshUrl(url: string, scheme: string, shape: string): { user: string; host: string; port: number; path: string } {
+  const m = new RegExp(`^${scheme}://([A-Za-z0-9._-]+)@([A-Za-z0-9.-]+|\\[[0-9a-fA-F:]+\\])(?::(\\d{1,5}))?(/[^\\0]*)$`).exec(url)
+  if (!m) throw new VsmError('EINVAL', `bad target ${JSON.stringify(url)}: expected ${shape}`)
   const port = m[3] ? Number(m[3]) : 22
   if (port < 1 || port > 65535) throw new VsmError('EINVAL', `bad port in ${url}`)
-  if (m[4].split('/').includes('..')) throw new VsmError('EINVAL', `the remote home may not contain ..: ${url}`)
-  return { user: m[1], host: m[2].replace(/^\[|\]$/g, ''), port, home: m[4] }
+  if (m[4].split('/').includes('..')) throw new VsmError('EINVAL', `the path may not contain ..: ${url}`)
+  return { user: m[1], host: m[2].replace(/^\[|\]$/g, ''), port, path: m[4] }
+}
+
+/** ssh://USER@HOST[:PORT]/REMOTE_HOME (the home is an absolute path on the secondary). */
+export function parseTarget(url: string): Target {
+  const { path, ...rest } = parseSshUrl(url, 'ssh', 'ssh://USER@HOST[:PORT]/REMOTE_HOME')
+  return { ...rest, home: path }
 }
 
 export interface SshOptions {
@@ -54,8 +60,13 @@ export function knownKeys(text: string, host: string, port: number): string[] {
 
 function shellQuote(s: string): string { return `'${s.replace(/'/g, `'\\''`)}'` }
 
-/** Connects and starts the remote agent; resolves with the link once the channel is open. */
-export function sshConnect(target: Target, opts: SshOptions): Promise<PrimaryLink> {
+/**
+ * An ssh2 client logged in to user@host:port with key authentication, the host key
+ * checked against known_hosts first (an unknown or changed key is refused, EACCES,
+ * before anything is sent). `onClose` hears a connection that drops after it is ready.
+ * The replicator's link and the HSM's SFTP archive both connect through it.
+ */
+export function sshClient(target: { user: string; host: string; port: number }, opts: SshOptions, onClose?: (why: string) => void): Promise<Client> {
   const knownHostsFile = opts.knownHosts ?? defaultKnownHosts()
   let known: string[]
   let privateKey: Buffer
@@ -69,21 +80,12 @@ export function sshConnect(target: Target, opts: SshOptions): Promise<PrimaryLin
     const client = new Client()
     let refused: string | null = null
     let settled = false
-    const fail = (e: Error) => { if (!settled) { settled = true; client.end(); reject(e) } }
+    const fail = (e: Error) => {
+      if (!settled) { settled = true; client.end(); reject(e) } else onClose?.(e.message)
+    }
     client.on('error', (e) => fail(refused ? new VsmError('EACCES', refused) : e))
-    client.on('close', () => fail(new VsmError('ECONNRESET', refused ?? 'ssh connection closed before the agent started')))
-    client.on('ready', () => {
-      const cmd = `${opts.remoteVsm ?? 'vsm'} replica serve --home ${shellQuote(target.home)}`
-      client.exec(cmd, (err, stream) => {
-        if (err) { fail(err); return }
-        let stderr = ''
-        stream.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-2000) })
-        const link = streamLink<ToPrimary, ToSecondary>(stream, stream, () => client.end())
-        stream.on('exit', (code: number | null) => { if (code) link.close(`remote agent exited with status ${code}: ${stderr.trim().split('\n').pop() ?? ''}`) })
-        settled = true
-        resolve(link)
-      })
-    })
+    client.on('close', () => fail(new VsmError('ECONNRESET', refused ?? 'ssh connection closed')))
+    client.on('ready', () => { settled = true; resolve(client) })
     client.connect({
       host: target.host, port: target.port, username: target.user, privateKey,
       readyTimeout: opts.readyTimeoutMs ?? 20_000,
@@ -96,6 +98,25 @@ export function sshConnect(target: Target, opts: SshOptions): Promise<PrimaryLin
           : `host ${target.host}:${target.port} is not in ${knownHostsFile}: refusing an unknown host key`
         return false
       },
+    })
+  })
+}
+
+/** Connects and starts the remote agent; resolves with the link once the channel is open. */
+export async function sshConnect(target: Target, opts: SshOptions): Promise<PrimaryLink> {
+  const client = await sshClient(target, opts)
+  return new Promise((resolve, reject) => {
+    let started = false
+    client.on('close', () => { if (!started) reject(new VsmError('ECONNRESET', 'ssh connection closed before the agent started')) })
+    const cmd = `${opts.remoteVsm ?? 'vsm'} replica serve --home ${shellQuote(target.home)}`
+    client.exec(cmd, (err, stream) => {
+      if (err) { client.end(); reject(err); return }
+      let stderr = ''
+      stream.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-2000) })
+      const link = streamLink<ToPrimary, ToSecondary>(stream, stream, () => client.end())
+      stream.on('exit', (code: number | null) => { if (code) link.close(`remote agent exited with status ${code}: ${stderr.trim().split('\n').pop() ?? ''}`) })
+      started = true
+      resolve(link)
     })
   })
 }
