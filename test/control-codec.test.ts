@@ -51,7 +51,7 @@ codes('the table is consistent: unique names, numbers and macros; the required c
     assert.is(componentOf(c.code), c.type)
     assert.is(c.code, ioc(c.dir, c.type, c.nr, c.size))
   }
-  const owner: Record<string, string> = { disk: 'V', snapshot: 'V', fs: 'F', device: 'L', volume: 'L', repl: 'R', hsm: 'H', job: 'S', events: 'S' }
+  const owner: Record<string, string> = { disk: 'V', snapshot: 'V', fs: 'F', device: 'L', volume: 'L', pool: 'L', repl: 'R', hsm: 'H', job: 'S', events: 'S' }
   for (const c of COMMANDS) {
     const prefix = c.name.split('.')[0]
     if (prefix in owner) assert.is(c.type, owner[prefix], c.name)

@@ -42,6 +42,16 @@ test('offline a mirror device under writes, online it: degraded, then resynced b
   assert.equal((await vsm.json('status')).attention, [])
   assert.ok(readFileSync(join(vsm.mount, 'a.bin')).equals(a))
   assert.ok(readFileSync(join(vsm.mount, 'b.bin')).equals(b))
+  // the pool's history names each of those changes, with its seq, oldest first
+  const hist = await vsm.json('pool', 'history')
+  const changes = hist.map((v: any) => v.change)
+  const at = (re: RegExp) => changes.findIndex((c: string) => re.test(c))
+  assert.ok(at(/^device d1 taken offline/) >= 0 && at(/^device d1 online: resync of vol0$/) > at(/^device d1 taken offline/), changes.join('\n'))
+  assert.ok(at(/^volume vol0: member 1 on device d1 resynced$/) > at(/^device d1 online/), changes.join('\n'))
+  for (let i = 1; i < hist.length; i++) assert.ok(hist[i].seq > hist[i - 1].seq)
+  const humanHist = await vsm.run('pool', 'history')
+  assert.match(humanHist, /SEQ\s+TIME\s+CHANGE/)
+  assert.match(humanHist, /\d+\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+device d1 taken offline/)
 })
 
 test('replace onto a hot spare as a job; volume show has the members', async () => {

@@ -205,6 +205,8 @@ VSM_STATIC_ASSERT(sizeof(struct vsm_file_cmd) == 4096, "struct vsm_file_cmd");
 #define VSM_IOC_VOLUME_REPLACE   VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'L', 0x16, 0) /* 0xc0004c16 */
 /* volume.scrub: verify and repair redundancy of a volume */
 #define VSM_IOC_VOLUME_SCRUB     VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'L', 0x17, 0) /* 0xc0004c17 */
+/* pool.history: the recent versions of the pool configuration: seq, time and what each changed */
+#define VSM_IOC_POOL_HISTORY     VSMIOC(VSMIOC_READ, 'L', 0x20, 0) /* 0x80004c20 */
 /* repl.create: create a replicated volume group */
 #define VSM_IOC_REPL_CREATE      VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x01, 0) /* 0xc0005201 */
 /* repl.status: replication link state, lag and log fill */
@@ -290,6 +292,7 @@ VSM_STATIC_ASSERT(VSM_IOC_VOLUME_MOVE == 0xc0004c14U, "volume.move");
 VSM_STATIC_ASSERT(VSM_IOC_VOLUME_RELAYOUT == 0xc0004c15U, "volume.relayout");
 VSM_STATIC_ASSERT(VSM_IOC_VOLUME_REPLACE == 0xc0004c16U, "volume.replace");
 VSM_STATIC_ASSERT(VSM_IOC_VOLUME_SCRUB == 0xc0004c17U, "volume.scrub");
+VSM_STATIC_ASSERT(VSM_IOC_POOL_HISTORY == 0x80004c20U, "pool.history");
 VSM_STATIC_ASSERT(VSM_IOC_REPL_CREATE == 0xc0005201U, "repl.create");
 VSM_STATIC_ASSERT(VSM_IOC_REPL_STATUS == 0xc0005202U, "repl.status");
 VSM_STATIC_ASSERT(VSM_IOC_REPL_PAUSE == 0xc0005203U, "repl.pause");
@@ -360,6 +363,7 @@ VSM_STATIC_ASSERT(VSM_IOC_HSM_RUN == 0xc0004809U, "hsm.run");
   X(VSM_IOC_VOLUME_RELAYOUT, "volume.relayout", 'L', 0x15, 0) \
   X(VSM_IOC_VOLUME_REPLACE, "volume.replace", 'L', 0x16, 0) \
   X(VSM_IOC_VOLUME_SCRUB, "volume.scrub", 'L', 0x17, 0) \
+  X(VSM_IOC_POOL_HISTORY, "pool.history", 'L', 0x20, 0) \
   X(VSM_IOC_REPL_CREATE, "repl.create", 'R', 0x01, 0) \
   X(VSM_IOC_REPL_STATUS, "repl.status", 'R', 0x02, 0) \
   X(VSM_IOC_REPL_PAUSE, "repl.pause", 'R', 0x03, 0) \

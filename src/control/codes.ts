@@ -185,6 +185,7 @@ const EXTENDED = [
     })],
   ['volume.replace', 'L', 0x16, 'readwrite', 'replace a device of a volume', args({ name: objectName, from: objectName, to: objectName, rate: rate.optional() })],
   ['volume.scrub', 'L', 0x17, 'readwrite', 'verify and repair redundancy of a volume', args({ name: objectName, rate: rate.optional() })],
+  ['pool.history', 'L', 0x20, 'read', 'the recent versions of the pool configuration: seq, time and what each changed', NONE],
 
   // R: replicator
   ['repl.create', 'R', 0x01, 'readwrite', 'create a replicated volume group',

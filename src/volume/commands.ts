@@ -4,6 +4,7 @@ import type { Pool } from './pool'
 
 export function volumeCommands(pool: Pool): CommandTable {
   return {
+    'pool.history': () => pool.history(),
     'device.add': (x) => pool.addDevice(x.name, x.path, x.size, x.spare === true, x.force === true),
     'device.list': () => pool.listDevices(),
     'device.remove': async (x) => { await pool.removeDevice(x.name); return { removed: x.name } },

@@ -1,7 +1,8 @@
 // The pool configuration: the one document that describes devices, their extent
 // allocations and the volumes built on them. It is versioned by seq (incremented on
 // every change) and a full copy lives in every device label and in <home>/pool.json.
-// Pure data and pure functions here (validation, allocation); I/O lives in pool.ts.
+// Pure data and pure functions here (validation, allocation); changes are committed
+// by store.ts.
 import { VsmError } from '../block/blockdev'
 import { MiB } from './label'
 import { SUM_BLOCK, tableBytes } from './checksum'
@@ -86,7 +87,10 @@ export interface PoolConfig {
   seq: number
   extentSize: number
   created: string
+  /** When this version was committed. */
   updated: string
+  /** What this version changed, one line (absent in configs from before it was kept). */
+  change?: string
   devices: DeviceConfig[]
   volumes: VolumeConfig[]
   /** Hot-spare device ids, in the order they are used. */
@@ -119,7 +123,7 @@ export const roundUp = (n: number, unit: number) => Math.ceil(n / unit) * unit
 
 export function emptyConfig(poolId: string): PoolConfig {
   const now = new Date().toISOString()
-  return { format: 'vsm-pool', version: 1, poolId, seq: 1, extentSize: MiB, created: now, updated: now, devices: [], volumes: [], spares: [] }
+  return { format: 'vsm-pool', version: 1, poolId, seq: 1, extentSize: MiB, created: now, updated: now, change: 'pool created', devices: [], volumes: [], spares: [] }
 }
 
 export function freeExtents(d: DeviceConfig): [number, number][] {

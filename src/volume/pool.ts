@@ -1,5 +1,5 @@
 // A pool: the devices in one home directory and the volumes built on them. Owns the
-// config lifecycle (validate → plan → write to every label and pool.json → swap in),
+// config lifecycle (validate → plan → commit through the store, store.ts),
 // assembly from devices at open, the live volume instances, and the policy of
 // failures: which member goes out, which device a rebuild goes onto (a hot spare, a
 // returning device, an operator's replacement), as jobs; how bytes are copied is the
@@ -12,9 +12,9 @@ import { promises as fsp } from 'fs'
 import * as path from 'path'
 import { randomUUID } from 'crypto'
 import { BlockDev, VsmError } from '../block/blockdev'
-import { readOwnFile, writeFileAtomic } from '../block/files'
 import { Device, openDevice } from './device'
-import { Label, MiB, RESERVED_BYTES, BITMAP_OFFSET, readLabel, writeLabel, wipeLabel } from './label'
+import { Label, MiB, RESERVED_BYTES, BITMAP_OFFSET, readLabel, wipeLabel } from './label'
+import { ConfigStore, ConfigVersion, POOL_FILE } from './store'
 import { DeviceBitmap } from './bitmap'
 import type { LogMember } from './drl'
 import {
@@ -139,8 +139,6 @@ interface DevRt {
   behind?: string
 }
 
-const POOL_FILE = 'pool.json'
-
 function errMsg(e: unknown): string { return (e as Error)?.message ?? String(e) }
 
 async function exists(p: string): Promise<boolean> {
@@ -170,7 +168,15 @@ export class Pool {
   private readonly claims = new Map<string, string>()
   private closed = false
 
-  private constructor(readonly home: string, private cfg: PoolConfig, private readonly opts: PoolOptions) {}
+  /** Every config change goes through it (store.ts). */
+  private readonly store: ConfigStore
+
+  private constructor(readonly home: string, cfg: PoolConfig, private readonly opts: PoolOptions) {
+    this.store = new ConfigStore(home, cfg, (id) => this.rt.get(id)?.io ?? null,
+      (e) => this.event('pool.archive-failed', { reason: errMsg(e) }, 'warn'))
+  }
+
+  private get cfg(): PoolConfig { return this.store.current }
 
   private sink: EventSink | null = null
   /** Events published before a sink was given (assembly at open), oldest first, bounded. */
@@ -193,6 +199,9 @@ export class Pool {
   get id(): string { return this.cfg.poolId }
   /** A deep copy of the current configuration. */
   get config(): PoolConfig { return structuredClone(this.cfg) }
+
+  /** The recent versions of the config: seq, when, what changed (oldest first). */
+  history(): Promise<ConfigVersion[]> { return this.store.history() }
 
   /** A pool is here if its pool.json is, or if devices under the home carry its labels. */
   static async exists(home: string): Promise<boolean> {
@@ -242,19 +251,17 @@ export class Pool {
     home = path.resolve(home)
     if (await Pool.exists(home)) throw new VsmError('EEXIST', `a pool already exists in ${home}`)
     await fsp.mkdir(home, { recursive: true, mode: 0o700 })
-    const cfg = emptyConfig(randomUUID())
-    await writeFileAtomic(path.join(home, POOL_FILE), JSON.stringify(cfg, null, 2) + '\n')
-    return new Pool(home, cfg, opts)
+    const pool = new Pool(home, emptyConfig(randomUUID()), opts)
+    await pool.store.init()
+    return pool
   }
 
   static async open(home: string, opts: PoolOptions = {}): Promise<Pool> {
     home = path.resolve(home)
-    let fileCfg: PoolConfig
+    let fileCfg = await ConfigStore.readFile(home)
+    const fileSeq = fileCfg?.seq ?? null
     let refused: { path: string; reason: string }[] = []
-    try {
-      fileCfg = JSON.parse(await readOwnFile(path.join(home, POOL_FILE)))
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new VsmError('EINVAL', `cannot read ${path.join(home, POOL_FILE)}: ${errMsg(e)}`)
+    if (!fileCfg) {
       const scan = await Pool.scan(home)
       if (!scan.found.length) {
         throw new VsmError('ENOENT', `no pool in ${home} (${POOL_FILE} not found, and no device in ${home} or ${path.join(home, 'devices')} carries a vsm label${scan.refused.length ? ' of a single pool' : ''})`)
@@ -273,8 +280,7 @@ export class Pool {
     const pool = new Pool(home, fileCfg, opts)
     pool.refused = refused
     try {
-      await pool.assemble(fileCfg)
-      if (!(await exists(path.join(home, POOL_FILE)))) await writeFileAtomic(path.join(home, POOL_FILE), JSON.stringify(pool.cfg, null, 2) + '\n')
+      await pool.assemble(fileCfg, fileSeq)
     } catch (e) {
       await pool.abandon()
       throw e
@@ -283,7 +289,7 @@ export class Pool {
   }
 
   /** Open every device, adopt the newest config found in any label, check that every volume can run. */
-  private async assemble(fileCfg: PoolConfig): Promise<void> {
+  private async assemble(fileCfg: PoolConfig, fileSeq: number | null): Promise<void> {
     let best = fileCfg
     // a crash between label writes and pool.json leaves newer configs on devices; follow them
     for (let round = 0; round < 4; round++) {
@@ -295,7 +301,7 @@ export class Pool {
       if (newest === best) break
       best = newest
     }
-    this.cfg = best
+    this.store.assembled(best)
     for (const [id, r] of this.rt) {
       if (!best.devices.some((d) => d.id === id)) {
         this.rt.delete(id)
@@ -318,8 +324,8 @@ export class Pool {
       }
     }
 
-    const next = structuredClone(best)
-    let changed = false
+    const failedNow: string[] = []
+    const changed = await this.store.change((next) => {
     for (const v of next.volumes) {
       for (const m of v.members) {
         const r = this.rt.get(m.device)
@@ -331,22 +337,21 @@ export class Pool {
         }
         m.state = 'failed'
         m.reason = why
-        changed = true
+        failedNow.push(`${v.name} on ${d?.name ?? m.device}`)
         this.event('volume.member-failed', { volume: v.name, device: d?.name ?? m.device, reason: why, at: 'open' }, 'error')
       }
       if (!canRun(v, v.members.map((m) => m.state === 'ok'))) {
         throw new VsmError('ENODEV', `volume ${v.name} (${v.layout}) has too few members left: ${v.members.map((m) => m.reason ?? m.state).join('; ')}`)
       }
     }
-    if (changed) {
-      await this.commit(next)
-    } else {
+    return failedNow.length ? `assembled with devices missing: member${failedNow.length > 1 ? 's' : ''} ${failedNow.join(', ')} failed` : null
+    })
+    if (!changed) {
       // bring lagging labels and pool.json up to the adopted generation
-      await Promise.all(next.devices.map(async (d) => {
+      await this.store.catchUp(fileSeq, best.devices.filter((d) => {
         const r = this.rt.get(d.id)!
-        if (!r.missing && (!r.label || r.label.seq < next.seq)) await this.writeDeviceLabel(next, d).catch(() => {})
+        return !r.missing && (!r.label || r.label.seq < best.seq)
       }))
-      if (fileCfg.seq !== next.seq) await writeFileAtomic(path.join(this.home, POOL_FILE), JSON.stringify(next, null, 2) + '\n')
     }
   }
 
@@ -387,38 +392,6 @@ export class Pool {
     })
     this.lock = run.catch(() => {})
     return run
-  }
-
-  private writeDeviceLabel(cfg: PoolConfig, d: DeviceConfig): Promise<void> {
-    const r = this.rt.get(d.id)
-    if (!r?.io) return Promise.resolve()
-    return writeLabel(r.io, { poolId: cfg.poolId, deviceId: d.id, deviceName: d.name, seq: cfg.seq, config: cfg })
-  }
-
-  /** Make next the current config: seq+1, written to every present device's label and to pool.json. */
-  private async commit(next: PoolConfig): Promise<void> {
-    next.seq = this.cfg.seq + 1
-    next.updated = new Date().toISOString()
-    // a device that cannot take its label now will lose to the newer ones at the next assembly;
-    // one at a time, devices new to the config first, so a crash tears at most one label and
-    // never leaves a config naming a device whose label was not yet written
-    const known = (d: DeviceConfig) => Number(this.cfg.devices.some((x) => x.id === d.id))
-    const present = next.devices.filter((d) => this.rt.get(d.id)?.io).sort((a, b) => known(a) - known(b))
-    let written = 0
-    let firstErr: unknown
-    for (const d of present) {
-      try {
-        await this.writeDeviceLabel(next, d)
-        written++
-      } catch (e) {
-        firstErr ??= e
-      }
-    }
-    if (present.length > 0 && written === 0) {
-      throw new VsmError('EIO', `could not write the pool configuration to any device: ${errMsg(firstErr)}`)
-    }
-    await writeFileAtomic(path.join(this.home, POOL_FILE), JSON.stringify(next, null, 2) + '\n')
-    this.cfg = next
   }
 
   // ---- devices ----
@@ -470,11 +443,12 @@ export class Pool {
         wrote = true
         const bitmap = await DeviceBitmap.init(io, d.dataSize)
         this.rt.set(d.id, { dev, io, bitmap, label: null })
-        const next = structuredClone(this.cfg)
-        next.devices.push(d)
-        if (spare) next.spares.push(d.id)
         try {
-          await this.commit(next)
+          await this.store.change((next) => {
+            next.devices.push(d)
+            if (spare) next.spares.push(d.id)
+            return `device ${name} added${spare ? ' as a spare' : ''} (${abs}, ${dev.size} bytes)`
+          })
         } catch (e) {
           this.rt.delete(d.id)
           throw e
@@ -526,13 +500,14 @@ export class Pool {
       // members, and the extents of a reshape under way (its new layout, its log)
       const users = [...new Set(d.extents.map((e) => e.volume))]
       if (users.length) throw new VsmError('EBUSY', `device ${name} is used by volume${users.length > 1 ? 's' : ''} ${users.join(', ')}`)
-      const next = structuredClone(this.cfg)
-      next.devices = next.devices.filter((x) => x.id !== d.id)
-      next.spares = next.spares.filter((x) => x !== d.id)
       const r = this.rt.get(d.id)
       this.rt.delete(d.id)
       try {
-        await this.commit(next)
+        await this.store.change((next) => {
+          next.devices = next.devices.filter((x) => x.id !== d.id)
+          next.spares = next.spares.filter((x) => x !== d.id)
+          return `device ${name} removed`
+        })
       } catch (e) {
         if (r) this.rt.set(d.id, r)
         throw e
@@ -554,10 +529,11 @@ export class Pool {
         }
       }
       await this.clearSums(volume)
-      const next = structuredClone(this.cfg)
-      next.volumes.push(volume)
-      for (const d of next.devices) d.extents.push(...(extents.get(d.id) ?? []))
-      await this.commit(next)
+      await this.store.change((next) => {
+        next.volumes.push(volume)
+        for (const d of next.devices) d.extents.push(...(extents.get(d.id) ?? []))
+        return `volume ${name} created: ${volume.layout}, ${volume.size} bytes on ${spec.devices.join(',')}`
+      })
       return this.volumeInfo(name)
     })
   }
@@ -745,23 +721,28 @@ export class Pool {
   /** A redundant volume's member failed at runtime: record it so no later assembly trusts that copy. */
   private memberFailed(volumeId: string, index: number, err: unknown): Promise<void> {
     return this.serial(async () => {
-      const next = structuredClone(this.cfg)
-      // a reshape's new layout too, so the switch to it does not put a stale copy in service
-      const inService = next.volumes.find((x) => x.id === volumeId)
-      const v = inService ?? next.volumes.find((x) => x.reshape?.target.id === volumeId)?.reshape!.target
-      const m = v?.members[index]
-      if (!v || !m || m.state === 'failed') return
-      m.state = 'failed'
-      m.reason = `I/O error: ${errMsg(err)}`
-      delete m.resync
-      delete m.rebuilt
-      const d = next.devices.find((x) => x.id === m.device)
-      if (d && d.state === 'online') d.state = 'failed'
-      await this.commit(next)
+      const out: { v?: VolumeConfig; m?: MemberConfig; d?: DeviceConfig; inService?: boolean } = {}
+      await this.store.change((next) => {
+        // a reshape's new layout too, so the switch to it does not put a stale copy in service
+        const inService = next.volumes.find((x) => x.id === volumeId)
+        const v = inService ?? next.volumes.find((x) => x.reshape?.target.id === volumeId)?.reshape!.target
+        const m = v?.members[index]
+        if (!v || !m || m.state === 'failed') return null
+        m.state = 'failed'
+        m.reason = `I/O error: ${errMsg(err)}`
+        delete m.resync
+        delete m.rebuilt
+        const d = next.devices.find((x) => x.id === m.device)
+        if (d && d.state === 'online') d.state = 'failed'
+        Object.assign(out, { v, m, d, inService: !!inService })
+        return `member ${index} of volume ${v.name}${inService ? '' : ` (its new layout)`} on device ${d?.name ?? m.device} failed: ${m.reason}`
+      })
+      const { v, m, d, inService } = out
+      if (!v || !m) return
       // an offline under way is the operator's plan, not a fault
       this.event('volume.member-failed', { volume: v.name, device: d?.name, reason: m.reason, state: this.info(v).state }, this.claims.has(v.name) ? 'warn' : 'error')
       // policy: a hot spare takes over at once (in a volume in service); started after this mutation, not inside it
-      const spare = inService && pickSpare(next, m.length)
+      const spare = inService && pickSpare(this.cfg, m.length)
       if (spare && d) {
         this.event('volume.spare-takeover', { volume: v.name, from: d.name, spare: spare.name, reason: m.reason }, 'warn')
         setImmediate(() => this.replaceMember(v.name, d.name, spare.name, { takeover: true }).catch((e) =>
@@ -839,18 +820,18 @@ export class Pool {
         }
       }
       return await this.serial(async () => {
-        const next = structuredClone(this.cfg)
-        const nd = next.devices.find((x) => x.id === d.id)!
-        nd.state = 'offline'
-        for (const v of next.volumes) for (const m of v.members) {
-          if (m.device !== d.id || m.state === 'failed') continue
-          m.state = 'failed'
-          m.reason = why.message
-        }
-        await this.commit(next)
+        await this.store.change((next) => {
+          next.devices.find((x) => x.id === d.id)!.state = 'offline'
+          for (const v of next.volumes) for (const m of v.members) {
+            if (m.device !== d.id || m.state === 'failed') continue
+            m.state = 'failed'
+            m.reason = why.message
+          }
+          return `device ${name} taken offline${claimed.length ? `: volumes ${claimed.join(', ')} degraded` : ''}`
+        })
         release()
         this.event('device.offline', { device: name, reason: why.message, volumes: claimed }, 'warn')
-        return this.deviceInfo(nd)
+        return this.deviceInfo(this.cfg.devices.find((x) => x.id === d.id)!)
       })
     } finally {
       release()
@@ -879,19 +860,20 @@ export class Pool {
         this.rt.set(d.id, r)
       }
       delete r.behind
-      const next = structuredClone(this.cfg)
-      next.devices.find((x) => x.id === d.id)!.state = 'online'
       const out: [string, number][] = []
-      for (const v of next.volumes) v.members.forEach((m, i) => {
-        if (m.device !== d.id || m.state !== 'failed') return
-        m.state = 'stale'
-        // raid5 volumes made before raid5 kept write-intent bits (they have no checksums
-        // either) cannot tell what a member missed while away: those get everything back
-        m.resync = v.layout === 'raid5' && !v.checksums ? 'full' : 'delta'
-        delete m.reason
-        out.push([v.name, i])
+      await this.store.change((next) => {
+        next.devices.find((x) => x.id === d.id)!.state = 'online'
+        for (const v of next.volumes) v.members.forEach((m, i) => {
+          if (m.device !== d.id || m.state !== 'failed') return
+          m.state = 'stale'
+          // raid5 volumes made before raid5 kept write-intent bits (they have no checksums
+          // either) cannot tell what a member missed while away: those get everything back
+          m.resync = v.layout === 'raid5' && !v.checksums ? 'full' : 'delta'
+          delete m.reason
+          out.push([v.name, i])
+        })
+        return `device ${name} online${out.length ? `: resync of ${out.map(([v]) => v).join(', ')}` : ''}`
       })
-      await this.commit(next)
       this.event('device.online', { device: name, resync: out.map(([v]) => v) })
       return { d, out }
     })
@@ -933,19 +915,19 @@ export class Pool {
       const lm = this.liveMember(volume, i)
       if (lm?.mirror && !lm.mirror.failed[lm.k]) lm.mirror.failed[lm.k] = true
       lm?.raid5?.takeOut(lm.k)
-      const next = structuredClone(this.cfg)
-      const nv = next.volumes.find((x) => x.id === v.id)!
-      nv.members[i] = { device: nd.id, offset: off, length: m.length, state: 'stale', resync: 'full', rebuilt: 0 }
-      if (m.group !== undefined) nv.members[i].group = m.group
-      const nod = next.devices.find((x) => x.id === od.id)!
-      nod.extents = nod.extents.filter((e) => !(e.volume === volume && e.offset === m.offset))
-      const nnd = next.devices.find((x) => x.id === nd.id)!
-      nnd.extents.push({ volume, offset: off, length: m.length })
-      if (nnd.state === 'spare') {
-        nnd.state = 'online'
-        next.spares = next.spares.filter((x) => x !== nd.id)
-      }
-      await this.commit(next)
+      await this.store.change((next) => {
+        const nv = next.volumes.find((x) => x.id === v.id)!
+        nv.members[i] = { device: nd.id, offset: off, length: m.length, state: 'stale', resync: 'full', rebuilt: 0 }
+        if (m.group !== undefined) nv.members[i].group = m.group
+        freeExtent(next, od.id, volume, m.offset)
+        const nnd = next.devices.find((x) => x.id === nd.id)!
+        nnd.extents.push({ volume, offset: off, length: m.length })
+        if (nnd.state === 'spare') {
+          nnd.state = 'online'
+          next.spares = next.spares.filter((x) => x !== nd.id)
+        }
+        return `volume ${volume}: member ${i} moved from device ${from} to ${to}${opts.takeover ? ' (spare takeover)' : ''}, to be rebuilt`
+      })
       this.event('volume.replace', { volume, from, to, takeover: !!opts.takeover })
       return i
     })
@@ -1037,15 +1019,14 @@ export class Pool {
       info.total = ranges.reduce((s, [lo, hi]) => s + Math.min(hi, mirror.size) - lo, 0)
       copied = await mirror.copyRanges(lm.k, ranges, { onChunk })
     }
-    await this.serial(async () => {
-      const next = structuredClone(this.cfg)
+    await this.serial(() => this.store.change((next) => {
       const nm = next.volumes.find((x) => x.id === volumeId)?.members[i]
-      if (!nm || nm.device !== m.device) return
+      if (!nm || nm.device !== m.device) return null
       nm.state = 'ok'
       delete nm.resync
       delete nm.rebuilt
-      await this.commit(next)
-    })
+      return `volume ${name}: member ${i} on device ${d.name} ${m.resync === 'delta' ? 'resynced' : 'rebuilt'}`
+    }))
     this.event('volume.rebuilt', { volume: name, device: d.name, kind: m.resync === 'delta' ? 'resync' : 'rebuild', copied })
     return { volume: name, device: d.name, copied }
   }
@@ -1167,17 +1148,18 @@ export class Pool {
       }
       plan.volume.created = v.created
       await this.clearSums(plan.volume)
-      const next = structuredClone(this.cfg)
-      for (const d of next.devices) d.extents.push(...(plan.extents.get(d.id) ?? []))
-      const rs: ReshapeConfig = { target: plan.volume, kind }
-      if (change.rate) rs.rate = change.rate
-      const log = placeReshapeLog(next, plan.volume)
-      if (log) {
-        rs.log = log
-        next.devices.find((d) => d.id === log.device)!.extents.push({ volume: name, offset: log.offset, length: RESHAPE_LOG_BYTES })
-      }
-      next.volumes.find((x) => x.id === v.id)!.reshape = rs
-      await this.commit(next)
+      await this.store.change((next) => {
+        for (const d of next.devices) d.extents.push(...(plan.extents.get(d.id) ?? []))
+        const rs: ReshapeConfig = { target: plan.volume, kind }
+        if (change.rate) rs.rate = change.rate
+        const log = placeReshapeLog(next, plan.volume)
+        if (log) {
+          rs.log = log
+          next.devices.find((d) => d.id === log.device)!.extents.push({ volume: name, offset: log.offset, length: RESHAPE_LOG_BYTES })
+        }
+        next.volumes.find((x) => x.id === v.id)!.reshape = rs
+        return `volume ${name}: ${kind} to ${spec.layout}, ${spec.size} bytes on ${spec.devices.join(',')} started`
+      })
     })
     const handle = this.volumes.get(name)
     if (handle) return { job: await this.beginReshape(name, handle, this.cfg.volumes.find((x) => x.name === name)!.reshape!), volume: this.volumeInfo(name) }
@@ -1257,13 +1239,14 @@ export class Pool {
       st.switching = true
       let drained = Promise.resolve()
       await this.serial(async () => {
-        const next = structuredClone(this.cfg)
-        const i = next.volumes.findIndex((x) => x.name === name)
-        const v = next.volumes[i]
-        for (const m of v.members) freeExtent(next, m.device, name, m.offset)
-        if (v.reshape!.log) freeExtent(next, v.reshape!.log.device, name, v.reshape!.log.offset)
-        next.volumes[i] = v.reshape!.target
-        await this.commit(next)
+        await this.store.change((next) => {
+          const i = next.volumes.findIndex((x) => x.name === name)
+          const v = next.volumes[i]
+          for (const m of v.members) freeExtent(next, m.device, name, m.offset)
+          if (v.reshape!.log) freeExtent(next, v.reshape!.log.device, name, v.reshape!.log.offset)
+          next.volumes[i] = v.reshape!.target
+          return `volume ${name}: ${rs.kind} done, now ${layout}, ${dev.target.size} bytes`
+        })
         // switched in the same step as the commit: only writes already in flight still reach the freed log
         drained = handle.swap(dev.target)
         this.live.set(name, targetLive)
@@ -1291,9 +1274,10 @@ export class Pool {
       const rs = this.cfg.volumes.find((x) => x.name === name)?.reshape
       // a log lost meanwhile has dropped the checkpoint for good
       if (!st.dev.logged || rs?.target.id !== st.id) return
-      const next = structuredClone(this.cfg)
-      next.volumes.find((x) => x.name === name)!.reshape!.copied = pos
-      await this.commit(next)
+      await this.store.change((next) => {
+        next.volumes.find((x) => x.name === name)!.reshape!.copied = pos
+        return `volume ${name}: ${rs.kind} checkpoint at byte ${pos}`
+      }, { progress: true })
     })
   }
 
@@ -1301,11 +1285,12 @@ export class Pool {
   private dropCheckpoint(name: string, targetId: string, err: unknown): Promise<void> {
     this.event('volume.reshape-log-lost', { volume: name, reason: errMsg(err) }, 'warn')
     return this.serial(async () => {
-      const next = structuredClone(this.cfg)
-      const rs = next.volumes.find((x) => x.name === name)?.reshape
-      if (rs?.target.id !== targetId || rs.copied === undefined) return
-      delete rs.copied
-      await this.commit(next)
+      await this.store.change((next) => {
+        const rs = next.volumes.find((x) => x.name === name)?.reshape
+        if (rs?.target.id !== targetId || rs.copied === undefined) return null
+        delete rs.copied
+        return `volume ${name}: ${rs.kind} checkpoint dropped (${errMsg(err)}); a crash now means copying again from the start`
+      })
     })
   }
 
@@ -1329,16 +1314,15 @@ export class Pool {
 
   /** Drop the reshape from the config (its extents and log freed) and put the old layout back under the handle. */
   private async undoReshape(name: string, st: Reshape | undefined, reason: string): Promise<void> {
-    await this.serial(async () => {
-      const v = this.cfg.volumes.find((x) => x.name === name)
-      if (!v?.reshape) return
-      const next = structuredClone(this.cfg)
-      const nv = next.volumes.find((x) => x.id === v.id)!
-      for (const m of nv.reshape!.target.members) freeExtent(next, m.device, name, m.offset)
-      if (nv.reshape!.log) freeExtent(next, nv.reshape!.log.device, name, nv.reshape!.log.offset)
+    await this.serial(() => this.store.change((next) => {
+      const nv = next.volumes.find((x) => x.name === name)
+      if (!nv?.reshape) return null
+      for (const m of nv.reshape.target.members) freeExtent(next, m.device, name, m.offset)
+      if (nv.reshape.log) freeExtent(next, nv.reshape.log.device, name, nv.reshape.log.offset)
+      const kind = nv.reshape.kind
       delete nv.reshape
-      await this.commit(next)
-    })
+      return `volume ${name}: ${kind} undone (${reason}), its new extents freed`
+    }))
     const handle = this.volumes.get(name)
     if (st && this.reshaping.get(name) === st) this.reshaping.delete(name)
     if (st && handle && handle.inner === st.dev) {
@@ -1352,11 +1336,13 @@ export class Pool {
   /** Record how far the rebuild of member i onto device has come; not if the member has been replaced meanwhile. */
   private saveRebuilt(volumeId: string, i: number, device: string, pos: number): Promise<void> {
     return this.serial(async () => {
-      const next = structuredClone(this.cfg)
-      const nm = next.volumes.find((x) => x.id === volumeId)?.members[i]
-      if (!nm || nm.state !== 'stale' || nm.device !== device) return
-      nm.rebuilt = pos
-      await this.commit(next)
+      await this.store.change((next) => {
+        const v = next.volumes.find((x) => x.id === volumeId)
+        const nm = v?.members[i]
+        if (!nm || nm.state !== 'stale' || nm.device !== device) return null
+        nm.rebuilt = pos
+        return `volume ${v!.name}: rebuild of member ${i} checkpoint at byte ${pos}`
+      }, { progress: true })
     })
   }
 

@@ -1,10 +1,10 @@
-// device and volume commands: the volume manager's part of the CLI.
+// pool, device and volume commands: the volume manager's part of the CLI.
 import { resolve } from 'path'
 import { Command } from 'commander'
 import { call, globals, print, showObject, withClient } from '../call'
 import { waitWithProgress } from '../progress'
 import { table } from '../table'
-import { formatSize, parseCount, parseSize } from '../units'
+import { formatDate, formatSize, parseCount, parseSize } from '../units'
 
 export const deviceTable = (ds: any[]) => table(['DEVICE', 'SIZE', 'FREE', 'STATE', 'PATH'], ds.map((d) => [d.name, formatSize(d.size), formatSize(d.free), d.state, d.path]))
 export const volumeTable = (vs: any[]) => table(['VOLUME', 'LAYOUT', 'SIZE', 'STATE', 'DEVICES'], vs.map((v) => [v.name, v.layout, formatSize(v.size), v.state, v.devices.join(',')]))
@@ -34,6 +34,11 @@ function scrubReport(r: any): string {
 }
 
 export function registerVolume(program: Command) {
+  const pool = program.command('pool').description('the pool: the devices and volumes of this home')
+  pool.command('history').description('recent versions of the pool configuration (kept in <home>/archive): seq, local time, what changed')
+    .action((_o, cmd) => call(cmd, 'pool.history', undefined, (vs: any[]) =>
+      table(['SEQ', 'TIME', 'CHANGE'], vs.map((v) => [v.seq, formatDate(Date.parse(v.at)), v.change]))))
+
   const device = program.command('device').description('backing files and block devices')
   device.command('add <name> <path>').option('--size <size>', 'create a sparse file of this size')
     .option('--spare', 'keep it as a hot spare: used at once when a member of a redundant volume fails')
