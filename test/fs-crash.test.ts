@@ -229,7 +229,7 @@ async function runIteration(seed: number, backend: 'mem' | 'mem2' | 'file', tmp:
         const p = child(pick(dirs()))
         if (model.has(p)) continue
         // the model first: a clone whose commit lands just before the crash still counts
-        const ino = (fs as unknown as { nextIno: number }).nextIno
+        const ino = (fs as unknown as { core: { nextIno: number } }).core.nextIno
         model.set(p, { dir: false, ino, data: Buffer.from(snapData.get(`${x.f.ino}:${x.name}`)!), x: new Map(snapX.get(`${x.f.ino}:${x.name}`)!) })
         const s = snap()
         trace.push(`clone ${x.p}@${x.name} ${p} ${ino} snap ${s}`)
@@ -280,8 +280,8 @@ async function runIteration(seed: number, backend: 'mem' | 'mem2' | 'file', tmp:
     }
     if (!matched && process.env.VSM_FS_TRACE) {
       console.log(trace.join('\n'))
-      for (const [ino, n] of (fs as any)?.inodes ?? []) console.log('live', ino, n.size, JSON.stringify(n.ext.ex))
-      for (const [ino, n] of (fs2 as any).inodes) console.log('rec ', ino, n.size, JSON.stringify(n.ext.ex))
+      for (const [ino, n] of (fs as any)?.core.inodes ?? []) console.log('live', ino, n.size, JSON.stringify(n.ext.ex))
+      for (const [ino, n] of (fs2 as any).core.inodes) console.log('rec ', ino, n.size, JSON.stringify(n.ext.ex))
     }
     assert.ok(matched, `seed ${seed} (stop ${stopAfter}, ${backend}): recovered state matches no synced-or-later snapshot (lastSync ${lastSync} of ${snaps.length - 1}): ${reasons.slice(0, 3).join(' | ')}`)
     for (const [p, g] of got) {

@@ -189,7 +189,7 @@ on('kill at every write of add-volume, with a volatile cache: the old or the new
       await fs.write(ino, Buffer.alloc(8192, 7), 0)
       await fs.sync()
       const [da, db] = dying([a, b], limit)
-      ;(fs as any).vols[0] = da
+      ;(fs as any).core.vols[0] = da
       let added = true
       try { await fs.addVolume(db, 'b') } catch { added = false }
       let s = seed
@@ -263,7 +263,7 @@ mv('relocate under concurrent writes: every byte as last written, snapshots keep
   await fs.relocate(si, 0, fs.blockSpan(si), 1)
   assert.equal(Object.keys(fs.placementOf(si)), ['b'])
   await fs.sync()
-  const fa = (fs as any).free[0]
+  const fa = (fs as any).core.free[0]
   assert.is(fa.free, fa.hi - fa.lo, 'blocks left allocated on the old volume')
   const got = Buffer.alloc(SIZE)
   await fs.read(ino, got, 0)
@@ -291,7 +291,7 @@ mv('kill at a random write during relocate, volatile cache: the fs mounts clean 
     if (seed % 2) await fs.snapshot('/d', 's')
     await fs.sync()
     const [da, db] = dying([a, b], 2 + (seed * 37) % 60)
-    ;(fs as any).vols[0] = da; (fs as any).vols[1] = db
+    ;(fs as any).core.vols[0] = da; (fs as any).core.vols[1] = db
     try {
       fs.setPlacement(ino, 1)
       for (let blk = 0; blk < 512; blk += 32) {
@@ -328,7 +328,7 @@ pl('new files land where the nearest directory rule says, by name pattern first;
   await setPolicy(fs, '/vm', 'b')
   await setPolicy(fs, 'vm', 'c', '*.iso')
   await setPolicy(fs, '/other', 'c')
-  const volOf = (p: string) => (fs as any).inodes.get(fs.lookup(p)).vol
+  const volOf = (p: string) => (fs as any).core.inodes.get(fs.lookup(p)).vol
   for (const p of ['/top.img', '/vm/x.img', '/vm/sub/y.img', '/vm/z.iso', '/vm/sub/deep.iso', '/other/o.iso']) await fs.create(p, 0o644, 0, 0)
   assert.equal(['/top.img', '/vm/x.img', '/vm/sub/y.img', '/vm/z.iso', '/vm/sub/deep.iso', '/other/o.iso'].map(volOf), [0, 1, 1, 2, 2, 2])
   // a nearer directory's default wins over a farther pattern

@@ -1,0 +1,228 @@
+// The fs's shared state and the mechanism every module uses: the inode table, free
+// and reference maps, the queue of ops for the next commit, lookups by path and
+// inode, the per-inode I/O gates (drain, pending ranges), and exec(): apply an op
+// (ops.ts), queue it, and turn what it unmapped into frees after the commit. The
+// commit itself is journal.ts; this class only serializes commits (one running, one
+// queued behind it).
+import { BlockDev } from '../block/blockdev'
+import { EventSink, NULL_SINK } from '../control/events'
+import { Extent, FreeMap, RefMap } from './extents'
+import {
+  ATIME_MAX_AGE_MS, Inode, LAZY_COMMIT_MS, MAX_FILE_SIZE, Pending, ROOT, STAMP_GEN, Stat, err, parsePath,
+} from './inode'
+import { doCommit } from './journal'
+import { BS, Superblock } from './layout'
+import { Op, apply } from './ops'
+
+export class FsCore {
+  inodes = new Map<number, Inode>()
+  nextIno = ROOT + 1
+  free: FreeMap[] = []
+  refs: RefMap[] = []
+  /** Generation of the stamps: bumped (and checkpointed) at every mount, so stamps never repeat. */
+  gen = 0
+  ctr = 0
+  genSeen = 0
+  ops: Op[] = []
+  opsBytes = 0
+  dirtyAttrs = new Set<number>()
+  lazyAttrs = new Set<number>()
+  pendingFree: { vol: number; start: number; len: number }[] = []
+  dirtyVols = new Set<number>()
+  /** Open handles per inode (hold/release): what keeps an unlinked file as an orphan. */
+  opened = new Map<number, number>()
+  // journal state
+  seq = 0
+  nonce = 0
+  head = 0
+  tail = 0
+  ckSlot = 0
+  /** What mount replayed from the journal: non-zero after an unclean stop (crash recovery, for the log). */
+  readonly replayed = { records: 0, ops: 0, bytes: 0 }
+  events: EventSink = NULL_SINK
+  /** fs.enospc events are held to one per NOSPACE_EVENT_MS; refusals in between are counted into the next. */
+  noSpaceAt = 0
+  noSpaceHeld = 0
+  lastCkptLen = 0
+  sinceCkpt = 0
+  wantCkpt = false
+  broken: Error | null = null
+  closed = false
+  inflight = 0
+  idleWaiters: (() => void)[] = []
+  commitRunning: Promise<void> | null = null
+  commitNext: Promise<void> | null = null
+  timer: NodeJS.Timeout | null = null
+  counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0, metaBytes: 0 }
+  /** One change of the volume list at a time: each writes a superblock derived from the last. */
+  volChange: Promise<unknown> = Promise.resolve()
+  /** Volumes being emptied by remove-volume: nothing new is placed on them. */
+  draining = new Set<number>()
+
+  constructor(readonly vols: BlockDev[], public sb: Superblock) {}
+
+  live() {
+    if (this.broken) throw err('EIO', `fs unusable after an I/O error: ${this.broken.message}`)
+    if (this.closed) throw err('EIO', 'fs is closed')
+  }
+
+  resolve(path: string): Inode {
+    const parts = parsePath(path)
+    let n = this.inodes.get(ROOT)!
+    for (const p of parts) {
+      if (!n.entries) throw err('ENOTDIR', `not a directory on the way to ${path}`)
+      const i = n.entries.get(p)
+      if (i === undefined) throw err('ENOENT', `no such file or directory: ${path}`)
+      n = this.inodes.get(i)!
+    }
+    return n
+  }
+
+  resolveParent(path: string): { dir: Inode; name: string } {
+    const parts = parsePath(path)
+    if (parts.length === 0) throw err('EBUSY', 'the root directory cannot be the target of this operation')
+    const name = parts.pop()!
+    let n = this.inodes.get(ROOT)!
+    for (const p of parts) {
+      if (!n.entries) throw err('ENOTDIR', `not a directory on the way to ${path}`)
+      const i = n.entries.get(p)
+      if (i === undefined) throw err('ENOENT', `no such directory: ${'/' + parts.join('/')}`)
+      n = this.inodes.get(i)!
+    }
+    if (!n.entries) throw err('ENOTDIR', `parent of ${path} is not a directory`)
+    return { dir: n, name }
+  }
+
+  fileNode(ino: number): Inode {
+    const n = this.inodes.get(ino)
+    if (!n) throw err('ENOENT', `no inode ${ino}`)
+    if (n.isDir) throw err('EISDIR', `inode ${ino} is a directory`)
+    if (!n.isReg) throw err('EINVAL', `inode ${ino} is not a regular file`)
+    return n
+  }
+
+  regular(path: string): Inode {
+    const n = this.resolve(path)
+    if (n.isDir) throw err('EISDIR', `is a directory: ${path}`)
+    if (!n.isReg) throw err('EINVAL', `not a regular file: ${path}`)
+    return n
+  }
+
+  node(ino: number): Inode {
+    const n = this.inodes.get(ino)
+    if (!n) throw err('ENOENT', `no inode ${ino}`)
+    return n
+  }
+
+  stat(n: Inode): Stat {
+    return { ino: n.ino, mode: n.mode, uid: n.uid, gid: n.gid, size: n.size, blocks: n.ext.total * (BS / 512),
+      nlink: n.nlink, atime: n.atime, mtime: n.mtime, ctime: n.ctime, rdev: n.rdev }
+  }
+
+  drain(n: Inode): Promise<void> {
+    if (!n.gate) n.gate = new Promise((r) => { n.gateOpen = r })
+    return new Promise((r) => n.waiters.push(r))
+  }
+
+  wake(n: Inode) {
+    if (!n.busy && n.waiters.length) {
+      const w = n.waiters
+      n.waiters = []
+      for (const f of w) f() // the draining ops run first, then the gated I/O
+      const open = n.gateOpen
+      n.gate = null
+      open()
+    }
+    if (this.inflight === 0 && this.idleWaiters.length) { const w = this.idleWaiters; this.idleWaiters = []; for (const f of w) f() }
+  }
+
+  pendingOver(n: Inode, lo: number, hi: number): Promise<void> | null {
+    for (const p of n.pending) if (p.b0 < hi && lo < p.b1) return p.done
+    return null
+  }
+
+  addPending(n: Inode, b0: number, b1: number, allocs: Extent[], replaced: Extent[]): Pending {
+    let resolve!: () => void
+    const done = new Promise<void>((r) => { resolve = r })
+    const p: Pending = { b0, b1, done, resolve, allocs, replaced }
+    n.pending.push(p)
+    return p
+  }
+
+  endIo(n: Inode, p: Pending | null) {
+    n.inflight--
+    this.inflight--
+    if (p) { n.pending.splice(n.pending.indexOf(p), 1); p.resolve() }
+    this.wake(n)
+  }
+
+  checkIo(buf: Buffer, offset: number) {
+    if (!Buffer.isBuffer(buf)) throw err('EINVAL', 'buffer expected')
+    if (!Number.isSafeInteger(offset) || offset < 0) throw err('EINVAL', `bad offset ${offset}`)
+    if (offset + buf.length > MAX_FILE_SIZE) throw err('EFBIG', `offset ${offset}+${buf.length} beyond the maximum file size`)
+  }
+
+  /** Apply a live op and queue it for the next commit; blocks no map holds any more are freed after that commit. */
+  exec(op: Op): void {
+    const punched = apply(this, op)
+    this.log(op)
+    this.unref(punched)
+    const held = op.o === 'sn' ? op.s : op.o === 'rv' || op.o === 'cl' ? op.i : 0
+    if (held) for (const e of this.inodes.get(held)!.ext.ex) this.refs[e.vol].adjust(e.pb, e.len, 1)
+    // the new blocks start with one reference (allocated); each further map holding them adds one
+    if (op.o === 'rl') for (let k = 2; k < op.h.length; k += 2) this.refs[op.w].adjust(op.q, op.n, 1)
+  }
+
+  unref(extents: Extent[]) {
+    for (const e of extents) {
+      for (const f of this.refs[e.vol].adjust(e.pb, e.len, -1)) this.pendingFree.push({ vol: e.vol, start: f.start, len: f.len })
+    }
+  }
+
+  stamp(): number {
+    if (++this.ctr >= STAMP_GEN) { this.gen++; this.ctr = 1 }
+    return this.gen * STAMP_GEN + this.ctr
+  }
+
+  log(op: Op) {
+    this.ops.push(op)
+    this.opsBytes += op.o === 'ex' ? 40 + op.e.length * 12 : op.o === 'xa' ? 80 + (op.v?.length ?? 0) : 140
+    this.armTimer()
+  }
+
+  armTimer() {
+    if (this.timer || this.closed) return
+    this.timer = setTimeout(() => {
+      this.timer = null
+      if (!this.closed && !this.broken) this.commit().catch(() => { /* recorded in this.broken */ })
+    }, LAZY_COMMIT_MS)
+    this.timer.unref()
+  }
+
+  commit(): Promise<void> {
+    if (!this.commitRunning) {
+      this.commitRunning = doCommit(this).finally(() => { this.commitRunning = null })
+      return this.commitRunning
+    }
+    if (!this.commitNext) {
+      const noop = () => undefined
+      this.commitNext = this.commitRunning.then(noop, noop).then(() => { this.commitNext = null; return this.commit() })
+    }
+    return this.commitNext
+  }
+
+  /** Written lazily, with the next commit that has something else to say (as lazytime). */
+  touchAtime(n: Inode) {
+    if (n.snapOf) return
+    const now = Date.now()
+    if (n.atime > n.mtime && n.atime > n.ctime && now - n.atime < ATIME_MAX_AGE_MS) return
+    n.atime = now
+    this.lazyAttrs.add(n.ino)
+  }
+
+  touchAttrs(n: Inode) {
+    this.dirtyAttrs.add(n.ino)
+    this.opsBytes += 120
+    this.armTimer()
+  }
+}

@@ -1,0 +1,245 @@
+// The commit and the journal: the checkpoint (the whole state as JSON in one of two
+// alternating areas) and the circular journal of op records (ext4 data=ordered /
+// XFS-like). A commit flushes the data volumes, then writes the queued ops as one
+// record, or a checkpoint when the journal is half full, and flushes volume 0. Mount
+// loads the newest valid checkpoint and replays the records of its epoch (nonce) in
+// seq order until the first bad one, rebuilds the free maps from the extents, and
+// starts a new epoch with a fresh checkpoint.
+import { randomBytes } from 'crypto'
+import type { FsCore } from './core'
+import { Inode, ROOT, err } from './inode'
+import {
+  JR_HDR, JR_OPS, JR_WRAP, decodeRecordHeader, encodeCheckpoint, encodeRecord, readCheckpoint, recordCrcOk, recordLen,
+} from './layout'
+import { Op, apply } from './ops'
+import { orphans } from './namespace'
+import { buildFree } from './space'
+
+export async function load(c: FsCore): Promise<void> {
+  const { sb } = c
+  const v0 = c.vols[0]
+  const cks = await Promise.all(sb.ckpt.map((off) => readCheckpoint(v0, off, sb.ckptLen)))
+  let slot = -1
+  for (let i = 0; i < 2; i++) if (cks[i] && (slot < 0 || cks[i]!.h.seq > cks[slot]!.h.seq)) slot = i
+  if (slot < 0) throw err('EIO', 'no valid checkpoint on volume 0')
+  const ck = cks[slot]!
+  deserialize(c, ck.payload)
+  c.ckSlot = slot
+  c.nonce = ck.h.nonce
+  c.lastCkptLen = ck.payload.length
+  // replay the journal of this checkpoint's epoch
+  const jl = sb.journalLen
+  const jbuf = Buffer.alloc(jl)
+  await v0.read(jbuf, sb.journal)
+  let pos = ck.h.jstart, seq = ck.h.seq + 1, used = 0
+  for (;;) {
+    if (pos >= jl) pos = 0
+    const hb = jbuf.subarray(pos, pos + JR_HDR)
+    const h = decodeRecordHeader(hb)
+    if (!h || h.seq !== seq || h.nonce !== ck.h.nonce) break
+    const rl = recordLen(h.len)
+    if (pos + rl > jl) break
+    const payload = jbuf.subarray(pos + JR_HDR, pos + JR_HDR + h.len)
+    if (!recordCrcOk(hb, payload, h.crc)) break
+    seq++
+    if (h.type === JR_WRAP) { used += jl - pos; pos = 0; continue }
+    if (h.type !== JR_OPS) break
+    let ops: Op[]
+    try { ops = JSON.parse(payload.toString()) } catch { break }
+    for (const op of ops) apply(c, op, true)
+    pos += rl
+    used += rl
+    c.replayed.records++
+    c.replayed.ops += ops.length
+    c.replayed.bytes += rl
+  }
+  c.seq = seq
+  c.head = pos >= jl ? 0 : pos
+  c.tail = ck.h.jstart
+  c.sinceCkpt = used
+  c.gen = Math.max(c.gen, c.genSeen) + 1
+  c.ctr = 0
+  // rebuild the free maps and reference counts from the extents
+  const errors: string[] = []
+  const built = buildFree(c, errors)
+  c.free = built.free
+  c.refs = built.refs
+  if (errors.length) throw err('EIO', `fs metadata inconsistent, refusing to mount: ${errors[0]}`)
+  // files unlinked while open when the last run ended: nobody holds them now
+  for (const ino of orphans(c)) c.exec({ o: 'or', i: ino })
+  // start a new epoch: stale records of a crashed run can never be replayed later
+  c.wantCkpt = true
+  await c.commit()
+}
+
+export function serialize(c: FsCore): Buffer {
+  const inodes: string[] = []
+  for (const n of c.inodes.values()) {
+    // a snapshot never changes (a deleted one is a new inode if the name returns):
+    // its JSON is made once, not at every checkpoint
+    if (n.snapOf && n.frozen) { inodes.push(n.frozen); continue }
+    let ext = n.ext
+    if (n.pending.some((p) => p.allocs.length)) {
+      // data of allocating writes in flight is not yet written: leave those extents
+      // out, and put back what a copy-on-write replaced
+      ext = ext.clone()
+      for (const p of n.pending) for (const a of p.allocs) ext.punch(a.fb, a.fb + a.len)
+      for (const p of n.pending) for (const a of p.replaced) ext.insert(a.fb, a.vol, a.pb, a.len)
+    }
+    const json = JSON.stringify([n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
+      n.entries ? [...n.entries] : 0, ext.flat(), [...n.xattr].map(([k, v]) => [k, v.toString('base64')]),
+      n.snaps ? [...n.snaps] : 0, n.snapOf, n.snapName, n.stamp, n.target, n.rdev])
+    if (n.snapOf) n.frozen = json
+    inodes.push(json)
+  }
+  return Buffer.from(`{"v":1,"nextIno":${c.nextIno},"gen":${c.gen},"inodes":[${inodes.join(',')}]}`)
+}
+
+export function deserialize(c: FsCore, payload: Buffer) {
+  const st = JSON.parse(payload.toString())
+  if (st.v !== 1) throw err('EIO', `unknown checkpoint version ${st.v}`)
+  c.nextIno = st.nextIno
+  c.inodes.clear()
+  for (const a of st.inodes) {
+    const n = new Inode(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10])
+    if (a[11]) n.entries = new Map(a[11])
+    const f: number[] = a[12]
+    for (let i = 0; i < f.length; i += 4) n.ext.insert(f[i], f[i + 1], f[i + 2], f[i + 3])
+    for (const [k, v] of a[13]) n.xattr.set(k, Buffer.from(v, 'base64'))
+    if (a[14]) n.snaps = new Map(a[14])
+    n.snapOf = a[15] ?? 0
+    n.snapName = a[16] ?? ''
+    n.stamp = a[17] ?? 0
+    n.target = a[18] ?? ''
+    n.rdev = a[19] ?? 0
+    c.inodes.set(n.ino, n)
+  }
+  c.gen = st.gen ?? 0
+  if (!c.inodes.get(ROOT)?.isDir) throw err('EIO', 'checkpoint has no root directory')
+}
+
+/** Metadata close to what one checkpoint area can hold: refuse growth. */
+export function metaNearFull(c: FsCore, extra = 0): boolean {
+  return c.lastCkptLen + c.sinceCkpt + c.opsBytes + extra > c.sb.ckptLen * 0.8
+}
+
+/**
+ * Refuse metadata growth when the state would not fit one checkpoint area. The
+ * estimate counts journal bytes since the last checkpoint; when it says full,
+ * take a checkpoint first to measure exactly.
+ */
+export async function ensureMeta(c: FsCore, extra: number): Promise<void> {
+  if (!metaNearFull(c, extra)) return
+  if (c.sinceCkpt > 0 || c.opsBytes > 0) { c.wantCkpt = true; await c.commit() }
+  if (metaNearFull(c, extra)) throw err('ENOSPC', 'no space left for fs metadata')
+}
+
+export function attrOp(n: Inode): Op {
+  return { o: 'at', i: n.ino, m: n.mode, u: n.uid, g: n.gid, s: n.size, a: n.atime, mt: n.mtime, c: n.ctime, st: n.stamp }
+}
+
+export async function doCommit(c: FsCore): Promise<void> {
+  if (c.broken) throw err('EIO', `fs unusable after an I/O error: ${c.broken.message}`)
+  // ---- synchronous snapshot: which ops, which frees, which volumes
+  const ops = c.ops
+  c.ops = []
+  c.opsBytes = 0
+  for (const i of c.dirtyAttrs) { const n = c.inodes.get(i); if (n) ops.push(attrOp(n)) }
+  c.dirtyAttrs.clear()
+  if (ops.length) {
+    for (const i of c.lazyAttrs) { const n = c.inodes.get(i); if (n) ops.push(attrOp(n)) }
+    c.lazyAttrs.clear()
+  }
+  const frees = c.pendingFree
+  c.pendingFree = []
+  const vols = [...c.dirtyVols]
+  c.dirtyVols.clear()
+  const jl = c.sb.journalLen
+  let ck: Buffer | null = null
+  const recs: { buf: Buffer; pos: number }[] = []
+  let recBytes = 0
+  let ckSlot = c.ckSlot, ckNonce = c.nonce, ckHead = c.head
+  if (ops.length || c.wantCkpt) {
+    let useCk = c.wantCkpt || metaNearFull(c)
+    let payload: Buffer | null = null
+    if (!useCk) {
+      payload = Buffer.from(JSON.stringify(ops))
+      const rl = recordLen(payload.length)
+      const wrap = c.head + rl > jl
+      const need = (wrap ? jl - c.head : 0) + rl
+      const used = (c.head - c.tail + jl) % jl
+      if (used + need > jl / 2) useCk = true
+    }
+    if (useCk) {
+      c.wantCkpt = false
+      c.lazyAttrs.clear()
+      const state = serialize(c)
+      ckSlot = 1 - c.ckSlot
+      ckNonce = randomBytes(4).readUInt32LE(0)
+      ckHead = c.head
+      ck = encodeCheckpoint({ seq: c.seq++, nonce: ckNonce, jstart: ckHead, len: state.length }, state)
+      if (ck.length > c.sb.ckptLen) {
+        c.broken = err('ENOSPC', `metadata (${ck.length} bytes) exceeds the checkpoint area (${c.sb.ckptLen} bytes)`)
+        throw c.broken
+      }
+      c.nonce = ckNonce
+    } else {
+      let pos = c.head
+      const rl = recordLen(payload!.length)
+      if (pos + rl > jl) {
+        recs.push({ buf: encodeRecord(JR_WRAP, c.seq++, c.nonce, Buffer.alloc(0)), pos })
+        recBytes += jl - pos
+        pos = 0
+      }
+      recs.push({ buf: encodeRecord(JR_OPS, c.seq++, c.nonce, payload!), pos })
+      recBytes += rl
+      pos += rl
+      c.head = pos >= jl ? 0 : pos
+    }
+  }
+  // ---- data first, then the commit record (data=ordered)
+  try {
+    await Promise.all(vols.map((v) => c.vols[v].flush()))
+    c.counters.commits++
+    c.counters.flushes += vols.length
+    if (ck) {
+      c.counters.checkpoints++
+      c.counters.metaBytes += ck.length
+      await c.vols[0].write(ck, c.sb.ckpt[ckSlot])
+      await c.vols[0].flush()
+      c.ckSlot = ckSlot
+      c.tail = ckHead
+      c.lastCkptLen = ck.length
+      c.sinceCkpt = 0
+    } else if (recs.length) {
+      c.counters.records += recs.length
+      for (const r of recs) c.counters.metaBytes += r.buf.length
+      if (recs.length > 1 || c.head === 0) c.counters.wraps++
+      await Promise.all(recs.map((r) => c.vols[0].write(r.buf, c.sb.journal + r.pos)))
+      await c.vols[0].flush()
+      c.sinceCkpt += recBytes
+    }
+  } catch (e) {
+    c.broken = e as Error
+    throw err('EIO', `commit failed: ${(e as Error).message}`)
+  }
+  // blocks freed by the now-durable ops may be reused
+  for (const f of frees) c.free[f.vol].release(f.start, f.len)
+}
+
+/** Journal activity since mount (commits, records, wraps, checkpoints, data flushes, metadata bytes written). */
+export function journalStats(c: FsCore) {
+  return { ...c.counters, journalBytes: c.sb.journalLen, used: (c.head - c.tail + c.sb.journalLen) % c.sb.journalLen }
+}
+
+export async function close(c: FsCore): Promise<void> {
+  if (c.closed) return
+  while (c.inflight > 0) await new Promise<void>((r) => c.idleWaiters.push(r))
+  if (c.timer) { clearTimeout(c.timer); c.timer = null }
+  if (!c.broken) {
+    c.wantCkpt = true
+    await c.commit()
+    if (c.commitRunning || c.commitNext) await c.commit()
+  }
+  c.closed = true
+}

@@ -1,0 +1,99 @@
+// Remapping between volumes (fs move's step and the HSM's mechanism): find every map
+// that holds a run, copy it, and remap it in all of them with one `rl` op.
+import type { FsCore } from './core'
+import { Extent } from './extents'
+import { Inode, Pending, err } from './inode'
+import { BS } from './layout'
+import { readAt, writeAt } from './data'
+import { placeable } from './volumes'
+
+/**
+ * Every map that holds physical run r, as pieces contiguous in each of them: the
+ * file's own piece, and for a shared run the snapshots and clones that map it too
+ * (a scan of all maps, paid only for shared blocks).
+ */
+export function holdersOf(c: FsCore, n: Inode, r: Extent): { vol: number; pb: number; len: number; h: [Inode, number][] }[] {
+  if (!c.refs[r.vol].anyShared(r.pb, r.len)) return [{ vol: r.vol, pb: r.pb, len: r.len, h: [[n, r.fb]] }]
+  const end = r.pb + r.len
+  const hits: { m: Inode; fb: number; lo: number; hi: number }[] = []
+  const cuts = new Set<number>([r.pb, end])
+  for (const m of c.inodes.values()) {
+    for (const e of m.ext.ex) {
+      if (e.vol !== r.vol || e.pb >= end || e.pb + e.len <= r.pb) continue
+      const lo = Math.max(e.pb, r.pb), hi = Math.min(e.pb + e.len, end)
+      hits.push({ m, fb: e.fb + (lo - e.pb), lo, hi })
+      cuts.add(lo); cuts.add(hi)
+    }
+  }
+  const at = [...cuts].sort((a, b) => a - b)
+  const out: { vol: number; pb: number; len: number; h: [Inode, number][] }[] = []
+  for (let k = 0; k + 1 < at.length; k++) {
+    const lo = at[k], hi = at[k + 1]
+    out.push({ vol: r.vol, pb: lo, len: hi - lo, h: hits.filter((x) => x.lo <= lo && hi <= x.hi).map((x) => [x.m, x.fb + (lo - x.lo)]) })
+  }
+  return out
+}
+
+/**
+ * Move the blocks file `ino` maps in [b0, b1) onto volume `to`, while the file is in
+ * use: the HSM's mechanism and fs move's step. Each run is copied, then one `rl` op
+ * remaps it in every map that holds it (snapshots and clones keep sharing it). The
+ * file's I/O drains first and the moved ranges of every holder are pending during the
+ * copy, so reads and writes there wait for the step (one chunk) and nothing is lost;
+ * the old blocks are freed after the commit that carries the remap, and the remap is
+ * journaled only after the copies (data=ordered). Returns the blocks moved.
+ */
+export async function relocate(c: FsCore, ino: number, b0: number, b1: number, to: number): Promise<number> {
+  placeable(c, to, 'relocate')
+  if (!Number.isSafeInteger(b0) || !Number.isSafeInteger(b1) || b0 < 0 || b1 < b0) throw err('EINVAL', `bad block range ${b0}..${b1}`)
+  let pieces: { vol: number; pb: number; len: number; h: [Inode, number][] }[]
+  for (;;) {
+    c.live()
+    const n = c.fileNode(ino)
+    const runs = n.ext.segments(b0, b1).filter((sg) => sg.pb >= 0 && sg.vol !== to)
+    if (!runs.length) return 0
+    pieces = runs.flatMap((sg) => holdersOf(c, n, sg))
+    const busy = pieces.flatMap((pc) => pc.h.map(([m]) => m)).find((m) => m.busy || m.gate)
+    if (!busy) break
+    if (busy.gate && !busy.busy) await busy.gate
+    else await c.drain(busy)
+  }
+  const count = pieces.reduce((a, pc) => a + pc.len, 0)
+  if (count > c.free[to].free) throw err('ENOSPC', `no space left on volume ${c.sb.volumes[to].name} to move ${count * BS} bytes`)
+  // synchronous from here to the pending marks: no I/O can slip in between
+  const moves: { vol: number; pb: number; len: number; q: number; h: [Inode, number][] }[] = []
+  let goal = -1
+  for (const pc of pieces) {
+    let off = 0
+    for (const got of c.free[to].alloc(pc.len, goal)!) {
+      moves.push({ vol: pc.vol, pb: pc.pb + off, len: got.len, q: got.start, h: pc.h.map(([m, fb]) => [m, fb + off]) })
+      off += got.len
+      goal = got.start + got.len
+    }
+  }
+  const marks: [Inode, Pending][] = []
+  for (const mv of moves) for (const [m, fb] of mv.h) {
+    marks.push([m, c.addPending(m, fb, fb + mv.len, [], [])])
+    m.inflight++; c.inflight++
+  }
+  let ok = false
+  try {
+    for (const mv of moves) {
+      const b = Buffer.allocUnsafe(mv.len * BS)
+      await readAt(c, mv.vol, b, mv.pb * BS)
+      await writeAt(c, to, b, mv.q * BS)
+    }
+    c.dirtyVols.add(to)
+    ok = true
+  } finally {
+    if (ok) {
+      for (const mv of moves) {
+        c.exec({ o: 'rl', v: mv.vol, p: mv.pb, n: mv.len, w: to, q: mv.q, h: mv.h.flatMap(([m, fb]) => [m.ino, fb]) })
+      }
+    } else {
+      for (const mv of moves) c.free[to].release(mv.q, mv.len)
+    }
+    for (const [m, p] of marks) c.endIo(m, p)
+  }
+  return count
+}

@@ -1,0 +1,156 @@
+// Snapshots, clones, revert, and the sharing views (extent maps with reference
+// counts, unique bytes, compare). A snapshot is an inode outside the tree whose
+// extent map shares the file's blocks; each change is one op through core.exec.
+import type { FsCore } from './core'
+import { MapEntry, STAMP_GEN, S_IFREG, SnapshotInfo, Stat, checkId, checkMode, checkName, err } from './inode'
+import { ensureMeta, metaNearFull } from './journal'
+import { BS } from './layout'
+import { read } from './data'
+
+/**
+ * Snapshot a file: one journal op, whatever the file's size (the snapshot shares
+ * every block; the first later write to a shared block copies it). The file's I/O in
+ * flight drains first, so the snapshot holds every write acknowledged before the call
+ * and none begun after; it is durable when this resolves.
+ */
+export async function snapshot(c: FsCore, path: string, name: string): Promise<SnapshotInfo> {
+  checkName(name)
+  for (;;) {
+    c.live()
+    const n = c.regular(path)
+    if (n.snaps?.has(name)) throw err('EEXIST', `snapshot ${name} of ${path} already exists`)
+    if (metaNearFull(c, n.ext.ex.length * 30 + 400)) { await ensureMeta(c, n.ext.ex.length * 30 + 400); continue }
+    if (n.busy) { await c.drain(n); continue }
+    c.exec({ o: 'sn', i: n.ino, s: c.nextIno, n: name, z: n.size, t: Date.now(), st: c.stamp() })
+    break
+  }
+  await c.commit()
+  return snapshots(c, path).find((x) => x.name === name)!
+}
+
+export function snapshots(c: FsCore, path: string): SnapshotInfo[] {
+  c.live()
+  const n = c.regular(path)
+  return [...n.snaps ?? []].map(([name, i]) => {
+    const s = c.inodes.get(i)!
+    let unique = 0
+    for (const e of s.ext.ex) for (const pc of c.refs[e.vol].pieces(e.pb, e.len)) if (pc.n === 1) unique += pc.len
+    return { name, ino: i, size: s.size, created: s.ctime, stamp: s.stamp, uniqueBytes: unique * BS }
+  }).sort((a, b) => a.stamp - b.stamp)
+}
+
+/** Inode number of snapshot `name` of a file. */
+export function snapshotIno(c: FsCore, path: string, name: string): number {
+  c.live()
+  const i = c.regular(path).snaps?.get(name)
+  if (i === undefined) throw err('ENOENT', `no snapshot ${name} of ${path}`)
+  return i
+}
+
+/** Delete a snapshot; the blocks no other file, snapshot or clone holds are freed. */
+export async function deleteSnapshot(c: FsCore, path: string, name: string): Promise<void> {
+  for (;;) {
+    const i = snapshotIno(c, path, name)
+    const s = c.inodes.get(i)!
+    if (s.busy) { await c.drain(s); continue }
+    c.exec({ o: 'sd', s: i, t: Date.now() })
+    break
+  }
+  await c.commit()
+}
+
+/** The file's contents become its snapshot's (size too); the snapshot stays. */
+export async function revert(c: FsCore, path: string, name: string): Promise<void> {
+  for (;;) {
+    const i = snapshotIno(c, path, name)
+    const n = c.regular(path)
+    if (n.busy) { await c.drain(n); continue }
+    c.exec({ o: 'rv', i: n.ino, s: i, t: Date.now(), st: c.stamp() })
+    c.dirtyAttrs.add(n.ino)
+    break
+  }
+  await c.commit()
+}
+
+/** A new writable file sharing every block of a snapshot; no data is copied. */
+export async function clone(c: FsCore, path: string, name: string, newPath: string, opts: { mode?: number; uid?: number; gid?: number } = {}): Promise<number> {
+  const mode = opts.mode ?? 0o644, uid = opts.uid ?? 0, gid = opts.gid ?? 0
+  checkMode(mode); checkId(uid, 'uid'); checkId(gid, 'gid')
+  for (;;) {
+    const si = snapshotIno(c, path, name)
+    const s = c.inodes.get(si)!
+    const { dir, name: leaf } = c.resolveParent(newPath)
+    if (dir.entries!.has(leaf)) throw err('EEXIST', `already exists: ${newPath}`)
+    if (metaNearFull(c, s.ext.ex.length * 30 + 400)) { await ensureMeta(c, s.ext.ex.length * 30 + 400); continue }
+    const ino = c.nextIno
+    c.exec({ o: 'cl', s: si, p: dir.ino, n: leaf, i: ino, m: S_IFREG | (mode & 0o7777), u: uid, g: gid, t: Date.now(), v: s.vol, st: c.stamp() })
+    await c.commit()
+    return ino
+  }
+}
+
+/** Blocks of a file (or snapshot) that another file, snapshot or clone also holds. */
+export function sharedBlocks(c: FsCore, ino: number): number {
+  c.live()
+  let shared = 0
+  for (const e of c.node(ino).ext.ex) {
+    if (!c.refs[e.vol].anyShared(e.pb, e.len)) continue
+    for (const pc of c.refs[e.vol].pieces(e.pb, e.len)) if (pc.n > 1) shared += pc.len
+  }
+  return shared
+}
+
+/** Size in blocks of the file's block address space ([0, blocks) covers every extent). */
+export function blockSpan(c: FsCore, ino: number): number {
+  const ex = c.node(ino).ext.ex
+  return ex.length ? ex[ex.length - 1].fb + ex[ex.length - 1].len : 0
+}
+
+/** Allocated extents of a file or snapshot, split where the sharing changes. */
+export function extentMap(c: FsCore, ino: number): MapEntry[] {
+  c.live()
+  const out: MapEntry[] = []
+  for (const e of c.node(ino).ext.ex) {
+    for (const pc of c.refs[e.vol].pieces(e.pb, e.len)) {
+      out.push({ offset: (e.fb + pc.start - e.pb) * BS, length: pc.len * BS, volume: c.sb.volumes[e.vol].name,
+        physical: pc.start * BS, shared: pc.n > 1, refs: pc.n })
+    }
+  }
+  return out
+}
+
+/** Size, mode, stamp of any inode, snapshots included. */
+export function statIno(c: FsCore, ino: number): Stat & { stamp: number } {
+  c.live()
+  const n = c.node(ino)
+  return { ...c.stat(n), stamp: n.stamp }
+}
+
+/**
+ * Byte-compare two files or snapshots; ranges mapped to the same blocks (or both
+ * holes) are equal without reading. Returns the first differing offset, or -1.
+ */
+export async function compare(c: FsCore, a: number, b: number): Promise<number> {
+  const na = c.node(a), nb = c.node(b)
+  const size = Math.max(na.size, nb.size)
+  const CH = 256
+  const ba = Buffer.alloc(CH * BS), bb = Buffer.alloc(CH * BS)
+  for (let blk = 0; blk * BS < size; blk += CH) {
+    const sa = na.ext.segments(blk, blk + CH), sb = nb.ext.segments(blk, blk + CH)
+    const same = na.size === nb.size && sa.length === sb.length && sa.every((x, k) => x.vol === sb[k].vol && x.pb === sb[k].pb && x.len === sb[k].len)
+    if (same) continue
+    const len = Math.min(CH * BS, size - blk * BS)
+    ba.fill(0); bb.fill(0)
+    await read(c, a, ba.subarray(0, len), blk * BS)
+    await read(c, b, bb.subarray(0, len), blk * BS)
+    if (!ba.subarray(0, len).equals(bb.subarray(0, len))) {
+      for (let k = 0; k < len; k++) if (ba[k] !== bb[k]) return blk * BS + k
+    }
+  }
+  return na.size === nb.size ? -1 : Math.min(na.size, nb.size)
+}
+
+/** The newest stamp handed out (generation << 32 | counter). */
+export function lastStamp(c: FsCore): number {
+  return c.gen * STAMP_GEN + c.ctr
+}

@@ -1,0 +1,76 @@
+// Space maps: the per-volume free maps and reference counts as the extent maps imply
+// them (mount and check rebuild them from the extents; the counts are never written),
+// the ENOSPC refusal and its event, and what statfs reports.
+import type { FsCore } from './core'
+import { Extent, FreeMap, RefMap } from './extents'
+import { NAME_MAX, StatFs, err } from './inode'
+import { BS } from './layout'
+import { VsmError } from '../block/blockdev'
+
+const NOSPACE_EVENT_MS = 10_000
+
+export function dataRange(c: FsCore, v: number): [number, number] {
+  if (c.sb.volumes[v].removed) return [1, 1]
+  return [v === 0 ? c.sb.dataStart : 1, c.sb.volumes[v].size / BS]
+}
+
+/**
+ * Free maps and reference counts as the extent maps imply them. A block may be in
+ * several maps (a file and its snapshots, clones), never twice in one; `claims` are
+ * extra references held by copy-on-write I/O in flight.
+ */
+export function buildFree(c: FsCore, errors: string[], claims: Extent[] = []): { free: FreeMap[]; refs: RefMap[] } {
+  const runs: { start: number; len: number }[][] = c.vols.map(() => [])
+  const add = (ino: number, e: Extent) => {
+    if (e.vol < 0 || e.vol >= c.vols.length || c.sb.volumes[e.vol].removed) { errors.push(`inode ${ino}: extent on unknown or removed volume ${e.vol}`); return false }
+    runs[e.vol].push({ start: e.pb, len: e.len })
+    return true
+  }
+  for (const n of c.inodes.values()) {
+    const mine: { start: number; len: number }[][] = c.vols.map(() => [])
+    for (const e of n.ext.ex) if (add(n.ino, e)) mine[e.vol].push({ start: e.pb, len: e.len })
+    mine.forEach((r, v) => {
+      if (r.length < 2) return
+      const sum = r.reduce((a, x) => a + x.len, 0)
+      const u = RefMap.fromRuns(r).union.reduce((a, x) => a + x.len, 0)
+      if (u !== sum) errors.push(`inode ${n.ino}: maps a block of volume ${v} twice`)
+    })
+  }
+  for (const cl of claims) add(0, cl)
+  const free: FreeMap[] = [], refs: RefMap[] = []
+  runs.forEach((r, v) => {
+    const [lo, hi] = dataRange(c, v)
+    const b = RefMap.fromRuns(r)
+    free.push(FreeMap.fromAllocated(lo, hi, b.union, errors))
+    refs.push(b.refs)
+  })
+  return { free, refs }
+}
+
+/** The error for a write that needs `blocks` more than the volume has; reported, but a guest retrying must not flood the log. */
+export function noSpace(c: FsCore, ino: number, vol: number, blocks: number): VsmError {
+  const volume = c.sb.volumes[vol].name
+  const now = Date.now()
+  if (now - c.noSpaceAt >= NOSPACE_EVENT_MS) {
+    c.events.publish('fs.enospc', { ino, volume, neededBytes: blocks * BS, freeBytes: c.free[vol].free * BS, unreportedRefusals: c.noSpaceHeld, reason: 'a write needs more blocks than the volume has free' }, 'warn')
+    c.noSpaceAt = now
+    c.noSpaceHeld = 0
+  } else {
+    c.noSpaceHeld++
+  }
+  return err('ENOSPC', `no space left on volume ${volume}`)
+}
+
+export function statfs(c: FsCore): StatFs {
+  c.live()
+  let blocks = 0, bfree = 0
+  for (const f of c.free) { blocks += f.hi - f.lo; bfree += f.free }
+  const files = Math.floor(c.sb.ckptLen * 0.8 / 160)
+  return { bsize: BS, blocks, bfree, bavail: bfree, files, ffree: Math.max(0, files - c.inodes.size), namemax: NAME_MAX }
+}
+
+/** Per volume the fs spans: data bytes and free bytes (the HSM's tier capacity and use). */
+export function volumeSpace(c: FsCore): { name: string; size: number; free: number }[] {
+  c.live()
+  return c.sb.volumes.flatMap((v, i) => v.removed ? [] : [{ name: v.name, size: (c.free[i].hi - c.free[i].lo) * BS, free: c.free[i].free * BS }])
+}
