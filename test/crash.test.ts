@@ -1,24 +1,24 @@
 // Crash: kill -9 of the daemon while a writer streams fsync'd writes into a disk in
 // the FUSE view. After `vsm up`, every write acknowledged by fsync is there byte for
 // byte (a write in flight may hold its old or its new contents), and the fs check is clean;
-// once per FUSE binding.
+// once per FUSE binding, and once with the checksum tables' page cache held to 3 pages.
+import { suite, Test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { join } from 'path'
-import { makeVsm, perBinding } from './helpers/daemon'
+import { makeVsm, perBinding, Vsm } from './helpers/daemon'
 import { SLOT, acknowledgedCount, startWriter, verifyAcknowledged } from './helpers/crash-writer'
 
 const SLOTS = 512
 
-perBinding('crash', (test, fuse) => {
-  const vsm = makeVsm({ deviceSize: '1G', fuse })
+function crashRounds(test: Test, vsm: Vsm, rounds: number): void {
   test.after(() => vsm.cleanup())
 
-  test('every fsync-acknowledged write survives kill -9 of the daemon, three times over', async () => {
+  test(`every fsync-acknowledged write survives kill -9 of the daemon, ${rounds} times over`, async () => {
     await vsm.up()
     await vsm.run('disk', 'create', 'crash.img', '--size', `${(SLOTS * SLOT) >> 20}M`)
     const img = join(vsm.mount, 'crash.img')
     const journal = join(vsm.home, 'writer.journal')
-    for (let round = 0; round < 3; round++) {
+    for (let round = 0; round < rounds; round++) {
       const before = acknowledgedCount(journal)
       const exited = startWriter(img, journal, SLOTS, round + 1)
       await new Promise((r) => setTimeout(r, 1500 + Math.random() * 2500))
@@ -34,4 +34,10 @@ perBinding('crash', (test, fuse) => {
       assert.ok(fsck.ok, `fs check: ${fsck.errors.join('; ')}`)
     }
   })
-})
+}
+
+perBinding('crash', (test, fuse) => crashRounds(test, makeVsm({ deviceSize: '1G', fuse }), 3))
+
+const pressed = suite('crash [table cache of 3 pages]')
+crashRounds(pressed, makeVsm({ deviceSize: '1G', env: { VSM_TABLE_CACHE: '12K' } }), 2)
+pressed.run()

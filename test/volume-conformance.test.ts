@@ -1,7 +1,8 @@
 // The BlockDev conformance suite over every volume-layer implementation: a device
 // file, the fault wrapper with no faults, slices, concat, stripe, mirror, raid10 and
 // raid5 (healthy and with one member failing everything), and the same layouts
-// assembled by a Pool.
+// assembled by a Pool, the checksummed ones also with the checksum tables' page cache
+// held to 3 pages (every table page is evicted and read back many times).
 import * as path from 'path'
 import { conformance } from './helpers/conformance'
 import { tmpDir, MiB } from './helpers/volume-tmp'
@@ -15,6 +16,7 @@ import { Pool } from '../src/volume/pool'
 import type { VolumeSpec } from '../src/volume/config'
 import { FaultDev } from '../src/block/fault'
 import type { BlockDev } from '../src/block/blockdev'
+import { tableCache, PAGE_BYTES } from '../src/volume/pagecache'
 
 const SIZE = 40 * MiB
 
@@ -127,3 +129,24 @@ conformance('pool raid5 volume', poolSubject({ layout: 'raid5', devices: 3, size
 conformance('pool raid10 volume, degraded', poolSubject({ layout: 'raid10', devices: 4, size: 40 * MiB }, 'd2')).run()
 conformance('pool raid5 volume, degraded', poolSubject({ layout: 'raid5', devices: 3, size: 40 * MiB }, 'd1')).run()
 conformance('pool 3-copy mirror volume, degraded', poolSubject({ layout: 'mirror', devices: 3, size: 20 * MiB }, 'd0')).run()
+
+/** A subject run with the process's table cache held to 3 pages. */
+function underPressure(make: () => Promise<{ dev: BlockDev; reopen?: () => Promise<BlockDev>; cleanup: () => Promise<void> }>) {
+  return async () => {
+    const was = tableCache.capacityBytes
+    tableCache.capacityBytes = 3 * PAGE_BYTES
+    try {
+      const s = await make()
+      return { ...s, cleanup: async () => { try { await s.cleanup() } finally { tableCache.capacityBytes = was } } }
+    } catch (e) {
+      tableCache.capacityBytes = was
+      throw e
+    }
+  }
+}
+
+conformance('pool mirror volume, table cache of 3 pages', underPressure(poolSubject({ layout: 'mirror', devices: 2, size: 40 * MiB }))).run()
+conformance('pool raid10 volume, table cache of 3 pages', underPressure(poolSubject({ layout: 'raid10', devices: 4, size: 40 * MiB }))).run()
+conformance('pool raid5 volume, table cache of 3 pages', underPressure(poolSubject({ layout: 'raid5', devices: 3, size: 40 * MiB }))).run()
+conformance('pool 3-copy mirror volume, degraded, table cache of 3 pages',
+  underPressure(poolSubject({ layout: 'mirror', devices: 3, size: 20 * MiB }, 'd0'))).run()

@@ -31,8 +31,8 @@ interface RoundLog { writes: Write[]; acked: Set<number>; snaps: Snap[]; ops: st
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-function startChild(home: string, work: string, seed: number, round: number, mode: string, log: RoundLog, children: Set<ChildProcess>) {
-  const child = spawn(process.execPath, [CHILD, home, work, String(seed), String(round), mode], { stdio: ['ignore', 'pipe', 'pipe'] })
+function startChild(home: string, work: string, seed: number, round: number, mode: string, log: RoundLog, children: Set<ChildProcess>, env: Record<string, string>) {
+  const child = spawn(process.execPath, [CHILD, home, work, String(seed), String(round), mode], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   children.add(child)
   let stderr = ''
   child.stderr!.on('data', (d) => { stderr += d })
@@ -123,8 +123,9 @@ function verify(where: string, model: Model, got: Buffer, snap: Snap, log: Round
   throw new Error(`${where}: volume ${snap.vol} byte ${bad} reads 0x${got[bad].toString(16)}, expected 0x${expected[bad].toString(16)} from ${from}; ${end - bad} bad bytes from there`)
 }
 
-test(`ztest: random faults and kill -9 lose no acknowledged byte (seed ${SEED}, ${ROUNDS} rounds)`, async () => {
-  console.log(`volume ztest: seed ${SEED}, ${ROUNDS} rounds (ZTEST_SEED=${SEED} replays, ZTEST_ROUNDS=n runs longer)`)
+/** Rounds of children on one pool from seed; env goes to every child. */
+async function ztest(SEED: number, ROUNDS: number, env: Record<string, string>): Promise<void> {
+  console.log(`volume ztest: seed ${SEED}, ${ROUNDS} rounds${env.VSM_TABLE_CACHE ? `, table cache ${env.VSM_TABLE_CACHE}` : ''} (ZTEST_SEED=${SEED} replays, ZTEST_ROUNDS=n runs longer)`)
   const tmp = await tmpDir('vsm-ztest-')
   const children = new Set<ChildProcess>()
   const history: string[] = []
@@ -148,7 +149,7 @@ test(`ztest: random faults and kill -9 lose no acknowledged byte (seed ${SEED}, 
     for (let round = 1; round <= ROUNDS + 1; round++) {
       const final = round > ROUNDS
       const cur: RoundLog = { writes: [], acked: new Set(), snaps: [], ops: [], errors: [], ready: false }
-      const c = startChild(home, work, Math.floor(rnd() * 2 ** 31), round, final ? 'final' : 'work', cur, children)
+      const c = startChild(home, work, Math.floor(rnd() * 2 ** 31), round, final ? 'final' : 'work', cur, children, env)
       const early = rnd() < 0.15
       const wait = early ? rnd() * 400 : 300 + rnd() * 3500
       if (final) {
@@ -195,6 +196,12 @@ test(`ztest: random faults and kill -9 lose no acknowledged byte (seed ${SEED}, 
     await Promise.all([...children].map((c) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(null) : c.once('exit', r)))))
     await tmp.cleanup()
   }
-})
+}
+
+test(`ztest: random faults and kill -9 lose no acknowledged byte (seed ${SEED}, ${ROUNDS} rounds)`, () => ztest(SEED, ROUNDS, {}))
+
+// every checksum table page evicted and read back again and again, dirty ones written early
+const FEW = Math.max(3, Math.ceil(ROUNDS / 2))
+test(`ztest with a table cache of 3 pages (seed ${SEED + 1}, ${FEW} rounds)`, () => ztest(SEED + 1, FEW, { VSM_TABLE_CACHE: '12K' }))
 
 test.run()

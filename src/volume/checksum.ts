@@ -1,22 +1,22 @@
 // Block checksums kept apart from the data they cover (as ZFS and dm-integrity do):
 // one crc32 per 4 KiB block of a member, in a table at the end of the member's
-// extent. The whole table lives in memory (4 bytes per 4 KiB: 1 MiB per GiB). Changed
-// table sectors are written no later than the next flush, which makes them durable
-// with the data they describe; until then a crash can leave a sum behind its data, so
-// owners only defer them where a write-intent log or journal re-derives the sums of
-// everything written since (mirror resync, raid5 replay). 0 means "never written" and
-// is not verified.
+// extent, read and written through the bounded page cache (pagecache.ts), so memory
+// does not grow with the member. Changed table pages are written no later than the
+// next flush, which makes them durable with the data they describe; until then a
+// crash can leave a sum behind its data, so owners only defer them where a
+// write-intent log or journal re-derives the sums of everything written since
+// (mirror resync, raid5 replay). 0 means "never written" and is not verified.
 import { crc32 } from 'zlib'
 import { BlockDev } from '../block/blockdev'
 import { GroupFlush } from './sync'
+import { PAGE_BYTES, PageCache, PagedArea, tableCache } from './pagecache'
 
 export const SUM_BLOCK = 4096
-const SECTOR = 4096
-const PER_SECTOR = SECTOR / 4
+const PER_PAGE = PAGE_BYTES / 4
 
 /** Bytes of table for a data area of n bytes. */
 export function tableBytes(n: number): number {
-  return Math.ceil(Math.ceil(n / SUM_BLOCK) / PER_SECTOR) * SECTOR
+  return Math.ceil(Math.ceil(n / SUM_BLOCK) / PER_PAGE) * PAGE_BYTES
 }
 
 /** Checksum of one block; never 0, which marks a block never written. */
@@ -31,25 +31,51 @@ export function blockSums(data: Buffer): Uint32Array {
   return out
 }
 
+/** A page's sums, in the byte order they are stored in. */
+function words(buf: Buffer): Uint32Array {
+  return new Uint32Array(buf.buffer, buf.byteOffset, PER_PAGE)
+}
+
+function sameWords(buf: Buffer, slot: number, part: Uint32Array): boolean {
+  const w = words(buf)
+  for (let k = 0; k < part.length; k++) if (w[slot + k] !== part[k]) return false
+  return true
+}
+
+export interface TableOptions {
+  /** The cache the table's pages go through (default: the process's table cache). */
+  cache?: PageCache
+}
+
 export class ChecksumTable {
-  private readonly dirty = new Set<number>()
-  private readonly sync = new GroupFlush(() => this.writeDirty())
+  private readonly sync = new GroupFlush(() => this.area.flush())
 
-  private constructor(private readonly io: BlockDev, private readonly sums: Uint32Array) {}
+  private constructor(private readonly area: PagedArea) {}
 
-  static async load(io: BlockDev, dataBytes: number): Promise<ChecksumTable> {
-    const raw = Buffer.alloc(tableBytes(dataBytes))
-    await io.read(raw, 0)
-    // same byte order as writeDirty stores
-    return new ChecksumTable(io, new Uint32Array(raw.buffer, raw.byteOffset, raw.length / 4))
+  /** The table on io (nothing is read until a sum is needed). */
+  static async load(io: BlockDev, dataBytes: number, opts: TableOptions = {}): Promise<ChecksumTable> {
+    return new ChecksumTable(new PagedArea(opts.cache ?? tableCache, io, tableBytes(dataBytes) / PAGE_BYTES))
   }
 
-  get(block: number): number { return this.sums[block] }
+  async get(block: number): Promise<number> {
+    return (await this.getMany(block, 1))[0]
+  }
+
+  /** The sums of n blocks from block first. */
+  async getMany(first: number, n: number): Promise<Uint32Array> {
+    const out = new Uint32Array(n)
+    for (let k = 0; k < n;) {
+      const b = first + k, slot = b % PER_PAGE
+      const take = Math.min(n - k, PER_PAGE - slot)
+      const buf = await this.area.read(Math.floor(b / PER_PAGE))
+      out.set(words(buf).subarray(slot, slot + take), k)
+      k += take
+    }
+    return out
+  }
 
   set(block: number, sum: number): void {
-    if (this.sums[block] === sum) return
-    this.sums[block] = sum
-    this.dirty.add(Math.floor(block / PER_SECTOR))
+    this.setMany(block, Uint32Array.of(sum))
   }
 
   /** Set the sums of the blocks of data, which starts at block first. */
@@ -59,26 +85,27 @@ export class ChecksumTable {
 
   /** Set sums (from blockSums) starting at block first: copies of one data share one computation. */
   setMany(first: number, sums: Uint32Array): void {
-    for (let k = 0; k < sums.length; k++) this.set(first + k, sums[k])
+    for (let k = 0; k < sums.length;) {
+      const b = first + k, slot = b % PER_PAGE
+      const part = sums.subarray(k, k + Math.min(sums.length - k, PER_PAGE - slot))
+      k += part.length
+      const pi = Math.floor(b / PER_PAGE), cur = this.area.peek(pi)
+      // unchanged sums (a resync of equal copies) write nothing
+      if (cur && sameWords(cur, slot, part)) continue
+      this.area.edit(pi, (buf) => { words(buf).set(part, slot) })
+    }
+  }
+
+  /**
+   * After setting sums: undefined, or a promise to wait on before the next write, which
+   * resolves once dirty pages beyond the cache's capacity have been written back.
+   */
+  room(): Promise<void> | undefined {
+    return this.area.room()
   }
 
   /** Resolves once every change made before the call is written (not flushed). */
   persist(): Promise<void> {
-    return this.dirty.size ? this.sync.run() : Promise.resolve()
-  }
-
-  private async writeDirty(): Promise<void> {
-    const sectors = [...this.dirty].sort((a, b) => a - b)
-    this.dirty.clear()
-    try {
-      for (const s of sectors) {
-        const b = Buffer.from(this.sums.buffer, this.sums.byteOffset + s * SECTOR, SECTOR)
-        // copy: the table keeps changing while the write is in the kernel
-        await this.io.write(Buffer.from(b), s * SECTOR)
-      }
-    } catch (e) {
-      for (const s of sectors) this.dirty.add(s)
-      throw e
-    }
+    return this.area.busy ? this.sync.run() : Promise.resolve()
   }
 }

@@ -174,8 +174,9 @@ export class MirrorDev implements BlockDev, LogHost {
     this.setSums(lo, data, (i) => !this.failed[i])
     // with a dirty-region log the table can wait for the next flush: after a crash every
     // region written since is resynced and its sums recomputed from the data
-    if (this.log) return written
-    return Promise.all([written, this.persistSums()]).then(() => undefined)
+    const room = this.sums.find((t) => t)?.room()
+    if (this.log && !room) return written
+    return Promise.all([written, this.log ? room : this.persistSums()]).then(() => undefined)
   }
 
   private setSums(lo: number, data: Buffer, which: (i: number) => boolean): void {
@@ -201,10 +202,15 @@ export class MirrorDev implements BlockDev, LogHost {
     return target.length
   }
 
-  /** Does block k of copy i (data in b) disagree with its sum? Unwritten (0) never does. */
-  private bad(i: number, lo: number, b: Buffer, k: number): boolean {
-    const want = this.sums[i]?.get(lo / SUM_BLOCK + k) ?? 0
-    return want !== 0 && blockSum(b.subarray(k * SUM_BLOCK, (k + 1) * SUM_BLOCK)) !== want
+  /** Copy i's sums of the blocks of [lo, lo+len) (0: never written, or no table). */
+  private wants(i: number, lo: number, len: number): Promise<Uint32Array> {
+    const n = Math.ceil(len / SUM_BLOCK)
+    return this.sums[i]?.getMany(lo / SUM_BLOCK, n) ?? Promise.resolve(new Uint32Array(n))
+  }
+
+  /** Does copy i's block at off (data in b) disagree with its sum? */
+  private async badBlock(i: number, off: number, b: Buffer): Promise<boolean> {
+    return mismatch((await this.wants(i, off, SUM_BLOCK))[0], b, 0)
   }
 
   /**
@@ -219,14 +225,16 @@ export class MirrorDev implements BlockDev, LogHost {
     for (let k = 0; k < count; k++) {
       const i = (start + k) % count
       if (!this.readable(i)) continue
+      let want: Uint32Array | undefined
       try {
         await this.members[i]!.read(b, lo)
+        if (this.summed) want = await this.wants(i, lo, b.length)
       } catch (e) {
         lastErr = e
         await this.failMember(i, e)
         continue
       }
-      if (this.summed) for (let blk = 0; blk * SUM_BLOCK < b.length; blk++) if (this.bad(i, lo, b, blk)) await this.fixBlock(i, b.subarray(blk * SUM_BLOCK, (blk + 1) * SUM_BLOCK), lo + blk * SUM_BLOCK)
+      if (want) for (let blk = 0; blk < want.length; blk++) if (mismatch(want[blk], b, blk)) await this.fixBlock(i, b.subarray(blk * SUM_BLOCK, (blk + 1) * SUM_BLOCK), lo + blk * SUM_BLOCK)
       return
     }
     throw new VsmError('EIO', `mirror read failed on every copy at ${lo}: ${(lastErr as Error)?.message ?? 'no healthy copy'}`)
@@ -237,8 +245,10 @@ export class MirrorDev implements BlockDev, LogHost {
     const other = Buffer.allocUnsafe(SUM_BLOCK)
     for (let j = 0; j < this.members.length; j++) {
       if (j === i || !this.readable(j)) continue
-      try { await this.members[j]!.read(other, off) } catch (e) { await this.failMember(j, e); continue }
-      if (this.bad(j, off, other, 0)) continue
+      try {
+        await this.members[j]!.read(other, off)
+        if (await this.badBlock(j, off, other)) continue
+      } catch (e) { await this.failMember(j, e); continue }
       other.copy(blk)
       this.repairedOnRead++
       await this.repair(i, off, other)
@@ -414,14 +424,19 @@ export class MirrorDev implements BlockDev, LogHost {
       try {
         await this.overlapping(pos, pos + len)
         const live: number[] = []
+        const want: Uint32Array[] = []
         for (let i = 0; i < this.members.length; i++) {
           if (!this.readable(i)) continue
-          try { await this.members[i]!.read(bufs[i].subarray(0, len), pos); live.push(i) } catch (e) { await this.failMember(i, e) }
+          try {
+            await this.members[i]!.read(bufs[i].subarray(0, len), pos)
+            want[i] = await this.wants(i, pos, len)
+            live.push(i)
+          } catch (e) { await this.failMember(i, e) }
         }
         for (let off = 0; off < len; off += SUM_BLOCK) {
           const blk = (i: number) => bufs[i].subarray(off, Math.min(off + SUM_BLOCK, len))
           const k = off / SUM_BLOCK
-          const good = live.filter((i) => !this.bad(i, pos, bufs[i], k))
+          const good = live.filter((i) => !mismatch(want[i][k], bufs[i], k))
           if (good.length === 0) { report.unrecoverable.push(pos + off); continue }
           const src = blk(good[0])
           for (const i of live) {
@@ -454,13 +469,18 @@ export class MirrorDev implements BlockDev, LogHost {
     if (!this.summed) return false
     const other = Buffer.allocUnsafe(SUM_BLOCK)
     let changed = false
-    for (let k = 0; k * SUM_BLOCK < b.length; k++) {
-      if (!this.bad(from, pos, b, k)) continue
+    const want = await this.wants(from, pos, b.length)
+    for (let k = 0; k < want.length; k++) {
+      if (!mismatch(want[k], b, k)) continue
       const off = pos + k * SUM_BLOCK
       for (let j = 0; j < this.members.length; j++) {
-        if (j === from || !this.readable(j) || !this.sums[j]?.get(off / SUM_BLOCK)) continue
-        try { await this.members[j]!.read(other, off) } catch { continue }
-        if (this.bad(j, off, other, 0)) continue
+        if (j === from || !this.readable(j)) continue
+        try {
+          const theirs = (await this.wants(j, off, SUM_BLOCK))[0]
+          if (!theirs) continue
+          await this.members[j]!.read(other, off)
+          if (mismatch(theirs, other, 0)) continue
+        } catch { continue }
         other.copy(b, k * SUM_BLOCK)
         changed = true
         break
@@ -490,4 +510,9 @@ export class MirrorDev implements BlockDev, LogHost {
       this.opts.onClose?.()
     }
   }
+}
+
+/** Does block k of b disagree with its sum want? Unwritten (0) never does. */
+function mismatch(want: number, b: Buffer, k: number): boolean {
+  return want !== 0 && blockSum(b.subarray(k * SUM_BLOCK, (k + 1) * SUM_BLOCK)) !== want
 }

@@ -155,13 +155,13 @@ export class Raid5Dev implements BlockDev, LogHost {
   }
 
   /** Offsets (from lo) of the blocks of b, member m's [lo, ..) of row, that disagree with their sums. */
-  private badBlocks(m: number, row: number, lo: number, b: Buffer): number[] {
+  private async badBlocks(m: number, row: number, lo: number, b: Buffer): Promise<number[]> {
     const t = this.sums[m]
     if (!t) return []
     const out: number[] = []
-    const first = (this.at(row) + lo) / SUM_BLOCK
-    for (let k = 0; k * SUM_BLOCK < b.length; k++) {
-      const want = t.get(first + k)
+    const wants = await t.getMany((this.at(row) + lo) / SUM_BLOCK, Math.ceil(b.length / SUM_BLOCK))
+    for (let k = 0; k < wants.length; k++) {
+      const want = wants[k]
       // 0: never written, nothing to verify
       if (want !== 0 && blockSum(b.subarray(k * SUM_BLOCK, (k + 1) * SUM_BLOCK)) !== want) out.push(k * SUM_BLOCK)
     }
@@ -253,7 +253,7 @@ export class Raid5Dev implements BlockDev, LogHost {
     if (this.readable(m, row)) {
       try {
         await this.members[m]!.read(out, this.at(row) + lo)
-        bad = this.badBlocks(m, row, lo, out)
+        bad = await this.badBlocks(m, row, lo, out)
         if (bad.length === 0) return
       } catch (e) {
         await this.failMember(m, e)
@@ -288,7 +288,7 @@ export class Raid5Dev implements BlockDev, LogHost {
         await this.failMember(i, e)
         throw new VsmError('EIO', `raid5 row ${row}: cannot reconstruct, member ${i} failed too: ${(e as Error).message}`)
       }
-      const bad = this.badBlocks(i, row, lo, tmp)
+      const bad = await this.badBlocks(i, row, lo, tmp)
       if (bad.length) throw new VsmError('EIO', `raid5 row ${row}: checksum mismatch on member ${i} at ${this.at(row) + lo + bad[0]} too, cannot reconstruct member ${m}`)
       xorInto(out, tmp)
     }
@@ -356,6 +356,7 @@ export class Raid5Dev implements BlockDev, LogHost {
   /** Write a row update in place (its record is durable in the journal), with the sums of what it writes. */
   private async writeInPlace(row: number, lo: number, writes: [number, Buffer][]): Promise<void> {
     for (const [m, b] of writes) this.setSums(m, row, lo, b)
+    await this.sums.find((t) => t)?.room()
     let failedNow = false
     await Promise.all(writes.map(([m, b]) => this.failed[m] ? undefined :
       this.members[m]!.write(b, this.at(row) + lo).catch((e) => { failedNow = true; return this.failMember(m, e) })))
@@ -509,7 +510,7 @@ export class Raid5Dev implements BlockDev, LogHost {
         if (this.healthyCount < this.n || this.rebuilding) throw new VsmError('EIO', 'raid5 scrub needs every member in service and up to date')
         // a member that cannot be read goes out, and the scrub with it: it needs them all
         for (let i = 0; i < this.n; i++) await this.members[i]!.read(bufs[i], this.at(row)).catch(async (e) => { await this.failMember(i, e); throw e })
-        const bad = bufs.map((b, i) => new Set(this.badBlocks(i, row, 0, b)))
+        const bad = await Promise.all(bufs.map(async (b, i) => new Set(await this.badBlocks(i, row, 0, b))))
         let whole = true
         for (let k = 0; k < this.su; k += B) {
           const which = bad.flatMap((s, i) => (s.has(k) ? [i] : []))
