@@ -221,13 +221,13 @@ VSM_STATIC_ASSERT(sizeof(struct vsm_file_cmd) == 4096, "struct vsm_file_cmd");
 #define VSM_IOC_REPL_TAKEOVER    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x06, 0) /* 0xc0005206 */
 /* repl.failback: delta resync back to the old primary */
 #define VSM_IOC_REPL_FAILBACK    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x07, 0) /* 0xc0005207 */
-/* hsm.tier.add: add a storage tier: a volume the file system spans */
+/* hsm.tier.add: add a storage tier: a volume the file system spans, or an archive (a directory or sftp://) */
 #define VSM_IOC_HSM_TIER_ADD     VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x01, 0) /* 0xc0004801 */
 /* hsm.policy.set: set a migration policy on a path (inherited down the tree) */
 #define VSM_IOC_HSM_POLICY_SET   VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x02, 0) /* 0xc0004802 */
 /* hsm.migrate: migrate a file to a tier (a job) */
 #define VSM_IOC_HSM_MIGRATE      VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x03, 0) /* 0xc0004803 */
-/* hsm.recall: recall a migrated file to the volume it came from (a job) */
+/* hsm.recall: recall a migrated file (or bytes A-B of it) to the volume it came from (a job) */
 #define VSM_IOC_HSM_RECALL       VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x04, 0) /* 0xc0004804 */
 /* hsm.pin: pin a file: policy runs never migrate it */
 #define VSM_IOC_HSM_PIN          VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x05, 0) /* 0xc0004805 */

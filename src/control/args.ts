@@ -52,6 +52,9 @@ export const snapshotName = text(255)
 /** A path on the host (a backing file, a key file): the host's rules, minus control characters. */
 export const hostPath = text(4096)
 
+/** A short value given as text and parsed by its owner (a duration such as 30s, a byte range A-B). */
+export const shortText = text(64)
+
 /** A file-name pattern (glob). */
 export const pattern = text(255)
 

@@ -10,7 +10,7 @@ import { z } from 'zod'
 import { VsmError } from '../block/blockdev'
 import {
   ArgSchema, NONE, SERVER_ONLY, args, bytes, copies, disk, flag, hostPath, jobId, layout, mode, mountPath, objectName, objectNames, owner, pattern,
-  rate, snapshotName,
+  rate, shortText, snapshotName,
 } from './args'
 
 /** The owner of a command: the type byte of its code. */
@@ -202,11 +202,12 @@ const EXTENDED = [
   ['repl.failback', 'R', 0x07, 'readwrite', 'delta resync back to the old primary', args({ group: objectName, dryRun: flag.optional(), force: flag.optional() })],
 
   // H: hsm
-  ['hsm.tier.add', 'H', 0x01, 'readwrite', 'add a storage tier: a volume the file system spans', args({ name: objectName, volume: objectName })],
+  ['hsm.tier.add', 'H', 0x01, 'readwrite', 'add a storage tier: a volume the file system spans, or an archive (a directory or sftp://)',
+    args({ name: objectName, volume: objectName.optional(), archive: hostPath.optional(), identity: hostPath.optional(), knownHosts: hostPath.optional(), timeout: shortText.optional() })],
   ['hsm.policy.set', 'H', 0x02, 'readwrite', 'set a migration policy on a path (inherited down the tree)',
     args({ path: mountPath, coldAfter: z.union([z.string().min(1).max(32), z.number().nonnegative()]).optional(), minSize: z.int().nonnegative().optional(), tier: objectName })],
   ['hsm.migrate', 'H', 0x03, 'readwrite', 'migrate a file to a tier (a job)', args({ path: mountPath, tier: objectName.optional(), rate: rate.optional() })],
-  ['hsm.recall', 'H', 0x04, 'readwrite', 'recall a migrated file to the volume it came from (a job)', args({ path: mountPath })],
+  ['hsm.recall', 'H', 0x04, 'readwrite', 'recall a migrated file (or bytes A-B of it) to the volume it came from (a job)', args({ path: mountPath, range: shortText.optional() })],
   ['hsm.pin', 'H', 0x05, 'readwrite', 'pin a file: policy runs never migrate it', args({ path: mountPath })],
   ['hsm.unpin', 'H', 0x06, 'readwrite', 'unpin a file', args({ path: mountPath })],
   ['hsm.status', 'H', 0x07, 'readwrite', 'per file the bytes on each tier, totals per tier', args({ path: mountPath.optional() })],

@@ -62,7 +62,6 @@ export class Stack {
   /** host:port metrics are served on, when they are. */
   private metricsAt: string | null = null
   private metricsServer: MetricsServer | null = null
-  private readonly hsm: Hsm
   private constructor(
     private readonly opts: StackOptions,
     readonly pool: Pool,
@@ -74,9 +73,8 @@ export class Stack {
     readonly server: ControlServer,
     /** Per disk and volume I/O counters; null when metrics are off. */
     private readonly meters: IoMeters | null,
-  ) {
-    this.hsm = new Hsm(fs, server.jobs)
-  }
+    private readonly hsm: Hsm,
+  ) {}
 
   static async start(opts: StackOptions): Promise<Stack> {
     const { home, log, events } = opts
@@ -95,6 +93,10 @@ export class Stack {
       undo.unshift(() => fs.close())
       fs.useEvents(events)
       reportRecovery(pool, fs, events)
+      // archived ranges of files are readable once their archives are attached: before the view serves
+      const hsm = new Hsm(fs, jobs, events)
+      hsm.attachArchives()
+      undo.unshift(() => hsm.close())
       if (clearStaleMount(opts.mount)) events.publish('daemon.stale-mount-removed', { mount: opts.mount, reason: 'left by a daemon that did not stop cleanly' }, 'warn')
       let view: FuseView | undefined
       let server: ControlServer | undefined
@@ -118,7 +120,7 @@ export class Stack {
         socketPath: join(home, 'vsm.sock'), version: VERSION, jobs, events, log: (msg, err) => log.warn({ err }, msg),
         socketGroup: opts.socketGroup, authorize: authorizer({ ownerOf: (p) => fs.getattr(diskPath(p)) }),
       })
-      const stack = new Stack(opts, pool, repl, fs, disks, gate, view, server, meters)
+      const stack = new Stack(opts, pool, repl, fs, disks, gate, view, server, meters, hsm)
       stack.registerCommands()
       await server.listen()
       stack.startHsm()
@@ -152,6 +154,8 @@ export class Stack {
     await this.view.unmount().catch((err) => log.error({ err }, 'unmount'))
     step('closing the fs')
     await this.fs.close()
+    step('closing the archives')
+    await this.hsm.close()
     step('closing replication')
     await this.repl.close()
     step('closing the pool')

@@ -11,8 +11,18 @@ import {
   ATIME_MAX_AGE_MS, Inode, LAZY_COMMIT_MS, MAX_FILE_SIZE, Pending, ROOT, STAMP_GEN, Stat, err, parsePath,
 } from './inode'
 import { doCommit } from './journal'
-import { BS, Superblock } from './layout'
+import { BS, Superblock, isArchive } from './layout'
 import { Op, apply } from './ops'
+
+/**
+ * An archive tier as a place extents can live: an append-only address space of 4 KiB
+ * blocks outside the pool. A write is durable when it resolves (the fs points at it only
+ * after); `alloc` hands out addresses never handed out before.
+ */
+export interface ArchiveLocation extends BlockDev {
+  readonly name: string
+  alloc(blocks: number): number
+}
 
 export class FsCore {
   inodes = new Map<number, Inode>()
@@ -58,6 +68,8 @@ export class FsCore {
   volChange: Promise<unknown> = Promise.resolve()
   /** Volumes being emptied by remove-volume: nothing new is placed on them. */
   draining = new Set<number>()
+  /** Archive tiers attached by the HSM, by location number (ARCHIVE_BASE + slot). */
+  archives = new Map<number, ArchiveLocation>()
 
   constructor(readonly vols: BlockDev[], public sb: Superblock) {}
 
@@ -168,13 +180,15 @@ export class FsCore {
     this.log(op)
     this.unref(punched)
     const held = op.o === 'sn' ? op.s : op.o === 'rv' || op.o === 'cl' ? op.i : 0
-    if (held) for (const e of this.inodes.get(held)!.ext.ex) this.refs[e.vol].adjust(e.pb, e.len, 1)
+    if (held) for (const e of this.inodes.get(held)!.ext.ex) if (!isArchive(e.vol)) this.refs[e.vol].adjust(e.pb, e.len, 1)
     // the new blocks start with one reference (allocated); each further map holding them adds one
-    if (op.o === 'rl') for (let k = 2; k < op.h.length; k += 2) this.refs[op.w].adjust(op.q, op.n, 1)
+    if (op.o === 'rl' && !isArchive(op.w)) for (let k = 2; k < op.h.length; k += 2) this.refs[op.w].adjust(op.q, op.n, 1)
   }
 
+  /** Archived ranges no map holds are left to the HSM's check, which removes objects nothing points into. */
   unref(extents: Extent[]) {
     for (const e of extents) {
+      if (isArchive(e.vol)) continue
       for (const f of this.refs[e.vol].adjust(e.pb, e.len, -1)) this.pendingFree.push({ vol: e.vol, start: f.start, len: f.len })
     }
   }

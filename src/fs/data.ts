@@ -1,14 +1,21 @@
 // Data I/O and remapping: reads, writes (overwrite in place, allocate, copy-on-write of
 // shared blocks), unshare (flatten's step), truncate and punch hole. Every byte of file
 // data reaches a device through locate(): the one place a mapped run becomes a device
-// and offset, so another kind of location (an archive tier) is one more case there.
+// and offset; an archive tier outside the pool is one more case there. A live file's
+// archived range is recalled into the pool when read (with a little read-ahead) and
+// counts as shared when written: a write lands in the pool, and a block it changes only
+// in part is recalled first (unshare), so a write recalls only what it does not cover.
 import { BlockDev } from '../block/blockdev'
 import type { FsCore } from './core'
-import { Extent } from './extents'
+import { Extent, RefRun, Segment } from './extents'
 import { Inode, MAX_FILE_SIZE, err } from './inode'
 import { ensureMeta, metaNearFull } from './journal'
-import { BS } from './layout'
+import { ARCHIVE_BASE, BS, isArchive } from './layout'
+import { relocate } from './remap'
 import { noSpace } from './space'
+
+/** Blocks recalled past the end of a read of an archived range: 256 KiB. */
+const READAHEAD_BLOCKS = 64
 
 /** Where a byte of an fs volume lives: a device and the offset there. */
 export interface Location { dev: BlockDev; offset: number }
@@ -16,11 +23,31 @@ export interface Location { dev: BlockDev; offset: number }
 /**
  * The one function that resolves a mapped run's position (volume `vol`, byte `pos` =
  * physical block * BS + offset in it) to the device that holds it. Every read and
- * write of file data goes through here (readAt/writeAt); today each location is on a
- * volume of the fs.
+ * write of file data goes through here (readAt/writeAt): a volume of the fs, or an
+ * archive tier the HSM attached (EIO while it is not).
  */
 export function locate(c: FsCore, vol: number, pos: number): Location {
-  return { dev: c.vols[vol], offset: pos }
+  if (!isArchive(vol)) return { dev: c.vols[vol], offset: pos }
+  const a = c.archives.get(vol)
+  if (!a) throw err('EIO', `archived data in archive slot ${vol - ARCHIVE_BASE} is not reachable: its tier is not attached`)
+  return { dev: a, offset: pos }
+}
+
+/** The name of where a mapped run lives: its volume's, or its archive tier's. */
+export function locationName(c: FsCore, vol: number): string {
+  return isArchive(vol) ? c.archives.get(vol)?.name ?? `archive-slot-${vol - ARCHIVE_BASE}` : c.sb.volumes[vol].name
+}
+
+/**
+ * The pieces of a mapped run with their reference counts. An archived run counts as
+ * shared: it is never written in place, a write gets fresh pool blocks instead.
+ */
+export function refPieces(c: FsCore, vol: number, pb: number, len: number): RefRun[] {
+  return isArchive(vol) ? [{ start: pb, len, n: 2 }] : c.refs[vol].pieces(pb, len)
+}
+
+export function anyShared(c: FsCore, vol: number, pb: number, len: number): boolean {
+  return isArchive(vol) || c.refs[vol].anyShared(pb, len)
 }
 
 export function readAt(c: FsCore, vol: number, buf: Buffer, pos: number): Promise<number> {
@@ -37,20 +64,24 @@ export async function read(c: FsCore, ino: number, buf: Buffer, offset: number):
   c.live()
   let n = c.fileNode(ino)
   c.checkIo(buf, offset)
-  while (n.gate) { await n.gate; c.live(); n = c.fileNode(ino) }
   let len: number
+  let segs: Segment[]
   for (;;) {
+    while (n.gate) { await n.gate; c.live(); n = c.fileNode(ino) }
     if (offset >= n.size || buf.length === 0) return 0
     len = Math.min(buf.length, n.size - offset)
-    const p = n.pending.length ? c.pendingOver(n, Math.floor(offset / BS), Math.ceil((offset + len) / BS)) : null
-    if (!p) break
-    await p
+    const b0 = Math.floor(offset / BS), b1 = Math.ceil((offset + len) / BS)
+    const p = n.pending.length ? c.pendingOver(n, b0, b1) : null
+    if (p) { await p; c.live(); n = c.fileNode(ino); continue }
+    segs = n.ext.segments(b0, b1)
+    // a snapshot is read from the archive where it lies; a live file brings the range home
+    if (n.snapOf || !segs.some((s) => s.pb >= 0 && isArchive(s.vol))) break
+    await relocate(c, ino, b0, Math.max(b1, b0 + READAHEAD_BLOCKS), n.vol, true)
     c.live()
     n = c.fileNode(ino)
   }
   c.touchAtime(n)
   const end = offset + len
-  const segs = n.ext.segments(Math.floor(offset / BS), Math.ceil(end / BS))
   const ios: Promise<number>[] = []
   for (const s of segs) {
     const ss = s.fb * BS
@@ -112,9 +143,8 @@ export async function write(c: FsCore, ino: number, buf: Buffer, offset: number)
   let fresh = 0
   for (const sg of n.ext.segments(b0, b1)) {
     if (sg.pb < 0) { segs.push({ ...sg, shared: false }); fresh += sg.len; continue }
-    const refs = c.refs[sg.vol]
-    if (!refs.anyShared(sg.pb, sg.len)) { segs.push({ ...sg, shared: false }); continue }
-    for (const pc of refs.pieces(sg.pb, sg.len)) {
+    if (!anyShared(c, sg.vol, sg.pb, sg.len)) { segs.push({ ...sg, shared: false }); continue }
+    for (const pc of refPieces(c, sg.vol, sg.pb, sg.len)) {
       segs.push({ fb: sg.fb + pc.start - sg.pb, len: pc.len, vol: sg.vol, pb: pc.start, shared: pc.n > 1 })
       if (pc.n > 1) fresh += pc.len
     }
@@ -188,7 +218,7 @@ export async function write(c: FsCore, ino: number, buf: Buffer, offset: number)
 
 export function sharedBlock(c: FsCore, n: Inode, fb: number): boolean {
   const m = n.ext.lookup(fb)
-  return !!m && c.refs[m.vol].anyShared(m.pb, 1)
+  return !!m && anyShared(c, m.vol, m.pb, 1)
 }
 
 /**
@@ -229,8 +259,8 @@ export async function unshare(c: FsCore, ino: number, b0: number, b1: number): P
   if (n.snapOf) throw err('EROFS', 'a snapshot is read-only')
   const shared: Extent[] = []
   for (const sg of n.ext.segments(b0, b1)) {
-    if (sg.pb < 0 || !c.refs[sg.vol].anyShared(sg.pb, sg.len)) continue
-    for (const pc of c.refs[sg.vol].pieces(sg.pb, sg.len)) {
+    if (sg.pb < 0 || !anyShared(c, sg.vol, sg.pb, sg.len)) continue
+    for (const pc of refPieces(c, sg.vol, sg.pb, sg.len)) {
       if (pc.n > 1) shared.push({ fb: sg.fb + pc.start - sg.pb, vol: sg.vol, pb: pc.start, len: pc.len })
     }
   }
@@ -282,7 +312,7 @@ export async function truncate(c: FsCore, path: string, size: number): Promise<v
     if (size > n.size && n.size % BS && !(zeroed && zeroed[0] === n && zeroed[1] === n.size)) {
       // bytes past EOF in the last block may be stale: zero them before they become visible
       const m = n.ext.lookup(Math.floor(n.size / BS))
-      if (m && c.refs[m.vol].anyShared(m.pb, 1)) { await unshare(c, n.ino, Math.floor(n.size / BS), Math.floor(n.size / BS) + 1); continue }
+      if (m && anyShared(c, m.vol, m.pb, 1)) { await unshare(c, n.ino, Math.floor(n.size / BS), Math.floor(n.size / BS) + 1); continue }
       if (m) {
         const old: number = n.size, gb = Math.floor(old / BS)
         const zlen = Math.min((gb + 1) * BS, size) - old

@@ -13,7 +13,7 @@
 import { BlockDev, checkRange } from '../block/blockdev'
 import { EventSink } from '../control/events'
 import * as chk from './check'
-import { FsCore } from './core'
+import { ArchiveLocation, FsCore } from './core'
 import * as data from './data'
 import { MapEntry, SnapshotInfo, Stat, StatFs, TimeSpec, err } from './inode'
 import * as journal from './journal'
@@ -132,6 +132,8 @@ export class FileSystem {
   placementVolume(ino: number): string { return vols.placementVolume(this.core, ino) }
   volumeSpace(): { name: string; size: number; free: number }[] { return space.volumeSpace(this.core) }
   placementOf(ino: number): Record<string, number> { return vols.placementOf(this.core, ino) }
+  attachArchive(slot: number, dev: ArchiveLocation): number { return vols.attachArchive(this.core, slot, dev) }
+  archivedRuns(vol: number): { start: number; len: number }[] { return space.archivedRuns(this.core, vol) }
 
   close(): Promise<void> { return journal.close(this.core) }
 }

@@ -10,6 +10,13 @@ import { crc32 } from 'zlib'
 import { BlockDev, VsmError } from '../block/blockdev'
 
 export const BS = 4096
+/**
+ * An extent's volume number from here up names an archive tier outside the pool
+ * (slot = vol - ARCHIVE_BASE), its block number an address in that archive: the HSM
+ * attaches the archive; the fs keeps no free map or reference counts for it.
+ */
+export const ARCHIVE_BASE = 1 << 16
+export const isArchive = (vol: number) => vol >= ARCHIVE_BASE
 export const SECTOR = 512
 const SB_MAGIC = 'VSMFS001'
 const LABEL_MAGIC = 'VSMFSVOL'

@@ -7,6 +7,7 @@
 import { VsmError } from '../block/blockdev'
 import type { Jobs, Progress } from '../control/jobs'
 import type { FileSystem } from './filesystem'
+import { isArchive } from './layout'
 import { listPolicies } from './placement'
 
 const CHUNK = 256 // blocks: 1 MiB per step, so the file's I/O waits at most one step's copy
@@ -35,12 +36,13 @@ export function startMove(fs: FileSystem, jobs: Jobs, req: MoveRequest): { job: 
 }
 
 /**
- * Moves file `ino` (at `path`) onto volume `to`: its placement first, then its extents in
+ * Moves file `ino` (at `path`) onto volume `to`: its placement first (not to an archive:
+ * what is written meanwhile is hot, it stays in the pool), then its extents in
  * 1 MiB steps, honouring pause, cancel and a rate in bytes per second (0: none); then a
  * commit. Returns the blocks moved. fs move and the HSM both run this.
  */
 export async function moveExtents(fs: FileSystem, ino: number, path: string, to: number, signal: AbortSignal, progress: Progress, rate = 0): Promise<number> {
-  fs.setPlacement(ino, to)
+  if (!isArchive(to)) fs.setPlacement(ino, to)
   const span = fs.blockSpan(ino)
   const t0 = Date.now()
   let b = 0

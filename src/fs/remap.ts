@@ -1,9 +1,12 @@
 // Remapping between volumes (fs move's step and the HSM's mechanism): find every map
-// that holds a run, copy it, and remap it in all of them with one `rl` op.
+// that holds a run, copy it, and remap it in all of them with one `rl` op. The target
+// may be an archive tier (migration out of the pool: every map holding the blocks goes,
+// so the pool blocks are freed) and the source may be one (recall: only the file's own
+// map comes home; a snapshot sharing the range stays archived).
 import type { FsCore } from './core'
 import { Extent } from './extents'
 import { Inode, Pending, err } from './inode'
-import { BS } from './layout'
+import { BS, isArchive } from './layout'
 import { readAt, writeAt } from './data'
 import { placeable } from './volumes'
 
@@ -13,7 +16,7 @@ import { placeable } from './volumes'
  * (a scan of all maps, paid only for shared blocks).
  */
 export function holdersOf(c: FsCore, n: Inode, r: Extent): { vol: number; pb: number; len: number; h: [Inode, number][] }[] {
-  if (!c.refs[r.vol].anyShared(r.pb, r.len)) return [{ vol: r.vol, pb: r.pb, len: r.len, h: [[n, r.fb]] }]
+  if (isArchive(r.vol) || !c.refs[r.vol].anyShared(r.pb, r.len)) return [{ vol: r.vol, pb: r.pb, len: r.len, h: [[n, r.fb]] }]
   const end = r.pb + r.len
   const hits: { m: Inode; fb: number; lo: number; hi: number }[] = []
   const cuts = new Set<number>([r.pb, end])
@@ -41,16 +44,20 @@ export function holdersOf(c: FsCore, n: Inode, r: Extent): { vol: number; pb: nu
  * file's I/O drains first and the moved ranges of every holder are pending during the
  * copy, so reads and writes there wait for the step (one chunk) and nothing is lost;
  * the old blocks are freed after the commit that carries the remap, and the remap is
- * journaled only after the copies (data=ordered). Returns the blocks moved.
+ * journaled only after the copies (data=ordered; an archive's writes are durable when
+ * they resolve). `archivedOnly`: move only runs that lie in an archive (a recall).
+ * Returns the blocks moved.
  */
-export async function relocate(c: FsCore, ino: number, b0: number, b1: number, to: number): Promise<number> {
-  placeable(c, to, 'relocate')
+export async function relocate(c: FsCore, ino: number, b0: number, b1: number, to: number, archivedOnly = false): Promise<number> {
+  const archive = isArchive(to) ? c.archives.get(to) : undefined
+  if (isArchive(to) && !archive) throw err('EIO', `relocate: archive location ${to} is not attached`)
+  if (!archive) placeable(c, to, 'relocate')
   if (!Number.isSafeInteger(b0) || !Number.isSafeInteger(b1) || b0 < 0 || b1 < b0) throw err('EINVAL', `bad block range ${b0}..${b1}`)
   let pieces: { vol: number; pb: number; len: number; h: [Inode, number][] }[]
   for (;;) {
     c.live()
     const n = c.fileNode(ino)
-    const runs = n.ext.segments(b0, b1).filter((sg) => sg.pb >= 0 && sg.vol !== to)
+    const runs = n.ext.segments(b0, b1).filter((sg) => sg.pb >= 0 && sg.vol !== to && (!archivedOnly || isArchive(sg.vol)))
     if (!runs.length) return 0
     pieces = runs.flatMap((sg) => holdersOf(c, n, sg))
     const busy = pieces.flatMap((pc) => pc.h.map(([m]) => m)).find((m) => m.busy || m.gate)
@@ -59,13 +66,13 @@ export async function relocate(c: FsCore, ino: number, b0: number, b1: number, t
     else await c.drain(busy)
   }
   const count = pieces.reduce((a, pc) => a + pc.len, 0)
-  if (count > c.free[to].free) throw err('ENOSPC', `no space left on volume ${c.sb.volumes[to].name} to move ${count * BS} bytes`)
+  if (!archive && count > c.free[to].free) throw err('ENOSPC', `no space left on volume ${c.sb.volumes[to].name} to move ${count * BS} bytes`)
   // synchronous from here to the pending marks: no I/O can slip in between
   const moves: { vol: number; pb: number; len: number; q: number; h: [Inode, number][] }[] = []
   let goal = -1
   for (const pc of pieces) {
     let off = 0
-    for (const got of c.free[to].alloc(pc.len, goal)!) {
+    for (const got of archive ? [{ start: archive.alloc(pc.len), len: pc.len }] : c.free[to].alloc(pc.len, goal)!) {
       moves.push({ vol: pc.vol, pb: pc.pb + off, len: got.len, q: got.start, h: pc.h.map(([m, fb]) => [m, fb + off]) })
       off += got.len
       goal = got.start + got.len
@@ -83,7 +90,7 @@ export async function relocate(c: FsCore, ino: number, b0: number, b1: number, t
       await readAt(c, mv.vol, b, mv.pb * BS)
       await writeAt(c, to, b, mv.q * BS)
     }
-    c.dirtyVols.add(to)
+    if (!archive) c.dirtyVols.add(to)
     ok = true
   } finally {
     if (ok) {
@@ -91,7 +98,8 @@ export async function relocate(c: FsCore, ino: number, b0: number, b1: number, t
         c.exec({ o: 'rl', v: mv.vol, p: mv.pb, n: mv.len, w: to, q: mv.q, h: mv.h.flatMap(([m, fb]) => [m.ino, fb]) })
       }
     } else {
-      for (const mv of moves) c.free[to].release(mv.q, mv.len)
+      // archive addresses are never handed out again: what a failed step wrote there is an orphan for the HSM's check
+      if (!archive) for (const mv of moves) c.free[to].release(mv.q, mv.len)
     }
     for (const [m, p] of marks) c.endIo(m, p)
   }

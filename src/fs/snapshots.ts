@@ -4,8 +4,8 @@
 import type { FsCore } from './core'
 import { MapEntry, STAMP_GEN, S_IFREG, SnapshotInfo, Stat, checkId, checkMode, checkName, err } from './inode'
 import { ensureMeta, metaNearFull } from './journal'
-import { BS } from './layout'
-import { read } from './data'
+import { BS, isArchive } from './layout'
+import { locationName, read } from './data'
 
 /**
  * Snapshot a file: one journal op, whatever the file's size (the snapshot shares
@@ -34,7 +34,8 @@ export function snapshots(c: FsCore, path: string): SnapshotInfo[] {
   return [...n.snaps ?? []].map(([name, i]) => {
     const s = c.inodes.get(i)!
     let unique = 0
-    for (const e of s.ext.ex) for (const pc of c.refs[e.vol].pieces(e.pb, e.len)) if (pc.n === 1) unique += pc.len
+    // pool blocks deleting it would free: archived ones free none
+    for (const e of s.ext.ex) if (!isArchive(e.vol)) for (const pc of c.refs[e.vol].pieces(e.pb, e.len)) if (pc.n === 1) unique += pc.len
     return { name, ino: i, size: s.size, created: s.ctime, stamp: s.stamp, uniqueBytes: unique * BS }
   }).sort((a, b) => a.stamp - b.stamp)
 }
@@ -94,7 +95,7 @@ export function sharedBlocks(c: FsCore, ino: number): number {
   c.live()
   let shared = 0
   for (const e of c.node(ino).ext.ex) {
-    if (!c.refs[e.vol].anyShared(e.pb, e.len)) continue
+    if (isArchive(e.vol) || !c.refs[e.vol].anyShared(e.pb, e.len)) continue
     for (const pc of c.refs[e.vol].pieces(e.pb, e.len)) if (pc.n > 1) shared += pc.len
   }
   return shared
@@ -111,8 +112,8 @@ export function extentMap(c: FsCore, ino: number): MapEntry[] {
   c.live()
   const out: MapEntry[] = []
   for (const e of c.node(ino).ext.ex) {
-    for (const pc of c.refs[e.vol].pieces(e.pb, e.len)) {
-      out.push({ offset: (e.fb + pc.start - e.pb) * BS, length: pc.len * BS, volume: c.sb.volumes[e.vol].name,
+    for (const pc of isArchive(e.vol) ? [{ start: e.pb, len: e.len, n: 1 }] : c.refs[e.vol].pieces(e.pb, e.len)) {
+      out.push({ offset: (e.fb + pc.start - e.pb) * BS, length: pc.len * BS, volume: locationName(c, e.vol),
         physical: pc.start * BS, shared: pc.n > 1, refs: pc.n })
     }
   }

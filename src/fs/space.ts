@@ -4,7 +4,7 @@
 import type { FsCore } from './core'
 import { Extent, FreeMap, RefMap } from './extents'
 import { NAME_MAX, StatFs, err } from './inode'
-import { BS } from './layout'
+import { BS, isArchive } from './layout'
 import { VsmError } from '../block/blockdev'
 
 const NOSPACE_EVENT_MS = 10_000
@@ -22,6 +22,7 @@ export function dataRange(c: FsCore, v: number): [number, number] {
 export function buildFree(c: FsCore, errors: string[], claims: Extent[] = []): { free: FreeMap[]; refs: RefMap[] } {
   const runs: { start: number; len: number }[][] = c.vols.map(() => [])
   const add = (ino: number, e: Extent) => {
+    if (isArchive(e.vol)) return false
     if (e.vol < 0 || e.vol >= c.vols.length || c.sb.volumes[e.vol].removed) { errors.push(`inode ${ino}: extent on unknown or removed volume ${e.vol}`); return false }
     runs[e.vol].push({ start: e.pb, len: e.len })
     return true
@@ -45,6 +46,20 @@ export function buildFree(c: FsCore, errors: string[], claims: Extent[] = []): {
     refs.push(b.refs)
   })
   return { free, refs }
+}
+
+/**
+ * The addresses the fs's maps hold in archive location `vol`, sorted and coalesced
+ * (shared ones once), copy-on-write I/O in flight included: everything an archive
+ * object must keep; the rest of the archive is orphaned.
+ */
+export function archivedRuns(c: FsCore, vol: number): { start: number; len: number }[] {
+  const runs: { start: number; len: number }[] = []
+  for (const n of c.inodes.values()) {
+    for (const e of n.ext.ex) if (e.vol === vol) runs.push({ start: e.pb, len: e.len })
+    for (const p of n.pending) for (const e of p.replaced) if (e.vol === vol) runs.push({ start: e.pb, len: e.len })
+  }
+  return RefMap.fromRuns(runs).union
 }
 
 /** The error for a write that needs `blocks` more than the volume has; reported, but a guest retrying must not flood the log. */

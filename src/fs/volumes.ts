@@ -3,12 +3,13 @@
 // placement of new files, and per-volume views of space and of a file's extents.
 import { randomBytes, randomUUID } from 'crypto'
 import { BlockDev } from '../block/blockdev'
-import { FsCore } from './core'
+import { ArchiveLocation, FsCore } from './core'
+import { locationName } from './data'
 import { FreeMap, RefMap } from './extents'
 import { Inode, ROOT, S_IFDIR, err } from './inode'
 import { load, serialize } from './journal'
 import {
-  BS, SB_VERSION, Superblock, clearLabel, encodeCheckpoint, planLayout, probeVolume, readLabel, readSuperblock,
+  ARCHIVE_BASE, BS, SB_VERSION, Superblock, clearLabel, encodeCheckpoint, planLayout, probeVolume, readLabel, readSuperblock,
   superblockFits, writeLabel, writeSuperblock,
 } from './layout'
 import { PLACEMENT_XATTR, parseRules, pick } from './placement'
@@ -249,12 +250,19 @@ export function placementVolume(c: FsCore, ino: number): string {
   return c.sb.volumes[c.fileNode(ino).vol].name
 }
 
-/** Per volume, the bytes a file's (or snapshot's) extents occupy there. */
+/** Makes archive slot `slot` reachable as location ARCHIVE_BASE + slot (returned): the HSM attaches each archive tier at start. */
+export function attachArchive(c: FsCore, slot: number, dev: ArchiveLocation): number {
+  if (!Number.isSafeInteger(slot) || slot < 0 || slot >= ARCHIVE_BASE) throw err('EINVAL', `bad archive slot ${slot}`)
+  c.archives.set(ARCHIVE_BASE + slot, dev)
+  return ARCHIVE_BASE + slot
+}
+
+/** Per volume (or archive tier), the bytes a file's (or snapshot's) extents occupy there. */
 export function placementOf(c: FsCore, ino: number): Record<string, number> {
   c.live()
   const out: Record<string, number> = {}
   for (const e of c.node(ino).ext.ex) {
-    const name = c.sb.volumes[e.vol].name
+    const name = locationName(c, e.vol)
     out[name] = (out[name] ?? 0) + e.len * BS
   }
   return out

@@ -4,11 +4,11 @@ import type { Hsm } from './hsm'
 
 export function hsmCommands(hsm: Hsm): CommandTable {
   return {
-    'hsm.tier.add': (x) => hsm.addTier(x.name, x.volume),
+    'hsm.tier.add': (x) => hsm.addTier(x.name, { volume: x.volume, archive: x.archive, identity: x.identity, knownHosts: x.knownHosts, timeout: x.timeout }),
     'hsm.tier.list': () => hsm.listTiers(),
     'hsm.policy.set': (x) => hsm.setPolicy(x.path, { coldAfter: x.coldAfter, minSize: x.minSize, tier: x.tier }),
     'hsm.migrate': (x) => hsm.migrate(x.path, x.tier, x.rate),
-    'hsm.recall': (x) => hsm.recall(x.path),
+    'hsm.recall': (x) => hsm.recall(x.path, x.range),
     'hsm.pin': (x) => hsm.pin(x.path, true),
     'hsm.unpin': (x) => hsm.pin(x.path, false),
     'hsm.status': (x) => hsm.status(x.path),

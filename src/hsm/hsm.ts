@@ -1,16 +1,20 @@
-// The hierarchical storage manager's state and jobs: tiers (named fs volumes), per-file
-// state (pin, home volume, an unfinished move), policies on paths, migrate/recall jobs
-// and policy runs. Everything lives in fs xattrs in the 'vsm.hsm' namespace (journaled
-// with the fs metadata, hidden from the FUSE view), so it travels with the pool and
-// survives losing vsm.json. How extents move is the fs's (fs/move.ts, relocate); which
-// files move is policy.ts's.
+// The hierarchical storage manager's state and jobs: tiers (named fs volumes, or archives
+// outside the pool attached to the fs as archive locations), per-file state (pin, home
+// volume, an unfinished move), policies on paths, migrate/recall jobs and policy runs.
+// Everything lives in fs xattrs in the 'vsm.hsm' namespace (journaled with the fs
+// metadata, hidden from the FUSE view), so it travels with the pool and survives losing
+// vsm.json. How extents move is the fs's (fs/move.ts, relocate); which files move is
+// policy.ts's.
 import { VsmError } from '../block/blockdev'
+import type { EventSink } from '../control/events'
 import type { Jobs, Progress } from '../control/jobs'
 import { S_IFDIR, S_IFMT, S_IFREG, type FileSystem } from '../fs/filesystem'
 import { checkRate, moveExtents } from '../fs/move'
-import { checkPolicy, decide, type FileFacts, type Policy, type Tier } from './policy'
+import { openArchive } from './archive'
+import { ArchiveDev } from './archive-dev'
+import { checkPolicy, decide, parseDuration, type FileFacts, type Policy, type Tier } from './policy'
 
-/** On the root directory: the tiers, [{name, volume}]. */
+/** On the root directory: the tiers, [TierRecord]. */
 const TIERS_XATTR = 'vsm.hsm.tiers'
 /** On a file or directory: the policy its files inherit. */
 const POLICY_XATTR = 'vsm.hsm.policy'
@@ -19,12 +23,37 @@ const FILE_XATTR = 'vsm.hsm'
 
 interface FileState { pin?: true; home?: string; to?: string }
 
+/**
+ * A tier as recorded: a volume of the fs, or an archive (a directory or an SFTP URL with
+ * the key and known_hosts to reach it) in slot `slot` of the fs's archive locations.
+ */
+interface TierRecord { name: string; volume?: string; archive?: string; identity?: string; knownHosts?: string; slot?: number; timeoutMs?: number }
+
+/** The fs location name of an archive tier's bytes (no volume name has a ':'). */
+const archiveLocation = (name: string) => `archive:${name}`
+const DEFAULT_ARCHIVE_TIMEOUT_MS = 30_000
+
 const BS = 4096
+/** Blocks per step of a range recall: 1 MiB, as fs move's steps. */
+const STEP = 256
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
 
 function checkPath(p: unknown): string {
   if (typeof p !== 'string' || !p) throw new VsmError('EINVAL', 'path: a path in the fs expected')
   return p.startsWith('/') ? p : `/${p}`
+}
+
+/** 'A-B' (bytes, with size suffixes) or [A, B]: A < B <= size. */
+function checkRange(r: unknown, size: number): [number, number] {
+  let ab: unknown[] | null = Array.isArray(r) ? r : null
+  if (typeof r === 'string') {
+    const m = /^(\d+)-(\d+)$/.exec(r.trim())
+    ab = m ? [Number(m[1]), Number(m[2])] : null
+  }
+  if (!ab || ab.length !== 2 || !ab.every((x) => Number.isSafeInteger(x) && (x as number) >= 0) || (ab[0] as number) >= (ab[1] as number) || (ab[1] as number) > size) {
+    throw new VsmError('EINVAL', `range: A-B in bytes with A < B <= the file's size (${size}) expected, not ${JSON.stringify(r)}`)
+  }
+  return [ab[0] as number, ab[1] as number]
 }
 
 function readJson<T>(raw: Buffer | undefined, fallback: T): T {
@@ -38,41 +67,105 @@ export class Hsm {
   private runJob: number | null = null
   private timer: NodeJS.Timeout | null = null
 
-  constructor(private fs: FileSystem, private jobs: Jobs) {}
+  /** Location name (a volume, or archive:TIER) -> the fs's index for it (archives once attached). */
+  private archives = new Map<string, { vol: number; dev: ArchiveDev }>()
 
-  // ------------------------------------------------------------------ tiers
+  constructor(private fs: FileSystem, private jobs: Jobs, private events: EventSink) {}
 
+  /** Attaches every archive tier to the fs as a location; before the view serves reads of archived ranges. */
+  attachArchives(): void {
+    for (const t of this.records()) if (t.archive !== undefined) this.attach(t)
+  }
+
+  private attach(t: TierRecord): { vol: number; dev: ArchiveDev } {
+    const name = archiveLocation(t.name)
+    const dev = new ArchiveDev(name, openArchive({ archive: t.archive!, identity: t.identity, knownHosts: t.knownHosts }), t.timeoutMs ?? DEFAULT_ARCHIVE_TIMEOUT_MS,
+      (what, e) => this.events.publish('hsm.archive-error', { tier: t.name, what, error: e.message, reason: 'the archive did not answer or answered wrong: readers of archived ranges get EIO, a later access retries' }, 'warn'))
+    const vol = this.fs.attachArchive(t.slot!, dev)
+    const a = { vol, dev }
+    this.archives.set(name, a)
+    return a
+  }
+
+  private records(): TierRecord[] {
+    const t = readJson<TierRecord[]>(this.fs.getxattr('/', TIERS_XATTR), [])
+    return Array.isArray(t) ? t.filter((x) => x && typeof x.name === 'string' && (typeof x.volume === 'string' || (typeof x.archive === 'string' && Number.isSafeInteger(x.slot)))) : []
+  }
+
+  /** The tiers as policy sees them: each with the fs location its bytes are counted under. */
   tiers(): Tier[] {
-    const t = readJson<Tier[]>(this.fs.getxattr('/', TIERS_XATTR), [])
-    return Array.isArray(t) ? t.filter((x) => x && typeof x.name === 'string' && typeof x.volume === 'string') : []
+    return this.records().map((t) => ({ name: t.name, volume: t.volume ?? archiveLocation(t.name) }))
   }
 
   /**
    * A volume the fs does not span is refused, not added: adding a volume to the fs is
    * its own decision (placement rules start using it), so the operator runs fs add-volume.
+   * An archive must exist and answer (an SFTP one with its host key in known_hosts).
    */
-  async addTier(name: unknown, volume: unknown): Promise<Tier> {
+  async addTier(name: unknown, x: { volume?: unknown; archive?: unknown; identity?: unknown; knownHosts?: unknown; timeout?: unknown }): Promise<Tier & { archive?: string }> {
     if (typeof name !== 'string' || !NAME_RE.test(name)) throw new VsmError('EINVAL', `tier name: letters, digits, '.', '_', '-' (up to 64) expected, not ${JSON.stringify(name)}`)
-    if (typeof volume !== 'string' || !volume) throw new VsmError('EINVAL', 'volume: a volume name expected')
-    if (!this.fs.volumeNames().includes(volume)) {
-      throw new VsmError('ENOENT', `volume ${volume} is not part of the file system (it spans ${this.fs.volumeNames().join(', ')}); add it first with: vsm fs add-volume ${volume}`)
+    if ((x.volume === undefined) === (x.archive === undefined)) throw new VsmError('EINVAL', 'a tier is either --volume V or --archive DIR|sftp://USER@HOST[:PORT]/PATH')
+    const records = this.records()
+    if (records.some((t) => t.name === name)) throw new VsmError('EEXIST', `tier ${name} exists`)
+    let rec: TierRecord
+    if (x.volume !== undefined) {
+      const volume = x.volume
+      if (typeof volume !== 'string' || !volume) throw new VsmError('EINVAL', 'volume: a volume name expected')
+      if (!this.fs.volumeNames().includes(volume)) {
+        throw new VsmError('ENOENT', `volume ${volume} is not part of the file system (it spans ${this.fs.volumeNames().join(', ')}); add it first with: vsm fs add-volume ${volume}`)
+      }
+      const other = records.find((t) => t.volume === volume)
+      if (other) throw new VsmError('EEXIST', `volume ${volume} is already tier ${other.name}`)
+      rec = { name, volume }
+    } else {
+      rec = await this.archiveRecord(name, x, records)
     }
-    const tiers = this.tiers()
-    if (tiers.some((t) => t.name === name)) throw new VsmError('EEXIST', `tier ${name} exists`)
-    const other = tiers.find((t) => t.volume === volume)
-    if (other) throw new VsmError('EEXIST', `volume ${volume} is already tier ${other.name}`)
-    const tier = { name, volume }
-    await this.fs.setxattr('/', TIERS_XATTR, Buffer.from(JSON.stringify([...tiers, tier])))
+    await this.fs.setxattr('/', TIERS_XATTR, Buffer.from(JSON.stringify([...records, rec])))
     await this.fs.sync()
-    return tier
+    if (rec.archive !== undefined) this.attach(rec)
+    return { name, volume: rec.volume ?? archiveLocation(name), ...(rec.archive !== undefined ? { archive: rec.archive } : {}) }
   }
 
-  listTiers(): (Tier & { size: number; used: number; free: number })[] {
+  private async archiveRecord(name: string, x: { archive?: unknown; identity?: unknown; knownHosts?: unknown; timeout?: unknown }, records: TierRecord[]): Promise<TierRecord> {
+    const archive = x.archive
+    if (typeof archive !== 'string' || !archive) throw new VsmError('EINVAL', 'archive: a directory or sftp://USER@HOST[:PORT]/PATH expected')
+    const sftp = archive.startsWith('sftp:')
+    for (const [k, v] of [['identity', x.identity], ['known-hosts', x.knownHosts]] as const) {
+      if (v === undefined) continue
+      if (!sftp) throw new VsmError('EINVAL', `--${k} is for an sftp:// archive`)
+      if (typeof v !== 'string' || !v.startsWith('/')) throw new VsmError('EINVAL', `${k}: an absolute path expected (the daemon reads it at each connect)`)
+    }
+    const other = records.find((t) => t.archive === archive)
+    if (other) throw new VsmError('EEXIST', `archive ${archive} is already tier ${other.name}`)
+    const timeoutMs = x.timeout === undefined ? undefined : parseDuration(x.timeout, 'timeout')
+    if (timeoutMs === 0) throw new VsmError('EINVAL', 'timeout: more than 0 expected')
+    const store = openArchive({ archive, identity: x.identity as string | undefined, knownHosts: x.knownHosts as string | undefined })
+    try { await store.probe() } finally { await store.close() }
+    const slot = records.reduce((m, t) => Math.max(m, (t.slot ?? -1) + 1), 0)
+    return { name, archive, slot, ...(sftp ? { identity: x.identity as string | undefined, knownHosts: x.knownHosts as string | undefined } : {}), ...(timeoutMs ? { timeoutMs } : {}) }
+  }
+
+  listTiers(): (Tier & { archive?: string; size: number | null; used: number; free: number | null })[] {
     const space = this.fs.volumeSpace()
-    return this.tiers().map((t) => {
+    return this.records().map((t) => {
+      if (t.archive !== undefined) return { name: t.name, volume: archiveLocation(t.name), archive: t.archive, size: null, used: this.archivedBytes(archiveLocation(t.name)), free: null }
       const s = space.find((v) => v.name === t.volume)
-      return { ...t, size: s?.size ?? 0, used: s ? s.size - s.free : 0, free: s?.free ?? 0 }
+      return { name: t.name, volume: t.volume!, size: s?.size ?? 0, used: s ? s.size - s.free : 0, free: s?.free ?? 0 }
     })
+  }
+
+  /** Bytes the fs's maps hold in an archive (shared ones once). */
+  private archivedBytes(location: string): number {
+    const a = this.archives.get(location)
+    return a ? this.fs.archivedRuns(a.vol).reduce((n, r) => n + r.len * BS, 0) : 0
+  }
+
+  /** The fs index of a tier's location. */
+  private target(t: Tier): number {
+    const a = this.archives.get(t.volume)
+    if (a) return a.vol
+    if (t.volume.startsWith('archive:')) throw new VsmError('EIO', `archive tier ${t.name} is not attached`)
+    return this.fs.volumeIndex(t.volume)
   }
 
   private tier(name: unknown): Tier {
@@ -138,33 +231,33 @@ export class Hsm {
 
   // ------------------------------------------------------------------ moves
 
-  /** Moves the file onto `volume`, recording the intent first so a restart resumes it. */
-  private async moveTo(path: string, ino: number, volume: string, signal: AbortSignal, progress: Progress, rate = 0): Promise<number> {
-    const to = this.fs.volumeIndex(volume)
+  /** Moves the file's bytes in [b0, b1) (blocks; all by default) to `location`, recording the intent first so a restart resumes it. */
+  private async moveTo(path: string, ino: number, location: string, signal: AbortSignal, progress: Progress, rate = 0): Promise<number> {
+    const to = this.target({ name: location, volume: location })
     const s = this.state(path)
     const home = s.home ?? this.fs.placementVolume(ino)
-    await this.setState(path, { ...s, home, to: volume })
+    await this.setState(path, { ...s, home, to: location })
     const moved = await moveExtents(this.fs, ino, path, to, signal, progress, rate)
     const { to: _, home: __, ...rest } = this.state(path)
-    await this.setState(path, volume === home ? rest : { ...rest, home })
+    await this.setState(path, location === home ? rest : { ...rest, home })
     return moved * BS
   }
 
-  private startMove(kind: 'hsm.migrate' | 'hsm.recall', path: string, volume: string, tier: string | null, rate = 0): { job: number; path: string; volume: string; tier: string | null } {
+  private startMove(kind: 'hsm.migrate' | 'hsm.recall', path: string, location: string, tier: string | null, rate = 0): { job: number; path: string; volume: string; tier: string | null } {
     const ino = this.file(path)
     const busy = this.moving.get(ino)
     if (busy !== undefined) throw new VsmError('EBUSY', `${path} is being moved by job ${busy}`)
-    this.fs.volumeIndex(volume)
+    this.target({ name: tier ?? location, volume: location })
     const job = this.jobs.start(kind, async (signal, progress) => {
       try {
-        const movedBytes = await this.moveTo(path, ino, volume, signal, progress, rate)
-        return { path, volume, tier, movedBytes, bytesOn: this.fs.placementOf(ino) }
+        const movedBytes = await this.moveTo(path, ino, location, signal, progress, rate)
+        return { path, volume: location, tier, movedBytes, bytesOn: this.fs.placementOf(ino) }
       } finally {
         this.moving.delete(ino)
       }
-    }, { description: `${kind === 'hsm.migrate' ? 'migrate' : 'recall'} ${path} to ${tier ?? volume}`, total: this.fs.blockSpan(ino), pausable: true })
+    }, { description: `${kind === 'hsm.migrate' ? 'migrate' : 'recall'} ${path} to ${tier ?? location}`, total: this.fs.blockSpan(ino), pausable: true })
     this.moving.set(ino, job)
-    return { job, path, volume, tier }
+    return { job, path, volume: location, tier }
   }
 
   /** `rate`: at most this many bytes per second (a restart resumes at full speed). */
@@ -181,11 +274,41 @@ export class Hsm {
     return this.tier(pol.tier)
   }
 
-  recall(p: unknown): ReturnType<Hsm['startMove']> {
+  /** Back to the volume the file came from: the whole file, or with `range` [A, B) bytes only (rounded out to blocks). */
+  recall(p: unknown, range?: unknown): ReturnType<Hsm['startMove']> {
     const path = checkPath(p)
     const ino = this.file(path)
     const home = this.state(path).home ?? this.fs.placementVolume(ino)
-    return this.startMove('hsm.recall', path, home, this.tiers().find((t) => t.volume === home)?.name ?? null)
+    const tier = this.tiers().find((t) => t.volume === home)?.name ?? null
+    if (range === undefined) return this.startMove('hsm.recall', path, home, tier)
+    const [a, b] = checkRange(range, this.fs.sizeOf(ino))
+    const busy = this.moving.get(ino)
+    if (busy !== undefined) throw new VsmError('EBUSY', `${path} is being moved by job ${busy}`)
+    const to = this.fs.volumeIndex(home)
+    const b0 = Math.floor(a / BS), b1 = Math.ceil(b / BS)
+    const job = this.jobs.start('hsm.recall', async (signal, progress) => {
+      try {
+        const moved = await this.relocateRange(ino, path, b0, b1, to, signal, progress)
+        return { path, volume: home, tier, range: [a, b], movedBytes: moved * BS, bytesOn: this.fs.placementOf(ino) }
+      } finally { this.moving.delete(ino) }
+    }, { description: `recall ${path} bytes ${a}-${b} to ${tier ?? home}`, total: b1 - b0, pausable: true })
+    this.moving.set(ino, job)
+    return { job, path, volume: home, tier }
+  }
+
+  /** Blocks [b0, b1) of the file onto volume `to` in 1 MiB steps (a range recall needs no intent: reads recall the same way). */
+  private async relocateRange(ino: number, path: string, b0: number, b1: number, to: number, signal: AbortSignal, progress: Progress): Promise<number> {
+    let moved = 0
+    for (let b = b0; b < b1; b += STEP) {
+      progress(b - b0, b1 - b0)
+      await progress.checkpoint()
+      if (signal.aborted) throw new VsmError('ECANCELED', 'cancelled')
+      if (this.fs.lookup(path) !== ino) throw new VsmError('ENOENT', `${path} went away during the recall`)
+      moved += await this.fs.relocate(ino, b, Math.min(b1, b + STEP), to)
+    }
+    progress(b1 - b0, b1 - b0)
+    await this.fs.sync()
+    return moved
   }
 
   /** At start: a move that a crash or shutdown interrupted runs again as a new job. */
@@ -193,7 +316,7 @@ export class Hsm {
     const out: { path: string; job: number }[] = []
     for (const path of this.files('/')) {
       const s = this.state(path)
-      if (!s.to || !this.fs.volumeNames().includes(s.to)) continue
+      if (!s.to || !(this.fs.volumeNames().includes(s.to) || this.archives.has(s.to))) continue
       const r = this.startMove(s.to === s.home ? 'hsm.recall' : 'hsm.migrate', path, s.to, this.tiers().find((t) => t.volume === s.to)?.name ?? null)
       out.push({ path, job: r.job })
     }
@@ -249,6 +372,13 @@ export class Hsm {
   stop(): void {
     if (this.timer) clearInterval(this.timer)
     this.timer = null
+  }
+
+  /** After the fs is closed: the archives' connections. */
+  async close(): Promise<void> {
+    this.stop()
+    for (const a of this.archives.values()) await a.dev.close().catch(() => undefined)
+    this.archives.clear()
   }
 
   // ------------------------------------------------------------------ status

@@ -5,6 +5,7 @@
 import { VsmError } from '../block/blockdev'
 
 export interface Policy { coldAfterMs: number; minSize: number; tier: string }
+/** `volume`: the fs location of the tier's bytes: a volume name, or archive:NAME for an archive tier. */
 export interface Tier { name: string; volume: string }
 
 export interface FileFacts {
@@ -42,11 +43,11 @@ export function decide(files: FileFacts[], tiers: Tier[], now: number): Decision
 
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 }
 
-/** '7d', '12h', '30m', '45s', '2w', or a bare number of seconds. */
-export function parseDuration(v: unknown): number {
+/** '7d', '12h', '30m', '45s', '2w', or a bare number of seconds; `what` names the option in the error. */
+export function parseDuration(v: unknown, what = 'cold-after'): number {
   const m = typeof v === 'number' ? [String(v), String(v), 's'] : typeof v === 'string' ? /^(\d+(?:\.\d+)?)([smhdw]?)$/.exec(v.trim()) : null
   const ms = m ? Number(m[1]) * UNIT_MS[m[2] || 's'] : NaN
-  if (!Number.isFinite(ms) || ms < 0 || ms > 100 * 365 * 86_400_000) throw new VsmError('EINVAL', `cold-after: a duration such as 7d, 12h, 30m or 45s expected, not ${JSON.stringify(v)}`)
+  if (!Number.isFinite(ms) || ms < 0 || ms > 100 * 365 * 86_400_000) throw new VsmError('EINVAL', `${what}: a duration such as 7d, 12h, 30m or 45s expected, not ${JSON.stringify(v)}`)
   return Math.round(ms)
 }
 

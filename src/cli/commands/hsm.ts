@@ -1,25 +1,40 @@
 // hsm commands: tiers, migrate/recall, pin, policies, policy runs, residency.
 import { Command } from 'commander'
+import { resolve } from 'path'
 import { call } from '../call'
 import { formatSize, parseSize } from '../units'
 import { table } from '../table'
 
 const jobLine = (what: string) => (r: any) => `${what} ${r.path} to ${r.tier ?? r.volume}: job ${r.job} (vsm job wait ${r.job})`
 
+/** 'A-B' with size suffixes on each end, sent as bytes. */
+function parseRange(r: string): string {
+  const m = /^([^-]+)-([^-]+)$/.exec(r)
+  return m ? `${parseSize(m[1])}-${parseSize(m[2])}` : r
+}
+
 export function registerHsm(program: Command) {
   const hsm = program.command('hsm').description('hierarchical storage: tiers, migration of cold files, recall')
-  const tier = hsm.command('tier').description('storage tiers (volumes of the fs)')
-  tier.command('add <name>').description('make a volume the fs spans a tier').requiredOption('--volume <name>', 'the volume (add it to the fs first with vsm fs add-volume)')
-    .action((name, o, cmd) => call(cmd, 'hsm.tier.add', { name, volume: o.volume }, (r) => `tier ${r.name} on volume ${r.volume}`))
+  const tier = hsm.command('tier').description('storage tiers: volumes of the fs, or archives outside the pool')
+  tier.command('add <name>').description('make a volume the fs spans a tier, or an archive (a directory, or sftp://USER@HOST[:PORT]/PATH)')
+    .option('--volume <name>', 'the volume (add it to the fs first with vsm fs add-volume)')
+    .option('--archive <dir|url>', 'an existing directory outside the pool, or sftp://USER@HOST[:PORT]/PATH')
+    .option('--identity <key>', 'sftp: the private key to log in with (default ~/.ssh/id_ed25519)')
+    .option('--known-hosts <file>', 'sftp: the known_hosts file holding the server\'s host key (default ~/.ssh/known_hosts)')
+    .option('--timeout <duration>', 'archive: how long a read or write may take before it fails with EIO (default 30s)')
+    .action((name, o, cmd) => call(cmd, 'hsm.tier.add', {
+      name, volume: o.volume, archive: o.archive, identity: o.identity && resolve(o.identity), knownHosts: o.knownHosts && resolve(o.knownHosts), timeout: o.timeout,
+    }, (r) => r.archive ? `tier ${r.name} on archive ${r.archive}` : `tier ${r.name} on volume ${r.volume}`))
   tier.command('list').description('tiers with capacity and use')
     .action((_o, cmd) => call(cmd, 'hsm.tier.list', undefined, (ts: any[]) => ts.length
-      ? table(['TIER', 'VOLUME', 'SIZE', 'USED', 'FREE'], ts.map((t) => [t.name, t.volume, formatSize(t.size), formatSize(t.used), formatSize(t.free)]))
-      : 'no tiers: add one with vsm hsm tier add NAME --volume V'))
+      ? table(['TIER', 'WHERE', 'SIZE', 'USED', 'FREE'], ts.map((t) => [t.name, t.archive ?? t.volume, t.size === null ? '-' : formatSize(t.size), formatSize(t.used), t.free === null ? '-' : formatSize(t.free)]))
+      : 'no tiers: add one with vsm hsm tier add NAME --volume V | --archive DIR'))
   hsm.command('migrate <path>').description('move a file to a tier while it is in use (a job)').option('--tier <name>', 'the tier (default: its policy\'s)')
     .option('--rate <size>', 'at most this many bytes per second (K, M, G)')
     .action((path, o, cmd) => call(cmd, 'hsm.migrate', { path, tier: o.tier, rate: o.rate === undefined ? undefined : parseSize(o.rate) }, jobLine('migrating')))
   hsm.command('recall <path>').description('move a file back to the volume it was on before migration (a job)')
-    .action((path, _o, cmd) => call(cmd, 'hsm.recall', { path }, jobLine('recalling')))
+    .option('--range <A-B>', 'only bytes A to B (sizes with K, M, G), rounded out to 4 KiB blocks')
+    .action((path, o, cmd) => call(cmd, 'hsm.recall', { path, range: o.range === undefined ? undefined : parseRange(o.range) }, jobLine('recalling')))
   hsm.command('pin <path>').description('policy runs never migrate this file')
     .action((path, _o, cmd) => call(cmd, 'hsm.pin', { path }, (r) => `${r.path}: pinned`))
   hsm.command('unpin <path>').description('policy runs may migrate this file again')

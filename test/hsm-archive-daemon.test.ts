@@ -1,0 +1,138 @@
+// Archive tiers on a real daemon and its FUSE view: a directory archive and an SFTP one
+// on a real sshd started here. A disk written through the view is migrated to each (its
+// pool blocks freed by its size), read back byte for byte, a range read through the view
+// brings home only that range, `recall --range` brings home a range as a job, and the
+// tiers and archived data survive a restart. Bad tier options are one-line refusals
+// that change nothing, an SFTP archive whose host key is not known is refused.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { randomBytes } from 'crypto'
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from 'fs'
+import { join } from 'path'
+import { makeVsm } from './helpers/daemon'
+import { startSshd, type Sshd } from './helpers/sshd'
+
+const vsm = makeVsm({ deviceSize: '256M' })
+let sshd: Sshd | null = null
+test.after(async () => {
+  try { await vsm.cleanup() } finally { sshd?.stop() }
+})
+
+const MiB = 1 << 20
+const SIZE = 6 * MiB
+const stderr = (p: Promise<unknown>): Promise<string> => p.then(() => { throw new Error('expected an error') }, (e) => e.stderr as string)
+const residency = async (path: string) => (await vsm.json('hsm', 'status', path)).files[0]
+const poolUsed = async () => (await vsm.json('hsm', 'tier', 'list')).find((t: any) => t.name === 'fast').used as number
+const jobOf = (out: string) => /job (\d+)/.exec(out)![1]
+
+async function waitJob(out: string) {
+  const done = await vsm.json('job', 'wait', jobOf(out))
+  assert.not.ok(done.error, JSON.stringify(done.error))
+  return done
+}
+
+async function fsckClean() {
+  const r = await vsm.json('fs', 'check')
+  assert.ok(r.ok, r.errors.join('; '))
+}
+
+/** A disk of SIZE random bytes written through the view; returns its contents. */
+async function makeDisk(name: string): Promise<Buffer> {
+  await vsm.run('disk', 'create', name, '--size', `${SIZE / MiB}M`)
+  const data = randomBytes(SIZE)
+  writeFileSync(join(vsm.mount, name), data)
+  return data
+}
+
+function readRange(name: string, at: number, len: number): Buffer {
+  const fd = openSync(join(vsm.mount, name), 'r')
+  try {
+    const b = Buffer.alloc(len)
+    readSync(fd, b, 0, len, at)
+    return b
+  } finally { closeSync(fd) }
+}
+
+const archiveDir = () => join(vsm.home, 'archive')
+
+test('archive tier options: one-line refusals that change nothing', async () => {
+  await vsm.up()
+  await vsm.run('hsm', 'tier', 'add', 'fast', '--volume', 'vol0')
+  for (const [args, re] of [
+    [['--archive', join(vsm.home, 'nowhere')], /nowhere/],
+    [['--archive', 'relative/dir'], /absolute directory or sftp/],
+    [['--archive', '/tmp', '--volume', 'vol0'], /either --volume V or --archive/],
+    [['--archive', '/tmp', '--identity', '/root/.ssh/id'], /--identity is for an sftp/],
+    [['--archive', 'sftp://nobody/x'], /sftp:\/\/USER@HOST/],
+    [['--archive', '/tmp', '--timeout', 'soon'], /timeout/],
+  ] as [string[], RegExp][]) {
+    const e = await stderr(vsm.run('hsm', 'tier', 'add', 'cold', ...args))
+    assert.match(e, re)
+    assert.is(e.trim().split('\n').length, 1, e)
+  }
+  assert.equal((await vsm.json('hsm', 'tier', 'list')).map((t: any) => t.name), ['fast'])
+})
+
+test('migrate a disk to a directory archive: pool blocks freed by its size, bytes intact, a range read brings home only that range', async () => {
+  mkdirSync(archiveDir())
+  assert.match(await vsm.run('hsm', 'tier', 'add', 'cold', '--archive', archiveDir()), /tier cold on archive/)
+  assert.match(await stderr(vsm.run('hsm', 'tier', 'add', 'cold2', '--archive', archiveDir())), /already tier cold/)
+  const data = await makeDisk('a.img')
+  const used0 = await poolUsed()
+  await waitJob(await vsm.run('hsm', 'migrate', 'a.img', '--tier', 'cold'))
+  assert.equal((await residency('a.img')).bytes, { cold: SIZE })
+  assert.is(used0 - await poolUsed(), SIZE, 'the pool got the disk\'s blocks back')
+  assert.is(readdirSync(archiveDir()).length, SIZE / MiB, 'one object per MiB')
+  const cold = (await vsm.json('hsm', 'tier', 'list')).find((t: any) => t.name === 'cold')
+  assert.equal([cold.archive, cold.used], [archiveDir(), SIZE])
+  await fsckClean()
+  // a guest reading 4 KiB at 3 MiB waits for that, not for the disk
+  assert.ok(readRange('a.img', 3 * MiB, 4096).equals(data.subarray(3 * MiB, 3 * MiB + 4096)))
+  const r = await residency('a.img')
+  assert.ok(r.bytes.fast > 0 && r.bytes.fast <= MiB, JSON.stringify(r.bytes))
+  assert.is(r.bytes.fast + r.bytes.cold, SIZE)
+  // recall --range: a job that brings home bytes 1M-2M
+  await waitJob(await vsm.run('hsm', 'recall', 'a.img', '--range', '1M-2M'))
+  const r2 = await residency('a.img')
+  assert.ok(r2.bytes.fast >= r.bytes.fast + MiB - 256 * 1024 && r2.bytes.fast <= r.bytes.fast + MiB, JSON.stringify(r2.bytes))
+  assert.match(await stderr(vsm.run('hsm', 'recall', 'a.img', '--range', '2M-1M')), /range/)
+  assert.ok(readFileSync(join(vsm.mount, 'a.img')).equals(data), 'every byte, through the view')
+  await fsckClean()
+})
+
+test('archive tiers and archived data survive a restart', async () => {
+  const data = await makeDisk('b.img')
+  await waitJob(await vsm.run('hsm', 'migrate', 'b.img', '--tier', 'cold'))
+  await vsm.down()
+  await vsm.up()
+  assert.equal((await residency('b.img')).bytes, { cold: SIZE })
+  assert.ok(readFileSync(join(vsm.mount, 'b.img')).equals(data))
+  await waitJob(await vsm.run('hsm', 'recall', 'b.img'))
+  assert.equal((await residency('b.img')).bytes, { fast: SIZE })
+  await fsckClean()
+})
+
+test('an SFTP archive on a real sshd: unknown host key refused; migrate, every byte back, pool freed', async () => {
+  const sdir = join(vsm.home, 'ssh')
+  mkdirSync(sdir)
+  sshd = await startSshd(sdir)
+  const remote = join(vsm.home, 'remote')
+  mkdirSync(remote)
+  const url = `sftp://root@127.0.0.1:${sshd.port}${remote}`
+  writeFileSync(join(sdir, 'empty_known_hosts'), '')
+  const refused = await stderr(vsm.run('hsm', 'tier', 'add', 'far', '--archive', url, '--identity', sshd.identity, '--known-hosts', join(sdir, 'empty_known_hosts')))
+  assert.match(refused, /refusing an unknown host key/)
+  assert.not.ok((await vsm.json('hsm', 'tier', 'list')).some((t: any) => t.name === 'far'))
+  await vsm.run('hsm', 'tier', 'add', 'far', '--archive', url, '--identity', sshd.identity, '--known-hosts', sshd.knownHosts, '--timeout', '20s')
+  const data = await makeDisk('c.img')
+  const used0 = await poolUsed()
+  await waitJob(await vsm.run('hsm', 'migrate', 'c.img', '--tier', 'far'))
+  assert.equal((await residency('c.img')).bytes, { far: SIZE })
+  assert.is(used0 - await poolUsed(), SIZE)
+  assert.is(readdirSync(remote).length, SIZE / MiB)
+  assert.ok(readFileSync(join(vsm.mount, 'c.img')).equals(data))
+  assert.equal((await residency('c.img')).bytes, { fast: SIZE }, 'a full read brought it home')
+  await fsckClean()
+})
+
+test.run()
