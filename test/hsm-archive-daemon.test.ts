@@ -53,7 +53,7 @@ function readRange(name: string, at: number, len: number): Buffer {
   } finally { closeSync(fd) }
 }
 
-const archiveDir = () => join(vsm.home, 'archive')
+const archiveDir = () => join(vsm.home, 'cold-archive')
 
 test('archive tier options: one-line refusals that change nothing', async () => {
   await vsm.up()
