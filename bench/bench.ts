@@ -19,6 +19,7 @@ import { ControlClient } from '../src/control/client'
 import * as os from 'os'
 import * as path from 'path'
 import { VolumeBench, volumeBench } from './volume'
+import { FsScaleBench, describe as describeFsScale, fsScaleBench } from './fs-scale'
 
 /** QD1 jobs use psync; the QD16 ones libaio (with O_DIRECT, so they really queue). */
 interface Job { name: string; rw: string; bs: string; unit: 'MB/s' | 'IOPS'; iodepth?: number; fdatasync?: boolean }
@@ -221,6 +222,17 @@ async function main() {
     }
   }
 
+  let fsScale: FsScaleBench | null = null
+  if (!process.env.BENCH_SKIP_FS_SCALE) {
+    try {
+      fsScale = await fsScaleBench()
+      for (const l of describeFsScale(fsScale)) console.log(l)
+    } catch (e) {
+      notes.push(`fs scale: ${(e as Error).message}`)
+      console.error(`bench: fs scale section failed: ${(e as Error).message}`)
+    }
+  }
+
   const latency: Record<string, Record<string, { meanUs: number; p99Us: number | null }>> = {}
   for (const [job, r] of Object.entries(results)) {
     latency[job] = {}
@@ -236,6 +248,7 @@ async function main() {
     latency,
     snapshots,
     volume,
+    fsScale,
     notes,
   }
   await fsp.mkdir(path.dirname(out), { recursive: true })
