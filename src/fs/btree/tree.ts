@@ -49,6 +49,34 @@ export async function lookup(s: BtStore, _t: Tree, root: number, key: number): P
   return n.keys[i] === key ? n.vals[i] : undefined
 }
 
+/** The entry with the greatest key <= key, if any. */
+export async function floor(s: BtStore, t: Tree, root: number, key: number): Promise<[number, Buffer] | undefined> {
+  if (!root) return undefined
+  const n = await s.get(root)
+  if (n.leaf) {
+    const i = lowerBound(n.keys, key + 1) - 1
+    return i >= 0 ? [n.keys[i], n.vals[i]] : undefined
+  }
+  // keys[i] only bounds child i from below: its entries may all lie above key, and then
+  // the floor is the greatest entry of the child before
+  for (let i = childIndex(n, key); i >= 0; i--) {
+    const hit = await floor(s, t, n.kids[i], key)
+    if (hit) return hit
+  }
+  return undefined
+}
+
+/** Whether a node on the way to key is held twice or more (the leaf's entries are then another tree's too). */
+export async function pathShared(s: BtStore, _t: Tree, root: number, key: number): Promise<boolean> {
+  for (let b = root; b;) {
+    if ((await s.refs(b)) > 1) return true
+    const n = await s.get(b)
+    if (n.leaf) return false
+    b = n.kids[childIndex(n, key)]
+  }
+  return false
+}
+
 /** Entries with lo <= key < hi, in key order. */
 export async function range(s: BtStore, _t: Tree, root: number, lo: number, hi: number): Promise<[number, Buffer][]> {
   const out: [number, Buffer][] = []
