@@ -37,9 +37,9 @@ async function fsckClean() {
 }
 
 /** A disk of SIZE random bytes written through the view; returns its contents. */
-async function makeDisk(name: string): Promise<Buffer> {
-  await vsm.run('disk', 'create', name, '--size', `${SIZE / MiB}M`)
-  const data = randomBytes(SIZE)
+async function makeDisk(name: string, size = SIZE): Promise<Buffer> {
+  await vsm.run('disk', 'create', name, '--size', `${size / MiB}M`)
+  const data = randomBytes(size)
   writeFileSync(join(vsm.mount, name), data)
   return data
 }
@@ -106,7 +106,11 @@ test('archive tiers and archived data survive a restart', async () => {
   await vsm.down()
   await vsm.up()
   assert.equal((await residency('b.img')).bytes, { cold: SIZE })
+  // a migration after the restart must not reuse the objects b.img lives in (they follow a.img's, now orphans)
+  const more = await makeDisk('b2.img', 2 * SIZE)
+  await waitJob(await vsm.run('hsm', 'migrate', 'b2.img', '--tier', 'cold'))
   assert.ok(readFileSync(join(vsm.mount, 'b.img')).equals(data))
+  assert.ok(readFileSync(join(vsm.mount, 'b2.img')).equals(more))
   await waitJob(await vsm.run('hsm', 'recall', 'b.img'))
   assert.equal((await residency('b.img')).bytes, { fast: SIZE })
   await fsckClean()

@@ -82,6 +82,9 @@ export class Hsm {
     const dev = new ArchiveDev(name, openArchive({ archive: t.archive!, identity: t.identity, knownHosts: t.knownHosts }), t.timeoutMs ?? DEFAULT_ARCHIVE_TIMEOUT_MS,
       (what, e) => this.events.publish('hsm.archive-error', { tier: t.name, what, error: e.message, reason: 'the archive did not answer or answered wrong: readers of archived ranges get EIO, a later access retries' }, 'warn'))
     const vol = this.fs.attachArchive(t.slot!, dev)
+    // the objects the fs points into are never handed out again
+    const runs = this.fs.archivedRuns(vol)
+    if (runs.length) dev.reserveBelow(runs[runs.length - 1].start + runs[runs.length - 1].len)
     const a = { vol, dev }
     this.archives.set(name, a)
     return a
