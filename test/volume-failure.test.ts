@@ -7,7 +7,7 @@ import { promises as fsp } from 'fs'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
-import { tmpDir, MiB } from './helpers/volume-tmp'
+import { tmpDir, MiB, copyData } from './helpers/volume-tmp'
 import { conformance } from './helpers/conformance'
 import { Pool } from '../src/volume/pool'
 import { FaultDev } from '../src/block/fault'
@@ -56,16 +56,6 @@ async function readAll(v: BlockDev): Promise<Buffer> {
   return b
 }
 
-/** Byte offsets of copy i of mirror volume v in its device file. */
-async function copyOf(pool: Pool, i: number): Promise<Buffer> {
-  const m = pool.volumeInfo('v').members[i]
-  const fh = await fsp.open(f(`${m.device}.img`), 'r')
-  try {
-    const b = Buffer.alloc(m.length)
-    await fh.read(b, 0, b.length, MiB + m.offset)
-    return b
-  } finally { await fh.close() }
-}
 
 /** Device b starts failing every I/O; a write lands meanwhile and everything reads back. */
 async function failB(v: BlockDev, data: Buffer, len: number, off: number): Promise<void> {
@@ -194,7 +184,7 @@ t('offline, writes, restart, online: the returning copy gets only what it missed
   const { pool, copied } = await awayAndBack('mirror', ['a', 'b'])
   assert.ok(copied > 0 && copied <= 4 * MiB, `delta resync copied ${copied} bytes, not the whole ${40 * MiB}`)
   await pool.close()
-  assert.ok((await copyOf(pool, 0)).equals(await copyOf(pool, 1)), 'copies identical')
+  assert.ok((await copyData(pool, 'v', 0)).equals(await copyData(pool, 'v', 1)), 'copies identical')
 })
 
 t('raid5: offline, writes, restart, online: only the rows of regions written meanwhile are rebuilt', async () => {
@@ -322,7 +312,7 @@ t('replace with a rate limit: progress and ETA shown; a crash mid-rebuild resume
   assert.is(pool.volumeInfo('v').state, 'healthy')
   assert.ok((await readAll(v)).equals(data))
   await pool.close()
-  assert.ok((await copyOf(pool, 0)).equals(await copyOf(pool, 1)), 'copies identical')
+  assert.ok((await copyData(pool, 'v', 0)).equals(await copyData(pool, 'v', 1)), 'copies identical')
 })
 
 t('two copies back at once: one rebuild runs at a time, and the second starts when the first ends', async () => {

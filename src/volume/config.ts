@@ -3,6 +3,7 @@
 // every change) and a full copy lives in every device label and in <home>/pool.json.
 // Pure data and pure functions here (validation, allocation); changes are committed
 // by store.ts.
+import { randomBytes } from 'crypto'
 import { VsmError } from '../block/blockdev'
 import { MiB } from './label'
 import { SUM_BLOCK, tableBytes } from './checksum'
@@ -62,6 +63,12 @@ export interface VolumeConfig {
   journal?: number
   /** Bytes at the end of every member holding its block checksums (checksum.ts); raid5 volumes made before had none. */
   checksums?: number
+  /**
+   * Tagged checksum tables (checksum.ts): each member's pages carry a generation from
+   * this salt and the member's place, so a new table is made by writing nothing. Absent:
+   * dense tables, zeroed when the volume was made.
+   */
+  checksumSalt?: string
   /** Grow, move or relayout in progress: the volume being built (its extents are already allocated). */
   reshape?: ReshapeConfig
   /** concat: in address order; stripe/raid5: column order; mirror: copy order; raid10: group by group. */
@@ -237,14 +244,14 @@ export function planVolume(cfg: PoolConfig, name: string, spec: VolumeSpec, id: 
     if (copies !== n) throw new VsmError('EINVAL', `a ${copies}-copy mirror needs exactly ${copies} devices, got ${n}`)
     // the checksum table is carved from the extent, as a file system's metadata is from its disk
     const per = roundUp(spec.size, MiB)
-    checksums = tableBytes(per)
+    checksums = tableBytes(per, true)
     equal(per, 'a mirror copy')
     size = per - checksums
   } else if (layout === 'raid10') {
     if (n < 2 * copies! || n % copies! !== 0) throw new VsmError('EINVAL', `raid10 with ${copies} copies needs a multiple of ${copies} devices, at least ${2 * copies!}; got ${n}`)
     const groups = n / copies!
     const per = roundUp(Math.ceil(spec.size / groups), Math.max(MiB, stripeUnit!))
-    checksums = tableBytes(per)
+    checksums = tableBytes(per, true)
     equal(per, `a raid10 copy`)
     members.forEach((m, i) => { m.group = Math.floor(i / copies!) })
     size = Math.floor((per - checksums) / stripeUnit!) * stripeUnit! * groups
@@ -254,7 +261,7 @@ export function planVolume(cfg: PoolConfig, name: string, spec: VolumeSpec, id: 
     journal = journalBytes(n, stripeUnit!)
     // sums cover the member in member coordinates (journal included, never verified there);
     // below one checksum block per unit there are none
-    if (stripeUnit! >= SUM_BLOCK) checksums = tableBytes(journal + per)
+    if (stripeUnit! >= SUM_BLOCK) checksums = tableBytes(journal + per, true)
     equal(per, 'a raid5 column', journal + (checksums ?? 0))
     size = per * (n - 1)
   }
@@ -263,7 +270,10 @@ export function planVolume(cfg: PoolConfig, name: string, spec: VolumeSpec, id: 
   if (stripeUnit !== undefined) volume.stripeUnit = stripeUnit
   if (copies !== undefined) volume.copies = copies
   if (journal !== undefined) volume.journal = journal
-  if (checksums !== undefined) volume.checksums = checksums
+  if (checksums !== undefined) {
+    volume.checksums = checksums
+    volume.checksumSalt = randomBytes(8).toString('hex')
+  }
   return { volume, extents: ext }
 }
 

@@ -16,8 +16,12 @@ export const DEFAULT_CACHE_BYTES = 64 << 20
 
 /** How an owner's pages look on disk. */
 export interface PageFormat {
+  /** True if page i is known never written: it starts as zeros, unread. */
+  blank?(i: number): Promise<boolean>
   /** Turn the bytes read for page i into its contents, in place (e.g. blank a page of another owner). */
   loaded?(i: number, buf: Buffer): void
+  /** Runs before page i is written (e.g. write first what says the page is in use). */
+  beforeWrite?(i: number): Promise<void>
   /** Page i is about to be written: stamp what marks it as this owner's. */
   stamp?(i: number, buf: Buffer): void
 }
@@ -136,8 +140,8 @@ export class PagedArea {
     p = new Page(this, i)
     this.pages.set(i, p)
     const page = p
-    p.loading = this.io.read(p.buf, i * PAGE_BYTES).then(() => {
-      this.format.loaded?.(i, page.buf)
+    const blank = this.format.blank?.(i) ?? Promise.resolve(false)
+    p.loading = blank.then((b) => b ? undefined : this.io.read(page.buf, i * PAGE_BYTES).then(() => this.format.loaded?.(i, page.buf))).then(() => {
       for (const e of page.edits) e(page.buf)
     }).finally(() => {
       page.loading = null
@@ -158,9 +162,13 @@ export class PagedArea {
 
   private failedLoads: number[] = []
 
-  /** Page i's bytes, loaded. Read them before the next await: the page may be dropped after. */
-  async read(i: number): Promise<Buffer> {
-    if (!this.pages.has(i)) await this.cache.room()
+  /**
+   * Page i's bytes, loaded. Read them before the next await: the page may be dropped after.
+   * A new page waits for room first, unless roomless (a read made by a page's own load,
+   * which room() may be waiting for).
+   */
+  async read(i: number, roomless = false): Promise<Buffer> {
+    if (!roomless && !this.pages.has(i)) await this.cache.room()
     const p = this.page(i)
     if (p.loading) await p.loading
     return p.buf
@@ -194,6 +202,7 @@ export class PagedArea {
 
   /** Write page p if dirty, after any write of it in flight (two writes of one page could land in either order). */
   async writeOut(p: Page): Promise<void> {
+    if (this.format.beforeWrite && p.dirty) await this.format.beforeWrite(p.index)
     for (;;) {
       if (p.writing) await p.writing.catch(() => {})
       else if (p.loading) await p.loading.catch(() => {})
@@ -216,6 +225,12 @@ export class PagedArea {
       p.writing = null
       this.cache.trim()
     }
+  }
+
+  /** Write page i if it is in memory and dirty (or wait for its write in flight). */
+  async writeIndex(i: number): Promise<void> {
+    const p = this.pages.get(i)
+    if (p && (p.dirty || p.writing)) await this.writeOut(p)
   }
 
   /** Resolves once every edit made before the call is written (not flushed). */

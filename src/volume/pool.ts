@@ -29,7 +29,7 @@ import { ConcatDev } from './concat'
 import { StripeDev } from './stripe'
 import { MirrorDev } from './mirror'
 import { Raid5Dev } from './raid5'
-import { ChecksumTable, SUM_BLOCK } from './checksum'
+import { ChecksumTable, SUM_BLOCK, tableGeneration } from './checksum'
 import { ReshapeDev } from './reshape'
 import { probeContents } from './probe'
 import { VolumeHandle } from './handle'
@@ -528,7 +528,6 @@ export class Pool {
           throw new VsmError('EINVAL', `device ${this.cfg.devices.find((d) => d.id === id)?.name} is missing: ${r?.missing ?? 'not open'}`)
         }
       }
-      await this.clearSums(volume)
       await this.store.change((next) => {
         next.volumes.push(volume)
         for (const d of next.devices) d.extents.push(...(extents.get(d.id) ?? []))
@@ -536,19 +535,6 @@ export class Pool {
       })
       return this.volumeInfo(name)
     })
-  }
-
-  /** Zero the sum tables of a new volume's members: an extent may have held another volume, whose bytes must not pass for sums. */
-  private async clearSums(v: VolumeConfig): Promise<void> {
-    if (!v.checksums) return
-    const zero = Buffer.alloc(v.checksums)
-    await Promise.all(v.members.map(async (m) => {
-      const d = this.cfg.devices.find((x) => x.id === m.device)!
-      const io = this.rt.get(m.device)?.io
-      if (!io) throw new VsmError('ENODEV', `device ${d.name} is missing`)
-      await io.write(zero, d.dataOffset + m.offset + m.length - v.checksums!)
-      await io.flush()
-    }))
   }
 
   private memberInfo(m: MemberConfig): MemberInfo {
@@ -607,7 +593,8 @@ export class Pool {
     const io = this.rt.get(m.device)!.io!
     const d = this.cfg.devices.find((x) => x.id === m.device)!
     const base = d.dataOffset + m.offset, len = m.length - (v.checksums ?? 0)
-    const sums = v.checksums ? await ChecksumTable.load(new SliceDev(io, base + len, v.checksums), len) : null
+    const generation = v.checksumSalt ? tableGeneration(v.checksumSalt, m.device, m.offset) : undefined
+    const sums = v.checksums ? await ChecksumTable.load(new SliceDev(io, base + len, v.checksums), len, { generation }) : null
     return { data: new SliceDev(io, base, len), sums }
   }
 
@@ -1147,7 +1134,6 @@ export class Pool {
         throw new VsmError('ENOSPC', `cannot ${kind} volume ${name} (${spec.size} bytes) as ${spec.layout} on ${spec.devices.join(',')}: ${errMsg(e)}`)
       }
       plan.volume.created = v.created
-      await this.clearSums(plan.volume)
       await this.store.change((next) => {
         for (const d of next.devices) d.extents.push(...(plan.extents.get(d.id) ?? []))
         const rs: ReshapeConfig = { target: plan.volume, kind }

@@ -28,6 +28,23 @@ export function attachLoop(file: string): { dev: string; detach: () => void } | 
 }
 
 export const MiB = 1 << 20
+export const GiB = 1 << 30
+
+/**
+ * The data of copy (member) i of a volume, read from its device file (pool closed or
+ * not). Its checksum table is left out: tagged with where the copy lies, it differs
+ * between copies by design.
+ */
+export async function copyData(pool: Pool, volume: string, i: number): Promise<Buffer> {
+  const m = pool.volumeInfo(volume).members[i]
+  const file = pool.listDevices().find((d) => d.name === m.device)!.path
+  const fh = await fsp.open(file, 'r')
+  try {
+    const b = Buffer.alloc(m.length - (pool.config.volumes.find((v) => v.name === volume)!.checksums ?? 0))
+    await fh.read(b, 0, b.length, MiB + m.offset)
+    return b
+  } finally { await fh.close() }
+}
 
 /**
  * The pool suites' fixture: a fresh temp dir per test, and every pool the test hands to
