@@ -2,14 +2,24 @@
 // sequence (a duplicate is acknowledged and dropped, a gap asks for a resend), applies
 // them one at a time in seq order to the replica volumes, and at each flush barrier
 // (or when enough has been applied since the last) flushes the volumes, records the
-// durable position in the replica state and acknowledges it. Also owns applyRecord,
-// which the primary's local replay uses too, so both sites apply a record alike.
+// durable position in the replica state and acknowledges it. Between a resync-begin
+// and its resync-end (a bitmap resync, out of write order) it saves what each record
+// overwrites in the resync snapshot first, so the image as of resync-begin stays whole.
+// Also owns applyRecord, which the primary's local replay uses too, so both sites
+// apply a record alike.
 import { BlockDev, VsmError } from '../block/blockdev'
 import { BLOCK, LogRecord, readSlots, writeSlot } from './log'
+import { ResyncSnapshot } from './snapshot'
 import type { SecondaryLink, ToSecondary } from './wire'
 
 /** The replica state kept in the header slots of the secondary's `repl.GROUP` volume. */
-export interface ReplicaState { logId: string; durable: number; counter: number; group: string; volumes: string[] }
+export interface ReplicaState {
+  logId: string; durable: number; counter: number; group: string; volumes: string[]
+  /** A bitmap resync is open: the snapshot holds the replicas as they were after applying seq `point`. */
+  resync?: { point: number } | null
+  /** Why these replicas no longer follow their primary's log (rolled back to a resync snapshot). */
+  detached?: string
+}
 
 const ZERO_CHUNK = 1 << 20
 
@@ -17,6 +27,7 @@ const ZERO_CHUNK = 1 << 20
 export async function applyRecord(volumes: BlockDev[], r: Pick<LogRecord, 'kind' | 'vol' | 'offset' | 'length' | 'data'>): Promise<void> {
   const dev = volumes[r.vol]
   if (r.kind === 'flush') { await Promise.all(volumes.map((v) => v.flush())); return }
+  if (r.kind !== 'write' && r.kind !== 'zero') return
   if (!dev) throw new VsmError('EINVAL', `record for volume ${r.vol}: the group has ${volumes.length}`)
   if (r.kind === 'write') { await dev.write(r.data!, r.offset); return }
   for (let at = 0; at < r.length; at += ZERO_CHUNK) {
@@ -37,6 +48,9 @@ export interface ApplierOptions {
   idleDurableMs?: number
   /** Observes each applied record (tests check order and that nothing is applied twice). */
   onApplied?: (seq: number) => void
+  /** The store of the resync snapshot, made when first needed (it is as large as the replicas). */
+  snapshotStore?: () => Promise<BlockDev>
+  onEvent?: (event: string, detail: Record<string, unknown>) => void
 }
 
 export class Applier {
@@ -55,6 +69,9 @@ export class Applier {
   private idleTimer: NodeJS.Timeout | null = null
   /** Records applied by this applier (since the daemon started): each seq once. */
   applied = 0
+  private snapshot: ResyncSnapshot | null = null
+  /** Bumped when records taken off a link are dropped unapplied (a resync could not begin): they are asked for again. */
+  private generation = 0
 
   constructor(private readonly volumes: BlockDev[], private readonly stateDev: BlockDev, private state: ReplicaState, private readonly opts: ApplierOptions = {}) {
     this.durable = state.durable
@@ -65,6 +82,20 @@ export class Applier {
   /** The last record applied (maybe not yet durable). */
   get appliedSeq(): number { return this.durable + this.pendingCount }
   get logId(): string { return this.state.logId }
+  /** The seq the replicas' consistent image is at: the snapshot's point during a resync. */
+  get resyncPoint(): number | null { return this.state.resync?.point ?? null }
+
+  /** Reads the consistent image: the resync snapshot while one is open, else the replica. */
+  async readConsistent(vol: number, buf: Buffer, offset: number): Promise<void> {
+    if (this.state.resync) await (await this.openSnapshot()).read(vol, buf, offset)
+    else await this.volumes[vol].read(buf, offset)
+  }
+
+  private async openSnapshot(): Promise<ResyncSnapshot> {
+    if (!this.opts.snapshotStore) throw new VsmError('ENOTSUP', 'this secondary has no store for a resync snapshot')
+    this.snapshot ??= await ResyncSnapshot.open(await this.opts.snapshotStore(), this.volumes)
+    return this.snapshot
+  }
 
   /** Serves one link; a newer link replaces the older (the primary reconnected). */
   attach(link: SecondaryLink): void {
@@ -82,17 +113,25 @@ export class Applier {
     if (m.t === 'ping') { link.send({ t: 'ack', next: this.received, durable: this.durable }); return }
     if (m.t !== 'rec') return
     if (m.seq < this.received) { link.send({ t: 'ack', next: this.received, durable: this.durable }); return }
-    if (m.seq > this.received) {
+    // the primary's log overflowed: the records before its resync-begin are replaced by the copies that follow it
+    if (m.seq > this.received && m.kind !== 'resync-begin') {
       if (this.nacked !== this.received) { this.nacked = this.received; link.send({ t: 'nack', next: this.received }) }
       return
     }
     if (m.kind === 'write' && (!data || data.length !== m.length)) { link.close('write record without its data'); return }
-    this.received++
+    this.received = m.seq + 1
     this.queued++
     if (this.idleTimer) { clearTimeout(this.idleTimer); this.idleTimer = null }
     const rec = { ...m, data }
-    this.applying = this.applying.then(() => this.apply(rec)).then(() => this.whenIdle()).catch((e) => {
-      this.failed ??= e as Error
+    const gen = this.generation
+    this.applying = this.applying.then(() => (gen === this.generation ? this.apply(rec) : undefined)).then(() => this.whenIdle()).catch((e) => {
+      this.queued--
+      if ((e as VsmError).code === 'ENOSPC') {
+        // no room for the snapshot: nothing of the resync is applied; the primary asks again after it reconnects
+        this.generation++
+        this.received = this.appliedSeq + 1
+        this.opts.onEvent?.('resync-refused', { reason: (e as Error).message })
+      } else this.failed ??= e as Error
       this.link?.send({ t: 'error', code: (e as VsmError).code ?? 'EIO', message: (e as Error).message })
       this.link?.close('apply failed')
     })
@@ -109,7 +148,10 @@ export class Applier {
 
   private async apply(r: LogRecord): Promise<void> {
     if (this.failed) return
-    if (r.seq !== this.durable + 1 + this.pendingCount) throw new VsmError('EIO', `applier out of order at ${r.seq}`)
+    if (r.kind === 'resync-begin' ? r.seq < this.durable + 1 + this.pendingCount : r.seq !== this.durable + 1 + this.pendingCount) throw new VsmError('EIO', `applier out of order at ${r.seq}`)
+    if (r.kind === 'resync-begin') { await this.beginResync(r.seq); return }
+    if (r.kind === 'resync-end') { await this.endResync(r.seq); return }
+    if (this.state.resync && r.kind !== 'flush') await (await this.openSnapshot()).protect(r.vol, r.offset, r.length)
     await applyRecord(this.volumes, r)
     this.pendingCount++
     this.applied++
@@ -120,9 +162,37 @@ export class Applier {
     else if (this.sinceAck >= (this.opts.ackEvery ?? 16)) { this.sinceAck = 0; this.link?.send({ t: 'ack', next: this.received, durable: this.durable }) }
   }
 
-  private async makeDurable(seq: number, flushFirst: boolean): Promise<void> {
+  /**
+   * Makes what was applied durable, then (unless one is open already: an overflow
+   * during a resync keeps the first snapshot, the last consistent image) starts an
+   * empty snapshot and records the open resync with the point it keeps.
+   */
+  private async beginResync(seq: number): Promise<void> {
+    await Promise.all(this.volumes.map((v) => v.flush()))
+    const point = this.appliedSeq
+    if (!this.state.resync) {
+      if (!this.opts.snapshotStore) throw new VsmError('ENOTSUP', 'this secondary has no store for a resync snapshot')
+      this.snapshot = await ResyncSnapshot.begin(await this.opts.snapshotStore(), this.volumes)
+    }
+    await this.makeDurable(seq, false, { resync: this.state.resync ?? { point } })
+    this.applied++
+    this.opts.onApplied?.(seq)
+    this.opts.onEvent?.('resync-begin', { seq, point: this.state.resync!.point })
+  }
+
+  /** Everything the resync copied is durable: the replicas are consistent again and the snapshot is dropped. */
+  private async endResync(seq: number): Promise<void> {
+    const had = this.state.resync
+    await this.makeDurable(seq, true, { resync: null })
+    this.snapshot = null
+    this.applied++
+    this.opts.onApplied?.(seq)
+    if (had) this.opts.onEvent?.('resync-end', { seq })
+  }
+
+  private async makeDurable(seq: number, flushFirst: boolean, change: Partial<ReplicaState> = {}): Promise<void> {
     if (flushFirst) await Promise.all(this.volumes.map((v) => v.flush()))
-    this.state = { ...this.state, durable: seq, counter: this.state.counter + 1 }
+    this.state = { ...this.state, ...change, durable: seq, counter: this.state.counter + 1 }
     await writeSlot(this.stateDev, this.state)
     this.durable = seq
     this.pendingCount = 0
@@ -138,6 +208,21 @@ export class Applier {
     await this.applying
     if (!this.failed && this.pendingCount > 0) await this.makeDurable(this.durable + this.pendingCount, true)
   }
+}
+
+/**
+ * Takes the replicas back to their resync snapshot (the primary is gone mid-resync and
+ * this site must serve): restores the saved chunks, then records the point and that
+ * the replicas no longer follow the log. Idempotent until that record is written.
+ */
+export async function rollbackResync(stateDev: BlockDev, volumes: BlockDev[], store: BlockDev): Promise<{ point: number; restoredBytes: number } | null> {
+  const state = await loadReplicaState(stateDev)
+  if (!state?.resync) return null
+  const restoredBytes = await (await ResyncSnapshot.open(store, volumes)).rollback()
+  const point = state.resync.point
+  const next: ReplicaState = { ...state, resync: null, durable: point, counter: state.counter + 1, detached: `rolled back to the snapshot taken before a bitmap resync (seq ${point})` }
+  await writeSlot(stateDev, next)
+  return { point, restoredBytes }
 }
 
 /** A fresh replica state for a log this secondary has not seen. */

@@ -1,13 +1,17 @@
-// A replicated volume group on the primary: its log, the taps of its volumes, the
-// shipper and the link keeper. A write is logged (durably) before it reaches its
-// volume; a flush flushes every volume of the group, then logs a barrier; space is
-// reclaimed for records both flushed here and durable on the secondary. At open the
-// retained records are replayed onto the volumes, so a volume never lacks a write the
-// secondary will get. The initial sync reads each volume through the same log.
+// A replicated volume group on the primary: its log, its overflow bitmap, the taps of
+// its volumes, the shipper and the link keeper. A write is logged (durably) before it
+// reaches its volume; a flush flushes every volume of the group, then logs a barrier;
+// space is reclaimed for records both flushed here and durable on the secondary. At
+// open the retained records are replayed onto the volumes, so a volume never lacks a
+// write the secondary will get. The initial sync reads each volume through the same log.
+// When the log would overflow, the group logs to its bitmap instead (a write marks its
+// regions durably before it reaches the volume) and, with the link up, copies the
+// marked regions through the log until none is left, then logs again.
 import { VsmError } from '../block/blockdev'
 import type { Jobs } from '../control/jobs'
 import { applyRecord } from './applier'
-import { LogRecord, MAX_RECORD_DATA, ReplicationLog } from './log'
+import { RegionBitmap, regionSizeFor } from './bitmap'
+import { BITMAP_BYTES, LogRecord, MAX_RECORD_DATA, recordsToReplay, ReplicationLog } from './log'
 import { flushWaitsForSecondary, KeeperOptions, LinkKeeper, Mode, stateOf } from './policy'
 import { Shipper, ShipperOptions } from './shipper'
 import { GroupIO, ReplicatedVolume } from './tap'
@@ -25,6 +29,8 @@ export interface GroupConfig {
   /** The initial sync finished (every volume's contents went through the log). */
   synced: boolean
   paused: boolean
+  /** Bytes per bit of the overflow bitmap, fixed when the group is made. */
+  regionSize?: number
 }
 
 export interface GroupOptions extends ShipperOptions {
@@ -34,6 +40,8 @@ export interface GroupOptions extends ShipperOptions {
 }
 
 const SYNC_CHUNK = 1 << 20
+/** A bitmap resync makes its copies durable in the log and settles their bits after this many bytes. */
+const RESYNC_BATCH = 8 << 20
 
 export class PrimaryGroup implements GroupIO {
   private readonly shipper: Shipper
@@ -48,8 +56,18 @@ export class PrimaryGroup implements GroupIO {
   private syncJob: number | null = null
   private syncEnd = 0
   private closed = false
+  private overflowing: Promise<void> | null = null
+  private resyncing: Promise<void> | null = null
+  /** seq of the last resync-end: a sync-mode flush made while logging to the bitmap waits for the secondary to have it. */
+  private resyncEnd = 0
+  private resyncedBytes = 0
+  private afterResync: Array<() => void> = []
+  private linkWaiters: Array<() => void> = []
+  /** Held while a resync ends: new writes wait here so none lands between the last copy and resync-end. */
+  private gate: Promise<void> | null = null
+  private idleWaiters: Array<() => void> = []
 
-  private constructor(readonly config: GroupConfig, private readonly log: ReplicationLog, readonly taps: ReplicatedVolume[], private readonly opts: GroupOptions) {
+  private constructor(readonly config: GroupConfig, private readonly log: ReplicationLog, private readonly bitmap: RegionBitmap, readonly taps: ReplicatedVolume[], private readonly opts: GroupOptions) {
     this.localDurable = log.headSeq
     this.shipper = new Shipper(log, opts)
     this.keeper = new LinkKeeper<PrimaryLink>({
@@ -67,19 +85,32 @@ export class PrimaryGroup implements GroupIO {
 
   /** A new group: formats its log on logDev's volume, then starts the initial sync and shipping. */
   static async create(log: ReplicationLog, taps: ReplicatedVolume[], opts: GroupOptions, jobs?: Jobs): Promise<PrimaryGroup> {
-    const g = new PrimaryGroup(log.config as unknown as GroupConfig, log, taps, opts)
+    const g = new PrimaryGroup(log.config as unknown as GroupConfig, log, await PrimaryGroup.bitmapOf(log, taps), taps, opts)
     g.start(jobs)
     return g
   }
 
-  /** An existing group at daemon start: replays the retained records onto the volumes before anyone reads them. */
+  /**
+   * An existing group at daemon start: replays the retained records onto the volumes
+   * before anyone reads them (not a resync's copies: the volumes may be newer), and in
+   * bitmap mode resumes the resync.
+   */
   static async open(log: ReplicationLog, records: LogRecord[], taps: ReplicatedVolume[], opts: GroupOptions, jobs?: Jobs): Promise<PrimaryGroup> {
     const inner = taps.map((t) => t.inner)
-    for (const r of records) await applyRecord(inner, r)
+    for (const r of recordsToReplay(records, log.mode)) await applyRecord(inner, r)
     await Promise.all(inner.map((v) => v.flush()))
-    const g = new PrimaryGroup(log.config as unknown as GroupConfig, log, taps, opts)
+    // a crash between dropping the records and appending resync-begin (nothing retained; with records retained, the
+    // first is the resync-begin or the secondary holds it): a secondary behind the tail must find one there
+    if (log.mode === 'bitmap' && records.length === 0) await log.append({ kind: 'resync-begin', vol: 0, offset: 0, length: 0 })
+    const g = new PrimaryGroup(log.config as unknown as GroupConfig, log, await PrimaryGroup.bitmapOf(log, taps), taps, opts)
     g.start(jobs)
     return g
+  }
+
+  private static bitmapOf(log: ReplicationLog, taps: ReplicatedVolume[]): Promise<RegionBitmap> {
+    const sizes = taps.map((t) => t.size)
+    const cfg = log.config as unknown as GroupConfig
+    return RegionBitmap.open(log.bitmapArea, cfg.regionSize ?? regionSizeFor(sizes, BITMAP_BYTES), sizes, log.mode === 'bitmap')
   }
 
   private start(jobs?: Jobs): void {
@@ -88,6 +119,7 @@ export class PrimaryGroup implements GroupIO {
       else void this.initialSync(new AbortController().signal, () => undefined).catch((e) => { this.lastError = (e as Error).message })
     }
     this.keeper.start(this.config.paused)
+    if (this.log.mode === 'bitmap') this.startResync()
   }
 
   private event(event: string, detail: Record<string, unknown>): void { this.opts.onEvent?.(event, { group: this.config.group, ...detail }) }
@@ -97,6 +129,15 @@ export class PrimaryGroup implements GroupIO {
     this.connected = up
     if (up) this.lastError = null
     this.event(up ? 'connected' : 'disconnected', why ? { why } : {})
+    if (up) this.wakeLinkWaiters()
+  }
+
+  private wakeLinkWaiters(): void { for (const w of this.linkWaiters.splice(0)) w() }
+
+  /** Resolves once the link is up and not paused, or the group closes. */
+  private linkUp(): Promise<void> {
+    if ((this.connected && !this.config.paused) || this.closed) return Promise.resolve()
+    return new Promise((r) => this.linkWaiters.push(r))
   }
 
   // ---- the data path (GroupIO) ----
@@ -109,50 +150,172 @@ export class PrimaryGroup implements GroupIO {
     return id
   }
 
-  async write(tap: ReplicatedVolume, buf: Buffer, offset: number): Promise<void> {
+  private leave(id: number): void {
+    this.floors.delete(id)
+    if (this.floors.size === 0) for (const w of this.idleWaiters.splice(0)) w()
+  }
+
+  /**
+   * Runs a write or zero of range [offset, offset+length) of tap: logged when the log
+   * takes it (the records durable before the volume is touched), else marked in the
+   * bitmap (durably, before the volume is touched); an overflow happens on the way.
+   */
+  private async change(tap: ReplicatedVolume, offset: number, length: number, records: Array<Parameters<ReplicationLog['tryAppend']>[0]>, apply: () => Promise<void>): Promise<void> {
     if (this.closed) throw new VsmError('EIO', `replication group ${this.config.group} is closed`)
-    const release = await tap.locks.lock(offset, buf.length)
+    while (this.gate) await this.gate
+    const release = await tap.locks.lock(offset, length)
     const id = this.enter()
     try {
-      const appends: Promise<number>[] = []
-      for (let at = 0; at < buf.length; at += MAX_RECORD_DATA) {
-        const part = buf.subarray(at, Math.min(buf.length, at + MAX_RECORD_DATA))
-        appends.push(this.log.append({ kind: 'write', vol: tap.index, offset: offset + at, length: part.length, data: part }))
+      const seqs = await Promise.all(records.map((r) => this.log.tryAppend(r)))
+      if (seqs.every((s) => s !== null)) {
+        await this.log.sync()
+        this.shipper.kick()
+      } else {
+        await this.overflow()
+        await this.bitmap.mark(tap.index, offset, length)
       }
-      await Promise.all(appends)
-      await this.log.sync()
-      this.shipper.kick()
-      await tap.inner.write(buf, offset)
+      await apply()
     } finally {
-      this.floors.delete(id)
+      this.leave(id)
       release()
     }
   }
 
-  async zero(tap: ReplicatedVolume, offset: number, length: number): Promise<void> {
-    const release = await tap.locks.lock(offset, length)
-    const id = this.enter()
-    try {
-      await this.log.append({ kind: 'zero', vol: tap.index, offset, length })
-      await this.log.sync()
-      this.shipper.kick()
-      await tap.inner.discard!(offset, length)
-    } finally {
-      this.floors.delete(id)
-      release()
+  write(tap: ReplicatedVolume, buf: Buffer, offset: number): Promise<void> {
+    const records = []
+    for (let at = 0; at < buf.length; at += MAX_RECORD_DATA) {
+      const part = buf.subarray(at, Math.min(buf.length, at + MAX_RECORD_DATA))
+      records.push({ kind: 'write' as const, vol: tap.index, offset: offset + at, length: part.length, data: part })
     }
+    return this.change(tap, offset, buf.length, records, () => tap.inner.write(buf, offset))
+  }
+
+  zero(tap: ReplicatedVolume, offset: number, length: number): Promise<void> {
+    return this.change(tap, offset, length, [{ kind: 'zero', vol: tap.index, offset, length }], () => tap.inner.discard!(offset, length))
   }
 
   async flush(): Promise<void> {
     let covered = this.log.headSeq
     for (const f of this.floors.values()) covered = Math.min(covered, f - 1)
     await Promise.all(this.taps.map((t) => t.inner.flush()))
-    const seq = await this.log.append({ kind: 'flush', vol: 0, offset: 0, length: 0 })
+    const seq = await this.log.tryAppend({ kind: 'flush', vol: 0, offset: 0, length: 0 })
+    if (seq === null) {
+      // logging to the bitmap: the marks were durable before the writes; a sync-mode flush waits for the resync to end
+      await this.overflow()
+      if (this.log.mode === 'bitmap' && flushWaitsForSecondary(this.config.mode, this.config.paused)) await new Promise<void>((r) => this.afterResync.push(r))
+      if (flushWaitsForSecondary(this.config.mode, this.config.paused)) await this.remoteAt(this.resyncEnd)
+      return
+    }
     await this.log.sync()
     this.localDurable = Math.max(this.localDurable, covered)
     this.reclaim()
     this.shipper.kick()
     if (flushWaitsForSecondary(this.config.mode, this.config.paused)) await this.remoteAt(seq)
+  }
+
+  // ---- log overflow and the bitmap resync ----
+
+  /**
+   * The log is full (or already in bitmap mode): marks the retained records the
+   * secondary does not hold durably in the bitmap, drops them and starts logging to
+   * the bitmap. Every caller waits until that is on disk, since its own write then
+   * reaches the volume with only a bitmap mark behind it.
+   */
+  private overflow(): Promise<void> {
+    if (this.log.mode === 'bitmap' && !this.overflowing) return Promise.resolve()
+    this.overflowing ??= (async () => {
+      const lagBytes = this.log.bytesAfter(this.remoteDurable)
+      const seq = await this.log.overflow(async (retained) => {
+        const held = this.remoteDurable
+        for (const r of retained) if (r.seq > held && (r.kind === 'write' || r.kind === 'zero')) this.bitmap.set(r.vol, r.offset, r.length)
+        await this.bitmap.persistAll()
+        return held + 1
+      }, () => this.bitmap.dirtyBytes)
+      this.event('logging-to-bitmap', { reason: `the log (${this.log.capacity} bytes) is full with ${lagBytes} bytes the secondary lacks`, dirtyBytes: this.bitmap.dirtyBytes, resyncBeginSeq: seq })
+      this.startResync()
+    })().finally(() => { this.overflowing = null })
+    return this.overflowing
+  }
+
+  private startResync(): void {
+    this.resyncing ??= this.resync().catch((e) => {
+      if (this.closed) return
+      this.lastError = (e as Error).message
+      this.event('resync-failed', { error: (e as Error).message })
+    }).finally(() => { this.resyncing = null })
+  }
+
+  /**
+   * While the link is up: copies each marked region into the log (read under its range
+   * lock, its bit taken at once so a later write marks it again), makes a batch of
+   * copies durable, then lets their bits go from disk; ends when a pass finds none.
+   */
+  private async resync(): Promise<void> {
+    let cursor = 0
+    let announced = false
+    while (!this.closed && this.log.mode === 'bitmap') {
+      await this.linkUp()
+      if (this.closed) return
+      if (!announced) { announced = true; this.event('resync-started', { dirtyBytes: this.bitmap.dirtyBytes }) }
+      const taken: number[] = []
+      let bytes = 0
+      while (bytes < RESYNC_BATCH) {
+        let r = this.bitmap.next(cursor)
+        if (r < 0 && cursor > 0) r = this.bitmap.next(cursor = 0)
+        if (r < 0) break
+        cursor = r + 1
+        taken.push(r)
+        bytes += await this.copyRegion(r)
+      }
+      if (taken.length) {
+        await this.log.sync()
+        this.shipper.kick()
+        await this.bitmap.settle(taken)
+        this.resyncedBytes += bytes
+        continue
+      }
+      if (await this.endResync()) return
+    }
+  }
+
+  /** Appends a copy of region r; it is shipped once durable, without waiting for the batch (the log may have room only for part of one). */
+  private async copyRegion(r: number): Promise<number> {
+    const { vol, offset, length } = this.bitmap.region(r)
+    const tap = this.taps[vol]
+    const buf = Buffer.alloc(length)
+    const release = await tap.locks.lock(offset, length)
+    try {
+      this.bitmap.take(r)
+      await tap.inner.read(buf, offset)
+    } finally { release() }
+    const appends: Promise<number>[] = []
+    for (let at = 0; at < length; at += MAX_RECORD_DATA) {
+      const part = buf.subarray(at, Math.min(length, at + MAX_RECORD_DATA))
+      const zero = !part.some((b) => b !== 0)
+      appends.push(this.log.append(zero ? { kind: 'zero', vol, offset: offset + at, length: part.length } : { kind: 'write', vol, offset: offset + at, length: part.length, data: part }))
+    }
+    await Promise.all(appends)
+    this.log.sync().then(() => this.shipper.kick(), () => undefined)
+    return length
+  }
+
+  /** With writes held off and none in flight: if nothing is marked, resync-end goes in the log and the group logs again. */
+  private async endResync(): Promise<boolean> {
+    let open!: () => void
+    this.gate = new Promise((r) => { open = r })
+    try {
+      if (this.floors.size) await new Promise<void>((r) => this.idleWaiters.push(r))
+      if (this.bitmap.dirtyRegions > 0) return false
+      this.resyncEnd = await this.log.endOverflow()
+      this.localDurable = Math.max(this.localDurable, this.resyncEnd)
+      this.shipper.kick()
+      for (const w of this.afterResync.splice(0)) w()
+      this.event('resync-done', { resyncEndSeq: this.resyncEnd, copiedBytes: this.resyncedBytes })
+      return true
+    } finally {
+      this.gate = null
+      open()
+    }
   }
 
   private remoteAt(seq: number): Promise<void> {
@@ -170,7 +333,8 @@ export class PrimaryGroup implements GroupIO {
     if (!this.config.synced && this.syncJob === null && this.syncEnd > 0 && seq >= this.syncEnd) this.event('synced', {})
   }
 
-  private reclaim(): void { this.log.reclaim(Math.min(this.localDurable, this.remoteDurable)) }
+  /** Records both flushed here (a resync's copies need not be: they came from the volumes) and durable on the secondary. */
+  private reclaim(): void { this.log.reclaim(Math.min(this.log.mode === 'bitmap' ? this.log.headSeq : this.localDurable, this.remoteDurable)) }
 
   // ---- initial sync ----
 
@@ -215,7 +379,10 @@ export class PrimaryGroup implements GroupIO {
     this.keeper.setPaused(paused)
     this.event(paused ? 'paused' : 'resumed', {})
     // a sync-mode flush that was waiting does not wait for a paused link
-    if (paused) { const w = this.remoteWaiters; this.remoteWaiters = []; for (const x of w) x.resolve() }
+    if (paused) {
+      const w = this.remoteWaiters; this.remoteWaiters = []; for (const x of w) x.resolve()
+      for (const x of this.afterResync.splice(0)) x()
+    }
   }
 
   /** Drops the link now; the keeper reconnects (tests, and an operator forcing a reconnect). */
@@ -227,10 +394,13 @@ export class PrimaryGroup implements GroupIO {
       group: this.config.group,
       role: 'primary',
       mode: this.config.mode,
-      state: stateOf({ failed: false, paused: this.config.paused, synced: this.config.synced && this.remoteDurable >= this.syncEnd, connected: this.connected }),
+      state: stateOf({ failed: false, paused: this.config.paused, bitmap: this.log.mode === 'bitmap', synced: this.config.synced && this.remoteDurable >= this.syncEnd, connected: this.connected }),
       target: this.config.target,
       volumes: this.config.volumes,
-      lagBytes: this.log.bytesAfter(this.remoteDurable),
+      lagBytes: this.log.bytesAfter(this.remoteDurable) + this.bitmap.dirtyBytes,
+      /** Bytes of regions marked in the overflow bitmap and not yet copied. */
+      bitmapDirtyBytes: this.bitmap.dirtyBytes,
+      resyncedBytes: this.resyncedBytes,
       lagSeconds: lagSince === null ? 0 : Math.max(0, (Date.now() - lagSince) / 1000),
       logFill: this.log.usedBytes / this.log.capacity,
       logBytes: this.log.capacity,
@@ -243,8 +413,10 @@ export class PrimaryGroup implements GroupIO {
 
   async close(): Promise<void> {
     this.closed = true
+    this.wakeLinkWaiters()
     await this.keeper.stop()
     for (const t of this.taps) t.group = null
     await this.log.close()
+    await this.resyncing
   }
 }

@@ -1,9 +1,12 @@
 // The replication log (VVR's SRL): one ordered, circular log of the writes, zero
 // ranges and flush barriers of a volume group, kept on a pool volume so it is as
 // redundant as the pool makes it. Owns the on-volume format (two header slots, then a
-// ring of 4 KiB-aligned records), append with group commit, the scan that finds the
-// retained records after a crash, and reclaiming space. Who ships records and when
-// space may be reclaimed is decided elsewhere (group.ts, shipper.ts).
+// ring of 4 KiB-aligned records, then an area the group keeps its overflow bitmap in),
+// append with group commit, the scan that finds the retained records after a crash,
+// reclaiming space, and the switch to and from bitmap mode (overflow discards the
+// retained records once the group has marked them in its bitmap). Who ships records,
+// when space may be reclaimed and what the bitmap holds is decided elsewhere
+// (group.ts, shipper.ts, bitmap.ts).
 import { crc32 } from 'zlib'
 import { BlockDev, VsmError, writeDurable } from '../block/blockdev'
 
@@ -15,10 +18,19 @@ const REC_MAGIC = 0x52454331 // 'REC1'
 export const REC_HEADER = 64
 /** Larger writes are split into records of at most this many bytes. */
 export const MAX_RECORD_DATA = 1 << 20
+/** The end of the log volume is the group's overflow bitmap (bitmap.ts). */
+export const BITMAP_BYTES = 128 << 10
 
-export type RecordKind = 'write' | 'zero' | 'flush'
-const KIND_CODE: Record<RecordKind | 'pad', number> = { write: 1, zero: 2, flush: 3, pad: 4 }
-const CODE_KIND = ['', 'write', 'zero', 'flush', 'pad'] as const
+/**
+ * resync-begin: the log overflowed and the records since the header's gapFrom were
+ * replaced by a bitmap; what follows up to resync-end are copies of dirty regions
+ * (read from the volumes, so never replayed onto them). The secondary keeps a
+ * snapshot from resync-begin until resync-end is durable.
+ */
+export type RecordKind = 'write' | 'zero' | 'flush' | 'resync-begin' | 'resync-end'
+const KIND_CODE: Record<RecordKind | 'pad', number> = { write: 1, zero: 2, flush: 3, pad: 4, 'resync-begin': 5, 'resync-end': 6 }
+const CODE_KIND = ['', 'write', 'zero', 'flush', 'pad', 'resync-begin', 'resync-end'] as const
+export type LogMode = 'log' | 'bitmap'
 
 export interface LogRecord {
   seq: number
@@ -44,9 +56,27 @@ export interface LogHeader {
   tailSeq: number
   counter: number
   config: Record<string, unknown>
+  /** bitmap: writes go to the group's bitmap, not the log (absent in a log that never overflowed). */
+  mode?: LogMode
+  /** A secondary whose next seq is at least this may skip to the tail: what it lacks is in the bitmap. */
+  gapFrom?: number
 }
 
-interface Entry { seq: number; lsn: number; size: number; kind: RecordKind; length: number; time: number }
+interface Entry { seq: number; lsn: number; size: number; kind: RecordKind; vol: number; offset: number; length: number; time: number }
+/** Where a retained record wrote (what overflow must mark in the bitmap). */
+export type RetainedRecord = Pick<Entry, 'seq' | 'kind' | 'vol' | 'offset' | 'length'>
+
+/**
+ * The records a primary replays onto its volumes at open: not the copies of a bitmap
+ * resync (they were read from the volumes, which may hold newer data since), i.e. no
+ * write or zero in bitmap mode, and none before the last resync-end otherwise.
+ */
+export function recordsToReplay(records: LogRecord[], mode: LogMode): LogRecord[] {
+  if (mode === 'bitmap') return []
+  let end = -1
+  records.forEach((r, i) => { if (r.kind === 'resync-end') end = i })
+  return records.slice(end + 1)
+}
 
 const roundUp = (n: number, m: number) => Math.ceil(n / m) * m
 
@@ -141,9 +171,10 @@ export class ReplicationLog {
   private spaceWaiters: Array<() => void> = []
   private headerWrite: Promise<void> = Promise.resolve()
   private failed: Error | null = null
+  private closing = false
 
   private constructor(private readonly dev: BlockDev, private header: LogHeader) {
-    this.ring = Math.floor((dev.size - RING_START) / BLOCK) * BLOCK
+    this.ring = Math.floor((dev.size - RING_START - BITMAP_BYTES) / BLOCK) * BLOCK
     this.tag = tagOf(header.logId)
     this.headLsn = header.tailLsn
     this.nextSeq = header.tailSeq
@@ -153,8 +184,9 @@ export class ReplicationLog {
 
   /** Makes a new, empty log on dev; anything there before is gone. */
   static async format(dev: BlockDev, logId: string, config: Record<string, unknown>): Promise<ReplicationLog> {
-    if (dev.size < RING_START + 4 * MAX_RECORD_DATA) throw new VsmError('EINVAL', `a replication log needs at least ${(RING_START + 4 * MAX_RECORD_DATA) >> 20} MiB`)
-    const header: LogHeader = { logId, epoch: 0, tailLsn: 0, tailSeq: 1, counter: 0, config }
+    const min = RING_START + BITMAP_BYTES + 4 * MAX_RECORD_DATA
+    if (dev.size < min) throw new VsmError('EINVAL', `a replication log needs at least ${Math.ceil(min / (1 << 20))} MiB`)
+    const header: LogHeader = { logId, epoch: 0, tailLsn: 0, tailSeq: 1, counter: 0, config, mode: 'log' }
     const log = new ReplicationLog(dev, header)
     await log.persistHeader()
     await log.persistHeader() // both slots valid, so a torn first update leaves this one
@@ -192,7 +224,7 @@ export class ReplicationLog {
         if (crc32(data) !== h.dataCrc) break
       }
       records.push({ seq, kind: h.kind, vol: h.vol, offset: h.offset, length: h.length, time: h.time, data })
-      log.entries.push({ seq, lsn, size, kind: h.kind, length: h.length, time: h.time })
+      log.entries.push({ seq, lsn, size, kind: h.kind, vol: h.vol, offset: h.offset, length: h.length, time: h.time })
       lsn += size
       seq++
     }
@@ -205,6 +237,11 @@ export class ReplicationLog {
   }
 
   get config(): Record<string, unknown> { return this.header.config }
+  get mode(): LogMode { return this.header.mode ?? 'log' }
+  /** Where on the log volume the group's bitmap lives. */
+  get bitmapArea(): { dev: BlockDev; offset: number; bytes: number } { return { dev: this.dev, offset: this.dev.size - BITMAP_BYTES, bytes: BITMAP_BYTES } }
+  /** A secondary at next >= gapFrom (and behind the tail) resumes at the tail's resync-begin. */
+  get gapFrom(): number | null { return this.header.gapFrom ?? null }
   get logId(): string { return this.header.logId }
   /** The seq the next append gets. */
   get headSeq(): number { return this.nextSeq - 1 }
@@ -233,32 +270,48 @@ export class ReplicationLog {
   }
 
   /**
-   * Appends a record in seq order, waiting for space when the ring is full (the
-   * group's writes stall until the secondary acknowledges, as VVR's srlprot=stall).
-   * Resolves with the seq once the record is written (not yet durable: sync()).
+   * Appends a record in seq order, waiting for space when the ring is full (a
+   * background copier; the group's own writes use tryAppend). Resolves with the seq
+   * once the record is written (not yet durable: sync()).
    */
   append(rec: NewRecord): Promise<number> {
+    return this.add(rec, true) as Promise<number>
+  }
+
+  /**
+   * Appends a write, zero or flush of the group's users, or resolves null, appending
+   * nothing, when the ring has no room or the log is in bitmap mode: the group then
+   * overflows to its bitmap instead of stalling the writer.
+   */
+  tryAppend(rec: NewRecord): Promise<number | null> {
+    return this.add(rec, false)
+  }
+
+  private add(rec: NewRecord, wait: boolean): Promise<number | null> {
     if (this.failed) return Promise.reject(this.failed)
     if (rec.kind === 'write' && (!rec.data || rec.data.length !== rec.length)) throw new VsmError('EINVAL', 'a write record needs its data')
     if (rec.length > MAX_RECORD_DATA && rec.kind === 'write') throw new VsmError('EINVAL', `a record holds at most ${MAX_RECORD_DATA} bytes`)
-    const placed = this.allocChain.then(() => this.allocate(rec))
+    const placed = this.allocChain.then(() => (wait || this.mode === 'log' ? this.allocate(rec, wait) : null))
     this.allocChain = placed.catch(() => undefined)
-    return placed.then(async ({ seq, lsn, padLsn, time }) => {
-      const write = (async () => {
-        if (padLsn !== null) await this.dev.write(encodeRecord({ seq, kind: 'pad', vol: 0, offset: 0, length: 0, time }, this.header.epoch, this.tag), this.phys(padLsn))
-        await this.dev.write(encodeRecord({ ...rec, seq, time }, this.header.epoch, this.tag), this.phys(lsn))
-      })()
-      const done = write.catch((e) => { this.failed ??= e as Error; throw e })
-      this.inflight.set(seq, done.catch(() => undefined))
-      try { await done } finally { this.inflight.delete(seq) }
-      return seq
-    })
+    return placed.then((at) => (at ? this.place(rec, at) : null))
   }
 
-  private async allocate(rec: NewRecord): Promise<{ seq: number; lsn: number; padLsn: number | null; time: number }> {
+  private async place(rec: NewRecord, { seq, lsn, padLsn, time }: { seq: number; lsn: number; padLsn: number | null; time: number }): Promise<number> {
+    const write = (async () => {
+      if (padLsn !== null) await this.dev.write(encodeRecord({ seq, kind: 'pad', vol: 0, offset: 0, length: 0, time }, this.header.epoch, this.tag), this.phys(padLsn))
+      await this.dev.write(encodeRecord({ ...rec, seq, time }, this.header.epoch, this.tag), this.phys(lsn))
+    })()
+    const done = write.catch((e) => { this.failed ??= e as Error; throw e })
+    this.inflight.set(seq, done.catch(() => undefined))
+    try { await done } finally { this.inflight.delete(seq) }
+    return seq
+  }
+
+  private async allocate(rec: NewRecord, wait: boolean): Promise<{ seq: number; lsn: number; padLsn: number | null; time: number } | null> {
     const size = recordSize(rec.kind, rec.length)
     for (;;) {
       if (this.failed) throw this.failed
+      if (this.closing) throw new VsmError('ECANCELED', 'the replication log is closing')
       let lsn = this.headLsn
       let padLsn: number | null = null
       if (this.phys(lsn) + size > RING_START + this.ring) { padLsn = lsn; lsn = this.nextLap(lsn) }
@@ -266,13 +319,51 @@ export class ReplicationLog {
       if (lsn + size - this.header.tailLsn <= this.ring) {
         const seq = this.nextSeq++
         const time = Date.now()
-        this.entries.push({ seq, lsn, size, kind: rec.kind, length: rec.length, time })
+        this.entries.push({ seq, lsn, size, kind: rec.kind, vol: rec.vol, offset: rec.offset, length: rec.length, time })
         this.headLsn = lsn + size
         return { seq, lsn, padLsn, time }
       }
       if (this.memTail.lsn > this.header.tailLsn) { await this.persistHeader(); continue }
+      if (!wait) return null
       await new Promise<void>((r) => this.spaceWaiters.push(r))
     }
+  }
+
+  /**
+   * Overflow: in order with appends, switches to bitmap mode, lets mark() record the
+   * retained records in the group's bitmap (durably), then drops them, and appends a
+   * resync-begin. Appends of the group's writes are refused from here on, so each is
+   * either marked by mark() or refused and marked by its writer. mark() says gapFrom:
+   * a secondary there or later resumes at the resync-begin. Resolves with its seq.
+   */
+  overflow(mark: (retained: RetainedRecord[]) => Promise<number>, dirtyBytes: () => number): Promise<number> {
+    const op = this.allocChain.then(async () => {
+      this.header = { ...this.header, mode: 'bitmap' }
+      const gapFrom = await mark(this.entries.map(({ seq, kind, vol, offset, length }) => ({ seq, kind, vol, offset, length })))
+      this.memTail = { lsn: this.headLsn, seq: this.nextSeq }
+      this.entries = []
+      this.header = { ...this.header, gapFrom }
+      await this.persistHeader()
+      const rec: NewRecord = { kind: 'resync-begin', vol: 0, offset: 0, length: Math.min(dirtyBytes(), 0xffffffff) }
+      return this.place(rec, (await this.allocate(rec, true))!)
+    })
+    this.allocChain = op.catch(() => undefined)
+    return op
+  }
+
+  /** The end of a bitmap resync (nothing left to copy): appends resync-end, then records log mode. Resolves with its seq. */
+  endOverflow(): Promise<number> {
+    const op = this.allocChain.then(async () => {
+      const rec: NewRecord = { kind: 'resync-end', vol: 0, offset: 0, length: 0 }
+      const seq = await this.place(rec, (await this.allocate(rec, true))!)
+      await this.sync()
+      // a crash before this header write leaves bitmap mode and a resync-end: the group ends the resync again, harmlessly
+      this.header = { ...this.header, mode: 'log' }
+      await this.persistHeader()
+      return seq
+    })
+    this.allocChain = op.catch(() => undefined)
+    return op
   }
 
   /** Group commit: resolves once every record appended before the call is durable in the log. */
@@ -338,6 +429,9 @@ export class ReplicationLog {
   }
 
   async close(): Promise<void> {
+    // a copier waiting for space gives up: the retained records wait for the next open
+    this.closing = true
+    for (const w of this.spaceWaiters.splice(0)) w()
     await this.allocChain
     await Promise.all(this.inflight.values())
     if (!this.failed) {

@@ -5,7 +5,7 @@
 export type Mode = 'async' | 'sync'
 export const MODES: readonly Mode[] = ['async', 'sync']
 
-export type ReplState = 'syncing' | 'replicating' | 'disconnected' | 'paused' | 'failed'
+export type ReplState = 'syncing' | 'replicating' | 'disconnected' | 'paused' | 'failed' | 'logging-to-bitmap'
 
 /** Exponential backoff with jitter: 0.5 s doubling to 30 s, reset once a session comes up. */
 export function backoffMs(attempt: number, base = 500, max = 30_000): number {
@@ -17,9 +17,10 @@ export function flushWaitsForSecondary(mode: Mode, paused: boolean): boolean {
   return mode === 'sync' && !paused
 }
 
-export function stateOf(g: { failed: boolean; paused: boolean; synced: boolean; connected: boolean }): ReplState {
+export function stateOf(g: { failed: boolean; paused: boolean; bitmap: boolean; synced: boolean; connected: boolean }): ReplState {
   if (g.failed) return 'failed'
   if (g.paused) return 'paused'
+  if (g.bitmap) return 'logging-to-bitmap'
   if (!g.connected) return 'disconnected'
   return g.synced ? 'replicating' : 'syncing'
 }

@@ -9,8 +9,9 @@ import { BlockDev, VsmError } from '../block/blockdev'
 import type { EventSink } from '../control/events'
 import type { Jobs } from '../control/jobs'
 import type { Pool } from '../volume/pool'
+import { regionSizeFor } from './bitmap'
 import { GroupConfig, PrimaryGroup } from './group'
-import { LogHeader, readSlots, ReplicationLog } from './log'
+import { BITMAP_BYTES, LogHeader, readSlots, ReplicationLog } from './log'
 import { Mode, MODES } from './policy'
 import { parseTarget, sshConnect } from './ssh'
 import { ReplicatedVolume } from './tap'
@@ -106,7 +107,7 @@ export class Replicator {
     return {
       connect: () => (this.opts.connect ? this.opts.connect(cfg) : sshConnect(target, cfg)),
       onEvent: (event: string, detail: Record<string, unknown>) =>
-        this.opts.events.publish(`repl.${event}`, detail, event === 'disconnected' || event === 'connect-failed' ? 'warn' : 'info'),
+        this.opts.events.publish(`repl.${event}`, detail, ['disconnected', 'connect-failed', 'logging-to-bitmap', 'resync-failed'].includes(event) ? 'warn' : 'info'),
     }
   }
 
@@ -126,13 +127,14 @@ export class Replicator {
     for (const k of ['identity', 'knownHosts', 'remoteVsm'] as const) {
       if (a[k] !== undefined && (typeof a[k] !== 'string' || !a[k])) throw new VsmError('EINVAL', `bad ${k}`)
     }
+    const taps = await Promise.all(a.volumes.map((n) => this.tap(n)))
     const cfg: GroupConfig = {
       group: a.group, volumes: a.volumes, target: a.target, mode,
       identity: a.identity, knownHosts: a.knownHosts, remoteVsm: a.remoteVsm, synced: false, paused: false,
+      regionSize: regionSizeFor(taps.map((t) => t.size), BITMAP_BYTES),
     }
     const dev = await placeVolume(this.opts.pool, LOG_PREFIX + a.group, logSize)
     const log = await ReplicationLog.format(dev, randomUUID(), cfg as unknown as Record<string, unknown>)
-    const taps = await Promise.all(a.volumes.map((n) => this.tap(n)))
     const g = await PrimaryGroup.create(log, taps, this.groupOptions(cfg), this.opts.jobs)
     this.groups.set(a.group, g)
     this.opts.events.publish('repl.created', { group: a.group, volumes: a.volumes, target: a.target, mode })

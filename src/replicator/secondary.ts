@@ -4,7 +4,10 @@
 // makes the replica volumes to match the primary's, plus `repl.GROUP` holding the
 // replica state (which primary log it follows, the durable position); later hellos
 // must come from the same log. One applier per group lives as long as the daemon, so
-// a reconnecting primary resumes exactly where the secondary stands.
+// a reconnecting primary resumes exactly where the secondary stands. The store of a
+// group's resync snapshot (`repl-snap.GROUP`, as large as its replicas) is made at its
+// first bitmap resync; without room for it the resync is refused and the replicas
+// stay as they are.
 import { promises as fsp } from 'fs'
 import { createServer, Server, Socket } from 'net'
 import { join } from 'path'
@@ -18,11 +21,13 @@ import { openSitePool, VERSION } from '../daemon/stack'
 import type { Pool } from '../volume/pool'
 import { Applier, initReplicaState, loadReplicaState } from './applier'
 import { checkGroupName, LOG_PREFIX, placeVolume } from './replicator'
+import { snapshotStoreSize } from './snapshot'
 import { SecondaryLink, streamLink, ToPrimary, ToSecondary } from './wire'
 
 export const replicaSocket = (home: string) => join(home, 'replica.sock')
 
 const STATE_SIZE = 1 << 20
+export const SNAPSHOT_PREFIX = 'repl-snap.'
 
 export interface SecondaryOptions {
   home: string
@@ -122,6 +127,7 @@ export class SecondarySite {
       state = await loadReplicaState(stateDev)
       if (!state) throw new VsmError('EIO', `volume ${stateName} holds no replica state`)
       if (state.logId !== h.logId) throw new VsmError('EEXIST', `group ${h.group} here follows another primary log (${state.logId}, not ${h.logId})`)
+      if (state.detached) throw new VsmError('EEXIST', `the replicas of group ${h.group} here no longer follow the primary: ${state.detached}`)
     } else {
       for (const v of h.volumes) if (exists(v.name)) throw new VsmError('EEXIST', `volume ${v.name} already exists here and is not a replica of group ${h.group}`)
       for (const v of h.volumes) await placeVolume(this.pool, v.name, v.size)
@@ -135,17 +141,23 @@ export class SecondarySite {
       if (info.size !== v.size) throw new VsmError('EINVAL', `replica ${v.name} is ${info.size} bytes, the primary's ${v.size}`)
       volumes.push(await this.pool.openVolume(v.name))
     }
-    const g: ReplicaGroup = { applier: new Applier(volumes, stateDev, state), volumes: h.volumes.map((v) => v.name), logId: h.logId, connected: false, since: 0 }
+    const snapName = SNAPSHOT_PREFIX + h.group
+    const applier = new Applier(volumes, stateDev, state, {
+      snapshotStore: async () => (exists(snapName) ? this.pool.openVolume(snapName) : placeVolume(this.pool, snapName, snapshotStoreSize(volumes.map((v) => v.size)))),
+      onEvent: (event, detail) => this.opts.events.publish(`repl.${event}`, { group: h.group, ...detail }, event === 'resync-refused' ? 'warn' : 'info'),
+    })
+    const g: ReplicaGroup = { applier, volumes: h.volumes.map((v) => v.name), logId: h.logId, connected: false, since: 0 }
     this.groups.set(h.group, g)
     return g
   }
 
   async groupStatus(name: string) {
     const g = this.groups.get(name)
-    if (g) return { group: name, role: 'secondary', state: 'secondary', connected: g.connected, volumes: g.volumes, durableSeq: g.applier.durableSeq, appliedSeq: g.applier.appliedSeq, appliedRecords: g.applier.applied }
+    // resyncPoint: during a bitmap resync the replicas are consistent only in the snapshot, as of that seq
+    if (g) return { group: name, role: 'secondary', state: 'secondary', connected: g.connected, volumes: g.volumes, durableSeq: g.applier.durableSeq, appliedSeq: g.applier.appliedSeq, appliedRecords: g.applier.applied, resyncPoint: g.applier.resyncPoint }
     if (!this.pool.listVolumes().some((v) => v.name === LOG_PREFIX + name)) throw new VsmError('ENOENT', `no replication group named ${JSON.stringify(name)}`)
     const state = await loadReplicaState(await this.pool.openVolume(LOG_PREFIX + name))
-    return { group: name, role: 'secondary', state: 'secondary', connected: false, volumes: state?.volumes ?? [], durableSeq: state?.durable ?? 0, appliedSeq: state?.durable ?? 0, appliedRecords: 0 }
+    return { group: name, role: 'secondary', state: 'secondary', connected: false, volumes: state?.volumes ?? [], durableSeq: state?.durable ?? 0, appliedSeq: state?.durable ?? 0, appliedRecords: 0, resyncPoint: state?.resync?.point ?? null }
   }
 
   list() {

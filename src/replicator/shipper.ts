@@ -2,7 +2,9 @@
 // from the secondary's welcome where it stands, then sends the log's durable records
 // in seq order within a window, rewinds on a nack or when acknowledgements stop
 // coming (a lost record), and reports each durable position the secondary
-// acknowledges. It never decides when to connect or to give up: that is policy.ts.
+// acknowledges. A secondary behind the log's tail but within the gap an overflow left
+// resumes at the tail (the resync-begin). It never decides when to connect or to give
+// up: that is policy.ts.
 import { VsmError } from '../block/blockdev'
 import type { ReplicationLog } from './log'
 import type { PrimaryLink, ToPrimary, VolumeSpec } from './wire'
@@ -42,15 +44,24 @@ export class Shipper {
       this.link = link
       this.hooks = hooks
       this.sendNext = 0
-      // a hello or welcome lost on the way (or a remote that hangs) must not hold the session forever
-      const helloTimer = setTimeout(() => { if (this.sendNext === 0) link.close('no welcome from the secondary') }, 4 * (this.opts.retransmitMs ?? 5000))
-      link.onClose((why) => {
+      let ended = false
+      const end = (why: string) => {
+        if (ended) return
+        ended = true
         clearTimeout(helloTimer)
         if (this.timer) clearInterval(this.timer)
         this.timer = null
         if (this.link === link) this.link = null
         resolve(why)
-      })
+      }
+      // a hello or welcome lost on the way (or a remote that hangs, or a link that closed before this session
+      // listened) must not hold the session forever: it ends here even if the link never reports its close
+      const helloTimer = setTimeout(() => {
+        if (this.sendNext > 0) return
+        link.close('no welcome from the secondary')
+        end('no welcome from the secondary')
+      }, 4 * (this.opts.retransmitMs ?? 5000))
+      link.onClose(end)
       link.onMessage((m) => this.onMessage(link, m))
       link.send({ t: 'hello', ...hooks.hello })
     })
@@ -66,7 +77,7 @@ export class Shipper {
     switch (m.t) {
       case 'welcome':
         if (this.sendNext > 0) return // a duplicate
-        if (m.next < this.log.tailSeq) {
+        if (this.resumeAt(m.next) === null) {
           link.close(`the secondary is at ${m.next - 1}, behind the log's tail ${this.log.tailSeq}: it needs a full resync`)
           return
         }
@@ -74,7 +85,7 @@ export class Shipper {
           link.close(`the secondary holds records up to ${m.next - 1} that this log (head ${this.log.headSeq}) never had: split brain or another primary`)
           return
         }
-        this.sendNext = this.ackedNext = m.next
+        this.sendNext = this.ackedNext = this.resumeAt(m.next)!
         this.ackedDurable = m.durable
         this.lastProgress = Date.now()
         this.hooks!.onDurable(m.durable)
@@ -90,15 +101,24 @@ export class Shipper {
         this.hooks!.onDurable(m.durable)
         void this.pump()
         return
-      case 'nack':
-        if (m.next >= this.ackedNext && m.next < this.sendNext) this.sendNext = m.next
-        this.ackedNext = Math.max(this.ackedNext, m.next)
+      case 'nack': {
+        const next = this.resumeAt(m.next) ?? m.next
+        if (next >= this.ackedNext && next < this.sendNext) this.sendNext = next
+        this.ackedNext = Math.max(this.ackedNext, next)
         this.lastProgress = Date.now()
         void this.pump()
         return
+      }
       case 'error':
         link.close(`secondary: ${m.message}`)
     }
+  }
+
+  /** Where to send from for a secondary whose next is `next`, or null when the log no longer has what it lacks. */
+  private resumeAt(next: number): number | null {
+    if (next >= this.log.tailSeq) return next
+    const gap = this.log.gapFrom
+    return gap !== null && next >= gap ? this.log.tailSeq : null
   }
 
   /** Nothing heard for a while: records sent and not received are sent again; sent and not yet durable, the secondary is asked where it stands (its ack may have been lost). */
@@ -117,6 +137,13 @@ export class Shipper {
       const window = this.opts.window ?? 64
       while (this.link && this.sendNext > 0 && this.sendNext <= this.log.durableSeq && this.sendNext - this.ackedNext < window) {
         const link = this.link
+        if (this.sendNext < this.log.tailSeq) {
+          // the log overflowed during this session: on from its resync-begin
+          const at = this.resumeAt(this.sendNext)
+          if (at === null) { link.close(`record ${this.sendNext} left the log before the secondary had it`); return }
+          this.sendNext = this.ackedNext = at
+          continue
+        }
         const seq = this.sendNext
         const r = await this.log.read(seq)
         if (link !== this.link || seq !== this.sendNext) continue

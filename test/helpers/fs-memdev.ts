@@ -74,6 +74,13 @@ export class MemDev implements BlockDev {
     return img
   }
 
+  /** Everything written so far, as one buffer, taken at once (no await: nothing can change it meanwhile). */
+  contents(): Buffer {
+    const b = Buffer.alloc(this.size)
+    for (const [k, v] of this.cur) v.copy(b, k * PAGE, 0, Math.min(PAGE, this.size - k * PAGE))
+    return b
+  }
+
   /** Everything written so far, as if it had all reached the medium. */
   allWritten(): MemDev {
     const img = new MemDev(this.size)

@@ -1,7 +1,15 @@
 // A seeded simulated link pair for replicator tests (the name says sim): messages are
 // delivered asynchronously and, with the given probabilities, dropped, duplicated,
-// held back behind the next message (reordered), or the whole link is cut.
+// held back behind the next message (reordered), or the whole link is cut. Also the
+// model the sim tests check replicas against.
 import type { Message, Link } from '../../src/replicator/wire'
+import type { LogRecord } from '../../src/replicator/log'
+
+/** A record applied to an in-memory image at once (a check that follows may copy it). */
+export function applyToImage(image: Buffer[], r: LogRecord) {
+  if (r.kind === 'write') r.data!.copy(image[r.vol], r.offset)
+  else if (r.kind === 'zero') image[r.vol].fill(0, r.offset, r.offset + r.length)
+}
 
 export interface SimFaults { drop?: number; duplicate?: number; reorder?: number; disconnect?: number }
 
