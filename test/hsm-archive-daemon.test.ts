@@ -7,7 +7,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from 'fs'
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, utimesSync, writeFileSync } from 'fs'
 import { join } from 'path'
 import { makeVsm } from './helpers/daemon'
 import { startSshd, type Sshd } from './helpers/sshd'
@@ -113,6 +113,65 @@ test('archive tiers and archived data survive a restart', async () => {
   assert.ok(readFileSync(join(vsm.mount, 'b2.img')).equals(more))
   await waitJob(await vsm.run('hsm', 'recall', 'b.img'))
   assert.equal((await residency('b.img')).bytes, { fast: SIZE })
+  await fsckClean()
+})
+
+test('hsm check: orphaned objects listed by --dry-run, removed by check, archived data intact; a missing object is reported', async () => {
+  // a.img and b.img came home: their 12 objects are orphans; b2.img lives in the 12 after them
+  const b2 = readFileSync(join(vsm.mount, 'b2.img'))
+  assert.equal((await residency('b2.img')).bytes, { fast: 2 * SIZE }, 'reading it brought it home')
+  await waitJob(await vsm.run('hsm', 'migrate', 'b2.img', '--tier', 'cold'))
+  const before = readdirSync(archiveDir()).length
+  const dry = (await vsm.json('hsm', 'check', '--dry-run')).tiers[0]
+  assert.equal([dry.tier, dry.objects, dry.removed, dry.missing], ['cold', before, 0, []])
+  assert.ok(dry.orphans.length >= 24, `${dry.orphans.length} orphans`)
+  assert.is(readdirSync(archiveDir()).length, before, '--dry-run removed nothing')
+  assert.match(await vsm.run('hsm', 'check'), new RegExp(`tier cold: ${before} objects, ${dry.orphans.length} orphaned \\(${dry.orphans.length} removed\\), none missing`))
+  assert.is(readdirSync(archiveDir()).length, 2 * SIZE / MiB, 'only the objects b2.img lives in are left')
+  assert.ok(readFileSync(join(vsm.mount, 'b2.img')).equals(b2))
+  // b2.img is home again; migrate it once more and hide one of its objects
+  await waitJob(await vsm.run('hsm', 'migrate', 'b2.img', '--tier', 'cold'))
+  await vsm.run('hsm', 'check')
+  const objs = readdirSync(archiveDir()).sort()
+  assert.is(objs.length, 2 * SIZE / MiB)
+  renameSync(join(archiveDir(), objs[3]), join(vsm.home, 'hidden'))
+  try {
+    const r = (await vsm.json('hsm', 'check')).tiers[0]
+    assert.equal([r.orphans, r.missing], [[], [objs[3]]])
+    assert.match(await vsm.run('hsm', 'check'), /MISSING 1 the fs points into/)
+  } finally { renameSync(join(vsm.home, 'hidden'), join(archiveDir(), objs[3])) }
+  assert.ok(readFileSync(join(vsm.mount, 'b2.img')).equals(b2))
+  await fsckClean()
+})
+
+test('watermarks: a volume above high sends the coldest files (however recent) to the archive until it is at low', async () => {
+  await vsm.run('device', 'add', 'd9', join(vsm.home, 'd9.img'), '--size', '64M')
+  await vsm.run('volume', 'create', 'small', '--layout', 'concat', '--devices', 'd9', '--size', '16M')
+  await vsm.run('fs', 'add-volume', 'small')
+  await vsm.run('hsm', 'tier', 'add', 'mid', '--volume', 'small')
+  mkdirSync(join(vsm.mount, 'wm'))
+  const names = ['w0.img', 'w1.img', 'w2.img', 'w3.img']
+  const datas = []
+  for (const name of names) {
+    await vsm.run('disk', 'create', `wm/${name}`, '--size', '3M', '--volume', 'small')
+    const d = randomBytes(3 * MiB)
+    writeFileSync(join(vsm.mount, 'wm', name), d)
+    datas.push(d)
+  }
+  // an hour apart, w0 the coldest; none cold by age
+  names.forEach((name, i) => { const t = new Date(Date.now() - (names.length - i) * 3_600_000); utimesSync(join(vsm.mount, 'wm', name), t, t) })
+  const mid = async () => (await vsm.json('hsm', 'tier', 'list')).find((t: any) => t.name === 'mid')
+  const m0 = await mid()
+  assert.ok(m0.used / m0.size > 0.6, `small is ${Math.round(100 * m0.used / m0.size)}% full`)
+  await vsm.run('hsm', 'policy', 'set', 'wm', '--tier', 'cold', '--cold-after', '30d', '--high', '60%', '--low', '40%')
+  const done = await waitJob(await vsm.run('hsm', 'run'))
+  const moved = done.result.migrated.map((m: any) => m.path)
+  assert.ok(moved.length >= 1 && moved.length < names.length, JSON.stringify(moved))
+  assert.equal(moved, names.slice(0, moved.length).map((n) => `/wm/${n}`), 'coldest first')
+  const m1 = await mid()
+  assert.ok(m1.used <= m1.size * 0.4, `small is ${Math.round(100 * m1.used / m1.size)}% full after the run`)
+  assert.ok(m1.used + 3 * MiB > m1.size * 0.4, 'no more than needed went')
+  for (const [i, name] of names.entries()) assert.ok(readFileSync(join(vsm.mount, 'wm', name)).equals(datas[i]), name)
   await fsckClean()
 })
 

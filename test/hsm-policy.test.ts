@@ -1,4 +1,5 @@
-// HSM policy decisions (src/hsm/policy.ts) as a table: which files a policy run migrates.
+// HSM policy decisions (src/hsm/policy.ts) as a table: which files a policy run migrates,
+// by cold-after and by watermarks over a model of access times and volume use.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { checkPolicy, decide, parseDuration, type FileFacts } from '../src/hsm/policy'
@@ -32,7 +33,7 @@ for (const [name, over, migrate] of cases) {
   test(`decide: ${name} -> ${migrate ? 'migrate' : 'stay'}`, () => {
     const d = decide([f(over)], tiers, NOW)
     assert.is(d.length, migrate ? 1 : 0, JSON.stringify(d))
-    if (migrate) assert.equal({ tier: d[0].tier, volume: d[0].volume }, { tier: 'slow', volume: 'v1' })
+    if (migrate) assert.equal({ tier: d[0].tier, volume: d[0].volume, reason: d[0].reason }, { tier: 'slow', volume: 'v1', reason: 'cold' })
   })
 }
 
@@ -62,6 +63,39 @@ test('checkPolicy: an unknown tier and a bad min-size are refused', () => {
   assert.throws(() => checkPolicy({ tier: 'nope' }, tiers), /not a tier/)
   assert.throws(() => checkPolicy({ tier: 'slow', minSize: -1 }, tiers), /min-size/)
   assert.throws(() => checkPolicy({ tier: 'slow', minSize: '5' }, tiers), /min-size/)
+})
+
+// Watermarks: ten 10 MiB files on a 100 MiB vol0, accessed an hour apart (none cold by
+// age: cold-after is 30 days); the policy says above 85% migrate the coldest until 70%.
+const HOUR = 3_600_000
+const marks = { ...cold, coldAfterMs: 30 * DAY, highPct: 85, lowPct: 70 }
+const disks = (n: number, over: (i: number) => Partial<FileFacts> = () => ({})) => Array.from({ length: n }, (_, i) =>
+  f({ path: `/d${i}`, size: 10 << 20, lastAccess: NOW - (n - i) * HOUR, policy: marks, bytesOn: { vol0: 10 << 20 }, ...over(i) }))
+const vol0 = (usedMiB: number) => [{ name: 'vol0', size: 100 << 20, used: usedMiB << 20 }, { name: 'v1', size: 1 << 30, used: 0 }]
+
+const watermarkCases: [string, FileFacts[], ReturnType<typeof vol0>, string[]][] = [
+  ['at 90%: the two coldest, down to 70%', disks(9), vol0(90), ['/d0', '/d1']],
+  ['at 85% (not above high): none', disks(9), vol0(85), []],
+  ['at 100%: coldest until 70%', disks(10), vol0(100), ['/d0', '/d1', '/d2']],
+  ['a pinned cold one is skipped, the next coldest goes', disks(9, (i) => ({ pinned: i === 0 })), vol0(90), ['/d1', '/d2']],
+  ['a file cold by age counts toward the low mark', disks(9, (i) => (i === 5 ? { lastAccess: NOW - 40 * DAY } : {})), vol0(90), ['/d5', '/d0']],
+  ['files on another volume do not lower vol0', disks(9, (i) => (i < 2 ? { bytesOn: { v2: 10 << 20 } } : {})), vol0(90), ['/d2', '/d3']],
+  ['no watermarks in the policy: none', disks(9, () => ({ policy: { ...marks, highPct: undefined, lowPct: undefined } })), vol0(95), []],
+]
+
+for (const [name, files, volumes, expect] of watermarkCases) {
+  test(`decide, watermarks: ${name}`, () => {
+    const d = decide(files, tiers, NOW, volumes)
+    assert.equal(d.map((x) => x.path), expect)
+  })
+}
+
+test('checkPolicy: watermarks both or neither, low below high, percentages', () => {
+  assert.equal(checkPolicy({ tier: 'slow', high: '85%', low: 70 }, tiers), { coldAfterMs: 7 * DAY, minSize: 0, tier: 'slow', highPct: 85, lowPct: 70 })
+  assert.throws(() => checkPolicy({ tier: 'slow', high: '85%' }, tiers), /both --high and --low/)
+  assert.throws(() => checkPolicy({ tier: 'slow', high: '70%', low: '85%' }, tiers), /must be below high/)
+  assert.throws(() => checkPolicy({ tier: 'slow', high: '185%', low: '5%' }, tiers), /high: a percentage/)
+  assert.throws(() => checkPolicy({ tier: 'slow', high: 'lots', low: '5%' }, tiers), /high: a percentage/)
 })
 
 test.run()

@@ -239,6 +239,8 @@ VSM_STATIC_ASSERT(sizeof(struct vsm_file_cmd) == 4096, "struct vsm_file_cmd");
 #define VSM_IOC_HSM_TIER_LIST    VSMIOC(VSMIOC_READ, 'H', 0x08, 0) /* 0x80004808 */
 /* hsm.run: run the migration policies now (a job) */
 #define VSM_IOC_HSM_RUN          VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x09, 0) /* 0xc0004809 */
+/* hsm.check: find (and remove) archive objects nothing points into; report missing ones */
+#define VSM_IOC_HSM_CHECK        VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'H', 0x0a, 0) /* 0xc000480a */
 
 /* The numbers themselves, so a mistake in the macros above cannot go unnoticed. */
 VSM_STATIC_ASSERT(VSM_IOC_DISK_READ == 0xc0105601U, "disk.read");
@@ -309,6 +311,7 @@ VSM_STATIC_ASSERT(VSM_IOC_HSM_UNPIN == 0xc0004806U, "hsm.unpin");
 VSM_STATIC_ASSERT(VSM_IOC_HSM_STATUS == 0xc0004807U, "hsm.status");
 VSM_STATIC_ASSERT(VSM_IOC_HSM_TIER_LIST == 0x80004808U, "hsm.tier.list");
 VSM_STATIC_ASSERT(VSM_IOC_HSM_RUN == 0xc0004809U, "hsm.run");
+VSM_STATIC_ASSERT(VSM_IOC_HSM_CHECK == 0xc000480aU, "hsm.check");
 
 /* Every command, for tables: X(MACRO, name, type, nr, standard). */
 #define VSM_COMMANDS(X) \
@@ -379,6 +382,7 @@ VSM_STATIC_ASSERT(VSM_IOC_HSM_RUN == 0xc0004809U, "hsm.run");
   X(VSM_IOC_HSM_UNPIN, "hsm.unpin", 'H', 0x06, 0) \
   X(VSM_IOC_HSM_STATUS, "hsm.status", 'H', 0x07, 0) \
   X(VSM_IOC_HSM_TIER_LIST, "hsm.tier.list", 'H', 0x08, 0) \
-  X(VSM_IOC_HSM_RUN, "hsm.run", 'H', 0x09, 0)
+  X(VSM_IOC_HSM_RUN, "hsm.run", 'H', 0x09, 0) \
+  X(VSM_IOC_HSM_CHECK, "hsm.check", 'H', 0x0a, 0)
 
 #endif /* VSM_IOCTL_H */

@@ -205,7 +205,8 @@ const EXTENDED = [
   ['hsm.tier.add', 'H', 0x01, 'readwrite', 'add a storage tier: a volume the file system spans, or an archive (a directory or sftp://)',
     args({ name: objectName, volume: objectName.optional(), archive: hostPath.optional(), identity: hostPath.optional(), knownHosts: hostPath.optional(), timeout: shortText.optional() })],
   ['hsm.policy.set', 'H', 0x02, 'readwrite', 'set a migration policy on a path (inherited down the tree)',
-    args({ path: mountPath, coldAfter: z.union([z.string().min(1).max(32), z.number().nonnegative()]).optional(), minSize: z.int().nonnegative().optional(), tier: objectName })],
+    args({ path: mountPath, coldAfter: z.union([z.string().min(1).max(32), z.number().nonnegative()]).optional(), minSize: z.int().nonnegative().optional(), tier: objectName,
+      high: shortText.optional(), low: shortText.optional() })],
   ['hsm.migrate', 'H', 0x03, 'readwrite', 'migrate a file to a tier (a job)', args({ path: mountPath, tier: objectName.optional(), rate: rate.optional() })],
   ['hsm.recall', 'H', 0x04, 'readwrite', 'recall a migrated file (or bytes A-B of it) to the volume it came from (a job)', args({ path: mountPath, range: shortText.optional() })],
   ['hsm.pin', 'H', 0x05, 'readwrite', 'pin a file: policy runs never migrate it', args({ path: mountPath })],
@@ -213,6 +214,7 @@ const EXTENDED = [
   ['hsm.status', 'H', 0x07, 'readwrite', 'per file the bytes on each tier, totals per tier', args({ path: mountPath.optional() })],
   ['hsm.tier.list', 'H', 0x08, 'read', 'list the tiers with capacity and use', NONE],
   ['hsm.run', 'H', 0x09, 'readwrite', 'run the migration policies now (a job)', NONE],
+  ['hsm.check', 'H', 0x0a, 'readwrite', 'find (and remove) archive objects nothing points into; report missing ones', args({ dryRun: flag.optional() })],
 ] as const satisfies readonly ExtendedRow[]
 
 type Extended = (typeof EXTENDED)[number]

@@ -31,6 +31,9 @@ export class ArchiveDev {
     this.next = Math.max(this.next, Math.ceil(block / OBJECT_BLOCKS))
   }
 
+  /** The next object number `alloc` would hand out. */
+  nextObject(): number { return this.next }
+
   /** The first block of fresh objects enough for `blocks` blocks. */
   alloc(blocks: number): number {
     const first = this.next

@@ -11,7 +11,7 @@ import type { Jobs, Progress } from '../control/jobs'
 import { S_IFDIR, S_IFMT, S_IFREG, type FileSystem } from '../fs/filesystem'
 import { checkRate, moveExtents } from '../fs/move'
 import { openArchive } from './archive'
-import { ArchiveDev } from './archive-dev'
+import { ArchiveDev, OBJECT_BLOCKS, objectKey, objectOfKey } from './archive-dev'
 import { checkPolicy, decide, parseDuration, type FileFacts, type Policy, type Tier } from './policy'
 
 /** On the root directory: the tiers, [TierRecord]. */
@@ -65,6 +65,9 @@ export class Hsm {
   /** ino -> job id of its migrate/recall (one at a time per file). */
   private moving = new Map<number, number>()
   private runJob: number | null = null
+  private lastRun = 0
+  /** Moves into an archive under way: check waits for none (their objects are written before the fs points at them). */
+  private archiveWriters = 0
   private timer: NodeJS.Timeout | null = null
 
   /** Location name (a volume, or archive:TIER) -> the fs's index for it (archives once attached). */
@@ -202,7 +205,7 @@ export class Hsm {
     return { path, pinned: on }
   }
 
-  async setPolicy(p: unknown, x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown }): Promise<{ path: string; policy: Policy }> {
+  async setPolicy(p: unknown, x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown }): Promise<{ path: string; policy: Policy }> {
     const path = checkPath(p)
     const policy = checkPolicy(x, this.tiers())
     this.fs.getattr(path)
@@ -237,13 +240,19 @@ export class Hsm {
   /** Moves the file's bytes in [b0, b1) (blocks; all by default) to `location`, recording the intent first so a restart resumes it. */
   private async moveTo(path: string, ino: number, location: string, signal: AbortSignal, progress: Progress, rate = 0): Promise<number> {
     const to = this.target({ name: location, volume: location })
-    const s = this.state(path)
-    const home = s.home ?? this.fs.placementVolume(ino)
-    await this.setState(path, { ...s, home, to: location })
-    const moved = await moveExtents(this.fs, ino, path, to, signal, progress, rate)
-    const { to: _, home: __, ...rest } = this.state(path)
-    await this.setState(path, location === home ? rest : { ...rest, home })
-    return moved * BS
+    const intoArchive = this.archives.has(location)
+    if (intoArchive) this.archiveWriters++
+    try {
+      const s = this.state(path)
+      const home = s.home ?? this.fs.placementVolume(ino)
+      await this.setState(path, { ...s, home, to: location })
+      const moved = await moveExtents(this.fs, ino, path, to, signal, progress, rate)
+      const { to: _, home: __, ...rest } = this.state(path)
+      await this.setState(path, location === home ? rest : { ...rest, home })
+      return moved * BS
+    } finally {
+      if (intoArchive) this.archiveWriters--
+    }
   }
 
   private startMove(kind: 'hsm.migrate' | 'hsm.recall', path: string, location: string, tier: string | null, rate = 0): { job: number; path: string; volume: string; tier: string | null } {
@@ -338,9 +347,15 @@ export class Hsm {
   }
 
   /** A policy run as a job: the files policy.ts picks, coldest first, one after the other. */
-  run(now = Date.now()): { job: number; files: number } {
+  /** What a policy run would migrate now (policy.ts's decide over every file and the pool volumes' use). */
+  private decideNow(now: number) {
+    const volumes = this.fs.volumeSpace().map((v) => ({ name: v.name, size: v.size, used: v.size - v.free }))
+    return decide(this.files('/').map((p) => this.facts(p)), this.tiers(), now, volumes)
+  }
+
+  run(now = Date.now(), picked = this.decideNow(now)): { job: number; files: number } {
     if (this.runJob !== null) throw new VsmError('EBUSY', `a policy run is under way: job ${this.runJob}`)
-    const picked = decide(this.files('/').map((p) => this.facts(p)), this.tiers(), now)
+    this.lastRun = now
     const job = this.jobs.start('hsm.run', async (signal, progress) => {
       const migrated: { path: string; tier: string; movedBytes: number }[] = []
       try {
@@ -366,9 +381,20 @@ export class Hsm {
     return { job, files: picked.length }
   }
 
-  /** Runs the policy every `ms` (skipped while one runs). */
-  every(ms: number): void {
-    this.timer = setInterval(() => { if (this.runJob === null) this.run() }, ms)
+  /**
+   * Runs the policy every `ms` (skipped while one runs), and sooner when a volume has
+   * passed a high watermark: every `watchMs` it asks decide() and starts a run when that
+   * would migrate something for a watermark.
+   */
+  every(ms: number, watchMs = 60_000): void {
+    this.lastRun = Date.now()
+    this.timer = setInterval(() => {
+      if (this.runJob !== null) return
+      const now = Date.now()
+      if (now - this.lastRun >= ms) { this.run(now); return }
+      const picked = this.decideNow(now)
+      if (picked.some((d) => d.reason === 'watermark')) this.run(now, picked)
+    }, Math.min(ms, watchMs))
     this.timer.unref()
   }
 
@@ -382,6 +408,57 @@ export class Hsm {
     this.stop()
     for (const a of this.archives.values()) await a.dev.close().catch(() => undefined)
     this.archives.clear()
+  }
+
+  // ------------------------------------------------------------------ check
+
+  /**
+   * Per archive tier: the objects nothing in the fs points into (left by recalls, by
+   * overwritten or deleted archived ranges, by a migration a crash cut short) are
+   * removed, unless `dryRun`; objects the fs points into that are gone are reported.
+   * Refused while a migration into an archive runs: its objects exist before the fs
+   * points at them. Objects allocated while the check lists are left alone; everything
+   * listed is fenced off from future allocation; the fs commits before anything is
+   * removed, so no durable state can point into a removed object.
+   */
+  async check(dryRun = false): Promise<{ tiers: { tier: string; objects: number; orphans: string[]; removed: number; missing: string[] }[] }> {
+    if (this.archiveWriters) throw new VsmError('EBUSY', `a migration into an archive is under way (${[...this.moving.values()].map((j) => `job ${j}`).join(', ')}): run check after it`)
+    const out = []
+    for (const t of this.records()) {
+      if (t.archive === undefined) continue
+      const a = this.archives.get(archiveLocation(t.name))
+      if (!a) continue
+      const floor = a.dev.nextObject()
+      const keys = await a.dev.store.list()
+      const ceil = a.dev.nextObject()
+      const numbered = keys.map((k) => [k, objectOfKey(k)] as const).filter((x): x is readonly [string, number] => x[1] !== null)
+      a.dev.reserveBelow((numbered.reduce((m, [, n]) => Math.max(m, n), -1) + 1) * OBJECT_BLOCKS)
+      const orphansOf = () => {
+        const held = this.referencedObjects(a.vol)
+        return numbered.filter(([, n]) => !held.has(n) && !(n >= floor && n < ceil)).map(([k]) => k)
+      }
+      let orphans = orphansOf()
+      const listed = new Set(numbered.map(([, n]) => n))
+      const missing = [...this.referencedObjects(a.vol)].filter((n) => !listed.has(n)).sort((x, y) => x - y).map(objectKey)
+      let removed = 0
+      if (!dryRun && orphans.length) {
+        await this.fs.sync()
+        orphans = orphansOf()
+        for (const k of orphans) { await a.dev.store.delete(k); removed++ }
+      }
+      if (missing.length) this.events.publish('hsm.archive-missing', { tier: t.name, objects: missing.slice(0, 20), count: missing.length, reason: 'the fs points into archive objects that are gone: those ranges read as EIO' }, 'error')
+      out.push({ tier: t.name, objects: numbered.length, orphans, removed, missing })
+    }
+    return { tiers: out }
+  }
+
+  /** Object numbers the fs's maps point into in archive location `vol`. */
+  private referencedObjects(vol: number): Set<number> {
+    const held = new Set<number>()
+    for (const r of this.fs.archivedRuns(vol)) {
+      for (let o = Math.floor(r.start / OBJECT_BLOCKS); o <= Math.floor((r.start + r.len - 1) / OBJECT_BLOCKS); o++) held.add(o)
+    }
+    return held
   }
 
   // ------------------------------------------------------------------ status

@@ -4,9 +4,16 @@
 // so it can be tested with a table of cases.
 import { VsmError } from '../block/blockdev'
 
-export interface Policy { coldAfterMs: number; minSize: number; tier: string }
+/**
+ * coldAfterMs: migrate files not accessed for this long. highPct/lowPct (both or
+ * neither): when a volume holding the files' bytes is fuller than high, migrate the
+ * coldest of them, however recently used, until it would be at low.
+ */
+export interface Policy { coldAfterMs: number; minSize: number; tier: string; highPct?: number; lowPct?: number }
 /** `volume`: the fs location of the tier's bytes: a volume name, or archive:NAME for an archive tier. */
 export interface Tier { name: string; volume: string }
+/** A pool volume's capacity and use, in bytes. */
+export interface VolumeUse { name: string; size: number; used: number }
 
 export interface FileFacts {
   path: string
@@ -22,23 +29,36 @@ export interface FileFacts {
   bytesOn: Record<string, number>
 }
 
-export interface Decision { path: string; tier: string; volume: string; bytes: number }
+/** reason: 'cold' (not accessed for cold-after) or 'watermark' (its volume is above high). */
+export interface Decision { path: string; tier: string; volume: string; bytes: number; reason: 'cold' | 'watermark' }
 
-/** Files to migrate, coldest first. */
-export function decide(files: FileFacts[], tiers: Tier[], now: number): Decision[] {
-  const out: (Decision & { lastAccess: number })[] = []
-  for (const f of files) {
+/**
+ * Files to migrate, coldest first: those cold by their policy's cold-after, and, while a
+ * volume holding their bytes started above a policy's high watermark and would still be
+ * above its low one after what is already picked, the coldest of that policy's files on it.
+ */
+export function decide(files: FileFacts[], tiers: Tier[], now: number, volumes: VolumeUse[] = []): Decision[] {
+  const projected = new Map(volumes.map((v) => [v.name, v.used]))
+  const over = (p: Policy, f: FileFacts, tierVolume: string) => p.highPct !== undefined && Object.keys(f.bytesOn).some((name) => {
+    const v = volumes.find((x) => x.name === name)
+    return !!v && name !== tierVolume && v.used > v.size * p.highPct! / 100 && projected.get(name)! > v.size * p.lowPct! / 100
+  })
+  const out: Decision[] = []
+  const coldest = files.slice().sort((a, b) => a.lastAccess - b.lastAccess || (a.path < b.path ? -1 : 1))
+  for (const f of coldest) {
     const p = f.policy
     if (!p || f.pinned || f.moving || f.size < p.minSize) continue
-    if (now - f.lastAccess < p.coldAfterMs) continue
     const tier = tiers.find((t) => t.name === p.tier)
     if (!tier) continue
     const allocated = Object.values(f.bytesOn).reduce((a, b) => a + b, 0)
     const elsewhere = allocated - (f.bytesOn[tier.volume] ?? 0)
     if (elsewhere <= 0) continue
-    out.push({ path: f.path, tier: tier.name, volume: tier.volume, bytes: elsewhere, lastAccess: f.lastAccess })
+    const reason = now - f.lastAccess >= p.coldAfterMs ? 'cold' : over(p, f, tier.volume) ? 'watermark' : null
+    if (!reason) continue
+    for (const [name, n] of Object.entries(f.bytesOn)) if (name !== tier.volume && projected.has(name)) projected.set(name, projected.get(name)! - n)
+    out.push({ path: f.path, tier: tier.name, volume: tier.volume, bytes: elsewhere, reason })
   }
-  return out.sort((a, b) => a.lastAccess - b.lastAccess || (a.path < b.path ? -1 : 1)).map(({ lastAccess: _, ...d }) => d)
+  return out
 }
 
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 }
@@ -51,11 +71,24 @@ export function parseDuration(v: unknown, what = 'cold-after'): number {
   return Math.round(ms)
 }
 
-export function checkPolicy(x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown }, tiers: Tier[]): Policy {
+/** '85%' or 85: a percentage of a volume's size. */
+function parsePercent(v: unknown, what: string): number {
+  const m = typeof v === 'number' ? [String(v), String(v)] : typeof v === 'string' ? /^(\d+(?:\.\d+)?)%?$/.exec(v.trim()) : null
+  const n = m ? Number(m[1]) : NaN
+  if (!(n > 0 && n <= 100)) throw new VsmError('EINVAL', `${what}: a percentage such as 85% expected (0-100), not ${JSON.stringify(v)}`)
+  return n
+}
+
+export function checkPolicy(x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown }, tiers: Tier[]): Policy {
   if (typeof x.tier !== 'string' || !tiers.some((t) => t.name === x.tier)) {
     throw new VsmError('ENOENT', `tier: ${JSON.stringify(x.tier)} is not a tier (tiers: ${tiers.map((t) => t.name).join(', ') || 'none; add one with vsm hsm tier add'})`)
   }
   const minSize = x.minSize ?? 0
   if (typeof minSize !== 'number' || !Number.isSafeInteger(minSize) || minSize < 0) throw new VsmError('EINVAL', 'min-size: a number of bytes expected')
-  return { coldAfterMs: parseDuration(x.coldAfter ?? '7d'), minSize, tier: x.tier }
+  const policy: Policy = { coldAfterMs: parseDuration(x.coldAfter ?? '7d'), minSize, tier: x.tier }
+  if (x.high === undefined && x.low === undefined) return policy
+  if (x.high === undefined || x.low === undefined) throw new VsmError('EINVAL', 'watermarks: give both --high and --low')
+  const highPct = parsePercent(x.high, 'high'), lowPct = parsePercent(x.low, 'low')
+  if (lowPct >= highPct) throw new VsmError('EINVAL', `watermarks: low (${lowPct}%) must be below high (${highPct}%)`)
+  return { ...policy, highPct, lowPct }
 }

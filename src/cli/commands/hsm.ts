@@ -40,12 +40,21 @@ export function registerHsm(program: Command) {
   hsm.command('unpin <path>').description('policy runs may migrate this file again')
     .action((path, _o, cmd) => call(cmd, 'hsm.unpin', { path }, (r) => `${r.path}: not pinned`))
   const policy = hsm.command('policy').description('which files policy runs migrate (set on a file or a directory, inherited down the tree)')
-  policy.command('set <path>').description('files under PATH not accessed for --cold-after go to --tier')
+  policy.command('set <path>').description('files under PATH not accessed for --cold-after go to --tier; with --high/--low, the coldest go when their volume fills')
     .requiredOption('--tier <name>', 'tier to migrate to').option('--cold-after <duration>', 'e.g. 7d, 12h, 30m, 45s', '7d').option('--min-size <size>', 'only files at least this large (K, M, G)')
-    .action((path, o, cmd) => call(cmd, 'hsm.policy.set', { path, tier: o.tier, coldAfter: o.coldAfter, minSize: o.minSize === undefined ? undefined : parseSize(o.minSize) },
-      (r) => `${r.path}: files cold for ${r.policy.coldAfterMs / 1000}s, at least ${formatSize(r.policy.minSize)}, go to tier ${r.policy.tier}`))
+    .option('--high <percent>', 'when a volume holding these files is fuller than this (e.g. 85%), migrate the coldest of them...')
+    .option('--low <percent>', '...until it is down to this (e.g. 70%)')
+    .action((path, o, cmd) => call(cmd, 'hsm.policy.set', { path, tier: o.tier, coldAfter: o.coldAfter, minSize: o.minSize === undefined ? undefined : parseSize(o.minSize), high: o.high, low: o.low },
+      (r) => `${r.path}: files cold for ${r.policy.coldAfterMs / 1000}s, at least ${formatSize(r.policy.minSize)}, go to tier ${r.policy.tier}` +
+        (r.policy.highPct === undefined ? '' : `; above ${r.policy.highPct}% full, the coldest go until ${r.policy.lowPct}%`)))
   hsm.command('run').description('run the policies now (a job; they also run every hour)')
     .action((_o, cmd) => call(cmd, 'hsm.run', undefined, (r) => `policy run: ${r.files} file(s) to migrate: job ${r.job} (vsm job wait ${r.job})`))
+  hsm.command('check').description('remove archive objects nothing in the fs points into; report objects the fs needs that are gone')
+    .option('--dry-run', 'only report')
+    .action((o, cmd) => call(cmd, 'hsm.check', { dryRun: !!o.dryRun }, (r) => r.tiers.length
+      ? r.tiers.map((t: any) => `tier ${t.tier}: ${t.objects} objects, ${t.orphans.length} orphaned${o.dryRun ? '' : ` (${t.removed} removed)`}` +
+        (t.missing.length ? `; MISSING ${t.missing.length} the fs points into (their ranges read as EIO): ${t.missing.slice(0, 5).join(', ')}${t.missing.length > 5 ? ', ...' : ''}` : ', none missing')).join('\n')
+      : 'no archive tiers'))
   hsm.command('status [path]').description('per file, the bytes on each tier; totals per tier')
     .action((path, _o, cmd) => call(cmd, 'hsm.status', { path }, (r) => {
       const cols = Object.keys(r.totals).sort()
