@@ -98,6 +98,11 @@ export class MirrorDev implements BlockDev, LogHost {
 
   isHealthy(i: number): boolean { return !this.failed[i] }
 
+  /** Take copy i out of service unreported (the pool is replacing it): it is never read again. */
+  takeOut(i: number): void {
+    this.failed[i] = true
+  }
+
   /** Fail copy i unless it is the last readable one; resolves once the failure is recorded. */
   failMember(i: number, err: unknown): Promise<void> {
     if (this.failed[i]) return this.failing

@@ -189,16 +189,16 @@ export class Raid5Dev implements BlockDev, LogHost {
     return !this.failed[i] && !(rb?.index === i && row >= rb.row && inRanges(rb.ranges, row))
   }
 
-  /**
-   * Take member i out. Only the first loss is recorded with the pool: after a second
-   * the volume is dead until restarted, and the next assembly should try both again.
-   */
   /** Take member i out of service unreported (the pool is replacing it); a rebuild onto it stops. */
   takeOut(i: number): void {
     this.failed[i] = true
     if (this.rebuilding?.index === i) this.rebuilding = null
   }
 
+  /**
+   * Take member i out. Only the first loss is recorded with the pool: after a second
+   * the volume is dead until restarted, and the next assembly should try both again.
+   */
   failMember(i: number, err: unknown): Promise<void> {
     if (this.failed[i]) return this.failing
     const first = this.healthyCount === this.n || this.rebuilding?.index === i

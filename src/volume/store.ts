@@ -12,6 +12,7 @@ import { BlockDev, VsmError } from '../block/blockdev'
 import { readOwnFile, writeFileAtomic } from '../block/files'
 import type { DeviceConfig, PoolConfig } from './config'
 import { writeLabel } from './label'
+import { errMsg } from './core'
 
 export const POOL_FILE = 'pool.json'
 export const ARCHIVE_DIR = 'archive'
@@ -28,8 +29,6 @@ export interface ConfigVersion {
 
 const ARCHIVED = /^pool-(\d+)\.json$/
 const archiveName = (seq: number) => `pool-${String(seq).padStart(10, '0')}.json`
-
-function errMsg(e: unknown): string { return (e as Error)?.message ?? String(e) }
 
 export class ConfigStore {
   private cfg: PoolConfig
