@@ -3,10 +3,10 @@
 // (the move resumes at up), pin against a policy run, state that survives losing vsm.json.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { closeSync, existsSync, openSync, readFileSync, readSync, rmSync, utimesSync, writeFileSync } from 'fs'
+import { closeSync, openSync, readFileSync, readSync, rmSync, utimesSync, writeFileSync } from 'fs'
 import { join } from 'path'
 import { makeVsm } from './helpers/daemon'
-import { SLOT, slotData, startWriter, acknowledgedCount } from './helpers/crash-writer'
+import { SLOT, slotData, startWriter, acknowledgedCount, verifyEverySlot } from './helpers/crash-writer'
 
 const vsm = makeVsm({ deviceSize: '256M' })
 test.after(() => vsm.cleanup())
@@ -25,33 +25,7 @@ async function until(what: string, ok: () => boolean | Promise<boolean>, ms = 60
   }
 }
 
-/**
- * Every 4 KiB block of every slot: its last acknowledged version (version 0, the first
- * fill, if none) or the write in flight after it. Returns the slots written.
- */
-function verifyEveryByte(): number {
-  const acked = new Map<number, number>(), tried = new Map<number, number>()
-  for (const line of existsSync(journal()) ? readFileSync(journal(), 'utf8').split('\n') : []) {
-    const m = /^(try|ack) (\d+) (\d+)$/.exec(line)
-    if (m) (m[1] === 'ack' ? acked : tried).set(Number(m[2]), Number(m[3]))
-  }
-  const fd = openSync(img(), 'r')
-  const buf = Buffer.alloc(SLOT)
-  try {
-    for (let s = 0; s < SLOTS; s++) {
-      readSync(fd, buf, 0, SLOT, s * SLOT)
-      const v = acked.get(s) ?? 0
-      const good = slotData(s, v), inflight = (tried.get(s) ?? 0) > v ? slotData(s, tried.get(s)!) : good
-      for (let b = 0; b < SLOT; b += 4096) {
-        const got = buf.subarray(b, b + 4096)
-        if (!got.equals(good.subarray(b, b + 4096)) && !got.equals(inflight.subarray(b, b + 4096))) throw new Error(`slot ${s} block ${b / 4096}: version ${v} lost`)
-      }
-    }
-  } finally {
-    closeSync(fd)
-  }
-  return acked.size
-}
+const verifyEveryByte = () => verifyEverySlot(img(), journal(), SLOTS)
 
 async function fsckClean() {
   const r = await vsm.json('fs', 'check')
