@@ -13,7 +13,8 @@ import * as path from 'path'
 import { randomBytes } from 'crypto'
 import { FileSystem } from '../src/fs'
 import { BtStore } from '../src/fs/btree/store'
-import { Tree, clone, insert } from '../src/fs/btree/tree'
+import { clone, insert } from '../src/fs/btree/tree'
+import { encodeExtent, extentTree } from '../src/fs/btree/extent-tree'
 import { FreeMap } from '../src/fs/extents'
 import { openDevice } from '../src/volume/device'
 
@@ -127,8 +128,8 @@ async function btreeFigures(dir: string, entries: number, writes: number) {
     return { store, roots }
   }
   let { store } = await open()
-  const tree: Tree = { vsize: 12, shared: true }
-  const val = (pb: number) => { const v = Buffer.alloc(12); v.writeUInt32LE(pb, 2); v.writeUInt32LE(1, 8); return v }
+  const tree = extentTree()
+  const val = (pb: number) => encodeExtent(0, pb, 1)
   let root = 0
   for (let k = 0; k < entries; k++) root = await insert(store, tree, root, k * 8, val(k))
   await store.commit({ root })

@@ -10,9 +10,10 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { ExtentMap, FreeMap } from '../src/fs/extents'
 import { checkTrees } from '../src/fs/btree/check'
-import { ExtentTree, encodeExtent, extentTree } from '../src/fs/btree/extent-tree'
+import { ExtentTree, decodeExtent, encodeExtent, extentTree } from '../src/fs/btree/extent-tree'
 import { BtStore } from '../src/fs/btree/store'
 import { clone, drop } from '../src/fs/btree/tree'
+import { ARCHIVE_BASE } from '../src/fs/layout'
 import { rng } from './helpers/conformance'
 import { MemDev } from './helpers/fs-memdev'
 
@@ -36,7 +37,7 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
   // data block -> holders the trees report
   const held = new Map<number, number>()
   const adjust = (v: Buffer, d: number) => {
-    const pb = v.readUIntLE(2, 6), len = v.readUInt32LE(8)
+    const { pb, len } = decodeExtent(0, v)
     for (let b = pb; b < pb + len; b++) {
       const n = (held.get(b) ?? 0) + d
       if (n < 0) throw new Error(`block ${b} released more than held (seed ${seed})`)
@@ -119,6 +120,12 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
   await store.commit(rootsOf())
   await verify('at the end')
   console.log(`fs-extent-tree: seed ${seed}: ${snaps} snapshots, ${maps.get('live')!.model.ex.length} live extents`)
+})
+
+test('extent tree values: archive volume numbers (from 2^16) and 48-bit physical blocks round-trip', () => {
+  for (const [vol, pb, len] of [[0, 0, 1], [ARCHIVE_BASE + 3, 2 ** 48 - 1, 2 ** 32 - 1], [65535, 123456789, 256]]) {
+    assert.equal(decodeExtent(7, encodeExtent(vol, pb, len)), { fb: 7, vol, pb, len })
+  }
 })
 
 test.run()

@@ -1,5 +1,6 @@
 // A file's extent map on a copy-on-write B+tree: key = the file block where an extent
-// starts, value = {volume u16, physical block u48, length u32}. The same operations as
+// starts, value = {volume u32 (archive locations are numbered from 2^16), physical
+// block u48, length u32}. The same operations as
 // the in-memory ExtentMap (segments with holes, lookup, insert into a hole with
 // coalescing, punch), so the fs's maps can move onto trees; a snapshot of a map is
 // clone() of its root.
@@ -15,7 +16,7 @@ import type { Extent, Segment } from '../extents'
 import type { BtStore } from './store'
 import { Tree, ValueRefs, floor, insert, pathShared, range, remove } from './tree'
 
-export const EXTENT_VSIZE = 12
+export const EXTENT_VSIZE = 14
 
 export function extentTree(refs?: ValueRefs): Tree {
   return { vsize: EXTENT_VSIZE, shared: true, value: refs }
@@ -23,14 +24,14 @@ export function extentTree(refs?: ValueRefs): Tree {
 
 export function encodeExtent(vol: number, pb: number, len: number): Buffer {
   const v = Buffer.alloc(EXTENT_VSIZE)
-  v.writeUInt16LE(vol, 0)
-  v.writeUIntLE(pb, 2, 6)
-  v.writeUInt32LE(len, 8)
+  v.writeUInt32LE(vol, 0)
+  v.writeUIntLE(pb, 4, 6)
+  v.writeUInt32LE(len, 10)
   return v
 }
 
 export function decodeExtent(fb: number, v: Buffer): Extent {
-  return { fb, vol: v.readUInt16LE(0), pb: v.readUIntLE(2, 6), len: v.readUInt32LE(8) }
+  return { fb, vol: v.readUInt32LE(0), pb: v.readUIntLE(4, 6), len: v.readUInt32LE(10) }
 }
 
 export class ExtentTree {
