@@ -5,13 +5,15 @@
 // model's; the data references the trees report (ValueRefs) held on exactly the blocks
 // some map still holds, so dropping a snapshot frees exactly what only it held; a block
 // is shared (path shared or count above 1) exactly when another map holds it. The seed
-// is printed; EXTENT_TREE_SEED=N replays it.
+// is printed; EXTENT_TREE_SEED=N replays it. The references also go to a data space
+// map (data-space.ts) in the same store, whose counts must equal them.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { ExtentMap, FreeMap } from '../src/fs/extents'
 import { checkTrees } from '../src/fs/btree/check'
 import { ExtentTree, decodeExtent, encodeExtent, extentTree } from '../src/fs/btree/extent-tree'
 import { BtStore } from '../src/fs/btree/store'
+import { DATA_SPACE_TREE, DataSpace } from '../src/fs/btree/data-space'
 import { clone, drop } from '../src/fs/btree/tree'
 import { ARCHIVE_BASE } from '../src/fs/layout'
 import { rng } from './helpers/conformance'
@@ -44,13 +46,19 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
       if (n) held.set(b, n); else held.delete(b)
     }
   }
-  const t = extentTree({ inc: (v) => adjust(v, 1), dec: (v) => adjust(v, -1) })
+  // the same references kept on disk by the data space map, checked against `held`
+  let ds = new DataSpace(store, 0)
+  const dsRefs = () => ds.refs()
+  const t = extentTree({
+    inc: async (v) => { adjust(v, 1); await dsRefs().inc(v) },
+    dec: async (v) => { adjust(v, -1); await dsRefs().dec(v) },
+  })
   const FILE = 40000
   let nextPb = 1_000_000
   const everUsed = new Set<number>()
   const maps = new Map<string, { tree: ExtentTree; model: ExtentMap }>([['live', { tree: new ExtentTree(store, t, 0), model: new ExtentMap() }]])
   let snaps = 0
-  const rootsOf = () => Object.fromEntries([...maps].map(([n, m]) => [n, m.tree.root]))
+  const rootsOf = () => ({ ...Object.fromEntries([...maps].map(([n, m]) => [n, m.tree.root])), ds: ds.root })
 
   const verify = async (what: string) => {
     for (const [name, m] of maps) {
@@ -61,6 +69,9 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
     const mapped = new Map<number, number>()
     for (const m of maps.values()) for (const e of m.model.ex) for (let b = e.pb; b < e.pb + e.len; b++) mapped.set(b, (mapped.get(b) ?? 0) + 1)
     assert.equal([...held.keys()].sort((a, b) => a - b), [...mapped.keys()].sort((a, b) => a - b), `${what}: data held exactly where a map holds it (seed ${seed})`)
+    const onDisk = new Map<number, number>()
+    for (const pc of await ds.pieces(0, nextPb + 10)) for (let b = pc.start; pc.n && b < pc.start + pc.len; b++) onDisk.set(b, pc.n)
+    assert.equal([...onDisk].sort((a, b) => a[0] - b[0]), [...held].sort((a, b) => a[0] - b[0]), `${what}: the data space map's counts (seed ${seed})`)
     // sharing as the fs sees it, on a sample of the live file's blocks
     const live = maps.get('live')!
     for (let k = 0; k < 20; k++) {
@@ -70,7 +81,7 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
       const shared = (await live.tree.pathShared(fb)) || (held.get(m.pb) ?? 0) > 1
       assert.is(shared, mapped.get(m.pb)! > 1, `${what}: block ${fb} shared (seed ${seed})`)
     }
-    const c = await checkTrees(store, [...maps.values()].map((m) => ({ tree: t, root: m.tree.root })))
+    const c = await checkTrees(store, [...[...maps.values()].map((m) => ({ tree: t, root: m.tree.root })), { tree: DATA_SPACE_TREE, root: ds.root }])
     assert.equal(c.errors, [], `${what}: check (seed ${seed})`)
   }
 
@@ -89,7 +100,7 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
         let pb = r(4) ? nextPb + 5 : nextPb
         if (after && r(2) && after.pb - sg.len >= 0 && ![...Array(sg.len).keys()].some((k) => everUsed.has(after.pb - sg.len + k))) pb = after.pb - sg.len
         m.model.insert(sg.fb, 0, pb, sg.len)
-        adjust(encodeExtent(0, pb, sg.len), 1) // the caller's reference to fresh blocks, handed to the tree
+        await t.value!.inc(encodeExtent(0, pb, sg.len)) // the caller's reference to fresh blocks, handed to the tree
         await m.tree.insert(sg.fb, 0, pb, sg.len)
         for (let k = 0; k < sg.len; k++) everUsed.add(pb + k)
         nextPb = Math.max(nextPb, pb + sg.len)
@@ -115,6 +126,7 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
       const o = await open(mem)
       store = o.store
       for (const [n, mm] of maps) mm.tree = new ExtentTree(store, t, o.roots[n])
+      ds = new DataSpace(store, o.roots.ds)
     }
   }
   await store.commit(rootsOf())

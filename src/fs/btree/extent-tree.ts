@@ -95,15 +95,15 @@ export class ExtentTree {
       // the merged extent holds its own reference; the tree releases prev's, and the
       // caller's reference to the new part is spent
       cur = { fb: prev.fb, vol, pb: prev.pb, len: prev.len + len }
-      refs?.inc(encodeExtent(cur.vol, cur.pb, cur.len))
-      refs?.dec(encodeExtent(vol, pb, len))
+      await refs?.inc(encodeExtent(cur.vol, cur.pb, cur.len))
+      await refs?.dec(encodeExtent(vol, pb, len))
     }
     const n = next && decodeExtent(next[0], next[1])
     if (n && n.fb === cur.fb + cur.len && n.vol === vol && n.pb === cur.pb + cur.len) {
       const merged = { fb: cur.fb, vol, pb: cur.pb, len: cur.len + n.len }
-      refs?.inc(encodeExtent(merged.vol, merged.pb, merged.len))
+      await refs?.inc(encodeExtent(merged.vol, merged.pb, merged.len))
       // cur's reference (the caller's, or the one the prev merge made) is spent too
-      refs?.dec(encodeExtent(cur.vol, cur.pb, cur.len))
+      await refs?.dec(encodeExtent(cur.vol, cur.pb, cur.len))
       this.root = await remove(this.s, this.t, this.root, n.fb)
       cur = merged
     }
@@ -121,7 +121,7 @@ export class ExtentTree {
       // the pieces that stay get their own references before the tree releases e's
       const left = s > e.fb ? { fb: e.fb, vol: e.vol, pb: e.pb, len: s - e.fb } : null
       const right = t < end ? { fb: t, vol: e.vol, pb: e.pb + (t - e.fb), len: end - t } : null
-      for (const p of [left, right]) if (p) refs?.inc(encodeExtent(p.vol, p.pb, p.len))
+      for (const p of [left, right]) if (p) await refs?.inc(encodeExtent(p.vol, p.pb, p.len))
       if (left) await this.put(left)
       else this.root = await remove(this.s, this.t, this.root, e.fb)
       if (right) await this.put(right)

@@ -10,8 +10,8 @@ import { Node, capacity } from './node'
 
 /** A leaf value that holds something (a data extent): told when a leaf copy adds a holder and when one goes. */
 export interface ValueRefs {
-  inc(v: Buffer): void
-  dec(v: Buffer): void
+  inc(v: Buffer): void | Promise<void>
+  dec(v: Buffer): void | Promise<void>
 }
 
 export interface Tree {
@@ -110,7 +110,7 @@ async function decRef(s: BtStore, t: Tree, b: number): Promise<void> {
   await s.setRefs(b, r)
   if (r > 0) return
   const n = await s.get(b)
-  if (n.leaf) for (const v of n.vals) t.value?.dec(v)
+  if (n.leaf) for (const v of n.vals) await t.value?.dec(v)
   else for (const k of n.kids) await decRef(s, t, k)
   s.free(b)
 }
@@ -138,7 +138,7 @@ async function shadow(s: BtStore, t: Tree, b: number): Promise<Node> {
   await s.touch(c)
   if (held > 1) {
     // the copy is one more holder of everything below
-    if (c.leaf) for (const v of c.vals) t.value?.inc(v)
+    if (c.leaf) for (const v of c.vals) await t.value?.inc(v)
     else for (const k of c.kids) await incRef(s, k)
     await s.setRefs(b, held - 1)
   } else {
@@ -170,7 +170,7 @@ export async function insert(s: BtStore, t: Tree, root: number, key: number, val
     const n = await shadow(s, t, b)
     if (n.leaf) {
       const i = lowerBound(n.keys, key)
-      if (n.keys[i] === key) { t.value?.dec(n.vals[i]); n.vals[i] = Buffer.from(val) } else { n.keys.splice(i, 0, key); n.vals.splice(i, 0, Buffer.from(val)) }
+      if (n.keys[i] === key) { await t.value?.dec(n.vals[i]); n.vals[i] = Buffer.from(val) } else { n.keys.splice(i, 0, key); n.vals.splice(i, 0, Buffer.from(val)) }
     } else {
       const i = childIndex(n, key)
       const r = await ins(n.kids[i])
@@ -206,7 +206,7 @@ export async function remove(s: BtStore, t: Tree, root: number, key: number): Pr
     const n = await shadow(s, t, b)
     if (n.leaf) {
       const i = lowerBound(n.keys, key)
-      t.value?.dec(n.vals[i])
+      await t.value?.dec(n.vals[i])
       n.keys.splice(i, 1)
       n.vals.splice(i, 1)
     } else {
