@@ -6,7 +6,8 @@
 // snapshot after each third (the last one on the fragmented disk); metadata bytes the
 // fs wrote per 4 KiB write; mount time and heap after remount. Next to it the same
 // extent count in the B+tree library (src/fs/btree) the fs's maps are moving onto:
-// bytes per insert committed every 16, snapshot (clone) cost, open time. The ratios and
+// bytes per remap committed every 16 and every 4096 (a checkpoint applying the
+// journal), snapshot (clone) cost, open time. The ratios and
 // bytes are the figures; absolute times on a shared machine are noise.
 import * as fs from 'fs'
 import * as path from 'path'
@@ -21,6 +22,8 @@ import { openDevice } from '../src/volume/device'
 const MiB = 1 << 20
 const BS = 4096
 const FSYNC_EVERY = 16
+/** Remaps between tree commits when the journal takes the fsyncs and checkpoints apply it to the trees. */
+const CHECKPOINT_EVERY = 4096
 
 export interface SnapshotFigure { ms: number; metaBytes: number; mapEntries: number; afterWrites: number }
 export interface FsScaleBench {
@@ -31,7 +34,7 @@ export interface FsScaleBench {
   metaBytesPerWrite: number
   checkpointBytes: number
   mount: { ms: number; heapMiB: number }
-  btree: { metaBytesPerWrite: number; snapshotMs: number; snapshotNodesWritten: number; openMs: number; entries: number }
+  btree: { metaBytesPerWrite: number; perCheckpointBytesPerWrite: number; snapshotMs: number; snapshotNodesWritten: number; openMs: number; entries: number }
 }
 
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6
@@ -139,18 +142,23 @@ async function btreeFigures(dir: string, entries: number, writes: number) {
   await store.commit({ root, snap })
   const snapshotMs = ms(t0)
   const snapshotNodesWritten = store.stats.nodesWritten - w0
-  w0 = store.stats.nodesWritten
-  for (let i = 0; i < writes; i++) {
-    root = await insert(store, tree, root, Math.floor(Math.random() * entries * 8), val(entries + i))
-    if (i % FSYNC_EVERY === FSYNC_EVERY - 1) await store.commit({ root, snap })
+  /** Metadata bytes per random remap when the trees are committed every `every` remaps (superblocks included). */
+  const perWrite = async (every: number) => {
+    const w = store.stats.nodesWritten, c = store.stats.commits
+    for (let i = 0; i < writes; i++) {
+      root = await insert(store, tree, root, Math.floor(Math.random() * entries * 8), val(entries + i))
+      if (i % every === every - 1) await store.commit({ root, snap })
+    }
+    await store.commit({ root, snap })
+    return ((store.stats.nodesWritten - w) + (store.stats.commits - c)) * BS / writes
   }
-  await store.commit({ root, snap })
-  const metaBytesPerWrite = ((store.stats.nodesWritten - w0) * BS + (store.stats.commits * BS)) / writes
+  const metaBytesPerWrite = await perWrite(FSYNC_EVERY)
+  const perCheckpointBytesPerWrite = await perWrite(CHECKPOINT_EVERY)
   const t1 = process.hrtime.bigint()
   ;({ store } = await open())
   const openMs = ms(t1)
   await dev.close()
-  return { metaBytesPerWrite, snapshotMs, snapshotNodesWritten, openMs, entries }
+  return { metaBytesPerWrite, perCheckpointBytesPerWrite, snapshotMs, snapshotNodesWritten, openMs, entries }
 }
 
 export function describe(b: FsScaleBench): string[] {
@@ -164,7 +172,8 @@ export function describe(b: FsScaleBench): string[] {
     `  metadata written per 4 KiB write: ${f(b.metaBytesPerWrite, 0)} B; a checkpoint of the fragmented fs ${f(b.checkpointBytes / MiB)} MiB; ` +
       `remount ${f(b.mount.ms)} ms, heap +${f(b.mount.heapMiB)} MiB`,
     `  B+tree library, same ${b.btree.entries} entries: snapshot ${f(b.btree.snapshotMs)} ms (${b.btree.snapshotNodesWritten} nodes written), ` +
-      `${f(b.btree.metaBytesPerWrite, 0)} B per 4 KiB remap committed every ${b.params.fsyncEvery}, open ${f(b.btree.openMs)} ms`,
+      `${f(b.btree.metaBytesPerWrite, 0)} B per 4 KiB remap committed every ${b.params.fsyncEvery}, ${f(b.btree.perCheckpointBytesPerWrite, 0)} B committed every ${CHECKPOINT_EVERY} ` +
+      `(the journal taking the fsyncs), open ${f(b.btree.openMs)} ms`,
   ]
 }
 
