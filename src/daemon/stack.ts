@@ -26,6 +26,7 @@ import { Metrics } from '../metrics/metrics'
 import { Listen, MetricsServer } from '../metrics/http'
 import { attention } from './attention'
 import { clearStaleMount } from './mounts'
+import { beginMaking, doneMaking, undoUnfinished } from './first-start'
 import { authorizer } from './authz'
 import { diskPath } from '../virtualizer/paths'
 import { Replicator } from '../replicator/replicator'
@@ -91,6 +92,7 @@ export class Stack {
       undo.unshift(() => repl.close())
       const fs = await openFs(pool, poolVolumes(pool, repl, meters), events)
       undo.unshift(() => fs.close())
+      await doneMaking(home)
       fs.useEvents(events)
       reportRecovery(pool, fs, events)
       // archived ranges of files are readable once their archives are attached: before the view serves
@@ -292,9 +294,13 @@ export async function openSitePool(opts: Pick<StackOptions, 'home' | 'mount' | '
   const { home, events } = opts
   await fsp.mkdir(home, { recursive: true, mode: 0o700 })
   let pool: Pool
+  const undone = await undoUnfinished(home)
+  if (undone.length) events.publish('pool.unfinished-removed', { home, removed: undone, reason: 'an earlier vsm up stopped while making the default pool; making it again' }, 'warn')
   if (!(await Pool.exists(home))) {
+    await beginMaking(home)
     pool = await createDefaultPool(home, opts.defaultDeviceSize, { protectedPaths: [opts.mount] }, withVolume)
     events.publish('pool.created', { home, devices: pool.listDevices().map((d) => d.name), volumes: pool.listVolumes().map((v) => v.name), deviceSize: opts.defaultDeviceSize, reason: 'no pool in the home: the embedded default' })
+    if (!withVolume) await doneMaking(home)
   } else {
     pool = await Pool.open(home, { protectedPaths: [opts.mount] })
   }
