@@ -14,31 +14,12 @@ import { checkTrees } from '../src/fs/btree/check'
 import { BtStore } from '../src/fs/btree/store'
 import { Tree, clone, drop, insert, lookup, range, remove, walk } from '../src/fs/btree/tree'
 import { rng } from './helpers/conformance'
-import { MemDev } from './helpers/fs-memdev'
+import { Crash, CrashDev, MemDev } from './helpers/fs-memdev'
 
 const BLOCKS = 16384
 const SB: [number, number] = [1, 2]
 const LO = 3
 const VSIZE = 100 // 37 entries a leaf: thousands of keys make three levels
-
-class Crash extends Error {}
-
-/** Throws at the n-th write or flush once armed, and at everything after (the power is gone). */
-class CrashDev implements BlockDev {
-  private left = -1
-  dead = false
-  constructor(readonly mem: MemDev) {}
-  get size() { return this.mem.size }
-  arm(n: number) { this.left = n }
-  private tick() {
-    if (this.dead) throw new Crash('crashed')
-    if (this.left > 0 && --this.left === 0) { this.dead = true; throw new Crash('crashed') }
-  }
-  read(buf: Buffer, off: number) { if (this.dead) throw new Crash('crashed'); return this.mem.read(buf, off) }
-  async write(buf: Buffer, off: number) { this.tick(); await this.mem.write(buf, off) }
-  async flush() { this.tick(); await this.mem.flush() }
-  async close() { /* nothing */ }
-}
 
 type Model = Map<string, Map<number, Buffer>>
 

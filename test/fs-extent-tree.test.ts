@@ -6,7 +6,9 @@
 // some map still holds, so dropping a snapshot frees exactly what only it held; a block
 // is shared (path shared or count above 1) exactly when another map holds it. The seed
 // is printed; EXTENT_TREE_SEED=N replays it. The references also go to a data space
-// map (data-space.ts) in the same store, whose counts must equal them.
+// map (data-space.ts) in the same store, whose counts must equal them, also after a
+// crash at a random write or flush (the maps then are the last committed ones, and
+// the data space map's counts what their leaves imply).
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { ExtentMap, FreeMap } from '../src/fs/extents'
@@ -14,16 +16,17 @@ import { checkTrees } from '../src/fs/btree/check'
 import { ExtentTree, decodeExtent, encodeExtent, extentTree } from '../src/fs/btree/extent-tree'
 import { BtStore } from '../src/fs/btree/store'
 import { DATA_SPACE_TREE, DataSpace } from '../src/fs/btree/data-space'
-import { clone, drop } from '../src/fs/btree/tree'
+import { clone, drop, walk } from '../src/fs/btree/tree'
 import { ARCHIVE_BASE } from '../src/fs/layout'
 import { rng } from './helpers/conformance'
-import { MemDev } from './helpers/fs-memdev'
+import { Crash, CrashDev, MemDev } from './helpers/fs-memdev'
+import { BlockDev } from '../src/block/blockdev'
 
 const BLOCKS = 16384
 const SB: [number, number] = [1, 2]
 
-async function open(mem: MemDev) {
-  const { store, roots, used } = await BtStore.open(mem, { sb: SB, cacheNodes: 32 })
+async function open(dev: BlockDev) {
+  const { store, roots, used } = await BtStore.open(dev, { sb: SB, cacheNodes: 32 })
   const free = FreeMap.fromAllocated(3, BLOCKS, used.map((b) => ({ start: b, len: 1 })), [])
   store.start({ alloc: () => free.alloc(1, -1)?.[0].start ?? null, available: () => free.free, release: (b) => free.release(b, 1) })
   return { store, roots }
@@ -33,9 +36,10 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
   const seed = process.env.EXTENT_TREE_SEED ? Number(process.env.EXTENT_TREE_SEED) : Date.now() % 1_000_000_000
   console.log(`fs-extent-tree: seed ${seed} (EXTENT_TREE_SEED=${seed} replays it)`)
   const r = rng(seed)
-  const mem = new MemDev(BLOCKS * 4096)
+  let mem = new MemDev(BLOCKS * 4096)
   await BtStore.format(mem, SB)
-  let { store } = await open(mem)
+  let dev = new CrashDev(mem)
+  let { store } = await open(dev)
   // data block -> holders the trees report
   const held = new Map<number, number>()
   const adjust = (v: Buffer, d: number) => {
@@ -59,6 +63,47 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
   const maps = new Map<string, { tree: ExtentTree; model: ExtentMap }>([['live', { tree: new ExtentTree(store, t, 0), model: new ExtentMap() }]])
   let snaps = 0
   const rootsOf = () => ({ ...Object.fromEntries([...maps].map(([n, m]) => [n, m.tree.root])), ds: ds.root })
+
+  const modelsOf = () => new Map([...maps].map(([n, m]) => [n, m.model.clone()]))
+  let committed = modelsOf(), committing: Map<string, ExtentMap> | null = null, crashes = 0
+
+  /**
+   * Power lost: reopen what the device kept. The maps must be the last committed ones
+   * (or the ones being committed, when the crash came after their superblock write was
+   * issued), and the data space map's counts what the recovered trees' leaves imply.
+   */
+  const recover = async (op: number) => {
+    mem = mem.crashImage(r)
+    dev = new CrashDev(mem)
+    const o = await open(dev)
+    store = o.store
+    const matches = async (ms: Map<string, ExtentMap>) => {
+      if (Object.keys(o.roots).filter((k) => k !== 'ds').sort().join() !== [...ms.keys()].sort().join()) return false
+      for (const [n, model] of ms) {
+        const got = await new ExtentTree(store, t, o.roots[n]).all()
+        if (JSON.stringify(got) !== JSON.stringify(model.ex)) return false
+      }
+      return true
+    }
+    const before = committed, during = committing
+    const state = (await matches(before)) ? before : during && (await matches(during)) ? during : null
+    assert.ok(state, `after crash ${crashes} at op ${op}: the maps are the last committed ones (seed ${seed})`)
+    maps.clear()
+    for (const [n, model] of state!) maps.set(n, { tree: new ExtentTree(store, t, o.roots[n]), model: model.clone() })
+    ds = new DataSpace(store, o.roots.ds)
+    committed = modelsOf()
+    committing = null
+    held.clear()
+    const seen = new Set<number>()
+    for (const m of maps.values()) {
+      await walk(store, t, m.tree.root, (node) => {
+        if (seen.has(node.block) || !node.leaf) return
+        seen.add(node.block)
+        for (const v of node.vals) adjust(v, 1)
+      })
+    }
+    await verify(`after crash ${crashes} at op ${op}`)
+  }
 
   const verify = async (what: string) => {
     for (const [name, m] of maps) {
@@ -86,52 +131,67 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
   }
 
   for (let op = 0; op < 4000; op++) {
-    const names = [...maps.keys()]
-    const name = names[r(names.length)]
-    const m = maps.get(name)!
-    const p = r(100)
-    if (p < 45) {
-      const fb = r(FILE), len = 1 + r(24)
-      for (const sg of m.model.segments(fb, fb + len)) {
-        if (sg.pb >= 0) continue
-        // sometimes right after the previous run or right before the next one's blocks
-        // (when never used), so neighbours coalesce on either side
-        const after = m.model.lookup(sg.fb + sg.len)
-        let pb = r(4) ? nextPb + 5 : nextPb
-        if (after && r(2) && after.pb - sg.len >= 0 && ![...Array(sg.len).keys()].some((k) => everUsed.has(after.pb - sg.len + k))) pb = after.pb - sg.len
-        m.model.insert(sg.fb, 0, pb, sg.len)
-        await t.value!.inc(encodeExtent(0, pb, sg.len)) // the caller's reference to fresh blocks, handed to the tree
-        await m.tree.insert(sg.fb, 0, pb, sg.len)
-        for (let k = 0; k < sg.len; k++) everUsed.add(pb + k)
-        nextPb = Math.max(nextPb, pb + sg.len)
+    try {
+      const names = [...maps.keys()]
+      const name = names[r(names.length)]
+      const m = maps.get(name)!
+      const p = r(100)
+      if (p < 45) {
+        const fb = r(FILE), len = 1 + r(24)
+        for (const sg of m.model.segments(fb, fb + len)) {
+          if (sg.pb >= 0) continue
+          // sometimes right after the previous run or right before the next one's blocks
+          // (when never used), so neighbours coalesce on either side
+          const after = m.model.lookup(sg.fb + sg.len)
+          let pb = r(4) ? nextPb + 5 : nextPb
+          if (after && r(2) && after.pb - sg.len >= 0 && ![...Array(sg.len).keys()].some((k) => everUsed.has(after.pb - sg.len + k))) pb = after.pb - sg.len
+          m.model.insert(sg.fb, 0, pb, sg.len)
+          await t.value!.inc(encodeExtent(0, pb, sg.len)) // the caller's reference to fresh blocks, handed to the tree
+          await m.tree.insert(sg.fb, 0, pb, sg.len)
+          for (let k = 0; k < sg.len; k++) everUsed.add(pb + k)
+          nextPb = Math.max(nextPb, pb + sg.len)
+        }
+      } else if (p < 75) {
+        const fb = r(FILE), len = 1 + r(60)
+        const got = await m.tree.punch(fb, fb + len)
+        const exp = m.model.punch(fb, fb + len)
+        assert.equal(got.map((e) => ({ ...e })), exp.map((e) => ({ ...e })), `punch ${fb}+${len} in ${name} (seed ${seed})`)
+      } else if (p < 80 && maps.size < 6) {
+        const s = `s${++snaps}`
+        maps.set(s, { tree: new ExtentTree(store, t, await clone(store, t, m.tree.root)), model: m.model.clone() })
+      } else if (p < 84 && maps.size > 1) {
+        const s = names.filter((x) => x !== 'live')[r(names.length - 1)]
+        await drop(store, t, maps.get(s)!.tree.root)
+        maps.delete(s)
+      } else if (p < 92) {
+        committing = modelsOf()
+        await store.commit(rootsOf())
+        committed = committing
+        committing = null
+        if (r(3) === 0) await verify(`after commit at op ${op}`)
+      } else if (p < 94) {
+        // reopen from the device: the committed trees, read through a cold cache
+        committing = modelsOf()
+        await store.commit(rootsOf())
+        committed = committing
+        committing = null
+        const o = await open(dev)
+        store = o.store
+        for (const [n, mm] of maps) mm.tree = new ExtentTree(store, t, o.roots[n])
+        ds = new DataSpace(store, o.roots.ds)
+      } else if (p < 97 && !dev.dead) {
+        dev.arm(1 + r(60))
       }
-    } else if (p < 75) {
-      const fb = r(FILE), len = 1 + r(60)
-      const got = await m.tree.punch(fb, fb + len)
-      const exp = m.model.punch(fb, fb + len)
-      assert.equal(got.map((e) => ({ ...e })), exp.map((e) => ({ ...e })), `punch ${fb}+${len} in ${name} (seed ${seed})`)
-    } else if (p < 80 && maps.size < 6) {
-      const s = `s${++snaps}`
-      maps.set(s, { tree: new ExtentTree(store, t, await clone(store, t, m.tree.root)), model: m.model.clone() })
-    } else if (p < 84 && maps.size > 1) {
-      const s = names.filter((x) => x !== 'live')[r(names.length - 1)]
-      await drop(store, t, maps.get(s)!.tree.root)
-      maps.delete(s)
-    } else if (p < 92) {
-      await store.commit(rootsOf())
-      if (r(3) === 0) await verify(`after commit at op ${op}`)
-    } else if (p < 94) {
-      // reopen from the device: the committed trees, read through a cold cache
-      await store.commit(rootsOf())
-      const o = await open(mem)
-      store = o.store
-      for (const [n, mm] of maps) mm.tree = new ExtentTree(store, t, o.roots[n])
-      ds = new DataSpace(store, o.roots.ds)
+    } catch (e) {
+      if (!(e instanceof Crash)) throw e
+      crashes++
+      await recover(op)
     }
   }
+  dev.arm(-1)
   await store.commit(rootsOf())
   await verify('at the end')
-  console.log(`fs-extent-tree: seed ${seed}: ${snaps} snapshots, ${maps.get('live')!.model.ex.length} live extents`)
+  console.log(`fs-extent-tree: seed ${seed}: ${snaps} snapshots, ${crashes} crashes, ${maps.get('live')!.model.ex.length} live extents`)
 })
 
 test('extent tree values: archive volume numbers (from 2^16) and 48-bit physical blocks round-trip', () => {

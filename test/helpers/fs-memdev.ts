@@ -88,3 +88,23 @@ export class MemDev implements BlockDev {
     return img
   }
 }
+
+/** The power cut a CrashDev simulates. */
+export class Crash extends Error {}
+
+/** Throws at the n-th write or flush once armed, and at everything after (the power is gone). */
+export class CrashDev implements BlockDev {
+  private left = -1
+  dead = false
+  constructor(readonly mem: MemDev) {}
+  get size() { return this.mem.size }
+  arm(n: number) { this.left = n }
+  private tick() {
+    if (this.dead) throw new Crash('crashed')
+    if (this.left > 0 && --this.left === 0) { this.dead = true; throw new Crash('crashed') }
+  }
+  read(buf: Buffer, off: number) { if (this.dead) throw new Crash('crashed'); return this.mem.read(buf, off) }
+  async write(buf: Buffer, off: number) { this.tick(); await this.mem.write(buf, off) }
+  async flush() { this.tick(); await this.mem.flush() }
+  async close() { /* nothing */ }
+}
