@@ -25,6 +25,8 @@ test('offline a mirror device under writes, online it: degraded, then resynced b
   writeSynced(join(vsm.mount, 'a.bin'), a)
   assert.match(await vsm.run('device', 'offline', 'd1'), /d1 is offline/)
   const st = await vsm.json('status')
+  // uptime in whole seconds, a number in --json
+  assert.ok(Number.isInteger(st.uptimeSeconds) && st.uptimeSeconds >= 0, JSON.stringify(st.uptimeSeconds))
   assert.is(st.devices.find((d: any) => d.name === 'd1').state, 'offline')
   assert.is((await vol0()).state, 'degraded')
   const human = await vsm.run('status')

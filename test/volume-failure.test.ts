@@ -135,8 +135,45 @@ t('a failed member with a hot spare: the takeover is an event; a member failed a
   const p2 = await open()
   const later: [string, any, string?][] = []
   p2.useEvents({ publish: (n: string, d: any, level?: string) => { later.push([n, d, level]) } })
-  assert.equal(later.map(([n, d, l]) => `${n} ${d.device} ${l}`), ['volume.member-failed s error'])
-  assert.match(later[0][1].reason, /device s .* is missing/)
+  // the assembly that found the device gone says so, then what that did to the volume
+  assert.equal(later.map(([n, d, l]) => `${n} ${d.device} ${l}`), ['device.missing s warn', 'volume.member-failed s error'])
+  assert.is(later[0][1].path, f('s.img'))
+  assert.match(later[0][1].reason, /^cannot open .*s\.img: /)
+  assert.match(later[1][1].reason, /device s .* is missing/)
+})
+
+t('opening a volume a crash left dirty publishes what its recovery took', async () => {
+  const pool = await makePool('mirror', ['a', 'b'], 16 * MiB)
+  await pool.addDevice('c', f('c.img'), 48 * MiB)
+  await pool.createVolume('r', { layout: 'raid5', devices: ['a', 'b', 'c'], size: 8 * MiB })
+  for (const name of ['v', 'r']) {
+    const v = await pool.openVolume(name)
+    await v.write(randomBytes(1 << 20), 0)
+    await v.flush()
+    await v.write(randomBytes(1 << 20), 2 << 20)
+  }
+  await pool.abandon()
+  pools.pop()
+  const p2 = await open()
+  const seen: [string, any, string?][] = []
+  p2.useEvents({ publish: (n: string, d: any, level?: string) => { seen.push([n, d, level]) } })
+  await p2.openVolume('v')
+  await p2.openVolume('r')
+  const rec = seen.filter(([n]) => n === 'volume.recovered')
+  assert.equal(rec.map(([, d, l]) => `${d.volume} ${l}`), ['v warn', 'r warn'])
+  assert.ok(rec[0][1].resyncedBytes > 0, JSON.stringify(rec[0][1]))
+  assert.match(rec[0][1].reason, /^unclean stop: \d+ bytes of dirty regions resynced$/)
+  assert.ok(rec[1][1].replayedRecords > 0, JSON.stringify(rec[1][1]))
+  assert.match(rec[1][1].reason, /^unclean stop: \d+ stripe journal records replayed$/)
+  // a clean close leaves nothing to recover, and nothing is said
+  await p2.close()
+  pools.pop()
+  const p3 = await open()
+  const after: string[] = []
+  p3.useEvents({ publish: (n: string) => { after.push(n) } })
+  await p3.openVolume('v')
+  await p3.openVolume('r')
+  assert.not.ok(after.includes('volume.recovered'), after.join(' '))
 })
 
 t('a backing file cut short under the volume: short reads fail that copy, the caller sees nothing', async () => {

@@ -242,14 +242,15 @@ export class Stack {
   }
 }
 
-/** Crash recovery at start: what the fs journal replay and the volumes' resync did (all zero after a clean stop). */
+/**
+ * Crash recovery at start: what the fs journal replay did (all zero after a clean stop),
+ * and the volumes not healthy. A volume's own recovery (resync, journal replay) is
+ * published by the pool as it opens the volume.
+ */
 function reportRecovery(pool: Pool, fs: FileSystem, events: Events): void {
   const { records, ops, bytes } = fs.replayed
   events.publish('fs.mounted', { replayedRecords: records, replayedOps: ops, replayedBytes: bytes, reason: records ? 'unclean stop: journal replayed' : 'clean' })
   for (const v of pool.listVolumes()) {
-    if (v.resyncedBytes || v.replayedRecords) {
-      events.publish('volume.recovered', { volume: v.name, resyncedBytes: v.resyncedBytes ?? 0, replayedRecords: v.replayedRecords ?? 0, reason: 'unclean stop' }, 'warn')
-    }
     if (v.state !== 'healthy') {
       events.publish(`volume.${v.state}`, { volume: v.name, members: v.members.filter((m) => m.state !== 'ok').map((m) => ({ device: m.device, state: m.state, reason: m.reason })) }, v.state === 'failed' ? 'error' : 'warn')
     }
@@ -304,10 +305,8 @@ export async function openSitePool(opts: Pick<StackOptions, 'home' | 'mount' | '
   } else {
     pool = await Pool.open(home, { protectedPaths: [opts.mount] })
   }
+  // the pool publishes what its assembly found (devices missing, members failed) through here
   pool.useEvents(events)
-  for (const d of pool.listDevices()) {
-    if (d.state === 'missing') events.publish('device.missing', { device: d.name, path: d.path, reason: d.reason }, 'warn')
-  }
   return pool
 }
 

@@ -106,6 +106,7 @@ export async function assemble(core: PoolCore, fileCfg: PoolConfig, fileSeq: num
     const r = core.rt.get(d.id)!
     if (!r.missing && r.dev && r.dev.size < d.size) r.missing = `device is ${r.dev.size} bytes, config says ${d.size}`
     if (r.missing) {
+      core.event('device.missing', { device: d.name, path: d.path, reason: r.missing }, 'warn')
       await r.dev?.close().catch(() => {})
       r.dev = r.io = null
       continue

@@ -293,7 +293,14 @@ export class PoolCore {
   private async build(name: string): Promise<BlockDev> {
     if (this.closed) throw new VsmError('EIO', 'pool is closed')
     const v = this.volume(name)
-    const { dev, redundancy } = await this.openLayout(v)
+    const { dev, redundancy, resynced, replayed } = await this.openLayout(v)
+    // published where it is done: what a crash left and what recovering from it took
+    if (resynced || replayed) {
+      this.event('volume.recovered', {
+        volume: name, resyncedBytes: resynced ?? 0, replayedRecords: replayed ?? 0,
+        reason: `unclean stop: ${resynced ? `${resynced} bytes of dirty regions resynced` : `${replayed} stripe journal records replayed`}`,
+      }, 'warn')
+    }
     const handle = new VolumeHandle(dev, () => {
       this.volumes.delete(name)
       this.redundancy.delete(name)
