@@ -8,14 +8,13 @@
 // A host key not in known_hosts, or a changed one, is refused.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'fs'
+import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, writeFileSync, writeSync } from 'fs'
 import { tmpdir } from 'os'
 import { join } from 'path'
 import { makeVsm, VSM } from './helpers/daemon'
 import { keygen, startSshd, type Sshd } from './helpers/sshd'
 import { SLOT, slotData, startWriter, verifyAcknowledged } from './helpers/crash-writer'
-import { Pool } from '../src/volume/pool'
-import { FileSystem } from '../src/fs'
+import { diskFrom, until as untilAt, volumeBytes, stopSites } from './helpers/repl-sites'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const SLOTS = 128
@@ -25,20 +24,6 @@ const secondary = makeVsm({ deviceSize: '256M' })
 let sshd: Sshd | null = null
 let port = 0
 
-async function until<T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, ms = 120_000): Promise<T> {
-  const deadline = Date.now() + ms
-  let last: T | undefined
-  for (;;) {
-    try { last = await get(); if (ok(last)) return last } catch { /* not yet */ }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}; secondary log: ${logTail(secondary.home)}; primary log: ${logTail(primary.home)}`)
-    await sleep(200)
-  }
-}
-
-function logTail(home: string): string {
-  try { return readFileSync(join(home, 'log', 'vsm.log'), 'utf8').split('\n').filter((l) => /repl|error|warn/i.test(l)).slice(-8).join('\n') } catch { return '(none)' }
-}
-
 test.before(async () => {
   sshd = await startSshd(dir)
   port = sshd.port
@@ -46,46 +31,13 @@ test.before(async () => {
   writeFileSync(join(dir, 'wrong_known_hosts'), sshd.hostLine(join(dir, 'other-host.pub')))
 })
 
-test.after(async () => {
-  try {
-    await primary.cleanup()
-    await secondary.cleanup()
-  } finally {
-    sshd?.stop()
-    rmSync(dir, { recursive: true, force: true })
-  }
-})
+test.after(() => stopSites([primary, secondary], sshd, dir))
 
 const target = () => `ssh://root@127.0.0.1:${port}${secondary.home}`
 const createArgs = (group: string, knownHosts: string, mode: string) =>
   ['repl', 'create', group, '--target', target(), '--mode', mode, '--identity', join(dir, 'client'), '--known-hosts', knownHosts, '--remote-vsm', VSM, '--log-size', '16M']
+const until = <T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, ms?: number) => untilAt([secondary.home, primary.home], what, get, ok, ms)
 const status = async (v: typeof primary, group: string) => (await v.json('repl', 'status', group))[0]
-
-/** The bytes of a disk in the fs on a stopped home's volumes, mounted here (a takeover's view of the replicas). */
-async function diskFrom(home: string, disk: string): Promise<Buffer> {
-  const pool = await Pool.open(home)
-  try {
-    const vol = await pool.openVolume('vol0')
-    const fs = await FileSystem.mount([vol], { volumeNames: ['vol0'] })
-    try {
-      const ino = fs.lookup(`/${disk}`)
-      const buf = Buffer.alloc(fs.sizeOf(ino))
-      await fs.read(ino, buf, 0)
-      assert.ok((await fs.check()).ok, 'the replicated fs checks clean')
-      return buf
-    } finally { await fs.close() }
-  } finally { await pool.close() }
-}
-
-async function volumeBytes(home: string, name: string): Promise<Buffer> {
-  const pool = await Pool.open(home)
-  try {
-    const vol = await pool.openVolume(name)
-    const buf = Buffer.alloc(vol.size)
-    await vol.read(buf, 0)
-    return buf
-  } finally { await pool.close() }
-}
 
 test('a host key that is not in known_hosts, or that changed, is refused: nothing reaches the secondary', async () => {
   await secondary.run('up', '--secondary', '--device-size', '256M')

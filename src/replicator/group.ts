@@ -166,7 +166,12 @@ export class PrimaryGroup implements GroupIO {
     const release = await tap.locks.lock(offset, length)
     const id = this.enter()
     try {
-      const seqs = await Promise.all(records.map((r) => this.log.tryAppend(r)))
+      let seqs = await Promise.all(records.map((r) => this.log.tryAppend(r)))
+      if (this.log.mode === 'log' && seqs.every((s) => s === null)) {
+        // the log may be full of records the secondary has and only a local flush keeps: make room first
+        await this.flushLocal()
+        seqs = await Promise.all(records.map((r) => this.log.tryAppend(r)))
+      }
       if (seqs.every((s) => s !== null)) {
         await this.log.sync()
         this.shipper.kick()
@@ -194,10 +199,17 @@ export class PrimaryGroup implements GroupIO {
     return this.change(tap, offset, length, [{ kind: 'zero', vol: tap.index, offset, length }], () => tap.inner.discard!(offset, length))
   }
 
-  async flush(): Promise<void> {
+  /** Flushes the volumes: every record appended before, whose write has reached its volume, need not be replayed; reclaims. */
+  private async flushLocal(): Promise<void> {
     let covered = this.log.headSeq
     for (const f of this.floors.values()) covered = Math.min(covered, f - 1)
     await Promise.all(this.taps.map((t) => t.inner.flush()))
+    this.localDurable = Math.max(this.localDurable, covered)
+    this.reclaim()
+  }
+
+  async flush(): Promise<void> {
+    await this.flushLocal()
     const seq = await this.log.tryAppend({ kind: 'flush', vol: 0, offset: 0, length: 0 })
     if (seq === null) {
       // logging to the bitmap: the marks were durable before the writes; a sync-mode flush waits for the resync to end
@@ -207,8 +219,6 @@ export class PrimaryGroup implements GroupIO {
       return
     }
     await this.log.sync()
-    this.localDurable = Math.max(this.localDurable, covered)
-    this.reclaim()
     this.shipper.kick()
     if (flushWaitsForSecondary(this.config.mode, this.config.paused)) await this.remoteAt(seq)
   }
@@ -357,6 +367,7 @@ export class PrimaryGroup implements GroupIO {
         }
         await this.log.sync()
         this.shipper.kick()
+        if (this.log.usedBytes > this.log.capacity / 2) await this.flushLocal()
         done += len
         progress(done, total)
       }

@@ -143,7 +143,12 @@ export class SecondarySite {
     }
     const snapName = SNAPSHOT_PREFIX + h.group
     const applier = new Applier(volumes, stateDev, state, {
-      snapshotStore: async () => (exists(snapName) ? this.pool.openVolume(snapName) : placeVolume(this.pool, snapName, snapshotStoreSize(volumes.map((v) => v.size)))),
+      // a mirror carves its checksum table (under 1/512 of it) out of the size asked for: ask for that much more
+      snapshotStore: async () => {
+        if (exists(snapName)) return this.pool.openVolume(snapName)
+        const size = snapshotStoreSize(volumes.map((v) => v.size))
+        return placeVolume(this.pool, snapName, size + Math.ceil(size / 256) + (1 << 20))
+      },
       onEvent: (event, detail) => this.opts.events.publish(`repl.${event}`, { group: h.group, ...detail }, event === 'resync-refused' ? 'warn' : 'info'),
     })
     const g: ReplicaGroup = { applier, volumes: h.volumes.map((v) => v.name), logId: h.logId, connected: false, since: 0 }

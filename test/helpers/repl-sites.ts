@@ -1,0 +1,67 @@
+// Two vsm homes replicating over a real sshd, as the replicator's end-to-end tests use
+// them: stopping them, polling a status with a deadline (the failure names both sites' recent
+// replication log lines), and reading a stopped home's pool offline (a volume's bytes,
+// a disk of the replicated fs as a takeover would mount it).
+import * as assert from 'uvu/assert'
+import { readFileSync, rmSync } from 'fs'
+import { join } from 'path'
+import { FileSystem } from '../../src/fs'
+import { Pool } from '../../src/volume/pool'
+
+/** Test cleanup: both homes stopped, then sshd, then its directory. */
+export async function stopSites(homes: Array<{ cleanup(): Promise<void> }>, sshd: { stop(): void } | null, dir: string): Promise<void> {
+  try {
+    for (const h of homes) await h.cleanup()
+  } finally {
+    sshd?.stop()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+function logTail(home: string): string {
+  try { return readFileSync(join(home, 'log', 'vsm.log'), 'utf8').split('\n').filter((l) => /repl|error|warn/i.test(l)).slice(-8).join('\n') } catch { return '(none)' }
+}
+
+/** Polls get() until ok(); on timeout the error holds the last value and each home's recent replication log lines. */
+export async function until<T>(homes: string[], what: string, get: () => Promise<T>, ok: (v: T) => boolean, ms = 120_000): Promise<T> {
+  const deadline = Date.now() + ms
+  let last: T | undefined
+  for (;;) {
+    try { last = await get(); if (ok(last)) return last } catch { /* not yet */ }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}; ${homes.map((h) => `log of ${h}: ${logTail(h)}`).join('; ')}`)
+    await sleep(200)
+  }
+}
+
+/** Opens a stopped home's pool for fn. */
+export async function withPool<T>(home: string, fn: (pool: Pool) => Promise<T>): Promise<T> {
+  const pool = await Pool.open(home)
+  try { return await fn(pool) } finally { await pool.close() }
+}
+
+/** The whole of a volume of a stopped home. */
+export function volumeBytes(home: string, name: string): Promise<Buffer> {
+  return withPool(home, async (pool) => {
+    const vol = await pool.openVolume(name)
+    const buf = Buffer.alloc(vol.size)
+    await vol.read(buf, 0)
+    return buf
+  })
+}
+
+/** The bytes of a disk in the fs on a stopped home's vol0, mounted here (a takeover's view of the replicas); the fs must check clean. */
+export function diskFrom(home: string, disk: string): Promise<Buffer> {
+  return withPool(home, async (pool) => {
+    const vol = await pool.openVolume('vol0')
+    const fs = await FileSystem.mount([vol], { volumeNames: ['vol0'] })
+    try {
+      const ino = fs.lookup(`/${disk}`)
+      const buf = Buffer.alloc(fs.sizeOf(ino))
+      await fs.read(ino, buf, 0)
+      assert.ok((await fs.check()).ok, 'the replicated fs checks clean')
+      return buf
+    } finally { await fs.close() }
+  })
+}
