@@ -3,7 +3,7 @@
 // once per FUSE binding.
 import * as assert from 'uvu/assert'
 import { execFileSync } from 'child_process'
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'fs'
+import { closeSync, constants as fsc, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'fs'
 import { join } from 'path'
 import { makeVsm, perBinding } from './helpers/daemon'
 
@@ -28,6 +28,27 @@ perBinding('fuse round trip', (test, fuse) => {
     const show = await vsm.json('disk', 'show', 'big.img')
     assert.is(show.size, 256 << 20)
     assert.ok(show.allocated >= 256 << 20, `allocated ${show.allocated}`)
+  })
+
+  // QEMU picks its request alignment from this probe: a view that took 1-byte O_DIRECT
+  // reads made it pad guest writes to 4 KiB, and QEMU 7.2 failed the padded ones (EIO)
+  test('O_DIRECT reads and writes must be whole 512-byte sectors, as on a disk; buffered ones need not', () => {
+    const img = join(vsm.mount, 'big.img')
+    const before = readFileSync(img).subarray(0, 4096)
+    const fd = openSync(img, fsc.O_RDWR | fsc.O_DIRECT)
+    try {
+      for (const [len, pos] of [[1, 0], [512, 100], [1000, 512]]) {
+        assert.throws(() => readSync(fd, Buffer.alloc(len), 0, len, pos), (e: NodeJS.ErrnoException) => e.code === 'EINVAL', `read ${len} at ${pos}`)
+        assert.throws(() => writeSync(fd, Buffer.alloc(len, 7), 0, len, pos), (e: NodeJS.ErrnoException) => e.code === 'EINVAL', `write ${len} at ${pos}`)
+      }
+      const sector = Buffer.alloc(512)
+      assert.is(readSync(fd, sector, 0, 512, 512), 512)
+      assert.equal(sector, before.subarray(512, 1024))
+      assert.is(writeSync(fd, sector, 0, 512, 512), 512)
+    } finally { closeSync(fd) }
+    assert.equal(readFileSync(img).subarray(0, 4096), before, 'refused writes changed nothing')
+    const bfd = openSync(img, fsc.O_RDONLY)
+    try { assert.is(readSync(bfd, Buffer.alloc(1), 0, 1, 3), 1) } finally { closeSync(bfd) }
   })
 
   test('directories, rename, unlink, truncate and modes through the kernel', () => {

@@ -75,9 +75,12 @@ export interface DiskEnv {
   events: EventSink
 }
 
+/** The logical sector of every disk: sizes, and O_DIRECT I/O through the view, are whole sectors. */
+export const SECTOR = 512
+
 export function checkSize(size: unknown, what = 'size'): number {
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) throw new VsmError('EINVAL', `${what} must be a positive whole number of bytes`)
-  if (size % 512) throw new VsmError('EINVAL', `${what} must be a multiple of 512 bytes (got ${size})`)
+  if (size % SECTOR) throw new VsmError('EINVAL', `${what} must be a multiple of ${SECTOR} bytes (got ${size})`)
   if (size > MAX_DISK) throw new VsmError('EFBIG', `${what} ${size} exceeds the 64 TiB disk limit`)
   return size
 }
