@@ -23,6 +23,3 @@ export async function call(cmd: Command, name: string | number, args: object | u
   const r = await withClient(cmd, (c) => c.call(name, args))
   print(globals(cmd).json ? JSON.stringify(r, null, 2) : human(r))
 }
-
-export const showObject = (o: object) =>
-  Object.entries(o).map(([k, v]) => `${k.padEnd(12)} ${typeof v === 'object' && v !== null ? JSON.stringify(v) : v}`).join('\n')

@@ -1,7 +1,7 @@
 // pool, device and volume commands: the volume manager's part of the CLI.
 import { resolve } from 'path'
 import { Command } from 'commander'
-import { call, globals, print, showObject, withClient } from '../call'
+import { call, globals, print, withClient } from '../call'
 import { waitWithProgress } from '../progress'
 import { table } from '../table'
 import { formatDate, formatSize, parseCount, parseSize } from '../units'
@@ -9,9 +9,23 @@ import { formatDate, formatSize, parseCount, parseSize } from '../units'
 export const deviceTable = (ds: any[]) => table(['DEVICE', 'SIZE', 'FREE', 'STATE', 'PATH'], ds.map((d) => [d.name, formatSize(d.size), formatSize(d.free), d.state, d.path]))
 export const volumeTable = (vs: any[]) => table(['VOLUME', 'LAYOUT', 'SIZE', 'STATE', 'DEVICES'], vs.map((v) => [v.name, v.layout, formatSize(v.size), v.state, v.devices.join(',')]))
 
+/** One volume in words: sizes in units, lists joined, a reshape and the recovery at its last open in a sentence (no raw JSON). */
 function showVolume(v: any): string {
-  const { members: _m, rebuild: rb, ...rest } = v
-  const lines = [showObject(rest)]
+  const rb = v.rebuild
+  const rows: [string, string][] = [
+    ['name', v.name], ['layout', v.layout], ['size', formatSize(v.size)], ['state', v.state], ['devices', v.devices.join(',')],
+  ]
+  if (v.stripeUnit !== undefined) rows.push(['stripe unit', formatSize(v.stripeUnit)])
+  if (v.copies !== undefined) rows.push(['copies', String(v.copies)])
+  rows.push(['open', v.open ? 'yes' : 'no'])
+  if (v.resyncedBytes) rows.push(['recovered', `${formatSize(v.resyncedBytes)} of dirty regions resynced at open`])
+  if (v.replayedRecords) rows.push(['recovered', `${v.replayedRecords} stripe journal records replayed at open`])
+  if (v.reshape) {
+    const r = v.reshape
+    rows.push(['changing', `${r.kind} to ${r.layout}, ${formatSize(r.size)}${r.job !== null ? `, job ${r.job}` : ', not running'}` +
+      `${r.copied !== undefined ? `, resumes at ${formatSize(r.copied)}` : ''}`])
+  }
+  const lines = [rows.map(([k, val]) => `${k.padEnd(12)} ${val}`).join('\n')]
   lines.push('', table(['MEMBER', 'DEVICE', 'LENGTH', 'STATE', 'REASON'], v.members.map((m: any, i: number) =>
     [i, m.device, formatSize(m.length), m.state, m.reason ?? ''])))
   if (rb) {
