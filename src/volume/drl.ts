@@ -8,6 +8,7 @@
 // pay a bitmap write + flush after every guest flush).
 import { VsmError } from '../block/blockdev'
 import type { DeviceBitmap } from './bitmap'
+import { mergeRanges } from './ranges'
 
 export interface LogMember {
   bitmap: DeviceBitmap
@@ -175,13 +176,7 @@ export class DirtyRegionLog {
       if (!m || !this.host.isHealthy(i)) return
       for (const [lo, hi] of get(m)) all.push([lo - m.base, hi - m.base])
     })
-    all.sort((a, b) => a[0] - b[0])
-    const out: [number, number][] = []
-    for (const r of all) {
-      const prev = out[out.length - 1]
-      if (prev && r[0] <= prev[1]) prev[1] = Math.max(prev[1], r[1]); else out.push([r[0], r[1]])
-    }
-    return out
+    return mergeRanges(all)
   }
 
   /** Volume byte ranges whose bits are set now on healthy copies: what a returning copy may have missed. */

@@ -9,6 +9,7 @@ import type { ChecksumTable } from './checksum'
 import type { SliceDev } from './slice'
 import { MirrorDev } from './mirror'
 import { Raid5Dev } from './raid5'
+import { mergeRanges } from './ranges'
 
 /** A member's data window and, on a checksummed volume, its checksum table. */
 export interface MemberIo { data: SliceDev; sums: ChecksumTable | null }
@@ -18,6 +19,8 @@ export type OnChunk = (done: number, pos: number) => Promise<void>
 /** A scrub's findings in member terms (the pool names the devices). */
 export interface ScrubFindings {
   checkedBytes: number
+  /** Bytes never written (by the checksum tables), so not read. */
+  skippedBytes: number
   repaired: { member: number; offset: number }[]
   /** Blocks no copy of which verifies (member: where parity could not repair it). */
   unrecoverable: { member?: number; offset: number }[]
@@ -43,14 +46,7 @@ export interface Redundancy {
   scrub(onChunk: (done: number) => Promise<void>): Promise<ScrubFindings>
 }
 
-export function mergeRanges(rs: [number, number][]): [number, number][] {
-  const out: [number, number][] = []
-  for (const r of [...rs].sort((a, b) => a[0] - b[0])) {
-    const prev = out[out.length - 1]
-    if (prev && r[0] <= prev[1]) prev[1] = Math.max(prev[1], r[1]); else out.push([r[0], r[1]])
-  }
-  return out
-}
+export { mergeRanges }
 
 /** mirror: one group of all members; raid10: one group per stripe column. idx maps a group's copy to the volume's member. */
 export class MirrorGroups implements Redundancy {
@@ -89,12 +85,13 @@ export class MirrorGroups implements Redundancy {
   }
 
   async scrub(onChunk: (done: number) => Promise<void>): Promise<ScrubFindings> {
-    const out: ScrubFindings = { checkedBytes: 0, repaired: [], unrecoverable: [], parityRowsFixed: 0 }
+    const out: ScrubFindings = { checkedBytes: 0, skippedBytes: 0, repaired: [], unrecoverable: [], parityRowsFixed: 0 }
     let base = 0
     for (const g of this.groups) {
       const r = await g.mirror.scrub({ onChunk: (done) => onChunk(base + done) })
       base += g.mirror.size
       out.checkedBytes += r.checkedBytes
+      out.skippedBytes += r.skippedBytes
       for (const x of r.repaired) out.repaired.push({ member: g.idx[x.copy], offset: x.offset })
       for (const off of r.unrecoverable) out.unrecoverable.push({ offset: off })
     }
@@ -141,7 +138,8 @@ export class Raid5Members implements Redundancy {
   async scrub(onChunk: (done: number) => Promise<void>): Promise<ScrubFindings> {
     const r = await this.r5.scrub({ onChunk })
     return {
-      checkedBytes: this.r5.size,
+      // parity is checked row by row, written or not
+      checkedBytes: this.r5.size, skippedBytes: 0,
       repaired: r.repaired.map((x) => ({ member: x.member, offset: x.offset })),
       unrecoverable: r.unrecoverable.map((x) => ({ member: x.member, offset: x.offset })),
       parityRowsFixed: r.parityRows.length,

@@ -20,13 +20,13 @@ export async function scrubVolume(core: PoolCore, name: string, opts: { rate?: n
     const start = Date.now()
     const found = await redundancy.scrub(async (done) => { progress(done, v.size); await holdTo(opts.rate ?? 0, start, done); await progress.checkpoint() })
     const report = {
-      volume: name, checkedBytes: found.checkedBytes,
+      volume: name, checkedBytes: found.checkedBytes, skippedBytes: found.skippedBytes,
       repaired: found.repaired.map((x) => ({ device: devName(x.member), offset: x.offset })),
       unrecoverable: found.unrecoverable.map((x) => (x.member === undefined ? { offset: x.offset } : { device: devName(x.member), offset: x.offset })),
       parityRowsFixed: found.parityRowsFixed,
     }
     core.event('volume.scrubbed', {
-      volume: name, checkedBytes: report.checkedBytes, repaired: report.repaired.length + report.parityRowsFixed, unrecoverable: report.unrecoverable.length,
+      volume: name, checkedBytes: report.checkedBytes, skippedBytes: report.skippedBytes, repaired: report.repaired.length + report.parityRowsFixed, unrecoverable: report.unrecoverable.length,
       repairs: report.repaired, parityRowsFixed: report.parityRowsFixed, unrecoverableAt: report.unrecoverable,
     }, report.unrecoverable.length ? 'error' : report.repaired.length + report.parityRowsFixed ? 'warn' : 'info')
     return report

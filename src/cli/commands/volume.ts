@@ -37,7 +37,8 @@ function showVolume(v: any): string {
 }
 
 function scrubReport(r: any): string {
-  const lines = [`scrubbed ${r.volume}: ${formatSize(r.checkedBytes)} checked, ${r.repaired.length} block(s) repaired` +
+  const lines = [`scrubbed ${r.volume}: ${formatSize(r.checkedBytes)} checked` +
+    `${r.skippedBytes ? `, ${formatSize(r.skippedBytes)} never written skipped` : ''}, ${r.repaired.length} block(s) repaired` +
     `${r.parityRowsFixed ? `, ${r.parityRowsFixed} parity row(s) rewritten` : ''}, ${r.unrecoverable.length} unrecoverable`]
   const perDevice = new Map<string, number>()
   for (const x of r.repaired) perDevice.set(x.device, (perDevice.get(x.device) ?? 0) + 1)
