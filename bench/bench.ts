@@ -20,6 +20,7 @@ import * as os from 'os'
 import * as path from 'path'
 import { VolumeBench, volumeBench } from './volume'
 import { FsScaleBench, describe as describeFsScale, fsScaleBench } from './fs-scale'
+import { ScaleRow, describe as describeVolumeScale, volumeScaleBench } from './volume-scale'
 
 /** QD1 jobs use psync; the QD16 ones libaio (with O_DIRECT, so they really queue). */
 interface Job { name: string; rw: string; bs: string; unit: 'MB/s' | 'IOPS'; iodepth?: number; fdatasync?: boolean }
@@ -233,6 +234,17 @@ async function main() {
     }
   }
 
+  let volumeScale: ScaleRow[] | null = null
+  if (!process.env.BENCH_SKIP_VOLUME_SCALE) {
+    try {
+      volumeScale = await volumeScaleBench()
+      for (const l of describeVolumeScale(volumeScale)) console.log(l)
+    } catch (e) {
+      notes.push(`volume scale: ${(e as Error).message}`)
+      console.error(`bench: volume scale section failed: ${(e as Error).message}`)
+    }
+  }
+
   const latency: Record<string, Record<string, { meanUs: number; p99Us: number | null }>> = {}
   for (const [job, r] of Object.entries(results)) {
     latency[job] = {}
@@ -249,6 +261,7 @@ async function main() {
     snapshots,
     volume,
     fsScale,
+    volumeScale,
     notes,
   }
   await fsp.mkdir(path.dirname(out), { recursive: true })
