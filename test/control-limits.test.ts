@@ -2,8 +2,8 @@
 // connections time out (subscribers and job waiters do not), a half-sent frame is
 // dropped after the timeout, the connection cap makes room by dropping the idlest or
 // answers "too many connections", half-received bytes are capped server-wide without
-// deadlocking large writers, and a client that never reads cannot pin more than the
-// reply cap.
+// deadlocking large writers, and clients that never read cannot pin more than the
+// reply cap, each or all together.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import * as fs from 'fs'
@@ -149,6 +149,27 @@ test('a client that never reads cannot make the server hold more than the reply 
   sock.resume()
   await until('every reply', () => got >= 64 * (MiB + HEADER_SIZE), 10_000)
   assert.is(reads, 64)
+})
+
+test('clients that never read cannot together make the server hold more than the total reply cap', async () => {
+  const maxTotalReplyBytes = 8 * MiB
+  const logs: string[] = []
+  const s = await server({ maxReplyBytes: 4 * MiB, maxTotalReplyBytes, idleTimeoutMs: 60_000, log: (m) => logs.push(m) })
+  s.registerStandard(async (req) => Buffer.alloc(req.length))
+  const req = (id: number) => encodeFrame({ code: byName('disk.read')!.code, id, status: 0, payload: encodeDiskIo({ path: 'x', offset: 0, length: MiB }) })
+  for (let k = 0; k < 6; k++) {
+    const sock = await raw(s, { read: false })
+    for (let id = 1; id <= 16; id++) sock.write(req(id))
+  }
+  // alone, each could hold its own 4 MiB cap: 24 MiB for the six
+  await until('the oldest non-readers to be closed', () => logs.some((m) => /unread .* while replies to all connections passed/.test(m)), 10_000)
+  await until('the server to hold no more than the total cap', () => s.stats().replyBytes <= maxTotalReplyBytes + MiB, 10_000)
+  // (a paused socket does not see its end: count on the server's side)
+  assert.ok(s.connections >= 1 && s.connections < 6, `${6 - s.connections} of 6 non-reading connections closed`)
+  // a client that reads is still served
+  const c = await client(s)
+  const r: Buffer = await c.call('disk.read', { path: 'x', offset: 0, length: 4096 })
+  assert.is(r.length, 4096)
 })
 
 test.run()

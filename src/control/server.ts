@@ -6,7 +6,7 @@
 // crash the process: a bad command gets an error reply, a bad stream gets closed.
 // Nor may clients pin the daemon: connections that do nothing time out (and are the
 // first to go when the cap is reached), half-sent frames are bounded server-wide, and
-// replies a client does not read are bounded per connection.
+// replies a client does not read are bounded per connection and over all of them.
 import * as fs from 'fs'
 import * as net from 'net'
 import { VsmError } from '../block/blockdev'
@@ -91,6 +91,11 @@ export interface ServerOptions {
   maxPartialBytes?: number
   /** Reply bytes queued for one connection (written or promised by requests in flight) before it starts no more requests. */
   maxReplyBytes?: number
+  /**
+   * The same over all connections: beyond it a connection starts no second request, and
+   * connections whose replies have gone unread longest are closed until back under it.
+   */
+  maxTotalReplyBytes?: number
   /** Requests in flight on one connection before it stops reading (backpressure). */
   maxInflight?: number
   /** Where to report things that are not the client's business (defaults to silence). */
@@ -131,6 +136,8 @@ interface Conn {
 
 /** What a reply other than disk.read is assumed to cost before it exists. */
 const SMALL_REPLY = 64 * 1024
+/** A connection must have stopped reading this long before the reply budget closes it (a reader may just be slow for a moment). */
+const STALL_GRACE_MS = 1000
 
 const BUILTIN_S = new Set(['hello', 'job.list', 'job.wait', 'job.cancel', 'job.pause', 'job.resume', 'events.subscribe'])
 
@@ -147,6 +154,7 @@ export class ControlServer {
   private readonly idleTimeoutMs: number
   private readonly maxPartialBytes: number
   private readonly maxReplyBytes: number
+  private readonly maxTotalReplyBytes: number
   private partialBytes = 0
   private partialPausedCount = 0
   private sweeper: NodeJS.Timeout | null = null
@@ -173,6 +181,7 @@ export class ControlServer {
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000
     this.maxPartialBytes = opts.maxPartialBytes ?? 4 * this.maxPayload
     this.maxReplyBytes = opts.maxReplyBytes ?? 2 * this.maxPayload
+    this.maxTotalReplyBytes = opts.maxTotalReplyBytes ?? 8 * this.maxPayload
   }
 
   /** Handler for every extended command of a component ('S': status, shutdown and other non-built-ins). */
@@ -262,6 +271,13 @@ export class ControlServer {
     let replyBytes = 0
     for (const c of this.conns.values()) replyBytes += c.socket.writableLength
     return { connections: this.conns.size, partialBytes: this.partialBytes, replyBytes }
+  }
+
+  /** Reply bytes unread or promised by requests in flight, over all connections. */
+  private replyHeld(): number {
+    let n = 0
+    for (const c of this.conns.values()) n += c.socket.writableLength + c.replyReserved
+    return n
   }
 
   /** Sends an event frame to every subscribed connection. */
@@ -360,7 +376,8 @@ export class ControlServer {
       // Replies are bounded by what is queued plus what requests in flight will add
       // (a read promises its length); one request always runs, so a big read progresses.
       const cost = this.replyCost(conn.queue[0])
-      if (conn.inflight > 0 && conn.socket.writableLength + conn.replyReserved + cost > this.maxReplyBytes) break
+      if (conn.inflight > 0 && (conn.socket.writableLength + conn.replyReserved + cost > this.maxReplyBytes ||
+        this.replyHeld() + cost > this.maxTotalReplyBytes)) break
       const f = conn.queue.shift()!
       conn.inflight++
       conn.replyReserved += cost
@@ -443,6 +460,7 @@ export class ControlServer {
 
   private sweep(): void {
     const now = Date.now()
+    this.shedUnread(now)
     for (const c of [...this.conns.values()]) {
       if (this.idle(c) && now - c.lastActive > this.idleTimeoutMs) {
         this.log(`connection ${c.id} closed: idle for ${this.idleTimeoutMs} ms${c.partial ? ` holding ${c.partial} bytes of a frame` : ''}`)
@@ -451,6 +469,26 @@ export class ControlServer {
         this.log(`connection ${c.id} closed: ${c.socket.writableLength} reply bytes unread for ${this.idleTimeoutMs} ms`)
         this.drop(c)
       }
+    }
+  }
+
+  /**
+   * Over the server-wide reply budget, the connections whose replies have gone unread
+   * longest (at least STALL_GRACE_MS) are closed until back under it: each started only
+   * one request past the budget, so what they hold is what their peers stopped reading.
+   */
+  private shedUnread(now: number): void {
+    let unread = 0
+    for (const c of this.conns.values()) unread += c.socket.writableLength
+    if (unread <= this.maxTotalReplyBytes) return
+    const stalled = [...this.conns.values()]
+      .filter((c) => c.writeStalledSince && now - c.writeStalledSince >= STALL_GRACE_MS)
+      .sort((a, b) => a.writeStalledSince - b.writeStalledSince)
+    for (const c of stalled) {
+      if (unread <= this.maxTotalReplyBytes) break
+      unread -= c.socket.writableLength
+      this.log(`connection ${c.id} closed: ${c.socket.writableLength} reply bytes unread for ${now - c.writeStalledSince} ms while replies to all connections passed ${this.maxTotalReplyBytes} bytes`)
+      this.drop(c)
     }
   }
 
