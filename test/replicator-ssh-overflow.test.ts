@@ -4,8 +4,8 @@
 // secondary comes back, opens its resync snapshot and is killed with -9 mid-resync: its
 // snapshot (read offline) is byte for byte the replica it held before the link went.
 // Back up, the primary is killed with -9 mid-resync and restarted: the resync resumes
-// from the bitmap, both sites' volumes end byte-identical and the replicated fs holds
-// everything the writer wrote.
+// from the bitmap, `vsm repl verify` finds no difference online, both sites' volumes
+// end byte-identical and the replicated fs holds everything the writer wrote.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { closeSync, fsyncSync, mkdtempSync, openSync, writeSync } from 'fs'
@@ -86,6 +86,10 @@ test('overflow over ssh: writers never stall, the secondary keeps its pre-resync
   const done = await until('the resync to finish', () => status(primary), (s) => s.state === 'replicating' && s.lagBytes === 0 && s.secondaryDurableSeq === s.headSeq, 180_000)
   assert.is(done.bitmapDirtyBytes, 0)
   assert.is((await status(secondary)).resyncPoint, null, 'the snapshot is closed')
+  // online verify over the link: every block of vol0 compared, none differs
+  const verified = await primary.json('repl', 'verify', 'g')
+  assert.ok(verified.comparedBytes >= DISK, `compared ${verified.comparedBytes}`)
+  assert.equal(verified.differences, [])
 
   await primary.down()
   await secondary.down()

@@ -7,6 +7,7 @@
 // overwrites in the resync snapshot first, so the image as of resync-begin stays whole.
 // Also owns applyRecord, which the primary's local replay uses too, so both sites
 // apply a record alike.
+import { crc32 } from 'zlib'
 import { BlockDev, VsmError } from '../block/blockdev'
 import { BLOCK, LogRecord, readSlots, writeSlot } from './log'
 import { ResyncSnapshot } from './snapshot'
@@ -22,6 +23,15 @@ export interface ReplicaState {
 }
 
 const ZERO_CHUNK = 1 << 20
+/** repl verify compares a crc32 per block of this many bytes. */
+export const VERIFY_BLOCK = 64 << 10
+
+/** The crc32 of each VERIFY_BLOCK of buf (both sites sum a verify record's range alike). */
+export function blockSums(buf: Buffer): number[] {
+  const sums: number[] = []
+  for (let at = 0; at < buf.length; at += VERIFY_BLOCK) sums.push(crc32(buf.subarray(at, Math.min(buf.length, at + VERIFY_BLOCK))))
+  return sums
+}
 
 /** Applies one record to the group's volumes. A zero range is written only where it is not already zero. */
 export async function applyRecord(volumes: BlockDev[], r: Pick<LogRecord, 'kind' | 'vol' | 'offset' | 'length' | 'data'>): Promise<void> {
@@ -151,8 +161,13 @@ export class Applier {
     if (r.kind === 'resync-begin' ? r.seq < this.durable + 1 + this.pendingCount : r.seq !== this.durable + 1 + this.pendingCount) throw new VsmError('EIO', `applier out of order at ${r.seq}`)
     if (r.kind === 'resync-begin') { await this.beginResync(r.seq); return }
     if (r.kind === 'resync-end') { await this.endResync(r.seq); return }
-    if (this.state.resync && r.kind !== 'flush') await (await this.openSnapshot()).protect(r.vol, r.offset, r.length)
+    if (this.state.resync && (r.kind === 'write' || r.kind === 'zero')) await (await this.openSnapshot()).protect(r.vol, r.offset, r.length)
     await applyRecord(this.volumes, r)
+    if (r.kind === 'verify') {
+      const buf = Buffer.alloc(r.length)
+      await this.volumes[r.vol].read(buf, r.offset)
+      this.link?.send({ t: 'sums', seq: r.seq, sums: blockSums(buf) })
+    }
     this.pendingCount++
     this.applied++
     this.opts.onApplied?.(r.seq)

@@ -1,5 +1,5 @@
 // The replicator's IOCTL-style commands (`R` codes) on a primary: create a group,
-// report, pause and resume it. Arguments are checked here or in Replicator.create;
+// report, pause, resume and verify it. Arguments are checked here or in Replicator.create;
 // a bad one is refused with one line and changes nothing.
 import { VsmError } from '../block/blockdev'
 import type { CommandTable } from '../control/dispatch'
@@ -27,5 +27,6 @@ export function replCommands(repl: Replicator, fsVolumes: () => string[]): Comma
     'repl.status': (a) => (a.group === undefined ? repl.list() : [repl.get(str(a.group, 'group')).status()]),
     'repl.pause': async (a) => { const g = repl.get(str(a.group, 'group')); await g.setPaused(true); return g.status() },
     'repl.resume': async (a) => { const g = repl.get(str(a.group, 'group')); await g.setPaused(false); return g.status() },
+    'repl.verify': (a) => repl.verify(str(a.group, 'group')),
   }
 }

@@ -9,7 +9,7 @@
 // marked regions through the log until none is left, then logs again.
 import { VsmError } from '../block/blockdev'
 import type { Jobs } from '../control/jobs'
-import { applyRecord } from './applier'
+import { applyRecord, blockSums, VERIFY_BLOCK } from './applier'
 import { RegionBitmap, regionSizeFor } from './bitmap'
 import { BITMAP_BYTES, LogRecord, MAX_RECORD_DATA, recordsToReplay, ReplicationLog } from './log'
 import { flushWaitsForSecondary, KeeperOptions, LinkKeeper, Mode, stateOf } from './policy'
@@ -40,6 +40,11 @@ export interface GroupOptions extends ShipperOptions {
 }
 
 const SYNC_CHUNK = 1 << 20
+/** repl verify compares this much per verify record; an answer not back in VERIFY_WAIT_MS is asked for again. */
+const VERIFY_CHUNK = 4 << 20
+const VERIFY_WAIT_MS = 30_000
+
+export interface VerifyReport { group: string; comparedBytes: number; differentBytes: number; differences: Array<{ volume: string; offset: number; length: number }> }
 /** A bitmap resync makes its copies durable in the log and settles their bits after this many bytes. */
 const RESYNC_BATCH = 8 << 20
 
@@ -66,6 +71,7 @@ export class PrimaryGroup implements GroupIO {
   /** Held while a resync ends: new writes wait here so none lands between the last copy and resync-end. */
   private gate: Promise<void> | null = null
   private idleWaiters: Array<() => void> = []
+  private sumWaiters = new Map<number, (sums: number[]) => void>()
 
   private constructor(readonly config: GroupConfig, private readonly log: ReplicationLog, private readonly bitmap: RegionBitmap, readonly taps: ReplicatedVolume[], private readonly opts: GroupOptions) {
     this.localDurable = log.headSeq
@@ -77,6 +83,7 @@ export class PrimaryGroup implements GroupIO {
         hello: { group: config.group, logId: log.logId, volumes: taps.map((t) => ({ name: t.name, size: t.size })) },
         onDurable: (seq) => this.onRemoteDurable(seq),
         onWelcome: () => { up(); this.setConnected(true, null) },
+        onSums: (seq, sums) => { this.sumWaiters.get(seq)?.(sums); this.sumWaiters.delete(seq) },
       }).then((why) => { this.setConnected(false, why); return why }),
       onEvent: (what, detail, retryInMs) => { this.lastError = detail; this.event(what, { detail, retryInMs }) },
     })
@@ -380,6 +387,61 @@ export class PrimaryGroup implements GroupIO {
     this.config.synced = true
     this.syncJob = null
     this.event('sync-done', { seq: this.syncEnd })
+  }
+
+  // ---- online verify ----
+
+  /**
+   * Compares every volume with the secondary, VERIFY_CHUNK at a time: reads the chunk
+   * and appends a verify record under the chunk's range lock, so the secondary sums the
+   * chunk exactly as it held it then (every earlier write to it before, every later one
+   * after); compares a crc32 per VERIFY_BLOCK and reports the ranges that differ.
+   */
+  async verify(signal: AbortSignal, progress: (done: number, total?: number) => void): Promise<VerifyReport> {
+    const total = this.taps.reduce((n, t) => n + t.size, 0)
+    const differences: VerifyReport['differences'] = []
+    let done = 0
+    for (const tap of this.taps) {
+      for (let off = 0; off < tap.size; off += VERIFY_CHUNK) {
+        const len = Math.min(VERIFY_CHUNK, tap.size - off)
+        const [mine, theirs] = await this.verifyChunk(tap, off, len, signal)
+        mine.forEach((sum, i) => {
+          if (sum === theirs[i]) return
+          const at = off + i * VERIFY_BLOCK, length = Math.min(VERIFY_BLOCK, off + len - at)
+          const last = differences[differences.length - 1]
+          if (last && last.volume === tap.name && last.offset + last.length === at) last.length += length
+          else differences.push({ volume: tap.name, offset: at, length })
+        })
+        done += len
+        progress(done, total)
+      }
+    }
+    const report = { group: this.config.group, comparedBytes: done, differentBytes: differences.reduce((n, d) => n + d.length, 0), differences }
+    this.event('verified', { comparedBytes: report.comparedBytes, differentBytes: report.differentBytes, ranges: differences.length })
+    return report
+  }
+
+  private async verifyChunk(tap: ReplicatedVolume, off: number, len: number, signal: AbortSignal): Promise<[number[], number[]]> {
+    for (;;) {
+      if (signal.aborted || this.closed) throw new VsmError('ECANCELED', 'verify stopped')
+      await this.linkUp()
+      const buf = Buffer.alloc(len)
+      const release = await tap.locks.lock(off, len)
+      let seq: number | null
+      try {
+        await tap.inner.read(buf, off)
+        seq = await this.log.tryAppend({ kind: 'verify', vol: tap.index, offset: off, length: len })
+      } finally { release() }
+      if (seq === null) throw new VsmError('EBUSY', `group ${this.config.group} is logging to its bitmap: verify once the resync is done (vsm repl status)`)
+      const answer = new Promise<number[] | null>((resolve) => {
+        const timer = setTimeout(() => { this.sumWaiters.delete(seq!); resolve(null) }, VERIFY_WAIT_MS)
+        this.sumWaiters.set(seq!, (sums) => { clearTimeout(timer); resolve(sums) })
+      })
+      await this.log.sync()
+      this.shipper.kick()
+      const theirs = await answer
+      if (theirs) return [blockSums(buf), theirs]
+    }
   }
 
   // ---- control ----

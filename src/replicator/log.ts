@@ -22,14 +22,16 @@ export const MAX_RECORD_DATA = 1 << 20
 export const BITMAP_BYTES = 128 << 10
 
 /**
+ * verify: the secondary answers with the checksums of the range as it holds it at
+ * this point of the stream (repl verify).
  * resync-begin: the log overflowed and the records since the header's gapFrom were
  * replaced by a bitmap; what follows up to resync-end are copies of dirty regions
  * (read from the volumes, so never replayed onto them). The secondary keeps a
  * snapshot from resync-begin until resync-end is durable.
  */
-export type RecordKind = 'write' | 'zero' | 'flush' | 'resync-begin' | 'resync-end'
-const KIND_CODE: Record<RecordKind | 'pad', number> = { write: 1, zero: 2, flush: 3, pad: 4, 'resync-begin': 5, 'resync-end': 6 }
-const CODE_KIND = ['', 'write', 'zero', 'flush', 'pad', 'resync-begin', 'resync-end'] as const
+export type RecordKind = 'write' | 'zero' | 'flush' | 'resync-begin' | 'resync-end' | 'verify'
+const KIND_CODE: Record<RecordKind | 'pad', number> = { write: 1, zero: 2, flush: 3, pad: 4, 'resync-begin': 5, 'resync-end': 6, verify: 7 }
+const CODE_KIND = ['', 'write', 'zero', 'flush', 'pad', 'resync-begin', 'resync-end', 'verify'] as const
 export type LogMode = 'log' | 'bitmap'
 
 export interface LogRecord {

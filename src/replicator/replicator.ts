@@ -149,6 +149,12 @@ export class Replicator {
 
   list() { return [...this.groups.values()].map((g) => g.status()) }
 
+  /** Starts an online comparison of a group's volumes with its secondary, as a job. */
+  verify(name: string): { job: number } {
+    const g = this.get(name)
+    return { job: this.opts.jobs.start('repl-verify', (signal, progress) => g.verify(signal, progress), { description: `verify group ${name}` }) }
+  }
+
   async close(): Promise<void> {
     for (const g of this.groups.values()) await g.close()
     this.groups.clear()

@@ -22,6 +22,8 @@ export interface SessionHooks {
   onDurable(seq: number): void
   /** The welcome arrived: the session is up. */
   onWelcome(): void
+  /** The secondary's checksums for a verify record. */
+  onSums(seq: number, sums: number[]): void
 }
 
 export class Shipper {
@@ -109,6 +111,9 @@ export class Shipper {
         void this.pump()
         return
       }
+      case 'sums':
+        this.hooks!.onSums(m.seq, m.sums)
+        return
       case 'error':
         link.close(`secondary: ${m.message}`)
     }

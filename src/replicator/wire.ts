@@ -19,6 +19,8 @@ export type ToPrimary =
   | { t: 'ack'; next: number; durable: number }
   /** A record arrived out of order: send again from `next`. */
   | { t: 'nack'; next: number }
+  /** The checksums (crc32 per VERIFY_BLOCK) of a verify record's range, as applied up to it. */
+  | { t: 'sums'; seq: number; sums: number[] }
   | { t: 'error'; code: string; message: string }
 
 export type Message = ToSecondary | ToPrimary

@@ -4,8 +4,10 @@
 import { Command } from 'commander'
 import { connect } from 'net'
 import { resolve } from 'path'
+import type { VerifyReport } from '../../replicator/group'
 import { replicaSocket } from '../../replicator/secondary'
-import { call } from '../call'
+import { call, globals, print, withClient } from '../call'
+import { waitWithProgress } from '../progress'
 import { homeDir } from '../home'
 import { table } from '../table'
 import { formatSize, parseSize } from '../units'
@@ -42,6 +44,18 @@ export function registerRepl(program: Command) {
     repl.command(`${name} <group>`).description(name === 'pause' ? 'stop shipping (writes go on into the log; sync mode does not wait meanwhile)' : 'ship again from where the secondary stands')
       .action((group: string, _o, cmd: Command) => call(cmd, `repl.${name}`, { group }, (r) => `group ${r.group}: ${verb} (${r.state})`))
   }
+
+  repl.command('verify <group>').description('compare every block of the group\'s volumes with the secondary online (a job; a progress bar on a terminal)')
+    .action(async (group: string, _o, cmd: Command) => {
+      const job = await withClient(cmd, async (c) => {
+        const { job } = await c.call('repl.verify', { group })
+        return waitWithProgress(c, job, !globals(cmd).json && process.stdout.isTTY === true)
+      })
+      if (job.error) throw Object.assign(new Error(job.error.message), { code: job.error.code })
+      const r = job.result as VerifyReport
+      print(globals(cmd).json ? JSON.stringify(r, null, 2) : [`verified ${r.group}: ${formatSize(r.comparedBytes)} compared, ${r.differences.length ? `${formatSize(r.differentBytes)} differ` : 'no difference'}`,
+        ...r.differences.map((d) => `  ${d.volume} ${d.offset}+${d.length}`)].join('\n'))
+    })
 
   program.command('replica').description('the secondary side of replication')
     .command('serve').description('the remote agent: relays the replication wire on stdin/stdout to the secondary daemon (started by the primary over SSH)')
