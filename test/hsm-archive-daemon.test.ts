@@ -7,7 +7,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, utimesSync, writeFileSync } from 'fs'
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, utimesSync, writeFileSync, writeSync } from 'fs'
 import { join } from 'path'
 import { makeVsm } from './helpers/daemon'
 import { startSshd, type Sshd } from './helpers/sshd'
@@ -172,6 +172,52 @@ test('watermarks: a volume above high sends the coldest files (however recent) t
   assert.ok(m1.used <= m1.size * 0.4, `small is ${Math.round(100 * m1.used / m1.size)}% full after the run`)
   assert.ok(m1.used + 3 * MiB > m1.size * 0.4, 'no more than needed went')
   for (const [i, name] of names.entries()) assert.ok(readFileSync(join(vsm.mount, 'wm', name)).equals(datas[i]), name)
+  await fsckClean()
+})
+
+test('premigrate: a policy run copies cold files and keeps their pool blocks; a watermark releases the copies without copying, a file changed since is copied again', async () => {
+  // reading wm/ back brought its coldest files home (a read recalls): let its watermark send them out again first
+  await waitJob(await vsm.run('hsm', 'run'))
+  mkdirSync(join(vsm.mount, 'pm'))
+  const names = ['q0.img', 'q1.img', 'q2.img']
+  const datas: Buffer[] = []
+  for (const name of names) {
+    await vsm.run('disk', 'create', `pm/${name}`, '--size', '3M')
+    datas.push(randomBytes(3 * MiB))
+    writeFileSync(join(vsm.mount, 'pm', name), datas[datas.length - 1])
+  }
+  const times = names.map((_, i) => new Date(Date.now() - (40 - i) * 86_400_000))
+  names.forEach((name, i) => utimesSync(join(vsm.mount, 'pm', name), times[i], times[i]))
+  await vsm.run('hsm', 'check')
+  const objects0 = readdirSync(archiveDir()).length
+  const used0 = await poolUsed()
+  await vsm.run('hsm', 'policy', 'set', 'pm', '--tier', 'cold', '--cold-after', '7d', '--premigrate')
+  const first = await waitJob(await vsm.run('hsm', 'run'))
+  assert.equal(first.result.migrated.map((m: any) => [m.path, m.action]), names.map((n) => [`/pm/${n}`, 'premigrate']))
+  assert.is(await poolUsed(), used0, 'premigration frees nothing')
+  assert.is(readdirSync(archiveDir()).length, objects0 + 9, 'nine 1 MiB copies')
+  const q0 = await residency('pm/q0.img')
+  assert.equal([q0.bytes, q0.premigrated], [{ fast: 3 * MiB }, { cold: 3 * MiB }])
+  // q1 changes after its copy (its times put back): that copy is stale
+  const patch = randomBytes(4096)
+  const fd = openSync(join(vsm.mount, 'pm', 'q1.img'), 'r+')
+  try { writeSync(fd, patch, 0, patch.length, MiB) } finally { closeSync(fd) }
+  patch.copy(datas[1], MiB)
+  utimesSync(join(vsm.mount, 'pm', 'q1.img'), times[1], times[1])
+  assert.equal((await residency('pm/q1.img')).premigrated, {})
+  // fast (vol0) is now above high: the two coldest must go to get under low
+  const fast = (await vsm.json('hsm', 'tier', 'list')).find((t: any) => t.name === 'fast')
+  const pct = (bytes: number) => `${(100 * bytes / fast.size).toFixed(4)}%`
+  await vsm.run('hsm', 'policy', 'set', 'pm', '--tier', 'cold', '--cold-after', '7d', '--premigrate', '--high', pct(fast.used - MiB), '--low', pct(fast.used - 5 * MiB))
+  const second = await waitJob(await vsm.run('hsm', 'run'))
+  assert.equal(second.result.migrated.map((m: any) => [m.path, m.action]), [['/pm/q0.img', 'release'], ['/pm/q1.img', 'migrate']])
+  assert.is(readdirSync(archiveDir()).length, objects0 + 9 + 3, 'the release wrote nothing; the stale one was copied again')
+  assert.is(used0 - await poolUsed(), 6 * MiB)
+  assert.equal((await residency('pm/q0.img')).bytes, { cold: 3 * MiB })
+  assert.equal((await residency('pm/q2.img')).premigrated, { cold: 3 * MiB })
+  const c = (await vsm.json('hsm', 'check', '--dry-run')).tiers[0]
+  assert.equal([c.missing, c.orphans.length], [[], 3], 'q1\'s stale copy is the only orphan; q2\'s copy is kept')
+  for (const [i, name] of names.entries()) assert.ok(readFileSync(join(vsm.mount, 'pm', name)).equals(datas[i]), name)
   await fsckClean()
 })
 

@@ -90,12 +90,31 @@ for (const [name, files, volumes, expect] of watermarkCases) {
   })
 }
 
+// Premigration: a premigrating policy copies cold files and frees their pool blocks only for a watermark.
+const arch = [...tiers, { name: 'cold', volume: 'archive:cold' }]
+const pre = { ...marks, tier: 'cold', premigrate: true as const }
+const premigrateCases: [string, FileFacts[], ReturnType<typeof vol0>, [string, string][]][] = [
+  ['cold, below high: copied only', disks(2, (i) => ({ lastAccess: NOW - 40 * DAY - i, policy: pre })), vol0(50), [['/d1', 'premigrate'], ['/d0', 'premigrate']]],
+  ['cold and already copied, below high: nothing', disks(2, () => ({ lastAccess: NOW - 40 * DAY, policy: pre, premigrated: true })), vol0(50), []],
+  ['above high: copied ones released, the rest migrated, coldest first', disks(9, (i) => ({ policy: pre, premigrated: i === 1 })), vol0(90), [['/d0', 'migrate'], ['/d1', 'release']]],
+  ['not cold, below high: nothing', disks(3, () => ({ policy: pre })), vol0(50), []],
+  ['a plain policy releases a copy made by hand', [f({ policy: { ...cold, tier: 'cold' }, premigrated: true })], vol0(10), [['/a.img', 'release']]],
+]
+
+for (const [name, files, volumes, expect] of premigrateCases) {
+  test(`decide, premigrate: ${name}`, () => {
+    assert.equal(decide(files, arch, NOW, volumes).map((x) => [x.path, x.action]), expect)
+  })
+}
+
 test('checkPolicy: watermarks both or neither, low below high, percentages', () => {
   assert.equal(checkPolicy({ tier: 'slow', high: '85%', low: 70 }, tiers), { coldAfterMs: 7 * DAY, minSize: 0, tier: 'slow', highPct: 85, lowPct: 70 })
   assert.throws(() => checkPolicy({ tier: 'slow', high: '85%' }, tiers), /both --high and --low/)
   assert.throws(() => checkPolicy({ tier: 'slow', high: '70%', low: '85%' }, tiers), /must be below high/)
   assert.throws(() => checkPolicy({ tier: 'slow', high: '185%', low: '5%' }, tiers), /high: a percentage/)
   assert.throws(() => checkPolicy({ tier: 'slow', high: 'lots', low: '5%' }, tiers), /high: a percentage/)
+  assert.throws(() => checkPolicy({ tier: 'slow', premigrate: true }, tiers), /not an archive/)
+  assert.equal(checkPolicy({ tier: 'cold', premigrate: true }, arch).premigrate, true)
 })
 
 test.run()

@@ -77,6 +77,8 @@ export class FileSystem {
   truncate(path: string, size: number): Promise<void> { return data.truncate(this.core, path, size) }
   punchHole(ino: number, offset: number, length: number): Promise<void> { return data.punchHole(this.core, ino, offset, length) }
   relocate(ino: number, b0: number, b1: number, to: number): Promise<number> { return remap.relocate(this.core, ino, b0, b1, to) }
+  copyOut(ino: number, b0: number, b1: number, to: number): Promise<{ stamp: number; runs: [number, number, number][] }> { return remap.copyOut(this.core, ino, b0, b1, to) }
+  releaseCopies(ino: number, copies: [number, number, number][], to: number, stamp: number): Promise<number> { return remap.release(this.core, ino, copies, to, stamp) }
 
   async fsync(ino: number): Promise<void> {
     this.core.live()

@@ -105,3 +105,74 @@ export async function relocate(c: FsCore, ino: number, b0: number, b1: number, t
   }
   return count
 }
+
+/** Waits until file `ino` has no I/O in flight and no gate; returns it. */
+async function quiet(c: FsCore, ino: number): Promise<Inode> {
+  for (;;) {
+    c.live()
+    const n = c.fileNode(ino)
+    if (!n.busy && !n.gate) return n
+    if (n.gate && !n.busy) await n.gate
+    else await c.drain(n)
+  }
+}
+
+/**
+ * Premigration's copy: the pool runs file `ino` maps in [b0, b1) are copied to fresh
+ * addresses in archive `to` (durable when this resolves) and stay mapped where they
+ * are. The range is pending during the copy, so the copies are of one instant; returns
+ * them as [file block, address, blocks] with the file's stamp at that instant.
+ */
+export async function copyOut(c: FsCore, ino: number, b0: number, b1: number, to: number): Promise<{ stamp: number; runs: [number, number, number][] }> {
+  const archive = c.archives.get(to)
+  if (!archive) throw err('EIO', `premigrate: archive location ${to} is not attached`)
+  const n = await quiet(c, ino)
+  const runs = n.ext.segments(b0, b1).filter((sg) => sg.pb >= 0 && !isArchive(sg.vol))
+  const stamp = n.stamp
+  if (!runs.length) return { stamp, runs: [] }
+  const p = c.addPending(n, b0, b1, [], [])
+  n.inflight++; c.inflight++
+  try {
+    const out: [number, number, number][] = []
+    for (const r of runs) {
+      const q = archive.alloc(r.len)
+      const b = Buffer.allocUnsafe(r.len * BS)
+      await readAt(c, r.vol, b, r.pb * BS)
+      await archive.write(b, q * BS)
+      out.push([r.fb, q, r.len])
+    }
+    return { stamp, runs: out }
+  } finally { c.endIo(n, p) }
+}
+
+/**
+ * Premigration's release: if file `ino` has not changed since its copies were made (its
+ * stamp is still `stamp`), the pool runs they cover are remapped onto them in every map
+ * holding them, with one `rl` op each and no copy; the pool blocks are freed after the
+ * commit. Returns the blocks released, or -1 when the file changed (the copies are stale).
+ */
+export async function release(c: FsCore, ino: number, copies: [number, number, number][], to: number, stamp: number): Promise<number> {
+  if (!c.archives.has(to)) throw err('EIO', `release: archive location ${to} is not attached`)
+  let moves: { vol: number; pb: number; len: number; q: number; h: [Inode, number][] }[]
+  for (;;) {
+    const n = await quiet(c, ino)
+    if (n.stamp !== stamp) return -1
+    moves = []
+    for (const [fb, q, len] of copies) {
+      for (const sg of n.ext.segments(fb, fb + len)) {
+        if (sg.pb < 0 || isArchive(sg.vol)) continue
+        for (const pc of holdersOf(c, n, sg)) {
+          const own = pc.h.find(([m]) => m === n)!
+          moves.push({ vol: pc.vol, pb: pc.pb, len: pc.len, q: q + own[1] - fb, h: pc.h })
+        }
+      }
+    }
+    // a snapshot or clone reading these blocks finishes first: they are freed after the next commit
+    const busy = moves.flatMap((mv) => mv.h.map(([m]) => m)).find((m) => m.busy || m.gate)
+    if (!busy) break
+    if (busy.gate && !busy.busy) await busy.gate
+    else await c.drain(busy)
+  }
+  for (const mv of moves) c.exec({ o: 'rl', v: mv.vol, p: mv.pb, n: mv.len, w: to, q: mv.q, h: mv.h.flatMap(([m, fb]) => [m.ino, fb]) })
+  return moves.reduce((a, mv) => a + mv.len, 0)
+}

@@ -68,6 +68,13 @@ export class Hsm {
   private lastRun = 0
   /** Moves into an archive under way: check waits for none (their objects are written before the fs points at them). */
   private archiveWriters = 0
+  /**
+   * Premigrated copies made by this daemon run, by inode: valid while the file's stamp is
+   * unchanged (every data change moves it). Kept in memory only: a restart cannot tell
+   * whether a lazily journaled change was lost with it, so it forgets them and check
+   * removes their objects.
+   */
+  private premigrated = new Map<number, { location: string; stamp: number; runs: [number, number, number][] }>()
   private timer: NodeJS.Timeout | null = null
 
   /** Location name (a volume, or archive:TIER) -> the fs's index for it (archives once attached). */
@@ -205,7 +212,7 @@ export class Hsm {
     return { path, pinned: on }
   }
 
-  async setPolicy(p: unknown, x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown }): Promise<{ path: string; policy: Policy }> {
+  async setPolicy(p: unknown, x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown; premigrate?: unknown }): Promise<{ path: string; policy: Policy }> {
     const path = checkPath(p)
     const policy = checkPolicy(x, this.tiers())
     this.fs.getattr(path)
@@ -273,11 +280,79 @@ export class Hsm {
   }
 
   /** `rate`: at most this many bytes per second (a restart resumes at full speed). */
-  migrate(p: unknown, tierName: unknown, rate?: unknown): ReturnType<Hsm['startMove']> {
+  migrate(p: unknown, tierName: unknown, rate?: unknown, premigrate?: unknown): ReturnType<Hsm['startMove']> {
     const r = checkRate(rate)
     const path = checkPath(p)
     const tier = tierName === undefined ? this.policyTier(path) : this.tier(tierName)
-    return this.startMove('hsm.migrate', path, tier.volume, tier.name, r)
+    if (!premigrate) return this.startMove('hsm.migrate', path, tier.volume, tier.name, r)
+    if (!this.archives.has(tier.volume)) throw new VsmError('EINVAL', `premigrate: tier ${tier.name} is not an archive`)
+    const ino = this.file(path)
+    const busy = this.moving.get(ino)
+    if (busy !== undefined) throw new VsmError('EBUSY', `${path} is being moved by job ${busy}`)
+    const job = this.jobs.start('hsm.premigrate', async (signal, progress) => {
+      try {
+        const copiedBytes = await this.premigrateTo(path, ino, tier.volume, signal, progress)
+        return { path, volume: tier.volume, tier: tier.name, copiedBytes }
+      } finally { this.moving.delete(ino) }
+    }, { description: `premigrate ${path} to ${tier.name}`, total: this.fs.blockSpan(ino), pausable: true })
+    this.moving.set(ino, job)
+    return { job, path, volume: tier.volume, tier: tier.name }
+  }
+
+  /**
+   * Copies the file's pool bytes to an archive and keeps them in the pool (premigration),
+   * 1 MiB at a time; the copies count only if the file did not change from the first
+   * step to the last (else it starts over, three times at most).
+   */
+  private async premigrateTo(path: string, ino: number, location: string, signal: AbortSignal, progress: Progress): Promise<number> {
+    const to = this.target({ name: location, volume: location })
+    this.archiveWriters++
+    try {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        this.premigrated.delete(ino)
+        const span = this.fs.blockSpan(ino)
+        const runs: [number, number, number][] = []
+        let stamp: number | null = null
+        let changed = false
+        for (let b = 0; b < span && !changed; b += STEP) {
+          progress(b, span)
+          await progress.checkpoint()
+          if (signal.aborted) throw new VsmError('ECANCELED', 'cancelled')
+          if (this.fs.lookup(path) !== ino) throw new VsmError('ENOENT', `${path} went away during the premigration`)
+          const r = await this.fs.copyOut(ino, b, Math.min(span, b + STEP), to)
+          changed = stamp !== null && r.stamp !== stamp
+          stamp = r.stamp
+          runs.push(...r.runs)
+        }
+        if (changed || stamp === null) continue
+        progress(span, span)
+        this.premigrated.set(ino, { location, stamp, runs })
+        return runs.reduce((a, r) => a + r[2], 0) * BS
+      }
+      throw new VsmError('EAGAIN', `${path} kept changing during the premigration: nothing kept (hsm check removes the copies)`)
+    } finally {
+      this.archiveWriters--
+    }
+  }
+
+  /** A premigrated copy of the file on `location` that still matches it, or null. */
+  private premigration(ino: number, location: string) {
+    const p = this.premigrated.get(ino)
+    if (!p) return null
+    if (p.location === location && this.fs.statIno(ino).stamp === p.stamp) return p
+    this.premigrated.delete(ino)
+    return null
+  }
+
+  /** Lets the pool blocks of a premigrated file go (no copy); a copy gone stale meanwhile falls back to a migration. */
+  private async releaseTo(path: string, ino: number, location: string, signal: AbortSignal, progress: Progress): Promise<number> {
+    const p = this.premigration(ino, location)
+    const released = p ? await this.fs.releaseCopies(ino, p.runs, this.target({ name: location, volume: location }), p.stamp) : -1
+    if (released < 0) return this.moveTo(path, ino, location, signal, progress)
+    this.premigrated.delete(ino)
+    await this.fs.sync()
+    // whatever the copies did not cover (none unless the file grew into holes) moves the usual way
+    return released * BS + await this.moveTo(path, ino, location, signal, progress)
   }
 
   private policyTier(path: string): Tier {
@@ -343,6 +418,7 @@ export class Hsm {
     return {
       path, size: st.size, lastAccess: Math.max(st.atime, st.mtime), pinned: !!s.pin,
       moving: !!s.to || this.moving.has(st.ino), policy: this.policyFor(path), bytesOn: this.fs.placementOf(st.ino),
+      premigrated: !!this.premigrated.get(st.ino) && !!this.premigration(st.ino, this.premigrated.get(st.ino)!.location),
     }
   }
 
@@ -357,7 +433,7 @@ export class Hsm {
     if (this.runJob !== null) throw new VsmError('EBUSY', `a policy run is under way: job ${this.runJob}`)
     this.lastRun = now
     const job = this.jobs.start('hsm.run', async (signal, progress) => {
-      const migrated: { path: string; tier: string; movedBytes: number }[] = []
+      const migrated: { path: string; tier: string; action: string; movedBytes: number }[] = []
       try {
         for (const [i, d] of picked.entries()) {
           progress(i, picked.length)
@@ -366,7 +442,9 @@ export class Hsm {
           if (this.moving.has(ino) || this.state(d.path).pin) continue
           this.moving.set(ino, job)
           try {
-            migrated.push({ path: d.path, tier: d.tier, movedBytes: await this.moveTo(d.path, ino, d.volume, signal, Object.assign(() => {}, { checkpoint: progress.checkpoint })) })
+            const quiet = Object.assign(() => {}, { checkpoint: progress.checkpoint })
+            const how = d.action === 'premigrate' ? this.premigrateTo.bind(this) : d.action === 'release' ? this.releaseTo.bind(this) : this.moveTo.bind(this)
+            migrated.push({ path: d.path, tier: d.tier, action: d.action, movedBytes: await how(d.path, ino, d.volume, signal, quiet) })
           } finally {
             this.moving.delete(ino)
           }
@@ -455,7 +533,9 @@ export class Hsm {
   /** Object numbers the fs's maps point into in archive location `vol`. */
   private referencedObjects(vol: number): Set<number> {
     const held = new Set<number>()
-    for (const r of this.fs.archivedRuns(vol)) {
+    const loc = [...this.archives.entries()].find(([, a]) => a.vol === vol)?.[0]
+    const premigrated = [...this.premigrated.values()].filter((p) => p.location === loc).flatMap((p) => p.runs.map(([, start, len]) => ({ start, len })))
+    for (const r of [...this.fs.archivedRuns(vol), ...premigrated]) {
       for (let o = Math.floor(r.start / OBJECT_BLOCKS); o <= Math.floor((r.start + r.len - 1) / OBJECT_BLOCKS); o++) held.add(o)
     }
     return held
@@ -476,7 +556,9 @@ export class Hsm {
         bytes[label(vol)] = (bytes[label(vol)] ?? 0) + n
         totals[label(vol)] = (totals[label(vol)] ?? 0) + n
       }
-      return { path, size: f.size, pinned: f.pinned, moving: f.moving, home: this.state(path).home ?? null, bytes }
+      const pre = f.premigrated ? this.premigrated.get(this.fs.lookup(path))! : null
+      const premigrated = pre ? { [label(pre.location)]: pre.runs.reduce((a, r) => a + r[2], 0) * BS } : {}
+      return { path, size: f.size, pinned: f.pinned, moving: f.moving, home: this.state(path).home ?? null, bytes, premigrated }
     })
     return { files, totals }
   }

@@ -7,9 +7,11 @@ import { VsmError } from '../block/blockdev'
 /**
  * coldAfterMs: migrate files not accessed for this long. highPct/lowPct (both or
  * neither): when a volume holding the files' bytes is fuller than high, migrate the
- * coldest of them, however recently used, until it would be at low.
+ * coldest of them, however recently used, until it would be at low. premigrate: a cold
+ * file is only copied to the tier (an archive) and keeps its pool blocks until a
+ * watermark needs the space; then they are released without copying.
  */
-export interface Policy { coldAfterMs: number; minSize: number; tier: string; highPct?: number; lowPct?: number }
+export interface Policy { coldAfterMs: number; minSize: number; tier: string; highPct?: number; lowPct?: number; premigrate?: true }
 /** `volume`: the fs location of the tier's bytes: a volume name, or archive:NAME for an archive tier. */
 export interface Tier { name: string; volume: string }
 /** A pool volume's capacity and use, in bytes. */
@@ -27,10 +29,16 @@ export interface FileFacts {
   policy: Policy | null
   /** Allocated bytes per volume (its extent map). */
   bytesOn: Record<string, number>
+  /** A copy on its policy's tier that still matches the file (premigrated). */
+  premigrated?: boolean
 }
 
-/** reason: 'cold' (not accessed for cold-after) or 'watermark' (its volume is above high). */
-export interface Decision { path: string; tier: string; volume: string; bytes: number; reason: 'cold' | 'watermark' }
+/**
+ * reason: 'cold' (not accessed for cold-after) or 'watermark' (its volume is above high).
+ * action: move the bytes, only copy them (premigrate), or let the pool blocks of a
+ * premigrated file go (release).
+ */
+export interface Decision { path: string; tier: string; volume: string; bytes: number; reason: 'cold' | 'watermark'; action: 'migrate' | 'premigrate' | 'release' }
 
 /**
  * Files to migrate, coldest first: those cold by their policy's cold-after, and, while a
@@ -53,10 +61,15 @@ export function decide(files: FileFacts[], tiers: Tier[], now: number, volumes: 
     const allocated = Object.values(f.bytesOn).reduce((a, b) => a + b, 0)
     const elsewhere = allocated - (f.bytesOn[tier.volume] ?? 0)
     if (elsewhere <= 0) continue
-    const reason = now - f.lastAccess >= p.coldAfterMs ? 'cold' : over(p, f, tier.volume) ? 'watermark' : null
-    if (!reason) continue
-    for (const [name, n] of Object.entries(f.bytesOn)) if (name !== tier.volume && projected.has(name)) projected.set(name, projected.get(name)! - n)
-    out.push({ path: f.path, tier: tier.name, volume: tier.volume, bytes: elsewhere, reason })
+    const cold = now - f.lastAccess >= p.coldAfterMs
+    // a premigrating policy's cold file is only copied: it frees nothing until a watermark wants its space
+    let action: Decision['action'] | null = null
+    if (over(p, f, tier.volume) || (cold && !p.premigrate)) action = f.premigrated ? 'release' : 'migrate'
+    else if (cold && !f.premigrated) action = 'premigrate'
+    if (!action) continue
+    const reason = cold ? 'cold' : 'watermark'
+    if (action !== 'premigrate') for (const [name, n] of Object.entries(f.bytesOn)) if (name !== tier.volume && projected.has(name)) projected.set(name, projected.get(name)! - n)
+    out.push({ path: f.path, tier: tier.name, volume: tier.volume, bytes: elsewhere, reason, action })
   }
   return out
 }
@@ -79,13 +92,17 @@ function parsePercent(v: unknown, what: string): number {
   return n
 }
 
-export function checkPolicy(x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown }, tiers: Tier[]): Policy {
+export function checkPolicy(x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown; premigrate?: unknown }, tiers: Tier[]): Policy {
   if (typeof x.tier !== 'string' || !tiers.some((t) => t.name === x.tier)) {
     throw new VsmError('ENOENT', `tier: ${JSON.stringify(x.tier)} is not a tier (tiers: ${tiers.map((t) => t.name).join(', ') || 'none; add one with vsm hsm tier add'})`)
   }
   const minSize = x.minSize ?? 0
   if (typeof minSize !== 'number' || !Number.isSafeInteger(minSize) || minSize < 0) throw new VsmError('EINVAL', 'min-size: a number of bytes expected')
   const policy: Policy = { coldAfterMs: parseDuration(x.coldAfter ?? '7d'), minSize, tier: x.tier }
+  if (x.premigrate) {
+    if (!tiers.find((t) => t.name === x.tier)!.volume.startsWith('archive:')) throw new VsmError('EINVAL', `premigrate: tier ${x.tier} is not an archive (a volume tier has no copy to keep beside the pool's)`)
+    policy.premigrate = true
+  }
   if (x.high === undefined && x.low === undefined) return policy
   if (x.high === undefined || x.low === undefined) throw new VsmError('EINVAL', 'watermarks: give both --high and --low')
   const highPct = parsePercent(x.high, 'high'), lowPct = parsePercent(x.low, 'low')

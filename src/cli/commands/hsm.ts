@@ -31,7 +31,9 @@ export function registerHsm(program: Command) {
       : 'no tiers: add one with vsm hsm tier add NAME --volume V | --archive DIR'))
   hsm.command('migrate <path>').description('move a file to a tier while it is in use (a job)').option('--tier <name>', 'the tier (default: its policy\'s)')
     .option('--rate <size>', 'at most this many bytes per second (K, M, G)')
-    .action((path, o, cmd) => call(cmd, 'hsm.migrate', { path, tier: o.tier, rate: o.rate === undefined ? undefined : parseSize(o.rate) }, jobLine('migrating')))
+    .option('--premigrate', 'to an archive: copy only, keep the pool blocks until a watermark run releases them (this daemon run)')
+    .action((path, o, cmd) => call(cmd, 'hsm.migrate', { path, tier: o.tier, rate: o.rate === undefined ? undefined : parseSize(o.rate), premigrate: o.premigrate },
+      jobLine(o.premigrate ? 'premigrating' : 'migrating')))
   hsm.command('recall <path>').description('move a file back to the volume it was on before migration (a job)')
     .option('--range <A-B>', 'only bytes A to B (sizes with K, M, G), rounded out to 4 KiB blocks')
     .action((path, o, cmd) => call(cmd, 'hsm.recall', { path, range: o.range === undefined ? undefined : parseRange(o.range) }, jobLine('recalling')))
@@ -44,9 +46,10 @@ export function registerHsm(program: Command) {
     .requiredOption('--tier <name>', 'tier to migrate to').option('--cold-after <duration>', 'e.g. 7d, 12h, 30m, 45s', '7d').option('--min-size <size>', 'only files at least this large (K, M, G)')
     .option('--high <percent>', 'when a volume holding these files is fuller than this (e.g. 85%), migrate the coldest of them...')
     .option('--low <percent>', '...until it is down to this (e.g. 70%)')
-    .action((path, o, cmd) => call(cmd, 'hsm.policy.set', { path, tier: o.tier, coldAfter: o.coldAfter, minSize: o.minSize === undefined ? undefined : parseSize(o.minSize), high: o.high, low: o.low },
+    .option('--premigrate', 'an archive tier: cold files are only copied there, their pool blocks released when a watermark needs the space')
+    .action((path, o, cmd) => call(cmd, 'hsm.policy.set', { path, tier: o.tier, coldAfter: o.coldAfter, minSize: o.minSize === undefined ? undefined : parseSize(o.minSize), high: o.high, low: o.low, premigrate: o.premigrate },
       (r) => `${r.path}: files cold for ${r.policy.coldAfterMs / 1000}s, at least ${formatSize(r.policy.minSize)}, go to tier ${r.policy.tier}` +
-        (r.policy.highPct === undefined ? '' : `; above ${r.policy.highPct}% full, the coldest go until ${r.policy.lowPct}%`)))
+        (r.policy.highPct === undefined ? '' : `; above ${r.policy.highPct}% full, the coldest go until ${r.policy.lowPct}%`) + (r.policy.premigrate ? ' (premigrated first)' : '')))
   hsm.command('run').description('run the policies now (a job; they also run every hour)')
     .action((_o, cmd) => call(cmd, 'hsm.run', undefined, (r) => `policy run: ${r.files} file(s) to migrate: job ${r.job} (vsm job wait ${r.job})`))
   hsm.command('check').description('remove archive objects nothing in the fs points into; report objects the fs needs that are gone')
