@@ -86,10 +86,10 @@ test('migrate a disk to a directory archive: pool blocks freed by its size, byte
   const cold = (await vsm.json('hsm', 'tier', 'list')).find((t: any) => t.name === 'cold')
   assert.equal([cold.archive, cold.used], [archiveDir(), SIZE])
   await fsckClean()
-  // a guest reading 4 KiB at 3 MiB waits for that, not for the disk
+  // a guest reading 4 KiB at 3 MiB waits for that (and the kernel's read-ahead), not for the disk
   assert.ok(readRange('a.img', 3 * MiB, 4096).equals(data.subarray(3 * MiB, 3 * MiB + 4096)))
   const r = await residency('a.img')
-  assert.ok(r.bytes.fast > 0 && r.bytes.fast <= MiB, JSON.stringify(r.bytes))
+  assert.ok(r.bytes.fast > 0 && r.bytes.fast <= 2 * MiB + 256 * 1024, JSON.stringify(r.bytes))
   assert.is(r.bytes.fast + r.bytes.cold, SIZE)
   // recall --range: a job that brings home bytes 1M-2M
   await waitJob(await vsm.run('hsm', 'recall', 'a.img', '--range', '1M-2M'))
@@ -171,13 +171,13 @@ test('watermarks: a volume above high sends the coldest files (however recent) t
   const m1 = await mid()
   assert.ok(m1.used <= m1.size * 0.4, `small is ${Math.round(100 * m1.used / m1.size)}% full after the run`)
   assert.ok(m1.used + 3 * MiB > m1.size * 0.4, 'no more than needed went')
+  // reading them back recalls them: without watermarks the minute timer leaves them home for the next tests
+  await vsm.run('hsm', 'policy', 'set', 'wm', '--tier', 'cold', '--cold-after', '30d')
   for (const [i, name] of names.entries()) assert.ok(readFileSync(join(vsm.mount, 'wm', name)).equals(datas[i]), name)
   await fsckClean()
 })
 
 test('premigrate: a policy run copies cold files and keeps their pool blocks; a watermark releases the copies without copying, a file changed since is copied again', async () => {
-  // reading wm/ back brought its coldest files home (a read recalls): let its watermark send them out again first
-  await waitJob(await vsm.run('hsm', 'run'))
   mkdirSync(join(vsm.mount, 'pm'))
   const names = ['q0.img', 'q1.img', 'q2.img']
   const datas: Buffer[] = []
