@@ -1,5 +1,5 @@
 // The bounded page cache under checksum tables: memory stays at its capacity however
-// much of a table is touched, dirty pages evicted early are written (and persist()
+// much of a table (dense or tagged) is touched, dirty pages evicted early are written (and persist()
 // waits for such writes), edits made while a page loads land in order, and a table
 // read back from disk after any of that holds exactly what was set.
 import { test } from 'uvu'
@@ -9,7 +9,7 @@ import { tmpDir, MiB } from './helpers/volume-tmp'
 import { openDevice } from '../src/volume/device'
 import { FaultDev } from '../src/block/fault'
 import { PageCache, PAGE_BYTES } from '../src/volume/pagecache'
-import { ChecksumTable, tableBytes } from '../src/volume/checksum'
+import { ChecksumTable, tableBytes, tableGeneration } from '../src/volume/checksum'
 
 /** The promise rejects (with an I/O error from the fault rule). */
 async function rejects(p: () => Promise<unknown>): Promise<void> {
@@ -21,12 +21,12 @@ async function rejects(p: () => Promise<unknown>): Promise<void> {
 const DATA = 256 * MiB
 const BLOCKS = DATA / 4096
 
-test('a 3-page cache holds 3 pages while a whole table is written and read; every sum reads back after a reopen', async () => {
+for (const generation of [undefined, tableGeneration('5a17', 'dev', 0)]) test(`a 3-page cache holds 3 pages while a whole ${generation ? 'tagged' : 'dense'} table is written and read; every sum reads back after a reopen`, async () => {
   const t = await tmpDir()
   try {
-    const dev = await openDevice(path.join(t.dir, 't.img'), { create: tableBytes(DATA) })
+    const dev = await openDevice(path.join(t.dir, 't.img'), { create: tableBytes(DATA, !!generation) })
     const cache = new PageCache(3 * PAGE_BYTES)
-    const tab = await ChecksumTable.load(dev, DATA, { cache })
+    const tab = await ChecksumTable.load(dev, DATA, { cache, generation })
     const want = (b: number) => ((b * 2654435761) >>> 0) || 1
     // strided, so each set lands on another page than the last
     for (let k = 0; k < BLOCKS; k += 97) {
@@ -41,7 +41,7 @@ test('a 3-page cache holds 3 pages while a whole table is written and read; ever
     assert.is(await tab.get(1), 0, 'never set: 0')
     await dev.close()
     const again = await openDevice(path.join(t.dir, 't.img'))
-    const fresh = await ChecksumTable.load(again, DATA, { cache: new PageCache(PAGE_BYTES) })
+    const fresh = await ChecksumTable.load(again, DATA, { cache: new PageCache(PAGE_BYTES), generation })
     const all = await fresh.getMany(0, BLOCKS)
     for (let k = 0; k < BLOCKS; k++) assert.is(all[k], k % 97 === 0 ? want(k) : 0, `block ${k} after reopen`)
     await again.close()

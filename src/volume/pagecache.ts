@@ -39,7 +39,8 @@ class Page {
 export class PageCache {
   /** Resident pages, least recently used first (a Set keeps insertion order). */
   private readonly lru = new Set<Page>()
-  private readonly evicting = new Set<Page>()
+  /** Dirty pages being written back to make room, and that write-back. */
+  private readonly evicting = new Map<Page, Promise<void>>()
 
   private capacityPages = 1
 
@@ -84,7 +85,7 @@ export class PageCache {
     while (this.lru.size > this.capacityPages) {
       this.trim()
       // pages loading or being written cannot go yet; once one settles, trim again
-      const busy: Promise<void>[] = []
+      const busy: Promise<void>[] = [...this.evicting.values()]
       for (const p of this.lru) {
         const w = p.loading ?? p.writing
         if (w) busy.push(w)
@@ -102,12 +103,11 @@ export class PageCache {
       if (p.loading || p.writing) continue
       if (p.dirty) {
         if (this.evicting.has(p)) continue
-        this.evicting.add(p)
         // a failed write-back leaves the page dirty: its owner's next flush retries and reports it
-        p.area.writeOut(p).catch(() => {}).finally(() => {
+        this.evicting.set(p, p.area.writeOut(p).catch(() => {}).finally(() => {
           this.evicting.delete(p)
           this.trim()
-        })
+        }))
         continue
       }
       this.lru.delete(p)
