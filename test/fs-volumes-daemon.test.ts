@@ -136,7 +136,14 @@ test('fs move under a writer process: the job moves every extent, every acknowle
   assert.match(await vsm.run('fs', 'move', 'mv.img', '--volume', 'nosuch').catch((e) => e.stderr), /nosuch/)
 })
 
-test('kill -9 during fs move under a writer: up, fs check clean, every acknowledged write there; running it again finishes', async () => {
+/** The job of `kind` the daemon started at up to finish what kill -9 interrupted (one started after job `before`). */
+async function resumedJob(kind: string, before: string): Promise<any> {
+  const j = (await vsm.json('job', 'list')).filter((x: any) => x.kind === kind && x.id > Number(before)).pop()
+  assert.ok(j, `no ${kind} job resumed at up`)
+  return vsm.json('job', 'wait', String(j.id))
+}
+
+test('kill -9 during fs move under a writer: up resumes the move and it finishes; fs check clean, every acknowledged write there', async () => {
   const img = join(vsm.mount, 'mv.img'), journal = join(vsm.home, 'mv.journal')
   const exited = startWriter(img, journal, MOVE_SLOTS, 2)
   await until('the writer to start', () => acks(journal) > 5)
@@ -149,13 +156,18 @@ test('kill -9 during fs move under a writer: up, fs check clean, every acknowled
   const fsck = await vsm.json('fs', 'check')
   assert.ok(fsck.ok, fsck.errors.join('; '))
   assert.ok(verifyAcknowledged(img, journal) > 10)
-  assert.equal(await volumesOf('mv.img'), ['v1', 'vol0'])
-  const again = /job (\d+)/.exec(await vsm.run('fs', 'move', 'mv.img', '--volume', 'vol0'))![1]
-  assert.not.ok((await vsm.json('job', 'wait', again)).error)
+  const done = await resumedJob('fs.move', job)
+  assert.not.ok(done.error, done.error)
+  assert.is(done.result.volume, 'vol0')
   assert.equal(await volumesOf('mv.img'), ['vol0'])
   assert.ok(verifyAcknowledged(img, journal) > 10)
   disks['mv.img'] = sum(img)
   await verifyAll()
+  const moves = async () => (await vsm.json('job', 'list')).filter((j: any) => j.kind === 'fs.move').length
+  const before = await moves()
+  await vsm.down()
+  await vsm.up()
+  assert.is(await moves(), before, 'a finished move ran again at up')
 })
 
 test('fs remove-volume: refused while a policy names it; then every disk moves off online and the volume leaves the fs for good', async () => {
@@ -165,8 +177,17 @@ test('fs remove-volume: refused while a policy names it; then every disk moves o
   await vsm.run('fs', 'move', 'mv.img', '--volume', 'v1').then((o) => vsm.json('job', 'wait', /job (\d+)/.exec(o)![1]))
   const on = async () => (await Promise.all(Object.keys(disks).map(volumesOf))).flat()
   assert.ok((await on()).includes('v1'))
+  // kill -9 as soon as the job is under way, with a writer on a disk it moves
+  const img = join(vsm.mount, 'mv.img'), journal = join(vsm.home, 'mv.journal')
+  const exited = startWriter(img, journal, MOVE_SLOTS, 3)
+  await until('the writer to start', () => acks(journal) > 5)
   const job = /job (\d+)/.exec(await vsm.run('fs', 'remove-volume', 'v1'))![1]
-  const done = await vsm.json('job', 'wait', job)
+  vsm.kill9()
+  await exited
+  await vsm.up()
+  assert.ok(verifyAcknowledged(img, journal) > 10)
+  disks['mv.img'] = sum(img)
+  const done = await resumedJob('fs.remove-volume', job)
   assert.not.ok(done.error, done.error)
   assert.equal([...new Set(await on())], ['vol0'])
   assert.equal((await vsm.json('status')).fs.volumes, ['vol0'])

@@ -378,8 +378,8 @@ rmv('remove-volume moves files, snapshots and clones off a volume under writes, 
   await fs.clone('/d', 's', '/c')
   await fs.mkdir('/p', 0o755, 0, 0)
   await setPolicy(fs, '/p', 'b')
-  assert.throws(() => startRemoveVolume(fs, jobs, 'b'), (e: VsmError) => e.code === 'EBUSY' && /policy on \/p/.test(e.message))
-  assert.throws(() => startRemoveVolume(fs, jobs, 'a'), (e: VsmError) => e.code === 'EBUSY' && /metadata/.test(e.message))
+  await rejects(startRemoveVolume(fs, jobs, 'b'), 'EBUSY', /policy on \/p/)
+  await rejects(startRemoveVolume(fs, jobs, 'a'), 'EBUSY', /metadata/)
   await setPolicy(fs, '/p', 'a')
   let stop = false, writes = 0
   const writer = (async () => {
@@ -391,7 +391,7 @@ rmv('remove-volume moves files, snapshots and clones off a volume under writes, 
       await new Promise((r) => setImmediate(r)) // in-memory volumes never leave the microtask queue: let the job run
     }
   })()
-  const { job } = startRemoveVolume(fs, jobs, 'b')
+  const { job } = await startRemoveVolume(fs, jobs, 'b')
   await rejects(fs.create('/late', 0o644, 0, 0, { volume: 1 }), 'EBUSY', /being removed/)
   const done = await jobs.wait(job)
   stop = true

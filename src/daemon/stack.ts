@@ -18,6 +18,7 @@ import { WriteGate } from '../virtualizer/gate'
 import { diskCommands, standardDiskHandler } from '../virtualizer/commands'
 import { dispatch } from '../control/dispatch'
 import { fsCommands } from '../fs/commands'
+import { resumeFsJobs } from '../fs/move'
 import { Hsm } from '../hsm/hsm'
 import { hsmCommands } from '../hsm/commands'
 import { volumeCommands } from '../volume/commands'
@@ -125,6 +126,7 @@ export class Stack {
       const stack = new Stack(opts, pool, repl, fs, disks, gate, view, server, meters, hsm)
       stack.registerCommands()
       await server.listen()
+      await stack.resumeFsJobs()
       stack.startHsm()
       if (opts.metrics) {
         await stack.serveMetrics(opts.metrics)
@@ -210,6 +212,14 @@ export class Stack {
       const open = this.disks.list().filter((d) => d.open > 0)
       if (!open.length || Date.now() >= deadline) return open
       await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+
+  /** fs moves and remove-volumes a crash or shutdown interrupted run again. */
+  private async resumeFsJobs() {
+    for (const r of await resumeFsJobs(this.fs, this.server.jobs)) {
+      if (r.job !== undefined) this.opts.events.publish('fs.job-resumed', { what: r.what, job: r.job, reason: 'it was under way when the daemon stopped' })
+      else this.opts.events.publish('fs.job-dropped', { what: r.what, error: r.error, reason: 'it was under way when the daemon stopped and cannot run now' }, 'warn')
     }
   }
 

@@ -2,16 +2,22 @@
 // in use, one chunk at a time through FileSystem.relocate (the mechanism the HSM calls
 // too). The file's placement switches first, so what is written meanwhile lands on the
 // target and never needs moving; a crash leaves a file whose extents are partly moved,
-// each chunk either wholly before or wholly after its remap, and running it again
-// finishes the move.
+// each chunk either wholly before or wholly after its remap. Each job records its intent
+// (intent.ts) before it starts and drops it when it ends, so one that kill -9 or a
+// shutdown interrupted runs again at the next mount (resumeFsJobs) and finishes.
 import { VsmError } from '../block/blockdev'
 import type { Jobs, Progress } from '../control/jobs'
 import type { FileSystem } from './filesystem'
+import { readJsonXattr, regularFiles, writeJsonXattr } from './intent'
 import { isArchive } from './layout'
 import { listPolicies } from './placement'
 
 const CHUNK = 256 // blocks: 1 MiB per step, so the file's I/O waits at most one step's copy
 const BS = 4096
+/** On a file: {volume, rate?} of an fs move under way. */
+const MOVE_XATTR = 'vsm.fs.move'
+/** On the root, one per volume being removed (no RMW of one shared record by concurrent jobs). */
+const REMOVE_XATTR = 'vsm.fs.remove.'
 
 export interface MoveRequest { path: string; volume: string; rate?: number }
 
@@ -21,18 +27,32 @@ export function checkRate(rate: unknown): number {
   return rate
 }
 
-export function startMove(fs: FileSystem, jobs: Jobs, req: MoveRequest): { job: number; path: string; volume: string } {
+export async function startMove(fs: FileSystem, jobs: Jobs, req: MoveRequest): Promise<{ job: number; path: string; volume: string }> {
   const rate = checkRate(req.rate)
   if (typeof req.path !== 'string' || !req.path) throw new VsmError('EINVAL', 'path: a file path expected')
   const path = req.path.startsWith('/') ? req.path : `/${req.path}`
   const to = fs.volumeIndex(req.volume)
   const ino = fs.lookup(path)
   fs.setPlacement(ino, to)
-  const job = jobs.start('fs.move', async (signal, progress) => {
+  await writeJsonXattr(fs, path, MOVE_XATTR, { volume: req.volume, ...(rate ? { rate } : {}) })
+  const job = jobs.start('fs.move', (signal, progress) => endingIntent(fs, path, MOVE_XATTR, async () => {
     const moved = await moveExtents(fs, ino, path, to, signal, progress, rate)
     return { path: req.path, volume: req.volume, movedBytes: moved * BS, placement: fs.placementOf(ino) }
-  }, { description: `move ${req.path} to ${req.volume}`, total: fs.blockSpan(ino), pausable: true })
+  }), { description: `move ${req.path} to ${req.volume}`, total: fs.blockSpan(ino), pausable: true })
   return { job, path: req.path, volume: req.volume }
+}
+
+/**
+ * Runs `fn`, then drops the intent whatever its outcome (done, cancelled, failed: it is
+ * not to run again). When the fs closed under it (a shutdown) the drop fails and the
+ * intent stays, for the next mount to resume.
+ */
+async function endingIntent<T>(fs: FileSystem, path: string, name: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn()
+  } finally {
+    await writeJsonXattr(fs, path, name, null).catch(() => undefined)
+  }
 }
 
 /**
@@ -78,13 +98,19 @@ async function relocateAll(fs: FileSystem, ino: number, to: number, signal: Abor
  * first volume, then drops it from the fs. Refused while a placement rule names it (the
  * rule would have nowhere to send new files).
  */
-export function startRemoveVolume(fs: FileSystem, jobs: Jobs, name: string): { job: number; volume: string } {
+export async function startRemoveVolume(fs: FileSystem, jobs: Jobs, name: string): Promise<{ job: number; volume: string }> {
   const named = listPolicies(fs).filter((r) => r.volume === name)
   if (named.length) throw new VsmError('EBUSY', `placement policy on ${named[0].dir} puts files on ${name}: change it first (vsm fs policy set)`)
   const to = 0
   const v = fs.beginRemove(name, to)
   const total = fs.inodesOn(v).length
-  const job = jobs.start('fs.remove-volume', async (signal, progress) => {
+  try {
+    await writeJsonXattr(fs, '/', REMOVE_XATTR + name, { volume: name })
+  } catch (e) {
+    fs.cancelRemove(v)
+    throw e
+  }
+  const job = jobs.start('fs.remove-volume', (signal, progress) => endingIntent(fs, '/', REMOVE_XATTR + name, async () => {
     try {
       let moved = 0, done = 0
       for (;;) {
@@ -101,6 +127,33 @@ export function startRemoveVolume(fs: FileSystem, jobs: Jobs, name: string): { j
       fs.cancelRemove(v)
       throw e
     }
-  }, { description: `remove volume ${name} from the fs`, total, pausable: true })
+  }), { description: `remove volume ${name} from the fs`, total, pausable: true })
   return { job, volume: name }
+}
+
+/**
+ * At mount: the fs moves and remove-volumes a crash or shutdown interrupted, started
+ * again as new jobs (a removal first, so a move onto the volume it empties is refused
+ * rather than undone). Intents that can no longer run (volume gone) are dropped.
+ */
+export async function resumeFsJobs(fs: FileSystem, jobs: Jobs): Promise<{ what: string; job?: number; error?: string }[]> {
+  const todo: { what: string; path: string; name: string; run: () => Promise<{ job: number }> }[] = []
+  for (const x of fs.listxattr('/').filter((n) => n.startsWith(REMOVE_XATTR))) {
+    const volume = readJsonXattr<{ volume?: string }>(fs, '/', x, {}).volume ?? x.slice(REMOVE_XATTR.length)
+    todo.push({ what: `remove-volume ${volume}`, path: '/', name: x, run: () => startRemoveVolume(fs, jobs, volume) })
+  }
+  for (const path of regularFiles(fs, '/')) {
+    const { volume, rate } = readJsonXattr<{ volume?: string; rate?: number }>(fs, path, MOVE_XATTR, {})
+    if (volume !== undefined) todo.push({ what: `move ${path} to ${volume}`, path, name: MOVE_XATTR, run: () => startMove(fs, jobs, { path, volume, rate }) })
+  }
+  const out: { what: string; job?: number; error?: string }[] = []
+  for (const t of todo) {
+    try {
+      out.push({ what: t.what, job: (await t.run()).job })
+    } catch (e) {
+      await writeJsonXattr(fs, t.path, t.name, null)
+      out.push({ what: t.what, error: (e as Error).message })
+    }
+  }
+  return out
 }

@@ -8,7 +8,8 @@
 import { VsmError } from '../block/blockdev'
 import type { EventSink } from '../control/events'
 import type { Jobs, Progress } from '../control/jobs'
-import { S_IFDIR, S_IFMT, S_IFREG, type FileSystem } from '../fs/filesystem'
+import { S_IFMT, S_IFREG, type FileSystem } from '../fs/filesystem'
+import { readJsonXattr, regularFiles, writeJsonXattr } from '../fs/intent'
 import { checkRate, moveExtents } from '../fs/move'
 import { openArchive } from './archive'
 import { ArchiveDev, OBJECT_BLOCKS, objectKey, objectOfKey } from './archive-dev'
@@ -56,11 +57,6 @@ function checkRange(r: unknown, size: number): [number, number] {
   return [ab[0] as number, ab[1] as number]
 }
 
-function readJson<T>(raw: Buffer | undefined, fallback: T): T {
-  if (!raw) return fallback
-  try { return JSON.parse(raw.toString()) as T } catch { return fallback }
-}
-
 export class Hsm {
   /** ino -> job id of its migrate/recall (one at a time per file). */
   private moving = new Map<number, number>()
@@ -101,7 +97,7 @@ export class Hsm {
   }
 
   private records(): TierRecord[] {
-    const t = readJson<TierRecord[]>(this.fs.getxattr('/', TIERS_XATTR), [])
+    const t = readJsonXattr<TierRecord[]>(this.fs, '/', TIERS_XATTR, [])
     return Array.isArray(t) ? t.filter((x) => x && typeof x.name === 'string' && (typeof x.volume === 'string' || (typeof x.archive === 'string' && Number.isSafeInteger(x.slot)))) : []
   }
 
@@ -195,13 +191,11 @@ export class Hsm {
   }
 
   private state(path: string): FileState {
-    return readJson<FileState>(this.fs.getxattr(path, FILE_XATTR), {})
+    return readJsonXattr<FileState>(this.fs, path, FILE_XATTR, {})
   }
 
   private async setState(path: string, s: FileState): Promise<void> {
-    if (Object.keys(s).length) await this.fs.setxattr(path, FILE_XATTR, Buffer.from(JSON.stringify(s)))
-    else if (this.fs.getxattr(path, FILE_XATTR)) await this.fs.removexattr(path, FILE_XATTR)
-    await this.fs.sync()
+    await writeJsonXattr(this.fs, path, FILE_XATTR, Object.keys(s).length ? s : null)
   }
 
   async pin(p: unknown, on: boolean): Promise<{ path: string; pinned: boolean }> {
@@ -224,22 +218,10 @@ export class Hsm {
   /** The file's own policy, else the nearest directory's up the tree. */
   private policyFor(path: string): Policy | null {
     for (let p = path; ; p = p.slice(0, Math.max(1, p.lastIndexOf('/')))) {
-      const pol = readJson<Policy | null>(this.fs.getxattr(p, POLICY_XATTR), null)
+      const pol = readJsonXattr<Policy | null>(this.fs, p, POLICY_XATTR, null)
       if (pol) return pol
       if (p === '/') return null
     }
-  }
-
-  /** Every regular file under `root` (or root itself). */
-  private files(root: string): string[] {
-    const out: string[] = []
-    const walk = (p: string) => {
-      const t = this.fs.getattr(p).mode & S_IFMT
-      if (t === S_IFREG) out.push(p)
-      else if (t === S_IFDIR) for (const n of this.fs.readdir(p).sort()) walk(p === '/' ? `/${n}` : `${p}/${n}`)
-    }
-    walk(root)
-    return out
   }
 
   // ------------------------------------------------------------------ moves
@@ -401,7 +383,7 @@ export class Hsm {
   /** At start: a move that a crash or shutdown interrupted runs again as a new job. */
   resume(): { path: string; job: number }[] {
     const out: { path: string; job: number }[] = []
-    for (const path of this.files('/')) {
+    for (const path of regularFiles(this.fs, '/')) {
       const s = this.state(path)
       if (!s.to || !(this.fs.volumeNames().includes(s.to) || this.archives.has(s.to))) continue
       const r = this.startMove(s.to === s.home ? 'hsm.recall' : 'hsm.migrate', path, s.to, this.tiers().find((t) => t.volume === s.to)?.name ?? null)
@@ -426,7 +408,7 @@ export class Hsm {
   /** What a policy run would migrate now (policy.ts's decide over every file and the pool volumes' use). */
   private decideNow(now: number) {
     const volumes = this.fs.volumeSpace().map((v) => ({ name: v.name, size: v.size, used: v.size - v.free }))
-    return decide(this.files('/').map((p) => this.facts(p)), this.tiers(), now, volumes)
+    return decide(regularFiles(this.fs, '/').map((p) => this.facts(p)), this.tiers(), now, volumes)
   }
 
   run(now = Date.now(), picked = this.decideNow(now)): { job: number; files: number } {
@@ -549,7 +531,7 @@ export class Hsm {
     const tiers = this.tiers()
     const label = (vol: string) => tiers.find((t) => t.volume === vol)?.name ?? vol
     const totals: Record<string, number> = {}
-    const files = this.files(root).map((path) => {
+    const files = regularFiles(this.fs, root).map((path) => {
       const f = this.facts(path)
       const bytes: Record<string, number> = {}
       for (const [vol, n] of Object.entries(f.bytesOn)) {
