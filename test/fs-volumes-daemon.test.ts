@@ -109,7 +109,7 @@ test('fs policy: disks created under a directory land by pattern and by director
   for (const d of ['vms/cd.iso', 'vms/root.img']) disks[d] = sum(join(vsm.mount, d))
 })
 
-test('fs move under a writer process: the job moves every extent, every acknowledged byte is there', async () => {
+test('fs move under a writer process, paused and resumed from the CLI: the job moves every extent, every acknowledged byte is there', async () => {
   await vsm.run('disk', 'create', 'mv.img', '--size', `${MOVE_SLOTS * SLOT / 1024}K`)
   const img = join(vsm.mount, 'mv.img'), journal = join(vsm.home, 'mv.journal')
   writeFileSync(img, Buffer.alloc(MOVE_SLOTS * SLOT, 0x11))
@@ -120,6 +120,16 @@ test('fs move under a writer process: the job moves every extent, every acknowle
     await until('the writer to start', () => acks(journal) > 5)
     const out = await vsm.run('fs', 'move', 'mv.img', '--volume', 'v1', '--rate', '8M')
     const job = /job (\d+)/.exec(out)![1]
+    // paused, it holds its place while the writer goes on; resumed, it finishes
+    assert.match(await vsm.run('job', 'pause', job), /: paused,/)
+    const progress = async () => (await vsm.json('job', 'list')).find((j: any) => String(j.id) === job).progress.done
+    const acksAtPause = acks(journal)
+    await new Promise((r) => setTimeout(r, 500)) // a chunk in flight at the pause may still land
+    const held = await progress()
+    await until('the writer to go on while the move is paused', () => acks(journal) > acksAtPause + 5)
+    assert.is(await progress(), held, 'a paused move made progress')
+    assert.is((await vsm.json('job', 'list')).find((j: any) => String(j.id) === job).state, 'paused')
+    assert.match(await vsm.run('job', 'resume', job), /: running,/)
     const done = await vsm.json('job', 'wait', job)
     assert.not.ok(done.error, done.error)
     assert.is(done.result.placement.v1, MOVE_SLOTS * SLOT)

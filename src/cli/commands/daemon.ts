@@ -70,7 +70,7 @@ export function registerDaemon(program: Command, cliMain: string) {
       ...(s.attention.length ? ['', 'needs attention:', ...s.attention.map((a: Attention) => `  ${a.object}: ${a.problem}${a.fix ? `\n    fix: ${a.fix}` : ''}`)] : []),
     ].join('\n')))
 
-  const job = program.command('job').description('long operations (rebuild, resync, flatten): list, wait, cancel')
+  const job = program.command('job').description('long operations (rebuild, resync, flatten, move): list, wait, pause, resume, cancel')
   job.command('list').description('jobs: running, paused and recent, with progress').action((_o, cmd) => call(cmd, 'job.list', undefined, (js: any[]) =>
     table(['JOB', 'KIND', 'STATE', 'PROGRESS'], js.map((j) => [j.id, j.kind, j.outcome ?? j.state, percent(j)]))))
   job.command('wait [id]').description('wait for a job (a progress bar on a terminal), or --all').option('--all', 'wait for every job')
@@ -84,6 +84,12 @@ export function registerDaemon(program: Command, cliMain: string) {
       const failed = jobs.find((j) => j.error)
       if (failed) throw new Error(`job ${failed.id} ${failed.outcome ?? 'failed'}: ${failed.error!.message}`)
     })
+  for (const [verb, what] of [['pause', 'pause a running job where it is (a rebuild, resync, scrub, relayout, move, flatten, migrate); it holds its place until resumed'], ['resume', 'resume a paused job']] as const) {
+    job.command(`${verb} <id>`).description(what).action((id: string, _o, cmd: Command) => {
+      if (!/^\d+$/.test(id)) throw new Error(`job ${verb} needs a job id`)
+      return call(cmd, `job.${verb}`, { id: Number(id) }, (j: JobInfo) => `job ${j.id} (${j.kind}): ${j.state}, ${percent(j)}`)
+    })
+  }
   job.command('cancel <id>').description('cancel a job; a grow, move or relayout is aborted (the volume keeps its old layout)')
     .action(async (id: string, _o, cmd: Command) => {
       if (!/^\d+$/.test(id)) throw new Error('job cancel needs a job id')
