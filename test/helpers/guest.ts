@@ -117,12 +117,12 @@ export async function onFuse(file: string): Promise<boolean> {
 }
 
 /**
- * The cache mode 'auto' picks. On FUSE, writeback: a FUSE file that takes O_DIRECT I/O of
- * any alignment (qemu-storage-daemon's export does) makes QEMU 7.2 pad guest writes to 4 KiB
- * and fail merged ones past IOV_MAX with EIO, so ext4 written by a guest under cache=none
- * lost file data there (vsm's view refuses unaligned O_DIRECT I/O, as a disk does, and its
- * guest tests run cache=none explicitly). Writeback still sends every guest flush down as
- * fdatasync. Elsewhere, none where O_DIRECT is accepted, else writeback.
+ * The cache mode 'auto' picks. On FUSE, writeback: measured with QEMU 7.2 on a
+ * qemu-storage-daemon FUSE export, cache=none (O_DIRECT) lost ext4 file data written back by
+ * the guest, as vsm's view did while it took O_DIRECT I/O of any alignment (QEMU then pads
+ * guest writes to 4 KiB and failed some with EIO; see the README). vsm's guest tests run
+ * cache=none explicitly. Writeback still sends every guest flush down as fdatasync.
+ * Elsewhere, none where O_DIRECT is accepted, else writeback.
  */
 export async function autoCache(file: string, readonly = false): Promise<CacheMode> {
   if (await onFuse(file)) return 'writeback'
