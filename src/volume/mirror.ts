@@ -176,10 +176,12 @@ export class MirrorDev implements BlockDev, LogHost {
   }
 
   private sumWriteBlocks(data: Buffer, lo: number): Promise<void> {
-    // the copies are written while the sums are computed here: the sums only have to be
-    // set before the write settles, since reads and writes of these blocks wait for it
-    const written = this.logged(data, lo)
-    this.setSums(lo, data, (i) => !this.failed[i])
+    // The sums only have to be set before the write settles (reads and writes of these
+    // blocks wait for it), but not before the region's intent bit is durable: any flush or
+    // eviction may write the table page from then on, and a sum on disk for data that a
+    // crash kept from landing, in a region no bit marks for resync, fails every read of
+    // the block on every copy.
+    const written = this.logged(data, lo, () => this.setSums(lo, data, (i) => !this.failed[i]))
     // with a dirty-region log the table can wait for the next flush: after a crash every
     // region written since is resynced and its sums recomputed from the data
     const room = this.sums.find((t) => t)?.room()
@@ -279,13 +281,15 @@ export class MirrorDev implements BlockDev, LogHost {
     await w.done
   }
 
-  private logged(buf: Buffer, offset: number): Promise<void> {
+  /** Write the copies once the intent is durable; marked() runs just before they are written. */
+  private logged(buf: Buffer, offset: number, marked?: () => void): Promise<void> {
     const log = this.log
-    if (!log) return this.writeCopies(buf, offset)
+    const go = () => { marked?.(); return this.writeCopies(buf, offset) }
+    if (!log) return go()
     const rs = log.regionSize
     const r0 = Math.floor(offset / rs), r1 = Math.floor((offset + buf.length - 1) / rs)
     const intent = log.begin(r0, r1)
-    const p = intent ? intent.then(() => this.writeCopies(buf, offset)) : this.writeCopies(buf, offset)
+    const p = intent ? intent.then(go) : go()
     return p.then(() => log.end(r0, r1), (e) => { log.end(r0, r1); throw e })
   }
 
