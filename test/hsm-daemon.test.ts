@@ -1,6 +1,8 @@
 // The HSM on a real daemon and its FUSE view: tiers on fs volumes, a disk migrated and
 // recalled while a process writes it and this one reads it, kill -9 mid-migration
-// (the move resumes at up), pin against a policy run, state that survives losing vsm.json.
+// (the move resumes at up), kill -9 mid range recall (it resumes too), a cancelled move
+// that stays cancelled across a restart, pin against a policy run, state that survives
+// losing vsm.json.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { closeSync, openSync, readFileSync, readSync, rmSync, utimesSync, writeFileSync } from 'fs'
@@ -124,6 +126,46 @@ test('kill -9 during a migration under a writer: up, fs check clean, every byte 
   assert.not.ok(done.error, JSON.stringify(done.error))
   assert.equal((await residency('hsm.img')).bytes, { slow: BYTES })
   assert.is((await residency('hsm.img')).moving, false)
+  verifyEveryByte()
+  await fsckClean()
+})
+
+const jobById = async (id: string) => (await vsm.json('job', 'list')).find((j: any) => String(j.id) === id)
+const laterJobs = async (kind: string, after: string) => (await vsm.json('job', 'list')).filter((j: any) => j.kind === kind && j.id > Number(after))
+
+test('kill -9 during a range recall: up resumes it (at its rate) and it brings home the range, no more', async () => {
+  const MiB = 1 << 20
+  const job = /job (\d+)/.exec(await vsm.run('hsm', 'recall', 'hsm.img', '--range', '0-4M', '--rate', '512K'))![1]
+  let done = 0
+  await until('the recall to be under way', async () => (done = (await jobById(job)).progress.done) >= 256)
+  vsm.kill9()
+  assert.ok(done < 1024, 'killed before the range was home')
+  await vsm.up()
+  await fsckClean()
+  verifyEveryByte()
+  const resumed = await laterJobs('hsm.recall', job)
+  assert.is(resumed.length, 1, `the range recall was not resumed: ${JSON.stringify(resumed)}`)
+  const resumedDone = await vsm.json('job', 'wait', String(resumed[0].id))
+  assert.not.ok(resumedDone.error, JSON.stringify(resumedDone.error))
+  assert.equal(resumedDone.result.range, [0, 4 * MiB])
+  const r = await residency('hsm.img')
+  assert.equal(r.bytes, { fast: 4 * MiB, slow: BYTES - 4 * MiB })
+  assert.equal([r.moving, r.home], [false, 'vol0'])
+  verifyEveryByte()
+})
+
+test('a cancelled migration stays cancelled: nothing runs it again at the next up', async () => {
+  const job = /job (\d+)/.exec(await vsm.run('hsm', 'recall', 'hsm.img', '--rate', '2M'))![1]
+  await until('the recall to be under way', async () => (await jobById(job)).progress.done >= 256)
+  assert.match(await vsm.run('job', 'cancel', job), /cancel/)
+  assert.match(await stderr(vsm.run('job', 'wait', job)), /cancelled/)
+  const r = await residency('hsm.img')
+  assert.is(r.moving, false, 'the cancelled recall is still recorded as under way')
+  assert.ok(r.bytes.fast > 4 << 20 && r.bytes.slow > 0, JSON.stringify(r.bytes))
+  await vsm.down()
+  await vsm.up()
+  assert.equal(await laterJobs('hsm.recall', job), [], 'the cancelled recall ran again')
+  assert.equal((await residency('hsm.img')).bytes, r.bytes)
   verifyEveryByte()
   await fsckClean()
 })

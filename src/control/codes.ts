@@ -208,7 +208,7 @@ const EXTENDED = [
     args({ path: mountPath, coldAfter: z.union([z.string().min(1).max(32), z.number().nonnegative()]).optional(), minSize: z.int().nonnegative().optional(), tier: objectName,
       high: shortText.optional(), low: shortText.optional(), premigrate: flag.optional() })],
   ['hsm.migrate', 'H', 0x03, 'readwrite', 'migrate a file to a tier (a job)', args({ path: mountPath, tier: objectName.optional(), rate: rate.optional(), premigrate: flag.optional() })],
-  ['hsm.recall', 'H', 0x04, 'readwrite', 'recall a migrated file (or bytes A-B of it) to the volume it came from (a job)', args({ path: mountPath, range: shortText.optional() })],
+  ['hsm.recall', 'H', 0x04, 'readwrite', 'recall a migrated file (or bytes A-B of it) to the volume it came from (a job)', args({ path: mountPath, range: shortText.optional(), rate: rate.optional() })],
   ['hsm.pin', 'H', 0x05, 'readwrite', 'pin a file: policy runs never migrate it', args({ path: mountPath })],
   ['hsm.unpin', 'H', 0x06, 'readwrite', 'unpin a file', args({ path: mountPath })],
   ['hsm.status', 'H', 0x07, 'readwrite', 'per file the bytes on each tier, totals per tier', args({ path: mountPath.optional() })],

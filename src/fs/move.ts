@@ -59,36 +59,38 @@ async function endingIntent<T>(fs: FileSystem, path: string, name: string, fn: (
  * Moves file `ino` (at `path`) onto volume `to`: its placement first (not to an archive:
  * what is written meanwhile is hot, it stays in the pool), then its extents in
  * 1 MiB steps, honouring pause, cancel and a rate in bytes per second (0: none); then a
- * commit. Returns the blocks moved. fs move and the HSM both run this.
+ * commit. With `range` [b0, b1) (blocks), only those blocks move and the placement stays
+ * (a range recall: the rest of the file is where it was). Returns the blocks moved.
+ * fs move and the HSM both run this.
  */
-export async function moveExtents(fs: FileSystem, ino: number, path: string, to: number, signal: AbortSignal, progress: Progress, rate = 0): Promise<number> {
-  if (!isArchive(to)) fs.setPlacement(ino, to)
-  const span = fs.blockSpan(ino)
+export async function moveExtents(fs: FileSystem, ino: number, path: string, to: number, signal: AbortSignal, progress: Progress, rate = 0, range?: [number, number]): Promise<number> {
+  if (!range && !isArchive(to)) fs.setPlacement(ino, to)
+  const [b0, b1] = range ?? [0, fs.blockSpan(ino)]
   const t0 = Date.now()
-  let b = 0
+  let b = b0
   const moved = await relocateAll(fs, ino, to, signal, async () => {
     if (fs.lookup(path) !== ino) throw new VsmError('ENOENT', `${path} went away during the move`)
-    progress(Math.min(span, b), span)
+    progress(Math.min(b1, b) - b0, b1 - b0)
     if (rate) {
-      const due = t0 + (b * BS / rate) * 1000
+      const due = t0 + ((b - b0) * BS / rate) * 1000
       if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()))
     }
     b += CHUNK
     await progress.checkpoint()
-  })
-  progress(span, span)
+  }, range)
+  progress(b1 - b0, b1 - b0)
   await fs.sync()
   return moved
 }
 
-/** Relocate every block of `ino` onto `to` in steps; `step` runs before each (pause, pacing, checks), then cancel is honoured. */
-async function relocateAll(fs: FileSystem, ino: number, to: number, signal: AbortSignal, step: () => Promise<void>): Promise<number> {
+/** Relocate the blocks of `ino` (those in `range`, else all) onto `to` in steps; `step` runs before each (pause, pacing, checks), then cancel is honoured. */
+async function relocateAll(fs: FileSystem, ino: number, to: number, signal: AbortSignal, step: () => Promise<void>, range?: [number, number]): Promise<number> {
   let moved = 0
-  const span = fs.blockSpan(ino)
-  for (let b = 0; b < span; b += CHUNK) {
+  const [b0, b1] = range ?? [0, fs.blockSpan(ino)]
+  for (let b = b0; b < b1; b += CHUNK) {
     await step()
     if (signal.aborted) throw new VsmError('ECANCELED', 'cancelled')
-    moved += await fs.relocate(ino, b, Math.min(span, b + CHUNK), to)
+    moved += await fs.relocate(ino, b, Math.min(b1, b + CHUNK), to)
   }
   return moved
 }

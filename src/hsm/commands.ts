@@ -8,7 +8,7 @@ export function hsmCommands(hsm: Hsm): CommandTable {
     'hsm.tier.list': () => hsm.listTiers(),
     'hsm.policy.set': (x) => hsm.setPolicy(x.path, { coldAfter: x.coldAfter, minSize: x.minSize, tier: x.tier, high: x.high, low: x.low, premigrate: x.premigrate }),
     'hsm.migrate': (x) => hsm.migrate(x.path, x.tier, x.rate, x.premigrate),
-    'hsm.recall': (x) => hsm.recall(x.path, x.range),
+    'hsm.recall': (x) => hsm.recall(x.path, x.range, x.rate),
     'hsm.pin': (x) => hsm.pin(x.path, true),
     'hsm.unpin': (x) => hsm.pin(x.path, false),
     'hsm.status': (x) => hsm.status(x.path),

@@ -19,10 +19,13 @@ import { checkPolicy, decide, parseDuration, type FileFacts, type Policy, type T
 const TIERS_XATTR = 'vsm.hsm.tiers'
 /** On a file or directory: the policy its files inherit. */
 const POLICY_XATTR = 'vsm.hsm.policy'
-/** On a file: {pin?, home?, to?}: pinned; the volume a recall returns it to; a move under way. */
+/**
+ * On a file: {pin?, home?, to?, rate?, range?}: pinned; the volume a recall returns it
+ * to; a move under way (its target, its rate, and for a range recall its blocks [b0, b1)).
+ */
 const FILE_XATTR = 'vsm.hsm'
 
-interface FileState { pin?: true; home?: string; to?: string }
+interface FileState { pin?: true; home?: string; to?: string; rate?: number; range?: [number, number] }
 
 /**
  * A tier as recorded: a volume of the fs, or an archive (a directory or an SFTP URL with
@@ -35,7 +38,7 @@ const archiveLocation = (name: string) => `archive:${name}`
 const DEFAULT_ARCHIVE_TIMEOUT_MS = 30_000
 
 const BS = 4096
-/** Blocks per step of a range recall: 1 MiB, as fs move's steps. */
+/** Blocks per step of a premigration copy: 1 MiB, as fs move's steps. */
 const STEP = 256
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
 
@@ -226,37 +229,54 @@ export class Hsm {
 
   // ------------------------------------------------------------------ moves
 
-  /** Moves the file's bytes in [b0, b1) (blocks; all by default) to `location`, recording the intent first so a restart resumes it. */
-  private async moveTo(path: string, ino: number, location: string, signal: AbortSignal, progress: Progress, rate = 0): Promise<number> {
+  /**
+   * Moves the file's bytes (with `range`, blocks [b0, b1) only) to `location`, recording
+   * the intent first so that a restart resumes it; however the move ends (done,
+   * cancelled, failed) the intent goes, so only one a crash or shutdown interrupted runs
+   * again. A shutdown closes the fs under the move: dropping the intent fails then, and
+   * it stays for the next up.
+   */
+  private async moveTo(path: string, ino: number, location: string, signal: AbortSignal, progress: Progress, rate = 0, range?: [number, number]): Promise<number> {
     const to = this.target({ name: location, volume: location })
     const intoArchive = this.archives.has(location)
     if (intoArchive) this.archiveWriters++
     try {
       const s = this.state(path)
       const home = s.home ?? this.fs.placementVolume(ino)
-      await this.setState(path, { ...s, home, to: location })
-      const moved = await moveExtents(this.fs, ino, path, to, signal, progress, rate)
-      const { to: _, home: __, ...rest } = this.state(path)
-      await this.setState(path, location === home ? rest : { ...rest, home })
-      return moved * BS
+      await this.setState(path, { ...s, home, to: location, ...(rate ? { rate } : {}), ...(range ? { range } : {}) })
+      let done = false
+      try {
+        const moved = await moveExtents(this.fs, ino, path, to, signal, progress, rate, range)
+        done = true
+        return moved * BS
+      } finally {
+        try {
+          if (this.fs.lookup(path) === ino) {
+            const { to: _, home: __, rate: ___, range: ____, ...rest } = this.state(path)
+            // all of it home: nothing left to recall
+            await this.setState(path, done && !range && location === home ? rest : { ...rest, home })
+          }
+        } catch { /* the fs closed under the move (a shutdown): the intent stays */ }
+      }
     } finally {
       if (intoArchive) this.archiveWriters--
     }
   }
 
-  private startMove(kind: 'hsm.migrate' | 'hsm.recall', path: string, location: string, tier: string | null, rate = 0): { job: number; path: string; volume: string; tier: string | null } {
+  private startMove(kind: 'hsm.migrate' | 'hsm.recall', path: string, location: string, tier: string | null, rate = 0, range?: [number, number]): { job: number; path: string; volume: string; tier: string | null } {
     const ino = this.file(path)
     const busy = this.moving.get(ino)
     if (busy !== undefined) throw new VsmError('EBUSY', `${path} is being moved by job ${busy}`)
     this.target({ name: tier ?? location, volume: location })
+    const what = range ? `${kind === 'hsm.migrate' ? 'migrate' : 'recall'} ${path} bytes ${range[0] * BS}-${range[1] * BS}` : `${kind === 'hsm.migrate' ? 'migrate' : 'recall'} ${path}`
     const job = this.jobs.start(kind, async (signal, progress) => {
       try {
-        const movedBytes = await this.moveTo(path, ino, location, signal, progress, rate)
-        return { path, volume: location, tier, movedBytes, bytesOn: this.fs.placementOf(ino) }
+        const movedBytes = await this.moveTo(path, ino, location, signal, progress, rate, range)
+        return { path, volume: location, tier, ...(range ? { range: range.map((b) => b * BS) } : {}), movedBytes, bytesOn: this.fs.placementOf(ino) }
       } finally {
         this.moving.delete(ino)
       }
-    }, { description: `${kind === 'hsm.migrate' ? 'migrate' : 'recall'} ${path} to ${tier ?? location}`, total: this.fs.blockSpan(ino), pausable: true })
+    }, { description: `${what} to ${tier ?? location}`, total: range ? range[1] - range[0] : this.fs.blockSpan(ino), pausable: true })
     this.moving.set(ino, job)
     return { job, path, volume: location, tier }
   }
@@ -343,50 +363,28 @@ export class Hsm {
     return this.tier(pol.tier)
   }
 
-  /** Back to the volume the file came from: the whole file, or with `range` [A, B) bytes only (rounded out to blocks). */
-  recall(p: unknown, range?: unknown): ReturnType<Hsm['startMove']> {
+  /**
+   * Back to the volume the file came from: the whole file, or with `range` [A, B) bytes
+   * only (rounded out to blocks); `rate`: at most this many bytes per second.
+   */
+  recall(p: unknown, range?: unknown, rate?: unknown): ReturnType<Hsm['startMove']> {
+    const r = checkRate(rate)
     const path = checkPath(p)
     const ino = this.file(path)
     const home = this.state(path).home ?? this.fs.placementVolume(ino)
     const tier = this.tiers().find((t) => t.volume === home)?.name ?? null
-    if (range === undefined) return this.startMove('hsm.recall', path, home, tier)
+    if (range === undefined) return this.startMove('hsm.recall', path, home, tier, r)
     const [a, b] = checkRange(range, this.fs.sizeOf(ino))
-    const busy = this.moving.get(ino)
-    if (busy !== undefined) throw new VsmError('EBUSY', `${path} is being moved by job ${busy}`)
-    const to = this.fs.volumeIndex(home)
-    const b0 = Math.floor(a / BS), b1 = Math.ceil(b / BS)
-    const job = this.jobs.start('hsm.recall', async (signal, progress) => {
-      try {
-        const moved = await this.relocateRange(ino, path, b0, b1, to, signal, progress)
-        return { path, volume: home, tier, range: [a, b], movedBytes: moved * BS, bytesOn: this.fs.placementOf(ino) }
-      } finally { this.moving.delete(ino) }
-    }, { description: `recall ${path} bytes ${a}-${b} to ${tier ?? home}`, total: b1 - b0, pausable: true })
-    this.moving.set(ino, job)
-    return { job, path, volume: home, tier }
+    return this.startMove('hsm.recall', path, home, tier, r, [Math.floor(a / BS), Math.ceil(b / BS)])
   }
 
-  /** Blocks [b0, b1) of the file onto volume `to` in 1 MiB steps (a range recall needs no intent: reads recall the same way). */
-  private async relocateRange(ino: number, path: string, b0: number, b1: number, to: number, signal: AbortSignal, progress: Progress): Promise<number> {
-    let moved = 0
-    for (let b = b0; b < b1; b += STEP) {
-      progress(b - b0, b1 - b0)
-      await progress.checkpoint()
-      if (signal.aborted) throw new VsmError('ECANCELED', 'cancelled')
-      if (this.fs.lookup(path) !== ino) throw new VsmError('ENOENT', `${path} went away during the recall`)
-      moved += await this.fs.relocate(ino, b, Math.min(b1, b + STEP), to)
-    }
-    progress(b1 - b0, b1 - b0)
-    await this.fs.sync()
-    return moved
-  }
-
-  /** At start: a move that a crash or shutdown interrupted runs again as a new job. */
+  /** At start: a move (or range recall) that a crash or shutdown interrupted runs again as a new job, at its rate. */
   resume(): { path: string; job: number }[] {
     const out: { path: string; job: number }[] = []
     for (const path of regularFiles(this.fs, '/')) {
       const s = this.state(path)
       if (!s.to || !(this.fs.volumeNames().includes(s.to) || this.archives.has(s.to))) continue
-      const r = this.startMove(s.to === s.home ? 'hsm.recall' : 'hsm.migrate', path, s.to, this.tiers().find((t) => t.volume === s.to)?.name ?? null)
+      const r = this.startMove(s.to === s.home ? 'hsm.recall' : 'hsm.migrate', path, s.to, this.tiers().find((t) => t.volume === s.to)?.name ?? null, s.rate, s.range)
       out.push({ path, job: r.job })
     }
     return out

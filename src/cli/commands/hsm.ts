@@ -36,7 +36,9 @@ export function registerHsm(program: Command) {
       jobLine(o.premigrate ? 'premigrating' : 'migrating')))
   hsm.command('recall <path>').description('move a file back to the volume it was on before migration (a job)')
     .option('--range <A-B>', 'only bytes A to B (sizes with K, M, G), rounded out to 4 KiB blocks')
-    .action((path, o, cmd) => call(cmd, 'hsm.recall', { path, range: o.range === undefined ? undefined : parseRange(o.range) }, jobLine('recalling')))
+    .option('--rate <size>', 'at most this many bytes per second (K, M, G)')
+    .action((path, o, cmd) => call(cmd, 'hsm.recall', { path, range: o.range === undefined ? undefined : parseRange(o.range), rate: o.rate === undefined ? undefined : parseSize(o.rate) },
+      jobLine('recalling')))
   hsm.command('pin <path>').description('policy runs never migrate this file')
     .action((path, _o, cmd) => call(cmd, 'hsm.pin', { path }, (r) => `${r.path}: pinned`))
   hsm.command('unpin <path>').description('policy runs may migrate this file again')
