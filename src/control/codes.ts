@@ -198,7 +198,7 @@ const EXTENDED = [
   ['repl.pause', 'R', 0x03, 'readwrite', 'pause replication of a group', args({ group: objectName })],
   ['repl.resume', 'R', 0x04, 'readwrite', 'resume replication of a group', args({ group: objectName })],
   ['repl.verify', 'R', 0x05, 'readwrite', 'compare primary and secondary', args({ group: objectName })],
-  ['repl.takeover', 'R', 0x06, 'readwrite', 'promote the secondary', args({ group: objectName })],
+  ['repl.takeover', 'R', 0x06, 'readwrite', 'promote the secondary: it serves the group from its replicas', args({ group: objectName, force: flag.optional() })],
   ['repl.failback', 'R', 0x07, 'readwrite', 'delta resync back to the old primary', args({ group: objectName, dryRun: flag.optional(), force: flag.optional() })],
 
   // H: hsm

@@ -95,10 +95,24 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
   // Before the socket answers: `vsm up` returns as soon as it does, and what it
   // started must already be findable by its pid file.
   await writeFileAtomic(pidFile, `${process.pid}\n`, 0o644)
+  const startStack = () => Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, allowOther: args.allowOther, metrics: args.metrics, socketGroup, fuse: args.fuse, log, events, onShutdown: () => stop('shutdown command') })
+  // vsm repl takeover on a secondary: the same process, holding the home's lock throughout, serves it as a primary
+  const promote = async () => {
+    if (stopping) return
+    try {
+      await stack?.stop()
+      stack = undefined
+      stack = await startStack()
+    } catch (err) {
+      log.fatal({ err }, 'serving the home after a takeover failed')
+      dest.flushSync()
+      process.exit(1)
+    }
+  }
   try {
     stack = args.secondary
-      ? await SecondarySite.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, log, events, onShutdown: () => stop('shutdown command') })
-      : await Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, allowOther: args.allowOther, metrics: args.metrics, socketGroup, fuse: args.fuse, log, events, onShutdown: () => stop('shutdown command') })
+      ? await SecondarySite.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, log, events, onShutdown: () => stop('shutdown command'), onPromote: () => void promote() })
+      : await startStack()
   } catch (err) {
     log.error({ err }, 'start failed')
     await fsp.rm(pidFile, { force: true })

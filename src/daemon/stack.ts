@@ -76,6 +76,8 @@ export class Stack {
     /** Per disk and volume I/O counters; null when metrics are off. */
     private readonly meters: IoMeters | null,
     private readonly hsm: Hsm,
+    /** Groups taken over by their secondary: the view is not mounted and only status, shutdown and the replicator answer. */
+    private readonly standby: string[],
   ) {}
 
   static async start(opts: StackOptions): Promise<Stack> {
@@ -89,7 +91,9 @@ export class Stack {
     const meters = opts.metrics ? new IoMeters() : null
     try {
       // before the fs opens its volumes: each replication group's log is replayed onto them first
-      const repl = await Replicator.open({ pool, jobs, events })
+      const repl = await Replicator.open({ pool, jobs, events, home })
+      // a group whose secondary took it over: its volumes hold the fs, which this site must not serve until failback
+      const standby = repl.takenOver()
       undo.unshift(() => repl.close())
       const fs = await openFs(pool, poolVolumes(pool, repl, meters), events)
       undo.unshift(() => fs.close())
@@ -98,7 +102,7 @@ export class Stack {
       reportRecovery(pool, fs, events)
       // archived ranges of files are readable once their archives are attached: before the view serves
       const hsm = new Hsm(fs, jobs, events)
-      hsm.attachArchives()
+      if (!standby.length) hsm.attachArchives()
       undo.unshift(() => hsm.close())
       if (clearStaleMount(opts.mount)) events.publish('daemon.stale-mount-removed', { mount: opts.mount, reason: 'left by a daemon that did not stop cleanly' }, 'warn')
       let view: FuseView | undefined
@@ -117,17 +121,22 @@ export class Stack {
         },
       })
       view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log, meters, { allowOther: !!opts.allowOther, binding: opts.fuse ?? 'native' })
-      await view.mount()
-      undo.unshift(() => view!.unmount())
+      if (standby.length) events.publish('daemon.standby', { groups: standby, reason: 'the secondary took these groups over: their disks are not served here (vsm repl status)' }, 'warn')
+      else {
+        await view.mount()
+        undo.unshift(() => view!.unmount())
+      }
       server = new ControlServer({
         socketPath: join(home, 'vsm.sock'), version: VERSION, jobs, events, log: (msg, err) => log.warn({ err }, msg),
         socketGroup: opts.socketGroup, authorize: authorizer({ ownerOf: (p) => fs.getattr(diskPath(p)) }),
       })
-      const stack = new Stack(opts, pool, repl, fs, disks, gate, view, server, meters, hsm)
+      const stack = new Stack(opts, pool, repl, fs, disks, gate, view, server, meters, hsm, standby)
       stack.registerCommands()
       await server.listen()
-      await stack.resumeFsJobs()
-      stack.startHsm()
+      if (!standby.length) {
+        await stack.resumeFsJobs()
+        stack.startHsm()
+      }
       if (opts.metrics) {
         await stack.serveMetrics(opts.metrics)
         undo.unshift(() => stack.metricsServer!.close())
@@ -190,7 +199,8 @@ export class Stack {
   status() {
     const devices = this.pool.listDevices(), volumes = this.pool.listVolumes(), jobs = this.server.jobs.list()
     return {
-      version: VERSION, pid: process.pid, home: this.opts.home, mount: this.opts.mount, fuse: this.view.bindingName,
+      version: VERSION, pid: process.pid, home: this.opts.home, mount: this.standby.length ? null : this.opts.mount, fuse: this.view.bindingName,
+      ...(this.standby.length ? { standby: { groups: this.standby, next: 'vsm repl status' } } : {}),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       devices, volumes,
       fs: { volumes: this.fs.volumeNames(), ...this.fsSpace() },
@@ -243,10 +253,11 @@ export class Stack {
         return { stopping: true }
       },
     }))
+    this.server.register('R', dispatch(replCommands(this.repl, () => this.fs.volumeNames(), () => this.disks.list().map((d) => ({ path: d.path, extents: this.disks.map(d.path).extents })))))
+    if (this.standby.length) return
     this.server.register('V', dispatch(diskCommands(this.disks)))
     this.server.register('L', dispatch(volumeCommands(this.pool)))
     this.server.register('F', dispatch(fsCommands(this.fs, poolVolumes(this.pool, this.repl, this.meters), this.server.jobs)))
-    this.server.register('R', dispatch(replCommands(this.repl, () => this.fs.volumeNames())))
     this.server.register('H', dispatch(hsmCommands(this.hsm)))
     this.server.registerStandard(standardDiskHandler(this.fs, this.gate, this.meters))
   }

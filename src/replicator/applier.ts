@@ -20,7 +20,15 @@ export interface ReplicaState {
   resync?: { point: number } | null
   /** Why these replicas no longer follow their primary's log (rolled back to a resync snapshot). */
   detached?: string
+  /**
+   * vsm repl takeover made this site serve the group (DRBD's new current UUID): the
+   * replicas held the primary's log `parent` up to seq `point`; `generation` names
+   * what this site writes from then on.
+   */
+  takenOver?: TakeoverGeneration | null
 }
+
+export interface TakeoverGeneration { generation: string; parent: string; point: number; at: number }
 
 const ZERO_CHUNK = 1 << 20
 /** repl verify compares a crc32 per block of this many bytes. */

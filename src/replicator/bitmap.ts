@@ -107,6 +107,14 @@ export class RegionBitmap {
     return -1
   }
 
+  /** Every region marked (or being copied), as volume ranges. */
+  marked(): Region[] {
+    const out: Region[] = []
+    for (let r = this.next(0); r >= 0; r = this.next(r + 1)) out.push(this.region(r))
+    for (const r of this.copying) out.push(this.region(r))
+    return out
+  }
+
   /** Takes region r for copying: cleared in memory (a write from now on marks it again), kept on disk until settled. */
   take(r: number): void {
     if (this.has(r)) { this.mem[r >> 3] &= ~(1 << (r & 7)); this.dirty-- }

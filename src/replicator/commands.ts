@@ -1,8 +1,10 @@
 // The replicator's IOCTL-style commands (`R` codes) on a primary: create a group,
-// report, pause, resume and verify it. Arguments are checked here or in Replicator.create;
-// a bad one is refused with one line and changes nothing.
+// report, pause, resume and verify it, and report what a failback would discard (in
+// volume ranges and, through the fs's extent maps, per disk). Arguments are checked
+// here or in Replicator.create; a bad one is refused with one line and changes nothing.
 import { VsmError } from '../block/blockdev'
 import type { CommandTable } from '../control/dispatch'
+import type { DiscardReport } from './group'
 import type { Mode } from './policy'
 import type { Replicator } from './replicator'
 
@@ -12,7 +14,32 @@ const str = (v: unknown, what: string): string => {
 }
 const optStr = (v: unknown, what: string): string | undefined => (v === undefined ? undefined : str(v, what))
 
-export function replCommands(repl: Replicator, fsVolumes: () => string[]): CommandTable {
+/** A disk's extents: `length` bytes at disk offset `offset` live at `physical` on `volume`. */
+export interface DiskExtents { path: string; extents: Array<{ offset: number; length: number; volume: string; physical: number }> }
+
+/** The discarded volume ranges as ranges of each disk they fall in (the rest is fs metadata or free space). */
+export function discardByDisk(ranges: DiscardReport['ranges'], disks: DiskExtents[]) {
+  return disks.map((d) => {
+    const hits: Array<{ offset: number; length: number }> = []
+    for (const e of d.extents) {
+      for (const r of ranges) {
+        if (r.volume !== e.volume) continue
+        const a = Math.max(r.offset, e.physical), b = Math.min(r.offset + r.length, e.physical + e.length)
+        if (a < b) hits.push({ offset: e.offset + a - e.physical, length: b - a })
+      }
+    }
+    hits.sort((x, y) => x.offset - y.offset)
+    const merged: typeof hits = []
+    for (const h of hits) {
+      const last = merged[merged.length - 1]
+      if (last && h.offset <= last.offset + last.length) last.length = Math.max(last.length, h.offset + h.length - last.offset)
+      else merged.push({ ...h })
+    }
+    return { path: d.path, discardBytes: merged.reduce((n, h) => n + h.length, 0), ranges: merged }
+  }).filter((d) => d.ranges.length)
+}
+
+export function replCommands(repl: Replicator, fsVolumes: () => string[], diskExtents: () => DiskExtents[]): CommandTable {
   return {
     'repl.create': (a) => {
       const volumes = a.volumes === undefined ? fsVolumes() : a.volumes
@@ -24,9 +51,17 @@ export function replCommands(repl: Replicator, fsVolumes: () => string[]): Comma
         identity: optStr(a.identity, 'identity'), knownHosts: optStr(a.knownHosts, 'knownHosts'), remoteVsm: optStr(a.remoteVsm, 'remoteVsm'), logSize: a.logSize,
       }, fsVolumes())
     },
-    'repl.status': (a) => (a.group === undefined ? repl.list() : [repl.get(str(a.group, 'group')).status()]),
+    'repl.status': (a) => (a.group === undefined ? repl.list() : [repl.statusOf(str(a.group, 'group'))]),
     'repl.pause': async (a) => { const g = repl.get(str(a.group, 'group')); await g.setPaused(true); return g.status() },
     'repl.resume': async (a) => { const g = repl.get(str(a.group, 'group')); await g.setPaused(false); return g.status() },
     'repl.verify': (a) => repl.verify(str(a.group, 'group')),
+    'repl.takeover': () => { throw new VsmError('EINVAL', 'this site is a primary: vsm repl takeover is run on the secondary site') },
+    'repl.failback': (a) => {
+      const g = repl.get(str(a.group, 'group'))
+      if (!g.config.takenOver) throw new VsmError('EINVAL', `group ${g.config.group} was not taken over by its secondary: there is nothing to fail back`)
+      if (a.dryRun !== true) throw new VsmError('ENOTSUP', `failback is not built yet: only vsm repl failback ${g.config.group} --dry-run (what this site would discard)`)
+      const d = g.discard()
+      return { ...d, takenOver: g.config.takenOver, disks: discardByDisk(d.ranges, diskExtents()) }
+    },
   }
 }

@@ -31,6 +31,26 @@ export interface GroupConfig {
   paused: boolean
   /** Bytes per bit of the overflow bitmap, fixed when the group is made. */
   regionSize?: number
+  /** The secondary took the group over (learned from it, kept durably): nothing ships, this site must not serve the volumes. */
+  takenOver?: TakenOver
+}
+
+/**
+ * What the old primary learned when its secondary answered `taken-over` (DRBD's
+ * generation identifiers): the other site's new generation, born from this log at
+ * seq `point`. This site changed `localChangedBytes` after that point and the other
+ * `peerChangedBytes` since: both non-zero is a split brain, which is never resolved
+ * here by guessing (vsm repl failback, after its --dry-run, discards this side).
+ */
+export interface TakenOver { generation: string; point: number; at: number; learnedAt: number; localChangedBytes: number; peerChangedBytes: number; splitBrain: boolean }
+
+/** Ranges of a group's volumes this site would discard in a failback. */
+export interface DiscardReport {
+  group: string
+  discardBytes: number
+  ranges: Array<{ volume: string; offset: number; length: number }>
+  /** false when records after the takeover point already left the log (a bitmap resync the other site rolled back): the ranges then miss some. */
+  complete: boolean
 }
 
 export interface GroupOptions extends ShipperOptions {
@@ -43,6 +63,8 @@ const SYNC_CHUNK = 1 << 20
 /** repl verify compares this much per verify record; an answer not back in VERIFY_WAIT_MS is asked for again. */
 const VERIFY_CHUNK = 4 << 20
 const VERIFY_WAIT_MS = 30_000
+/** A paused group's probe of its secondary at start gives up after this long. */
+const PROBE_WAIT_MS = 5_000
 
 export interface VerifyReport { group: string; comparedBytes: number; differentBytes: number; differences: Array<{ volume: string; offset: number; length: number }> }
 /** A bitmap resync makes its copies durable in the log and settles their bits after this many bytes. */
@@ -72,6 +94,9 @@ export class PrimaryGroup implements GroupIO {
   private gate: Promise<void> | null = null
   private idleWaiters: Array<() => void> = []
   private sumWaiters = new Map<number, (sums: number[]) => void>()
+  private contacted!: () => void
+  /** Resolves once the secondary welcomed this site, said it took over, or could not be reached. */
+  readonly firstContact = new Promise<void>((r) => { this.contacted = r })
 
   private constructor(readonly config: GroupConfig, private readonly log: ReplicationLog, private readonly bitmap: RegionBitmap, readonly taps: ReplicatedVolume[], private readonly opts: GroupOptions) {
     this.localDurable = log.headSeq
@@ -80,12 +105,13 @@ export class PrimaryGroup implements GroupIO {
       connect: opts.connect,
       backoff: opts.backoff,
       session: (link, up) => this.shipper.session(link, {
-        hello: { group: config.group, logId: log.logId, volumes: taps.map((t) => ({ name: t.name, size: t.size })) },
+        hello: this.hello(),
         onDurable: (seq) => this.onRemoteDurable(seq),
         onWelcome: () => { up(); this.setConnected(true, null) },
         onSums: (seq, sums) => { this.sumWaiters.get(seq)?.(sums); this.sumWaiters.delete(seq) },
+        onTakenOver: (m) => this.learnTakeover(m),
       }).then((why) => { this.setConnected(false, why); return why }),
-      onEvent: (what, detail, retryInMs) => { this.lastError = detail; this.event(what, { detail, retryInMs }) },
+      onEvent: (what, detail, retryInMs) => { this.lastError = detail; this.event(what, { detail, retryInMs }); void this.saving.then(this.contacted) },
     })
     taps.forEach((t, i) => { t.group = this; t.index = i })
   }
@@ -121,12 +147,31 @@ export class PrimaryGroup implements GroupIO {
   }
 
   private start(jobs?: Jobs): void {
+    if (this.config.takenOver) { this.contacted(); return }
     if (!this.config.synced) {
       if (jobs) this.syncJob = jobs.start('repl-sync', (signal, progress) => this.initialSync(signal, progress))
       else void this.initialSync(new AbortController().signal, () => undefined).catch((e) => { this.lastError = (e as Error).message })
     }
     this.keeper.start(this.config.paused)
+    if (this.config.paused) void this.probe().finally(() => this.saving.then(this.contacted))
     if (this.log.mode === 'bitmap') this.startResync()
+  }
+
+  private hello() { return { group: this.config.group, logId: this.log.logId, volumes: this.taps.map((t) => ({ name: t.name, size: t.size })) } }
+
+  /** A paused group ships nothing, but must still hear whether its secondary took over: one hello, the first answer, closed. */
+  private async probe(): Promise<void> {
+    let link: PrimaryLink
+    try { link = await this.opts.connect() } catch { return }
+    await new Promise<void>((done) => {
+      const timer = setTimeout(() => link.close('no answer to the probe'), PROBE_WAIT_MS)
+      link.onClose(() => { clearTimeout(timer); done() })
+      link.onMessage((m) => {
+        if (m.t === 'taken-over') this.learnTakeover(m)
+        link.close('probed')
+      })
+      link.send({ t: 'hello', ...this.hello() })
+    })
   }
 
   private event(event: string, detail: Record<string, unknown>): void { this.opts.onEvent?.(event, { group: this.config.group, ...detail }) }
@@ -136,7 +181,48 @@ export class PrimaryGroup implements GroupIO {
     this.connected = up
     if (up) this.lastError = null
     this.event(up ? 'connected' : 'disconnected', why ? { why } : {})
-    if (up) this.wakeLinkWaiters()
+    if (up) { this.wakeLinkWaiters(); this.contacted() }
+  }
+
+  private saving: Promise<void> = Promise.resolve()
+
+  /**
+   * The secondary took the group over: what this site changed after the takeover point
+   * (its records since, and what the overflow bitmap marks) decides between taken-over
+   * and split brain. Recorded durably; shipping stops for good.
+   */
+  private learnTakeover(m: { generation: string; parent: string; point: number; at: number; changedBytes: number }): void {
+    if (this.config.takenOver || m.parent !== this.log.logId) return
+    const local = this.discard(m.point).discardBytes
+    const takenOver: TakenOver = { generation: m.generation, point: m.point, at: m.at, learnedAt: Date.now(), localChangedBytes: local, peerChangedBytes: m.changedBytes, splitBrain: local > 0 && m.changedBytes > 0 }
+    this.config.takenOver = takenOver
+    void this.keeper.stop()
+    this.saving = this.log.setConfig(this.config as unknown as Record<string, unknown>).catch((e) => { this.lastError = `recording the takeover: ${(e as Error).message}` })
+    this.event(takenOver.splitBrain ? 'split-brain' : 'taken-over', {
+      generation: m.generation, takenOverAtSeq: m.point, localChangedBytes: local, peerChangedBytes: m.changedBytes,
+      reason: takenOver.splitBrain ? 'both sites wrote after the takeover: nothing is resolved until vsm repl failback' : 'the secondary serves the group now',
+    })
+  }
+
+  /**
+   * What a failback would discard here: every write or zero logged after seq `point`
+   * (the records the other site never applied), and the regions the overflow bitmap
+   * marks, merged per volume.
+   */
+  discard(point = this.config.takenOver?.point ?? this.log.headSeq): DiscardReport {
+    const perVol = this.taps.map(() => [] as Array<[number, number]>)
+    for (const c of this.log.changesAfter(point)) perVol[c.vol].push([c.offset, c.offset + c.length])
+    for (const r of this.bitmap.marked()) perVol[r.vol].push([r.offset, r.offset + r.length])
+    const ranges: DiscardReport['ranges'] = []
+    perVol.forEach((list, vol) => {
+      list.sort((a, b) => a[0] - b[0])
+      for (const [a, b] of list) {
+        const last = ranges[ranges.length - 1]
+        if (last && last.volume === this.taps[vol].name && a <= last.offset + last.length) last.length = Math.max(last.length, b - last.offset)
+        else ranges.push({ volume: this.taps[vol].name, offset: a, length: b - a })
+      }
+    })
+    return { group: this.config.group, discardBytes: ranges.reduce((n, r) => n + r.length, 0), ranges, complete: this.log.tailSeq <= point + 1 || this.log.gapFrom !== null }
   }
 
   private wakeLinkWaiters(): void { for (const w of this.linkWaiters.splice(0)) w() }
@@ -463,11 +549,16 @@ export class PrimaryGroup implements GroupIO {
 
   status() {
     const lagSince = this.log.timeAfter(this.remoteDurable)
+    const t = this.config.takenOver
     return {
       group: this.config.group,
       role: 'primary',
       mode: this.config.mode,
-      state: stateOf({ failed: false, paused: this.config.paused, bitmap: this.log.mode === 'bitmap', synced: this.config.synced && this.remoteDurable >= this.syncEnd, connected: this.connected }),
+      state: stateOf({ failed: false, paused: this.config.paused, bitmap: this.log.mode === 'bitmap', synced: this.config.synced && this.remoteDurable >= this.syncEnd, connected: this.connected, takenOver: t ? { splitBrain: t.splitBrain } : null }),
+      ...(t ? {
+        takenOver: t,
+        next: `the secondary took this group over${t.splitBrain ? ' and both sites wrote since (split brain)' : ''}; this site does not serve it. Run vsm repl failback ${this.config.group} --dry-run to see what this site would discard, then vsm repl failback ${this.config.group}`,
+      } : {}),
       target: this.config.target,
       volumes: this.config.volumes,
       lagBytes: this.log.bytesAfter(this.remoteDurable) + this.bitmap.dirtyBytes,

@@ -260,6 +260,11 @@ export class ReplicationLog {
     return i < 0 ? 0 : this.headLsn - this.entries[i].lsn
   }
 
+  /** The ranges of the retained write and zero records after seq, in seq order. */
+  changesAfter(seq: number): Array<{ vol: number; offset: number; length: number }> {
+    return this.entries.filter((e) => e.seq > seq && (e.kind === 'write' || e.kind === 'zero')).map(({ vol, offset, length }) => ({ vol, offset, length }))
+  }
+
   /** Append time of the oldest record after seq, or null. */
   timeAfter(seq: number): number | null {
     const i = this.indexOf(seq + 1)

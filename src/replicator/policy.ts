@@ -5,7 +5,7 @@
 export type Mode = 'async' | 'sync'
 export const MODES: readonly Mode[] = ['async', 'sync']
 
-export type ReplState = 'syncing' | 'replicating' | 'disconnected' | 'paused' | 'failed' | 'logging-to-bitmap'
+export type ReplState = 'syncing' | 'replicating' | 'disconnected' | 'paused' | 'failed' | 'logging-to-bitmap' | 'taken-over' | 'split-brain'
 
 /** Exponential backoff with jitter: 0.5 s doubling to 30 s, reset once a session comes up. */
 export function backoffMs(attempt: number, base = 500, max = 30_000): number {
@@ -17,7 +17,8 @@ export function flushWaitsForSecondary(mode: Mode, paused: boolean): boolean {
   return mode === 'sync' && !paused
 }
 
-export function stateOf(g: { failed: boolean; paused: boolean; bitmap: boolean; synced: boolean; connected: boolean }): ReplState {
+export function stateOf(g: { failed: boolean; paused: boolean; bitmap: boolean; synced: boolean; connected: boolean; takenOver?: { splitBrain: boolean } | null }): ReplState {
+  if (g.takenOver) return g.takenOver.splitBrain ? 'split-brain' : 'taken-over'
   if (g.failed) return 'failed'
   if (g.paused) return 'paused'
   if (g.bitmap) return 'logging-to-bitmap'

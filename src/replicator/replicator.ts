@@ -1,10 +1,14 @@
 // The replicator on a primary site: finds the groups of a pool at start (each has a
 // log volume `repl.GROUP` whose header holds its configuration), opens the fs's
 // volumes through taps so their groups see every write, replays each group's log
-// before anyone reads, and creates, pauses, resumes and reports groups. The volumes
+// before anyone reads, and creates, pauses, resumes and reports groups. At start it
+// hears from each group's secondary first: one that took the group over keeps this
+// site from serving it. A group taken over on this site (the old secondary) is served
+// through a PromotedGroup, which records what changes here. The volumes
 // for logs and replicas are placed by placeVolume (policy: mirror when two devices
 // have room, else one device).
 import { randomUUID } from 'crypto'
+import type { Server } from 'net'
 import { BlockDev, VsmError } from '../block/blockdev'
 import type { EventSink } from '../control/events'
 import type { Jobs } from '../control/jobs'
@@ -13,12 +17,23 @@ import { regionSizeFor } from './bitmap'
 import { GroupConfig, PrimaryGroup } from './group'
 import { BITMAP_BYTES, LogHeader, readSlots, ReplicationLog } from './log'
 import { Mode, MODES } from './policy'
+import { loadReplicaState } from './applier'
+import { answerOldPrimaries, PromotedGroup } from './promoted'
 import { parseTarget, sshConnect } from './ssh'
 import { ReplicatedVolume } from './tap'
 
 export const LOG_PREFIX = 'repl.'
 const GROUP_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/
 export const DEFAULT_LOG_SIZE = 64 << 20
+/** How long start waits for each group's secondary to answer before serving (one that took over must be heard first). */
+const CONTACT_WAIT_MS = 5_000
+
+/** Resolves once every group has heard from its secondary or failed to, or after ms. */
+async function firstContacts(groups: PrimaryGroup[], ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([Promise.all(groups.map((g) => g.firstContact)), new Promise<void>((r) => { timer = setTimeout(r, ms) })])
+  clearTimeout(timer)
+}
 
 export function checkGroupName(name: unknown): asserts name is string {
   if (typeof name !== 'string' || !GROUP_RE.test(name)) throw new VsmError('EINVAL', `bad group name ${JSON.stringify(name)}: letters, digits, _ and -, at most 32`)
@@ -42,6 +57,8 @@ export async function placeVolume(pool: Pool, name: string, size: number): Promi
 
 export interface ReplicatorOptions {
   pool: Pool
+  /** The home: a site serving a taken-over group answers old primaries on its replica socket. */
+  home?: string
   jobs: Jobs
   events: EventSink
   /** Connector override (tests); the default is ssh to the group's target. */
@@ -62,6 +79,8 @@ export interface CreateArgs {
 export class Replicator {
   private taps = new Map<string, ReplicatedVolume>()
   private groups = new Map<string, PrimaryGroup>()
+  private promoted = new Map<string, PromotedGroup>()
+  private oldPrimaries: Server | null = null
 
   private constructor(private readonly opts: ReplicatorOptions) {}
 
@@ -72,20 +91,38 @@ export class Replicator {
    */
   static async open(opts: ReplicatorOptions): Promise<Replicator> {
     const r = new Replicator(opts)
-    for (const v of opts.pool.listVolumes()) {
-      if (!v.name.startsWith(LOG_PREFIX)) continue
-      const dev = await opts.pool.openVolume(v.name)
-      if (await isReplicaState(dev)) {
-        throw new VsmError('EEXIST', `volume ${v.name} holds the replicas of group ${v.name.slice(LOG_PREFIX.length)}: this home is a replication secondary; start it with vsm up --secondary`)
+    try {
+      for (const v of opts.pool.listVolumes()) {
+        if (!v.name.startsWith(LOG_PREFIX)) continue
+        const dev = await opts.pool.openVolume(v.name)
+        if (await isReplicaState(dev)) {
+          const state = await loadReplicaState(dev)
+          if (!state?.takenOver) {
+            throw new VsmError('EEXIST', `volume ${v.name} holds the replicas of group ${v.name.slice(LOG_PREFIX.length)}: this home is a replication secondary; start it with vsm up --secondary`)
+          }
+          const taps = await Promise.all(state.volumes.map((n) => r.tap(n)))
+          r.promoted.set(state.group, await PromotedGroup.open(dev, { ...state, takenOver: state.takenOver }, taps))
+          opts.events.publish('repl.serving-taken-over', { group: state.group, generation: state.takenOver.generation, takenOverAtSeq: state.takenOver.point })
+          continue
+        }
+        const { log, records } = await ReplicationLog.open(dev)
+        const cfg = log.config as unknown as GroupConfig
+        const taps = await Promise.all(cfg.volumes.map((n) => r.tap(n)))
+        r.groups.set(cfg.group, await PrimaryGroup.open(log, records, taps, r.groupOptions(cfg), opts.jobs))
+        opts.events.publish('repl.opened', { group: cfg.group, replayedRecords: records.length })
       }
-      const { log, records } = await ReplicationLog.open(dev)
-      const cfg = log.config as unknown as GroupConfig
-      const taps = await Promise.all(cfg.volumes.map((n) => r.tap(n)))
-      r.groups.set(cfg.group, await PrimaryGroup.open(log, records, taps, r.groupOptions(cfg), opts.jobs))
-      opts.events.publish('repl.opened', { group: cfg.group, replayedRecords: records.length })
+      if (r.promoted.size && opts.home) r.oldPrimaries = await answerOldPrimaries(opts.home, r.promoted)
+      // before the fs mounts and its disks are served: a secondary that took a group over says so now
+      await firstContacts([...r.groups.values()], CONTACT_WAIT_MS)
+    } catch (e) {
+      await r.close()
+      throw e
     }
     return r
   }
+
+  /** Groups whose secondary took over: this site must not serve their volumes (vsm repl failback). */
+  takenOver(): string[] { return [...this.groups.values()].filter((g) => g.config.takenOver).map((g) => g.config.group) }
 
   /** The fs opens its volumes here, so a group made later still sees their writes. */
   async openVolume(name: string): Promise<BlockDev> {
@@ -107,7 +144,7 @@ export class Replicator {
     return {
       connect: () => (this.opts.connect ? this.opts.connect(cfg) : sshConnect(target, cfg)),
       onEvent: (event: string, detail: Record<string, unknown>) =>
-        this.opts.events.publish(`repl.${event}`, detail, ['disconnected', 'connect-failed', 'logging-to-bitmap', 'resync-failed'].includes(event) ? 'warn' : 'info'),
+        this.opts.events.publish(`repl.${event}`, detail, ['disconnected', 'connect-failed', 'logging-to-bitmap', 'resync-failed', 'taken-over', 'split-brain'].includes(event) ? 'warn' : 'info'),
     }
   }
 
@@ -147,7 +184,10 @@ export class Replicator {
     return g
   }
 
-  list() { return [...this.groups.values()].map((g) => g.status()) }
+  list() { return [...[...this.groups.values()].map((g) => g.status()), ...[...this.promoted.values()].map((g) => g.status())] }
+
+  /** The status of a group, primary or taken over here. */
+  statusOf(name: string) { return this.promoted.get(name)?.status() ?? this.get(name).status() }
 
   /** Starts an online comparison of a group's volumes with its secondary, as a job. */
   verify(name: string): { job: number } {
@@ -156,8 +196,11 @@ export class Replicator {
   }
 
   async close(): Promise<void> {
+    await new Promise<void>((res) => (this.oldPrimaries ? this.oldPrimaries.close(() => res()) : res()))
     for (const g of this.groups.values()) await g.close()
     this.groups.clear()
+    for (const g of this.promoted.values()) g.close()
+    this.promoted.clear()
   }
 }
 

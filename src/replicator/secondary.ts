@@ -8,8 +8,8 @@
 // group's resync snapshot (`repl-snap.GROUP`, as large as its replicas) is made at its
 // first bitmap resync; without room for it the resync is refused and the replicas
 // stay as they are.
-import { promises as fsp } from 'fs'
-import { createServer, Server, Socket } from 'net'
+import type { Server } from 'net'
+import { randomUUID } from 'crypto'
 import { join } from 'path'
 import type { Logger } from 'pino'
 import { BlockDev, VsmError } from '../block/blockdev'
@@ -19,12 +19,11 @@ import { Jobs } from '../control/jobs'
 import { ControlServer } from '../control/server'
 import { openSitePool, VERSION } from '../daemon/stack'
 import type { Pool } from '../volume/pool'
-import { Applier, initReplicaState, loadReplicaState } from './applier'
+import { Applier, initReplicaState, ReplicaState, loadReplicaState, rollbackResync } from './applier'
+import { readSlots, writeSlot } from './log'
 import { checkGroupName, LOG_PREFIX, placeVolume } from './replicator'
 import { snapshotStoreSize } from './snapshot'
-import { SecondaryLink, streamLink, ToPrimary, ToSecondary } from './wire'
-
-export const replicaSocket = (home: string) => join(home, 'replica.sock')
+import { listenReplicaSocket, SecondaryLink, ToSecondary } from './wire'
 
 const STATE_SIZE = 1 << 20
 export const SNAPSHOT_PREFIX = 'repl-snap.'
@@ -36,6 +35,8 @@ export interface SecondaryOptions {
   log: Logger
   events: Events
   onShutdown: () => void
+  /** A group was taken over: this daemon is to serve the home as a primary site (stop this, start the stack). */
+  onPromote: () => void
 }
 
 interface ReplicaGroup { applier: Applier; volumes: string[]; logId: string; connected: boolean; since: number }
@@ -45,12 +46,19 @@ export class SecondarySite {
   private opening = new Map<string, Promise<ReplicaGroup>>()
   private startedAt = Date.now()
   private replicaServer: Server | null = null
-  private sockets = new Set<Socket>()
+  private links = new Set<SecondaryLink>()
 
   private constructor(private readonly opts: SecondaryOptions, readonly pool: Pool, readonly server: ControlServer) {}
 
   static async start(opts: SecondaryOptions): Promise<SecondarySite> {
     const pool = await openSitePool(opts, false)
+    try {
+      const taken = await takenOverGroups(pool)
+      if (taken.length) throw new VsmError('EEXIST', `group ${taken[0]} was taken over on this site, which serves it now: start it with vsm up (without --secondary)`)
+    } catch (e) {
+      await pool.close()
+      throw e
+    }
     const jobs = new Jobs({ events: opts.events })
     await pool.useJobs(jobs)
     const server = new ControlServer({ socketPath: join(opts.home, 'vsm.sock'), version: VERSION, jobs, events: opts.events, log: (msg, err) => opts.log.warn({ err }, msg) })
@@ -62,6 +70,7 @@ export class SecondarySite {
       }))
       server.register('R', dispatch({
         'repl.status': async ({ group }) => (group === undefined ? site.list() : [await site.groupStatus(String(group))]),
+        'repl.takeover': ({ group, force }) => site.takeover(group, force === true),
       }))
       await server.listen()
       await site.listenReplica()
@@ -74,17 +83,12 @@ export class SecondarySite {
   }
 
   private async listenReplica(): Promise<void> {
-    const path = replicaSocket(this.opts.home)
-    await fsp.rm(path, { force: true })
-    this.replicaServer = createServer((sock) => this.accept(sock))
-    await new Promise<void>((res, rej) => { this.replicaServer!.once('error', rej); this.replicaServer!.listen(path, res) })
-    await fsp.chmod(path, 0o600)
+    this.replicaServer = await listenReplicaSocket(this.opts.home, (link) => this.accept(link))
   }
 
-  private accept(sock: Socket): void {
-    this.sockets.add(sock)
-    sock.on('close', () => this.sockets.delete(sock))
-    const link: SecondaryLink = streamLink<ToSecondary, ToPrimary>(sock, sock, sock)
+  private accept(link: SecondaryLink): void {
+    this.links.add(link)
+    link.onClose(() => this.links.delete(link))
     link.onMessage((m) => {
       if (m.t !== 'hello') { link.close('expected hello'); return }
       this.groupFor(m).then((g) => {
@@ -127,6 +131,7 @@ export class SecondarySite {
       state = await loadReplicaState(stateDev)
       if (!state) throw new VsmError('EIO', `volume ${stateName} holds no replica state`)
       if (state.logId !== h.logId) throw new VsmError('EEXIST', `group ${h.group} here follows another primary log (${state.logId}, not ${h.logId})`)
+      if (state.takenOver) throw new VsmError('EEXIST', `group ${h.group} was taken over here (generation ${state.takenOver.generation}): this site no longer follows its old primary`)
       if (state.detached) throw new VsmError('EEXIST', `the replicas of group ${h.group} here no longer follow the primary: ${state.detached}`)
     } else {
       for (const v of h.volumes) if (exists(v.name)) throw new VsmError('EEXIST', `volume ${v.name} already exists here and is not a replica of group ${h.group}`)
@@ -156,6 +161,41 @@ export class SecondarySite {
     return g
   }
 
+  /**
+   * Promotes this site for a group: the applier stops (what it applied is made
+   * durable), an open bitmap resync is rolled back to its snapshot (the last
+   * consistent image), and the replica state records the takeover under a new
+   * generation id and the seq it holds; then the daemon serves the home as a primary.
+   * Refused while the primary is connected unless forced: both would write.
+   */
+  async takeover(name: unknown, force: boolean) {
+    checkGroupName(name)
+    const stateName = LOG_PREFIX + name
+    if (!this.pool.listVolumes().some((v) => v.name === stateName)) throw new VsmError('ENOENT', `no replication group named ${JSON.stringify(name)}`)
+    const g = this.groups.get(name)
+    if (g?.connected && !force) throw new VsmError('EBUSY', `the primary of group ${name} is connected and replicating: stop it (or cut the link) first, or use --force (both sites then write: split brain)`)
+    if (g) {
+      this.groups.delete(name)
+      await g.applier.close()
+    }
+    const stateDev = await this.pool.openVolume(stateName)
+    let state = await loadReplicaState(stateDev)
+    if (!state) throw new VsmError('EIO', `volume ${stateName} holds no replica state`)
+    if (state.takenOver) throw new VsmError('EEXIST', `group ${name} was already taken over here`)
+    let rolledBack: { point: number; restoredBytes: number } | null = null
+    if (state.resync) {
+      const volumes = await Promise.all(state.volumes.map((v) => this.pool.openVolume(v)))
+      rolledBack = await rollbackResync(stateDev, volumes, await this.pool.openVolume(SNAPSHOT_PREFIX + name))
+      state = (await loadReplicaState(stateDev))!
+    }
+    const takenOver = { generation: randomUUID(), parent: state.logId, point: state.durable, at: Date.now() }
+    const next: ReplicaState = { ...state, takenOver, counter: state.counter + 1 }
+    await writeSlot(stateDev, next)
+    this.opts.events.publish('repl.taken-over', { group: name, ...takenOver, rolledBack, reason: 'vsm repl takeover' }, 'warn')
+    setImmediate(this.opts.onPromote)
+    return { group: name, ...takenOver, rolledBack }
+  }
+
   async groupStatus(name: string) {
     const g = this.groups.get(name)
     // resyncPoint: during a bitmap resync the replicas are consistent only in the snapshot, as of that seq
@@ -179,10 +219,21 @@ export class SecondarySite {
 
   async stop(): Promise<void> {
     await this.server.close().catch((err) => this.opts.log.error({ err }, 'closing control socket'))
-    for (const s of this.sockets) s.destroy()
+    for (const l of this.links) l.close('secondary stopping')
     await new Promise<void>((r) => (this.replicaServer ? this.replicaServer.close(() => r()) : r()))
     for (const g of this.groups.values()) await g.applier.close().catch((err) => this.opts.log.error({ err }, 'closing an applier'))
     await this.pool.close()
     this.opts.events.publish('daemon.stopped', { home: this.opts.home, role: 'secondary' })
   }
+}
+
+/** The groups whose replicas in this pool were taken over (their state volume says so). */
+export async function takenOverGroups(pool: Pool): Promise<string[]> {
+  const out: string[] = []
+  for (const v of pool.listVolumes()) {
+    if (!v.name.startsWith(LOG_PREFIX)) continue
+    const s = await readSlots<ReplicaState>(await pool.openVolume(v.name))
+    if (s?.takenOver && typeof s.durable === 'number') out.push(s.group)
+  }
+  return out
 }

@@ -24,6 +24,8 @@ export interface SessionHooks {
   onWelcome(): void
   /** The secondary's checksums for a verify record. */
   onSums(seq: number, sums: number[]): void
+  /** The secondary answered that it took the group over: no record goes to it again. */
+  onTakenOver(m: Extract<ToPrimary, { t: 'taken-over' }>): void
 }
 
 export class Shipper {
@@ -113,6 +115,10 @@ export class Shipper {
       }
       case 'sums':
         this.hooks!.onSums(m.seq, m.sums)
+        return
+      case 'taken-over':
+        this.hooks!.onTakenOver(m)
+        link.close(`the secondary took group ${this.hooks!.hello.group} over (generation ${m.generation}) holding records up to ${m.point}`)
         return
       case 'error':
         link.close(`secondary: ${m.message}`)

@@ -1,7 +1,11 @@
 // The replication wire: the messages primary and secondary exchange, the Link they
 // travel over (an SSH exec channel in production, a seeded faulty simulation in
-// tests), and the framing that carries them on a byte stream: u32 frame length,
-// u32 JSON length, the JSON, then the raw data of a write record.
+// tests), the home's replica socket `vsm replica serve` relays it to, and the framing
+// that carries them on a byte stream: u32 frame length, u32 JSON length, the JSON,
+// then the raw data of a write record.
+import { promises as fsp } from 'fs'
+import { createServer, Server } from 'net'
+import { join } from 'path'
 import type { Duplex } from 'stream'
 import type { RecordKind } from './log'
 
@@ -22,6 +26,12 @@ export type ToPrimary =
   /** The checksums (crc32 per VERIFY_BLOCK) of a verify record's range, as applied up to it. */
   | { t: 'sums'; seq: number; sums: number[] }
   | { t: 'error'; code: string; message: string }
+  /**
+   * Instead of a welcome: this site took the group over (vsm repl takeover) at
+   * generation `generation`, holding the primary's stream up to seq `point`; it has
+   * since changed `changedBytes` (bytes of regions) of the group's volumes.
+   */
+  | { t: 'taken-over'; generation: string; parent: string; point: number; at: number; changedBytes: number }
 
 export type Message = ToSecondary | ToPrimary
 
@@ -29,7 +39,7 @@ export type Message = ToSecondary | ToPrimary
 export interface Link<In extends Message, Out extends Message> {
   send(msg: Out, data?: Buffer): void
   onMessage(fn: (msg: In, data?: Buffer) => void): void
-  /** Called once, when the link is gone for whatever reason. */
+  /** Each listener is called once, when the link is gone for whatever reason. */
   onClose(fn: (why: string) => void): void
   close(why?: string): void
 }
@@ -50,7 +60,7 @@ export function encodeFrame(msg: Message, data?: Buffer): Buffer {
 /** A Link over a byte stream (a socket, an SSH channel, stdin/stdout). */
 export function streamLink<In extends Message, Out extends Message>(input: NodeJS.ReadableStream, output: NodeJS.WritableStream, end?: Duplex | (() => void)): Link<In, Out> {
   let onMsg: (msg: In, data?: Buffer) => void = () => undefined
-  let onClose: (why: string) => void = () => undefined
+  const closers: Array<(why: string) => void> = []
   let closed = false
   let pending: Buffer = Buffer.alloc(0)
   const close = (why: string) => {
@@ -59,7 +69,7 @@ export function streamLink<In extends Message, Out extends Message>(input: NodeJ
     input.removeListener('data', onData)
     if (typeof end === 'function') end()
     else end?.destroy()
-    onClose(why)
+    for (const fn of closers) fn(why)
   }
   const onData = (chunk: Buffer) => {
     pending = pending.length ? Buffer.concat([pending, chunk]) : chunk
@@ -84,7 +94,20 @@ export function streamLink<In extends Message, Out extends Message>(input: NodeJ
   return {
     send: (msg, data) => { if (!closed) output.write(encodeFrame(msg, data)) },
     onMessage: (fn) => { onMsg = fn },
-    onClose: (fn) => { onClose = fn },
+    onClose: (fn) => { closers.push(fn) },
     close: (why = 'closed') => close(why),
   }
+}
+
+/** Where `vsm replica serve` hands the wire to the home's daemon. */
+export const replicaSocket = (home: string) => join(home, 'replica.sock')
+
+/** Serves the home's replica socket (owner only): each connection becomes a link. */
+export async function listenReplicaSocket(home: string, onLink: (link: SecondaryLink) => void): Promise<Server> {
+  const path = replicaSocket(home)
+  await fsp.rm(path, { force: true })
+  const server = createServer((sock) => onLink(streamLink<ToSecondary, ToPrimary>(sock, sock, sock)))
+  await new Promise<void>((res, rej) => { server.once('error', rej); server.listen(path, res) })
+  await fsp.chmod(path, 0o600)
+  return server
 }

@@ -5,7 +5,7 @@ import { Command } from 'commander'
 import { connect } from 'net'
 import { resolve } from 'path'
 import type { VerifyReport } from '../../replicator/group'
-import { replicaSocket } from '../../replicator/secondary'
+import { replicaSocket } from '../../replicator/wire'
 import { call, globals, print, withClient } from '../call'
 import { waitWithProgress } from '../progress'
 import { homeDir } from '../home'
@@ -18,8 +18,26 @@ function statusTable(rows: any[]): string {
   if (!rows.length) return 'no replication groups'
   return table(['GROUP', 'ROLE', 'MODE', 'STATE', 'LAG', 'LAG(s)', 'LOG FILL', 'TARGET / ERROR'], rows.map((r) => [
     r.group, r.role, r.mode ?? '-', r.state, r.lagBytes === undefined ? '-' : formatSize(r.lagBytes),
-    r.lagSeconds === undefined ? '-' : r.lagSeconds.toFixed(1), pct(r.logFill), r.lastError ? `${r.target}: ${r.lastError}` : (r.target ?? (r.connected ? 'primary connected' : 'waiting for the primary')),
-  ]))
+    r.lagSeconds === undefined ? '-' : r.lagSeconds.toFixed(1), pct(r.logFill),
+    r.takenOver ? `${r.target}` : r.serving ? `serving since ${r.takenOverAt} (${formatSize(r.changedBytes)} changed here)` : r.lastError ? `${r.target}: ${r.lastError}` : (r.target ?? (r.connected ? 'primary connected' : 'waiting for the primary')),
+  ])) + rows.filter((r) => r.next).map((r) => `\n${r.group}: ${r.next}`).join('')
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** After a takeover the daemon restarts its stack in place: waits until its view is mounted. */
+async function waitServing(cmd: Command): Promise<string> {
+  const deadline = Date.now() + 120_000
+  let last = ''
+  for (;;) {
+    try {
+      const st = await withClient(cmd, (c) => c.call('status', {}))
+      if (st.mount) return st.mount
+      last = `role ${st.role ?? 'primary'}`
+    } catch (e) { last = (e as Error).message }
+    if (Date.now() > deadline) throw new Error(`the daemon did not start serving after the takeover (${last}); see vsm status and its log`)
+    await sleep(200)
+  }
 }
 
 export function registerRepl(program: Command) {
@@ -56,6 +74,23 @@ export function registerRepl(program: Command) {
       print(globals(cmd).json ? JSON.stringify(r, null, 2) : [`verified ${r.group}: ${formatSize(r.comparedBytes)} compared, ${r.differences.length ? `${formatSize(r.differentBytes)} differ` : 'no difference'}`,
         ...r.differences.map((d) => `  ${d.volume} ${d.offset}+${d.length}`)].join('\n'))
     })
+
+  repl.command('takeover <group>').description('on the secondary: promote it; it serves the group\'s fs and disks from its replicas (a resync in progress is rolled back to its snapshot first)')
+    .option('--force', 'even while the primary is connected (both sites then write: split brain)')
+    .action(async (group: string, o, cmd: Command) => {
+      const r = await withClient(cmd, (c) => c.call('repl.takeover', { group, force: o.force ? true : undefined }))
+      const mount = await waitServing(cmd)
+      print(globals(cmd).json ? JSON.stringify({ ...r, mount }, null, 2)
+        : `group ${r.group} taken over at seq ${r.point} (generation ${r.generation})${r.rolledBack ? `, rolled back to the resync snapshot (${formatSize(r.rolledBack.restoredBytes)} restored)` : ''}; serving at ${mount}`)
+    })
+  repl.command('failback <group>').description('on the original primary: --dry-run reports what this site would discard (its writes the other site never got)')
+    .option('--dry-run', 'report, changing nothing')
+    .option('--force', 'step the other site down even while its disks are open')
+    .action((group: string, o, cmd: Command) => call(cmd, 'repl.failback', { group, dryRun: o.dryRun ? true : undefined, force: o.force ? true : undefined }, (r) => [
+      `failback of ${r.group} would discard ${formatSize(r.discardBytes)} written here after seq ${r.takenOver.point} and never replicated${r.complete ? '' : ' (at least: part of it left the log already)'}`,
+      ...r.disks.map((d: any) => `  disk ${d.path}: ${formatSize(d.discardBytes)} in ${d.ranges.map((x: any) => `${x.offset}+${x.length}`).join(', ')}`),
+      ...r.ranges.map((x: any) => `  volume ${x.volume} ${x.offset}+${x.length}`),
+    ].join('\n')))
 
   program.command('replica').description('the secondary side of replication')
     .command('serve').description('the remote agent: relays the replication wire on stdin/stdout to the secondary daemon (started by the primary over SSH)')

@@ -1,0 +1,133 @@
+// Takeover and the old primary's return, between two real homes over a real OpenSSH
+// sshd on 127.0.0.1. A sync-mode group; writes acknowledged while replicating; then the
+// group paused and more writes made on the primary only (written here, never
+// replicated); the primary killed -9. `vsm repl takeover` on the secondary serves the
+// disk in its FUSE view with every replicated write and none of the others; the
+// secondary writes too. The old primary's `vsm up` hears from the other site before
+// it serves: it does not serve the disk, status says split-brain and what to run, and
+// `vsm repl failback --dry-run` names exactly the disk ranges it wrote after the split.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readFileSync, readSync, writeSync } from 'fs'
+import { tmpdir } from 'os'
+import { join } from 'path'
+import { makeVsm, VSM, type RunError } from './helpers/daemon'
+import { startSshd, type Sshd } from './helpers/sshd'
+import { until as untilAt, stopSites } from './helpers/repl-sites'
+
+const dir = mkdtempSync(join(tmpdir(), `vsm-test-${process.env.VSM_RUNNER_ID ?? 'solo'}-takeover-`))
+const primary = makeVsm({ deviceSize: '192M' })
+const secondary = makeVsm({ deviceSize: '256M' })
+let sshd: Sshd | null = null
+
+test.before(async () => { sshd = await startSshd(dir) })
+test.after(() => stopSites([primary, secondary], sshd, dir))
+
+const DISK = 8 << 20
+const K64 = 64 << 10
+const until = <T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, ms?: number) => untilAt([secondary.home, primary.home], what, get, ok, ms)
+const status = async (v: typeof primary, group: string) => (await v.json('repl', 'status', group))[0]
+
+/** Bytes of a generation g: every byte says which generation and which 64 KiB block it belongs to. */
+const pattern = (g: number, offset: number, length: number) => {
+  const b = Buffer.alloc(length)
+  for (let i = 0; i < length; i++) b[i] = (g * 37 + Math.floor((offset + i) / K64) * 11 + i) & 0xff
+  return b
+}
+
+function writeSynced(path: string, g: number, ranges: Array<[number, number]>): void {
+  const fd = openSync(path, 'r+')
+  try {
+    for (const [off, len] of ranges) writeSync(fd, pattern(g, off, len), 0, len, off)
+    fsyncSync(fd)
+  } finally { closeSync(fd) }
+}
+
+async function fails(p: Promise<unknown>, why: RegExp): Promise<void> {
+  try { await p } catch (e) { assert.match((e as RunError).stderr || (e as Error).message, why); return }
+  assert.unreachable(`expected a failure matching ${why}`)
+}
+
+function readAll(path: string): Buffer {
+  const fd = openSync(path, 'r')
+  try {
+    const b = Buffer.alloc(DISK)
+    readSync(fd, b, 0, DISK, 0)
+    return b
+  } finally { closeSync(fd) }
+}
+
+test('takeover serves the replicated disk; the old primary comes back in standby, sees the split brain, and failback --dry-run names what it would discard', async () => {
+  await secondary.run('up', '--secondary', '--device-size', '256M')
+  await primary.up()
+  await primary.run('device', 'add', 'e0', join(primary.home, 'e0.img'), '--size', '64M')
+  await primary.run('disk', 'create', 'w.img', '--size', `${DISK >> 20}M`)
+  const img = join(primary.mount, 'w.img')
+  writeSynced(img, 1, [[0, DISK]])
+  await primary.run('repl', 'create', 'g', '--target', `ssh://root@127.0.0.1:${sshd!.port}${secondary.home}`, '--mode', 'sync',
+    '--identity', sshd!.identity, '--known-hosts', sshd!.knownHosts, '--remote-vsm', VSM, '--log-size', '16M')
+  await until('the initial sync', () => status(primary, 'g'), (s) => s.state === 'replicating' && s.lagBytes === 0)
+
+  // acknowledged in sync mode: on the secondary
+  const replicated: Array<[number, number]> = [[0, 1 << 20], [6 << 20, 2 * K64]]
+  writeSynced(img, 2, replicated)
+  // written here after the group is paused: never replicated
+  await primary.run('repl', 'pause', 'g')
+  const local: Array<[number, number]> = [[2 << 20, K64], [5 << 20, 2 * K64]]
+  writeSynced(img, 3, local)
+  const onPrimary = readAll(img)
+  primary.kill9()
+
+  // what the secondary must serve: generation 1, with generation 2 where replicated, and none of generation 3
+  const want = pattern(1, 0, DISK)
+  for (const [off, len] of replicated) pattern(2, off, len).copy(want, off)
+  assert.ok(!onPrimary.equals(want), 'the primary held writes the secondary lacks')
+
+  const t = await secondary.json('repl', 'takeover', 'g')
+  assert.is(t.group, 'g')
+  assert.is(t.mount, secondary.mount)
+  const served = readAll(join(secondary.mount, 'w.img'))
+  assert.ok(served.equals(want), 'the taken-over disk holds every replicated write and none of the others')
+  const st = await status(secondary, 'g')
+  assert.is(st.state, 'taken-over')
+  assert.is(st.serving, true)
+  // the new primary writes: both sites now hold writes the other lacks
+  writeSynced(join(secondary.mount, 'w.img'), 4, [[3 << 20, K64]])
+  assert.ok((await status(secondary, 'g')).changedBytes >= K64)
+
+  await primary.up()
+  assert.not.ok(existsSync(img), 'the old primary does not serve the group\'s disks')
+  const sp = await status(primary, 'g')
+  assert.is(sp.state, 'split-brain', JSON.stringify(sp))
+  assert.is(sp.takenOver.generation, t.generation)
+  assert.is(sp.takenOver.point, t.point)
+  assert.match(sp.next, /vsm repl failback g --dry-run/)
+  assert.match(await primary.run('repl', 'status'), /split-brain[\s\S]*vsm repl failback g --dry-run/)
+  const st2 = await primary.json('status')
+  assert.is(st2.mount, null)
+  assert.equal(st2.standby.groups, ['g'])
+
+  // the dry-run: exactly the disk ranges written here after the split, changing nothing
+  const dry = await primary.json('repl', 'failback', 'g', '--dry-run')
+  const disk = dry.disks.find((d: { path: string }) => d.path === 'w.img')
+  assert.ok(disk, JSON.stringify(dry))
+  assert.equal(disk.ranges, local.map(([offset, length]) => ({ offset, length })))
+  assert.is(disk.discardBytes, 3 * K64)
+  assert.ok(dry.discardBytes >= disk.discardBytes)
+  assert.is(dry.complete, true)
+  assert.equal(await primary.json('repl', 'failback', 'g', '--dry-run'), dry, 'a dry-run changes nothing')
+  // on the old primary a takeover makes no sense; the disks stay unserved after a restart too
+  await fails(primary.run('repl', 'takeover', 'g'), /run on the secondary/)
+  await primary.down()
+  await primary.up()
+  assert.not.ok(existsSync(img))
+  assert.is((await status(primary, 'g')).state, 'split-brain')
+  // the promoted site keeps serving after a restart, and refuses to go back to being a secondary
+  await secondary.down()
+  await fails(secondary.run('up', '--secondary'), /taken over on this site.*vsm up/)
+  await secondary.up()
+  assert.ok(readAll(join(secondary.mount, 'w.img')).subarray(3 << 20, (3 << 20) + K64).equals(pattern(4, 3 << 20, K64)))
+  assert.ok(readFileSync(join(secondary.home, 'log', 'vsm.log'), 'utf8').includes('repl.taken-over'))
+})
+
+test.run()
