@@ -9,6 +9,7 @@ import { execFileSync, spawn } from 'child_process'
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeSync, fsyncSync } from 'fs'
 import { join } from 'path'
 import { makeVsm, RunError } from './helpers/daemon'
+import { ControlClient } from '../src/control/client'
 
 const vsm = makeVsm({ deviceSize: '1G' })
 test.after(() => vsm.cleanup())
@@ -161,6 +162,32 @@ test('a clone diverges without touching its parent; flatten makes it independent
   assert.is((await vsm.json('status')).fs.free - free0, 1 << 20)
   const c = await vsm.run('disk', 'check', 'c.img')
   assert.match(c, /consistent/)
+})
+
+test('disk map comes a page at a time (no reply outgrows a frame); the CLI gathers every page', async () => {
+  await vsm.run('disk', 'create', 'frag.img', '--size', '128M')
+  const fd = openSync(join(vsm.mount, 'frag.img'), 'r+')
+  const n = 8300 // every other 4 KiB block: one extent each, more than one default page
+  for (let i = 0; i < n; i++) writeSync(fd, Buffer.alloc(4096, (i % 250) + 1), 0, 4096, i * 8192)
+  fsyncSync(fd); closeSync(fd)
+  const c = await ControlClient.connect(join(vsm.home, 'vsm.sock'))
+  try {
+    const p1 = await c.call('disk.map', { path: 'frag.img', limit: 3 })
+    assert.equal(p1.extents.map((e: any) => e.offset), [0, 8192, 16384])
+    assert.is(p1.next, 24576)
+    assert.is(p1.allocated, n * 4096, 'the total covers every page')
+    const p2 = await c.call('disk.map', { path: 'frag.img', from: 8193, limit: 2 })
+    assert.equal(p2.extents.map((e: any) => e.offset), [16384, 24576], 'from: extents starting at or after it')
+    const last = await c.call('disk.map', { path: 'frag.img', from: (n - 1) * 8192 })
+    assert.is(last.extents.length, 1)
+    assert.is(last.next, null)
+    const err = await c.call('disk.map', { path: 'frag.img', limit: 0 }).then(() => null, (e) => e)
+    assert.is(err?.code, 'EINVAL')
+  } finally { await c.close() }
+  const all = await vsm.json('disk', 'map', 'frag.img')
+  assert.is(all.extents.length, n)
+  assert.is(all.next, null)
+  assert.ok(all.extents.every((e: any, i: number) => e.offset === i * 8192 && e.length === 4096))
 })
 
 test('kill -9 during snapshot create, delete and flatten leaves every disk consistent', async () => {

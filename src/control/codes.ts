@@ -63,6 +63,9 @@ export const DISK_IO_HEADER_SIZE = 16
  * FUSE's restricted ioctls require.
  */
 export const FILE_CMD_SIZE = 4096
+
+/** Most extents one disk.map reply carries (~130 bytes each as JSON: far below the frame limit). */
+export const MAP_PAGE = 65536
 export const FILE_CMD_JSON_OFFSET = 8
 
 /** The ioctl(2) code that carries a command on a disk file (see FILE_CMD_SIZE). */
@@ -149,7 +152,8 @@ const EXTENDED = [
   ['disk.freeze', 'V', 0x17, 'readwrite', 'hold new writes to a disk and flush it (application-consistent snapshots)', args({ path: disk, timeoutMs: z.int().min(1).max(3_600_000).optional() })],
   ['disk.thaw', 'V', 0x18, 'readwrite', 'release the writes held by disk.freeze', args({ path: disk })],
   ['disk.check', 'V', 0x19, 'readwrite', 'check a disk for corruption and leaked space', args({ path: mountPath })],
-  ['disk.map', 'V', 0x1a, 'readwrite', 'allocated extents of a disk and which layer holds each', args({ path: mountPath })],
+  ['disk.map', 'V', 0x1a, 'readwrite', 'allocated extents of a disk and which layer holds each, a page at a time (next: where the following page starts)',
+    args({ path: mountPath, from: z.int().nonnegative().optional(), limit: z.int().min(1).max(MAP_PAGE).optional() })],
   ['disk.compare', 'V', 0x1b, 'readwrite', 'compare the contents of two disks', args({ a: mountPath, b: mountPath })],
   ['snapshot.create', 'V', 0x20, 'readwrite', 'create a snapshot of a disk', args({ path: disk, name: snapshotName })],
   ['snapshot.list', 'V', 0x21, 'readwrite', 'list the snapshots of a disk', args({ path: disk })],

@@ -21,7 +21,7 @@ export function diskCommands(disks: DiskManager): CommandTable {
     'disk.clone': (x) => disks.clone(x.source, x.path, { owner: x.owner }),
     'disk.flatten': (x) => disks.flatten(x.path),
     'disk.check': (x) => disks.check(x.path),
-    'disk.map': (x) => disks.map(x.path),
+    'disk.map': (x) => disks.map(x.path, x.from, x.limit),
     'disk.compare': (x) => disks.compare(x.a, x.b),
     'snapshot.create': (x) => disks.snapshotCreate(x.path, x.name),
     'snapshot.list': (x) => disks.snapshotList(x.path),

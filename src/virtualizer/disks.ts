@@ -35,6 +35,8 @@ export interface SnapshotView { disk: string; name: string; size: number; create
 /** A 64-bit ordering stamp (generation << 32 | counter) as exact decimal text. */
 export const stampText = (st: number) => BigInt(st).toString()
 
+/** Extents in a disk.map reply unless the caller asks for fewer (or more, up to MAP_PAGE). */
+const MAP_DEFAULT_PAGE = 8192
 const FLATTEN_CHUNK = 256 // blocks: 1 MiB per step, so a guest's I/O waits at most one step
 
 export interface DiskInfo {
@@ -233,14 +235,27 @@ export class DiskManager {
     return { path: name as string, status, errors: c.errors, leakedBytes: c.leakedBytes }
   }
 
-  /** Allocated extents and the layer holding each: the disk alone, or shared with a snapshot/clone. */
-  map(name: unknown) {
+  /**
+   * Allocated extents and the layer holding each (the disk alone, or shared with a
+   * snapshot/clone), a page at a time: up to `limit` extents starting at byte `from` or
+   * later; `next` is where the following page starts (null after the last), so a
+   * fragmented disk's map never outgrows a reply (or an ioctl's 4 KiB struct).
+   */
+  map(name: unknown, from = 0, limit = MAP_DEFAULT_PAGE) {
     const ino = this.target(name)
     const st = this.env.fs.statIno(ino)
-    const extents = this.env.fs.extentMap(ino).map((e) => ({
+    const all = this.env.fs.extentMap(ino)
+    let first = 0
+    for (let hi = all.length; first < hi;) {
+      const mid = (first + hi) >>> 1
+      if (all[mid].offset < from) first = mid + 1; else hi = mid
+    }
+    const page = all.slice(first, first + limit)
+    const extents = page.map((e) => ({
       offset: e.offset, length: e.length, layer: e.shared ? 'shared' : 'live', refs: e.refs, volume: e.volume, physical: e.physical,
     }))
-    return { path: name as string, size: st.size, allocated: extents.reduce((a, e) => a + e.length, 0), extents }
+    const next = first + limit < all.length ? all[first + limit].offset : null
+    return { path: name as string, size: st.size, allocated: all.reduce((a, e) => a + e.length, 0), extents, next }
   }
 
   async compare(a: unknown, b: unknown): Promise<{ a: string; b: string; identical: boolean; firstDifference: number | null }> {

@@ -66,8 +66,19 @@ export function registerDisk(program: Command) {
       [`${r.path}: ${r.status}${r.leakedBytes ? ` (${formatSize(r.leakedBytes)} leaked)` : ''}`, ...r.errors.map((e: string) => `  ${e}`)].join('\n'),
     (r) => CHECK_EXIT[r.status]))
   disk.command('map <path>').description('allocated extents and the layer holding each (DISK, DISK@SNAP or .snapshots/DISK/SNAP)')
-    .action((path, _o, cmd) => call(cmd, 'disk.map', { path }, (m) => table(['OFFSET', 'LENGTH', 'LAYER', 'VOLUME'],
-      m.extents.map((e: any) => [e.offset, formatSize(e.length), e.layer, e.volume]))))
+    .action(async (path, _o, cmd) => {
+      // the daemon answers a page at a time; the CLI gathers every page into one answer
+      const m = await withClient(cmd, async (c) => {
+        const first = await c.call('disk.map', { path })
+        for (let r = first; r.next !== null;) {
+          r = await c.call('disk.map', { path, from: r.next })
+          first.extents.push(...r.extents)
+        }
+        return { ...first, next: null }
+      })
+      print(globals(cmd).json ? JSON.stringify(m, null, 2) : table(['OFFSET', 'LENGTH', 'LAYER', 'VOLUME'],
+        m.extents.map((e: any) => [e.offset, formatSize(e.length), e.layer, e.volume])))
+    })
   disk.command('compare <a> <b>').description('compare contents (exit 0 identical, 1 different); either may be a snapshot')
     .action((a, b, _o, cmd) => verdict(cmd, 'disk.compare', { a, b },
       (r) => (r.identical ? `${a} and ${b} are identical` : `${a} and ${b} differ at byte ${r.firstDifference}`), (r) => (r.identical ? 0 : 1)))
