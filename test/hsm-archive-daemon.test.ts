@@ -2,12 +2,14 @@
 // on a real sshd started here. A disk written through the view is migrated to each (its
 // pool blocks freed by its size), read back byte for byte, a range read through the view
 // brings home only that range, `recall --range` brings home a range as a job, and the
-// tiers and archived data survive a restart. Bad tier options are one-line refusals
-// that change nothing, an SFTP archive whose host key is not known is refused.
+// tiers and archived data survive a restart. Premigrated copies survive a restart and a
+// kill -9, and a write in place whose stamp the crash lost keeps them from being used.
+// Bad tier options are one-line refusals that change nothing, an SFTP archive whose host
+// key is not known is refused.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, utimesSync, writeFileSync, writeSync } from 'fs'
+import { closeSync, constants, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, utimesSync, writeFileSync, writeSync } from 'fs'
 import { join } from 'path'
 import { makeVsm } from './helpers/daemon'
 import { startSshd, type Sshd } from './helpers/sshd'
@@ -219,6 +221,46 @@ test('premigrate: a policy run copies cold files and keeps their pool blocks; a 
   const c = (await vsm.json('hsm', 'check', '--dry-run')).tiers[0]
   assert.equal([c.missing, c.orphans.length], [[], 3], 'q1\'s stale copy is the only orphan; q2\'s copy is kept')
   for (const [i, name] of names.entries()) assert.ok(readFileSync(join(vsm.mount, 'pm', name)).equals(datas[i]), name)
+  await fsckClean()
+})
+
+test('premigrated copies survive a restart and kill -9; a write in place whose stamp the crash lost is caught by their hash, not released onto the stale copy', async () => {
+  // the last test's watermarks off: only pr/ is to move here
+  await vsm.run('hsm', 'policy', 'set', 'pm', '--tier', 'cold', '--cold-after', '7d', '--premigrate')
+  await vsm.run('hsm', 'check')
+  mkdirSync(join(vsm.mount, 'pr'))
+  const file = join(vsm.mount, 'pr', 'r0.img')
+  const data = await makeDisk('pr/r0.img', 3 * MiB)
+  const old = new Date(Date.now() - 40 * 86_400_000)
+  utimesSync(file, old, old)
+  await vsm.run('hsm', 'policy', 'set', 'pr', '--tier', 'cold', '--cold-after', '7d', '--premigrate')
+  const first = await waitJob(await vsm.run('hsm', 'run'))
+  assert.equal(first.result.migrated.map((m: any) => [m.path, m.action]), [['/pr/r0.img', 'premigrate']])
+  await vsm.down()
+  await vsm.up()
+  assert.equal((await residency('pr/r0.img')).premigrated, { cold: 3 * MiB }, 'the copies are known after a restart')
+  assert.equal((await vsm.json('hsm', 'check', '--dry-run')).tiers[0].orphans, [], 'check keeps the copies')
+  // a write in place, straight to the daemon (O_DIRECT), then kill -9 before a commit carries the file's new stamp
+  const patch = randomBytes(4096)
+  const fd = openSync(file, constants.O_RDWR | constants.O_DIRECT)
+  try {
+    writeSync(fd, patch, 0, patch.length, MiB)
+    vsm.kill9()
+  } finally { try { closeSync(fd) } catch { /* the view died with the daemon */ } }
+  patch.copy(data, MiB)
+  await vsm.up()
+  assert.equal((await residency('pr/r0.img')).premigrated, { cold: 3 * MiB }, 'the crash lost the stamp of the write: the record still looks valid')
+  assert.ok(readFileSync(file).equals(data), 'the write reached the pool')
+  const objects = readdirSync(archiveDir()).length
+  const fast = (await vsm.json('hsm', 'tier', 'list')).find((t: any) => t.name === 'fast')
+  const pct = (bytes: number) => `${(100 * bytes / fast.size).toFixed(4)}%`
+  await vsm.run('hsm', 'policy', 'set', 'pr', '--tier', 'cold', '--cold-after', '7d', '--premigrate', '--high', pct(fast.used - MiB), '--low', pct(fast.used - 2 * MiB))
+  const second = await waitJob(await vsm.run('hsm', 'run'))
+  assert.equal(second.result.migrated.map((m: any) => [m.path, m.action]), [['/pr/r0.img', 'release']])
+  assert.is(readdirSync(archiveDir()).length, objects + 3, 'the copies did not match the pool: copied again')
+  assert.equal((await residency('pr/r0.img')).bytes, { cold: 3 * MiB })
+  assert.ok(readFileSync(file).equals(data), 'every byte, the write in place included')
+  assert.equal((await vsm.json('hsm', 'check', '--dry-run')).tiers[0].missing, [])
   await fsckClean()
 })
 

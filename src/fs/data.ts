@@ -60,7 +60,8 @@ export function writeAt(c: FsCore, vol: number, buf: Buffer, pos: number): Promi
   return l.dev.write(buf, l.offset)
 }
 
-export async function read(c: FsCore, ino: number, buf: Buffer, offset: number): Promise<number> {
+/** `atime` false: a read on the fs's own behalf (the HSM checking a copy), not an access. */
+export async function read(c: FsCore, ino: number, buf: Buffer, offset: number, atime = true): Promise<number> {
   c.live()
   let n = c.fileNode(ino)
   c.checkIo(buf, offset)
@@ -80,7 +81,7 @@ export async function read(c: FsCore, ino: number, buf: Buffer, offset: number):
     c.live()
     n = c.fileNode(ino)
   }
-  c.touchAtime(n)
+  if (atime) c.touchAtime(n)
   const end = offset + len
   const ios: Promise<number>[] = []
   for (const s of segs) {

@@ -71,13 +71,14 @@ export class FileSystem {
   removexattr(path: string, name: string): Promise<void> { return ns.removexattr(this.core, path, name) }
 
   // data
-  read(ino: number, buf: Buffer, offset: number): Promise<number> { return data.read(this.core, ino, buf, offset) }
+  /** `opts.atime` false: not an access (last access stays; the HSM checking its copies). */
+  read(ino: number, buf: Buffer, offset: number, opts: { atime?: boolean } = {}): Promise<number> { return data.read(this.core, ino, buf, offset, opts.atime ?? true) }
   write(ino: number, buf: Buffer, offset: number): Promise<number> { return data.write(this.core, ino, buf, offset) }
   unshare(ino: number, b0: number, b1: number): Promise<number> { return data.unshare(this.core, ino, b0, b1) }
   truncate(path: string, size: number): Promise<void> { return data.truncate(this.core, path, size) }
   punchHole(ino: number, offset: number, length: number): Promise<void> { return data.punchHole(this.core, ino, offset, length) }
   relocate(ino: number, b0: number, b1: number, to: number): Promise<number> { return remap.relocate(this.core, ino, b0, b1, to) }
-  copyOut(ino: number, b0: number, b1: number, to: number): Promise<{ stamp: number; runs: [number, number, number][] }> { return remap.copyOut(this.core, ino, b0, b1, to) }
+  copyOut(ino: number, b0: number, b1: number, to: number, hash?: { update(b: Buffer): unknown }): Promise<{ stamp: number; runs: [number, number, number][] }> { return remap.copyOut(this.core, ino, b0, b1, to, hash) }
   releaseCopies(ino: number, copies: [number, number, number][], to: number, stamp: number): Promise<number> { return remap.release(this.core, ino, copies, to, stamp) }
 
   async fsync(ino: number): Promise<void> {

@@ -121,9 +121,11 @@ async function quiet(c: FsCore, ino: number): Promise<Inode> {
  * Premigration's copy: the pool runs file `ino` maps in [b0, b1) are copied to fresh
  * addresses in archive `to` (durable when this resolves) and stay mapped where they
  * are. The range is pending during the copy, so the copies are of one instant; returns
- * them as [file block, address, blocks] with the file's stamp at that instant.
+ * them as [file block, address, blocks] with the file's stamp at that instant. `hash`
+ * is fed the bytes copied, run by run (the HSM checks them against the pool after a
+ * crash, which may have lost a lazily journaled stamp).
  */
-export async function copyOut(c: FsCore, ino: number, b0: number, b1: number, to: number): Promise<{ stamp: number; runs: [number, number, number][] }> {
+export async function copyOut(c: FsCore, ino: number, b0: number, b1: number, to: number, hash?: { update(b: Buffer): unknown }): Promise<{ stamp: number; runs: [number, number, number][] }> {
   const archive = c.archives.get(to)
   if (!archive) throw err('EIO', `premigrate: archive location ${to} is not attached`)
   const n = await quiet(c, ino)
@@ -138,6 +140,7 @@ export async function copyOut(c: FsCore, ino: number, b0: number, b1: number, to
       const q = archive.alloc(r.len)
       const b = Buffer.allocUnsafe(r.len * BS)
       await readAt(c, r.vol, b, r.pb * BS)
+      hash?.update(b)
       await archive.write(b, q * BS)
       out.push([r.fb, q, r.len])
     }

@@ -5,6 +5,7 @@
 // metadata, hidden from the FUSE view), so it travels with the pool and survives losing
 // vsm.json. How extents move is the fs's (fs/move.ts, relocate); which files move is
 // policy.ts's.
+import { createHash } from 'crypto'
 import { VsmError } from '../block/blockdev'
 import type { EventSink } from '../control/events'
 import type { Jobs, Progress } from '../control/jobs'
@@ -26,6 +27,29 @@ const POLICY_XATTR = 'vsm.hsm.policy'
 const FILE_XATTR = 'vsm.hsm'
 
 interface FileState { pin?: true; home?: string; to?: string; rate?: number; range?: [number, number] }
+
+/**
+ * On a file: its premigrated copies, {location, stamp, sha, runs, parts?}: the archive
+ * location, the file's stamp when they were made, the sha256 of the bytes copied (run
+ * by run), the copies as [file block, address, blocks]. A long list goes on in
+ * PRE_XATTR.1, .2, ... (`parts` in all); the parts are written before the record and
+ * dropped after it, so a record is whole whenever it exists.
+ */
+const PRE_XATTR = 'vsm.hsm.pre'
+/** Runs per xattr: each at most ~45 bytes of JSON, well under the fs's 64 KiB xattr limit. */
+const PRE_RUNS_PER_XATTR = 1000
+interface Premigration { location: string; stamp: number; sha: string; runs: [number, number, number][]; parts?: number }
+
+/** Adjacent runs (next in the file and at the next address) as one. */
+function coalesce(runs: [number, number, number][]): [number, number, number][] {
+  const out: [number, number, number][] = []
+  for (const r of runs) {
+    const last = out[out.length - 1]
+    if (last && last[0] + last[2] === r[0] && last[1] + last[2] === r[1]) last[2] += r[2]
+    else out.push([...r])
+  }
+  return out
+}
 
 /**
  * A tier as recorded: a volume of the fs, or an archive (a directory or an SFTP URL with
@@ -68,12 +92,11 @@ export class Hsm {
   /** Moves into an archive under way: check waits for none (their objects are written before the fs points at them). */
   private archiveWriters = 0
   /**
-   * Premigrated copies made by this daemon run, by inode: valid while the file's stamp is
-   * unchanged (every data change moves it). Kept in memory only: a restart cannot tell
-   * whether a lazily journaled change was lost with it, so it forgets them and check
-   * removes their objects.
+   * Premigrations (inode:stamp) this daemon run made or checked against the pool: their
+   * stamp alone says they match. One recorded before a restart is checked by its hash
+   * first, since a crash may have lost the lazily journaled stamp of a write in place.
    */
-  private premigrated = new Map<number, { location: string; stamp: number; runs: [number, number, number][] }>()
+  private trusted = new Set<string>()
   private timer: NodeJS.Timeout | null = null
 
   /** Location name (a volume, or archive:TIER) -> the fs's index for it (archives once attached). */
@@ -91,9 +114,8 @@ export class Hsm {
     const dev = new ArchiveDev(name, openArchive({ archive: t.archive!, identity: t.identity, knownHosts: t.knownHosts }), t.timeoutMs ?? DEFAULT_ARCHIVE_TIMEOUT_MS,
       (what, e) => this.events.publish('hsm.archive-error', { tier: t.name, what, error: e.message, reason: 'the archive did not answer or answered wrong: readers of archived ranges get EIO, a later access retries' }, 'warn'))
     const vol = this.fs.attachArchive(t.slot!, dev)
-    // the objects the fs points into are never handed out again
-    const runs = this.fs.archivedRuns(vol)
-    if (runs.length) dev.reserveBelow(runs[runs.length - 1].start + runs[runs.length - 1].len)
+    // the objects the fs and the premigration records point into are never handed out again
+    for (const r of [...this.fs.archivedRuns(vol), ...this.premigratedRuns(name, true)]) dev.reserveBelow(r.start + r.len)
     const a = { vol, dev }
     this.archives.set(name, a)
     return a
@@ -271,7 +293,9 @@ export class Hsm {
     const what = range ? `${kind === 'hsm.migrate' ? 'migrate' : 'recall'} ${path} bytes ${range[0] * BS}-${range[1] * BS}` : `${kind === 'hsm.migrate' ? 'migrate' : 'recall'} ${path}`
     const job = this.jobs.start(kind, async (signal, progress) => {
       try {
-        const movedBytes = await this.moveTo(path, ino, location, signal, progress, rate, range)
+        const movedBytes = kind === 'hsm.migrate' && !range
+          ? await this.releaseTo(path, ino, location, signal, progress, rate)
+          : await this.moveTo(path, ino, location, signal, progress, rate, range)
         return { path, volume: location, tier, ...(range ? { range: range.map((b) => b * BS) } : {}), movedBytes, bytesOn: this.fs.placementOf(ino) }
       } finally {
         this.moving.delete(ino)
@@ -304,16 +328,18 @@ export class Hsm {
   /**
    * Copies the file's pool bytes to an archive and keeps them in the pool (premigration),
    * 1 MiB at a time; the copies count only if the file did not change from the first
-   * step to the last (else it starts over, three times at most).
+   * step to the last (else it starts over, three times at most). They are recorded on the
+   * file (durably, after the copies are) with the file's stamp and their hash.
    */
   private async premigrateTo(path: string, ino: number, location: string, signal: AbortSignal, progress: Progress): Promise<number> {
     const to = this.target({ name: location, volume: location })
     this.archiveWriters++
     try {
       for (let attempt = 0; attempt < 3; attempt++) {
-        this.premigrated.delete(ino)
+        await this.writePremigration(path, null)
         const span = this.fs.blockSpan(ino)
         const runs: [number, number, number][] = []
+        const hash = createHash('sha256')
         let stamp: number | null = null
         let changed = false
         for (let b = 0; b < span && !changed; b += STEP) {
@@ -321,14 +347,15 @@ export class Hsm {
           await progress.checkpoint()
           if (signal.aborted) throw new VsmError('ECANCELED', 'cancelled')
           if (this.fs.lookup(path) !== ino) throw new VsmError('ENOENT', `${path} went away during the premigration`)
-          const r = await this.fs.copyOut(ino, b, Math.min(span, b + STEP), to)
+          const r = await this.fs.copyOut(ino, b, Math.min(span, b + STEP), to, hash)
           changed = stamp !== null && r.stamp !== stamp
           stamp = r.stamp
           runs.push(...r.runs)
         }
         if (changed || stamp === null) continue
         progress(span, span)
-        this.premigrated.set(ino, { location, stamp, runs })
+        await this.writePremigration(path, { location, stamp, sha: hash.digest('hex'), runs: coalesce(runs) })
+        this.trusted.add(`${ino}:${stamp}`)
         return runs.reduce((a, r) => a + r[2], 0) * BS
       }
       throw new VsmError('EAGAIN', `${path} kept changing during the premigration: nothing kept (hsm check removes the copies)`)
@@ -337,24 +364,71 @@ export class Hsm {
     }
   }
 
-  /** A premigrated copy of the file on `location` that still matches it, or null. */
-  private premigration(ino: number, location: string) {
-    const p = this.premigrated.get(ino)
-    if (!p) return null
-    if (p.location === location && this.fs.statIno(ino).stamp === p.stamp) return p
-    this.premigrated.delete(ino)
-    return null
+  /** The file's premigration record, whole, or null. */
+  private premigrationRecord(path: string): Premigration | null {
+    const p = readJsonXattr<Premigration | null>(this.fs, path, PRE_XATTR, null)
+    if (!p || typeof p.location !== 'string' || typeof p.stamp !== 'number' || !Array.isArray(p.runs)) return null
+    const runs = [...p.runs]
+    for (let k = 1; k < (p.parts ?? 1); k++) {
+      const more = readJsonXattr<[number, number, number][] | null>(this.fs, path, `${PRE_XATTR}.${k}`, null)
+      if (!Array.isArray(more)) return null
+      runs.push(...more)
+    }
+    return { ...p, runs }
   }
 
-  /** Lets the pool blocks of a premigrated file go (no copy); a copy gone stale meanwhile falls back to a migration. */
-  private async releaseTo(path: string, ino: number, location: string, signal: AbortSignal, progress: Progress): Promise<number> {
-    const p = this.premigration(ino, location)
-    const released = p ? await this.fs.releaseCopies(ino, p.runs, this.target({ name: location, volume: location }), p.stamp) : -1
-    if (released < 0) return this.moveTo(path, ino, location, signal, progress)
-    this.premigrated.delete(ino)
-    await this.fs.sync()
-    // whatever the copies did not cover (none unless the file grew into holes) moves the usual way
-    return released * BS + await this.moveTo(path, ino, location, signal, progress)
+  /** Records (null: drops) the file's premigration, durably: the parts first and the record last; dropped record first. */
+  private async writePremigration(path: string, p: Premigration | null): Promise<void> {
+    const old = readJsonXattr<{ parts?: number } | null>(this.fs, path, PRE_XATTR, null)
+    if (old) await writeJsonXattr(this.fs, path, PRE_XATTR, null)
+    for (let k = 1; k < (old?.parts ?? 1); k++) if (this.fs.getxattr(path, `${PRE_XATTR}.${k}`)) await this.fs.removexattr(path, `${PRE_XATTR}.${k}`)
+    if (!p) return
+    const chunks: [number, number, number][][] = []
+    for (let i = 0; i < Math.max(1, p.runs.length); i += PRE_RUNS_PER_XATTR) chunks.push(p.runs.slice(i, i + PRE_RUNS_PER_XATTR))
+    for (let k = 1; k < chunks.length; k++) await this.fs.setxattr(path, `${PRE_XATTR}.${k}`, Buffer.from(JSON.stringify(chunks[k])))
+    await writeJsonXattr(this.fs, path, PRE_XATTR, { ...p, runs: chunks[0], ...(chunks.length > 1 ? { parts: chunks.length } : {}) })
+  }
+
+  /** The file's premigrated copy on `location` (any location when omitted) if its stamp still matches the file's, else null. */
+  private premigration(path: string, ino: number, location?: string): Premigration | null {
+    const p = this.premigrationRecord(path)
+    return p && (location === undefined || p.location === location) && this.fs.statIno(ino).stamp === p.stamp ? p : null
+  }
+
+  /**
+   * Whether the pool still holds what the copies hold. Made (or checked) by this daemon
+   * run: the stamp says so. Recorded before a restart: a crash may have lost the
+   * journaled stamp of a write in place, so the pool's bytes are read back (not an
+   * access) and hashed; a write meanwhile moves the stamp, which release checks.
+   */
+  private async matches(ino: number, p: Premigration): Promise<boolean> {
+    const key = `${ino}:${p.stamp}`
+    if (this.trusted.has(key)) return true
+    const hash = createHash('sha256')
+    for (const [fb, , len] of p.runs) {
+      for (let b = fb; b < fb + len; b += STEP) {
+        const buf = Buffer.alloc(Math.min(STEP, fb + len - b) * BS)
+        await this.fs.read(ino, buf, b * BS, { atime: false })
+        hash.update(buf)
+      }
+    }
+    if (hash.digest('hex') !== p.sha) return false
+    this.trusted.add(key)
+    return true
+  }
+
+  /**
+   * Lets the pool blocks of a premigrated file go (no copy); a copy gone stale, or one
+   * whose bytes no longer match the pool's, falls back to a migration. The record goes
+   * either way: the copies are now the file's, or orphans for check.
+   */
+  private async releaseTo(path: string, ino: number, location: string, signal: AbortSignal, progress: Progress, rate = 0): Promise<number> {
+    const rec = this.premigrationRecord(path)
+    const p = rec && rec.location === location ? this.premigration(path, ino, location) : null
+    const released = p && await this.matches(ino, p) ? await this.fs.releaseCopies(ino, p.runs, this.target({ name: location, volume: location }), p.stamp) : -1
+    if (rec && rec.location === location) await this.writePremigration(path, null)
+    // whatever the copies did not cover (all of it when there were none, else none unless the file grew into holes) moves the usual way
+    return Math.max(0, released) * BS + await this.moveTo(path, ino, location, signal, progress, rate)
   }
 
   private policyTier(path: string): Tier {
@@ -398,7 +472,7 @@ export class Hsm {
     return {
       path, size: st.size, lastAccess: Math.max(st.atime, st.mtime), pinned: !!s.pin,
       moving: !!s.to || this.moving.has(st.ino), policy: this.policyFor(path), bytesOn: this.fs.placementOf(st.ino),
-      premigrated: !!this.premigrated.get(st.ino) && !!this.premigration(st.ino, this.premigrated.get(st.ino)!.location),
+      premigrated: !!this.premigration(path, st.ino),
     }
   }
 
@@ -510,15 +584,27 @@ export class Hsm {
     return { tiers: out }
   }
 
-  /** Object numbers the fs's maps point into in archive location `vol`. */
+  /** Object numbers the fs's maps and the premigration records point into in archive location `vol`. */
   private referencedObjects(vol: number): Set<number> {
     const held = new Set<number>()
     const loc = [...this.archives.entries()].find(([, a]) => a.vol === vol)?.[0]
-    const premigrated = [...this.premigrated.values()].filter((p) => p.location === loc).flatMap((p) => p.runs.map(([, start, len]) => ({ start, len })))
-    for (const r of [...this.fs.archivedRuns(vol), ...premigrated]) {
+    for (const r of [...this.fs.archivedRuns(vol), ...(loc ? this.premigratedRuns(loc, false) : [])]) {
       for (let o = Math.floor(r.start / OBJECT_BLOCKS); o <= Math.floor((r.start + r.len - 1) / OBJECT_BLOCKS); o++) held.add(o)
     }
     return held
+  }
+
+  /**
+   * The copies the premigration records on `location` hold; `stale` too: those of
+   * records the file has changed since (no use any more, their objects are orphans, but
+   * their addresses are never handed out again).
+   */
+  private premigratedRuns(location: string, stale: boolean): { start: number; len: number }[] {
+    return regularFiles(this.fs, '/').flatMap((path) => {
+      const p = this.premigrationRecord(path)
+      if (!p || p.location !== location || (!stale && this.fs.statIno(this.fs.lookup(path)).stamp !== p.stamp)) return []
+      return p.runs.map(([, start, len]) => ({ start, len }))
+    })
   }
 
   // ------------------------------------------------------------------ status
@@ -536,7 +622,7 @@ export class Hsm {
         bytes[label(vol)] = (bytes[label(vol)] ?? 0) + n
         totals[label(vol)] = (totals[label(vol)] ?? 0) + n
       }
-      const pre = f.premigrated ? this.premigrated.get(this.fs.lookup(path))! : null
+      const pre = f.premigrated ? this.premigrationRecord(path) : null
       const premigrated = pre ? { [label(pre.location)]: pre.runs.reduce((a, r) => a + r[2], 0) * BS } : {}
       return { path, size: f.size, pinned: f.pinned, moving: f.moving, home: this.state(path).home ?? null, bytes, premigrated }
     })

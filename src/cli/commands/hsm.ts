@@ -31,7 +31,7 @@ export function registerHsm(program: Command) {
       : 'no tiers: add one with vsm hsm tier add NAME --volume V | --archive DIR'))
   hsm.command('migrate <path>').description('move a file to a tier while it is in use (a job)').option('--tier <name>', 'the tier (default: its policy\'s)')
     .option('--rate <size>', 'at most this many bytes per second (K, M, G)')
-    .option('--premigrate', 'to an archive: copy only, keep the pool blocks until a watermark run releases them (this daemon run)')
+    .option('--premigrate', 'to an archive: copy only, keep the pool blocks until a watermark run (or a migrate) releases them')
     .action((path, o, cmd) => call(cmd, 'hsm.migrate', { path, tier: o.tier, rate: o.rate === undefined ? undefined : parseSize(o.rate), premigrate: o.premigrate },
       jobLine(o.premigrate ? 'premigrating' : 'migrating')))
   hsm.command('recall <path>').description('move a file back to the volume it was on before migration (a job)')
