@@ -6,12 +6,13 @@
 // This proves the harness before the vsm guest tests rely on it.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { execFileSync, spawn } from 'child_process'
+import { execFileSync } from 'child_process'
 import { createHash } from 'crypto'
-import { promises as fsp, readFileSync } from 'fs'
+import { promises as fsp } from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { bootGuest, type BootResult } from './helpers/guest'
+import { startQsdExport } from './helpers/qsd'
 
 // `seq` output is the same inside busybox and here, so the host knows the expected hash.
 const N = 200000
@@ -82,26 +83,11 @@ test('guest writes ext4 on virtio and scsi disks, a second boot and the host rea
   }
 })
 
-const mounted = (p: string) => readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === p)
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
 test('a disk on a FUSE export (qemu-storage-daemon) keeps ext4 data across boots with the default cache mode', async () => {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'vsm-guest-qsd-'))
-  const backing = path.join(dir, 'backing.img')
-  const exp = path.join(dir, 'export.img')
-  await fsp.writeFile(backing, '')
-  await fsp.truncate(backing, 128 << 20)
-  await fsp.writeFile(exp, '') // the FUSE export mounts over an existing regular file
-  const qsd = spawn('qemu-storage-daemon', [
-    '--blockdev', `driver=file,node-name=f,filename=${backing}`,
-    '--export', `type=fuse,id=e,node-name=f,mountpoint=${exp},writable=on`,
-  ], { stdio: ['ignore', 'ignore', 'pipe'] })
-  let qsdErr = ''
-  qsd.stderr!.on('data', (b) => { qsdErr += b })
+  const qsd = await startQsdExport(dir, 128 << 20)
+  const exp = qsd.path
   try {
-    for (let i = 0; i < 100 && !mounted(exp) && qsd.exitCode === null; i++) await sleep(100)
-    assert.ok(mounted(exp), `qemu-storage-daemon did not mount its export: ${qsdErr}`)
-
     // Random data, 16 MiB: enough for ext4 writeback to send large multi-page requests.
     const write = await bootGuest({
       disks: [{ path: exp, iface: 'virtio' }],
@@ -129,14 +115,7 @@ test('a disk on a FUSE export (qemu-storage-daemon) keeps ext4 data across boots
     assert.is(read.markers.SHA, write.markers.SHA, 'second boot reads what the first wrote')
     execFileSync('e2fsck', ['-fn', exp], { stdio: 'pipe' })
   } finally {
-    if (qsd.exitCode === null && qsd.signalCode === null) {
-      const gone = new Promise((r) => qsd.once('close', r))
-      qsd.kill('SIGTERM')
-      await Promise.race([gone, sleep(5000)])
-      if (qsd.exitCode === null && qsd.signalCode === null) { qsd.kill('SIGKILL'); await gone }
-    }
-    // A dead daemon leaves its mount behind ("Transport endpoint is not connected").
-    if (mounted(exp)) try { execFileSync('fusermount3', ['-u', exp], { stdio: 'pipe' }) } catch { execFileSync('umount', ['-l', exp]) }
+    await qsd.stop()
     await fsp.rm(dir, { recursive: true, force: true })
   }
 })

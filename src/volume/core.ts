@@ -83,7 +83,16 @@ export interface PoolOptions {
   wrapDevice?: (name: string, dev: BlockDev) => BlockDev
   /** Directories no device may be added under (the daemon's FUSE view). */
   protectedPaths?: string[]
+  /** A device operation not answered in this many ms abandons the device (default IO_TIMEOUT_MS; 0: wait forever). */
+  ioTimeoutMs?: number
 }
+
+/**
+ * Policy: how long a device may leave an operation unanswered before the pool gives up
+ * on it and its redundant copies carry on (VSM_IO_TIMEOUT, in seconds). Long, because an
+ * fdatasync of a device with much dirty data on a loaded machine is slow but not dead.
+ */
+export const IO_TIMEOUT_MS = Number(process.env.VSM_IO_TIMEOUT ?? 120) * 1000
 
 /** An open device of the pool, or why it is not there. */
 export interface DevRt {
@@ -175,6 +184,8 @@ export class PoolCore {
     this.lock = run.catch(() => {})
     return run
   }
+
+  get ioTimeoutMs(): number { return this.opts.ioTimeoutMs ?? IO_TIMEOUT_MS }
 
   wrap(name: string, dev: BlockDev): BlockDev {
     return this.opts.wrapDevice ? this.opts.wrapDevice(name, dev) : dev

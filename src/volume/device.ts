@@ -5,15 +5,30 @@
 // Writes go through the page cache and flush() is fdatasync. writeDurable() goes
 // through a second descriptor opened O_DSYNC, so making one small write durable (a
 // write-intent bit) writes back that range only, not every data write still cached.
+//
+// A device that stops answering (a dead disk, a hung network or FUSE backing) must not
+// stop the daemon: each system call ties up one of libuv's threads until the kernel
+// returns, so at most MAX_IN_FLIGHT run at once per device (the rest wait here, not in
+// the thread pool), and an operation older than the pool's timeout, or abandon() by the
+// operator, fails everything in flight and everything after with EIO at once, as the
+// kernel's SCSI layer offlines a device that times out. The calls already in the kernel
+// stay there until it answers; their results are ignored.
 import { promises as fsp, constants as fsc } from 'fs'
-import { BlockDev, VsmError, checkRange } from '../block/blockdev'
+import { BlockDev, VsmError, rejectBadRange } from '../block/blockdev'
 
 const BLKGETSIZE64 = 0x80081272
 
 export interface OpenDeviceOptions {
   /** If the path does not exist, create a sparse regular file of this many bytes. */
   create?: number
+  /** An operation not answered in this many ms abandons the device (0 or absent: wait forever). */
+  timeoutMs?: number
 }
+
+/** System calls one device may have in libuv's thread pool at once (bin/vsm sizes the pool at 16). */
+const MAX_IN_FLIGHT = 4
+
+interface Op { what: string; since: number; reject: (e: unknown) => void }
 
 function errCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException)?.code
@@ -34,6 +49,12 @@ function blockDeviceSize(fd: number, path: string): number {
 
 export class Device implements BlockDev {
   private closed = false
+  /** Why the device was abandoned: every operation fails with it from then on. */
+  private dead: VsmError | null = null
+  /** Operations handed to the kernel, oldest first. */
+  private readonly running = new Set<Op>()
+  private readonly waiting: (() => void)[] = []
+  private watchdog: NodeJS.Timeout | null = null
 
   private constructor(
     readonly path: string,
@@ -42,9 +63,73 @@ export class Device implements BlockDev {
     private readonly dsync: fsp.FileHandle,
     readonly size: number,
     readonly isBlockDevice: boolean,
-  ) {}
+    timeoutMs = 0,
+  ) {
+    if (timeoutMs > 0) {
+      this.watchdog = setInterval(() => this.check(timeoutMs), Math.max(100, timeoutMs / 4))
+      this.watchdog.unref()
+    }
+  }
 
-  static async open(path: string, opts: OpenDeviceOptions = {}): Promise<Device> {
+  /** Set once the device has been abandoned (timed out, or taken away by the operator): it must be reopened. */
+  get abandoned(): VsmError | null { return this.dead }
+
+  /**
+   * Fail every operation in flight and every later one with EIO (reason): for a device
+   * that no longer answers. What is still in the kernel is left to finish or not.
+   */
+  abandon(reason: string): void {
+    if (this.dead) return
+    this.dead = new VsmError('EIO', `device ${this.path} abandoned: ${reason}`)
+    if (this.watchdog) clearInterval(this.watchdog)
+    for (const op of this.running) op.reject(this.dead)
+    this.running.clear()
+    for (const start of this.waiting.splice(0)) start()
+  }
+
+  private check(timeoutMs: number): void {
+    const oldest = this.running.values().next().value
+    if (oldest && Date.now() - oldest.since > timeoutMs) {
+      this.abandon(`${oldest.what} not answered in ${Math.round(timeoutMs / 1000)} s`)
+    }
+  }
+
+  /** Runs one operation under the in-flight cap and the watchdog. */
+  private op<T>(what: string, call: () => Promise<T>): Promise<T> {
+    if (this.dead) return Promise.reject(this.dead)
+    return new Promise<T>((resolve, reject) => {
+      const start = () => {
+        if (this.dead) { reject(this.dead); return }
+        const op: Op = { what, since: Date.now(), reject }
+        this.running.add(op)
+        const done = () => {
+          // false once abandoned: the caller has had its error, and nothing waits
+          if (!this.running.delete(op)) return false
+          this.waiting.shift()?.()
+          return true
+        }
+        call().then((v) => { if (done()) resolve(v) }, (e) => { if (done()) reject(e) })
+      }
+      if (this.running.size < MAX_IN_FLIGHT) start()
+      else this.waiting.push(start)
+    })
+  }
+
+  /** Opens path; with a timeout, an open the kernel leaves unanswered fails, and what it opens later is closed. */
+  static open(path: string, opts: OpenDeviceOptions = {}): Promise<Device> {
+    const opening = Device.openNow(path, opts)
+    const ms = opts.timeoutMs ?? 0
+    if (!ms) return opening
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new VsmError('EIO', `cannot open device ${path}: not answered in ${Math.round(ms / 1000)} s`))
+        opening.then((d) => { d.abandon('its open timed out'); return d.close() }).catch(() => {})
+      }, ms)
+      opening.then((d) => { clearTimeout(timer); resolve(d) }, (e) => { clearTimeout(timer); reject(e) })
+    })
+  }
+
+  private static async openNow(path: string, opts: OpenDeviceOptions): Promise<Device> {
     let fh: fsp.FileHandle | undefined
     try {
       fh = await fsp.open(path, fsc.O_RDWR)
@@ -70,7 +155,7 @@ export class Device implements BlockDev {
       if (!blk && !st.isFile()) throw new VsmError('EINVAL', `${path} is neither a regular file nor a block device`)
       // through /proc: the very file fh has open, even if the path has changed since
       dsync = await fsp.open(`/proc/self/fd/${fh.fd}`, fsc.O_RDWR | fsc.O_DSYNC)
-      return new Device(path, fh, dsync, blk ? blockDeviceSize(fh.fd, path) : st.size, blk)
+      return new Device(path, fh, dsync, blk ? blockDeviceSize(fh.fd, path) : st.size, blk, opts.timeoutMs)
     } catch (e) {
       await dsync?.close().catch(() => {})
       await fh.close().catch(() => {})
@@ -78,8 +163,12 @@ export class Device implements BlockDev {
     }
   }
 
-  async read(buf: Buffer, offset: number): Promise<number> {
-    if (offset > this.size) checkRange(this, offset, buf.length)
+  read(buf: Buffer, offset: number): Promise<number> {
+    if (offset > this.size) return rejectBadRange(this, offset, buf.length)!
+    return this.op(`read at ${offset}`, () => this.readAll(buf, offset))
+  }
+
+  private async readAll(buf: Buffer, offset: number): Promise<number> {
     const want = Math.min(buf.length, this.size - offset)
     let done = 0
     while (done < want) {
@@ -92,15 +181,18 @@ export class Device implements BlockDev {
   }
 
   write(buf: Buffer, offset: number): Promise<void> {
-    return this.writeAll(this.fh, buf, offset)
+    const bad = rejectBadRange(this, offset, buf.length)
+    if (bad) return bad
+    return this.op(`write at ${offset}`, () => this.writeAll(this.fh, buf, offset))
   }
 
   writeDurable(buf: Buffer, offset: number): Promise<void> {
-    return this.writeAll(this.dsync, buf, offset)
+    const bad = rejectBadRange(this, offset, buf.length)
+    if (bad) return bad
+    return this.op(`write at ${offset}`, () => this.writeAll(this.dsync, buf, offset))
   }
 
   private async writeAll(fh: fsp.FileHandle, buf: Buffer, offset: number): Promise<void> {
-    checkRange(this, offset, buf.length)
     let done = 0
     while (done < buf.length) {
       const { bytesWritten } = await fh.write(buf, done, buf.length - done, offset + done)
@@ -110,13 +202,17 @@ export class Device implements BlockDev {
   }
 
   flush(): Promise<void> {
-    return this.fh.datasync()
+    return this.op('flush', () => this.fh.datasync())
   }
 
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    try { await this.dsync.close() } finally { await this.fh.close() }
+    if (this.watchdog) clearInterval(this.watchdog)
+    const closing = (async () => { try { await this.dsync.close() } finally { await this.fh.close() } })()
+    // close(2) of a file on a hung FUSE or network backing waits for it too: not the caller
+    if (this.dead) closing.catch(() => {})
+    else await closing
   }
 }
 

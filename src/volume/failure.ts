@@ -75,6 +75,9 @@ export function refuseWhileChanging(core: PoolCore, v: VolumeConfig, opts: { cla
   if (claim) throw new VsmError('EBUSY', `volume ${v.name} is being changed (${claim}); try again when that is done`)
 }
 
+/** How long an offline waits for the device's volumes to settle before abandoning the device's I/O. */
+const OFFLINE_GRACE_MS = 5000
+
 /** Take a device out of service on purpose (as mdadm --fail); refused if a volume would stop. */
 export async function offlineDevice(core: PoolCore, name: string): Promise<DeviceInfo> {
   const why = new VsmError('EIO', 'taken offline by the operator')
@@ -97,8 +100,16 @@ export async function offlineDevice(core: PoolCore, name: string): Promise<Devic
     return { d, claimed }
   })
   const release = () => { for (const v of claimed) if (core.claims.get(v) === claim) core.claims.delete(v) }
+  // a device that does not answer cannot settle: after a grace its I/O is abandoned, so
+  // what is in flight completes on the other copies (and the DRL keeps what it missed)
+  const dev = core.rt.get(d.id)?.dev
+  const grace = setTimeout(() => dev?.abandon(why.message), OFFLINE_GRACE_MS)
   try {
-    for (const v of claimed) await settle(core, v)
+    try {
+      for (const v of claimed) await settle(core, v)
+    } finally {
+      clearTimeout(grace)
+    }
     for (const v of core.cfg.volumes) {
       for (let i = 0; i < v.members.length; i++) {
         if (v.members[i].device !== d.id) continue
@@ -139,7 +150,9 @@ export async function onlineDevice(core: PoolCore, name: string): Promise<{ devi
     }
     volumesOn(core.cfg, d.id).forEach((v) => refuseWhileChanging(core, v))
     let r = core.rt.get(d.id)
-    if (!r?.io || r.missing) {
+    if (!r?.io || r.missing || r.dev?.abandoned) {
+      // an abandoned device is reopened: its old descriptors may still be stuck in the kernel
+      await r?.dev?.close()
       r = await openMember(core, core.cfg, d)
       if (r.missing) throw new VsmError('ENODEV', `device ${name} (${d.path}) is still unusable: ${r.missing}`)
       r.bitmap = await DeviceBitmap.load(r.io!, d.dataSize)
