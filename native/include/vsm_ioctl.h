@@ -153,7 +153,7 @@ VSM_STATIC_ASSERT(sizeof(struct vsm_file_cmd) == 4096, "struct vsm_file_cmd");
 #define VSM_IOC_DISK_THAW        VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x18, 0) /* 0xc0005618 */
 /* disk.check: check a disk for corruption and leaked space */
 #define VSM_IOC_DISK_CHECK       VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x19, 0) /* 0xc0005619 */
-/* disk.map: allocated extents of a disk and which layer holds each */
+/* disk.map: allocated extents of a disk and which layer holds each, a page at a time (next: where the following page starts) */
 #define VSM_IOC_DISK_MAP         VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x1a, 0) /* 0xc000561a */
 /* disk.compare: compare the contents of two disks */
 #define VSM_IOC_DISK_COMPARE     VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'V', 0x1b, 0) /* 0xc000561b */
@@ -217,7 +217,7 @@ VSM_STATIC_ASSERT(sizeof(struct vsm_file_cmd) == 4096, "struct vsm_file_cmd");
 #define VSM_IOC_REPL_RESUME      VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x04, 0) /* 0xc0005204 */
 /* repl.verify: compare primary and secondary */
 #define VSM_IOC_REPL_VERIFY      VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x05, 0) /* 0xc0005205 */
-/* repl.takeover: promote the secondary */
+/* repl.takeover: promote the secondary: it serves the group from its replicas */
 #define VSM_IOC_REPL_TAKEOVER    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x06, 0) /* 0xc0005206 */
 /* repl.failback: delta resync back to the old primary */
 #define VSM_IOC_REPL_FAILBACK    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x07, 0) /* 0xc0005207 */
