@@ -2,10 +2,11 @@
 // recalled while a process writes it and this one reads it, kill -9 mid-migration
 // (the move resumes at up), kill -9 mid range recall (it resumes too), a cancelled move
 // that stays cancelled across a restart, pin against a policy run, state that survives
-// losing vsm.json.
+// losing vsm.json, region heat moving the cold regions of a disk being written.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { closeSync, openSync, readFileSync, readSync, rmSync, utimesSync, writeFileSync } from 'fs'
+import { randomBytes } from 'crypto'
+import { closeSync, constants, fsyncSync, mkdirSync, openSync, readFileSync, readSync, rmSync, utimesSync, writeFileSync, writeSync } from 'fs'
 import { join } from 'path'
 import { makeVsm } from './helpers/daemon'
 import { SLOT, slotData, startWriter, acknowledgedCount, verifyEverySlot } from './helpers/crash-writer'
@@ -198,6 +199,64 @@ test('policy run: cold files go to the tier, a pinned and a recently used one st
   assert.equal(again.result.migrated.map((m: any) => m.path), ['/p1.img'])
   assert.equal((await residency('p1.img')).bytes, { slow: 1 << 20 })
   for (const name of ['p1.img', 'p2.img', 'p3.img']) assert.ok(readFileSync(join(vsm.mount, name)).equals(Buffer.alloc(1 << 20, name.charCodeAt(1))), name)
+  await fsckClean()
+})
+
+/** Every `ms`, an O_DIRECT (the daemon sees it, not the page cache) read or write of 4 KiB somewhere in [at, at + MiB) of `file`, until stopped. */
+function keepHot(file: string, at: number, data: Buffer | null, ms = 100): { stop(): Promise<void> } {
+  let on = true
+  const done = (async () => {
+    const fd = openSync(file, constants.O_RDWR | constants.O_DIRECT)
+    try {
+      for (let k = 0; on; k = (k + 1) % 256) {
+        const off = at + k * 4096
+        if (data) {
+          const b = randomBytes(4096)
+          writeSync(fd, b, 0, 4096, off)
+          b.copy(data, off)
+        } else readSync(fd, Buffer.alloc(4096), 0, 4096, off)
+        await new Promise((r) => setTimeout(r, ms))
+      }
+    } finally { closeSync(fd) }
+  })()
+  return { stop: async () => { on = false; await done } }
+}
+
+test('regions: the cold regions of a disk being written go to the slow tier, the hot one stays; later a region read on the slow tier comes back and the one no longer written goes', async () => {
+  const MiB = 1 << 20
+  mkdirSync(join(vsm.mount, 'rg'))
+  await vsm.run('disk', 'create', 'rg/r.img', '--size', '8M')
+  const file = join(vsm.mount, 'rg', 'r.img')
+  const data = randomBytes(8 * MiB)
+  writeFileSync(file, data)
+  const fd = openSync(file, 'r+')
+  try { fsyncSync(fd) } finally { closeSync(fd) }
+  const written = Date.now()
+  assert.match(await stderr(vsm.run('hsm', 'policy', 'set', 'rg', '--tier', 'slow', '--regions', '1536K')), /whole MiB/)
+  assert.match(await vsm.run('hsm', 'policy', 'set', 'rg', '--tier', 'slow', '--cold-after', '4s', '--regions'), /per 1M region/)
+  const writer = keepHot(file, 2 * MiB, data)
+  let first
+  try {
+    await new Promise((r) => setTimeout(r, Math.max(0, written + 6000 - Date.now())))
+    first = await vsm.json('job', 'wait', /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1])
+  } finally { await writer.stop() }
+  assert.not.ok(first.error, JSON.stringify(first.error))
+  assert.equal(first.result.migrated.filter((m: any) => m.path === '/rg/r.img').map((m: any) => [m.action, m.ranges]), [['migrate', [[0, 2 * MiB], [3 * MiB, 8 * MiB]]]])
+  assert.equal((await residency('rg/r.img')).bytes, { fast: MiB, slow: 7 * MiB })
+  assert.ok(readFileSync(file).equals(data), 'every byte, the writes during the run included')
+  // now region 5 (on the slow tier) is read and region 2 no longer written
+  const reader = keepHot(file, 5 * MiB, null)
+  let second
+  try {
+    await new Promise((r) => setTimeout(r, 6000))
+    second = await vsm.json('job', 'wait', /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1])
+  } finally { await reader.stop() }
+  assert.not.ok(second.error, JSON.stringify(second.error))
+  assert.equal(second.result.migrated.filter((m: any) => m.path === '/rg/r.img').map((m: any) => [m.action, m.ranges]),
+    [['migrate', [[2 * MiB, 3 * MiB]]], ['recall', [[5 * MiB, 6 * MiB]]]])
+  const r = await residency('rg/r.img')
+  assert.equal([r.bytes, r.home, r.moving], [{ fast: MiB, slow: 7 * MiB }, 'vol0', false])
+  assert.ok(readFileSync(file).equals(data))
   await fsckClean()
 })
 

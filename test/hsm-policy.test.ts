@@ -1,8 +1,9 @@
 // HSM policy decisions (src/hsm/policy.ts) as a table: which files a policy run migrates,
-// by cold-after and by watermarks over a model of access times and volume use.
+// by cold-after and by watermarks over a model of access times and volume use, and under
+// --regions which regions of a file go to the tier and which come back.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { checkPolicy, decide, parseDuration, type FileFacts } from '../src/hsm/policy'
+import { checkPolicy, decide, parseDuration, type FileFacts, type RegionFacts } from '../src/hsm/policy'
 import { VsmError } from '../src/block/blockdev'
 
 const DAY = 86_400_000
@@ -115,6 +116,38 @@ test('checkPolicy: watermarks both or neither, low below high, percentages', () 
   assert.throws(() => checkPolicy({ tier: 'slow', high: 'lots', low: '5%' }, tiers), /high: a percentage/)
   assert.throws(() => checkPolicy({ tier: 'slow', premigrate: true }, tiers), /not an archive/)
   assert.equal(checkPolicy({ tier: 'cold', premigrate: true }, arch).premigrate, true)
+})
+
+const MiB = 1 << 20
+const R = MiB / 4096
+/** A disk's regions: heat in days ago and MiB on the tier, one entry per 1 MiB region. */
+const regions = (spec: [number, number][]): RegionFacts[] => spec.map(([daysAgo, onTierMiB], i) => ({
+  b0: i * R, b1: (i + 1) * R, lastAccess: NOW - daysAgo * DAY, onTier: onTierMiB * MiB, elsewhere: (1 - onTierMiB) * MiB,
+}))
+const byRegion = { ...cold, regionBytes: MiB }
+
+test('decide, regions: cold regions of a hot disk go (adjacent ones as one range), hot ones on the tier come back', () => {
+  // a disk used a minute ago: regions 0-1 and 4 cold, 2 hot, 3 hot but on the tier, 5 cold and already there
+  const d = decide([f({ lastAccess: NOW - 60_000, policy: byRegion, regions: regions([[30, 0], [8, 0], [0.01, 0], [1, 1], [40, 0], [40, 1]]) })], tiers, NOW)
+  assert.equal(d.map((x) => [x.action, x.reason, x.volume, x.ranges, x.bytes]), [
+    ['migrate', 'cold', 'v1', [[0, 2 * R], [4 * R, 5 * R]], 3 * MiB],
+    ['recall', 'hot', 'v1', [[3 * R, 4 * R]], MiB],
+  ])
+})
+
+test('decide, regions: nothing when every region is where its heat says; pinned and moving disks are left alone', () => {
+  const settled = regions([[30, 1], [0, 0], [9, 1]])
+  assert.equal(decide([f({ policy: byRegion, regions: settled })], tiers, NOW), [])
+  const mixed = regions([[30, 0], [0, 1]])
+  assert.equal(decide([f({ policy: byRegion, regions: mixed, pinned: true }), f({ path: '/b', policy: byRegion, regions: mixed, moving: true })], tiers, NOW), [])
+})
+
+test('checkPolicy: regions in whole MiB, not with watermarks or premigrate', () => {
+  assert.is(checkPolicy({ tier: 'slow', regions: true }, tiers).regionBytes, MiB)
+  assert.is(checkPolicy({ tier: 'slow', regions: 4 * MiB }, tiers).regionBytes, 4 * MiB)
+  assert.throws(() => checkPolicy({ tier: 'slow', regions: MiB + 4096 }, tiers), /regions: a region size in whole MiB/)
+  assert.throws(() => checkPolicy({ tier: 'slow', regions: true, high: '85%', low: '70%' }, tiers), /not with watermarks/)
+  assert.throws(() => checkPolicy({ tier: 'cold', regions: true, premigrate: true }, arch), /not with --premigrate/)
 })
 
 test.run()

@@ -70,6 +70,8 @@ export class FsCore {
   draining = new Set<number>()
   /** Archive tiers attached by the HSM, by location number (ARCHIVE_BASE + slot). */
   archives = new Map<number, ArchiveLocation>()
+  /** Told of every read and write of a live file's blocks [b0, b1) (the HSM's region heat). */
+  onAccess: ((ino: number, b0: number, b1: number) => void) | null = null
 
   constructor(readonly vols: BlockDev[], public sb: Superblock) {}
 

@@ -81,8 +81,11 @@ export async function read(c: FsCore, ino: number, buf: Buffer, offset: number, 
     c.live()
     n = c.fileNode(ino)
   }
-  if (atime) c.touchAtime(n)
   const end = offset + len
+  if (atime) {
+    c.touchAtime(n)
+    if (!n.snapOf) c.onAccess?.(ino, Math.floor(offset / BS), Math.ceil(end / BS))
+  }
   const ios: Promise<number>[] = []
   for (const s of segs) {
     const ss = s.fb * BS
@@ -106,6 +109,7 @@ export async function write(c: FsCore, ino: number, buf: Buffer, offset: number)
   if (len === 0) return 0
   const end = offset + len
   const b0 = Math.floor(offset / BS), b1 = Math.ceil(end / BS)
+  c.onAccess?.(ino, b0, b1)
   for (;;) {
     while (n.gate) { await n.gate; c.live(); n = c.fileNode(ino) }
     if (metaNearFull(c, 1000)) { await ensureMeta(c, 1000); c.live(); n = c.fileNode(ino); continue }

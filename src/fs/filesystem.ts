@@ -46,6 +46,9 @@ export class FileSystem {
   /** Where the fs reports what an operator must act on (a write refused for lack of space). */
   useEvents(events: EventSink): void { this.core.events = events }
 
+  /** `fn` is told of every read and write of a live file's blocks [b0, b1) (the HSM keeps region heat with it). */
+  watchAccess(fn: (ino: number, b0: number, b1: number) => void): void { this.core.onAccess = fn }
+
   // namespace
   getattr(path: string): Stat { return ns.getattr(this.core, path) }
   lookup(path: string): number { return ns.lookup(this.core, path) }

@@ -14,7 +14,7 @@ import { readJsonXattr, regularFiles, writeJsonXattr } from '../fs/intent'
 import { checkRate, moveExtents } from '../fs/move'
 import { openArchive } from './archive'
 import { ArchiveDev, OBJECT_BLOCKS, objectKey, objectOfKey } from './archive-dev'
-import { checkPolicy, decide, parseDuration, type FileFacts, type Policy, type Tier } from './policy'
+import { checkPolicy, decide, parseDuration, REGION_UNIT, type Decision, type FileFacts, type Policy, type RegionFacts, type Tier } from './policy'
 
 /** On the root directory: the tiers, [TierRecord]. */
 const TIERS_XATTR = 'vsm.hsm.tiers'
@@ -101,8 +101,48 @@ export class Hsm {
 
   /** Location name (a volume, or archive:TIER) -> the fs's index for it (archives once attached). */
   private archives = new Map<string, { vol: number; dev: ArchiveDev }>()
+  /**
+   * Region heat: inode -> 1 MiB unit -> last read or write (ms). In memory: after a
+   * restart a unit counts as last accessed at the start (or at the file's last access,
+   * if older), so nothing turns cold sooner than cold-after from then.
+   */
+  private heat = new Map<number, Map<number, number>>()
+  private readonly since = Date.now()
 
-  constructor(private fs: FileSystem, private jobs: Jobs, private events: EventSink) {}
+  constructor(private fs: FileSystem, private jobs: Jobs, private events: EventSink) {
+    fs.watchAccess((ino, b0, b1) => this.touch(ino, b0, b1))
+  }
+
+  private touch(ino: number, b0: number, b1: number): void {
+    const unit = REGION_UNIT / BS
+    let h = this.heat.get(ino)
+    if (!h) this.heat.set(ino, h = new Map())
+    const now = Date.now()
+    for (let u = Math.floor(b0 / unit); u * unit < b1; u++) h.set(u, now)
+  }
+
+  /** The file's regions holding data, with their heat and where their bytes are (tier or elsewhere). */
+  private regionFacts(ino: number, regionBytes: number, fileLastAccess: number, tierVolume: string): RegionFacts[] {
+    const per = regionBytes / BS, unit = REGION_UNIT / BS
+    const base = Math.min(this.since, fileLastAccess)
+    const regions = new Map<number, RegionFacts>()
+    for (const e of this.fs.extentMap(ino)) {
+      for (let off = e.offset; off < e.offset + e.length;) {
+        const r = Math.floor(off / BS / per)
+        const end = Math.min(e.offset + e.length, (r + 1) * per * BS)
+        let f = regions.get(r)
+        if (!f) regions.set(r, f = { b0: r * per, b1: (r + 1) * per, lastAccess: base, onTier: 0, elsewhere: 0 })
+        if (e.volume === tierVolume) f.onTier += end - off
+        else f.elsewhere += end - off
+        off = end
+      }
+    }
+    const h = this.heat.get(ino)
+    for (const f of regions.values()) {
+      for (let u = f.b0 / unit; h && u < f.b1 / unit; u++) f.lastAccess = Math.max(f.lastAccess, h.get(u) ?? 0)
+    }
+    return [...regions.values()].sort((a, b) => a.b0 - b.b0)
+  }
 
   /** Attaches every archive tier to the fs as a location; before the view serves reads of archived ranges. */
   attachArchives(): void {
@@ -231,7 +271,7 @@ export class Hsm {
     return { path, pinned: on }
   }
 
-  async setPolicy(p: unknown, x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown; premigrate?: unknown }): Promise<{ path: string; policy: Policy }> {
+  async setPolicy(p: unknown, x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown; premigrate?: unknown; regions?: unknown }): Promise<{ path: string; policy: Policy }> {
     const path = checkPath(p)
     const policy = checkPolicy(x, this.tiers())
     this.fs.getattr(path)
@@ -469,20 +509,36 @@ export class Hsm {
   private facts(path: string): FileFacts {
     const st = this.fs.getattr(path)
     const s = this.state(path)
+    const policy = this.policyFor(path)
+    const lastAccess = Math.max(st.atime, st.mtime)
+    const tier = policy?.regionBytes ? this.tiers().find((t) => t.name === policy.tier) : undefined
     return {
-      path, size: st.size, lastAccess: Math.max(st.atime, st.mtime), pinned: !!s.pin,
-      moving: !!s.to || this.moving.has(st.ino), policy: this.policyFor(path), bytesOn: this.fs.placementOf(st.ino),
+      path, size: st.size, lastAccess, pinned: !!s.pin,
+      moving: !!s.to || this.moving.has(st.ino), policy, bytesOn: this.fs.placementOf(st.ino),
       premigrated: !!this.premigration(path, st.ino),
+      ...(tier ? { regions: this.regionFacts(st.ino, policy!.regionBytes!, lastAccess, tier.volume) } : {}),
     }
   }
 
-  /** A policy run as a job: the files policy.ts picks, coldest first, one after the other. */
+  /** A region decision: its ranges to the tier, or (hot ones) back to the file's home, one after the other. */
+  private async moveRanges(d: Decision, path: string, ino: number, _volume: string, signal: AbortSignal, progress: Progress): Promise<number> {
+    const location = d.action === 'recall' ? this.state(path).home ?? this.fs.placementVolume(ino) : d.volume
+    let moved = 0
+    for (const r of d.ranges!) moved += await this.moveTo(path, ino, location, signal, progress, 0, r)
+    return moved
+  }
+
   /** What a policy run would migrate now (policy.ts's decide over every file and the pool volumes' use). */
   private decideNow(now: number) {
     const volumes = this.fs.volumeSpace().map((v) => ({ name: v.name, size: v.size, used: v.size - v.free }))
-    return decide(regularFiles(this.fs, '/').map((p) => this.facts(p)), this.tiers(), now, volumes)
+    const files = regularFiles(this.fs, '/').map((p) => this.facts(p))
+    // the heat of files that are gone goes too
+    const live = new Set(files.map((f) => this.fs.lookup(f.path)))
+    for (const ino of this.heat.keys()) if (!live.has(ino)) this.heat.delete(ino)
+    return decide(files, this.tiers(), now, volumes)
   }
 
+  /** A policy run as a job: what decide() picks, coldest first, one file after the other. */
   run(now = Date.now(), picked = this.decideNow(now)): { job: number; files: number } {
     if (this.runJob !== null) throw new VsmError('EBUSY', `a policy run is under way: job ${this.runJob}`)
     this.lastRun = now
@@ -497,8 +553,8 @@ export class Hsm {
           this.moving.set(ino, job)
           try {
             const quiet = Object.assign(() => {}, { checkpoint: progress.checkpoint })
-            const how = d.action === 'premigrate' ? this.premigrateTo.bind(this) : d.action === 'release' ? this.releaseTo.bind(this) : this.moveTo.bind(this)
-            migrated.push({ path: d.path, tier: d.tier, action: d.action, movedBytes: await how(d.path, ino, d.volume, signal, quiet) })
+            const how = d.ranges ? this.moveRanges.bind(this, d) : d.action === 'premigrate' ? this.premigrateTo.bind(this) : d.action === 'release' ? this.releaseTo.bind(this) : this.moveTo.bind(this)
+            migrated.push({ path: d.path, tier: d.tier, action: d.action, ...(d.ranges ? { ranges: d.ranges.map(([a, b]) => [a * BS, b * BS]) } : {}), movedBytes: await how(d.path, ino, d.volume, signal, quiet) })
           } finally {
             this.moving.delete(ino)
           }

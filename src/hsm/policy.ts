@@ -1,6 +1,6 @@
-// HSM policy: which files a policy run migrates. A pure function of the files' facts
-// (size, last access, pin, the policy they inherit, where their bytes live) and the
-// clock, kept apart from the mechanism that moves extents (src/hsm/hsm.ts, fs relocate)
+// HSM policy: which files (or, under --regions, which regions of them) a policy run
+// migrates or brings back. A pure function of the files' facts (size, last access, pin,
+// the policy they inherit, where their bytes live, region heat) and the clock, kept apart from the mechanism that moves extents (src/hsm/hsm.ts, fs relocate)
 // so it can be tested with a table of cases.
 import { VsmError } from '../block/blockdev'
 
@@ -9,9 +9,15 @@ import { VsmError } from '../block/blockdev'
  * neither): when a volume holding the files' bytes is fuller than high, migrate the
  * coldest of them, however recently used, until it would be at low. premigrate: a cold
  * file is only copied to the tier (an archive) and keeps its pool blocks until a
- * watermark needs the space; then they are released without copying.
+ * watermark needs the space; then they are released without copying. regionBytes: heat
+ * is judged per region of this size (a multiple of REGION_UNIT): cold regions of a file
+ * go to the tier and hot ones come back, however hot or cold the file is as a whole.
  */
-export interface Policy { coldAfterMs: number; minSize: number; tier: string; highPct?: number; lowPct?: number; premigrate?: true }
+export interface Policy { coldAfterMs: number; minSize: number; tier: string; highPct?: number; lowPct?: number; premigrate?: true; regionBytes?: number }
+/** The grain of region heat: 1 MiB, fs move's step. */
+export const REGION_UNIT = 1 << 20
+/** A region of a file: blocks [b0, b1), its last access (ms), its allocated bytes on the policy's tier and elsewhere. */
+export interface RegionFacts { b0: number; b1: number; lastAccess: number; onTier: number; elsewhere: number }
 /** `volume`: the fs location of the tier's bytes: a volume name, or archive:NAME for an archive tier. */
 export interface Tier { name: string; volume: string }
 /** A pool volume's capacity and use, in bytes. */
@@ -31,14 +37,28 @@ export interface FileFacts {
   bytesOn: Record<string, number>
   /** A copy on its policy's tier that still matches the file (premigrated). */
   premigrated?: boolean
+  /** Under a --regions policy: its regions holding data. */
+  regions?: RegionFacts[]
 }
 
 /**
- * reason: 'cold' (not accessed for cold-after) or 'watermark' (its volume is above high).
- * action: move the bytes, only copy them (premigrate), or let the pool blocks of a
- * premigrated file go (release).
+ * reason: 'cold' (not accessed for cold-after), 'watermark' (its volume is above high),
+ * 'hot' (regions on the tier accessed within cold-after). action: move the bytes, only
+ * copy them (premigrate), let the pool blocks of a premigrated file go (release), or
+ * bring them back from the tier (recall). `ranges`: only these blocks [b0, b1) (regions).
  */
-export interface Decision { path: string; tier: string; volume: string; bytes: number; reason: 'cold' | 'watermark'; action: 'migrate' | 'premigrate' | 'release' }
+export interface Decision { path: string; tier: string; volume: string; bytes: number; reason: 'cold' | 'watermark' | 'hot'; action: 'migrate' | 'premigrate' | 'release' | 'recall'; ranges?: [number, number][] }
+
+/** Adjacent regions as one range of blocks. */
+function ranges(regions: RegionFacts[]): [number, number][] {
+  const out: [number, number][] = []
+  for (const r of regions) {
+    const last = out[out.length - 1]
+    if (last && last[1] === r.b0) last[1] = r.b1
+    else out.push([r.b0, r.b1])
+  }
+  return out
+}
 
 /**
  * Files to migrate, coldest first: those cold by their policy's cold-after, and, while a
@@ -58,6 +78,15 @@ export function decide(files: FileFacts[], tiers: Tier[], now: number, volumes: 
     if (!p || f.pinned || f.moving || f.size < p.minSize) continue
     const tier = tiers.find((t) => t.name === p.tier)
     if (!tier) continue
+    if (p.regionBytes && f.regions) {
+      // per region, whatever the file as a whole: cold ones go, hot ones on the tier come back
+      const cold = f.regions.filter((r) => now - r.lastAccess >= p.coldAfterMs && r.elsewhere > 0)
+      const hot = f.regions.filter((r) => now - r.lastAccess < p.coldAfterMs && r.onTier > 0)
+      const sum = (rs: RegionFacts[], k: 'onTier' | 'elsewhere') => rs.reduce((a, r) => a + r[k], 0)
+      if (cold.length) out.push({ path: f.path, tier: tier.name, volume: tier.volume, bytes: sum(cold, 'elsewhere'), reason: 'cold', action: 'migrate', ranges: ranges(cold) })
+      if (hot.length) out.push({ path: f.path, tier: tier.name, volume: tier.volume, bytes: sum(hot, 'onTier'), reason: 'hot', action: 'recall', ranges: ranges(hot) })
+      continue
+    }
     const allocated = Object.values(f.bytesOn).reduce((a, b) => a + b, 0)
     const elsewhere = allocated - (f.bytesOn[tier.volume] ?? 0)
     if (elsewhere <= 0) continue
@@ -92,7 +121,7 @@ function parsePercent(v: unknown, what: string): number {
   return n
 }
 
-export function checkPolicy(x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown; premigrate?: unknown }, tiers: Tier[]): Policy {
+export function checkPolicy(x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown; premigrate?: unknown; regions?: unknown }, tiers: Tier[]): Policy {
   if (typeof x.tier !== 'string' || !tiers.some((t) => t.name === x.tier)) {
     throw new VsmError('ENOENT', `tier: ${JSON.stringify(x.tier)} is not a tier (tiers: ${tiers.map((t) => t.name).join(', ') || 'none; add one with vsm hsm tier add'})`)
   }
@@ -103,8 +132,15 @@ export function checkPolicy(x: { coldAfter?: unknown; minSize?: unknown; tier?: 
     if (!tiers.find((t) => t.name === x.tier)!.volume.startsWith('archive:')) throw new VsmError('EINVAL', `premigrate: tier ${x.tier} is not an archive (a volume tier has no copy to keep beside the pool's)`)
     policy.premigrate = true
   }
+  if (x.regions !== undefined && x.regions !== false) {
+    const bytes = x.regions === true ? REGION_UNIT : x.regions
+    if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes <= 0 || bytes % REGION_UNIT) throw new VsmError('EINVAL', `regions: a region size in whole MiB expected (1M, 4M, ...), not ${JSON.stringify(x.regions)}`)
+    if (policy.premigrate) throw new VsmError('EINVAL', 'regions: not with --premigrate (copies are kept per file)')
+    policy.regionBytes = bytes
+  }
   if (x.high === undefined && x.low === undefined) return policy
   if (x.high === undefined || x.low === undefined) throw new VsmError('EINVAL', 'watermarks: give both --high and --low')
+  if (policy.regionBytes) throw new VsmError('EINVAL', 'regions: not with watermarks (heat decides per region)')
   const highPct = parsePercent(x.high, 'high'), lowPct = parsePercent(x.low, 'low')
   if (lowPct >= highPct) throw new VsmError('EINVAL', `watermarks: low (${lowPct}%) must be below high (${highPct}%)`)
   return { ...policy, highPct, lowPct }
