@@ -2,7 +2,8 @@
 // recalled while a process writes it and this one reads it, kill -9 mid-migration
 // (the move resumes at up), kill -9 mid range recall (it resumes too), a cancelled move
 // that stays cancelled across a restart, pin against a policy run, state that survives
-// losing vsm.json, region heat moving the cold regions of a disk being written.
+// losing vsm.json, region heat moving the cold regions of a disk being written, the
+// blocks only snapshots hold moved first.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
@@ -257,6 +258,48 @@ test('regions: the cold regions of a disk being written go to the slow tier, the
   const r = await residency('rg/r.img')
   assert.equal([r.bytes, r.home, r.moving], [{ fast: MiB, slow: 7 * MiB }, 'vol0', false])
   assert.ok(readFileSync(file).equals(data))
+  await fsckClean()
+})
+
+test('snapshots first: the blocks only snapshots hold go to the slow tier though the disk is hot; the disk\'s own blocks stay', async () => {
+  const MiB = 1 << 20
+  mkdirSync(join(vsm.mount, 'sn'))
+  await vsm.run('disk', 'create', 'sn/s.img', '--size', '4M')
+  const file = join(vsm.mount, 'sn', 's.img')
+  const a = randomBytes(4 * MiB)
+  writeFileSync(file, a)
+  const overwrite = (at: number, len: number) => {
+    const b = randomBytes(len)
+    const fd = openSync(file, 'r+')
+    try { writeSync(fd, b, 0, len, at); fsyncSync(fd) } finally { closeSync(fd) }
+    return b
+  }
+  await vsm.run('snapshot', 'create', 'sn/s.img', 's1')
+  const s1 = Buffer.from(a)
+  const live = Buffer.from(a)
+  overwrite(0, 2 * MiB).copy(live, 0)
+  await vsm.run('snapshot', 'create', 'sn/s.img', 's2')
+  const s2 = Buffer.from(live)
+  overwrite(3 * MiB, MiB).copy(live, 3 * MiB)
+  // only snapshots hold a[0, 2M) (s1) and a[3M, 4M) (s1 and s2): 3 MiB
+  await vsm.run('hsm', 'policy', 'set', 'sn', '--tier', 'slow', '--cold-after', '30d', '--snapshots-first')
+  const run = await vsm.json('job', 'wait', /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1])
+  assert.not.ok(run.error, JSON.stringify(run.error))
+  assert.equal(run.result.migrated.filter((m: any) => m.path === '/sn/s.img').map((m: any) => [m.reason, m.movedBytes]), [['snapshot', 3 * MiB]])
+  assert.equal(run.result.migrated[0].path, '/sn/s.img', 'before anything else')
+  const on = async (name: string) => {
+    const out: Record<string, number> = {}
+    for (const e of (await vsm.json('disk', 'map', name)).extents) out[e.volume] = (out[e.volume] ?? 0) + e.length
+    return out
+  }
+  assert.equal(await on('sn/s.img'), { vol0: 4 * MiB })
+  assert.equal(await on('sn/s.img@s1'), { v1: 3 * MiB, vol0: MiB })
+  assert.equal(await on('sn/s.img@s2'), { v1: MiB, vol0: 3 * MiB })
+  assert.ok(readFileSync(file).equals(live))
+  assert.ok(readFileSync(join(vsm.mount, '.snapshots', 'sn', 's.img', 's1')).equals(s1))
+  assert.ok(readFileSync(join(vsm.mount, '.snapshots', 'sn', 's.img', 's2')).equals(s2))
+  const again = await vsm.json('job', 'wait', /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1])
+  assert.equal(again.result.migrated.filter((m: any) => m.path === '/sn/s.img'), [], 'nothing left to move')
   await fsckClean()
 })
 

@@ -150,4 +150,17 @@ test('checkPolicy: regions in whole MiB, not with watermarks or premigrate', () 
   assert.throws(() => checkPolicy({ tier: 'cold', regions: true, premigrate: true }, arch), /not with --premigrate/)
 })
 
+test('decide, snapshots first: blocks only snapshots hold go at every run, hot disk or not, before the coldest file', () => {
+  const snapFirst = { ...cold, snapshotsFirst: true as const }
+  const d = decide([
+    f({ path: '/cold', lastAccess: NOW - 90 * DAY }),
+    f({ path: '/hot', lastAccess: NOW, policy: snapFirst, snapshotOnly: 3 * MiB }),
+    f({ path: '/none', lastAccess: NOW, policy: snapFirst, snapshotOnly: 0 }),
+    f({ path: '/pinned', lastAccess: NOW, policy: snapFirst, snapshotOnly: MiB, pinned: true }),
+    f({ path: '/plain', lastAccess: NOW, snapshotOnly: MiB }),
+  ], tiers, NOW)
+  assert.equal(d.map((x) => [x.path, x.reason, x.bytes, !!x.snapshots]), [['/hot', 'snapshot', 3 * MiB, true], ['/cold', 'cold', 8 << 20, false]])
+  assert.is(checkPolicy({ tier: 'slow', snapshotsFirst: true }, tiers).snapshotsFirst, true)
+})
+
 test.run()

@@ -210,7 +210,7 @@ const EXTENDED = [
     args({ name: objectName, volume: objectName.optional(), archive: hostPath.optional(), identity: hostPath.optional(), knownHosts: hostPath.optional(), timeout: shortText.optional() })],
   ['hsm.policy.set', 'H', 0x02, 'readwrite', 'set a migration policy on a path (inherited down the tree)',
     args({ path: mountPath, coldAfter: z.union([z.string().min(1).max(32), z.number().nonnegative()]).optional(), minSize: z.int().nonnegative().optional(), tier: objectName,
-      high: shortText.optional(), low: shortText.optional(), premigrate: flag.optional(), regions: z.union([flag, z.int().positive()]).optional() })],
+      high: shortText.optional(), low: shortText.optional(), premigrate: flag.optional(), regions: z.union([flag, z.int().positive()]).optional(), snapshotsFirst: flag.optional() })],
   ['hsm.migrate', 'H', 0x03, 'readwrite', 'migrate a file to a tier (a job)', args({ path: mountPath, tier: objectName.optional(), rate: rate.optional(), premigrate: flag.optional() })],
   ['hsm.recall', 'H', 0x04, 'readwrite', 'recall a migrated file (or bytes A-B of it) to the volume it came from (a job)', args({ path: mountPath, range: shortText.optional(), rate: rate.optional() })],
   ['hsm.pin', 'H', 0x05, 'readwrite', 'pin a file: policy runs never migrate it', args({ path: mountPath })],

@@ -80,7 +80,8 @@ export class FileSystem {
   unshare(ino: number, b0: number, b1: number): Promise<number> { return data.unshare(this.core, ino, b0, b1) }
   truncate(path: string, size: number): Promise<void> { return data.truncate(this.core, path, size) }
   punchHole(ino: number, offset: number, length: number): Promise<void> { return data.punchHole(this.core, ino, offset, length) }
-  relocate(ino: number, b0: number, b1: number, to: number): Promise<number> { return remap.relocate(this.core, ino, b0, b1, to) }
+  /** `opts.unlessHeldBy`: runs that inode maps too stay (a snapshot's blocks the live file no longer holds move). */
+  relocate(ino: number, b0: number, b1: number, to: number, opts: { unlessHeldBy?: number } = {}): Promise<number> { return remap.relocate(this.core, ino, b0, b1, to, false, opts.unlessHeldBy) }
   copyOut(ino: number, b0: number, b1: number, to: number, hash?: { update(b: Buffer): unknown }): Promise<{ stamp: number; runs: [number, number, number][] }> { return remap.copyOut(this.core, ino, b0, b1, to, hash) }
   releaseCopies(ino: number, copies: [number, number, number][], to: number, stamp: number): Promise<number> { return remap.release(this.core, ino, copies, to, stamp) }
 

@@ -46,9 +46,10 @@ export function holdersOf(c: FsCore, n: Inode, r: Extent): { vol: number; pb: nu
  * the old blocks are freed after the commit that carries the remap, and the remap is
  * journaled only after the copies (data=ordered; an archive's writes are durable when
  * they resolve). `archivedOnly`: move only runs that lie in an archive (a recall).
- * Returns the blocks moved.
+ * `unlessHeldBy`: leave the runs that inode maps too (a snapshot's blocks that the live
+ * file no longer holds move, the ones it shares with the file stay). Returns the blocks moved.
  */
-export async function relocate(c: FsCore, ino: number, b0: number, b1: number, to: number, archivedOnly = false): Promise<number> {
+export async function relocate(c: FsCore, ino: number, b0: number, b1: number, to: number, archivedOnly = false, unlessHeldBy?: number): Promise<number> {
   const archive = isArchive(to) ? c.archives.get(to) : undefined
   if (isArchive(to) && !archive) throw err('EIO', `relocate: archive location ${to} is not attached`)
   if (!archive) placeable(c, to, 'relocate')
@@ -59,7 +60,8 @@ export async function relocate(c: FsCore, ino: number, b0: number, b1: number, t
     const n = c.fileNode(ino)
     const runs = n.ext.segments(b0, b1).filter((sg) => sg.pb >= 0 && sg.vol !== to && (!archivedOnly || isArchive(sg.vol)))
     if (!runs.length) return 0
-    pieces = runs.flatMap((sg) => holdersOf(c, n, sg))
+    pieces = runs.flatMap((sg) => holdersOf(c, n, sg)).filter((pc) => !pc.h.some(([m]) => m.ino === unlessHeldBy))
+    if (!pieces.length) return 0
     const busy = pieces.flatMap((pc) => pc.h.map(([m]) => m)).find((m) => m.busy || m.gate)
     if (!busy) break
     if (busy.gate && !busy.busy) await busy.gate

@@ -6,7 +6,7 @@ export function hsmCommands(hsm: Hsm): CommandTable {
   return {
     'hsm.tier.add': (x) => hsm.addTier(x.name, { volume: x.volume, archive: x.archive, identity: x.identity, knownHosts: x.knownHosts, timeout: x.timeout }),
     'hsm.tier.list': () => hsm.listTiers(),
-    'hsm.policy.set': (x) => hsm.setPolicy(x.path, { coldAfter: x.coldAfter, minSize: x.minSize, tier: x.tier, high: x.high, low: x.low, premigrate: x.premigrate, regions: x.regions }),
+    'hsm.policy.set': (x) => hsm.setPolicy(x.path, { coldAfter: x.coldAfter, minSize: x.minSize, tier: x.tier, high: x.high, low: x.low, premigrate: x.premigrate, regions: x.regions, snapshotsFirst: x.snapshotsFirst }),
     'hsm.migrate': (x) => hsm.migrate(x.path, x.tier, x.rate, x.premigrate),
     'hsm.recall': (x) => hsm.recall(x.path, x.range, x.rate),
     'hsm.pin': (x) => hsm.pin(x.path, true),

@@ -271,7 +271,7 @@ export class Hsm {
     return { path, pinned: on }
   }
 
-  async setPolicy(p: unknown, x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown; premigrate?: unknown; regions?: unknown }): Promise<{ path: string; policy: Policy }> {
+  async setPolicy(p: unknown, x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown; premigrate?: unknown; regions?: unknown; snapshotsFirst?: unknown }): Promise<{ path: string; policy: Policy }> {
     const path = checkPath(p)
     const policy = checkPolicy(x, this.tiers())
     this.fs.getattr(path)
@@ -511,12 +511,73 @@ export class Hsm {
     const s = this.state(path)
     const policy = this.policyFor(path)
     const lastAccess = Math.max(st.atime, st.mtime)
-    const tier = policy?.regionBytes ? this.tiers().find((t) => t.name === policy.tier) : undefined
+    const tier = policy?.regionBytes || policy?.snapshotsFirst ? this.tiers().find((t) => t.name === policy.tier) : undefined
     return {
       path, size: st.size, lastAccess, pinned: !!s.pin,
       moving: !!s.to || this.moving.has(st.ino), policy, bytesOn: this.fs.placementOf(st.ino),
       premigrated: !!this.premigration(path, st.ino),
-      ...(tier ? { regions: this.regionFacts(st.ino, policy!.regionBytes!, lastAccess, tier.volume) } : {}),
+      ...(tier && policy!.regionBytes ? { regions: this.regionFacts(st.ino, policy!.regionBytes, lastAccess, tier.volume) } : {}),
+      ...(tier && policy!.snapshotsFirst ? { snapshotOnly: this.snapshotOnlyBytes(path, st.ino, tier.volume) } : {}),
+    }
+  }
+
+  /** Bytes the file's snapshots hold that the file itself does not, off `tierVolume` (each once, however many snapshots share it). */
+  private snapshotOnlyBytes(path: string, ino: number, tierVolume: string): number {
+    const snaps = this.fs.snapshots(path)
+    if (!snaps.length) return 0
+    const merged = (xs: [number, number][]) => {
+      const out: [number, number][] = []
+      for (const [a, b] of xs.sort((x, y) => x[0] - y[0])) {
+        const last = out[out.length - 1]
+        if (last && a <= last[1]) last[1] = Math.max(last[1], b)
+        else out.push([a, b])
+      }
+      return out
+    }
+    const byVolume = (entries: { volume: string; physical: number; length: number }[]) => {
+      const m = new Map<string, [number, number][]>()
+      for (const e of entries) if (e.volume !== tierVolume) (m.get(e.volume) ?? m.set(e.volume, []).get(e.volume)!).push([e.physical, e.physical + e.length])
+      return new Map([...m].map(([v, xs]) => [v, merged(xs)]))
+    }
+    const live = byVolume(this.fs.extentMap(ino))
+    let bytes = 0
+    for (const [v, xs] of byVolume(snaps.flatMap((sn) => this.fs.extentMap(sn.ino)))) {
+      const held = live.get(v) ?? []
+      for (const [a, b] of xs) {
+        // [a, b) less what the file holds there
+        let covered = 0
+        for (const [c, d] of held) if (c < b && d > a) covered += Math.min(b, d) - Math.max(a, c)
+        bytes += b - a - covered
+      }
+    }
+    return bytes
+  }
+
+  /**
+   * The blocks the file's snapshots hold and the file does not go to `location`, 1 MiB
+   * of each snapshot at a time (every step is wholly moved or not: a crash needs no
+   * intent, the next run moves what is left). Blocks several snapshots share move once,
+   * remapped in all of them.
+   */
+  private async moveSnapshotBlocks(path: string, ino: number, location: string, signal: AbortSignal, progress: Progress): Promise<number> {
+    const to = this.target({ name: location, volume: location })
+    const intoArchive = this.archives.has(location)
+    if (intoArchive) this.archiveWriters++
+    try {
+      let moved = 0
+      for (const sn of this.fs.snapshots(path)) {
+        const span = this.fs.blockSpan(sn.ino)
+        for (let b = 0; b < span; b += STEP) {
+          await progress.checkpoint()
+          if (signal.aborted) throw new VsmError('ECANCELED', 'cancelled')
+          if (this.fs.lookup(path) !== ino) throw new VsmError('ENOENT', `${path} went away during the move`)
+          moved += await this.fs.relocate(sn.ino, b, Math.min(span, b + STEP), to, { unlessHeldBy: ino })
+        }
+      }
+      await this.fs.sync()
+      return moved * BS
+    } finally {
+      if (intoArchive) this.archiveWriters--
     }
   }
 
@@ -543,7 +604,7 @@ export class Hsm {
     if (this.runJob !== null) throw new VsmError('EBUSY', `a policy run is under way: job ${this.runJob}`)
     this.lastRun = now
     const job = this.jobs.start('hsm.run', async (signal, progress) => {
-      const migrated: { path: string; tier: string; action: string; movedBytes: number }[] = []
+      const migrated: { path: string; tier: string; action: string; reason: string; movedBytes: number }[] = []
       try {
         for (const [i, d] of picked.entries()) {
           progress(i, picked.length)
@@ -553,8 +614,8 @@ export class Hsm {
           this.moving.set(ino, job)
           try {
             const quiet = Object.assign(() => {}, { checkpoint: progress.checkpoint })
-            const how = d.ranges ? this.moveRanges.bind(this, d) : d.action === 'premigrate' ? this.premigrateTo.bind(this) : d.action === 'release' ? this.releaseTo.bind(this) : this.moveTo.bind(this)
-            migrated.push({ path: d.path, tier: d.tier, action: d.action, ...(d.ranges ? { ranges: d.ranges.map(([a, b]) => [a * BS, b * BS]) } : {}), movedBytes: await how(d.path, ino, d.volume, signal, quiet) })
+            const how = d.ranges ? this.moveRanges.bind(this, d) : d.snapshots ? this.moveSnapshotBlocks.bind(this) : d.action === 'premigrate' ? this.premigrateTo.bind(this) : d.action === 'release' ? this.releaseTo.bind(this) : this.moveTo.bind(this)
+            migrated.push({ path: d.path, tier: d.tier, action: d.action, reason: d.reason, ...(d.ranges ? { ranges: d.ranges.map(([a, b]) => [a * BS, b * BS]) } : {}), movedBytes: await how(d.path, ino, d.volume, signal, quiet) })
           } finally {
             this.moving.delete(ino)
           }

@@ -12,8 +12,10 @@ import { VsmError } from '../block/blockdev'
  * watermark needs the space; then they are released without copying. regionBytes: heat
  * is judged per region of this size (a multiple of REGION_UNIT): cold regions of a file
  * go to the tier and hot ones come back, however hot or cold the file is as a whole.
+ * snapshotsFirst: the blocks only the file's snapshots hold (not the file: cold by
+ * construction) go to the tier at every run, before anything else and whatever the heat.
  */
-export interface Policy { coldAfterMs: number; minSize: number; tier: string; highPct?: number; lowPct?: number; premigrate?: true; regionBytes?: number }
+export interface Policy { coldAfterMs: number; minSize: number; tier: string; highPct?: number; lowPct?: number; premigrate?: true; regionBytes?: number; snapshotsFirst?: true }
 /** The grain of region heat: 1 MiB, fs move's step. */
 export const REGION_UNIT = 1 << 20
 /** A region of a file: blocks [b0, b1), its last access (ms), its allocated bytes on the policy's tier and elsewhere. */
@@ -39,15 +41,22 @@ export interface FileFacts {
   premigrated?: boolean
   /** Under a --regions policy: its regions holding data. */
   regions?: RegionFacts[]
+  /** Under a --snapshots-first policy: bytes its snapshots hold that the file does not, off the policy's tier. */
+  snapshotOnly?: number
 }
 
 /**
  * reason: 'cold' (not accessed for cold-after), 'watermark' (its volume is above high),
- * 'hot' (regions on the tier accessed within cold-after). action: move the bytes, only
- * copy them (premigrate), let the pool blocks of a premigrated file go (release), or
- * bring them back from the tier (recall). `ranges`: only these blocks [b0, b1) (regions).
+ * 'hot' (regions on the tier accessed within cold-after), 'snapshot' (held only by
+ * snapshots). action: move the bytes, only copy them (premigrate), let the pool blocks
+ * of a premigrated file go (release), or bring them back from the tier (recall).
+ * `ranges`: only these blocks [b0, b1) (regions); `snapshots`: only the blocks its
+ * snapshots hold and it does not.
  */
-export interface Decision { path: string; tier: string; volume: string; bytes: number; reason: 'cold' | 'watermark' | 'hot'; action: 'migrate' | 'premigrate' | 'release' | 'recall'; ranges?: [number, number][] }
+export interface Decision {
+  path: string; tier: string; volume: string; bytes: number; reason: 'cold' | 'watermark' | 'hot' | 'snapshot'
+  action: 'migrate' | 'premigrate' | 'release' | 'recall'; ranges?: [number, number][]; snapshots?: true
+}
 
 /** Adjacent regions as one range of blocks. */
 function ranges(regions: RegionFacts[]): [number, number][] {
@@ -72,12 +81,14 @@ export function decide(files: FileFacts[], tiers: Tier[], now: number, volumes: 
     return !!v && name !== tierVolume && v.used > v.size * p.highPct! / 100 && projected.get(name)! > v.size * p.lowPct! / 100
   })
   const out: Decision[] = []
+  const first: Decision[] = []
   const coldest = files.slice().sort((a, b) => a.lastAccess - b.lastAccess || (a.path < b.path ? -1 : 1))
   for (const f of coldest) {
     const p = f.policy
     if (!p || f.pinned || f.moving || f.size < p.minSize) continue
     const tier = tiers.find((t) => t.name === p.tier)
     if (!tier) continue
+    if (p.snapshotsFirst && f.snapshotOnly) first.push({ path: f.path, tier: tier.name, volume: tier.volume, bytes: f.snapshotOnly, reason: 'snapshot', action: 'migrate', snapshots: true })
     if (p.regionBytes && f.regions) {
       // per region, whatever the file as a whole: cold ones go, hot ones on the tier come back
       const cold = f.regions.filter((r) => now - r.lastAccess >= p.coldAfterMs && r.elsewhere > 0)
@@ -100,7 +111,7 @@ export function decide(files: FileFacts[], tiers: Tier[], now: number, volumes: 
     if (action !== 'premigrate') for (const [name, n] of Object.entries(f.bytesOn)) if (name !== tier.volume && projected.has(name)) projected.set(name, projected.get(name)! - n)
     out.push({ path: f.path, tier: tier.name, volume: tier.volume, bytes: elsewhere, reason, action })
   }
-  return out
+  return [...first, ...out]
 }
 
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 }
@@ -121,7 +132,7 @@ function parsePercent(v: unknown, what: string): number {
   return n
 }
 
-export function checkPolicy(x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown; premigrate?: unknown; regions?: unknown }, tiers: Tier[]): Policy {
+export function checkPolicy(x: { coldAfter?: unknown; minSize?: unknown; tier?: unknown; high?: unknown; low?: unknown; premigrate?: unknown; regions?: unknown; snapshotsFirst?: unknown }, tiers: Tier[]): Policy {
   if (typeof x.tier !== 'string' || !tiers.some((t) => t.name === x.tier)) {
     throw new VsmError('ENOENT', `tier: ${JSON.stringify(x.tier)} is not a tier (tiers: ${tiers.map((t) => t.name).join(', ') || 'none; add one with vsm hsm tier add'})`)
   }
@@ -138,6 +149,7 @@ export function checkPolicy(x: { coldAfter?: unknown; minSize?: unknown; tier?: 
     if (policy.premigrate) throw new VsmError('EINVAL', 'regions: not with --premigrate (copies are kept per file)')
     policy.regionBytes = bytes
   }
+  if (x.snapshotsFirst) policy.snapshotsFirst = true
   if (x.high === undefined && x.low === undefined) return policy
   if (x.high === undefined || x.low === undefined) throw new VsmError('EINVAL', 'watermarks: give both --high and --low')
   if (policy.regionBytes) throw new VsmError('EINVAL', 'regions: not with watermarks (heat decides per region)')

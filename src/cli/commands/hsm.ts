@@ -50,13 +50,15 @@ export function registerHsm(program: Command) {
     .option('--low <percent>', '...until it is down to this (e.g. 70%)')
     .option('--premigrate', 'an archive tier: cold files are only copied there, their pool blocks released when a watermark needs the space')
     .option('--regions [size]', 'judge heat per region of a file (default 1M): cold regions go to the tier, hot ones come back')
+    .option('--snapshots-first', 'blocks only snapshots hold (not the disk) go to the tier at every run, before anything else')
     .action((path, o, cmd) => call(cmd, 'hsm.policy.set', {
       path, tier: o.tier, coldAfter: o.coldAfter, minSize: o.minSize === undefined ? undefined : parseSize(o.minSize), high: o.high, low: o.low, premigrate: o.premigrate,
-      regions: o.regions === undefined || o.regions === true ? o.regions : parseSize(o.regions),
+      regions: o.regions === undefined || o.regions === true ? o.regions : parseSize(o.regions), snapshotsFirst: o.snapshotsFirst,
     },
       (r) => `${r.path}: files cold for ${r.policy.coldAfterMs / 1000}s, at least ${formatSize(r.policy.minSize)}, go to tier ${r.policy.tier}` +
         (r.policy.highPct === undefined ? '' : `; above ${r.policy.highPct}% full, the coldest go until ${r.policy.lowPct}%`) + (r.policy.premigrate ? ' (premigrated first)' : '') +
-        (r.policy.regionBytes ? `, judged per ${formatSize(r.policy.regionBytes)} region (hot ones come back)` : '')))
+        (r.policy.regionBytes ? `, judged per ${formatSize(r.policy.regionBytes)} region (hot ones come back)` : '') +
+        (r.policy.snapshotsFirst ? '; blocks only snapshots hold go first' : '')))
   hsm.command('run').description('run the policies now (a job; they also run every hour)')
     .action((_o, cmd) => call(cmd, 'hsm.run', undefined, (r) => `policy run: ${r.files} file(s) to migrate: job ${r.job} (vsm job wait ${r.job})`))
   hsm.command('check').description('remove archive objects nothing in the fs points into; report objects the fs needs that are gone')
