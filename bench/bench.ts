@@ -21,6 +21,7 @@ import * as path from 'path'
 import { VolumeBench, volumeBench } from './volume'
 import { FsScaleBench, describe as describeFsScale, fsScaleBench } from './fs-scale'
 import { ScaleRow, describe as describeVolumeScale, volumeScaleBench } from './volume-scale'
+import { HsmBench, describe as describeHsm, hsmBench } from './hsm'
 
 /** QD1 jobs use psync; the QD16 ones libaio (with O_DIRECT, so they really queue). */
 interface Job { name: string; rw: string; bs: string; unit: 'MB/s' | 'IOPS'; iodepth?: number; fdatasync?: boolean }
@@ -245,6 +246,17 @@ async function main() {
     }
   }
 
+  let hsm: HsmBench | null = null
+  if (!process.env.BENCH_SKIP_HSM) {
+    try {
+      hsm = await hsmBench()
+      for (const l of describeHsm(hsm)) console.log(l)
+    } catch (e) {
+      notes.push(`hsm: ${(e as Error).message}`)
+      console.error(`bench: hsm section failed: ${(e as Error).message}`)
+    }
+  }
+
   const latency: Record<string, Record<string, { meanUs: number; p99Us: number | null }>> = {}
   for (const [job, r] of Object.entries(results)) {
     latency[job] = {}
@@ -261,6 +273,7 @@ async function main() {
     snapshots,
     volume,
     fsScale,
+    hsm,
     volumeScale,
     notes,
   }
