@@ -1,13 +1,21 @@
 // vsm_sys: the few system calls the daemon needs that Node does not offer.
 // flock(fd, op) holds the one-daemon-per-home lock; peercred(fd) reads the
 // uid/gid/pid of the process at the other end of a unix socket (SO_PEERCRED), which
-// the control server authorises commands by. Errors are thrown as Error objects with
+// the control server authorises commands by; discard(fd, offset, length, blockDevice)
+// gives a range of a backing device back so that it reads as zeros (a hole punched in a
+// file; on a block device the kernel's punch, a write-zeroes with unmap, or BLKZEROOUT
+// where the device has no unmap, since BLKDISCARD alone may leave old data readable and
+// the copies of a mirror must agree), on libuv's thread pool: it can block as a write can. Errors are thrown as Error objects with
 // the errno name in .code, as Node's own fs errors are.
 #include <napi.h>
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 namespace {
@@ -61,7 +69,55 @@ Napi::Value Peercred(const Napi::CallbackInfo& info) {
   return o;
 }
 
+class DiscardWorker : public Napi::AsyncWorker {
+ public:
+  DiscardWorker(Napi::Env env, int fd, uint64_t offset, uint64_t length, bool block)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), fd_(fd), offset_(offset), length_(length), block_(block) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    int r;
+    do { r = fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset_, (off_t)length_); } while (r < 0 && errno == EINTR);
+    if (r < 0 && errno == EOPNOTSUPP && block_) {
+      uint64_t range[2] = {offset_, length_};
+      do { r = ioctl(fd_, BLKZEROOUT, range); } while (r < 0 && errno == EINTR);
+    }
+    err_ = r < 0 ? errno : 0;
+  }
+  void OnOK() override {
+    if (!err_) { deferred_.Resolve(Env().Undefined()); return; }
+    const char* name = strerrorname_np(err_);
+    Napi::Error e = Napi::Error::New(Env(), std::string("discard") + ": " + strerror(err_));
+    e.Set("code", Napi::String::New(Env(), name ? name : "EUNKNOWN"));
+    e.Set("errno", Napi::Number::New(Env(), -err_));
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  int fd_;
+  uint64_t offset_, length_;
+  bool block_;
+  int err_ = 0;
+};
+
+// discard(fd, offset, length, blockDevice) -> Promise<void>
+Napi::Value Discard(const Napi::CallbackInfo& info) {
+  int fd;
+  if (!FdArg(info, 0, &fd)) return info.Env().Undefined();
+  if (info.Length() < 4 || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsBoolean()) {
+    Napi::TypeError::New(info.Env(), "discard: offset, length (numbers) and blockDevice (boolean) are expected").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto* w = new DiscardWorker(info.Env(), fd, (uint64_t)info[1].As<Napi::Number>().Int64Value(),
+                              (uint64_t)info[2].As<Napi::Number>().Int64Value(), info[3].As<Napi::Boolean>().Value());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("discard", Napi::Function::New(env, Discard));
   exports.Set("flock", Napi::Function::New(env, Flock));
   exports.Set("peercred", Napi::Function::New(env, Peercred));
   exports.Set("LOCK_SH", Napi::Number::New(env, LOCK_SH));

@@ -1,11 +1,12 @@
 // Space through the native binding, with the real kernel and real tools: fallocate(1)
 // in every mode against a model of the file, SEEK_DATA/SEEK_HOLE against the fs's
 // holes, copy_file_range, a loop device's discard (blkdiscard) giving space back to the
-// fs, and qemu-img map seeing a sparse disk's holes.
+// fs, qemu-img map seeing a sparse disk's holes, and a punch reaching the pool's backing
+// files (the volume is told, so thin devices shrink).
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { execFileSync } from 'child_process'
-import { closeSync, openSync, readFileSync, statSync, writeSync } from 'fs'
+import { closeSync, fsyncSync, openSync, readFileSync, statSync, writeSync } from 'fs'
 import { join } from 'path'
 import { makeVsm } from './helpers/daemon'
 
@@ -158,6 +159,32 @@ test('qemu-img map shows the holes of a sparse disk', async () => {
   const map: { start: number; length: number; data: boolean }[] = JSON.parse(sh('qemu-img', 'map', '--output=json', '-f', 'raw', f))
   const data = map.filter((e) => e.data).map((e) => [e.start, e.start + e.length])
   assert.equal(data, [[8 * MiB, 10 * MiB]])
+})
+
+test('a punch reaches the pool: both mirror backing files shrink, data elsewhere is kept, scrub and kill -9 find nothing wrong', async () => {
+  const f = join(vsm.mount, 'thin.img')
+  await vsm.run('disk', 'create', 'thin.img', '--size', '48M')
+  sh('dd', 'if=/dev/urandom', `of=${f}`, 'bs=1M', 'count=48', 'conv=notrunc,fsync', 'status=none')
+  const devices = ['d0', 'd1'].map((d) => join(vsm.home, 'devices', `${d}.img`))
+  const allocated = () => devices.map((d) => statSync(d).blocks * 512)
+  const before = allocated()
+  const image = readFileSync(f)
+  sh('fallocate', '-p', '-o', String(4 * MiB), '-l', String(32 * MiB), f)
+  image.fill(0, 4 * MiB, 36 * MiB)
+  // the volume hears of the free at the fs's next commit: an fsync makes it now
+  const fd = openSync(f, 'r+')
+  try { fsyncSync(fd) } finally { closeSync(fd) }
+  const after = allocated()
+  for (let i = 0; i < 2; i++) assert.ok(before[i] - after[i] >= 30 * MiB, `${devices[i]} allocated ${before[i]} -> ${after[i]}`)
+  assert.ok(readFileSync(f).equals(image), 'what was not punched is kept')
+  const scrub = await vsm.json('volume', 'scrub', 'vol0')
+  assert.equal([scrub.unrecoverable, scrub.repaired], [[], []], JSON.stringify(scrub))
+  vsm.kill9()
+  await vsm.up()
+  assert.ok(readFileSync(f).equals(image), 'the same after kill -9')
+  const again = allocated()
+  for (let i = 0; i < 2; i++) assert.ok(before[i] - again[i] >= 30 * MiB, `after kill -9 ${devices[i]} allocated ${again[i]}`)
+  assert.ok((await vsm.json('fs', 'check')).ok)
 })
 
 test.run()

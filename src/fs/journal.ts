@@ -9,7 +9,7 @@ import { randomBytes } from 'crypto'
 import type { FsCore } from './core'
 import { Inode, ROOT, err } from './inode'
 import {
-  JR_HDR, JR_OPS, JR_WRAP, decodeRecordHeader, encodeCheckpoint, encodeRecord, readCheckpoint, recordCrcOk, recordLen,
+  BS, JR_HDR, JR_OPS, JR_WRAP, decodeRecordHeader, encodeCheckpoint, encodeRecord, readCheckpoint, recordCrcOk, recordLen,
 } from './layout'
 import { Op, apply } from './ops'
 import { orphans } from './namespace'
@@ -223,7 +223,10 @@ export async function doCommit(c: FsCore): Promise<void> {
     c.broken = e as Error
     throw err('EIO', `commit failed: ${(e as Error).message}`)
   }
-  // blocks freed by the now-durable ops may be reused
+  // blocks freed by the now-durable ops go back to their volume (a thin backing file
+  // shrinks) before they may be reused: a discard landing after a new write would erase
+  // it. One that fails only leaves the blocks allocated below.
+  await Promise.all(frees.map((f) => c.vols[f.vol].discard?.(f.start * BS, f.len * BS).catch(() => {})))
   for (const f of frees) c.free[f.vol].release(f.start, f.len)
 }
 

@@ -1,12 +1,13 @@
-// Loads native/vsm_sys (built by scripts/setup with node-gyp) and gives its two system
-// calls typed wrappers: a non-blocking flock on an fd and the peer credentials of a
-// connected unix socket.
+// Loads native/vsm_sys (built by scripts/setup with node-gyp) and gives its system
+// calls typed wrappers: a non-blocking flock on an fd, the peer credentials of a
+// connected unix socket, and the discard of a range of a backing device.
 import { join } from 'path'
 import type { Socket } from 'net'
 
 interface SysAddon {
   flock(fd: number, op: number): void
   peercred(fd: number): PeerCred
+  discard(fd: number, offset: number, length: number, blockDevice: boolean): Promise<void>
   LOCK_SH: number
   LOCK_EX: number
   LOCK_NB: number
@@ -45,4 +46,9 @@ export function peerCredentials(socket: Socket): PeerCred {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd
   if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no file descriptor')
   return sys().peercred(fd)
+}
+
+/** Gives [offset, offset+length) of an open file or block device back, reading as zeros after, off the main thread. */
+export function discardRange(fd: number, offset: number, length: number, blockDevice: boolean): Promise<void> {
+  return sys().discard(fd, offset, length, blockDevice)
 }

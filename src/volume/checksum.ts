@@ -158,6 +158,11 @@ export class ChecksumTable {
     }
   }
 
+  /** Set the sums of n blocks from first back to "never written" (discarded), writing no page never written. */
+  async clear(first: number, n: number): Promise<void> {
+    for (const [lo, hi] of await this.usedRanges(first, n)) this.setMany(lo, new Uint32Array(hi - lo))
+  }
+
   /** Set sum page p's summary bit (its write goes out before the page's: beforeWrite). */
   private markUsed(p: number): void {
     const [s, bit] = this.summaryOf(p), byte = GEN_BYTES + (bit >>> 3), mask = 1 << (bit & 7)

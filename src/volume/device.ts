@@ -15,6 +15,7 @@
 // stay there until it answers; their results are ignored.
 import { promises as fsp, constants as fsc } from 'fs'
 import { BlockDev, VsmError, rejectBadRange } from '../block/blockdev'
+import { discardRange } from '../native/sys'
 
 const BLKGETSIZE64 = 0x80081272
 
@@ -199,6 +200,13 @@ export class Device implements BlockDev {
       if (bytesWritten <= 0) throw new VsmError('EIO', `short write on ${this.path} at ${offset + done}`)
       done += bytesWritten
     }
+  }
+
+  /** The range reads as zeros after; a file gets a hole (a thin backing file shrinks). */
+  discard(offset: number, length: number): Promise<void> {
+    const bad = rejectBadRange(this, offset, length)
+    if (bad) return bad
+    return this.op(`discard at ${offset}`, () => discardRange(this.fh.fd, offset, length, this.isBlockDevice))
   }
 
   flush(): Promise<void> {

@@ -20,7 +20,18 @@ export class VolumeHandle implements BlockDev {
   write(buf: Buffer, offset: number): Promise<void> {
     const e = this.epoch
     e.writes++
-    const p = this.layout.write(buf, offset)
+    return this.counted(e, this.layout.write(buf, offset))
+  }
+
+  /** A layout that cannot discard (raid5: its parity would go stale) keeps the range as it is. */
+  discard(offset: number, length: number): Promise<void> {
+    if (!this.layout.discard) return Promise.resolve()
+    const e = this.epoch
+    e.writes++
+    return this.counted(e, this.layout.discard(offset, length))
+  }
+
+  private counted(e: Epoch, p: Promise<void>): Promise<void> {
     const done = () => { if (--e.writes === 0 && e.idle) e.idle() }
     p.then(done, done)
     return p

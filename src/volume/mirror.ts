@@ -33,6 +33,9 @@ export interface MirrorOptions {
 }
 
 const RESYNC_CHUNK = 4 << 20
+/** A resync or rebuild leaves zeros as holes in runs of this many bytes. */
+const HOLE_GRAIN = 64 << 10
+const ZEROS = Buffer.alloc(HOLE_GRAIN)
 
 interface InFlight { lo: number; hi: number; done: Promise<unknown> }
 
@@ -146,6 +149,41 @@ export class MirrorDev implements BlockDev, LogHost {
     const drop = () => { this.inflight.delete(w) }
     w.done.then(drop, drop)
     return w.done as Promise<void>
+  }
+
+  /**
+   * Give the whole blocks inside [offset, offset+length) back on every copy: they read
+   * as zeros after and a thin backing file shrinks. Ordered and logged as a write is (so
+   * copies a crash leaves different are resynced); their sums go back to "never written"
+   * before the copies change, so a crash between the two leaves nothing that fails
+   * verification.
+   */
+  discard(offset: number, length: number): Promise<void> {
+    const bad = rejectBadRange(this, offset, length)
+    if (bad) return bad
+    const lo = Math.ceil(offset / SUM_BLOCK) * SUM_BLOCK, hi = Math.floor((offset + length) / SUM_BLOCK) * SUM_BLOCK
+    if (hi <= lo) return Promise.resolve()
+    const g = this.gate
+    if (g && lo < g.hi && hi > g.lo) return g.open.then(() => this.discard(offset, length))
+    const before = this.overlapping(lo, hi)
+    const run = () => this.underLog(lo, hi - lo, () => this.discardCopies(lo, hi))
+    const w: InFlight = { lo, hi, done: before ? before.then(run) : run() }
+    this.inflight.add(w)
+    const drop = () => { this.inflight.delete(w) }
+    w.done.then(drop, drop)
+    return w.done as Promise<void>
+  }
+
+  private async discardCopies(lo: number, hi: number): Promise<void> {
+    if (this.summed) {
+      await Promise.all(this.sums.map((t, i) => t && !this.failed[i] ? t.clear(lo / SUM_BLOCK, (hi - lo) / SUM_BLOCK) : undefined))
+      await this.persistSums()
+    }
+    let ok = 0
+    let lastErr: unknown
+    await Promise.all(this.members.map((m, i) => this.failed[i] ? undefined :
+      (m!.discard ? m!.discard(lo, hi - lo) : m!.write(Buffer.alloc(hi - lo), lo)).then(() => { ok++ }, (e) => { lastErr = e; return this.failMember(i, e) })))
+    if (ok === 0) throw new VsmError('EIO', `mirror discard failed on every copy at ${lo}: ${(lastErr as Error)?.message ?? 'no healthy copy'}`)
   }
 
   /** Resolves once every write in flight now has landed (or failed). */
@@ -283,13 +321,17 @@ export class MirrorDev implements BlockDev, LogHost {
 
   /** Write the copies once the intent is durable; marked() runs just before they are written. */
   private logged(buf: Buffer, offset: number, marked?: () => void): Promise<void> {
+    return this.underLog(offset, buf.length, () => { marked?.(); return this.writeCopies(buf, offset) })
+  }
+
+  /** Runs a change of [offset, offset+length) on the copies once its regions' intent bits are durable. */
+  private underLog(offset: number, length: number, change: () => Promise<void>): Promise<void> {
     const log = this.log
-    const go = () => { marked?.(); return this.writeCopies(buf, offset) }
-    if (!log) return go()
+    if (!log) return change()
     const rs = log.regionSize
-    const r0 = Math.floor(offset / rs), r1 = Math.floor((offset + buf.length - 1) / rs)
+    const r0 = Math.floor(offset / rs), r1 = Math.floor((offset + length - 1) / rs)
     const intent = log.begin(r0, r1)
-    const p = intent ? intent.then(go) : go()
+    const p = intent ? intent.then(change) : change()
     return p.then(() => log.end(r0, r1), (e) => { log.end(r0, r1); throw e })
   }
 
@@ -408,7 +450,7 @@ export class MirrorDev implements BlockDev, LogHost {
           if (opts.trustSource && await this.preferVerified(b, pos, from)) from = -1
           this.setSums(pos, b, (t) => targets.includes(t))
           await Promise.all(targets.map((t) => (t === from || this.failed[t]) ? undefined :
-            this.members[t]!.write(b, pos).catch((e) => this.failMember(t, e))))
+            this.put(t, b, pos).catch((e) => this.failMember(t, e))))
           await this.persistSums()
         } finally {
           this.gate = null
@@ -419,6 +461,26 @@ export class MirrorDev implements BlockDev, LogHost {
       }
     }
     return done
+  }
+
+  /**
+   * Write b at pos on copy t for a resync or rebuild, as holes where b is zeros a whole
+   * HOLE_GRAIN at a time: copying a discarded range must not fill a thin copy's holes.
+   */
+  private put(t: number, b: Buffer, pos: number): Promise<unknown> {
+    const m = this.members[t]!
+    if (!m.discard) return m.write(b, pos)
+    const zeroAt = (o: number) => b.length - o >= HOLE_GRAIN && b.subarray(o, o + HOLE_GRAIN).equals(ZEROS)
+    const runs: Promise<void>[] = []
+    for (let start = 0; start < b.length;) {
+      const zero = zeroAt(start)
+      let end = start + HOLE_GRAIN
+      while (end < b.length && zeroAt(end) === zero) end += HOLE_GRAIN
+      end = Math.min(end, b.length)
+      runs.push(zero ? m.discard(pos + start, end - start) : m.write(b.subarray(start, end), pos + start))
+      start = end
+    }
+    return Promise.all(runs)
   }
 
   /**
