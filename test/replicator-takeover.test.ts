@@ -6,6 +6,9 @@
 // secondary writes too. The old primary's `vsm up` hears from the other site before
 // it serves: it does not serve the disk, status says split-brain and what to run, and
 // `vsm repl failback --dry-run` names exactly the disk ranges it wrote after the split.
+// The failback is refused while the disk is open over there; then it copies back only
+// what changed on either side, the other site steps down and follows again, and both
+// sites end byte-identical.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readFileSync, readSync, writeSync } from 'fs'
@@ -13,7 +16,7 @@ import { tmpdir } from 'os'
 import { join } from 'path'
 import { makeVsm, VSM, type RunError } from './helpers/daemon'
 import { startSshd, type Sshd } from './helpers/sshd'
-import { until as untilAt, stopSites } from './helpers/repl-sites'
+import { until as untilAt, stopSites, volumeBytes } from './helpers/repl-sites'
 
 const dir = mkdtempSync(join(tmpdir(), `vsm-test-${process.env.VSM_RUNNER_ID ?? 'solo'}-takeover-`))
 const primary = makeVsm({ deviceSize: '192M' })
@@ -128,6 +131,34 @@ test('takeover serves the replicated disk; the old primary comes back in standby
   await secondary.up()
   assert.ok(readAll(join(secondary.mount, 'w.img')).subarray(3 << 20, (3 << 20) + K64).equals(pattern(4, 3 << 20, K64)))
   assert.ok(readFileSync(join(secondary.home, 'log', 'vsm.log'), 'utf8').includes('repl.taken-over'))
+
+  // failback: refused while a disk is open on the other site, unless forced
+  const served2 = join(secondary.mount, 'w.img')
+  const holder = openSync(served2, 'r')
+  try {
+    await fails(primary.run('repl', 'failback', 'g'), /disks are open on the site that took over: w\.img/)
+  } finally { closeSync(holder) }
+  assert.is((await status(primary, 'g')).state, 'split-brain', 'a refused failback changes nothing')
+  const changedThere = (await status(secondary, 'g')).changedBytes
+  const fb = await primary.json('repl', 'failback', 'g')
+  // only what changed on either side since the split is copied
+  assert.ok(fb.copiedBytes > 0 && fb.copiedBytes <= changedThere + dry.discardBytes, `copied ${fb.copiedBytes}, changed there ${changedThere}, here ${dry.discardBytes}`)
+  console.log(`failback: dry-run discardBytes ${dry.discardBytes} (w.img ${disk.discardBytes}), changed on the other site ${changedThere}, copied ${fb.copiedBytes} in ${fb.ranges} ranges`)
+  const back = pattern(1, 0, DISK)
+  for (const [off, len] of replicated) pattern(2, off, len).copy(back, off)
+  pattern(4, 3 << 20, K64).copy(back, 3 << 20)
+  assert.ok(readAll(img).equals(back), 'the old primary serves the other site\'s data: its own writes after the split are gone')
+  assert.not.ok(existsSync(served2), 'the other site stepped down')
+  assert.is((await status(secondary, 'g')).state, 'secondary')
+  // it follows this site's log again
+  await primary.run('repl', 'resume', 'g')
+  await until('replication after the failback', () => status(primary, 'g'), (x) => x.state === 'replicating' && x.lagBytes === 0)
+  writeSynced(img, 5, [[4 << 20, K64]])
+  await primary.down()
+  await until('the secondary to hold it', () => status(secondary, 'g'), (x) => x.connected === false)
+  await secondary.down()
+  const [p, q] = [await volumeBytes(primary.home, 'vol0'), await volumeBytes(secondary.home, 'vol0')]
+  assert.ok(p.equals(q), 'both sites\' vol0 byte-identical after the failback and a sync-mode write')
 })
 
 test.run()

@@ -95,24 +95,29 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
   // Before the socket answers: `vsm up` returns as soon as it does, and what it
   // started must already be findable by its pid file.
   await writeFileAtomic(pidFile, `${process.pid}\n`, 0o644)
-  const startStack = () => Stack.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, allowOther: args.allowOther, metrics: args.metrics, socketGroup, fuse: args.fuse, log, events, onShutdown: () => stop('shutdown command') })
-  // vsm repl takeover on a secondary: the same process, holding the home's lock throughout, serves it as a primary
-  const promote = async () => {
+  // a takeover, a step-down for a failback, a failback done: the same process, holding the home's lock
+  // throughout, stops what serves the home and starts it in its new role
+  const switchTo = async (start: () => Promise<typeof stack>) => {
     if (stopping) return
     try {
       await stack?.stop()
       stack = undefined
-      stack = await startStack()
+      stack = await start()
     } catch (err) {
-      log.fatal({ err }, 'serving the home after a takeover failed')
+      log.fatal({ err }, 'serving the home in its new replication role failed')
       dest.flushSync()
       process.exit(1)
     }
   }
+  const startStack = (): Promise<Stack> => Stack.start({
+    home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, allowOther: args.allowOther, metrics: args.metrics, socketGroup, fuse: args.fuse, log, events,
+    onShutdown: () => stop('shutdown command'), onStepDown: () => void switchTo(startSecondary), onRestart: () => void switchTo(startStack),
+  })
+  const startSecondary = (): Promise<SecondarySite> => SecondarySite.start({
+    home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, log, events, onShutdown: () => stop('shutdown command'), onPromote: () => void switchTo(startStack),
+  })
   try {
-    stack = args.secondary
-      ? await SecondarySite.start({ home: args.home, mount: args.mount, defaultDeviceSize: args.defaultDeviceSize, log, events, onShutdown: () => stop('shutdown command'), onPromote: () => void promote() })
-      : await startStack()
+    stack = args.secondary ? await startSecondary() : await startStack()
   } catch (err) {
     log.error({ err }, 'start failed')
     await fsp.rm(pidFile, { force: true })

@@ -53,6 +53,10 @@ export interface StackOptions {
   metrics?: Listen
   /** Called when a client asks the daemon to stop. */
   onShutdown: () => void
+  /** A failback made this site step down: stop the stack and serve the home as a replication secondary. */
+  onStepDown?: () => void
+  /** A failback finished here: start the stack again, serving the fs. */
+  onRestart?: () => void
 }
 
 const DEFAULT_VOLUME = 'vol0'
@@ -91,7 +95,18 @@ export class Stack {
     const meters = opts.metrics ? new IoMeters() : null
     try {
       // before the fs opens its volumes: each replication group's log is replayed onto them first
-      const repl = await Replicator.open({ pool, jobs, events, home })
+      let stack: Stack | undefined
+      const repl = await Replicator.open({
+        pool, jobs, events, home,
+        stepDown: {
+          check: async (force) => {
+            const open = force || !stack ? [] : await stack.openDisks()
+            if (open.length) throw new VsmError('EBUSY', `disks are open on the site that took over: ${open.map((d) => d.path).join(', ')}; stop their users, or fail back with --force`)
+          },
+          go: () => setImmediate(() => opts.onStepDown?.()),
+        },
+        restart: () => setImmediate(() => opts.onRestart?.()),
+      })
       // a group whose secondary took it over: its volumes hold the fs, which this site must not serve until failback
       const standby = repl.takenOver()
       undo.unshift(() => repl.close())
@@ -130,7 +145,7 @@ export class Stack {
         socketPath: join(home, 'vsm.sock'), version: VERSION, jobs, events, log: (msg, err) => log.warn({ err }, msg),
         socketGroup: opts.socketGroup, authorize: authorizer({ ownerOf: (p) => fs.getattr(diskPath(p)) }),
       })
-      const stack = new Stack(opts, pool, repl, fs, disks, gate, view, server, meters, hsm, standby)
+      stack = new Stack(opts, pool, repl, fs, disks, gate, view, server, meters, hsm, standby)
       stack.registerCommands()
       await server.listen()
       if (!standby.length) {

@@ -26,6 +26,8 @@ export interface ReplicaState {
    * what this site writes from then on.
    */
   takenOver?: TakeoverGeneration | null
+  /** After a takeover, a failback made this site stop serving: it is the failback's source until it follows the old primary again. */
+  steppedDown?: boolean
 }
 
 export interface TakeoverGeneration { generation: string; parent: string; point: number; at: number }

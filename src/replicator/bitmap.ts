@@ -107,6 +107,14 @@ export class RegionBitmap {
     return -1
   }
 
+  /** Clears every bit, durably. */
+  clearAll(): Promise<void> {
+    this.mem.fill(0)
+    this.dirty = 0
+    this.copying.clear()
+    return this.persistAll()
+  }
+
   /** Every region marked (or being copied), as volume ranges. */
   marked(): Region[] {
     const out: Region[] = []

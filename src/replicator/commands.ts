@@ -59,7 +59,7 @@ export function replCommands(repl: Replicator, fsVolumes: () => string[], diskEx
     'repl.failback': (a) => {
       const g = repl.get(str(a.group, 'group'))
       if (!g.config.takenOver) throw new VsmError('EINVAL', `group ${g.config.group} was not taken over by its secondary: there is nothing to fail back`)
-      if (a.dryRun !== true) throw new VsmError('ENOTSUP', `failback is not built yet: only vsm repl failback ${g.config.group} --dry-run (what this site would discard)`)
+      if (a.dryRun !== true) return repl.failback(g.config.group, a.force === true)
       const d = g.discard()
       return { ...d, takenOver: g.config.takenOver, disks: discardByDisk(d.ranges, diskExtents()) }
     },

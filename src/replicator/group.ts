@@ -12,6 +12,7 @@ import type { Jobs } from '../control/jobs'
 import { applyRecord, blockSums, VERIFY_BLOCK } from './applier'
 import { RegionBitmap, regionSizeFor } from './bitmap'
 import { BITMAP_BYTES, LogRecord, MAX_RECORD_DATA, recordsToReplay, ReplicationLog } from './log'
+import { failBack, FailbackResult, mergeRanges, requestStepDown } from './failback'
 import { flushWaitsForSecondary, KeeperOptions, LinkKeeper, Mode, stateOf } from './policy'
 import { Shipper, ShipperOptions } from './shipper'
 import { GroupIO, ReplicatedVolume } from './tap'
@@ -33,6 +34,9 @@ export interface GroupConfig {
   regionSize?: number
   /** The secondary took the group over (learned from it, kept durably): nothing ships, this site must not serve the volumes. */
   takenOver?: TakenOver
+  /** A failback the other site agreed to, run at the next start; copied: the copy is done and the records after the point dropped. */
+  failback?: { requestedAt: number; copied: boolean }
+  lastFailback?: FailbackResult & { generation: string }
 }
 
 /**
@@ -136,8 +140,46 @@ export class PrimaryGroup implements GroupIO {
     // first is the resync-begin or the secondary holds it): a secondary behind the tail must find one there
     if (log.mode === 'bitmap' && records.length === 0) await log.append({ kind: 'resync-begin', vol: 0, offset: 0, length: 0 })
     const g = new PrimaryGroup(log.config as unknown as GroupConfig, log, await PrimaryGroup.bitmapOf(log, taps), taps, opts)
+    if (g.config.takenOver && g.config.failback) await g.finishFailback()
     g.start(jobs)
     return g
+  }
+
+  private saveConfig(): Promise<void> { return this.log.setConfig(this.config as unknown as Record<string, unknown>) }
+
+  /**
+   * vsm repl failback: the other site is asked to step down (refused while its disks are
+   * open, unless force); once it agreed, the failback is recorded and runs at this
+   * site's next start (the caller restarts it), before the fs mounts.
+   */
+  async requestFailback(force: boolean): Promise<void> {
+    if (!this.config.takenOver) throw new VsmError('EINVAL', `group ${this.config.group} was not taken over by its secondary: there is nothing to fail back`)
+    await requestStepDown(this.opts.connect, { t: 'hello', ...this.hello() }, force)
+    this.config.failback = { requestedAt: Date.now(), copied: this.config.failback?.copied ?? false }
+    await this.saveConfig()
+    this.event('failback-requested', { force, reason: 'the other site stepped down' })
+  }
+
+  /** Copies back what differs and hands back; on failure the group stays taken over (a copy not finished is redone next time). */
+  private async finishFailback(): Promise<void> {
+    const t = this.config.takenOver!, f = this.config.failback!
+    try {
+      const r = await failBack({
+        connect: this.opts.connect, hello: { t: 'hello', ...this.hello() }, log: this.log, bitmap: this.bitmap,
+        volumes: this.taps.map((x) => x.inner), point: t.point, copied: f.copied,
+        markCopied: async () => { f.copied = true; await this.saveConfig() },
+      })
+      delete this.config.takenOver
+      delete this.config.failback
+      this.config.lastFailback = { ...r, generation: t.generation }
+      await this.saveConfig()
+      this.event('failed-back', { copiedBytes: r.copiedBytes, ranges: r.ranges, reason: 'this site serves the group again; the other follows its log' })
+    } catch (e) {
+      this.lastError = `failback: ${(e as Error).message}`
+      if (!f.copied) delete this.config.failback
+      await this.saveConfig()
+      this.event('failback-failed', { error: (e as Error).message })
+    }
   }
 
   private static bitmapOf(log: ReplicationLog, taps: ReplicatedVolume[]): Promise<RegionBitmap> {
@@ -210,20 +252,14 @@ export class PrimaryGroup implements GroupIO {
    * marks, merged per volume.
    */
   discard(point = this.config.takenOver?.point ?? this.log.headSeq): DiscardReport {
-    const perVol = this.taps.map(() => [] as Array<[number, number]>)
-    for (const c of this.log.changesAfter(point)) perVol[c.vol].push([c.offset, c.offset + c.length])
-    for (const r of this.bitmap.marked()) perVol[r.vol].push([r.offset, r.offset + r.length])
-    const ranges: DiscardReport['ranges'] = []
-    perVol.forEach((list, vol) => {
-      list.sort((a, b) => a[0] - b[0])
-      for (const [a, b] of list) {
-        const last = ranges[ranges.length - 1]
-        if (last && last.volume === this.taps[vol].name && a <= last.offset + last.length) last.length = Math.max(last.length, b - last.offset)
-        else ranges.push({ volume: this.taps[vol].name, offset: a, length: b - a })
-      }
-    })
+    const merged = mergeRanges([
+      ...this.log.changesAfter(point).map((c) => [c.vol, c.offset, c.length] as [number, number, number]),
+      ...this.bitmap.marked().map((r) => [r.vol, r.offset, r.length] as [number, number, number]),
+    ])
+    const ranges = merged.map(([vol, offset, length]) => ({ volume: this.taps[vol].name, offset, length }))
     return { group: this.config.group, discardBytes: ranges.reduce((n, r) => n + r.length, 0), ranges, complete: this.log.tailSeq <= point + 1 || this.log.gapFrom !== null }
   }
+
 
   private wakeLinkWaiters(): void { for (const w of this.linkWaiters.splice(0)) w() }
 
@@ -555,6 +591,7 @@ export class PrimaryGroup implements GroupIO {
       role: 'primary',
       mode: this.config.mode,
       state: stateOf({ failed: false, paused: this.config.paused, bitmap: this.log.mode === 'bitmap', synced: this.config.synced && this.remoteDurable >= this.syncEnd, connected: this.connected, takenOver: t ? { splitBrain: t.splitBrain } : null }),
+      lastFailback: this.config.lastFailback ?? null,
       ...(t ? {
         takenOver: t,
         next: `the secondary took this group over${t.splitBrain ? ' and both sites wrote since (split brain)' : ''}; this site does not serve it. Run vsm repl failback ${this.config.group} --dry-run to see what this site would discard, then vsm repl failback ${this.config.group}`,

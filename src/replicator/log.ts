@@ -358,6 +358,20 @@ export class ReplicationLog {
     return op
   }
 
+  /**
+   * A failback copied the other site's data over every range the retained records
+   * touch: they all go (none is replayed or shipped again), durably, and the log is in
+   * log mode with no gap; the next record follows the head.
+   */
+  async dropAll(): Promise<void> {
+    await this.sync()
+    this.entries = []
+    this.memTail = { lsn: this.headLsn, seq: this.nextSeq }
+    const { gapFrom: _gone, ...rest } = this.header
+    this.header = { ...rest, mode: 'log' }
+    await this.persistHeader()
+  }
+
   /** The end of a bitmap resync (nothing left to copy): appends resync-end, then records log mode. Resolves with its seq. */
   endOverflow(): Promise<number> {
     const op = this.allocChain.then(async () => {

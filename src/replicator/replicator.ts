@@ -23,7 +23,7 @@ import { parseTarget, sshConnect } from './ssh'
 import { ReplicatedVolume } from './tap'
 
 export const LOG_PREFIX = 'repl.'
-const GROUP_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/
+export const GROUP_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/
 export const DEFAULT_LOG_SIZE = 64 << 20
 /** How long start waits for each group's secondary to answer before serving (one that took over must be heard first). */
 const CONTACT_WAIT_MS = 5_000
@@ -36,7 +36,7 @@ async function firstContacts(groups: PrimaryGroup[], ms: number): Promise<void> 
 }
 
 export function checkGroupName(name: unknown): asserts name is string {
-  if (typeof name !== 'string' || !GROUP_RE.test(name)) throw new VsmError('EINVAL', `bad group name ${JSON.stringify(name)}: letters, digits, _ and -, at most 32`)
+  if (typeof name !== 'string' || !GROUP_NAME.test(name)) throw new VsmError('EINVAL', `bad group name ${JSON.stringify(name)}: letters, digits, _ and -, at most 32`)
 }
 
 /** Makes a volume for the replicator: a mirror over the two devices with the most room, else one device. */
@@ -59,6 +59,10 @@ export interface ReplicatorOptions {
   pool: Pool
   /** The home: a site serving a taken-over group answers old primaries on its replica socket. */
   home?: string
+  /** A failback asks this site to stop serving: check refuses (open disks, unless forced); go stops the stack and starts it as a secondary. */
+  stepDown?: { check(force: boolean): Promise<void>; go(): void }
+  /** A failback was agreed: restart the stack, which runs it before the fs mounts. */
+  restart?: () => void
   jobs: Jobs
   events: EventSink
   /** Connector override (tests); the default is ssh to the group's target. */
@@ -97,6 +101,7 @@ export class Replicator {
         const dev = await opts.pool.openVolume(v.name)
         if (await isReplicaState(dev)) {
           const state = await loadReplicaState(dev)
+          if (state?.steppedDown) throw new VsmError('EEXIST', `group ${state.group} stepped down here for a failback: this home is a replication secondary again; start it with vsm up --secondary`)
           if (!state?.takenOver) {
             throw new VsmError('EEXIST', `volume ${v.name} holds the replicas of group ${v.name.slice(LOG_PREFIX.length)}: this home is a replication secondary; start it with vsm up --secondary`)
           }
@@ -111,7 +116,15 @@ export class Replicator {
         r.groups.set(cfg.group, await PrimaryGroup.open(log, records, taps, r.groupOptions(cfg), opts.jobs))
         opts.events.publish('repl.opened', { group: cfg.group, replayedRecords: records.length })
       }
-      if (r.promoted.size && opts.home) r.oldPrimaries = await answerOldPrimaries(opts.home, r.promoted)
+      if (r.promoted.size && opts.home) {
+        r.oldPrimaries = await answerOldPrimaries(opts.home, r.promoted, async (g, force) => {
+          if (!opts.stepDown) throw new VsmError('ENOTSUP', 'this site cannot step down')
+          await opts.stepDown.check(force)
+          g.steppingDown = true
+          opts.events.publish('repl.stepping-down', { group: g.name, force, reason: 'the old primary fails back' }, 'warn')
+          opts.stepDown.go()
+        })
+      }
       // before the fs mounts and its disks are served: a secondary that took a group over says so now
       await firstContacts([...r.groups.values()], CONTACT_WAIT_MS)
     } catch (e) {
@@ -189,6 +202,15 @@ export class Replicator {
   /** The status of a group, primary or taken over here. */
   statusOf(name: string) { return this.promoted.get(name)?.status() ?? this.get(name).status() }
 
+  /** Asks the site that took a group over to step down, then restarts this site's stack, which copies back and serves. */
+  async failback(name: string, force: boolean): Promise<{ group: string; failingBack: true }> {
+    const g = this.get(name)
+    if (!this.opts.restart) throw new VsmError('ENOTSUP', 'this site cannot restart its stack')
+    await g.requestFailback(force)
+    this.opts.restart()
+    return { group: name, failingBack: true }
+  }
+
   /** Starts an online comparison of a group's volumes with its secondary, as a job. */
   verify(name: string): { job: number } {
     const g = this.get(name)
@@ -199,7 +221,7 @@ export class Replicator {
     await new Promise<void>((res) => (this.oldPrimaries ? this.oldPrimaries.close(() => res()) : res()))
     for (const g of this.groups.values()) await g.close()
     this.groups.clear()
-    for (const g of this.promoted.values()) g.close()
+    for (const g of this.promoted.values()) await g.close()
     this.promoted.clear()
   }
 }

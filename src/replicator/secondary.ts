@@ -21,7 +21,8 @@ import { openSitePool, VERSION } from '../daemon/stack'
 import type { Pool } from '../volume/pool'
 import { Applier, initReplicaState, ReplicaState, loadReplicaState, rollbackResync } from './applier'
 import { readSlots, writeSlot } from './log'
-import { checkGroupName, LOG_PREFIX, placeVolume } from './replicator'
+import { FailbackSource } from './promoted'
+import { checkGroupName, GROUP_NAME, LOG_PREFIX, placeVolume } from './replicator'
 import { snapshotStoreSize } from './snapshot'
 import { listenReplicaSocket, SecondaryLink, ToSecondary } from './wire'
 
@@ -43,6 +44,7 @@ interface ReplicaGroup { applier: Applier; volumes: string[]; logId: string; con
 
 export class SecondarySite {
   private groups = new Map<string, ReplicaGroup>()
+  private sources = new Map<string, FailbackSource>()
   private opening = new Map<string, Promise<ReplicaGroup>>()
   private startedAt = Date.now()
   private replicaServer: Server | null = null
@@ -53,7 +55,7 @@ export class SecondarySite {
   static async start(opts: SecondaryOptions): Promise<SecondarySite> {
     const pool = await openSitePool(opts, false)
     try {
-      const taken = await takenOverGroups(pool)
+      const taken = (await takenOverGroups(pool)).filter((t) => !t.steppedDown).map((t) => t.group)
       if (taken.length) throw new VsmError('EEXIST', `group ${taken[0]} was taken over on this site, which serves it now: start it with vsm up (without --secondary)`)
     } catch (e) {
       await pool.close()
@@ -91,6 +93,32 @@ export class SecondarySite {
     link.onClose(() => this.links.delete(link))
     link.onMessage((m) => {
       if (m.t !== 'hello') { link.close('expected hello'); return }
+      this.sourceFor(m.group).then((src) => {
+        if (src) { src.serve(link, m.logId); return }
+        this.serveReplica(link, m)
+      }, (e) => { link.send({ t: 'error', code: (e as VsmError).code ?? 'EIO', message: (e as Error).message }); link.close('refused') })
+    })
+  }
+
+  /** A group stepped down here for a failback: its source, until the old primary has every changed range. */
+  private async sourceFor(group: string): Promise<FailbackSource | null> {
+    const have = this.sources.get(group)
+    if (have) return have
+    const stateName = LOG_PREFIX + group
+    if (!GROUP_NAME.test(group) || !this.pool.listVolumes().some((v) => v.name === stateName)) return null
+    const stateDev = await this.pool.openVolume(stateName)
+    const state = await loadReplicaState(stateDev)
+    if (!state?.steppedDown || !state.takenOver) return null
+    const volumes = await Promise.all(state.volumes.map((v) => this.pool.openVolume(v)))
+    const src = await FailbackSource.open(stateDev, { ...state, takenOver: state.takenOver }, volumes, () => {
+      this.sources.delete(group)
+      this.opts.events.publish('repl.failback-complete', { group, reason: 'the old primary has every range changed here; this site follows its log again' })
+    })
+    this.sources.set(group, src)
+    return src
+  }
+
+  private serveReplica(link: SecondaryLink, m: Extract<ToSecondary, { t: 'hello' }>): void {
       this.groupFor(m).then((g) => {
         g.connected = true
         g.since = Date.now()
@@ -102,7 +130,6 @@ export class SecondarySite {
         this.opts.events.publish('repl.primary-refused', { group: m.group, reason: (e as Error).message }, 'warn')
         link.close('refused')
       })
-    })
   }
 
   /** The group's applier; on first contact, its replica volumes and state are made. */
@@ -228,12 +255,12 @@ export class SecondarySite {
 }
 
 /** The groups whose replicas in this pool were taken over (their state volume says so). */
-export async function takenOverGroups(pool: Pool): Promise<string[]> {
-  const out: string[] = []
+export async function takenOverGroups(pool: Pool): Promise<ReplicaState[]> {
+  const out: ReplicaState[] = []
   for (const v of pool.listVolumes()) {
     if (!v.name.startsWith(LOG_PREFIX)) continue
     const s = await readSlots<ReplicaState>(await pool.openVolume(v.name))
-    if (s?.takenOver && typeof s.durable === 'number') out.push(s.group)
+    if (s?.takenOver && typeof s.durable === 'number') out.push(s)
   }
   return out
 }

@@ -16,6 +16,13 @@ export type ToSecondary =
   | { t: 'rec'; seq: number; kind: RecordKind; vol: number; offset: number; length: number; time: number }
   /** Asks for an ack: the primary waits on a durable position and heard nothing for a while. */
   | { t: 'ping' }
+  // failback, from the old primary to the site that took over:
+  /** Stop serving the group (refused while its disks are open unless force) and become its failback source. */
+  | { t: 'step-down'; force: boolean }
+  /** The bytes of a range of the replicas (the source answers with `data`). */
+  | { t: 'read'; id: number; vol: number; offset: number; length: number }
+  /** The old primary holds every changed range: follow its log again from seq `durable`. */
+  | { t: 'failback-done'; durable: number }
 
 export type ToPrimary =
   /** next: the seq the secondary applies next; durable: everything up to it is on its stable storage. */
@@ -32,6 +39,11 @@ export type ToPrimary =
    * since changed `changedBytes` (bytes of regions) of the group's volumes.
    */
   | { t: 'taken-over'; generation: string; parent: string; point: number; at: number; changedBytes: number }
+  /** Instead of a welcome, from a site that stepped down for a failback: the ranges it changed since the takeover. */
+  | { t: 'failback-source'; generation: string; point: number; ranges: Array<[number, number, number]> }
+  | { t: 'data'; id: number }
+  /** The source follows the old primary's log again. */
+  | { t: 'failback-complete' }
 
 export type Message = ToSecondary | ToPrimary
 

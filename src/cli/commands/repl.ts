@@ -86,11 +86,31 @@ export function registerRepl(program: Command) {
   repl.command('failback <group>').description('on the original primary: --dry-run reports what this site would discard (its writes the other site never got)')
     .option('--dry-run', 'report, changing nothing')
     .option('--force', 'step the other site down even while its disks are open')
-    .action((group: string, o, cmd: Command) => call(cmd, 'repl.failback', { group, dryRun: o.dryRun ? true : undefined, force: o.force ? true : undefined }, (r) => [
-      `failback of ${r.group} would discard ${formatSize(r.discardBytes)} written here after seq ${r.takenOver.point} and never replicated${r.complete ? '' : ' (at least: part of it left the log already)'}`,
-      ...r.disks.map((d: any) => `  disk ${d.path}: ${formatSize(d.discardBytes)} in ${d.ranges.map((x: any) => `${x.offset}+${x.length}`).join(', ')}`),
-      ...r.ranges.map((x: any) => `  volume ${x.volume} ${x.offset}+${x.length}`),
-    ].join('\n')))
+    .action(async (group: string, o, cmd: Command) => {
+      const r = await withClient(cmd, (c) => c.call('repl.failback', { group, dryRun: o.dryRun ? true : undefined, force: o.force ? true : undefined }))
+      if (o.dryRun) {
+        print(globals(cmd).json ? JSON.stringify(r, null, 2) : [
+          `failback of ${r.group} would discard ${formatSize(r.discardBytes)} written here after seq ${r.takenOver.point} and never replicated${r.complete ? '' : ' (at least: part of it left the log already)'}`,
+          ...r.disks.map((d: any) => `  disk ${d.path}: ${formatSize(d.discardBytes)} in ${d.ranges.map((x: any) => `${x.offset}+${x.length}`).join(', ')}`),
+          ...r.ranges.map((x: any) => `  volume ${x.volume} ${x.offset}+${x.length}`),
+        ].join('\n'))
+        return
+      }
+      // the other site stepped down; this daemon restarts its stack, which copies back before it serves
+      const deadline = Date.now() + 600_000
+      for (;;) {
+        const st = await withClient(cmd, (c) => c.call('repl.status', { group })).then((x) => x[0], () => null)
+        if (st && !st.takenOver && st.lastFailback) {
+          const mount = await waitServing(cmd)
+          print(globals(cmd).json ? JSON.stringify({ group, ...st.lastFailback, copiedBytes: st.lastFailback.copiedBytes, mount }, null, 2)
+            : `group ${group} failed back: ${formatSize(st.lastFailback.copiedBytes)} copied from the other site (${st.lastFailback.ranges} ranges); serving at ${mount}`)
+          return
+        }
+        if (st?.takenOver && /^failback:/.test(st.lastError ?? '')) throw new Error(`${st.lastError} (the group is still taken over: vsm repl status ${group})`)
+        if (Date.now() > deadline) throw new Error(`the failback of ${group} did not finish: see vsm repl status ${group} and the log`)
+        await sleep(300)
+      }
+    })
 
   program.command('replica').description('the secondary side of replication')
     .command('serve').description('the remote agent: relays the replication wire on stdin/stdout to the secondary daemon (started by the primary over SSH)')
