@@ -1,6 +1,6 @@
 // Space through the native binding, with the real kernel and real tools: fallocate(1)
 // in every mode against a model of the file, SEEK_DATA/SEEK_HOLE against the fs's
-// holes, copy_file_range, a loop device's discard (blkdiscard) giving space back to the
+// holes, copy_file_range sharing blocks, a loop device's discard (blkdiscard) giving space back to the
 // fs, qemu-img map seeing a sparse disk's holes, and a punch reaching the pool's backing
 // files (the volume is told, so thin devices shrink).
 import { test } from 'uvu'
@@ -121,17 +121,32 @@ test('punching a hole frees its blocks (st_blocks and df) and SEEK_HOLE finds it
   assert.ok(drop >= 32 * MiB, `df used dropped by ${drop}`)
 })
 
-test('copy_file_range copies through the view', () => {
+test('copy_file_range shares whole blocks instead of copying them (df does not grow), copies the edges, and the copy diverges without touching its source', async () => {
   const src = join(vsm.mount, 'punch.img'), dst = join(vsm.mount, 'copy.img')
+  const before = usedBytes()
+  // from byte 100 to 100 bytes short of the end: partial blocks at both edges
   sh('python3', '-c', `
 import os, sys
 a = os.open(sys.argv[1], os.O_RDONLY); b = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT, 0o644)
-left = os.fstat(a).st_size
+off, left = 100, os.fstat(a).st_size - 200
 while left:
-    n = os.copy_file_range(a, b, left)
+    n = os.copy_file_range(a, b, left, off, off)
     assert n > 0
-    left -= n`, src, dst)
-  assert.ok(readFileSync(src).equals(readFileSync(dst)), 'copy equals its source')
+    off += n; left -= n
+os.fsync(b)`, src, dst)
+  const source = readFileSync(src)
+  const copy = readFileSync(dst)
+  assert.is(copy.length, source.length - 100)
+  assert.ok(copy.subarray(0, 100).every((x) => x === 0), 'nothing before the copied range')
+  assert.ok(copy.subarray(100).equals(source.subarray(100, source.length - 100)), 'the copy equals its source')
+  const grew = usedBytes() - before
+  assert.ok(grew < 1 * MiB, `df used grew by ${grew} for a copy of 32 MiB of data`)
+  // a write to the copy takes fresh blocks; the source keeps its own
+  const fd = openSync(dst, 'r+')
+  try { writeSync(fd, Buffer.alloc(MiB, 0xee), 0, MiB, 50 * MiB); fsyncSync(fd) } finally { closeSync(fd) }
+  assert.ok(readFileSync(src).equals(source), 'the source is untouched')
+  assert.ok(readFileSync(dst).subarray(50 * MiB, 51 * MiB).every((x) => x === 0xee))
+  assert.ok((await vsm.json('fs', 'check')).ok)
 })
 
 test('blkdiscard on a loop device over a disk frees space in the fs; what it kept reads back', async () => {

@@ -180,6 +180,8 @@ export class FsCore {
   exec(op: Op): void {
     const punched = apply(this, op)
     this.log(op)
+    // shared blocks gain their holder before the ones replaced lose theirs: a block in both stays
+    if (op.o === 'sr') for (const g of this.inodes.get(op.i)!.ext.segments(op.d, op.d + op.b1 - op.b0)) if (g.pb >= 0 && !isArchive(g.vol)) this.refs[g.vol].adjust(g.pb, g.len, 1)
     this.unref(punched)
     const held = op.o === 'sn' ? op.s : op.o === 'rv' || op.o === 'cl' ? op.i : 0
     if (held) for (const e of this.inodes.get(held)!.ext.ex) if (!isArchive(e.vol)) this.refs[e.vol].adjust(e.pb, e.len, 1)

@@ -28,6 +28,8 @@ export type Op =
   | { o: 'sd'; s: number; t: number }
   /** File i becomes a copy of its snapshot s. */
   | { o: 'rv'; i: number; s: number; t: number; st: number }
+  /** File i's blocks [d, d+b1-b0) become file (or snapshot) s's blocks [b0, b1), shared: a reflink copy; its size grows to z. */
+  | { o: 'sr'; s: number; b0: number; b1: number; i: number; d: number; z: number; t: number; st: number }
   /** New file i named n in directory p, sharing every block of snapshot s. */
   | { o: 'cl'; s: number; p: number; n: string; i: number; m: number; u: number; g: number; t: number; v: number; st: number }
   /**
@@ -201,6 +203,17 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       n.xattr = new Map(s.xattr)
       stamp(n, op.st)
       return []
+    }
+    case 'sr': {
+      const s = node(op.s), n = node(op.i)
+      if (n.snapOf || n.isDir) throw bad(`inode ${op.i} cannot take shared blocks`)
+      const from = s.ext.segments(op.b0, op.b1)
+      const out = n.ext.punch(op.d, op.d + op.b1 - op.b0)
+      for (const g of from) if (g.pb >= 0) n.ext.insert(op.d + g.fb - op.b0, g.vol, g.pb, g.len)
+      if (op.z > n.size) n.size = op.z
+      n.mtime = n.ctime = op.t
+      stamp(n, op.st)
+      return out
     }
     case 'rl': {
       const out: Extent[] = []

@@ -90,6 +90,29 @@ export async function clone(c: FsCore, path: string, name: string, newPath: stri
   }
 }
 
+/**
+ * A reflink copy: file dst's whole blocks at dstOff take src's (a file or a snapshot) at
+ * srcOff, shared, with no data copied; the first later write to either copies the block.
+ * Offsets and length are whole blocks; a file's range onto itself must not overlap.
+ */
+export async function shareRange(c: FsCore, src: number, srcOff: number, dst: number, dstOff: number, len: number): Promise<void> {
+  if ([srcOff, dstOff, len].some((x) => !Number.isSafeInteger(x) || x < 0 || x % BS)) throw err('EINVAL', `share of ${srcOff}+${len} to ${dstOff} is not whole ${BS}-byte blocks`)
+  if (src === dst && srcOff < dstOff + len && dstOff < srcOff + len) throw err('EINVAL', 'a range shared within one file must not overlap itself')
+  if (len === 0) return
+  for (;;) {
+    c.live()
+    const s = c.fileNode(src), n = c.fileNode(dst)
+    if (n.snapOf) throw err('EROFS', 'a snapshot is read-only')
+    if (metaNearFull(c, s.ext.ex.length * 30 + 400)) { await ensureMeta(c, s.ext.ex.length * 30 + 400); continue }
+    // writes in flight land first, so the copy holds every write acknowledged before the call
+    if (s.busy) { await c.drain(s); continue }
+    if (n.busy) { await c.drain(n); continue }
+    const b0 = srcOff / BS
+    c.exec({ o: 'sr', s: src, b0, b1: b0 + len / BS, i: dst, d: dstOff / BS, z: dstOff + len, t: Date.now(), st: c.stamp() })
+    return
+  }
+}
+
 /** Blocks of a file (or snapshot) that another file, snapshot or clone also holds. */
 export function sharedBlocks(c: FsCore, ino: number): number {
   c.live()

@@ -393,17 +393,27 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       const src = handles.get(fhIn)
       const dst = writer(fhOut)
       const end = Math.min(offIn + length, fs.sizeOf(src.ino))
-      let done = 0
-      const buf = Buffer.allocUnsafe(Math.min(STEP, Math.max(0, end - offIn)))
-      await gated(dst, async () => {
-        while (offIn + done < end) {
-          const n = await fs.read(src.ino, buf.subarray(0, Math.min(STEP, end - offIn - done)), offIn + done)
+      if (end <= offIn) return 0
+      const buf = Buffer.allocUnsafe(Math.min(STEP, end - offIn))
+      const copy = async (from: number, to: number) => {
+        for (let pos = from; pos < to;) {
+          const n = await fs.read(src.ino, buf.subarray(0, Math.min(STEP, to - pos)), pos)
           if (n <= 0) break
-          await fs.write(dst.ino, buf.subarray(0, n), offOut + done)
-          done += n
+          await fs.write(dst.ino, buf.subarray(0, n), offOut + pos - offIn)
+          pos += n
         }
+      }
+      // whole blocks at the same alignment on both sides are shared, not copied (an
+      // instant copy, as a reflink); the partial blocks at the edges are copied
+      const a = Math.ceil(offIn / BLKSIZE) * BLKSIZE, b = Math.floor(end / BLKSIZE) * BLKSIZE
+      const overlap = src.ino === dst.ino && offIn < offOut + (end - offIn) && offOut < end
+      await gated(dst, async () => {
+        if (offIn % BLKSIZE !== offOut % BLKSIZE || b <= a || overlap) return copy(offIn, end)
+        await copy(offIn, a)
+        await fs.shareRange(src.ino, a, dst.ino, offOut + a - offIn, b - a)
+        await copy(b, end)
       })
-      return done
+      return end - offIn
     },
   }
 }
