@@ -4,7 +4,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { execFileSync, spawn } from 'child_process'
-import { linkSync, lstatSync, mkdirSync, readFileSync, readlinkSync, renameSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'fs'
+import { closeSync, constants, fchmodSync, fstatSync, ftruncateSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, readlinkSync, readSync, renameSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'fs'
 import { join } from 'path'
 import { makeVsm } from './helpers/daemon'
 
@@ -59,6 +59,39 @@ test('hard links, symlinks, fifos and device nodes through the kernel, kept over
   assert.throws(() => readFileSync(m('sl')), /ENOENT/)
   const check = await vsm.json('fs', 'check')
   assert.ok(check.ok, JSON.stringify(check))
+})
+
+test('a file unlinked while open: fstat says nlink 0, reads and ftruncate work on it, never on a new file of that name (pjdfstest unlink/14)', () => {
+  writeFileSync(m('gone'), 'Hello, World!')
+  const fd = openSync(m('gone'), 'r+')
+  try {
+    unlinkSync(m('gone'))
+    const st = fstatSync(fd)
+    assert.is(st.nlink, 0)
+    assert.is(st.size, 13)
+    const b = Buffer.alloc(13)
+    assert.is(readSync(fd, b, 0, 13, 0), 13)
+    assert.is(b.toString(), 'Hello, World!')
+    // a new file takes the name: what the old descriptor does must not reach it
+    writeFileSync(m('gone'), 'the new file')
+    ftruncateSync(fd, 5)
+    fchmodSync(fd, 0o600)
+    assert.is(fstatSync(fd).size, 5)
+    assert.is(fstatSync(fd).mode & 0o777, 0o600)
+    writeSync(fd, '!', 5)
+    assert.is(readFileSync(m('gone'), 'utf8'), 'the new file')
+    assert.is(statSync(m('gone')).mode & 0o777, 0o644)
+  } finally { closeSync(fd) }
+})
+
+test('open with O_TRUNC empties the file and moves its mtime and ctime (pjdfstest open/00)', async () => {
+  writeFileSync(m('trunc'), 'test\n')
+  const before = statSync(m('trunc'))
+  await new Promise((r) => setTimeout(r, 20))
+  closeSync(openSync(m('trunc'), constants.O_WRONLY | constants.O_TRUNC))
+  const after = statSync(m('trunc'))
+  assert.is(after.size, 0)
+  assert.ok(after.mtimeMs > before.mtimeMs && after.ctimeMs > before.ctimeMs, `mtime ${before.mtimeMs} -> ${after.mtimeMs}, ctime ${before.ctimeMs} -> ${after.ctimeMs}`)
 })
 
 test('rename: onto itself, over an empty directory, never over a full one or into itself', () => {

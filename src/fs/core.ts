@@ -8,7 +8,7 @@ import { BlockDev } from '../block/blockdev'
 import { EventSink, NULL_SINK } from '../control/events'
 import { Extent, FreeMap, RefMap } from './extents'
 import {
-  ATIME_MAX_AGE_MS, Inode, LAZY_COMMIT_MS, MAX_FILE_SIZE, Pending, ROOT, STAMP_GEN, Stat, err, parsePath,
+  ATIME_MAX_AGE_MS, FileRef, Inode, LAZY_COMMIT_MS, MAX_FILE_SIZE, Pending, ROOT, STAMP_GEN, Stat, err, parsePath,
 } from './inode'
 import { doCommit } from './journal'
 import { BS, Superblock, isArchive } from './layout'
@@ -80,7 +80,13 @@ export class FsCore {
     if (this.closed) throw err('EIO', 'fs is closed')
   }
 
-  resolve(path: string): Inode {
+  /**
+   * The inode a path names, or an inode by number: the view knows an open or looked-up
+   * file by its number, since an unlinked file held open has no path and a path may by
+   * then name another file.
+   */
+  resolve(path: FileRef): Inode {
+    if (typeof path === 'number') return this.node(path)
     const parts = parsePath(path)
     let n = this.inodes.get(ROOT)!
     for (const p of parts) {
@@ -115,7 +121,7 @@ export class FsCore {
     return n
   }
 
-  regular(path: string): Inode {
+  regular(path: FileRef): Inode {
     const n = this.resolve(path)
     if (n.isDir) throw err('EISDIR', `is a directory: ${path}`)
     if (!n.isReg) throw err('EINVAL', `not a regular file: ${path}`)

@@ -8,7 +8,7 @@
 import { BlockDev } from '../block/blockdev'
 import type { FsCore } from './core'
 import { Extent, RefRun, Segment } from './extents'
-import { Inode, MAX_FILE_SIZE, err } from './inode'
+import { FileRef, Inode, MAX_FILE_SIZE, err } from './inode'
 import { ensureMeta, metaNearFull } from './journal'
 import { ARCHIVE_BASE, BS, isArchive } from './layout'
 import { relocate } from './remap'
@@ -306,7 +306,7 @@ export async function unshare(c: FsCore, ino: number, b0: number, b1: number): P
   return count
 }
 
-export async function truncate(c: FsCore, path: string, size: number): Promise<void> {
+export async function truncate(c: FsCore, path: FileRef, size: number): Promise<void> {
   if (!Number.isSafeInteger(size) || size < 0) throw err('EINVAL', `bad size ${size}`)
   if (size > MAX_FILE_SIZE) throw err('EFBIG', `size ${size} beyond the maximum file size`)
   let zeroed: [Inode, number] | null = null

@@ -15,7 +15,7 @@ import { EventSink } from '../control/events'
 import * as chk from './check'
 import { ArchiveLocation, FsCore } from './core'
 import * as data from './data'
-import { MapEntry, SnapshotInfo, Stat, StatFs, TimeSpec, err } from './inode'
+import { FileRef, MapEntry, SnapshotInfo, Stat, StatFs, TimeSpec, err } from './inode'
 import * as journal from './journal'
 import * as ns from './namespace'
 import * as remap from './remap'
@@ -26,7 +26,7 @@ import * as vols from './volumes'
 export {
   S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, RENAME_NOREPLACE, RENAME_EXCHANGE, MAX_FILE_SIZE,
 } from './inode'
-export type { Stat, StatFs, TimeSpec, SnapshotInfo, MapEntry } from './inode'
+export type { FileRef, Stat, StatFs, TimeSpec, SnapshotInfo, MapEntry } from './inode'
 
 export class FileSystem {
   private constructor(private readonly core: FsCore) {}
@@ -65,9 +65,9 @@ export class FileSystem {
   unlink(path: string): Promise<void> { return ns.unlink(this.core, path) }
   rmdir(path: string): Promise<void> { return ns.rmdir(this.core, path) }
   rename(from: string, to: string, flags = 0): Promise<void> { return ns.rename(this.core, from, to, flags) }
-  chmod(path: string, mode: number): Promise<void> { return ns.chmod(this.core, path, mode) }
-  chown(path: string, uid: number, gid: number): Promise<void> { return ns.chown(this.core, path, uid, gid) }
-  utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void> { return ns.utimens(this.core, path, atime, mtime) }
+  chmod(path: FileRef, mode: number): Promise<void> { return ns.chmod(this.core, path, mode) }
+  chown(path: FileRef, uid: number, gid: number): Promise<void> { return ns.chown(this.core, path, uid, gid) }
+  utimens(path: FileRef, atime: TimeSpec, mtime: TimeSpec): Promise<void> { return ns.utimens(this.core, path, atime, mtime) }
   getxattr(path: string, name: string): Buffer | undefined { return ns.getxattr(this.core, path, name) }
   listxattr(path: string): string[] { return ns.listxattr(this.core, path) }
   setxattr(path: string, name: string, value: Buffer): Promise<void> { return ns.setxattr(this.core, path, name, value) }
@@ -78,7 +78,7 @@ export class FileSystem {
   read(ino: number, buf: Buffer, offset: number, opts: { atime?: boolean } = {}): Promise<number> { return data.read(this.core, ino, buf, offset, opts.atime ?? true) }
   write(ino: number, buf: Buffer, offset: number): Promise<number> { return data.write(this.core, ino, buf, offset) }
   unshare(ino: number, b0: number, b1: number): Promise<number> { return data.unshare(this.core, ino, b0, b1) }
-  truncate(path: string, size: number): Promise<void> { return data.truncate(this.core, path, size) }
+  truncate(path: FileRef, size: number): Promise<void> { return data.truncate(this.core, path, size) }
   punchHole(ino: number, offset: number, length: number): Promise<void> { return data.punchHole(this.core, ino, offset, length) }
   /** `opts.unlessHeldBy`: runs that inode maps too stay (a snapshot's blocks the live file no longer holds move). */
   relocate(ino: number, b0: number, b1: number, to: number, opts: { unlessHeldBy?: number } = {}): Promise<number> { return remap.relocate(this.core, ino, b0, b1, to, false, opts.unlessHeldBy) }

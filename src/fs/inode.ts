@@ -16,6 +16,8 @@ export const RENAME_NOREPLACE = 1
 export const RENAME_EXCHANGE = 2
 /** utimensat(2)'s UTIME_NOW and UTIME_OMIT as utimens() takes them. */
 export type TimeSpec = number | 'now' | 'omit'
+/** A file by path, or by inode number (core.resolve). */
+export type FileRef = string | number
 export const NAME_MAX = 255
 export const PATH_MAX = 4096
 export const LINK_MAX = 65000

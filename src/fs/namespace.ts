@@ -3,7 +3,7 @@
 // close. Each change is one op through core.exec.
 import type { FsCore } from './core'
 import {
-  Inode, LINK_MAX, NODE_TYPES, NO_ID, PATH_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT, S_IFBLK, S_IFCHR, S_IFDIR,
+  FileRef, Inode, LINK_MAX, NODE_TYPES, NO_ID, PATH_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT, S_IFBLK, S_IFCHR, S_IFDIR,
   S_IFLNK, S_IFMT, S_IFREG, Stat, TimeSpec, XATTR_MAX, checkId, checkMode, checkTime, checkXattrName, err,
 } from './inode'
 import { ensureMeta } from './journal'
@@ -189,7 +189,7 @@ export async function rename(c: FsCore, from: string, to: string, flags = 0): Pr
   }
 }
 
-export async function chmod(c: FsCore, path: string, mode: number): Promise<void> {
+export async function chmod(c: FsCore, path: FileRef, mode: number): Promise<void> {
   c.live()
   checkMode(mode)
   const n = c.resolve(path)
@@ -199,7 +199,7 @@ export async function chmod(c: FsCore, path: string, mode: number): Promise<void
 }
 
 /** An id of -1 (as uid_t: 0xffffffff) leaves that one unchanged, as chown(2). */
-export async function chown(c: FsCore, path: string, uid: number, gid: number): Promise<void> {
+export async function chown(c: FsCore, path: FileRef, uid: number, gid: number): Promise<void> {
   c.live()
   checkId(uid, 'uid'); checkId(gid, 'gid')
   const n = c.resolve(path)
@@ -210,7 +210,7 @@ export async function chown(c: FsCore, path: string, uid: number, gid: number): 
 }
 
 /** Times in epoch ms, or utimensat's 'now' (UTIME_NOW) and 'omit' (UTIME_OMIT); ctime moves unless both are omitted. */
-export async function utimens(c: FsCore, path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
+export async function utimens(c: FsCore, path: FileRef, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
   c.live()
   if (atime !== 'now' && atime !== 'omit') checkTime(atime, 'atime')
   if (mtime !== 'now' && mtime !== 'omit') checkTime(mtime, 'mtime')

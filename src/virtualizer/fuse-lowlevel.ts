@@ -48,6 +48,8 @@ const OP_NAME = Object.fromEntries(Object.entries(OP).map(([k, v]) => [v, k.toLo
 const ROOT_ID = 1
 /** Ids for nodes without an inode (the snapshot view's directories): far above any inode number. */
 const SYNTHETIC_BASE = 2 ** 52
+/** The fs inode a node id is (ids below SYNTHETIC_BASE are inode numbers), or undefined. */
+const inodeOf = (id: number) => (id < SYNTHETIC_BASE ? id : undefined)
 /** Seconds the kernel may cache an entry or attributes (libfuse2's default, as fuse-native used). */
 const TIMEOUT = 1
 const ERANGE = 34, ENOSYS = 38, ENOTTY = 25
@@ -133,8 +135,7 @@ class Nodes {
   }
 }
 
-// nlink 0 (a snapshot's inode) would read as deleted: as fuse-native did, it shows as 1
-const attrArray = (id: number, a: Attr) => [id, a.mode, a.nlink || 1, a.uid, a.gid, a.rdev ?? 0, a.size, a.blocks, a.blksize, a.atime, a.mtime, a.ctime]
+const attrArray = (id: number, a: Attr) => [id, a.mode, a.nlink, a.uid, a.gid, a.rdev ?? 0, a.size, a.blocks, a.blksize, a.atime, a.mtime, a.ctime]
 
 /** struct fuse_dirent entries from index `from` on, as many as fit in `size` bytes; each one's off is its index + 1. */
 function packDirents(entries: { name: string; id: number; mode: number }[], from: number, size: number): Buffer {
@@ -194,22 +195,22 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
       case OP.CLOSED: closedSeen = true; return settle()
       case OP.FORGET: return nodes.forget(ino, size)
       case OP.LOOKUP: return serve(op, req, () => entry(nodes.child(ino, name!)), replyEntry(req))
-      case OP.GETATTR: return serve(op, req, () => ops.getattr(nodes.path(ino)), (attr) => a.replyAttr(req, attrArray(ino, attr), TIMEOUT))
+      case OP.GETATTR: return serve(op, req, () => ops.getattr(nodes.path(ino), inodeOf(ino)), (attr) => a.replyAttr(req, attrArray(ino, attr), TIMEOUT))
       case OP.SETATTR: return serve(op, req, async () => {
-        const p = nodes.path(ino)
-        if (flags & SET_MODE) await ops.chmod(p, mode & 0o7777)
+        const p = nodes.path(ino), i = inodeOf(ino)
+        if (flags & SET_MODE) await ops.chmod(p, mode & 0o7777, i)
         if (flags & (SET_UID | SET_GID)) {
-          const cur = await ops.getattr(p)
-          await ops.chown(p, flags & SET_UID ? ino2 : cur.uid, flags & SET_GID ? fh2 : cur.gid)
+          const cur = await ops.getattr(p, i)
+          await ops.chown(p, flags & SET_UID ? ino2 : cur.uid, flags & SET_GID ? fh2 : cur.gid, i)
         }
-        if (flags & SET_SIZE) await ops.truncate(p, size)
+        if (flags & SET_SIZE) await ops.truncate(p, size, i)
         if (flags & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW)) {
           // utimensat's UTIME_NOW and UTIME_OMIT reach the fs as such (the fs stamps ctime once)
           const at = flags & SET_ATIME_NOW ? 'now' : flags & SET_ATIME ? off : 'omit'
           const mt = flags & SET_MTIME_NOW ? 'now' : flags & SET_MTIME ? off2 : 'omit'
-          await ops.utimens(p, at, mt)
+          await ops.utimens(p, at, mt, i)
         }
-        return ops.getattr(p)
+        return ops.getattr(p, i)
       }, (attr) => a.replyAttr(req, attrArray(ino, attr), TIMEOUT))
       case OP.READLINK: return serve(op, req, () => needed('readlink')(nodes.path(ino)), (t) => a.replyReadlink(req, t))
       case OP.MKNOD: return serve(op, req, async () => {

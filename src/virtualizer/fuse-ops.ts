@@ -42,7 +42,10 @@ type Awaitable<T> = T | Promise<T>
  */
 export interface FuseOps {
   statfs(path: string): Awaitable<StatFsOut>
-  getattr(path: string): Awaitable<Attr>
+  // The attribute operations also take the inode number when the binding knows it (the
+  // low-level binding's node ids are inodes): it wins over the path, since a file
+  // unlinked while open has no path and the path may name another file by then.
+  getattr(path: string, ino?: number): Awaitable<Attr>
   readdir(path: string): Awaitable<string[]>
   open(path: string, flags: number): Awaitable<number>
   create(path: string, mode: number, caller: Caller): Awaitable<number>
@@ -54,16 +57,16 @@ export interface FuseOps {
   /** close(2) of one descriptor of the handle: what it wrote is made durable. */
   flush(fh: number): Awaitable<void>
   fsync(fh: number, datasync: boolean): Awaitable<void>
-  truncate(path: string, size: number): Awaitable<void>
+  truncate(path: string, size: number, ino?: number): Awaitable<void>
   unlink(path: string): Awaitable<void>
   /** flags: renameat2's RENAME_NOREPLACE, RENAME_EXCHANGE. */
   rename(from: string, to: string, flags?: number): Awaitable<void>
   mkdir(path: string, mode: number, caller: Caller): Awaitable<void>
   rmdir(path: string): Awaitable<void>
-  chmod(path: string, mode: number): Awaitable<void>
-  chown(path: string, uid: number, gid: number): Awaitable<void>
+  chmod(path: string, mode: number, ino?: number): Awaitable<void>
+  chown(path: string, uid: number, gid: number, ino?: number): Awaitable<void>
   /** Epoch ms, or 'now' / 'omit' for utimensat's UTIME_NOW / UTIME_OMIT. */
-  utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Awaitable<void>
+  utimens(path: string, atime: TimeSpec, mtime: TimeSpec, ino?: number): Awaitable<void>
   /** Throws ENODATA when the file has no such attribute. */
   getxattr(path: string, name: string): Awaitable<Buffer>
   setxattr(path: string, name: string, value: Buffer, flags: number): Awaitable<void>
@@ -209,11 +212,12 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
   }
   const snapStat = (p: string): Attr => {
     const n = snapNode(p)
-    if (!n.dir) return { ...fs.statIno(n.ino), mode: S_IFREG | 0o444, blksize: BLKSIZE }
+    // a snapshot's inode has no name (nlink 0), which would read as deleted
+    if (!n.dir) return { ...fs.statIno(n.ino), mode: S_IFREG | 0o444, nlink: 1, blksize: BLKSIZE }
     const t = n.mtime
     return { ino: 0, mode: S_IFDIR | 0o555, uid: 0, gid: 0, size: 0, blocks: 0, nlink: 2, atime: t, mtime: t, ctime: t, blksize: BLKSIZE }
   }
-  const open = (path: string, flags: number): number => {
+  const open = async (path: string, flags: number): Promise<number> => {
     const writable = (flags & O_ACCMODE) !== fsConstants.O_RDONLY
     let ino: number
     if (inSnapView(path)) {
@@ -222,6 +226,8 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       if (n.dir) throw new VsmError('EISDIR', 'is a directory')
       ino = n.ino
     } else ino = fs.lookup(path)
+    // libfuse3 asks the kernel for atomic O_TRUNC: the truncation is the open's to do
+    if (writable && flags & fsConstants.O_TRUNC) await fs.truncate(ino, 0)
     const io = meters && !inSnapView(path) ? meters.disk(path.slice(1)) : null
     const fh = handles.add({ ino, path, dirty: false, writable, io, direct: (flags & fsConstants.O_DIRECT) !== 0 })
     // an open file unlinked meanwhile stays readable until its release (an orphan)
@@ -277,9 +283,9 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       const s = fs.statfs()
       return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, namemax: s.namemax }
     },
-    getattr: (p) => {
+    getattr: (p, i) => {
       if (inSnapView(p)) return snapStat(p)
-      const { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime, rdev } = fs.getattr(p)
+      const { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime, rdev } = i ? fs.statIno(i) : fs.getattr(p)
       return { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime, rdev, blksize: BLKSIZE }
     },
     readdir: (p) => {
@@ -315,7 +321,7 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       h.dirty = false
       await sync(h)
     },
-    truncate: async (p, size) => { rw(p); await fs.truncate(p, size) },
+    truncate: async (p, size, i) => { rw(p); await fs.truncate(i ?? p, size) },
     unlink: async (p) => { rw(p); await fs.unlink(p) },
     rename: async (a, b, flags = 0) => {
       rw(a, b)
@@ -324,9 +330,9 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
     },
     mkdir: async (p, mode, caller) => { rw(p); await fs.mkdir(p, mode, caller.uid, caller.gid) },
     rmdir: async (p) => { rw(p); await fs.rmdir(p) },
-    chmod: async (p, mode) => { rw(p); await fs.chmod(p, mode) },
-    chown: async (p, uid, gid) => { rw(p); await fs.chown(p, uid, gid) },
-    utimens: async (p, atime, mtime) => { rw(p); await fs.utimens(p, atime, mtime) },
+    chmod: async (p, mode, i) => { rw(p); await fs.chmod(i ?? p, mode) },
+    chown: async (p, uid, gid, i) => { rw(p); await fs.chown(i ?? p, uid, gid) },
+    utimens: async (p, atime, mtime, i) => { rw(p); await fs.utimens(i ?? p, atime, mtime) },
     getxattr: async (p, name) => {
       const none = () => new VsmError('ENODATA', `no xattr ${name}`)
       if (inSnapView(p)) { snapNode(p); throw none() }
