@@ -1,8 +1,8 @@
-// Unit tests of the extent map and the free-extent allocator against plain array models.
+// Unit tests of the extent map, the free-extent allocator and the reference counts against plain array models.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { rng } from './helpers/conformance'
-import { ExtentMap, FreeMap } from '../src/fs/extents'
+import { ExtentMap, FreeMap, RefMap } from '../src/fs/extents'
 
 test('ExtentMap insert/punch/segments match a per-block model and stay coalesced', () => {
   const r = rng(42)
@@ -71,6 +71,26 @@ test('FreeMap alloc/release keep exact accounting, honour the goal, refuse doubl
   assert.equal(fresh.alloc(5, a[0].start + 10), [{ start: a[0].start + 10, len: 5 }], 'goal not honoured')
   fresh.release(a[0].start + 10, 5)
   assert.throws(() => fresh.release(a[0].start + 12, 1), /double free/)
+})
+
+test('RefMap.adjustMany (one sweep) gives the counts and frees of adjust() run by run', () => {
+  const r = rng(7)
+  for (let round = 0; round < 40; round++) {
+    const a = new RefMap(), b = new RefMap()
+    // a map that already has shared runs
+    const base = Array.from({ length: 100 + r(200) }, () => ({ start: r(5000), len: 1 + r(30) }))
+    for (const x of base) { a.adjust(x.start, x.len, 1); b.adjust(x.start, x.len, 1) }
+    const runs = Array.from({ length: 64 + r(300) }, () => ({ start: r(5000), len: 1 + r(30) }))
+    const delta = r(2) ? 1 : -1
+    // -1 only over blocks held: take the runs from what is counted
+    const use = delta > 0 ? runs : a.r.slice(0, 64 + r(Math.max(1, a.r.length - 64))).map((x) => ({ start: x.start, len: x.len }))
+    if (use.length < 64) continue
+    const one = use.flatMap((x) => a.adjust(x.start, x.len, delta))
+    const many = b.adjustMany(use, delta)
+    assert.equal(b.r, a.r, `round ${round}: counts`)
+    const blocks = (l: { start: number; len: number }[]) => l.flatMap((x) => Array.from({ length: x.len }, (_, i) => x.start + i)).sort((p, q) => p - q)
+    assert.equal(blocks(many), blocks(one), `round ${round}: freed`)
+  }
 })
 
 test.run()

@@ -205,6 +205,29 @@ t('snapshot create writes the same bytes for a 64 MiB disk and a 4 GiB disk hold
   assert.ok(bytes[0] <= 4096, `snapshot create wrote ${bytes[0]} bytes`)
 })
 
+t('the checkpoint after a snapshot costs the same for 40 extents and 8000: the map is cloned, not written', async () => {
+  const cost: number[] = []
+  for (const extents of [40, 8000]) {
+    const { vols, fs } = await memFs(128 * MiB)
+    const ino = await fs.create('/d', 0o644, 0, 0)
+    // every other block: one extent each
+    for (let k = 0; k < extents; k++) await fs.write(ino, Buffer.alloc(4096, 1 + (k % 200)), 2 * k * 4096)
+    await fs.close()
+    const fs2 = await FileSystem.mount(vols)
+    assert.is(fs2.extentMap(ino).length, extents)
+    await fs2.snapshot('/d', 's')
+    const before = fs2.journalStats().metaBytes
+    await fs2.close() // a checkpoint
+    cost.push(fs2.journalStats().metaBytes - before)
+    const fs3 = await FileSystem.mount(vols)
+    assert.is(fs3.extentMap(fs3.snapshotIno('/d', 's')).length, extents)
+    await okCheck(fs3)
+    await fs3.close()
+  }
+  // before the trees the checkpoint held both maps, ~25 bytes per extent each (400 KB for 8000)
+  assert.ok(cost[1] <= cost[0] + 2 * 4096, `checkpoint bytes after the snapshot: ${cost.join(' vs ')}`)
+})
+
 t.run()
 
 // ---------------------------------------------------------------- conformance

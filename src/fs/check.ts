@@ -1,11 +1,13 @@
-// fsck of the mounted fs: extents sorted and inside their files, the free map and the
-// reference counts against what the extent maps imply, the directory tree, link
-// counts, snapshots and orphans.
+// fsck of the mounted fs: the extent trees (nodes, their reference counts, each map
+// equal to its tree), extents sorted and inside their files, the free map and the
+// reference counts against what the extent maps and the store imply, the directory
+// tree, link counts, snapshots and orphans.
 import type { FsCore } from './core'
 import { Extent } from './extents'
 import { MAX_FILE_SIZE, NODE_TYPES, ROOT, S_IFLNK, S_IFMT, checkName } from './inode'
 import { BS } from './layout'
 import { buildFree } from './space'
+import { checkMaps } from './trees'
 
 /** Subtract sorted, coalesced interval lists: runs of a not covered by b. */
 function subtractRuns(a: { start: number; len: number }[], b: { start: number; len: number }[]) {
@@ -37,8 +39,13 @@ function coalesce(runs: { start: number; len: number }[]) {
   return out
 }
 
-export async function check(c: FsCore): Promise<{ ok: boolean; errors: string[]; leakedBytes: number }> {
+export function check(c: FsCore): Promise<{ ok: boolean; errors: string[]; leakedBytes: number }> {
+  return c.withTrees(() => checkLocked(c))
+}
+
+async function checkLocked(c: FsCore): Promise<{ ok: boolean; errors: string[]; leakedBytes: number }> {
   const errors: string[] = []
+  const meta = await checkMaps(c, errors)
   let leaked = 0
   const root = c.inodes.get(ROOT)
   if (!root || !root.isDir) errors.push('no root directory')
@@ -61,7 +68,7 @@ export async function check(c: FsCore): Promise<{ ok: boolean; errors: string[];
   // still holds a reference to what it replaced)
   const claims: Extent[] = []
   for (const n of c.inodes.values()) for (const p of n.pending) claims.push(...p.replaced)
-  const expected = buildFree(c, errors, claims)
+  const expected = buildFree(c, errors, claims, meta)
   for (let v = 0; v < c.vols.length; v++) {
     const actual = coalesce([...c.free[v].fr, ...c.pendingFree.filter((f) => f.vol === v)])
     const exp = expected.free[v].fr

@@ -5,6 +5,7 @@
 // commit itself is journal.ts; this class only serializes commits (one running, one
 // queued behind it).
 import { BlockDev } from '../block/blockdev'
+import type { BtStore } from './btree/store'
 import { EventSink, NULL_SINK } from '../control/events'
 import { Extent, FreeMap, RefMap } from './extents'
 import {
@@ -72,6 +73,19 @@ export class FsCore {
   archives = new Map<number, ArchiveLocation>()
   /** Told of every read and write of a live file's blocks [b0, b1) (the HSM's region heat). */
   onAccess: ((ino: number, b0: number, b1: number) => void) | null = null
+  /** The extent trees' store (trees.ts); null only while a mount converts an old fs. */
+  store: BtStore | null = null
+  /** Inodes deleted since the last checkpoint: their trees go at the next one. */
+  treeDrops: Inode[] = []
+  /** Changes recorded for the trees since the last checkpoint, and those the running one applies. */
+  treeWork = 0
+  treeWorkInFlight = 0
+  /** Store blocks freed by the last store commit: free once the checkpoint naming it is durable. */
+  metaFreed: number[] = []
+  /** Volume 0 blocks the store uses (nodes, superblocks), freed ones until they are free. */
+  storeBlocks = 0
+  /** Checkpoints and fsck's view of the trees, one at a time. */
+  private treeLock: Promise<unknown> = Promise.resolve()
 
   constructor(readonly vols: BlockDev[], public sb: Superblock) {}
 
@@ -190,17 +204,28 @@ export class FsCore {
     if (op.o === 'sr') for (const g of this.inodes.get(op.i)!.ext.segments(op.d, op.d + op.b1 - op.b0)) if (g.pb >= 0 && !isArchive(g.vol)) this.refs[g.vol].adjust(g.pb, g.len, 1)
     this.unref(punched)
     const held = op.o === 'sn' ? op.s : op.o === 'rv' || op.o === 'cl' ? op.i : 0
-    if (held) for (const e of this.inodes.get(held)!.ext.ex) if (!isArchive(e.vol)) this.refs[e.vol].adjust(e.pb, e.len, 1)
+    if (held) this.byVolume(this.inodes.get(held)!.ext.ex).forEach((runs, v) => this.refs[v].adjustMany(runs, 1))
     // the new blocks start with one reference (allocated); each further map holding them adds one
     if (op.o === 'rl' && !isArchive(op.w)) for (let k = 2; k < op.h.length; k += 2) this.refs[op.w].adjust(op.q, op.n, 1)
   }
 
   /** Archived ranges no map holds are left to the HSM's check, which removes objects nothing points into. */
   unref(extents: Extent[]) {
+    this.byVolume(extents).forEach((runs, v) => {
+      for (const f of this.refs[v].adjustMany(runs, -1)) this.pendingFree.push({ vol: v, start: f.start, len: f.len })
+    })
+  }
+
+  /** Pool extents' physical runs by volume (archived ones have no counts here). */
+  private byVolume(extents: Extent[]): Map<number, { start: number; len: number }[]> {
+    const out = new Map<number, { start: number; len: number }[]>()
     for (const e of extents) {
       if (isArchive(e.vol)) continue
-      for (const f of this.refs[e.vol].adjust(e.pb, e.len, -1)) this.pendingFree.push({ vol: e.vol, start: f.start, len: f.len })
+      let l = out.get(e.vol)
+      if (!l) out.set(e.vol, l = [])
+      l.push({ start: e.pb, len: e.len })
     }
+    return out
   }
 
   stamp(): number {
@@ -223,9 +248,15 @@ export class FsCore {
     this.timer.unref()
   }
 
+  withTrees<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.treeLock.then(f, f)
+    this.treeLock = run.catch(() => undefined)
+    return run
+  }
+
   commit(): Promise<void> {
     if (!this.commitRunning) {
-      this.commitRunning = doCommit(this).finally(() => { this.commitRunning = null })
+      this.commitRunning = this.withTrees(() => doCommit(this)).finally(() => { this.commitRunning = null })
       return this.commitRunning
     }
     if (!this.commitNext) {

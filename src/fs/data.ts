@@ -12,7 +12,8 @@ import { FileRef, Inode, MAX_FILE_SIZE, err } from './inode'
 import { ensureMeta, metaNearFull } from './journal'
 import { ARCHIVE_BASE, BS, isArchive } from './layout'
 import { relocate } from './remap'
-import { noSpace } from './space'
+import { noSpace, spare } from './space'
+import { markDirty } from './trees'
 
 /** Blocks recalled past the end of a read of an archived range: 256 KiB. */
 const READAHEAD_BLOCKS = 64
@@ -157,8 +158,7 @@ export async function write(c: FsCore, ino: number, buf: Buffer, offset: number)
   const allocs: Extent[] = []
   const replaced: Extent[] = []
   if (fresh) {
-    if (fresh > c.free[vol].free) throw noSpace(c, ino, vol, fresh)
-    if (metaNearFull(c, segs.length * 40)) throw err('ENOSPC', 'no space left for fs metadata')
+    if (fresh > spare(c, vol)) throw noSpace(c, ino, vol, fresh)
   }
   for (const s of segs) {
     const ss = s.fb * BS
@@ -239,7 +239,8 @@ export function settle(c: FsCore, n: Inode, allocs: Extent[], replaced: Extent[]
   }
   if (!allocs.length) return
   const e: number[] = []
-  for (const a of allocs) e.push(a.fb, a.vol, a.pb, a.len)
+  for (const a of allocs) { e.push(a.fb, a.vol, a.pb, a.len); markDirty(c, n, a.fb, a.fb + a.len) }
+  // the map already holds them (mapped when the I/O began): logged, not applied
   c.log({ o: 'ex', i: n.ino, e, st: n.stamp })
   c.unref(replaced)
 }
@@ -272,7 +273,7 @@ export async function unshare(c: FsCore, ino: number, b0: number, b1: number): P
   if (!shared.length) return 0
   const vol = n.vol
   const count = shared.reduce((a, x) => a + x.len, 0)
-  if (count > c.free[vol].free) throw noSpace(c, ino, vol, count)
+  if (count > spare(c, vol)) throw noSpace(c, ino, vol, count)
   const allocs: Extent[] = [], replaced: Extent[] = []
   const io: { from: Extent; to: Extent }[] = []
   for (const s of shared) {

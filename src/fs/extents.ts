@@ -297,6 +297,41 @@ export class RefMap {
     return freed
   }
 
+  /**
+   * adjust() over many runs (any order, overlapping ones counted once each) in one
+   * sweep over them and the map: a snapshot, clone or delete of a fragmented map costs
+   * O((runs + shared runs) log) instead of a splice of the map per run.
+   */
+  adjustMany(runs: { start: number; len: number }[], delta: 1 | -1): { start: number; len: number }[] {
+    if (runs.length < 64) return runs.flatMap((x) => this.adjust(x.start, x.len, delta))
+    const ev: [number, number][] = []
+    for (const x of runs) if (x.len > 0) ev.push([x.start, 1], [x.start + x.len, -1])
+    ev.sort((a, b) => a[0] - b[0])
+    const pts = ev.map((e) => e[0])
+    for (const x of this.r) pts.push(x.start, x.start + x.len)
+    pts.sort((a, b) => a - b)
+    const push = (to: RefRun[], start: number, len: number, n: number) => {
+      const l = to[to.length - 1]
+      if (l && l.start + l.len === start && l.n === n) l.len += len
+      else to.push({ start, len, n })
+    }
+    const old = this.r, out: RefRun[] = [], freed: RefRun[] = []
+    let k = 0, ei = 0, oi = 0
+    for (let i = 0; i + 1 < pts.length; i++) {
+      const a = pts[i], b = pts[i + 1]
+      if (b === a) continue
+      while (ei < ev.length && ev[ei][0] <= a) k += ev[ei++][1]
+      while (oi < old.length && old[oi].start + old[oi].len <= a) oi++
+      const was = oi < old.length && old[oi].start <= a ? old[oi].n : 0
+      if (k === 0) { if (was) push(out, a, b - a, was); continue }
+      const n = (was || 1) + delta * k
+      if (n === 0) push(freed, a, b - a, 0)
+      else if (n >= 2) push(out, a, b - a, n)
+    }
+    this.r = out
+    return freed.map((f) => ({ start: f.start, len: f.len }))
+  }
+
   /** From allocated runs (any order, overlaps allowed): the shared runs and the union of all. */
   static fromRuns(runs: { start: number; len: number }[]): { refs: RefMap; union: { start: number; len: number }[] } {
     const ev: [number, number][] = []

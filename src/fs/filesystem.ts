@@ -1,8 +1,10 @@
 // The vsm file system's facade: files as extents on volumes, a directory tree, xattrs,
-// snapshots, and a checkpoint + circular journal inside volume 0. Each method hands
-// over to the module that owns it; the state lives in FsCore (core.ts):
+// snapshots, extent maps on copy-on-write B+trees, and a checkpoint + circular journal
+// inside volume 0. Each method hands over to the module that owns it; the state lives
+// in FsCore (core.ts):
 //   ops.ts        the logical ops and their interpreter apply()
-//   journal.ts    commit, checkpoint, journal replay at mount
+//   journal.ts    commit, checkpoint, journal replay at mount, converting an old fs
+//   trees.ts      the extent maps on the B+trees, applied at each checkpoint
 //   space.ts      free maps, reference counts, ENOSPC, statfs
 //   namespace.ts  paths, directories, links, attributes, xattrs, open handles
 //   data.ts       reads, writes, copy-on-write, truncate, punch hole; locate()

@@ -68,8 +68,18 @@ export class Inode {
   snapName = ''
   /** Ordering stamp of the latest change to the data (generation << 32 | counter). */
   stamp = 0
-  /** A snapshot's checkpoint entry, made once: a snapshot never changes. */
-  frozen?: string
+  /** Root of the extent tree the last checkpoint committed for this map (0: none, or empty). */
+  root = 0
+  /**
+   * Since that checkpoint the map became a copy of another's (snapshot, clone, revert):
+   * the next checkpoint starts this tree as a clone of that one's committed tree (its
+   * own `rebase` followed, so a chain resolves to a committed root) before `dirty`, or,
+   * when `rebaseAt` >= 0, of that one's tree after its first `rebaseAt` changed ranges.
+   */
+  rebase: Inode | null = null
+  rebaseAt = -1
+  /** File block ranges [b0, b1) changed since that checkpoint (relative to `root`, or to `rebase`'s). */
+  dirty: [number, number][] = []
   /** A symlink's target. */
   target = ''
   /** A device's number. */

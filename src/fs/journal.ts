@@ -1,29 +1,43 @@
-// The commit and the journal: the checkpoint (the whole state as JSON in one of two
-// alternating areas) and the circular journal of op records (ext4 data=ordered /
-// XFS-like). A commit flushes the data volumes, then writes the queued ops as one
-// record, or a checkpoint when the journal is half full, and flushes volume 0. Mount
-// loads the newest valid checkpoint and replays the records of its epoch (nonce) in
-// seq order until the first bad one, rebuilds the free maps from the extents, and
-// starts a new epoch with a fresh checkpoint.
+// The commit and the journal: the checkpoint (inodes, directories and xattrs as JSON
+// in one of two alternating areas, each file's extents in its tree: trees.ts) and the
+// circular journal of op records (ext4 data=ordered / XFS-like). A commit flushes the
+// data volumes, then writes the queued ops as one record, or a checkpoint when the
+// journal is half full, and flushes volume 0. A checkpoint applies the changes since
+// the last one to the trees and commits the store first; its record names that
+// commit. Mount loads the newest valid checkpoint and the maps from the trees, replays
+// the records of its epoch (nonce) in seq order until the first bad one, rebuilds the
+// free maps from the extents and the store's blocks, and starts a new epoch with a
+// fresh checkpoint. A version 1 or 2 fs (whole state with extents in VCK1 checkpoints)
+// is converted on mount: loaded as before, its trees built by that first checkpoint,
+// then the version 3 superblock written; a crash before that leaves the old fs.
 import { randomBytes } from 'crypto'
 import type { FsCore } from './core'
+import { BtStore } from './btree/store'
 import { Inode, ROOT, err } from './inode'
 import {
-  BS, JR_HDR, JR_OPS, JR_WRAP, decodeRecordHeader, encodeCheckpoint, encodeRecord, readCheckpoint, recordCrcOk, recordLen,
+  BS, CK_V1, CK_V2, JR_HDR, JR_OPS, JR_WRAP, SB_VERSION, decodeRecordHeader, encodeCheckpoint, encodeRecord, readCheckpoint,
+  recordCrcOk, recordLen, writeSuperblock,
 } from './layout'
 import { Op, apply } from './ops'
 import { orphans } from './namespace'
 import { buildFree } from './space'
+import { applyTrees, captureTrees, loadMaps, markDirty, metaBlocks, openStore, startStore, treesDurable } from './trees'
 
 export async function load(c: FsCore): Promise<void> {
   const { sb } = c
   const v0 = c.vols[0]
-  const cks = await Promise.all(sb.ckpt.map((off) => readCheckpoint(v0, off, sb.ckptLen)))
+  const converting = sb.version < SB_VERSION
+  const cks = await Promise.all(sb.ckpt.map((off) => readCheckpoint(v0, off, sb.ckptLen, converting ? CK_V1 : CK_V2)))
   let slot = -1
   for (let i = 0; i < 2; i++) if (cks[i] && (slot < 0 || cks[i]!.h.seq > cks[slot]!.h.seq)) slot = i
   if (slot < 0) throw err('EIO', 'no valid checkpoint on volume 0')
   const ck = cks[slot]!
-  deserialize(c, ck.payload)
+  const storeSeq = deserialize(c, ck.payload)
+  let meta: number[] = []
+  if (!converting) {
+    meta = [...await openStore(c, storeSeq), ...sb.store!]
+    await loadMaps(c)
+  }
   c.ckSlot = slot
   c.nonce = ck.h.nonce
   c.lastCkptLen = ck.payload.length
@@ -61,50 +75,73 @@ export async function load(c: FsCore): Promise<void> {
   c.ctr = 0
   // rebuild the free maps and reference counts from the extents
   const errors: string[] = []
-  const built = buildFree(c, errors)
+  const built = buildFree(c, errors, [], meta.map((b) => ({ start: b, len: 1 })))
   c.free = built.free
   c.refs = built.refs
   if (errors.length) throw err('EIO', `fs metadata inconsistent, refusing to mount: ${errors[0]}`)
+  c.storeBlocks = meta.length
+  if (converting) await newStore(c)
+  startStore(c)
   // files unlinked while open when the last run ended: nobody holds them now
   for (const ino of orphans(c)) c.exec({ o: 'or', i: ino })
   // start a new epoch: stale records of a crashed run can never be replayed later
   c.wantCkpt = true
   await c.commit()
-}
-
-export function serialize(c: FsCore): Buffer {
-  const inodes: string[] = []
-  for (const n of c.inodes.values()) {
-    // a snapshot never changes (a deleted one is a new inode if the name returns):
-    // its JSON is made once, not at every checkpoint
-    if (n.snapOf && n.frozen) { inodes.push(n.frozen); continue }
-    let ext = n.ext
-    if (n.pending.some((p) => p.allocs.length)) {
-      // data of allocating writes in flight is not yet written: leave those extents
-      // out, and put back what a copy-on-write replaced
-      ext = ext.clone()
-      for (const p of n.pending) for (const a of p.allocs) ext.punch(a.fb, a.fb + a.len)
-      for (const p of n.pending) for (const a of p.replaced) ext.insert(a.fb, a.vol, a.pb, a.len)
-    }
-    const json = JSON.stringify([n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
-      n.entries ? [...n.entries] : 0, ext.flat(), [...n.xattr].map(([k, v]) => [k, v.toString('base64')]),
-      n.snaps ? [...n.snaps] : 0, n.snapOf, n.snapName, n.stamp, n.target, n.rdev])
-    if (n.snapOf) n.frozen = json
-    inodes.push(json)
+  if (converting) {
+    // last: until this superblock is durable the fs is the old one (its VCK1 checkpoint
+    // and journal untouched, the trees in blocks it has free)
+    const next = { ...c.sb, version: SB_VERSION, seq: (c.sb.seq ?? 0) + 1 } as const
+    await writeSuperblock(v0, next)
+    c.sb = next
+    c.events.publish('fs.converted', { from: sb.version, to: SB_VERSION, inodes: c.inodes.size })
   }
-  return Buffer.from(`{"v":1,"nextIno":${c.nextIno},"gen":${c.gen},"inodes":[${inodes.join(',')}]}`)
 }
 
-export function deserialize(c: FsCore, payload: Buffer) {
+/** A store for a converted fs: its two superblock blocks from volume 0's free space. */
+async function newStore(c: FsCore): Promise<void> {
+  const a = c.free[0].alloc(1, -1), b = c.free[0].alloc(1, -1)
+  if (!a || !b) throw err('ENOSPC', 'no space on volume 0 to convert the fs to extent trees')
+  c.storeBlocks = 2
+  c.sb = { ...c.sb, store: [a[0].start, b[0].start] }
+  await BtStore.format(c.vols[0], c.sb.store!)
+  await openStore(c)
+}
+
+/** The checkpoint's images of the inodes, taken synchronously with the ops it covers; field 12 (the tree root) is filled in after the trees' commit. */
+export function captureInodes(c: FsCore): { nextIno: number; gen: number; inodes: [Inode, unknown[]][] } {
+  const inodes: [Inode, unknown[]][] = []
+  for (const n of c.inodes.values()) {
+    inodes.push([n, [n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
+      n.entries ? [...n.entries] : 0, 0, [...n.xattr].map(([k, v]) => [k, v.toString('base64')]),
+      n.snaps ? [...n.snaps] : 0, n.snapOf, n.snapName, n.stamp, n.target, n.rdev]])
+  }
+  return { nextIno: c.nextIno, gen: c.gen, inodes }
+}
+
+export function serialize(st: ReturnType<typeof captureInodes>, roots: Map<Inode, number>, storeSeq: number): Buffer {
+  const inodes = st.inodes.map(([n, a]) => { a[12] = roots.get(n) ?? n.root; return JSON.stringify(a) })
+  return Buffer.from(`{"v":2,"nextIno":${st.nextIno},"gen":${st.gen},"store":${storeSeq},"inodes":[${inodes.join(',')}]}`)
+}
+
+/**
+ * Load a checkpoint's inodes: version 2 names each map's tree root (read by loadMaps),
+ * version 1 (an fs being converted) holds the extents, all then to be written to trees.
+ * Returns the store commit a version 2 checkpoint names.
+ */
+export function deserialize(c: FsCore, payload: Buffer): number {
   const st = JSON.parse(payload.toString())
-  if (st.v !== 1) throw err('EIO', `unknown checkpoint version ${st.v}`)
+  if (st.v !== 1 && st.v !== 2) throw err('EIO', `unknown checkpoint version ${st.v}`)
   c.nextIno = st.nextIno
   c.inodes.clear()
   for (const a of st.inodes) {
     const n = new Inode(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10])
     if (a[11]) n.entries = new Map(a[11])
-    const f: number[] = a[12]
-    for (let i = 0; i < f.length; i += 4) n.ext.insert(f[i], f[i + 1], f[i + 2], f[i + 3])
+    if (st.v === 2) n.root = a[12]
+    else {
+      const f: number[] = a[12]
+      for (let i = 0; i < f.length; i += 4) n.ext.insert(f[i], f[i + 1], f[i + 2], f[i + 3])
+      if (f.length) markDirty(c, n, 0, Infinity)
+    }
     for (const [k, v] of a[13]) n.xattr.set(k, Buffer.from(v, 'base64'))
     if (a[14]) n.snaps = new Map(a[14])
     n.snapOf = a[15] ?? 0
@@ -116,6 +153,7 @@ export function deserialize(c: FsCore, payload: Buffer) {
   }
   c.gen = st.gen ?? 0
   if (!c.inodes.get(ROOT)?.isDir) throw err('EIO', 'checkpoint has no root directory')
+  return st.store ?? 0
 }
 
 /** Metadata close to what one checkpoint area can hold: refuse growth. */
@@ -155,7 +193,7 @@ export async function doCommit(c: FsCore): Promise<void> {
   const vols = [...c.dirtyVols]
   c.dirtyVols.clear()
   const jl = c.sb.journalLen
-  let ck: Buffer | null = null
+  let ck: { seq: number; state: ReturnType<typeof captureInodes>; trees: ReturnType<typeof captureTrees> } | null = null
   const recs: { buf: Buffer; pos: number }[] = []
   let recBytes = 0
   let ckSlot = c.ckSlot, ckNonce = c.nonce, ckHead = c.head
@@ -173,15 +211,10 @@ export async function doCommit(c: FsCore): Promise<void> {
     if (useCk) {
       c.wantCkpt = false
       c.lazyAttrs.clear()
-      const state = serialize(c)
+      ck = { seq: c.seq++, state: captureInodes(c), trees: captureTrees(c) }
       ckSlot = 1 - c.ckSlot
       ckNonce = randomBytes(4).readUInt32LE(0)
       ckHead = c.head
-      ck = encodeCheckpoint({ seq: c.seq++, nonce: ckNonce, jstart: ckHead, len: state.length }, state)
-      if (ck.length > c.sb.ckptLen) {
-        c.broken = err('ENOSPC', `metadata (${ck.length} bytes) exceeds the checkpoint area (${c.sb.ckptLen} bytes)`)
-        throw c.broken
-      }
       c.nonce = ckNonce
     } else {
       let pos = c.head
@@ -204,12 +237,20 @@ export async function doCommit(c: FsCore): Promise<void> {
     c.counters.flushes += vols.length
     if (ck) {
       c.counters.checkpoints++
-      c.counters.metaBytes += ck.length
-      await c.vols[0].write(ck, c.sb.ckpt[ckSlot])
+      const w0 = c.store!.stats.nodesWritten
+      const roots = await applyTrees(c, ck.trees)
+      // the nodes and the store's superblock
+      c.counters.metaBytes += (c.store!.stats.nodesWritten - w0 + 1) * BS
+      const state = serialize(ck.state, roots, c.store!.committedSeq)
+      const rec = encodeCheckpoint({ seq: ck.seq, nonce: ckNonce, jstart: ckHead, len: state.length }, state)
+      if (rec.length > c.sb.ckptLen) throw err('ENOSPC', `metadata (${rec.length} bytes) exceeds the checkpoint area (${c.sb.ckptLen} bytes)`)
+      c.counters.metaBytes += rec.length
+      await c.vols[0].write(rec, c.sb.ckpt[ckSlot])
       await c.vols[0].flush()
+      treesDurable(c, roots)
       c.ckSlot = ckSlot
       c.tail = ckHead
-      c.lastCkptLen = ck.length
+      c.lastCkptLen = rec.length
       c.sinceCkpt = 0
     } else if (recs.length) {
       c.counters.records += recs.length
@@ -232,7 +273,7 @@ export async function doCommit(c: FsCore): Promise<void> {
 
 /** Journal activity since mount (commits, records, wraps, checkpoints, data flushes, metadata bytes written). */
 export function journalStats(c: FsCore) {
-  return { ...c.counters, journalBytes: c.sb.journalLen, used: (c.head - c.tail + c.sb.journalLen) % c.sb.journalLen }
+  return { ...c.counters, journalBytes: c.sb.journalLen, used: (c.head - c.tail + c.sb.journalLen) % c.sb.journalLen, metaBlocks: metaBlocks(c) }
 }
 
 export async function close(c: FsCore): Promise<void> {

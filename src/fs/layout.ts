@@ -1,9 +1,11 @@
 // On-disk formats of the fs metadata, all inside volume 0:
 //
 //   block 0, block 1      superblock copies (rewritten only when the fs gains or drops a volume)
-//   ckptA, ckptB          two alternating checkpoint areas: header + whole state (JSON), crc32
+//   ckptA, ckptB          two alternating checkpoint areas: header + inodes, directories and
+//                         xattrs (JSON) naming each file's extent tree root, crc32
 //   journal               circular log of 512-byte-aligned records (seq, nonce, len, crc32)
-//   data                  4 KiB blocks handed out by the extent allocator
+//   data                  4 KiB blocks handed out by the extent allocator; the B+tree store
+//                         (superblock v3: its two superblock blocks) takes its nodes from it
 //
 // Volumes other than 0 carry a one-block label (fs uuid + index) at block 0.
 import { crc32 } from 'zlib'
@@ -20,7 +22,10 @@ export const isArchive = (vol: number) => vol >= ARCHIVE_BASE
 export const SECTOR = 512
 const SB_MAGIC = 'VSMFS001'
 const LABEL_MAGIC = 'VSMFSVOL'
-const CK_MAGIC = 0x314b4356 // 'VCK1'
+/** 'VCK1': a version 1/2 fs's checkpoint, the whole state with extents (read to convert it). */
+export const CK_V1 = 0x314b4356
+/** 'VCK2': extents in the trees, the checkpoint names the store's seq; a version 2 fs ignores it. */
+export const CK_V2 = 0x324b4356
 const JR_MAGIC = 0x31524a56 // 'VJR1'
 export const JR_HDR = 32
 const CK_HDR = 64
@@ -33,11 +38,15 @@ export interface SbVolume { size: number; name: string; removed?: true }
 /**
  * Version 1 (main before online volumes): written once, copies identical.
  * Version 2 adds `seq` (the copy with the higher valid seq wins) and removed volumes.
+ * Version 3 keeps the extent maps in the B+tree store named by `store` (its two
+ * superblock blocks in volume 0's data space) and its checkpoints are VCK2; mount
+ * converts a version 1 or 2 fs (journal.ts).
  */
-export const SB_VERSION = 2
+export const SB_VERSION = 3
 
 export interface Superblock {
-  version: 1 | 2
+  version: 1 | 2 | 3
+  store?: [number, number]
   seq?: number
   uuid: string
   blockSize: number
@@ -109,7 +118,7 @@ export async function readSuperblock(dev: BlockDev): Promise<Superblock> {
     const b = Buffer.alloc(BS)
     await dev.read(b, off)
     const sb = decodeBlock(SB_MAGIC, b)
-    if (sb && (sb.version === 1 || sb.version === SB_VERSION) && (!best || (sb.seq ?? 0) > (best.seq ?? 0))) best = sb
+    if (sb && [1, 2, SB_VERSION].includes(sb.version) && (!best || (sb.seq ?? 0) > (best.seq ?? 0))) best = sb
   }
   if (best) return best
   throw new VsmError('EINVAL', 'no valid vsm fs superblock on volume 0 (not formatted, or both copies damaged)')
@@ -159,10 +168,11 @@ export async function probeVolume(dev: BlockDev): Promise<Probe> {
 export interface CkptHeader { seq: number; nonce: number; jstart: number; len: number }
 
 export function encodeCheckpoint(h: CkptHeader, payload: Buffer): Buffer {
+  // only the current format is written
   const total = alignUp(CK_HDR + payload.length, BS)
   const b = Buffer.allocUnsafe(total)
   b.fill(0, 0, CK_HDR)
-  b.writeUInt32LE(CK_MAGIC, 0)
+  b.writeUInt32LE(CK_V2, 0)
   b.writeUIntLE(h.seq, 8, 6)
   b.writeUInt32LE(h.nonce, 16)
   b.writeUInt32LE(h.jstart, 20)
@@ -173,10 +183,10 @@ export function encodeCheckpoint(h: CkptHeader, payload: Buffer): Buffer {
   return b
 }
 
-export async function readCheckpoint(dev: BlockDev, off: number, areaLen: number): Promise<{ h: CkptHeader; payload: Buffer } | null> {
+export async function readCheckpoint(dev: BlockDev, off: number, areaLen: number, magic: number): Promise<{ h: CkptHeader; payload: Buffer } | null> {
   const hb = Buffer.alloc(CK_HDR)
   await dev.read(hb, off)
-  if (hb.readUInt32LE(0) !== CK_MAGIC) return null
+  if (hb.readUInt32LE(0) !== magic) return null
   const len = hb.readUInt32LE(24)
   if (len + CK_HDR > areaLen) return null
   const payload = Buffer.alloc(len)

@@ -5,6 +5,7 @@ import type { FsCore } from './core'
 import { Extent } from './extents'
 import { Inode, S_IFDIR, S_IFMT, S_IFREG, STAMP_GEN, err } from './inode'
 import { BS } from './layout'
+import { dropped, markDirty, rebase } from './trees'
 
 export type Op =
   /** l: a symlink's target; r: a device's number. */
@@ -56,12 +57,14 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
   const dropSnap = (s: Inode): Extent[] => {
     c.inodes.get(s.snapOf)?.snaps?.delete(s.snapName)
     c.inodes.delete(s.ino)
+    dropped(c, s)
     return s.ext.punch(0, Infinity)
   }
   const dropInode = (n: Inode): Extent[] => {
     c.inodes.delete(n.ino)
     c.dirtyAttrs.delete(n.ino)
     c.lazyAttrs.delete(n.ino)
+    dropped(c, n)
     // a deleted disk takes its snapshots along; clones keep their blocks by reference
     const out = n.ext.punch(0, Infinity)
     for (const s of n.snaps?.values() ?? []) out.push(...dropSnap(node(s)))
@@ -135,6 +138,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       // sizes are journaled at commit time, so do not trust n.size here: no block
       // past the new end may survive, whatever the size was
       const freed = n.ext.punch(Math.ceil(op.s / BS), Infinity)
+      markDirty(c, n, Math.ceil(op.s / BS), Infinity)
       n.size = op.s
       n.mtime = n.ctime = op.t
       stamp(n, op.st)
@@ -144,6 +148,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       const n = node(op.i)
       n.mtime = n.ctime = op.t
       stamp(n, op.st)
+      markDirty(c, n, op.b0, op.b1)
       return n.ext.punch(op.b0, op.b1)
     }
     case 'at': {
@@ -166,6 +171,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       for (let k = 0; k < op.e.length; k += 4) {
         out.push(...n.ext.punch(op.e[k], op.e[k] + op.e[k + 3]))
         n.ext.insert(op.e[k], op.e[k + 1], op.e[k + 2], op.e[k + 3])
+        markDirty(c, n, op.e[k], op.e[k] + op.e[k + 3])
       }
       stamp(n, op.st ?? 0)
       return out
@@ -176,6 +182,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       if (f.snaps?.has(op.n) || c.inodes.has(op.s)) throw bad(`snapshot ${op.n} exists`)
       const s = new Inode(op.s, S_IFREG | 0o444, f.uid, f.gid, op.z, 0, op.t, op.t, op.t, f.vol, 0)
       s.ext = f.ext.clone()
+      rebase(c, s, f)
       s.xattr = new Map(f.xattr)
       s.snapOf = f.ino
       s.snapName = op.n
@@ -190,6 +197,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       const f = node(op.i), s = snap(op.s)
       const out = f.ext.punch(0, Infinity)
       f.ext = s.ext.clone()
+      rebase(c, f, s)
       f.size = s.size
       f.mtime = f.ctime = op.t
       stamp(f, op.st)
@@ -199,6 +207,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       const s = snap(op.s)
       const n = newFile(op.p, op.n, op.i, op.m, op.u, op.g, op.t, op.v)
       n.ext = s.ext.clone()
+      rebase(c, n, s)
       n.size = s.size
       n.xattr = new Map(s.xattr)
       stamp(n, op.st)
@@ -222,6 +231,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
         const was = h.ext.punch(fb, fb + op.n)
         if (was.length !== 1 || was[0].vol !== op.v || was[0].pb !== op.p || was[0].len !== op.n) throw bad(`inode ${h.ino} does not map ${op.v}:${op.p}+${op.n} at ${fb}`)
         h.ext.insert(fb, op.w, op.q, op.n)
+        markDirty(c, h, fb, fb + op.n)
         out.push(...was)
       }
       return out

@@ -9,6 +9,7 @@ import { Inode, Pending, err } from './inode'
 import { BS, isArchive } from './layout'
 import { readAt, writeAt } from './data'
 import { placeable } from './volumes'
+import { spare } from './space'
 
 /**
  * Every map that holds physical run r, as pieces contiguous in each of them: the
@@ -68,7 +69,7 @@ export async function relocate(c: FsCore, ino: number, b0: number, b1: number, t
     else await c.drain(busy)
   }
   const count = pieces.reduce((a, pc) => a + pc.len, 0)
-  if (!archive && count > c.free[to].free) throw err('ENOSPC', `no space left on volume ${c.sb.volumes[to].name} to move ${count * BS} bytes`)
+  if (!archive && count > spare(c, to)) throw err('ENOSPC', `no space left on volume ${c.sb.volumes[to].name} to move ${count * BS} bytes`)
   // synchronous from here to the pending marks: no I/O can slip in between
   const moves: { vol: number; pb: number; len: number; q: number; h: [Inode, number][] }[] = []
   let goal = -1

@@ -19,7 +19,7 @@ export async function snapshot(c: FsCore, path: string, name: string): Promise<S
     c.live()
     const n = c.regular(path)
     if (n.snaps?.has(name)) throw err('EEXIST', `snapshot ${name} of ${path} already exists`)
-    if (metaNearFull(c, n.ext.ex.length * 30 + 400)) { await ensureMeta(c, n.ext.ex.length * 30 + 400); continue }
+    if (metaNearFull(c, 400)) { await ensureMeta(c, 400); continue }
     if (n.busy) { await c.drain(n); continue }
     c.exec({ o: 'sn', i: n.ino, s: c.nextIno, n: name, z: n.size, t: Date.now(), st: c.stamp() })
     break
@@ -82,7 +82,7 @@ export async function clone(c: FsCore, path: string, name: string, newPath: stri
     const s = c.inodes.get(si)!
     const { dir, name: leaf } = c.resolveParent(newPath)
     if (dir.entries!.has(leaf)) throw err('EEXIST', `already exists: ${newPath}`)
-    if (metaNearFull(c, s.ext.ex.length * 30 + 400)) { await ensureMeta(c, s.ext.ex.length * 30 + 400); continue }
+    if (metaNearFull(c, 400)) { await ensureMeta(c, 400); continue }
     const ino = c.nextIno
     c.exec({ o: 'cl', s: si, p: dir.ino, n: leaf, i: ino, m: S_IFREG | (mode & 0o7777), u: uid, g: gid, t: Date.now(), v: s.vol, st: c.stamp() })
     await c.commit()

@@ -1,11 +1,13 @@
-// Space maps: the per-volume free maps and reference counts as the extent maps imply
-// them (mount and check rebuild them from the extents; the counts are never written),
-// the ENOSPC refusal and its event, and what statfs reports.
+// Space maps: the per-volume free maps and reference counts as the extent maps and the
+// metadata store's blocks imply them (mount and check rebuild them; the counts are
+// never written), what data writes may take (volume 0 keeps blocks back for the
+// trees), the ENOSPC refusal and its event, and what statfs reports.
 import type { FsCore } from './core'
 import { Extent, FreeMap, RefMap } from './extents'
 import { NAME_MAX, StatFs, err } from './inode'
 import { BS, isArchive } from './layout'
 import { VsmError } from '../block/blockdev'
+import { metaBudget, metaReserve } from './trees'
 
 const NOSPACE_EVENT_MS = 10_000
 
@@ -17,9 +19,10 @@ export function dataRange(c: FsCore, v: number): [number, number] {
 /**
  * Free maps and reference counts as the extent maps imply them. A block may be in
  * several maps (a file and its snapshots, clones), never twice in one; `claims` are
- * extra references held by copy-on-write I/O in flight.
+ * extra references held by copy-on-write I/O in flight; `meta` the blocks of volume 0
+ * the metadata store uses (no extent may hold one).
  */
-export function buildFree(c: FsCore, errors: string[], claims: Extent[] = []): { free: FreeMap[]; refs: RefMap[] } {
+export function buildFree(c: FsCore, errors: string[], claims: Extent[] = [], meta: { start: number; len: number }[] = []): { free: FreeMap[]; refs: RefMap[] } {
   const runs: { start: number; len: number }[][] = c.vols.map(() => [])
   const add = (ino: number, e: Extent) => {
     if (isArchive(e.vol)) return false
@@ -42,7 +45,12 @@ export function buildFree(c: FsCore, errors: string[], claims: Extent[] = []): {
   runs.forEach((r, v) => {
     const [lo, hi] = dataRange(c, v)
     const b = RefMap.fromRuns(r)
-    free.push(FreeMap.fromAllocated(lo, hi, b.union, errors))
+    if (v === 0 && meta.length) {
+      const m = RefMap.fromRuns(meta).union
+      const both = RefMap.fromRuns([...b.union, ...m])
+      if (both.refs.r.length) errors.push(`volume 0: block ${both.refs.r[0].start} both metadata and data`)
+      free.push(FreeMap.fromAllocated(lo, hi, both.union, errors))
+    } else free.push(FreeMap.fromAllocated(lo, hi, b.union, errors))
     refs.push(b.refs)
   })
   return { free, refs }
@@ -62,12 +70,17 @@ export function archivedRuns(c: FsCore, vol: number): { start: number; len: numb
   return RefMap.fromRuns(runs).union
 }
 
+/** Blocks a data write may take from volume v (what the metadata keeps back excepted): what statfs calls free. */
+export function spare(c: FsCore, v: number): number {
+  return c.free[v].free - metaReserve(c, v)
+}
+
 /** The error for a write that needs `blocks` more than the volume has; reported, but a guest retrying must not flood the log. */
 export function noSpace(c: FsCore, ino: number, vol: number, blocks: number): VsmError {
   const volume = c.sb.volumes[vol].name
   const now = Date.now()
   if (now - c.noSpaceAt >= NOSPACE_EVENT_MS) {
-    c.events.publish('fs.enospc', { ino, volume, neededBytes: blocks * BS, freeBytes: c.free[vol].free * BS, unreportedRefusals: c.noSpaceHeld, reason: 'a write needs more blocks than the volume has free' }, 'warn')
+    c.events.publish('fs.enospc', { ino, volume, neededBytes: blocks * BS, freeBytes: Math.max(0, spare(c, vol)) * BS, unreportedRefusals: c.noSpaceHeld, reason: 'a write needs more blocks than the volume has free' }, 'warn')
     c.noSpaceAt = now
     c.noSpaceHeld = 0
   } else {
@@ -79,7 +92,7 @@ export function noSpace(c: FsCore, ino: number, vol: number, blocks: number): Vs
 export function statfs(c: FsCore): StatFs {
   c.live()
   let blocks = 0, bfree = 0
-  for (const f of c.free) { blocks += f.hi - f.lo; bfree += f.free }
+  c.free.forEach((_, v) => { blocks += capacity(c, v); bfree += Math.max(0, spare(c, v)) })
   const files = Math.floor(c.sb.ckptLen * 0.8 / 160)
   return { bsize: BS, blocks, bfree, bavail: bfree, files, ffree: Math.max(0, files - c.inodes.size), namemax: NAME_MAX }
 }
@@ -87,5 +100,10 @@ export function statfs(c: FsCore): StatFs {
 /** Per volume the fs spans: data bytes and free bytes (the HSM's tier capacity and use). */
 export function volumeSpace(c: FsCore): { name: string; size: number; free: number }[] {
   c.live()
-  return c.sb.volumes.flatMap((v, i) => v.removed ? [] : [{ name: v.name, size: (c.free[i].hi - c.free[i].lo) * BS, free: c.free[i].free * BS }])
+  return c.sb.volumes.flatMap((v, i) => v.removed ? [] : [{ name: v.name, size: capacity(c, i) * BS, free: Math.max(0, spare(c, i)) * BS }])
+}
+
+/** Blocks of volume v for data: volume 0's metadata budget left out. */
+function capacity(c: FsCore, v: number): number {
+  return c.free[v].hi - c.free[v].lo - (v === 0 ? metaBudget(c) : 0)
 }

@@ -7,7 +7,8 @@ import { ArchiveLocation, FsCore } from './core'
 import { locationName } from './data'
 import { FreeMap, RefMap } from './extents'
 import { Inode, ROOT, S_IFDIR, err } from './inode'
-import { load, serialize } from './journal'
+import { BtStore } from './btree/store'
+import { captureInodes, load, serialize } from './journal'
 import {
   ARCHIVE_BASE, BS, SB_VERSION, Superblock, clearLabel, encodeCheckpoint, planLayout, probeVolume, readLabel, readSuperblock,
   superblockFits, writeLabel, writeSuperblock,
@@ -46,7 +47,7 @@ export async function mkfs(volumes: BlockDev[], opts: { volumeNames?: string[]; 
   const sb: Superblock = {
     version: SB_VERSION, seq: 1, uuid: randomUUID(), blockSize: BS,
     volumes: volumes.map((v, i) => ({ size: Math.floor(v.size / BS) * BS, name: names[i] })),
-    ...plan, created: Date.now(),
+    ...plan, store: [plan.dataStart, plan.dataStart + 1], created: Date.now(),
   }
   const fs = new FsCore(volumes, sb)
   const now = Date.now()
@@ -58,7 +59,8 @@ export async function mkfs(volumes: BlockDev[], opts: { volumeNames?: string[]; 
   await volumes[0].write(Buffer.alloc(BS), sb.journal)
   fs.seq = 1
   fs.nonce = randomBytes(4).readUInt32LE(0)
-  const ck = encodeCheckpoint({ seq: fs.seq++, nonce: fs.nonce, jstart: 0, len: 0 }, serialize(fs))
+  await BtStore.format(volumes[0], sb.store!)
+  const ck = encodeCheckpoint({ seq: fs.seq++, nonce: fs.nonce, jstart: 0, len: 0 }, serialize(captureInodes(fs), new Map(), 1))
   if (ck.length > sb.ckptLen) throw err('ENOSPC', 'checkpoint area too small')
   await volumes[0].write(ck, sb.ckpt[0])
   for (let i = 1; i < volumes.length; i++) await writeLabel(volumes[i], sb.uuid, i)

@@ -67,27 +67,33 @@ export class BtStore {
     if (!Number.isSafeInteger(opts.cacheNodes) || opts.cacheNodes < 8) throw err('EINVAL', 'cacheNodes: at least 8 nodes')
   }
 
-  /** An empty store: the superblock in slot 0 (no roots), slot 1 invalidated. */
+  /**
+   * An empty store: commit 1 in slot 1 (no roots), slot 0 invalidated. Commit n goes to
+   * slot n % 2, so commit 2 does not overwrite commit 1 (an owner may go back to it).
+   */
   static async format(dev: BlockDev, sb: [number, number]): Promise<void> {
-    await dev.write(Buffer.alloc(NODE_SIZE), sb[1] * NODE_SIZE)
-    await dev.write(encodeSuper(1, 0, {}), sb[0] * NODE_SIZE)
+    await dev.write(Buffer.alloc(NODE_SIZE), sb[0] * NODE_SIZE)
+    await dev.write(encodeSuper(1, 0, {}), sb[1] * NODE_SIZE)
     await dev.flush()
   }
 
   /**
-   * Open the newest committed state. Returns its roots and every block it uses (the
+   * Open the newest committed state, or the one of commit `seq` (an owner whose own
+   * record of the commit did not become durable goes back to the one before: the
+   * owner then keeps the blocks that commit freed until its record is durable).
+   * Returns its roots and every block it uses (the
    * nodes with a count, and the space tree's own), from which the owner builds the
    * allocator it then passes to start().
    */
-  static async open(dev: BlockDev, opts: StoreOptions): Promise<{ store: BtStore; roots: Record<string, number>; used: number[] }> {
+  static async open(dev: BlockDev, opts: StoreOptions, seq?: number): Promise<{ store: BtStore; roots: Record<string, number>; used: number[] }> {
     let best: { seq: number; space: number; roots: Record<string, number> } | null = null
     for (const b of opts.sb) {
       const buf = Buffer.alloc(NODE_SIZE)
       await dev.read(buf, b * NODE_SIZE)
       const s = decodeSuper(buf)
-      if (s && (!best || s.seq > best.seq)) best = s
+      if (s && (seq === undefined ? !best || s.seq > best.seq : s.seq === seq)) best = s
     }
-    if (!best) throw err('EIO', 'no valid btree superblock')
+    if (!best) throw err('EIO', seq === undefined ? 'no valid btree superblock' : `no valid btree superblock with seq ${seq}`)
     const notStarted = () => { throw err('EIO', 'btree store not started') }
     const store = new BtStore(dev, opts, { alloc: notStarted, available: notStarted, release: notStarted })
     store.seq = best.seq
@@ -232,6 +238,9 @@ export class BtStore {
     this.released = []
     for (const b of rel) this.alloc.release(b)
   }
+
+  /** The seq of the last commit. */
+  get committedSeq(): number { return this.seq }
 
   /** Nodes made since the last commit (what the next commit writes, before the space tree's share). */
   get pendingNodes(): number { return this.fresh.size }
