@@ -45,10 +45,10 @@ export function replCommands(repl: Replicator, fsVolumes: () => string[], diskEx
       const volumes = a.volumes === undefined ? fsVolumes() : a.volumes
       if (!Array.isArray(volumes) || volumes.some((v) => typeof v !== 'string')) throw new VsmError('EINVAL', 'volumes must be a list of volume names')
       if (a.logSize !== undefined && !Number.isSafeInteger(a.logSize)) throw new VsmError('EINVAL', 'logSize must be a whole number of bytes')
-      if (a.rate !== undefined) throw new VsmError('ENOTSUP', 'repl create --rate is not built yet')
+      if (a.rate !== undefined && !Number.isSafeInteger(a.rate)) throw new VsmError('EINVAL', 'rate must be a whole number of bytes per second')
       return repl.create({
         group: str(a.group, 'group'), volumes, target: str(a.target, 'target'), mode: a.mode as Mode | undefined,
-        identity: optStr(a.identity, 'identity'), knownHosts: optStr(a.knownHosts, 'knownHosts'), remoteVsm: optStr(a.remoteVsm, 'remoteVsm'), logSize: a.logSize,
+        identity: optStr(a.identity, 'identity'), knownHosts: optStr(a.knownHosts, 'knownHosts'), remoteVsm: optStr(a.remoteVsm, 'remoteVsm'), logSize: a.logSize, rate: a.rate,
       }, fsVolumes())
     },
     'repl.status': (a) => (a.group === undefined ? repl.list() : [repl.statusOf(str(a.group, 'group'))]),

@@ -32,6 +32,8 @@ export interface GroupConfig {
   paused: boolean
   /** Bytes per bit of the overflow bitmap, fixed when the group is made. */
   regionSize?: number
+  /** --rate: bytes per second shipping may use (absent: unlimited). */
+  rate?: number
   /** The secondary took the group over (learned from it, kept durably): nothing ships, this site must not serve the volumes. */
   takenOver?: TakenOver
   /** A failback the other site agreed to, run at the next start; copied: the copy is done and the records after the point dropped. */
@@ -604,6 +606,8 @@ export class PrimaryGroup implements GroupIO {
       resyncedBytes: this.resyncedBytes,
       lagSeconds: lagSince === null ? 0 : Math.max(0, (Date.now() - lagSince) / 1000),
       logFill: this.log.usedBytes / this.log.capacity,
+      rate: this.config.rate ?? null,
+      sentBytes: this.shipper.sentBytes,
       logBytes: this.log.capacity,
       headSeq: this.log.headSeq,
       secondaryDurableSeq: this.remoteDurable,

@@ -78,6 +78,8 @@ export interface CreateArgs {
   knownHosts?: string
   remoteVsm?: string
   logSize?: number
+  /** Bytes per second shipping may use. */
+  rate?: number
 }
 
 export class Replicator {
@@ -155,6 +157,7 @@ export class Replicator {
   private groupOptions(cfg: GroupConfig) {
     const target = parseTarget(cfg.target)
     return {
+      rate: cfg.rate,
       connect: () => (this.opts.connect ? this.opts.connect(cfg) : sshConnect(target, cfg)),
       onEvent: (event: string, detail: Record<string, unknown>) =>
         this.opts.events.publish(`repl.${event}`, detail, ['disconnected', 'connect-failed', 'logging-to-bitmap', 'resync-failed', 'taken-over', 'split-brain'].includes(event) ? 'warn' : 'info'),
@@ -172,6 +175,7 @@ export class Replicator {
       if (!fsVolumes.includes(v)) throw new VsmError('EINVAL', `volume ${v} is not a volume of the file system (${fsVolumes.join(', ')})`)
       for (const g of this.groups.values()) if (g.config.volumes.includes(v)) throw new VsmError('EEXIST', `volume ${v} is already in group ${g.config.group}`)
     }
+    if (a.rate !== undefined && (!Number.isSafeInteger(a.rate) || a.rate < 64 << 10)) throw new VsmError('EINVAL', 'the rate must be at least 64K bytes per second')
     const logSize = a.logSize ?? DEFAULT_LOG_SIZE
     if (!Number.isSafeInteger(logSize) || logSize < 8 << 20) throw new VsmError('EINVAL', 'the log size must be at least 8M')
     for (const k of ['identity', 'knownHosts', 'remoteVsm'] as const) {
@@ -180,7 +184,7 @@ export class Replicator {
     const taps = await Promise.all(a.volumes.map((n) => this.tap(n)))
     const cfg: GroupConfig = {
       group: a.group, volumes: a.volumes, target: a.target, mode,
-      identity: a.identity, knownHosts: a.knownHosts, remoteVsm: a.remoteVsm, synced: false, paused: false,
+      identity: a.identity, knownHosts: a.knownHosts, remoteVsm: a.remoteVsm, synced: false, paused: false, rate: a.rate,
       regionSize: regionSizeFor(taps.map((t) => t.size), BITMAP_BYTES),
     }
     const dev = await placeVolume(this.opts.pool, LOG_PREFIX + a.group, logSize)

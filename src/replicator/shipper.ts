@@ -3,8 +3,8 @@
 // in seq order within a window, rewinds on a nack or when acknowledgements stop
 // coming (a lost record), and reports each durable position the secondary
 // acknowledges. A secondary behind the log's tail but within the gap an overflow left
-// resumes at the tail (the resync-begin). It never decides when to connect or to give
-// up: that is policy.ts.
+// resumes at the tail (the resync-begin). Holds what it sends to the group's --rate
+// (a token bucket). It never decides when to connect or to give up: that is policy.ts.
 import { VsmError } from '../block/blockdev'
 import type { ReplicationLog } from './log'
 import type { PrimaryLink, ToPrimary, VolumeSpec } from './wire'
@@ -14,6 +14,31 @@ export interface ShipperOptions {
   window?: number
   /** With records outstanding and no acknowledgement for this long, send again from the last acknowledged. */
   retransmitMs?: number
+  /** Bytes per second the link may carry (records' data and headers); 0 or absent: unlimited. */
+  rate?: number
+}
+
+/** Bytes a frame costs besides a record's data (framing and JSON), for the rate limit. */
+const FRAME_COST = 160
+
+/**
+ * A token bucket: `rate` bytes per second, at most one second's worth saved up, so
+ * an idle link does not earn a burst larger than that.
+ */
+export class Pacer {
+  private allowance: number
+  private last = Date.now()
+
+  constructor(private readonly rate: number) { this.allowance = rate }
+
+  /** Takes n bytes; resolves when they may go. */
+  async take(n: number): Promise<void> {
+    const now = Date.now()
+    this.allowance = Math.min(this.rate, this.allowance + ((now - this.last) * this.rate) / 1000)
+    this.last = now
+    this.allowance -= n
+    if (this.allowance < 0) await new Promise((r) => setTimeout(r, (-this.allowance / this.rate) * 1000))
+  }
 }
 
 export interface SessionHooks {
@@ -37,8 +62,13 @@ export class Shipper {
   private lastProgress = Date.now()
   private timer: NodeJS.Timeout | null = null
   private hooks: SessionHooks | null = null
+  private readonly pacer: Pacer | null
+  /** Bytes sent, records' data and frames (status shows the throughput). */
+  sentBytes = 0
 
-  constructor(private readonly log: ReplicationLog, private readonly opts: ShipperOptions = {}) {}
+  constructor(private readonly log: ReplicationLog, private readonly opts: ShipperOptions = {}) {
+    this.pacer = opts.rate ? new Pacer(opts.rate) : null
+  }
 
   get connected(): boolean { return this.link !== null && this.sendNext > 0 }
 
@@ -157,7 +187,10 @@ export class Shipper {
         }
         const seq = this.sendNext
         const r = await this.log.read(seq)
+        const cost = FRAME_COST + (r.data?.length ?? 0)
+        await this.pacer?.take(cost)
         if (link !== this.link || seq !== this.sendNext) continue
+        this.sentBytes += cost
         link.send({ t: 'rec', seq, kind: r.kind, vol: r.vol, offset: r.offset, length: r.length, time: r.time }, r.data)
         this.sendNext = seq + 1
       }

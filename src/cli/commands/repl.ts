@@ -50,8 +50,9 @@ export function registerRepl(program: Command) {
     .option('--known-hosts <file>', 'host keys accepted (default ~/.ssh/known_hosts); an unknown or changed key is refused')
     .option('--remote-vsm <cmd>', 'the vsm command on the secondary host', 'vsm')
     .option('--log-size <size>', 'size of the replication log volume (K, M, G)', '64M')
+    .option('--rate <size>', 'bytes per second shipping may use (K, M, G; default unlimited)')
     .action((group: string, o, cmd: Command) => call(cmd, 'repl.create', {
-      group, target: o.target, mode: o.mode, remoteVsm: o.remoteVsm, logSize: parseSize(o.logSize),
+      group, target: o.target, mode: o.mode, remoteVsm: o.remoteVsm, logSize: parseSize(o.logSize), rate: o.rate === undefined ? undefined : parseSize(o.rate),
       volumes: o.volumes === undefined ? undefined : String(o.volumes).split(',').filter(Boolean),
       identity: o.identity === undefined ? undefined : resolve(o.identity),
       knownHosts: o.knownHosts === undefined ? undefined : resolve(o.knownHosts),
