@@ -396,6 +396,9 @@ for (const layout of ['mirror', 'raid5'] as const) {
     for (const n of [...devs, 'n']) await pool.addDevice(n, path.join(t2.dir, `${n}.img`), 48 * MiB)
     await pool.createVolume('v', { layout, devices: devs, size: 32 * MiB })
     const dev = await pool.openVolume('v')
+    // written whole (with the zeros the suite expects), so the rebuild has every row to copy, not none
+    await dev.write(Buffer.alloc(dev.size), 0)
+    await dev.flush()
     await pool.replaceMember('v', 'b', 'n', { rate: 16 * MiB })
     return { dev, cleanup: async () => { await pool.close().catch(() => {}); await t2.cleanup() } }
   }, { ops: 150 }).run()

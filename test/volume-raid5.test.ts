@@ -75,7 +75,7 @@ t('a crash at any write, then a lost member: every byte is the old or the new da
           const inFlight = inflight && i >= inflight.off && i < inflight.off + inflight.data.length && got[i] === inflight.data[i - inflight.off]
           assert.ok(inFlight, `round ${round}, member ${absent} missing: byte ${i} is neither old nor new`)
         }
-        if (absent < 0) assert.equal(await again.scrub(), { repaired: [], unrecoverable: [], parityRows: [] }, `round ${round}: scrub after replay`)
+        if (absent < 0) assert.equal(await again.scrub().then(({ repaired, unrecoverable, parityRows }) => ({ repaired, unrecoverable, parityRows })), { repaired: [], unrecoverable: [], parityRows: [] }, `round ${round}: scrub after replay`)
         await again.close()
         await dev.close()
       }

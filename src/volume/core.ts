@@ -72,6 +72,8 @@ export interface RebuildInfo {
   kind: 'delta' | 'full'
   done: number
   total: number
+  /** Bytes it would have copied that no table says were ever written: not copied. */
+  skipped: number
   /** Bytes per second the copy is held to (0: unlimited). */
   rate: number
   bytesPerSecond: number

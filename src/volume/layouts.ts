@@ -94,7 +94,7 @@ async function openMirrors(v: VolumeConfig, input: OpenInput, groups: number[][]
     resynced += await mirror.resync()
     mirrors.push(mirror)
   }
-  return { mirrors, redundancy: new MirrorGroups(mirrors.map((mirror, g) => ({ mirror, idx: groups[g] }))), resynced }
+  return { mirrors, redundancy: new MirrorGroups(mirrors.map((mirror, g) => ({ mirror, idx: groups[g] })), v.stripeUnit), resynced }
 }
 
 /** concat and stripe: every member must be there. */

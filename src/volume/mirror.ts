@@ -50,7 +50,10 @@ export interface ScrubReport {
 }
 
 export interface CopyOptions {
-  /** Called after each chunk with the bytes copied so far (progress, rate limit, checkpoints, cancel). */
+  /**
+   * Called after each chunk with the bytes copied (or read, by a scrub) so far and the
+   * volume offset reached (progress, rate limit, checkpoints, cancel).
+   */
   onChunk?: (done: number, pos: number) => Promise<void>
 }
 
@@ -493,14 +496,17 @@ export class MirrorDev implements BlockDev, LogHost {
     const bufs = this.members.map(() => Buffer.allocUnsafe(RESYNC_CHUNK))
     const used = await this.usedRanges()
     let u = 0
-    for (let pos = 0; pos < this.size; pos += RESYNC_CHUNK) {
-      const len = Math.min(RESYNC_CHUNK, this.size - pos)
+    for (let pos = 0; pos < this.size;) {
       while (u < used.length && used[u][1] <= pos) u++
-      if (u === used.length || used[u][0] >= pos + len) {
-        report.skippedBytes += len
-        await opts.onChunk?.(report.checkedBytes + report.skippedBytes, pos + len)
+      // up to the chunk holding the next written range, in one step (terabytes of chunks otherwise)
+      const next = u === used.length ? this.size : Math.max(pos, Math.floor(used[u][0] / RESYNC_CHUNK) * RESYNC_CHUNK)
+      if (next > pos) {
+        report.skippedBytes += next - pos
+        await opts.onChunk?.(report.checkedBytes, next)
+        pos = next
         continue
       }
+      const len = Math.min(RESYNC_CHUNK, this.size - pos)
       let open!: () => void
       this.gate = { lo: pos, hi: pos + len, open: new Promise<void>((r) => { open = r }) }
       try {
@@ -535,21 +541,24 @@ export class MirrorDev implements BlockDev, LogHost {
         open()
       }
       report.checkedBytes += len
-      await opts.onChunk?.(report.checkedBytes + report.skippedBytes, pos + len)
+      pos += len
+      await opts.onChunk?.(report.checkedBytes, pos)
     }
     if (report.repaired.length) await this.flush()
     return report
   }
 
   /**
-   * Volume byte ranges (sorted, disjoint) some readable copy's table says may have been
-   * written; the whole volume when a copy cannot tell (no table, or a dense one).
+   * Volume byte ranges (sorted, disjoint) some readable copy's table (or copy also's)
+   * says may have been written; the whole volume when a copy cannot tell (no table, or
+   * a dense one). Sums are set in the step that issues the write they describe, so a
+   * range left out has not been written by anything issued so far.
    */
-  private async usedRanges(): Promise<[number, number][]> {
+  async usedRanges(also = -1): Promise<[number, number][]> {
     const all: [number, number][] = []
     const blocks = Math.ceil(this.size / SUM_BLOCK)
     for (let i = 0; i < this.members.length; i++) {
-      if (!this.readable(i)) continue
+      if (!this.readable(i) && (i !== also || this.failed[i])) continue
       const t = this.sums[i]
       if (!t) return [[0, this.size]]
       for (const [lo, hi] of await t.usedRanges(0, blocks)) all.push([lo * SUM_BLOCK, Math.min(this.size, hi * SUM_BLOCK)])

@@ -31,6 +31,7 @@ import { readLength } from './slice'
 import { GroupFlush, RangeLocks } from './sync'
 import { ChecksumTable, SUM_BLOCK, blockSum } from './checksum'
 import { DirtyRegionLog, LogHost, LogMember } from './drl'
+import { intersectRanges, mergeRanges, rangesBytes } from './ranges'
 
 export interface Raid5Options {
   stripeUnit: number
@@ -55,6 +56,9 @@ const JOURNAL_COPIES = 2
 interface Piece { col: number; lo: number; hi: number; src: Buffer }
 
 export interface Raid5ScrubReport {
+  /** Volume bytes in the rows read, and in the rows no member's table says were ever written (not read). */
+  checkedBytes: number
+  skippedBytes: number
   /** Blocks rebuilt from the other members and rewritten: member index and byte offset in the member. */
   repaired: { member: number; offset: number }[]
   /** Blocks bad on more than one member of their row: nothing to rebuild them from. */
@@ -98,7 +102,7 @@ export class Raid5Dev implements BlockDev, LogHost {
    * Member being rebuilt, the row ranges it needs, and the first row not yet rebuilt
    * (reads of rows in the ranges from there on reconstruct).
    */
-  rebuilding: { index: number; row: number; ranges: [number, number][] } | null = null
+  rebuilding: { index: number; row: number; ranges: [number, number][]; touched?: Set<number> } | null = null
   readonly log?: DirtyRegionLog
   /** Bad blocks found by reads and rewritten from the other members. */
   repairedOnRead = 0
@@ -109,6 +113,8 @@ export class Raid5Dev implements BlockDev, LogHost {
   private readonly tag: Buffer
   private readonly sums: (ChecksumTable | null)[]
   private readonly locks = new RangeLocks()
+  /** Rows whose update holds the row lock now. */
+  private readonly updating = new Set<number>()
   private seq = 0
   private durable = 0
   private doneUpTo = 0
@@ -321,6 +327,8 @@ export class Raid5Dev implements BlockDev, LogHost {
 
   private async updateRow(row: number, pieces: Piece[]): Promise<void> {
     const release = await this.locks.lock(row)
+    this.updating.add(row)
+    this.rebuilding?.touched?.add(row)
     try {
       const err = this.tooManyFailed()
       if (err) throw err
@@ -349,6 +357,7 @@ export class Raid5Dev implements BlockDev, LogHost {
         this.completed(seq)
       }
     } finally {
+      this.updating.delete(row)
       release()
     }
   }
@@ -499,12 +508,20 @@ export class Raid5Dev implements BlockDev, LogHost {
    * the rest of their row; then check each row's parity against its data and rewrite
    * parity that disagrees (data that verifies, or has no sum, is taken as the truth).
    */
-  async scrub(opts: { onChunk?: (done: number, pos: number) => Promise<void> } = {}): Promise<Raid5ScrubReport> {
-    const report: Raid5ScrubReport = { repaired: [], unrecoverable: [], parityRows: [] }
+  /** onChunk gets the volume bytes read so far and the volume offset reached. */
+  async scrub(opts: { onChunk?: (read: number, pos: number) => Promise<void> } = {}): Promise<Raid5ScrubReport> {
+    const report: Raid5ScrubReport = { checkedBytes: 0, skippedBytes: 0, repaired: [], unrecoverable: [], parityRows: [] }
     const bufs = this.members.map(() => Buffer.allocUnsafe(this.su))
     const acc = Buffer.allocUnsafe(this.su)
     const B = this.summed ? SUM_BLOCK : this.su
-    for (let row = 0; row < this.rows; row++) {
+    const rowBytes = this.su * (this.n - 1)
+    const volBytes = (lo: number, hi: number) => Math.min(this.size, hi * rowBytes) - Math.min(this.size, lo * rowBytes)
+    // a row no member ever wrote has nothing to verify, and no write has made its parity anything
+    const used = await this.usedRows()
+    report.checkedBytes = used.reduce((s, [lo, hi]) => s + volBytes(lo, hi), 0)
+    report.skippedBytes = this.size - report.checkedBytes
+    let read = 0
+    for (const [lo, hi] of used) for (let row = lo; row < hi; row++) {
       const release = await this.locks.lock(row)
       try {
         if (this.healthyCount < this.n || this.rebuilding) throw new VsmError('EIO', 'raid5 scrub needs every member in service and up to date')
@@ -536,10 +553,52 @@ export class Raid5Dev implements BlockDev, LogHost {
       } finally {
         release()
       }
-      await opts.onChunk?.((row + 1) * this.su * (this.n - 1), row + 1)
+      read += rowBytes
+      await opts.onChunk?.(read, Math.min(this.size, (row + 1) * rowBytes))
     }
+    await opts.onChunk?.(read, this.size)
     if (report.repaired.length || report.parityRows.length) await this.flush()
     return report
+  }
+
+  /**
+   * Row ranges (sorted, disjoint) some member in service has a sum in, by its table: a
+   * row update writes parity with its data, so a row written at all is marked on two
+   * members. Every row when a member cannot tell (no table, or a dense one).
+   */
+  async usedRows(): Promise<[number, number][]> {
+    const first = this.opts.journal / SUM_BLOCK, blocks = this.rows * this.su / SUM_BLOCK
+    const all: [number, number][] = []
+    for (let i = 0; i < this.n; i++) {
+      if (this.failed[i]) continue
+      const t = this.sums[i]
+      if (!t) return [[0, this.rows]]
+      for (const [lo, hi] of await t.usedRanges(first, blocks)) {
+        all.push([Math.floor((lo - first) * SUM_BLOCK / this.su), Math.ceil((hi - first) * SUM_BLOCK / this.su)])
+      }
+    }
+    return mergeRanges(all)
+  }
+
+  /**
+   * Drop from the rebuild under way the rows no member has written. Such a row holds
+   * nothing anyone wrote (zeros on sparse members, the new one included, so its parity
+   * already agrees); once dropped, the member is read directly there, and a row's first
+   * update computes parity from what every member holds then. A row updated while the
+   * rows are listed stays: that update may have taken this member's unit from the
+   * others into parity without writing it here. Returns the member bytes dropped.
+   */
+  async skipUnwritten(): Promise<number> {
+    const rb = this.rebuilding
+    if (!rb) return 0
+    rb.touched = new Set(this.updating)
+    const used = await this.usedRows()
+    const keep = mergeRanges([...used, ...[...rb.touched].map((r): [number, number] => [r, r + 1])])
+    rb.touched = undefined
+    if (this.rebuilding !== rb) return 0
+    const before = rangesBytes(rb.ranges)
+    rb.ranges = intersectRanges(rb.ranges, keep)
+    return (before - rangesBytes(rb.ranges)) * this.su
   }
 
   /** Row ranges a member absent since the log's bits were set may have missed (all rows without a log). */

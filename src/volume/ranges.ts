@@ -10,3 +10,19 @@ export function mergeRanges(rs: [number, number][]): [number, number][] {
   }
   return out
 }
+
+/** The parts of ranges a (sorted, disjoint) that lie in ranges b (sorted, disjoint). */
+export function intersectRanges(a: [number, number][], b: [number, number][]): [number, number][] {
+  const out: [number, number][] = []
+  for (let i = 0, j = 0; i < a.length && j < b.length;) {
+    const lo = Math.max(a[i][0], b[j][0]), hi = Math.min(a[i][1], b[j][1])
+    if (lo < hi) out.push([lo, hi])
+    if (a[i][1] < b[j][1]) i++; else j++
+  }
+  return out
+}
+
+/** Total length of ranges. */
+export function rangesBytes(rs: [number, number][]): number {
+  return rs.reduce((s, [lo, hi]) => s + hi - lo, 0)
+}

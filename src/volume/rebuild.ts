@@ -15,7 +15,7 @@ export function startRebuild(core: PoolCore, name: string, i: number, rate = 0):
   const m = v.members[i]
   const d = core.cfg.devices.find((x) => x.id === m.device)!
   const kind = m.resync ?? 'full'
-  const info: RebuildInfo = { job: 0, device: d.name, kind, done: 0, total: 0, rate, bytesPerSecond: 0, etaSeconds: null }
+  const info: RebuildInfo = { job: 0, device: d.name, kind, done: 0, total: 0, skipped: 0, rate, bytesPerSecond: 0, etaSeconds: null }
   info.job = core.jobs.start('volume.rebuild', async (_signal, progress) => {
     let result: Awaited<ReturnType<typeof rebuild>>
     try {
@@ -35,14 +35,15 @@ export function startRebuild(core: PoolCore, name: string, i: number, rate = 0):
 
 /** Bring stale member i of volume name up to date through its layout's Redundancy, checkpointing as it goes. */
 async function rebuild(core: PoolCore, name: string, volumeId: string, i: number, info: RebuildInfo,
-    progress: Progress): Promise<{ volume: string; device: string; copied: number }> {
+    progress: Progress): Promise<{ volume: string; device: string; copied: number; skipped: number }> {
   await core.openVolume(name)
   const v = core.cfg.volumes.find((x) => x.id === volumeId)
   const m = v?.members[i]
   if (!v || !m || m.state !== 'stale') throw new VsmError('ECANCELED', `volume ${name} changed before its rebuild started`)
   const d = core.cfg.devices.find((x) => x.id === m.device)!
-  const run = core.redundancy.get(name)!.rebuild(i, m, await core.memberIo(v, m), core.logMember(v, m))
+  const run = await core.redundancy.get(name)!.rebuild(i, m, await core.memberIo(v, m), core.logMember(v, m))
   info.total = run.total
+  info.skipped = run.skipped
   const start = Date.now()
   let lastSave = start
   const copied = await run.copy(async (done, pos) => {
@@ -68,8 +69,8 @@ async function rebuild(core: PoolCore, name: string, volumeId: string, i: number
     delete nm.rebuilt
     return `volume ${name}: member ${i} on device ${d.name} ${m.resync === 'delta' ? 'resynced' : 'rebuilt'}`
   }))
-  core.event('volume.rebuilt', { volume: name, device: d.name, kind: m.resync === 'delta' ? 'resync' : 'rebuild', copied })
-  return { volume: name, device: d.name, copied }
+  core.event('volume.rebuilt', { volume: name, device: d.name, kind: m.resync === 'delta' ? 'resync' : 'rebuild', copied, skipped: run.skipped })
+  return { volume: name, device: d.name, copied, skipped: run.skipped }
 }
 
 /** Record how far the rebuild of member i onto device has come; not if the member has been replaced meanwhile. */

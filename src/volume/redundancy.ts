@@ -9,12 +9,13 @@ import type { ChecksumTable } from './checksum'
 import type { SliceDev } from './slice'
 import { MirrorDev } from './mirror'
 import { Raid5Dev } from './raid5'
-import { mergeRanges } from './ranges'
+import { intersectRanges, mergeRanges, rangesBytes } from './ranges'
 
 /** A member's data window and, on a checksummed volume, its checksum table. */
 export interface MemberIo { data: SliceDev; sums: ChecksumTable | null }
 
 export type OnChunk = (done: number, pos: number) => Promise<void>
+export type ScrubProgress = (pos: number, read: number) => Promise<void>
 
 /** A scrub's findings in member terms (the pool names the devices). */
 export interface ScrubFindings {
@@ -31,6 +32,8 @@ export interface ScrubFindings {
 export interface RebuildRun {
   /** Bytes the copy will write. */
   total: number
+  /** Bytes it needed that no member's table says were ever written: left as never written, not copied. */
+  skipped: number
   copy(onChunk: OnChunk): Promise<number>
   /** Make what the copy has done below pos durable; the resume point to record, or null if this kind of copy keeps none. */
   checkpoint(pos: number): Promise<number | null>
@@ -42,15 +45,29 @@ export interface Redundancy {
   /** Take member i out unreported (the pool is replacing it): never read again, a rebuild onto it stops. */
   takeOut(i: number): void
   /** Start bringing stale member i (config m) up to date, attaching it write-only if it is not yet. */
-  rebuild(i: number, m: MemberConfig, io: MemberIo, log: LogMember | null): RebuildRun
-  scrub(onChunk: (done: number) => Promise<void>): Promise<ScrubFindings>
+  rebuild(i: number, m: MemberConfig, io: MemberIo, log: LogMember | null): Promise<RebuildRun>
+  /** onChunk gets the volume offset reached and the bytes read so far (what a rate limit holds). */
+  scrub(onChunk: ScrubProgress): Promise<ScrubFindings>
+  /**
+   * Volume byte ranges (sorted, disjoint) that may have been written, by the members'
+   * checksum tables: a superset, the whole volume where a table cannot tell.
+   */
+  usedRanges(): Promise<[number, number][]>
+}
+
+/** Volume ranges of stripe rows of rowBytes that hold any of member ranges rs (units of unit bytes per row per member). */
+function rowsToVolume(rs: [number, number][], unit: number, rowBytes: number, size: number): [number, number][] {
+  return mergeRanges(rs.map(([lo, hi]) => [Math.floor(lo / unit) * rowBytes, Math.min(size, Math.ceil(hi / unit) * rowBytes)]))
 }
 
 export { mergeRanges }
 
-/** mirror: one group of all members; raid10: one group per stripe column. idx maps a group's copy to the volume's member. */
+/**
+ * mirror: one group of all members; raid10: one group per stripe column, striped by
+ * stripeUnit. idx maps a group's copy to the volume's member.
+ */
 export class MirrorGroups implements Redundancy {
-  constructor(readonly groups: { mirror: MirrorDev; idx: number[] }[]) {}
+  constructor(readonly groups: { mirror: MirrorDev; idx: number[] }[], private readonly stripeUnit = 0) {}
 
   private find(i: number): { mirror: MirrorDev; k: number } | null {
     for (const g of this.groups) {
@@ -70,25 +87,30 @@ export class MirrorGroups implements Redundancy {
     at?.mirror.takeOut(at.k)
   }
 
-  rebuild(i: number, m: MemberConfig, io: MemberIo, log: LogMember | null): RebuildRun {
+  async rebuild(i: number, m: MemberConfig, io: MemberIo, log: LogMember | null): Promise<RebuildRun> {
     const { mirror, k } = this.find(i)!
     if (!mirror.writeOnly[k]) mirror.attach(k, io.data, log, io.sums)
     // a full rebuild resumed after a crash: the rest, plus whatever was written meanwhile
     const resumeAt = m.resync === 'full' ? m.rebuilt ?? 0 : 0
-    const ranges = m.resync === 'delta' ? mirror.missedRanges() : mergeRanges([...(resumeAt > 0 ? mirror.missedRanges() : []), [resumeAt, mirror.size]])
+    const needed = (m.resync === 'delta' ? mirror.missedRanges() : mergeRanges([...(resumeAt > 0 ? mirror.missedRanges() : []), [resumeAt, mirror.size]]))
+      .map(([lo, hi]): [number, number] => [lo, Math.min(hi, mirror.size)])
+    // asked once the new copy takes every write: what no table marks now is never written on
+    // any copy, and the new copy's own table (stale from an earlier stay here, or blank) counts too
+    const ranges = intersectRanges(needed, await mirror.usedRanges(k))
     return {
-      total: ranges.reduce((s, [lo, hi]) => s + Math.min(hi, mirror.size) - lo, 0),
+      total: rangesBytes(ranges),
+      skipped: rangesBytes(needed) - rangesBytes(ranges),
       copy: (onChunk) => mirror.copyRanges(k, ranges, { onChunk }),
       // ranges are copied in address order, so everything below pos is on the new copy
       checkpoint: async (pos) => (m.resync === 'full' ? Math.max(resumeAt, pos) : null),
     }
   }
 
-  async scrub(onChunk: (done: number) => Promise<void>): Promise<ScrubFindings> {
+  async scrub(onChunk: ScrubProgress): Promise<ScrubFindings> {
     const out: ScrubFindings = { checkedBytes: 0, skippedBytes: 0, repaired: [], unrecoverable: [], parityRowsFixed: 0 }
     let base = 0
     for (const g of this.groups) {
-      const r = await g.mirror.scrub({ onChunk: (done) => onChunk(base + done) })
+      const r = await g.mirror.scrub({ onChunk: (read, pos) => onChunk(base + pos, out.checkedBytes + read) })
       base += g.mirror.size
       out.checkedBytes += r.checkedBytes
       out.skippedBytes += r.skippedBytes
@@ -96,6 +118,14 @@ export class MirrorGroups implements Redundancy {
       for (const off of r.unrecoverable) out.unrecoverable.push({ offset: off })
     }
     return out
+  }
+
+  async usedRanges(): Promise<[number, number][]> {
+    if (this.groups.length === 1) return this.groups[0].mirror.usedRanges()
+    const all: [number, number][] = []
+    const row = this.stripeUnit * this.groups.length, size = this.groups.length * this.groups[0].mirror.size
+    for (const g of this.groups) all.push(...rowsToVolume(await g.mirror.usedRanges(), this.stripeUnit, row, size))
+    return mergeRanges(all)
   }
 }
 
@@ -122,10 +152,12 @@ export class Raid5Members implements Redundancy {
     r5.attach(i, io.data, rows, io.sums, log)
   }
 
-  rebuild(i: number, m: MemberConfig, io: MemberIo, log: LogMember | null): RebuildRun {
+  async rebuild(i: number, m: MemberConfig, io: MemberIo, log: LogMember | null): Promise<RebuildRun> {
     if (!this.r5.rebuilding) this.attach(i, m, io, log)
+    const skipped = await this.r5.skipUnwritten()
     return {
       total: this.r5.rebuildLeft,
+      skipped,
       copy: (onChunk) => this.r5.rebuild(i, { onChunk }),
       // every row it needs below pos is written: durable before the config says so
       checkpoint: async (pos) => {
@@ -135,14 +167,18 @@ export class Raid5Members implements Redundancy {
     }
   }
 
-  async scrub(onChunk: (done: number) => Promise<void>): Promise<ScrubFindings> {
-    const r = await this.r5.scrub({ onChunk })
+  async scrub(onChunk: ScrubProgress): Promise<ScrubFindings> {
+    const r = await this.r5.scrub({ onChunk: (read, pos) => onChunk(pos, read) })
     return {
-      // parity is checked row by row, written or not
-      checkedBytes: this.r5.size, skippedBytes: 0,
+      checkedBytes: r.checkedBytes, skippedBytes: r.skippedBytes,
       repaired: r.repaired.map((x) => ({ member: x.member, offset: x.offset })),
       unrecoverable: r.unrecoverable.map((x) => ({ member: x.member, offset: x.offset })),
       parityRowsFixed: r.parityRows.length,
     }
+  }
+
+  async usedRanges(): Promise<[number, number][]> {
+    const row = this.stripeUnit * (this.r5.members.length - 1)
+    return rowsToVolume(await this.r5.usedRows(), 1, row, this.r5.size)
   }
 }

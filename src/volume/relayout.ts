@@ -14,6 +14,7 @@ import { ReshapeDev } from './reshape'
 import type { VolumeHandle } from './handle'
 import { LAYOUTS, LayoutDriver, planExactly } from './layouts'
 import { Redundancy, mergeRanges } from './redundancy'
+import { intersectRanges, rangesBytes } from './ranges'
 import { refuseWhileChanging } from './failure'
 import { CHECKPOINT_MS, PoolCore, VolumeInfo, errMsg, freeExtent, holdTo } from './core'
 
@@ -152,12 +153,20 @@ export function runReshape(core: PoolCore, name: string, st: Reshape, rs: Reshap
   const job = core.jobs.start(`volume.${rs.kind}`, async (signal, progress) => {
     const start = Date.now()
     let lastSave = start
-    let copied: number
+    let copied: number, skipped = 0
     try {
       await progress.checkpoint()
-      copied = await dev.copy(ranges, {
+      // asked once every write goes to both layouts: what the old one's tables do not mark
+      // now was never written, and stays never written on the new one (no old layout's
+      // tables: everything is copied)
+      const used = await core.redundancy.get(name)?.usedRanges()
+      const copying = used ? intersectRanges(ranges, used) : ranges
+      const toCopy = rangesBytes(copying)
+      skipped = total - toCopy
+      progress(0, toCopy)
+      copied = await dev.copy(copying, {
         onChunk: async (done, pos) => {
-          progress(done, total)
+          progress(done, toCopy)
           await progress.checkpoint()
           await holdTo(rs.rate ?? 0, start, done)
           if (dev.targetFailed) throw new VsmError('EIO', `the new layout of ${name} failed: ${dev.mirror.errors[1]}`)
@@ -196,8 +205,8 @@ export function runReshape(core: PoolCore, name: string, st: Reshape, rs: Reshap
     await drained
     await dev.settled()
     await dev.old.close()
-    core.event('volume.reshaped', { volume: name, kind: rs.kind, layout, size: dev.target.size, copied, resumedAt: at })
-    return { volume: name, copied, resumedAt: at, layout, size: dev.target.size }
+    core.event('volume.reshaped', { volume: name, kind: rs.kind, layout, size: dev.target.size, copied, skipped, resumedAt: at })
+    return { volume: name, copied, skipped, resumedAt: at, layout, size: dev.target.size }
   }, {
     description: `${rs.kind} ${name} to ${layout} on ${rs.target.members.length} extents${at ? `, resumed at byte ${at}` : ''}`,
     total, pausable: true, unwinds: true,

@@ -18,7 +18,8 @@ export async function scrubVolume(core: PoolCore, name: string, opts: { rate?: n
     if (!redundancy) throw new VsmError('ECANCELED', `volume ${name} was closed`)
     const devName = (i: number) => core.cfg.devices.find((d) => d.id === v.members[i].device)?.name ?? '?'
     const start = Date.now()
-    const found = await redundancy.scrub(async (done) => { progress(done, v.size); await holdTo(opts.rate ?? 0, start, done); await progress.checkpoint() })
+    // the rate holds what is read: ranges never written are passed over at once
+    const found = await redundancy.scrub(async (pos, read) => { progress(pos, v.size); await holdTo(opts.rate ?? 0, start, read); await progress.checkpoint() })
     const report = {
       volume: name, checkedBytes: found.checkedBytes, skippedBytes: found.skippedBytes,
       repaired: found.repaired.map((x) => ({ device: devName(x.member), offset: x.offset })),

@@ -30,7 +30,7 @@ function showVolume(v: any): string {
     [i, m.device, formatSize(m.length), m.state, m.reason ?? ''])))
   if (rb) {
     const pct = rb.total ? Math.floor((100 * rb.done) / rb.total) : 0
-    lines.push('', `${rb.kind === 'delta' ? 'resync' : 'rebuild'} onto ${rb.device}: ${pct}% (${formatSize(rb.done)} of ${formatSize(rb.total)}), ` +
+    lines.push('', `${rb.kind === 'delta' ? 'resync' : 'rebuild'} onto ${rb.device}: ${pct}% (${formatSize(rb.done)} of ${formatSize(rb.total)}${rb.skipped ? `, ${formatSize(rb.skipped)} never written skipped` : ''}), ` +
       `${formatSize(rb.bytesPerSecond)}/s${rb.rate ? ` (limit ${formatSize(rb.rate)}/s)` : ''}, ETA ${rb.etaSeconds ?? '?'}s, job ${rb.job}`)
   }
   return lines.join('\n')
