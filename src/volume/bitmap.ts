@@ -4,6 +4,8 @@
 // several mirrors can share a device; each region bit is reference-counted in memory
 // by the volumes holding it, and bits found set at load ("pending") stay set until
 // the owning mirror has resynced them, even across clean closes of other volumes.
+// Held whole in memory: a bit per region and at most 8M regions (regions grow with the
+// device), so a few KiB for a small device and under 1 MiB for any.
 import { crc32 } from 'zlib'
 import { BlockDev, writeDurable } from '../block/blockdev'
 import { MiB, BITMAP_OFFSET, BITMAP_BITS_OFFSET, BITMAP_BITS_BYTES } from './label'
@@ -61,10 +63,15 @@ export class DeviceBitmap {
     return h
   }
 
+  /** Bytes of whole sectors that hold a bit for each region of a data area. */
+  private static bitsBytes(rs: number, dataSize: number): number {
+    return Math.ceil(Math.ceil(dataSize / rs) / 8 / SECTOR) * SECTOR
+  }
+
   /** Fresh device: header plus an all-clean bitmap. */
   static async init(io: BlockDev, dataSize: number): Promise<DeviceBitmap> {
     const rs = DeviceBitmap.regionSizeFor(dataSize)
-    const bits = Buffer.alloc(BITMAP_BITS_BYTES)
+    const bits = Buffer.alloc(DeviceBitmap.bitsBytes(rs, dataSize))
     await io.write(DeviceBitmap.header(rs, Math.ceil(dataSize / rs)), BITMAP_OFFSET)
     await io.write(bits, BITMAP_BITS_OFFSET)
     await io.flush()
@@ -84,7 +91,7 @@ export class DeviceBitmap {
       bmp.bits.fill(0xff)
       return bmp
     }
-    const bits = Buffer.alloc(BITMAP_BITS_BYTES)
+    const bits = Buffer.alloc(DeviceBitmap.bitsBytes(rs, dataSize))
     await io.read(bits, BITMAP_BITS_OFFSET)
     return new DeviceBitmap(io, rs, dataSize, bits)
   }

@@ -5,7 +5,8 @@
 // (a write into a region already dirty) does no I/O and allocates nothing; bits are
 // cleared lazily after a flush has made the region's writes durable and the region
 // has stayed idle for a whole flush interval (hysteresis, so a hot region does not
-// pay a bitmap write + flush after every guest flush).
+// pay a bitmap write + flush after every guest flush). Only regions that are dirty or
+// being written are held in memory, so it costs nothing per region of the volume.
 import { VsmError } from '../block/blockdev'
 import type { DeviceBitmap } from './bitmap'
 import { mergeRanges } from './ranges'
@@ -26,13 +27,19 @@ export interface LogHost {
 
 const CLEAN = 0, MARKING = 1, DIRTY = 2
 
+interface Region {
+  state: number
+  /** Writes in flight in the region. */
+  inflight: number
+  /** Flush epoch at the last start or end of a write in the region. */
+  lastEpoch: number
+}
+
 export class DirtyRegionLog {
   readonly regionSize: number
   readonly regions: number
-  private readonly state: Uint8Array
-  private readonly inflight: Uint32Array
-  /** Flush epoch at the last start or end of a write in the region. */
-  private readonly lastEpoch: Uint32Array
+  /** Regions not clean or with writes in flight; a region absent is clean and idle. */
+  private readonly live = new Map<number, Region>()
   private readonly marking = new Map<number, Promise<void>>()
   private readonly dirty = new Set<number>()
   private epoch = 1
@@ -43,9 +50,6 @@ export class DirtyRegionLog {
     if (rs === 0) throw new VsmError('EINVAL', 'dirty-region log needs at least one member bitmap')
     this.regionSize = rs
     this.regions = Math.ceil(size / rs)
-    this.state = new Uint8Array(this.regions)
-    this.inflight = new Uint32Array(this.regions)
-    this.lastEpoch = new Uint32Array(this.regions)
   }
 
   /**
@@ -56,8 +60,8 @@ export class DirtyRegionLog {
    */
   setMember(i: number, m: LogMember | null): void {
     const old = this.members[i]
-    for (let r = 0; r < this.regions; r++) {
-      if (this.state[r] === CLEAN) continue
+    for (const [r, g] of this.live) {
+      if (g.state === CLEAN) continue
       const [lo, len] = this.span(r)
       m?.bitmap.hold(m.base + lo, len)
       old?.bitmap.release(old.base + lo, len)
@@ -88,9 +92,11 @@ export class DirtyRegionLog {
     let wait: Promise<void> | undefined
     let more: Promise<void>[] | undefined
     for (let r = r0; r <= r1; r++) {
-      this.inflight[r]++
-      this.lastEpoch[r] = this.epoch
-      if (this.state[r] === DIRTY) continue
+      let g = this.live.get(r)
+      if (!g) this.live.set(r, g = { state: CLEAN, inflight: 0, lastEpoch: 0 })
+      g.inflight++
+      g.lastEpoch = this.epoch
+      if (g.state === DIRTY) continue
       const p = this.marking.get(r) ?? this.mark(r)
       if (!wait) wait = p
       else (more ??= [wait]).push(p)
@@ -100,16 +106,20 @@ export class DirtyRegionLog {
 
   end(r0: number, r1: number): void {
     for (let r = r0; r <= r1; r++) {
-      this.inflight[r]--
-      this.lastEpoch[r] = this.epoch
+      const g = this.live.get(r)!
+      g.inflight--
+      g.lastEpoch = this.epoch
+      if (g.state === CLEAN && g.inflight === 0) this.live.delete(r)
     }
   }
 
+  /** Region r has a write starting (begin holds it in live until end). */
   private mark(r: number): Promise<void> {
-    this.state[r] = MARKING
+    const g = this.live.get(r)!
+    g.state = MARKING
     const p = this.doMark(r).then(
-      () => { this.state[r] = DIRTY; this.dirty.add(r); this.marking.delete(r) },
-      (e) => { this.state[r] = CLEAN; this.marking.delete(r); this.releaseRegion(r); throw e },
+      () => { g.state = DIRTY; this.dirty.add(r); this.marking.delete(r) },
+      (e) => { g.state = CLEAN; this.marking.delete(r); this.releaseRegion(r); throw e },
     )
     this.marking.set(r, p)
     return p
@@ -133,6 +143,13 @@ export class DirtyRegionLog {
     for (const m of this.members) if (m) m.bitmap.release(m.base + lo, len)
   }
 
+  /** Dirty region r, idle, is clean again. */
+  private clean(r: number): void {
+    this.live.delete(r)
+    this.dirty.delete(r)
+    this.releaseRegion(r)
+  }
+
   /** Call before flushing the copies; pass the result to flushDone afterwards. */
   flushStart(): number {
     return ++this.epoch
@@ -143,10 +160,9 @@ export class DirtyRegionLog {
     if (this.dirty.size === 0 || this.host.degraded) return
     let cleared = false
     for (const r of this.dirty) {
-      if (this.inflight[r] !== 0 || this.lastEpoch[r] >= e - 1) continue
-      this.state[r] = CLEAN
-      this.dirty.delete(r)
-      this.releaseRegion(r)
+      const g = this.live.get(r)!
+      if (g.inflight !== 0 || g.lastEpoch >= e - 1) continue
+      this.clean(r)
       cleared = true
     }
     // clearing is advisory (a stale set bit only costs resync time): write it, don't flush it
@@ -155,12 +171,7 @@ export class DirtyRegionLog {
 
   /** Clean shutdown after a successful flush: clear every bit and make that durable. */
   async releaseAll(): Promise<void> {
-    if (!this.host.degraded) for (const r of this.dirty) {
-      if (this.inflight[r] !== 0) continue
-      this.state[r] = CLEAN
-      this.dirty.delete(r)
-      this.releaseRegion(r)
-    }
+    if (!this.host.degraded) for (const r of this.dirty) if (this.live.get(r)!.inflight === 0) this.clean(r)
     await Promise.all(this.members.map((m, i) =>
       m && this.host.isHealthy(i) ? m.bitmap.persist(true).catch(() => {}) : undefined))
   }
