@@ -196,7 +196,7 @@ const EXTENDED = [
     args({
       group: objectName, volumes: objectNames.optional(), target: hostPath.refine((t) => t.startsWith('ssh://'), 'must be ssh://USER@HOST[:PORT]/REMOTE_HOME'),
       mode: z.enum(['async', 'sync', 'sync-fallback']).optional(), identity: hostPath.optional(), knownHosts: hostPath.optional(),
-      remoteVsm: hostPath.optional(), rate: rate.optional(), logSize: bytes.optional(),
+      remoteVsm: hostPath.optional(), rate: rate.optional(), logSize: bytes.optional(), syncTimeoutMs: z.int().positive().optional(),
     })],
   ['repl.status', 'R', 0x02, 'readwrite', 'replication link state, lag and log fill', args({ group: objectName.optional() })],
   ['repl.pause', 'R', 0x03, 'readwrite', 'pause replication of a group', args({ group: objectName })],

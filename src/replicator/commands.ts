@@ -48,7 +48,7 @@ export function replCommands(repl: Replicator, fsVolumes: () => string[], diskEx
       if (a.rate !== undefined && !Number.isSafeInteger(a.rate)) throw new VsmError('EINVAL', 'rate must be a whole number of bytes per second')
       return repl.create({
         group: str(a.group, 'group'), volumes, target: str(a.target, 'target'), mode: a.mode as Mode | undefined,
-        identity: optStr(a.identity, 'identity'), knownHosts: optStr(a.knownHosts, 'knownHosts'), remoteVsm: optStr(a.remoteVsm, 'remoteVsm'), logSize: a.logSize, rate: a.rate,
+        identity: optStr(a.identity, 'identity'), knownHosts: optStr(a.knownHosts, 'knownHosts'), remoteVsm: optStr(a.remoteVsm, 'remoteVsm'), logSize: a.logSize, rate: a.rate, syncTimeoutMs: a.syncTimeoutMs,
       }, fsVolumes())
     },
     'repl.status': (a) => (a.group === undefined ? repl.list() : [repl.statusOf(str(a.group, 'group'))]),

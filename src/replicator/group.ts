@@ -34,6 +34,8 @@ export interface GroupConfig {
   regionSize?: number
   /** --rate: bytes per second shipping may use (absent: unlimited). */
   rate?: number
+  /** sync-fallback: how long a flush waits for the secondary before the group goes async. */
+  syncTimeoutMs?: number
   /** The secondary took the group over (learned from it, kept durably): nothing ships, this site must not serve the volumes. */
   takenOver?: TakenOver
   /** A failback the other site agreed to, run at the next start; copied: the copy is done and the records after the point dropped. */
@@ -66,6 +68,7 @@ export interface GroupOptions extends ShipperOptions {
 }
 
 const SYNC_CHUNK = 1 << 20
+const DEFAULT_SYNC_TIMEOUT_MS = 10_000
 /** repl verify compares this much per verify record; an answer not back in VERIFY_WAIT_MS is asked for again. */
 const VERIFY_CHUNK = 4 << 20
 const VERIFY_WAIT_MS = 30_000
@@ -100,6 +103,8 @@ export class PrimaryGroup implements GroupIO {
   private gate: Promise<void> | null = null
   private idleWaiters: Array<() => void> = []
   private sumWaiters = new Map<number, (sums: number[]) => void>()
+  /** sync-fallback: acknowledging without the secondary since a flush waited past the timeout, until it catches up. */
+  private fallenBack = false
   private contacted!: () => void
   /** Resolves once the secondary welcomed this site, said it took over, or could not be reached. */
   readonly firstContact = new Promise<void>((r) => { this.contacted = r })
@@ -342,16 +347,39 @@ export class PrimaryGroup implements GroupIO {
   async flush(): Promise<void> {
     await this.flushLocal()
     const seq = await this.log.tryAppend({ kind: 'flush', vol: 0, offset: 0, length: 0 })
+    const waits = () => flushWaitsForSecondary(this.config.mode, this.config.paused, this.fallenBack)
     if (seq === null) {
       // logging to the bitmap: the marks were durable before the writes; a sync-mode flush waits for the resync to end
       await this.overflow()
-      if (this.log.mode === 'bitmap' && flushWaitsForSecondary(this.config.mode, this.config.paused)) await new Promise<void>((r) => this.afterResync.push(r))
-      if (flushWaitsForSecondary(this.config.mode, this.config.paused)) await this.remoteAt(this.resyncEnd)
+      if (this.log.mode === 'bitmap' && waits()) await this.syncWait(new Promise<void>((r) => this.afterResync.push(r)))
+      if (waits()) await this.syncWait(this.remoteAt(this.resyncEnd))
       return
     }
     await this.log.sync()
     this.shipper.kick()
-    if (flushWaitsForSecondary(this.config.mode, this.config.paused)) await this.remoteAt(seq)
+    if (waits()) await this.syncWait(this.remoteAt(seq))
+  }
+
+  /** sync-fallback: a flush that waits on the secondary longer than --sync-timeout turns the group async until it catches up. */
+  private async syncWait(p: Promise<void>): Promise<void> {
+    if (this.config.mode !== 'sync-fallback') return p
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<void>((r) => { timer = setTimeout(r, this.config.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS) })
+    await Promise.race([p, late.then(() => this.fallBack())])
+    clearTimeout(timer)
+  }
+
+  private fallBack(): void {
+    if (this.fallenBack) return
+    this.fallenBack = true
+    this.event('sync-fallback', { reason: `a flush waited ${(this.config.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS) / 1000} s for the secondary${this.connected ? '' : ' (link down)'}: acknowledging without it until it catches up`, lagBytes: this.log.bytesAfter(this.remoteDurable) })
+    this.releaseWaiters()
+  }
+
+  /** Flushes waiting for the secondary return now (paused, or fallen back to async). */
+  private releaseWaiters(): void {
+    const w = this.remoteWaiters; this.remoteWaiters = []; for (const x of w) x.resolve()
+    for (const x of this.afterResync.splice(0)) x()
   }
 
   // ---- log overflow and the bitmap resync ----
@@ -471,6 +499,10 @@ export class PrimaryGroup implements GroupIO {
     const ready = this.remoteWaiters.filter((w) => w.seq <= seq)
     this.remoteWaiters = this.remoteWaiters.filter((w) => w.seq > seq)
     for (const w of ready) w.resolve()
+    if (this.fallenBack && this.log.mode === 'log' && seq >= this.log.headSeq) {
+      this.fallenBack = false
+      this.event('sync-restored', { reason: 'the secondary caught up: flushes wait for it again' })
+    }
     if (!this.config.synced && this.syncJob === null && this.syncEnd > 0 && seq >= this.syncEnd) this.event('synced', {})
   }
 
@@ -576,10 +608,7 @@ export class PrimaryGroup implements GroupIO {
     this.keeper.setPaused(paused)
     this.event(paused ? 'paused' : 'resumed', {})
     // a sync-mode flush that was waiting does not wait for a paused link
-    if (paused) {
-      const w = this.remoteWaiters; this.remoteWaiters = []; for (const x of w) x.resolve()
-      for (const x of this.afterResync.splice(0)) x()
-    }
+    if (paused) this.releaseWaiters()
   }
 
   /** Drops the link now; the keeper reconnects (tests, and an operator forcing a reconnect). */
@@ -607,6 +636,7 @@ export class PrimaryGroup implements GroupIO {
       lagSeconds: lagSince === null ? 0 : Math.max(0, (Date.now() - lagSince) / 1000),
       logFill: this.log.usedBytes / this.log.capacity,
       rate: this.config.rate ?? null,
+      ...(this.config.mode === 'sync-fallback' ? { syncTimeoutMs: this.config.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS, fallenBack: this.fallenBack } : {}),
       sentBytes: this.shipper.sentBytes,
       logBytes: this.log.capacity,
       headSeq: this.log.headSeq,

@@ -2,8 +2,8 @@
 // back off after a failed or dropped link, and which state a group is in for status.
 // The mechanism (log, shipper, applier, wire) never sleeps or retries by itself.
 
-export type Mode = 'async' | 'sync'
-export const MODES: readonly Mode[] = ['async', 'sync']
+export type Mode = 'async' | 'sync' | 'sync-fallback'
+export const MODES: readonly Mode[] = ['async', 'sync', 'sync-fallback']
 
 export type ReplState = 'syncing' | 'replicating' | 'disconnected' | 'paused' | 'failed' | 'logging-to-bitmap' | 'taken-over' | 'split-brain'
 
@@ -12,9 +12,12 @@ export function backoffMs(attempt: number, base = 500, max = 30_000): number {
   return Math.min(max, base * 2 ** Math.min(attempt, 16)) * (0.5 + Math.random() / 2)
 }
 
-/** In sync mode a flush waits for the secondary, except while the operator paused the group. */
-export function flushWaitsForSecondary(mode: Mode, paused: boolean): boolean {
-  return mode === 'sync' && !paused
+/**
+ * In sync mode a flush waits for the secondary, except while the operator paused the
+ * group; in sync-fallback mode also not while the group has fallen back to async.
+ */
+export function flushWaitsForSecondary(mode: Mode, paused: boolean, fallenBack = false): boolean {
+  return !paused && (mode === 'sync' || (mode === 'sync-fallback' && !fallenBack))
 }
 
 export function stateOf(g: { failed: boolean; paused: boolean; bitmap: boolean; synced: boolean; connected: boolean; takenOver?: { splitBrain: boolean } | null }): ReplState {

@@ -80,6 +80,8 @@ export interface CreateArgs {
   logSize?: number
   /** Bytes per second shipping may use. */
   rate?: number
+  /** sync-fallback: how long a flush waits for the secondary before the group goes async. */
+  syncTimeoutMs?: number
 }
 
 export class Replicator {
@@ -176,6 +178,7 @@ export class Replicator {
       for (const g of this.groups.values()) if (g.config.volumes.includes(v)) throw new VsmError('EEXIST', `volume ${v} is already in group ${g.config.group}`)
     }
     if (a.rate !== undefined && (!Number.isSafeInteger(a.rate) || a.rate < 64 << 10)) throw new VsmError('EINVAL', 'the rate must be at least 64K bytes per second')
+    if (a.syncTimeoutMs !== undefined && (mode !== 'sync-fallback' || !Number.isSafeInteger(a.syncTimeoutMs) || a.syncTimeoutMs < 100)) throw new VsmError('EINVAL', '--sync-timeout goes with --mode sync-fallback and is at least 0.1 s')
     const logSize = a.logSize ?? DEFAULT_LOG_SIZE
     if (!Number.isSafeInteger(logSize) || logSize < 8 << 20) throw new VsmError('EINVAL', 'the log size must be at least 8M')
     for (const k of ['identity', 'knownHosts', 'remoteVsm'] as const) {
@@ -184,7 +187,7 @@ export class Replicator {
     const taps = await Promise.all(a.volumes.map((n) => this.tap(n)))
     const cfg: GroupConfig = {
       group: a.group, volumes: a.volumes, target: a.target, mode,
-      identity: a.identity, knownHosts: a.knownHosts, remoteVsm: a.remoteVsm, synced: false, paused: false, rate: a.rate,
+      identity: a.identity, knownHosts: a.knownHosts, remoteVsm: a.remoteVsm, synced: false, paused: false, rate: a.rate, syncTimeoutMs: a.syncTimeoutMs,
       regionSize: regionSizeFor(taps.map((t) => t.size), BITMAP_BYTES),
     }
     const dev = await placeVolume(this.opts.pool, LOG_PREFIX + a.group, logSize)

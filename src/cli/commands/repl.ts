@@ -45,7 +45,8 @@ export function registerRepl(program: Command) {
   repl.command('create <group>').description('replicate volumes (default: every volume of the fs) to a secondary home')
     .requiredOption('--target <url>', 'ssh://USER@HOST[:PORT]/REMOTE_HOME of a home started with vsm up --secondary')
     .option('--volumes <list>', 'comma-separated volumes (default: all the fs spans)')
-    .option('--mode <mode>', 'async: acknowledged once in the local log; sync: a flush returns once the secondary has it durable', 'async')
+    .option('--mode <mode>', 'async: acknowledged once in the local log; sync: a flush returns once the secondary has it durable; sync-fallback: sync, async after --sync-timeout without the secondary until it catches up', 'async')
+    .option('--sync-timeout <seconds>', 'sync-fallback: how long a flush waits for the secondary (default 10)')
     .option('--identity <key>', 'private key for SSH (default ~/.ssh/id_ed25519)')
     .option('--known-hosts <file>', 'host keys accepted (default ~/.ssh/known_hosts); an unknown or changed key is refused')
     .option('--remote-vsm <cmd>', 'the vsm command on the secondary host', 'vsm')
@@ -53,6 +54,7 @@ export function registerRepl(program: Command) {
     .option('--rate <size>', 'bytes per second shipping may use (K, M, G; default unlimited)')
     .action((group: string, o, cmd: Command) => call(cmd, 'repl.create', {
       group, target: o.target, mode: o.mode, remoteVsm: o.remoteVsm, logSize: parseSize(o.logSize), rate: o.rate === undefined ? undefined : parseSize(o.rate),
+      syncTimeoutMs: o.syncTimeout === undefined ? undefined : Math.round(Number(o.syncTimeout) * 1000),
       volumes: o.volumes === undefined ? undefined : String(o.volumes).split(',').filter(Boolean),
       identity: o.identity === undefined ? undefined : resolve(o.identity),
       knownHosts: o.knownHosts === undefined ? undefined : resolve(o.knownHosts),

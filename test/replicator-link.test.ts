@@ -1,12 +1,15 @@
-// --rate over a real OpenSSH sshd on 127.0.0.1: an async group limited to 4 MiB/s
-// ships a 24 MiB burst of fsync'd writes. From the first write until the secondary
-// holds everything durably, the bytes the shipper sent stay within the limit (plus the
-// one second of burst the token bucket saves up) and near it (the link is not idle
-// while there is lag), and both sites end byte-identical.
+// The link's policies over a real OpenSSH sshd on 127.0.0.1. --rate: an async group
+// limited to 4 MiB/s ships a 24 MiB burst of fsync'd writes; from the first write until
+// the secondary holds everything durably, the bytes the shipper sent stay within the
+// limit (plus the one second of burst the token bucket saves up) and near it (the link
+// is not idle while there is lag), and both sites end byte-identical. sync-fallback:
+// with the secondary killed, one fsync waits --sync-timeout and the group goes async
+// (later fsyncs do not wait), with an event; once the secondary is back and caught up,
+// it is sync again.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
-import { closeSync, fsyncSync, mkdtempSync, openSync, writeSync } from 'fs'
+import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, writeSync } from 'fs'
 import { tmpdir } from 'os'
 import { join } from 'path'
 import { makeVsm, VSM } from './helpers/daemon'
@@ -57,6 +60,47 @@ test('--rate 4M holds shipping near 4 MiB/s under a 24 MiB burst; nothing is los
   await secondary.down()
   const [p, q] = [await volumeBytes(primary.home, 'vol0'), await volumeBytes(secondary.home, 'vol0')]
   assert.ok(p.equals(q), 'the secondary\'s vol0 is byte-identical to the primary\'s')
+})
+
+test('sync-fallback: an fsync waits --sync-timeout for a dead secondary, then the group is async until the secondary catches up', async () => {
+  const p2 = makeVsm({ deviceSize: '192M' })
+  const s2 = makeVsm({ deviceSize: '256M' })
+  const st = async () => (await p2.json('repl', 'status', 'h'))[0]
+  const fsyncedWrite = (g: number) => {
+    const t = Date.now()
+    const fd = openSync(join(p2.mount, 'f.img'), 'r+')
+    try { writeSync(fd, Buffer.alloc(64 << 10, g), 0, 64 << 10, g * (64 << 10)); fsyncSync(fd) } finally { closeSync(fd) }
+    return Date.now() - t
+  }
+  try {
+    await s2.run('up', '--secondary', '--device-size', '256M')
+    await p2.up()
+    await p2.run('device', 'add', 'e0', join(p2.home, 'e0.img'), '--size', '64M')
+    await p2.run('disk', 'create', 'f.img', '--size', '8M')
+    await p2.run('repl', 'create', 'h', '--target', `ssh://root@127.0.0.1:${sshd!.port}${s2.home}`, '--mode', 'sync-fallback', '--sync-timeout', '2',
+      '--identity', sshd!.identity, '--known-hosts', sshd!.knownHosts, '--remote-vsm', VSM, '--log-size', '16M')
+    const ready = await untilAt([s2.home, p2.home], 'the initial sync', st, (s) => s.state === 'replicating' && s.lagBytes === 0)
+    assert.equal([ready.mode, ready.syncTimeoutMs, ready.fallenBack], ['sync-fallback', 2000, false])
+    fsyncedWrite(1)
+    assert.is((await st()).fallenBack, false)
+
+    s2.kill9()
+    const waited = fsyncedWrite(2)
+    assert.ok(waited >= 1900 && waited < 10_000, `the fsync waited the timeout, then returned: ${waited} ms`)
+    const fell = await st()
+    assert.is(fell.fallenBack, true)
+    assert.ok(fsyncedWrite(3) < 1500, 'async now: the next fsync does not wait')
+    assert.ok(readFileSync(join(p2.home, 'log', 'vsm.log'), 'utf8').includes('repl.sync-fallback'))
+
+    await s2.run('up', '--secondary')
+    await untilAt([s2.home, p2.home], 'the secondary to catch up and the group to be sync again', st, (s) => s.fallenBack === false && s.lagBytes === 0, 90_000)
+    assert.ok(readFileSync(join(p2.home, 'log', 'vsm.log'), 'utf8').includes('repl.sync-restored'))
+    fsyncedWrite(4)
+    assert.is((await st()).fallenBack, false, 'a flush with the secondary there leaves the group sync')
+  } finally {
+    await p2.cleanup()
+    await s2.cleanup()
+  }
 })
 
 test.run()
