@@ -29,7 +29,8 @@ export interface OpenDeviceOptions {
 /** System calls one device may have in libuv's thread pool at once (bin/vsm sizes the pool at 16). */
 const MAX_IN_FLIGHT = 4
 
-interface Op { what: string; since: number; reject: (e: unknown) => void }
+/** kind and offset, not a message: the message is only made for one that times out. */
+interface Op { kind: string; offset: number; since: number; reject: (e: unknown) => void }
 
 function errCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException)?.code
@@ -91,17 +92,17 @@ export class Device implements BlockDev {
   private check(timeoutMs: number): void {
     const oldest = this.running.values().next().value
     if (oldest && Date.now() - oldest.since > timeoutMs) {
-      this.abandon(`${oldest.what} not answered in ${Math.round(timeoutMs / 1000)} s`)
+      this.abandon(`${oldest.kind}${oldest.kind === 'flush' ? '' : ` at ${oldest.offset}`} not answered in ${Math.round(timeoutMs / 1000)} s`)
     }
   }
 
   /** Runs one operation under the in-flight cap and the watchdog. */
-  private op<T>(what: string, call: () => Promise<T>): Promise<T> {
+  private op<T>(kind: string, offset: number, call: () => Promise<T>): Promise<T> {
     if (this.dead) return Promise.reject(this.dead)
     return new Promise<T>((resolve, reject) => {
       const start = () => {
         if (this.dead) { reject(this.dead); return }
-        const op: Op = { what, since: Date.now(), reject }
+        const op: Op = { kind, offset, since: Date.now(), reject }
         this.running.add(op)
         const done = () => {
           // false once abandoned: the caller has had its error, and nothing waits
@@ -166,7 +167,7 @@ export class Device implements BlockDev {
 
   read(buf: Buffer, offset: number): Promise<number> {
     if (offset > this.size) return rejectBadRange(this, offset, buf.length)!
-    return this.op(`read at ${offset}`, () => this.readAll(buf, offset))
+    return this.op('read', offset, () => this.readAll(buf, offset))
   }
 
   private async readAll(buf: Buffer, offset: number): Promise<number> {
@@ -184,13 +185,13 @@ export class Device implements BlockDev {
   write(buf: Buffer, offset: number): Promise<void> {
     const bad = rejectBadRange(this, offset, buf.length)
     if (bad) return bad
-    return this.op(`write at ${offset}`, () => this.writeAll(this.fh, buf, offset))
+    return this.op('write', offset, () => this.writeAll(this.fh, buf, offset))
   }
 
   writeDurable(buf: Buffer, offset: number): Promise<void> {
     const bad = rejectBadRange(this, offset, buf.length)
     if (bad) return bad
-    return this.op(`write at ${offset}`, () => this.writeAll(this.dsync, buf, offset))
+    return this.op('write', offset, () => this.writeAll(this.dsync, buf, offset))
   }
 
   private async writeAll(fh: fsp.FileHandle, buf: Buffer, offset: number): Promise<void> {
@@ -206,11 +207,11 @@ export class Device implements BlockDev {
   discard(offset: number, length: number): Promise<void> {
     const bad = rejectBadRange(this, offset, length)
     if (bad) return bad
-    return this.op(`discard at ${offset}`, () => discardRange(this.fh.fd, offset, length, this.isBlockDevice))
+    return this.op('discard', offset, () => discardRange(this.fh.fd, offset, length, this.isBlockDevice))
   }
 
   flush(): Promise<void> {
-    return this.op('flush', () => this.fh.datasync())
+    return this.op('flush', 0, () => this.fh.datasync())
   }
 
   async close(): Promise<void> {
