@@ -20,8 +20,11 @@ import { Inode, err } from './inode'
  * mount rebuilds from the maps (moving them into data-space.ts trees is the next step).
  */
 export const EXTENTS = extentTree()
-/** Nodes the store's cache holds (4 KiB each). */
-const CACHE_NODES = Number(process.env.VSM_FS_TREE_CACHE_NODES ?? 4096)
+/**
+ * Nodes the store's cache holds: decoded, a full leaf takes ~18 KiB of heap (1024: ~18
+ * MiB); a checkpoint touching more reads them again, nothing else.
+ */
+const CACHE_NODES = Number(process.env.VSM_FS_TREE_CACHE_NODES ?? 1024)
 /**
  * Volume 0's metadata budget: blocks counted as the metadata's whether its nodes use
  * them yet or not (1/256 of the volume, 4 MiB..256 MiB), so statfs does not move with
