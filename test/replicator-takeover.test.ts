@@ -74,6 +74,8 @@ test('takeover serves the replicated disk; the old primary comes back in standby
   // acknowledged in sync mode: on the secondary
   const replicated: Array<[number, number]> = [[0, 1 << 20], [6 << 20, 2 * K64]]
   writeSynced(img, 2, replicated)
+  // a takeover while the primary is connected would fork the sites: refused
+  await fails(secondary.run('repl', 'takeover', 'g'), /primary of group g is connected/)
   // written here after the group is paused: never replicated
   await primary.run('repl', 'pause', 'g')
   const local: Array<[number, number]> = [[2 << 20, K64], [5 << 20, 2 * K64]]

@@ -50,11 +50,27 @@ export async function applyRecord(volumes: BlockDev[], r: Pick<LogRecord, 'kind'
   if (r.kind !== 'write' && r.kind !== 'zero') return
   if (!dev) throw new VsmError('EINVAL', `record for volume ${r.vol}: the group has ${volumes.length}`)
   if (r.kind === 'write') { await dev.write(r.data!, r.offset); return }
-  for (let at = 0; at < r.length; at += ZERO_CHUNK) {
-    const buf = Buffer.alloc(Math.min(ZERO_CHUNK, r.length - at))
-    await dev.read(buf, r.offset + at)
-    if (buf.some((b) => b !== 0)) await dev.write(Buffer.alloc(buf.length), r.offset + at)
+  await zeroRange(dev, r.offset, r.length)
+}
+
+/** Makes a range read as zeros, writing only where it does not already. */
+async function zeroRange(dev: BlockDev, offset: number, length: number): Promise<void> {
+  for (let at = 0; at < length; at += ZERO_CHUNK) {
+    const buf = Buffer.alloc(Math.min(ZERO_CHUNK, length - at))
+    await dev.read(buf, offset + at)
+    if (buf.some((b) => b !== 0)) await dev.write(Buffer.alloc(buf.length), offset + at)
   }
+}
+
+/**
+ * A discard through a tap, logged as a zero record: the volume may keep part of the
+ * range (a layout without discard keeps it all, a mirror the partial 4 KiB blocks at its
+ * ends), while the secondary applies zeros; what the discard left is zeroed, so both
+ * sites read the same bytes.
+ */
+export async function discardAsZero(dev: BlockDev, offset: number, length: number): Promise<void> {
+  await dev.discard?.(offset, length)
+  await zeroRange(dev, offset, length)
 }
 
 export async function loadReplicaState(dev: BlockDev): Promise<ReplicaState | null> { return readSlots<ReplicaState>(dev) }

@@ -9,7 +9,7 @@
 // marked regions through the log until none is left, then logs again.
 import { VsmError } from '../block/blockdev'
 import type { Jobs } from '../control/jobs'
-import { applyRecord, blockSums, VERIFY_BLOCK } from './applier'
+import { applyRecord, blockSums, discardAsZero, VERIFY_BLOCK } from './applier'
 import { RegionBitmap, regionSizeFor } from './bitmap'
 import { BITMAP_BYTES, LogRecord, MAX_RECORD_DATA, recordsToReplay, ReplicationLog } from './log'
 import { failBack, FailbackResult, mergeRanges, requestStepDown } from './failback'
@@ -69,6 +69,8 @@ export interface GroupOptions extends ShipperOptions {
 
 const SYNC_CHUNK = 1 << 20
 const DEFAULT_SYNC_TIMEOUT_MS = 10_000
+/** How long a clean stop waits for the secondary to hold the log's head. */
+const DRAIN_MS = 10_000
 /** repl verify compares this much per verify record; an answer not back in VERIFY_WAIT_MS is asked for again. */
 const VERIFY_CHUNK = 4 << 20
 const VERIFY_WAIT_MS = 30_000
@@ -332,7 +334,7 @@ export class PrimaryGroup implements GroupIO {
   }
 
   zero(tap: ReplicatedVolume, offset: number, length: number): Promise<void> {
-    return this.change(tap, offset, length, [{ kind: 'zero', vol: tap.index, offset, length }], () => tap.inner.discard!(offset, length))
+    return this.change(tap, offset, length, [{ kind: 'zero', vol: tap.index, offset, length }], () => discardAsZero(tap.inner, offset, length))
   }
 
   /** Flushes the volumes: every record appended before, whose write has reached its volume, need not be replayed; reclaims. */
@@ -647,6 +649,16 @@ export class PrimaryGroup implements GroupIO {
   }
 
   async close(): Promise<void> {
+    // a clean stop ships what the link takes within DRAIN_MS (the fs's last commit comes just before), so the
+    // secondary is not left behind until the next start; a link that is down or slow does not hold the stop
+    if (this.connected && !this.config.paused && !this.config.takenOver && this.log.mode === 'log') {
+      let timer: NodeJS.Timeout | undefined
+      await this.log.sync().then(() => {
+        this.shipper.kick()
+        return Promise.race([this.remoteAt(this.log.headSeq), new Promise<void>((r) => { timer = setTimeout(r, DRAIN_MS) })])
+      }).catch(() => undefined)
+      clearTimeout(timer)
+    }
     this.closed = true
     this.wakeLinkWaiters()
     await this.keeper.stop()

@@ -7,7 +7,7 @@
 // and point, and how much changed here since.
 import type { Server } from 'net'
 import type { BlockDev } from '../block/blockdev'
-import type { ReplicaState, TakeoverGeneration } from './applier'
+import { discardAsZero, type ReplicaState, type TakeoverGeneration } from './applier'
 import { VsmError } from '../block/blockdev'
 import { RegionBitmap, regionSizeFor } from './bitmap'
 import { MAX_READ, mergeRanges } from './failback'
@@ -40,7 +40,7 @@ export class PromotedGroup implements GroupIO {
 
   async zero(tap: ReplicatedVolume, offset: number, length: number): Promise<void> {
     await this.changed.mark(tap.index, offset, length)
-    await tap.inner.discard!(offset, length)
+    await discardAsZero(tap.inner, offset, length)
   }
 
   async flush(): Promise<void> { await Promise.all(this.taps.map((t) => t.inner.flush())) }
