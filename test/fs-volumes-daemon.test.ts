@@ -118,7 +118,9 @@ test('fs move under a writer process, paused and resumed from the CLI: the job m
   const exited = startWriter(img, journal, MOVE_SLOTS, 1, stop.signal)
   try {
     await until('the writer to start', () => acks(journal) > 5)
-    const out = await vsm.run('fs', 'move', 'mv.img', '--volume', 'v1', '--rate', '8M')
+    // 16 MiB at 2 MiB/s: 8 s, so the pause (a CLI start under load can take a second or
+    // more) reaches it running; at 8 MiB/s it had concluded first in a loaded CI run
+    const out = await vsm.run('fs', 'move', 'mv.img', '--volume', 'v1', '--rate', '2M')
     const job = /job (\d+)/.exec(out)![1]
     // paused, it holds its place while the writer goes on; resumed, it finishes
     assert.match(await vsm.run('job', 'pause', job), /: paused,/)

@@ -110,7 +110,10 @@ export class Device implements BlockDev {
           this.waiting.shift()?.()
           return true
         }
-        call().then((v) => { if (done()) resolve(v) }, (e) => { if (done()) reject(e) })
+        // a call that throws at once (not a rejection) must not stay counted as running
+        let p: Promise<T>
+        try { p = call() } catch (e) { p = Promise.reject(e) }
+        p.then((v) => { if (done()) resolve(v) }, (e) => { if (done()) reject(e) })
       }
       if (this.running.size < MAX_IN_FLIGHT) start()
       else this.waiting.push(start)
