@@ -285,6 +285,29 @@ t('a write whose intent bit is not yet durable puts no sum on disk: a flush mean
   assert.ok(got.equals(old), 'the block holds the data of the last acknowledged write')
 })
 
+t('a device that cannot punch holes: a discard writes zeros there instead, and fails no copy', async () => {
+  class NoPunch implements BlockDev {
+    constructor(private readonly inner: BlockDev) {}
+    get size() { return this.inner.size }
+    read(b: Buffer, o: number) { return this.inner.read(b, o) }
+    write(b: Buffer, o: number) { return this.inner.write(b, o) }
+    writeDurable(b: Buffer, o: number) { return this.inner.writeDurable!(b, o) }
+    discard(): Promise<void> { return Promise.reject(Object.assign(new Error('discard: Operation not supported'), { code: 'EOPNOTSUPP' })) }
+    flush() { return this.inner.flush() }
+    close() { return this.inner.close() }
+  }
+  const pool = await mirrorPool({ wrapDevice: (_n: string, dev: BlockDev) => new NoPunch(dev) })
+  const v = await pool.openVolume('m')
+  await v.write(randomBytes(3 * MiB), 2 * MiB)
+  await v.discard!(2 * MiB + 4096, MiB)
+  await v.flush()
+  assert.is(pool.volumeInfo('m').state, 'healthy')
+  for (const i of [0, 1]) {
+    const copy = await copyData(pool, 'm', i)
+    assert.ok(copy.subarray(2 * MiB + 4096, 3 * MiB + 4096).equals(Buffer.alloc(MiB)), `copy ${i} reads zeros where discarded`)
+  }
+})
+
 t('a copy put in while regions are dirty takes their bits: left the only copy by a crash, it resyncs them', async () => {
   const pool = track(await Pool.create(home()))
   for (const n of ['a', 'b', 'c', 'd', 'e']) await pool.addDevice(n, f(`${n}.img`), 40 * MiB)

@@ -16,8 +16,25 @@ export interface BlockDev {
    * below falls back to write + flush.
    */
   writeDurable?(buf: Buffer, offset: number): Promise<void>
+  /** Optional: give the range back (a thin backing file shrinks); it reads as zeros after. */
   discard?(offset: number, length: number): Promise<void>
   close(): Promise<void>
+}
+
+const ZERO_CHUNK = Buffer.alloc(1 << 20)
+/** What a discard that cannot be done answers (a backing fs without hole punching). */
+const UNSUPPORTED = new Set(['EOPNOTSUPP', 'ENOTSUP', 'ENOSYS'])
+
+/**
+ * Make [offset, offset+length) read as zeros: dev.discard where the device has one that
+ * works, else zeros written 1 MiB at a time. A device that cannot punch holes must cost
+ * space, never a copy of a mirror (or zeros a rebuild counted on).
+ */
+export async function zeroRange(dev: BlockDev, offset: number, length: number): Promise<void> {
+  if (dev.discard) {
+    try { return await dev.discard(offset, length) } catch (e) { if (!UNSUPPORTED.has((e as { code?: string }).code ?? '')) throw e }
+  }
+  for (let o = 0; o < length; o += ZERO_CHUNK.length) await dev.write(ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, length - o)), offset + o)
 }
 
 /** dev.writeDurable when the device has one, else write then flush (which also makes older writes durable). */

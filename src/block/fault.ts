@@ -1,7 +1,7 @@
 // Fault injection as one more BlockDev layer (QEMU's blkdebug, dm-error, dm-delay):
 // wraps any BlockDev and fails, delays, tears or stops I/O by rule. Components never
 // carry fault flags of their own; tests put this node where they want the fault.
-import { BlockDev, VsmError } from './blockdev'
+import { BlockDev, VsmError, zeroRange } from './blockdev'
 
 export interface FaultRule {
   op: 'read' | 'write' | 'flush' | 'any'
@@ -77,7 +77,7 @@ export class FaultDev implements BlockDev {
 
   async discard(offset: number, length: number) {
     await this.apply('write', offset, length)
-    if (this.inner.discard) await this.inner.discard(offset, length)
+    await zeroRange(this.inner, offset, length)
   }
 
   close() { return this.inner.close() }

@@ -14,7 +14,7 @@
 // sums, and overlapping writes are ordered so a table entry always describes the data
 // that landed. A read verifies every block against its copy's table; a bad block is
 // served from a copy whose block verifies, and rewritten on the bad copy.
-import { BlockDev, VsmError, rejectBadRange } from '../block/blockdev'
+import { BlockDev, VsmError, rejectBadRange, zeroRange } from '../block/blockdev'
 import { readLength } from './slice'
 import { DirtyRegionLog, LogMember, LogHost } from './drl'
 import { ChecksumTable, SUM_BLOCK, blockSum, blockSums } from './checksum'
@@ -185,7 +185,7 @@ export class MirrorDev implements BlockDev, LogHost {
     let ok = 0
     let lastErr: unknown
     await Promise.all(this.members.map((m, i) => this.failed[i] ? undefined :
-      (m!.discard ? m!.discard(lo, hi - lo) : m!.write(Buffer.alloc(hi - lo), lo)).then(() => { ok++ }, (e) => { lastErr = e; return this.failMember(i, e) })))
+      zeroRange(m!, lo, hi - lo).then(() => { ok++ }, (e) => { lastErr = e; return this.failMember(i, e) })))
     if (ok === 0) throw new VsmError('EIO', `mirror discard failed on every copy at ${lo}: ${(lastErr as Error)?.message ?? 'no healthy copy'}`)
   }
 
@@ -480,7 +480,7 @@ export class MirrorDev implements BlockDev, LogHost {
       let end = start + HOLE_GRAIN
       while (end < b.length && zeroAt(end) === zero) end += HOLE_GRAIN
       end = Math.min(end, b.length)
-      runs.push(zero ? m.discard(pos + start, end - start) : m.write(b.subarray(start, end), pos + start))
+      runs.push(zero ? zeroRange(m, pos + start, end - start) : m.write(b.subarray(start, end), pos + start))
       start = end
     }
     return Promise.all(runs)

@@ -1,6 +1,6 @@
 // A window (offset+size) onto another BlockDev: how a volume member sees its extent
 // of a device's data area. It does not own the device, so close() leaves it open.
-import { BlockDev, VsmError, checkRange, rejectBadRange, writeDurable } from '../block/blockdev'
+import { BlockDev, VsmError, checkRange, rejectBadRange, writeDurable, zeroRange } from '../block/blockdev'
 
 /** Shared by every layout: refuse starts past the end, shorten reads that cross it. */
 export function readLength(dev: { size: number }, buf: Buffer, offset: number): number {
@@ -35,7 +35,7 @@ export class SliceDev implements BlockDev {
 
   async discard(offset: number, length: number): Promise<void> {
     checkRange(this, offset, length)
-    if (this.inner.discard) await this.inner.discard(this.offset + offset, length)
+    await zeroRange(this.inner, this.offset + offset, length)
   }
 
   async close(): Promise<void> {}
