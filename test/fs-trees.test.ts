@@ -124,4 +124,19 @@ test(`random map changes with checkpoints between them: every tree equals its ma
   await fs.close()
 })
 
+test('tree nodes come from the top of volume 0: a file written across checkpoints stays one extent', async () => {
+  const vols = [new MemDev(64 * MiB)]
+  await FileSystem.mkfs(vols)
+  const fs = await FileSystem.mount(vols)
+  const ino = await fs.create('/seq', 0o644, 0, 0)
+  for (let k = 0; k < 64; k++) {
+    await fs.write(ino, Buffer.alloc(64 << 10, k), k * (64 << 10))
+    ;(fs as any).core.wantCkpt = true
+    await fs.sync()
+  }
+  assert.is(fs.extentMap(ino).length, 1, JSON.stringify(fs.extentMap(ino).slice(0, 4)))
+  await okCheck(fs)
+  await fs.close()
+})
+
 test.run()

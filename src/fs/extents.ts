@@ -193,6 +193,21 @@ export class FreeMap {
     return out
   }
 
+  /**
+   * One block from the top of the free space, the data's next-fit rotor left where it
+   * was: metadata grows down from the end of the volume while data fills it from the
+   * start, so tree nodes do not split files' runs.
+   */
+  allocLast(): number | null {
+    const i = this.fr.length - 1
+    if (i < 0) return null
+    const rotor = this.rotor
+    const b = this.fr[i].start + this.fr[i].len - 1
+    this.take(i, b, 1)
+    this.rotor = Math.min(rotor, this.fr.length)
+    return b
+  }
+
   /** Return a run to the free map, coalescing; a double free is an internal error. */
   release(start: number, len: number): void {
     if (len <= 0) return

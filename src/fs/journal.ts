@@ -99,10 +99,10 @@ export async function load(c: FsCore): Promise<void> {
 
 /** A store for a converted fs: its two superblock blocks from volume 0's free space. */
 async function newStore(c: FsCore): Promise<void> {
-  const a = c.free[0].alloc(1, -1), b = c.free[0].alloc(1, -1)
-  if (!a || !b) throw err('ENOSPC', 'no space on volume 0 to convert the fs to extent trees')
+  const a = c.free[0].allocLast(), b = c.free[0].allocLast()
+  if (a === null || b === null) throw err('ENOSPC', 'no space on volume 0 to convert the fs to extent trees')
   c.storeBlocks = 2
-  c.sb = { ...c.sb, store: [a[0].start, b[0].start] }
+  c.sb = { ...c.sb, store: [a, b] }
   await BtStore.format(c.vols[0], c.sb.store!)
   await openStore(c)
 }

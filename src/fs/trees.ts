@@ -224,7 +224,7 @@ export async function openStore(c: FsCore, seq?: number): Promise<number[]> {
 export function startStore(c: FsCore): void {
   c.store!.start({
     alloc: () => {
-      const b = c.free[0].alloc(1, -1)?.[0].start ?? null
+      const b = c.free[0].allocLast()
       if (b !== null) c.storeBlocks++
       return b
     },
