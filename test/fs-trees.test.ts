@@ -1,7 +1,7 @@
 // The extent maps on the B+trees against the in-memory maps as the model: random
 // writes, truncates, punched holes, unshares, relocations between two volumes,
-// snapshots, clones, reverts, snapshot deletes and unlinks, with checkpoints at random
-// points between them (so rebases, drops and changed ranges meet in one checkpoint in
+// snapshots, clones, reverts, snapshot deletes, unlinks and shared ranges
+// (copy_file_range), with checkpoints at random points between them (so rebases, drops and changed ranges meet in one checkpoint in
 // every order); after each checkpoint check() compares every map with its tree and
 // the trees' reference counts with their holders, and now and then a remount must
 // read every file and snapshot back as the model has it. Seed printed
@@ -64,7 +64,16 @@ test(`random map changes with checkpoints between them: every tree equals its ma
     const ino = fs.lookup(p)
     const m = files.get(p)!
     const k = r(100)
-    if (k < 45) {
+    if (k < 5 && paths.length > 1) {
+      // copy_file_range's block sharing: p's blocks b.. now also at d.. of another file
+      const q = pick(paths.filter((x) => x !== p)), mq = files.get(q)!
+      const b = r(SPAN), d = r(SPAN), n = Math.min(1 + r(16), SPAN - b, SPAN - d)
+      // refused (false) where q already holds one of those blocks elsewhere: then the data is copied, as the view does
+      if (!(await fs.shareRange(ino, b * BS, fs.lookup(q), d * BS, n * BS))) {
+        for (let j = 0; j < n; j++) { const blk = Buffer.alloc(BS); await fs.read(ino, blk, (b + j) * BS); await fs.write(fs.lookup(q), blk, (d + j) * BS) }
+      }
+      mq.set(m.subarray(b, b + n), d)
+    } else if (k < 45) {
       const b = r(SPAN), n = 1 + r(4)
       for (let j = 0; j < n && b + j < SPAN; j++) { await fs.write(ino, blockOf(tag), (b + j) * BS); m[b + j] = tag++ }
     } else if (k < 50) {

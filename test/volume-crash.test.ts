@@ -27,8 +27,10 @@ const steps: Array<{ args: string[]; check: (v: any) => boolean; afterCheckpoint
 /** Polls until the running reshape has saved a checkpoint of at least `min` bytes; returns it. */
 async function checkpointAtLeast(min: number): Promise<number> {
   for (let i = 0; i < 600; i++) {
-    const copied = (await vsm.json('volume', 'show', 'vol0')).reshape?.copied ?? 0
-    if (copied >= min) return copied
+    const { reshape } = await vsm.json('volume', 'show', 'vol0')
+    // ended already: polling on would only spin out the time allowed
+    if (!reshape) throw new Error(`the reshape ended before a checkpoint of ${min} bytes`)
+    if ((reshape.copied ?? 0) >= min) return reshape.copied
     await sleep(20)
   }
   throw new Error(`no checkpoint of ${min} bytes within the time allowed`)

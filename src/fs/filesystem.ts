@@ -117,7 +117,7 @@ export class FileSystem {
   deleteSnapshot(path: string, name: string): Promise<void> { return snaps.deleteSnapshot(this.core, path, name) }
   revert(path: string, name: string): Promise<void> { return snaps.revert(this.core, path, name) }
   clone(path: string, name: string, newPath: string, opts: { mode?: number; uid?: number; gid?: number } = {}): Promise<number> { return snaps.clone(this.core, path, name, newPath, opts) }
-  shareRange(src: number, srcOff: number, dst: number, dstOff: number, len: number): Promise<void> { return snaps.shareRange(this.core, src, srcOff, dst, dstOff, len) }
+  shareRange(src: number, srcOff: number, dst: number, dstOff: number, len: number): Promise<boolean> { return snaps.shareRange(this.core, src, srcOff, dst, dstOff, len) }
   sharedBlocks(ino: number): number { return snaps.sharedBlocks(this.core, ino) }
   blockSpan(ino: number): number { return snaps.blockSpan(this.core, ino) }
   extentMap(ino: number): MapEntry[] { return snaps.extentMap(this.core, ino) }

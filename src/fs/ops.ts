@@ -219,6 +219,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       const from = s.ext.segments(op.b0, op.b1)
       const out = n.ext.punch(op.d, op.d + op.b1 - op.b0)
       for (const g of from) if (g.pb >= 0) n.ext.insert(op.d + g.fb - op.b0, g.vol, g.pb, g.len)
+      markDirty(c, n, op.d, op.d + op.b1 - op.b0)
       if (op.z > n.size) n.size = op.z
       n.mtime = n.ctime = op.t
       stamp(n, op.st)

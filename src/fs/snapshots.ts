@@ -5,6 +5,7 @@ import type { FsCore } from './core'
 import { MapEntry, STAMP_GEN, S_IFREG, SnapshotInfo, Stat, checkId, checkMode, checkName, err } from './inode'
 import { ensureMeta, metaNearFull } from './journal'
 import { BS, isArchive } from './layout'
+import type { Extent } from './extents'
 import { locationName, read } from './data'
 
 /**
@@ -94,11 +95,14 @@ export async function clone(c: FsCore, path: string, name: string, newPath: stri
  * A reflink copy: file dst's whole blocks at dstOff take src's (a file or a snapshot) at
  * srcOff, shared, with no data copied; the first later write to either copies the block.
  * Offsets and length are whole blocks; a file's range onto itself must not overlap.
+ * Returns false, changing nothing, when dst already maps one of those blocks elsewhere
+ * (a second copy of the same range into one file, or a share within a file): a map holds
+ * a block at most once, so the caller copies the data instead.
  */
-export async function shareRange(c: FsCore, src: number, srcOff: number, dst: number, dstOff: number, len: number): Promise<void> {
+export async function shareRange(c: FsCore, src: number, srcOff: number, dst: number, dstOff: number, len: number): Promise<boolean> {
   if ([srcOff, dstOff, len].some((x) => !Number.isSafeInteger(x) || x < 0 || x % BS)) throw err('EINVAL', `share of ${srcOff}+${len} to ${dstOff} is not whole ${BS}-byte blocks`)
   if (src === dst && srcOff < dstOff + len && dstOff < srcOff + len) throw err('EINVAL', 'a range shared within one file must not overlap itself')
-  if (len === 0) return
+  if (len === 0) return true
   for (;;) {
     c.live()
     const s = c.fileNode(src), n = c.fileNode(dst)
@@ -107,10 +111,32 @@ export async function shareRange(c: FsCore, src: number, srcOff: number, dst: nu
     // writes in flight land first, so the copy holds every write acknowledged before the call
     if (s.busy) { await c.drain(s); continue }
     if (n.busy) { await c.drain(n); continue }
-    const b0 = srcOff / BS
-    c.exec({ o: 'sr', s: src, b0, b1: b0 + len / BS, i: dst, d: dstOff / BS, z: dstOff + len, t: Date.now(), st: c.stamp() })
-    return
+    const b0 = srcOff / BS, d = dstOff / BS
+    if (mapsAnyOutside(n.ext.ex, s.ext.segments(b0, b0 + len / BS), d, d + len / BS)) return false
+    c.exec({ o: 'sr', s: src, b0, b1: b0 + len / BS, i: dst, d, z: dstOff + len, t: Date.now(), st: c.stamp() })
+    return true
   }
+}
+
+/** Does a map (its extents) hold any block of runs at file blocks outside [d0, d1), which a share there replaces? */
+function mapsAnyOutside(map: Extent[], runs: { vol: number; pb: number; len: number }[], d0: number, d1: number): boolean {
+  const held = runs.filter((r) => r.pb >= 0).sort((a, b) => a.vol - b.vol || a.pb - b.pb)
+  if (!held.length) return false
+  const hits = (vol: number, pb: number, len: number) => {
+    let lo = 0, hi = held.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      const r = held[mid]
+      if (r.vol < vol || (r.vol === vol && r.pb + r.len <= pb)) lo = mid + 1; else hi = mid
+    }
+    return lo < held.length && held[lo].vol === vol && held[lo].pb < pb + len
+  }
+  for (const e of map) {
+    if (e.fb < d0 && hits(e.vol, e.pb, Math.min(e.len, d0 - e.fb))) return true
+    const after = Math.max(e.fb, d1)
+    if (after < e.fb + e.len && hits(e.vol, e.pb + after - e.fb, e.fb + e.len - after)) return true
+  }
+  return false
 }
 
 /** Blocks of a file (or snapshot) that another file, snapshot or clone also holds. */

@@ -416,7 +416,7 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       await gated(dst, async () => {
         if (offIn % BLKSIZE !== offOut % BLKSIZE || b <= a || overlap) return copy(offIn, end)
         await copy(offIn, a)
-        await fs.shareRange(src.ino, a, dst.ino, offOut + a - offIn, b - a)
+        if (!(await fs.shareRange(src.ino, a, dst.ino, offOut + a - offIn, b - a))) await copy(a, b)
         await copy(b, end)
       })
       return end - offIn
