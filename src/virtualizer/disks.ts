@@ -255,7 +255,7 @@ export class DiskManager {
       offset: e.offset, length: e.length, layer: e.shared ? 'shared' : 'live', refs: e.refs, volume: e.volume, physical: e.physical,
     }))
     const next = first + limit < all.length ? all[first + limit].offset : null
-    return { path: name as string, size: st.size, allocated: all.reduce((a, e) => a + e.length, 0), extents, next }
+    return { path: name as string, size: st.size, allocated: st.blocks * 512, extents, next }
   }
 
   async compare(a: unknown, b: unknown): Promise<{ a: string; b: string; identical: boolean; firstDifference: number | null }> {
