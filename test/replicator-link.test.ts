@@ -9,33 +9,20 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
-import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, writeSync } from 'fs'
-import { tmpdir } from 'os'
+import { closeSync, fsyncSync, openSync, readFileSync, writeSync } from 'fs'
 import { join } from 'path'
-import { makeVsm, VSM } from './helpers/daemon'
-import { startSshd, type Sshd } from './helpers/sshd'
-import { until as untilAt, stopSites, volumeBytes } from './helpers/repl-sites'
+import { makeVsm } from './helpers/daemon'
+import { replCreate, sitePair, until as untilAt, upWithDisk, volumeBytes } from './helpers/repl-sites'
 
-const dir = mkdtempSync(join(tmpdir(), `vsm-test-${process.env.VSM_RUNNER_ID ?? 'solo'}-rate-`))
-const primary = makeVsm({ deviceSize: '192M' })
-const secondary = makeVsm({ deviceSize: '256M' })
-let sshd: Sshd | null = null
-
-test.before(async () => { sshd = await startSshd(dir) })
-test.after(() => stopSites([primary, secondary], sshd, dir))
+const { primary, secondary, sshd, until } = sitePair(test, 'rate')
 
 const RATE = 4 << 20
 const BURST = 24 << 20
-const until = <T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, ms?: number) => untilAt([secondary.home, primary.home], what, get, ok, ms)
 const status = async (v: typeof primary) => (await v.json('repl', 'status', 'g'))[0]
 
 test('--rate 4M holds shipping near 4 MiB/s under a 24 MiB burst; nothing is lost', async () => {
-  await secondary.run('up', '--secondary', '--device-size', '256M')
-  await primary.up()
-  await primary.run('device', 'add', 'e0', join(primary.home, 'e0.img'), '--size', '64M')
-  await primary.run('disk', 'create', 'd.img', '--size', '32M')
-  await primary.run('repl', 'create', 'g', '--target', `ssh://root@127.0.0.1:${sshd!.port}${secondary.home}`, '--mode', 'async', '--rate', '4M',
-    '--identity', sshd!.identity, '--known-hosts', sshd!.knownHosts, '--remote-vsm', VSM, '--log-size', '48M')
+  await upWithDisk(primary, secondary, 'd.img', '32M')
+  await replCreate(primary, secondary, sshd(), 'g', '--mode', 'async', '--rate', '4M', '--log-size', '48M')
   const synced = await until('the initial sync', () => status(primary), (s) => s.state === 'replicating' && s.lagBytes === 0 && s.secondaryDurableSeq === s.headSeq)
   assert.is(synced.rate, RATE)
 
@@ -73,12 +60,8 @@ test('sync-fallback: an fsync waits --sync-timeout for a dead secondary, then th
     return Date.now() - t
   }
   try {
-    await s2.run('up', '--secondary', '--device-size', '256M')
-    await p2.up()
-    await p2.run('device', 'add', 'e0', join(p2.home, 'e0.img'), '--size', '64M')
-    await p2.run('disk', 'create', 'f.img', '--size', '8M')
-    await p2.run('repl', 'create', 'h', '--target', `ssh://root@127.0.0.1:${sshd!.port}${s2.home}`, '--mode', 'sync-fallback', '--sync-timeout', '2',
-      '--identity', sshd!.identity, '--known-hosts', sshd!.knownHosts, '--remote-vsm', VSM, '--log-size', '16M')
+    await upWithDisk(p2, s2, 'f.img', '8M')
+    await replCreate(p2, s2, sshd(), 'h', '--mode', 'sync-fallback', '--sync-timeout', '2', '--log-size', '16M')
     const ready = await untilAt([s2.home, p2.home], 'the initial sync', st, (s) => s.state === 'replicating' && s.lagBytes === 0)
     assert.equal([ready.mode, ready.syncTimeoutMs, ready.fallenBack], ['sync-fallback', 2000, false])
     fsyncedWrite(1)

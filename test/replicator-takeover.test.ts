@@ -11,24 +11,15 @@
 // sites end byte-identical.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readFileSync, readSync, writeSync } from 'fs'
-import { tmpdir } from 'os'
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, writeSync } from 'fs'
 import { join } from 'path'
-import { makeVsm, VSM, type RunError } from './helpers/daemon'
-import { startSshd, type Sshd } from './helpers/sshd'
-import { until as untilAt, stopSites, volumeBytes } from './helpers/repl-sites'
+import { type RunError } from './helpers/daemon'
+import { replCreate, sitePair, upWithDisk, volumeBytes } from './helpers/repl-sites'
 
-const dir = mkdtempSync(join(tmpdir(), `vsm-test-${process.env.VSM_RUNNER_ID ?? 'solo'}-takeover-`))
-const primary = makeVsm({ deviceSize: '192M' })
-const secondary = makeVsm({ deviceSize: '256M' })
-let sshd: Sshd | null = null
-
-test.before(async () => { sshd = await startSshd(dir) })
-test.after(() => stopSites([primary, secondary], sshd, dir))
+const { primary, secondary, sshd, until } = sitePair(test, 'takeover')
 
 const DISK = 8 << 20
 const K64 = 64 << 10
-const until = <T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, ms?: number) => untilAt([secondary.home, primary.home], what, get, ok, ms)
 const status = async (v: typeof primary, group: string) => (await v.json('repl', 'status', group))[0]
 
 /** Bytes of a generation g: every byte says which generation and which 64 KiB block it belongs to. */
@@ -61,14 +52,10 @@ function readAll(path: string): Buffer {
 }
 
 test('takeover serves the replicated disk; the old primary comes back in standby, sees the split brain, and failback --dry-run names what it would discard', async () => {
-  await secondary.run('up', '--secondary', '--device-size', '256M')
-  await primary.up()
-  await primary.run('device', 'add', 'e0', join(primary.home, 'e0.img'), '--size', '64M')
-  await primary.run('disk', 'create', 'w.img', '--size', `${DISK >> 20}M`)
+  await upWithDisk(primary, secondary, 'w.img', `${DISK >> 20}M`)
   const img = join(primary.mount, 'w.img')
   writeSynced(img, 1, [[0, DISK]])
-  await primary.run('repl', 'create', 'g', '--target', `ssh://root@127.0.0.1:${sshd!.port}${secondary.home}`, '--mode', 'sync',
-    '--identity', sshd!.identity, '--known-hosts', sshd!.knownHosts, '--remote-vsm', VSM, '--log-size', '16M')
+  await replCreate(primary, secondary, sshd(), 'g', '--mode', 'sync', '--log-size', '16M')
   await until('the initial sync', () => status(primary, 'g'), (s) => s.state === 'replicating' && s.lagBytes === 0)
 
   // acknowledged in sync mode: on the secondary

@@ -1,12 +1,48 @@
 // Two vsm homes replicating over a real sshd, as the replicator's end-to-end tests use
-// them: stopping them, polling a status with a deadline (the failure names both sites' recent
+// them: a suite's pair of homes and its sshd, bringing both sites up and creating a group
+// between them, stopping them, polling a status with a deadline (the failure names both sites' recent
 // replication log lines), and reading a stopped home's pool offline (a volume's bytes,
 // a disk of the replicated fs as a takeover would mount it).
 import * as assert from 'uvu/assert'
-import { readFileSync, rmSync } from 'fs'
+import { mkdtempSync, readFileSync, rmSync } from 'fs'
+import { tmpdir } from 'os'
 import { join } from 'path'
 import { FileSystem } from '../../src/fs'
 import { Pool } from '../../src/volume/pool'
+import { makeVsm, VSM, type Vsm } from './daemon'
+import { startSshd, type Sshd } from './sshd'
+
+/**
+ * A suite's sites: its directory (tagged `tag`), a primary and a secondary home, and an
+ * sshd started before the suite's tests; after them both homes, the sshd and the directory go.
+ */
+export function sitePair(suite: { before(fn: () => unknown): void; after(fn: () => unknown): void }, tag: string, secondarySize = '256M') {
+  const dir = mkdtempSync(join(tmpdir(), `vsm-test-${process.env.VSM_RUNNER_ID ?? 'solo'}-${tag}-`))
+  const primary = makeVsm({ deviceSize: '192M' })
+  const secondary = makeVsm({ deviceSize: secondarySize })
+  let sshd: Sshd | null = null
+  suite.before(async () => { sshd = await startSshd(dir) })
+  suite.after(() => stopSites([primary, secondary], sshd, dir))
+  return {
+    dir, primary, secondary,
+    sshd: () => sshd!,
+    /** until() naming both homes' logs. */
+    until: <T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, ms?: number) => until([secondary.home, primary.home], what, get, ok, ms),
+  }
+}
+
+/** The secondary up, then the primary with a 64 MiB device e0 (room for a group's log) and a disk `disk` of `size`. */
+export async function upWithDisk(primary: Vsm, secondary: Vsm, disk: string, size: string): Promise<void> {
+  await secondary.up('--secondary')
+  await primary.up()
+  await primary.run('device', 'add', 'e0', join(primary.home, 'e0.img'), '--size', '64M')
+  await primary.run('disk', 'create', disk, '--size', size)
+}
+
+/** `vsm repl create GROUP` on the primary, to the secondary's home over sshd; options: --mode, --log-size and the like. */
+export const replCreate = (primary: Vsm, secondary: Vsm, sshd: Sshd, group: string, ...options: string[]) =>
+  primary.run('repl', 'create', group, '--target', `ssh://root@127.0.0.1:${sshd.port}${secondary.home}`,
+    '--identity', sshd.identity, '--known-hosts', sshd.knownHosts, '--remote-vsm', VSM, ...options)
 
 /** Test cleanup: both homes stopped, then sshd, then its directory. */
 export async function stopSites(homes: Array<{ cleanup(): Promise<void> }>, sshd: { stop(): void } | null, dir: string): Promise<void> {
