@@ -67,28 +67,26 @@ export async function moveExtents(fs: FileSystem, ino: number, path: string, to:
   if (!range && !isArchive(to)) fs.setPlacement(ino, to)
   const [b0, b1] = range ?? [0, fs.blockSpan(ino)]
   const t0 = Date.now()
-  let b = b0
-  const moved = await relocateAll(fs, ino, to, signal, async () => {
+  const moved = await relocateAll(fs, ino, to, signal, async (b) => {
     if (fs.lookup(path) !== ino) throw new VsmError('ENOENT', `${path} went away during the move`)
-    progress(Math.min(b1, b) - b0, b1 - b0)
+    progress(b - b0, b1 - b0)
     if (rate) {
       const due = t0 + ((b - b0) * BS / rate) * 1000
       if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()))
     }
-    b += CHUNK
     await progress.checkpoint()
-  }, range)
+  }, [b0, b1])
   progress(b1 - b0, b1 - b0)
   await fs.sync()
   return moved
 }
 
-/** Relocate the blocks of `ino` (those in `range`, else all) onto `to` in steps; `step` runs before each (pause, pacing, checks), then cancel is honoured. */
-async function relocateAll(fs: FileSystem, ino: number, to: number, signal: AbortSignal, step: () => Promise<void>, range?: [number, number]): Promise<number> {
+/** Relocate the blocks of `ino` (those in `range`, else all) onto `to` in steps; `step` runs before each (pause, pacing, checks; told the step's first block), then cancel is honoured. */
+async function relocateAll(fs: FileSystem, ino: number, to: number, signal: AbortSignal, step: (b: number) => Promise<void>, range?: [number, number]): Promise<number> {
   let moved = 0
   const [b0, b1] = range ?? [0, fs.blockSpan(ino)]
   for (let b = b0; b < b1; b += CHUNK) {
-    await step()
+    await step(b)
     if (signal.aborted) throw new VsmError('ECANCELED', 'cancelled')
     moved += await fs.relocate(ino, b, Math.min(b1, b + CHUNK), to)
   }
