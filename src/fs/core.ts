@@ -201,12 +201,17 @@ export class FsCore {
     const punched = apply(this, op)
     this.log(op)
     // shared blocks gain their holder before the ones replaced lose theirs: a block in both stays
-    if (op.o === 'sr') for (const g of this.inodes.get(op.i)!.ext.segments(op.d, op.d + op.b1 - op.b0)) if (g.pb >= 0 && !isArchive(g.vol)) this.refs[g.vol].adjust(g.pb, g.len, 1)
+    if (op.o === 'sr') this.ref(this.inodes.get(op.i)!.ext.segments(op.d, op.d + op.b1 - op.b0).filter((g) => g.pb >= 0))
     this.unref(punched)
     const held = op.o === 'sn' ? op.s : op.o === 'rv' || op.o === 'cl' ? op.i : 0
-    if (held) this.byVolume(this.inodes.get(held)!.ext.ex).forEach((runs, v) => this.refs[v].adjustMany(runs, 1))
+    if (held) this.ref(this.inodes.get(held)!.ext.ex)
     // the new blocks start with one reference (allocated); each further map holding them adds one
     if (op.o === 'rl' && !isArchive(op.w)) for (let k = 2; k < op.h.length; k += 2) this.refs[op.w].adjust(op.q, op.n, 1)
+  }
+
+  /** A further map holds these extents. */
+  private ref(extents: Extent[]) {
+    this.byVolume(extents).forEach((runs, v) => this.refs[v].adjustMany(runs, 1))
   }
 
   /** Archived ranges no map holds are left to the HSM's check, which removes objects nothing points into. */
