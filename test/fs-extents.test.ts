@@ -82,8 +82,8 @@ test('RefMap.adjustMany (one sweep) gives the counts and frees of adjust() run b
     for (const x of base) { a.adjust(x.start, x.len, 1); b.adjust(x.start, x.len, 1) }
     const runs = Array.from({ length: 64 + r(300) }, () => ({ start: r(5000), len: 1 + r(30) }))
     const delta = r(2) ? 1 : -1
-    // -1 only over blocks held: take the runs from what is counted
-    const use = delta > 0 ? runs : a.r.slice(0, 64 + r(Math.max(1, a.r.length - 64))).map((x) => ({ start: x.start, len: x.len }))
+    // -1 only over blocks held: the shared runs, each twice, so the blocks counted 2 are freed
+    const use = delta > 0 ? runs : a.r.slice(0, 32 + r(Math.max(1, a.r.length - 32))).flatMap((x) => [{ start: x.start, len: x.len }, { start: x.start, len: x.len }])
     if (use.length < 64) continue
     const one = use.flatMap((x) => a.adjust(x.start, x.len, delta))
     const many = b.adjustMany(use, delta)
