@@ -13,7 +13,7 @@ import { applyRecord, blockSums, discardAsZero, VERIFY_BLOCK } from './applier'
 import { RegionBitmap, regionSizeFor } from './bitmap'
 import { BITMAP_BYTES, LogRecord, MAX_RECORD_DATA, recordsToReplay, ReplicationLog } from './log'
 import { failBack, FailbackResult, mergeRanges, requestStepDown } from './failback'
-import { flushWaitsForSecondary, KeeperOptions, LinkKeeper, Mode, stateOf } from './policy'
+import { flushWaitsForSecondary, KeeperOptions, LinkKeeper, Mode, stateOf, within } from './policy'
 import { Shipper, ShipperOptions } from './shipper'
 import { GroupIO, ReplicatedVolume } from './tap'
 import type { PrimaryLink } from './wire'
@@ -365,10 +365,7 @@ export class PrimaryGroup implements GroupIO {
   /** sync-fallback: a flush that waits on the secondary longer than --sync-timeout turns the group async until it catches up. */
   private async syncWait(p: Promise<void>): Promise<void> {
     if (this.config.mode !== 'sync-fallback') return p
-    let timer: NodeJS.Timeout | undefined
-    const late = new Promise<void>((r) => { timer = setTimeout(r, this.config.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS) })
-    await Promise.race([p, late.then(() => this.fallBack())])
-    clearTimeout(timer)
+    if (!(await within(p, this.config.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS))) this.fallBack()
   }
 
   private fallBack(): void {
@@ -652,12 +649,10 @@ export class PrimaryGroup implements GroupIO {
     // a clean stop ships what the link takes within DRAIN_MS (the fs's last commit comes just before), so the
     // secondary is not left behind until the next start; a link that is down or slow does not hold the stop
     if (this.connected && !this.config.paused && !this.config.takenOver && this.log.mode === 'log') {
-      let timer: NodeJS.Timeout | undefined
       await this.log.sync().then(() => {
         this.shipper.kick()
-        return Promise.race([this.remoteAt(this.log.headSeq), new Promise<void>((r) => { timer = setTimeout(r, DRAIN_MS) })])
+        return within(this.remoteAt(this.log.headSeq), DRAIN_MS)
       }).catch(() => undefined)
-      clearTimeout(timer)
     }
     this.closed = true
     this.wakeLinkWaiters()

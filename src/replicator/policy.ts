@@ -1,5 +1,6 @@
 // Replication policy, apart from the mechanism: when to (re)connect and how long to
-// back off after a failed or dropped link, and which state a group is in for status.
+// back off after a failed or dropped link, how long a wait may last, and which state a
+// group is in for status.
 // The mechanism (log, shipper, applier, wire) never sleeps or retries by itself.
 
 export type Mode = 'async' | 'sync' | 'sync-fallback'
@@ -10,6 +11,13 @@ export type ReplState = 'syncing' | 'replicating' | 'disconnected' | 'paused' | 
 /** Exponential backoff with jitter: 0.5 s doubling to 30 s, reset once a session comes up. */
 export function backoffMs(attempt: number, base = 500, max = 30_000): number {
   return Math.min(max, base * 2 ** Math.min(attempt, 16)) * (0.5 + Math.random() / 2)
+}
+
+/** Waits for p at most ms: true when p settled first. */
+export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<false>((r) => { timer = setTimeout(() => r(false), ms) })
+  try { return await Promise.race([p.then(() => true), late]) } finally { clearTimeout(timer) }
 }
 
 /**

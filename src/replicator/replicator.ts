@@ -16,7 +16,7 @@ import type { Pool } from '../volume/pool'
 import { regionSizeFor } from './bitmap'
 import { GroupConfig, PrimaryGroup } from './group'
 import { BITMAP_BYTES, LogHeader, readSlots, ReplicationLog } from './log'
-import { Mode, MODES } from './policy'
+import { Mode, MODES, within } from './policy'
 import { loadReplicaState } from './applier'
 import { answerOldPrimaries, PromotedGroup } from './promoted'
 import { parseTarget, sshConnect } from './ssh'
@@ -27,13 +27,6 @@ export const GROUP_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/
 export const DEFAULT_LOG_SIZE = 64 << 20
 /** How long start waits for each group's secondary to answer before serving (one that took over must be heard first). */
 const CONTACT_WAIT_MS = 5_000
-
-/** Resolves once every group has heard from its secondary or failed to, or after ms. */
-async function firstContacts(groups: PrimaryGroup[], ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([Promise.all(groups.map((g) => g.firstContact)), new Promise<void>((r) => { timer = setTimeout(r, ms) })])
-  clearTimeout(timer)
-}
 
 export function checkGroupName(name: unknown): asserts name is string {
   if (typeof name !== 'string' || !GROUP_NAME.test(name)) throw new VsmError('EINVAL', `bad group name ${JSON.stringify(name)}: letters, digits, _ and -, at most 32`)
@@ -130,7 +123,7 @@ export class Replicator {
         })
       }
       // before the fs mounts and its disks are served: a secondary that took a group over says so now
-      await firstContacts([...r.groups.values()], CONTACT_WAIT_MS)
+      await within(Promise.all([...r.groups.values()].map((g) => g.firstContact)), CONTACT_WAIT_MS)
     } catch (e) {
       await r.close()
       throw e
