@@ -148,6 +148,11 @@ export class MirrorDev implements BlockDev, LogHost {
     } else {
       w = { lo: offset, hi: offset + buf.length, done: this.logged(buf, offset) }
     }
+    return this.track(w)
+  }
+
+  /** Holds w among the writes in flight (that later overlapping ones wait for) until it settles. */
+  private track(w: InFlight): Promise<void> {
     this.inflight.add(w)
     const drop = () => { this.inflight.delete(w) }
     w.done.then(drop, drop)
@@ -170,11 +175,7 @@ export class MirrorDev implements BlockDev, LogHost {
     if (g && lo < g.hi && hi > g.lo) return g.open.then(() => this.discard(offset, length))
     const before = this.overlapping(lo, hi)
     const run = () => this.underLog(lo, hi - lo, () => this.discardCopies(lo, hi))
-    const w: InFlight = { lo, hi, done: before ? before.then(run) : run() }
-    this.inflight.add(w)
-    const drop = () => { this.inflight.delete(w) }
-    w.done.then(drop, drop)
-    return w.done as Promise<void>
+    return this.track({ lo, hi, done: before ? before.then(run) : run() })
   }
 
   private async discardCopies(lo: number, hi: number): Promise<void> {
