@@ -19,9 +19,9 @@ import { ControlClient } from '../src/control/client'
 import * as os from 'os'
 import * as path from 'path'
 import { VolumeBench, volumeBench } from './volume'
-import { FsScaleBench, describe as describeFsScale, fsScaleBench } from './fs-scale'
-import { ScaleRow, describe as describeVolumeScale, volumeScaleBench } from './volume-scale'
-import { HsmBench, describe as describeHsm, hsmBench } from './hsm'
+import { describe as describeFsScale, fsScaleBench } from './fs-scale'
+import { describe as describeVolumeScale, volumeScaleBench } from './volume-scale'
+import { describe as describeHsm, hsmBench } from './hsm'
 
 /** QD1 jobs use psync; the QD16 ones libaio (with O_DIRECT, so they really queue). */
 interface Job { name: string; rw: string; bs: string; unit: 'MB/s' | 'IOPS'; iodepth?: number; fdatasync?: boolean }
@@ -224,38 +224,22 @@ async function main() {
     }
   }
 
-  let fsScale: FsScaleBench | null = null
-  if (!process.env.BENCH_SKIP_FS_SCALE) {
+  /** A section with its own describe(): left out when env `skip` is set; its failure is a note, not the bench's end. */
+  async function section<T>(skip: string, name: string, bench: () => Promise<T>, describe: (r: T) => string[]): Promise<T | null> {
+    if (process.env[skip]) return null
     try {
-      fsScale = await fsScaleBench()
-      for (const l of describeFsScale(fsScale)) console.log(l)
+      const r = await bench()
+      for (const l of describe(r)) console.log(l)
+      return r
     } catch (e) {
-      notes.push(`fs scale: ${(e as Error).message}`)
-      console.error(`bench: fs scale section failed: ${(e as Error).message}`)
+      notes.push(`${name}: ${(e as Error).message}`)
+      console.error(`bench: ${name} section failed: ${(e as Error).message}`)
+      return null
     }
   }
-
-  let volumeScale: ScaleRow[] | null = null
-  if (!process.env.BENCH_SKIP_VOLUME_SCALE) {
-    try {
-      volumeScale = await volumeScaleBench()
-      for (const l of describeVolumeScale(volumeScale)) console.log(l)
-    } catch (e) {
-      notes.push(`volume scale: ${(e as Error).message}`)
-      console.error(`bench: volume scale section failed: ${(e as Error).message}`)
-    }
-  }
-
-  let hsm: HsmBench | null = null
-  if (!process.env.BENCH_SKIP_HSM) {
-    try {
-      hsm = await hsmBench()
-      for (const l of describeHsm(hsm)) console.log(l)
-    } catch (e) {
-      notes.push(`hsm: ${(e as Error).message}`)
-      console.error(`bench: hsm section failed: ${(e as Error).message}`)
-    }
-  }
+  const fsScale = await section('BENCH_SKIP_FS_SCALE', 'fs scale', fsScaleBench, describeFsScale)
+  const volumeScale = await section('BENCH_SKIP_VOLUME_SCALE', 'volume scale', volumeScaleBench, describeVolumeScale)
+  const hsm = await section('BENCH_SKIP_HSM', 'hsm', hsmBench, describeHsm)
 
   const latency: Record<string, Record<string, { meanUs: number; p99Us: number | null }>> = {}
   for (const [job, r] of Object.entries(results)) {
