@@ -345,7 +345,7 @@ export class Hsm {
     return { job, path, volume: location, tier }
   }
 
-  /** `rate`: at most this many bytes per second (a restart resumes at full speed). */
+  /** `rate`: at most this many bytes per second (recorded with the intent: a restart resumes at it). */
   migrate(p: unknown, tierName: unknown, rate?: unknown, premigrate?: unknown): ReturnType<Hsm['startMove']> {
     const r = checkRate(rate)
     const path = checkPath(p)
@@ -429,10 +429,9 @@ export class Hsm {
     await writeJsonXattr(this.fs, path, PRE_XATTR, { ...p, runs: chunks[0], ...(chunks.length > 1 ? { parts: chunks.length } : {}) })
   }
 
-  /** The file's premigrated copy on `location` (any location when omitted) if its stamp still matches the file's, else null. */
-  private premigration(path: string, ino: number, location?: string): Premigration | null {
-    const p = this.premigrationRecord(path)
-    return p && (location === undefined || p.location === location) && this.fs.statIno(ino).stamp === p.stamp ? p : null
+  /** Premigration record `p` of file `ino` if its stamp still matches the file's, else null. */
+  private current(ino: number, p: Premigration | null): Premigration | null {
+    return p && this.fs.statIno(ino).stamp === p.stamp ? p : null
   }
 
   /**
@@ -464,9 +463,9 @@ export class Hsm {
    */
   private async releaseTo(path: string, ino: number, location: string, signal: AbortSignal, progress: Progress, rate = 0): Promise<number> {
     const rec = this.premigrationRecord(path)
-    const p = rec && rec.location === location ? this.premigration(path, ino, location) : null
+    const p = rec?.location === location ? this.current(ino, rec) : null
     const released = p && await this.matches(ino, p) ? await this.fs.releaseCopies(ino, p.runs, this.target({ name: location, volume: location }), p.stamp) : -1
-    if (rec && rec.location === location) await this.writePremigration(path, null)
+    if (rec?.location === location) await this.writePremigration(path, null)
     // whatever the copies did not cover (all of it when there were none, else none unless the file grew into holes) moves the usual way
     return Math.max(0, released) * BS + await this.moveTo(path, ino, location, signal, progress, rate)
   }
@@ -515,7 +514,7 @@ export class Hsm {
     return {
       path, size: st.size, lastAccess, pinned: !!s.pin,
       moving: !!s.to || this.moving.has(st.ino), policy, bytesOn: this.fs.placementOf(st.ino),
-      premigrated: !!this.premigration(path, st.ino),
+      premigrated: !!this.current(st.ino, this.premigrationRecord(path)),
       ...(tier && policy!.regionBytes ? { regions: this.regionFacts(st.ino, policy!.regionBytes, lastAccess, tier.volume) } : {}),
       ...(tier && policy!.snapshotsFirst ? { snapshotOnly: this.snapshotOnlyBytes(path, st.ino, tier.volume) } : {}),
     }
@@ -719,7 +718,7 @@ export class Hsm {
   private premigratedRuns(location: string, stale: boolean): { start: number; len: number }[] {
     return regularFiles(this.fs, '/').flatMap((path) => {
       const p = this.premigrationRecord(path)
-      if (!p || p.location !== location || (!stale && this.fs.statIno(this.fs.lookup(path)).stamp !== p.stamp)) return []
+      if (p?.location !== location || (!stale && !this.current(this.fs.lookup(path), p))) return []
       return p.runs.map(([, start, len]) => ({ start, len }))
     })
   }
