@@ -37,6 +37,9 @@ async function fsckClean() {
 }
 
 const residency = async (path: string) => (await vsm.json('hsm', 'status', path)).files[0]
+/** `vsm hsm run`, waited for: the job's record. */
+const policyRun = async () => vsm.json('job', 'wait', /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1])
+const MiB = 1 << 20
 
 /** Reads the whole disk through the view over and over until stopped; counts full passes. */
 function startReader(): { stop(): Promise<number> } {
@@ -136,7 +139,6 @@ const jobById = async (id: string) => (await vsm.json('job', 'list')).find((j: a
 const laterJobs = async (kind: string, after: string) => (await vsm.json('job', 'list')).filter((j: any) => j.kind === kind && j.id > Number(after))
 
 test('kill -9 during a range recall: up resumes it (at its rate) and it brings home the range, no more', async () => {
-  const MiB = 1 << 20
   const job = /job (\d+)/.exec(await vsm.run('hsm', 'recall', 'hsm.img', '--range', '0-4M', '--rate', '512K'))![1]
   let done = 0
   await until('the recall to be under way', async () => (done = (await jobById(job)).progress.done) >= 256)
@@ -189,8 +191,7 @@ test('policy run: cold files go to the tier, a pinned and a recently used one st
   await vsm.down()
   rmSync(join(vsm.home, 'vsm.json'), { force: true })
   await vsm.up()
-  const run = /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1]
-  const done = await vsm.json('job', 'wait', run)
+  const done = await policyRun()
   assert.not.ok(done.error, JSON.stringify(done.error))
   assert.equal(done.result.migrated.map((m: any) => m.path), ['/p2.img'])
   assert.equal((await residency('p1.img')).bytes, { fast: 1 << 20 })
@@ -198,12 +199,24 @@ test('policy run: cold files go to the tier, a pinned and a recently used one st
   assert.equal((await residency('p2.img')).bytes, { slow: 1 << 20 })
   assert.equal((await residency('p3.img')).bytes, { fast: 1 << 20 })
   await vsm.run('hsm', 'unpin', 'p1.img')
-  const again = await vsm.json('job', 'wait', /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1])
+  const again = await policyRun()
   assert.equal(again.result.migrated.map((m: any) => m.path), ['/p1.img'])
   assert.equal((await residency('p1.img')).bytes, { slow: 1 << 20 })
   for (const name of ['p1.img', 'p2.img', 'p3.img']) assert.ok(readFileSync(join(vsm.mount, name)).equals(Buffer.alloc(1 << 20, name.charCodeAt(1))), name)
   await fsckClean()
 })
+
+/** A new disk `name` of `mib` MiB in a new directory `dir` of the view, written with random bytes and fsynced: its path and bytes. */
+async function filledDisk(dir: string, name: string, mib: number): Promise<{ file: string; data: Buffer }> {
+  mkdirSync(join(vsm.mount, dir))
+  await vsm.run('disk', 'create', `${dir}/${name}`, '--size', `${mib}M`)
+  const file = join(vsm.mount, dir, name)
+  const data = randomBytes(mib * MiB)
+  writeFileSync(file, data)
+  const fd = openSync(file, 'r+')
+  try { fsyncSync(fd) } finally { closeSync(fd) }
+  return { file, data }
+}
 
 /** Every `ms`, an O_DIRECT (the daemon sees it, not the page cache) read or write of 4 KiB somewhere in [at, at + MiB) of `file`, until stopped. */
 function keepHot(file: string, at: number, data: Buffer | null, ms = 100): { stop(): Promise<void> } {
@@ -226,14 +239,7 @@ function keepHot(file: string, at: number, data: Buffer | null, ms = 100): { sto
 }
 
 test('regions: the cold regions of a disk being written go to the slow tier, the hot one stays; later a region read on the slow tier comes back and the one no longer written goes', async () => {
-  const MiB = 1 << 20
-  mkdirSync(join(vsm.mount, 'rg'))
-  await vsm.run('disk', 'create', 'rg/r.img', '--size', '8M')
-  const file = join(vsm.mount, 'rg', 'r.img')
-  const data = randomBytes(8 * MiB)
-  writeFileSync(file, data)
-  const fd = openSync(file, 'r+')
-  try { fsyncSync(fd) } finally { closeSync(fd) }
+  const { file, data } = await filledDisk('rg', 'r.img', 8)
   const written = Date.now()
   assert.match(await stderr(vsm.run('hsm', 'policy', 'set', 'rg', '--tier', 'slow', '--regions', '1536K')), /whole MiB/)
   assert.match(await vsm.run('hsm', 'policy', 'set', 'rg', '--tier', 'slow', '--cold-after', '4s', '--regions'), /per 1M region/)
@@ -241,7 +247,7 @@ test('regions: the cold regions of a disk being written go to the slow tier, the
   let first
   try {
     await new Promise((r) => setTimeout(r, Math.max(0, written + 6000 - Date.now())))
-    first = await vsm.json('job', 'wait', /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1])
+    first = await policyRun()
   } finally { await writer.stop() }
   assert.not.ok(first.error, JSON.stringify(first.error))
   assert.equal(first.result.migrated.filter((m: any) => m.path === '/rg/r.img').map((m: any) => [m.action, m.ranges]), [['migrate', [[0, 2 * MiB], [3 * MiB, 8 * MiB]]]])
@@ -252,7 +258,7 @@ test('regions: the cold regions of a disk being written go to the slow tier, the
   let second
   try {
     await new Promise((r) => setTimeout(r, 6000))
-    second = await vsm.json('job', 'wait', /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1])
+    second = await policyRun()
   } finally { await reader.stop() }
   assert.not.ok(second.error, JSON.stringify(second.error))
   assert.equal(second.result.migrated.filter((m: any) => m.path === '/rg/r.img').map((m: any) => [m.action, m.ranges]),
@@ -264,12 +270,7 @@ test('regions: the cold regions of a disk being written go to the slow tier, the
 })
 
 test('snapshots first: the blocks only snapshots hold go to the slow tier though the disk is hot; the disk\'s own blocks stay', async () => {
-  const MiB = 1 << 20
-  mkdirSync(join(vsm.mount, 'sn'))
-  await vsm.run('disk', 'create', 'sn/s.img', '--size', '4M')
-  const file = join(vsm.mount, 'sn', 's.img')
-  const a = randomBytes(4 * MiB)
-  writeFileSync(file, a)
+  const { file, data: a } = await filledDisk('sn', 's.img', 4)
   const overwrite = (at: number, len: number) => {
     const b = randomBytes(len)
     const fd = openSync(file, 'r+')
@@ -285,7 +286,7 @@ test('snapshots first: the blocks only snapshots hold go to the slow tier though
   overwrite(3 * MiB, MiB).copy(live, 3 * MiB)
   // only snapshots hold a[0, 2M) (s1) and a[3M, 4M) (s1 and s2): 3 MiB
   await vsm.run('hsm', 'policy', 'set', 'sn', '--tier', 'slow', '--cold-after', '30d', '--snapshots-first')
-  const run = await vsm.json('job', 'wait', /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1])
+  const run = await policyRun()
   assert.not.ok(run.error, JSON.stringify(run.error))
   assert.equal(run.result.migrated.filter((m: any) => m.path === '/sn/s.img').map((m: any) => [m.reason, m.movedBytes]), [['snapshot', 3 * MiB]])
   assert.equal(run.result.migrated[0].path, '/sn/s.img', 'before anything else')
@@ -300,7 +301,7 @@ test('snapshots first: the blocks only snapshots hold go to the slow tier though
   assert.ok(readFileSync(file).equals(live))
   assert.ok(readFileSync(join(vsm.mount, '.snapshots', 'sn', 's.img', 's1')).equals(s1))
   assert.ok(readFileSync(join(vsm.mount, '.snapshots', 'sn', 's.img', 's2')).equals(s2))
-  const again = await vsm.json('job', 'wait', /job (\d+)/.exec(await vsm.run('hsm', 'run'))![1])
+  const again = await policyRun()
   assert.equal(again.result.migrated.filter((m: any) => m.path === '/sn/s.img'), [], 'nothing left to move')
   await fsckClean()
 })
