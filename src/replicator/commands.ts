@@ -4,6 +4,7 @@
 // here or in Replicator.create; a bad one is refused with one line and changes nothing.
 import { VsmError } from '../block/blockdev'
 import type { CommandTable } from '../control/dispatch'
+import { mergeRanges } from './failback'
 import type { DiscardReport } from './group'
 import type { Mode } from './policy'
 import type { Replicator } from './replicator'
@@ -20,21 +21,16 @@ export interface DiskExtents { path: string; extents: Array<{ offset: number; le
 /** The discarded volume ranges as ranges of each disk they fall in (the rest is fs metadata or free space). */
 export function discardByDisk(ranges: DiscardReport['ranges'], disks: DiskExtents[]) {
   return disks.map((d) => {
-    const hits: Array<{ offset: number; length: number }> = []
+    const hits: Array<[number, number, number]> = []
     for (const e of d.extents) {
       for (const r of ranges) {
         if (r.volume !== e.volume) continue
         const a = Math.max(r.offset, e.physical), b = Math.min(r.offset + r.length, e.physical + e.length)
-        if (a < b) hits.push({ offset: e.offset + a - e.physical, length: b - a })
+        if (a < b) hits.push([0, e.offset + a - e.physical, b - a])
       }
     }
-    hits.sort((x, y) => x.offset - y.offset)
-    const merged: typeof hits = []
-    for (const h of hits) {
-      const last = merged[merged.length - 1]
-      if (last && h.offset <= last.offset + last.length) last.length = Math.max(last.length, h.offset + h.length - last.offset)
-      else merged.push({ ...h })
-    }
+    // mergeRanges merges within a volume; a disk's offsets are one space, given as volume 0
+    const merged = mergeRanges(hits).map(([, offset, length]) => ({ offset, length }))
     return { path: d.path, discardBytes: merged.reduce((n, h) => n + h.length, 0), ranges: merged }
   }).filter((d) => d.ranges.length)
 }
