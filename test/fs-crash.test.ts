@@ -1,5 +1,6 @@
 // fs crash tests, ztest style: each iteration runs a random mix of namespace ops,
-// writes (some concurrent), truncates, xattrs and fsync/sync on a volume wrapped
+// writes (some concurrent), truncates, xattrs, fsync/sync and (two volumes) ranges
+// relocated to the other volume under concurrent writes, on a volume wrapped
 // in FaultDev(stopAfterWrites=N, tearBytes), so the "process" dies at a random
 // write. The underlying device is then mounted fresh: check() must be clean,
 // the namespace must equal the last synced state or a later one, and every byte
@@ -64,6 +65,7 @@ function diesWith(fdev: FaultDev, inner: BlockDev): BlockDev {
     read: async (b, o) => { gate(); return inner.read(b, o) },
     write: async (b, o) => { gate(); return inner.write(b, o) },
     flush: async () => { gate(); return inner.flush() },
+    discard: async (o, l) => { gate(); return inner.discard!(o, l) },
     close: () => inner.close(),
   }
 }
@@ -114,7 +116,25 @@ async function runIteration(seed: number, backend: 'mem' | 'mem2' | 'file', tmp:
     snaps[0] = { ns: new Map(), at: 0 }
     for (let step = 0; step < 400; step++) {
       const c = r(100)
-      if (c < 10) {
+      if (vols.length > 1 && r(10) === 0) {
+        // a range of a file moves to the other volume (fs move, remove-volume, the HSM's
+        // step) while writes land in it: the data is unchanged, wherever it lives
+        const fl = files().filter(([, f]) => f.data.length > 0); if (!fl.length) continue
+        const [p, f] = pick(fl)
+        const span = Math.max(1, fs.blockSpan(f.ino)), b0 = r(span), b1 = b0 + 1 + r(span - b0), to = r(vols.length)
+        const jobs: Promise<unknown>[] = [fs.relocate(f.ino, b0, b1, to)]
+        const used: [number, number][] = []
+        for (let k = r(4); k > 0; k--) {
+          const len = 512 * (1 + r(32)), off = Math.max(0, Math.min(f.data.length - len, b0 * 4096 + 512 * r(64)))
+          if (used.some(([o, l]) => off < o + l && o < off + len)) continue // concurrent writes: disjoint, so any order gives the model's bytes
+          used.push([off, len])
+          const data = fill(r, len, tag++)
+          writeModel(f, off, data)
+          jobs.push(fs.write(f.ino, data, off))
+        }
+        trace.push(`relocate ${p} ino ${f.ino} ${b0}..${b1} to ${to} with ${jobs.length - 1} writes`)
+        await Promise.all(jobs)
+      } else if (c < 10) {
         const p = child(pick(dirs()))
         if (model.has(p)) continue
         const ino = await fs.create(p, 0o644, 0, 0, { volume: r(vols.length) })

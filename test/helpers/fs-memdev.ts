@@ -51,6 +51,11 @@ export class MemDev implements BlockDev {
     await Promise.resolve()
   }
 
+  /** Reads as zeros at once; like a write, durable only after flush() (a crash may lose it). */
+  discard(offset: number, length: number): Promise<void> {
+    return this.write(Buffer.alloc(length), offset)
+  }
+
   async flush(): Promise<void> {
     for (const w of this.unflushed) MemDev.put(this.durable, w.data, w.off)
     this.unflushed = []
