@@ -186,11 +186,12 @@ test('fs remove-volume: refused while a policy names it; then every disk moves o
   assert.match(await vsm.run('fs', 'remove-volume', 'v1').catch((e) => e.stderr), /policy on \/vms/)
   assert.match(await vsm.run('fs', 'remove-volume', 'vol0').catch((e) => e.stderr), /metadata/)
   await vsm.run('fs', 'policy', 'set', 'vms', '--volume', 'vol0', '--match', '*.iso')
+  const img = join(vsm.mount, 'mv.img'), journal = join(vsm.home, 'mv.journal')
   await vsm.run('fs', 'move', 'mv.img', '--volume', 'v1').then((o) => vsm.json('job', 'wait', /job (\d+)/.exec(o)![1]))
+  assert.ok(verifyAcknowledged(img, journal) > 10)
   const on = async () => (await Promise.all(Object.keys(disks).map(volumesOf))).flat()
   assert.ok((await on()).includes('v1'))
   // kill -9 as soon as the job is under way, with a writer on a disk it moves
-  const img = join(vsm.mount, 'mv.img'), journal = join(vsm.home, 'mv.journal')
   const exited = startWriter(img, journal, MOVE_SLOTS, 3)
   await until('the writer to start', () => acks(journal) > 5)
   const job = /job (\d+)/.exec(await vsm.run('fs', 'remove-volume', 'v1'))![1]

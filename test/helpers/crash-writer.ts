@@ -37,7 +37,7 @@ export function verifyAcknowledged(img: string, journal: string): number {
       for (let b = 0; b < SLOT; b += 4096) {
         const got = buf.subarray(b, b + 4096)
         if (!got.equals(good.subarray(b, b + 4096)) && !got.equals(inflight.subarray(b, b + 4096))) {
-          throw new Error(`slot ${slot} block ${b / 4096}: acknowledged version ${version} lost`)
+          throw new Error(`slot ${slot} block ${b / 4096}: acknowledged version ${version} lost; it holds ${identify(got, b, journal)}`)
         }
       }
       checked++
@@ -46,6 +46,19 @@ export function verifyAcknowledged(img: string, journal: string): number {
     closeSync(fd)
   }
   return checked
+}
+
+/**
+ * What a block that lost its data holds instead (the clue to how it was lost): zeros,
+ * or block b of some version of some slot the journal names, or nothing known.
+ */
+function identify(got: Buffer, b: number, journal: string): string {
+  if (!got.some((x) => x !== 0)) return 'zeros'
+  for (const line of readFileSync(journal, 'utf8').split('\n')) {
+    const m = /^try (\d+) (\d+)$/.exec(line)
+    if (m && slotData(Number(m[1]), Number(m[2])).subarray(b, b + 4096).equals(got)) return `block ${b / 4096} of slot ${m[1]} version ${m[2]}`
+  }
+  return `data no write in the journal made (first bytes ${got.subarray(0, 16).toString('hex')})`
 }
 
 /**
