@@ -2,7 +2,8 @@
 // limited to 4 MiB/s ships a 24 MiB burst of fsync'd writes; from the first write until
 // the secondary holds everything durably, the bytes the shipper sent stay within the
 // limit (plus the one second of burst the token bucket saves up) and near it (the link
-// is not idle while there is lag), and both sites end byte-identical. sync-fallback:
+// is not idle while there is lag), and both sites end byte-identical (the initial sync
+// having sent only the ranges vol0 ever wrote). sync-fallback:
 // with the secondary killed, one fsync waits --sync-timeout and the group goes async
 // (later fsyncs do not wait), with an event; once the secondary is back and caught up,
 // it is sync again.
@@ -25,6 +26,12 @@ test('--rate 4M holds shipping near 4 MiB/s under a 24 MiB burst; nothing is los
   await replCreate(primary, secondary, sshd(), 'g', '--mode', 'async', '--rate', '4M', '--log-size', '48M')
   const synced = await until('the initial sync', () => status(primary), (s) => s.state === 'replicating' && s.lagBytes === 0 && s.secondaryDurableSeq === s.headSeq)
   assert.is(synced.rate, RATE)
+  // the initial sync sent only what vol0 may hold (the fs's metadata, the new disk's few blocks), not the whole volume
+  const sync = (await primary.json('job', 'list')).find((j: any) => j.kind === 'repl-sync')
+  const vol0 = (await primary.json('volume', 'list')).find((v: any) => v.name === 'vol0')
+  assert.ok(sync.result.copiedBytes > 0 && sync.result.copiedBytes < vol0.size / 4, JSON.stringify(sync.result))
+  assert.is(sync.result.copiedBytes + sync.result.skippedBytes, vol0.size)
+  console.log(`initial sync: ${sync.result.copiedBytes} of vol0's ${vol0.size} bytes sent`)
 
   const t0 = Date.now()
   const fd = openSync(join(primary.mount, 'd.img'), 'r+')

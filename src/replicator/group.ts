@@ -510,14 +510,21 @@ export class PrimaryGroup implements GroupIO {
 
   // ---- initial sync ----
 
-  /** Sends every volume's contents through the log, a chunk at a time under the range lock (zero chunks as zero records). */
-  private async initialSync(signal: AbortSignal, progress: (done: number, total?: number) => void): Promise<void> {
-    const total = this.taps.reduce((n, t) => n + t.size, 0)
+  /**
+   * Sends the volumes' contents through the log, a chunk at a time under the range lock
+   * (zero chunks as zero records); only the ranges each volume may have written. The
+   * rest is already zeros on the secondary: a group's replicas are new volumes there (it
+   * refuses to adopt one it has), and whatever is written after the ranges are asked
+   * for reaches the log anyway.
+   */
+  private async initialSync(signal: AbortSignal, progress: (done: number, total?: number) => void): Promise<{ copiedBytes: number; skippedBytes: number }> {
+    const plan = await Promise.all(this.taps.map(async (tap) => ({ tap, ranges: await tap.written() })))
+    const total = plan.reduce((n, p) => n + p.ranges.reduce((m, [lo, hi]) => m + hi - lo, 0), 0)
     let done = 0
-    for (const tap of this.taps) {
-      for (let off = 0; off < tap.size; off += SYNC_CHUNK) {
+    for (const { tap, ranges } of plan) {
+      for (const [lo, hi] of ranges) for (let off = lo; off < hi; off += SYNC_CHUNK) {
         if (signal.aborted || this.closed) throw new VsmError('ECANCELED', 'initial sync stopped')
-        const len = Math.min(SYNC_CHUNK, tap.size - off)
+        const len = Math.min(SYNC_CHUNK, hi - off)
         const release = await tap.locks.lock(off, len)
         try {
           const buf = Buffer.alloc(len)
@@ -541,7 +548,9 @@ export class PrimaryGroup implements GroupIO {
     await this.log.setConfig({ ...this.config, synced: true } as unknown as Record<string, unknown>)
     this.config.synced = true
     this.syncJob = null
-    this.event('sync-done', { seq: this.syncEnd })
+    const result = { copiedBytes: done, skippedBytes: this.taps.reduce((n, t) => n + t.size, 0) - done }
+    this.event('sync-done', { seq: this.syncEnd, ...result })
+    return result
   }
 
   // ---- online verify ----

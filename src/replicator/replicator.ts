@@ -143,7 +143,7 @@ export class Replicator {
   private async tap(name: string): Promise<ReplicatedVolume> {
     let t = this.taps.get(name)
     if (!t) {
-      t = new ReplicatedVolume(name, await this.opts.pool.openVolume(name))
+      t = new ReplicatedVolume(name, await this.opts.pool.openVolume(name), () => this.opts.pool.writtenRanges(name))
       this.taps.set(name, t)
     }
     return t

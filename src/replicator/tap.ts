@@ -18,13 +18,18 @@ export class ReplicatedVolume implements BlockDev {
   readonly locks = new RangeLock()
   discard?: (offset: number, length: number) => Promise<void>
 
-  constructor(readonly name: string, readonly inner: BlockDev) {
+  /**
+   * `written`: the ranges of the volume that may hold data (the rest reads as zeros and
+   * was never written); without it, the whole volume.
+   */
+  constructor(readonly name: string, readonly inner: BlockDev, private readonly writtenRanges?: () => Promise<[number, number][]>) {
     if (inner.discard) {
       this.discard = (offset, length) => (this.group ? this.group.zero(this, offset, length) : inner.discard!(offset, length))
     }
   }
 
   get size(): number { return this.inner.size }
+  written(): Promise<[number, number][]> { return this.writtenRanges ? this.writtenRanges() : Promise.resolve([[0, this.size]]) }
   read(buf: Buffer, offset: number): Promise<number> { return this.inner.read(buf, offset) }
   write(buf: Buffer, offset: number): Promise<void> { return this.group ? this.group.write(this, buf, offset) : this.inner.write(buf, offset) }
   flush(): Promise<void> { return this.group ? this.group.flush() : this.inner.flush() }

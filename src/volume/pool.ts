@@ -225,6 +225,16 @@ export class Pool {
 
   openVolume(name: string): Promise<BlockDev> { return this.core.openVolume(name) }
 
+  /**
+   * Byte ranges of open volume `name` that may hold data (sorted, disjoint): the rest was
+   * never written since the volume was made and reads as zeros. The whole volume where
+   * its layout keeps no tables to tell. Ranges written after the call are not in it.
+   */
+  async writtenRanges(name: string): Promise<[number, number][]> {
+    const size = this.core.volumeInfo(name).size
+    return (await this.core.redundancy.get(name)?.usedRanges()) ?? [[0, size]]
+  }
+
   /** The layout under an open volume's handle (tests, diagnostics). */
   layoutOf(name: string): BlockDev | undefined {
     return this.core.volumes.get(name)?.inner
