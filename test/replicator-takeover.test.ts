@@ -11,10 +11,10 @@
 // sites end byte-identical.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, writeSync } from 'fs'
+import { closeSync, existsSync, openSync, readFileSync } from 'fs'
 import { join } from 'path'
 import { type RunError } from './helpers/daemon'
-import { replCreate, sitePair, upWithDisk, volumeBytes } from './helpers/repl-sites'
+import { readAll, replCreate, sitePair, upWithDisk, volumeBytes, writeSynced } from './helpers/repl-sites'
 
 const { primary, secondary, sshd, until } = sitePair(test, 'takeover')
 
@@ -29,45 +29,33 @@ const pattern = (g: number, offset: number, length: number) => {
   return b
 }
 
-function writeSynced(path: string, g: number, ranges: Array<[number, number]>): void {
-  const fd = openSync(path, 'r+')
-  try {
-    for (const [off, len] of ranges) writeSync(fd, pattern(g, off, len), 0, len, off)
-    fsyncSync(fd)
-  } finally { closeSync(fd) }
-}
+/** Acknowledged writes of generation g over ranges. */
+const writeGen = (path: string, g: number, ranges: Array<[number, number]>) => writeSynced(path, ranges.map(([off, len]) => [off, pattern(g, off, len)]))
 
 async function fails(p: Promise<unknown>, why: RegExp): Promise<void> {
   try { await p } catch (e) { assert.match((e as RunError).stderr || (e as Error).message, why); return }
   assert.unreachable(`expected a failure matching ${why}`)
 }
 
-function readAll(path: string): Buffer {
-  const fd = openSync(path, 'r')
-  try {
-    const b = Buffer.alloc(DISK)
-    readSync(fd, b, 0, DISK, 0)
-    return b
-  } finally { closeSync(fd) }
-}
+const readDisk = (path: string) => readAll(path, DISK)
 
 test('takeover serves the replicated disk; the old primary comes back in standby, sees the split brain, and failback --dry-run names what it would discard', async () => {
   await upWithDisk(primary, secondary, 'w.img', `${DISK >> 20}M`)
   const img = join(primary.mount, 'w.img')
-  writeSynced(img, 1, [[0, DISK]])
+  writeGen(img, 1, [[0, DISK]])
   await replCreate(primary, secondary, sshd(), 'g', '--mode', 'sync', '--log-size', '16M')
   await until('the initial sync', () => status(primary, 'g'), (s) => s.state === 'replicating' && s.lagBytes === 0)
 
   // acknowledged in sync mode: on the secondary
   const replicated: Array<[number, number]> = [[0, 1 << 20], [6 << 20, 2 * K64]]
-  writeSynced(img, 2, replicated)
+  writeGen(img, 2, replicated)
   // a takeover while the primary is connected would fork the sites: refused
   await fails(secondary.run('repl', 'takeover', 'g'), /primary of group g is connected/)
   // written here after the group is paused: never replicated
   await primary.run('repl', 'pause', 'g')
   const local: Array<[number, number]> = [[2 << 20, K64], [5 << 20, 2 * K64]]
-  writeSynced(img, 3, local)
-  const onPrimary = readAll(img)
+  writeGen(img, 3, local)
+  const onPrimary = readDisk(img)
   primary.kill9()
 
   // what the secondary must serve: generation 1, with generation 2 where replicated, and none of generation 3
@@ -78,13 +66,13 @@ test('takeover serves the replicated disk; the old primary comes back in standby
   const t = await secondary.json('repl', 'takeover', 'g')
   assert.is(t.group, 'g')
   assert.is(t.mount, secondary.mount)
-  const served = readAll(join(secondary.mount, 'w.img'))
+  const served = readDisk(join(secondary.mount, 'w.img'))
   assert.ok(served.equals(want), 'the taken-over disk holds every replicated write and none of the others')
   const st = await status(secondary, 'g')
   assert.is(st.state, 'taken-over')
   assert.is(st.serving, true)
   // the new primary writes: both sites now hold writes the other lacks
-  writeSynced(join(secondary.mount, 'w.img'), 4, [[3 << 20, K64]])
+  writeGen(join(secondary.mount, 'w.img'), 4, [[3 << 20, K64]])
   assert.ok((await status(secondary, 'g')).changedBytes >= K64)
 
   await primary.up()
@@ -118,7 +106,7 @@ test('takeover serves the replicated disk; the old primary comes back in standby
   await secondary.down()
   await fails(secondary.run('up', '--secondary'), /taken over on this site.*vsm up/)
   await secondary.up()
-  assert.ok(readAll(join(secondary.mount, 'w.img')).subarray(3 << 20, (3 << 20) + K64).equals(pattern(4, 3 << 20, K64)))
+  assert.ok(readDisk(join(secondary.mount, 'w.img')).subarray(3 << 20, (3 << 20) + K64).equals(pattern(4, 3 << 20, K64)))
   assert.ok(readFileSync(join(secondary.home, 'log', 'vsm.log'), 'utf8').includes('repl.taken-over'))
 
   // failback: refused while a disk is open on the other site, unless forced
@@ -136,13 +124,13 @@ test('takeover serves the replicated disk; the old primary comes back in standby
   const back = pattern(1, 0, DISK)
   for (const [off, len] of replicated) pattern(2, off, len).copy(back, off)
   pattern(4, 3 << 20, K64).copy(back, 3 << 20)
-  assert.ok(readAll(img).equals(back), 'the old primary serves the other site\'s data: its own writes after the split are gone')
+  assert.ok(readDisk(img).equals(back), 'the old primary serves the other site\'s data: its own writes after the split are gone')
   assert.not.ok(existsSync(served2), 'the other site stepped down')
   assert.is((await status(secondary, 'g')).state, 'secondary')
   // it follows this site's log again
   await primary.run('repl', 'resume', 'g')
   await until('replication after the failback', () => status(primary, 'g'), (x) => x.state === 'replicating' && x.lagBytes === 0)
-  writeSynced(img, 5, [[4 << 20, K64]])
+  writeGen(img, 5, [[4 << 20, K64]])
   await primary.down()
   await until('the secondary to hold it', () => status(secondary, 'g'), (x) => x.connected === false)
   await secondary.down()

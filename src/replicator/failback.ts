@@ -79,6 +79,8 @@ export interface FailbackResult { copiedBytes: number; ranges: number; at: numbe
 export async function failBack(o: {
   connect: () => Promise<PrimaryLink>; hello: Hello; log: ReplicationLog; bitmap: RegionBitmap; volumes: Array<{ write(b: Buffer, off: number): Promise<void>; flush(): Promise<void> }>
   point: number; copied: boolean; markCopied: () => Promise<void>
+  /** The group's --rate: resolves when n more bytes may be read from the other site. */
+  pace?: (n: number) => Promise<void>
 }): Promise<FailbackResult> {
   const deadline = Date.now() + SOURCE_WAIT_MS
   for (;;) {
@@ -104,6 +106,7 @@ export async function failBack(o: {
           ranges++
           for (let at = offset; at < offset + length; at += MAX_READ) {
             const len = Math.min(MAX_READ, offset + length - at)
+            await o.pace?.(len)
             c.link.send({ t: 'read', id: ++id, vol, offset: at, length: len })
             const a = await c.next()
             if (a.m.t !== 'data' || a.m.id !== id || a.data?.length !== len) throw refusal(a.m)

@@ -14,7 +14,7 @@ import { RegionBitmap, regionSizeFor } from './bitmap'
 import { BITMAP_BYTES, LogRecord, MAX_RECORD_DATA, recordsToReplay, ReplicationLog } from './log'
 import { failBack, FailbackResult, mergeRanges, requestStepDown } from './failback'
 import { flushWaitsForSecondary, KeeperOptions, LinkKeeper, Mode, stateOf, within } from './policy'
-import { Shipper, ShipperOptions } from './shipper'
+import { Pacer, Shipper, ShipperOptions } from './shipper'
 import { GroupIO, ReplicatedVolume } from './tap'
 import type { PrimaryLink } from './wire'
 
@@ -32,7 +32,7 @@ export interface GroupConfig {
   paused: boolean
   /** Bytes per bit of the overflow bitmap, fixed when the group is made. */
   regionSize?: number
-  /** --rate: bytes per second shipping may use (absent: unlimited). */
+  /** --rate: bytes per second shipping and a failback's copy may use (absent: unlimited). */
   rate?: number
   /** sync-fallback: how long a flush waits for the secondary before the group goes async. */
   syncTimeoutMs?: number
@@ -172,11 +172,14 @@ export class PrimaryGroup implements GroupIO {
   /** Copies back what differs and hands back; on failure the group stays taken over (a copy not finished is redone next time). */
   private async finishFailback(): Promise<void> {
     const t = this.config.takenOver!, f = this.config.failback!
+    const pacer = this.config.rate ? new Pacer(this.config.rate) : null
+    this.event('failback-started', { copiedBefore: f.copied, reason: f.copied ? 'the copy is done: handing back' : 'copying back what either site changed since the takeover' })
     try {
       const r = await failBack({
         connect: this.opts.connect, hello: { t: 'hello', ...this.hello() }, log: this.log, bitmap: this.bitmap,
         volumes: this.taps.map((x) => x.inner), point: t.point, copied: f.copied,
         markCopied: async () => { f.copied = true; await this.saveConfig() },
+        pace: pacer ? (n) => pacer.take(n) : undefined,
       })
       delete this.config.takenOver
       delete this.config.failback
@@ -249,6 +252,8 @@ export class PrimaryGroup implements GroupIO {
     this.config.takenOver = takenOver
     void this.keeper.stop()
     this.saving = this.log.setConfig(this.config as unknown as Record<string, unknown>).catch((e) => { this.lastError = `recording the takeover: ${(e as Error).message}` })
+    void this.saving.then(this.contacted)
+    this.releaseWaiters()
     this.event(takenOver.splitBrain ? 'split-brain' : 'taken-over', {
       generation: m.generation, takenOverAtSeq: m.point, localChangedBytes: local, peerChangedBytes: m.changedBytes,
       reason: takenOver.splitBrain ? 'both sites wrote after the takeover: nothing is resolved until vsm repl failback' : 'the secondary serves the group now',
@@ -349,7 +354,7 @@ export class PrimaryGroup implements GroupIO {
   async flush(): Promise<void> {
     await this.flushLocal()
     const seq = await this.log.tryAppend({ kind: 'flush', vol: 0, offset: 0, length: 0 })
-    const waits = () => flushWaitsForSecondary(this.config.mode, this.config.paused, this.fallenBack)
+    const waits = () => flushWaitsForSecondary(this.config, this.fallenBack)
     if (seq === null) {
       // logging to the bitmap: the marks were durable before the writes; a sync-mode flush waits for the resync to end
       await this.overflow()
@@ -375,7 +380,7 @@ export class PrimaryGroup implements GroupIO {
     this.releaseWaiters()
   }
 
-  /** Flushes waiting for the secondary return now (paused, or fallen back to async). */
+  /** Flushes waiting for the secondary return now (paused, fallen back to async, or taken over). */
   private releaseWaiters(): void {
     const w = this.remoteWaiters; this.remoteWaiters = []; for (const x of w) x.resolve()
     for (const x of this.afterResync.splice(0)) x()

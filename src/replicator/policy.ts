@@ -22,10 +22,11 @@ export async function within(p: Promise<unknown>, ms: number): Promise<boolean> 
 
 /**
  * In sync mode a flush waits for the secondary, except while the operator paused the
- * group; in sync-fallback mode also not while the group has fallen back to async.
+ * group or after the secondary took it over (nothing ships to it any more); in
+ * sync-fallback mode also not while the group has fallen back to async.
  */
-export function flushWaitsForSecondary(mode: Mode, paused: boolean, fallenBack = false): boolean {
-  return !paused && (mode === 'sync' || (mode === 'sync-fallback' && !fallenBack))
+export function flushWaitsForSecondary(g: { mode: Mode; paused: boolean; takenOver?: unknown }, fallenBack = false): boolean {
+  return !g.paused && !g.takenOver && (g.mode === 'sync' || (g.mode === 'sync-fallback' && !fallenBack))
 }
 
 export function stateOf(g: { failed: boolean; paused: boolean; bitmap: boolean; synced: boolean; connected: boolean; takenOver?: { splitBrain: boolean } | null }): ReplState {

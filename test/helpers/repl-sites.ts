@@ -4,7 +4,7 @@
 // replication log lines), and reading a stopped home's pool offline (a volume's bytes,
 // a disk of the replicated fs as a takeover would mount it).
 import * as assert from 'uvu/assert'
-import { mkdtempSync, readFileSync, rmSync } from 'fs'
+import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from 'fs'
 import { tmpdir } from 'os'
 import { join } from 'path'
 import { FileSystem } from '../../src/fs'
@@ -100,4 +100,23 @@ export function diskFrom(home: string, disk: string): Promise<Buffer> {
       return buf
     } finally { await fs.close() }
   })
+}
+
+/** Writes each [offset, bytes] into the file at path, then fsyncs it: writes a site has acknowledged. */
+export function writeSynced(path: string, writes: Array<[number, Buffer]>): void {
+  const fd = openSync(path, 'r+')
+  try {
+    for (const [off, data] of writes) writeSync(fd, data, 0, data.length, off)
+    fsyncSync(fd)
+  } finally { closeSync(fd) }
+}
+
+/** The first `size` bytes of the file at path (a disk as a site serves it). */
+export function readAll(path: string, size: number): Buffer {
+  const fd = openSync(path, 'r')
+  try {
+    const b = Buffer.alloc(size)
+    readSync(fd, b, 0, size, 0)
+    return b
+  } finally { closeSync(fd) }
 }
