@@ -7,6 +7,7 @@
 //
 // Blocks the store frees in a commit stay out of the free map until the checkpoint
 // naming that commit is durable: until then mount goes back to the commit before.
+import { mergeRanges } from '../block/ranges'
 import { checkTrees } from './btree/check'
 import { ExtentTree, extentTree } from './btree/extent-tree'
 import { BtStore } from './btree/store'
@@ -96,17 +97,6 @@ export function metaBlocks(c: FsCore): number {
 /** Free blocks of volume v that data writes must leave alone. */
 export function metaReserve(c: FsCore, v: number): number {
   return v === 0 ? metaBlocks(c) - c.storeBlocks : 0
-}
-
-function mergeRanges(r: [number, number][]): [number, number][] {
-  const s = r.slice().sort((a, b) => a[0] - b[0])
-  const out: [number, number][] = []
-  for (const x of s) {
-    const l = out[out.length - 1]
-    if (l && x[0] <= l[1]) l[1] = Math.max(l[1], x[1])
-    else out.push([x[0], x[1]])
-  }
-  return out
 }
 
 /**

@@ -9,7 +9,7 @@
 // being written are held in memory, so it costs nothing per region of the volume.
 import { VsmError } from '../block/blockdev'
 import type { DeviceBitmap } from './bitmap'
-import { mergeRanges } from './ranges'
+import { mergeRanges } from '../block/ranges'
 
 export interface LogMember {
   bitmap: DeviceBitmap

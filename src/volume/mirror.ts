@@ -18,7 +18,7 @@ import { BlockDev, VsmError, rejectBadRange, zeroRange } from '../block/blockdev
 import { readLength } from './slice'
 import { DirtyRegionLog, LogMember, LogHost } from './drl'
 import { ChecksumTable, SUM_BLOCK, blockSum, blockSums } from './checksum'
-import { mergeRanges } from './ranges'
+import { mergeRanges } from '../block/ranges'
 
 export interface MirrorOptions {
   /** Volume size (default: the smallest present copy). */

@@ -31,7 +31,7 @@ import { readLength } from './slice'
 import { GroupFlush, RangeLocks } from './sync'
 import { ChecksumTable, SUM_BLOCK, blockSum } from './checksum'
 import { DirtyRegionLog, LogHost, LogMember } from './drl'
-import { intersectRanges, mergeRanges, rangesBytes } from './ranges'
+import { intersectRanges, mergeRanges, rangesBytes } from '../block/ranges'
 
 export interface Raid5Options {
   stripeUnit: number

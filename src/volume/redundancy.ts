@@ -9,7 +9,7 @@ import type { ChecksumTable } from './checksum'
 import type { SliceDev } from './slice'
 import { MirrorDev } from './mirror'
 import { Raid5Dev } from './raid5'
-import { intersectRanges, mergeRanges, rangesBytes } from './ranges'
+import { intersectRanges, mergeRanges, rangesBytes } from '../block/ranges'
 
 /** A member's data window and, on a checksummed volume, its checksum table. */
 export interface MemberIo { data: SliceDev; sums: ChecksumTable | null }

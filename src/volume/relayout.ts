@@ -14,7 +14,7 @@ import { ReshapeDev } from './reshape'
 import type { VolumeHandle } from './handle'
 import { LAYOUTS, LayoutDriver, planExactly } from './layouts'
 import { Redundancy, mergeRanges } from './redundancy'
-import { intersectRanges, rangesBytes } from './ranges'
+import { intersectRanges, rangesBytes } from '../block/ranges'
 import { refuseWhileChanging } from './failure'
 import { CHECKPOINT_MS, PoolCore, VolumeInfo, errMsg, freeExtent, holdTo } from './core'
 

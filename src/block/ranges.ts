@@ -1,5 +1,5 @@
-// Byte or block ranges [lo, hi) as the volume layer passes them around (dirty regions,
-// what a copy missed, what a checksum table says was written).
+// Byte or block ranges [lo, hi) as the layers pass them around (dirty regions, changed
+// parts of an extent map, what a copy missed, what a checksum table says was written).
 
 /** The ranges sorted and merged where they overlap or touch. */
 export function mergeRanges(rs: [number, number][]): [number, number][] {
