@@ -38,6 +38,13 @@ export class ExtentMap {
     return out
   }
 
+  /** The extents from the one holding block b (or the first after b) to the last, in order. */
+  *from(b: number): IterableIterator<Extent> {
+    let i = this.floor(b)
+    if (i < 0 || this.ex[i].fb + this.ex[i].len <= b) i++
+    for (; i < this.ex.length; i++) yield this.ex[i]
+  }
+
   /** Physical block mapped at file block b, or -1. */
   lookup(b: number): { vol: number; pb: number } | null {
     const i = this.floor(b)

@@ -120,7 +120,8 @@ export class FileSystem {
   shareRange(src: number, srcOff: number, dst: number, dstOff: number, len: number): Promise<boolean> { return snaps.shareRange(this.core, src, srcOff, dst, dstOff, len) }
   sharedBlocks(ino: number): number { return snaps.sharedBlocks(this.core, ino) }
   blockSpan(ino: number): number { return snaps.blockSpan(this.core, ino) }
-  extentMap(ino: number): MapEntry[] { return snaps.extentMap(this.core, ino) }
+  extentMap(ino: number, from?: number, limit?: number): MapEntry[] { return snaps.extentMap(this.core, ino, from, limit) }
+  dataRun(ino: number, offset: number): [number, number] | null { return snaps.dataRun(this.core, ino, offset) }
   statIno(ino: number): Stat & { stamp: number } { return snaps.statIno(this.core, ino) }
   compare(a: number, b: number): Promise<number> { return snaps.compare(this.core, a, b) }
   lastStamp(): number { return snaps.lastStamp(this.core) }

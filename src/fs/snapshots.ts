@@ -157,17 +157,35 @@ export function blockSpan(c: FsCore, ino: number): number {
   return ex.length ? ex[ex.length - 1].fb + ex[ex.length - 1].len : 0
 }
 
-/** Allocated extents of a file or snapshot, split where the sharing changes. */
-export function extentMap(c: FsCore, ino: number): MapEntry[] {
+/**
+ * Allocated extents of a file or snapshot, split where the sharing changes, in file
+ * order: up to `limit` of them starting at byte `from` or later (a page of a fragmented
+ * disk's map costs the page, not the map).
+ */
+export function extentMap(c: FsCore, ino: number, from = 0, limit = Infinity): MapEntry[] {
   c.live()
   const out: MapEntry[] = []
-  for (const e of c.node(ino).ext.ex) {
+  for (const e of c.node(ino).ext.from(Math.floor(from / BS))) {
     for (const pc of isArchive(e.vol) ? [{ start: e.pb, len: e.len, n: 1 }] : c.refs[e.vol].pieces(e.pb, e.len)) {
-      out.push({ offset: (e.fb + pc.start - e.pb) * BS, length: pc.len * BS, volume: locationName(c, e.vol),
-        physical: pc.start * BS, shared: pc.n > 1, refs: pc.n })
+      const offset = (e.fb + pc.start - e.pb) * BS
+      if (offset < from) continue
+      if (out.length >= limit) return out
+      out.push({ offset, length: pc.len * BS, volume: locationName(c, e.vol), physical: pc.start * BS, shared: pc.n > 1, refs: pc.n })
     }
   }
   return out
+}
+
+/** The allocated byte range (neighbouring extents merged) holding byte `offset`, or the first after it; null past the last (lseek's SEEK_DATA/SEEK_HOLE). */
+export function dataRun(c: FsCore, ino: number, offset: number): [number, number] | null {
+  c.live()
+  let run: [number, number] | null = null
+  for (const e of c.node(ino).ext.from(Math.floor(offset / BS))) {
+    if (run && e.fb * BS > run[1]) break
+    if (run) run[1] = (e.fb + e.len) * BS
+    else run = [e.fb * BS, (e.fb + e.len) * BS]
+  }
+  return run
 }
 
 /** Size, mode, stamp of any inode, snapshots included. */

@@ -244,17 +244,12 @@ export class DiskManager {
   map(name: unknown, from = 0, limit = MAP_DEFAULT_PAGE) {
     const ino = this.target(name)
     const st = this.env.fs.statIno(ino)
-    const all = this.env.fs.extentMap(ino)
-    let first = 0
-    for (let hi = all.length; first < hi;) {
-      const mid = (first + hi) >>> 1
-      if (all[mid].offset < from) first = mid + 1; else hi = mid
-    }
-    const page = all.slice(first, first + limit)
-    const extents = page.map((e) => ({
+    // one more than the page: where the next one starts
+    const got = this.env.fs.extentMap(ino, from, limit + 1)
+    const extents = got.slice(0, limit).map((e) => ({
       offset: e.offset, length: e.length, layer: e.shared ? 'shared' : 'live', refs: e.refs, volume: e.volume, physical: e.physical,
     }))
-    const next = first + limit < all.length ? all[first + limit].offset : null
+    const next = got.length > limit ? got[limit].offset : null
     return { path: name as string, size: st.size, allocated: st.blocks * 512, extents, next }
   }
 

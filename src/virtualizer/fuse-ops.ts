@@ -248,33 +248,21 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
     if (held) await held
     try { return await fn() } finally { gate.leave(h.ino) }
   }
-  /** Allocated byte ranges of a file, sorted and with neighbours merged. */
-  const dataRuns = (ino: number): [number, number][] => {
-    const runs: [number, number][] = []
-    for (const e of fs.extentMap(ino).sort((a, b) => a.offset - b.offset)) {
-      const last = runs[runs.length - 1]
-      if (last && last[1] >= e.offset) last[1] = Math.max(last[1], e.offset + e.length)
-      else runs.push([e.offset, e.offset + e.length])
-    }
-    return runs
-  }
   const write = async (h: Handle, buf: Buffer, pos: number): Promise<number> => {
     await gated(h, () => fs.write(h.ino, buf, pos))
     return buf.length
   }
   /** Writes zeros over the holes of [start, end): the blocks are then the file's own. */
   const fillHoles = async (h: Handle, start: number, end: number) => {
-    let pos = start
     const zero = (a: number, b: number) => (async () => {
       for (let o = a; o < b; o += STEP) await fs.write(h.ino, Buffer.alloc(Math.min(STEP, b - o)), o)
     })()
-    for (const [a, b] of dataRuns(h.ino)) {
-      if (b <= pos) continue
-      if (a >= end) break
+    for (let pos = start; pos < end;) {
+      const r = fs.dataRun(h.ino, pos)
+      const a = r ? Math.min(r[0], end) : end
       if (a > pos) await zero(pos, a)
-      pos = Math.max(pos, b)
+      pos = r ? Math.max(a, r[1]) : end
     }
-    if (pos < end) await zero(pos, end)
   }
   const sync = (h: Handle): Promise<void> => (h.io ? counted(h.io, FLUSH, now(), fs.fsync(h.ino)) : fs.fsync(h.ino))
 
@@ -384,14 +372,12 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       const size = fs.sizeOf(h.ino)
       if (whence !== SEEK_DATA && whence !== SEEK_HOLE) throw new VsmError('EINVAL', `lseek whence ${whence}`)
       if (offset < 0 || offset >= size) throw new VsmError('ENXIO', `offset ${offset} is past the end of the file`)
-      const runs = dataRuns(h.ino)
+      const r = fs.dataRun(h.ino, offset)
       if (whence === SEEK_DATA) {
-        const r = runs.find(([, b]) => b > offset)
         if (!r || r[0] >= size) throw new VsmError('ENXIO', `no data after ${offset}`)
         return Math.max(offset, r[0])
       }
-      const r = runs.find(([a, b]) => a <= offset && b > offset)
-      return Math.min(r ? r[1] : offset, size)
+      return Math.min(r && r[0] <= offset ? r[1] : offset, size)
     },
     ioctl: (fh, cmd, input) => fileCommand(invoke, handles.get(fh), cmd, input),
     copyFileRange: async (fhIn, offIn, fhOut, offOut, length, flags) => {
