@@ -309,7 +309,7 @@ async function snapshotBench(home: string, vsm: Target, size: string, runtime: n
     const ms = performance.now() - t0
     const r = { diskBytes: bytes, dataBytes: data, ms: Number(ms.toFixed(2)), metaBytes: (await c.call('fs.stat')).journal.metaBytes - meta0, daemonWriteBytes: wchar(pid) - w0 }
     process.stderr.write(`${r.ms} ms\n`)
-    await c.call('disk.delete', { path: disk })
+    await c.call('disk.delete', { path: disk, recursive: true })
     return r
   }
   const create = { small: await timed('snap-64m.img', 64 * 2 ** 20, 64 * 2 ** 20), big: await timed('snap-4g.img', 4096 * 2 ** 20, 1024 * 2 ** 20) }
@@ -354,14 +354,14 @@ async function snapshotBench(home: string, vsm: Target, size: string, runtime: n
   }
   const one = await snapDisk('depth1.img', 1)
   const oneCow = (await iops(one, rw, 'vsm, 1 snapshot, first writes')).value
-  await c.call('disk.delete', { path: 'depth1.img' })
+  await c.call('disk.delete', { path: 'depth1.img', recursive: true })
   const deep = await snapDisk('depth16.img', 16)
   const read = await alternate(rr, deep)
   const cow = await iops(deep, rw, 'vsm, 16 snapshots, first writes')
   const noneWrite = (await iops(vsm, rw, 'vsm, no snapshot')).value
   // the same offsets again: on the deep disk every one of them is private now
   const steady = await alternate(rw, deep, cow.ios)
-  await c.call('disk.delete', { path: 'depth16.img' })
+  await c.call('disk.delete', { path: 'depth16.img', recursive: true })
   const r3 = (x: number) => Number(x.toFixed(3))
   return {
     create,
