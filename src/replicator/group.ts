@@ -8,6 +8,7 @@
 // regions durably before it reaches the volume) and, with the link up, copies the
 // marked regions through the log until none is left, then logs again.
 import { VsmError } from '../block/blockdev'
+import { rangesBytes } from '../block/ranges'
 import type { Jobs } from '../control/jobs'
 import { applyRecord, blockSums, discardAsZero, VERIFY_BLOCK } from './applier'
 import { RegionBitmap, regionSizeFor } from './bitmap'
@@ -524,7 +525,7 @@ export class PrimaryGroup implements GroupIO {
    */
   private async initialSync(signal: AbortSignal, progress: (done: number, total?: number) => void): Promise<{ copiedBytes: number; skippedBytes: number }> {
     const plan = await Promise.all(this.taps.map(async (tap) => ({ tap, ranges: await tap.written() })))
-    const total = plan.reduce((n, p) => n + p.ranges.reduce((m, [lo, hi]) => m + hi - lo, 0), 0)
+    const total = plan.reduce((n, p) => n + rangesBytes(p.ranges), 0)
     let done = 0
     for (const { tap, ranges } of plan) {
       for (const [lo, hi] of ranges) for (let off = lo; off < hi; off += SYNC_CHUNK) {
