@@ -47,6 +47,8 @@ test('kill -9 during a failback\'s copy: up copies again, the old primary serves
   console.log(`killed ${Date.now() - t0} ms after asking for the failback`)
 
   await primary.up()
+  // the start after the kill ran the copy again (a failback that had finished would not start again)
+  assert.is(log().slice(before).split('"event":"repl.failback-started"').length - 1, 2)
   const fb = await failback
   assert.ok(fb.copiedBytes >= 16 * MiB, JSON.stringify(fb))
   assert.not.ok((await status(primary)).takenOver)
