@@ -14,8 +14,17 @@
 // and it negotiates max_pages from max_write.
 //
 // Node ids are the fs's inode numbers (chosen by the JS side, which owns the mapping).
+//
+// Set-user/group-ID clearing (FUSE_HANDLE_KILLPRIV_V2): without it the kernel asks for
+// the security.capability xattr before every write to a file (file_remove_privs), one
+// more round trip per write; with it the superblock is SB_NOSEC and the kernel flags the
+// writes, truncates, chowns and O_TRUNC opens whose caller may not keep the bits, for the
+// server to clear. libfuse 3.14 neither offers the capability nor passes those flags on,
+// so the worker reads them from the raw request and the session's I/O adds the
+// capability to the INIT reply when the kernel offered it.
 #define FUSE_USE_VERSION 35
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include <napi.h>
 
 #include <atomic>
@@ -29,6 +38,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <pthread.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace {
@@ -83,10 +93,12 @@ struct Session {
   std::atomic<int> running{0};
   bool unmounted = false;
   bool destroyed = false;
+  std::atomic<uint64_t> initUnique{0}; // the kernel's INIT request, while it offers KILLPRIV_V2
 };
 
 thread_local fuse_buf *tl_buf = nullptr;
 thread_local bool tl_steal = false;
+thread_local bool tl_kill = false; // this request carries a KILL_SUIDGID flag
 
 Req *newReq(fuse_req_t req, int op, fuse_ino_t ino) {
   auto *s = static_cast<Session *>(fuse_req_userdata(req));
@@ -121,12 +133,14 @@ void copyData(Req *r, const void *p, size_t n) {
 
 // ---------------------------------------------------------------- libfuse callbacks (worker threads)
 
-void ll_init(void *, fuse_conn_info *conn) {
+void ll_init(void *userdata, fuse_conn_info *conn) {
   conn->max_readahead = 1 << 20;
   conn->max_background = 64;
   conn->congestion_threshold = 48;
   if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_WRITEBACK_CACHE);
+  // the reply will carry KILLPRIV_V2 instead (ioWritev), which leaves no room for the first version's rules
+  if (static_cast<Session *>(userdata)->initUnique) conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
 }
 void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   Req *r = newReq(req, OP_LOOKUP, parent); r->name = name; send(r);
@@ -183,7 +197,7 @@ void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
   Req *r = newReq(req, OP_LINK, ino); r->ino2 = static_cast<double>(newparent); r->name = newname; send(r);
 }
 void ll_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi) {
-  Req *r = newReq(req, OP_OPEN, ino); r->flags = fi->flags; send(r);
+  Req *r = newReq(req, OP_OPEN, ino); r->flags = fi->flags; r->mode = tl_kill; send(r);
 }
 void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info *fi) {
   Req *r = newReq(req, OP_READ, ino);
@@ -192,7 +206,7 @@ void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 }
 void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, fuse_file_info *fi) {
   Req *r = newReq(req, OP_WRITE, ino);
-  r->fh = static_cast<double>(fi->fh); r->off = static_cast<double>(off);
+  r->fh = static_cast<double>(fi->fh); r->off = static_cast<double>(off); r->flags = tl_kill;
   if (size >= STEAL_MIN && tl_buf && tl_buf->mem && buf >= static_cast<char *>(tl_buf->mem) &&
       buf + size <= static_cast<char *>(tl_buf->mem) + tl_buf->size) {
     // A large payload lies in this worker's receive buffer: the request takes the buffer.
@@ -304,6 +318,43 @@ const fuse_lowlevel_ops kOps = [] {
   return o;
 }();
 
+// The KILLPRIV_V2 flags of a request libfuse is about to dispatch (see the header).
+void peek(Session *s, const fuse_buf &b) {
+  tl_kill = false;
+  if ((b.flags & FUSE_BUF_IS_FD) || b.size < sizeof(fuse_in_header)) return;
+  const auto *h = static_cast<const fuse_in_header *>(b.mem);
+  const char *arg = static_cast<const char *>(b.mem) + sizeof *h;
+  size_t n = b.size - sizeof *h;
+  switch (h->opcode) {
+    case FUSE_INIT:
+      if (n >= offsetof(fuse_init_in, flags) + 4 && (reinterpret_cast<const fuse_init_in *>(arg)->flags & FUSE_HANDLE_KILLPRIV_V2)) {
+        s->initUnique = h->unique;
+      }
+      break;
+    case FUSE_WRITE:
+      tl_kill = n >= sizeof(fuse_write_in) && (reinterpret_cast<const fuse_write_in *>(arg)->write_flags & FUSE_WRITE_KILL_SUIDGID);
+      break;
+    case FUSE_OPEN:
+      tl_kill = n >= sizeof(fuse_open_in) && (reinterpret_cast<const fuse_open_in *>(arg)->open_flags & FUSE_OPEN_KILL_SUIDGID);
+      break;
+  }
+}
+
+ssize_t ioRead(int fd, void *buf, size_t len, void *) { return read(fd, buf, len); }
+
+ssize_t ioWritev(int fd, struct iovec *iov, int count, void *userdata) {
+  auto *s = static_cast<Session *>(userdata);
+  uint64_t init = s->initUnique.load();
+  if (init && count >= 2 && iov[0].iov_len >= sizeof(fuse_out_header) && iov[1].iov_len >= offsetof(fuse_init_out, flags) + 4) {
+    const auto *oh = static_cast<const fuse_out_header *>(iov[0].iov_base);
+    if (oh->unique == init && oh->error == 0) {
+      static_cast<fuse_init_out *>(iov[1].iov_base)->flags |= FUSE_HANDLE_KILLPRIV_V2;
+      s->initUnique = 0;
+    }
+  }
+  return writev(fd, iov, count);
+}
+
 void *worker(void *arg) {
   auto *s = static_cast<Session *>(arg);
   fuse_buf buf{};
@@ -313,6 +364,7 @@ void *worker(void *arg) {
     if (res == -EINTR) continue;
     if (res <= 0) break;
     tl_steal = false;
+    peek(s, buf);
     fuse_session_process_buf(s->se, &buf);
     if (tl_steal) buf.mem = nullptr; // taken by a WRITE; receive allocates a fresh one
   }
@@ -563,6 +615,8 @@ Napi::Value Mount(const Napi::CallbackInfo &info) {
     std::lock_guard<std::mutex> g(g_live_mu);
     g_live_mounts.insert(mnt);
   }
+  const fuse_custom_io io = {ioWritev, ioRead, nullptr, nullptr};
+  fuse_session_custom_io(s->se, &io, fuse_session_fd(s->se));
   s->tsfn = Tsfn::New(env, dispatch, "vsm_fuse", 0, 1, s);
   s->running = nthreads;
   for (int i = 0; i < nthreads; i++) {
@@ -571,6 +625,14 @@ Napi::Value Mount(const Napi::CallbackInfo &info) {
     s->threads.push_back(t);
   }
   return Napi::External<Session>::New(env, s);
+}
+
+// invalAttr(session, ino): the kernel's cached attributes of ino are stale (the server
+// changed them where no reply carries the new ones).
+Napi::Value InvalAttr(const Napi::CallbackInfo &info) {
+  auto *s = info[0].As<Napi::External<Session>>().Data();
+  if (!s->unmounted) fuse_lowlevel_notify_inval_inode(s->se, static_cast<fuse_ino_t>(info[1].As<Napi::Number>().Int64Value()), -1, 0);
+  return info.Env().Undefined();
 }
 
 // unmount(session): detach the mount; the workers see the connection end and report OP_CLOSED.
@@ -602,6 +664,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   std::atexit(unmountAllAtExit);
   exports.Set("mount", Napi::Function::New(env, Mount));
   exports.Set("unmount", Napi::Function::New(env, Unmount));
+  exports.Set("invalAttr", Napi::Function::New(env, InvalAttr));
   exports.Set("destroy", Napi::Function::New(env, Destroy));
   exports.Set("replyErr", Napi::Function::New(env, ReplyErr));
   exports.Set("replyEntry", Napi::Function::New(env, ReplyEntry));

@@ -14,6 +14,7 @@ import type { FuseBinding } from './fuse-view'
 interface Addon {
   mount(mountpoint: string, options: string, dispatch: Dispatch, threads: number): unknown
   unmount(session: unknown): void
+  invalAttr(session: unknown, ino: number): void
   destroy(session: unknown): void
   replyErr(req: number, errno: number): void
   replyEntry(req: number, attr: number[], timeout: number): void
@@ -56,7 +57,9 @@ const ERANGE = 34, ENOSYS = 38, ENOTTY = 25
 // FUSE_SET_ATTR_* bits of setattr's to_set
 const SET_MODE = 1 << 0, SET_UID = 1 << 1, SET_GID = 1 << 2, SET_SIZE = 1 << 3, SET_ATIME = 1 << 4, SET_MTIME = 1 << 5
 const SET_ATIME_NOW = 1 << 7, SET_MTIME_NOW = 1 << 8
-const S_IFMT = 0o170000
+/** FATTR_KILL_SUIDGID: the caller of this chown or truncate may not keep set-user/group-ID. */
+const SET_KILL_SUIDGID = 1 << 11
+const S_IFMT = 0o170000, S_ISUID = 0o4000, S_ISGID = 0o2000, S_IXGRP = 0o010
 
 let addon: Addon | undefined
 /** Loads the addon; throws when it is not built or libfuse3 is missing (the view then falls back to fuse-native). */
@@ -182,6 +185,22 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
     return { id: nodes.remember(path, attr), attr }
   }
   const statOrNull = async (path: string) => { try { return await ops.getattr(path) } catch { return null } }
+  /**
+   * The kernel (KILLPRIV_V2, see native/fuse.cc) flags a write, truncate, chown or O_TRUNC
+   * open whose caller may not keep set-user/group-ID and leaves the clearing to the server.
+   * Its own rules: set-user-ID goes; set-group-ID goes when the file is group-executable or
+   * the caller is outside its group (the primary group here; root always counts as inside).
+   */
+  const killSuidgid = async (id: number, caller: Caller) => {
+    const p = nodes.path(id), i = inodeOf(id)
+    const { mode, gid } = await ops.getattr(p, i)
+    let keep = mode & 0o7777 & ~S_ISUID
+    if (mode & S_IXGRP || (caller.uid !== 0 && caller.gid !== gid)) keep &= ~S_ISGID
+    if (keep === (mode & 0o7777)) return
+    await ops.chmod(p, keep, i)
+    // a write's or an open's reply carries no attributes: without this, stat shows the old mode for a TIMEOUT
+    a.invalAttr(session, id)
+  }
   const replyEntry = (req: number) => (e: { id: number; attr: Attr }) => a.replyEntry(req, attrArray(e.id, e.attr), TIMEOUT)
   const needed = <K extends keyof FuseOps>(k: K): NonNullable<FuseOps[K]> => {
     const f = ops[k]
@@ -198,6 +217,7 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
       case OP.GETATTR: return serve(op, req, () => ops.getattr(nodes.path(ino), inodeOf(ino)), (attr) => a.replyAttr(req, attrArray(ino, attr), TIMEOUT))
       case OP.SETATTR: return serve(op, req, async () => {
         const p = nodes.path(ino), i = inodeOf(ino)
+        if (flags & SET_KILL_SUIDGID) await killSuidgid(ino, caller)
         if (flags & SET_MODE) await ops.chmod(p, mode & 0o7777, i)
         if (flags & (SET_UID | SET_GID)) {
           const cur = await ops.getattr(p, i)
@@ -249,7 +269,17 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
           nodes.renamed(from, to)
         }
       }, () => a.replyErr(req, 0))
-      case OP.OPEN: return serve(op, req, () => ops.open(nodes.path(ino), flags), (h) => a.replyOpen(req, h, 0))
+      case OP.OPEN: return serve(op, req, async () => {
+        const p = nodes.path(ino)
+        const h = await ops.open(p, flags)
+        try {
+          if (mode) await killSuidgid(ino, caller)
+        } catch (e) {
+          await ops.release(h)
+          throw e
+        }
+        return h
+      }, (h) => a.replyOpen(req, h, 0))
       case OP.CREATE: return serve(op, req, async () => {
         const p = nodes.child(ino, name!)
         const h = await ops.create(p, mode & 0o7777, caller)
@@ -259,7 +289,10 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
         const buf = Buffer.allocUnsafe(size)
         return serve(op, req, () => ops.read(fh, buf, off), (n) => a.replyBuf(req, buf, n))
       }
-      case OP.WRITE: return serve(op, req, () => ops.write(fh, data!, off), (n) => a.replyWrite(req, n))
+      case OP.WRITE: return serve(op, req, async () => {
+        if (flags) await killSuidgid(ino, caller)
+        return ops.write(fh, data!, off)
+      }, (n) => a.replyWrite(req, n))
       case OP.FLUSH: return serve(op, req, () => ops.flush(fh), () => a.replyErr(req, 0))
       case OP.RELEASE: return serve(op, req, () => ops.release(fh), () => a.replyErr(req, 0))
       case OP.FSYNC: return serve(op, req, () => ops.fsync(fh, !!flags), () => a.replyErr(req, 0))
