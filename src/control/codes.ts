@@ -204,6 +204,8 @@ const EXTENDED = [
   ['repl.verify', 'R', 0x05, 'readwrite', 'compare primary and secondary', args({ group: objectName })],
   ['repl.takeover', 'R', 0x06, 'readwrite', 'promote the secondary: it serves the group from its replicas', args({ group: objectName, force: flag.optional() })],
   ['repl.failback', 'R', 0x07, 'readwrite', 'delta resync back to the old primary', args({ group: objectName, dryRun: flag.optional(), force: flag.optional() })],
+  ['repl.schedule', 'R', 0x08, 'readwrite', 'consistent points of every disk on a schedule, kept on both sites; lists the points',
+    args({ group: objectName, everyMs: z.int().nonnegative().optional(), keep: z.int().optional(), off: flag.optional() })],
 
   // H: hsm
   ['hsm.tier.add', 'H', 0x01, 'readwrite', 'add a storage tier: a volume the file system spans, or an archive (a directory or sftp://)',

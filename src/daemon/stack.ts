@@ -32,6 +32,7 @@ import { authorizer } from './authz'
 import { diskPath } from '../virtualizer/paths'
 import { Replicator } from '../replicator/replicator'
 import { replCommands } from '../replicator/commands'
+import { PointKeeper, type PointDisks } from '../replicator/points'
 
 export const VERSION = '0.1.0'
 
@@ -62,6 +63,8 @@ export interface StackOptions {
 const DEFAULT_VOLUME = 'vol0'
 const RELEASE_GRACE_MS = 2000
 const HSM_RUN_EVERY_MS = 3_600_000
+/** A replication point thaws its disks itself; this only bounds a freeze whose point hung. */
+const POINT_FREEZE_MS = 60_000
 
 export class Stack {
   private startedAt = Date.now()
@@ -80,6 +83,7 @@ export class Stack {
     /** Per disk and volume I/O counters; null when metrics are off. */
     private readonly meters: IoMeters | null,
     private readonly hsm: Hsm,
+    private readonly points: PointKeeper,
     /** Groups taken over by their secondary: the view is not mounted and only status, shutdown and the replicator answer. */
     private readonly standby: string[],
   ) {}
@@ -145,12 +149,17 @@ export class Stack {
         socketPath: join(home, 'vsm.sock'), version: VERSION, jobs, events, log: (msg, err) => log.warn({ err }, msg),
         socketGroup: opts.socketGroup, authorize: authorizer({ ownerOf: (p) => fs.getattr(diskPath(p)) }),
       })
-      stack = new Stack(opts, pool, repl, fs, disks, gate, view, server, meters, hsm, standby)
+      const points = new PointKeeper(pointDisks(disks, fs), () => repl.scheduled(), {
+        taken: (group, point, list, deleted) => events.publish('repl.point-taken', { group, point, disks: list, deleted }),
+        failed: (group, reason) => events.publish('repl.point-failed', { group, reason }, 'warn'),
+      })
+      stack = new Stack(opts, pool, repl, fs, disks, gate, view, server, meters, hsm, points, standby)
       stack.registerCommands()
       await server.listen()
       if (!standby.length) {
         await stack.resumeFsJobs()
         stack.startHsm()
+        points.start()
       }
       if (opts.metrics) {
         await stack.serveMetrics(opts.metrics)
@@ -174,6 +183,7 @@ export class Stack {
     step('closing the metrics endpoint')
     await this.metricsServer?.close().catch((err) => log.error({ err }, 'closing the metrics endpoint'))
     this.hsm.stop()
+    this.points.stop()
     step('closing the control socket')
     await this.server.close().catch((err) => log.error({ err }, 'closing control socket'))
     step('final sync')
@@ -268,13 +278,27 @@ export class Stack {
         return { stopping: true }
       },
     }))
-    this.server.register('R', dispatch(replCommands(this.repl, () => this.fs.volumeNames(), () => this.disks.list().map((d) => ({ path: d.path, extents: this.disks.map(d.path).extents })))))
+    this.server.register('R', dispatch(replCommands(this.repl, () => this.fs.volumeNames(), () => this.disks.list().map((d) => ({ path: d.path, extents: this.disks.map(d.path).extents })),
+      (group) => this.points.points(this.repl.scheduled().find((g) => g.name === group)!))))
     if (this.standby.length) return
     this.server.register('V', dispatch(diskCommands(this.disks)))
     this.server.register('L', dispatch(volumeCommands(this.pool)))
     this.server.register('F', dispatch(fsCommands(this.fs, poolVolumes(this.pool, this.repl, this.meters), this.server.jobs)))
     this.server.register('H', dispatch(hsmCommands(this.hsm)))
     this.server.registerStandard(standardDiskHandler(this.fs, this.gate, this.meters))
+  }
+}
+
+/** A replication point's freeze, snapshot and thaw are the virtualizer's own commands. */
+function pointDisks(disks: DiskManager, fs: FileSystem): PointDisks {
+  return {
+    list: () => disks.list().map((d) => d.path),
+    freeze: async (p) => { await disks.freeze(p, POINT_FREEZE_MS) },
+    thaw: (p) => { disks.thaw(p) },
+    snapshot: async (p, name) => { await disks.snapshotCreate(p, name) },
+    snapshots: (p) => disks.snapshotList(p).map((s) => s.name),
+    deleteSnapshot: async (p, name) => { await disks.snapshotDelete(p, name) },
+    sync: () => fs.sync(),
   }
 }
 

@@ -7,6 +7,7 @@ import type { CommandTable } from '../control/dispatch'
 import { mergeRanges } from './failback'
 import type { DiscardReport } from './group'
 import type { Mode } from './policy'
+import { checkSchedule, type PointInfo } from './points'
 import type { Replicator } from './replicator'
 
 const str = (v: unknown, what: string): string => {
@@ -35,7 +36,10 @@ export function discardByDisk(ranges: DiscardReport['ranges'], disks: DiskExtent
   }).filter((d) => d.ranges.length)
 }
 
-export function replCommands(repl: Replicator, fsVolumes: () => string[], diskExtents: () => DiskExtents[]): CommandTable {
+/** Points kept when vsm repl schedule names no --keep: a day of them at every 15 minutes. */
+const DEFAULT_KEEP = 96
+
+export function replCommands(repl: Replicator, fsVolumes: () => string[], diskExtents: () => DiskExtents[], points: (group: string) => PointInfo[]): CommandTable {
   return {
     'repl.create': (a) => {
       const volumes = a.volumes === undefined ? fsVolumes() : a.volumes
@@ -51,6 +55,19 @@ export function replCommands(repl: Replicator, fsVolumes: () => string[], diskEx
     'repl.pause': async (a) => { const g = repl.get(str(a.group, 'group')); await g.setPaused(true); return g.status() },
     'repl.resume': async (a) => { const g = repl.get(str(a.group, 'group')); await g.setPaused(false); return g.status() },
     'repl.verify': (a) => repl.verify(str(a.group, 'group')),
+    'repl.schedule': async (a) => {
+      const g = repl.get(str(a.group, 'group'))
+      const name = g.config.group, cur = g.config.schedule
+      if (a.off === true) await g.setSchedule(null)
+      else if (a.everyMs !== undefined || a.keep !== undefined) {
+        if (g.config.takenOver) throw new VsmError('EINVAL', `group ${name} was taken over by its secondary: points are taken where it is served`)
+        if (a.everyMs === undefined && !cur) throw new VsmError('EINVAL', `group ${name} has no schedule yet: give --every`)
+        const missing = fsVolumes().filter((v) => !g.config.volumes.includes(v))
+        if (missing.length) throw new VsmError('EINVAL', `group ${name} does not replicate every volume of the fs (not ${missing.join(', ')}): its points would not hold every disk`)
+        await g.setSchedule(checkSchedule(a.everyMs ?? cur!.everyMs, a.keep ?? cur?.keep ?? DEFAULT_KEEP))
+      }
+      return { group: name, schedule: g.config.schedule ?? null, points: points(name) }
+    },
     'repl.takeover': () => { throw new VsmError('EINVAL', 'this site is a primary: vsm repl takeover is run on the secondary site') },
     'repl.failback': (a) => {
       const g = repl.get(str(a.group, 'group'))

@@ -15,6 +15,7 @@ import { RegionBitmap, regionSizeFor } from './bitmap'
 import { BITMAP_BYTES, LogRecord, MAX_RECORD_DATA, recordsToReplay, ReplicationLog } from './log'
 import { failBack, FailbackResult, mergeRanges, requestStepDown } from './failback'
 import { flushWaitsForSecondary, KeeperOptions, LinkKeeper, Mode, stateOf, within } from './policy'
+import type { Schedule } from './points'
 import { Pacer, Shipper, ShipperOptions } from './shipper'
 import { GroupIO, ReplicatedVolume } from './tap'
 import type { PrimaryLink } from './wire'
@@ -42,7 +43,14 @@ export interface GroupConfig {
   /** A failback the other site agreed to, run at the next start; copied: the copy is done and the records after the point dropped. */
   failback?: { requestedAt: number; copied: boolean }
   lastFailback?: FailbackResult & { generation: string }
+  /** vsm repl schedule: a consistent point every everyMs, the newest keep kept (points.ts). */
+  schedule?: Schedule
+  /** Each kept point's last log record: the secondary holds the point once it holds that record. */
+  points?: Record<string, number>
 }
+
+/** A point taken while the log overflowed into the bitmap: held by the secondary only once that resync ends. */
+const AFTER_RESYNC = Number.MAX_SAFE_INTEGER
 
 /**
  * What the old primary learned when its secondary answered `taken-over` (DRBD's
@@ -485,6 +493,9 @@ export class PrimaryGroup implements GroupIO {
       this.shipper.kick()
       for (const w of this.afterResync.splice(0)) w()
       this.event('resync-done', { resyncEndSeq: this.resyncEnd, copiedBytes: this.resyncedBytes })
+      const points = this.config.points ?? {}
+      for (const n of Object.keys(points)) if (points[n] === AFTER_RESYNC) points[n] = this.resyncEnd
+      await this.saveConfig()
       return true
     } finally {
       this.gate = null
@@ -616,9 +627,32 @@ export class PrimaryGroup implements GroupIO {
 
   // ---- control ----
 
+  async setSchedule(s: Schedule | null): Promise<void> {
+    if (s) this.config.schedule = s
+    else delete this.config.schedule
+    await this.saveConfig()
+    this.event('schedule', s ? { ...s } : { off: true })
+  }
+
+  async pointTaken(name: string): Promise<void> {
+    (this.config.points ??= {})[name] = this.log.mode === 'bitmap' ? AFTER_RESYNC : this.log.headSeq
+    await this.saveConfig()
+  }
+
+  onSecondary(name: string): boolean | null {
+    const seq = this.config.points?.[name]
+    return seq === undefined ? null : this.remoteDurable >= seq
+  }
+
+  async forgetPoints(names: string[]): Promise<void> {
+    if (!names.length) return
+    for (const n of names) delete this.config.points?.[n]
+    await this.saveConfig()
+  }
+
   async setPaused(paused: boolean): Promise<void> {
     this.config.paused = paused
-    await this.log.setConfig(this.config as unknown as Record<string, unknown>)
+    await this.saveConfig()
     this.keeper.setPaused(paused)
     this.event(paused ? 'paused' : 'resumed', {})
     // a sync-mode flush that was waiting does not wait for a paused link
@@ -650,6 +684,7 @@ export class PrimaryGroup implements GroupIO {
       lagSeconds: lagSince === null ? 0 : Math.max(0, (Date.now() - lagSince) / 1000),
       logFill: this.log.usedBytes / this.log.capacity,
       rate: this.config.rate ?? null,
+      schedule: this.config.schedule ?? null,
       ...(this.config.mode === 'sync-fallback' ? { syncTimeoutMs: this.config.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS, fallenBack: this.fallenBack } : {}),
       sentBytes: this.shipper.sentBytes,
       logBytes: this.log.capacity,

@@ -17,6 +17,7 @@ import { regionSizeFor } from './bitmap'
 import { GroupConfig, PrimaryGroup } from './group'
 import { BITMAP_BYTES, LogHeader, readSlots, ReplicationLog } from './log'
 import { Mode, MODES, within } from './policy'
+import type { ScheduledGroup } from './points'
 import { loadReplicaState } from './applier'
 import { answerOldPrimaries, PromotedGroup } from './promoted'
 import { parseTarget, sshConnect } from './ssh'
@@ -129,6 +130,14 @@ export class Replicator {
       throw e
     }
     return r
+  }
+
+  /** The groups as the point scheduler sees them (points.ts). */
+  scheduled(): ScheduledGroup[] {
+    return [...this.groups.values()].map((g) => ({
+      name: g.config.group, schedule: g.config.schedule, takenOver: !!g.config.takenOver,
+      pointTaken: (n) => g.pointTaken(n), onSecondary: (n) => g.onSecondary(n), forgetPoints: (ns) => g.forgetPoints(ns),
+    }))
   }
 
   /** Groups whose secondary took over: this site must not serve their volumes (vsm repl failback). */

@@ -10,7 +10,7 @@ import { call, globals, print, withClient } from '../call'
 import { waitWithProgress } from '../progress'
 import { homeDir } from '../home'
 import { table } from '../table'
-import { formatSize, parseSize } from '../units'
+import { formatDate, formatSize, parseDuration, parseSize } from '../units'
 
 const pct = (f: number | undefined) => (f === undefined ? '-' : `${(100 * f).toFixed(1)}%`)
 
@@ -77,6 +77,17 @@ export function registerRepl(program: Command) {
       print(globals(cmd).json ? JSON.stringify(r, null, 2) : [`verified ${r.group}: ${formatSize(r.comparedBytes)} compared, ${r.differences.length ? `${formatSize(r.differentBytes)} differ` : 'no difference'}`,
         ...r.differences.map((d) => `  ${d.volume} ${d.offset}+${d.length}`)].join('\n'))
     })
+
+  repl.command('schedule <group>').description('consistent points (every disk frozen, snapshotted as repl-GROUP-TIME, thawed) on a schedule; they replicate, so the secondary can start a disk at any kept point. Without options: the schedule and the points')
+    .option('--every <duration>', 'how often (e.g. 15m, 1h; at least 1s)')
+    .option('--keep <n>', 'how many points to keep (the oldest beyond are deleted; default 96)')
+    .option('--off', 'stop taking points (the kept ones stay)')
+    .action((group: string, o, cmd: Command) => call(cmd, 'repl.schedule', {
+      group, off: o.off ? true : undefined, everyMs: o.every === undefined ? undefined : parseDuration(o.every), keep: o.keep === undefined ? undefined : Number(o.keep),
+    }, (r) => [
+      r.schedule ? `group ${r.group}: a point every ${r.schedule.everyMs / 1000} s, the newest ${r.schedule.keep} kept` : `group ${r.group}: no schedule`,
+      r.points.length ? table(['POINT', 'TAKEN', 'DISKS', 'ON SECONDARY'], r.points.map((p: any) => [p.name, formatDate(p.at), String(p.disks), p.onSecondary === null ? '?' : p.onSecondary ? 'yes' : 'not yet'])) : 'no points',
+    ].join('\n')))
 
   repl.command('takeover <group>').description('on the secondary: promote it; it serves the group\'s fs and disks from its replicas (a resync in progress is rolled back to its snapshot first)')
     .option('--force', 'even while the primary is connected (both sites then write: split brain)')
