@@ -221,6 +221,8 @@ VSM_STATIC_ASSERT(sizeof(struct vsm_file_cmd) == 4096, "struct vsm_file_cmd");
 #define VSM_IOC_REPL_TAKEOVER    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x06, 0) /* 0xc0005206 */
 /* repl.failback: delta resync back to the old primary */
 #define VSM_IOC_REPL_FAILBACK    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x07, 0) /* 0xc0005207 */
+/* repl.set: change the mode, rate limit (0: none) or sync-fallback timeout of a group */
+#define VSM_IOC_REPL_SET         VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x09, 0) /* 0xc0005209 */
 /* repl.schedule: consistent points of every disk on a schedule, kept on both sites; lists the points */
 #define VSM_IOC_REPL_SCHEDULE    VSMIOC(VSMIOC_READ | VSMIOC_WRITE, 'R', 0x08, 0) /* 0xc0005208 */
 /* hsm.tier.add: add a storage tier: a volume the file system spans, or an archive (a directory or sftp://) */
@@ -304,6 +306,7 @@ VSM_STATIC_ASSERT(VSM_IOC_REPL_RESUME == 0xc0005204U, "repl.resume");
 VSM_STATIC_ASSERT(VSM_IOC_REPL_VERIFY == 0xc0005205U, "repl.verify");
 VSM_STATIC_ASSERT(VSM_IOC_REPL_TAKEOVER == 0xc0005206U, "repl.takeover");
 VSM_STATIC_ASSERT(VSM_IOC_REPL_FAILBACK == 0xc0005207U, "repl.failback");
+VSM_STATIC_ASSERT(VSM_IOC_REPL_SET == 0xc0005209U, "repl.set");
 VSM_STATIC_ASSERT(VSM_IOC_REPL_SCHEDULE == 0xc0005208U, "repl.schedule");
 VSM_STATIC_ASSERT(VSM_IOC_HSM_TIER_ADD == 0xc0004801U, "hsm.tier.add");
 VSM_STATIC_ASSERT(VSM_IOC_HSM_POLICY_SET == 0xc0004802U, "hsm.policy.set");
@@ -377,6 +380,7 @@ VSM_STATIC_ASSERT(VSM_IOC_HSM_CHECK == 0xc000480aU, "hsm.check");
   X(VSM_IOC_REPL_VERIFY, "repl.verify", 'R', 0x05, 0) \
   X(VSM_IOC_REPL_TAKEOVER, "repl.takeover", 'R', 0x06, 0) \
   X(VSM_IOC_REPL_FAILBACK, "repl.failback", 'R', 0x07, 0) \
+  X(VSM_IOC_REPL_SET, "repl.set", 'R', 0x09, 0) \
   X(VSM_IOC_REPL_SCHEDULE, "repl.schedule", 'R', 0x08, 0) \
   X(VSM_IOC_HSM_TIER_ADD, "hsm.tier.add", 'H', 0x01, 0) \
   X(VSM_IOC_HSM_POLICY_SET, "hsm.policy.set", 'H', 0x02, 0) \

@@ -204,6 +204,8 @@ const EXTENDED = [
   ['repl.verify', 'R', 0x05, 'readwrite', 'compare primary and secondary', args({ group: objectName })],
   ['repl.takeover', 'R', 0x06, 'readwrite', 'promote the secondary: it serves the group from its replicas', args({ group: objectName, force: flag.optional() })],
   ['repl.failback', 'R', 0x07, 'readwrite', 'delta resync back to the old primary', args({ group: objectName, dryRun: flag.optional(), force: flag.optional() })],
+  ['repl.set', 'R', 0x09, 'readwrite', 'change the mode, rate limit (0: none) or sync-fallback timeout of a group',
+    args({ group: objectName, mode: z.enum(['async', 'sync', 'sync-fallback']).optional(), rate: z.int().nonnegative().optional(), syncTimeoutMs: z.int().positive().optional() })],
   ['repl.schedule', 'R', 0x08, 'readwrite', 'consistent points of every disk on a schedule, kept on both sites; lists the points',
     args({ group: objectName, everyMs: z.int().nonnegative().optional(), keep: z.int().optional(), off: flag.optional() })],
 

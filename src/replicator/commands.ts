@@ -55,6 +55,12 @@ export function replCommands(repl: Replicator, fsVolumes: () => string[], diskEx
     'repl.pause': async (a) => { const g = repl.get(str(a.group, 'group')); await g.setPaused(true); return g.status() },
     'repl.resume': async (a) => { const g = repl.get(str(a.group, 'group')); await g.setPaused(false); return g.status() },
     'repl.verify': (a) => repl.verify(str(a.group, 'group')),
+    'repl.set': async (a) => {
+      const g = repl.get(str(a.group, 'group'))
+      if (a.mode === undefined && a.rate === undefined && a.syncTimeoutMs === undefined) throw new VsmError('EINVAL', 'nothing to change: give --mode, --rate or --sync-timeout')
+      await g.set({ mode: a.mode as Mode | undefined, rate: a.rate as number | undefined, syncTimeoutMs: a.syncTimeoutMs as number | undefined })
+      return g.status()
+    },
     'repl.schedule': async (a) => {
       const g = repl.get(str(a.group, 'group'))
       const name = g.config.group, cur = g.config.schedule

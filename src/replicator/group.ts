@@ -14,7 +14,7 @@ import { applyRecord, blockSums, discardAsZero, VERIFY_BLOCK } from './applier'
 import { RegionBitmap, regionSizeFor } from './bitmap'
 import { BITMAP_BYTES, LogRecord, MAX_RECORD_DATA, recordsToReplay, ReplicationLog } from './log'
 import { failBack, FailbackResult, mergeRanges, requestStepDown } from './failback'
-import { flushWaitsForSecondary, KeeperOptions, LinkKeeper, Mode, stateOf, within } from './policy'
+import { checkTuning, flushWaitsForSecondary, KeeperOptions, LinkKeeper, Mode, stateOf, within } from './policy'
 import type { Schedule } from './points'
 import { Pacer, Shipper, ShipperOptions } from './shipper'
 import { GroupIO, ReplicatedVolume } from './tap'
@@ -626,6 +626,29 @@ export class PrimaryGroup implements GroupIO {
   }
 
   // ---- control ----
+
+  /**
+   * vsm repl set: mode, rate (0: unlimited) and sync-fallback's timeout of a running group.
+   * A flush that waited for the secondary under the old mode returns once the new one
+   * would not make it wait.
+   */
+  async set(c: { mode?: Mode; rate?: number; syncTimeoutMs?: number }): Promise<void> {
+    if (this.config.takenOver) throw new VsmError('EINVAL', `group ${this.config.group} was taken over by its secondary: nothing ships from here until vsm repl failback`)
+    checkTuning(c.mode ?? this.config.mode, c.rate || undefined, c.syncTimeoutMs)
+    if (c.mode !== undefined && c.mode !== this.config.mode) {
+      this.config.mode = c.mode
+      this.fallenBack = false
+    }
+    if (c.rate !== undefined) {
+      if (c.rate) this.config.rate = c.rate
+      else delete this.config.rate
+      this.shipper.setRate(this.config.rate)
+    }
+    if (c.syncTimeoutMs !== undefined) this.config.syncTimeoutMs = c.syncTimeoutMs
+    await this.saveConfig()
+    this.event('changed', { mode: this.config.mode, rate: this.config.rate ?? null, syncTimeoutMs: this.config.syncTimeoutMs ?? null })
+    if (!flushWaitsForSecondary(this.config, this.fallenBack)) this.releaseWaiters()
+  }
 
   async setSchedule(s: Schedule | null): Promise<void> {
     if (s) this.config.schedule = s

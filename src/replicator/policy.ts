@@ -2,9 +2,17 @@
 // back off after a failed or dropped link, how long a wait may last, and which state a
 // group is in for status.
 // The mechanism (log, shipper, applier, wire) never sleeps or retries by itself.
+import { VsmError } from '../block/blockdev'
 
 export type Mode = 'async' | 'sync' | 'sync-fallback'
 export const MODES: readonly Mode[] = ['async', 'sync', 'sync-fallback']
+
+/** What create and set both check: a known mode, a rate of at least 64K, a sync timeout only with sync-fallback. */
+export function checkTuning(mode: unknown, rate: number | undefined, syncTimeoutMs: number | undefined): void {
+  if (!MODES.includes(mode as Mode)) throw new VsmError('EINVAL', `bad mode ${JSON.stringify(mode)}: ${MODES.join(' or ')}`)
+  if (rate !== undefined && (!Number.isSafeInteger(rate) || rate < 64 << 10)) throw new VsmError('EINVAL', 'the rate must be at least 64K bytes per second')
+  if (syncTimeoutMs !== undefined && (mode !== 'sync-fallback' || !Number.isSafeInteger(syncTimeoutMs) || syncTimeoutMs < 100)) throw new VsmError('EINVAL', '--sync-timeout goes with --mode sync-fallback and is at least 0.1 s')
+}
 
 export type ReplState = 'syncing' | 'replicating' | 'disconnected' | 'paused' | 'failed' | 'logging-to-bitmap' | 'taken-over' | 'split-brain'
 

@@ -16,7 +16,7 @@ import type { Pool } from '../volume/pool'
 import { regionSizeFor } from './bitmap'
 import { GroupConfig, PrimaryGroup } from './group'
 import { BITMAP_BYTES, LogHeader, readSlots, ReplicationLog } from './log'
-import { Mode, MODES, within } from './policy'
+import { checkTuning, type Mode, within } from './policy'
 import type { ScheduledGroup } from './points'
 import { loadReplicaState } from './applier'
 import { answerOldPrimaries, PromotedGroup } from './promoted'
@@ -172,15 +172,13 @@ export class Replicator {
     checkGroupName(a.group)
     if (this.groups.has(a.group)) throw new VsmError('EEXIST', `group ${a.group} exists`)
     const mode = a.mode ?? 'async'
-    if (!MODES.includes(mode)) throw new VsmError('EINVAL', `bad mode ${JSON.stringify(mode)}: ${MODES.join(' or ')}`)
+    checkTuning(mode, a.rate, a.syncTimeoutMs)
     parseTarget(a.target)
     if (!Array.isArray(a.volumes) || !a.volumes.length) throw new VsmError('EINVAL', 'a group needs at least one volume')
     for (const v of a.volumes) {
       if (!fsVolumes.includes(v)) throw new VsmError('EINVAL', `volume ${v} is not a volume of the file system (${fsVolumes.join(', ')})`)
       for (const g of this.groups.values()) if (g.config.volumes.includes(v)) throw new VsmError('EEXIST', `volume ${v} is already in group ${g.config.group}`)
     }
-    if (a.rate !== undefined && (!Number.isSafeInteger(a.rate) || a.rate < 64 << 10)) throw new VsmError('EINVAL', 'the rate must be at least 64K bytes per second')
-    if (a.syncTimeoutMs !== undefined && (mode !== 'sync-fallback' || !Number.isSafeInteger(a.syncTimeoutMs) || a.syncTimeoutMs < 100)) throw new VsmError('EINVAL', '--sync-timeout goes with --mode sync-fallback and is at least 0.1 s')
     const logSize = a.logSize ?? DEFAULT_LOG_SIZE
     if (!Number.isSafeInteger(logSize) || logSize < 8 << 20) throw new VsmError('EINVAL', 'the log size must be at least 8M')
     for (const k of ['identity', 'knownHosts', 'remoteVsm'] as const) {

@@ -62,7 +62,7 @@ export class Shipper {
   private lastProgress = Date.now()
   private timer: NodeJS.Timeout | null = null
   private hooks: SessionHooks | null = null
-  private readonly pacer: Pacer | null
+  private pacer: Pacer | null
   /** Bytes sent, records' data and frames (status shows the throughput). */
   sentBytes = 0
 
@@ -71,6 +71,9 @@ export class Shipper {
   }
 
   get connected(): boolean { return this.link !== null && this.sendNext > 0 }
+
+  /** vsm repl set --rate: bytes per second from now on (undefined: unlimited). */
+  setRate(rate: number | undefined): void { this.pacer = rate ? new Pacer(rate) : null }
 
   /** Runs a session over link until it closes; resolves with why. Rejects the session when the secondary is behind the log's tail. */
   session(link: PrimaryLink, hooks: SessionHooks): Promise<string> {

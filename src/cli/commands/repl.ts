@@ -78,6 +78,15 @@ export function registerRepl(program: Command) {
         ...r.differences.map((d) => `  ${d.volume} ${d.offset}+${d.length}`)].join('\n'))
     })
 
+  repl.command('set <group>').description('change a running group: its mode, rate limit or sync-fallback timeout (kept over restarts)')
+    .option('--mode <mode>', 'async, sync or sync-fallback (flushes waiting for the secondary return once the new mode would not wait)')
+    .option('--rate <size>', 'bytes per second shipping may use (K, M, G); 0: unlimited')
+    .option('--sync-timeout <seconds>', 'sync-fallback: how long a flush waits for the secondary')
+    .action((group: string, o, cmd: Command) => call(cmd, 'repl.set', {
+      group, mode: o.mode, rate: o.rate === undefined ? undefined : o.rate === '0' ? 0 : parseSize(o.rate),
+      syncTimeoutMs: o.syncTimeout === undefined ? undefined : Math.round(Number(o.syncTimeout) * 1000),
+    }, (r) => `group ${r.group}: ${r.mode}${r.rate ? `, at most ${formatSize(r.rate)}/s` : ', no rate limit'}${r.syncTimeoutMs ? `, sync timeout ${r.syncTimeoutMs / 1000} s` : ''} (${r.state})`))
+
   repl.command('schedule <group>').description('consistent points (every disk frozen, snapshotted as repl-GROUP-TIME, thawed) on a schedule; they replicate, so the secondary can start a disk at any kept point. Without options: the schedule and the points')
     .option('--every <duration>', 'how often (e.g. 15m, 1h; at least 1s)')
     .option('--keep <n>', 'how many points to keep (the oldest beyond are deleted; default 96)')
