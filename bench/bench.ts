@@ -22,6 +22,7 @@ import { VolumeBench, volumeBench } from './volume'
 import { describe as describeFsScale, fsScaleBench } from './fs-scale'
 import { describe as describeVolumeScale, volumeScaleBench } from './volume-scale'
 import { describe as describeHsm, hsmBench } from './hsm'
+import { describe as describeRepl, replBench } from './repl'
 
 /** QD1 jobs use psync; the QD16 ones libaio (with O_DIRECT, so they really queue). */
 interface Job { name: string; rw: string; bs: string; unit: 'MB/s' | 'IOPS'; iodepth?: number; fdatasync?: boolean }
@@ -240,6 +241,7 @@ async function main() {
   const fsScale = await section('BENCH_SKIP_FS_SCALE', 'fs scale', fsScaleBench, describeFsScale)
   const volumeScale = await section('BENCH_SKIP_VOLUME_SCALE', 'volume scale', volumeScaleBench, describeVolumeScale)
   const hsm = await section('BENCH_SKIP_HSM', 'hsm', hsmBench, describeHsm)
+  const repl = await section('BENCH_SKIP_REPL', 'replication', replBench, describeRepl)
 
   const latency: Record<string, Record<string, { meanUs: number; p99Us: number | null }>> = {}
   for (const [job, r] of Object.entries(results)) {
@@ -258,6 +260,7 @@ async function main() {
     volume,
     fsScale,
     hsm,
+    repl,
     volumeScale,
     notes,
   }
