@@ -276,4 +276,19 @@ t('a corrupt newest label slot falls back to the other slot and is rewritten', a
   assert.is(await labelSeq(f('a.img')), seq)
 })
 
+t('createVolume exact: a volume holds exactly the size asked, whatever its layout carves for tables', async () => {
+  // a replica is made to its primary's size; a mirror's checksum tables come out of its extents
+  const pool = track(await Pool.create(home()))
+  await pool.addDevice('a', f('a.img'), 100 * MiB)
+  await pool.addDevice('b', f('b.img'), 100 * MiB)
+  const size = 32 * MiB
+  const plain = await pool.createVolume('plain', { layout: 'mirror', devices: ['a', 'b'], size })
+  assert.ok(plain.size < size, `a plain create gives the tables' room back (${plain.size})`)
+  for (const [name, layout] of [['m', 'mirror'], ['c', 'concat']] as const) {
+    const v = await pool.createVolume(name, { layout, devices: layout === 'mirror' ? ['a', 'b'] : ['a'], size }, { exact: true })
+    assert.is(v.size, size, name)
+    assert.is((await pool.openVolume(name)).size, size, `${name} opened`)
+  }
+})
+
 t.run()

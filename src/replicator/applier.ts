@@ -99,6 +99,7 @@ export class Applier {
   private nacked = -1
   private link: SecondaryLink | null = null
   private failed: Error | null = null
+  private lastHeard = 0
   /** Applied since the last durable point. */
   private pendingCount = 0
   private queued = 0
@@ -137,6 +138,7 @@ export class Applier {
   attach(link: SecondaryLink): void {
     this.link?.close('replaced by a new connection')
     this.link = link
+    this.lastHeard = Date.now()
     this.nacked = -1
     link.onMessage((m, data) => this.onMessage(link, m, data))
     link.onClose(() => { if (this.link === link) this.link = null })
@@ -144,8 +146,12 @@ export class Applier {
     link.send({ t: 'welcome', next: this.received, durable: this.durable })
   }
 
+  /** Milliseconds since the primary was last heard on the current link (an idle primary pings). */
+  get silentMs(): number { return this.link ? Date.now() - this.lastHeard : Infinity }
+
   private onMessage(link: SecondaryLink, m: ToSecondary, data?: Buffer): void {
     if (link !== this.link) return
+    this.lastHeard = Date.now()
     if (m.t === 'ping') { link.send({ t: 'ack', next: this.received, durable: this.durable }); return }
     if (m.t !== 'rec') return
     if (m.seq < this.received) { link.send({ t: 'ack', next: this.received, durable: this.durable }); return }

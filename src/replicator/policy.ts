@@ -14,6 +14,14 @@ export function checkTuning(mode: unknown, rate: number | undefined, syncTimeout
   if (syncTimeoutMs !== undefined && (mode !== 'sync-fallback' || !Number.isSafeInteger(syncTimeoutMs) || syncTimeoutMs < 100)) throw new VsmError('EINVAL', '--sync-timeout goes with --mode sync-fallback and is at least 0.1 s')
 }
 
+/**
+ * A secondary counts its primary as connected while it heard from it within this long
+ * (an idle primary pings every 1.25 s): after a partition or the primary's death the
+ * link may stay open for hours (no TCP keepalive crosses sshd to the agent), and a
+ * takeover must not need --force for that.
+ */
+export const PRIMARY_SILENT_MS = 10_000
+
 export type ReplState = 'syncing' | 'replicating' | 'disconnected' | 'paused' | 'failed' | 'logging-to-bitmap' | 'taken-over' | 'split-brain'
 
 /** Exponential backoff with jitter: 0.5 s doubling to 30 s, reset once a session comes up. */

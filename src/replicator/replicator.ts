@@ -33,8 +33,12 @@ export function checkGroupName(name: unknown): asserts name is string {
   if (typeof name !== 'string' || !GROUP_NAME.test(name)) throw new VsmError('EINVAL', `bad group name ${JSON.stringify(name)}: letters, digits, _ and -, at most 32`)
 }
 
-/** Makes a volume for the replicator: a mirror over the two devices with the most room, else one device. */
-export async function placeVolume(pool: Pool, name: string, size: number): Promise<BlockDev> {
+/**
+ * Makes a volume for the replicator: a mirror over the two devices with the most room,
+ * else one device. exact: it holds exactly size bytes (a replica matches its primary's
+ * volume, whose layout may differ); otherwise size is what it is given.
+ */
+export async function placeVolume(pool: Pool, name: string, size: number, exact = false): Promise<BlockDev> {
   const devs = pool.listDevices().filter((d) => d.state === 'online').sort((a, b) => b.free - a.free)
   const tries: Array<{ layout: 'mirror' | 'concat'; devices: string[]; copies?: number }> = []
   if (devs.length >= 2) tries.push({ layout: 'mirror', devices: [devs[0].name, devs[1].name], copies: 2 })
@@ -42,7 +46,7 @@ export async function placeVolume(pool: Pool, name: string, size: number): Promi
   let last: Error = new VsmError('ENOSPC', 'the pool has no devices')
   for (const t of tries) {
     try {
-      await pool.createVolume(name, { ...t, size })
+      await pool.createVolume(name, { ...t, size }, { exact })
       return pool.openVolume(name)
     } catch (e) { last = e as Error }
   }

@@ -21,6 +21,7 @@ import { openSitePool, VERSION } from '../daemon/stack'
 import type { Pool } from '../volume/pool'
 import { Applier, initReplicaState, ReplicaState, loadReplicaState, rollbackResync } from './applier'
 import { readSlots, writeSlot } from './log'
+import { PRIMARY_SILENT_MS } from './policy'
 import { FailbackSource } from './promoted'
 import { checkGroupName, GROUP_NAME, LOG_PREFIX, placeVolume } from './replicator'
 import { snapshotStoreSize } from './snapshot'
@@ -162,7 +163,7 @@ export class SecondarySite {
       if (state.detached) throw new VsmError('EEXIST', `the replicas of group ${h.group} here no longer follow the primary: ${state.detached}`)
     } else {
       for (const v of h.volumes) if (exists(v.name)) throw new VsmError('EEXIST', `volume ${v.name} already exists here and is not a replica of group ${h.group}`)
-      for (const v of h.volumes) await placeVolume(this.pool, v.name, v.size)
+      for (const v of h.volumes) await placeVolume(this.pool, v.name, v.size, true)
       stateDev = await placeVolume(this.pool, stateName, STATE_SIZE)
       state = await initReplicaState(stateDev, { logId: h.logId, group: h.group, volumes: h.volumes.map((v) => v.name) })
       this.opts.events.publish('repl.replicas-created', { group: h.group, volumes: h.volumes })
@@ -188,6 +189,8 @@ export class SecondarySite {
     return g
   }
 
+  private primaryConnected(g: ReplicaGroup): boolean { return g.connected && g.applier.silentMs < PRIMARY_SILENT_MS }
+
   /**
    * Promotes this site for a group: the applier stops (what it applied is made
    * durable), an open bitmap resync is rolled back to its snapshot (the last
@@ -200,7 +203,7 @@ export class SecondarySite {
     const stateName = LOG_PREFIX + name
     if (!this.pool.listVolumes().some((v) => v.name === stateName)) throw new VsmError('ENOENT', `no replication group named ${JSON.stringify(name)}`)
     const g = this.groups.get(name)
-    if (g?.connected && !force) throw new VsmError('EBUSY', `the primary of group ${name} is connected and replicating: stop it (or cut the link) first, or use --force (both sites then write: split brain)`)
+    if (g && this.primaryConnected(g) && !force) throw new VsmError('EBUSY', `the primary of group ${name} is connected and replicating: stop it (or cut the link) first, or use --force (both sites then write: split brain)`)
     if (g) {
       this.groups.delete(name)
       await g.applier.close()
@@ -226,7 +229,7 @@ export class SecondarySite {
   async groupStatus(name: string) {
     const g = this.groups.get(name)
     // resyncPoint: during a bitmap resync the replicas are consistent only in the snapshot, as of that seq
-    if (g) return { group: name, role: 'secondary', state: 'secondary', connected: g.connected, volumes: g.volumes, durableSeq: g.applier.durableSeq, appliedSeq: g.applier.appliedSeq, appliedRecords: g.applier.applied, resyncPoint: g.applier.resyncPoint }
+    if (g) return { group: name, role: 'secondary', state: 'secondary', connected: this.primaryConnected(g), silentSeconds: Math.min(g.applier.silentMs, 1e12) / 1000, volumes: g.volumes, durableSeq: g.applier.durableSeq, appliedSeq: g.applier.appliedSeq, appliedRecords: g.applier.applied, resyncPoint: g.applier.resyncPoint }
     if (!this.pool.listVolumes().some((v) => v.name === LOG_PREFIX + name)) throw new VsmError('ENOENT', `no replication group named ${JSON.stringify(name)}`)
     const state = await loadReplicaState(await this.pool.openVolume(LOG_PREFIX + name))
     return { group: name, role: 'secondary', state: 'secondary', connected: false, volumes: state?.volumes ?? [], durableSeq: state?.durable ?? 0, appliedSeq: state?.durable ?? 0, appliedRecords: 0, resyncPoint: state?.resync?.point ?? null }

@@ -165,10 +165,15 @@ export class Shipper {
     return gap !== null && next >= gap ? this.log.tailSeq : null
   }
 
-  /** Nothing heard for a while: records sent and not received are sent again; sent and not yet durable, the secondary is asked where it stands (its ack may have been lost). */
+  /** Runs every retransmitMs/4. Nothing heard for a while: records sent and not received are sent again; sent and not yet durable, the secondary is asked where it stands (its ack may have been lost). */
   private checkStalled(): void {
     const waiting = this.sendNext - 1 > this.ackedDurable
-    if (!this.link || !waiting) { this.lastProgress = Date.now(); return }
+    if (!this.link || !waiting) {
+      this.lastProgress = Date.now()
+      // the heartbeat of an idle link: the secondary tells a quiet primary from a lost one
+      this.link?.send({ t: 'ping' })
+      return
+    }
     if (Date.now() - this.lastProgress < (this.opts.retransmitMs ?? 5000)) return
     this.lastProgress = Date.now()
     if (this.sendNext > this.ackedNext) { this.sendNext = this.ackedNext; void this.pump() } else this.link.send({ t: 'ping' })

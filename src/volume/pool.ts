@@ -19,7 +19,7 @@ import { Jobs } from '../control/jobs'
 import type { EventSink } from '../control/events'
 import { probeContents } from './probe'
 import { ConfigVersion } from './store'
-import { planVolume } from './layouts'
+import { planExactly, planVolume } from './layouts'
 import { PoolCore, DeviceInfo, VolumeInfo, PoolOptions, errMsg, stopJob } from './core'
 import { assemble, findConfig, poolExists } from './assembly'
 import { offlineDevice, onlineDevice, replaceMember } from './failure'
@@ -197,9 +197,14 @@ export class Pool {
     })
   }
 
-  createVolume(name: string, spec: VolumeSpec): Promise<VolumeInfo> {
+  /**
+   * exact: the volume holds exactly spec.size bytes (a replica must match its primary's
+   * size), though a layout carves metadata from its extents; otherwise spec.size is what
+   * is allocated and the layout's tables come out of it.
+   */
+  createVolume(name: string, spec: VolumeSpec, opts: { exact?: boolean } = {}): Promise<VolumeInfo> {
     return this.core.serial(async () => {
-      const { volume, extents } = planVolume(this.core.cfg, name, spec, randomUUID())
+      const { volume, extents } = (opts.exact ? planExactly : planVolume)(this.core.cfg, name, spec, randomUUID())
       for (const id of extents.keys()) {
         const r = this.core.rt.get(id)
         if (r?.missing || !r?.io) {

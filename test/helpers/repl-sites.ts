@@ -41,7 +41,7 @@ export async function upWithDisk(primary: Vsm, secondary: Vsm, disk: string, siz
 
 /** `vsm repl create GROUP` on the primary, to the secondary's home over sshd; options: --mode, --log-size and the like. */
 export const replCreate = (primary: Vsm, secondary: Vsm, sshd: Sshd, group: string, ...options: string[]) =>
-  primary.run('repl', 'create', group, '--target', `ssh://root@127.0.0.1:${sshd.port}${secondary.home}`,
+  primary.run('repl', 'create', group, '--target', `ssh://root@${sshd.host}:${sshd.port}${secondary.home}`,
     '--identity', sshd.identity, '--known-hosts', sshd.knownHosts, '--remote-vsm', VSM, ...options)
 
 /** Test cleanup: both homes stopped, then sshd, then its directory. */
