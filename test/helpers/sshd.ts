@@ -44,12 +44,15 @@ export async function startSshd(dir: string, at: { host: string; netns?: string 
     `Port ${port}`, `ListenAddress ${at.host}`, `HostKey ${join(dir, 'host')}`, `PidFile ${join(dir, 'sshd.pid')}`,
     `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'PasswordAuthentication no', 'KbdInteractiveAuthentication no',
     'PubkeyAuthentication yes', 'PermitRootLogin prohibit-password', 'StrictModes no', 'UsePAM no',
-    'Subsystem sftp internal-sftp', '',
+    'Subsystem sftp internal-sftp',
+    // a session whose client died behind a cut link ends in seconds, not hours
+    'ClientAliveInterval 2', 'ClientAliveCountMax 2', '',
   ].join('\n'))
   execFileSync('mkdir', ['-p', '/run/sshd'])
   const argv = ['/usr/sbin/sshd', '-D', '-e', '-f', join(dir, 'sshd_config')]
   const sshd: ChildProcess = at.netns ? spawn('ip', ['netns', 'exec', at.netns, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] })
-  const stop = () => { sshd.kill('SIGTERM') }
+  // sessions outlive the listener and hold its stderr: without the destroy, this process would wait for them
+  const stop = () => { sshd.stderr?.destroy(); sshd.kill('SIGTERM') }
   process.on('exit', stop)
   const deadline = Date.now() + 20_000
   for (;;) {
