@@ -13,6 +13,7 @@
 import { execFile } from 'child_process'
 import { mkdtempSync, rmSync } from 'fs'
 import { join, resolve } from 'path'
+import { until } from '../test/helpers/repl-sites'
 import { startSshd, type Sshd } from '../test/helpers/sshd'
 
 const VSM = resolve(__dirname, '..', '..', 'bin', 'vsm')
@@ -49,14 +50,11 @@ export async function replBench(): Promise<ReplBench> {
     await vsm(primary, 'disk', 'create', 'd.img', '--size', '256M')
     await vsm(primary, 'repl', 'create', 'g', '--target', `ssh://root@127.0.0.1:${sshd.port}${secondary}`, '--identity', sshd.identity,
       '--known-hosts', sshd.knownHosts, '--remote-vsm', VSM, '--mode', 'async', '--log-size', '64M')
+    /** Seconds until the secondary holds everything. */
     const caughtUp = async (ms: number) => {
       const t0 = Date.now()
-      for (;;) {
-        const s = await status()
-        if (s.state === 'replicating' && s.lagBytes === 0) return (Date.now() - t0) / 1000
-        if (Date.now() - t0 > ms) throw new Error(`the secondary did not catch up in ${ms / 1000} s (state ${s.state}, lag ${s.lagBytes} bytes${s.lastError ? `: ${s.lastError}` : ""})`)
-        await sleep(100)
-      }
+      await until([secondary, primary], 'the secondary to catch up', status, (s) => s.state === 'replicating' && s.lagBytes === 0, ms)
+      return (Date.now() - t0) / 1000
     }
     await caughtUp(120_000)
     const img = join(primary, 'mnt', 'd.img')
@@ -94,7 +92,7 @@ export async function replBench(): Promise<ReplBench> {
       fdatasync: { async: side(a), sync: side(s), syncVsAsync: s.write.iops / a.write.iops },
     }
   } finally {
-    for (const h of up.reverse()) await vsm(h, 'down', '--force').catch(() => vsm(h, 'down', '--force').catch(() => undefined))
+    for (const h of up.reverse()) await vsm(h, 'down', '--force').catch(() => undefined)
     sshd?.stop()
     rmSync(dir, { recursive: true, force: true })
   }

@@ -229,7 +229,7 @@ export class SecondarySite {
   async groupStatus(name: string) {
     const g = this.groups.get(name)
     // resyncPoint: during a bitmap resync the replicas are consistent only in the snapshot, as of that seq
-    if (g) return { group: name, role: 'secondary', state: 'secondary', connected: this.primaryConnected(g), silentSeconds: Math.min(g.applier.silentMs, 1e12) / 1000, volumes: g.volumes, durableSeq: g.applier.durableSeq, appliedSeq: g.applier.appliedSeq, appliedRecords: g.applier.applied, resyncPoint: g.applier.resyncPoint }
+    if (g) return { group: name, role: 'secondary', state: 'secondary', connected: this.primaryConnected(g), silentSeconds: g.connected ? g.applier.silentMs / 1000 : null, volumes: g.volumes, durableSeq: g.applier.durableSeq, appliedSeq: g.applier.appliedSeq, appliedRecords: g.applier.applied, resyncPoint: g.applier.resyncPoint }
     if (!this.pool.listVolumes().some((v) => v.name === LOG_PREFIX + name)) throw new VsmError('ENOENT', `no replication group named ${JSON.stringify(name)}`)
     const state = await loadReplicaState(await this.pool.openVolume(LOG_PREFIX + name))
     return { group: name, role: 'secondary', state: 'secondary', connected: false, volumes: state?.volumes ?? [], durableSeq: state?.durable ?? 0, appliedSeq: state?.durable ?? 0, appliedRecords: 0, resyncPoint: state?.resync?.point ?? null }

@@ -36,7 +36,7 @@ export function journalOf(journal: string): Array<[number, number]> {
  */
 export function prefixOf(disks: string[], journal: string, slots: number): number {
   const tried = journalOf(journal)
-  const found = disks.map((d) => {
+  const found = disks.map((d, di) => {
     const fd = openSync(d, 'r')
     try {
       return Array.from({ length: slots }, (_, s) => {
@@ -44,7 +44,8 @@ export function prefixOf(disks: string[], journal: string, slots: number): numbe
         readSync(fd, b, 0, BLOCK, s * BLOCK)
         if (b.readUInt32LE(0) !== MAGIC) return 0
         const i = b.readUInt32LE(4)
-        if (!b.equals(block(i, b.readUInt32LE(8), b.readUInt32LE(12))) || b.readUInt32LE(8) !== disks.indexOf(d) || b.readUInt32LE(12) !== s) throw new Error(`${d} slot ${s}: a torn or misplaced block`)
+        // the whole block as write i made it, for this disk and slot
+        if (!b.equals(block(i, di, s))) throw new Error(`${d} slot ${s}: a torn or misplaced block`)
         return i
       })
     } finally { closeSync(fd) }
