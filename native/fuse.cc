@@ -522,6 +522,14 @@ Napi::Value ReplyBuf(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 // (req, count)
+// (buffer): the data of a WRITE that JavaScript is done with. Detaching its ArrayBuffer
+// frees the memory now: left to the garbage collector, 1 MiB per request of external
+// memory set off a full mark-compact every 25 ms under 1 MiB sequential writes.
+Napi::Value ReleaseData(const Napi::CallbackInfo &info) {
+  Napi::ArrayBuffer ab = info[0].As<Napi::Buffer<char>>().ArrayBuffer();
+  if (!ab.IsDetached()) ab.Detach();
+  return info.Env().Undefined();
+}
 Napi::Value ReplyWrite(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
   fuse_reply_write(r->req, static_cast<size_t>(info[1].As<Napi::Number>().Int64Value()));
@@ -673,6 +681,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("replyOpen", Napi::Function::New(env, ReplyOpen));
   exports.Set("replyBuf", Napi::Function::New(env, ReplyBuf));
   exports.Set("replyWrite", Napi::Function::New(env, ReplyWrite));
+  exports.Set("releaseData", Napi::Function::New(env, ReleaseData));
   exports.Set("replyStatfs", Napi::Function::New(env, ReplyStatfs));
   exports.Set("replyXattr", Napi::Function::New(env, ReplyXattr));
   exports.Set("replyLseek", Napi::Function::New(env, ReplyLseek));

@@ -21,6 +21,16 @@ export interface BlockDev {
   close(): Promise<void>
 }
 
+let stranded = 0
+/**
+ * Calls a device gave up on while the kernel still held them (an abandoned device):
+ * the kernel may yet read or fill their buffers. Whoever frees or reuses a buffer as
+ * soon as its I/O settled does so only if this count did not move meanwhile.
+ */
+export const strandedCalls = (): number => stranded
+/** n calls were left to the kernel. */
+export function strand(n: number): void { stranded += n }
+
 const ZERO_CHUNK = Buffer.alloc(1 << 20)
 /** What a discard that cannot be done answers (a backing fs without hole punching). */
 const UNSUPPORTED = new Set(['EOPNOTSUPP', 'ENOTSUP', 'ENOSYS'])

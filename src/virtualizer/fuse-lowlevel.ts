@@ -5,7 +5,8 @@
 // inode, get ids of their own) and packs the answers the addon passes to the kernel.
 import { join } from 'path'
 import type { Logger } from 'pino'
-import { VsmError } from '../block/blockdev'
+import { VsmError, strandedCalls } from '../block/blockdev'
+import { BufferPool } from '../block/buffers'
 import { RENAME_EXCHANGE } from '../fs'
 import { callOp, type Attr, type Caller, type FuseOps } from './fuse-ops'
 import type { FuseBinding } from './fuse-view'
@@ -23,6 +24,8 @@ interface Addon {
   replyOpen(req: number, fh: number, openFlags: number): void
   replyBuf(req: number, buf: Buffer, length: number): void
   replyWrite(req: number, count: number): void
+  /** Frees a WRITE's data now; any view of it reads as empty from then on. */
+  releaseData(data: Buffer): void
   replyStatfs(req: number, v: number[]): void
   replyXattr(req: number, size: number): void
   replyLseek(req: number, offset: number): void
@@ -166,6 +169,7 @@ const packNames = (names: string[]) => Buffer.concat(names.map((n) => Buffer.fro
 export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, opts: { allowOther: boolean; threads?: number }): FuseBinding {
   const a = loadAddon()
   const nodes = new Nodes()
+  const readBuffers = new BufferPool()
   const dirs = new Map<number, { name: string; id: number; mode: number }[]>()
   let nextDir = 1
   let session: unknown
@@ -286,13 +290,21 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
         return { h, e: await entry(p) }
       }, ({ h, e }) => a.replyCreate(req, attrArray(e.id, e.attr), TIMEOUT, h, 0))
       case OP.READ: {
-        const buf = Buffer.allocUnsafe(size)
-        return serve(op, req, () => ops.read(fh, buf, off), (n) => a.replyBuf(req, buf, n))
+        const { buf, ticket } = readBuffers.take(size)
+        // replyBuf copies the bytes to the kernel: the buffer is free once it returns
+        return serve(op, req, () => ops.read(fh, buf, off), (n) => { a.replyBuf(req, buf, n); readBuffers.give(ticket) })
       }
-      case OP.WRITE: return serve(op, req, async () => {
-        if (flags) await killSuidgid(ino, caller)
-        return ops.write(fh, data!, off)
-      }, (n) => a.replyWrite(req, n))
+      case OP.WRITE: {
+        const stranded = strandedCalls()
+        return serve(op, req, async () => {
+          if (flags) await killSuidgid(ino, caller)
+          const n = await ops.write(fh, data!, off)
+          // nothing below keeps a written buffer once the write settled, unless a device
+          // was abandoned with the kernel still reading it (or the write failed part way)
+          if (strandedCalls() === stranded) a.releaseData(data!)
+          return n
+        }, (n) => a.replyWrite(req, n))
+      }
       case OP.FLUSH: return serve(op, req, () => ops.flush(fh), () => a.replyErr(req, 0))
       case OP.RELEASE: return serve(op, req, () => ops.release(fh), () => a.replyErr(req, 0))
       case OP.FSYNC: return serve(op, req, () => ops.fsync(fh, !!flags), () => a.replyErr(req, 0))

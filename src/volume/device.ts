@@ -14,7 +14,7 @@
 // kernel's SCSI layer offlines a device that times out. The calls already in the kernel
 // stay there until it answers; their results are ignored.
 import { promises as fsp, constants as fsc } from 'fs'
-import { BlockDev, VsmError, rejectBadRange } from '../block/blockdev'
+import { BlockDev, VsmError, rejectBadRange, strand } from '../block/blockdev'
 import { discardRange } from '../native/sys'
 
 const BLKGETSIZE64 = 0x80081272
@@ -84,6 +84,7 @@ export class Device implements BlockDev {
     if (this.dead) return
     this.dead = new VsmError('EIO', `device ${this.path} abandoned: ${reason}`)
     if (this.watchdog) clearInterval(this.watchdog)
+    strand(this.running.size)
     for (const op of this.running) op.reject(this.dead)
     this.running.clear()
     for (const start of this.waiting.splice(0)) start()
