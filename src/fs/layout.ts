@@ -8,7 +8,7 @@
 //                         (superblock v3: its two superblock blocks) takes its nodes from it
 //
 // Volumes other than 0 carry a one-block label (fs uuid + index) at block 0.
-import { crc32 } from 'zlib'
+import { crc32 } from '../native/sums'
 import { BlockDev, VsmError } from '../block/blockdev'
 
 export const BS = 4096

@@ -3,7 +3,7 @@
 // `ArchiveStore`, over small backends (a directory, SFTP) that only move bytes: write a
 // whole object durably under its name, read a range, remove, list. The framing and the
 // checks are here, once, so every backend stores and verifies objects the same way.
-import { crc32 } from 'zlib'
+import { crc32 } from '../native/sums'
 import { VsmError } from '../block/blockdev'
 import { DirBackend } from './archive-dir'
 import { parseSftp, SftpBackend } from './archive-sftp'

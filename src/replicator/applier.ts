@@ -7,7 +7,7 @@
 // overwrites in the resync snapshot first, so the image as of resync-begin stays whole.
 // Also owns applyRecord, which the primary's local replay uses too, so both sites
 // apply a record alike.
-import { crc32 } from 'zlib'
+import { crc32 } from '../native/sums'
 import { BlockDev, VsmError } from '../block/blockdev'
 import { BLOCK, LogRecord, readSlots, writeSlot } from './log'
 import { ResyncSnapshot } from './snapshot'

@@ -7,7 +7,7 @@
 // retained records once the group has marked them in its bitmap). Who ships records,
 // when space may be reclaimed and what the bitmap holds is decided elsewhere
 // (group.ts, shipper.ts, bitmap.ts).
-import { crc32 } from 'zlib'
+import { crc32 } from '../native/sums'
 import { BlockDev, VsmError, writeDurable } from '../block/blockdev'
 
 export const BLOCK = 4096

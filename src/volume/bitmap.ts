@@ -6,7 +6,7 @@
 // the owning mirror has resynced them, even across clean closes of other volumes.
 // Held whole in memory: a bit per region and at most 8M regions (regions grow with the
 // device), so a few KiB for a small device and under 1 MiB for any.
-import { crc32 } from 'zlib'
+import { crc32 } from '../native/sums'
 import { BlockDev, writeDurable } from '../block/blockdev'
 import { MiB, BITMAP_OFFSET, BITMAP_BITS_OFFSET, BITMAP_BITS_BYTES } from './label'
 

@@ -15,8 +15,8 @@
 // summary pages hold one bit per sum page, set (and written first) before that page
 // is, so finding what was ever written (scrub, rebuild) reads a page per 127 GiB.
 import { createHash } from 'crypto'
-import { crc32 } from 'zlib'
 import { BlockDev } from '../block/blockdev'
+import { blockSumsInto, crc32 } from '../native/sums'
 import { GroupFlush } from './sync'
 import { PAGE_BYTES, PageCache, PagedArea, PageFormat, tableCache } from './pagecache'
 
@@ -63,7 +63,7 @@ export function blockSum(b: Buffer): number {
 /** Sums of the successive SUM_BLOCK blocks of data. */
 export function blockSums(data: Buffer): Uint32Array {
   const out = new Uint32Array(Math.ceil(data.length / SUM_BLOCK))
-  for (let k = 0; k < out.length; k++) out[k] = blockSum(data.subarray(k * SUM_BLOCK, (k + 1) * SUM_BLOCK))
+  blockSumsInto(data, SUM_BLOCK, out)
   return out
 }
 

@@ -10,7 +10,7 @@
 // full copy of the pool configuration, so `strings`/`head -c` on a device shows the
 // pool (LVM2 keeps its metadata text the same way), and a pool can be assembled from
 // its devices alone.
-import { crc32 } from 'zlib'
+import { crc32 } from '../native/sums'
 import { BlockDev, VsmError } from '../block/blockdev'
 import type { PoolConfig } from './config'
 

@@ -25,13 +25,14 @@
 // rows, so one region bit per member's device bitmap) records which rows were written
 // while a member was away: a returning member is rebuilt only there. The journal, not
 // the log, is what makes a crash safe; the log only bounds what a stale member missed.
-import { crc32 } from 'zlib'
+import { crc32 } from '../native/sums'
 import { BlockDev, VsmError, checkRange } from '../block/blockdev'
 import { readLength } from './slice'
 import { GroupFlush, RangeLocks } from './sync'
 import { ChecksumTable, SUM_BLOCK, blockSum } from './checksum'
 import { DirtyRegionLog, LogHost, LogMember } from './drl'
 import { intersectRanges, mergeRanges, rangesBytes } from '../block/ranges'
+import { xorInto } from '../native/sums'
 
 export interface Raid5Options {
   stripeUnit: number
@@ -65,19 +66,6 @@ export interface Raid5ScrubReport {
   unrecoverable: { member: number; offset: number }[]
   /** Rows whose parity disagreed with their (verified) data and was rewritten. */
   parityRows: number[]
-}
-
-function xorInto(dst: Buffer, src: Buffer): void {
-  const n = dst.length
-  let i = 0
-  // word at a time where both are 4-byte aligned (every buffer the row update allocates is)
-  if ((dst.byteOffset & 3) === 0 && (src.byteOffset & 3) === 0) {
-    const w = n >>> 2
-    const d = new Int32Array(dst.buffer, dst.byteOffset, w), s = new Int32Array(src.buffer, src.byteOffset, w)
-    for (let k = 0; k < w; k++) d[k] ^= s[k]
-    i = w << 2
-  }
-  for (; i < n; i++) dst[i] ^= src[i]
 }
 
 /** Is row in one of the sorted, disjoint [lo, hi) row ranges? */

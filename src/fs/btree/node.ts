@@ -3,7 +3,7 @@
 // refused), leaf flag, value size, key count}, then the keys (u64 as two u32, safe
 // integers), then the values: a leaf's fixed-size values, an internal node's child
 // block numbers.
-import { crc32 } from 'zlib'
+import { crc32 } from '../../native/sums'
 import { VsmError } from '../../block/blockdev'
 
 export const NODE_SIZE = 4096

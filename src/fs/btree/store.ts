@@ -12,7 +12,7 @@
 // tree (block -> count), itself a B+tree in the same store whose nodes are never shared
 // (so changing it needs no counts: no recursion); a commit folds the transaction's
 // count changes into it.
-import { crc32 } from 'zlib'
+import { crc32 } from '../../native/sums'
 import { BlockDev, VsmError } from '../../block/blockdev'
 import { NODE_SIZE, Node, decode, encode } from './node'
 import { Tree, insert, lookup, remove, walk } from './tree'
