@@ -1,40 +1,55 @@
-// The fs's metadata scale figures (issue 9 item 4), a section of `npm run bench`
-// (bench.ts calls fsScaleBench), also runnable alone: node dist/bench/fs-scale.js [--json].
-// In-process on one sparse backing file (BENCH_DIR, default /var/tmp): a disk of
+// The fs's scale figures side by side with ext4 (issue 9 item 4), a section of `npm run
+// bench` (bench.ts calls fsScaleBench), also runnable alone: node dist/bench/fs-scale.js
+// [--json]. Scratch files go under BENCH_DIR (default /var/tmp).
+//
+// vsm's fs in-process on one sparse volume file of FS_SCALE_VOL_MIB (8192): a disk of
 // FS_SCALE_DISK_MIB (1024) filled sequentially, a snapshot of it (fresh), then
 // FS_SCALE_WRITES (100000) random 4 KiB copy-on-write writes with an fsync every 16, a
-// snapshot after each third (the last one on the fragmented disk); metadata bytes the
-// fs wrote per 4 KiB write; mount time and heap after remount. Next to it the same
-// extent count in the B+tree library (src/fs/btree) the fs's maps are moving onto:
-// bytes per remap committed every 16 and every 4096 (a checkpoint applying the
-// journal), snapshot (clone) cost, open time. The ratios and
-// bytes are the figures; absolute times on a shared machine are noise.
+// snapshot after each third (the last one on the fragmented disk); metadata bytes the fs
+// wrote per 4 KiB write (its own count: journal records, checkpoints, tree nodes) and in
+// the checkpoint at close; mount time and heap after a remount; then FS_SCALE_FILES
+// (100000) files created, stat'ed and unlinked in one directory through its API.
+//
+// ext4 on a sparse loop file of the same size (ext4-loop.ts: mkfs.ext4 defaults with the
+// inode tables zeroed at mkfs, default mount options, as root), in the same run: the
+// same disk and writes with the same fsync cadence, its metadata being the bytes written
+// to the loop device minus the data, and what its umount writes; a file of as many
+// extents as vsm's fragmented map (every other block written) and the mount time of the
+// fs holding it; the same files through Node's sync fs calls. ext4
+// has no snapshots: that figure is n/a. The files again through vsm's FUSE view (a `vsm
+// up` of its own, same Node calls), so one namespace ratio has the kernel on both sides.
+//
+// Ratios are vsm/ext4; absolute times on a shared machine are noise.
+import { execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
 import { randomBytes } from 'crypto'
 import { FileSystem } from '../src/fs'
-import { BtStore } from '../src/fs/btree/store'
-import { clone, insert } from '../src/fs/btree/tree'
-import { encodeExtent, extentTree } from '../src/fs/btree/extent-tree'
-import { FreeMap } from '../src/fs/extents'
 import { openDevice } from '../src/volume/device'
+import { Ext4Loop } from './ext4-loop'
 
 const MiB = 1 << 20
 const BS = 4096
 const FSYNC_EVERY = 16
-/** Remaps between tree commits when the journal takes the fsyncs and checkpoints apply it to the trees. */
-const CHECKPOINT_EVERY = 4096
+const VSM = path.resolve(__dirname, '..', '..', 'bin', 'vsm')
 
 export interface SnapshotFigure { ms: number; metaBytes: number; mapEntries: number; afterWrites: number }
+/** Operations per second, each phase ended by a sync so its figure includes making it durable. */
+export interface NsRates { create: number; stat: number; unlink: number }
 export interface FsScaleBench {
-  params: { diskMiB: number; volumeMiB: number; writes: number; fsyncEvery: number }
-  /** Where the fs refused to go on (today: its fixed metadata area full), or null. */
+  params: { diskMiB: number; volumeMiB: number; writes: number; fsyncEvery: number; files: number }
+  /** Where the fs refused to go on, or null. */
   failed: { afterWrites: number; error: string } | null
+  /** ext4 has no snapshots: only vsm's. */
   snapshot: { fresh: SnapshotFigure; fragmented: SnapshotFigure[]; fragmentedVsFresh: number }
-  metaBytesPerWrite: number
-  checkpointBytes: number
-  mount: { ms: number; heapMiB: number }
-  btree: { metaBytesPerWrite: number; perCheckpointBytesPerWrite: number; snapshotMs: number; snapshotNodesWritten: number; openMs: number; entries: number }
+  metaBytesPerWrite: { vsm: number; ext4: number; ratio: number }
+  /** vsm: the checkpoint at close; ext4: what umount wrote. */
+  closeBytes: { vsm: number; ext4: number; ratio: number }
+  mount: { vsm: { ms: number; heapMiB: number; extents: number }; ext4: { ms: number; extents: number }; ratio: number }
+  namespace: {
+    vsm: NsRates; vsmFuse: NsRates; ext4: NsRates
+    ratios: { inProcess: NsRates; fuse: NsRates }
+  }
 }
 
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6
@@ -42,138 +57,239 @@ const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6
 export async function fsScaleBench(): Promise<FsScaleBench> {
   const diskMiB = Number(process.env.FS_SCALE_DISK_MIB ?? 1024)
   const writes = Number(process.env.FS_SCALE_WRITES ?? 100_000)
+  const volumeMiB = Number(process.env.FS_SCALE_VOL_MIB ?? 8192)
+  const files = Number(process.env.FS_SCALE_FILES ?? 100_000)
   const dir = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? '/var/tmp', 'vsm-fs-scale-'))
   try {
-    const volumeMiB = Number(process.env.FS_SCALE_VOL_MIB ?? 8192)
-    const volBytes = volumeMiB * MiB
-    const dev = await openDevice(path.join(dir, 'vol0.img'), { create: volBytes })
-    await FileSystem.mkfs([dev])
-    const fsys = await FileSystem.mount([dev])
-    const ino = await fsys.create('/disk', 0o644, 0, 0)
-    const chunk = randomBytes(MiB)
-    for (let off = 0; off < diskMiB * MiB; off += MiB) await fsys.write(ino, chunk, off)
-    await fsys.sync()
-    let done = 0
-    const snap = async (name: string): Promise<SnapshotFigure> => {
-      const m0 = fsys.journalStats().metaBytes
-      const t0 = process.hrtime.bigint()
-      await fsys.snapshot('/disk', name)
-      return { ms: ms(t0), metaBytes: fsys.journalStats().metaBytes - m0, mapEntries: fsys.extentMap(ino).length, afterWrites: done }
-    }
-    const fresh = await snap('fresh')
-    const blocks = diskMiB * MiB / BS
-    const buf = Buffer.alloc(BS)
-    const fragmented: SnapshotFigure[] = []
-    let metaInWrites = 0
-    let failed: FsScaleBench['failed'] = null
-    try {
-      for (let phase = 1; phase <= 3; phase++) {
-        const m0 = fsys.journalStats().metaBytes
-        for (let i = 0; i < writes / 3; i++, done++) {
-          buf.writeUInt32LE(i, 0)
-          await fsys.write(ino, buf, Math.floor(Math.random() * blocks) * BS)
-          if (i % FSYNC_EVERY === FSYNC_EVERY - 1) await fsys.fsync(ino)
-        }
-        await fsys.fsync(ino)
-        metaInWrites += fsys.journalStats().metaBytes - m0
-        fragmented.push(await snap(`frag${phase}`))
-      }
-    } catch (e) {
-      failed = { afterWrites: done, error: (e as Error).message }
-    }
-    const beforeClose = fsys.journalStats().metaBytes
-    // a full metadata area leaves the fs unusable: its close cannot checkpoint either
-    await fsys.close().catch((e: Error) => { failed ??= { afterWrites: done, error: e.message } })
-    const checkpointBytes = fsys.journalStats().metaBytes - beforeClose
-    await dev.close()
-    const { mountMs, heapMiB, entries } = await remount(path.join(dir, 'vol0.img'), ino)
-    const last = fragmented[fragmented.length - 1]
+    const v = await vsmFigures(dir, volumeMiB * MiB, diskMiB, writes, files)
+    const e = await ext4Figures(dir, volumeMiB * MiB, diskMiB, v.done, v.mount.extents, files)
+    const vsmFuse = await fuseNamespace(dir, files)
     return {
-      params: { diskMiB, volumeMiB, writes, fsyncEvery: FSYNC_EVERY },
-      failed,
-      snapshot: { fresh, fragmented, fragmentedVsFresh: last ? last.ms / fresh.ms : NaN },
-      metaBytesPerWrite: metaInWrites / Math.max(1, done),
-      checkpointBytes,
-      mount: { ms: mountMs, heapMiB },
-      btree: await btreeFigures(dir, entries, writes),
+      params: { diskMiB, volumeMiB, writes, fsyncEvery: FSYNC_EVERY, files },
+      failed: v.failed,
+      snapshot: v.snapshot,
+      metaBytesPerWrite: { vsm: v.metaBytesPerWrite, ext4: e.metaBytesPerWrite, ratio: v.metaBytesPerWrite / e.metaBytesPerWrite },
+      closeBytes: { vsm: v.closeBytes, ext4: e.closeBytes, ratio: v.closeBytes / e.closeBytes },
+      mount: { vsm: v.mount, ext4: e.mount, ratio: v.mount.ms / e.mount.ms },
+      namespace: {
+        vsm: v.namespace, vsmFuse, ext4: e.namespace,
+        ratios: { inProcess: ratios(v.namespace, e.namespace), fuse: ratios(vsmFuse, e.namespace) },
+      },
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
 }
 
-/** Mount time and the heap the mounted fs holds (run with --expose-gc for a figure without garbage). */
-async function remount(file: string, ino: number) {
+const ratios = (a: NsRates, b: NsRates): NsRates => ({ create: a.create / b.create, stat: a.stat / b.stat, unlink: a.unlink / b.unlink })
+
+/**
+ * `n` random 4 KiB writes over a file of `blocks` blocks, an fsync after every FSYNC_EVERY
+ * and at the end; `tally.writes` counts them (and keeps the count when a write throws).
+ */
+async function randomWrites(n: number, blocks: number, tally: { writes: number },
+  write: (buf: Buffer, offset: number) => unknown, fsync: () => unknown): Promise<void> {
+  const buf = Buffer.alloc(BS)
+  for (let i = 0; i < n; i++, tally.writes++) {
+    buf.writeUInt32LE(tally.writes, 0)
+    await write(buf, Math.floor(Math.random() * blocks) * BS)
+    if (i % FSYNC_EVERY === FSYNC_EVERY - 1) await fsync()
+  }
+  await fsync()
+}
+
+/** One directory of some fs, as the namespace figure drives it. */
+interface Namespace { create(name: string): unknown; stat(name: string): unknown; unlink(name: string): unknown; sync(): unknown }
+
+async function namespaceRates(ns: Namespace, files: number): Promise<NsRates> {
+  const phase = async (op: (name: string) => unknown) => {
+    const t0 = process.hrtime.bigint()
+    for (let i = 0; i < files; i++) await op(`f${i}`)
+    await ns.sync()
+    return files / (ms(t0) / 1000)
+  }
+  return { create: await phase(ns.create), stat: await phase(ns.stat), unlink: await phase(ns.unlink) }
+}
+
+/** vsm's fs through its API: create makes the inode (no handle to close), getattr, unlink; sync commits. */
+function fsNamespace(fsys: FileSystem, dir: string): Namespace {
+  return {
+    create: (n) => fsys.create(`${dir}/${n}`, 0o644, 0, 0),
+    stat: (n) => fsys.getattr(`${dir}/${n}`),
+    unlink: (n) => fsys.unlink(`${dir}/${n}`),
+    sync: () => fsys.sync(),
+  }
+}
+
+/** A directory of a mounted fs through Node's sync calls: open(O_CREAT|O_EXCL) + close, stat, unlink; fsync of the directory. */
+function kernelNamespace(dir: string): Namespace {
+  fs.mkdirSync(dir)
+  const p = (n: string) => path.join(dir, n)
+  return {
+    create: (n) => fs.closeSync(fs.openSync(p(n), 'wx', 0o644)),
+    stat: (n) => fs.statSync(p(n)),
+    unlink: (n) => fs.unlinkSync(p(n)),
+    sync: () => {
+      const fd = fs.openSync(dir, 'r')
+      try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
+    },
+  }
+}
+
+async function vsmFigures(dir: string, volBytes: number, diskMiB: number, writes: number, files: number) {
+  const file = path.join(dir, 'vol0.img')
+  const dev = await openDevice(file, { create: volBytes })
+  await FileSystem.mkfs([dev])
+  const fsys = await FileSystem.mount([dev])
+  const ino = await fsys.create('/disk', 0o644, 0, 0)
+  const chunk = randomBytes(MiB)
+  for (let off = 0; off < diskMiB * MiB; off += MiB) await fsys.write(ino, chunk, off)
+  await fsys.sync()
+  const tally = { writes: 0 }
+  const snap = async (name: string): Promise<SnapshotFigure> => {
+    const m0 = fsys.journalStats().metaBytes
+    const t0 = process.hrtime.bigint()
+    await fsys.snapshot('/disk', name)
+    return { ms: ms(t0), metaBytes: fsys.journalStats().metaBytes - m0, mapEntries: fsys.extentMap(ino).length, afterWrites: tally.writes }
+  }
+  const fresh = await snap('fresh')
+  const fragmented: SnapshotFigure[] = []
+  let metaInWrites = 0
+  let failed: FsScaleBench['failed'] = null
+  try {
+    for (let phase = 1; phase <= 3; phase++) {
+      const m0 = fsys.journalStats().metaBytes
+      await randomWrites(writes / 3, diskMiB * MiB / BS, tally, (buf, off) => fsys.write(ino, buf, off), () => fsys.fsync(ino))
+      metaInWrites += fsys.journalStats().metaBytes - m0
+      fragmented.push(await snap(`frag${phase}`))
+    }
+  } catch (e) {
+    failed = { afterWrites: tally.writes, error: (e as Error).message }
+  }
+  const beforeClose = fsys.journalStats().metaBytes
+  // a full metadata area leaves the fs unusable: its close cannot checkpoint either
+  await fsys.close().catch((e: Error) => { failed ??= { afterWrites: tally.writes, error: e.message } })
+  const closeBytes = fsys.journalStats().metaBytes - beforeClose
+  await dev.close()
+  const { mount, namespace } = await remount(file, ino, files)
+  const last = fragmented[fragmented.length - 1]
+  return {
+    done: tally.writes, failed, closeBytes, mount, namespace,
+    snapshot: { fresh, fragmented, fragmentedVsFresh: last ? last.ms / fresh.ms : NaN },
+    metaBytesPerWrite: metaInWrites / Math.max(1, tally.writes),
+  }
+}
+
+/**
+ * Mount time and the heap the mounted fs holds (run with --expose-gc for a figure without
+ * garbage), then the namespace figure on that fs (it holds the fragmented disk, as ext4's does).
+ */
+async function remount(file: string, ino: number, files: number) {
   global.gc?.()
   const heap0 = process.memoryUsage().heapUsed
   const dev = await openDevice(file)
-  const t0 = process.hrtime.bigint()
-  const fsys = await FileSystem.mount([dev])
-  const mountMs = ms(t0)
-  global.gc?.()
-  const heapMiB = (process.memoryUsage().heapUsed - heap0) / MiB
-  const entries = fsys.extentMap(ino).length
-  await fsys.close()
-  await dev.close()
-  return { mountMs, heapMiB, entries }
+  try {
+    const t0 = process.hrtime.bigint()
+    const fsys = await FileSystem.mount([dev])
+    const mountMs = ms(t0)
+    try {
+      global.gc?.()
+      const mount = { ms: mountMs, heapMiB: (process.memoryUsage().heapUsed - heap0) / MiB, extents: fsys.extentMap(ino).length }
+      await fsys.mkdir('/ns', 0o755, 0, 0)
+      return { mount, namespace: await namespaceRates(fsNamespace(fsys, '/ns'), files) }
+    } finally {
+      await fsys.close()
+    }
+  } finally {
+    await dev.close()
+  }
 }
 
-/** The same map in the B+tree library: `entries` extents, then `writes` random 4 KiB remaps committed every FSYNC_EVERY. */
-async function btreeFigures(dir: string, entries: number, writes: number) {
-  const blocks = 1 << 20
-  const dev = await openDevice(path.join(dir, 'meta.img'), { create: blocks * BS })
-  const sb: [number, number] = [1, 2]
-  await BtStore.format(dev, sb)
-  const open = async () => {
-    const { store, roots, used } = await BtStore.open(dev, { sb, cacheNodes: 1024 })
-    const free = FreeMap.fromAllocated(3, blocks, used.map((b) => ({ start: b, len: 1 })), [])
-    store.start({ alloc: () => free.alloc(1, -1)?.[0].start ?? null, available: () => free.free, release: (b) => free.release(b, 1) })
-    return { store, roots }
-  }
-  let { store } = await open()
-  const tree = extentTree()
-  const val = (pb: number) => encodeExtent(0, pb, 1)
-  let root = 0
-  for (let k = 0; k < entries; k++) root = await insert(store, tree, root, k * 8, val(k))
-  await store.commit({ root })
-  let w0 = store.stats.nodesWritten
-  const t0 = process.hrtime.bigint()
-  const snap = await clone(store, tree, root)
-  await store.commit({ root, snap })
-  const snapshotMs = ms(t0)
-  const snapshotNodesWritten = store.stats.nodesWritten - w0
-  /** Metadata bytes per random remap when the trees are committed every `every` remaps (superblocks included). */
-  const perWrite = async (every: number) => {
-    const w = store.stats.nodesWritten, c = store.stats.commits
-    for (let i = 0; i < writes; i++) {
-      root = await insert(store, tree, root, Math.floor(Math.random() * entries * 8), val(entries + i))
-      if (i % every === every - 1) await store.commit({ root, snap })
+/** The same workload on ext4 on a loop file: `writes` as many as vsm took, a file of `extents` extents. */
+async function ext4Figures(dir: string, volBytes: number, diskMiB: number, writes: number, extents: number, files: number) {
+  const loop = Ext4Loop.create(path.join(dir, 'ext4.img'), volBytes, path.join(dir, 'ext4'))
+  try {
+    const fd = fs.openSync(path.join(loop.mnt, 'disk'), 'w')
+    let b0: number
+    try {
+      const chunk = randomBytes(MiB)
+      for (let off = 0; off < diskMiB * MiB; off += MiB) fs.writeSync(fd, chunk, 0, MiB, off)
+      fs.fsyncSync(fd)
+      // the fill's metadata (block bitmaps, extent tree, inode) on the device before counting
+      execFileSync('sync', ['-f', loop.mnt])
+      b0 = loop.bytesWritten()
+      await randomWrites(writes, diskMiB * MiB / BS, { writes: 0 }, (buf, off) => fs.writeSync(fd, buf, 0, BS, off), () => fs.fsyncSync(fd))
+    } finally {
+      fs.closeSync(fd)
     }
-    await store.commit({ root, snap })
-    return ((store.stats.nodesWritten - w) + (store.stats.commits - c)) * BS / writes
+    const b1 = loop.bytesWritten()
+    loop.umount()
+    const closeBytes = loop.bytesWritten() - b1
+    loop.mount()
+    writeFragmented(path.join(loop.mnt, 'fragmented'), extents)
+    loop.umount()
+    const mountMs = loop.mount()
+    return {
+      metaBytesPerWrite: (b1 - b0 - writes * BS) / Math.max(1, writes),
+      closeBytes,
+      mount: { ms: mountMs, extents },
+      namespace: await namespaceRates(kernelNamespace(path.join(loop.mnt, 'ns')), files),
+    }
+  } finally {
+    loop.destroy()
   }
-  const metaBytesPerWrite = await perWrite(FSYNC_EVERY)
-  const perCheckpointBytesPerWrite = await perWrite(CHECKPOINT_EVERY)
-  const t1 = process.hrtime.bigint()
-  ;({ store } = await open())
-  const openMs = ms(t1)
-  await dev.close()
-  return { metaBytesPerWrite, perCheckpointBytesPerWrite, snapshotMs, snapshotNodesWritten, openMs, entries }
+}
+
+/** A file of `extents` one-block extents: every other block written, so no two can merge. */
+function writeFragmented(file: string, extents: number): void {
+  const fd = fs.openSync(file, 'w')
+  try {
+    const buf = randomBytes(BS)
+    for (let i = 0; i < extents; i++) fs.writeSync(fd, buf, 0, BS, 2 * i * BS)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/** The namespace figure through vsm's FUSE view: a `vsm up` in a home of its own, stopped in `finally`. */
+async function fuseNamespace(dir: string, files: number): Promise<NsRates> {
+  const home = path.join(dir, 'vsm-home')
+  fs.mkdirSync(home)
+  try {
+    execFileSync(VSM, ['up', '--home', home], { stdio: ['ignore', 'ignore', 'pipe'] })
+    return await namespaceRates(kernelNamespace(path.join(home, 'mnt', 'ns')), files)
+  } finally {
+    try {
+      execFileSync(VSM, ['down', '--home', home], { stdio: 'ignore' })
+    } catch {
+      // down refuses while anything is open; the bench has closed all it opened, so force it
+      try { execFileSync(VSM, ['down', '--force', '--home', home], { stdio: 'ignore' }) } catch { /* it did not start */ }
+    }
+  }
 }
 
 export function describe(b: FsScaleBench): string[] {
   const f = (x: number, d = 1) => x.toFixed(d)
-  const s = b.snapshot
+  const r = (x: number) => x.toFixed(x < 10 ? 2 : 0)
+  const rates = (x: NsRates) => `${f(x.create, 0)} / ${f(x.stat, 0)} / ${f(x.unlink, 0)}`
+  const ratios = (x: NsRates) => `${r(x.create)} / ${r(x.stat)} / ${r(x.unlink)}`
+  const s = b.snapshot, n = b.namespace
   return [
-    `fs scale (${b.params.diskMiB} MiB disk on a ${b.params.volumeMiB} MiB volume, ${b.params.writes} random 4 KiB writes, fsync every ${b.params.fsyncEvery}, in-process):`,
+    `fs scale, vsm's fs in-process vs ext4 on a loop file (${b.params.diskMiB} MiB disk on a ${b.params.volumeMiB} MiB volume, ` +
+      `${b.params.writes} random 4 KiB writes, fsync every ${b.params.fsyncEvery}; ratios vsm/ext4):`,
     ...(b.failed ? [`  the fs refused to go on after ${b.failed.afterWrites} writes: ${b.failed.error}`] : []),
     `  snapshot create: fresh ${f(s.fresh.ms)} ms (${s.fresh.mapEntries} map entries, ${s.fresh.metaBytes} B metadata); ` +
-      `after ${s.fragmented.map((x) => `${x.afterWrites} writes ${f(x.ms)} ms (${x.mapEntries} entries, ${x.metaBytes} B)`).join(', ')}; fragmented/fresh ${f(s.fragmentedVsFresh, 0)}x`,
-    `  metadata written per 4 KiB write: ${f(b.metaBytesPerWrite, 0)} B; a checkpoint of the fragmented fs ${f(b.checkpointBytes / MiB)} MiB; ` +
-      `remount ${f(b.mount.ms)} ms, heap +${f(b.mount.heapMiB)} MiB`,
-    `  B+tree library, same ${b.btree.entries} entries: snapshot ${f(b.btree.snapshotMs)} ms (${b.btree.snapshotNodesWritten} nodes written), ` +
-      `${f(b.btree.metaBytesPerWrite, 0)} B per 4 KiB remap committed every ${b.params.fsyncEvery}, ${f(b.btree.perCheckpointBytesPerWrite, 0)} B committed every ${CHECKPOINT_EVERY} ` +
-      `(the journal taking the fsyncs), open ${f(b.btree.openMs)} ms`,
+      `after ${s.fragmented.map((x) => `${x.afterWrites} writes ${f(x.ms)} ms (${x.mapEntries} entries, ${x.metaBytes} B)`).join(', ')}; ` +
+      `fragmented/fresh ${f(s.fragmentedVsFresh, 0)}x; ext4 n/a (no snapshots)`,
+    `  metadata written per 4 KiB write: vsm ${f(b.metaBytesPerWrite.vsm, 0)} B (its journal, checkpoints, tree nodes), ` +
+      `ext4 ${f(b.metaBytesPerWrite.ext4, 0)} B (loop device bytes minus data), ratio ${r(b.metaBytesPerWrite.ratio)}; ` +
+      `at close: vsm's checkpoint ${f(b.closeBytes.vsm / MiB, 2)} MiB, ext4's umount ${f(b.closeBytes.ext4 / MiB, 2)} MiB, ratio ${r(b.closeBytes.ratio)}`,
+    `  mount holding a file of ${b.mount.vsm.extents} extents: vsm ${f(b.mount.vsm.ms)} ms (FileSystem.mount, heap +${f(b.mount.vsm.heapMiB)} MiB), ` +
+      `ext4 ${f(b.mount.ext4.ms)} ms (mount(8) run, ${b.mount.ext4.extents} one-block extents; kernel memory n/a), ratio ${r(b.mount.ratio)}`,
+    `  ${b.params.files} files in one directory, create / stat / unlink per second: vsm in-process (its API, no kernel) ${rates(n.vsm)}; ` +
+      `vsm FUSE view (vsm up, Node sync fs calls) ${rates(n.vsmFuse)}; ext4 (same calls) ${rates(n.ext4)}; ` +
+      `ratios in-process/ext4 ${ratios(n.ratios.inProcess)}, FUSE/ext4 ${ratios(n.ratios.fuse)}`,
   ]
 }
 
