@@ -142,7 +142,11 @@ export class PagedArea {
     const page = p
     const blank = this.format.blank?.(i) ?? Promise.resolve(false)
     p.loading = blank.then((b) => b ? undefined : this.io.read(page.buf, i * PAGE_BYTES).then(() => this.format.loaded?.(i, page.buf))).then(() => {
+      // in the same turn as the queued edits: an edit made a turn later, before loading
+      // was cleared, was queued after the queue had been applied, and lost
       for (const e of page.edits) e(page.buf)
+      page.edits = []
+      page.loading = null
     }).finally(() => {
       page.loading = null
       page.edits = []
