@@ -5,7 +5,9 @@
 // gives a range of a backing device back so that it reads as zeros (a hole punched in a
 // file; on a block device the kernel's punch, a write-zeroes with unmap, or BLKZEROOUT
 // where the device has no unmap, since BLKDISCARD alone may leave old data readable and
-// the copies of a mirror must agree), on libuv's thread pool: it can block as a write can. Errors are thrown as Error objects with
+// the copies of a mirror must agree), on libuv's thread pool: it can block as a write can;
+// readNowait(fd, buf, offset) reads what the page cache holds without ever waiting on the
+// device (RWF_NOWAIT). Errors are thrown as Error objects with
 // the errno name in .code, as Node's own fs errors are.
 #include <napi.h>
 #include <cerrno>
@@ -17,6 +19,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 namespace {
 
@@ -101,6 +104,24 @@ class DiscardWorker : public Napi::AsyncWorker {
   int err_ = 0;
 };
 
+// readNowait(fd, buf, offset) -> bytes read into buf, -1 when that would have to wait for
+// the device (not all in the page cache) or failed, -2 when the file takes no RWF_NOWAIT
+// (FUSE): a read the page cache can answer, answered on the calling thread with no
+// thread pool hop, and never one that waits on a device.
+Napi::Value ReadNowait(const Napi::CallbackInfo& info) {
+  int fd;
+  if (!FdArg(info, 0, &fd)) return info.Env().Undefined();
+  if (info.Length() < 3 || !info[1].IsTypedArray() || !info[2].IsNumber()) {
+    Napi::TypeError::New(info.Env(), "readNowait: a Buffer and an offset are expected").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  Napi::TypedArray t = info[1].As<Napi::TypedArray>();
+  struct iovec v = {static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset(), t.ByteLength()};
+  ssize_t r = preadv2(fd, &v, 1, static_cast<off_t>(info[2].As<Napi::Number>().Int64Value()), RWF_NOWAIT);
+  if (r < 0) r = errno == EOPNOTSUPP ? -2 : -1;
+  return Napi::Number::New(info.Env(), static_cast<double>(r));
+}
+
 // discard(fd, offset, length, blockDevice) -> Promise<void>
 Napi::Value Discard(const Napi::CallbackInfo& info) {
   int fd;
@@ -118,6 +139,7 @@ Napi::Value Discard(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("discard", Napi::Function::New(env, Discard));
+  exports.Set("readNowait", Napi::Function::New(env, ReadNowait));
   exports.Set("flock", Napi::Function::New(env, Flock));
   exports.Set("peercred", Napi::Function::New(env, Peercred));
   exports.Set("LOCK_SH", Napi::Number::New(env, LOCK_SH));

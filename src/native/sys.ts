@@ -1,6 +1,7 @@
 // Loads native/vsm_sys (built by scripts/setup with node-gyp) and gives its system
 // calls typed wrappers: a non-blocking flock on an fd, the peer credentials of a
-// connected unix socket, and the discard of a range of a backing device.
+// connected unix socket, the discard of a range of a backing device, and a read the page
+// cache answers at once.
 import { join } from 'path'
 import type { Socket } from 'net'
 
@@ -8,6 +9,7 @@ interface SysAddon {
   flock(fd: number, op: number): void
   peercred(fd: number): PeerCred
   discard(fd: number, offset: number, length: number, blockDevice: boolean): Promise<void>
+  readNowait(fd: number, buf: Buffer, offset: number): number
   LOCK_SH: number
   LOCK_EX: number
   LOCK_NB: number
@@ -51,4 +53,17 @@ export function peerCredentials(socket: Socket): PeerCred {
 /** Gives [offset, offset+length) of an open file or block device back, reading as zeros after, off the main thread. */
 export function discardRange(fd: number, offset: number, length: number, blockDevice: boolean): Promise<void> {
   return sys().discard(fd, offset, length, blockDevice)
+}
+
+/** What readNowait answers when the read would wait on the device, or failed: read the usual way. */
+export const WOULD_WAIT = -1
+/** What readNowait answers for a file that never reads this way (FUSE). */
+export const NEVER_NOWAIT = -2
+
+/**
+ * Fills buf from offset if the page cache holds all of it, on this thread and without
+ * waiting on the device: bytes read, WOULD_WAIT or NEVER_NOWAIT.
+ */
+export function readNowait(fd: number, buf: Buffer, offset: number): number {
+  return sys().readNowait(fd, buf, offset)
 }
