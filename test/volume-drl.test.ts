@@ -97,6 +97,23 @@ t('hot path: a write into an already-dirty region costs no bitmap I/O', async ()
   assert.is(a.writes - w2, 3, 'the flush writes the two checksum pages touched and the summary page marking them used')
 })
 
+t('a region written between flushes stays dirty for clearAfterMs: a write after every flush records no intent again (fdatasync workloads)', async () => {
+  let marks = 0
+  const bitmap = { regionSize: MiB, hold: () => true, release: () => true, persist: async (durable: boolean) => { if (durable) marks++ } } as unknown as DeviceBitmap
+  const log = new DirtyRegionLog(64 * MiB, [{ bitmap, base: 0 }], { isHealthy: () => true, degraded: false, failMember: async () => {} }, 200)
+  // two regions visited in turn, a flush after each write: each is idle for a whole flush interval between visits
+  for (let k = 0; k < 6; k++) {
+    const r = k % 2
+    await log.begin(r, r)
+    log.end(r, r)
+    log.flushDone(log.flushStart())
+  }
+  assert.is(marks, 2, 'one durable bitmap write per region, not one per write')
+  await new Promise((res) => setTimeout(res, 250))
+  log.flushDone(log.flushStart())
+  assert.is(log.dirtyRegions, 0, 'idle for longer than clearAfterMs: cleared at the next flush')
+})
+
 t('a new region is recorded by a durable write of its bitmap sector alone, never a flush of the device', async () => {
   // counts calls on the way to the real devices (which have writeDurable: O_DSYNC)
   const calls = { flush: 0, durable: 0 }
@@ -178,6 +195,7 @@ t('bits clear lazily after flushes once a region is idle, and are bounded by wha
   const pool = await mirrorPool()
   await pool.openVolume('m')
   const v = pool.layoutOf('m') as MirrorDev
+  v.log!.clearAfterMs = 0
   for (let r = 0; r < 6; r++) await v.write(randomBytes(4096), r * 7 * MiB)
   assert.is(v.log!.dirtyRegions, 6)
   await v.flush()
@@ -197,7 +215,7 @@ t('the log holds only regions dirty or being written: a log over 1 PiB in 1 MiB 
   // a stand-in bitmap: this test is about the log's own state (before: 9 bytes per region, 9 GiB here)
   const bitmap = { regionSize: MiB, hold: () => true, release: () => true, persist: async () => {} } as unknown as DeviceBitmap
   const heap = process.memoryUsage().arrayBuffers
-  const log = new DirtyRegionLog(2 ** 50, [{ bitmap, base: 0 }], { isHealthy: () => true, degraded: false, failMember: async () => {} })
+  const log = new DirtyRegionLog(2 ** 50, [{ bitmap, base: 0 }], { isHealthy: () => true, degraded: false, failMember: async () => {} }, 0)
   const last = log.regions - 1
   await log.begin(last, last)
   await log.begin(3, 4)
@@ -269,6 +287,7 @@ t('a write whose intent bit is not yet durable puts no sum on disk: a flush mean
   }
   const pool = await mirrorPool({ wrapDevice: (_n: string, dev: BlockDev) => new Stall(dev) })
   const v = await pool.openVolume('m')
+  ;(pool.layoutOf('m') as MirrorDev).log!.clearAfterMs = 0
   const old = randomBytes(4096)
   await v.write(old, 30 * MiB)
   await v.flush()

@@ -7,6 +7,9 @@
 // has stayed idle for a whole flush interval (hysteresis, so a hot region does not
 // pay a bitmap write + flush after every guest flush). Only regions that are dirty or
 // being written are held in memory, so it costs nothing per region of the volume.
+// Idle is counted in time as well as flushes (md's bitmap waits a few daemon_sleep
+// periods): a guest that flushes after every write would otherwise see each region
+// cleared between its visits and pay a durable bitmap write before nearly every write.
 import { VsmError } from '../block/blockdev'
 import type { DeviceBitmap } from './bitmap'
 import { mergeRanges } from '../block/ranges'
@@ -33,7 +36,16 @@ interface Region {
   inflight: number
   /** Flush epoch at the last start or end of a write in the region. */
   lastEpoch: number
+  /** Date.now() at the last end of a write in the region. */
+  lastAt: number
 }
+
+/**
+ * Policy: how long a dirty region must stay idle before a flush clears it (md: a few
+ * daemon_sleep periods). Longer: fewer durable bitmap writes, more to resync after a
+ * crash or to copy back to a copy that was away. VSM_DRL_CLEAR_MS, read at each open.
+ */
+export const drlClearAfterMs = (): number => Number(process.env.VSM_DRL_CLEAR_MS ?? 5000)
 
 export class DirtyRegionLog {
   readonly regionSize: number
@@ -43,8 +55,12 @@ export class DirtyRegionLog {
   private readonly marking = new Map<number, Promise<void>>()
   private readonly dirty = new Set<number>()
   private epoch = 1
+  /** Epoch of the last flush that completed on every copy: writes ended before it began are on all of them. */
+  private flushed = 0
 
-  constructor(readonly size: number, private readonly members: (LogMember | null)[], private readonly host: LogHost) {
+  constructor(readonly size: number, private readonly members: (LogMember | null)[], private readonly host: LogHost,
+    /** Idle time before a flush may clear a region (tests shorten it). */
+    public clearAfterMs = drlClearAfterMs()) {
     let rs = 0
     for (const m of members) if (m) rs = Math.max(rs, m.bitmap.regionSize)
     if (rs === 0) throw new VsmError('EINVAL', 'dirty-region log needs at least one member bitmap')
@@ -93,7 +109,7 @@ export class DirtyRegionLog {
     let more: Promise<void>[] | undefined
     for (let r = r0; r <= r1; r++) {
       let g = this.live.get(r)
-      if (!g) this.live.set(r, g = { state: CLEAN, inflight: 0, lastEpoch: 0 })
+      if (!g) this.live.set(r, g = { state: CLEAN, inflight: 0, lastEpoch: 0, lastAt: 0 })
       g.inflight++
       g.lastEpoch = this.epoch
       if (g.state === DIRTY) continue
@@ -105,10 +121,12 @@ export class DirtyRegionLog {
   }
 
   end(r0: number, r1: number): void {
+    const now = Date.now()
     for (let r = r0; r <= r1; r++) {
       const g = this.live.get(r)!
       g.inflight--
       g.lastEpoch = this.epoch
+      g.lastAt = now
       if (g.state === CLEAN && g.inflight === 0) this.live.delete(r)
     }
   }
@@ -155,17 +173,37 @@ export class DirtyRegionLog {
     return ++this.epoch
   }
 
-  /** The copies are flushed: clear regions idle since before the previous flush began. */
+  /** The copies are flushed: clear regions idle since before the previous flush began, and for clearAfterMs. */
   flushDone(e: number): void {
-    if (this.dirty.size === 0 || this.host.degraded) return
+    if (this.host.degraded) return
+    this.flushed = e
+    if (this.dirty.size === 0) return
     let cleared = false
+    const before = Date.now() - this.clearAfterMs
     for (const r of this.dirty) {
       const g = this.live.get(r)!
-      if (g.inflight !== 0 || g.lastEpoch >= e - 1) continue
+      if (g.inflight !== 0 || g.lastEpoch >= e - 1 || g.lastAt > before) continue
       this.clean(r)
       cleared = true
     }
     // clearing is advisory (a stale set bit only costs resync time): write it, don't flush it
+    if (cleared) for (const m of this.members) if (m) m.bitmap.persist(false).catch(() => {})
+  }
+
+  /**
+   * A copy is about to leave: from now on set bits are the record of what it misses, so
+   * clear first the regions the hysteresis kept set though their writes are on every
+   * copy (idle since before the last complete flush), or it would be sent them again.
+   */
+  forgetSynced(): void {
+    if (this.host.degraded) return
+    let cleared = false
+    for (const r of this.dirty) {
+      const g = this.live.get(r)!
+      if (g.inflight !== 0 || g.lastEpoch >= this.flushed) continue
+      this.clean(r)
+      cleared = true
+    }
     if (cleared) for (const m of this.members) if (m) m.bitmap.persist(false).catch(() => {})
   }
 

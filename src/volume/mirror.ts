@@ -116,6 +116,7 @@ export class MirrorDev implements BlockDev, LogHost {
   failMember(i: number, err: unknown): Promise<void> {
     if (this.failed[i]) return this.failing
     if (this.readable(i) && this.healthyCount <= 1) return Promise.resolve()
+    this.log?.forgetSynced()
     this.failed[i] = true
     this.writeOnly[i] = false
     this.errors[i] = (err as Error)?.message ?? String(err)

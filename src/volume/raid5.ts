@@ -196,6 +196,7 @@ export class Raid5Dev implements BlockDev, LogHost {
   failMember(i: number, err: unknown): Promise<void> {
     if (this.failed[i]) return this.failing
     const first = this.healthyCount === this.n || this.rebuilding?.index === i
+    this.log?.forgetSynced()
     this.failed[i] = true
     if (this.rebuilding?.index === i) this.rebuilding = null
     if (!first) return this.failing
