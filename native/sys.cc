@@ -7,12 +7,16 @@
 // where the device has no unmap, since BLKDISCARD alone may leave old data readable and
 // the copies of a mirror must agree), on libuv's thread pool: it can block as a write can;
 // readNowait(fd, buf, offset) reads what the page cache holds without ever waiting on the
-// device (RWF_NOWAIT). Errors are thrown as Error objects with
+// device (RWF_NOWAIT); pwriteBatch(fd, bufs, offsets, cb) writes many buffers to one
+// file in one thread pool job, so a device's writes made in one turn of the event loop
+// pay one hand-off to the pool instead of one each. Errors are thrown as Error objects with
 // the errno name in .code, as Node's own fs errors are.
 #include <napi.h>
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <vector>
+#include <unistd.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -104,6 +108,66 @@ class DiscardWorker : public Napi::AsyncWorker {
   int err_ = 0;
 };
 
+// pwriteBatch(fd, bufs, offsets, cb): cb(errors) with errors[i] undefined when bufs[i] was
+// all written at offsets[i], else its errno's name (EIO for a write that made no progress). The
+// caller keeps the buffers referenced until cb runs.
+class PwriteBatchWorker : public Napi::AsyncWorker {
+ public:
+  PwriteBatchWorker(Napi::Function cb, int fd) : Napi::AsyncWorker(cb), fd_(fd) {}
+  struct Entry { const uint8_t* data; size_t len; off_t off; int err; };
+  std::vector<Entry> entries;
+
+  void Execute() override {
+    for (Entry& e : entries) {
+      size_t done = 0;
+      while (done < e.len) {
+        ssize_t r = pwrite(fd_, e.data + done, e.len - done, e.off + static_cast<off_t>(done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) { e.err = r < 0 ? errno : EIO; break; }
+        done += static_cast<size_t>(r);
+      }
+    }
+  }
+  void OnOK() override {
+    Napi::Array out = Napi::Array::New(Env(), entries.size());
+    for (size_t i = 0; i < entries.size(); i++) {
+      if (!entries[i].err) continue;
+      const char* name = strerrorname_np(entries[i].err);
+      out[i] = Napi::String::New(Env(), name ? name : "EIO");
+    }
+    Callback().Call({out});
+  }
+
+ private:
+  int fd_;
+};
+
+Napi::Value PwriteBatch(const Napi::CallbackInfo& info) {
+  int fd;
+  if (!FdArg(info, 0, &fd)) return info.Env().Undefined();
+  if (info.Length() < 4 || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsFunction() ||
+      info[1].As<Napi::Array>().Length() != info[2].As<Napi::Array>().Length()) {
+    Napi::TypeError::New(info.Env(), "pwriteBatch: buffers, as many offsets, and a callback are expected").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  Napi::Array bufs = info[1].As<Napi::Array>(), offs = info[2].As<Napi::Array>();
+  auto* w = new PwriteBatchWorker(info[3].As<Napi::Function>(), fd);
+  w->entries.reserve(bufs.Length());
+  for (uint32_t i = 0; i < bufs.Length(); i++) {
+    Napi::Value b = bufs[i], o = offs[i];
+    if (!b.IsTypedArray() || !o.IsNumber()) {
+      delete w;
+      Napi::TypeError::New(info.Env(), "pwriteBatch: each entry is a Buffer and an offset").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    Napi::TypedArray t = b.As<Napi::TypedArray>();
+    w->entries.push_back({static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset(), t.ByteLength(),
+                          static_cast<off_t>(o.As<Napi::Number>().Int64Value()), 0});
+  }
+  w->Queue();
+  return info.Env().Undefined();
+}
+
 // readNowait(fd, buf, offset) -> bytes read into buf, -1 when that would have to wait for
 // the device (not all in the page cache) or failed, -2 when the file takes no RWF_NOWAIT
 // (FUSE): a read the page cache can answer, answered on the calling thread with no
@@ -140,6 +204,7 @@ Napi::Value Discard(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("discard", Napi::Function::New(env, Discard));
   exports.Set("readNowait", Napi::Function::New(env, ReadNowait));
+  exports.Set("pwriteBatch", Napi::Function::New(env, PwriteBatch));
   exports.Set("flock", Napi::Function::New(env, Flock));
   exports.Set("peercred", Napi::Function::New(env, Peercred));
   exports.Set("LOCK_SH", Napi::Number::New(env, LOCK_SH));

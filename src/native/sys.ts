@@ -1,7 +1,7 @@
 // Loads native/vsm_sys (built by scripts/setup with node-gyp) and gives its system
 // calls typed wrappers: a non-blocking flock on an fd, the peer credentials of a
-// connected unix socket, the discard of a range of a backing device, and a read the page
-// cache answers at once.
+// connected unix socket, the discard of a range of a backing device, a read the page
+// cache answers at once, and many writes to one file in one thread pool job.
 import { join } from 'path'
 import type { Socket } from 'net'
 
@@ -10,6 +10,7 @@ interface SysAddon {
   peercred(fd: number): PeerCred
   discard(fd: number, offset: number, length: number, blockDevice: boolean): Promise<void>
   readNowait(fd: number, buf: Buffer, offset: number): number
+  pwriteBatch(fd: number, bufs: Buffer[], offsets: number[], cb: (errors: (string | undefined)[]) => void): void
   LOCK_SH: number
   LOCK_EX: number
   LOCK_NB: number
@@ -66,4 +67,13 @@ export const NEVER_NOWAIT = -2
  */
 export function readNowait(fd: number, buf: Buffer, offset: number): number {
   return sys().readNowait(fd, buf, offset)
+}
+
+/**
+ * Writes each bufs[i] whole at offsets[i] of fd in one thread pool job; cb gets each
+ * write's errno name (undefined: written). The caller must keep fd open and the buffers
+ * unchanged until cb runs.
+ */
+export function pwriteBatch(fd: number, bufs: Buffer[], offsets: number[], cb: (errors: (string | undefined)[]) => void): void {
+  sys().pwriteBatch(fd, bufs, offsets, cb)
 }

@@ -2,13 +2,14 @@
 // BlockDev over its WHOLE extent. The label/reserved area and the data area are
 // carved out of it by the pool (see label.ts and slice.ts), not here.
 //
-// Writes go through the page cache and flush() is fdatasync. writeDurable() goes
+// Writes go through the page cache, plugged per turn of the event loop into one thread
+// pool job per device (write-queue.ts), and flush() is fdatasync. writeDurable() goes
 // through a second descriptor opened O_DSYNC, so making one small write durable (a
 // write-intent bit) writes back that range only, not every data write still cached.
 //
 // A device that stops answering (a dead disk, a hung network or FUSE backing) must not
 // stop the daemon: each system call ties up one of libuv's threads until the kernel
-// returns, so at most MAX_IN_FLIGHT run at once per device (the rest wait here, not in
+// returns, so at most MAX_IN_FLIGHT calls and the write queue's jobs run at once per device (the rest wait here, not in
 // the thread pool), and an operation older than the pool's timeout, or abandon() by the
 // operator, fails everything in flight and everything after with EIO at once, as the
 // kernel's SCSI layer offlines a device that times out. The calls already in the kernel
@@ -16,6 +17,7 @@
 import { promises as fsp, constants as fsc } from 'fs'
 import { BlockDev, VsmError, rejectBadRange, strand } from '../block/blockdev'
 import { NEVER_NOWAIT, discardRange, readNowait } from '../native/sys'
+import { WriteQueue } from './write-queue'
 
 const BLKGETSIZE64 = 0x80081272
 
@@ -55,7 +57,10 @@ export class Device implements BlockDev {
   private dead: VsmError | null = null
   /** Operations handed to the kernel, oldest first. */
   private readonly running = new Set<Op>()
+  /** Running operations that hold a thread pool thread each (not the write queue's). */
+  private pooled = 0
   private readonly waiting: (() => void)[] = []
+  private readonly queue: WriteQueue
   private watchdog: NodeJS.Timeout | null = null
   /** Reads try the page cache first (readNowait); off for files that cannot (FUSE). */
   private nowait = true
@@ -69,6 +74,7 @@ export class Device implements BlockDev {
     readonly isBlockDevice: boolean,
     timeoutMs = 0,
   ) {
+    this.queue = new WriteQueue(fh.fd, path)
     if (timeoutMs > 0) {
       this.watchdog = setInterval(() => this.check(timeoutMs), Math.max(100, timeoutMs / 4))
       this.watchdog.unref()
@@ -89,6 +95,7 @@ export class Device implements BlockDev {
     strand(this.running.size)
     for (const op of this.running) op.reject(this.dead)
     this.running.clear()
+    this.pooled = 0
     for (const start of this.waiting.splice(0)) start()
   }
 
@@ -99,18 +106,19 @@ export class Device implements BlockDev {
     }
   }
 
-  /** Runs one operation under the in-flight cap and the watchdog. */
-  private op<T>(kind: string, offset: number, call: () => Promise<T>): Promise<T> {
+  /** Runs one operation under the watchdog, and under the in-flight cap unless it is queued (the write queue caps its jobs). */
+  private op<T>(kind: string, offset: number, call: () => Promise<T>, queued = false): Promise<T> {
     if (this.dead) return Promise.reject(this.dead)
     return new Promise<T>((resolve, reject) => {
       const start = () => {
         if (this.dead) { reject(this.dead); return }
         const op: Op = { kind, offset, since: Date.now(), reject }
         this.running.add(op)
+        if (!queued) this.pooled++
         const done = () => {
           // false once abandoned: the caller has had its error, and nothing waits
           if (!this.running.delete(op)) return false
-          this.waiting.shift()?.()
+          if (!queued) { this.pooled--; this.waiting.shift()?.() }
           return true
         }
         // a call that throws at once (not a rejection) must not stay counted as running
@@ -118,7 +126,7 @@ export class Device implements BlockDev {
         try { p = call() } catch (e) { p = Promise.reject(e) }
         p.then((v) => { if (done()) resolve(v) }, (e) => { if (done()) reject(e) })
       }
-      if (this.running.size < MAX_IN_FLIGHT) start()
+      if (queued || this.pooled < MAX_IN_FLIGHT) start()
       else this.waiting.push(start)
     })
   }
@@ -200,7 +208,7 @@ export class Device implements BlockDev {
   write(buf: Buffer, offset: number): Promise<void> {
     const bad = rejectBadRange(this, offset, buf.length)
     if (bad) return bad
-    return this.op('write', offset, () => this.writeAll(this.fh, buf, offset))
+    return this.op('write', offset, () => this.queue.write(buf, offset), true)
   }
 
   writeDurable(buf: Buffer, offset: number): Promise<void> {
@@ -233,7 +241,9 @@ export class Device implements BlockDev {
     if (this.closed) return
     this.closed = true
     if (this.watchdog) clearInterval(this.watchdog)
-    const closing = (async () => { try { await this.dsync.close() } finally { await this.fh.close() } })()
+    // the queue's jobs write through fh's raw descriptor: closed under them, its number
+    // could be reused by the next open and their writes land in another file
+    const closing = (async () => { await this.queue.idle(); try { await this.fh.close() } finally { await this.dsync.close() } })()
     // close(2) of a file on a hung FUSE or network backing waits for it too: not the caller
     if (this.dead) closing.catch(() => {})
     else await closing
