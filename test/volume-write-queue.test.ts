@@ -61,6 +61,23 @@ test('idle() resolves only after every queued and running job has answered', asy
   } finally { closeSync(fd) }
 })
 
+test('abandoned, the queue sends none of its queued writes and refuses later ones', async () => {
+  const file = join(dir, 'c.img')
+  writeFileSync(file, Buffer.alloc(16 * KiB))
+  const fd = openSync(file, 'r+')
+  try {
+    const q = new WriteQueue(fd, file)
+    const w = q.write(Buffer.alloc(4 * KiB, 9), 0).then(() => 'written', (e: Error) => e.message)
+    q.abandon(new Error('device gone'))
+    assert.is(await w, 'device gone')
+    assert.is(await q.write(Buffer.alloc(4 * KiB, 9), 0).then(() => 'written', (e: Error) => e.message), 'device gone')
+    await q.idle()
+    await new Promise((r) => setImmediate(r))
+    assert.is(q.batches, 0)
+    assert.ok(readFileSync(file).equals(Buffer.alloc(16 * KiB)), 'nothing reached the file')
+  } finally { closeSync(fd) }
+})
+
 test('a Device closed with its writes still queued closes its descriptor only after they land', async () => {
   const dev = await openDevice(join(dir, 'dev.img'), { create: 4 * 1024 * KiB })
   const data = randomBytes(64 * KiB)

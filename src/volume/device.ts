@@ -92,6 +92,7 @@ export class Device implements BlockDev {
     if (this.dead) return
     this.dead = new VsmError('EIO', `device ${this.path} abandoned: ${reason}`)
     if (this.watchdog) clearInterval(this.watchdog)
+    this.queue.abandon(this.dead)
     strand(this.running.size)
     for (const op of this.running) op.reject(this.dead)
     this.running.clear()
