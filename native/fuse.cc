@@ -5,7 +5,10 @@
 // it to JavaScript through one napi_threadsafe_function, without waiting: the thread
 // goes straight back to the kernel for the next request, so many are in flight.
 // JavaScript answers later by calling reply*(req, ...) on Node's main thread; the
-// fuse_reply_* call writes the answer to /dev/fuse and frees the Req.
+// fuse_reply_* call writes the answer to /dev/fuse and frees the Req. A WRITE's answer
+// can instead be left to the session's replier thread (replyWriteLater): the writev to
+// /dev/fuse that completes the caller's I/O cost the main thread ~20 us a request under
+// 4 KiB random writes at QD16, while other requests waited for it.
 //
 // Buffers: a WRITE's payload is handed to JavaScript as the receive buffer itself
 // (the worker takes a fresh one for its next request), so written bytes are never
@@ -31,7 +34,10 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <condition_variable>
 #include <mutex>
+#include <utility>
+#include <vector>
 #include <set>
 #include <string>
 #include <sys/mount.h>
@@ -94,6 +100,13 @@ struct Session {
   bool unmounted = false;
   bool destroyed = false;
   std::atomic<uint64_t> initUnique{0}; // the kernel's INIT request, while it offers KILLPRIV_V2
+  // the replier thread's queue of WRITE answers (request, byte count)
+  std::mutex rmu;
+  std::condition_variable rcv;
+  std::vector<std::pair<Req *, size_t>> rq;
+  bool rstop = false;
+  bool rsleeping = false;
+  pthread_t replier{};
 };
 
 thread_local fuse_buf *tl_buf = nullptr;
@@ -355,6 +368,29 @@ ssize_t ioWritev(int fd, struct iovec *iov, int count, void *userdata) {
   return writev(fd, iov, count);
 }
 
+void done(Req *r);
+
+// Sends the queued WRITE answers in order; at stop, sends what is left and ends.
+void *replier(void *arg) {
+  auto *s = static_cast<Session *>(arg);
+  std::vector<std::pair<Req *, size_t>> batch;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> g(s->rmu);
+      s->rsleeping = true;
+      s->rcv.wait(g, [s] { return !s->rq.empty() || s->rstop; });
+      s->rsleeping = false;
+      if (s->rq.empty()) return nullptr;
+      batch.swap(s->rq);
+    }
+    for (auto &[r, n] : batch) {
+      fuse_reply_write(r->req, n);
+      done(r);
+    }
+    batch.clear();
+  }
+}
+
 void *worker(void *arg) {
   auto *s = static_cast<Session *>(arg);
   fuse_buf buf{};
@@ -536,6 +572,22 @@ Napi::Value ReplyWrite(const Napi::CallbackInfo &info) {
   done(r);
   return info.Env().Undefined();
 }
+// (req, count): as replyWrite, sent by the replier thread; the thread is woken only
+// when it sleeps, so answers queued while it works cost a push each.
+Napi::Value ReplyWriteLater(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  size_t n = static_cast<size_t>(info[1].As<Napi::Number>().Int64Value());
+  r->magic = 0; // answered, as far as JavaScript is concerned
+  Session *s = r->s;
+  bool wake;
+  {
+    std::lock_guard<std::mutex> g(s->rmu);
+    s->rq.emplace_back(r, n);
+    wake = s->rsleeping;
+  }
+  if (wake) s->rcv.notify_one();
+  return info.Env().Undefined();
+}
 // (req, [bsize, frsize, blocks, bfree, bavail, files, ffree, favail, namemax])
 Napi::Value ReplyStatfs(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
@@ -627,6 +679,7 @@ Napi::Value Mount(const Napi::CallbackInfo &info) {
   fuse_session_custom_io(s->se, &io, fuse_session_fd(s->se));
   s->tsfn = Tsfn::New(env, dispatch, "vsm_fuse", 0, 1, s);
   s->running = nthreads;
+  pthread_create(&s->replier, nullptr, replier, s);
   for (int i = 0; i < nthreads; i++) {
     pthread_t t;
     pthread_create(&t, nullptr, worker, s);
@@ -662,6 +715,12 @@ Napi::Value Destroy(const Napi::CallbackInfo &info) {
   if (!s->destroyed) {
     s->destroyed = true;
     for (pthread_t t : s->threads) pthread_join(t, nullptr);
+    {
+      std::lock_guard<std::mutex> g(s->rmu);
+      s->rstop = true;
+    }
+    s->rcv.notify_one();
+    pthread_join(s->replier, nullptr);
     fuse_session_destroy(s->se);
     s->tsfn.Release();
   }
@@ -681,6 +740,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("replyOpen", Napi::Function::New(env, ReplyOpen));
   exports.Set("replyBuf", Napi::Function::New(env, ReplyBuf));
   exports.Set("replyWrite", Napi::Function::New(env, ReplyWrite));
+  exports.Set("replyWriteLater", Napi::Function::New(env, ReplyWriteLater));
   exports.Set("releaseData", Napi::Function::New(env, ReleaseData));
   exports.Set("replyStatfs", Napi::Function::New(env, ReplyStatfs));
   exports.Set("replyXattr", Napi::Function::New(env, ReplyXattr));

@@ -1,7 +1,8 @@
 // Crash: kill -9 of the daemon while a writer streams fsync'd writes into a disk in
 // the FUSE view. After `vsm up`, every write acknowledged by fsync is there byte for
 // byte (a write in flight may hold its old or its new contents), and the fs check is clean;
-// once per FUSE binding, and once with the checksum tables' page cache held to 3 pages.
+// once per FUSE binding, once with 16 writes in flight, and once with the checksum
+// tables' page cache held to 3 pages.
 import { suite, Test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { join } from 'path'
@@ -10,17 +11,17 @@ import { SLOT, acknowledgedCount, startWriter, verifyAcknowledged } from './help
 
 const SLOTS = 512
 
-function crashRounds(test: Test, vsm: Vsm, rounds: number): void {
+function crashRounds(test: Test, vsm: Vsm, rounds: number, depth = 1): void {
   test.after(() => vsm.cleanup())
 
-  test(`every fsync-acknowledged write survives kill -9 of the daemon, ${rounds} times over`, async () => {
+  test(`every fsync-acknowledged write survives kill -9 of the daemon, ${rounds} times over${depth > 1 ? `, ${depth} writes in flight` : ''}`, async () => {
     await vsm.up()
     await vsm.run('disk', 'create', 'crash.img', '--size', `${(SLOTS * SLOT) >> 20}M`)
     const img = join(vsm.mount, 'crash.img')
     const journal = join(vsm.home, 'writer.journal')
     for (let round = 0; round < rounds; round++) {
       const before = acknowledgedCount(journal)
-      const exited = startWriter(img, journal, SLOTS, round + 1)
+      const exited = startWriter(img, journal, SLOTS, round + 1, undefined, depth)
       await new Promise((r) => setTimeout(r, 1500 + Math.random() * 2500))
       // A loaded machine may not have acknowledged enough by then: the kill waits for them.
       const deadline = Date.now() + 120_000
@@ -37,6 +38,11 @@ function crashRounds(test: Test, vsm: Vsm, rounds: number): void {
 }
 
 perBinding('crash', (test, fuse) => crashRounds(test, makeVsm({ deviceSize: '1G', fuse }), 3))
+
+// answers to writes with others in flight go by the binding's replier thread
+const deep = suite('crash [16 writes in flight]')
+crashRounds(deep, makeVsm({ deviceSize: '1G' }), 2, 16)
+deep.run()
 
 const pressed = suite('crash [table cache of 3 pages]')
 crashRounds(pressed, makeVsm({ deviceSize: '1G', env: { VSM_TABLE_CACHE: '12K' } }), 2)

@@ -1,7 +1,7 @@
 // A writer process for the crash tests: writes whole slots of a disk image with
 // versioned contents, fsyncs each, and journals (outside the mount, fsync'd) what it
 // tried and what was acknowledged, until the mount dies under it; and the verifier.
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, writeSync } from 'fs'
+import { closeSync, existsSync, fsyncSync, openSync, promises as fsp, readFileSync, readSync, writeSync } from 'fs'
 import { spawn } from 'child_process'
 import { createHash } from 'crypto'
 
@@ -95,15 +95,22 @@ export function acknowledgedCount(journal: string): number {
   try { return readFileSync(journal, 'utf8').split('\n').filter((l) => l.startsWith('ack ')).length } catch { return 0 }
 }
 
-/** Starts a writer process on img; resolves when it exits (when the mount dies under it, or `stop` aborts it). */
-export function startWriter(img: string, journal: string, slots: number, round: number, stop?: AbortSignal): Promise<unknown> {
-  const writer = spawn(process.execPath, [__filename, img, journal, String(slots), String(round)], { stdio: 'ignore', signal: stop })
+/**
+ * Starts a writer process on img; resolves when it exits (when the mount dies under it, or
+ * `stop` aborts it). With `depth` > 1 it keeps that many writes (each with its fsync) in
+ * flight at once, each on its own slots.
+ */
+export function startWriter(img: string, journal: string, slots: number, round: number, stop?: AbortSignal, depth = 1): Promise<unknown> {
+  const writer = spawn(process.execPath, [__filename, img, journal, String(slots), String(round), String(depth)], {
+    stdio: 'ignore', signal: stop, env: { ...process.env, UV_THREADPOOL_SIZE: String(Math.max(4, depth)) },
+  })
   writer.on('error', () => undefined) // an abort is reported as an error too; exit follows
   return new Promise((res) => writer.on('exit', res))
 }
 
-function main() {
-  const [img, journal, slotsArg, seedArg] = process.argv.slice(2)
+async function main() {
+  const [img, journal, slotsArg, seedArg, depthArg] = process.argv.slice(2)
+  const depth = Number(depthArg)
   const slots = Number(slotsArg)
   const j = openSync(journal, 'a')
   const log = (s: string) => { writeSync(j, s + '\n'); fsyncSync(j) }
@@ -112,22 +119,27 @@ function main() {
   const next = () => { seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff; return seed }
   // Versions grow across rounds too (each round is a new process with a larger seed).
   let counter = Number(seedArg) * 1_000_000
-  const fd = openSync(img, 'r+')
-  try {
+  const fh = await fsp.open(img, 'r+')
+  // lane w writes only slots s with s % depth === w: a slot has one write in flight at most
+  const lane = async (w: number) => {
     for (;;) {
       const slot = next() % slots
+      if (slot % depth !== w) continue
       const v = ++counter
       log(`try ${slot} ${v}`)
-      writeSync(fd, slotData(slot, v), 0, SLOT, slot * SLOT)
-      fsyncSync(fd)
+      await fh.write(slotData(slot, v), 0, SLOT, slot * SLOT)
+      await fh.sync()
       log(`ack ${slot} ${v}`)
     }
+  }
+  try {
+    await Promise.all(Array.from({ length: depth }, (_, w) => lane(w)))
   } catch {
     // The daemon died under us: that is the point.
   } finally {
-    try { closeSync(fd) } catch { /* the mount is gone */ }
+    await fh.close().catch(() => { /* the mount is gone */ })
     closeSync(j)
   }
 }
 
-if (require.main === module) main()
+if (require.main === module) void main()
