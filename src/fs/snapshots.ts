@@ -26,19 +26,22 @@ export async function snapshot(c: FsCore, path: string, name: string): Promise<S
     break
   }
   await c.commit()
-  return snapshots(c, path).find((x) => x.name === name)!
+  // this one only: every snapshot's unique bytes walk every snapshot's map
+  return snapshotInfo(c, name, snapshotIno(c, path, name))
 }
 
 export function snapshots(c: FsCore, path: string): SnapshotInfo[] {
   c.live()
   const n = c.regular(path)
-  return [...n.snaps ?? []].map(([name, i]) => {
-    const s = c.inodes.get(i)!
-    let unique = 0
-    // pool blocks deleting it would free: archived ones free none
-    for (const e of s.ext.ex) if (!isArchive(e.vol)) for (const pc of c.refs[e.vol].pieces(e.pb, e.len)) if (pc.n === 1) unique += pc.len
-    return { name, ino: i, size: s.size, created: s.ctime, stamp: s.stamp, uniqueBytes: unique * BS }
-  }).sort((a, b) => a.stamp - b.stamp)
+  return [...n.snaps ?? []].map(([name, i]) => snapshotInfo(c, name, i)).sort((a, b) => a.stamp - b.stamp)
+}
+
+function snapshotInfo(c: FsCore, name: string, i: number): SnapshotInfo {
+  const s = c.inodes.get(i)!
+  let unique = 0
+  // pool blocks deleting it would free: archived ones free none
+  for (const e of s.ext.ex) if (!isArchive(e.vol)) for (const pc of c.refs[e.vol].pieces(e.pb, e.len)) if (pc.n === 1) unique += pc.len
+  return { name, ino: i, size: s.size, created: s.ctime, stamp: s.stamp, uniqueBytes: unique * BS }
 }
 
 /** Inode number of snapshot `name` of a file. */
