@@ -93,4 +93,51 @@ test('RefMap.adjustMany (one sweep) gives the counts and frees of adjust() run b
   }
 })
 
+test('RefMap.fromRuns and adjustMany (sorted-array sweeps) match per-block counts and adjust() run by run, random seed', () => {
+  const seed = Number(process.env.SEED ?? Math.floor(Math.random() * 2 ** 31))
+  console.log(`fs-extents: RefMap sweeps seed ${seed} (SEED=${seed} repeats it)`)
+  const r = rng(seed)
+  /** Sorted, coalesced runs of the blocks whose count passes `keep`, with the count. */
+  const runsOf = (count: Map<number, number>, keep: (n: number) => boolean) => {
+    const out: { start: number; len: number; n: number }[] = []
+    for (const b of [...count.keys()].sort((p, q) => p - q)) {
+      const n = count.get(b)!
+      if (!keep(n)) continue
+      const l = out[out.length - 1]
+      if (l && l.start + l.len === b && l.n === n) l.len++
+      else out.push({ start: b, len: 1, n })
+    }
+    return out
+  }
+  const blocks = (l: { start: number; len: number }[]) => l.flatMap((x) => Array.from({ length: x.len }, (_, i) => x.start + i)).sort((p, q) => p - q)
+  for (let round = 0; round < 200; round++) {
+    // a small address space: many runs start or end at the same block; some are empty
+    const span = 50 + r(3000), maxLen = 1 + r(60)
+    const runs = Array.from({ length: r(400) }, () => ({ start: r(span), len: r(8) ? 1 + r(maxLen) : 0 }))
+    const count = new Map<number, number>()
+    for (const x of runs) for (let b = x.start; b < x.start + x.len; b++) count.set(b, (count.get(b) ?? 0) + 1)
+    const built = RefMap.fromRuns(runs)
+    assert.equal(built.refs.r, runsOf(count, (n) => n >= 2), `seed ${seed} round ${round}: fromRuns counts`)
+    assert.equal(built.union, runsOf(count, (n) => n >= 1).map((x) => ({ start: x.start, len: x.len })).reduce((o, x) => {
+      const l = o[o.length - 1]
+      if (l && l.start + l.len === x.start) l.len += x.len; else o.push(x)
+      return o
+    }, [] as { start: number; len: number }[]), `seed ${seed} round ${round}: fromRuns union`)
+    // adjustMany from that map against adjust() run by run: +1 over any runs, -1 over blocks held
+    const a = new RefMap(), b = new RefMap()
+    a.r = built.refs.r.map((x) => ({ ...x }))
+    b.r = built.refs.r.map((x) => ({ ...x }))
+    const delta = r(2) ? 1 : -1
+    const use = delta > 0
+      ? Array.from({ length: 64 + r(300) }, () => ({ start: r(span), len: r(8) ? 1 + r(maxLen) : 0 }))
+      : [...runsOf(count, (n) => n >= 1).filter(() => r(3) > 0), ...a.r.filter(() => r(2) > 0)].map((x) => ({ start: x.start, len: x.len }))
+    if (use.length < 64) continue
+    for (let i = use.length - 1; i > 0; i--) { const k = r(i + 1); [use[i], use[k]] = [use[k], use[i]] }
+    const one = use.flatMap((x) => a.adjust(x.start, x.len, delta))
+    const many = b.adjustMany(use, delta)
+    assert.equal(b.r, a.r, `seed ${seed} round ${round}: adjustMany counts`)
+    assert.equal(blocks(many), blocks(one), `seed ${seed} round ${round}: adjustMany frees`)
+  }
+})
+
 test.run()

@@ -326,56 +326,77 @@ export class RefMap {
    */
   adjustMany(runs: { start: number; len: number }[], delta: 1 | -1): { start: number; len: number }[] {
     if (runs.length < 64) return runs.flatMap((x) => this.adjust(x.start, x.len, delta))
-    const ev: [number, number][] = []
-    for (const x of runs) if (x.len > 0) ev.push([x.start, 1], [x.start + x.len, -1])
-    ev.sort((a, b) => a[0] - b[0])
-    const pts = ev.map((e) => e[0])
-    for (const x of this.r) pts.push(x.start, x.start + x.len)
-    pts.sort((a, b) => a - b)
-    const push = (to: RefRun[], start: number, len: number, n: number) => {
-      const l = to[to.length - 1]
-      if (l && l.start + l.len === start && l.n === n) l.len += len
-      else to.push({ start, len, n })
-    }
+    const { starts, ends } = bounds(runs, true)
+    const m = starts.length
     const old = this.r, out: RefRun[] = [], freed: RefRun[] = []
-    let k = 0, ei = 0, oi = 0
-    for (let i = 0; i + 1 < pts.length; i++) {
-      const a = pts[i], b = pts[i + 1]
-      if (b === a) continue
-      while (ei < ev.length && ev[ei][0] <= a) k += ev[ei++][1]
+    // from one boundary (a run's start or end, an old shared run's) to the next: k runs over it, its old count
+    let i = 0, j = 0, oi = 0, k = 0
+    let a = Math.min(m ? starts[0] : Infinity, old.length ? old[0].start : Infinity)
+    for (;;) {
+      while (i < m && starts[i] <= a) { k++; i++ }
+      while (j < m && ends[j] <= a) { k--; j++ }
       while (oi < old.length && old[oi].start + old[oi].len <= a) oi++
-      const was = oi < old.length && old[oi].start <= a ? old[oi].n : 0
-      if (k === 0) { if (was) push(out, a, b - a, was); continue }
-      const n = (was || 1) + delta * k
-      if (n === 0) push(freed, a, b - a, 0)
-      else if (n >= 2) push(out, a, b - a, n)
+      const inOld = oi < old.length && old[oi].start <= a
+      let b = inOld ? old[oi].start + old[oi].len : oi < old.length ? old[oi].start : Infinity
+      if (i < m && starts[i] < b) b = starts[i]
+      if (j < m && ends[j] < b) b = ends[j]
+      if (b === Infinity) break
+      const was = inOld ? old[oi].n : 0
+      if (k === 0) { if (was) addRun(out, a, b - a, was) }
+      else {
+        const n = (was || 1) + delta * k
+        if (n === 0) addRun(freed, a, b - a, 0)
+        else if (n >= 2) addRun(out, a, b - a, n)
+      }
+      a = b
     }
     this.r = out
     return freed.map((f) => ({ start: f.start, len: f.len }))
   }
 
-  /** From allocated runs (any order, overlaps allowed): the shared runs and the union of all. */
+  /**
+   * From allocated runs (any order, overlaps allowed): the shared runs and the union of
+   * all. Starts and ends are sorted apart as numbers and merged (the count at a point is
+   * starts minus ends before it): mount builds every volume's counts with this.
+   */
   static fromRuns(runs: { start: number; len: number }[]): { refs: RefMap; union: { start: number; len: number }[] } {
-    const ev: [number, number][] = []
-    for (const x of runs) ev.push([x.start, 1], [x.start + x.len, -1])
-    ev.sort((a, b) => a[0] - b[0] || a[1] - b[1])
+    const { starts, ends } = bounds(runs, false)
     const refs = new RefMap()
     const union: { start: number; len: number }[] = []
-    let c = 0, at = 0
-    for (const [p, d] of ev) {
+    const m = starts.length
+    let c = 0, at = 0, i = 0, j = 0
+    // one event per step, ends first at a tie (no run between them either way)
+    while (j < m) {
+      const isStart = i < m && starts[i] < ends[j]
+      const p = isStart ? starts[i] : ends[j]
       if (p > at && c > 0) {
         const u = union[union.length - 1]
         if (u && u.start + u.len === at) u.len += p - at
         else union.push({ start: at, len: p - at })
-        if (c >= 2) {
-          const l = refs.r[refs.r.length - 1]
-          if (l && l.start + l.len === at && l.n === c) l.len += p - at
-          else refs.r.push({ start: at, len: p - at, n: c })
-        }
+        if (c >= 2) addRun(refs.r, at, p - at, c)
       }
-      c += d
+      if (isStart) { c++; i++ } else { c--; j++ }
       at = p
     }
     return { refs, union }
   }
+}
+
+/** Append a run to sorted runs, joining the last when it ends where this starts with the same count. */
+function addRun(to: RefRun[], start: number, len: number, n: number): void {
+  const l = to[to.length - 1]
+  if (l && l.start + l.len === start && l.n === n) l.len += len
+  else to.push({ start, len, n })
+}
+
+/** The runs' starts and ends, each sorted ascending (natively, as a Float64Array); `nonEmpty`: only runs with len > 0. */
+function bounds(runs: { start: number; len: number }[], nonEmpty: boolean): { starts: Float64Array; ends: Float64Array } {
+  let m = runs.length
+  if (nonEmpty) { m = 0; for (const x of runs) if (x.len > 0) m++ }
+  const starts = new Float64Array(m), ends = new Float64Array(m)
+  let k = 0
+  for (const x of runs) if (!nonEmpty || x.len > 0) { starts[k] = x.start; ends[k++] = x.start + x.len }
+  starts.sort()
+  ends.sort()
+  return { starts, ends }
 }
