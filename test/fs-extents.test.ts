@@ -2,7 +2,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { rng } from './helpers/conformance'
-import { ExtentMap, FreeMap, RefMap } from '../src/fs/extents'
+import { ExtentMap, FreeMap, RefMap, RunBounds } from '../src/fs/extents'
 
 test('ExtentMap insert/punch/segments match a per-block model and stay coalesced', () => {
   const r = rng(42)
@@ -93,7 +93,7 @@ test('RefMap.adjustMany (one sweep) gives the counts and frees of adjust() run b
   }
 })
 
-test('RefMap.fromRuns and adjustMany (sorted-array sweeps) match per-block counts and adjust() run by run, random seed', () => {
+test('RefMap.fromRuns, adjustMany and RunBounds.overlaps (sorted-array sweeps) match per-block counts and adjust() run by run, random seed', () => {
   const seed = Number(process.env.SEED ?? Math.floor(Math.random() * 2 ** 31))
   console.log(`fs-extents: RefMap sweeps seed ${seed} (SEED=${seed} repeats it)`)
   const r = rng(seed)
@@ -123,6 +123,15 @@ test('RefMap.fromRuns and adjustMany (sorted-array sweeps) match per-block count
       if (l && l.start + l.len === x.start) l.len += x.len; else o.push(x)
       return o
     }, [] as { start: number; len: number }[]), `seed ${seed} round ${round}: fromRuns union`)
+    // mount's check that a map holds no block twice
+    const twice = [...count.values()].some((n) => n >= 2)
+    assert.is(RunBounds.of(runs).overlaps(), twice, `seed ${seed} round ${round}: overlaps`)
+    const apart = runsOf(count, (n) => n >= 1).map((x) => ({ start: x.start, len: x.len })).reverse()
+    assert.is(RunBounds.of(apart).overlaps(), false, `seed ${seed} round ${round}: disjoint runs overlap`)
+    if (apart.length) {
+      const x = apart[r(apart.length)], b = x.start + r(x.len)
+      assert.is(RunBounds.of([...apart, { start: b, len: 1 }]).overlaps(), true, `seed ${seed} round ${round}: block ${b} twice`)
+    }
     // adjustMany from that map against adjust() run by run: +1 over any runs, -1 over blocks held
     const a = new RefMap(), b = new RefMap()
     a.r = built.refs.r.map((x) => ({ ...x }))

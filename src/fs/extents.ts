@@ -326,7 +326,7 @@ export class RefMap {
    */
   adjustMany(runs: { start: number; len: number }[], delta: 1 | -1): { start: number; len: number }[] {
     if (runs.length < 64) return runs.flatMap((x) => this.adjust(x.start, x.len, delta))
-    const { starts, ends } = bounds(runs, true)
+    const { starts, ends } = RunBounds.of(runs, true).sorted()
     const m = starts.length
     const old = this.r, out: RefRun[] = [], freed: RefRun[] = []
     // from one boundary (a run's start or end, an old shared run's) to the next: k runs over it, its old count
@@ -359,8 +359,8 @@ export class RefMap {
    * all. Starts and ends are sorted apart as numbers and merged (the count at a point is
    * starts minus ends before it): mount builds every volume's counts with this.
    */
-  static fromRuns(runs: { start: number; len: number }[]): { refs: RefMap; union: { start: number; len: number }[] } {
-    const { starts, ends } = bounds(runs, false)
+  static fromRuns(runs: { start: number; len: number }[] | RunBounds): { refs: RefMap; union: { start: number; len: number }[] } {
+    const { starts, ends } = (runs instanceof RunBounds ? runs : RunBounds.of(runs)).sorted()
     const refs = new RefMap()
     const union: { start: number; len: number }[] = []
     const m = starts.length
@@ -389,14 +389,53 @@ function addRun(to: RefRun[], start: number, len: number, n: number): void {
   else to.push({ start, len, n })
 }
 
-/** The runs' starts and ends, each sorted ascending (natively, as a Float64Array); `nonEmpty`: only runs with len > 0. */
-function bounds(runs: { start: number; len: number }[], nonEmpty: boolean): { starts: Float64Array; ends: Float64Array } {
-  let m = runs.length
-  if (nonEmpty) { m = 0; for (const x of runs) if (x.len > 0) m++ }
-  const starts = new Float64Array(m), ends = new Float64Array(m)
-  let k = 0
-  for (const x of runs) if (!nonEmpty || x.len > 0) { starts[k] = x.start; ends[k++] = x.start + x.len }
-  starts.sort()
-  ends.sort()
-  return { starts, ends }
+/**
+ * Runs as two growing number arrays, their starts and their ends: what the sweeps read,
+ * without an object per run. Sorting sorts each array apart (which start went with which
+ * end is lost; a count at a point needs only how many of each lie before it).
+ */
+export class RunBounds {
+  starts = new Float64Array(16)
+  ends = new Float64Array(16)
+  n = 0
+
+  /** `nonEmpty`: only the runs with len > 0. */
+  static of(runs: { start: number; len: number }[], nonEmpty = false): RunBounds {
+    const b = new RunBounds()
+    b.grow(runs.length)
+    for (const x of runs) if (!nonEmpty || x.len > 0) b.add(x.start, x.len)
+    return b
+  }
+
+  add(start: number, len: number): void {
+    if (this.n === this.starts.length) this.grow(2 * this.n)
+    this.starts[this.n] = start
+    this.ends[this.n++] = start + len
+  }
+
+  private grow(size: number): void {
+    if (size <= this.starts.length) return
+    const s = new Float64Array(size), e = new Float64Array(size)
+    s.set(this.starts.subarray(0, this.n))
+    e.set(this.ends.subarray(0, this.n))
+    this.starts = s
+    this.ends = e
+  }
+
+  /** The starts and the ends, each sorted ascending in place. */
+  sorted(): { starts: Float64Array; ends: Float64Array } {
+    return { starts: this.starts.subarray(0, this.n).sort(), ends: this.ends.subarray(0, this.n).sort() }
+  }
+
+  /**
+   * Whether some block lies in two of the runs: sorted apart, the k-th end passes the
+   * next start (the count just after that start is then 2 or more).
+   */
+  overlaps(): boolean {
+    const { starts, ends } = this.sorted()
+    for (let k = 1; k < this.n; k++) if (ends[k - 1] > starts[k]) return true
+    return false
+  }
+
+  clear(): void { this.n = 0 }
 }

@@ -3,7 +3,7 @@
 // never written), what data writes may take (volume 0 keeps blocks back for the
 // trees), the ENOSPC refusal and its event, and what statfs reports.
 import type { FsCore } from './core'
-import { Extent, FreeMap, RefMap } from './extents'
+import { Extent, FreeMap, RefMap, RunBounds } from './extents'
 import { NAME_MAX, StatFs, err } from './inode'
 import { BS, isArchive } from './layout'
 import { VsmError } from '../block/blockdev'
@@ -23,24 +23,22 @@ export function dataRange(c: FsCore, v: number): [number, number] {
  * the metadata store uses (no extent may hold one).
  */
 export function buildFree(c: FsCore, errors: string[], claims: Extent[] = [], meta: { start: number; len: number }[] = []): { free: FreeMap[]; refs: RefMap[] } {
-  const runs: { start: number; len: number }[][] = c.vols.map(() => [])
-  const add = (ino: number, e: Extent) => {
+  const runs = c.vols.map(() => new RunBounds())
+  const known = (ino: number, e: Extent) => {
     if (isArchive(e.vol)) return false
     if (e.vol < 0 || e.vol >= c.vols.length || c.sb.volumes[e.vol].removed) { errors.push(`inode ${ino}: extent on unknown or removed volume ${e.vol}`); return false }
-    runs[e.vol].push({ start: e.pb, len: e.len })
     return true
   }
+  // one map's runs per volume, emptied for the next map
+  const mine = c.vols.map(() => new RunBounds())
   for (const n of c.inodes.values()) {
-    const mine: { start: number; len: number }[][] = c.vols.map(() => [])
-    for (const e of n.ext.ex) if (add(n.ino, e)) mine[e.vol].push({ start: e.pb, len: e.len })
+    for (const e of n.ext.ex) if (known(n.ino, e)) { runs[e.vol].add(e.pb, e.len); mine[e.vol].add(e.pb, e.len) }
     mine.forEach((r, v) => {
-      if (r.length < 2) return
-      const sum = r.reduce((a, x) => a + x.len, 0)
-      const u = RefMap.fromRuns(r).union.reduce((a, x) => a + x.len, 0)
-      if (u !== sum) errors.push(`inode ${n.ino}: maps a block of volume ${v} twice`)
+      if (r.n >= 2 && r.overlaps()) errors.push(`inode ${n.ino}: maps a block of volume ${v} twice`)
+      r.clear()
     })
   }
-  for (const cl of claims) add(0, cl)
+  for (const cl of claims) if (known(0, cl)) runs[cl.vol].add(cl.pb, cl.len)
   const free: FreeMap[] = [], refs: RefMap[] = []
   runs.forEach((r, v) => {
     const [lo, hi] = dataRange(c, v)
