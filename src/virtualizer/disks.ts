@@ -7,6 +7,7 @@ import { VsmError } from '../block/blockdev'
 import type { Jobs } from '../control/jobs'
 import type { EventSink } from '../control/events'
 import type { FileSystem } from '../fs'
+import type { SnapshotInfo } from '../fs/inode'
 import type { WriteGate } from './gate'
 import { parseMode, resolveOwner } from './owner'
 import { diskPath, splitSnapshotRef } from './paths'
@@ -34,6 +35,10 @@ export interface SnapshotView { disk: string; name: string; size: number; create
 
 /** A 64-bit ordering stamp (generation << 32 | counter) as exact decimal text. */
 export const stampText = (st: number) => BigInt(st).toString()
+
+function snapshotView(path: string, x: SnapshotInfo): SnapshotView {
+  return { disk: path.slice(1), name: x.name, size: x.size, created: x.created, stamp: stampText(x.stamp), uniqueBytes: x.uniqueBytes }
+}
 
 /** Extents in a disk.map reply unless the caller asks for fewer (or more, up to MAP_PAGE). */
 const MAP_DEFAULT_PAGE = 8192
@@ -140,14 +145,15 @@ export class DiskManager {
   // Snapshot names arrive checked against the command's schema (control/args.ts: snapshotName).
   async snapshotCreate(name: unknown, snap: string): Promise<SnapshotView> {
     const path = this.diskOnly(name)
-    await this.env.fs.snapshot(path, snap)
+    // the fs's figures for this snapshot only: the list's walk every snapshot's map
+    const x = await this.env.fs.snapshot(path, snap)
     this.env.events.publish('snapshot.created', { disk: path.slice(1), snapshot: snap })
-    return this.snapshotList(name).find((x) => x.name === snap)!
+    return snapshotView(path, x)
   }
 
   snapshotList(name: unknown): SnapshotView[] {
     const path = this.diskOnly(name)
-    return this.env.fs.snapshots(path).map((x) => ({ disk: path.slice(1), name: x.name, size: x.size, created: x.created, stamp: stampText(x.stamp), uniqueBytes: x.uniqueBytes }))
+    return this.env.fs.snapshots(path).map((x) => snapshotView(path, x))
   }
 
   async snapshotDelete(name: unknown, snap: string): Promise<{ disk: string; deleted: string; freedBytes: number }> {
