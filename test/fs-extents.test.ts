@@ -22,13 +22,24 @@ test('ExtentMap insert/punch/segments match a per-block model and stay coalesced
         nextPb = pb + s.len
       }
     } else {
-      const removed = m.punch(fb, fb + len)
-      let cnt = 0
-      for (const e of removed) for (let k = 0; k < e.len; k++) { assert.is(model[e.fb + k], e.pb + k); cnt++ }
-      for (let k = fb; k < fb + len; k++) { if (model[k] !== null) cnt--; model[k] = null }
+      // now and then a punch over many extents (a delete is one over all)
+      const end = fb + (r(40) ? len : r(N))
+      const removed = m.punch(fb, end)
+      let cnt = 0, at = -1
+      for (const e of removed) {
+        assert.ok(e.fb >= at && e.len > 0, 'removed pieces in order')
+        at = e.fb + e.len
+        for (let k = 0; k < e.len; k++) { assert.is(model[e.fb + k], e.pb + k); cnt++ }
+      }
+      for (let k = fb; k < Math.min(end, N); k++) { if (model[k] !== null) cnt--; model[k] = null }
       assert.is(cnt, 0)
     }
   }
+  const all = m.clone()
+  const gone = all.punch(0, Infinity)
+  assert.is(all.ex.length, 0)
+  assert.is(all.total, 0)
+  assert.equal(gone, m.ex, 'a punch of everything returns every extent')
   for (let b = 0; b < N; b++) {
     const l = m.lookup(b)
     assert.is(l ? l.pb : null, model[b], `block ${b}`)
@@ -93,7 +104,7 @@ test('RefMap.adjustMany (one sweep) gives the counts and frees of adjust() run b
   }
 })
 
-test('RefMap.fromRuns, adjustMany and RunBounds.overlaps (sorted-array sweeps) match per-block counts and adjust() run by run, random seed', () => {
+test('RefMap.fromRuns, adjustMany, unshared and RunBounds.overlaps (sorted-array sweeps) match per-block counts and adjust() run by run, random seed', () => {
   const seed = Number(process.env.SEED ?? Math.floor(Math.random() * 2 ** 31))
   console.log(`fs-extents: RefMap sweeps seed ${seed} (SEED=${seed} repeats it)`)
   const r = rng(seed)
@@ -123,6 +134,11 @@ test('RefMap.fromRuns, adjustMany and RunBounds.overlaps (sorted-array sweeps) m
       if (l && l.start + l.len === x.start) l.len += x.len; else o.push(x)
       return o
     }, [] as { start: number; len: number }[]), `seed ${seed} round ${round}: fromRuns union`)
+    for (let q = 0; q < 20; q++) {
+      const s0 = r(span), len = r(maxLen * 4)
+      const one = built.refs.pieces(s0, len).filter((p) => p.n === 1).reduce((t, p) => t + p.len, 0)
+      assert.is(built.refs.unshared(s0, len), one, `seed ${seed} round ${round}: unshared ${s0}+${len}`)
+    }
     // mount's check that a map holds no block twice
     const twice = [...count.values()].some((n) => n >= 2)
     assert.is(RunBounds.of(runs).overlaps(), twice, `seed ${seed} round ${round}: overlaps`)

@@ -7,7 +7,7 @@
 import { BlockDev } from '../block/blockdev'
 import type { BtStore } from './btree/store'
 import { EventSink, NULL_SINK } from '../control/events'
-import { Extent, FreeMap, RefMap } from './extents'
+import { Extent, FreeMap, RefMap, RunBounds } from './extents'
 import {
   ATIME_MAX_AGE_MS, FileRef, Inode, LAZY_COMMIT_MS, MAX_FILE_SIZE, Pending, ROOT, STAMP_GEN, Stat, err, parsePath,
 } from './inode'
@@ -221,14 +221,14 @@ export class FsCore {
     })
   }
 
-  /** Pool extents' physical runs by volume (archived ones have no counts here). */
-  private byVolume(extents: Extent[]): Map<number, { start: number; len: number }[]> {
-    const out = new Map<number, { start: number; len: number }[]>()
+  /** Pool extents' physical runs by volume (archived ones have no counts here), the empty left out. */
+  private byVolume(extents: Extent[]): Map<number, RunBounds> {
+    const out = new Map<number, RunBounds>()
     for (const e of extents) {
-      if (isArchive(e.vol)) continue
+      if (isArchive(e.vol) || e.len <= 0) continue
       let l = out.get(e.vol)
-      if (!l) out.set(e.vol, l = [])
-      l.push({ start: e.pb, len: e.len })
+      if (!l) out.set(e.vol, l = new RunBounds())
+      l.add(e.pb, e.len)
     }
     return out
   }

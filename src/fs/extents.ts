@@ -71,34 +71,39 @@ export class ExtentMap {
     else this.ex.splice(i + 1, 0, { fb, vol, pb, len })
   }
 
-  /** Unmap [b0, b1); returns the removed physical pieces. */
+  /**
+   * Unmap [b0, b1); returns the removed physical pieces. The extents it covers go in
+   * one splice: deleting a map of n extents (a snapshot, a disk) is O(n), not O(n^2).
+   */
   punch(b0: number, b1: number): Extent[] {
     const removed: Extent[] = []
     if (b1 <= b0) return removed
     let i = this.floor(b0)
-    if (i < 0) i = 0
-    while (i < this.ex.length) {
-      const e = this.ex[i]
-      if (e.fb >= b1) break
-      const eEnd = e.fb + e.len
-      if (eEnd <= b0) { i++; continue }
-      const s = Math.max(e.fb, b0), t = Math.min(eEnd, b1)
+    if (i < 0 || this.ex[i].fb + this.ex[i].len <= b0) i++
+    let j = i
+    for (; j < this.ex.length && this.ex[j].fb < b1; j++) {
+      const e = this.ex[j]
+      const s = Math.max(e.fb, b0), t = Math.min(e.fb + e.len, b1)
       removed.push({ fb: s, vol: e.vol, pb: e.pb + (s - e.fb), len: t - s })
       this.total -= t - s
-      if (s === e.fb && t === eEnd) { this.ex.splice(i, 1); continue }
-      if (s === e.fb) { e.pb += t - e.fb; e.len = eEnd - t; e.fb = t; i++; continue }
-      if (t === eEnd) { e.len = s - e.fb; i++; continue }
-      const tail = { fb: t, vol: e.vol, pb: e.pb + (t - e.fb), len: eEnd - t }
-      e.len = s - e.fb
-      this.ex.splice(i + 1, 0, tail)
-      i += 2
     }
+    if (i === j) return removed
+    // what is left of the first and last extents keeps its place (the first as itself)
+    const first = this.ex[i], last = this.ex[j - 1], lastEnd = last.fb + last.len
+    const head = first.fb < b0, tail = lastEnd > b1
+    const kept: Extent[] = []
+    if (head) kept.push(first)
+    if (tail && head && last === first) kept.push({ fb: b1, vol: last.vol, pb: last.pb + (b1 - last.fb), len: lastEnd - b1 })
+    else if (tail) { last.pb += b1 - last.fb; last.len = lastEnd - b1; last.fb = b1; kept.push(last) }
+    if (head) first.len = b0 - first.fb
+    this.ex.splice(i, j - i, ...kept)
     return removed
   }
 
   clone(): ExtentMap {
     const m = new ExtentMap()
-    m.ex = this.ex.map((e) => ({ ...e }))
+    // a literal of the one shape, not a spread: a snapshot of a fragmented map copies every extent
+    m.ex = this.ex.map((e) => ({ fb: e.fb, vol: e.vol, pb: e.pb, len: e.len }))
     m.total = this.total
     return m
   }
@@ -278,6 +283,16 @@ export class RefMap {
     return out
   }
 
+  /** How many blocks of [start, start+len) have count 1 (held by one map), without listing the pieces. */
+  unshared(start: number, len: number): number {
+    const end = start + len
+    let i = this.floor(start)
+    if (i < 0 || this.r[i].start + this.r[i].len <= start) i++
+    let shared = 0
+    for (; i < this.r.length && this.r[i].start < end; i++) shared += Math.min(this.r[i].start + this.r[i].len, end) - Math.max(this.r[i].start, start)
+    return len - shared
+  }
+
   /** True when any block of [start, start+len) is held by more than one map. */
   anyShared(start: number, len: number): boolean {
     if (!this.r.length) return false
@@ -324,9 +339,14 @@ export class RefMap {
    * sweep over them and the map: a snapshot, clone or delete of a fragmented map costs
    * O((runs + shared runs) log) instead of a splice of the map per run.
    */
-  adjustMany(runs: { start: number; len: number }[], delta: 1 | -1): { start: number; len: number }[] {
-    if (runs.length < 64) return runs.flatMap((x) => this.adjust(x.start, x.len, delta))
-    const { starts, ends } = RunBounds.of(runs, true).sorted()
+  adjustMany(runs: { start: number; len: number }[] | RunBounds, delta: 1 | -1): { start: number; len: number }[] {
+    const rb = runs instanceof RunBounds ? runs : RunBounds.of(runs, true)
+    if (rb.n < 64) {
+      const freed: { start: number; len: number }[] = []
+      for (let k = 0; k < rb.n; k++) for (const f of this.adjust(rb.starts[k], rb.ends[k] - rb.starts[k], delta)) freed.push(f)
+      return freed
+    }
+    const { starts, ends } = rb.sorted()
     const m = starts.length
     const old = this.r, out: RefRun[] = [], freed: RefRun[] = []
     // from one boundary (a run's start or end, an old shared run's) to the next: k runs over it, its old count

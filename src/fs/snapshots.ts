@@ -40,7 +40,7 @@ function snapshotInfo(c: FsCore, name: string, i: number): SnapshotInfo {
   const s = c.inodes.get(i)!
   let unique = 0
   // pool blocks deleting it would free: archived ones free none
-  for (const e of s.ext.ex) if (!isArchive(e.vol)) for (const pc of c.refs[e.vol].pieces(e.pb, e.len)) if (pc.n === 1) unique += pc.len
+  for (const e of s.ext.ex) if (!isArchive(e.vol)) unique += c.refs[e.vol].unshared(e.pb, e.len)
   return { name, ino: i, size: s.size, created: s.ctime, stamp: s.stamp, uniqueBytes: unique * BS }
 }
 
