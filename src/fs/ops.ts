@@ -66,8 +66,9 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
     c.lazyAttrs.delete(n.ino)
     dropped(c, n)
     // a deleted disk takes its snapshots along; clones keep their blocks by reference
-    const out = n.ext.punch(0, Infinity)
-    for (const s of n.snaps?.values() ?? []) out.push(...dropSnap(node(s)))
+    // concat, not push(...): a map's extents as arguments overflow the stack past ~120k
+    let out = n.ext.punch(0, Infinity)
+    for (const s of n.snaps?.values() ?? []) out = out.concat(dropSnap(node(s)))
     return out
   }
   /** keep: the inode is open; at its last name it becomes an orphan instead of going. */
