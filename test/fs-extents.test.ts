@@ -2,7 +2,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { rng } from './helpers/conformance'
-import { ExtentMap, FreeMap, RefMap, RunBounds } from '../src/fs/extents'
+import { ExtentMap, FreeMap, RefMap, RunBounds, sortBlocks } from '../src/fs/extents'
 
 test('ExtentMap insert/punch/segments match a per-block model and stay coalesced', () => {
   const r = rng(42)
@@ -162,6 +162,27 @@ test('RefMap.fromRuns, adjustMany, unshared and RunBounds.overlaps (sorted-array
     const many = b.adjustMany(use, delta)
     assert.equal(b.r, a.r, `seed ${seed} round ${round}: adjustMany counts`)
     assert.equal(blocks(many), blocks(one), `seed ${seed} round ${round}: adjustMany frees`)
+  }
+})
+
+test('sortBlocks sorts as the native sort does: radix on whole numbers below 2^48, native otherwise', () => {
+  const seed = Number(process.env.SEED ?? Math.floor(Math.random() * 2 ** 31))
+  const r = rng(seed)
+  const cases: [number, () => number][] = [
+    [5000, () => r(1 << 16)], // one pass
+    [20000, () => r(1 << 30) * 4 + r(4)], // two
+    [9000, () => r(1 << 24) * 2 ** 24 + r(1 << 24)], // three, up to 2^48
+    [100, () => r(1 << 20)], // short: native
+    [6000, () => (r(1000) ? r(1 << 20) : -1 - r(5))], // a negative: native
+    [6000, () => (r(1000) ? r(1 << 20) : r(1 << 20) + 0.5)], // a fraction: native
+    [6000, () => (r(1000) ? r(1 << 20) : 2 ** 48 + r(9))], // too large: native
+  ]
+  for (const [n, gen] of cases) {
+    const a = new Float64Array(n)
+    for (let i = 0; i < n; i++) a[i] = gen()
+    const want = a.slice().sort()
+    sortBlocks(a)
+    assert.equal(a, want, `seed ${seed}: ${n} values`)
   }
 })
 

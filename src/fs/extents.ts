@@ -56,7 +56,9 @@ export class ExtentMap {
   /** Map [fb, fb+len) which must be unmapped; coalesces with neighbours. */
   insert(fb: number, vol: number, pb: number, len: number): void {
     if (len <= 0) return
-    const i = this.floor(fb)
+    // appending (a map read in order, a file written forward) needs no search
+    const last = this.ex.length - 1
+    const i = last < 0 || this.ex[last].fb <= fb ? last : this.floor(fb)
     const prev = i >= 0 ? this.ex[i] : undefined
     const next = this.ex[i + 1]
     if ((prev && prev.fb + prev.len > fb) || (next && next.fb < fb + len)) {
@@ -444,7 +446,10 @@ export class RunBounds {
 
   /** The starts and the ends, each sorted ascending in place. */
   sorted(): { starts: Float64Array; ends: Float64Array } {
-    return { starts: this.starts.subarray(0, this.n).sort(), ends: this.ends.subarray(0, this.n).sort() }
+    const starts = this.starts.subarray(0, this.n), ends = this.ends.subarray(0, this.n)
+    sortBlocks(starts)
+    sortBlocks(ends)
+    return { starts, ends }
   }
 
   /**
@@ -458,4 +463,37 @@ export class RunBounds {
   }
 
   clear(): void { this.n = 0 }
+}
+
+const RADIX_MIN = 4096
+const scratch: { buf: Float64Array; count: Uint32Array } = { buf: new Float64Array(0), count: new Uint32Array(1 << 16) }
+
+/**
+ * Sort block numbers ascending in place: whole numbers below 2^48 by an LSD radix sort
+ * on 16-bit digits (two passes below 2^32), several times faster than the native sort
+ * on the hundreds of thousands of run bounds a mount or a snapshot of a fragmented map
+ * sorts; anything else, or a short array, by the native sort.
+ */
+export function sortBlocks(a: Float64Array): void {
+  const n = a.length
+  if (n < RADIX_MIN) { a.sort(); return }
+  let max = 0
+  for (let i = 0; i < n; i++) {
+    const x = a[i]
+    if (!(x >= 0 && x < 2 ** 48 && Math.floor(x) === x)) { a.sort(); return }
+    if (x > max) max = x
+  }
+  if (scratch.buf.length < n) scratch.buf = new Float64Array(n)
+  const count = scratch.count
+  let src: Float64Array = a, dst: Float64Array = scratch.buf.subarray(0, n)
+  for (let div = 1; div <= max; div *= 1 << 16) {
+    count.fill(0)
+    // (x / div) | 0 keeps the low 32 bits of the quotient, & 0xffff this pass's digit
+    for (let i = 0; i < n; i++) count[((src[i] / div) | 0) & 0xffff]++
+    let sum = 0
+    for (let d = 0; d < count.length; d++) { const c = count[d]; count[d] = sum; sum += c }
+    for (let i = 0; i < n; i++) { const x = src[i]; dst[count[((x / div) | 0) & 0xffff]++] = x }
+    const t = src; src = dst; dst = t
+  }
+  if (src !== a) a.set(src)
 }

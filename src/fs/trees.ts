@@ -227,7 +227,7 @@ export function startStore(c: FsCore): void {
 export async function loadMaps(c: FsCore): Promise<void> {
   for (const n of c.inodes.values()) {
     if (!n.root) continue
-    for (const e of await new ExtentTree(c.store!, EXTENTS, n.root).all()) n.ext.insert(e.fb, e.vol, e.pb, e.len)
+    await new ExtentTree(c.store!, EXTENTS, n.root).each((fb, vol, pb, len) => n.ext.insert(fb, vol, pb, len))
   }
 }
 

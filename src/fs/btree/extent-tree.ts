@@ -14,7 +14,7 @@
 import { VsmError } from '../../block/blockdev'
 import type { Extent, Segment } from '../extents'
 import type { BtStore } from './store'
-import { Tree, ValueRefs, floor, insert, pathShared, range, remove } from './tree'
+import { Tree, ValueRefs, floor, insert, pathShared, range, remove, scan } from './tree'
 
 export const EXTENT_VSIZE = 14
 
@@ -75,6 +75,11 @@ export class ExtentTree {
   /** Every extent, in order. */
   async all(): Promise<Extent[]> {
     return (await range(this.s, this.t, this.root, 0, Infinity)).map(([k, v]) => decodeExtent(k, v))
+  }
+
+  /** Every extent, in order, to a visitor as numbers (a mount reads each map whole). */
+  each(visit: (fb: number, vol: number, pb: number, len: number) => void): Promise<void> {
+    return scan(this.s, this.t, this.root, 0, Infinity, (k, v) => visit(k, v.readUInt32LE(0), v.readUIntLE(4, 6), v.readUInt32LE(10)))
   }
 
   private async put(e: Extent): Promise<void> {
