@@ -10,7 +10,9 @@ test('ExtentMap insert/punch/segments match a per-block model and stay coalesced
   const m = new ExtentMap()
   const model: (number | null)[] = new Array(N).fill(null) // file block -> physical
   let nextPb = 10_000
+  const copies: [ExtentMap, number[]][] = [] // clones taken along the way, with their extents then
   for (let i = 0; i < 3000; i++) {
+    if (i % 300 === 0) { const copy = m.clone(); copies.push([copy, copy.flat()]) }
     const fb = r(N - 50), len = 1 + r(40)
     if (r(3)) {
       // map the holes in [fb, fb+len) with a fresh physical run per hole
@@ -35,6 +37,7 @@ test('ExtentMap insert/punch/segments match a per-block model and stay coalesced
       assert.is(cnt, 0)
     }
   }
+  for (const [copy, flat] of copies) assert.equal(copy.flat(), flat, 'a copy is not changed by its source')
   const all = m.clone()
   const gone = all.punch(0, Infinity)
   assert.is(all.ex.length, 0)
@@ -143,6 +146,8 @@ test('RefMap.fromRuns, adjustMany, unshared and RunBounds.overlaps (sorted-array
     const twice = [...count.values()].some((n) => n >= 2)
     assert.is(RunBounds.of(runs).overlaps(), twice, `seed ${seed} round ${round}: overlaps`)
     const apart = runsOf(count, (n) => n >= 1).map((x) => ({ start: x.start, len: x.len })).reverse()
+    const pick = apart.filter(() => r(2) > 0)
+    assert.is(built.refs.unsharedIn(RunBounds.of(pick)), pick.reduce((t, x) => t + built.refs.unshared(x.start, x.len), 0), `seed ${seed} round ${round}: unsharedIn`)
     assert.is(RunBounds.of(apart).overlaps(), false, `seed ${seed} round ${round}: disjoint runs overlap`)
     if (apart.length) {
       const x = apart[r(apart.length)], b = x.start + r(x.len)

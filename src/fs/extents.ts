@@ -1,5 +1,8 @@
-// Extent maps (file block -> volume block runs) and the per-volume free-extent
-// allocator. Both are sorted arrays searched by binary search; runs are coalesced.
+// Extent maps (file block -> volume block runs; a copy shares the extent objects, which
+// no map changes in place), the per-volume free-extent allocator, and the reference
+// counts of shared blocks. All are sorted arrays searched by binary search; runs are
+// coalesced. Counts are built and adjusted in bulk by sweeps over run bounds held as
+// sorted number arrays (RunBounds).
 import { VsmError } from '../block/blockdev'
 
 export interface Extent { fb: number; vol: number; pb: number; len: number }
@@ -67,9 +70,9 @@ export class ExtentMap {
     this.total += len
     const joinPrev = !!prev && prev.fb + prev.len === fb && prev.vol === vol && prev.pb + prev.len === pb
     const joinNext = !!next && fb + len === next.fb && next.vol === vol && pb + len === next.pb
-    if (joinPrev && joinNext) { prev!.len += len + next!.len; this.ex.splice(i + 1, 1) }
-    else if (joinPrev) prev!.len += len
-    else if (joinNext) { next!.fb = fb; next!.pb = pb; next!.len += len }
+    if (joinPrev && joinNext) { this.ex[i] = { fb: prev!.fb, vol, pb: prev!.pb, len: prev!.len + len + next!.len }; this.ex.splice(i + 1, 1) }
+    else if (joinPrev) this.ex[i] = { fb: prev!.fb, vol, pb: prev!.pb, len: prev!.len + len }
+    else if (joinNext) this.ex[i + 1] = { fb, vol, pb, len: len + next!.len }
     else this.ex.splice(i + 1, 0, { fb, vol, pb, len })
   }
 
@@ -90,22 +93,19 @@ export class ExtentMap {
       this.total -= t - s
     }
     if (i === j) return removed
-    // what is left of the first and last extents keeps its place (the first as itself)
-    const first = this.ex[i], last = this.ex[j - 1], lastEnd = last.fb + last.len
-    const head = first.fb < b0, tail = lastEnd > b1
+    // what is left of the first and last extents keeps its place
+    const first = this.ex[i], last = this.ex[j - 1]
     const kept: Extent[] = []
-    if (head) kept.push(first)
-    if (tail && head && last === first) kept.push({ fb: b1, vol: last.vol, pb: last.pb + (b1 - last.fb), len: lastEnd - b1 })
-    else if (tail) { last.pb += b1 - last.fb; last.len = lastEnd - b1; last.fb = b1; kept.push(last) }
-    if (head) first.len = b0 - first.fb
+    if (first.fb < b0) kept.push({ fb: first.fb, vol: first.vol, pb: first.pb, len: b0 - first.fb })
+    if (last.fb + last.len > b1) kept.push({ fb: b1, vol: last.vol, pb: last.pb + (b1 - last.fb), len: last.fb + last.len - b1 })
     this.ex.splice(i, j - i, ...kept)
     return removed
   }
 
+  /** A copy sharing the extent objects: no map changes one in place (insert and punch put new ones). */
   clone(): ExtentMap {
     const m = new ExtentMap()
-    // a literal of the one shape, not a spread: a snapshot of a fragmented map copies every extent
-    m.ex = this.ex.map((e) => ({ fb: e.fb, vol: e.vol, pb: e.pb, len: e.len }))
+    m.ex = this.ex.slice()
     m.total = this.total
     return m
   }
@@ -293,6 +293,23 @@ export class RefMap {
     let shared = 0
     for (; i < this.r.length && this.r[i].start < end; i++) shared += Math.min(this.r[i].start + this.r[i].len, end) - Math.max(this.r[i].start, start)
     return len - shared
+  }
+
+  /**
+   * unshared() summed over disjoint runs (one map's): one walk along them sorted and
+   * the shared runs, not a search per run.
+   */
+  unsharedIn(runs: RunBounds): number {
+    const { starts, ends } = runs.sorted()
+    const r = this.r
+    let total = 0, shared = 0, j = 0
+    for (let i = 0; i < starts.length; i++) {
+      const s = starts[i], e = ends[i]
+      total += e - s
+      while (j < r.length && r[j].start + r[j].len <= s) j++
+      for (let k = j; k < r.length && r[k].start < e; k++) shared += Math.min(r[k].start + r[k].len, e) - Math.max(r[k].start, s)
+    }
+    return total - shared
   }
 
   /** True when any block of [start, start+len) is held by more than one map. */

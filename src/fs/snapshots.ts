@@ -5,7 +5,7 @@ import type { FsCore } from './core'
 import { MapEntry, STAMP_GEN, S_IFREG, SnapshotInfo, Stat, checkId, checkMode, checkName, err } from './inode'
 import { ensureMeta, metaNearFull } from './journal'
 import { BS, isArchive } from './layout'
-import type { Extent } from './extents'
+import { Extent, RunBounds } from './extents'
 import { locationName, read } from './data'
 
 /**
@@ -38,9 +38,16 @@ export function snapshots(c: FsCore, path: string): SnapshotInfo[] {
 
 function snapshotInfo(c: FsCore, name: string, i: number): SnapshotInfo {
   const s = c.inodes.get(i)!
-  let unique = 0
   // pool blocks deleting it would free: archived ones free none
-  for (const e of s.ext.ex) if (!isArchive(e.vol)) unique += c.refs[e.vol].unshared(e.pb, e.len)
+  const runs = new Map<number, RunBounds>()
+  for (const e of s.ext.ex) {
+    if (isArchive(e.vol)) continue
+    let b = runs.get(e.vol)
+    if (!b) runs.set(e.vol, b = new RunBounds())
+    b.add(e.pb, e.len)
+  }
+  let unique = 0
+  runs.forEach((b, v) => { unique += c.refs[v].unsharedIn(b) })
   return { name, ino: i, size: s.size, created: s.ctime, stamp: s.stamp, uniqueBytes: unique * BS }
 }
 
