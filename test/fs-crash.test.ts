@@ -300,8 +300,8 @@ async function runIteration(seed: number, backend: 'mem' | 'mem2' | 'file', tmp:
     }
     if (!matched && process.env.VSM_FS_TRACE) {
       console.log(trace.join('\n'))
-      for (const [ino, n] of (fs as any)?.core.inodes ?? []) console.log('live', ino, n.size, JSON.stringify(n.ext.ex))
-      for (const [ino, n] of (fs2 as any).core.inodes) console.log('rec ', ino, n.size, JSON.stringify(n.ext.ex))
+      for (const [ino, n] of (fs as any)?.core.inodes ?? []) console.log('live', ino, n.size, JSON.stringify(n.ext.toArray()))
+      for (const [ino, n] of (fs2 as any).core.inodes) console.log('rec ', ino, n.size, JSON.stringify(n.ext.toArray()))
     }
     assert.ok(matched, `seed ${seed} (stop ${stopAfter}, ${backend}): recovered state matches no synced-or-later snapshot (lastSync ${lastSync} of ${snaps.length - 1}): ${reasons.slice(0, 3).join(' | ')}`)
     for (const [p, g] of got) {

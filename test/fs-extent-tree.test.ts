@@ -83,7 +83,7 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
       if (Object.keys(roots).filter((k) => k !== 'ds').sort().join() !== [...ms.keys()].sort().join()) return false
       for (const [n, model] of ms) {
         const got = await new ExtentTree(store, t, roots[n]).all()
-        if (JSON.stringify(got) !== JSON.stringify(model.ex)) return false
+        if (JSON.stringify(got) !== JSON.stringify(model.toArray())) return false
       }
       return true
     }
@@ -109,12 +109,12 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
 
   const verify = async (what: string) => {
     for (const [name, m] of maps) {
-      assert.equal(await m.tree.all(), m.model.ex.map((e) => ({ ...e })), `${what}: extents of ${name} (seed ${seed})`)
+      assert.equal(await m.tree.all(), m.model.toArray().map((e) => ({ ...e })), `${what}: extents of ${name} (seed ${seed})`)
       const b0 = r(FILE), b1 = b0 + r(400)
       assert.equal(await m.tree.segments(b0, b1), m.model.segments(b0, b1), `${what}: segments ${b0}..${b1} of ${name} (seed ${seed})`)
     }
     const mapped = new Map<number, number>()
-    for (const m of maps.values()) for (const e of m.model.ex) for (let b = e.pb; b < e.pb + e.len; b++) mapped.set(b, (mapped.get(b) ?? 0) + 1)
+    for (const m of maps.values()) for (const e of m.model) for (let b = e.pb; b < e.pb + e.len; b++) mapped.set(b, (mapped.get(b) ?? 0) + 1)
     assert.equal([...held.keys()].sort((a, b) => a - b), [...mapped.keys()].sort((a, b) => a - b), `${what}: data held exactly where a map holds it (seed ${seed})`)
     const onDisk = new Map<number, number>()
     for (const pc of await ds.pieces(0, nextPb + 10)) for (let b = pc.start; pc.n && b < pc.start + pc.len; b++) onDisk.set(b, pc.n)
@@ -193,7 +193,7 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
   dev.arm(-1)
   await store.commit(rootsOf())
   await verify('at the end')
-  console.log(`fs-extent-tree: seed ${seed}: ${snaps} snapshots, ${crashes} crashes, ${maps.get('live')!.model.ex.length} live extents`)
+  console.log(`fs-extent-tree: seed ${seed}: ${snaps} snapshots, ${crashes} crashes, ${maps.get('live')!.model.count} live extents`)
 })
 
 test('extent tree values: archive volume numbers (from 2^16) and 48-bit physical blocks round-trip', () => {

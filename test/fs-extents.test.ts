@@ -4,56 +4,86 @@ import * as assert from 'uvu/assert'
 import { rng } from './helpers/conformance'
 import { ExtentMap, FreeMap, RefMap, RunBounds, sortBlocks } from '../src/fs/extents'
 
-test('ExtentMap insert/punch/segments match a per-block model and stay coalesced', () => {
-  const r = rng(42)
-  const N = 2000
-  const m = new ExtentMap()
-  const model: (number | null)[] = new Array(N).fill(null) // file block -> physical
-  let nextPb = 10_000
-  const copies: [ExtentMap, number[]][] = [] // clones taken along the way, with their extents then
-  for (let i = 0; i < 3000; i++) {
-    if (i % 300 === 0) { const copy = m.clone(); copies.push([copy, copy.flat()]) }
-    const fb = r(N - 50), len = 1 + r(40)
-    if (r(3)) {
-      // map the holes in [fb, fb+len) with a fresh physical run per hole
-      for (const s of m.segments(fb, fb + len)) {
-        if (s.pb >= 0) continue
-        const pb = r(4) ? nextPb : nextPb + 7
-        m.insert(s.fb, 0, pb, s.len)
-        for (let k = 0; k < s.len; k++) model[s.fb + k] = pb + k
-        nextPb = pb + s.len
+for (const chunk of [3, 512]) {
+  test(`ExtentMap (chunks of ${chunk}) insert/punch/segments/from match a per-block model, stay coalesced; copies and source diverge apart`, () => {
+    const r = rng(42 + chunk)
+    const N = 2000
+    const m = new ExtentMap(chunk)
+    const model: (number | null)[] = new Array(N).fill(null) // file block -> physical
+    let nextPb = 10_000
+    const copies: [ExtentMap, number[]][] = [] // clones taken along the way, with their extents then
+    for (let i = 0; i < 3000; i++) {
+      if (i % 300 === 0) { const copy = m.clone(); copies.push([copy, copy.flat()]) }
+      // a copy changed after the fact must not change its source (nor the other copies)
+      if (i % 300 === 150) {
+        const [copy] = copies[copies.length - 1]
+        const before = m.flat()
+        copy.punch(r(N), r(N) + 30)
+        for (const s of copy.segments(r(N), N)) if (s.pb < 0) { copy.insert(s.fb, 1, 90_000 + i, 1); break }
+        assert.equal(m.flat(), before, 'a source is not changed by its copy')
+        copies[copies.length - 1][1] = copy.flat()
       }
-    } else {
-      // now and then a punch over many extents (a delete is one over all)
-      const end = fb + (r(40) ? len : r(N))
-      const removed = m.punch(fb, end)
-      let cnt = 0, at = -1
-      for (const e of removed) {
-        assert.ok(e.fb >= at && e.len > 0, 'removed pieces in order')
-        at = e.fb + e.len
-        for (let k = 0; k < e.len; k++) { assert.is(model[e.fb + k], e.pb + k); cnt++ }
+      const fb = r(N - 50), len = 1 + r(40)
+      if (r(3)) {
+        // map the holes in [fb, fb+len) with a fresh physical run per hole
+        for (const s of m.segments(fb, fb + len)) {
+          if (s.pb >= 0) continue
+          const pb = r(4) ? nextPb : nextPb + 7
+          m.insert(s.fb, 0, pb, s.len)
+          for (let k = 0; k < s.len; k++) model[s.fb + k] = pb + k
+          nextPb = pb + s.len
+        }
+      } else {
+        // now and then a punch over many extents (a delete is one over all)
+        const end = fb + (r(40) ? len : r(N))
+        const removed = m.punch(fb, end)
+        let cnt = 0, at = -1
+        for (const e of removed) {
+          assert.ok(e.fb >= at && e.len > 0, 'removed pieces in order')
+          at = e.fb + e.len
+          for (let k = 0; k < e.len; k++) { assert.is(model[e.fb + k], e.pb + k); cnt++ }
+        }
+        for (let k = fb; k < Math.min(end, N); k++) { if (model[k] !== null) cnt--; model[k] = null }
+        assert.is(cnt, 0)
       }
-      for (let k = fb; k < Math.min(end, N); k++) { if (model[k] !== null) cnt--; model[k] = null }
-      assert.is(cnt, 0)
+      if (i % 50 === 0) {
+        const b0 = r(N), b1 = b0 + r(200)
+        let b = b0
+        for (const s of m.segments(b0, b1)) {
+          assert.is(s.fb, b, 'segments are contiguous')
+          for (let k = 0; k < s.len; k++) assert.is(s.pb < 0 ? null : s.pb + k, model[s.fb + k] ?? null, `segment block ${s.fb + k}`)
+          b += s.len
+        }
+        assert.is(b, Math.max(b0, b1))
+        const first = [...m.from(b0)][0]
+        const want = m.toArray().find((e) => e.fb + e.len > b0)
+        assert.equal(first, want, `from(${b0})`)
+      }
     }
-  }
-  for (const [copy, flat] of copies) assert.equal(copy.flat(), flat, 'a copy is not changed by its source')
-  const all = m.clone()
-  const gone = all.punch(0, Infinity)
-  assert.is(all.ex.length, 0)
-  assert.is(all.total, 0)
-  assert.equal(gone, m.ex, 'a punch of everything returns every extent')
-  for (let b = 0; b < N; b++) {
-    const l = m.lookup(b)
-    assert.is(l ? l.pb : null, model[b], `block ${b}`)
-  }
-  assert.is(m.total, model.filter((x) => x !== null).length)
-  for (let i = 1; i < m.ex.length; i++) {
-    const a = m.ex[i - 1], b = m.ex[i]
-    assert.ok(a.fb + a.len <= b.fb)
-    assert.ok(!(a.fb + a.len === b.fb && a.pb + a.len === b.pb && a.vol === b.vol), 'not coalesced')
-  }
-})
+    for (const [copy, flat] of copies) assert.equal(copy.flat(), flat, 'a copy is not changed by its source')
+    const all = m.clone()
+    const gone = all.punch(0, Infinity)
+    assert.is(all.count, 0)
+    assert.is(all.total, 0)
+    assert.is(all.end(), 0)
+    assert.equal(gone, m.toArray(), 'a punch of everything returns every extent')
+    for (let b = 0; b < N; b++) {
+      const l = m.lookup(b)
+      assert.is(l ? l.pb : null, model[b], `block ${b}`)
+    }
+    assert.is(m.total, model.filter((x) => x !== null).length)
+    const ex = m.toArray()
+    assert.is(m.count, ex.length)
+    let end = N
+    while (end > 0 && model[end - 1] === null) end--
+    assert.is(m.end(), end)
+    for (let i = 1; i < ex.length; i++) {
+      const a = ex[i - 1], b = ex[i]
+      assert.ok(a.fb + a.len <= b.fb)
+      assert.ok(!(a.fb + a.len === b.fb && a.pb + a.len === b.pb && a.vol === b.vol), 'not coalesced')
+    }
+  })
+}
 
 test('FreeMap alloc/release keep exact accounting, honour the goal, refuse double free', () => {
   const r = rng(7)

@@ -39,6 +39,7 @@ test(`${WRITES} random 4 KiB writes on a ${DISK_MIB} MiB disk with a snapshot ev
   const model = Buffer.alloc(DISK)
   const fd = openSync(img, 'r+')
   const snaps: { name: string; sums: string[]; ms: number }[] = []
+  const rates: number[] = []
   try {
     for (let off = 0; off < DISK; off += 4 * MiB) { randomBytes(4 * MiB).copy(model, off); writeSync(fd, model, off, 4 * MiB, off) }
     fsyncSync(fd)
@@ -50,6 +51,7 @@ test(`${WRITES} random 4 KiB writes on a ${DISK_MIB} MiB disk with a snapshot ev
     await snap('fresh')
     const r = rng(0xf7a6)
     const block = Buffer.alloc(4096)
+    let t0 = Date.now()
     for (let i = 1; i <= WRITES; i++) {
       const off = r(DISK / 4096) * 4096
       block.writeUInt32LE(i, 0)
@@ -57,11 +59,17 @@ test(`${WRITES} random 4 KiB writes on a ${DISK_MIB} MiB disk with a snapshot ev
       block.copy(model, off)
       writeSync(fd, block, 0, 4096, off)
       if (i % 64 === 0) fsyncSync(fd)
-      if (i % Math.ceil(WRITES / 3) === 0) { fsyncSync(fd); await snap(`after${i}`) }
+      if (i % Math.ceil(WRITES / 3) === 0) {
+        fsyncSync(fd)
+        rates.push(Math.round(Math.ceil(WRITES / 3) / ((Date.now() - t0) / 1000)))
+        await snap(`after${i}`)
+        t0 = Date.now()
+      }
     }
     fsyncSync(fd)
   } finally { closeSync(fd) }
   console.log(`snapshot create: ${snaps.map((s) => `${s.name} ${s.ms} ms`).join(', ')}`)
+  console.log(`writes per second (each third, fsync every 64): ${rates.join(', ')}`)
 
   const verify = async () => {
     assert.equal(fileSums(img), chunkSums((b, off) => { model.copy(b, 0, off, off + MiB) }), 'the disk reads as written')

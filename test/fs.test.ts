@@ -350,7 +350,7 @@ sp('sequential writes to a new image produce few large extents; overwrites need 
     await Promise.all(Array.from({ length: 8 }, (_, k) => fs.write(ino, Buffer.alloc(128 * 1024, k + 1), off + k * 128 * 1024)))
   }
   await fs.sync()
-  const ex = (fs as any).core.inodes.get(ino).ext.ex.length
+  const ex = (fs as any).core.inodes.get(ino).ext.count
   assert.ok(ex <= 2, `expected few extents, got ${ex}`)
   // overwrite of allocated blocks: one volume write per extent, no journal record
   let writes = 0
@@ -374,7 +374,7 @@ sp('placement: files land on the volume asked for; multi-volume fs mounts in any
   await fs.write(a, Buffer.alloc(1 * MiB, 1), 0)
   await fs.write(b, Buffer.alloc(2 * MiB, 2), 0)
   assert.is(fs.statfs().bfree, s0.bfree - 768)
-  const ext = (fs as any).core.inodes.get(b).ext.ex
+  const ext = (fs as any).core.inodes.get(b).ext.toArray()
   assert.ok(ext.every((e: any) => e.vol === 1))
   await fs.close()
   await rejects(FileSystem.mount([vols[0]]), 'EINVAL')

@@ -53,7 +53,7 @@ async function checkLocked(c: FsCore): Promise<{ ok: boolean; errors: string[]; 
   for (const n of c.inodes.values()) {
     if (!Number.isSafeInteger(n.size) || n.size < 0 || n.size > MAX_FILE_SIZE) errors.push(`inode ${n.ino}: bad size ${n.size}`)
     let last = -1, total = 0
-    for (const e of n.ext.ex) {
+    for (const e of n.ext) {
       if (e.fb < last) errors.push(`inode ${n.ino}: extents overlap or unsorted at file block ${e.fb}`)
       if (e.len <= 0) errors.push(`inode ${n.ino}: empty extent`)
       last = e.fb + e.len

@@ -204,13 +204,13 @@ export class FsCore {
     if (op.o === 'sr') this.ref(this.inodes.get(op.i)!.ext.segments(op.d, op.d + op.b1 - op.b0).filter((g) => g.pb >= 0))
     this.unref(punched)
     const held = op.o === 'sn' ? op.s : op.o === 'rv' || op.o === 'cl' ? op.i : 0
-    if (held) this.ref(this.inodes.get(held)!.ext.ex)
+    if (held) this.ref(this.inodes.get(held)!.ext)
     // the new blocks start with one reference (allocated); each further map holding them adds one
     if (op.o === 'rl' && !isArchive(op.w)) for (let k = 2; k < op.h.length; k += 2) this.refs[op.w].adjust(op.q, op.n, 1)
   }
 
   /** A further map holds these extents. */
-  private ref(extents: Extent[]) {
+  private ref(extents: Iterable<Extent>) {
     this.byVolume(extents).forEach((runs, v) => this.refs[v].adjustMany(runs, 1))
   }
 
@@ -222,7 +222,7 @@ export class FsCore {
   }
 
   /** Pool extents' physical runs by volume (archived ones have no counts here), the empty left out. */
-  private byVolume(extents: Extent[]): Map<number, RunBounds> {
+  private byVolume(extents: Iterable<Extent>): Map<number, RunBounds> {
     const out = new Map<number, RunBounds>()
     for (const e of extents) {
       if (isArchive(e.vol) || e.len <= 0) continue

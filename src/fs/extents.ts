@@ -1,120 +1,216 @@
-// Extent maps (file block -> volume block runs; a copy shares the extent objects, which
-// no map changes in place), the per-volume free-extent allocator, and the reference
-// counts of shared blocks. All are sorted arrays searched by binary search; runs are
-// coalesced. Counts are built and adjusted in bulk by sweeps over run bounds held as
-// sorted number arrays (RunBounds).
+// Extent maps (file block -> volume block runs, in chunks a copy shares until written),
+// the per-volume free-extent allocator, and the reference counts of shared blocks. All
+// are sorted and searched by binary search; runs are coalesced. Counts are built and
+// adjusted in bulk by sweeps over run bounds held as sorted number arrays (RunBounds).
 import { VsmError } from '../block/blockdev'
 
 export interface Extent { fb: number; vol: number; pb: number; len: number }
 /** A piece of a file block range: pb < 0 means a hole. */
 export interface Segment { fb: number; len: number; vol: number; pb: number }
 
+/**
+ * A file's extents in order, in chunks of at most `max`: an insert or punch moves one
+ * chunk's entries, not the whole map's (a copy-on-write write into a map fragmented to
+ * hundreds of thousands of extents was two splices of all of them). A copy shares the
+ * chunks (and the extent objects in them) until it or its source changes one.
+ */
 export class ExtentMap {
-  ex: Extent[] = []
+  /** None empty; chunk k's first extent starts after chunk k-1's last ends. */
+  private chunks: Extent[][] = []
+  /** Whether this map may change chunk k in place (false while a copy shares it). */
+  private mine: boolean[] = []
+  private n = 0
   total = 0
 
-  /** Index of the last extent with fb <= b, or -1. */
-  private floor(b: number): number {
-    let lo = 0, hi = this.ex.length - 1, r = -1
+  constructor(private readonly max = 256) {}
+
+  /** Number of extents. */
+  get count(): number { return this.n }
+
+  *[Symbol.iterator](): IterableIterator<Extent> {
+    for (const a of this.chunks) yield* a
+  }
+
+  toArray(): Extent[] {
+    return ([] as Extent[]).concat(...this.chunks)
+  }
+
+  /** The block after the last mapped one (0 when empty). */
+  end(): number {
+    const a = this.chunks[this.chunks.length - 1]
+    return a ? a[a.length - 1].fb + a[a.length - 1].len : 0
+  }
+
+  /** Index of the chunk holding the last extent with fb <= b (0 when there is none). */
+  private chunkOf(b: number): number {
+    const ch = this.chunks
+    let lo = 0, hi = ch.length - 1, r = 0
     while (lo <= hi) {
       const m = (lo + hi) >> 1
-      if (this.ex[m].fb <= b) { r = m; lo = m + 1 } else hi = m - 1
+      if (ch[m][0].fb <= b) { r = m; lo = m + 1 } else hi = m - 1
     }
     return r
+  }
+
+  /** Position [chunk, index] of the first extent ending after block b; the index is the last chunk's length when none does. */
+  private seek(b: number): [number, number] {
+    if (!this.chunks.length) return [0, 0]
+    const c = this.chunkOf(b), a = this.chunks[c]
+    let i = floorIn(a, b)
+    if (i < 0 || a[i].fb + a[i].len <= b) i++
+    return i === a.length && c + 1 < this.chunks.length ? [c + 1, 0] : [c, i]
   }
 
   /** Cover [b0, b1) with mapped segments and holes, in order. */
   segments(b0: number, b1: number): Segment[] {
     const out: Segment[] = []
-    let i = this.floor(b0)
-    if (i < 0) i = 0
+    const ch = this.chunks
+    let [c, i] = this.seek(b0)
     let b = b0
     while (b < b1) {
-      const e = this.ex[i]
+      const e = ch[c]?.[i]
       if (!e || e.fb >= b1) { out.push({ fb: b, len: b1 - b, vol: -1, pb: -1 }); break }
-      if (e.fb + e.len <= b) { i++; continue }
       if (e.fb > b) { out.push({ fb: b, len: e.fb - b, vol: -1, pb: -1 }); b = e.fb; continue }
       const n = Math.min(e.fb + e.len, b1) - b
       out.push({ fb: b, len: n, vol: e.vol, pb: e.pb + (b - e.fb) })
-      b += n; i++
+      b += n
+      if (++i === ch[c].length) { c++; i = 0 }
     }
     return out
   }
 
   /** The extents from the one holding block b (or the first after b) to the last, in order. */
   *from(b: number): IterableIterator<Extent> {
-    let i = this.floor(b)
-    if (i < 0 || this.ex[i].fb + this.ex[i].len <= b) i++
-    for (; i < this.ex.length; i++) yield this.ex[i]
+    const [c0, i0] = this.seek(b)
+    for (let c = c0, i = i0; c < this.chunks.length; c++, i = 0) {
+      const a = this.chunks[c]
+      for (; i < a.length; i++) yield a[i]
+    }
   }
 
   /** Physical block mapped at file block b, or -1. */
   lookup(b: number): { vol: number; pb: number } | null {
-    const i = this.floor(b)
+    if (!this.chunks.length) return null
+    const a = this.chunks[this.chunkOf(b)]
+    const i = floorIn(a, b)
     if (i < 0) return null
-    const e = this.ex[i]
+    const e = a[i]
     return b < e.fb + e.len ? { vol: e.vol, pb: e.pb + (b - e.fb) } : null
   }
 
   /** Map [fb, fb+len) which must be unmapped; coalesces with neighbours. */
   insert(fb: number, vol: number, pb: number, len: number): void {
     if (len <= 0) return
+    const ch = this.chunks
+    if (!ch.length) { this.chunks = [[{ fb, vol, pb, len }]]; this.mine = [true]; this.n = 1; this.total = len; return }
     // appending (a map read in order, a file written forward) needs no search
-    const last = this.ex.length - 1
-    const i = last < 0 || this.ex[last].fb <= fb ? last : this.floor(fb)
-    const prev = i >= 0 ? this.ex[i] : undefined
-    const next = this.ex[i + 1]
+    let c = ch.length - 1, a = ch[c], i = a.length - 1
+    if (a[i].fb > fb) { c = this.chunkOf(fb); a = ch[c]; i = floorIn(a, fb) }
+    const prev = i >= 0 ? a[i] : undefined
+    const nc = i + 1 < a.length ? c : c + 1, ni = i + 1 < a.length ? i + 1 : 0
+    const next = ch[nc]?.[ni]
     if ((prev && prev.fb + prev.len > fb) || (next && next.fb < fb + len)) {
       throw new VsmError('EIO', `extent overlap inserting file block ${fb}+${len}`)
     }
     this.total += len
     const joinPrev = !!prev && prev.fb + prev.len === fb && prev.vol === vol && prev.pb + prev.len === pb
     const joinNext = !!next && fb + len === next.fb && next.vol === vol && pb + len === next.pb
-    if (joinPrev && joinNext) { this.ex[i] = { fb: prev!.fb, vol, pb: prev!.pb, len: prev!.len + len + next!.len }; this.ex.splice(i + 1, 1) }
-    else if (joinPrev) this.ex[i] = { fb: prev!.fb, vol, pb: prev!.pb, len: prev!.len + len }
-    else if (joinNext) this.ex[i + 1] = { fb, vol, pb, len: len + next!.len }
-    else this.ex.splice(i + 1, 0, { fb, vol, pb, len })
+    if (joinPrev && joinNext) {
+      this.own(c)[i] = { fb: prev!.fb, vol, pb: prev!.pb, len: prev!.len + len + next!.len }
+      this.removeAt(nc, ni)
+    } else if (joinPrev) this.own(c)[i] = { fb: prev!.fb, vol, pb: prev!.pb, len: prev!.len + len }
+    else if (joinNext) this.own(nc)[ni] = { fb, vol, pb, len: len + next!.len }
+    else this.insertAt(c, i + 1, { fb, vol, pb, len })
   }
 
   /**
-   * Unmap [b0, b1); returns the removed physical pieces. The extents it covers go in
-   * one splice: deleting a map of n extents (a snapshot, a disk) is O(n), not O(n^2).
+   * Unmap [b0, b1); returns the removed physical pieces. The chunks it covers whole go
+   * in one splice: deleting a map of n extents (a snapshot, a disk) is O(n).
    */
   punch(b0: number, b1: number): Extent[] {
     const removed: Extent[] = []
-    if (b1 <= b0) return removed
-    let i = this.floor(b0)
-    if (i < 0 || this.ex[i].fb + this.ex[i].len <= b0) i++
-    let j = i
-    for (; j < this.ex.length && this.ex[j].fb < b1; j++) {
-      const e = this.ex[j]
+    if (b1 <= b0 || !this.chunks.length) return removed
+    const ch = this.chunks
+    const [c0, i0] = this.seek(b0)
+    let c = c0, i = i0, last: Extent | undefined
+    while (i < ch[c].length && ch[c][i].fb < b1) {
+      const e = last = ch[c][i]
       const s = Math.max(e.fb, b0), t = Math.min(e.fb + e.len, b1)
       removed.push({ fb: s, vol: e.vol, pb: e.pb + (s - e.fb), len: t - s })
       this.total -= t - s
+      if (++i === ch[c].length && c + 1 < ch.length) { c++; i = 0 }
     }
-    if (i === j) return removed
-    // what is left of the first and last extents keeps its place
-    const first = this.ex[i], last = this.ex[j - 1]
+    if (!last) return removed
+    // what is left of the first and last extents keeps its place, between the untouched
+    // head of the first chunk and tail of the last
+    const first = ch[c0][i0]
     const kept: Extent[] = []
     if (first.fb < b0) kept.push({ fb: first.fb, vol: first.vol, pb: first.pb, len: b0 - first.fb })
     if (last.fb + last.len > b1) kept.push({ fb: b1, vol: last.vol, pb: last.pb + (b1 - last.fb), len: last.fb + last.len - b1 })
-    this.ex.splice(i, j - i, ...kept)
+    let from = c0
+    let merged = ch[c0].slice(0, i0).concat(kept, ch[c].slice(i))
+    // a chunk left small joins the one before it, so punches do not leave the map in crumbs
+    if (merged.length < this.max >> 2 && from > 0 && ch[from - 1].length + merged.length <= this.max) merged = ch[--from].concat(merged)
+    let gone = 0
+    for (let k = from; k <= c; k++) gone += ch[k].length
+    this.n += merged.length - gone
+    const half = merged.length >> 1
+    this.replace(from, c + 1 - from, merged.length > this.max ? [merged.slice(0, half), merged.slice(half)] : merged.length ? [merged] : [])
     return removed
   }
 
-  /** A copy sharing the extent objects: no map changes one in place (insert and punch put new ones). */
+  /** A copy sharing the chunks: whichever map changes one first copies it. */
   clone(): ExtentMap {
-    const m = new ExtentMap()
-    m.ex = this.ex.slice()
+    const m = new ExtentMap(this.max)
+    m.chunks = this.chunks.slice()
+    m.mine = new Array<boolean>(this.chunks.length).fill(false)
+    this.mine.fill(false)
+    m.n = this.n
     m.total = this.total
     return m
   }
 
   flat(): number[] {
     const out: number[] = []
-    for (const e of this.ex) out.push(e.fb, e.vol, e.pb, e.len)
+    for (const e of this) out.push(e.fb, e.vol, e.pb, e.len)
     return out
   }
+
+  /** Chunk c, copied first if a copy of the map shares it. */
+  private own(c: number): Extent[] {
+    if (!this.mine[c]) { this.chunks[c] = this.chunks[c].slice(); this.mine[c] = true }
+    return this.chunks[c]
+  }
+
+  private insertAt(c: number, i: number, e: Extent): void {
+    const a = this.own(c)
+    a.splice(i, 0, e)
+    this.n++
+    if (a.length > this.max) this.replace(c, 1, [a.slice(0, a.length >> 1), a.slice(a.length >> 1)])
+  }
+
+  private removeAt(c: number, i: number): void {
+    const a = this.own(c)
+    a.splice(i, 1)
+    this.n--
+    if (!a.length) this.replace(c, 1, [])
+  }
+
+  /** Put new chunks (this map's own) in place of `count` chunks from c. */
+  private replace(c: number, count: number, chunks: Extent[][]): void {
+    this.chunks.splice(c, count, ...chunks)
+    this.mine.splice(c, count, ...chunks.map(() => true))
+  }
+}
+
+/** Index in a chunk of the last extent with fb <= b, or -1. */
+function floorIn(a: Extent[], b: number): number {
+  let lo = 0, hi = a.length - 1, r = -1
+  while (lo <= hi) {
+    const m = (lo + hi) >> 1
+    if (a[m].fb <= b) { r = m; lo = m + 1 } else hi = m - 1
+  }
+  return r
 }
 
 interface Free { start: number; len: number }

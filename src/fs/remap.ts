@@ -22,7 +22,7 @@ export function holdersOf(c: FsCore, n: Inode, r: Extent): { vol: number; pb: nu
   const hits: { m: Inode; fb: number; lo: number; hi: number }[] = []
   const cuts = new Set<number>([r.pb, end])
   for (const m of c.inodes.values()) {
-    for (const e of m.ext.ex) {
+    for (const e of m.ext) {
       if (e.vol !== r.vol || e.pb >= end || e.pb + e.len <= r.pb) continue
       const lo = Math.max(e.pb, r.pb), hi = Math.min(e.pb + e.len, end)
       hits.push({ m, fb: e.fb + (lo - e.pb), lo, hi })

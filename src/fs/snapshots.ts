@@ -40,7 +40,7 @@ function snapshotInfo(c: FsCore, name: string, i: number): SnapshotInfo {
   const s = c.inodes.get(i)!
   // pool blocks deleting it would free: archived ones free none
   const runs = new Map<number, RunBounds>()
-  for (const e of s.ext.ex) {
+  for (const e of s.ext) {
     if (isArchive(e.vol)) continue
     let b = runs.get(e.vol)
     if (!b) runs.set(e.vol, b = new RunBounds())
@@ -123,14 +123,14 @@ export async function shareRange(c: FsCore, src: number, srcOff: number, dst: nu
     if (s.busy) { await c.drain(s); continue }
     if (n.busy) { await c.drain(n); continue }
     const b0 = srcOff / BS, d = dstOff / BS
-    if (mapsAnyOutside(n.ext.ex, s.ext.segments(b0, b0 + len / BS), d, d + len / BS)) return false
+    if (mapsAnyOutside(n.ext, s.ext.segments(b0, b0 + len / BS), d, d + len / BS)) return false
     c.exec({ o: 'sr', s: src, b0, b1: b0 + len / BS, i: dst, d, z: dstOff + len, t: Date.now(), st: c.stamp() })
     return true
   }
 }
 
 /** Does a map (its extents) hold any block of runs at file blocks outside [d0, d1), which a share there replaces? */
-function mapsAnyOutside(map: Extent[], runs: { vol: number; pb: number; len: number }[], d0: number, d1: number): boolean {
+function mapsAnyOutside(map: Iterable<Extent>, runs: { vol: number; pb: number; len: number }[], d0: number, d1: number): boolean {
   const held = runs.filter((r) => r.pb >= 0).sort((a, b) => a.vol - b.vol || a.pb - b.pb)
   if (!held.length) return false
   const hits = (vol: number, pb: number, len: number) => {
@@ -154,7 +154,7 @@ function mapsAnyOutside(map: Extent[], runs: { vol: number; pb: number; len: num
 export function sharedBlocks(c: FsCore, ino: number): number {
   c.live()
   let shared = 0
-  for (const e of c.node(ino).ext.ex) {
+  for (const e of c.node(ino).ext) {
     if (isArchive(e.vol) || !c.refs[e.vol].anyShared(e.pb, e.len)) continue
     for (const pc of c.refs[e.vol].pieces(e.pb, e.len)) if (pc.n > 1) shared += pc.len
   }
@@ -163,8 +163,7 @@ export function sharedBlocks(c: FsCore, ino: number): number {
 
 /** Size in blocks of the file's block address space ([0, blocks) covers every extent). */
 export function blockSpan(c: FsCore, ino: number): number {
-  const ex = c.node(ino).ext.ex
-  return ex.length ? ex[ex.length - 1].fb + ex[ex.length - 1].len : 0
+  return c.node(ino).ext.end()
 }
 
 /**

@@ -32,7 +32,7 @@ export function buildFree(c: FsCore, errors: string[], claims: Extent[] = [], me
   // one map's runs per volume, emptied for the next map
   const mine = c.vols.map(() => new RunBounds())
   for (const n of c.inodes.values()) {
-    for (const e of n.ext.ex) if (known(n.ino, e)) { runs[e.vol].add(e.pb, e.len); mine[e.vol].add(e.pb, e.len) }
+    for (const e of n.ext) if (known(n.ino, e)) { runs[e.vol].add(e.pb, e.len); mine[e.vol].add(e.pb, e.len) }
     mine.forEach((r, v) => {
       if (r.n >= 2 && r.overlaps()) errors.push(`inode ${n.ino}: maps a block of volume ${v} twice`)
       r.clear()
@@ -62,7 +62,7 @@ export function buildFree(c: FsCore, errors: string[], claims: Extent[] = [], me
 export function archivedRuns(c: FsCore, vol: number): { start: number; len: number }[] {
   const runs: { start: number; len: number }[] = []
   for (const n of c.inodes.values()) {
-    for (const e of n.ext.ex) if (e.vol === vol) runs.push({ start: e.pb, len: e.len })
+    for (const e of n.ext) if (e.vol === vol) runs.push({ start: e.pb, len: e.len })
     for (const p of n.pending) for (const e of p.replaced) if (e.vol === vol) runs.push({ start: e.pb, len: e.len })
   }
   return RefMap.fromRuns(runs).union

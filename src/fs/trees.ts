@@ -112,7 +112,7 @@ function durableView(n: Inode, ranges: [number, number][]): Extent[] {
     const s = Math.max(b0, r.fb), e = Math.min(b1, r.fb + r.len)
     if (s < e) m.insert(s, r.vol, r.pb + (s - r.fb), e - s)
   }
-  return m.ex
+  return m.toArray()
 }
 
 function edit(n: Inode, dirty: [number, number][]): Edit {
@@ -231,7 +231,7 @@ export async function loadMaps(c: FsCore): Promise<void> {
   }
 }
 
-function coalesced(ex: Extent[]): string {
+function coalesced(ex: Iterable<Extent>): string {
   const m = new ExtentMap()
   for (const e of ex) m.insert(e.fb, e.vol, e.pb, e.len)
   return JSON.stringify(m.flat())
@@ -252,7 +252,7 @@ export async function checkMaps(c: FsCore, errors: string[]): Promise<{ start: n
     const tree = n.root ? await new ExtentTree(c.store, EXTENTS, n.root).all() : []
     // the map may have changed while the tree was read
     if (n.rebase || n.dirty.length || n.pending.length || !c.inodes.has(n.ino)) continue
-    if (coalesced(tree) !== coalesced(n.ext.ex)) errors.push(`inode ${n.ino}: its extent tree (root ${n.root}) differs from its map`)
+    if (coalesced(tree) !== coalesced(n.ext)) errors.push(`inode ${n.ino}: its extent tree (root ${n.root}) differs from its map`)
   }
   return [...r.used, ...c.sb.store!].map((b) => ({ start: b, len: 1 }))
 }

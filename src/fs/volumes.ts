@@ -188,7 +188,7 @@ export function beginRemove(c: FsCore, name: string, to: number): number {
 /** Files and snapshots with blocks on volume v. */
 export function inodesOn(c: FsCore, v: number): number[] {
   const out: number[] = []
-  for (const n of c.inodes.values()) if (n.ext.ex.some((e) => e.vol === v)) out.push(n.ino)
+  for (const n of c.inodes.values()) for (const e of n.ext) if (e.vol === v) { out.push(n.ino); break }
   return out
 }
 
@@ -263,7 +263,7 @@ export function attachArchive(c: FsCore, slot: number, dev: ArchiveLocation): nu
 export function placementOf(c: FsCore, ino: number): Record<string, number> {
   c.live()
   const out: Record<string, number> = {}
-  for (const e of c.node(ino).ext.ex) {
+  for (const e of c.node(ino).ext) {
     const name = locationName(c, e.vol)
     out[name] = (out[name] ?? 0) + e.len * BS
   }
