@@ -3,8 +3,51 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { rng } from './helpers/conformance'
 import { ExtentMap, FreeMap, RefMap, RunBounds, sortBlocks } from '../src/fs/extents'
+import { Chunked } from '../src/fs/chunked'
 
-for (const chunk of [3, 512]) {
+test('Chunked: random splices, floor/next/prev/from and copies match an array model, seed printed', () => {
+  const seed = Number(process.env.CHUNKED_SEED ?? Date.now() % 1e9)
+  console.log(`Chunked: seed ${seed}`)
+  const r = rng(seed)
+  for (const max of [2, 5, 64]) {
+    let model: number[] = []
+    let s = new Chunked<number>((x) => x, max)
+    const copies: [Chunked<number>, number[]][] = []
+    for (let op = 0; op < 3000; op++) {
+      if (op % 200 === 0) copies.push([s.clone(), model.slice()])
+      if (op % 500 === 250 && copies.length) {
+        // work on a copy for a while: its source must not see it
+        const [c, m] = copies.pop()!
+        copies.push([s, model])
+        s = c; model = m
+      }
+      // an edit replaces the items with keys in [k0, k1) by fresh keys in that range, in order
+      const k0 = r(2000), k1 = k0 + 1 + r(r(10) ? 10 : 400)
+      const a = s.next(s.floor(k0 - 1)), b = s.next(s.floor(k1 - 1))
+      const items = [...new Set(Array.from({ length: r(r(5) ? 3 : 2 * max + 3) }, () => k0 + r(k1 - k0)))].sort((x, y) => x - y)
+      s.splice(a, b, items)
+      const lo = model.findIndex((x) => x >= k0), hi = model.findIndex((x) => x >= k1)
+      const i0 = lo < 0 ? model.length : lo, i1 = hi < 0 ? model.length : hi
+      model.splice(i0, i1 - i0, ...items)
+      if (op % 25 === 0) {
+        assert.equal(s.toArray(), model, `max ${max} op ${op}: items (seed ${seed})`)
+        assert.is(s.length, model.length)
+        assert.is(s.first(), model[0])
+        assert.is(s.last(), model[model.length - 1])
+        const k = r(2100) - 50
+        const p = s.floor(k)
+        const want = model.filter((x) => x <= k)
+        assert.is(s.at(p), want[want.length - 1], `max ${max} op ${op}: floor(${k}) (seed ${seed})`)
+        assert.equal([...s.from(s.next(p))], model.slice(want.length), `from after floor(${k})`)
+        if (want.length) assert.is(s.at(s.prev(p)), want[want.length - 2], `prev of floor(${k})`)
+      }
+    }
+    for (const [c, m] of copies) assert.equal(c.toArray(), m, `max ${max}: a copy keeps its own items (seed ${seed})`)
+    assert.equal([...s], model)
+  }
+})
+
+for (const chunk of [3, 8, 256]) {
   test(`ExtentMap (chunks of ${chunk}) insert/punch/segments/from match a per-block model, stay coalesced; copies and source diverge apart`, () => {
     const r = rng(42 + chunk)
     const N = 2000
@@ -120,18 +163,24 @@ test('FreeMap alloc/release keep exact accounting, honour the goal, refuse doubl
 test('RefMap.adjustMany (one sweep) gives the counts and frees of adjust() run by run', () => {
   const r = rng(7)
   for (let round = 0; round < 40; round++) {
-    const a = new RefMap(), b = new RefMap()
+    // a in small chunks: adjust() edits across chunk bounds
+    const a = new RefMap(4), b = new RefMap()
     // a map that already has shared runs
     const base = Array.from({ length: 100 + r(200) }, () => ({ start: r(5000), len: 1 + r(30) }))
     for (const x of base) { a.adjust(x.start, x.len, 1); b.adjust(x.start, x.len, 1) }
     const runs = Array.from({ length: 64 + r(300) }, () => ({ start: r(5000), len: 1 + r(30) }))
     const delta = r(2) ? 1 : -1
     // -1 only over blocks held: the shared runs, each twice, so the blocks counted 2 are freed
-    const use = delta > 0 ? runs : a.r.slice(0, 32 + r(Math.max(1, a.r.length - 32))).flatMap((x) => [{ start: x.start, len: x.len }, { start: x.start, len: x.len }])
+    const use = delta > 0 ? runs : a.toArray().slice(0, 32 + r(Math.max(1, a.count - 32))).flatMap((x) => [{ start: x.start, len: x.len }, { start: x.start, len: x.len }])
     if (use.length < 64) continue
     const one = use.flatMap((x) => a.adjust(x.start, x.len, delta))
     const many = b.adjustMany(use, delta)
-    assert.equal(b.r, a.r, `round ${round}: counts`)
+    assert.equal(b.toArray(), a.toArray(), `round ${round}: counts`)
+    for (let q = 0; q < 20; q++) {
+      const s0 = r(5000), len = 1 + r(100)
+      assert.equal(a.pieces(s0, len), b.pieces(s0, len), `round ${round}: pieces ${s0}+${len}`)
+      assert.is(a.anyShared(s0, len), b.anyShared(s0, len), `round ${round}: anyShared ${s0}+${len}`)
+    }
     const blocks = (l: { start: number; len: number }[]) => l.flatMap((x) => Array.from({ length: x.len }, (_, i) => x.start + i)).sort((p, q) => p - q)
     assert.equal(blocks(many), blocks(one), `round ${round}: freed`)
   }
@@ -161,7 +210,7 @@ test('RefMap.fromRuns, adjustMany, unshared and RunBounds.overlaps (sorted-array
     const count = new Map<number, number>()
     for (const x of runs) for (let b = x.start; b < x.start + x.len; b++) count.set(b, (count.get(b) ?? 0) + 1)
     const built = RefMap.fromRuns(runs)
-    assert.equal(built.refs.r, runsOf(count, (n) => n >= 2), `seed ${seed} round ${round}: fromRuns counts`)
+    assert.equal(built.refs.toArray(), runsOf(count, (n) => n >= 2), `seed ${seed} round ${round}: fromRuns counts`)
     assert.equal(built.union, runsOf(count, (n) => n >= 1).map((x) => ({ start: x.start, len: x.len })).reduce((o, x) => {
       const l = o[o.length - 1]
       if (l && l.start + l.len === x.start) l.len += x.len; else o.push(x)
@@ -184,18 +233,16 @@ test('RefMap.fromRuns, adjustMany, unshared and RunBounds.overlaps (sorted-array
       assert.is(RunBounds.of([...apart, { start: b, len: 1 }]).overlaps(), true, `seed ${seed} round ${round}: block ${b} twice`)
     }
     // adjustMany from that map against adjust() run by run: +1 over any runs, -1 over blocks held
-    const a = new RefMap(), b = new RefMap()
-    a.r = built.refs.r.map((x) => ({ ...x }))
-    b.r = built.refs.r.map((x) => ({ ...x }))
+    const a = RefMap.of(built.refs.toArray().map((x) => ({ ...x })), 4), b = RefMap.of(built.refs.toArray().map((x) => ({ ...x })))
     const delta = r(2) ? 1 : -1
     const use = delta > 0
       ? Array.from({ length: 64 + r(300) }, () => ({ start: r(span), len: r(8) ? 1 + r(maxLen) : 0 }))
-      : [...runsOf(count, (n) => n >= 1).filter(() => r(3) > 0), ...a.r.filter(() => r(2) > 0)].map((x) => ({ start: x.start, len: x.len }))
+      : [...runsOf(count, (n) => n >= 1).filter(() => r(3) > 0), ...a.toArray().filter(() => r(2) > 0)].map((x) => ({ start: x.start, len: x.len }))
     if (use.length < 64) continue
     for (let i = use.length - 1; i > 0; i--) { const k = r(i + 1); [use[i], use[k]] = [use[k], use[i]] }
     const one = use.flatMap((x) => a.adjust(x.start, x.len, delta))
     const many = b.adjustMany(use, delta)
-    assert.equal(b.r, a.r, `seed ${seed} round ${round}: adjustMany counts`)
+    assert.equal(b.toArray(), a.toArray(), `seed ${seed} round ${round}: adjustMany counts`)
     assert.equal(blocks(many), blocks(one), `seed ${seed} round ${round}: adjustMany frees`)
   }
 })

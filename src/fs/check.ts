@@ -72,8 +72,8 @@ async function checkLocked(c: FsCore): Promise<{ ok: boolean; errors: string[]; 
   for (let v = 0; v < c.vols.length; v++) {
     const actual = coalesce([...c.free[v].fr, ...c.pendingFree.filter((f) => f.vol === v)])
     const exp = expected.free[v].fr
-    if (JSON.stringify(expected.refs[v].r) !== JSON.stringify(c.refs[v].r)) {
-      errors.push(`volume ${v}: reference counts differ from the extent maps (${c.refs[v].r.length} shared runs, ${expected.refs[v].r.length} expected)`)
+    if (JSON.stringify(expected.refs[v].toArray()) !== JSON.stringify(c.refs[v].toArray())) {
+      errors.push(`volume ${v}: reference counts differ from the extent maps (${c.refs[v].count} shared runs, ${expected.refs[v].count} expected)`)
     }
     for (const r of subtractRuns(actual, exp)) errors.push(`volume ${v}: blocks ${r.start}+${r.len} both free and allocated`)
     for (const r of subtractRuns(exp, actual)) leaked += r.len * BS

@@ -1,171 +1,109 @@
-// Extent maps (file block -> volume block runs, in chunks a copy shares until written),
-// the per-volume free-extent allocator, and the reference counts of shared blocks. All
-// are sorted and searched by binary search; runs are coalesced. Counts are built and
+// Extent maps (file block -> volume block runs), the per-volume free-extent allocator,
+// and the reference counts of shared blocks. All are sorted and searched by binary
+// search; runs are coalesced. Maps and counts are Chunked, so an edit costs a chunk. Counts are built and
 // adjusted in bulk by sweeps over run bounds held as sorted number arrays (RunBounds).
 import { VsmError } from '../block/blockdev'
+import { Chunked, Pos } from './chunked'
 
 export interface Extent { fb: number; vol: number; pb: number; len: number }
 /** A piece of a file block range: pb < 0 means a hole. */
 export interface Segment { fb: number; len: number; vol: number; pb: number }
 
-/**
- * A file's extents in order, in chunks of at most `max`: an insert or punch moves one
- * chunk's entries, not the whole map's (a copy-on-write write into a map fragmented to
- * hundreds of thousands of extents was two splices of all of them). A copy shares the
- * chunks (and the extent objects in them) until it or its source changes one.
- */
+/** A file's extents in file block order, coalesced; a copy shares them until either side changes (see Chunked). */
 export class ExtentMap {
-  /** None empty; chunk k's first extent starts after chunk k-1's last ends. */
-  private chunks: Extent[][] = []
-  /** Whether this map may change chunk k in place (false while a copy shares it). */
-  private mine: boolean[] = []
-  private n = 0
+  private ex: Chunked<Extent>
   total = 0
 
-  constructor(private readonly max = 256) {}
+  constructor(chunk?: number) { this.ex = new Chunked((e) => e.fb, chunk) }
 
   /** Number of extents. */
-  get count(): number { return this.n }
+  get count(): number { return this.ex.length }
 
-  *[Symbol.iterator](): IterableIterator<Extent> {
-    for (const a of this.chunks) yield* a
-  }
+  [Symbol.iterator](): IterableIterator<Extent> { return this.ex[Symbol.iterator]() }
 
-  toArray(): Extent[] {
-    return ([] as Extent[]).concat(...this.chunks)
-  }
+  toArray(): Extent[] { return this.ex.toArray() }
 
   /** The block after the last mapped one (0 when empty). */
   end(): number {
-    const a = this.chunks[this.chunks.length - 1]
-    return a ? a[a.length - 1].fb + a[a.length - 1].len : 0
+    const e = this.ex.last()
+    return e ? e.fb + e.len : 0
   }
 
-  /** Index of the chunk holding the last extent with fb <= b (0 when there is none). */
-  private chunkOf(b: number): number {
-    const ch = this.chunks
-    let lo = 0, hi = ch.length - 1, r = 0
-    while (lo <= hi) {
-      const m = (lo + hi) >> 1
-      if (ch[m][0].fb <= b) { r = m; lo = m + 1 } else hi = m - 1
-    }
-    return r
-  }
-
-  /** Position [chunk, index] of the first extent ending after block b; the index is the last chunk's length when none does. */
-  private seek(b: number): [number, number] {
-    if (!this.chunks.length) return [0, 0]
-    const c = this.chunkOf(b), a = this.chunks[c]
-    let i = floorIn(a, b)
-    if (i < 0 || a[i].fb + a[i].len <= b) i++
-    return i === a.length && c + 1 < this.chunks.length ? [c + 1, 0] : [c, i]
+  /** Position of the first extent ending after block b (holding b or after it). */
+  private seek(b: number): Pos {
+    const p = this.ex.floor(b), e = this.ex.at(p)
+    return e && e.fb + e.len > b ? p : this.ex.next(p)
   }
 
   /** Cover [b0, b1) with mapped segments and holes, in order. */
   segments(b0: number, b1: number): Segment[] {
     const out: Segment[] = []
-    const ch = this.chunks
-    let [c, i] = this.seek(b0)
+    let p = this.seek(b0)
     let b = b0
     while (b < b1) {
-      const e = ch[c]?.[i]
+      const e = this.ex.at(p)
       if (!e || e.fb >= b1) { out.push({ fb: b, len: b1 - b, vol: -1, pb: -1 }); break }
       if (e.fb > b) { out.push({ fb: b, len: e.fb - b, vol: -1, pb: -1 }); b = e.fb; continue }
       const n = Math.min(e.fb + e.len, b1) - b
       out.push({ fb: b, len: n, vol: e.vol, pb: e.pb + (b - e.fb) })
       b += n
-      if (++i === ch[c].length) { c++; i = 0 }
+      p = this.ex.next(p)
     }
     return out
   }
 
   /** The extents from the one holding block b (or the first after b) to the last, in order. */
-  *from(b: number): IterableIterator<Extent> {
-    const [c0, i0] = this.seek(b)
-    for (let c = c0, i = i0; c < this.chunks.length; c++, i = 0) {
-      const a = this.chunks[c]
-      for (; i < a.length; i++) yield a[i]
-    }
-  }
+  from(b: number): IterableIterator<Extent> { return this.ex.from(this.seek(b)) }
 
   /** Physical block mapped at file block b, or -1. */
   lookup(b: number): { vol: number; pb: number } | null {
-    if (!this.chunks.length) return null
-    const a = this.chunks[this.chunkOf(b)]
-    const i = floorIn(a, b)
-    if (i < 0) return null
-    const e = a[i]
-    return b < e.fb + e.len ? { vol: e.vol, pb: e.pb + (b - e.fb) } : null
+    const e = this.ex.at(this.ex.floor(b))
+    return e && b < e.fb + e.len ? { vol: e.vol, pb: e.pb + (b - e.fb) } : null
   }
 
   /** Map [fb, fb+len) which must be unmapped; coalesces with neighbours. */
   insert(fb: number, vol: number, pb: number, len: number): void {
     if (len <= 0) return
-    const ch = this.chunks
-    if (!ch.length) { this.chunks = [[{ fb, vol, pb, len }]]; this.mine = [true]; this.n = 1; this.total = len; return }
-    // appending (a map read in order, a file written forward) needs no search
-    let c = ch.length - 1, a = ch[c], i = a.length - 1
-    if (a[i].fb > fb) { c = this.chunkOf(fb); a = ch[c]; i = floorIn(a, fb) }
-    const prev = i >= 0 ? a[i] : undefined
-    const nc = i + 1 < a.length ? c : c + 1, ni = i + 1 < a.length ? i + 1 : 0
-    const next = ch[nc]?.[ni]
+    const p = this.ex.floor(fb), q = this.ex.next(p)
+    const prev = this.ex.at(p), next = this.ex.at(q)
     if ((prev && prev.fb + prev.len > fb) || (next && next.fb < fb + len)) {
       throw new VsmError('EIO', `extent overlap inserting file block ${fb}+${len}`)
     }
     this.total += len
     const joinPrev = !!prev && prev.fb + prev.len === fb && prev.vol === vol && prev.pb + prev.len === pb
     const joinNext = !!next && fb + len === next.fb && next.vol === vol && pb + len === next.pb
-    if (joinPrev && joinNext) {
-      this.own(c)[i] = { fb: prev!.fb, vol, pb: prev!.pb, len: prev!.len + len + next!.len }
-      this.removeAt(nc, ni)
-    } else if (joinPrev) this.own(c)[i] = { fb: prev!.fb, vol, pb: prev!.pb, len: prev!.len + len }
-    else if (joinNext) this.own(nc)[ni] = { fb, vol, pb, len: len + next!.len }
-    else this.insertAt(c, i + 1, { fb, vol, pb, len })
+    if (joinPrev && joinNext) this.ex.splice(p, this.ex.next(q), [{ fb: prev!.fb, vol, pb: prev!.pb, len: prev!.len + len + next!.len }])
+    else if (joinPrev) this.ex.splice(p, q, [{ fb: prev!.fb, vol, pb: prev!.pb, len: prev!.len + len }])
+    else if (joinNext) this.ex.splice(q, this.ex.next(q), [{ fb, vol, pb, len: len + next!.len }])
+    else this.ex.splice(q, q, [{ fb, vol, pb, len }])
   }
 
-  /**
-   * Unmap [b0, b1); returns the removed physical pieces. The chunks it covers whole go
-   * in one splice: deleting a map of n extents (a snapshot, a disk) is O(n).
-   */
+  /** Unmap [b0, b1); returns the removed physical pieces (deleting a map of n extents is O(n)). */
   punch(b0: number, b1: number): Extent[] {
     const removed: Extent[] = []
-    if (b1 <= b0 || !this.chunks.length) return removed
-    const ch = this.chunks
-    const [c0, i0] = this.seek(b0)
-    let c = c0, i = i0, last: Extent | undefined
-    while (i < ch[c].length && ch[c][i].fb < b1) {
-      const e = last = ch[c][i]
+    if (b1 <= b0) return removed
+    const a = this.seek(b0)
+    let q = a, first: Extent | undefined, last: Extent | undefined
+    for (let e = this.ex.at(q); e && e.fb < b1; q = this.ex.next(q), e = this.ex.at(q)) {
+      first ??= e
+      last = e
       const s = Math.max(e.fb, b0), t = Math.min(e.fb + e.len, b1)
       removed.push({ fb: s, vol: e.vol, pb: e.pb + (s - e.fb), len: t - s })
       this.total -= t - s
-      if (++i === ch[c].length && c + 1 < ch.length) { c++; i = 0 }
     }
-    if (!last) return removed
-    // what is left of the first and last extents keeps its place, between the untouched
-    // head of the first chunk and tail of the last
-    const first = ch[c0][i0]
+    if (!first || !last) return removed
+    // what is left of the first and last extents keeps its place
     const kept: Extent[] = []
     if (first.fb < b0) kept.push({ fb: first.fb, vol: first.vol, pb: first.pb, len: b0 - first.fb })
     if (last.fb + last.len > b1) kept.push({ fb: b1, vol: last.vol, pb: last.pb + (b1 - last.fb), len: last.fb + last.len - b1 })
-    let from = c0
-    let merged = ch[c0].slice(0, i0).concat(kept, ch[c].slice(i))
-    // a chunk left small joins the one before it, so punches do not leave the map in crumbs
-    if (merged.length < this.max >> 2 && from > 0 && ch[from - 1].length + merged.length <= this.max) merged = ch[--from].concat(merged)
-    let gone = 0
-    for (let k = from; k <= c; k++) gone += ch[k].length
-    this.n += merged.length - gone
-    const half = merged.length >> 1
-    this.replace(from, c + 1 - from, merged.length > this.max ? [merged.slice(0, half), merged.slice(half)] : merged.length ? [merged] : [])
+    this.ex.splice(a, q, kept)
     return removed
   }
 
-  /** A copy sharing the chunks: whichever map changes one first copies it. */
+  /** A copy sharing the extents (no map changes one in place). */
   clone(): ExtentMap {
-    const m = new ExtentMap(this.max)
-    m.chunks = this.chunks.slice()
-    m.mine = new Array<boolean>(this.chunks.length).fill(false)
-    this.mine.fill(false)
-    m.n = this.n
+    const m = new ExtentMap()
+    m.ex = this.ex.clone()
     m.total = this.total
     return m
   }
@@ -175,42 +113,6 @@ export class ExtentMap {
     for (const e of this) out.push(e.fb, e.vol, e.pb, e.len)
     return out
   }
-
-  /** Chunk c, copied first if a copy of the map shares it. */
-  private own(c: number): Extent[] {
-    if (!this.mine[c]) { this.chunks[c] = this.chunks[c].slice(); this.mine[c] = true }
-    return this.chunks[c]
-  }
-
-  private insertAt(c: number, i: number, e: Extent): void {
-    const a = this.own(c)
-    a.splice(i, 0, e)
-    this.n++
-    if (a.length > this.max) this.replace(c, 1, [a.slice(0, a.length >> 1), a.slice(a.length >> 1)])
-  }
-
-  private removeAt(c: number, i: number): void {
-    const a = this.own(c)
-    a.splice(i, 1)
-    this.n--
-    if (!a.length) this.replace(c, 1, [])
-  }
-
-  /** Put new chunks (this map's own) in place of `count` chunks from c. */
-  private replace(c: number, count: number, chunks: Extent[][]): void {
-    this.chunks.splice(c, count, ...chunks)
-    this.mine.splice(c, count, ...chunks.map(() => true))
-  }
-}
-
-/** Index in a chunk of the last extent with fb <= b, or -1. */
-function floorIn(a: Extent[], b: number): number {
-  let lo = 0, hi = a.length - 1, r = -1
-  while (lo <= hi) {
-    const m = (lo + hi) >> 1
-    if (a[m].fb <= b) { r = m; lo = m + 1 } else hi = m - 1
-  }
-  return r
 }
 
 interface Free { start: number; len: number }
@@ -352,31 +254,42 @@ export interface RefRun { start: number; len: number; n: number }
  * snapshots or clones has an empty map and its write path pays one failed lookup.
  */
 export class RefMap {
-  r: RefRun[] = []
+  private r: Chunked<RefRun>
 
-  private floor(b: number): number {
-    let lo = 0, hi = this.r.length - 1, x = -1
-    while (lo <= hi) {
-      const m = (lo + hi) >> 1
-      if (this.r[m].start <= b) { x = m; lo = m + 1 } else hi = m - 1
-    }
-    return x
+  constructor(private readonly chunk?: number) { this.r = new Chunked((x) => x.start, chunk) }
+
+  /** From shared runs sorted and coalesced (the array is taken, not copied). */
+  static of(runs: RefRun[], chunk?: number): RefMap {
+    const m = new RefMap(chunk)
+    m.r = Chunked.of((x) => x.start, runs, chunk)
+    return m
+  }
+
+  /** Number of shared runs. */
+  get count(): number { return this.r.length }
+
+  toArray(): RefRun[] { return this.r.toArray() }
+
+  /** Position of the first shared run ending after block b (holding b or after it). */
+  private seek(b: number): Pos {
+    const p = this.r.floor(b), e = this.r.at(p)
+    return e && e.start + e.len > b ? p : this.r.next(p)
   }
 
   /** Count of each piece of [start, start+len): absent runs count 1. */
   pieces(start: number, len: number): RefRun[] {
     const out: RefRun[] = []
     const end = start + len
-    let i = this.floor(start)
-    if (i < 0 || this.r[i].start + this.r[i].len <= start) i++
+    let p = this.seek(start)
     let b = start
     while (b < end) {
-      const e = this.r[i]
+      const e = this.r.at(p)
       if (!e || e.start >= end) { out.push({ start: b, len: end - b, n: 1 }); break }
       if (e.start > b) { out.push({ start: b, len: e.start - b, n: 1 }); b = e.start; continue }
       const t = Math.min(e.start + e.len, end)
       out.push({ start: b, len: t - b, n: e.n })
-      b = t; i++
+      b = t
+      p = this.r.next(p)
     }
     return out
   }
@@ -384,10 +297,11 @@ export class RefMap {
   /** How many blocks of [start, start+len) have count 1 (held by one map), without listing the pieces. */
   unshared(start: number, len: number): number {
     const end = start + len
-    let i = this.floor(start)
-    if (i < 0 || this.r[i].start + this.r[i].len <= start) i++
     let shared = 0
-    for (; i < this.r.length && this.r[i].start < end; i++) shared += Math.min(this.r[i].start + this.r[i].len, end) - Math.max(this.r[i].start, start)
+    for (const e of this.r.from(this.seek(start))) {
+      if (e.start >= end) break
+      shared += Math.min(e.start + e.len, end) - Math.max(e.start, start)
+    }
     return len - shared
   }
 
@@ -397,7 +311,7 @@ export class RefMap {
    */
   unsharedIn(runs: RunBounds): number {
     const { starts, ends } = runs.sorted()
-    const r = this.r
+    const r = this.r.toArray()
     let total = 0, shared = 0, j = 0
     for (let i = 0; i < starts.length; i++) {
       const s = starts[i], e = ends[i]
@@ -411,8 +325,8 @@ export class RefMap {
   /** True when any block of [start, start+len) is held by more than one map. */
   anyShared(start: number, len: number): boolean {
     if (!this.r.length) return false
-    const i = this.floor(start + len - 1)
-    return i >= 0 && this.r[i].start + this.r[i].len > start
+    const e = this.r.at(this.r.floor(start + len - 1))
+    return !!e && e.start + e.len > start
   }
 
   /** Add delta (+1 / -1) to the count of every block of the run; returns the pieces that dropped to 0. */
@@ -428,24 +342,22 @@ export class RefMap {
       else if (n >= 2) keep.push({ start: p.start, len: p.len, n })
     }
     // replace the entries overlapping [start, end) by their remnants outside it and `keep`
-    let i0 = this.floor(start)
-    if (i0 < 0 || this.r[i0].start + this.r[i0].len <= start) i0++
-    let i1 = i0
-    while (i1 < this.r.length && this.r[i1].start < end) i1++
+    const i0 = this.seek(start)
+    let i1 = i0, first: RefRun | undefined, last: RefRun | undefined
+    for (let e = this.r.at(i1); e && e.start < end; i1 = this.r.next(i1), e = this.r.at(i1)) { first ??= e; last = e }
     const repl: RefRun[] = []
-    const first = this.r[i0], last = this.r[i1 - 1]
-    if (i1 > i0 && first.start < start) repl.push({ start: first.start, len: start - first.start, n: first.n })
+    if (first && first.start < start) repl.push({ start: first.start, len: start - first.start, n: first.n })
     repl.push(...keep)
-    if (i1 > i0 && last.start + last.len > end) repl.push({ start: end, len: last.start + last.len - end, n: last.n })
+    if (last && last.start + last.len > end) repl.push({ start: end, len: last.start + last.len - end, n: last.n })
     // coalesce with each other and with the neighbours outside the range
-    const lo = Math.max(0, i0 - 1), hi = Math.min(this.r.length, i1 + 1)
+    const lo = this.r.prev(i0), before = this.r.at(lo), after = this.r.at(i1)
     const merged: RefRun[] = []
-    for (const x of [...this.r.slice(lo, i0), ...repl, ...this.r.slice(i1, hi)]) {
+    for (const x of [...(before ? [before] : []), ...repl, ...(after ? [after] : [])]) {
       const l = merged[merged.length - 1]
       if (l && l.start + l.len === x.start && l.n === x.n) l.len += x.len
       else merged.push({ ...x })
     }
-    this.r.splice(lo, hi - lo, ...merged)
+    this.r.splice(before ? lo : i0, after ? this.r.next(i1) : i1, merged)
     return freed
   }
 
@@ -463,7 +375,7 @@ export class RefMap {
     }
     const { starts, ends } = rb.sorted()
     const m = starts.length
-    const old = this.r, out: RefRun[] = [], freed: RefRun[] = []
+    const old = this.r.toArray(), out: RefRun[] = [], freed: RefRun[] = []
     // from one boundary (a run's start or end, an old shared run's) to the next: k runs over it, its old count
     let i = 0, j = 0, oi = 0, k = 0
     let a = Math.min(m ? starts[0] : Infinity, old.length ? old[0].start : Infinity)
@@ -485,7 +397,7 @@ export class RefMap {
       }
       a = b
     }
-    this.r = out
+    this.r = Chunked.of((x) => x.start, out, this.chunk)
     return freed.map((f) => ({ start: f.start, len: f.len }))
   }
 
@@ -496,7 +408,7 @@ export class RefMap {
    */
   static fromRuns(runs: { start: number; len: number }[] | RunBounds): { refs: RefMap; union: { start: number; len: number }[] } {
     const { starts, ends } = (runs instanceof RunBounds ? runs : RunBounds.of(runs)).sorted()
-    const refs = new RefMap()
+    const shared: RefRun[] = []
     const union: { start: number; len: number }[] = []
     const m = starts.length
     let c = 0, at = 0, i = 0, j = 0
@@ -508,12 +420,12 @@ export class RefMap {
         const u = union[union.length - 1]
         if (u && u.start + u.len === at) u.len += p - at
         else union.push({ start: at, len: p - at })
-        if (c >= 2) addRun(refs.r, at, p - at, c)
+        if (c >= 2) addRun(shared, at, p - at, c)
       }
       if (isStart) { c++; i++ } else { c--; j++ }
       at = p
     }
-    return { refs, union }
+    return { refs: RefMap.of(shared), union }
   }
 }
 

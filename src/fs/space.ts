@@ -46,7 +46,7 @@ export function buildFree(c: FsCore, errors: string[], claims: Extent[] = [], me
     if (v === 0 && meta.length) {
       const m = RefMap.fromRuns(meta).union
       const both = RefMap.fromRuns([...b.union, ...m])
-      if (both.refs.r.length) errors.push(`volume 0: block ${both.refs.r[0].start} both metadata and data`)
+      if (both.refs.count) errors.push(`volume 0: block ${both.refs.toArray()[0].start} both metadata and data`)
       free.push(FreeMap.fromAllocated(lo, hi, both.union, errors))
     } else free.push(FreeMap.fromAllocated(lo, hi, b.union, errors))
     refs.push(b.refs)

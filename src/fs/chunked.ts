@@ -1,0 +1,137 @@
+// A sorted sequence held in chunks of at most `max` items: the leaves of a B+tree
+// without its inner levels (a binary search over the chunks' first keys finds the
+// chunk). An edit moves the items of the chunks it touches, not of the whole sequence,
+// and a copy shares the chunks until either side changes one. The extent maps and
+// reference counts of a disk fragmented by copy-on-write writes hold hundreds of
+// thousands of runs: as plain arrays, each write spliced all of them.
+
+/** A place in the sequence: item i of chunk c. {0, -1} is before the first item. */
+export interface Pos { c: number; i: number }
+
+export class Chunked<T> {
+  /** None empty; keys ascending across them. */
+  private chunks: T[][] = []
+  /** Whether this copy may change chunk k in place (false while another copy shares it). */
+  private mine: boolean[] = []
+  private n = 0
+
+  constructor(private readonly key: (t: T) => number, private readonly max = 256) {}
+
+  /** From items already in key order (the array is taken, not copied). */
+  static of<T>(key: (t: T) => number, items: T[], max?: number): Chunked<T> {
+    const s = new Chunked(key, max)
+    s.put(0, 0, items)
+    return s
+  }
+
+  get length(): number { return this.n }
+
+  *[Symbol.iterator](): IterableIterator<T> {
+    for (const a of this.chunks) yield* a
+  }
+
+  toArray(): T[] {
+    return ([] as T[]).concat(...this.chunks)
+  }
+
+  first(): T | undefined { return this.chunks[0]?.[0] }
+
+  last(): T | undefined {
+    const a = this.chunks[this.chunks.length - 1]
+    return a?.[a.length - 1]
+  }
+
+  at(p: Pos): T | undefined { return this.chunks[p.c]?.[p.i] }
+
+  /** Position of the last item whose key is <= k ({0, -1} when none is). */
+  floor(k: number): Pos {
+    const ch = this.chunks
+    if (!ch.length) return { c: 0, i: -1 }
+    // appending (a map read in order, a file written forward) needs no search
+    const lc = ch.length - 1, la = ch[lc]
+    if (this.key(la[la.length - 1]) <= k) return { c: lc, i: la.length - 1 }
+    let lo = 0, hi = lc, c = 0
+    while (lo <= hi) {
+      const m = (lo + hi) >> 1
+      if (this.key(ch[m][0]) <= k) { c = m; lo = m + 1 } else hi = m - 1
+    }
+    const a = ch[c]
+    let i = -1
+    lo = 0; hi = a.length - 1
+    while (lo <= hi) {
+      const m = (lo + hi) >> 1
+      if (this.key(a[m]) <= k) { i = m; lo = m + 1 } else hi = m - 1
+    }
+    return { c, i }
+  }
+
+  /** The position after p; after the last item, {last chunk, its length}. */
+  next(p: Pos): Pos {
+    const ch = this.chunks
+    if (!ch.length) return { c: 0, i: 0 }
+    if (p.i + 1 < ch[p.c].length || p.c + 1 >= ch.length) return { c: p.c, i: p.i + 1 }
+    return { c: p.c + 1, i: 0 }
+  }
+
+  /** The position before p ({0, -1} before the first item). */
+  prev(p: Pos): Pos {
+    if (p.i > 0) return { c: p.c, i: p.i - 1 }
+    if (p.c > 0) return { c: p.c - 1, i: this.chunks[p.c - 1].length - 1 }
+    return { c: 0, i: -1 }
+  }
+
+  *from(p: Pos): IterableIterator<T> {
+    for (let c = p.c, i = Math.max(0, p.i); c < this.chunks.length; c++, i = 0) {
+      const a = this.chunks[c]
+      for (; i < a.length; i++) yield a[i]
+    }
+  }
+
+  /** Replace the items from a up to (not including) b with `items`, which must keep the order. */
+  splice(a: Pos, b: Pos, items: T[]): void {
+    const ch = this.chunks
+    if (!ch.length) { this.put(0, 0, items.slice()); return }
+    if (a.c === b.c) {
+      const len = ch[a.c].length - (b.i - a.i) + items.length
+      if (len > 0 && len <= this.max && len >= this.max >> 2) {
+        this.n += len - ch[a.c].length
+        this.own(a.c).splice(a.i, b.i - a.i, ...items)
+        return
+      }
+    }
+    this.put(a.c, b.c - a.c + 1, ch[a.c].slice(0, a.i).concat(items, ch[b.c].slice(b.i)))
+  }
+
+  /** A copy sharing the chunks: whichever side changes one first copies it. */
+  clone(): Chunked<T> {
+    const s = new Chunked(this.key, this.max)
+    s.chunks = this.chunks.slice()
+    s.mine = new Array<boolean>(this.chunks.length).fill(false)
+    this.mine.fill(false)
+    s.n = this.n
+    return s
+  }
+
+  private own(c: number): T[] {
+    if (!this.mine[c]) { this.chunks[c] = this.chunks[c].slice(); this.mine[c] = true }
+    return this.chunks[c]
+  }
+
+  /** Put `items` in place of `count` chunks from c, in chunks of at most max. */
+  private put(c: number, count: number, items: T[]): void {
+    for (let k = c; k < c + count; k++) this.n -= this.chunks[k].length
+    this.n += items.length
+    // a small remnant joins the chunk before it, so edits do not leave the sequence in crumbs
+    if (items.length && items.length < this.max >> 2 && c > 0 && this.chunks[c - 1].length + items.length <= this.max) {
+      items = this.chunks[c - 1].concat(items)
+      c--
+      count++
+    }
+    const parts: T[][] = []
+    const pieces = Math.ceil(items.length / this.max)
+    for (let k = 0; k < pieces; k++) parts.push(items.slice(Math.floor(k * items.length / pieces), Math.floor((k + 1) * items.length / pieces)))
+    if (parts.length === 1 && count === 1) { this.chunks[c] = parts[0]; this.mine[c] = true; return }
+    this.chunks = this.chunks.slice(0, c).concat(parts, this.chunks.slice(c + count))
+    this.mine = this.mine.slice(0, c).concat(parts.map(() => true), this.mine.slice(c + count))
+  }
+}
