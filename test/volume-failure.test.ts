@@ -352,6 +352,33 @@ t('replace with a rate limit: progress and ETA shown; a crash mid-rebuild resume
   assert.ok((await copyData(pool, 'v', 0)).equals(await copyData(pool, 'v', 1)), 'copies identical')
 })
 
+// the rebuild reads the next chunk while it writes one (two held from writes at a time):
+// paused between chunks, it must hold none from writes
+t('a paused rebuild holds up no write; resumed, it ends with identical copies', async () => {
+  const pool = await makePool('mirror', ['a', 'b'], 24 * MiB, ['c'])
+  const v = await pool.openVolume('v')
+  const data = await fill(v)
+  const { job } = await pool.replaceMember('v', 'b', 'c', { rate: 16 * MiB })
+  await new Promise((r) => setTimeout(r, 500))
+  pool.jobs.pause(job!)
+  await new Promise((r) => setTimeout(r, 400))
+  const at = pool.volumeInfo('v').rebuild!.done
+  assert.ok(at > 0 && at < 24 * MiB, `paused part way: ${at}`)
+  for (let off = 0; off < 24 * MiB; off += MiB) {
+    const b = randomBytes(4096)
+    const wrote = v.write(b, off + 8192).then(() => true)
+    assert.ok(await Promise.race([wrote, new Promise((r) => setTimeout(() => r(false), 3000))]), `write at ${off} waits on the paused rebuild`)
+    b.copy(data, off + 8192)
+  }
+  assert.is(pool.volumeInfo('v').rebuild!.done, at, 'still paused')
+  pool.jobs.resume(job!)
+  const done = await pool.jobs.wait(job!)
+  assert.not.ok(done.error, done.error?.message)
+  assert.ok((await readAll(v)).equals(data))
+  await pool.close()
+  assert.ok((await copyData(pool, 'v', 0)).equals(await copyData(pool, 'v', 1)), 'copies identical')
+})
+
 t('two copies back at once: one rebuild runs at a time, and the second starts when the first ends', async () => {
   const pool = await makePool('mirror', ['a', 'b', 'c'], 8 * MiB)
   const v = await pool.openVolume('v')
