@@ -222,7 +222,7 @@ export class FsCore {
   }
 
   /** Pool extents' physical runs by volume (archived ones have no counts here), the empty left out. */
-  private byVolume(extents: Iterable<Extent>): Map<number, RunBounds> {
+  byVolume(extents: Iterable<Extent>): Map<number, RunBounds> {
     const out = new Map<number, RunBounds>()
     for (const e of extents) {
       if (isArchive(e.vol) || e.len <= 0) continue

@@ -5,7 +5,7 @@ import type { FsCore } from './core'
 import { MapEntry, STAMP_GEN, S_IFREG, SnapshotInfo, Stat, checkId, checkMode, checkName, err } from './inode'
 import { ensureMeta, metaNearFull } from './journal'
 import { BS, isArchive } from './layout'
-import { Extent, RunBounds } from './extents'
+import type { Extent } from './extents'
 import { locationName, read } from './data'
 
 /**
@@ -39,15 +39,8 @@ export function snapshots(c: FsCore, path: string): SnapshotInfo[] {
 function snapshotInfo(c: FsCore, name: string, i: number): SnapshotInfo {
   const s = c.inodes.get(i)!
   // pool blocks deleting it would free: archived ones free none
-  const runs = new Map<number, RunBounds>()
-  for (const e of s.ext) {
-    if (isArchive(e.vol)) continue
-    let b = runs.get(e.vol)
-    if (!b) runs.set(e.vol, b = new RunBounds())
-    b.add(e.pb, e.len)
-  }
   let unique = 0
-  runs.forEach((b, v) => { unique += c.refs[v].unsharedIn(b) })
+  c.byVolume(s.ext).forEach((b, v) => { unique += c.refs[v].unsharedIn(b) })
   return { name, ino: i, size: s.size, created: s.ctime, stamp: s.stamp, uniqueBytes: unique * BS }
 }
 
