@@ -32,6 +32,19 @@ export class Chunked<T> {
     return ([] as T[]).concat(...this.chunks)
   }
 
+  /**
+   * Call f on every item in order: a plain loop over the chunks, for the walks over a
+   * whole map (a snapshot's counts, its unique bytes) that the iterator protocol slowed
+   * to ~1 µs an item in the daemon, where the same loop sees arrays and maps.
+   */
+  forEach(f: (t: T) => void): void {
+    const ch = this.chunks
+    for (let c = 0; c < ch.length; c++) {
+      const a = ch[c]
+      for (let i = 0; i < a.length; i++) f(a[i])
+    }
+  }
+
   first(): T | undefined { return this.chunks[0]?.[0] }
 
   last(): T | undefined {

@@ -7,7 +7,7 @@
 import { BlockDev } from '../block/blockdev'
 import type { BtStore } from './btree/store'
 import { EventSink, NULL_SINK } from '../control/events'
-import { Extent, FreeMap, RefMap, RunBounds } from './extents'
+import { Extent, ExtentMap, FreeMap, RefMap, RunBounds } from './extents'
 import {
   ATIME_MAX_AGE_MS, FileRef, Inode, LAZY_COMMIT_MS, MAX_FILE_SIZE, Pending, ROOT, STAMP_GEN, Stat, err, parsePath,
 } from './inode'
@@ -210,7 +210,7 @@ export class FsCore {
   }
 
   /** A further map holds these extents. */
-  private ref(extents: Iterable<Extent>) {
+  private ref(extents: Extent[] | ExtentMap) {
     this.byVolume(extents).forEach((runs, v) => this.refs[v].adjustMany(runs, 1))
   }
 
@@ -222,14 +222,14 @@ export class FsCore {
   }
 
   /** Pool extents' physical runs by volume (archived ones have no counts here), the empty left out. */
-  byVolume(extents: Iterable<Extent>): Map<number, RunBounds> {
+  byVolume(extents: Extent[] | ExtentMap): Map<number, RunBounds> {
     const out = new Map<number, RunBounds>()
-    for (const e of extents) {
-      if (isArchive(e.vol) || e.len <= 0) continue
+    extents.forEach((e) => {
+      if (isArchive(e.vol) || e.len <= 0) return
       let l = out.get(e.vol)
       if (!l) out.set(e.vol, l = new RunBounds())
       l.add(e.pb, e.len)
-    }
+    })
     return out
   }
 

@@ -23,6 +23,8 @@ export class ExtentMap {
 
   toArray(): Extent[] { return this.ex.toArray() }
 
+  forEach(f: (e: Extent) => void): void { this.ex.forEach(f) }
+
   /** The block after the last mapped one (0 when empty). */
   end(): number {
     const e = this.ex.last()
@@ -445,6 +447,7 @@ export class RunBounds {
   starts = new Float64Array(16)
   ends = new Float64Array(16)
   n = 0
+  private isSorted = true
 
   /** `nonEmpty`: only the runs with len > 0. */
   static of(runs: { start: number; len: number }[], nonEmpty = false): RunBounds {
@@ -455,6 +458,7 @@ export class RunBounds {
   }
 
   add(start: number, len: number): void {
+    this.isSorted = false
     if (this.n === this.starts.length) this.grow(2 * this.n)
     this.starts[this.n] = start
     this.ends[this.n++] = start + len
@@ -469,11 +473,14 @@ export class RunBounds {
     this.ends = e
   }
 
-  /** The starts and the ends, each sorted ascending in place. */
+  /** The starts and the ends, each sorted ascending in place (once: adjustMany sorts what a caller sorted before). */
   sorted(): { starts: Float64Array; ends: Float64Array } {
     const starts = this.starts.subarray(0, this.n), ends = this.ends.subarray(0, this.n)
-    sortBlocks(starts)
-    sortBlocks(ends)
+    if (!this.isSorted) {
+      sortBlocks(starts)
+      sortBlocks(ends)
+      this.isSorted = true
+    }
     return { starts, ends }
   }
 
@@ -487,7 +494,7 @@ export class RunBounds {
     return false
   }
 
-  clear(): void { this.n = 0 }
+  clear(): void { this.n = 0; this.isSorted = true }
 }
 
 const RADIX_MIN = 4096
