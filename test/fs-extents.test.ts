@@ -2,7 +2,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { rng } from './helpers/conformance'
-import { ExtentMap, FreeMap, RefMap, RunBounds, sortBlocks } from '../src/fs/extents'
+import { Extent, ExtentMap, FreeMap, RefMap, RunBounds, joinSorted, sortBlocks } from '../src/fs/extents'
 import { Chunked } from '../src/fs/chunked'
 
 test('Chunked: random splices, floor/next/prev/from and copies match an array model, seed printed', () => {
@@ -127,6 +127,49 @@ for (const chunk of [3, 8, 256]) {
     }
   })
 }
+
+test('ExtentMap.ofChunks (maps read from trees) joins what insert joins, shares the leaves copy-on-write, refuses an overlap', () => {
+  const r = rng(7)
+  const m = new ExtentMap()
+  const pieces: Extent[] = []
+  for (let fb = 0, pb = 100; fb < 20_000; fb += r(3)) {
+    const len = 1 + r(4), vol = r(8) ? 0 : 1
+    m.insert(fb, vol, pb, len)
+    // a tree may hold contiguous pieces unjoined: one block each
+    for (let k = 0; k < len; k++) pieces.push({ fb: fb + k, vol, pb: pb + k, len: 1 })
+    fb += len
+    pb += len + (r(2) ? 0 : 5)
+  }
+  // leaves of 1 to 60 extents (chunks of at most 64; past 16 an edit inside one is made
+  // in place): joins within a leaf and across two
+  const chunks: Extent[][] = []
+  for (let i = 0; i < pieces.length;) {
+    const want = 1 + r(60)
+    let j = i + 1
+    while (j < pieces.length && joinSorted(pieces.slice(i, j + 1).map((e) => ({ ...e }))).length <= want) j++
+    chunks.push(joinSorted(pieces.slice(i, j).map((e) => ({ ...e }))))
+    i = j
+  }
+  const a = ExtentMap.ofChunks(chunks, 64), b = ExtentMap.ofChunks(chunks, 64)
+  for (const x of [a, b]) {
+    assert.equal(x.flat(), m.flat())
+    assert.is(x.total, m.total)
+    assert.is(x.count, m.count)
+  }
+  // two maps read from the same leaves: a change to one leaves the other as read
+  a.punch(500, 9000)
+  a.insert(600, 1, 1_000_000, 10)
+  // and small edits, each inside one chunk
+  for (let k = 0; k < 50; k++) {
+    const fb = 9000 + r(11_000)
+    if (a.lookup(fb)) a.punch(fb, fb + 1)
+    else a.insert(fb, 1, 2_000_000 + k, 1)
+  }
+  assert.equal(b.flat(), m.flat(), 'a map sharing leaves is not changed by the other')
+  assert.is(b.lookup(600)?.pb, m.lookup(600)?.pb)
+  assert.throws(() => joinSorted([{ fb: 0, vol: 0, pb: 10, len: 4 }, { fb: 3, vol: 0, pb: 50, len: 1 }]), /overlap/)
+  assert.throws(() => ExtentMap.ofChunks([[{ fb: 0, vol: 0, pb: 10, len: 4 }], [{ fb: 3, vol: 0, pb: 50, len: 1 }]]), /overlap/)
+})
 
 test('FreeMap alloc/release keep exact accounting, honour the goal, refuse double free', () => {
   const r = rng(7)

@@ -122,6 +122,37 @@ t('revert, clone, flatten; everything survives a remount; stamps grow across mou
   await fs2.close()
 })
 
+t('after a remount a file, its snapshots and a clone share their trees\' leaves in memory: a write to one changes no other', async () => {
+  const { fs, vols } = await memFs(64 * MiB)
+  const ino = await fs.create('/d', 0o644, 0, 0)
+  const blk = (i: number, v: number) => Buffer.alloc(4096, (i * 7 + v) & 0xff)
+  // every other block of 8 MiB: 1024 extents, several leaves
+  for (let i = 0; i < 2048; i += 2) await fs.write(ino, blk(i, 1), i * 4096)
+  await fs.snapshot('/d', 's1')
+  for (let i = 0; i < 2048; i += 200) await fs.write(ino, blk(i, 2), i * 4096)
+  await fs.snapshot('/d', 's2')
+  await fs.close()
+  const again = await FileSystem.mount(vols)
+  const image = async (i: number) => readAll(again, i, 8 * MiB)
+  const s1 = again.snapshotIno('/d', 's1'), s2 = again.snapshotIno('/d', 's2')
+  const want1 = await image(s1), want2 = await image(s2)
+  await again.clone('/d', 's1', '/c')
+  const c = again.lookup('/c')
+  for (let i = 0; i < 2048; i += 3) await again.write(ino, blk(i, 3), i * 4096)
+  for (let i = 1; i < 2048; i += 5) await again.write(c, blk(i, 4), i * 4096)
+  assert.ok((await image(s1)).equals(want1), 's1 changed')
+  assert.ok((await image(s2)).equals(want2), 's2 changed')
+  const d = await image(ino), cl = await image(c)
+  for (let i = 0; i < 2048; i++) {
+    const at = (b: Buffer) => b[i * 4096]
+    const was2 = at(want2), was1 = at(want1)
+    assert.is(at(d), i % 3 === 0 ? blk(i, 3)[0] : was2, `file block ${i}`)
+    assert.is(at(cl), i % 5 === 1 ? blk(i, 4)[0] : was1, `clone block ${i}`)
+  }
+  await okCheck(again)
+  await again.close()
+})
+
 t('unlinking a disk takes its snapshots; its clones keep their blocks', async () => {
   const { fs } = await memFs()
   const ino = await fs.create('/d', 0o644, 0, 0)

@@ -24,6 +24,20 @@ export class Chunked<T> {
     return s
   }
 
+  /**
+   * From chunks already in key order, none empty and none longer than max, that other
+   * sequences may hold too (maps read from trees that share leaves): none is changed in
+   * place, each is copied when first written.
+   */
+  static ofChunks<T>(key: (t: T) => number, chunks: T[][], max?: number): Chunked<T> {
+    const s = new Chunked(key, max)
+    if (chunks.some((a) => !a.length || a.length > s.max)) throw new RangeError('Chunked.ofChunks: a chunk is empty or too long')
+    s.chunks = chunks
+    s.mine = new Array<boolean>(chunks.length).fill(false)
+    s.n = chunks.reduce((t, a) => t + a.length, 0)
+    return s
+  }
+
   get length(): number { return this.n }
 
   [Symbol.iterator](): IterableIterator<T> { return this.from({ c: 0, i: 0 }) }

@@ -102,6 +102,27 @@ export class ExtentMap {
     return removed
   }
 
+  /**
+   * A map read from its tree: the leaves' extents, each leaf's already joined
+   * (joinSorted), in file block order. The arrays become the map's chunks, shared with
+   * any other map read from the same leaves until either changes one (as after clone);
+   * extents contiguous across two leaves are joined, an overlap is refused.
+   */
+  static ofChunks(chunks: Extent[][], chunk?: number): ExtentMap {
+    const m = new ExtentMap(chunk)
+    const out: Extent[][] = []
+    for (const a of chunks) {
+      if (!a.length) continue
+      for (let i = 0; i < a.length; i++) m.total += a[i].len
+      const l = out[out.length - 1], last = l?.[l.length - 1], first = a[0]
+      if (!last || !joinable(last, first)) { out.push(a); continue }
+      out[out.length - 1] = l.slice(0, -1).concat([{ fb: last.fb, vol: last.vol, pb: last.pb, len: last.len + first.len }])
+      if (a.length > 1) out.push(a.slice(1))
+    }
+    m.ex = Chunked.ofChunks((e) => e.fb, out, chunk)
+    return m
+  }
+
   /** A copy sharing the extents (no map changes one in place). */
   clone(): ExtentMap {
     const m = new ExtentMap()
@@ -115,6 +136,27 @@ export class ExtentMap {
     for (const e of this) out.push(e.fb, e.vol, e.pb, e.len)
     return out
   }
+}
+
+/** Whether b, after a in file order, continues it (one run): throws if they overlap. */
+function joinable(a: Extent, b: Extent): boolean {
+  if (b.fb < a.fb + a.len) throw new VsmError('EIO', `extent overlap inserting file block ${b.fb}+${b.len}`)
+  return a.fb + a.len === b.fb && a.vol === b.vol && a.pb + a.len === b.pb
+}
+
+/**
+ * Extents in file block order with contiguous neighbours joined, as insert joins them
+ * (the objects are taken: a joined one grows); an overlap is refused as insert does.
+ */
+export function joinSorted(extents: Extent[]): Extent[] {
+  const out: Extent[] = []
+  for (const e of extents) {
+    if (e.len <= 0) continue
+    const l = out[out.length - 1]
+    if (l && joinable(l, e)) l.len += e.len
+    else out.push(e)
+  }
+  return out
 }
 
 interface Free { start: number; len: number }

@@ -223,11 +223,12 @@ export function startStore(c: FsCore): void {
   })
 }
 
-/** Every map read from its tree (mount). */
+/** Every map read from its tree (mount); maps whose trees share nodes share their chunks. */
 export async function loadMaps(c: FsCore): Promise<void> {
+  const memo = new Map<number, Extent[][]>()
   for (const n of c.inodes.values()) {
     if (!n.root) continue
-    await new ExtentTree(c.store!, EXTENTS, n.root).each((fb, vol, pb, len) => n.ext.insert(fb, vol, pb, len))
+    n.ext = ExtentMap.ofChunks(await new ExtentTree(c.store!, EXTENTS, n.root).chunks(memo))
   }
 }
 

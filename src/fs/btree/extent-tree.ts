@@ -12,9 +12,9 @@
 // holds it: its count is above 1, or a node on the way to it is shared (a leaf two
 // trees hold counts its values once), see shared().
 import { VsmError } from '../../block/blockdev'
-import type { Extent, Segment } from '../extents'
+import { Extent, Segment, joinSorted } from '../extents'
 import type { BtStore } from './store'
-import { Tree, ValueRefs, floor, insert, pathShared, range, remove, scan } from './tree'
+import { Tree, ValueRefs, floor, insert, pathShared, range, remove } from './tree'
 
 export const EXTENT_VSIZE = 14
 
@@ -77,9 +77,30 @@ export class ExtentTree {
     return (await range(this.s, this.t, this.root, 0, Infinity)).map(([k, v]) => decodeExtent(k, v))
   }
 
-  /** Every extent, in order, to a visitor as numbers (a mount reads each map whole). */
-  each(visit: (fb: number, vol: number, pb: number, len: number) => void): Promise<void> {
-    return scan(this.s, this.t, this.root, 0, Infinity, (k, v) => visit(k, v.readUInt32LE(0), v.readUIntLE(4, 6), v.readUInt32LE(10)))
+  /**
+   * Every extent in order, one array per leaf (joinSorted within it). `memo` (node block
+   * -> its arrays) is shared by the reads of one mount: a leaf or subtree that several
+   * trees hold (a file and its snapshots) is read once and its arrays are shared.
+   */
+  async chunks(memo: Map<number, Extent[][]>): Promise<Extent[][]> {
+    const rec = async (b: number): Promise<Extent[][]> => {
+      const had = memo.get(b)
+      if (had) return had
+      const n = await this.s.get(b)
+      let out: Extent[][]
+      if (n.leaf) {
+        const a = joinSorted(n.keys.map((k, i) => decodeExtent(k, n.vals[i])))
+        out = a.length ? [a] : []
+      } else {
+        // the children read at once, not one round trip each: through a mirrored volume
+        // a node read is a few hundred µs, and a mount reads every leaf
+        out = []
+        for (const part of await Promise.all(n.kids.map(rec))) for (const a of part) out.push(a)
+      }
+      memo.set(b, out)
+      return out
+    }
+    return this.root ? rec(this.root) : []
   }
 
   private async put(e: Extent): Promise<void> {

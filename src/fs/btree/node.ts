@@ -72,7 +72,9 @@ export function decode(b: Buffer, block: number): Node {
   const n: Node = { block, leaf, vsize, keys: [], vals: [], kids: [] }
   for (let i = 0; i < count; i++) {
     n.keys.push(getU64(b, HDR + 8 * i))
-    if (leaf) n.vals.push(Buffer.from(b.subarray(vo + vs * i, vo + vs * (i + 1))))
+    // views of b, not copies: b is this node's own buffer and nothing writes a value in
+    // place (a changed value is a new buffer); a mount reads every value of every map
+    if (leaf) n.vals.push(b.subarray(vo + vs * i, vo + vs * (i + 1)))
     else n.kids.push(getU64(b, vo + vs * i))
   }
   return n

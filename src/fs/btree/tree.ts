@@ -78,23 +78,18 @@ export async function pathShared(s: BtStore, _t: Tree, root: number, key: number
 }
 
 /** Entries with lo <= key < hi, in key order. */
-export async function range(s: BtStore, t: Tree, root: number, lo: number, hi: number): Promise<[number, Buffer][]> {
+export async function range(s: BtStore, _t: Tree, root: number, lo: number, hi: number): Promise<[number, Buffer][]> {
   const out: [number, Buffer][] = []
-  await scan(s, t, root, lo, hi, (k, v) => { out.push([k, v]) })
-  return out
-}
-
-/** range() handed to a visitor, entry by entry: a whole tree read without a pair per entry. */
-export async function scan(s: BtStore, _t: Tree, root: number, lo: number, hi: number, visit: (key: number, val: Buffer) => void): Promise<void> {
   const rec = async (b: number): Promise<void> => {
     const n = await s.get(b)
     if (n.leaf) {
-      for (let i = lowerBound(n.keys, lo); i < n.keys.length && n.keys[i] < hi; i++) visit(n.keys[i], n.vals[i])
+      for (let i = lowerBound(n.keys, lo); i < n.keys.length && n.keys[i] < hi; i++) out.push([n.keys[i], n.vals[i]])
       return
     }
     for (let i = childIndex(n, lo); i < n.kids.length && (i === 0 || n.keys[i] < hi); i++) await rec(n.kids[i])
   }
   if (root && lo < hi) await rec(root)
+  return out
 }
 
 /** Visit every node of a tree once, parents before children. */
