@@ -11,7 +11,7 @@
 // the data space map's counts what their leaves imply).
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { ExtentMap, FreeMap } from '../src/fs/extents'
+import { Extent, ExtentMap, FreeMap } from '../src/fs/extents'
 import { checkTrees } from '../src/fs/btree/check'
 import { ExtentTree, decodeExtent, encodeExtent, extentTree } from '../src/fs/btree/extent-tree'
 import { BtStore } from '../src/fs/btree/store'
@@ -113,6 +113,10 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
       const b0 = r(FILE), b1 = b0 + r(400)
       assert.equal(await m.tree.segments(b0, b1), m.model.segments(b0, b1), `${what}: segments ${b0}..${b1} of ${name} (seed ${seed})`)
     }
+    // as a mount reads them: leaf by leaf, a leaf two maps share read once, and here at
+    // most 2 node reads in flight (more are wanted at once)
+    const memo = new Map<number, Extent[][]>()
+    for (const [name, m] of maps) assert.equal(ExtentMap.ofChunks(await m.tree.chunks(memo, 2)).flat(), m.model.flat(), `${what}: ${name} read by leaves (seed ${seed})`)
     const mapped = new Map<number, number>()
     for (const m of maps.values()) for (const e of m.model) for (let b = e.pb; b < e.pb + e.len; b++) mapped.set(b, (mapped.get(b) ?? 0) + 1)
     assert.equal([...held.keys()].sort((a, b) => a - b), [...mapped.keys()].sort((a, b) => a - b), `${what}: data held exactly where a map holds it (seed ${seed})`)

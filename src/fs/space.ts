@@ -32,7 +32,7 @@ export function buildFree(c: FsCore, errors: string[], claims: Extent[] = [], me
   // one map's runs per volume, emptied for the next map
   const mine = c.vols.map(() => new RunBounds())
   for (const n of c.inodes.values()) {
-    for (const e of n.ext) if (known(n.ino, e)) { runs[e.vol].add(e.pb, e.len); mine[e.vol].add(e.pb, e.len) }
+    n.ext.forEach((e) => { if (known(n.ino, e)) { runs[e.vol].add(e.pb, e.len); mine[e.vol].add(e.pb, e.len) } })
     mine.forEach((r, v) => {
       if (r.n >= 2 && r.overlaps()) errors.push(`inode ${n.ino}: maps a block of volume ${v} twice`)
       r.clear()

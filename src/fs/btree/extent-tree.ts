@@ -17,6 +17,7 @@ import type { BtStore } from './store'
 import { Tree, ValueRefs, floor, insert, pathShared, range, remove } from './tree'
 
 export const EXTENT_VSIZE = 14
+const READS_AT_ONCE = 64
 
 export function extentTree(refs?: ValueRefs): Tree {
   return { vsize: EXTENT_VSIZE, shared: true, value: refs }
@@ -82,11 +83,19 @@ export class ExtentTree {
    * -> its arrays) is shared by the reads of one mount: a leaf or subtree that several
    * trees hold (a file and its snapshots) is read once and its arrays are shared.
    */
-  async chunks(memo: Map<number, Extent[][]>): Promise<Extent[][]> {
+  async chunks(memo: Map<number, Extent[][]>, readsAtOnce = READS_AT_ONCE): Promise<Extent[][]> {
+    // a bounded number of node reads in flight, each with its buffer, however big the tree
+    let reading = 0
+    const queue: (() => void)[] = []
+    const get = async (b: number) => {
+      while (reading >= readsAtOnce) await new Promise<void>((r) => queue.push(r))
+      reading++
+      try { return await this.s.get(b) } finally { reading--; queue.shift()?.() }
+    }
     const rec = async (b: number): Promise<Extent[][]> => {
       const had = memo.get(b)
       if (had) return had
-      const n = await this.s.get(b)
+      const n = await get(b)
       let out: Extent[][]
       if (n.leaf) {
         const a = joinSorted(n.keys.map((k, i) => decodeExtent(k, n.vals[i])))
