@@ -1,29 +1,41 @@
 // vsm_fuse: the FUSE view's own binding, on libfuse3's low-level API.
 //
-// Worker threads (our own loop over fuse_session_receive_buf/process_buf, so /dev/fuse
-// is read by several threads at once) turn each kernel request into a Req and hand
-// it to JavaScript through one napi_threadsafe_function, without waiting: the thread
-// goes straight back to the kernel for the next request, so many are in flight.
-// JavaScript answers later by calling reply*(req, ...) on Node's main thread; the
-// fuse_reply_* call writes the answer to /dev/fuse and frees the Req. A WRITE's answer
-// can instead be left to the session's replier thread (replyWriteLater): the writev to
-// /dev/fuse that completes the caller's I/O cost the main thread ~20 us a request under
-// 4 KiB random writes at QD16, while other requests waited for it.
+// Node's main thread reads /dev/fuse itself, as qemu-storage-daemon's export does: the
+// session's descriptor is non-blocking and watched by libuv (uv_poll), and each time it
+// is readable the requests waiting there (up to a batch) are taken one after another,
+// each turned into a Req and handed to JavaScript's dispatch at once, inside one
+// callback scope, so the promise work of a batch runs after all of it is dispatched
+// (and a device's writes made by the batch go to the thread pool as one job). A request
+// thus costs one wake of the main thread by the kernel. Worker threads that read the
+// device and passed each request on (a napi_threadsafe_function) cost two more context
+// switches and an eventfd write a request: under 4 KiB random writes at QD1 on this
+// 2-vCPU machine the scheduler (wakeups, task switches) took more of the daemon's cycles
+// than the writes did (perf record).
+// JavaScript answers later by calling reply*(req, ...); the fuse_reply_* call writes the
+// answer to /dev/fuse and frees the Req. A WRITE's answer can instead be left to the
+// session's replier thread (replyWriteLater): the writev to /dev/fuse that completes the
+// caller's I/O cost the main thread ~20 us a request under 4 KiB random writes at QD16,
+// while other requests waited for it.
 //
-// Buffers: a WRITE's payload is handed to JavaScript as the receive buffer itself
-// (the worker takes a fresh one for its next request), so written bytes are never
-// copied in user space; a READ is answered straight from the Buffer JavaScript filled.
+// Buffers: a large WRITE's payload is handed to JavaScript as the receive buffer itself
+// (the loop takes a fresh one for its next request), so written bytes are never copied
+// in user space; a READ is answered straight from the Buffer JavaScript filled.
 // Requests are up to 1 MiB: libfuse's session buffer is sized for FUSE_MAX_MAX_PAGES
 // and it negotiates max_pages from max_write.
 //
 // Node ids are the fs's inode numbers (chosen by the JS side, which owns the mapping).
+//
+// Unmounting: libfuse's unmount closes the descriptor it mounted with. The session reads
+// and answers through a duplicate of it instead, so requests of files still open on the
+// detached mount are served until the kernel ends the connection (a read then fails
+// with ENODEV), and only then is JavaScript told the session closed.
 //
 // Set-user/group-ID clearing (FUSE_HANDLE_KILLPRIV_V2): without it the kernel asks for
 // the security.capability xattr before every write to a file (file_remove_privs), one
 // more round trip per write; with it the superblock is SB_NOSEC and the kernel flags the
 // writes, truncates, chowns and O_TRUNC opens whose caller may not keep the bits, for the
 // server to clear. libfuse 3.14 neither offers the capability nor passes those flags on,
-// so the worker reads them from the raw request and the session's I/O adds the
+// so the loop reads them from the raw request and the session's I/O adds the
 // capability to the INIT reply when the kernel offered it.
 #define FUSE_USE_VERSION 35
 #include <fuse_lowlevel.h>
@@ -34,6 +46,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <condition_variable>
 #include <mutex>
 #include <utility>
@@ -46,6 +59,7 @@
 #include <pthread.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <uv.h>
 
 namespace {
 
@@ -85,18 +99,19 @@ struct Req {
   uint32_t uid = 0, gid = 0, pid = 0;
 };
 
-void CallJs(Napi::Env env, Napi::Function fn, Session *ctx, Req *r);
-using Tsfn = Napi::TypedThreadSafeFunction<Session, Req, CallJs>;
-
 std::mutex g_live_mu;
 std::set<std::string> g_live_mounts; // unmounted lazily at exit(), even after an uncaught error
 
 struct Session {
   fuse_session *se = nullptr;
   std::string mountpoint;
-  Tsfn tsfn;
-  std::vector<pthread_t> threads;
-  std::atomic<int> running{0};
+  int fd = -1;            // the duplicate of the mount's descriptor that requests are read from and answered on
+  napi_env env = nullptr;
+  Napi::FunctionReference dispatch;
+  Napi::AsyncContext *async = nullptr;
+  uv_poll_t poll{};
+  bool polling = false;
+  fuse_buf buf{};         // the receive buffer
   bool unmounted = false;
   bool destroyed = false;
   std::atomic<uint64_t> initUnique{0}; // the kernel's INIT request, while it offers KILLPRIV_V2
@@ -109,9 +124,9 @@ struct Session {
   pthread_t replier{};
 };
 
-thread_local fuse_buf *tl_buf = nullptr;
-thread_local bool tl_steal = false;
-thread_local bool tl_kill = false; // this request carries a KILL_SUIDGID flag
+// Of the request being dispatched (one at a time, on the main thread):
+bool g_steal = false; // a WRITE took the receive buffer
+bool g_kill = false;  // it carries a KILL_SUIDGID flag
 
 Req *newReq(fuse_req_t req, int op, fuse_ino_t ino) {
   auto *s = static_cast<Session *>(fuse_req_userdata(req));
@@ -127,13 +142,8 @@ Req *newReq(fuse_req_t req, int op, fuse_ino_t ino) {
   return r;
 }
 
-void send(Req *r) {
-  if (r->s->tsfn.NonBlockingCall(r) != napi_ok) {
-    if (r->req) fuse_reply_err(r->req, EIO);
-    free(r->mem);
-    delete r;
-  }
-}
+void callJs(Req *r);
+void send(Req *r) { callJs(r); }
 
 void copyData(Req *r, const void *p, size_t n) {
   r->mem = static_cast<char *>(malloc(n ? n : 1));
@@ -144,7 +154,7 @@ void copyData(Req *r, const void *p, size_t n) {
   r->hasData = true;
 }
 
-// ---------------------------------------------------------------- libfuse callbacks (worker threads)
+// ---------------------------------------------------------------- libfuse callbacks (main thread, from onReadable)
 
 void ll_init(void *userdata, fuse_conn_info *conn) {
   conn->max_readahead = 1 << 20;
@@ -210,7 +220,7 @@ void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
   Req *r = newReq(req, OP_LINK, ino); r->ino2 = static_cast<double>(newparent); r->name = newname; send(r);
 }
 void ll_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi) {
-  Req *r = newReq(req, OP_OPEN, ino); r->flags = fi->flags; r->mode = tl_kill; send(r);
+  Req *r = newReq(req, OP_OPEN, ino); r->flags = fi->flags; r->mode = g_kill; send(r);
 }
 void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info *fi) {
   Req *r = newReq(req, OP_READ, ino);
@@ -219,16 +229,16 @@ void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 }
 void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, fuse_file_info *fi) {
   Req *r = newReq(req, OP_WRITE, ino);
-  r->fh = static_cast<double>(fi->fh); r->off = static_cast<double>(off); r->flags = tl_kill;
-  if (size >= STEAL_MIN && tl_buf && tl_buf->mem && buf >= static_cast<char *>(tl_buf->mem) &&
-      buf + size <= static_cast<char *>(tl_buf->mem) + tl_buf->size) {
-    // A large payload lies in this worker's receive buffer: the request takes the buffer.
-    r->mem = static_cast<char *>(tl_buf->mem);
+  r->fh = static_cast<double>(fi->fh); r->off = static_cast<double>(off); r->flags = g_kill;
+  const fuse_buf &rb = r->s->buf;
+  if (size >= STEAL_MIN && rb.mem && buf >= static_cast<char *>(rb.mem) && buf + size <= static_cast<char *>(rb.mem) + rb.size) {
+    // A large payload lies in the receive buffer: the request takes the buffer.
+    r->mem = static_cast<char *>(rb.mem);
     r->data = const_cast<char *>(buf);
     r->dlen = size;
     r->memSize = RECV_BUF;
     r->hasData = true;
-    tl_steal = true;
+    g_steal = true;
   } else {
     copyData(r, buf, size);
   }
@@ -333,7 +343,7 @@ const fuse_lowlevel_ops kOps = [] {
 
 // The KILLPRIV_V2 flags of a request libfuse is about to dispatch (see the header).
 void peek(Session *s, const fuse_buf &b) {
-  tl_kill = false;
+  g_kill = false;
   if ((b.flags & FUSE_BUF_IS_FD) || b.size < sizeof(fuse_in_header)) return;
   const auto *h = static_cast<const fuse_in_header *>(b.mem);
   const char *arg = static_cast<const char *>(b.mem) + sizeof *h;
@@ -345,17 +355,18 @@ void peek(Session *s, const fuse_buf &b) {
       }
       break;
     case FUSE_WRITE:
-      tl_kill = n >= sizeof(fuse_write_in) && (reinterpret_cast<const fuse_write_in *>(arg)->write_flags & FUSE_WRITE_KILL_SUIDGID);
+      g_kill = n >= sizeof(fuse_write_in) && (reinterpret_cast<const fuse_write_in *>(arg)->write_flags & FUSE_WRITE_KILL_SUIDGID);
       break;
     case FUSE_OPEN:
-      tl_kill = n >= sizeof(fuse_open_in) && (reinterpret_cast<const fuse_open_in *>(arg)->open_flags & FUSE_OPEN_KILL_SUIDGID);
+      g_kill = n >= sizeof(fuse_open_in) && (reinterpret_cast<const fuse_open_in *>(arg)->open_flags & FUSE_OPEN_KILL_SUIDGID);
       break;
   }
 }
 
-ssize_t ioRead(int fd, void *buf, size_t len, void *) { return read(fd, buf, len); }
+// The session's I/O goes through s->fd (see Unmounting in the header), whatever libfuse passes.
+ssize_t ioRead(int, void *buf, size_t len, void *userdata) { return read(static_cast<Session *>(userdata)->fd, buf, len); }
 
-ssize_t ioWritev(int fd, struct iovec *iov, int count, void *userdata) {
+ssize_t ioWritev(int, struct iovec *iov, int count, void *userdata) {
   auto *s = static_cast<Session *>(userdata);
   uint64_t init = s->initUnique.load();
   if (init && count >= 2 && iov[0].iov_len >= sizeof(fuse_out_header) && iov[1].iov_len >= offsetof(fuse_init_out, flags) + 4) {
@@ -365,7 +376,7 @@ ssize_t ioWritev(int fd, struct iovec *iov, int count, void *userdata) {
       s->initUnique = 0;
     }
   }
-  return writev(fd, iov, count);
+  return writev(s->fd, iov, count);
 }
 
 void done(Req *r);
@@ -391,28 +402,43 @@ void *replier(void *arg) {
   }
 }
 
-void *worker(void *arg) {
-  auto *s = static_cast<Session *>(arg);
-  fuse_buf buf{};
-  tl_buf = &buf;
-  while (!fuse_session_exited(s->se)) {
-    int res = fuse_session_receive_buf(s->se, &buf);
+// Requests taken per wake before the loop runs its other handles (the control socket,
+// the thread pool's completions); the descriptor stays readable, so the rest follow at once.
+constexpr int BATCH = 64;
+
+void stopPolling(Session *s);
+
+void onReadable(uv_poll_t *h, int, int) {
+  auto *s = static_cast<Session *>(h->data);
+  Napi::Env env(s->env);
+  Napi::HandleScope hs(env);
+  // microtasks (the handlers' promise work) run when the scope closes, after the batch
+  Napi::CallbackScope cs(env, *s->async);
+  for (int i = 0; i < BATCH && s->polling; i++) {
+    int res = fuse_session_receive_buf(s->se, &s->buf);
     if (res == -EINTR) continue;
-    if (res <= 0) break;
-    tl_steal = false;
-    peek(s, buf);
-    fuse_session_process_buf(s->se, &buf);
-    if (tl_steal) buf.mem = nullptr; // taken by a WRITE; receive allocates a fresh one
+    if (res == -EAGAIN) return;
+    if (res <= 0) {
+      // the kernel ended the connection: tell JavaScript, once
+      stopPolling(s);
+      Req *r = new Req();
+      r->s = s;
+      r->op = OP_CLOSED;
+      callJs(r);
+      return;
+    }
+    g_steal = false;
+    peek(s, s->buf);
+    fuse_session_process_buf(s->se, &s->buf);
+    if (g_steal) s->buf.mem = nullptr; // taken by a WRITE; receive allocates a fresh one
   }
-  free(buf.mem);
-  if (--s->running == 0) {
-    fuse_session_exit(s->se);
-    Req *r = new Req();
-    r->s = s;
-    r->op = OP_CLOSED;
-    if (s->tsfn.NonBlockingCall(r) != napi_ok) delete r;
-  }
-  return nullptr;
+}
+
+void stopPolling(Session *s) {
+  if (!s->polling) return;
+  s->polling = false;
+  uv_poll_stop(&s->poll);
+  uv_close(reinterpret_cast<uv_handle_t *>(&s->poll), nullptr);
 }
 
 // ---------------------------------------------------------------- JS side (main thread)
@@ -425,8 +451,10 @@ void freeMem(Napi::Env env, char *, Owned *o) {
   delete o;
 }
 
-void CallJs(Napi::Env env, Napi::Function fn, Session *, Req *r) {
-  if (!env || !fn) { if (r->req) fuse_reply_err(r->req, EIO); free(r->mem); delete r; return; }
+// Hands r to JavaScript's dispatch; called on the main thread inside onReadable's scopes.
+void callJs(Req *r) {
+  Napi::Env env(r->s->env);
+  Napi::Function fn = r->s->dispatch.Value();
   Napi::Value undef = env.Undefined();
   Napi::Value data = undef;
   if (r->hasData) {
@@ -449,6 +477,8 @@ void CallJs(Napi::Env env, Napi::Function fn, Session *, Req *r) {
   };
   if (noReply) delete r;
   fn.Call(args);
+  // as for any callback from the event loop: an exception is the process's uncaught one
+  if (env.IsExceptionPending()) napi_fatal_exception(env, env.GetAndClearPendingException().Value());
 }
 
 Req *reqArg(const Napi::CallbackInfo &info) {
@@ -646,14 +676,12 @@ void unmountAllAtExit() {
   for (const auto &m : g_live_mounts) umount2(m.c_str(), MNT_DETACH);
 }
 
-// mount(mountpoint, options string (-o list), dispatch(op, req, ...), threads) -> session handle
+// mount(mountpoint, options string (-o list), dispatch(op, req, ...)) -> session handle
 Napi::Value Mount(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   std::string mnt = info[0].As<Napi::String>().Utf8Value();
   std::string opts = info[1].As<Napi::String>().Utf8Value();
   Napi::Function dispatch = info[2].As<Napi::Function>();
-  int nthreads = info[3].As<Napi::Number>().Int32Value();
-  if (nthreads < 1 || nthreads > 64) nthreads = 16;
 
   auto *s = new Session();
   s->mountpoint = mnt;
@@ -675,16 +703,31 @@ Napi::Value Mount(const Napi::CallbackInfo &info) {
     std::lock_guard<std::mutex> g(g_live_mu);
     g_live_mounts.insert(mnt);
   }
+  uv_loop_t *loop = nullptr;
+  s->fd = fcntl(fuse_session_fd(s->se), F_DUPFD_CLOEXEC, 0);
+  if (s->fd < 0 || fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) | O_NONBLOCK) != 0 ||
+      napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, &s->poll, s->fd) != 0) {
+    int err = errno;
+    if (s->fd >= 0) close(s->fd);
+    fuse_session_unmount(s->se);
+    fuse_session_destroy(s->se);
+    {
+      std::lock_guard<std::mutex> g(g_live_mu);
+      g_live_mounts.erase(mnt);
+    }
+    delete s;
+    Napi::Error::New(env, std::string("cannot watch the FUSE session at ") + mnt + ": " + strerror(err)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
   const fuse_custom_io io = {ioWritev, ioRead, nullptr, nullptr};
   fuse_session_custom_io(s->se, &io, fuse_session_fd(s->se));
-  s->tsfn = Tsfn::New(env, dispatch, "vsm_fuse", 0, 1, s);
-  s->running = nthreads;
+  s->env = env;
+  s->dispatch = Napi::Persistent(dispatch);
+  s->async = new Napi::AsyncContext(env, "vsm_fuse");
+  s->poll.data = s;
+  s->polling = true;
+  uv_poll_start(&s->poll, UV_READABLE, onReadable);
   pthread_create(&s->replier, nullptr, replier, s);
-  for (int i = 0; i < nthreads; i++) {
-    pthread_t t;
-    pthread_create(&t, nullptr, worker, s);
-    s->threads.push_back(t);
-  }
   return Napi::External<Session>::New(env, s);
 }
 
@@ -696,12 +739,11 @@ Napi::Value InvalAttr(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// unmount(session): detach the mount; the workers see the connection end and report OP_CLOSED.
+// unmount(session): detach the mount; OP_CLOSED follows when the kernel ends the connection.
 Napi::Value Unmount(const Napi::CallbackInfo &info) {
   auto *s = info[0].As<Napi::External<Session>>().Data();
   if (!s->unmounted) {
     s->unmounted = true;
-    fuse_session_exit(s->se);
     fuse_session_unmount(s->se);
     std::lock_guard<std::mutex> g(g_live_mu);
     g_live_mounts.erase(s->mountpoint);
@@ -714,7 +756,7 @@ Napi::Value Destroy(const Napi::CallbackInfo &info) {
   auto *s = info[0].As<Napi::External<Session>>().Data();
   if (!s->destroyed) {
     s->destroyed = true;
-    for (pthread_t t : s->threads) pthread_join(t, nullptr);
+    stopPolling(s);
     {
       std::lock_guard<std::mutex> g(s->rmu);
       s->rstop = true;
@@ -722,7 +764,10 @@ Napi::Value Destroy(const Napi::CallbackInfo &info) {
     s->rcv.notify_one();
     pthread_join(s->replier, nullptr);
     fuse_session_destroy(s->se);
-    s->tsfn.Release();
+    close(s->fd);
+    s->dispatch.Reset();
+    delete s->async;
+    s->async = nullptr;
   }
   return info.Env().Undefined();
 }

@@ -13,7 +13,7 @@ import type { FuseBinding } from './fuse-view'
 
 /** The addon's exports (native/fuse.cc). A req is the request's handle, answered exactly once. */
 interface Addon {
-  mount(mountpoint: string, options: string, dispatch: Dispatch, threads: number): unknown
+  mount(mountpoint: string, options: string, dispatch: Dispatch): unknown
   unmount(session: unknown): void
   invalAttr(session: unknown, ino: number): void
   destroy(session: unknown): void
@@ -206,7 +206,7 @@ function packDirents(entries: { name: string; id: number; mode: number }[], from
 /** Packs a list of xattr names as listxattr(2) returns them (each NUL-terminated). */
 const packNames = (names: string[]) => Buffer.concat(names.map((n) => Buffer.from(n + '\0')))
 
-export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, opts: { allowOther: boolean; threads?: number }): FuseBinding {
+export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, opts: { allowOther: boolean }): FuseBinding {
   const a = loadAddon()
   const nodes = new Nodes()
   const readBuffers = new BufferPool()
@@ -394,7 +394,7 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
     name: 'native',
     async mount() {
       const o = ['fsname=vsm', 'subtype=vsm', ...(opts.allowOther ? ['allow_other', 'default_permissions'] : [])]
-      session = a.mount(mountpoint, o.join(','), dispatch, opts.threads ?? 16)
+      session = a.mount(mountpoint, o.join(','), dispatch)
     },
     async unmount() {
       if (!session) return
@@ -406,8 +406,8 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
       })
       a.unmount(s)
       settle()
-      // Until the kernel ends the connection, the workers stay in read(): if something
-      // still holds a file open on the detached mount, leave them (the process is ending).
+      // The session serves until the kernel ends the connection: if something still holds
+      // a file open on the detached mount, leave it serving (the process is ending).
       if (await done) a.destroy(s)
       else log.warn({ mount: mountpoint, inflight }, 'FUSE connection still open after unmount; not waiting for it')
     },
