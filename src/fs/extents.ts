@@ -421,7 +421,19 @@ export class RefMap {
     const m = starts.length
     const old = this.r.toArray(), out: RefRun[] = [], freed: RefRun[] = []
     // from one boundary (a run's start or end, an old shared run's) to the next: k runs over it, its old count
-    let i = 0, j = 0, oi = 0, k = 0
+    let i = 0, j = 0, oi = 0, k = 0, reuse = 0
+    // the new map's runs are the old runs the sweep has passed (old[0, oi): nothing reads
+    // them again), rewritten: a fragmented volume has hundreds of thousands, and making
+    // them all anew at every snapshot set the garbage collector off
+    const emit = (start: number, len: number, n: number) => {
+      const l = out[out.length - 1]
+      if (l && l.start + l.len === start && l.n === n) { l.len += len; return }
+      if (reuse < oi) {
+        const o = old[reuse++]
+        o.start = start; o.len = len; o.n = n
+        out.push(o)
+      } else out.push({ start, len, n })
+    }
     let a = Math.min(m ? starts[0] : Infinity, old.length ? old[0].start : Infinity)
     for (;;) {
       while (i < m && starts[i] <= a) { k++; i++ }
@@ -433,11 +445,11 @@ export class RefMap {
       if (j < m && ends[j] < b) b = ends[j]
       if (b === Infinity) break
       const was = inOld ? old[oi].n : 0
-      if (k === 0) { if (was) addRun(out, a, b - a, was) }
+      if (k === 0) { if (was) emit(a, b - a, was) }
       else {
         const n = (was || 1) + delta * k
         if (n === 0) addRun(freed, a, b - a, 0)
-        else if (n >= 2) addRun(out, a, b - a, n)
+        else if (n >= 2) emit(a, b - a, n)
       }
       a = b
     }
