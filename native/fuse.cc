@@ -764,6 +764,8 @@ Napi::Value Destroy(const Napi::CallbackInfo &info) {
     s->rcv.notify_one();
     pthread_join(s->replier, nullptr);
     fuse_session_destroy(s->se);
+    free(s->buf.mem);
+    s->buf.mem = nullptr;
     close(s->fd);
     s->dispatch.Reset();
     delete s->async;

@@ -425,15 +425,7 @@ export class RefMap {
     // the new map's runs are the old runs the sweep has passed (old[0, oi): nothing reads
     // them again), rewritten: a fragmented volume has hundreds of thousands, and making
     // them all anew at every snapshot set the garbage collector off
-    const emit = (start: number, len: number, n: number) => {
-      const l = out[out.length - 1]
-      if (l && l.start + l.len === start && l.n === n) { l.len += len; return }
-      if (reuse < oi) {
-        const o = old[reuse++]
-        o.start = start; o.len = len; o.n = n
-        out.push(o)
-      } else out.push({ start, len, n })
-    }
+    const emit = (start: number, len: number, n: number) => { if (addRun(out, start, len, n, reuse < oi ? old[reuse] : undefined)) reuse++ }
     let a = Math.min(m ? starts[0] : Infinity, old.length ? old[0].start : Infinity)
     for (;;) {
       while (i < m && starts[i] <= a) { k++; i++ }
@@ -485,11 +477,17 @@ export class RefMap {
   }
 }
 
-/** Append a run to sorted runs, joining the last when it ends where this starts with the same count. */
-function addRun(to: RefRun[], start: number, len: number, n: number): void {
+/**
+ * Append a run to sorted runs, joining the last when it ends where this starts with the
+ * same count; else as `spare` rewritten, when given (true: spare was taken).
+ */
+function addRun(to: RefRun[], start: number, len: number, n: number, spare?: RefRun): boolean {
   const l = to[to.length - 1]
-  if (l && l.start + l.len === start && l.n === n) l.len += len
-  else to.push({ start, len, n })
+  if (l && l.start + l.len === start && l.n === n) { l.len += len; return false }
+  if (!spare) { to.push({ start, len, n }); return false }
+  spare.start = start; spare.len = len; spare.n = n
+  to.push(spare)
+  return true
 }
 
 /**

@@ -505,10 +505,9 @@ export class Hsm {
 
   // ------------------------------------------------------------------ policy runs
 
-  private facts(path: string): FileFacts {
+  private facts(path: string, policy = this.policyFor(path)): FileFacts {
     const st = this.fs.getattr(path)
     const s = this.state(path)
-    const policy = this.policyFor(path)
     const lastAccess = Math.max(st.atime, st.mtime)
     const tier = policy?.regionBytes || policy?.snapshotsFirst ? this.tiers().find((t) => t.name === policy.tier) : undefined
     return {
@@ -597,7 +596,11 @@ export class Hsm {
     for (const ino of this.heat.keys()) if (!live.has(ino)) this.heat.delete(ino)
     // decide() passes over a file under no policy: its facts walk its whole extent map
     // (where its bytes live), which stalled the daemon ~0.5 s a minute on a disk of 300k extents
-    const files = paths.filter((p) => this.policyFor(p)).map((p) => this.facts(p))
+    const files: FileFacts[] = []
+    for (const p of paths) {
+      const policy = this.policyFor(p)
+      if (policy) files.push(this.facts(p, policy))
+    }
     return decide(files, this.tiers(), now, volumes)
   }
 
