@@ -379,6 +379,35 @@ t('a paused rebuild holds up no write; resumed, it ends with identical copies', 
   assert.ok((await copyData(pool, 'v', 0)).equals(await copyData(pool, 'v', 1)), 'copies identical')
 })
 
+t('a rebuild at full speed under random writes across its chunks: every write is on both copies', async () => {
+  const pool = await makePool('mirror', ['a', 'b'], 40 * MiB, ['c'])
+  const v = await pool.openVolume('v')
+  const data = await fill(v)
+  const { job } = await pool.replaceMember('v', 'b', 'c')
+  let writes = 0, ended = false
+  const ends = pool.jobs.wait(job!).finally(() => { ended = true })
+  // four writers, each aiming near a 4 MiB chunk's edge half the time: the rebuild copies
+  // one chunk while the one before is still landing
+  await Promise.all(Array.from({ length: 4 }, async () => {
+    while (!ended || writes < 64) {
+      const len = 4096 * (1 + Math.floor(Math.random() * 16))
+      const edge = Math.floor(Math.random() * 10) * 4 * MiB
+      const near = Math.max(0, Math.min(v.size - len, edge + 4096 * Math.floor((Math.random() - 0.5) * 32)))
+      const off = Math.random() < 0.5 ? near : 4096 * Math.floor(Math.random() * ((v.size - len) / 4096))
+      const b = randomBytes(len)
+      b.copy(data, off)
+      await v.write(b, off)
+      writes++
+    }
+  }))
+  const done = await ends
+  assert.not.ok(done.error, done.error?.message)
+  assert.ok(writes >= 64, `${writes} writes`)
+  assert.ok((await readAll(v)).equals(data), 'the volume reads what was written')
+  await pool.close()
+  assert.ok((await copyData(pool, 'v', 0)).equals(await copyData(pool, 'v', 1)), 'copies identical')
+})
+
 t('two copies back at once: one rebuild runs at a time, and the second starts when the first ends', async () => {
   const pool = await makePool('mirror', ['a', 'b', 'c'], 8 * MiB)
   const v = await pool.openVolume('v')
