@@ -2,7 +2,7 @@
 // through the control socket; each prints human output, or JSON with --json, and
 // reports an error as one line on stderr with a non-zero exit.
 import { Command, CommanderError } from 'commander'
-import { VERSION } from '../daemon/stack'
+import { VERSION } from '../daemon/options'
 import { registerDaemon } from './commands/daemon'
 import { registerDisk } from './commands/disk'
 import { registerEvents } from './commands/events'

@@ -11,7 +11,7 @@ import pino from 'pino'
 import { Events } from '../control/events'
 import type { Listen } from '../metrics/http'
 import { Stack } from './stack'
-import type { FuseBindingName } from '../virtualizer/fuse-view'
+import type { FuseBindingName, LogLevel } from './options'
 import { SecondarySite } from '../replicator/secondary'
 import { acquireHomeLock } from './lock'
 import { homeSubdir, openHomeToGroup, prepareHome } from './home'
@@ -21,8 +21,6 @@ import { openOwnAppend, writeFileAtomic } from '../block/files'
 /** How long a stop may take before the daemon exits anyway (vsm down waits 120 s). */
 const STOP_WATCHDOG_MS = 60_000
 
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const
-export type LogLevel = typeof LOG_LEVELS[number]
 
 export interface DaemonArgs {
   home: string

@@ -13,7 +13,8 @@ import { FileSystem } from '../fs'
 import { mountFromVolumes, VolumeSource } from '../fs/discover'
 import { Pool, PoolOptions } from '../volume/pool'
 import { DiskManager } from '../virtualizer/disks'
-import { FuseView, type FuseBindingName } from '../virtualizer/fuse-view'
+import { FuseView } from '../virtualizer/fuse-view'
+import { VERSION, type FuseBindingName } from './options'
 import { WriteGate } from '../virtualizer/gate'
 import { diskCommands, standardDiskHandler } from '../virtualizer/commands'
 import { dispatch } from '../control/dispatch'
@@ -33,8 +34,6 @@ import { diskPath } from '../virtualizer/paths'
 import { Replicator } from '../replicator/replicator'
 import { replCommands } from '../replicator/commands'
 import { PointKeeper, type PointDisks } from '../replicator/points'
-
-export const VERSION = '0.1.0'
 
 export interface StackOptions {
   home: string

@@ -12,12 +12,11 @@ import { loadAddon, lowLevelBinding } from './fuse-lowlevel'
 import { Handles, viewOps, type Invoke } from './fuse-ops'
 import type { WriteGate } from './gate'
 import type { IoMeters } from '../metrics/io'
+import type { FuseBindingName } from '../daemon/options'
+export { FUSE_BINDINGS, type FuseBindingName } from '../daemon/options'
 
 export type { Invoke } from './fuse-ops'
 
-/** native: our libfuse3 low-level addon (the default); fuse-native: the libfuse2 fallback. */
-export const FUSE_BINDINGS = ['native', 'fuse-native'] as const
-export type FuseBindingName = typeof FUSE_BINDINGS[number]
 
 /**
  * How the view is mounted, whatever the binding. allowOther lets other users reach it,

@@ -1,6 +1,6 @@
 // up, down, status: the daemon's life and the one-screen view of the stack.
 import { Command, Option } from 'commander'
-import { LOG_LEVELS, LogLevel, runDaemon } from '../../daemon/main'
+import { FUSE_BINDINGS, LOG_LEVELS, type FuseBindingName, type LogLevel } from '../../daemon/options'
 import { lockHolder } from '../../daemon/lock'
 import { parseListen } from '../../metrics/http'
 import { defaultMount, homeDir } from '../home'
@@ -12,7 +12,6 @@ import type { Attention } from '../../daemon/attention'
 import { call, globals, Opts, print, withClient } from '../call'
 import { waitWithProgress } from '../progress'
 import { deviceTable, volumeTable } from './volume'
-import { FUSE_BINDINGS, type FuseBindingName } from '../../virtualizer/fuse-view'
 
 const percent = (j: JobInfo) => (j.progress?.total ? `${Math.floor((100 * j.progress.done) / j.progress.total)}%` : '-')
 
@@ -37,7 +36,8 @@ export function registerDaemon(program: Command, cliMain: string) {
       const defaultDeviceSize = parseSize(o.deviceSize)
       const metrics = o.metrics === undefined ? undefined : parseListen(o.metrics)
       // The daemon refuses a held home itself (one line, exit 1), also in the foreground.
-      if (o.foreground) { await runDaemon({ home, mount, defaultDeviceSize, logLevel: o.logLevel, logToStdout: o.logStdout, allowOther: !!o.allowOther, metrics, socketGroup: o.socketGroup, fuse: o.fuse, secondary: !!o.secondary }); return }
+      // the daemon's modules are loaded by the daemon only: every other command is a client
+      if (o.foreground) { const { runDaemon } = await import('../../daemon/main'); await runDaemon({ home, mount, defaultDeviceSize, logLevel: o.logLevel, logToStdout: o.logStdout, allowOther: !!o.allowOther, metrics, socketGroup: o.socketGroup, fuse: o.fuse, secondary: !!o.secondary }); return }
       // Only looks: a running daemon's socket, mount and files are not touched.
       const holder = lockHolder(home)
       if (holder !== null) {
