@@ -17,7 +17,7 @@
 import { BlockDev, VsmError, rejectBadRange, zeroRange } from '../block/blockdev'
 import { readLength } from './slice'
 import { DirtyRegionLog, LogMember, LogHost } from './drl'
-import { ChecksumTable, SUM_BLOCK, blockSum, blockSums } from './checksum'
+import { ChecksumTable, SUM_BLOCK, blockSum, blockSums, differs } from './checksum'
 import { mergeRanges } from '../block/ranges'
 
 export interface MirrorOptions {
@@ -303,7 +303,6 @@ export class MirrorDev implements BlockDev, LogHost {
         continue
       }
       if (!want) return
-      // one native call for all the blocks: a call per block took ~1 ms of main thread a 4 MiB chunk
       const got = blockSums(b)
       for (let blk = 0; blk < want.length; blk++) {
         if (differs(want, got, blk)) await this.fixBlock(i, b.subarray(blk * SUM_BLOCK, (blk + 1) * SUM_BLOCK), lo + blk * SUM_BLOCK)
@@ -671,11 +670,6 @@ export class MirrorDev implements BlockDev, LogHost {
 }
 
 /** Does block k of b disagree with its sum want? Unwritten (0) never does. */
-/** Block k's sum is known (not 0: never written) and is not the one its data has. */
-function differs(want: Uint32Array, got: Uint32Array, k: number): boolean {
-  return want[k] !== 0 && got[k] !== want[k]
-}
-
 /** differs() for one block b. */
 function mismatch(want: number, b: Buffer): boolean {
   return want !== 0 && blockSum(b) !== want

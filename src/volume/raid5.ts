@@ -29,7 +29,7 @@ import { crc32 } from '../native/sums'
 import { BlockDev, VsmError, checkRange } from '../block/blockdev'
 import { readLength } from './slice'
 import { GroupFlush, RangeLocks } from './sync'
-import { ChecksumTable, SUM_BLOCK, blockSum } from './checksum'
+import { ChecksumTable, SUM_BLOCK, blockSums, differs } from './checksum'
 import { DirtyRegionLog, LogHost, LogMember } from './drl'
 import { intersectRanges, mergeRanges, rangesBytes } from '../block/ranges'
 import { xorInto } from '../native/sums'
@@ -154,11 +154,8 @@ export class Raid5Dev implements BlockDev, LogHost {
     if (!t) return []
     const out: number[] = []
     const wants = await t.getMany((this.at(row) + lo) / SUM_BLOCK, Math.ceil(b.length / SUM_BLOCK))
-    for (let k = 0; k < wants.length; k++) {
-      const want = wants[k]
-      // 0: never written, nothing to verify
-      if (want !== 0 && blockSum(b.subarray(k * SUM_BLOCK, (k + 1) * SUM_BLOCK)) !== want) out.push(k * SUM_BLOCK)
-    }
+    const got = blockSums(b)
+    for (let k = 0; k < wants.length; k++) if (differs(wants, got, k)) out.push(k * SUM_BLOCK)
     return out
   }
 
