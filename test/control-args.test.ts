@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert'
 import { z } from 'zod'
 import { VsmError } from '../src/block/blockdev'
 import { COMMANDS, byName } from '../src/control/codes'
-import { checkArgs } from '../src/control/args'
+import { SCHEMAS, checkArgs } from '../src/control/schemas'
 
 function refused(name: string, args: unknown, msg: RegExp) {
   try {
@@ -28,11 +28,19 @@ function fields(schema: z.ZodType): Record<string, z.ZodType> {
   return Object.fromEntries(Object.entries(shape).map(([k, v]) => [k, v instanceof z.ZodOptional ? v.unwrap() as z.ZodType : v]))
 }
 
+/** The schema of an extended command (standard ones have none: their argument is the binary struct). */
+const schemaOf = (name: string): z.ZodType | undefined => (SCHEMAS as Record<string, z.ZodType>)[name]
+
 test('every command in the table has a schema: JSON for extended commands, the binary struct for standard ones', () => {
   for (const c of COMMANDS) {
-    if (c.standard) { assert.is(c.args, 'binary', c.name); continue }
-    assert.ok(c.args instanceof z.ZodType, `${c.name} has no argument schema`)
+    if (c.standard) {
+      assert.is(schemaOf(c.name), undefined, c.name)
+      assert.throws(() => checkArgs(c, {}), /takes a binary argument/)
+      continue
+    }
+    assert.ok(schemaOf(c.name) instanceof z.ZodType, `${c.name} has no argument schema`)
   }
+  assert.equal(Object.keys(SCHEMAS).sort(), COMMANDS.filter((c) => !c.standard).map((c) => c.name).sort(), 'a schema for each extended command and nothing else')
 })
 
 test('every extended command refuses an unknown field, naming it first', () => {
@@ -48,7 +56,7 @@ function eachField(kind: new (...a: any[]) => z.ZodType, fn: (command: string, f
   let n = 0
   for (const c of COMMANDS) {
     if (c.standard || c.name === 'event') continue
-    for (const [k, f] of Object.entries(fields(c.args as z.ZodType))) if (f instanceof kind) { n++; fn(c.name, k) }
+    for (const [k, f] of Object.entries(fields(schemaOf(c.name)!))) if (f instanceof kind) { n++; fn(c.name, k) }
   }
   return n
 }

@@ -1,11 +1,9 @@
-// The vocabulary of command arguments (names, sizes, flags) that the rows of the one
-// command table (codes.ts) build their schemas from, and the check that holds every
-// command's arguments to its row's schema before any component sees them. Arguments
-// of the wrong type, unknown fields and values out of range are refused with EINVAL
-// naming the field: a string "false" must never be taken for a flag that is set.
+// The vocabulary of command arguments (names, sizes, flags) that the commands' schemas
+// (schemas.ts) are built from, and the one line that explains what is wrong with an
+// argument. Arguments of the wrong type, unknown fields and values out of range are
+// refused with EINVAL naming the field: a string "false" must never be taken for a flag
+// that is set.
 import { z } from 'zod'
-import { VsmError } from '../block/blockdev'
-import type { CommandDef } from './codes'
 import { BUILT_LAYOUTS, LayoutKind, NAME_RE } from '../volume/config'
 
 /** Control characters (C0, DEL, C1): never part of a name; a newline in a name forges lines in logs and listings. */
@@ -80,7 +78,7 @@ function fieldName(path: PropertyKey[]): string {
 }
 
 /** One line for the first thing wrong, naming the field. */
-function explain(issue: z.core.$ZodIssue): string {
+export function explain(issue: z.core.$ZodIssue): string {
   const field = fieldName(issue.path) || 'arguments'
   const got = (issue as { input?: unknown }).input
   switch (issue.code) {
@@ -102,17 +100,4 @@ function explain(issue: z.core.$ZodIssue): string {
     default:
       return `${field} ${issue.message}${got === undefined ? '' : ` (got ${show(got)})`}`
   }
-}
-
-/**
- * The arguments of a command checked against its schema (an empty payload is no
- * arguments). Otherwise EINVAL, one line naming each field that is wrong; unknown
- * fields first, since a misspelt field is also why a required one seems missing.
- */
-export function checkArgs(def: CommandDef, raw: unknown): Record<string, unknown> {
-  if (def.args === 'binary') throw new VsmError('EINVAL', `${def.name} takes a binary argument, not JSON`)
-  const r = def.args.safeParse(raw ?? {}, { reportInput: true })
-  if (r.success) return r.data
-  const issues = [...r.error.issues].sort((x, y) => Number(y.code === 'unrecognized_keys') - Number(x.code === 'unrecognized_keys'))
-  throw new VsmError('EINVAL', `${def.name}: ${issues.map(explain).join('; ')}`)
 }

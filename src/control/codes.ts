@@ -6,12 +6,10 @@
 // bits at 16, type 8 bits at 8, nr 8 bits at 0). The layout is fixed by the protocol,
 // not taken from the host architecture (powerpc/mips/sparc use a different split), so
 // a code means the same on every machine that speaks to a vsm socket.
-import { z } from 'zod'
+//
+// Only numbers and names: each command's argument schema is in schemas.ts, so a client
+// of the socket (every vsm command) does not load the schema library to send one.
 import { VsmError } from '../block/blockdev'
-import {
-  ArgSchema, NONE, SERVER_ONLY, args, bytes, copies, disk, flag, hostPath, jobId, layout, mode, mountPath, objectName, objectNames, owner, pattern,
-  rate, shortText, snapshotName,
-} from './args'
 
 /** The owner of a command: the type byte of its code. */
 export type ComponentType = 'V' | 'F' | 'L' | 'R' | 'H' | 'S'
@@ -102,22 +100,16 @@ export interface CommandDef {
   /** A command a disk already understands: binary payload, served by the virtualizer's data path. */
   readonly standard: boolean
   readonly description: string
-  /**
-   * What the arguments must be: the JSON schema of an extended command (checked by the
-   * server before the owner sees them), or 'binary' for a standard one (struct vsm_disk_io, checked by the codec).
-   */
-  readonly args: ArgSchema | 'binary'
   /** The full 32-bit code. */
   readonly code: number
 }
 
-type StandardRow = readonly [name: string, type: ComponentType, nr: number, dir: Direction, description: string]
-type ExtendedRow = readonly [name: string, type: ComponentType, nr: number, dir: Direction, description: string, args: ArgSchema]
+type Row = readonly [name: string, type: ComponentType, nr: number, dir: Direction, description: string]
 
 // nr ranges are grouped per object inside a type (0x00 system, 0x10 jobs, 0x20
 // events; 0x10 disks, 0x20 snapshots ...) so a component can grow a group without
 // renumbering. Numbers, once published in the header, never change meaning.
-const STANDARD: StandardRow[] = [
+const STANDARD: Row[] = [
   ['disk.read', 'V', 0x01, 'readwrite', 'read bytes from a virtual disk (binary: struct vsm_disk_io + path; reply: raw bytes)'],
   ['disk.write', 'V', 0x02, 'write', 'write bytes to a virtual disk (binary: struct vsm_disk_io + path + data)'],
   ['disk.flush', 'V', 0x03, 'write', 'make everything written to a virtual disk stable (binary: struct vsm_disk_io + path)'],
@@ -127,118 +119,95 @@ const STANDARD: StandardRow[] = [
 
 const EXTENDED = [
   // S: system
-  ['hello', 'S', 0x00, 'read', 'greeting: version, capabilities and the code table (sent by the server on connect)', NONE],
-  ['status', 'S', 0x01, 'read', 'daemon status: home, mount, pool, components', NONE],
-  ['shutdown', 'S', 0x02, 'none', 'flush, unmount and stop the daemon', args({ force: flag.optional() })],
-  ['job.list', 'S', 0x10, 'read', 'list jobs', NONE],
-  ['job.wait', 'S', 0x11, 'readwrite', 'wait for a job (or all jobs) to conclude',
-    args({ id: jobId.optional(), all: flag.optional(), timeoutMs: z.int().nonnegative().optional() })
-    .refine((a) => a.all || a.id !== undefined, { message: 'is required (or all: true)', path: ['id'] })],
-  ['job.cancel', 'S', 0x12, 'readwrite', 'cancel a job', args({ id: jobId })],
-  ['job.pause', 'S', 0x13, 'readwrite', 'pause a pausable job', args({ id: jobId })],
-  ['job.resume', 'S', 0x14, 'readwrite', 'resume a paused job', args({ id: jobId })],
-  ['events.subscribe', 'S', 0x20, 'readwrite', 'receive event frames (request id 0) on this connection', args({ events: z.array(z.string().min(1).max(128)).optional() })],
-  ['event', 'S', 0x21, 'read', 'an asynchronous event, sent by the server with request id 0', SERVER_ONLY],
+  ['hello', 'S', 0x00, 'read', 'greeting: version, capabilities and the code table (sent by the server on connect)'],
+  ['status', 'S', 0x01, 'read', 'daemon status: home, mount, pool, components'],
+  ['shutdown', 'S', 0x02, 'none', 'flush, unmount and stop the daemon'],
+  ['job.list', 'S', 0x10, 'read', 'list jobs'],
+  ['job.wait', 'S', 0x11, 'readwrite', 'wait for a job (or all jobs) to conclude'],
+  ['job.cancel', 'S', 0x12, 'readwrite', 'cancel a job'],
+  ['job.pause', 'S', 0x13, 'readwrite', 'pause a pausable job'],
+  ['job.resume', 'S', 0x14, 'readwrite', 'resume a paused job'],
+  ['events.subscribe', 'S', 0x20, 'readwrite', 'receive event frames (request id 0) on this connection'],
+  ['event', 'S', 0x21, 'read', 'an asynchronous event, sent by the server with request id 0'],
 
   // V: virtualizer, extended
-  ['disk.create', 'V', 0x10, 'readwrite', 'create a virtual disk',
-    args({ path: disk, size: bytes, volume: objectName.optional(), owner: owner.optional(), mode: mode.optional() })],
-  ['disk.list', 'V', 0x11, 'read', 'list virtual disks', NONE],
-  ['disk.show', 'V', 0x12, 'readwrite', 'show a virtual disk', args({ path: disk })],
-  ['disk.resize', 'V', 0x13, 'readwrite', 'resize a virtual disk', args({ path: disk, size: bytes, shrink: flag.optional(), force: flag.optional() })],
-  ['disk.delete', 'V', 0x14, 'write', 'delete a virtual disk', args({ path: disk, force: flag.optional(), recursive: flag.optional() })],
-  ['disk.clone', 'V', 0x15, 'readwrite', 'clone a disk snapshot into a new disk', args({ source: mountPath, path: disk, owner: owner.optional() })],
-  ['disk.flatten', 'V', 0x16, 'readwrite', 'make a clone independent of its parent (a job)', args({ path: disk })],
-  ['disk.freeze', 'V', 0x17, 'readwrite', 'hold new writes to a disk and flush it (application-consistent snapshots)', args({ path: disk, timeoutMs: z.int().min(1).max(3_600_000).optional() })],
-  ['disk.thaw', 'V', 0x18, 'readwrite', 'release the writes held by disk.freeze', args({ path: disk })],
-  ['disk.check', 'V', 0x19, 'readwrite', 'check a disk for corruption and leaked space', args({ path: mountPath })],
-  ['disk.map', 'V', 0x1a, 'readwrite', 'allocated extents of a disk and which layer holds each, a page at a time (next: where the following page starts)',
-    args({ path: mountPath, from: z.int().nonnegative().optional(), limit: z.int().min(1).max(MAP_PAGE).optional() })],
-  ['disk.compare', 'V', 0x1b, 'readwrite', 'compare the contents of two disks', args({ a: mountPath, b: mountPath })],
-  ['snapshot.create', 'V', 0x20, 'readwrite', 'create a snapshot of a disk', args({ path: disk, name: snapshotName })],
-  ['snapshot.list', 'V', 0x21, 'readwrite', 'list the snapshots of a disk', args({ path: disk })],
-  ['snapshot.revert', 'V', 0x22, 'readwrite', 'revert a disk to a snapshot', args({ path: disk, name: snapshotName, force: flag.optional() })],
-  ['snapshot.delete', 'V', 0x23, 'readwrite', 'delete a snapshot', args({ path: disk, name: snapshotName })],
+  ['disk.create', 'V', 0x10, 'readwrite', 'create a virtual disk'],
+  ['disk.list', 'V', 0x11, 'read', 'list virtual disks'],
+  ['disk.show', 'V', 0x12, 'readwrite', 'show a virtual disk'],
+  ['disk.resize', 'V', 0x13, 'readwrite', 'resize a virtual disk'],
+  ['disk.delete', 'V', 0x14, 'write', 'delete a virtual disk'],
+  ['disk.clone', 'V', 0x15, 'readwrite', 'clone a disk snapshot into a new disk'],
+  ['disk.flatten', 'V', 0x16, 'readwrite', 'make a clone independent of its parent (a job)'],
+  ['disk.freeze', 'V', 0x17, 'readwrite', 'hold new writes to a disk and flush it (application-consistent snapshots)'],
+  ['disk.thaw', 'V', 0x18, 'readwrite', 'release the writes held by disk.freeze'],
+  ['disk.check', 'V', 0x19, 'readwrite', 'check a disk for corruption and leaked space'],
+  ['disk.map', 'V', 0x1a, 'readwrite', 'allocated extents of a disk and which layer holds each, a page at a time (next: where the following page starts)'],
+  ['disk.compare', 'V', 0x1b, 'readwrite', 'compare the contents of two disks'],
+  ['snapshot.create', 'V', 0x20, 'readwrite', 'create a snapshot of a disk'],
+  ['snapshot.list', 'V', 0x21, 'readwrite', 'list the snapshots of a disk'],
+  ['snapshot.revert', 'V', 0x22, 'readwrite', 'revert a disk to a snapshot'],
+  ['snapshot.delete', 'V', 0x23, 'readwrite', 'delete a snapshot'],
 
   // F: fs
-  ['fs.stat', 'F', 0x01, 'readwrite', 'file system or file statistics', NONE],
-  ['fs.check', 'F', 0x02, 'readwrite', 'check file system consistency', NONE],
-  ['fs.volume.add', 'F', 0x10, 'readwrite', 'add a pool volume to the running file system', args({ volume: objectName })],
-  ['fs.volume.remove', 'F', 0x11, 'readwrite', 'move every file off a volume (a job), then drop it from the file system', args({ volume: objectName })],
-  ['fs.policy.set', 'F', 0x20, 'readwrite', 'place new files under a directory (or only those matching a name pattern) on a volume',
-    args({ dir: mountPath, volume: objectName, match: pattern.optional() })],
-  ['fs.policy.list', 'F', 0x21, 'read', 'list the placement policies', NONE],
-  ['fs.move', 'F', 0x30, 'readwrite', "move a file's extents to another volume while it is in use (a job)",
-    args({ path: mountPath, volume: objectName, rate: rate.optional() })],
+  ['fs.stat', 'F', 0x01, 'readwrite', 'file system or file statistics'],
+  ['fs.check', 'F', 0x02, 'readwrite', 'check file system consistency'],
+  ['fs.volume.add', 'F', 0x10, 'readwrite', 'add a pool volume to the running file system'],
+  ['fs.volume.remove', 'F', 0x11, 'readwrite', 'move every file off a volume (a job), then drop it from the file system'],
+  ['fs.policy.set', 'F', 0x20, 'readwrite', 'place new files under a directory (or only those matching a name pattern) on a volume'],
+  ['fs.policy.list', 'F', 0x21, 'read', 'list the placement policies'],
+  ['fs.move', 'F', 0x30, 'readwrite', "move a file's extents to another volume while it is in use (a job)"],
 
   // L: volume manager
-  ['device.add', 'L', 0x01, 'readwrite', 'add a backing device to the pool', args({ name: objectName, path: hostPath, size: bytes.optional(), spare: flag.optional(), force: flag.optional() })],
-  ['device.list', 'L', 0x02, 'read', 'list devices', NONE],
-  ['device.remove', 'L', 0x03, 'readwrite', 'remove a device from the pool', args({ name: objectName })],
-  ['device.offline', 'L', 0x04, 'readwrite', 'take a device out of service (its volumes run degraded)', args({ name: objectName })],
-  ['device.online', 'L', 0x05, 'readwrite', 'bring a device back and resync what it missed (a job)', args({ name: objectName })],
-  ['volume.create', 'L', 0x10, 'readwrite', 'create a volume', args({ name: objectName, layout, devices: objectNames, size: bytes, stripeUnit: bytes.optional(), copies: copies.optional() })],
-  ['volume.list', 'L', 0x11, 'read', 'list volumes', NONE],
-  ['volume.show', 'L', 0x12, 'readwrite', 'show a volume', args({ name: objectName })],
-  ['volume.grow', 'L', 0x13, 'readwrite', 'grow a volume', args({ name: objectName, size: bytes, rate: rate.optional() })],
-  ['volume.move', 'L', 0x14, 'readwrite', 'move a volume (or part of it) to other devices', args({ name: objectName, from: objectName, to: objectName, rate: rate.optional() })],
-  ['volume.relayout', 'L', 0x15, 'readwrite', 'change the layout of a volume online',
-    args({
-      name: objectName, abort: flag.optional(), layout: layout.optional(), devices: objectNames.optional(),
-      stripeUnit: bytes.optional(), copies: copies.optional(), rate: rate.optional(),
-    })],
-  ['volume.replace', 'L', 0x16, 'readwrite', 'replace a device of a volume', args({ name: objectName, from: objectName, to: objectName, rate: rate.optional() })],
-  ['volume.scrub', 'L', 0x17, 'readwrite', 'verify and repair redundancy of a volume', args({ name: objectName, rate: rate.optional() })],
-  ['pool.history', 'L', 0x20, 'read', 'the recent versions of the pool configuration: seq, time and what each changed', NONE],
+  ['device.add', 'L', 0x01, 'readwrite', 'add a backing device to the pool'],
+  ['device.list', 'L', 0x02, 'read', 'list devices'],
+  ['device.remove', 'L', 0x03, 'readwrite', 'remove a device from the pool'],
+  ['device.offline', 'L', 0x04, 'readwrite', 'take a device out of service (its volumes run degraded)'],
+  ['device.online', 'L', 0x05, 'readwrite', 'bring a device back and resync what it missed (a job)'],
+  ['volume.create', 'L', 0x10, 'readwrite', 'create a volume'],
+  ['volume.list', 'L', 0x11, 'read', 'list volumes'],
+  ['volume.show', 'L', 0x12, 'readwrite', 'show a volume'],
+  ['volume.grow', 'L', 0x13, 'readwrite', 'grow a volume'],
+  ['volume.move', 'L', 0x14, 'readwrite', 'move a volume (or part of it) to other devices'],
+  ['volume.relayout', 'L', 0x15, 'readwrite', 'change the layout of a volume online'],
+  ['volume.replace', 'L', 0x16, 'readwrite', 'replace a device of a volume'],
+  ['volume.scrub', 'L', 0x17, 'readwrite', 'verify and repair redundancy of a volume'],
+  ['pool.history', 'L', 0x20, 'read', 'the recent versions of the pool configuration: seq, time and what each changed'],
 
   // R: replicator
-  ['repl.create', 'R', 0x01, 'readwrite', 'create a replicated volume group',
-    args({
-      group: objectName, volumes: objectNames.optional(), target: hostPath.refine((t) => t.startsWith('ssh://'), 'must be ssh://USER@HOST[:PORT]/REMOTE_HOME'),
-      mode: z.enum(['async', 'sync', 'sync-fallback']).optional(), identity: hostPath.optional(), knownHosts: hostPath.optional(),
-      remoteVsm: hostPath.optional(), rate: rate.optional(), logSize: bytes.optional(), syncTimeoutMs: z.int().positive().optional(),
-    })],
-  ['repl.status', 'R', 0x02, 'readwrite', 'replication link state, lag and log fill', args({ group: objectName.optional() })],
-  ['repl.pause', 'R', 0x03, 'readwrite', 'pause replication of a group', args({ group: objectName })],
-  ['repl.resume', 'R', 0x04, 'readwrite', 'resume replication of a group', args({ group: objectName })],
-  ['repl.verify', 'R', 0x05, 'readwrite', 'compare primary and secondary', args({ group: objectName })],
-  ['repl.takeover', 'R', 0x06, 'readwrite', 'promote the secondary: it serves the group from its replicas', args({ group: objectName, force: flag.optional() })],
-  ['repl.failback', 'R', 0x07, 'readwrite', 'delta resync back to the old primary', args({ group: objectName, dryRun: flag.optional(), force: flag.optional() })],
-  ['repl.set', 'R', 0x09, 'readwrite', 'change the mode, rate limit (0: none) or sync-fallback timeout of a group',
-    args({ group: objectName, mode: z.enum(['async', 'sync', 'sync-fallback']).optional(), rate: z.int().nonnegative().optional(), syncTimeoutMs: z.int().positive().optional() })],
-  ['repl.schedule', 'R', 0x08, 'readwrite', 'consistent points of every disk on a schedule, kept on both sites; lists the points',
-    args({ group: objectName, everyMs: z.int().nonnegative().optional(), keep: z.int().optional(), off: flag.optional() })],
+  ['repl.create', 'R', 0x01, 'readwrite', 'create a replicated volume group'],
+  ['repl.status', 'R', 0x02, 'readwrite', 'replication link state, lag and log fill'],
+  ['repl.pause', 'R', 0x03, 'readwrite', 'pause replication of a group'],
+  ['repl.resume', 'R', 0x04, 'readwrite', 'resume replication of a group'],
+  ['repl.verify', 'R', 0x05, 'readwrite', 'compare primary and secondary'],
+  ['repl.takeover', 'R', 0x06, 'readwrite', 'promote the secondary: it serves the group from its replicas'],
+  ['repl.failback', 'R', 0x07, 'readwrite', 'delta resync back to the old primary'],
+  ['repl.set', 'R', 0x09, 'readwrite', 'change the mode, rate limit (0: none) or sync-fallback timeout of a group'],
+  ['repl.schedule', 'R', 0x08, 'readwrite', 'consistent points of every disk on a schedule, kept on both sites; lists the points'],
 
   // H: hsm
-  ['hsm.tier.add', 'H', 0x01, 'readwrite', 'add a storage tier: a volume the file system spans, or an archive (a directory or sftp://)',
-    args({ name: objectName, volume: objectName.optional(), archive: hostPath.optional(), identity: hostPath.optional(), knownHosts: hostPath.optional(), timeout: shortText.optional() })],
-  ['hsm.policy.set', 'H', 0x02, 'readwrite', 'set a migration policy on a path (inherited down the tree)',
-    args({ path: mountPath, coldAfter: z.union([z.string().min(1).max(32), z.number().nonnegative()]).optional(), minSize: z.int().nonnegative().optional(), tier: objectName,
-      high: shortText.optional(), low: shortText.optional(), premigrate: flag.optional(), regions: z.union([flag, z.int().positive()]).optional(), snapshotsFirst: flag.optional() })],
-  ['hsm.migrate', 'H', 0x03, 'readwrite', 'migrate a file to a tier (a job)', args({ path: mountPath, tier: objectName.optional(), rate: rate.optional(), premigrate: flag.optional() })],
-  ['hsm.recall', 'H', 0x04, 'readwrite', 'recall a migrated file (or bytes A-B of it) to the volume it came from (a job)', args({ path: mountPath, range: shortText.optional(), rate: rate.optional() })],
-  ['hsm.pin', 'H', 0x05, 'readwrite', 'pin a file: policy runs never migrate it', args({ path: mountPath })],
-  ['hsm.unpin', 'H', 0x06, 'readwrite', 'unpin a file', args({ path: mountPath })],
-  ['hsm.status', 'H', 0x07, 'readwrite', 'per file the bytes on each tier, totals per tier', args({ path: mountPath.optional() })],
-  ['hsm.tier.list', 'H', 0x08, 'read', 'list the tiers with capacity and use', NONE],
-  ['hsm.run', 'H', 0x09, 'readwrite', 'run the migration policies now (a job)', NONE],
-  ['hsm.check', 'H', 0x0a, 'readwrite', 'find (and remove) archive objects nothing points into; report missing ones', args({ dryRun: flag.optional() })],
-] as const satisfies readonly ExtendedRow[]
+  ['hsm.tier.add', 'H', 0x01, 'readwrite', 'add a storage tier: a volume the file system spans, or an archive (a directory or sftp://)'],
+  ['hsm.policy.set', 'H', 0x02, 'readwrite', 'set a migration policy on a path (inherited down the tree)'],
+  ['hsm.migrate', 'H', 0x03, 'readwrite', 'migrate a file to a tier (a job)'],
+  ['hsm.recall', 'H', 0x04, 'readwrite', 'recall a migrated file (or bytes A-B of it) to the volume it came from (a job)'],
+  ['hsm.pin', 'H', 0x05, 'readwrite', 'pin a file: policy runs never migrate it'],
+  ['hsm.unpin', 'H', 0x06, 'readwrite', 'unpin a file'],
+  ['hsm.status', 'H', 0x07, 'readwrite', 'per file the bytes on each tier, totals per tier'],
+  ['hsm.tier.list', 'H', 0x08, 'read', 'list the tiers with capacity and use'],
+  ['hsm.run', 'H', 0x09, 'readwrite', 'run the migration policies now (a job)'],
+  ['hsm.check', 'H', 0x0a, 'readwrite', 'find (and remove) archive objects nothing points into; report missing ones'],
+] as const satisfies readonly Row[]
 
 type Extended = (typeof EXTENDED)[number]
 /** The name of a command whose arguments are JSON. */
 export type CommandName = Extended[0]
-/** A command's arguments as its schema lets them through. */
-export type CommandArgs<N extends CommandName> = z.output<Extract<Extended, readonly [N, ...unknown[]]>[5]>
 
-function define(row: StandardRow | ExtendedRow): CommandDef {
-  const [name, type, nr, dir, description, args] = row
-  const standard = args === undefined
+function define(row: Row, standard: boolean): CommandDef {
+  const [name, type, nr, dir, description] = row
   const size = standard ? DISK_IO_HEADER_SIZE : 0
-  return Object.freeze({ name, type, nr, dir, size, standard, description, args: args ?? 'binary', code: ioc(dir, type, nr, size) })
+  return Object.freeze({ name, type, nr, dir, size, standard, description, code: ioc(dir, type, nr, size) })
 }
 
-export const COMMANDS: readonly CommandDef[] = Object.freeze([...STANDARD, ...EXTENDED].map(define))
+export const COMMANDS: readonly CommandDef[] = Object.freeze([...STANDARD.map((r) => define(r, true)), ...EXTENDED.map((r) => define(r, false))])
 
 const byNameMap = new Map<string, CommandDef>()
 const byCodeMap = new Map<number, CommandDef>()

@@ -2,7 +2,8 @@
 // its type byte to. The server has already held the arguments to the command's schema
 // (args.ts), so each function gets them typed and checked; unknown names get ENOSYS.
 import { VsmError } from '../block/blockdev'
-import type { CommandArgs, CommandName } from './codes'
+import type { CommandName } from './codes'
+import type { CommandArgs } from './schemas'
 import type { Handler, RequestContext } from './server'
 
 export type CommandFn<N extends CommandName> = (args: CommandArgs<N>, ctx: RequestContext) => Promise<unknown> | unknown

@@ -20,7 +20,7 @@ import {
 import { Events, VsmEvent } from './events'
 import { Jobs } from './jobs'
 import { PeerCred, peerCredentials } from '../native/sys'
-import { checkArgs } from './args'
+import { checkArgs } from './schemas'
 
 export interface Command {
   name: string
