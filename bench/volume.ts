@@ -9,7 +9,7 @@
 // the guest has not touched lately runs at the host's pace of backing fresh memory
 // (measured: a fresh 256 MiB file at 55 MiB/s right after the layouts' writes, 700-1000
 // MiB/s at the start of the run), so a reference from the start of the run made the
-// later figures (raid5, rebuild) look 10x worse than the layer is.
+// rebuild look 10x worse than the layer is (0.06-0.11 against 0.90-0.93).
 import * as fs from 'fs'
 import * as path from 'path'
 import { Pool } from '../src/volume/pool'

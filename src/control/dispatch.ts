@@ -1,6 +1,6 @@
 // Turns a component's table of named commands into the one handler the server routes
 // its type byte to. The server has already held the arguments to the command's schema
-// (args.ts), so each function gets them typed and checked; unknown names get ENOSYS.
+// (schemas.ts), so each function gets them typed and checked; unknown names get ENOSYS.
 import { VsmError } from '../block/blockdev'
 import type { CommandName } from './codes'
 import type { CommandArgs } from './schemas'

@@ -462,8 +462,8 @@ export class MirrorDev implements BlockDev, LogHost {
   private async copy(ranges: [number, number][], targets: number[], opts: CopyOptions & { trustSource?: boolean } = {}): Promise<number> {
     const bufs = [Buffer.allocUnsafe(RESYNC_CHUNK), Buffer.allocUnsafe(RESYNC_CHUNK)]
     let done = 0, k = 0
-    // the chunk before, still being written while this one is read: a rebuild from the
-    // page cache went at 0.69x of the backing file's write speed one chunk at a time
+    // the chunk before, still being written while this one is read (one chunk at a time, a
+    // rebuild from the page cache went at 371 MiB/s; so, 463)
     let landing: { written: Promise<void>; len: number; end: number } | null = null
     const landed = async () => {
       const l = landing!
@@ -478,7 +478,7 @@ export class MirrorDev implements BlockDev, LogHost {
           const g = this.closeGate(pos, pos + b.length)
           let from = -1, before: { len: number; end: number } | null = null
           try {
-            await Promise.all([...this.inflight].filter((w) => w.lo < pos + b.length && w.hi > pos).map((w) => w.done.catch(() => {})))
+            await this.overlapping(pos, pos + b.length)
             if (this.summed && !opts.trustSource) await this.readVerified(b, pos); else from = await this.readAny(b, pos)
             if (opts.trustSource && await this.preferVerified(b, pos, from)) from = -1
             // this chunk's sums are set once the last chunk's are persisted, so no table
@@ -669,8 +669,7 @@ export class MirrorDev implements BlockDev, LogHost {
   }
 }
 
-/** Does block k of b disagree with its sum want? Unwritten (0) never does. */
-/** differs() for one block b. */
+/** Does block b disagree with its sum want? Unwritten (0) never does. */
 function mismatch(want: number, b: Buffer): boolean {
   return want !== 0 && blockSum(b) !== want
 }
