@@ -5,6 +5,9 @@ import { rng } from './helpers/conformance'
 import { Extent, ExtentMap, FreeMap, RefMap, RunBounds, joinSorted, sortBlocks } from '../src/fs/extents'
 import { Chunked } from '../src/fs/chunked'
 
+/** For copies whose block counts no test here reads. */
+const uncounted = (): void => {}
+
 test('Chunked: random splices, floor/next/prev/from and copies match an array model, seed printed', () => {
   const seed = Number(process.env.CHUNKED_SEED ?? Date.now() % 1e9)
   console.log(`Chunked: seed ${seed}`)
@@ -14,7 +17,7 @@ test('Chunked: random splices, floor/next/prev/from and copies match an array mo
     let s = new Chunked<number>((x) => x, max)
     const copies: [Chunked<number>, number[]][] = []
     for (let op = 0; op < 3000; op++) {
-      if (op % 200 === 0) copies.push([s.clone(), model.slice()])
+      if (op % 200 === 0) copies.push([s.clone(uncounted), model.slice()])
       if (op % 500 === 250 && copies.length) {
         // work on a copy for a while: its source must not see it
         const [c, m] = copies.pop()!
@@ -56,7 +59,7 @@ for (const chunk of [3, 8, 256]) {
     let nextPb = 10_000
     const copies: [ExtentMap, number[]][] = [] // clones taken along the way, with their extents then
     for (let i = 0; i < 3000; i++) {
-      if (i % 300 === 0) { const copy = m.clone(); copies.push([copy, copy.flat()]) }
+      if (i % 300 === 0) { const copy = m.clone(uncounted); copies.push([copy, copy.flat()]) }
       // a copy changed after the fact must not change its source (nor the other copies)
       if (i % 300 === 150) {
         const [copy] = copies[copies.length - 1]
@@ -104,7 +107,7 @@ for (const chunk of [3, 8, 256]) {
       }
     }
     for (const [copy, flat] of copies) assert.equal(copy.flat(), flat, 'a copy is not changed by its source')
-    const all = m.clone()
+    const all = m.clone(uncounted)
     const gone = all.punch(0, Infinity)
     assert.is(all.count, 0)
     assert.is(all.total, 0)
@@ -150,7 +153,7 @@ test('ExtentMap.ofChunks (maps read from trees) joins what insert joins, shares 
     chunks.push(joinSorted(pieces.slice(i, j).map((e) => ({ ...e }))))
     i = j
   }
-  const a = ExtentMap.ofChunks(chunks, 64), b = ExtentMap.ofChunks(chunks, 64)
+  const a = ExtentMap.ofChunks(chunks, uncounted, 64), b = ExtentMap.ofChunks(chunks, uncounted, 64)
   for (const x of [a, b]) {
     assert.equal(x.flat(), m.flat())
     assert.is(x.total, m.total)
@@ -168,8 +171,77 @@ test('ExtentMap.ofChunks (maps read from trees) joins what insert joins, shares 
   assert.equal(b.flat(), m.flat(), 'a map sharing leaves is not changed by the other')
   assert.is(b.lookup(600)?.pb, m.lookup(600)?.pb)
   assert.throws(() => joinSorted([{ fb: 0, vol: 0, pb: 10, len: 4 }, { fb: 3, vol: 0, pb: 50, len: 1 }]), /overlap/)
-  assert.throws(() => ExtentMap.ofChunks([[{ fb: 0, vol: 0, pb: 10, len: 4 }], [{ fb: 3, vol: 0, pb: 50, len: 1 }]]), /overlap/)
+  assert.throws(() => ExtentMap.ofChunks([[{ fb: 0, vol: 0, pb: 10, len: 4 }], [{ fb: 3, vol: 0, pb: 50, len: 1 }]], uncounted), /overlap/)
 })
+
+for (const chunk of [3, 8, 64]) {
+  test(`maps sharing chunks (clones, snapshots: chunks of ${chunk}) keep block counts per chunk array exact, never free a held block, leak none; seed printed`, () => {
+    const seed = Number(process.env.SHARED_SEED ?? Date.now() % 1e9) + chunk
+    console.log(`shared chunks: seed ${seed}`)
+    const r = rng(seed)
+    const N = 600
+    const refs = new RefMap(4)
+    // as FsCore: a copied chunk's blocks gain a holder first, then what an edit unmapped
+    // loses one; a released map's last-held chunks lose theirs
+    const copied = (e: readonly Extent[]) => { refs.adjustMany(e.map((x) => ({ start: x.pb, len: x.len })), 1) }
+    const unref = (e: Extent[]) => refs.adjustMany(e.map((x) => ({ start: x.pb, len: x.len })), -1)
+    const live = new Set<ExtentMap>([new ExtentMap(chunk)])
+    // what each map should read at each file block, and what each physical block holds
+    const want = new Map<ExtentMap, Map<number, number>>([[[...live][0], new Map()]])
+    const data = new Map<number, number>()
+    const allocated = new Set<number>()
+    let nextPb = 1
+    const what = (op: number) => `seed ${seed} op ${op}`
+    for (let op = 0; op < 1500; op++) {
+      const maps = [...live], m = maps[r(maps.length)], k = r(10)
+      if (k === 0 && live.size < 8) { const x = m.clone(copied); live.add(x); want.set(x, new Map(want.get(m))) }
+      else if (k === 1 && live.size > 1) {
+        live.delete(m)
+        want.delete(m)
+        for (const f of unref(m.release())) for (let b = f.start; b < f.start + f.len; b++) allocated.delete(b)
+      } else {
+        // a write: shared blocks and holes get fresh blocks, private ones stay
+        const fb = r(N - 40), len = 1 + r(r(6) ? 8 : 40)
+        const plan = m.segments(fb, fb + len).flatMap((sg) => {
+          if (sg.pb < 0) return [{ ...sg, fresh: true }]
+          const own = !m.sharedAt(sg.fb)
+          return own ? refs.pieces(sg.pb, sg.len).map((pc) => ({ fb: sg.fb + pc.start - sg.pb, len: pc.len, vol: 0, pb: pc.start, fresh: pc.n > 1 })) : [{ ...sg, fresh: true }]
+        })
+        const punched: Extent[] = []
+        for (let b = fb; b < fb + len; b++) want.get(m)!.set(b, op)
+        for (const p of plan) {
+          if (!p.fresh) { for (let b = p.pb; b < p.pb + p.len; b++) data.set(b, op); continue }
+          punched.push(...m.punch(p.fb, p.fb + p.len))
+          m.insert(p.fb, 0, nextPb, p.len)
+          for (let b = nextPb; b < nextPb + p.len; b++) data.set(b, op)
+          for (let b = nextPb; b < nextPb + p.len; b++) allocated.add(b)
+          nextPb += p.len + r(2)
+        }
+        for (const f of unref(punched)) for (let b = f.start; b < f.start + f.len; b++) allocated.delete(b)
+      }
+      if (op % 10 && op !== 1499) continue
+      // every map reads what was written to it (no write landed in place under another)
+      for (const x of live) for (const [b, v] of want.get(x)!) assert.is(data.get(x.lookup(b)!.pb), v, `${what(op)}: file block ${b} of a map`)
+      // the counts equal those of the distinct chunk arrays of the live maps
+      const seen = new Set<readonly Extent[]>(), runs: { start: number; len: number }[] = []
+      const holders = new Map<number, Set<ExtentMap>>()
+      for (const x of live) {
+        x.forEachChunk((ex) => { if (!seen.has(ex)) { seen.add(ex); for (const e of ex) runs.push({ start: e.pb, len: e.len }) } })
+        x.forEach((e) => { for (let b = e.pb; b < e.pb + e.len; b++) (holders.get(b) ?? holders.set(b, new Set()).get(b)!).add(x) })
+      }
+      assert.equal(refs.toArray(), RefMap.fromRuns(runs).refs.toArray(), `${what(op)}: counts per distinct chunk`)
+      // nothing held is freed, nothing freed is held
+      assert.equal([...allocated].sort((a, b) => a - b), [...holders.keys()].sort((a, b) => a - b), `${what(op)}: allocated = held`)
+      // what a map would write in place is held by it alone
+      for (const x of live) {
+        x.forEach((e) => {
+          if (x.sharedAt(e.fb)) return
+          for (const pc of refs.pieces(e.pb, e.len)) if (pc.n === 1) assert.is(holders.get(pc.start)!.size, 1, `${what(op)}: block ${pc.start} counted private but held by more`)
+        })
+      }
+    }
+  })
+}
 
 test('FreeMap alloc/release keep exact accounting, honour the goal, refuse double free', () => {
   const r = rng(7)

@@ -4,16 +4,25 @@
 // and a copy shares the chunks until either side changes one. The extent maps and
 // reference counts of a disk fragmented by copy-on-write writes hold hundreds of
 // thousands of runs: as plain arrays, each write spliced all of them.
+//
+// Each chunk array knows how many sequences hold it, so a copy costs one count per
+// chunk, and whoever counts references to the items (the fs's block counts) can count
+// per distinct array: told of every array a sequence copies out of a shared one before
+// changing it (onCopy), and of the arrays nobody holds after release().
 
 /** A place in the sequence: item i of chunk c. {0, -1} is before the first item. */
 export interface Pos { c: number; i: number }
 
+/** How many sequences hold each chunk array (one, when it is not here: a sequence made it and never shared it). */
+const holders = new WeakMap<object, number>()
+const heldBy = (a: object): number => holders.get(a) ?? 1
+
 export class Chunked<T> {
   /** None empty; keys ascending across them. */
   private chunks: T[][] = []
-  /** Whether this copy may change chunk k in place (false while another copy shares it). */
-  private mine: boolean[] = []
   private n = 0
+  /** Told of the items of a shared chunk this sequence copies to change it; set by the first copy or ofChunks. */
+  private onCopy?: (items: readonly T[]) => void
 
   constructor(private readonly key: (t: T) => number, private readonly max = 256) {}
 
@@ -26,15 +35,17 @@ export class Chunked<T> {
 
   /**
    * From chunks already in key order, none empty and none longer than max, that other
-   * sequences may hold too (maps read from trees that share leaves): none is changed in
-   * place, each is copied when first written.
+   * sequences may hold too (maps read from trees that share leaves): each array gains
+   * one holder, and a sequence changes one in place only while it is the only holder.
+   * The first time an array goes to a sequence here it has none.
    */
-  static ofChunks<T>(key: (t: T) => number, chunks: T[][], max?: number): Chunked<T> {
+  static ofChunks<T>(key: (t: T) => number, chunks: T[][], onCopy: (items: readonly T[]) => void, max?: number): Chunked<T> {
     const s = new Chunked(key, max)
     if (chunks.some((a) => !a.length || a.length > s.max)) throw new RangeError('Chunked.ofChunks: a chunk is empty or too long')
+    for (const a of chunks) holders.set(a, (holders.get(a) ?? 0) + 1)
     s.chunks = chunks
-    s.mine = new Array<boolean>(chunks.length).fill(false)
     s.n = chunks.reduce((t, a) => t + a.length, 0)
+    s.onCopy = onCopy
     return s
   }
 
@@ -57,6 +68,17 @@ export class Chunked<T> {
       const a = ch[c]
       for (let i = 0; i < a.length; i++) f(a[i])
     }
+  }
+
+  /** Call f on each chunk with whether another sequence holds it too. */
+  forEachChunk(f: (items: readonly T[], shared: boolean) => void): void {
+    for (const a of this.chunks) f(a, heldBy(a) > 1)
+  }
+
+  /** Whether the chunk of position p is held by another sequence too. */
+  sharedAt(p: Pos): boolean {
+    const a = this.chunks[p.c]
+    return !!a && heldBy(a) > 1
   }
 
   first(): T | undefined { return this.chunks[0]?.[0] }
@@ -130,21 +152,42 @@ export class Chunked<T> {
         return
       }
     }
+    // the items kept from these chunks move to new arrays: counted as this sequence's first
+    for (let c = a.c; c <= b.c && c < ch.length; c++) this.own(c)
     this.put(a.c, b.c - a.c + 1, ch[a.c].slice(0, a.i).concat(items, ch[b.c].slice(b.i)))
   }
 
-  /** A copy sharing the chunks: whichever side changes one first copies it. */
-  clone(): Chunked<T> {
+  /** A copy sharing the chunks (one more holder each): whichever side changes one first copies it, and onCopy hears of it. */
+  clone(onCopy: (items: readonly T[]) => void): Chunked<T> {
     const s = new Chunked(this.key, this.max)
+    for (const a of this.chunks) holders.set(a, heldBy(a) + 1)
     s.chunks = this.chunks.slice()
-    s.mine = new Array<boolean>(this.chunks.length).fill(false)
-    this.mine.fill(false)
     s.n = this.n
+    s.onCopy = this.onCopy = onCopy
     return s
   }
 
+  /** Let go of every chunk (the sequence is left empty); returns the arrays no sequence holds any more. */
+  release(): T[][] {
+    const gone: T[][] = []
+    for (const a of this.chunks) {
+      const h = heldBy(a) - 1
+      holders.set(a, h)
+      if (!h) gone.push(a)
+    }
+    this.chunks = []
+    this.n = 0
+    return gone
+  }
+
   private own(c: number): T[] {
-    if (!this.mine[c]) { this.chunks[c] = this.chunks[c].slice(); this.mine[c] = true }
+    const a = this.chunks[c], h = heldBy(a)
+    if (h > 1) {
+      const mine = a.slice()
+      holders.set(a, h - 1)
+      this.chunks[c] = mine
+      this.onCopy!(mine)
+    }
     return this.chunks[c]
   }
 
@@ -154,15 +197,14 @@ export class Chunked<T> {
     this.n += items.length
     // a small remnant joins the chunk before it, so edits do not leave the sequence in crumbs
     if (items.length && items.length < this.max >> 2 && c > 0 && this.chunks[c - 1].length + items.length <= this.max) {
-      items = this.chunks[c - 1].concat(items)
+      items = this.own(c - 1).concat(items)
       c--
       count++
     }
     const parts: T[][] = []
     const pieces = Math.ceil(items.length / this.max)
     for (let k = 0; k < pieces; k++) parts.push(items.slice(Math.floor(k * items.length / pieces), Math.floor((k + 1) * items.length / pieces)))
-    if (parts.length === 1 && count === 1) { this.chunks[c] = parts[0]; this.mine[c] = true; return }
+    if (parts.length === 1 && count === 1) { this.chunks[c] = parts[0]; return }
     this.chunks = this.chunks.slice(0, c).concat(parts, this.chunks.slice(c + count))
-    this.mine = this.mine.slice(0, c).concat(parts.map(() => true), this.mine.slice(c + count))
   }
 }

@@ -29,7 +29,15 @@ export class FsCore {
   inodes = new Map<number, Inode>()
   nextIno = ROOT + 1
   free: FreeMap[] = []
+  /**
+   * Per volume, how many extent-map chunks hold each block, each chunk array counted
+   * once however many maps share it (a snapshot or clone shares all of its file's): so
+   * a snapshot costs a count per chunk, not per extent. A block is held by one map only
+   * when its count is 1 and no other map shares the chunk it is in (data.ts sharedPieces).
+   */
   refs: RefMap[] = []
+  /** Whether refs is kept up to date: not while mount replays the journal (it rebuilds them after). */
+  counting = false
   /** Generation of the stamps: bumped (and checkpointed) at every mount, so stamps never repeat. */
   gen = 0
   ctr = 0
@@ -203,14 +211,15 @@ export class FsCore {
     // shared blocks gain their holder before the ones replaced lose theirs: a block in both stays
     if (op.o === 'sr') this.ref(this.inodes.get(op.i)!.ext.segments(op.d, op.d + op.b1 - op.b0).filter((g) => g.pb >= 0))
     this.unref(punched)
-    const held = op.o === 'sn' ? op.s : op.o === 'rv' || op.o === 'cl' ? op.i : 0
-    if (held) this.ref(this.inodes.get(held)!.ext)
     // the new blocks start with one reference (allocated); each further map holding them adds one
     if (op.o === 'rl' && !isArchive(op.w)) for (let k = 2; k < op.h.length; k += 2) this.refs[op.w].adjust(op.q, op.n, 1)
   }
 
-  /** A further map holds these extents. */
-  private ref(extents: Extent[] | ExtentMap) {
+  /** A map copied a chunk it shared with others, to change it: one more chunk holds these blocks. */
+  readonly copied = (extents: readonly Extent[]) => { if (this.counting) this.ref(extents) }
+
+  /** A further chunk holds these extents. */
+  private ref(extents: readonly Extent[] | ExtentMap) {
     this.byVolume(extents).forEach((runs, v) => this.refs[v].adjustMany(runs, 1))
   }
 
@@ -222,7 +231,7 @@ export class FsCore {
   }
 
   /** Pool extents' physical runs by volume (archived ones have no counts here), the empty left out. */
-  byVolume(extents: Extent[] | ExtentMap): Map<number, RunBounds> {
+  byVolume(extents: readonly Extent[] | ExtentMap): Map<number, RunBounds> {
     const out = new Map<number, RunBounds>()
     extents.forEach((e) => {
       if (isArchive(e.vol) || e.len <= 0) return

@@ -7,7 +7,7 @@
 // in part is recalled first (unshare), so a write recalls only what it does not cover.
 import { BlockDev } from '../block/blockdev'
 import type { FsCore } from './core'
-import { Extent, RefRun, Segment } from './extents'
+import { Extent, ExtentMap, Segment } from './extents'
 import { FileRef, Inode, MAX_FILE_SIZE, err } from './inode'
 import { ensureMeta, metaNearFull } from './journal'
 import { ARCHIVE_BASE, BS, isArchive } from './layout'
@@ -39,16 +39,24 @@ export function locationName(c: FsCore, vol: number): string {
   return isArchive(vol) ? c.archives.get(vol)?.name ?? `archive-slot-${vol - ARCHIVE_BASE}` : c.sb.volumes[vol].name
 }
 
+/** A piece of a mapped run and whether another map holds it too. */
+export interface SharedPiece extends Extent { shared: boolean }
+
 /**
- * The pieces of a mapped run with their reference counts. An archived run counts as
- * shared: it is never written in place, a write gets fresh pool blocks instead.
+ * The pieces of a mapped run of map `m` (an extent or part of one), each with whether
+ * another map holds it too: all of it when m shares the run's chunk (a snapshot or
+ * clone not yet diverged there), else as the block counts say. An archived run counts
+ * as shared: it is never written in place, a write gets fresh pool blocks instead.
  */
-export function refPieces(c: FsCore, vol: number, pb: number, len: number): RefRun[] {
-  return isArchive(vol) ? [{ start: pb, len, n: 2 }] : c.refs[vol].pieces(pb, len)
+export function sharedPieces(c: FsCore, m: ExtentMap, r: Extent): SharedPiece[] {
+  if (!anyShared(c, m, r)) return [{ fb: r.fb, vol: r.vol, pb: r.pb, len: r.len, shared: false }]
+  if (isArchive(r.vol) || m.sharedAt(r.fb)) return [{ fb: r.fb, vol: r.vol, pb: r.pb, len: r.len, shared: true }]
+  return c.refs[r.vol].pieces(r.pb, r.len).map((pc) => ({ fb: r.fb + pc.start - r.pb, vol: r.vol, pb: pc.start, len: pc.len, shared: pc.n > 1 }))
 }
 
-export function anyShared(c: FsCore, vol: number, pb: number, len: number): boolean {
-  return isArchive(vol) || c.refs[vol].anyShared(pb, len)
+/** Whether another map holds any block of run r of map m (see sharedPieces). */
+export function anyShared(c: FsCore, m: ExtentMap, r: Extent): boolean {
+  return isArchive(r.vol) || m.sharedAt(r.fb) || c.refs[r.vol].anyShared(r.pb, r.len)
 }
 
 export function readAt(c: FsCore, vol: number, buf: Buffer, pos: number): Promise<number> {
@@ -145,14 +153,13 @@ export async function write(c: FsCore, ino: number, buf: Buffer, offset: number)
   }
   // mapped blocks held only by this file are overwritten in place; holes and shared
   // blocks (a snapshot or clone holds them too) get fresh blocks
-  const segs: { fb: number; len: number; vol: number; pb: number; shared: boolean }[] = []
+  const segs: SharedPiece[] = []
   let fresh = 0
   for (const sg of n.ext.segments(b0, b1)) {
     if (sg.pb < 0) { segs.push({ ...sg, shared: false }); fresh += sg.len; continue }
-    if (!anyShared(c, sg.vol, sg.pb, sg.len)) { segs.push({ ...sg, shared: false }); continue }
-    for (const pc of refPieces(c, sg.vol, sg.pb, sg.len)) {
-      segs.push({ fb: sg.fb + pc.start - sg.pb, len: pc.len, vol: sg.vol, pb: pc.start, shared: pc.n > 1 })
-      if (pc.n > 1) fresh += pc.len
+    for (const pc of sharedPieces(c, n.ext, sg)) {
+      segs.push(pc)
+      if (pc.shared) fresh += pc.len
     }
   }
   const allocs: Extent[] = []
@@ -223,7 +230,7 @@ export async function write(c: FsCore, ino: number, buf: Buffer, offset: number)
 
 export function sharedBlock(c: FsCore, n: Inode, fb: number): boolean {
   const m = n.ext.lookup(fb)
-  return !!m && anyShared(c, m.vol, m.pb, 1)
+  return !!m && anyShared(c, n.ext, { fb, vol: m.vol, pb: m.pb, len: 1 })
 }
 
 /**
@@ -265,10 +272,8 @@ export async function unshare(c: FsCore, ino: number, b0: number, b1: number): P
   if (n.snapOf) throw err('EROFS', 'a snapshot is read-only')
   const shared: Extent[] = []
   for (const sg of n.ext.segments(b0, b1)) {
-    if (sg.pb < 0 || !anyShared(c, sg.vol, sg.pb, sg.len)) continue
-    for (const pc of refPieces(c, sg.vol, sg.pb, sg.len)) {
-      if (pc.n > 1) shared.push({ fb: sg.fb + pc.start - sg.pb, vol: sg.vol, pb: pc.start, len: pc.len })
-    }
+    if (sg.pb < 0) continue
+    for (const pc of sharedPieces(c, n.ext, sg)) if (pc.shared) shared.push({ fb: pc.fb, vol: pc.vol, pb: pc.pb, len: pc.len })
   }
   if (!shared.length) return 0
   const vol = n.vol
@@ -318,7 +323,7 @@ export async function truncate(c: FsCore, path: FileRef, size: number): Promise<
     if (size > n.size && n.size % BS && !(zeroed && zeroed[0] === n && zeroed[1] === n.size)) {
       // bytes past EOF in the last block may be stale: zero them before they become visible
       const m = n.ext.lookup(Math.floor(n.size / BS))
-      if (m && anyShared(c, m.vol, m.pb, 1)) { await unshare(c, n.ino, Math.floor(n.size / BS), Math.floor(n.size / BS) + 1); continue }
+      if (m && sharedBlock(c, n, Math.floor(n.size / BS))) { await unshare(c, n.ino, Math.floor(n.size / BS), Math.floor(n.size / BS) + 1); continue }
       if (m) {
         const old: number = n.size, gb = Math.floor(old / BS)
         const zlen = Math.min((gb + 1) * BS, size) - old

@@ -106,9 +106,10 @@ export class ExtentMap {
    * A map read from its tree: the leaves' extents, each leaf's already joined
    * (joinSorted), in file block order. The arrays become the map's chunks, shared with
    * any other map read from the same leaves until either changes one (as after clone);
-   * extents contiguous across two leaves are joined, an overlap is refused.
+   * extents contiguous across two leaves are joined, an overlap is refused. `onCopy`: as
+   * for clone.
    */
-  static ofChunks(chunks: Extent[][], chunk?: number): ExtentMap {
+  static ofChunks(chunks: Extent[][], onCopy: (e: readonly Extent[]) => void, chunk?: number): ExtentMap {
     const m = new ExtentMap(chunk)
     const out: Extent[][] = []
     for (const a of chunks) {
@@ -119,17 +120,33 @@ export class ExtentMap {
       out[out.length - 1] = l.slice(0, -1).concat([{ fb: last.fb, vol: last.vol, pb: last.pb, len: last.len + first.len }])
       if (a.length > 1) out.push(a.slice(1))
     }
-    m.ex = Chunked.ofChunks((e) => e.fb, out, chunk)
+    m.ex = Chunked.ofChunks((e) => e.fb, out, onCopy, chunk)
     return m
   }
 
-  /** A copy sharing the extents (no map changes one in place). */
-  clone(): ExtentMap {
+  /**
+   * A copy sharing the extents, in O(chunks): a map changes a chunk another holds only
+   * after copying it, and `onCopy` hears of the copy's extents first (a new holder of
+   * their blocks, for the block counts kept per distinct chunk).
+   */
+  clone(onCopy: (e: readonly Extent[]) => void): ExtentMap {
     const m = new ExtentMap()
-    m.ex = this.ex.clone()
+    m.ex = this.ex.clone(onCopy)
     m.total = this.total
     return m
   }
+
+  /** Drop the whole map (it is left empty): the extents of the chunks no other map holds, whose blocks lose a holder. */
+  release(): Extent[] {
+    this.total = 0
+    return ([] as Extent[]).concat(...this.ex.release())
+  }
+
+  /** Call f on the extents of each chunk with whether another map holds that chunk too (all its blocks are then shared). */
+  forEachChunk(f: (e: readonly Extent[], shared: boolean) => void): void { this.ex.forEachChunk(f) }
+
+  /** Whether the chunk holding (or next after) file block b is held by another map too. */
+  sharedAt(b: number): boolean { return this.ex.sharedAt(this.seek(b)) }
 
   flat(): number[] {
     const out: number[] = []
@@ -407,12 +424,14 @@ export class RefMap {
 
   /**
    * adjust() over many runs (any order, overlapping ones counted once each) in one
-   * sweep over them and the map: a snapshot, clone or delete of a fragmented map costs
-   * O((runs + shared runs) log) instead of a splice of the map per run.
+   * sweep over them and the map: deleting a fragmented map costs O((runs + shared runs)
+   * log) instead of a splice of the map per run.
    */
   adjustMany(runs: { start: number; len: number }[] | RunBounds, delta: 1 | -1): { start: number; len: number }[] {
     const rb = runs instanceof RunBounds ? runs : RunBounds.of(runs, true)
-    if (rb.n < 64) {
+    // a few runs against a big map (a chunk copied from a fragmented snapshot's): a
+    // splice each costs less than a sweep over every shared run
+    if (rb.n < 64 || rb.n * 32 < this.r.length) {
       const freed: { start: number; len: number }[] = []
       for (let k = 0; k < rb.n; k++) for (const f of this.adjust(rb.starts[k], rb.ends[k] - rb.starts[k], delta)) freed.push(f)
       return freed

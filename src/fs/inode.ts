@@ -47,7 +47,7 @@ export interface StatFs { bsize: number; blocks: number; bfree: number; bavail: 
 export interface Pending { b0: number; b1: number; done: Promise<void>; resolve: () => void; allocs: Extent[]; replaced: Extent[] }
 
 export interface SnapshotInfo { name: string; ino: number; size: number; created: number; stamp: number; uniqueBytes: number }
-export interface MapEntry { offset: number; length: number; volume: string; physical: number; shared: boolean; refs: number }
+export interface MapEntry { offset: number; length: number; volume: string; physical: number; shared: boolean }
 
 export const STAMP_GEN = 2 ** 32
 

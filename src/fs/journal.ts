@@ -78,6 +78,7 @@ export async function load(c: FsCore): Promise<void> {
   const built = buildFree(c, errors, [], meta.map((b) => ({ start: b, len: 1 })))
   c.free = built.free
   c.refs = built.refs
+  c.counting = true
   if (errors.length) throw err('EIO', `fs metadata inconsistent, refusing to mount: ${errors[0]}`)
   c.storeBlocks = meta.length
   if (converting) await newStore(c)

@@ -58,7 +58,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
     c.inodes.get(s.snapOf)?.snaps?.delete(s.snapName)
     c.inodes.delete(s.ino)
     dropped(c, s)
-    return s.ext.punch(0, Infinity)
+    return s.ext.release()
   }
   const dropInode = (n: Inode): Extent[] => {
     c.inodes.delete(n.ino)
@@ -67,7 +67,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
     dropped(c, n)
     // a deleted disk takes its snapshots along; clones keep their blocks by reference
     // concat, not push(...): a map's extents as arguments overflow the stack past ~120k
-    let out = n.ext.punch(0, Infinity)
+    let out = n.ext.release()
     for (const s of n.snaps?.values() ?? []) out = out.concat(dropSnap(node(s)))
     return out
   }
@@ -182,7 +182,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       if (f.isDir || f.snapOf) throw bad(`inode ${op.i} cannot have snapshots`)
       if (f.snaps?.has(op.n) || c.inodes.has(op.s)) throw bad(`snapshot ${op.n} exists`)
       const s = new Inode(op.s, S_IFREG | 0o444, f.uid, f.gid, op.z, 0, op.t, op.t, op.t, f.vol, 0)
-      s.ext = f.ext.clone()
+      s.ext = f.ext.clone(c.copied)
       rebase(c, s, f)
       s.xattr = new Map(f.xattr)
       s.snapOf = f.ino
@@ -196,8 +196,8 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
     case 'sd': return dropSnap(snap(op.s))
     case 'rv': {
       const f = node(op.i), s = snap(op.s)
-      const out = f.ext.punch(0, Infinity)
-      f.ext = s.ext.clone()
+      const out = f.ext.release()
+      f.ext = s.ext.clone(c.copied)
       rebase(c, f, s)
       f.size = s.size
       f.mtime = f.ctime = op.t
@@ -207,7 +207,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
     case 'cl': {
       const s = snap(op.s)
       const n = newFile(op.p, op.n, op.i, op.m, op.u, op.g, op.t, op.v)
-      n.ext = s.ext.clone()
+      n.ext = s.ext.clone(c.copied)
       rebase(c, n, s)
       n.size = s.size
       n.xattr = new Map(s.xattr)

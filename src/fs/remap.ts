@@ -7,7 +7,7 @@ import type { FsCore } from './core'
 import { Extent } from './extents'
 import { Inode, Pending, err } from './inode'
 import { BS, isArchive } from './layout'
-import { readAt, writeAt } from './data'
+import { anyShared, readAt, writeAt } from './data'
 import { placeable } from './volumes'
 import { spare } from './space'
 
@@ -17,7 +17,7 @@ import { spare } from './space'
  * (a scan of all maps, paid only for shared blocks).
  */
 export function holdersOf(c: FsCore, n: Inode, r: Extent): { vol: number; pb: number; len: number; h: [Inode, number][] }[] {
-  if (isArchive(r.vol) || !c.refs[r.vol].anyShared(r.pb, r.len)) return [{ vol: r.vol, pb: r.pb, len: r.len, h: [[n, r.fb]] }]
+  if (isArchive(r.vol) || !anyShared(c, n.ext, r)) return [{ vol: r.vol, pb: r.pb, len: r.len, h: [[n, r.fb]] }]
   const end = r.pb + r.len
   const hits: { m: Inode; fb: number; lo: number; hi: number }[] = []
   const cuts = new Set<number>([r.pb, end])

@@ -6,7 +6,7 @@ import { MapEntry, STAMP_GEN, S_IFREG, SnapshotInfo, Stat, checkId, checkMode, c
 import { ensureMeta, metaNearFull } from './journal'
 import { BS, isArchive } from './layout'
 import type { Extent } from './extents'
-import { locationName, read } from './data'
+import { locationName, read, sharedPieces } from './data'
 
 /**
  * Snapshot a file: one journal op, whatever the file's size (the snapshot shares
@@ -41,7 +41,12 @@ function snapshotInfo(c: FsCore, name: string, i: number, walk = true): Snapshot
   const s = c.inodes.get(i)!
   // pool blocks deleting it would free: archived ones free none
   let unique = 0
-  if (walk) c.byVolume(s.ext).forEach((b, v) => { unique += c.refs[v].unsharedIn(b) })
+  if (walk) {
+    // a chunk another map shares holds no block only this one does
+    const own: Extent[] = []
+    s.ext.forEachChunk((ex, shared) => { if (!shared) for (const e of ex) own.push(e) })
+    c.byVolume(own).forEach((b, v) => { unique += c.refs[v].unsharedIn(b) })
+  }
   return { name, ino: i, size: s.size, created: s.ctime, stamp: s.stamp, uniqueBytes: unique * BS }
 }
 
@@ -148,10 +153,8 @@ function mapsAnyOutside(map: Iterable<Extent>, runs: { vol: number; pb: number; 
 export function sharedBlocks(c: FsCore, ino: number): number {
   c.live()
   let shared = 0
-  for (const e of c.node(ino).ext) {
-    if (isArchive(e.vol) || !c.refs[e.vol].anyShared(e.pb, e.len)) continue
-    for (const pc of c.refs[e.vol].pieces(e.pb, e.len)) if (pc.n > 1) shared += pc.len
-  }
+  const m = c.node(ino).ext
+  for (const e of m) if (!isArchive(e.vol)) for (const pc of sharedPieces(c, m, e)) if (pc.shared) shared += pc.len
   return shared
 }
 
@@ -168,12 +171,13 @@ export function blockSpan(c: FsCore, ino: number): number {
 export function extentMap(c: FsCore, ino: number, from = 0, limit = Infinity): MapEntry[] {
   c.live()
   const out: MapEntry[] = []
-  for (const e of c.node(ino).ext.from(Math.floor(from / BS))) {
-    for (const pc of isArchive(e.vol) ? [{ start: e.pb, len: e.len, n: 1 }] : c.refs[e.vol].pieces(e.pb, e.len)) {
-      const offset = (e.fb + pc.start - e.pb) * BS
+  const m = c.node(ino).ext
+  for (const e of m.from(Math.floor(from / BS))) {
+    for (const pc of isArchive(e.vol) ? [{ ...e, shared: false }] : sharedPieces(c, m, e)) {
+      const offset = pc.fb * BS
       if (offset < from) continue
       if (out.length >= limit) return out
-      out.push({ offset, length: pc.len * BS, volume: locationName(c, e.vol), physical: pc.start * BS, shared: pc.n > 1, refs: pc.n })
+      out.push({ offset, length: pc.len * BS, volume: locationName(c, e.vol), physical: pc.pb * BS, shared: pc.shared })
     }
   }
   return out

@@ -18,7 +18,8 @@ export function dataRange(c: FsCore, v: number): [number, number] {
 
 /**
  * Free maps and reference counts as the extent maps imply them. A block may be in
- * several maps (a file and its snapshots, clones), never twice in one; `claims` are
+ * several maps (a file and its snapshots, clones), never twice in one; it is counted
+ * once for each distinct chunk array that holds it; `claims` are
  * extra references held by copy-on-write I/O in flight; `meta` the blocks of volume 0
  * the metadata store uses (no extent may hold one).
  */
@@ -29,10 +30,16 @@ export function buildFree(c: FsCore, errors: string[], claims: Extent[] = [], me
     if (e.vol < 0 || e.vol >= c.vols.length || c.sb.volumes[e.vol].removed) { errors.push(`inode ${ino}: extent on unknown or removed volume ${e.vol}`); return false }
     return true
   }
-  // one map's runs per volume, emptied for the next map
+  // one map's runs per volume, emptied for the next map; a block is counted once per
+  // chunk array holding it, however many maps share that chunk (FsCore.refs)
   const mine = c.vols.map(() => new RunBounds())
+  const seen = new Set<readonly Extent[]>()
   for (const n of c.inodes.values()) {
-    n.ext.forEach((e) => { if (known(n.ino, e)) { runs[e.vol].add(e.pb, e.len); mine[e.vol].add(e.pb, e.len) } })
+    n.ext.forEachChunk((ex) => {
+      const first = !seen.has(ex)
+      if (first) seen.add(ex)
+      for (const e of ex) if (known(n.ino, e)) { if (first) runs[e.vol].add(e.pb, e.len); mine[e.vol].add(e.pb, e.len) }
+    })
     mine.forEach((r, v) => {
       if (r.n >= 2 && r.overlaps()) errors.push(`inode ${n.ino}: maps a block of volume ${v} twice`)
       r.clear()

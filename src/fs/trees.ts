@@ -228,7 +228,7 @@ export async function loadMaps(c: FsCore): Promise<void> {
   const memo = new Map<number, Extent[][]>()
   for (const n of c.inodes.values()) {
     if (!n.root) continue
-    n.ext = ExtentMap.ofChunks(await new ExtentTree(c.store!, EXTENTS, n.root).chunks(memo))
+    n.ext = ExtentMap.ofChunks(await new ExtentTree(c.store!, EXTENTS, n.root).chunks(memo), c.copied)
   }
 }
 

@@ -253,7 +253,7 @@ export class DiskManager {
     // one more than the page: where the next one starts
     const got = this.env.fs.extentMap(ino, from, limit + 1)
     const extents = got.slice(0, limit).map((e) => ({
-      offset: e.offset, length: e.length, layer: e.shared ? 'shared' : 'live', refs: e.refs, volume: e.volume, physical: e.physical,
+      offset: e.offset, length: e.length, layer: e.shared ? 'shared' : 'live', volume: e.volume, physical: e.physical,
     }))
     const next = got.length > limit ? got[limit].offset : null
     return { path: name as string, size: st.size, allocated: st.blocks * 512, extents, next }
