@@ -19,9 +19,9 @@
       "cflags_cc": ["-Wall", "-Wextra", "-O3"]
     },
     {
-      # vsm_fuse: the FUSE view's binding on libfuse3's low-level API (fuse.cc says how).
+      # vsm_fuse: the FUSE view's binding on libfuse3's low-level API (fuse/session.cc says how).
       "target_name": "vsm_fuse",
-      "sources": ["fuse.cc"],
+      "sources": ["fuse/session.cc", "fuse/requests.cc", "fuse/replies.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<!@(pkg-config --cflags-only-I fuse3 | sed s/-I//g)"],
       "libraries": ["<!@(pkg-config --libs fuse3)"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

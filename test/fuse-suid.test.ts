@@ -1,7 +1,7 @@
 // Set-user/group-ID clearing through the view, on both bindings, against the machine's
 // own file system in the same run: a write, truncate or O_TRUNC open by a user who may not
 // keep the bits clears them, root's do not, chown clears set-user-ID. The native binding
-// negotiates KILLPRIV_V2 (native/fuse.cc), so there the kernel leaves the clearing to the
+// negotiates KILLPRIV_V2 (native/fuse/session.cc), so there the kernel leaves the clearing to the
 // view and a bit left behind is the view's fault.
 import * as assert from 'uvu/assert'
 import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'fs'

@@ -11,7 +11,7 @@ import { RENAME_EXCHANGE } from '../fs'
 import { callOp, type Attr, type Caller, type FuseOps } from './fuse-ops'
 import type { FuseBinding } from './fuse-view'
 
-/** The addon's exports (native/fuse.cc). A req is the request's handle, answered exactly once. */
+/** The addon's exports (native/fuse/replies.cc). A req is the request's handle, answered exactly once. */
 interface Addon {
   mount(mountpoint: string, options: string, dispatch: Dispatch): unknown
   unmount(session: unknown): void
@@ -41,7 +41,7 @@ type Dispatch = (
   ino2: number, fh2: number, off2: number, mode: number, uid: number, gid: number, pid: number,
 ) => void
 
-// Keep in step with enum Op in native/fuse.cc.
+// Keep in step with enum Op in native/fuse/session.h.
 const OP = {
   CLOSED: 0, LOOKUP: 1, FORGET: 2, GETATTR: 3, SETATTR: 4, READLINK: 5, MKNOD: 6, MKDIR: 7,
   UNLINK: 8, RMDIR: 9, SYMLINK: 10, RENAME: 11, LINK: 12, OPEN: 13, READ: 14, WRITE: 15, FLUSH: 16,
@@ -230,7 +230,7 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
   }
   const statOrNull = async (path: string) => { try { return await ops.getattr(path) } catch { return null } }
   /**
-   * The kernel (KILLPRIV_V2, see native/fuse.cc) flags a write, truncate, chown or O_TRUNC
+   * The kernel (KILLPRIV_V2, see native/fuse/session.cc) flags a write, truncate, chown or O_TRUNC
    * open whose caller may not keep set-user/group-ID and leaves the clearing to the server.
    * Its own rules: set-user-ID goes; set-group-ID goes when the file is group-executable or
    * the caller is outside its group (the primary group here; root always counts as inside).
