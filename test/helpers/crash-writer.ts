@@ -15,37 +15,49 @@ export function slotData(slot: number, version: number): Buffer {
   return out
 }
 
-/**
- * Each 4 KiB block of a slot must hold the last acknowledged version, or the version
- * in flight after it (an unacknowledged write may land in part).
- */
-export function verifyAcknowledged(img: string, journal: string): number {
-  const acked = new Map<number, number>(), tried = new Map<number, number>()
-  for (const line of readFileSync(journal, 'utf8').split('\n')) {
+/** The journal's acknowledged version of each slot (the last) and every version tried of it. */
+function readJournal(journal: string): { acked: Map<number, number>; tried: Map<number, number[]> } {
+  const acked = new Map<number, number>(), tried = new Map<number, number[]>()
+  for (const line of existsSync(journal) ? readFileSync(journal, 'utf8').split('\n') : []) {
     const m = /^(try|ack) (\d+) (\d+)$/.exec(line)
     if (!m) continue
-    ;(m[1] === 'ack' ? acked : tried).set(Number(m[2]), Number(m[3]))
+    const slot = Number(m[2]), version = Number(m[3])
+    if (m[1] === 'ack') acked.set(slot, version)
+    else (tried.get(slot) ?? tried.set(slot, []).get(slot)!).push(version)
   }
+  return { acked, tried }
+}
+
+/**
+ * The first 4 KiB block of a slot (read into buf) that holds neither `version` nor a
+ * version tried after it, or -1. A write not acknowledged may land in part, and one in
+ * flight at an earlier kill may have landed and then been tried over without an
+ * acknowledgement: either may be what a block holds.
+ */
+function badBlock(fd: number, buf: Buffer, slot: number, version: number, tried: number[] = []): number {
+  readSync(fd, buf, 0, SLOT, slot * SLOT)
+  const allowed = [version, ...tried.filter((v) => v > version)].map((v) => slotData(slot, v))
+  for (let b = 0; b < SLOT; b += 4096) {
+    const got = buf.subarray(b, b + 4096)
+    if (!allowed.some((x) => got.equals(x.subarray(b, b + 4096)))) return b / 4096
+  }
+  return -1
+}
+
+/** Every slot the journal records an acknowledged write of holds it (or a later try, see badBlock). Returns the slots checked. */
+export function verifyAcknowledged(img: string, journal: string): number {
+  const { acked, tried } = readJournal(journal)
   const fd = openSync(img, 'r')
   const buf = Buffer.alloc(SLOT)
-  let checked = 0
   try {
     for (const [slot, version] of acked) {
-      readSync(fd, buf, 0, SLOT, slot * SLOT)
-      const good = slotData(slot, version)
-      const inflight = tried.get(slot)! > version ? slotData(slot, tried.get(slot)!) : good
-      for (let b = 0; b < SLOT; b += 4096) {
-        const got = buf.subarray(b, b + 4096)
-        if (!got.equals(good.subarray(b, b + 4096)) && !got.equals(inflight.subarray(b, b + 4096))) {
-          throw new Error(`slot ${slot} block ${b / 4096}: acknowledged version ${version} lost; it holds ${identify(got, b, journal)}`)
-        }
-      }
-      checked++
+      const b = badBlock(fd, buf, slot, version, tried.get(slot))
+      if (b >= 0) throw new Error(`slot ${slot} block ${b}: acknowledged version ${version} lost; it holds ${identify(buf.subarray(b * 4096, (b + 1) * 4096), b * 4096, journal)}`)
     }
   } finally {
     closeSync(fd)
   }
-  return checked
+  return acked.size
 }
 
 /**
@@ -62,27 +74,17 @@ function identify(got: Buffer, b: number, journal: string): string {
 }
 
 /**
- * Every 4 KiB block of every one of `slots` slots: its last acknowledged version
- * (version 0, the first fill, if none) or the write in flight after it. Returns the
- * slots written.
+ * Every one of `slots` slots holds its last acknowledged version (version 0, the first
+ * fill, if none) or a later try (see badBlock). Returns the slots written.
  */
 export function verifyEverySlot(img: string, journal: string, slots: number): number {
-  const acked = new Map<number, number>(), tried = new Map<number, number>()
-  for (const line of existsSync(journal) ? readFileSync(journal, 'utf8').split('\n') : []) {
-    const m = /^(try|ack) (\d+) (\d+)$/.exec(line)
-    if (m) (m[1] === 'ack' ? acked : tried).set(Number(m[2]), Number(m[3]))
-  }
+  const { acked, tried } = readJournal(journal)
   const fd = openSync(img, 'r')
   const buf = Buffer.alloc(SLOT)
   try {
     for (let s = 0; s < slots; s++) {
-      readSync(fd, buf, 0, SLOT, s * SLOT)
-      const v = acked.get(s) ?? 0
-      const good = slotData(s, v), inflight = (tried.get(s) ?? 0) > v ? slotData(s, tried.get(s)!) : good
-      for (let b = 0; b < SLOT; b += 4096) {
-        const got = buf.subarray(b, b + 4096)
-        if (!got.equals(good.subarray(b, b + 4096)) && !got.equals(inflight.subarray(b, b + 4096))) throw new Error(`slot ${s} block ${b / 4096}: version ${v} lost`)
-      }
+      const b = badBlock(fd, buf, s, acked.get(s) ?? 0, tried.get(s))
+      if (b >= 0) throw new Error(`slot ${s} block ${b}: version ${acked.get(s) ?? 0} lost`)
     }
   } finally {
     closeSync(fd)
