@@ -394,6 +394,7 @@ export class RefMap {
   adjust(start: number, len: number, delta: 1 | -1): { start: number; len: number }[] {
     if (len <= 0) return []
     const end = start + len
+    if (delta === 1 && this.addShared(start, end)) return []
     const ps = this.pieces(start, len)
     const freed: { start: number; len: number }[] = []
     const keep: RefRun[] = []
@@ -420,6 +421,23 @@ export class RefMap {
     }
     this.r.splice(before ? lo : i0, after ? this.r.next(i1) : i1, merged)
     return freed
+  }
+
+  /**
+   * +1 over [start, end) when no run is counted there yet (each of its blocks goes from 1
+   * to 2), joined to a neighbour of count 2 it touches; false, changing nothing, when some
+   * run overlaps it. The common case of a chunk a map copies to change it: a splice of one
+   * entry, where adjust()'s general path lists pieces and remnants for each run.
+   */
+  private addShared(start: number, end: number): boolean {
+    const p = this.seek(start), after = this.r.at(p)
+    if (after && after.start < end) return false
+    const q = this.r.prev(p), before = this.r.at(q)
+    const joinB = !!before && before.start + before.len === start && before.n === 2
+    const joinA = !!after && after.start === end && after.n === 2
+    const from = joinB ? before!.start : start, to = joinA ? end + after!.len : end
+    this.r.splice(joinB ? q : p, joinA ? this.r.next(p) : p, [{ start: from, len: to - from, n: 2 }])
+    return true
   }
 
   /**
