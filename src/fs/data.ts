@@ -49,8 +49,9 @@ export interface SharedPiece extends Extent { shared: boolean }
  * as shared: it is never written in place, a write gets fresh pool blocks instead.
  */
 export function sharedPieces(c: FsCore, m: ExtentMap, r: Extent): SharedPiece[] {
-  if (!anyShared(c, m, r)) return [{ fb: r.fb, vol: r.vol, pb: r.pb, len: r.len, shared: false }]
-  if (isArchive(r.vol) || m.sharedAt(r.fb)) return [{ fb: r.fb, vol: r.vol, pb: r.pb, len: r.len, shared: true }]
+  const whole = (shared: boolean) => [{ fb: r.fb, vol: r.vol, pb: r.pb, len: r.len, shared }]
+  if (isArchive(r.vol) || m.sharedAt(r.fb)) return whole(true)
+  if (!c.refs[r.vol].anyShared(r.pb, r.len)) return whole(false)
   return c.refs[r.vol].pieces(r.pb, r.len).map((pc) => ({ fb: r.fb + pc.start - r.pb, vol: r.vol, pb: pc.start, len: pc.len, shared: pc.n > 1 }))
 }
 
