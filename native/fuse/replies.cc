@@ -86,9 +86,11 @@ void setOpenFlags(fuse_file_info *fi, uint32_t f) {
   fi->keep_cache = (f & 2) ? 1 : 0;
 }
 
-Napi::Value ReplyErr(const Napi::CallbackInfo &info) {
+// (req, n): the replies that carry one number (an errno, a count, an offset)
+template <typename T, int (*Send)(fuse_req_t, T)>
+Napi::Value ReplyNumber(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
-  fuse_reply_err(r->req, info[1].As<Napi::Number>().Int32Value());
+  Send(r->req, static_cast<T>(info[1].As<Napi::Number>().Int64Value()));
   done(r);
   return info.Env().Undefined();
 }
@@ -139,19 +141,12 @@ Napi::Value ReplyBuf(const Napi::CallbackInfo &info) {
   done(r);
   return info.Env().Undefined();
 }
-// (req, count)
 // (buffer): the data of a WRITE that JavaScript is done with. Detaching its ArrayBuffer
 // frees the memory now: left to the garbage collector, 1 MiB per request of external
 // memory set off a full mark-compact every 25 ms under 1 MiB sequential writes.
 Napi::Value ReleaseData(const Napi::CallbackInfo &info) {
   Napi::ArrayBuffer ab = info[0].As<Napi::Buffer<char>>().ArrayBuffer();
   if (!ab.IsDetached()) ab.Detach();
-  return info.Env().Undefined();
-}
-Napi::Value ReplyWrite(const Napi::CallbackInfo &info) {
-  Req *r = reqArg(info);
-  fuse_reply_write(r->req, static_cast<size_t>(info[1].As<Napi::Number>().Int64Value()));
-  done(r);
   return info.Env().Undefined();
 }
 // (req, count): as replyWrite, sent by the replier thread; the thread is woken only
@@ -189,19 +184,6 @@ Napi::Value ReplyStatfs(const Napi::CallbackInfo &info) {
   done(r);
   return info.Env().Undefined();
 }
-// (req, size): the size an xattr value or list needs, for a size query
-Napi::Value ReplyXattr(const Napi::CallbackInfo &info) {
-  Req *r = reqArg(info);
-  fuse_reply_xattr(r->req, static_cast<size_t>(info[1].As<Napi::Number>().Int64Value()));
-  done(r);
-  return info.Env().Undefined();
-}
-Napi::Value ReplyLseek(const Napi::CallbackInfo &info) {
-  Req *r = reqArg(info);
-  fuse_reply_lseek(r->req, static_cast<off_t>(info[1].As<Napi::Number>().Int64Value()));
-  done(r);
-  return info.Env().Undefined();
-}
 // (req, result, buffer | undefined)
 Napi::Value ReplyIoctl(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
@@ -226,18 +208,18 @@ Napi::Value ReplyReadlink(const Napi::CallbackInfo &info) {
 }  // namespace
 
 void addReplies(Napi::Env env, Napi::Object exports) {
-  exports.Set("replyErr", Napi::Function::New(env, ReplyErr));
+  exports.Set("replyErr", Napi::Function::New(env, ReplyNumber<int, fuse_reply_err>));
   exports.Set("replyEntry", Napi::Function::New(env, ReplyEntry));
   exports.Set("replyCreate", Napi::Function::New(env, ReplyCreate));
   exports.Set("replyAttr", Napi::Function::New(env, ReplyAttr));
   exports.Set("replyOpen", Napi::Function::New(env, ReplyOpen));
   exports.Set("replyBuf", Napi::Function::New(env, ReplyBuf));
-  exports.Set("replyWrite", Napi::Function::New(env, ReplyWrite));
+  exports.Set("replyWrite", Napi::Function::New(env, ReplyNumber<size_t, fuse_reply_write>));
   exports.Set("replyWriteLater", Napi::Function::New(env, ReplyWriteLater));
   exports.Set("releaseData", Napi::Function::New(env, ReleaseData));
   exports.Set("replyStatfs", Napi::Function::New(env, ReplyStatfs));
-  exports.Set("replyXattr", Napi::Function::New(env, ReplyXattr));
-  exports.Set("replyLseek", Napi::Function::New(env, ReplyLseek));
+  exports.Set("replyXattr", Napi::Function::New(env, ReplyNumber<size_t, fuse_reply_xattr>));  // a size query's answer
+  exports.Set("replyLseek", Napi::Function::New(env, ReplyNumber<off_t, fuse_reply_lseek>));
   exports.Set("replyIoctl", Napi::Function::New(env, ReplyIoctl));
   exports.Set("replyReadlink", Napi::Function::New(env, ReplyReadlink));
 }
