@@ -30,26 +30,34 @@ export function buildFree(c: FsCore, errors: string[], claims: Extent[] = [], me
     if (e.vol < 0 || e.vol >= c.vols.length || c.sb.volumes[e.vol].removed) { errors.push(`inode ${ino}: extent on unknown or removed volume ${e.vol}`); return false }
     return true
   }
-  // one map's runs per volume, emptied for the next map; a block is counted once per
-  // chunk array holding it, however many maps share that chunk (FsCore.refs)
-  const mine = c.vols.map(() => new RunBounds())
+  // a block is counted once per chunk array holding it, however many maps share that
+  // chunk (FsCore.refs)
   const seen = new Set<readonly Extent[]>()
   for (const n of c.inodes.values()) {
     n.ext.forEachChunk((ex) => {
-      const first = !seen.has(ex)
-      if (first) seen.add(ex)
-      for (const e of ex) if (known(n.ino, e)) { if (first) runs[e.vol].add(e.pb, e.len); mine[e.vol].add(e.pb, e.len) }
-    })
-    mine.forEach((r, v) => {
-      if (r.n >= 2 && r.overlaps()) errors.push(`inode ${n.ino}: maps a block of volume ${v} twice`)
-      r.clear()
+      if (seen.has(ex)) return
+      seen.add(ex)
+      for (const e of ex) if (known(n.ino, e)) runs[e.vol].add(e.pb, e.len)
     })
   }
   for (const cl of claims) if (known(0, cl)) runs[cl.vol].add(cl.pb, cl.len)
+  const counted = runs.map((r) => RefMap.fromRuns(r))
+  // a block one map holds twice is counted twice (the two extents are in one array or
+  // in two distinct ones): only a volume with blocks counted twice needs each map's own check
+  const twice = counted.map((b) => b.refs.count > 0)
+  if (twice.some(Boolean)) {
+    const mine = c.vols.map(() => new RunBounds())
+    for (const n of c.inodes.values()) {
+      n.ext.forEachChunk((ex) => { for (const e of ex) if (twice[e.vol] && known(n.ino, e)) mine[e.vol].add(e.pb, e.len) })
+      mine.forEach((r, v) => {
+        if (r.n >= 2 && r.overlaps()) errors.push(`inode ${n.ino}: maps a block of volume ${v} twice`)
+        r.clear()
+      })
+    }
+  }
   const free: FreeMap[] = [], refs: RefMap[] = []
-  runs.forEach((r, v) => {
+  counted.forEach((b, v) => {
     const [lo, hi] = dataRange(c, v)
-    const b = RefMap.fromRuns(r)
     if (v === 0 && meta.length) {
       const m = RefMap.fromRuns(meta).union
       const both = RefMap.fromRuns([...b.union, ...m])

@@ -31,8 +31,9 @@ export function encodeExtent(vol: number, pb: number, len: number): Buffer {
   return v
 }
 
-export function decodeExtent(fb: number, v: Buffer): Extent {
-  return { fb, vol: v.readUInt32LE(0), pb: v.readUIntLE(4, 6), len: v.readUInt32LE(10) }
+/** The extent at file block fb whose value is at `at` in v. */
+export function decodeExtent(fb: number, v: Buffer, at = 0): Extent {
+  return { fb, vol: v.readUInt32LE(at), pb: v.readUIntLE(at + 4, 6), len: v.readUInt32LE(at + 10) }
 }
 
 export class ExtentTree {
@@ -87,24 +88,25 @@ export class ExtentTree {
     // a bounded number of node reads in flight, each with its buffer, however big the tree
     let reading = 0
     const queue: (() => void)[] = []
-    const get = async (b: number) => {
+    const visit = async (b: number, leaf: Extent[]) => {
       while (reading >= readsAtOnce) await new Promise<void>((r) => queue.push(r))
       reading++
-      try { return await this.s.get(b) } finally { reading--; queue.shift()?.() }
+      try { return await this.s.visit(b, (k, v, at) => leaf.push(decodeExtent(k, v, at))) } finally { reading--; queue.shift()?.() }
     }
     const rec = async (b: number): Promise<Extent[][]> => {
       const had = memo.get(b)
       if (had) return had
-      const n = await get(b)
+      const leaf: Extent[] = []
+      const kids = await visit(b, leaf)
       let out: Extent[][]
-      if (n.leaf) {
-        const a = joinSorted(n.keys.map((k, i) => decodeExtent(k, n.vals[i])))
+      if (!kids) {
+        const a = joinSorted(leaf)
         out = a.length ? [a] : []
       } else {
         // the children read at once, not one round trip each: through a mirrored volume
         // a node read is a few hundred µs, and a mount reads every leaf
         out = []
-        for (const part of await Promise.all(n.kids.map(rec))) for (const a of part) out.push(a)
+        for (const part of await Promise.all(kids.map(rec))) for (const a of part) out.push(a)
       }
       memo.set(b, out)
       return out

@@ -57,7 +57,8 @@ export function encode(n: Node): Buffer {
   return b
 }
 
-export function decode(b: Buffer, block: number): Node {
+/** Where node buffer b keeps its entries, its header checked (magic, crc, block, count). */
+function layout(b: Buffer, block: number): { leaf: boolean; vsize: number; count: number; vo: number; vs: number } {
   const bad = (why: string) => new VsmError('EIO', `btree node at block ${block}: ${why}`)
   if (b.readUInt32LE(0) !== MAGIC) throw bad('no node magic')
   if (b.readUInt32LE(4) !== crc32(b.subarray(8, NODE_SIZE))) throw bad('checksum mismatch')
@@ -67,15 +68,30 @@ export function decode(b: Buffer, block: number): Node {
   const count = b.readUInt16LE(20)
   const cap = capacity(leaf, vsize)
   if (count > cap) throw bad(`${count} entries > capacity ${cap}`)
-  const vo = HDR + 8 * cap
-  const vs = leaf ? vsize : CHILD
+  return { leaf, vsize, count, vo: HDR + 8 * cap, vs: leaf ? vsize : CHILD }
+}
+
+export function decode(b: Buffer, block: number): Node {
+  const { leaf, vsize, count, vo, vs } = layout(b, block)
   const n: Node = { block, leaf, vsize, keys: [], vals: [], kids: [] }
   for (let i = 0; i < count; i++) {
     n.keys.push(getU64(b, HDR + 8 * i))
     // views of b, not copies: b is this node's own buffer and nothing writes a value in
-    // place (a changed value is a new buffer); a mount reads every value of every map
+    // place (a changed value is a new buffer)
     if (leaf) n.vals.push(b.subarray(vo + vs * i, vo + vs * (i + 1)))
     else n.kids.push(getU64(b, vo + vs * i))
   }
   return n
+}
+
+/**
+ * A leaf's entries handed to `value` as (key, b, offset of the value in b) without
+ * building a Node (a walk reading every leaf once makes no view per value); an internal
+ * node's children returned, null for a leaf.
+ */
+export function scan(b: Buffer, block: number, value: (key: number, b: Buffer, at: number) => void): number[] | null {
+  const { leaf, count, vo, vs } = layout(b, block)
+  if (!leaf) return Array.from({ length: count }, (_, i) => getU64(b, vo + vs * i))
+  for (let i = 0; i < count; i++) value(getU64(b, HDR + 8 * i), b, vo + vs * i)
+  return null
 }

@@ -14,7 +14,7 @@
 // count changes into it.
 import { crc32 } from '../../native/sums'
 import { BlockDev, VsmError } from '../../block/blockdev'
-import { NODE_SIZE, Node, decode, encode } from './node'
+import { NODE_SIZE, Node, decode, encode, scan } from './node'
 import { Tree, insert, lookup, remove, walk } from './tree'
 
 /** Where metadata blocks come from: the owner's free space (one block at a time). */
@@ -119,13 +119,34 @@ export class BtStore {
     this.live()
     const c = this.cache.get(block)
     if (c) { this.cache.delete(block); this.cache.set(block, c); return c }
+    const n = decode(await this.read(block), block)
+    await this.cachePut(n)
+    return n
+  }
+
+  private async read(block: number): Promise<Buffer> {
     if (!Number.isSafeInteger(block) || block <= 0) throw err('EIO', `btree: bad node block ${block}`)
     const buf = Buffer.alloc(NODE_SIZE)
     await this.dev.read(buf, block * NODE_SIZE)
-    const n = decode(buf, block)
     this.stats.nodesRead++
-    await this.cachePut(n)
-    return n
+    return buf
+  }
+
+  /**
+   * Node `block` for a walk that reads each node once (mount reading every map): a
+   * leaf's entries to `value` (see scan), an internal node's children returned. Read
+   * from the device it is not cached: a walk over every leaf would only push out the
+   * nodes commits come back to. A cached node is used as it is (it may be newer).
+   */
+  async visit(block: number, value: (key: number, b: Buffer, at: number) => void): Promise<number[] | null> {
+    this.live()
+    const c = this.cache.get(block)
+    if (c) {
+      if (!c.leaf) return c.kids
+      c.keys.forEach((k, i) => value(k, c.vals[i], 0))
+      return null
+    }
+    return scan(await this.read(block), block, value)
   }
 
   /** Record a changed (fresh) node: it is written at the commit, or earlier if evicted. */
