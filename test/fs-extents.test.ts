@@ -243,30 +243,63 @@ for (const chunk of [3, 8, 64]) {
   })
 }
 
-test('FreeMap alloc/release keep exact accounting, honour the goal, refuse double free', () => {
-  const r = rng(7)
-  const f = FreeMap.fromAllocated(100, 5100, [], [])
-  const used = new Set<number>()
-  const held: { start: number; len: number }[] = []
-  for (let i = 0; i < 4000; i++) {
-    if (r(2) && held.length) {
-      const [h] = held.splice(r(held.length), 1)
-      f.release(h.start, h.len)
-      for (let k = 0; k < h.len; k++) used.delete(h.start + k)
-    } else {
-      const want = 1 + r(64)
-      const got = f.alloc(want, r(2) ? 100 + r(5000) : -1)
-      if (!got) { assert.ok(want > 5000 - used.size); continue }
-      let n = 0
-      for (const g of got) {
-        for (let k = 0; k < g.len; k++) { assert.ok(!used.has(g.start + k), 'double allocation'); used.add(g.start + k) }
-        assert.ok(g.start >= 100 && g.start + g.len <= 5100)
-        n += g.len
-        held.push(g)
+test('FreeMap against a bitmap (chunks of 4 and 256): exact runs and accounting, the goal, one run when one fits, else the longest first; refuses double free', () => {
+  for (const chunk of [4, 256]) {
+    const r = rng(7 + chunk)
+    const LO = 100, HI = 5100
+    // some blocks allocated from the start, scattered, so the free space begins in pieces
+    const pre = Array.from({ length: 400 }, () => ({ start: LO + r(HI - LO - 8), len: 1 + r(8) }))
+    const model = new Uint8Array(HI)
+    for (const x of pre) model.fill(1, x.start, x.start + x.len)
+    const f = FreeMap.fromAllocated(LO, HI, RefMap.fromRuns(pre).union, [], chunk)
+    const freeRuns = () => {
+      const out: { start: number; len: number }[] = []
+      for (let b = LO; b < HI; b++) {
+        if (model[b]) continue
+        const l = out[out.length - 1]
+        if (l && l.start + l.len === b) l.len++
+        else out.push({ start: b, len: 1 })
       }
-      assert.is(n, want)
+      return out
     }
-    assert.is(f.free, 5000 - used.size)
+    const held: { start: number; len: number }[] = []
+    let rotor = LO
+    for (let i = 0; i < 3000; i++) {
+      const before = freeRuns()
+      if (r(2) && held.length) {
+        const [h] = held.splice(r(held.length), 1)
+        f.release(h.start, h.len)
+        model.fill(0, h.start, h.start + h.len)
+      } else {
+        const want = 1 + r(r(4) ? 16 : 300)
+        const goal = r(2) ? LO + r(HI - LO) : -1
+        const got = f.alloc(want, goal)
+        const free = before.reduce((t, x) => t + x.len, 0)
+        if (!got) { assert.ok(want > free, `chunk ${chunk} op ${i}: refused ${want} with ${free} free`); continue }
+        let n = 0
+        for (const g of got) {
+          for (let k = g.start; k < g.start + g.len; k++) { assert.is(model[k], 0, `chunk ${chunk} op ${i}: block ${k} allocated twice`); model[k] = 1 }
+          n += g.len
+          held.push(g)
+        }
+        assert.is(n, want)
+        const atGoal = before.some((x) => goal >= x.start && goal < x.start + x.len)
+        if (atGoal) assert.is(got[0].start, goal, `chunk ${chunk} op ${i}: goal not honoured`)
+        else if (before.some((x) => x.len >= want)) {
+          assert.is(got.length, 1, `chunk ${chunk} op ${i}: ${want} blocks in pieces while a run holds them`)
+          // next-fit: the first run that holds them from the one holding the rotor on, wrapping round
+          const from = before.findIndex((x) => x.start + x.len > rotor)
+          const order = from < 0 ? before : [...before.slice(from), ...before.slice(0, from)]
+          assert.is(got[0].start, order.find((x) => x.len >= want)!.start, `chunk ${chunk} op ${i}: not next-fit`)
+        }
+        else assert.is(got[0].len, Math.max(...before.map((x) => x.len)), `chunk ${chunk} op ${i}: the first piece is not the longest run`)
+        rotor = got[got.length - 1].start + got[got.length - 1].len
+      }
+      assert.equal(f.runs(), freeRuns(), `chunk ${chunk} op ${i}: free runs`)
+      assert.is(f.free, freeRuns().reduce((t, x) => t + x.len, 0))
+    }
+    f.release(held[0].start, held[0].len)
+    assert.throws(() => f.release(held[0].start, 1), /double free/)
   }
   const fresh = FreeMap.fromAllocated(0, 1000, [], [])
   const a = fresh.alloc(10, -1)!

@@ -70,15 +70,15 @@ async function checkLocked(c: FsCore): Promise<{ ok: boolean; errors: string[]; 
   for (const n of c.inodes.values()) for (const p of n.pending) claims.push(...p.replaced)
   const expected = buildFree(c, errors, claims, meta)
   for (let v = 0; v < c.vols.length; v++) {
-    const actual = coalesce([...c.free[v].fr, ...c.pendingFree.filter((f) => f.vol === v)])
-    const exp = expected.free[v].fr
+    const actual = coalesce([...c.free[v].runs(), ...c.pendingFree.filter((f) => f.vol === v)])
+    const exp = expected.free[v].runs()
     if (JSON.stringify(expected.refs[v].toArray()) !== JSON.stringify(c.refs[v].toArray())) {
       errors.push(`volume ${v}: reference counts differ from the extent maps (${c.refs[v].count} shared runs, ${expected.refs[v].count} expected)`)
     }
     for (const r of subtractRuns(actual, exp)) errors.push(`volume ${v}: blocks ${r.start}+${r.len} both free and allocated`)
     for (const r of subtractRuns(exp, actual)) leaked += r.len * BS
     let sum = 0
-    for (const r of c.free[v].fr) sum += r.len
+    for (const r of c.free[v].runs()) sum += r.len
     if (sum !== c.free[v].free) errors.push(`volume ${v}: free counter ${c.free[v].free} != map ${sum}`)
   }
   // directory tree

@@ -81,6 +81,11 @@ export class Chunked<T> {
     return !!a && heldBy(a) > 1
   }
 
+  get chunkCount(): number { return this.chunks.length }
+
+  /** Chunk c's items, to look at (whoever keeps a summary per chunk drops it before an edit there). */
+  chunk(c: number): readonly T[] | undefined { return this.chunks[c] }
+
   first(): T | undefined { return this.chunks[0]?.[0] }
 
   last(): T | undefined {

@@ -178,91 +178,145 @@ export function joinSorted(extents: Extent[]): Extent[] {
 
 interface Free { start: number; len: number }
 
-/** Free-extent map of one volume's data area, with a next-fit rotor. */
+/**
+ * Free-extent map of one volume's data area, with a next-fit rotor. The runs are a
+ * Chunked sequence and each chunk's longest run is kept: free space fragmented by
+ * copy-on-write holds up to a million one-block runs, and as one array every
+ * allocation spliced all of them and a write no single run could hold scanned them
+ * all once per piece (2 s for 1 MiB at a million runs).
+ */
 export class FreeMap {
-  fr: Free[] = []
+  private fr: Chunked<Free>
   free = 0
-  private rotor = 0
+  /** The block after the last data allocation: where the next one looks first. */
+  private rotor: number
+  /** Each chunk's longest run, by chunk array; dropped for a chunk before it changes. */
+  private longest = new WeakMap<readonly Free[], number>()
 
-  constructor(readonly lo: number, readonly hi: number) {}
+  constructor(readonly lo: number, readonly hi: number, chunk?: number) {
+    this.fr = new Chunked((f) => f.start, chunk)
+    this.rotor = lo
+  }
 
   /** Build from allocated (possibly unsorted) runs; returns overlaps/out-of-range as errors. */
-  static fromAllocated(lo: number, hi: number, runs: { start: number; len: number }[], errors: string[]): FreeMap {
-    const m = new FreeMap(lo, hi)
+  static fromAllocated(lo: number, hi: number, runs: { start: number; len: number }[], errors: string[], chunk?: number): FreeMap {
+    const m = new FreeMap(lo, hi, chunk)
     const sorted = runs.slice().sort((a, b) => a.start - b.start)
+    const fr: Free[] = []
     let cur = lo
     for (const r of sorted) {
       if (r.start < lo || r.start + r.len > hi || r.len <= 0) { errors.push(`run ${r.start}+${r.len} outside data area [${lo},${hi})`); continue }
       if (r.start < cur) { errors.push(`block ${r.start}+${r.len} allocated twice`); cur = Math.max(cur, r.start + r.len); continue }
-      if (r.start > cur) { m.fr.push({ start: cur, len: r.start - cur }); m.free += r.start - cur }
+      if (r.start > cur) { fr.push({ start: cur, len: r.start - cur }); m.free += r.start - cur }
       cur = r.start + r.len
     }
-    if (cur < hi) { m.fr.push({ start: cur, len: hi - cur }); m.free += hi - cur }
+    if (cur < hi) { fr.push({ start: cur, len: hi - cur }); m.free += hi - cur }
+    m.fr = Chunked.of((f) => f.start, fr, chunk)
     return m
   }
 
-  private floor(b: number): number {
-    let lo = 0, hi = this.fr.length - 1, r = -1
-    while (lo <= hi) {
-      const m = (lo + hi) >> 1
-      if (this.fr[m].start <= b) { r = m; lo = m + 1 } else hi = m - 1
-    }
-    return r
+  /** The free runs in order (copies of the map's own). */
+  runs(): Free[] { return this.fr.toArray().map((f) => ({ ...f })) }
+
+  /** Replace the runs from a up to b with `items`, the chunks it touches first forgetting their longest run. */
+  private edit(a: Pos, b: Pos, items: Free[]): void {
+    for (let c = a.c; c <= b.c; c++) this.changed(c)
+    this.fr.splice(a, b, items)
   }
 
-  /** Take `len` blocks starting exactly at `start` from free extent index i. */
-  private take(i: number, start: number, len: number): void {
-    const f = this.fr[i]
+  private changed(c: number): void {
+    const a = this.fr.chunk(c)
+    if (a) this.longest.delete(a)
+  }
+
+  private longestIn(c: number): number {
+    const a = this.fr.chunk(c)!
+    let m = this.longest.get(a)
+    if (m === undefined) {
+      m = 0
+      for (const f of a) if (f.len > m) m = f.len
+      this.longest.set(a, m)
+    }
+    return m
+  }
+
+  /** Take `len` blocks starting exactly at `start` from the free run at p. */
+  private take(p: Pos, start: number, len: number): void {
+    const f = this.fr.at(p)!
     const fEnd = f.start + f.len
     this.free -= len
-    if (start === f.start && len === f.len) { this.fr.splice(i, 1); this.rotor = i; return }
-    if (start === f.start) { f.start += len; f.len -= len; this.rotor = i; return }
-    if (start + len === fEnd) { f.len -= len; this.rotor = i + 1; return }
-    f.len = start - f.start
-    this.fr.splice(i + 1, 0, { start: start + len, len: fEnd - start - len })
-    this.rotor = i + 1
+    this.changed(p.c)
+    if (start === f.start && len === f.len) this.edit(p, this.fr.next(p), [])
+    else if (start === f.start) { f.start += len; f.len -= len }
+    else if (start + len === fEnd) f.len -= len
+    else {
+      f.len = start - f.start
+      const q = this.fr.next(p)
+      this.edit(q, q, [{ start: start + len, len: fEnd - start - len }])
+    }
+  }
+
+  /** The first run from the rotor on (wrapping round) that holds `need` blocks, or null. */
+  private fit(need: number): Pos | null {
+    let p = this.fr.floor(this.rotor)
+    const f = this.fr.at(p)
+    if (!f || f.start + f.len <= this.rotor) p = this.fr.next(p)
+    const chunks = this.fr.chunkCount
+    for (let k = 0; k <= chunks; k++) {
+      // the rotor's chunk from the rotor on, the others whole, the rotor's chunk again last
+      const c = (p.c + k) % chunks
+      if (this.longestIn(c) < need) continue
+      const a = this.fr.chunk(c)!
+      for (let i = k === 0 ? p.i : 0; i < a.length; i++) if (a[i].len >= need) return { c, i }
+    }
+    return null
+  }
+
+  /** The longest run (the first of them); none is longer than `atMost`, so one that long ends the search. */
+  private largest(atMost: number): Pos {
+    let best = 0, m = -1
+    for (let c = 0; c < this.fr.chunkCount && m < atMost; c++) {
+      const l = this.longestIn(c)
+      if (l > m) { best = c; m = l }
+    }
+    return { c: best, i: this.fr.chunk(best)!.findIndex((f) => f.len === m) }
   }
 
   /**
    * Allocate `count` blocks, preferring to continue at `goal` (the block after the
-   * file's previous extent), then one run big enough (next-fit), then pieces.
+   * file's previous extent), then one run big enough (next-fit), then pieces, the
+   * longest first.
    */
   alloc(count: number, goal: number): Free[] | null {
-    if (count > this.free) return null
+    if (count > this.free || count <= 0) return count <= 0 ? [] : null
     const out: Free[] = []
     let need = count
     if (goal >= this.lo && goal < this.hi) {
-      const i = this.floor(goal)
-      if (i >= 0 && goal < this.fr[i].start + this.fr[i].len) {
-        const n = Math.min(need, this.fr[i].start + this.fr[i].len - goal)
-        this.take(i, goal, n)
+      const p = this.fr.floor(goal)
+      const f = this.fr.at(p)
+      if (f && goal < f.start + f.len) {
+        const n = Math.min(need, f.start + f.len - goal)
+        this.take(p, goal, n)
         out.push({ start: goal, len: n })
         need -= n
       }
     }
+    // once no run holds what is needed, none holds more than the longest taken since
+    let longest = Infinity
     while (need > 0) {
-      const L = this.fr.length
-      let pick = -1
-      const start = Math.min(this.rotor, L)
-      for (let k = 0; k < L; k++) {
-        const i = (start + k) % L
-        if (this.fr[i].len >= need) { pick = i; break }
-      }
-      if (pick < 0) {
-        // no single run fits: take the largest
-        let best = 0
-        for (let i = 1; i < L; i++) if (this.fr[i].len > this.fr[best].len) best = i
-        pick = best
-      }
-      const f = this.fr[pick]
+      const p = (need <= longest ? this.fit(need) : null) ?? this.largest(longest)
+      const f = this.fr.at(p)!
+      longest = f.len
       const n = Math.min(need, f.len)
       const s = f.start
-      this.take(pick, s, n)
+      this.take(p, s, n)
       const last = out[out.length - 1]
       if (last && last.start + last.len === s) last.len += n
       else out.push({ start: s, len: n })
       need -= n
     }
+    const end = out[out.length - 1]
+    this.rotor = end.start + end.len
     return out
   }
 
@@ -272,12 +326,11 @@ export class FreeMap {
    * start, so tree nodes do not split files' runs.
    */
   allocLast(): number | null {
-    const i = this.fr.length - 1
-    if (i < 0) return null
-    const rotor = this.rotor
-    const b = this.fr[i].start + this.fr[i].len - 1
-    this.take(i, b, 1)
-    this.rotor = Math.min(rotor, this.fr.length)
+    const p = this.fr.floor(Infinity)
+    const f = this.fr.at(p)
+    if (!f) return null
+    const b = f.start + f.len - 1
+    this.take(p, b, 1)
     return b
   }
 
@@ -285,24 +338,25 @@ export class FreeMap {
   release(start: number, len: number): void {
     if (len <= 0) return
     if (start < this.lo || start + len > this.hi) throw new VsmError('EIO', `free of ${start}+${len} outside data area`)
-    const i = this.floor(start)
-    const prev = i >= 0 ? this.fr[i] : undefined
-    const next = this.fr[i + 1]
+    const p = this.fr.floor(start), q = this.fr.next(p)
+    const prev = this.fr.at(p), next = this.fr.at(q)
     if ((prev && prev.start + prev.len > start) || (next && next.start < start + len)) {
       throw new VsmError('EIO', `double free of block ${start}+${len}`)
     }
     this.free += len
     const jp = !!prev && prev.start + prev.len === start
     const jn = !!next && start + len === next.start
-    if (jp && jn) { prev!.len += len + next!.len; this.fr.splice(i + 1, 1) }
+    if (jp) this.changed(p.c)
+    if (jn) this.changed(q.c)
+    if (jp && jn) { prev!.len += len + next!.len; this.edit(q, this.fr.next(q), []) }
     else if (jp) prev!.len += len
     else if (jn) { next!.start = start; next!.len += len }
-    else this.fr.splice(i + 1, 0, { start, len })
+    else this.edit(q, q, [{ start, len }])
   }
 
   isFree(b: number): boolean {
-    const i = this.floor(b)
-    return i >= 0 && b < this.fr[i].start + this.fr[i].len
+    const f = this.fr.at(this.fr.floor(b))
+    return !!f && b < f.start + f.len
   }
 }
 
