@@ -7,15 +7,20 @@
 // FS_SCALE_WRITES (100000) random 4 KiB copy-on-write writes with an fsync every 16, a
 // snapshot after each third (the last one on the fragmented disk); metadata bytes the fs
 // wrote per 4 KiB write (its own count: journal records, checkpoints, tree nodes) and in
-// the checkpoint at close; mount time and heap after a remount; then FS_SCALE_FILES
-// (100000) files created, stat'ed and unlinked in one directory through its API.
+// the checkpoint at close; then a second file of FS_SCALE_MOUNT_EXTENTS (1000000)
+// one-block extents (every other block written, 64 writes in flight); mount time, and
+// the heap and RSS it adds, in a fresh process; then FS_SCALE_FILES (100000) files
+// created, stat'ed and unlinked in one directory through its API. And the allocator on
+// free space in FS_SCALE_FREE_RUNS (1000000) one-block runs (every other block free, as
+// deleting snapshots of a disk rewritten at random leaves it): 1 MiB no run holds, one
+// block at its goal.
 //
 // ext4 on a sparse loop file of the same size (ext4-loop.ts: mkfs.ext4 defaults with the
 // inode tables zeroed at mkfs, default mount options, as root), in the same run: the
 // same disk and writes with the same fsync cadence, its metadata being the bytes written
-// to the loop device minus the data, and what its umount writes; a file of as many
-// extents as vsm's fragmented map (every other block written) and the mount time of the
-// fs holding it; the same files through Node's sync fs calls. ext4
+// to the loop device minus the data, and what its umount writes; the same file of
+// one-block extents and the mount time of the fs holding both; the same files through
+// Node's sync fs calls. ext4
 // has no snapshots: that figure is n/a. The files again through vsm's FUSE view (a `vsm
 // up` of its own, same Node calls), so one namespace ratio has the kernel on both sides.
 //
@@ -25,6 +30,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { randomBytes } from 'crypto'
 import { FileSystem } from '../src/fs'
+import { FreeMap } from '../src/fs/extents'
 import { openDevice } from '../src/volume/device'
 import { Ext4Loop } from './ext4-loop'
 
@@ -37,7 +43,7 @@ export interface SnapshotFigure { ms: number; metaBytes: number; mapEntries: num
 /** Operations per second, each phase ended by a sync so its figure includes making it durable. */
 export interface NsRates { create: number; stat: number; unlink: number }
 export interface FsScaleBench {
-  params: { diskMiB: number; volumeMiB: number; writes: number; fsyncEvery: number; files: number }
+  params: { diskMiB: number; volumeMiB: number; writes: number; fsyncEvery: number; files: number; mountExtents: number }
   /** Where the fs refused to go on, or null. */
   failed: { afterWrites: number; error: string } | null
   /** ext4 has no snapshots: only vsm's. */
@@ -45,11 +51,14 @@ export interface FsScaleBench {
   metaBytesPerWrite: { vsm: number; ext4: number; ratio: number }
   /** vsm: the checkpoint at close; ext4: what umount wrote. */
   closeBytes: { vsm: number; ext4: number; ratio: number }
-  mount: { vsm: { ms: number; heapMiB: number; extents: number }; ext4: { ms: number; extents: number }; ratio: number }
+  /** The fs holding the fragmented disk (and its snapshots: vsm) and the file of one-block extents. */
+  mount: { vsm: { ms: number; heapMiB: number; rssMiB: number; extents: number; diskEntries: number }; ext4: { ms: number; extents: number }; ratio: number }
   namespace: {
     vsm: NsRates; vsmFuse: NsRates; ext4: NsRates
     ratios: { inProcess: NsRates; fuse: NsRates }
   }
+  /** vsm's allocator alone (ext4 n/a). */
+  alloc: { freeRuns: number; mibMs: number; blockAtGoalUs: number }
 }
 
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6
@@ -59,13 +68,15 @@ export async function fsScaleBench(): Promise<FsScaleBench> {
   const writes = Number(process.env.FS_SCALE_WRITES ?? 100_000)
   const volumeMiB = Number(process.env.FS_SCALE_VOL_MIB ?? 8192)
   const files = Number(process.env.FS_SCALE_FILES ?? 100_000)
+  const mountExtents = Number(process.env.FS_SCALE_MOUNT_EXTENTS ?? 1_000_000)
+  const freeRuns = Number(process.env.FS_SCALE_FREE_RUNS ?? 1_000_000)
   const dir = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? '/var/tmp', 'vsm-fs-scale-'))
   try {
-    const v = await vsmFigures(dir, volumeMiB * MiB, diskMiB, writes, files)
-    const e = await ext4Figures(dir, volumeMiB * MiB, diskMiB, v.done, v.mount.extents, files)
+    const v = await vsmFigures(dir, volumeMiB * MiB, diskMiB, writes, mountExtents, files)
+    const e = await ext4Figures(dir, volumeMiB * MiB, diskMiB, v.done, mountExtents, files)
     const vsmFuse = await fuseNamespace(dir, files)
     return {
-      params: { diskMiB, volumeMiB, writes, fsyncEvery: FSYNC_EVERY, files },
+      params: { diskMiB, volumeMiB, writes, fsyncEvery: FSYNC_EVERY, files, mountExtents },
       failed: v.failed,
       snapshot: v.snapshot,
       metaBytesPerWrite: { vsm: v.metaBytesPerWrite, ext4: e.metaBytesPerWrite, ratio: v.metaBytesPerWrite / e.metaBytesPerWrite },
@@ -75,6 +86,7 @@ export async function fsScaleBench(): Promise<FsScaleBench> {
         vsm: v.namespace, vsmFuse, ext4: e.namespace,
         ratios: { inProcess: ratios(v.namespace, e.namespace), fuse: ratios(vsmFuse, e.namespace) },
       },
+      alloc: allocFigures(freeRuns),
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
@@ -136,7 +148,7 @@ function kernelNamespace(dir: string): Namespace {
   }
 }
 
-async function vsmFigures(dir: string, volBytes: number, diskMiB: number, writes: number, files: number) {
+async function vsmFigures(dir: string, volBytes: number, diskMiB: number, writes: number, mountExtents: number, files: number) {
   const file = path.join(dir, 'vol0.img')
   const dev = await openDevice(file, { create: volBytes })
   await FileSystem.mkfs([dev])
@@ -166,12 +178,14 @@ async function vsmFigures(dir: string, volBytes: number, diskMiB: number, writes
   } catch (e) {
     failed = { afterWrites: tally.writes, error: (e as Error).message }
   }
+  const oneBlock = await fsys.create('/fragmented', 0o644, 0, 0)
+  await writeFragmentedFs(fsys, oneBlock, mountExtents)
   const beforeClose = fsys.journalStats().metaBytes
   // a full metadata area leaves the fs unusable: its close cannot checkpoint either
   await fsys.close().catch((e: Error) => { failed ??= { afterWrites: tally.writes, error: e.message } })
   const closeBytes = fsys.journalStats().metaBytes - beforeClose
   await dev.close()
-  const { mount, namespace } = await remount(file, ino, files)
+  const { mount, namespace } = await remount(file, ino, oneBlock, files)
   const last = fragmented[fragmented.length - 1]
   return {
     done: tally.writes, failed, closeBytes, mount, namespace,
@@ -180,23 +194,63 @@ async function vsmFigures(dir: string, volBytes: number, diskMiB: number, writes
   }
 }
 
-/**
- * Mount time and the heap the mounted fs holds (run with --expose-gc for a figure without
- * garbage), then the namespace figure on that fs (it holds the fragmented disk, as ext4's does).
- */
-async function remount(file: string, ino: number, files: number) {
-  global.gc?.()
-  const heap0 = process.memoryUsage().heapUsed
+/** Mean times of alloc() on a FreeMap of `runs` one-block free runs, each allocation given back before the next. */
+function allocFigures(runs: number): FsScaleBench['alloc'] {
+  const m = FreeMap.fromAllocated(0, 2 * runs, Array.from({ length: runs }, (_, i) => ({ start: 2 * i, len: 1 })), [])
+  const mean = (n: number, one: () => void) => {
+    const t0 = process.hrtime.bigint()
+    for (let i = 0; i < n; i++) one()
+    return ms(t0) / n
+  }
+  const giveBack = (got: { start: number; len: number }[] | null) => { for (const g of got!) m.release(g.start, g.len) }
+  return {
+    freeRuns: runs,
+    mibMs: mean(50, () => giveBack(m.alloc(256, -1))),
+    blockAtGoalUs: 1000 * mean(10_000, () => giveBack(m.alloc(1, 2 * Math.floor(Math.random() * runs) + 1))),
+  }
+}
+
+/** The mount figure (in a process of its own), then the namespace figure on that fs (it holds the fragmented disk, as ext4's does). */
+async function remount(file: string, ino: number, oneBlock: number, files: number) {
+  const mount = mountInChild(file, ino, oneBlock)
   const dev = await openDevice(file)
   try {
+    const fsys = await FileSystem.mount([dev])
+    try {
+      await fsys.mkdir('/ns', 0o755, 0, 0)
+      return { mount, namespace: await namespaceRates(fsNamespace(fsys, '/ns'), files) }
+    } finally {
+      await fsys.close()
+    }
+  } finally {
+    await dev.close()
+  }
+}
+
+type MountFigure = FsScaleBench['mount']['vsm']
+
+/**
+ * Mount time, and the heap and RSS the mounted fs adds to a process that held nothing
+ * else (the daemon's case; in this one the writes before leave their own): this file
+ * run again as a child with --mount-figure.
+ */
+function mountInChild(file: string, ino: number, oneBlock: number): MountFigure {
+  const out = execFileSync(process.execPath, ['--expose-gc', __filename, '--mount-figure', file, String(ino), String(oneBlock)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+  return JSON.parse(out) as MountFigure
+}
+
+async function mountFigure(file: string, ino: number, oneBlock: number): Promise<MountFigure> {
+  const dev = await openDevice(file)
+  try {
+    global.gc!()
+    const { heapUsed: heap0, rss: rss0 } = process.memoryUsage()
     const t0 = process.hrtime.bigint()
     const fsys = await FileSystem.mount([dev])
     const mountMs = ms(t0)
     try {
-      global.gc?.()
-      const mount = { ms: mountMs, heapMiB: (process.memoryUsage().heapUsed - heap0) / MiB, extents: fsys.extentMap(ino).length }
-      await fsys.mkdir('/ns', 0o755, 0, 0)
-      return { mount, namespace: await namespaceRates(fsNamespace(fsys, '/ns'), files) }
+      global.gc!()
+      const { heapUsed, rss } = process.memoryUsage()
+      return { ms: mountMs, heapMiB: (heapUsed - heap0) / MiB, rssMiB: (rss - rss0) / MiB, extents: fsys.extentMap(oneBlock).length, diskEntries: fsys.extentMap(ino).length }
     } finally {
       await fsys.close()
     }
@@ -252,6 +306,16 @@ function writeFragmented(file: string, extents: number): void {
   }
 }
 
+/** writeFragmented through the fs's API, 64 writes in flight (no two of the file's blocks are adjacent: the order they land in cannot merge any). */
+async function writeFragmentedFs(fsys: FileSystem, ino: number, extents: number): Promise<void> {
+  const buf = randomBytes(BS)
+  let next = 0
+  await Promise.all(Array.from({ length: 64 }, async () => {
+    while (next < extents) await fsys.write(ino, buf, 2 * next++ * BS)
+  }))
+  await fsys.sync()
+}
+
 /** The namespace figure through vsm's FUSE view: a `vsm up` in a home of its own, stopped in `finally`. */
 async function fuseNamespace(dir: string, files: number): Promise<NsRates> {
   const home = path.join(dir, 'vsm-home')
@@ -285,15 +349,22 @@ export function describe(b: FsScaleBench): string[] {
     `  metadata written per 4 KiB write: vsm ${f(b.metaBytesPerWrite.vsm, 0)} B (its journal, checkpoints, tree nodes), ` +
       `ext4 ${f(b.metaBytesPerWrite.ext4, 0)} B (loop device bytes minus data), ratio ${r(b.metaBytesPerWrite.ratio)}; ` +
       `at close: vsm's checkpoint ${f(b.closeBytes.vsm / MiB, 2)} MiB, ext4's umount ${f(b.closeBytes.ext4 / MiB, 2)} MiB, ratio ${r(b.closeBytes.ratio)}`,
-    `  mount holding a file of ${b.mount.vsm.extents} extents: vsm ${f(b.mount.vsm.ms)} ms (FileSystem.mount, heap +${f(b.mount.vsm.heapMiB)} MiB), ` +
+    `  mount holding the fragmented disk and a file of ${b.mount.vsm.extents} one-block extents: vsm ${f(b.mount.vsm.ms)} ms ` +
+      `(FileSystem.mount; the disk's map ${b.mount.vsm.diskEntries} entries, ${s.fragmented.length + 1} snapshots; heap +${f(b.mount.vsm.heapMiB)} MiB, RSS +${f(b.mount.vsm.rssMiB)} MiB), ` +
       `ext4 ${f(b.mount.ext4.ms)} ms (mount(8) run, ${b.mount.ext4.extents} one-block extents; kernel memory n/a), ratio ${r(b.mount.ratio)}`,
     `  ${b.params.files} files in one directory, create / stat / unlink per second: vsm in-process (its API, no kernel) ${rates(n.vsm)}; ` +
       `vsm FUSE view (vsm up, Node sync fs calls) ${rates(n.vsmFuse)}; ext4 (same calls) ${rates(n.ext4)}; ` +
       `ratios in-process/ext4 ${ratios(n.ratios.inProcess)}, FUSE/ext4 ${ratios(n.ratios.fuse)}`,
+    `  allocation in free space of ${b.alloc.freeRuns} one-block runs: 1 MiB ${f(b.alloc.mibMs, 2)} ms, one block at its goal ` +
+      `${f(b.alloc.blockAtGoalUs, 2)} µs (FreeMap in-process; ext4 n/a)`,
   ]
 }
 
-if (require.main === module) {
+if (require.main === module && process.argv[2] === '--mount-figure') {
+  const [file, ino, oneBlock] = process.argv.slice(3)
+  mountFigure(file, Number(ino), Number(oneBlock)).then((m) => console.log(JSON.stringify(m)))
+    .catch((e) => { console.error(e.message); process.exit(1) })
+} else if (require.main === module) {
   fsScaleBench().then((b) => {
     if (process.argv.includes('--json')) console.log(JSON.stringify(b))
     else for (const l of describe(b)) console.log(l)
