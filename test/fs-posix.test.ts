@@ -170,6 +170,30 @@ test('utimens: UTIME_NOW and UTIME_OMIT per time; ctime moves unless both are om
   await fs.close()
 })
 
+test('utimens keeps nanoseconds, through a crash and a remount; the fs\'s own stamps clear them; bad times change nothing', async () => {
+  const { fs, vols } = await memFs()
+  const ino = await fs.create('/f', 0o644, 0, 0)
+  await fs.create('/g', 0o644, 0, 0)
+  await fs.utimens('/f', { sec: 981173106, nsec: 123456789 }, { sec: -2, nsec: 999999999 })
+  await fs.utimens('/g', 'omit', { sec: 1700000000, nsec: 1 })
+  const times = (f: FileSystem, p: string) => { const s = f.getattr(p); return [s.atime, s.atimeNs, s.mtime, s.mtimeNs] }
+  assert.equal(times(fs, '/f'), [981173106123, 456789, -1001, 999999])
+  for (const bad of [{ sec: 1, nsec: 1e9 }, { sec: 1, nsec: -1 }, { sec: 1.5, nsec: 0 }, { sec: 2 ** 53, nsec: 0 }]) {
+    await rejects(fs.utimens('/f', bad, 'omit'), 'EINVAL')
+  }
+  assert.equal(times(fs, '/f'), [981173106123, 456789, -1001, 999999])
+  const fs2 = await bothWays(vols, fs, (f) => {
+    assert.equal(times(f, '/f'), [981173106123, 456789, -1001, 999999])
+    assert.equal(times(f, '/g').slice(2), [1700000000000, 1])
+  })
+  // a write stamps the mtime in whole ms; the atime keeps its nanoseconds
+  await fs2.write(ino, Buffer.alloc(10, 1), 0)
+  const [, an, mt, mn] = times(fs2, '/f')
+  assert.equal([an, mn], [456789, 0])
+  assert.ok(mt > Date.now() - 60_000)
+  await bothWays(vols, fs2, (f) => assert.equal(times(f, '/f'), [981173106123, 456789, mt, 0])).then((f) => f.close())
+})
+
 test('atime moves on read lazily (relatime): once after a change, not on every read', async () => {
   const { fs } = await memFs()
   const ino = await fs.create('/f', 0o644, 0, 0)

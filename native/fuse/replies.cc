@@ -3,6 +3,7 @@
 // /dev/fuse through libfuse and frees the Req.
 #include "session.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <sys/stat.h>
@@ -47,15 +48,16 @@ Req *reqArg(const Napi::CallbackInfo &info) {
   return r;
 }
 
-// attr array: [ino, mode, nlink, uid, gid, rdev, size, blocks, blksize, atimeMs, mtimeMs, ctimeMs]
+// attr array: [ino, mode, nlink, uid, gid, rdev, size, blocks, blksize, atimeMs, mtimeMs, ctimeMs,
+// atimeNs, mtimeNs]: times in whole epoch ms, the last two the nanoseconds within atime's and mtime's ms
 void toStat(Napi::Array a, struct stat *st) {
   memset(st, 0, sizeof *st);
   auto n = [&](uint32_t i) { return a.Get(i).As<Napi::Number>().DoubleValue(); };
-  auto ts = [&](uint32_t i, struct timespec *t) {
-    double ms = n(i);
-    t->tv_sec = static_cast<time_t>(ms / 1000);
-    t->tv_nsec = static_cast<long>((ms - t->tv_sec * 1000.0) * 1e6);
-    if (t->tv_nsec < 0) t->tv_nsec = 0;
+  auto ts = [&](uint32_t i, double ns, struct timespec *t) {
+    int64_t ms = static_cast<int64_t>(std::floor(n(i)));
+    int64_t sec = ms >= 0 ? ms / 1000 : -((999 - ms) / 1000); // floor, for times before 1970
+    t->tv_sec = static_cast<time_t>(sec);
+    t->tv_nsec = static_cast<long>((ms - sec * 1000) * 1000000 + static_cast<int64_t>(ns));
   };
   st->st_ino = static_cast<ino_t>(n(0));
   st->st_mode = static_cast<mode_t>(n(1));
@@ -66,9 +68,9 @@ void toStat(Napi::Array a, struct stat *st) {
   st->st_size = static_cast<off_t>(n(6));
   st->st_blocks = static_cast<blkcnt_t>(n(7));
   st->st_blksize = static_cast<blksize_t>(n(8));
-  ts(9, &st->st_atim);
-  ts(10, &st->st_mtim);
-  ts(11, &st->st_ctim);
+  ts(9, n(12), &st->st_atim);
+  ts(10, n(13), &st->st_mtim);
+  ts(11, 0, &st->st_ctim);
 }
 
 fuse_entry_param toEntry(const Napi::CallbackInfo &info, uint32_t at) {

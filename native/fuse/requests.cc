@@ -72,8 +72,10 @@ void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *a, int to_set, fuse
   r->ino2 = a->st_uid;
   r->fh2 = a->st_gid;
   r->size = static_cast<double>(a->st_size);
-  r->off = a->st_atim.tv_sec * 1e3 + a->st_atim.tv_nsec / 1e6;
-  r->off2 = a->st_mtim.tv_sec * 1e3 + a->st_mtim.tv_nsec / 1e6;
+  r->off = static_cast<double>(a->st_atim.tv_sec);
+  r->nsec = static_cast<double>(a->st_atim.tv_nsec);
+  r->off2 = static_cast<double>(a->st_mtim.tv_sec);
+  r->nsec2 = static_cast<double>(a->st_mtim.tv_nsec);
   r->fh = fi ? static_cast<double>(fi->fh) : -1;
   callJs(r);
 }

@@ -168,6 +168,7 @@ void callJs(Req *r) {
     Napi::Number::New(env, r->ino2), Napi::Number::New(env, r->fh2), Napi::Number::New(env, r->off2),
     Napi::Number::New(env, r->mode),
     Napi::Number::New(env, r->uid), Napi::Number::New(env, r->gid), Napi::Number::New(env, r->pid),
+    Napi::Number::New(env, r->nsec), Napi::Number::New(env, r->nsec2),
   };
   if (noReply) delete r;
   fn.Call(args);

@@ -158,7 +158,7 @@ export class FsCore {
 
   stat(n: Inode): Stat {
     return { ino: n.ino, mode: n.mode, uid: n.uid, gid: n.gid, size: n.size, blocks: n.ext.total * (BS / 512),
-      nlink: n.nlink, atime: n.atime, mtime: n.mtime, ctime: n.ctime, rdev: n.rdev }
+      nlink: n.nlink, atime: n.atime, mtime: n.mtime, ctime: n.ctime, atimeNs: n.atimeNs, mtimeNs: n.mtimeNs, rdev: n.rdev }
   }
 
   drain(n: Inode): Promise<void> {

@@ -28,7 +28,7 @@ import * as vols from './volumes'
 export {
   S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, RENAME_NOREPLACE, RENAME_EXCHANGE, MAX_FILE_SIZE,
 } from './inode'
-export type { FileRef, Stat, StatFs, TimeSpec, SnapshotInfo, MapEntry } from './inode'
+export type { FileRef, Stat, StatFs, TimeSpec, Timespec, SnapshotInfo, MapEntry } from './inode'
 
 export class FileSystem {
   private constructor(private readonly core: FsCore) {}

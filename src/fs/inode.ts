@@ -14,8 +14,10 @@ export const NODE_TYPES = new Set([S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK]
 /** rename(2) flags (renameat2). */
 export const RENAME_NOREPLACE = 1
 export const RENAME_EXCHANGE = 2
-/** utimensat(2)'s UTIME_NOW and UTIME_OMIT as utimens() takes them. */
-export type TimeSpec = number | 'now' | 'omit'
+/** A time as the kernel gives it: seconds and nanoseconds since the epoch. */
+export interface Timespec { sec: number; nsec: number }
+/** utimens()'s times: epoch ms, a Timespec (exact to the nanosecond), or utimensat(2)'s UTIME_NOW and UTIME_OMIT. */
+export type TimeSpec = number | Timespec | 'now' | 'omit'
 /** A file by path, or by inode number (core.resolve). */
 export type FileRef = string | number
 export const NAME_MAX = 255
@@ -31,7 +33,8 @@ export const LAZY_COMMIT_MS = 5000
 
 export interface Stat {
   ino: number; mode: number; uid: number; gid: number; size: number; blocks: number; nlink: number
-  atime: number; mtime: number; ctime: number
+  /** Epoch ms; atimeNs and mtimeNs add the nanoseconds within that ms (0..999999). */
+  atime: number; mtime: number; ctime: number; atimeNs: number; mtimeNs: number
   /** Device number of a character or block special file (0 otherwise). */
   rdev: number
 }
@@ -84,11 +87,27 @@ export class Inode {
   target = ''
   /** A device's number. */
   rdev = 0
+  /**
+   * atime and mtime in epoch ms, and the nanoseconds within that ms a utimensat gave
+   * (the fs's own stamps are whole ms). Setting a time in ms clears its nanoseconds, so
+   * no stamp keeps the fraction of the time it replaced.
+   */
+  private at: number
+  private mt: number
+  atimeNs = 0
+  mtimeNs = 0
   constructor(
     public ino: number, public mode: number, public uid: number, public gid: number, public size: number,
-    public nlink: number, public atime: number, public mtime: number, public ctime: number,
+    public nlink: number, atime: number, mtime: number, public ctime: number,
     public vol: number, public parent: number,
-  ) {}
+  ) {
+    this.at = atime
+    this.mt = mtime
+  }
+  get atime() { return this.at }
+  set atime(ms: number) { this.at = ms; this.atimeNs = 0 }
+  get mtime() { return this.mt }
+  set mtime(ms: number) { this.mt = ms; this.mtimeNs = 0 }
   get isDir() { return (this.mode & S_IFMT) === S_IFDIR }
   get isReg() { return (this.mode & S_IFMT) === S_IFREG }
   /** Unlinked while open: out of the tree, its data kept until the last close (or the next mount). */
@@ -122,8 +141,22 @@ export function checkMode(m: number) {
   if (!Number.isSafeInteger(m) || m < 0) throw err('EINVAL', `bad mode: ${m}`)
 }
 
-export function checkTime(t: number, what: string) {
-  if (typeof t !== 'number' || !Number.isFinite(t)) throw err('EINVAL', `bad ${what}: ${t}`)
+/** Seconds beyond which a time in ms is no longer an exact integer. */
+const MAX_SEC = Math.floor(Number.MAX_SAFE_INTEGER / 1000)
+
+export function checkTime(t: number | Timespec, what: string) {
+  const ok = typeof t === 'number'
+    ? Number.isFinite(t) && Math.abs(t) <= MAX_SEC * 1000
+    : typeof t === 'object' && t !== null && Number.isSafeInteger(t.sec) && Math.abs(t.sec) < MAX_SEC &&
+      Number.isInteger(t.nsec) && t.nsec >= 0 && t.nsec < 1e9
+  if (!ok) throw err('EINVAL', `bad ${what}: ${JSON.stringify(t)}`)
+}
+
+/** A checked time as [epoch ms, nanoseconds within that ms]. */
+export function msAndNs(t: number | Timespec): [number, number] {
+  if (typeof t === 'object') return [t.sec * 1000 + Math.floor(t.nsec / 1e6), t.nsec % 1e6]
+  const ms = Math.floor(t)
+  return [ms, Math.min(999_999, Math.round((t - ms) * 1e6))]
 }
 
 export function checkXattrName(name: string) {

@@ -114,7 +114,7 @@ export function captureInodes(c: FsCore): { nextIno: number; gen: number; inodes
   for (const n of c.inodes.values()) {
     inodes.push([n, [n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
       n.entries ? [...n.entries] : 0, 0, [...n.xattr].map(([k, v]) => [k, v.toString('base64')]),
-      n.snaps ? [...n.snaps] : 0, n.snapOf, n.snapName, n.stamp, n.target, n.rdev]])
+      n.snaps ? [...n.snaps] : 0, n.snapOf, n.snapName, n.stamp, n.target, n.rdev, n.atimeNs, n.mtimeNs]])
   }
   return { nextIno: c.nextIno, gen: c.gen, inodes }
 }
@@ -150,6 +150,8 @@ export function deserialize(c: FsCore, payload: Buffer): number {
     n.stamp = a[17] ?? 0
     n.target = a[18] ?? ''
     n.rdev = a[19] ?? 0
+    n.atimeNs = a[20] ?? 0
+    n.mtimeNs = a[21] ?? 0
     c.inodes.set(n.ino, n)
   }
   c.gen = st.gen ?? 0
@@ -174,7 +176,8 @@ export async function ensureMeta(c: FsCore, extra: number): Promise<void> {
 }
 
 export function attrOp(n: Inode): Op {
-  return { o: 'at', i: n.ino, m: n.mode, u: n.uid, g: n.gid, s: n.size, a: n.atime, mt: n.mtime, c: n.ctime, st: n.stamp }
+  return { o: 'at', i: n.ino, m: n.mode, u: n.uid, g: n.gid, s: n.size, a: n.atime, mt: n.mtime, c: n.ctime, st: n.stamp,
+    ...(n.atimeNs ? { an: n.atimeNs } : {}), ...(n.mtimeNs ? { mn: n.mtimeNs } : {}) }
 }
 
 export async function doCommit(c: FsCore): Promise<void> {

@@ -4,7 +4,7 @@
 import type { FsCore } from './core'
 import {
   FileRef, Inode, LINK_MAX, NODE_TYPES, NO_ID, PATH_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT, S_IFBLK, S_IFCHR, S_IFDIR,
-  S_IFLNK, S_IFMT, S_IFREG, Stat, TimeSpec, XATTR_MAX, checkId, checkMode, checkTime, checkXattrName, err,
+  S_IFLNK, S_IFMT, S_IFREG, Stat, TimeSpec, XATTR_MAX, checkId, checkMode, checkTime, checkXattrName, err, msAndNs,
 } from './inode'
 import { ensureMeta } from './journal'
 import { placeable, placementFor } from './volumes'
@@ -209,7 +209,7 @@ export async function chown(c: FsCore, path: FileRef, uid: number, gid: number):
   c.touchAttrs(n)
 }
 
-/** Times in epoch ms, or utimensat's 'now' (UTIME_NOW) and 'omit' (UTIME_OMIT); ctime moves unless both are omitted. */
+/** Times in epoch ms or as a Timespec, or utimensat's 'now' (UTIME_NOW) and 'omit' (UTIME_OMIT); ctime moves unless both are omitted. */
 export async function utimens(c: FsCore, path: FileRef, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
   c.live()
   if (atime !== 'now' && atime !== 'omit') checkTime(atime, 'atime')
@@ -217,8 +217,8 @@ export async function utimens(c: FsCore, path: FileRef, atime: TimeSpec, mtime: 
   const n = c.resolve(path)
   if (atime === 'omit' && mtime === 'omit') return
   const now = Date.now()
-  if (atime !== 'omit') n.atime = atime === 'now' ? now : atime
-  if (mtime !== 'omit') n.mtime = mtime === 'now' ? now : mtime
+  if (atime !== 'omit') [n.atime, n.atimeNs] = atime === 'now' ? [now, 0] : msAndNs(atime)
+  if (mtime !== 'omit') [n.mtime, n.mtimeNs] = mtime === 'now' ? [now, 0] : msAndNs(mtime)
   n.ctime = now
   c.touchAttrs(n)
 }

@@ -20,7 +20,7 @@ export type Op =
   | { o: 'or'; i: number }
   | { o: 'tr'; i: number; s: number; t: number; st: number }
   | { o: 'ph'; i: number; b0: number; b1: number; t: number; st: number }
-  | { o: 'at'; i: number; m: number; u: number; g: number; s: number; a: number; mt: number; c: number; st: number }
+  | { o: 'at'; i: number; m: number; u: number; g: number; s: number; a: number; mt: number; c: number; st: number; an?: number; mn?: number }
   | { o: 'xa'; i: number; n: string; v: string | null; t: number }
   /** Maps file blocks (replacing what they mapped: copy-on-write moves a block). */
   | { o: 'ex'; i: number; e: number[]; st: number }
@@ -155,7 +155,8 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
     case 'at': {
       const n = c.inodes.get(op.i)
       if (!n) { if (replay) return []; throw bad(`no inode ${op.i}`) }
-      n.mode = op.m; n.uid = op.u; n.gid = op.g; n.size = op.s; n.atime = op.a; n.mtime = op.mt; n.ctime = op.c
+      n.mode = op.m; n.uid = op.u; n.gid = op.g; n.size = op.s; n.ctime = op.c
+      n.atime = op.a; n.atimeNs = op.an ?? 0; n.mtime = op.mt; n.mtimeNs = op.mn ?? 0
       stamp(n, op.st ?? 0)
       return []
     }

@@ -39,6 +39,7 @@ type Dispatch = (
   op: number, req: number, ino: number, fh: number, off: number, size: number, flags: number,
   name: string | undefined, name2: string | undefined, data: Buffer | undefined,
   ino2: number, fh2: number, off2: number, mode: number, uid: number, gid: number, pid: number,
+  nsec: number, nsec2: number,
 ) => void
 
 // Keep in step with enum Op in native/fuse/session.h.
@@ -181,7 +182,7 @@ class Nodes {
   }
 }
 
-const attrArray = (id: number, a: Attr) => [id, a.mode, a.nlink, a.uid, a.gid, a.rdev ?? 0, a.size, a.blocks, a.blksize, a.atime, a.mtime, a.ctime]
+const attrArray = (id: number, a: Attr) => [id, a.mode, a.nlink, a.uid, a.gid, a.rdev ?? 0, a.size, a.blocks, a.blksize, a.atime, a.mtime, a.ctime, a.atimeNs ?? 0, a.mtimeNs ?? 0]
 
 /** struct fuse_dirent entries from index `from` on, as many as fit in `size` bytes; each one's off is its index + 1. */
 function packDirents(entries: { name: string; id: number; mode: number }[], from: number, size: number): Buffer {
@@ -252,7 +253,7 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
     return f as NonNullable<FuseOps[K]>
   }
 
-  const dispatch: Dispatch = (op, req, ino, fh, off, size, flags, name, name2, data, ino2, fh2, off2, mode, uid, gid, pid) => {
+  const dispatch: Dispatch = (op, req, ino, fh, off, size, flags, name, name2, data, ino2, fh2, off2, mode, uid, gid, pid, nsec, nsec2) => {
     const caller: Caller = { uid, gid, pid }
     switch (op) {
       case OP.CLOSED: closedSeen = true; return settle()
@@ -270,8 +271,8 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
         if (flags & SET_SIZE) await ops.truncate(p, size, i)
         if (flags & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW)) {
           // utimensat's UTIME_NOW and UTIME_OMIT reach the fs as such (the fs stamps ctime once)
-          const at = flags & SET_ATIME_NOW ? 'now' : flags & SET_ATIME ? off : 'omit'
-          const mt = flags & SET_MTIME_NOW ? 'now' : flags & SET_MTIME ? off2 : 'omit'
+          const at = flags & SET_ATIME_NOW ? 'now' : flags & SET_ATIME ? { sec: off, nsec: nsec } : 'omit'
+          const mt = flags & SET_MTIME_NOW ? 'now' : flags & SET_MTIME ? { sec: off2, nsec: nsec2 } : 'omit'
           await ops.utimens(p, at, mt, i)
         }
         return ops.getattr(p, i)

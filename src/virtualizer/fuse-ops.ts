@@ -26,6 +26,8 @@ export const ROOT_CALLER: Caller = { uid: 0, gid: 0, pid: 0 }
 export interface Attr {
   ino: number; mode: number; uid: number; gid: number; size: number; blocks: number; nlink: number
   atime: number; mtime: number; ctime: number; blksize: number
+  /** The nanoseconds within atime's and mtime's ms (a binding that cannot carry them shows whole ms). */
+  atimeNs?: number; mtimeNs?: number
   /** A device node's number. */
   rdev?: number
 }
@@ -65,7 +67,7 @@ export interface FuseOps {
   rmdir(path: string): Awaitable<void>
   chmod(path: string, mode: number, ino?: number): Awaitable<void>
   chown(path: string, uid: number, gid: number, ino?: number): Awaitable<void>
-  /** Epoch ms, or 'now' / 'omit' for utimensat's UTIME_NOW / UTIME_OMIT. */
+  /** Epoch ms or a Timespec, or 'now' / 'omit' for utimensat's UTIME_NOW / UTIME_OMIT. */
   utimens(path: string, atime: TimeSpec, mtime: TimeSpec, ino?: number): Awaitable<void>
   /** Throws ENODATA when the file has no such attribute. */
   getxattr(path: string, name: string): Awaitable<Buffer>
@@ -279,8 +281,8 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
     },
     getattr: (p, i) => {
       if (inSnapView(p)) return snapStat(p)
-      const { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime, rdev } = i ? fs.statIno(i) : fs.getattr(p)
-      return { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime, rdev, blksize: BLKSIZE }
+      const { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime, atimeNs, mtimeNs, rdev } = i ? fs.statIno(i) : fs.getattr(p)
+      return { ino, mode, uid, gid, size, blocks, nlink, atime, mtime, ctime, atimeNs, mtimeNs, rdev, blksize: BLKSIZE }
     },
     readdir: (p) => {
       if (!inSnapView(p)) return fs.readdir(p)
