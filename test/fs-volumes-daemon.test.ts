@@ -194,7 +194,10 @@ test('fs remove-volume: refused while a policy names it; then every disk moves o
   // kill -9 as soon as the job is under way, with a writer on a disk it moves
   const exited = startWriter(img, journal, MOVE_SLOTS, 3)
   await until('the writer to start', () => acks(journal) > 5)
-  const job = /job (\d+)/.exec(await vsm.run('fs', 'remove-volume', 'v1'))![1]
+  assert.match(await vsm.run('fs', 'remove-volume', 'v1', '--to', 'nope').catch((e) => e.stderr), /volume nope is not part of the file system/)
+  const started = await vsm.run('fs', 'remove-volume', 'v1', '--to', 'vol0')
+  assert.match(started, /onto vol0/)
+  const job = /job (\d+)/.exec(started)![1]
   vsm.kill9()
   await exited
   await vsm.up()

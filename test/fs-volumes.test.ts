@@ -7,7 +7,7 @@ import { okCheck, MiB } from './helpers/fs-fixture'
 import { FileSystem } from '../src/fs'
 import { mountFromVolumes, VolumeSource } from '../src/fs/discover'
 import { listPolicies, setPolicy } from '../src/fs/placement'
-import { startRemoveVolume } from '../src/fs/move'
+import { resumeFsJobs, startRemoveVolume } from '../src/fs/move'
 import { probeVolume } from '../src/fs/layout'
 import { Jobs } from '../src/control/jobs'
 import { BlockDev, VsmError } from '../src/block/blockdev'
@@ -381,6 +381,49 @@ rmv('remove-volume moves files, snapshots and clones off a volume under writes, 
   fs = (await mountFromVolumes(source({ a, b })))!
   await okCheck(fs)
   await fs.close()
+})
+
+rmv('remove-volume --to a named volume: files, snapshots and new writes go there, also when a crash interrupts it; bad targets change nothing', async () => {
+  const a = new MemDev(32 * MiB), b = new MemDev(32 * MiB), c = new MemDev(32 * MiB)
+  await FileSystem.mkfs([a, b, c], { volumeNames: ['a', 'b', 'c'] })
+  const fs = await FileSystem.mount([a, b, c])
+  const jobs = new Jobs()
+  const ino = await fs.create('/d', 0o644, 0, 0, { volume: 1 })
+  const model = pattern(7, 2 * MiB)
+  await fs.write(ino, model, 0)
+  await fs.snapshot('/d', 's')
+  const empty = await fs.create('/e', 0o644, 0, 0, { volume: 1 })
+  await rejects(startRemoveVolume(fs, jobs, 'b', 'b'), 'EINVAL', /target is the volume being removed/)
+  await rejects(startRemoveVolume(fs, jobs, 'b', 'zz'), 'ENOENT', /zz is not part of the file system/)
+  await rejects(startRemoveVolume(fs, jobs, 'a', 'c'), 'EBUSY', /metadata/)
+  assert.equal(fs.volumeNames(), ['a', 'b', 'c'])
+  await fs.write(await fs.create('/still', 0o644, 0, 0, { volume: 1 }), Buffer.alloc(4096, 2), 0)
+  const started = await startRemoveVolume(fs, jobs, 'b', 'c')
+  assert.is(started.to, 'c')
+  // what kill -9 right after the start leaves: the intent names the target
+  const crashed = [a, b, c].map((v) => v.crashImage(() => 0))
+  const done = await jobs.wait(started.job)
+  assert.is(done.error, undefined, String(done.error))
+  const verify = async (f: FileSystem) => {
+    assert.equal(f.volumeNames(), ['a', 'c'])
+    for (const i of [ino, f.snapshotIno('/d', 's')]) assert.equal(Object.keys(f.placementOf(i)), ['c'])
+    const got = Buffer.alloc(2 * MiB)
+    await f.read(ino, got, 0)
+    assert.ok(got.equals(model))
+    await f.write(empty, Buffer.alloc(4096, 3), 0)
+    assert.equal(Object.keys(f.placementOf(empty)), ['c'], 'a file placed on the removed volume now grows on the target')
+    await okCheck(f)
+  }
+  await verify(fs)
+  await fs.close()
+  const fs2 = await FileSystem.mount(crashed)
+  assert.equal(fs2.volumeNames(), ['a', 'b', 'c'])
+  const jobs2 = new Jobs()
+  const resumed = await resumeFsJobs(fs2, jobs2)
+  assert.is(resumed.length, 1)
+  assert.is(((await jobs2.wait(resumed[0].job!)).result as { to: string }).to, 'c')
+  await verify(fs2)
+  await fs2.close()
 })
 
 rmv.run()

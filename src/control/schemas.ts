@@ -47,7 +47,7 @@ export const SCHEMAS = {
   'fs.stat': NONE,
   'fs.check': NONE,
   'fs.volume.add': args({ volume: objectName }),
-  'fs.volume.remove': args({ volume: objectName }),
+  'fs.volume.remove': args({ volume: objectName, to: objectName.optional() }),
   'fs.policy.set': args({ dir: mountPath, volume: objectName, match: pattern.optional() }),
   'fs.policy.list': NONE,
   'fs.move': args({ path: mountPath, volume: objectName, rate: rate.optional() }),

@@ -12,7 +12,7 @@ export function fsCommands(fs: FileSystem, pool: VolumeSource, jobs: Jobs): Comm
     'fs.stat': () => ({ ...fs.statfs(), volumes: fs.volumeNames(), journal: fs.journalStats() }),
     'fs.check': () => fs.check(),
     'fs.volume.add': async (x) => fs.addVolume(await pool.open(x.volume), x.volume),
-    'fs.volume.remove': (x) => startRemoveVolume(fs, jobs, x.volume),
+    'fs.volume.remove': (x) => startRemoveVolume(fs, jobs, x.volume, x.to),
     'fs.policy.set': (x) => setPolicy(fs, x.dir, x.volume, x.match),
     'fs.policy.list': () => listPolicies(fs),
     'fs.move': (x) => startMove(fs, jobs, { path: x.path, volume: x.volume, rate: x.rate }),

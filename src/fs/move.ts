@@ -94,18 +94,19 @@ async function relocateAll(fs: FileSystem, ino: number, to: number, signal: Abor
 }
 
 /**
- * remove-volume: a job that moves every file and snapshot off a volume onto the fs's
- * first volume, then drops it from the fs. Refused while a placement rule names it (the
- * rule would have nowhere to send new files).
+ * remove-volume: a job that moves every file and snapshot off a volume onto `target`
+ * (default: the fs's first volume, which holds the metadata), then drops it from the
+ * fs. Refused while a placement rule names it (the rule would have nowhere to send new
+ * files).
  */
-export async function startRemoveVolume(fs: FileSystem, jobs: Jobs, name: string): Promise<{ job: number; volume: string }> {
+export async function startRemoveVolume(fs: FileSystem, jobs: Jobs, name: string, target?: string): Promise<{ job: number; volume: string; to: string }> {
   const named = listPolicies(fs).filter((r) => r.volume === name)
   if (named.length) throw new VsmError('EBUSY', `placement policy on ${named[0].dir} puts files on ${name}: change it first (vsm fs policy set)`)
-  const to = 0
+  const to = target === undefined ? 0 : fs.volumeIndex(target)
   const v = fs.beginRemove(name, to)
   const total = fs.inodesOn(v).length
   try {
-    await writeJsonXattr(fs, '/', REMOVE_XATTR + name, { volume: name })
+    await writeJsonXattr(fs, '/', REMOVE_XATTR + name, { volume: name, to: target })
   } catch (e) {
     fs.cancelRemove(v)
     throw e
@@ -122,13 +123,13 @@ export async function startRemoveVolume(fs: FileSystem, jobs: Jobs, name: string
         }
       }
       await fs.finishRemove(v)
-      return { volume: name, movedBytes: moved * BS }
+      return { volume: name, to: fs.volumes()[to].name, movedBytes: moved * BS }
     } catch (e) {
       fs.cancelRemove(v)
       throw e
     }
   }), { description: `remove volume ${name} from the fs`, total, pausable: true })
-  return { job, volume: name }
+  return { job, volume: name, to: fs.volumes()[to].name }
 }
 
 /**
@@ -139,8 +140,8 @@ export async function startRemoveVolume(fs: FileSystem, jobs: Jobs, name: string
 export async function resumeFsJobs(fs: FileSystem, jobs: Jobs): Promise<{ what: string; job?: number; error?: string }[]> {
   const todo: { what: string; path: string; name: string; run: () => Promise<{ job: number }> }[] = []
   for (const x of fs.listxattr('/').filter((n) => n.startsWith(REMOVE_XATTR))) {
-    const volume = readJsonXattr<{ volume?: string }>(fs, '/', x, {}).volume ?? x.slice(REMOVE_XATTR.length)
-    todo.push({ what: `remove-volume ${volume}`, path: '/', name: x, run: () => startRemoveVolume(fs, jobs, volume) })
+    const { volume = x.slice(REMOVE_XATTR.length), to } = readJsonXattr<{ volume?: string; to?: string }>(fs, '/', x, {})
+    todo.push({ what: `remove-volume ${volume}`, path: '/', name: x, run: () => startRemoveVolume(fs, jobs, volume, to) })
   }
   for (const path of regularFiles(fs, '/')) {
     const { volume, rate } = readJsonXattr<{ volume?: string; rate?: number }>(fs, path, MOVE_XATTR, {})

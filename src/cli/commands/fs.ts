@@ -13,7 +13,9 @@ export function registerFs(program: Command) {
   fsCmd.command('add-volume <volume>').description('add a pool volume to the running fs (files can then be placed on it)')
     .action((volume, _o, cmd) => call(cmd, 'fs.volume.add', { volume }, (r) => `added volume ${r.name} (${formatSize(r.size)}) to the fs`))
   fsCmd.command('remove-volume <volume>').description('move every file off a volume while in use (a job), then drop it from the fs')
-    .action((volume, _o, cmd) => call(cmd, 'fs.volume.remove', { volume }, (r) => `removing volume ${r.volume} from the fs: job ${r.job} (vsm job wait ${r.job})`))
+    .option('--to <volume>', 'the fs volume its files move to (default: the first, which holds the metadata)')
+    .action((volume, o, cmd) => call(cmd, 'fs.volume.remove', { volume, to: o.to },
+      (r) => `removing volume ${r.volume} from the fs onto ${r.to}: job ${r.job} (vsm job wait ${r.job})`))
   const policy = fsCmd.command('policy').description('where new files go: by directory (inherited down the tree) and name pattern')
   policy.command('set <dir>').description('new files under DIR (matching --match, if given) are placed on a volume')
     .requiredOption('--volume <name>', 'volume for them').option('--match <glob>', "only names matching this pattern, e.g. '*.iso'")
