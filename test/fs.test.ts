@@ -291,7 +291,10 @@ sp('holes read as zeros and take no space; blocks and statfs move correctly', as
   await fs.unlink('/img')
   await fs.sync()
   assert.is(fs.statfs().bfree, s0.bfree)
-  assert.is(fs.statfs().ffree, files0 + 1)
+  // inodes live in the checkpoint's state on volume 0's free space: the freed data makes room too
+  const s1 = fs.statfs()
+  assert.ok(s1.ffree >= files0 + 1, `${s1.ffree} free inodes, ${files0} before`)
+  assert.is(s1.files - s1.ffree, 1, 'the root is the one inode in use')
   await okCheck(fs)
 })
 
@@ -426,17 +429,19 @@ sp('ENOSPC: a full volume refuses writes cleanly, the fs stays consistent and us
   await okCheck(fs)
 })
 
-sp('metadata ENOSPC: the checkpoint area bounds metadata; refusals change nothing; deleting makes room', async () => {
+sp('metadata grows from volume 0\'s free space, not a fixed area: ENOSPC only when it is full; refusals change nothing; deleting makes room', async () => {
   const vols = [new MemDev(32 * MiB)]
   await FileSystem.mkfs(vols)
   let fs = await FileSystem.mount(vols)
   const big = Buffer.alloc(60000, 0x41)
   let n = 0, hit = false
-  for (; n < 100; n++) {
+  for (; n < 1000; n++) {
     await fs.create(`/f${n}`, 0o644, 0, 0)
     try { await fs.setxattr(`/f${n}`, 'user.blob', big) } catch (e) { assert.is((e as VsmError).code, 'ENOSPC'); hit = true; break }
   }
   assert.ok(hit, 'metadata never filled up')
+  // the 1 MiB checkpoint area held about ten of these; the 32 MiB volume holds well over a hundred
+  assert.ok(n > 100, `only ${n} xattrs of 60000 bytes fit`)
   assert.is(fs.getxattr(`/f${n}`, 'user.blob'), undefined)
   await okCheck(fs)
   await fs.close()
@@ -448,6 +453,56 @@ sp('metadata ENOSPC: the checkpoint area bounds metadata; refusals change nothin
   fs = await FileSystem.mount(vols)
   assert.is(fs.getxattr(`/f${n}`, 'user.blob')!.length, 60000)
   await okCheck(fs)
+})
+
+sp('more files than the checkpoint area could hold: kept through a crash and a remount; a damaged state refuses to mount', async () => {
+  const vols = [new MemDev(32 * MiB)]
+  await FileSystem.mkfs(vols)
+  let fs = await FileSystem.mount(vols)
+  // ~160 bytes of state each: the 1 MiB area held ~5000
+  const N = 12000
+  await fs.mkdir('/d', 0o755, 0, 0)
+  for (let i = 0; i < N; i++) {
+    const ino = await fs.create(`/d/file-with-a-longer-name-${i}`, 0o644, i, i)
+    if (i % 1000 === 0) await fs.write(ino, Buffer.alloc(4096, i % 251), 0)
+  }
+  await fs.sync()
+  const verify = async (f: FileSystem) => {
+    assert.is(f.readdir('/d').length, N)
+    assert.is(f.getattr(`/d/file-with-a-longer-name-${N - 1}`).uid, N - 1)
+    const b = Buffer.alloc(4096)
+    await f.read(f.lookup('/d/file-with-a-longer-name-7000'), b, 0)
+    assert.ok(b.equals(Buffer.alloc(4096, 7000 % 251)))
+    await okCheck(f)
+  }
+  const crashed = await FileSystem.mount([vols[0].crashImage(() => 0)])
+  await verify(crashed)
+  await crashed.close()
+  await fs.close()
+  fs = await FileSystem.mount(vols)
+  await verify(fs)
+  const runs = (fs as any).core.stateRuns as { start: number; len: number }[]
+  assert.ok(runs.length > 0 && runs.reduce((a, r) => a + r.len, 0) * 4096 > 1 * MiB, 'the state is not on the data blocks')
+  await fs.close()
+  // the last checkpoint's state, one byte changed: refused, one line, nothing written
+  const at = ((fs as any).core.stateRuns as { start: number }[])[0].start * 4096 + 100
+  const one = Buffer.alloc(1)
+  await vols[0].read(one, at)
+  one[0] ^= 0xff
+  await vols[0].write(one, at)
+  await vols[0].flush()
+  let writes = 0
+  const write = vols[0].write.bind(vols[0])
+  vols[0].write = (b: Buffer, o: number) => { writes++; return write(b, o) }
+  try {
+    await FileSystem.mount(vols)
+    assert.unreachable('mounted a damaged state')
+  } catch (e) {
+    assert.is((e as VsmError).code, 'EIO')
+    assert.match((e as Error).message, /fails its checksum/)
+    assert.not.match((e as Error).message, /\n/)
+  }
+  assert.is(writes, 0, 'a refused mount wrote')
 })
 
 sp('group commit: concurrent fsyncs share commits', async () => {

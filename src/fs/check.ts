@@ -1,6 +1,6 @@
 // fsck of the mounted fs: the extent trees (nodes, their reference counts, each map
 // equal to its tree), extents sorted and inside their files, the free map and the
-// reference counts against what the extent maps and the store imply, the directory
+// reference counts against what the extent maps, the store and the checkpoint's state imply, the directory
 // tree, link counts, snapshots and orphans.
 import type { FsCore } from './core'
 import { Extent } from './extents'
@@ -45,7 +45,7 @@ export function check(c: FsCore): Promise<{ ok: boolean; errors: string[]; leake
 
 async function checkLocked(c: FsCore): Promise<{ ok: boolean; errors: string[]; leakedBytes: number }> {
   const errors: string[] = []
-  const meta = await checkMaps(c, errors)
+  const meta = [...await checkMaps(c, errors), ...c.stateRuns]
   let leaked = 0
   const root = c.inodes.get(ROOT)
   if (!root || !root.isDir) errors.push('no root directory')

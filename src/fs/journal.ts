@@ -1,27 +1,29 @@
 // The commit and the journal: the checkpoint (inodes, directories and xattrs as JSON
-// in one of two alternating areas, each file's extents in its tree: trees.ts) and the
-// circular journal of op records (ext4 data=ordered / XFS-like). A commit flushes the
-// data volumes, then writes the queued ops as one record, or a checkpoint when the
-// journal is half full, and flushes volume 0. A checkpoint applies the changes since
-// the last one to the trees and commits the store first; its record names that
-// commit. Mount loads the newest valid checkpoint and the maps from the trees, replays
-// the records of its epoch (nonce) in seq order until the first bad one, rebuilds the
-// free maps from the extents and the store's blocks, and starts a new epoch with a
-// fresh checkpoint. A version 1 or 2 fs (whole state with extents in VCK1 checkpoints)
-// is converted on mount: loaded as before, its trees built by that first checkpoint,
-// then the version 3 superblock written; a crash before that leaves the old fs.
+// on volume 0 blocks, named by a record in one of two alternating areas; each file's
+// extents in its tree: trees.ts) and the circular journal of op records (ext4
+// data=ordered / XFS-like). A commit flushes the data volumes, then writes the queued
+// ops as one record, or a checkpoint when the journal is half full, and flushes volume
+// 0. A checkpoint applies the changes since the last one to the trees and commits the
+// store first, then writes its state and flushes it; its record names that commit and
+// those blocks. Mount loads the newest valid checkpoint and the maps from the trees,
+// replays the records of its epoch (nonce) in seq order until the first bad one,
+// rebuilds the free maps from the extents, the store's blocks and the state's, and
+// starts a new epoch with a fresh checkpoint. A version 1 or 2 fs (whole state with
+// extents in VCK1 checkpoints) is converted on mount: loaded as before, its trees built
+// by that first checkpoint, then the version 3 superblock written; a crash before that
+// leaves the old fs.
 import { randomBytes } from 'crypto'
 import type { FsCore } from './core'
 import { BtStore } from './btree/store'
 import { Inode, ROOT, err } from './inode'
 import {
-  BS, CK_V1, CK_V2, JR_HDR, JR_OPS, JR_WRAP, SB_VERSION, decodeRecordHeader, encodeCheckpoint, encodeRecord, readCheckpoint,
-  recordCrcOk, recordLen, writeSuperblock,
+  BS, CK_V1, CK_V2, JR_HDR, JR_OPS, JR_WRAP, Run, SB_VERSION, decodeRecordHeader, encodeCheckpoint, encodeRecord,
+  encodeStatePointer, readCheckpoint, readState, recordCrcOk, recordLen, writeSuperblock,
 } from './layout'
 import { Op, apply } from './ops'
 import { orphans } from './namespace'
 import { buildFree } from './space'
-import { applyTrees, captureTrees, loadMaps, markDirty, metaBlocks, openStore, startStore, treesDurable } from './trees'
+import { applyTrees, captureTrees, checkpointNeed, loadMaps, markDirty, metaBlocks, openStore, startStore, stateHeld, stateNeed, treesDurable } from './trees'
 
 export async function load(c: FsCore): Promise<void> {
   const { sb } = c
@@ -32,7 +34,8 @@ export async function load(c: FsCore): Promise<void> {
   for (let i = 0; i < 2; i++) if (cks[i] && (slot < 0 || cks[i]!.h.seq > cks[slot]!.h.seq)) slot = i
   if (slot < 0) throw err('EIO', 'no valid checkpoint on volume 0')
   const ck = cks[slot]!
-  const storeSeq = deserialize(c, ck.payload)
+  const { state, runs } = await readState(v0, ck.payload, sb.dataStart, v0.size / BS)
+  const storeSeq = deserialize(c, state)
   let meta: number[] = []
   if (!converting) {
     meta = [...await openStore(c, storeSeq), ...sb.store!]
@@ -40,7 +43,7 @@ export async function load(c: FsCore): Promise<void> {
   }
   c.ckSlot = slot
   c.nonce = ck.h.nonce
-  c.lastCkptLen = ck.payload.length
+  c.lastCkptLen = state.length
   // replay the journal of this checkpoint's epoch
   const jl = sb.journalLen
   const jbuf = Buffer.alloc(jl)
@@ -75,12 +78,13 @@ export async function load(c: FsCore): Promise<void> {
   c.ctr = 0
   // rebuild the free maps and reference counts from the extents
   const errors: string[] = []
-  const built = buildFree(c, errors, [], meta.map((b) => ({ start: b, len: 1 })))
+  const built = buildFree(c, errors, [], [...meta.map((b) => ({ start: b, len: 1 })), ...runs])
   c.free = built.free
   c.refs = built.refs
   c.counting = true
   if (errors.length) throw err('EIO', `fs metadata inconsistent, refusing to mount: ${errors[0]}`)
   c.storeBlocks = meta.length
+  c.stateRuns = runs
   if (converting) await newStore(c)
   startStore(c)
   // files unlinked while open when the last run ended: nobody holds them now
@@ -159,15 +163,19 @@ export function deserialize(c: FsCore, payload: Buffer): number {
   return st.store ?? 0
 }
 
-/** Metadata close to what one checkpoint area can hold: refuse growth. */
+/**
+ * The state, `extra` bytes more, might not find blocks on volume 0 for the next
+ * checkpoint and the one after it (each is written before its predecessor's blocks
+ * are freed): refuse growth.
+ */
 export function metaNearFull(c: FsCore, extra = 0): boolean {
-  return c.lastCkptLen + c.sinceCkpt + c.opsBytes + extra > c.sb.ckptLen * 0.8
+  return 2 * stateNeed(c, extra) + checkpointNeed(c) > c.free[0].free + stateHeld(c)
 }
 
 /**
- * Refuse metadata growth when the state would not fit one checkpoint area. The
- * estimate counts journal bytes since the last checkpoint; when it says full,
- * take a checkpoint first to measure exactly.
+ * Refuse metadata growth when the next checkpoint's state would not find room on
+ * volume 0. The estimate counts journal bytes since the last checkpoint; when it says
+ * full, take a checkpoint first to measure exactly.
  */
 export async function ensureMeta(c: FsCore, extra: number): Promise<void> {
   if (!metaNearFull(c, extra)) return
@@ -246,15 +254,20 @@ export async function doCommit(c: FsCore): Promise<void> {
       // the nodes and the store's superblock
       c.counters.metaBytes += (c.store!.stats.nodesWritten - w0 + 1) * BS
       const state = serialize(ck.state, roots, c.store!.committedSeq)
-      const rec = encodeCheckpoint({ seq: ck.seq, nonce: ckNonce, jstart: ckHead, len: state.length }, state)
-      if (rec.length > c.sb.ckptLen) throw err('ENOSPC', `metadata (${rec.length} bytes) exceeds the checkpoint area (${c.sb.ckptLen} bytes)`)
-      c.counters.metaBytes += rec.length
+      const runs = await writeState(c, state)
+      const payload = runs ? encodeStatePointer(runs, state) : state
+      const rec = encodeCheckpoint({ seq: ck.seq, nonce: ckNonce, jstart: ckHead, len: payload.length }, payload)
+      if (rec.length > c.sb.ckptLen) throw err('ENOSPC', `no room on volume 0 for the fs state (${state.length} bytes)`)
+      c.counters.metaBytes += rec.length + (runs ? state.length : 0)
       await c.vols[0].write(rec, c.sb.ckpt[ckSlot])
       await c.vols[0].flush()
       treesDurable(c, roots)
+      // the state before this one is needed no more: a mount reads this record
+      for (const r of c.stateRuns) c.free[0].release(r.start, r.len)
+      c.stateRuns = runs ?? []
       c.ckSlot = ckSlot
       c.tail = ckHead
-      c.lastCkptLen = rec.length
+      c.lastCkptLen = state.length
       c.sinceCkpt = 0
     } else if (recs.length) {
       c.counters.records += recs.length
@@ -273,6 +286,30 @@ export async function doCommit(c: FsCore): Promise<void> {
   // it. One that fails only leaves the blocks allocated below.
   await Promise.all(frees.map((f) => c.vols[f.vol].discard?.(f.start * BS, f.len * BS).catch(() => {})))
   for (const f of frees) c.free[f.vol].release(f.start, f.len)
+}
+
+/**
+ * Write a checkpoint's state into volume 0 blocks taken from the top of its free space
+ * (as tree nodes are), flushed before the record that names them is written, so the
+ * number of files is bounded by the space and not by the checkpoint area. The blocks
+ * stay held until the next checkpoint is durable. Returns their runs; null when the
+ * volume has no room left, then the state goes inline into the area (if it fits).
+ */
+async function writeState(c: FsCore, state: Buffer): Promise<Run[] | null> {
+  const blocks = Math.ceil(state.length / BS)
+  if (blocks > c.free[0].free) return null
+  const runs: Run[] = []
+  for (let i = 0; i < blocks; i++) {
+    const b = c.free[0].allocLast()!
+    const last = runs[runs.length - 1]
+    if (last && b === last.start - 1) { last.start = b; last.len++ } else runs.push({ start: b, len: 1 })
+  }
+  const buf = Buffer.alloc(blocks * BS)
+  state.copy(buf)
+  let off = 0
+  await Promise.all(runs.map((r) => { const at = off; off += r.len * BS; return c.vols[0].write(buf.subarray(at, off), r.start * BS) }))
+  await c.vols[0].flush()
+  return runs
 }
 
 /** Journal activity since mount (commits, records, wraps, checkpoints, data flushes, metadata bytes written). */

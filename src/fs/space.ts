@@ -106,8 +106,9 @@ export function statfs(c: FsCore): StatFs {
   c.live()
   let blocks = 0, bfree = 0
   c.free.forEach((_, v) => { blocks += capacity(c, v); bfree += Math.max(0, spare(c, v)) })
-  const files = Math.floor(c.sb.ckptLen * 0.8 / 160)
-  return { bsize: BS, blocks, bfree, bavail: bfree, files, ffree: Math.max(0, files - c.inodes.size), namemax: NAME_MAX }
+  // an inode takes ~160 bytes of the checkpoint's state, held twice while the next one is written
+  const ffree = Math.max(0, Math.floor((c.free[0].free - metaReserve(c, 0)) * BS / 320))
+  return { bsize: BS, blocks, bfree, bavail: bfree, files: c.inodes.size + ffree, ffree, namemax: NAME_MAX }
 }
 
 /** Per volume the fs spans: data bytes and free bytes (the HSM's tier capacity and use). */

@@ -15,6 +15,7 @@ import { clone, drop } from './btree/tree'
 import type { FsCore } from './core'
 import { Extent, ExtentMap } from './extents'
 import { Inode, err } from './inode'
+import { BS } from './layout'
 
 /**
  * The extent trees. No ValueRefs: data blocks' counts stay the in-memory RefMap that
@@ -79,7 +80,7 @@ export function dropped(c: FsCore, n: Inode): void {
  * there is); but never more than copying every node once (a node made in a
  * transaction is changed in place) with the splits and space-tree changes that brings.
  */
-function checkpointNeed(c: FsCore): number {
+export function checkpointNeed(c: FsCore): number {
   const work = c.treeWork + c.treeWorkInFlight
   return 160 + Math.min(8 * work + 2 * c.storeBlocks, 6 * c.storeBlocks + Math.ceil(work / 4))
 }
@@ -89,14 +90,34 @@ export function metaBudget(c: FsCore): number {
   return Math.min(BUDGET_MAX, Math.max(BUDGET_MIN, Math.floor((c.free[0].hi - c.free[0].lo) / 256)))
 }
 
-/** Volume 0 blocks the metadata holds or keeps back: its budget, or more once its nodes and the next checkpoint's need pass it. */
+/**
+ * Blocks the next checkpoint's state may take (`extra` bytes more) while the current
+ * one's are still held: its last size grown by what was journaled since, a bound
+ * (extent ops grow the journal, not the state).
+ */
+export function stateNeed(c: FsCore, extra = 0): number {
+  return Math.ceil((c.lastCkptLen + c.sinceCkpt + c.opsBytes + extra) / BS) + 1
+}
+
+/** Volume 0 blocks holding the durable checkpoint's state. */
+export function stateHeld(c: FsCore): number {
+  let n = 0
+  for (const r of c.stateRuns) n += r.len
+  return n
+}
+
+/**
+ * Volume 0 blocks the metadata holds or keeps back: its budget, or more once its nodes,
+ * the next checkpoint's need and room for two states (the held one and the next, as
+ * metaNearFull asks) pass it.
+ */
 export function metaBlocks(c: FsCore): number {
-  return Math.max(metaBudget(c), c.storeBlocks + checkpointNeed(c))
+  return Math.max(metaBudget(c), c.storeBlocks + checkpointNeed(c) + 2 * stateNeed(c))
 }
 
 /** Free blocks of volume v that data writes must leave alone. */
 export function metaReserve(c: FsCore, v: number): number {
-  return v === 0 ? metaBlocks(c) - c.storeBlocks : 0
+  return v === 0 ? metaBlocks(c) - c.storeBlocks - stateHeld(c) : 0
 }
 
 /**
