@@ -9,6 +9,7 @@ import { mountFromVolumes, VolumeSource } from '../src/fs/discover'
 import { listPolicies, setPolicy } from '../src/fs/placement'
 import { resumeFsJobs, startRemoveVolume } from '../src/fs/move'
 import { probeVolume } from '../src/fs/layout'
+import { heldBlocks } from '../src/fs/state'
 import { Jobs } from '../src/control/jobs'
 import { BlockDev, VsmError } from '../src/block/blockdev'
 
@@ -223,7 +224,7 @@ mv('relocate under concurrent writes: every byte as last written, snapshots keep
   await fs.sync()
   // volume 0 keeps the extent trees' nodes and the checkpoint's state
   const core = (fs as any).core
-  const state = core.stateRuns.reduce((n: number, r: { len: number }) => n + r.len, 0)
+  const state = heldBlocks(core.stateSegs)
   assert.is(core.free[0].free + core.storeBlocks + state, core.free[0].hi - core.free[0].lo, 'blocks left allocated on the old volume')
   const got = Buffer.alloc(SIZE)
   await fs.read(ino, got, 0)

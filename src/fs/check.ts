@@ -7,6 +7,7 @@ import { Extent } from './extents'
 import { MAX_FILE_SIZE, NODE_TYPES, ROOT, S_IFLNK, S_IFMT, checkName } from './inode'
 import { BS } from './layout'
 import { buildFree } from './space'
+import { heldRuns } from './state'
 import { checkMaps } from './trees'
 
 /** Subtract sorted, coalesced interval lists: runs of a not covered by b. */
@@ -45,7 +46,7 @@ export function check(c: FsCore): Promise<{ ok: boolean; errors: string[]; leake
 
 async function checkLocked(c: FsCore): Promise<{ ok: boolean; errors: string[]; leakedBytes: number }> {
   const errors: string[] = []
-  const meta = [...await checkMaps(c, errors), ...c.stateRuns]
+  const meta = [...await checkMaps(c, errors), ...heldRuns(c.stateSegs)]
   let leaked = 0
   const root = c.inodes.get(ROOT)
   if (!root || !root.isDir) errors.push('no root directory')

@@ -12,8 +12,9 @@ import {
   ATIME_MAX_AGE_MS, FileRef, Inode, LAZY_COMMIT_MS, MAX_FILE_SIZE, Pending, ROOT, STAMP_GEN, Stat, err, parsePath,
 } from './inode'
 import { doCommit } from './journal'
-import { BS, Run, Superblock, isArchive } from './layout'
+import { BS, Superblock, isArchive } from './layout'
 import { Op, apply } from './ops'
+import type { Segment } from './state'
 
 /**
  * An archive tier as a place extents can live: an append-only address space of 4 KiB
@@ -92,8 +93,8 @@ export class FsCore {
   metaFreed: number[] = []
   /** Volume 0 blocks the store uses (nodes, superblocks), freed ones until they are free. */
   storeBlocks = 0
-  /** Volume 0 blocks holding the durable checkpoint's state (journal.ts writeState). */
-  stateRuns: Run[] = []
+  /** The durable checkpoint's state, by segment (state.ts). */
+  stateSegs = new Map<number, Segment>()
   /** Checkpoints and fsck's view of the trees, one at a time. */
   private treeLock: Promise<unknown> = Promise.resolve()
 

@@ -17,9 +17,10 @@ import type { FsCore } from './core'
 import { BtStore } from './btree/store'
 import { Inode, ROOT, err } from './inode'
 import {
-  BS, CK_V1, CK_V2, JR_HDR, JR_OPS, JR_WRAP, Run, SB_VERSION, decodeRecordHeader, encodeCheckpoint, encodeRecord,
-  encodeStatePointer, readCheckpoint, readState, recordCrcOk, recordLen, writeSuperblock,
+  BS, CK_V1, CK_V2, JR_HDR, JR_OPS, JR_WRAP, SB_VERSION, decodeRecordHeader, encodeCheckpoint, encodeRecord,
+  readCheckpoint, recordCrcOk, recordLen, writeSuperblock,
 } from './layout'
+import { StateImage, encodePointer, heldRuns, readState, segmentsOf, writeSegments } from './state'
 import { Op, apply } from './ops'
 import { orphans } from './namespace'
 import { buildFree } from './space'
@@ -34,8 +35,8 @@ export async function load(c: FsCore): Promise<void> {
   for (let i = 0; i < 2; i++) if (cks[i] && (slot < 0 || cks[i]!.h.seq > cks[slot]!.h.seq)) slot = i
   if (slot < 0) throw err('EIO', 'no valid checkpoint on volume 0')
   const ck = cks[slot]!
-  const { state, runs } = await readState(v0, ck.payload, sb.dataStart, v0.size / BS)
-  const storeSeq = deserialize(c, state)
+  const { image, segs } = await readState(v0, ck.payload, sb.dataStart, v0.size / BS)
+  const storeSeq = deserialize(c, image)
   let meta: number[] = []
   if (!converting) {
     meta = [...await openStore(c, storeSeq), ...sb.store!]
@@ -43,7 +44,7 @@ export async function load(c: FsCore): Promise<void> {
   }
   c.ckSlot = slot
   c.nonce = ck.h.nonce
-  c.lastCkptLen = state.length
+  c.lastCkptLen = segs.size ? [...segs.values()].reduce((a, x) => a + x.bytes, 0) : ck.payload.length
   // replay the journal of this checkpoint's epoch
   const jl = sb.journalLen
   const jbuf = Buffer.alloc(jl)
@@ -78,13 +79,13 @@ export async function load(c: FsCore): Promise<void> {
   c.ctr = 0
   // rebuild the free maps and reference counts from the extents
   const errors: string[] = []
-  const built = buildFree(c, errors, [], [...meta.map((b) => ({ start: b, len: 1 })), ...runs])
+  const built = buildFree(c, errors, [], [...meta.map((b) => ({ start: b, len: 1 })), ...heldRuns(segs)])
   c.free = built.free
   c.refs = built.refs
   c.counting = true
   if (errors.length) throw err('EIO', `fs metadata inconsistent, refusing to mount: ${errors[0]}`)
   c.storeBlocks = meta.length
-  c.stateRuns = runs
+  c.stateSegs = segs
   if (converting) await newStore(c)
   startStore(c)
   // files unlinked while open when the last run ended: nobody holds them now
@@ -123,8 +124,14 @@ export function captureInodes(c: FsCore): { nextIno: number; gen: number; inodes
   return { nextIno: c.nextIno, gen: c.gen, inodes }
 }
 
+/** The inode images with each map's tree root as the trees' commit left it (field 12). */
+function withRoots(st: ReturnType<typeof captureInodes>, roots: Map<Inode, number>): unknown[][] {
+  return st.inodes.map(([n, a]) => { a[12] = roots.get(n) ?? n.root; return a })
+}
+
+/** The whole state as one JSON (version 2): what mkfs writes into the area, and a checkpoint when volume 0 has no free block. */
 export function serialize(st: ReturnType<typeof captureInodes>, roots: Map<Inode, number>, storeSeq: number): Buffer {
-  const inodes = st.inodes.map(([n, a]) => { a[12] = roots.get(n) ?? n.root; return JSON.stringify(a) })
+  const inodes = withRoots(st, roots).map((a) => JSON.stringify(a))
   return Buffer.from(`{"v":2,"nextIno":${st.nextIno},"gen":${st.gen},"store":${storeSeq},"inodes":[${inodes.join(',')}]}`)
 }
 
@@ -133,12 +140,12 @@ export function serialize(st: ReturnType<typeof captureInodes>, roots: Map<Inode
  * version 1 (an fs being converted) holds the extents, all then to be written to trees.
  * Returns the store commit a version 2 checkpoint names.
  */
-export function deserialize(c: FsCore, payload: Buffer): number {
-  const st = JSON.parse(payload.toString())
+export function deserialize(c: FsCore, st: StateImage): number {
   if (st.v !== 1 && st.v !== 2) throw err('EIO', `unknown checkpoint version ${st.v}`)
   c.nextIno = st.nextIno
   c.inodes.clear()
-  for (const a of st.inodes) {
+  // the arrays captureInodes made, as JSON gave them back
+  for (const a of st.inodes as any[][]) {
     const n = new Inode(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10])
     if (a[11]) n.entries = new Map(a[11])
     if (st.v === 2) n.root = a[12]
@@ -253,21 +260,24 @@ export async function doCommit(c: FsCore): Promise<void> {
       const roots = await applyTrees(c, ck.trees)
       // the nodes and the store's superblock
       c.counters.metaBytes += (c.store!.stats.nodesWritten - w0 + 1) * BS
-      const state = serialize(ck.state, roots, c.store!.committedSeq)
-      const runs = await writeState(c, state)
-      const payload = runs ? encodeStatePointer(runs, state) : state
+      const head = { nextIno: ck.state.nextIno, gen: ck.state.gen, store: c.store!.committedSeq }
+      const segments = segmentsOf(withRoots(ck.state, roots))
+      let bytes = 0
+      for (const b of segments.values()) bytes += b.length
+      const w = await writeSegments(c, segments)
+      const payload = w ? encodePointer(head, w.segs) : serialize(ck.state, roots, head.store)
       const rec = encodeCheckpoint({ seq: ck.seq, nonce: ckNonce, jstart: ckHead, len: payload.length }, payload)
-      if (rec.length > c.sb.ckptLen) throw err('ENOSPC', `no room on volume 0 for the fs state (${state.length} bytes)`)
-      c.counters.metaBytes += rec.length + (runs ? state.length : 0)
+      if (rec.length > c.sb.ckptLen) throw err('ENOSPC', `no room on volume 0 for the fs state (${bytes} bytes)`)
+      c.counters.metaBytes += rec.length + (w?.written ?? 0)
       await c.vols[0].write(rec, c.sb.ckpt[ckSlot])
       await c.vols[0].flush()
       treesDurable(c, roots)
-      // the state before this one is needed no more: a mount reads this record
-      for (const r of c.stateRuns) c.free[0].release(r.start, r.len)
-      c.stateRuns = runs ?? []
+      // the segments this state replaced are needed no more: a mount reads this record
+      for (const r of w ? w.freed : heldRuns(c.stateSegs)) c.free[0].release(r.start, r.len)
+      c.stateSegs = w?.segs ?? new Map()
       c.ckSlot = ckSlot
       c.tail = ckHead
-      c.lastCkptLen = state.length
+      c.lastCkptLen = bytes
       c.sinceCkpt = 0
     } else if (recs.length) {
       c.counters.records += recs.length
@@ -286,30 +296,6 @@ export async function doCommit(c: FsCore): Promise<void> {
   // it. One that fails only leaves the blocks allocated below.
   await Promise.all(frees.map((f) => c.vols[f.vol].discard?.(f.start * BS, f.len * BS).catch(() => {})))
   for (const f of frees) c.free[f.vol].release(f.start, f.len)
-}
-
-/**
- * Write a checkpoint's state into volume 0 blocks taken from the top of its free space
- * (as tree nodes are), flushed before the record that names them is written, so the
- * number of files is bounded by the space and not by the checkpoint area. The blocks
- * stay held until the next checkpoint is durable. Returns their runs; null when the
- * volume has no room left, then the state goes inline into the area (if it fits).
- */
-async function writeState(c: FsCore, state: Buffer): Promise<Run[] | null> {
-  const blocks = Math.ceil(state.length / BS)
-  if (blocks > c.free[0].free) return null
-  const runs: Run[] = []
-  for (let i = 0; i < blocks; i++) {
-    const b = c.free[0].allocLast()!
-    const last = runs[runs.length - 1]
-    if (last && b === last.start - 1) { last.start = b; last.len++ } else runs.push({ start: b, len: 1 })
-  }
-  const buf = Buffer.alloc(blocks * BS)
-  state.copy(buf)
-  let off = 0
-  await Promise.all(runs.map((r) => { const at = off; off += r.len * BS; return c.vols[0].write(buf.subarray(at, off), r.start * BS) }))
-  await c.vols[0].flush()
-  return runs
 }
 
 /** Journal activity since mount (commits, records, wraps, checkpoints, data flushes, metadata bytes written). */

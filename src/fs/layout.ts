@@ -1,10 +1,9 @@
 // On-disk formats of the fs metadata, all inside volume 0:
 //
 //   block 0, block 1      superblock copies (rewritten only when the fs gains or drops a volume)
-//   ckptA, ckptB          two alternating checkpoint areas: header + the state (inodes,
-//                         directories and xattrs as JSON, naming each file's extent tree
-//                         root), crc32; since the state went to data blocks (readState),
-//                         a small pointer to them instead
+//   ckptA, ckptB          two alternating checkpoint areas: header + a record naming the
+//                         blocks that hold the state (inodes, directories and xattrs as
+//                         JSON, each file's extent tree root among them: state.ts), crc32
 //   journal               circular log of 512-byte-aligned records (seq, nonce, len, crc32)
 //   data                  4 KiB blocks handed out by the extent allocator; the B+tree store
 //                         (superblock v3: its two superblock blocks) takes its nodes from it
@@ -199,37 +198,6 @@ export async function readCheckpoint(dev: BlockDev, off: number, areaLen: number
 
 /** A run of blocks of volume 0. */
 export interface Run { start: number; len: number }
-
-/**
- * The checkpoint payload that names where its state lies: runs of volume 0 blocks
- * taken from the free space, read in order, and the state's length and crc32.
- */
-export function encodeStatePointer(runs: Run[], state: Buffer): Buffer {
-  return Buffer.from(JSON.stringify({ v: 3, runs: runs.map((r) => [r.start, r.len]), bytes: state.length, crc: crc32(state) }))
-}
-
-/**
- * The state a checkpoint payload holds: the payload itself (a state written inline, by
- * mkfs or before states moved out), or what its pointer names, with the runs it names.
- * A pointer whose blocks do not match its crc is corruption (they were flushed before
- * the record was written), never a crash's leftovers: EIO.
- */
-export async function readState(dev: BlockDev, payload: Buffer, lo: number, hi: number): Promise<{ state: Buffer; runs: Run[] }> {
-  if (!payload.subarray(0, 12).toString().startsWith('{"v":3,')) return { state: payload, runs: [] }
-  const p = JSON.parse(payload.toString()) as { runs: [number, number][]; bytes: number; crc: number }
-  const runs = p.runs.map(([start, len]) => ({ start, len }))
-  const blocks = runs.reduce((a, r) => a + r.len, 0)
-  if (runs.some((r) => !Number.isSafeInteger(r.start) || !Number.isSafeInteger(r.len) || r.len <= 0 || r.start < lo || r.start + r.len > hi) ||
-    !Number.isSafeInteger(p.bytes) || p.bytes < 0 || p.bytes > blocks * BS) {
-    throw new VsmError('EIO', 'the checkpoint names blocks outside volume 0\'s data area')
-  }
-  const buf = Buffer.alloc(blocks * BS)
-  let off = 0
-  for (const r of runs) { await dev.read(buf.subarray(off, off + r.len * BS), r.start * BS); off += r.len * BS }
-  const state = buf.subarray(0, p.bytes)
-  if (crc32(state) !== p.crc) throw new VsmError('EIO', `the checkpoint's state (${p.bytes} bytes in ${runs.length} runs of volume 0) fails its checksum`)
-  return { state, runs }
-}
 
 // ---- journal records ----
 

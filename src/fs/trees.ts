@@ -16,6 +16,7 @@ import type { FsCore } from './core'
 import { Extent, ExtentMap } from './extents'
 import { Inode, err } from './inode'
 import { BS } from './layout'
+import { heldBlocks } from './state'
 
 /**
  * The extent trees. No ValueRefs: data blocks' counts stay the in-memory RefMap that
@@ -101,9 +102,7 @@ export function stateNeed(c: FsCore, extra = 0): number {
 
 /** Volume 0 blocks holding the durable checkpoint's state. */
 export function stateHeld(c: FsCore): number {
-  let n = 0
-  for (const r of c.stateRuns) n += r.len
-  return n
+  return heldBlocks(c.stateSegs)
 }
 
 /**
