@@ -3,7 +3,7 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { MemDev } from './helpers/fs-memdev'
-import { okCheck, MiB } from './helpers/fs-fixture'
+import { dying, okCheck, MiB } from './helpers/fs-fixture'
 import { FileSystem } from '../src/fs'
 import { mountFromVolumes, VolumeSource } from '../src/fs/discover'
 import { listPolicies, setPolicy } from '../src/fs/placement'
@@ -124,18 +124,6 @@ on('add a volume to a mounted fs: files go on it, and the fs is found on both af
   await okCheck(fs)
   await fs.close()
 })
-
-/** Both volumes die together after `limit` writes between them (one process, one crash). */
-function dying(devs: MemDev[], limit: number): BlockDev[] {
-  let writes = 0
-  return devs.map((d) => ({
-    size: d.size,
-    read: (b: Buffer, o: number) => d.read(b, o),
-    write: async (b: Buffer, o: number) => { if (writes++ >= limit) throw new VsmError('EIO', 'injected: process died'); return d.write(b, o) },
-    flush: () => d.flush(),
-    close: () => d.close(),
-  }))
-}
 
 on('kill at every write of add-volume, with a volatile cache: the old or the new fs mounts, never neither', async () => {
   let sawOld = false, sawNew = false

@@ -7,7 +7,7 @@ import * as path from 'path'
 import { conformance, rng } from './helpers/conformance'
 import { FileDev, tempDir } from './helpers/fs-filedev'
 import { MemDev } from './helpers/fs-memdev'
-import { memFs, okCheck } from './helpers/fs-fixture'
+import { dying, memFs, okCheck } from './helpers/fs-fixture'
 import { FileSystem, S_IFDIR, S_IFREG } from '../src/fs'
 import { markDirty } from '../src/fs/trees'
 import { heldBlocks, heldRuns } from '../src/fs/state'
@@ -514,6 +514,40 @@ sp('more files than the checkpoint area could hold: kept through a crash and a r
     assert.not.match((e as Error).message, /\n/)
   }
   assert.is(writes, 0, 'a refused mount wrote')
+})
+
+sp('a checkpoint that keeps some state segments and replaces others, killed at any write (volatile cache): what was synced mounts, check clean', async () => {
+  let kept = 0, lost = 0
+  for (let limit = 0; limit < 10; limit++) {
+    const a = new MemDev(32 * MiB)
+    await FileSystem.mkfs([a])
+    const fs = await FileSystem.mount([a])
+    // three segments of inodes (1024 numbers each)
+    for (let i = 0; i < 3000; i++) await fs.create(`/f${i}`, 0o644, i, i)
+    ;(fs as any).core.wantCkpt = true
+    await fs.sync()
+    await fs.chown('/f1500', 70000, 70000)
+    await fs.sync()
+    ;(fs as any).core.vols[0] = dying([a], limit)[0]
+    let done = true
+    try {
+      await fs.chown('/f2500', 80000, 80000)
+      ;(fs as any).core.wantCkpt = true
+      await fs.sync()
+    } catch { done = false }
+    let s = limit + 1
+    const r = (n: number) => { s = (s * 1103515245 + 12345) >>> 0; return (s >>> 16) % n }
+    const f2 = await FileSystem.mount([a.crashImage(r)])
+    assert.is(f2.getattr('/f1500').uid, 70000, `limit ${limit}: a synced chown lost`)
+    const u = f2.getattr('/f2500').uid
+    if (done) assert.is(u, 80000, `limit ${limit}: the checkpointed chown lost`)
+    else assert.ok(u === 2500 || u === 80000, `limit ${limit}: uid ${u}`)
+    if (u === 80000) kept++; else lost++
+    for (const i of [0, 900, 1023, 1024, 2047, 2048, 2999]) assert.is(f2.getattr(`/f${i}`).uid, i, `limit ${limit}: /f${i}`)
+    await okCheck(f2)
+    await f2.close()
+  }
+  assert.ok(kept > 0 && lost > 0, `every crash point gave the same outcome (${kept} kept, ${lost} lost)`)
 })
 
 sp('group commit: concurrent fsyncs share commits', async () => {
