@@ -261,7 +261,7 @@ export async function doCommit(c: FsCore): Promise<void> {
       // the nodes and the store's superblock
       c.counters.metaBytes += (c.store!.stats.nodesWritten - w0 + 1) * BS
       const head = { nextIno: ck.state.nextIno, gen: ck.state.gen, store: c.store!.committedSeq }
-      const segments = segmentsOf(withRoots(ck.state, roots))
+      const segments = await segmentsOf(withRoots(ck.state, roots))
       let bytes = 0
       for (const b of segments.values()) bytes += b.length
       const w = await writeSegments(c, segments)
