@@ -9,6 +9,7 @@ import { tmpdir } from 'os'
 import { join } from 'path'
 import { FileSystem } from '../../src/fs'
 import { Pool } from '../../src/volume/pool'
+import { MemDev } from './fs-memdev'
 import { makeVsm, VSM, type Vsm } from './daemon'
 import { startSshd, type Sshd } from './sshd'
 
@@ -87,19 +88,24 @@ export function volumeBytes(home: string, name: string): Promise<Buffer> {
   })
 }
 
-/** The bytes of a disk in the fs on a stopped home's vol0, mounted here (a takeover's view of the replicas); the fs must check clean. */
-export function diskFrom(home: string, disk: string): Promise<Buffer> {
-  return withPool(home, async (pool) => {
-    const vol = await pool.openVolume('vol0')
-    const fs = await FileSystem.mount([vol], { volumeNames: ['vol0'] })
-    try {
-      const ino = fs.lookup(`/${disk}`)
-      const buf = Buffer.alloc(fs.sizeOf(ino))
-      await fs.read(ino, buf, 0)
-      assert.ok((await fs.check()).ok, 'the replicated fs checks clean')
-      return buf
-    } finally { await fs.close() }
-  })
+/**
+ * The bytes of a disk in the fs on a stopped home's vol0, mounted here (a takeover's
+ * view of the replicas); the fs must check clean. It mounts a copy: a mount recovers and
+ * checkpoints, and a secondary that goes on following must hold only what it was sent.
+ */
+export async function diskFrom(home: string, disk: string): Promise<Buffer> {
+  const bytes = await volumeBytes(home, 'vol0')
+  const vol = new MemDev(bytes.length)
+  await vol.write(bytes, 0)
+  await vol.flush()
+  const fs = await FileSystem.mount([vol], { volumeNames: ['vol0'] })
+  try {
+    const ino = fs.lookup(`/${disk}`)
+    const buf = Buffer.alloc(fs.sizeOf(ino))
+    await fs.read(ino, buf, 0)
+    assert.ok((await fs.check()).ok, 'the replicated fs checks clean')
+    return buf
+  } finally { await fs.close() }
 }
 
 /** Writes each [offset, bytes] into the file at path, then fsyncs it: writes a site has acknowledged. */
