@@ -10,7 +10,8 @@
 // the checkpoint at close; then a second file of FS_SCALE_MOUNT_EXTENTS (1000000)
 // one-block extents (every other block written, 64 writes in flight); mount time, and
 // the heap and RSS it adds, in a fresh process; then FS_SCALE_FILES (100000) files
-// created, stat'ed and unlinked in one directory through its API. And the allocator on
+// created, stat'ed and unlinked in one directory through its API (with what a checkpoint
+// after one more create there writes). And the allocator on
 // free space in FS_SCALE_FREE_RUNS (1000000) one-block runs (every other block free, as
 // deleting snapshots of a disk rewritten at random leaves it): 1 MiB no run holds, one
 // block at its goal.
@@ -56,6 +57,8 @@ export interface FsScaleBench {
   namespace: {
     vsm: NsRates; vsmFuse: NsRates; ext4: NsRates
     ratios: { inProcess: NsRates; fuse: NsRates }
+    /** vsm: the checkpoint after one more create in the full directory, and the whole state's bytes. */
+    oneCreate: { bytes: number; stateBytes: number }
   }
   /** vsm's allocator alone (ext4 n/a). */
   alloc: { freeRuns: number; mibMs: number; blockAtGoalUs: number }
@@ -85,6 +88,7 @@ export async function fsScaleBench(): Promise<FsScaleBench> {
       namespace: {
         vsm: v.namespace, vsmFuse, ext4: e.namespace,
         ratios: { inProcess: ratios(v.namespace, e.namespace), fuse: ratios(vsmFuse, e.namespace) },
+        oneCreate: v.oneCreate,
       },
       alloc: allocFigures(freeRuns),
     }
@@ -113,14 +117,31 @@ async function randomWrites(n: number, blocks: number, tally: { writes: number }
 /** One directory of some fs, as the namespace figure drives it. */
 interface Namespace { create(name: string): unknown; stat(name: string): unknown; unlink(name: string): unknown; sync(): unknown }
 
-async function namespaceRates(ns: Namespace, files: number): Promise<NsRates> {
+/** The rates; `full` runs while the directory holds all the files. */
+async function namespaceRates(ns: Namespace, files: number, full?: () => Promise<void>): Promise<NsRates> {
   const phase = async (op: (name: string) => unknown) => {
     const t0 = process.hrtime.bigint()
     for (let i = 0; i < files; i++) await op(`f${i}`)
     await ns.sync()
     return files / (ms(t0) / 1000)
   }
-  return { create: await phase(ns.create), stat: await phase(ns.stat), unlink: await phase(ns.unlink) }
+  const create = await phase(ns.create)
+  await full?.()
+  return { create, stat: await phase(ns.stat), unlink: await phase(ns.unlink) }
+}
+
+/** What a checkpoint writes after one more create in a directory that holds `files` names, and the state it is part of. */
+async function oneCreateCheckpoint(fsys: FileSystem, dir: string): Promise<{ bytes: number; stateBytes: number }> {
+  const core = (fsys as unknown as { core: { wantCkpt: boolean; stateSegs: Map<unknown, { bytes: number }> } }).core
+  core.wantCkpt = true
+  await fsys.sync()
+  const m0 = fsys.journalStats().metaBytes
+  await fsys.create(`${dir}/one-more`, 0o644, 0, 0)
+  core.wantCkpt = true
+  await fsys.sync()
+  const bytes = fsys.journalStats().metaBytes - m0
+  await fsys.unlink(`${dir}/one-more`)
+  return { bytes, stateBytes: [...core.stateSegs.values()].reduce((a, x) => a + x.bytes, 0) }
 }
 
 /** vsm's fs through its API: create makes the inode (no handle to close), getattr, unlink; sync commits. */
@@ -185,10 +206,10 @@ async function vsmFigures(dir: string, volBytes: number, diskMiB: number, writes
   await fsys.close().catch((e: Error) => { failed ??= { afterWrites: tally.writes, error: e.message } })
   const closeBytes = fsys.journalStats().metaBytes - beforeClose
   await dev.close()
-  const { mount, namespace } = await remount(file, ino, oneBlock, files)
+  const { mount, namespace, oneCreate } = await remount(file, ino, oneBlock, files)
   const last = fragmented[fragmented.length - 1]
   return {
-    done: tally.writes, failed, closeBytes, mount, namespace,
+    done: tally.writes, failed, closeBytes, mount, namespace, oneCreate,
     snapshot: { fresh, fragmented, fragmentedVsFresh: last ? last.ms / fresh.ms : NaN },
     metaBytesPerWrite: metaInWrites / Math.max(1, tally.writes),
   }
@@ -218,7 +239,9 @@ async function remount(file: string, ino: number, oneBlock: number, files: numbe
     const fsys = await FileSystem.mount([dev])
     try {
       await fsys.mkdir('/ns', 0o755, 0, 0)
-      return { mount, namespace: await namespaceRates(fsNamespace(fsys, '/ns'), files) }
+      let oneCreate = { bytes: 0, stateBytes: 0 }
+      const namespace = await namespaceRates(fsNamespace(fsys, '/ns'), files, async () => { oneCreate = await oneCreateCheckpoint(fsys, '/ns') })
+      return { mount, namespace, oneCreate }
     } finally {
       await fsys.close()
     }
@@ -354,7 +377,8 @@ export function describe(b: FsScaleBench): string[] {
       `ext4 ${f(b.mount.ext4.ms)} ms (mount(8) run, ${b.mount.ext4.extents} one-block extents; kernel memory n/a), ratio ${r(b.mount.ratio)}`,
     `  ${b.params.files} files in one directory, create / stat / unlink per second: vsm in-process (its API, no kernel) ${rates(n.vsm)}; ` +
       `vsm FUSE view (vsm up, Node sync fs calls) ${rates(n.vsmFuse)}; ext4 (same calls) ${rates(n.ext4)}; ` +
-      `ratios in-process/ext4 ${ratios(n.ratios.inProcess)}, FUSE/ext4 ${ratios(n.ratios.fuse)}`,
+      `ratios in-process/ext4 ${ratios(n.ratios.inProcess)}, FUSE/ext4 ${ratios(n.ratios.fuse)}; ` +
+      `a checkpoint after one more create there writes ${f(n.oneCreate.bytes / 1024, 0)} KiB of a ${f(n.oneCreate.stateBytes / MiB, 1)} MiB state (vsm)`,
     `  allocation in free space of ${b.alloc.freeRuns} one-block runs: 1 MiB ${f(b.alloc.mibMs, 2)} ms, one block at its goal ` +
       `${f(b.alloc.blockAtGoalUs, 2)} µs (FreeMap in-process; ext4 n/a)`,
   ]

@@ -14,7 +14,7 @@ import {
 import { doCommit } from './journal'
 import { BS, Superblock, isArchive } from './layout'
 import { Op, apply } from './ops'
-import type { Segment } from './state'
+import type { SegKey, Segment } from './state'
 
 /**
  * An archive tier as a place extents can live: an append-only address space of 4 KiB
@@ -94,7 +94,7 @@ export class FsCore {
   /** Volume 0 blocks the store uses (nodes, superblocks), freed ones until they are free. */
   storeBlocks = 0
   /** The durable checkpoint's state, by segment (state.ts). */
-  stateSegs = new Map<number, Segment>()
+  stateSegs = new Map<SegKey, Segment>()
   /** Checkpoints and fsck's view of the trees, one at a time. */
   private treeLock: Promise<unknown> = Promise.resolve()
 

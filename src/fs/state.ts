@@ -6,9 +6,12 @@
 // the record that names them all is written into the checkpoint area; the blocks of
 // the segments it replaced are freed once that record is durable. So a checkpoint
 // writes what changed, and the number of files is bounded by volume 0's space, not by
-// the area. The record's payload is JSON {v: 4, nextIno, gen, store, segs: [[k, bytes,
-// crc32, [[block, count]...]]...]}; a payload that is itself the state (v 1 or 2) is
-// what mkfs and earlier versions wrote, and what a volume 0 with no free block gets.
+// the area. A directory of more than BUCKET_MIN names keeps its entries apart, in
+// buckets by a hash of the name (key "ino.b"; its image says how many in field 22), so
+// a create in a directory of 100k names rewrites one bucket, not every name. The
+// record's payload is JSON {v: 4, nextIno, gen, store, segs: [[key, bytes, crc32,
+// [[block, count]...]]...]}; a payload that is itself the state (v 1 or 2) is what
+// mkfs and earlier versions wrote, and what a volume 0 with no free block gets.
 import { createHash } from 'crypto'
 import { crc32 } from '../native/sums'
 import { VsmError, type BlockDev } from '../block/blockdev'
@@ -16,29 +19,53 @@ import type { FsCore } from './core'
 import { BS, Run } from './layout'
 
 export const SEG_INODES = 1024
+/** Entries from which a directory's names go into buckets of about this many. */
+export const BUCKET_MIN = 2048
+const BUCKET_NAMES = 1024
+
+/** A segment's key: k for inodes k·SEG_INODES.., or "ino.b" for bucket b of a directory's names. */
+export type SegKey = number | string
 
 /** A segment of the durable state: its length, crc32, sha256 and where it lies. */
 export interface Segment { bytes: number; crc: number; hash: string; runs: Run[] }
+
+/** FNV-1a over the name's UTF-16 units: which bucket holds it. */
+function nameHash(name: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193)
+  return h >>> 0
+}
 
 /** The state as the loader takes it: inode arrays and the fields beside them. */
 export interface StateImage { v: number; nextIno: number; gen?: number; store?: number; inodes: unknown[][] }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('base64')
+const what = (k: SegKey) => (typeof k === 'number' ? `inodes from ${k * SEG_INODES}` : `names of directory ${k.slice(0, k.indexOf('.'))}`)
 
 /**
  * The captured inode images grouped into segments' JSON, by inode number. The images
  * are copies, so the event loop is given back between segments: I/O goes on while a
  * state of many files is serialized (~3 µs an inode).
  */
-export async function segmentsOf(inodes: unknown[][]): Promise<Map<number, Buffer>> {
+export async function segmentsOf(inodes: unknown[][]): Promise<Map<SegKey, Buffer>> {
   const groups = new Map<number, unknown[][]>()
-  for (const a of inodes) {
+  const out = new Map<SegKey, Buffer>()
+  for (let a of inodes) {
+    const entries = a[11] as [string, number][] | 0
+    if (entries && entries.length > BUCKET_MIN) {
+      const count = 2 ** Math.ceil(Math.log2(entries.length / BUCKET_NAMES))
+      const buckets: [string, number][][] = Array.from({ length: count }, () => [])
+      for (const e of entries) buckets[nameHash(e[0]) & (count - 1)].push(e)
+      buckets.forEach((b, i) => out.set(`${a[0]}.${i}`, Buffer.from(JSON.stringify(b))))
+      a = a.slice()
+      a[11] = 0
+      a[22] = count
+    }
     const k = Math.floor((a[0] as number) / SEG_INODES)
     let g = groups.get(k)
     if (!g) groups.set(k, g = [])
     g.push(a)
   }
-  const out = new Map<number, Buffer>()
   for (const [k, g] of [...groups].sort((x, y) => x[0] - y[0])) {
     g.sort((x, y) => (x[0] as number) - (y[0] as number))
     out.set(k, Buffer.from(`[${g.map((a) => JSON.stringify(a)).join(',')}]`))
@@ -48,13 +75,13 @@ export async function segmentsOf(inodes: unknown[][]): Promise<Map<number, Buffe
 }
 
 /** Volume 0 blocks the durable state holds. */
-export function heldBlocks(segs: Map<number, Segment>): number {
+export function heldBlocks(segs: Map<SegKey, Segment>): number {
   let n = 0
   for (const s of segs.values()) for (const r of s.runs) n += r.len
   return n
 }
 
-export function heldRuns(segs: Map<number, Segment>): Run[] {
+export function heldRuns(segs: Map<SegKey, Segment>): Run[] {
   return [...segs.values()].flatMap((s) => s.runs)
 }
 
@@ -75,8 +102,8 @@ function take(c: FsCore, count: number): Run[] | null {
  * them. Returns the new state's segments, the runs to free once its record is durable
  * and the bytes written; null (nothing taken) when volume 0 has no room for them.
  */
-export async function writeSegments(c: FsCore, bufs: Map<number, Buffer>): Promise<{ segs: Map<number, Segment>; freed: Run[]; written: number } | null> {
-  const segs = new Map<number, Segment>()
+export async function writeSegments(c: FsCore, bufs: Map<SegKey, Buffer>): Promise<{ segs: Map<SegKey, Segment>; freed: Run[]; written: number } | null> {
+  const segs = new Map<SegKey, Segment>()
   const writes: { buf: Buffer; runs: Run[] }[] = []
   for (const [k, buf] of bufs) {
     const hash = sha(buf), old = c.stateSegs.get(k)
@@ -103,7 +130,7 @@ export async function writeSegments(c: FsCore, bufs: Map<number, Buffer>): Promi
   return { segs, freed, written }
 }
 
-export function encodePointer(head: { nextIno: number; gen: number; store: number }, segs: Map<number, Segment>): Buffer {
+export function encodePointer(head: { nextIno: number; gen: number; store: number }, segs: Map<SegKey, Segment>): Buffer {
   const list = [...segs].map(([k, s]) => [k, s.bytes, s.crc, s.runs.map((r) => [r.start, r.len])])
   return Buffer.from(JSON.stringify({ v: 4, ...head, segs: list }))
 }
@@ -115,25 +142,38 @@ export function encodePointer(head: { nextIno: number; gen: number; store: numbe
  * leftovers: EIO, rather than fall back to an older checkpoint and lose what this one
  * made durable.
  */
-export async function readState(dev: BlockDev, payload: Buffer, lo: number, hi: number): Promise<{ image: StateImage; segs: Map<number, Segment> }> {
+export async function readState(dev: BlockDev, payload: Buffer, lo: number, hi: number): Promise<{ image: StateImage; segs: Map<SegKey, Segment> }> {
   const p = JSON.parse(payload.toString())
-  const segs = new Map<number, Segment>()
+  const segs = new Map<SegKey, Segment>()
   if (p.v !== 4) return { image: p, segs }
   const inodes: unknown[][] = []
-  for (const [k, bytes, crc, list] of p.segs as [number, number, number, [number, number][]][]) {
+  const names = new Map<number, { entries: [string, number][]; buckets: number }>()
+  for (const [k, bytes, crc, list] of p.segs as [SegKey, number, number, [number, number][]][]) {
     const runs = list.map(([start, len]) => ({ start, len }))
     const blocks = runs.reduce((a, r) => a + r.len, 0)
     if (runs.some((r) => !Number.isSafeInteger(r.start) || !Number.isSafeInteger(r.len) || r.len <= 0 || r.start < lo || r.start + r.len > hi) ||
       !Number.isSafeInteger(bytes) || bytes < 0 || bytes > blocks * BS) {
-      throw new VsmError('EIO', `the checkpoint names blocks outside volume 0's data area (inodes from ${k * SEG_INODES})`)
+      throw new VsmError('EIO', `the checkpoint names blocks outside volume 0's data area (${what(k)})`)
     }
     const buf = Buffer.alloc(blocks * BS)
     let off = 0
     for (const r of runs) { await dev.read(buf.subarray(off, off + r.len * BS), r.start * BS); off += r.len * BS }
     const seg = buf.subarray(0, bytes)
-    if (crc32(seg) !== crc) throw new VsmError('EIO', `the checkpoint's inodes from ${k * SEG_INODES} (${bytes} bytes on volume 0) fail their checksum`)
-    for (const a of JSON.parse(seg.toString())) inodes.push(a)
+    if (crc32(seg) !== crc) throw new VsmError('EIO', `the checkpoint's ${what(k)} (${bytes} bytes on volume 0) fail their checksum`)
+    const parsed = JSON.parse(seg.toString())
+    if (typeof k === 'number') for (const a of parsed) inodes.push(a)
+    else {
+      const dir = Number(k.slice(0, k.indexOf('.')))
+      const got = names.get(dir)
+      if (got) { for (const e of parsed) got.entries.push(e); got.buckets++ } else names.set(dir, { entries: parsed, buckets: 1 })
+    }
     segs.set(k, { bytes, crc, hash: sha(seg), runs })
+  }
+  for (const a of inodes) {
+    if (!a[22]) continue
+    const got = names.get(a[0] as number)
+    if (got?.buckets !== a[22]) throw new VsmError('EIO', `the checkpoint holds ${got?.buckets ?? 0} of directory ${a[0]}'s ${a[22]} buckets of names`)
+    a[11] = got.entries
   }
   return { image: { v: 2, nextIno: p.nextIno, gen: p.gen, store: p.store, inodes }, segs }
 }
