@@ -74,7 +74,8 @@ test('points on a schedule reach the secondary; after a takeover a disk starts a
   assert.ok(last.name.startsWith('repl-g-') && last.at >= points.points[1].at && last.disks === 2, JSON.stringify(off))
   assert.ok(off.points.length <= 2, `--keep 2 holds: ${JSON.stringify(off.points)}`)
   const log = readFileSync(join(primary.home, 'log', 'vsm.log'), 'utf8')
-  assert.ok((log.match(/"event":"repl.point-taken"/g) ?? []).length >= 3 && /"deleted":\["repl-g-/.test(log), 'older points were deleted')
+  assert.ok((log.match(/"event":"repl.point-taken"/g) ?? []).length >= 3 && /"deleted":\["repl-g-/.test(log),
+    `older points were deleted: ${log.split('\n').filter((l) => /repl\.point-/.test(l)).join(' | ')}`)
   for (const d of ['p.img', 'z.img']) assert.is((await primary.json('disk', 'show', d)).frozenUntil, null, 'no disk is left frozen')
 
   // written after the last point: on the secondary's disk, in none of its points
