@@ -10,7 +10,8 @@ import { MemDev } from './helpers/fs-memdev'
 import { dying, memFs, okCheck } from './helpers/fs-fixture'
 import { FileSystem, S_IFDIR, S_IFREG } from '../src/fs'
 import { markDirty } from '../src/fs/trees'
-import { heldBlocks, heldRuns } from '../src/fs/state'
+import { encodePointer, heldBlocks, heldRuns, readState, segmentsOf, type Segment, type SegKey } from '../src/fs/state'
+import { crc32 } from '../src/native/sums'
 import { BlockDev, VsmError } from '../src/block/blockdev'
 
 const MiB = 1 << 20
@@ -523,6 +524,34 @@ sp('more files than the checkpoint area could hold: kept through a crash and a r
     assert.not.match((e as Error).message, /\n/)
   }
   assert.is(writes, 0, 'a refused mount wrote')
+})
+
+sp('a checkpoint that lacks one of a directory\'s buckets of names is refused with EIO in one line, not read as a smaller directory', async () => {
+  const names = Array.from({ length: 3000 }, (_, i) => [`name-${i}`, 100 + i])
+  const bufs = await segmentsOf([[1, S_IFDIR | 0o755, 0, 0, 0, 2, 0, 0, 0, 0, 1, names]])
+  const dev = new MemDev(16 * MiB)
+  const segs = new Map<SegKey, Segment>()
+  let at = 16
+  for (const [k, b] of bufs) {
+    const len = Math.ceil(b.length / 4096)
+    const padded = Buffer.alloc(len * 4096)
+    b.copy(padded)
+    await dev.write(padded, at * 4096)
+    segs.set(k, { bytes: b.length, crc: crc32(b), hash: '', runs: [{ start: at, len }] })
+    at += len
+  }
+  const head = { nextIno: 3100, gen: 0, store: 0 }
+  assert.is(segs.size, 5, 'the inode segment and four buckets')
+  const whole = await readState(dev, encodePointer(head, segs), 16, 4096)
+  assert.equal(new Set((whole.image.inodes[0][11] as [string, number][]).map((e) => e[0])), new Set(names.map((e) => e[0])))
+  segs.delete('1.2')
+  try {
+    await readState(dev, encodePointer(head, segs), 16, 4096)
+    assert.unreachable('read a directory without one of its buckets')
+  } catch (e) {
+    assert.is((e as VsmError).code, 'EIO')
+    assert.match((e as Error).message, /holds 3 of directory 1's 4 buckets/)
+  }
 })
 
 sp('a checkpoint that keeps some state segments and replaces others, killed at any write (volatile cache): what was synced mounts, check clean', async () => {
