@@ -17,6 +17,7 @@ import { FileDev, tempDir } from './helpers/fs-filedev'
 import { MemDev } from './helpers/fs-memdev'
 import { FaultDev } from '../src/block/fault'
 import { FileSystem } from '../src/fs'
+import { BUCKETS } from '../src/fs/state'
 import { BlockDev, VsmError } from '../src/block/blockdev'
 
 const MiB = 1 << 20
@@ -286,6 +287,7 @@ async function runIteration(seed: number, backend: 'mem' | 'mem2' | 'file', tmp:
   const devs = base1 ? [dev, base1.crashImage(r)] : [dev]
   try {
     const fs2 = await FileSystem.mount(devs)
+    for (const k of (fs2 as any).core.stateSegs.keys()) if (typeof k === 'string') stats.bucketsRead++
     const c = await fs2.check()
     assert.ok(c.ok, `seed ${seed}: check failed: ${c.errors.slice(0, 5).join('; ')}`)
     assert.is(c.leakedBytes, 0, `seed ${seed}: leaked`)
@@ -359,22 +361,35 @@ async function compare(fs: FileSystem, ns: NS, got: Map<string, { dir: boolean; 
   return null
 }
 
-const stats = { crashed: 0, completed: 0, wraps: 0, checkpoints: 0, records: 0, snapshotsChecked: 0 }
+const stats = { crashed: 0, completed: 0, wraps: 0, checkpoints: 0, records: 0, snapshotsChecked: 0, bucketsRead: 0 }
 const t = suite('fs crash consistency')
 
-t(`${ITERS} random crash points (memory volumes with a volatile cache, one or two volumes; file volume)`, async () => {
+async function crashRun(first: number, iters: number): Promise<void> {
   const td = await tempDir()
   try {
     const t0 = Date.now()
+    const before = { ...stats }
     let n = 0
-    for (let i = Number(process.env.VSM_FS_FIRST || 0); i < ITERS; i++) {
+    for (let i = first; i < iters; i++) {
       await runIteration(0xc0ffee + i * 7919, i % 4 === 3 ? 'file' : i % 4 === 1 ? 'mem2' : 'mem', td.dir)
       n++
     }
     console.log(`  ${n} crash iterations in ${((Date.now() - t0) / 1000).toFixed(1)}s: ${JSON.stringify(stats)}`)
-    assert.ok(stats.crashed > n / 2 && stats.wraps > 0 && stats.checkpoints > n, 'the workload must crash mid-way, wrap the journal and checkpoint')
-    assert.ok(stats.snapshotsChecked > n, 'snapshots must survive crashes and be checked')
+    const d = (k: keyof typeof stats) => stats[k] - before[k]
+    assert.ok(d('crashed') > n / 2 && d('wraps') > 0 && d('checkpoints') > n, 'the workload must crash mid-way, wrap the journal and checkpoint')
+    assert.ok(d('snapshotsChecked') > n, 'snapshots must survive crashes and be checked')
   } finally { await td.cleanup() }
+}
+
+t(`${ITERS} random crash points (memory volumes with a volatile cache, one or two volumes; file volume)`, () =>
+  crashRun(Number(process.env.VSM_FS_FIRST || 0), ITERS))
+
+t(`${Math.ceil(ITERS / 3)} more with every directory of more than one name kept in buckets of about one (the checkpoint's name buckets)`, async () => {
+  const saved = { ...BUCKETS }
+  Object.assign(BUCKETS, { min: 1, names: 1 })
+  const before = stats.bucketsRead
+  try { await crashRun(ITERS, ITERS + Math.ceil(ITERS / 3)) } finally { Object.assign(BUCKETS, saved) }
+  assert.ok(stats.bucketsRead > before, 'no recovered state held a bucket of names')
 })
 
 t.run()

@@ -6,7 +6,7 @@
 // the record that names them all is written into the checkpoint area; the blocks of
 // the segments it replaced are freed once that record is durable. So a checkpoint
 // writes what changed, and the number of files is bounded by volume 0's space, not by
-// the area. A directory of more than BUCKET_MIN names keeps its entries apart, in
+// the area. A directory of more than BUCKETS.min names keeps its entries apart, in
 // buckets by a hash of the name (key "ino.b"; its image says how many in field 22), so
 // a create in a directory of 100k names rewrites one bucket, not every name. The
 // record's payload is JSON {v: 4, nextIno, gen, store, segs: [[key, bytes, crc32,
@@ -19,9 +19,11 @@ import type { FsCore } from './core'
 import { BS, Run } from './layout'
 
 export const SEG_INODES = 1024
-/** Entries from which a directory's names go into buckets of about this many. */
-export const BUCKET_MIN = 2048
-const BUCKET_NAMES = 1024
+/**
+ * A directory of more than `min` names keeps them in buckets of about `names` (the crash
+ * tests shrink both, so that every directory they make is cut into buckets).
+ */
+export const BUCKETS = { min: 2048, names: 1024 }
 
 /** A segment's key: k for inodes k·SEG_INODES.., or "ino.b" for bucket b of a directory's names. */
 export type SegKey = number | string
@@ -52,8 +54,8 @@ export async function segmentsOf(inodes: unknown[][]): Promise<Map<SegKey, Buffe
   const out = new Map<SegKey, Buffer>()
   for (let a of inodes) {
     const entries = a[11] as [string, number][] | 0
-    if (entries && entries.length > BUCKET_MIN) {
-      const count = 2 ** Math.ceil(Math.log2(entries.length / BUCKET_NAMES))
+    if (entries && entries.length > BUCKETS.min) {
+      const count = 2 ** Math.ceil(Math.log2(entries.length / BUCKETS.names))
       const buckets: [string, number][][] = Array.from({ length: count }, () => [])
       for (const e of entries) buckets[nameHash(e[0]) & (count - 1)].push(e)
       buckets.forEach((b, i) => out.set(`${a[0]}.${i}`, Buffer.from(JSON.stringify(b))))
