@@ -17,7 +17,7 @@ import { FileDev, tempDir } from './helpers/fs-filedev'
 import { MemDev } from './helpers/fs-memdev'
 import { FaultDev } from '../src/block/fault'
 import { FileSystem } from '../src/fs'
-import { BUCKETS } from '../src/fs/state'
+import { SEGMENTS } from '../src/fs/state'
 import { BlockDev, VsmError } from '../src/block/blockdev'
 
 const MiB = 1 << 20
@@ -385,10 +385,10 @@ t(`${ITERS} random crash points (memory volumes with a volatile cache, one or tw
   crashRun(Number(process.env.VSM_FS_FIRST || 0), ITERS))
 
 t(`${Math.ceil(ITERS / 3)} more with every directory of more than one name kept in buckets of about one (the checkpoint's name buckets)`, async () => {
-  const saved = { ...BUCKETS }
-  Object.assign(BUCKETS, { min: 1, names: 1 })
+  const saved = { ...SEGMENTS }
+  Object.assign(SEGMENTS, { bucketMin: 1, bucketNames: 1 })
   const before = stats.bucketsRead
-  try { await crashRun(ITERS, ITERS + Math.ceil(ITERS / 3)) } finally { Object.assign(BUCKETS, saved) }
+  try { await crashRun(ITERS, ITERS + Math.ceil(ITERS / 3)) } finally { Object.assign(SEGMENTS, saved) }
   assert.ok(stats.bucketsRead > before, 'no recovered state held a bucket of names')
 })
 

@@ -95,6 +95,8 @@ export class FsCore {
   storeBlocks = 0
   /** The durable checkpoint's state, by segment (state.ts). */
   stateSegs = new Map<SegKey, Segment>()
+  /** The next inode number when the durable checkpoint was taken. */
+  stateNextIno = ROOT + 1
   /** Checkpoints and fsck's view of the trees, one at a time. */
   private treeLock: Promise<unknown> = Promise.resolve()
 

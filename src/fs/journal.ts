@@ -86,6 +86,7 @@ export async function load(c: FsCore): Promise<void> {
   if (errors.length) throw err('EIO', `fs metadata inconsistent, refusing to mount: ${errors[0]}`)
   c.storeBlocks = meta.length
   c.stateSegs = segs
+  c.stateNextIno = image.nextIno
   if (converting) await newStore(c)
   startStore(c)
   // files unlinked while open when the last run ended: nobody holds them now
@@ -275,6 +276,7 @@ export async function doCommit(c: FsCore): Promise<void> {
       // the segments this state replaced are needed no more: a mount reads this record
       for (const r of w ? w.freed : heldRuns(c.stateSegs)) c.free[0].release(r.start, r.len)
       c.stateSegs = w?.segs ?? new Map()
+      c.stateNextIno = ck.state.nextIno
       c.ckSlot = ckSlot
       c.tail = ckHead
       c.lastCkptLen = bytes

@@ -1,12 +1,12 @@
 // The checkpoint's state (inodes, directories, xattrs: each inode one JSON array, the
-// tree root of its map among them) on volume 0 blocks, in segments of SEG_INODES
+// tree root of its map among them) on volume 0 blocks, in segments of SEGMENTS.inodes
 // consecutive inode numbers. A checkpoint writes only the segments whose bytes
 // changed since the last one (a sha256 per segment, kept in memory, says which), each
 // to fresh blocks from the top of the free space (as tree nodes are), flushed before
 // the record that names them all is written into the checkpoint area; the blocks of
 // the segments it replaced are freed once that record is durable. So a checkpoint
 // writes what changed, and the number of files is bounded by volume 0's space, not by
-// the area. A directory of more than BUCKETS.min names keeps its entries apart, in
+// the area. A directory of more than SEGMENTS.bucketMin names keeps its entries apart, in
 // buckets by a hash of the name (key "ino.b"; its image says how many in field 22), so
 // a create in a directory of 100k names rewrites one bucket, not every name. The
 // record's payload is JSON {v: 4, nextIno, gen, store, segs: [[key, bytes, crc32,
@@ -18,14 +18,14 @@ import { VsmError, type BlockDev } from '../block/blockdev'
 import type { FsCore } from './core'
 import { BS, Run } from './layout'
 
-export const SEG_INODES = 1024
 /**
- * A directory of more than `min` names keeps them in buckets of about `names` (the crash
- * tests shrink both, so that every directory they make is cut into buckets).
+ * How the state is cut: `inodes` consecutive inode numbers a segment; a directory of
+ * more than `bucketMin` names keeps them in buckets of about `bucketNames` (tests shrink
+ * these to cut every directory into buckets, or every inode into a segment of its own).
  */
-export const BUCKETS = { min: 2048, names: 1024 }
+export const SEGMENTS = { inodes: 1024, bucketMin: 2048, bucketNames: 1024 }
 
-/** A segment's key: k for inodes k·SEG_INODES.., or "ino.b" for bucket b of a directory's names. */
+/** A segment's key: k for inodes k·SEGMENTS.inodes.., or "ino.b" for bucket b of a directory's names. */
 export type SegKey = number | string
 
 /** A segment of the durable state: its length, crc32, sha256 and where it lies. */
@@ -42,7 +42,7 @@ function nameHash(name: string): number {
 export interface StateImage { v: number; nextIno: number; gen?: number; store?: number; inodes: unknown[][] }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('base64')
-const what = (k: SegKey) => (typeof k === 'number' ? `inodes from ${k * SEG_INODES}` : `names of directory ${k.slice(0, k.indexOf('.'))}`)
+const what = (k: SegKey) => (typeof k === 'number' ? `inodes from ${k * SEGMENTS.inodes}` : `names of directory ${k.slice(0, k.indexOf('.'))}`)
 
 /**
  * The captured inode images grouped into segments' JSON, by inode number. The images
@@ -54,8 +54,8 @@ export async function segmentsOf(inodes: unknown[][]): Promise<Map<SegKey, Buffe
   const out = new Map<SegKey, Buffer>()
   for (let a of inodes) {
     const entries = a[11] as [string, number][] | 0
-    if (entries && entries.length > BUCKETS.min) {
-      const count = 2 ** Math.ceil(Math.log2(entries.length / BUCKETS.names))
+    if (entries && entries.length > SEGMENTS.bucketMin) {
+      const count = 2 ** Math.ceil(Math.log2(entries.length / SEGMENTS.bucketNames))
       const buckets: [string, number][][] = Array.from({ length: count }, () => [])
       for (const e of entries) buckets[nameHash(e[0]) & (count - 1)].push(e)
       buckets.forEach((b, i) => out.set(`${a[0]}.${i}`, Buffer.from(JSON.stringify(b))))
@@ -63,7 +63,7 @@ export async function segmentsOf(inodes: unknown[][]): Promise<Map<SegKey, Buffe
       a[11] = 0
       a[22] = count
     }
-    const k = Math.floor((a[0] as number) / SEG_INODES)
+    const k = Math.floor((a[0] as number) / SEGMENTS.inodes)
     let g = groups.get(k)
     if (!g) groups.set(k, g = [])
     g.push(a)
@@ -74,6 +74,18 @@ export async function segmentsOf(inodes: unknown[][]): Promise<Map<SegKey, Buffe
     await new Promise((r) => setImmediate(r))
   }
   return out
+}
+
+/**
+ * Blocks the next state may take for `bytes` of JSON: each segment's last block is
+ * partly empty. Its segments are the durable state's, those of inode numbers handed out
+ * since (numbers only grow), and new buckets of names; a bucket holds about half of
+ * SEGMENTS.bucketNames names or more, a block of JSON or more, so the bytes bound those
+ * (counted twice).
+ */
+export function stateBlocks(c: FsCore, bytes: number): number {
+  const fresh = Math.max(0, Math.floor((c.nextIno - 1) / SEGMENTS.inodes) - Math.floor((c.stateNextIno - 1) / SEGMENTS.inodes))
+  return 2 * Math.ceil(bytes / BS) + c.stateSegs.size + fresh + 1
 }
 
 /** Volume 0 blocks the durable state holds. */

@@ -15,8 +15,7 @@ import { clone, drop } from './btree/tree'
 import type { FsCore } from './core'
 import { Extent, ExtentMap } from './extents'
 import { Inode, err } from './inode'
-import { BS } from './layout'
-import { heldBlocks } from './state'
+import { heldBlocks, stateBlocks } from './state'
 
 /**
  * The extent trees. No ValueRefs: data blocks' counts stay the in-memory RefMap that
@@ -94,10 +93,10 @@ export function metaBudget(c: FsCore): number {
 /**
  * Blocks the next checkpoint's state may take (`extra` bytes more) while the current
  * one's are still held: its last size grown by what was journaled since, a bound
- * (extent ops grow the journal, not the state).
+ * (extent ops grow the journal, not the state), in segments (stateBlocks).
  */
 export function stateNeed(c: FsCore, extra = 0): number {
-  return Math.ceil((c.lastCkptLen + c.sinceCkpt + c.opsBytes + extra) / BS) + 1
+  return stateBlocks(c, c.lastCkptLen + c.sinceCkpt + c.opsBytes + extra)
 }
 
 /** Volume 0 blocks holding the durable checkpoint's state. */
@@ -116,7 +115,7 @@ export function metaBlocks(c: FsCore): number {
 
 /** Free blocks of volume v that data writes must leave alone. */
 export function metaReserve(c: FsCore, v: number): number {
-  return v === 0 ? metaBlocks(c) - c.storeBlocks - stateHeld(c) : 0
+  return v === 0 ? Math.max(0, metaBlocks(c) - c.storeBlocks - stateHeld(c)) : 0
 }
 
 /**
