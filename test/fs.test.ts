@@ -505,6 +505,15 @@ sp('more files than the checkpoint area could hold: kept through a crash and a r
   fs = await FileSystem.mount(vols)
   assert.is(fs.getattr('/d/file-with-a-longer-name-5000').mode & 0o777, 0o600)
   assert.is(fs.readdir('/d').length, N + 1)
+  // a byte of the durable state damaged under the mounted fs: fs check finds it
+  const live = heldRuns((fs as any).core.stateSegs)[1].start * 4096 + 7
+  const orig = Buffer.alloc(1)
+  await vols[0].read(orig, live)
+  await vols[0].write(Buffer.from([orig[0] ^ 0x20]), live)
+  const found = await fs.check()
+  assert.ok(!found.ok && found.errors.some((e) => /fail their checksum/.test(e)), found.errors.join('; '))
+  await vols[0].write(orig, live)
+  await okCheck(fs)
   await fs.close()
   // the last checkpoint's state, one byte changed: refused, one line, nothing written
   const at = heldRuns((fs as any).core.stateSegs)[0].start * 4096 + 100

@@ -1,13 +1,14 @@
 // fsck of the mounted fs: the extent trees (nodes, their reference counts, each map
-// equal to its tree), extents sorted and inside their files, the free map and the
-// reference counts against what the extent maps, the store and the checkpoint's state imply, the directory
-// tree, link counts, snapshots and orphans.
+// equal to its tree), the checkpoint's state against its checksums, extents sorted and
+// inside their files, the free map and the reference counts against what the extent
+// maps, the store and the checkpoint's state imply, the directory tree, link counts,
+// snapshots and orphans.
 import type { FsCore } from './core'
 import { Extent } from './extents'
 import { MAX_FILE_SIZE, NODE_TYPES, ROOT, S_IFLNK, S_IFMT, checkName } from './inode'
 import { BS } from './layout'
 import { buildFree } from './space'
-import { heldRuns } from './state'
+import { checkSegments, heldRuns } from './state'
 import { checkMaps } from './trees'
 
 /** Subtract sorted, coalesced interval lists: runs of a not covered by b. */
@@ -47,6 +48,7 @@ export function check(c: FsCore): Promise<{ ok: boolean; errors: string[]; leake
 async function checkLocked(c: FsCore): Promise<{ ok: boolean; errors: string[]; leakedBytes: number }> {
   const errors: string[] = []
   const meta = [...await checkMaps(c, errors), ...heldRuns(c.stateSegs)]
+  await checkSegments(c.vols[0], c.stateSegs, errors)
   let leaked = 0
   const root = c.inodes.get(ROOT)
   if (!root || !root.isDir) errors.push('no root directory')

@@ -149,6 +149,20 @@ export function encodePointer(head: { nextIno: number; gen: number; store: numbe
   return Buffer.from(JSON.stringify({ v: 4, ...head, segs: list }))
 }
 
+async function readSegment(dev: BlockDev, runs: Run[], bytes: number): Promise<Buffer> {
+  const buf = Buffer.alloc(runs.reduce((a, r) => a + r.len, 0) * BS)
+  let off = 0
+  for (const r of runs) { await dev.read(buf.subarray(off, off + r.len * BS), r.start * BS); off += r.len * BS }
+  return buf.subarray(0, bytes)
+}
+
+/** fsck: the durable state's segments read back against their crc (damage found before a mount refuses it). */
+export async function checkSegments(dev: BlockDev, segs: Map<SegKey, Segment>, errors: string[]): Promise<void> {
+  for (const [k, s] of segs) {
+    if (crc32(await readSegment(dev, s.runs, s.bytes)) !== s.crc) errors.push(`the checkpoint's ${what(k)} (${s.bytes} bytes on volume 0) fail their checksum`)
+  }
+}
+
 /**
  * The state a checkpoint payload holds, read from the segments it names (blocks in
  * [lo, hi) of volume 0), with those segments. A segment that fails its crc is
@@ -169,10 +183,7 @@ export async function readState(dev: BlockDev, payload: Buffer, lo: number, hi: 
       !Number.isSafeInteger(bytes) || bytes < 0 || bytes > blocks * BS) {
       throw new VsmError('EIO', `the checkpoint names blocks outside volume 0's data area (${what(k)})`)
     }
-    const buf = Buffer.alloc(blocks * BS)
-    let off = 0
-    for (const r of runs) { await dev.read(buf.subarray(off, off + r.len * BS), r.start * BS); off += r.len * BS }
-    const seg = buf.subarray(0, bytes)
+    const seg = await readSegment(dev, runs, bytes)
     if (crc32(seg) !== crc) throw new VsmError('EIO', `the checkpoint's ${what(k)} (${bytes} bytes on volume 0) fail their checksum`)
     const parsed = JSON.parse(seg.toString())
     if (typeof k === 'number') for (const a of parsed) inodes.push(a)
