@@ -536,6 +536,19 @@ sp('more files than the checkpoint area could hold: kept through a crash and a r
   assert.is(writes, 0, 'a refused mount wrote')
 })
 
+sp('statfs\'s free inodes say how many files can be made: within 20% of the count that fits on an empty 32 MiB volume', async () => {
+  const vols = [new MemDev(32 * MiB)]
+  await FileSystem.mkfs(vols)
+  const fs = await FileSystem.mount(vols)
+  const said = fs.statfs().ffree
+  let made = 0
+  try {
+    for (;; made++) await fs.create(`/file-number-${made}`, 0o644, 0, 0)
+  } catch (e) { assert.is((e as VsmError).code, 'ENOSPC') }
+  assert.ok(made > 0.8 * said && made < 1.2 * said, `statfs said ${said} free inodes; ${made} files fit`)
+  await fs.close()
+})
+
 sp('a state in many small segments (here one inode each): data writes leave room for its next checkpoint, which rewrites every segment on a full volume, and the mount after it', async () => {
   const saved = { ...SEGMENTS }
   Object.assign(SEGMENTS, { inodes: 1 })

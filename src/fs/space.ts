@@ -106,8 +106,9 @@ export function statfs(c: FsCore): StatFs {
   c.live()
   let blocks = 0, bfree = 0
   c.free.forEach((_, v) => { blocks += capacity(c, v); bfree += Math.max(0, spare(c, v)) })
-  // an inode takes ~160 bytes of the checkpoint's state, held twice while the next one is written
-  const ffree = Math.max(0, Math.floor((c.free[0].free - metaReserve(c, 0)) * BS / 320))
+  // an inode takes ~120 bytes of the checkpoint's state, which the room kept for states
+  // counts four times: the held state and the next, each at twice its bytes (stateBlocks)
+  const ffree = Math.max(0, Math.floor((c.free[0].free - metaReserve(c, 0)) * BS / 480))
   return { bsize: BS, blocks, bfree, bavail: bfree, files: c.inodes.size + ffree, ffree, namemax: NAME_MAX }
 }
 
