@@ -32,6 +32,7 @@ import * as path from 'path'
 import { randomBytes } from 'crypto'
 import { FileSystem } from '../src/fs'
 import { FreeMap } from '../src/fs/extents'
+import { stateBytes, type SegKey, type Segment } from '../src/fs/state'
 import { openDevice } from '../src/volume/device'
 import { Ext4Loop } from './ext4-loop'
 
@@ -132,7 +133,7 @@ async function namespaceRates(ns: Namespace, files: number, full?: () => Promise
 
 /** What a checkpoint writes after one more create in a directory that holds `files` names, and the state it is part of. */
 async function oneCreateCheckpoint(fsys: FileSystem, dir: string): Promise<{ bytes: number; stateBytes: number }> {
-  const core = (fsys as unknown as { core: { wantCkpt: boolean; stateSegs: Map<unknown, { bytes: number }> } }).core
+  const core = (fsys as unknown as { core: { wantCkpt: boolean; stateSegs: Map<SegKey, Segment> } }).core
   core.wantCkpt = true
   await fsys.sync()
   const m0 = fsys.journalStats().metaBytes
@@ -141,7 +142,7 @@ async function oneCreateCheckpoint(fsys: FileSystem, dir: string): Promise<{ byt
   await fsys.sync()
   const bytes = fsys.journalStats().metaBytes - m0
   await fsys.unlink(`${dir}/one-more`)
-  return { bytes, stateBytes: [...core.stateSegs.values()].reduce((a, x) => a + x.bytes, 0) }
+  return { bytes, stateBytes: stateBytes(core.stateSegs) }
 }
 
 /** vsm's fs through its API: create makes the inode (no handle to close), getattr, unlink; sync commits. */

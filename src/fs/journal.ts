@@ -20,7 +20,7 @@ import {
   BS, CK_V1, CK_V2, JR_HDR, JR_OPS, JR_WRAP, SB_VERSION, decodeRecordHeader, encodeCheckpoint, encodeRecord,
   readCheckpoint, recordCrcOk, recordLen, writeSuperblock,
 } from './layout'
-import { StateImage, encodePointer, heldRuns, readState, segmentsOf, writeSegments } from './state'
+import { StateImage, encodePointer, heldRuns, readState, segmentsOf, stateBytes, writeSegments } from './state'
 import { Op, apply } from './ops'
 import { orphans } from './namespace'
 import { buildFree } from './space'
@@ -44,7 +44,7 @@ export async function load(c: FsCore): Promise<void> {
   }
   c.ckSlot = slot
   c.nonce = ck.h.nonce
-  c.lastCkptLen = segs.size ? [...segs.values()].reduce((a, x) => a + x.bytes, 0) : ck.payload.length
+  c.lastCkptLen = segs.size ? stateBytes(segs) : ck.payload.length
   // replay the journal of this checkpoint's epoch
   const jl = sb.journalLen
   const jbuf = Buffer.alloc(jl)

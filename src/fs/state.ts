@@ -42,7 +42,9 @@ function nameHash(name: string): number {
 export interface StateImage { v: number; nextIno: number; gen?: number; store?: number; inodes: unknown[][] }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('base64')
-const what = (k: SegKey) => (typeof k === 'number' ? `inodes from ${k * SEGMENTS.inodes}` : `names of directory ${k.slice(0, k.indexOf('.'))}`)
+/** The directory a bucket's key ("ino.b") belongs to. */
+const dirOf = (k: string) => Number(k.slice(0, k.indexOf('.')))
+const what = (k: SegKey) => (typeof k === 'number' ? `inodes from ${k * SEGMENTS.inodes}` : `names of directory ${dirOf(k)}`)
 
 /**
  * The captured inode images grouped into segments' JSON, by inode number. The images
@@ -86,6 +88,13 @@ export async function segmentsOf(inodes: unknown[][]): Promise<Map<SegKey, Buffe
 export function stateBlocks(c: FsCore, bytes: number): number {
   const fresh = Math.max(0, Math.floor((c.nextIno - 1) / SEGMENTS.inodes) - Math.floor((c.stateNextIno - 1) / SEGMENTS.inodes))
   return 2 * Math.ceil(bytes / BS) + c.stateSegs.size + fresh + 1
+}
+
+/** Bytes of JSON in a state's segments. */
+export function stateBytes(segs: Map<SegKey, Segment>): number {
+  let n = 0
+  for (const s of segs.values()) n += s.bytes
+  return n
 }
 
 /** Volume 0 blocks the durable state holds. */
@@ -188,9 +197,8 @@ export async function readState(dev: BlockDev, payload: Buffer, lo: number, hi: 
     const parsed = JSON.parse(seg.toString())
     if (typeof k === 'number') for (const a of parsed) inodes.push(a)
     else {
-      const dir = Number(k.slice(0, k.indexOf('.')))
-      const got = names.get(dir)
-      if (got) { for (const e of parsed) got.entries.push(e); got.buckets++ } else names.set(dir, { entries: parsed, buckets: 1 })
+      const got = names.get(dirOf(k))
+      if (got) { for (const e of parsed) got.entries.push(e); got.buckets++ } else names.set(dirOf(k), { entries: parsed, buckets: 1 })
     }
     segs.set(k, { bytes, crc, hash: sha(seg), runs })
   }
