@@ -384,9 +384,9 @@ async function crashRun(first: number, iters: number): Promise<void> {
 t(`${ITERS} random crash points (memory volumes with a volatile cache, one or two volumes; file volume)`, () =>
   crashRun(Number(process.env.VSM_FS_FIRST || 0), ITERS))
 
-t(`${Math.ceil(ITERS / 3)} more with every directory of more than one name kept in buckets of about one (the checkpoint's name buckets)`, async () => {
+t(`${Math.ceil(ITERS / 3)} more with every directory of more than one name kept in buckets of about one (the checkpoint's name buckets) and segments of about two inodes (their cuts move with every create and unlink)`, async () => {
   const saved = { ...SEGMENTS }
-  Object.assign(SEGMENTS, { bucketMin: 1, bucketNames: 1 })
+  Object.assign(SEGMENTS, { inodes: 2, bucketMin: 1, bucketNames: 1 })
   const before = stats.bucketsRead
   try { await crashRun(ITERS, ITERS + Math.ceil(ITERS / 3)) } finally { Object.assign(SEGMENTS, saved) }
   assert.ok(stats.bucketsRead > before, 'no recovered state held a bucket of names')

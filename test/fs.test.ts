@@ -12,6 +12,7 @@ import { FileSystem, S_IFDIR, S_IFREG } from '../src/fs'
 import { markDirty } from '../src/fs/trees'
 import { SEGMENTS, encodePointer, heldBlocks, heldRuns, readState, segmentsOf, type Segment, type SegKey } from '../src/fs/state'
 import { crc32 } from '../src/native/sums'
+import { CK_V2, encodeCheckpoint, readCheckpoint, readSuperblock } from '../src/fs/layout'
 import { BlockDev, VsmError } from '../src/block/blockdev'
 
 const MiB = 1 << 20
@@ -571,13 +572,82 @@ sp('a state in many small segments (here one inode each): data writes leave room
     for (let i = 0; i < N; i++) await fs.chmod(`/f${i}`, 0o600)
     ;(fs as any).core.wantCkpt = true
     await fs.sync()
+    // new inodes, each a new segment and block: creates are refused before a checkpoint would find no room
+    let made = 0
+    try {
+      for (; made < 4000; made++) await fs.create(`/g${made}`, 0o644, 0, 0)
+    } catch (e) { assert.is((e as VsmError).code, 'ENOSPC', (e as Error).message) }
+    assert.ok(made > 0, 'no room for a single create')
+    // and the checkpoint after the next, which rewrites every segment again
+    for (let i = 0; i < N; i++) await fs.chmod(`/f${i}`, 0o640)
+    for (let i = 0; i < made; i++) await fs.chmod(`/g${i}`, 0o640)
+    ;(fs as any).core.wantCkpt = true
+    await fs.sync()
     await fs.close()
     fs = await FileSystem.mount(vols)
-    assert.is(fs.getattr(`/f${N - 1}`).mode & 0o777, 0o600)
+    assert.is(fs.getattr(`/f${N - 1}`).mode & 0o777, 0o640)
+    assert.is(fs.getattr(`/g${made - 1}`).mode & 0o777, 0o640)
     assert.is(fs.getattr('/big').size, off)
     await okCheck(fs)
     await fs.close()
   } finally { Object.assign(SEGMENTS, saved) }
+})
+
+sp('inodes left far apart by creates and unlinks still fill their state blocks (segments are cut by live inodes, not by ranges of numbers); the state reads back', async () => {
+  const vols = [new MemDev(64 * MiB)]
+  await FileSystem.mkfs(vols)
+  let fs = await FileSystem.mount(vols)
+  await fs.mkdir('/d', 0o755, 0, 0)
+  const N = 60000, EVERY = 500
+  for (let i = 0; i < N; i++) await fs.create(`/d/f${i}`, 0o644, i, i)
+  for (let i = 0; i < N; i++) if (i % EVERY) await fs.unlink(`/d/f${i}`)
+  ;(fs as any).core.wantCkpt = true
+  await fs.sync()
+  const inodeSegs = new Map([...(fs as any).core.stateSegs as Map<SegKey, Segment>].filter(([k]) => typeof k === 'number'))
+  const bytes = [...inodeSegs.values()].reduce((a, s) => a + s.bytes, 0)
+  // 120 survivors, one in 500 numbers: in ranges of 1024 numbers they took 59 blocks
+  assert.ok(heldBlocks(inodeSegs) <= Math.ceil(bytes / 4096) + 2, `${N / EVERY} inodes, ${bytes} bytes of state in ${heldBlocks(inodeSegs)} blocks`)
+  await fs.close()
+  fs = await FileSystem.mount(vols)
+  assert.is(fs.readdir('/d').length, N / EVERY)
+  assert.is(fs.getattr(`/d/f${N - EVERY}`).uid, N - EVERY)
+  await okCheck(fs)
+  await fs.close()
+})
+
+sp('a state written by the last version (segments of fixed ranges, pointer v 4) mounts, and its first checkpoint frees every block of it', async () => {
+  const vols = [new MemDev(32 * MiB)]
+  await FileSystem.mkfs(vols)
+  let fs = await FileSystem.mount(vols)
+  for (let i = 0; i < 3000; i++) await fs.create(`/f${i}`, 0o644, i, i)
+  ;(fs as any).core.wantCkpt = true
+  await fs.sync()
+  await fs.close()
+  const sb = await readSuperblock(vols[0])
+  const cks = await Promise.all(sb.ckpt.map((off) => readCheckpoint(vols[0], off, sb.ckptLen, CK_V2)))
+  const slot = cks[0] && (!cks[1] || cks[0].h.seq > cks[1].h.seq) ? 0 : 1
+  const p = JSON.parse(cks[slot]!.payload.toString())
+  assert.is(p.v, 5)
+  assert.ok(p.segs.length > 1)
+  // v 4 keyed a segment of inodes by k for the numbers from k·1024
+  let k = 0
+  const v4 = Buffer.from(JSON.stringify({ ...p, v: 4, segs: p.segs.map((s: unknown[]) => typeof s[0] === 'number' ? [k++, ...s.slice(1)] : s) }))
+  await vols[0].write(encodeCheckpoint({ ...cks[slot]!.h, len: v4.length }, v4), sb.ckpt[slot])
+  const read = await readState(vols[0], v4, sb.dataStart, vols[0].size / 4096)
+  assert.equal([...read.segs.keys()].filter((k) => typeof k === 'number').slice(0, 3), [0, 1024, 2048], 'v 4 keys read as the first number of their range')
+  // the mount's own checkpoint writes the state anew (keys that differ are never kept)
+  fs = await FileSystem.mount(vols)
+  for (const i of [0, 1500, 2999]) assert.is(fs.getattr(`/f${i}`).uid, i)
+  await fs.chmod('/f0', 0o600)
+  ;(fs as any).core.wantCkpt = true
+  await fs.sync()
+  await okCheck(fs)
+  await fs.close()
+  fs = await FileSystem.mount(vols)
+  assert.is(fs.getattr('/f0').mode & 0o777, 0o600)
+  assert.is(fs.getattr('/f2999').uid, 2999)
+  await okCheck(fs)
+  await fs.close()
 })
 
 sp('a checkpoint that lacks one of a directory\'s buckets of names is refused with EIO in one line, not read as a smaller directory', async () => {
@@ -614,7 +684,7 @@ sp('a checkpoint that keeps some state segments and replaces others, killed at a
     const a = new MemDev(32 * MiB)
     await FileSystem.mkfs([a])
     const fs = await FileSystem.mount([a])
-    // three segments of inodes (1024 numbers each)
+    // several segments of inodes (about 512 each)
     for (let i = 0; i < 3000; i++) await fs.create(`/f${i}`, 0o644, i, i)
     ;(fs as any).core.wantCkpt = true
     await fs.sync()

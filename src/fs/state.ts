@@ -1,6 +1,8 @@
 // The checkpoint's state (inodes, directories, xattrs: each inode one JSON array, the
-// tree root of its map among them) on volume 0 blocks, in segments of SEGMENTS.inodes
-// consecutive inode numbers. A checkpoint writes only the segments whose bytes
+// tree root of its map among them) on volume 0 blocks, in segments of about
+// SEGMENTS.inodes live inodes, cut after each inode whose number hashes to a cut (so a
+// segment's bounds move only where an inode is created or unlinked, and inodes left far
+// apart by years of creates and unlinks still fill their blocks). A checkpoint writes only the segments whose bytes
 // changed since the last one (a sha256 per segment, kept in memory, says which), each
 // to fresh blocks from the top of the free space (as tree nodes are), flushed before
 // the record that names them all is written into the checkpoint area; the blocks of
@@ -9,9 +11,11 @@
 // the area. A directory of more than SEGMENTS.bucketMin names keeps its entries apart, in
 // buckets by a hash of the name (key "ino.b"; its image says how many in field 22), so
 // a create in a directory of 100k names rewrites one bucket, not every name. The
-// record's payload is JSON {v: 4, nextIno, gen, store, segs: [[key, bytes, crc32,
-// [[block, count]...]]...]}; a payload that is itself the state (v 1 or 2) is what
-// mkfs and earlier versions wrote, and what a volume 0 with no free block gets.
+// record's payload is JSON {v: 5, nextIno, gen, store, segs: [[key, bytes, crc32,
+// [[block, count]...]]...]}, a segment of inodes keyed by its first inode's number (v 4:
+// by k, for the fixed range of 1024 numbers from k·1024; read as the number it starts
+// at); a payload that is itself the state (v 1 or 2) is what mkfs and earlier versions
+// wrote, and what a volume 0 with no free block gets.
 import { createHash } from 'crypto'
 import { crc32 } from '../native/sums'
 import { VsmError, type BlockDev } from '../block/blockdev'
@@ -19,13 +23,18 @@ import type { FsCore } from './core'
 import { BS, Run } from './layout'
 
 /**
- * How the state is cut: `inodes` consecutive inode numbers a segment; a directory of
- * more than `bucketMin` names keeps them in buckets of about `bucketNames` (tests shrink
- * these to cut every directory into buckets, or every inode into a segment of its own).
+ * How the state is cut: a segment of inodes ends at one inode number in `inodes` (about
+ * that many live inodes a segment, and the segment a changed inode is in holds about
+ * twice that); a directory of more than `bucketMin` names keeps them in buckets of about
+ * `bucketNames` (tests shrink these to cut every directory into buckets, or every inode
+ * into a segment of its own).
  */
-export const SEGMENTS = { inodes: 1024, bucketMin: 2048, bucketNames: 1024 }
+export const SEGMENTS = { inodes: 512, bucketMin: 2048, bucketNames: 1024 }
 
-/** A segment's key: k for inodes k·SEGMENTS.inodes.., or "ino.b" for bucket b of a directory's names. */
+/** Inode numbers a segment of a v 4 pointer spanned (its key k: the numbers from k·1024). */
+const V4_SEGMENT = 1024
+
+/** A segment's key: the number of its first inode, or "ino.b" for bucket b of a directory's names. */
 export type SegKey = number | string
 
 /** A segment of the durable state: its length, crc32, sha256 and where it lies. */
@@ -38,21 +47,33 @@ function nameHash(name: string): number {
   return h >>> 0
 }
 
+/**
+ * Whether a segment of inodes ends after inode `ino`: its number mixed (lowbias32) is a
+ * multiple of SEGMENTS.inodes. A hash, not the number itself, so no pattern of creates
+ * and unlinks keeps every cut dead and grows a segment without bound.
+ */
+export function cutAfter(ino: number): boolean {
+  let x = (ino ^ Math.floor(ino / 2 ** 32)) >>> 0
+  x = Math.imul(x ^ (x >>> 16), 0x7feb352d)
+  x = Math.imul(x ^ (x >>> 15), 0x846ca68b)
+  return ((x ^ (x >>> 16)) >>> 0) % SEGMENTS.inodes === 0
+}
+
 /** The state as the loader takes it: inode arrays and the fields beside them. */
 export interface StateImage { v: number; nextIno: number; gen?: number; store?: number; inodes: unknown[][] }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('base64')
 /** The directory a bucket's key ("ino.b") belongs to. */
 const dirOf = (k: string) => Number(k.slice(0, k.indexOf('.')))
-const what = (k: SegKey) => (typeof k === 'number' ? `inodes from ${k * SEGMENTS.inodes}` : `names of directory ${dirOf(k)}`)
+const what = (k: SegKey) => (typeof k === 'number' ? `inodes from ${k}` : `names of directory ${dirOf(k)}`)
 
 /**
- * The captured inode images grouped into segments' JSON, by inode number. The images
- * are copies, so the event loop is given back between segments: I/O goes on while a
- * state of many files is serialized (~3 µs an inode).
+ * The captured inode images grouped into segments' JSON, in inode number order. The
+ * images are copies, so the event loop is given back between segments: I/O goes on
+ * while a state of many files is serialized (~3 µs an inode).
  */
 export async function segmentsOf(inodes: unknown[][]): Promise<Map<SegKey, Buffer>> {
-  const groups = new Map<number, unknown[][]>()
+  const images: unknown[][] = []
   const out = new Map<SegKey, Buffer>()
   for (let a of inodes) {
     const entries = a[11] as [string, number][] | 0
@@ -65,14 +86,12 @@ export async function segmentsOf(inodes: unknown[][]): Promise<Map<SegKey, Buffe
       a[11] = 0
       a[22] = count
     }
-    const k = Math.floor((a[0] as number) / SEGMENTS.inodes)
-    let g = groups.get(k)
-    if (!g) groups.set(k, g = [])
-    g.push(a)
+    images.push(a)
   }
-  for (const [k, g] of [...groups].sort((x, y) => x[0] - y[0])) {
-    g.sort((x, y) => (x[0] as number) - (y[0] as number))
-    out.set(k, Buffer.from(`[${g.map((a) => JSON.stringify(a)).join(',')}]`))
+  images.sort((x, y) => (x[0] as number) - (y[0] as number))
+  for (let first = 0, i = 0; first < images.length; first = i) {
+    do i++; while (i < images.length && !cutAfter(images[i - 1][0] as number))
+    out.set(images[first][0] as number, Buffer.from(`[${images.slice(first, i).map((a) => JSON.stringify(a)).join(',')}]`))
     await new Promise((r) => setImmediate(r))
   }
   return out
@@ -80,14 +99,23 @@ export async function segmentsOf(inodes: unknown[][]): Promise<Map<SegKey, Buffe
 
 /**
  * Blocks the next state may take for `bytes` of JSON: each segment's last block is
- * partly empty. Its segments are the durable state's, those of inode numbers handed out
- * since (numbers only grow), and new buckets of names; a bucket holds about half of
- * SEGMENTS.bucketNames names or more, a block of JSON or more, so the bytes bound those
- * (counted twice).
+ * partly empty. Its segments are at most the durable state's, one more for each cut
+ * among the inode numbers handed out since (numbers only grow, so a new inode lands in
+ * the last segment; an unlink only merges segments), and new buckets of names; a bucket
+ * holds about half of SEGMENTS.bucketNames names or more, a block of JSON or more, so
+ * the bytes bound those (counted twice).
  */
 export function stateBlocks(c: FsCore, bytes: number): number {
-  const fresh = Math.max(0, Math.floor((c.nextIno - 1) / SEGMENTS.inodes) - Math.floor((c.stateNextIno - 1) / SEGMENTS.inodes))
-  return 2 * Math.ceil(bytes / BS) + c.stateSegs.size + fresh + 1
+  return 2 * Math.ceil(bytes / BS) + c.stateSegs.size + freshCuts(c) + 1
+}
+
+/** Cuts among the numbers from c.stateNextIno to c.nextIno, counted once each (stateBlocks runs at every create). */
+const counted = new WeakMap<FsCore, { from: number; to: number; cuts: number }>()
+function freshCuts(c: FsCore): number {
+  let m = counted.get(c)
+  if (!m || m.from !== c.stateNextIno || m.to > c.nextIno) counted.set(c, m = { from: c.stateNextIno, to: c.stateNextIno, cuts: 0 })
+  for (; m.to < c.nextIno; m.to++) if (cutAfter(m.to)) m.cuts++
+  return m.cuts
 }
 
 /** Bytes of JSON in a state's segments. */
@@ -155,7 +183,7 @@ export async function writeSegments(c: FsCore, bufs: Map<SegKey, Buffer>): Promi
 
 export function encodePointer(head: { nextIno: number; gen: number; store: number }, segs: Map<SegKey, Segment>): Buffer {
   const list = [...segs].map(([k, s]) => [k, s.bytes, s.crc, s.runs.map((r) => [r.start, r.len])])
-  return Buffer.from(JSON.stringify({ v: 4, ...head, segs: list }))
+  return Buffer.from(JSON.stringify({ v: 5, ...head, segs: list }))
 }
 
 async function readSegment(dev: BlockDev, runs: Run[], bytes: number): Promise<Buffer> {
@@ -182,10 +210,11 @@ export async function checkSegments(dev: BlockDev, segs: Map<SegKey, Segment>, e
 export async function readState(dev: BlockDev, payload: Buffer, lo: number, hi: number): Promise<{ image: StateImage; segs: Map<SegKey, Segment> }> {
   const p = JSON.parse(payload.toString())
   const segs = new Map<SegKey, Segment>()
-  if (p.v !== 4) return { image: p, segs }
+  if (p.v !== 4 && p.v !== 5) return { image: p, segs }
   const inodes: unknown[][] = []
   const names = new Map<number, { entries: [string, number][]; buckets: number }>()
-  for (const [k, bytes, crc, list] of p.segs as [SegKey, number, number, [number, number][]][]) {
+  for (const [key, bytes, crc, list] of p.segs as [SegKey, number, number, [number, number][]][]) {
+    const k = p.v === 4 && typeof key === 'number' ? key * V4_SEGMENT : key
     const runs = list.map(([start, len]) => ({ start, len }))
     const blocks = runs.reduce((a, r) => a + r.len, 0)
     if (runs.some((r) => !Number.isSafeInteger(r.start) || !Number.isSafeInteger(r.len) || r.len <= 0 || r.start < lo || r.start + r.len > hi) ||
