@@ -10,7 +10,7 @@ import { MemDev } from './helpers/fs-memdev'
 import { dying, memFs, okCheck } from './helpers/fs-fixture'
 import { FileSystem, S_IFDIR, S_IFREG } from '../src/fs'
 import { markDirty } from '../src/fs/trees'
-import { SEGMENTS, encodePointer, heldBlocks, heldRuns, readState, segmentsOf, type Segment, type SegKey } from '../src/fs/state'
+import { SEGMENTS, STATE_CHECK, encodePointer, heldBlocks, heldRuns, readState, segmentsOf, type Segment, type SegKey } from '../src/fs/state'
 import { crc32 } from '../src/native/sums'
 import { CK_V2, encodeCheckpoint, readCheckpoint, readSuperblock } from '../src/fs/layout'
 import { BlockDev, VsmError } from '../src/block/blockdev'
@@ -487,13 +487,15 @@ sp('more files than the checkpoint area could hold: kept through a crash and a r
   await verify(fs)
   const segs = (fs as any).core.stateSegs
   assert.ok(heldBlocks(segs) * 4096 > 1 * MiB, 'the state is not on the data blocks')
-  // a checkpoint after one chmod writes that inode's segment, not the state
-  const before = fs.journalStats().metaBytes
+  // a checkpoint after one chmod writes that inode's segment, not the state, and serializes only its inodes
+  const before = fs.journalStats().metaBytes, imaged = fs.journalStats().stateInodes
   await fs.chmod('/d/file-with-a-longer-name-5000', 0o600)
   ;(fs as any).core.wantCkpt = true
   await fs.sync()
   const wrote = fs.journalStats().metaBytes - before
   assert.ok(wrote < heldBlocks(segs) * 4096 / 4, `a checkpoint after one chmod wrote ${wrote} bytes of a ${heldBlocks(segs) * 4096}-byte state`)
+  const images = fs.journalStats().stateInodes - imaged
+  assert.ok(images > 0 && images < N / 4, `a checkpoint after one chmod serialized ${images} of ${N} inodes`)
   // a create in /d rewrites the bucket of names it joins, not /d's 12000 names
   const names = Buffer.byteLength(JSON.stringify(fs.readdir('/d').map((n) => [n, 0])))
   const before2 = fs.journalStats().metaBytes
@@ -615,13 +617,19 @@ sp('inodes left far apart by creates and unlinks still fill their state blocks (
   await fs.close()
 })
 
-sp('a state written by the last version (segments of fixed ranges, pointer v 4) mounts, and its first checkpoint frees every block of it', async () => {
-  const vols = [new MemDev(32 * MiB)]
+/** A new fs on vols holding /f0../f2999 (uid and gid i), all in a checkpoint. */
+async function filesCheckpointed(vols: MemDev[]): Promise<FileSystem> {
   await FileSystem.mkfs(vols)
-  let fs = await FileSystem.mount(vols)
+  const fs = await FileSystem.mount(vols)
   for (let i = 0; i < 3000; i++) await fs.create(`/f${i}`, 0o644, i, i)
   ;(fs as any).core.wantCkpt = true
   await fs.sync()
+  return fs
+}
+
+sp('a state written by the last version (segments of fixed ranges, pointer v 4) mounts, and its first checkpoint frees every block of it', async () => {
+  const vols = [new MemDev(32 * MiB)]
+  let fs = await filesCheckpointed(vols)
   await fs.close()
   const sb = await readSuperblock(vols[0])
   const cks = await Promise.all(sb.ckpt.map((off) => readCheckpoint(vols[0], off, sb.ckptLen, CK_V2)))
@@ -648,6 +656,43 @@ sp('a state written by the last version (segments of fixed ranges, pointer v 4) 
   assert.is(fs.getattr('/f2999').uid, 2999)
   await okCheck(fs)
   await fs.close()
+})
+
+sp('a checkpoint that finds no free block on volume 0 writes the whole state into its area, the segments it kept read back: all of it mounts', async () => {
+  const vols = [new MemDev(32 * MiB)]
+  const fs = await filesCheckpointed(vols)
+  await fs.chmod('/f2999', 0o600)
+  const free = (fs as any).core.free[0]
+  const taken: number[] = []
+  for (let b = free.allocLast(); b !== null && b !== undefined; b = free.allocLast()) taken.push(b)
+  ;(fs as any).core.wantCkpt = true
+  await fs.sync()
+  assert.is((fs as any).core.stateSegs.size, 0, 'the state went into the area')
+  // as a crash leaves it (close would checkpoint again, into segments)
+  const crashed = await FileSystem.mount([vols[0].crashImage(() => 0)])
+  for (const i of [0, 1024, 2998]) assert.is(crashed.getattr(`/f${i}`).uid, i)
+  assert.is(crashed.getattr('/f2999').mode & 0o777, 0o600)
+  await okCheck(crashed)
+  await crashed.close()
+  for (const b of taken) free.release(b, 1)
+  await fs.close()
+})
+
+sp('with STATE_CHECK.verify, an inode changed behind the ops\' back fails the checkpoint (the check the test command runs on every commit can fail)', async () => {
+  const saved = { ...STATE_CHECK }
+  STATE_CHECK.verify = true
+  try {
+    const vols = [new MemDev(32 * MiB)]
+    await FileSystem.mkfs(vols)
+    const fs = await FileSystem.mount(vols)
+    for (let i = 0; i < 100; i++) await fs.create(`/f${i}`, 0o644, i, i)
+    ;(fs as any).core.wantCkpt = true
+    await fs.sync()
+    ;(fs as any).core.inodes.get(fs.lookup('/f7')).uid = 4242
+    ;(fs as any).core.wantCkpt = true
+    await rejects(fs.sync(), 'EIO')
+    await rejects(fs.create('/after', 0o644, 0, 0), 'EIO')
+  } finally { Object.assign(STATE_CHECK, saved) }
 })
 
 sp('a checkpoint that lacks one of a directory\'s buckets of names is refused with EIO in one line, not read as a smaller directory', async () => {

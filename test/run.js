@@ -49,7 +49,8 @@ for (const file of files) {
   const t0 = Date.now()
   const r = spawnSync(process.execPath, [file], {
     encoding: 'utf8', timeout: perFileTimeoutMs, killSignal: 'SIGKILL',
-    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', VSM_RUNNER_ID: String(process.pid) }, maxBuffer: 64 << 20,
+    // every fs checkpoint also checked against the whole state (src/fs/state.ts STATE_CHECK)
+    env: { VSM_FS_STATE_VERIFY: '1', ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', VSM_RUNNER_ID: String(process.pid) }, maxBuffer: 64 << 20,
   })
   const out = (r.stdout || '') + (r.stderr || '')
   const plain = out.replace(/\x1b\[[0-9;]*m/g, '')

@@ -73,7 +73,8 @@ export class FsCore {
   commitRunning: Promise<void> | null = null
   commitNext: Promise<void> | null = null
   timer: NodeJS.Timeout | null = null
-  counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0, metaBytes: 0 }
+  /** stateInodes: inode images the checkpoints serialized (those of segments written again). */
+  counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0, metaBytes: 0, stateInodes: 0 }
   /** One change of the volume list at a time: each writes a superblock derived from the last. */
   volChange: Promise<unknown> = Promise.resolve()
   /** Volumes being emptied by remove-volume: nothing new is placed on them. */
@@ -95,6 +96,12 @@ export class FsCore {
   storeBlocks = 0
   /** The durable checkpoint's state, by segment (state.ts). */
   stateSegs = new Map<SegKey, Segment>()
+  /**
+   * Inodes whose image may differ from the durable state's: every inode an op touches
+   * (ops.ts apply), a map that changes (trees.ts), and at commit the inodes of dirtyAttrs
+   * and lazyAttrs. The next checkpoint writes the segments that hold them (planState).
+   */
+  stateChanged = new Set<number>()
   /** The next inode number when the durable checkpoint was taken. */
   stateNextIno = ROOT + 1
   /** Checkpoints and fsck's view of the trees, one at a time. */

@@ -295,6 +295,7 @@ export async function unshare(c: FsCore, ino: number, b0: number, b1: number): P
     }
   }
   n.stamp = c.stamp()
+  c.stateChanged.add(n.ino)
   const p = c.addPending(n, b0, b1, allocs, replaced)
   n.inflight++; c.inflight++
   let ok = false

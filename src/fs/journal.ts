@@ -20,7 +20,7 @@ import {
   BS, CK_V1, CK_V2, JR_HDR, JR_OPS, JR_WRAP, SB_VERSION, decodeRecordHeader, encodeCheckpoint, encodeRecord,
   readCheckpoint, recordCrcOk, recordLen, writeSuperblock,
 } from './layout'
-import { StateImage, encodePointer, heldRuns, readState, segmentsOf, stateBytes, writeSegments } from './state'
+import { STATE_CHECK, StateImage, type StatePlan, encodePointer, heldRuns, imageOf, planState, readState, segmentsOf, stateBytes, verifyPlan, wholeState, writeSegments } from './state'
 import { Op, apply } from './ops'
 import { orphans } from './namespace'
 import { buildFree } from './space'
@@ -114,25 +114,21 @@ async function newStore(c: FsCore): Promise<void> {
   await openStore(c)
 }
 
-/** The checkpoint's images of the inodes, taken synchronously with the ops it covers; field 12 (the tree root) is filled in after the trees' commit. */
+/** Every inode's image (mkfs's state, and what VSM_FS_STATE_VERIFY checks a checkpoint's plan against). */
 export function captureInodes(c: FsCore): { nextIno: number; gen: number; inodes: [Inode, unknown[]][] } {
   const inodes: [Inode, unknown[]][] = []
-  for (const n of c.inodes.values()) {
-    inodes.push([n, [n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
-      n.entries ? [...n.entries] : 0, 0, [...n.xattr].map(([k, v]) => [k, v.toString('base64')]),
-      n.snaps ? [...n.snaps] : 0, n.snapOf, n.snapName, n.stamp, n.target, n.rdev, n.atimeNs, n.mtimeNs]])
-  }
+  for (const n of c.inodes.values()) inodes.push([n, imageOf(n)])
   return { nextIno: c.nextIno, gen: c.gen, inodes }
 }
 
 /** The inode images with each map's tree root as the trees' commit left it (field 12). */
-function withRoots(st: ReturnType<typeof captureInodes>, roots: Map<Inode, number>): unknown[][] {
-  return st.inodes.map(([n, a]) => { a[12] = roots.get(n) ?? n.root; return a })
+function withRoots(images: [Inode, unknown[]][], roots: Map<Inode, number>): unknown[][] {
+  return images.map(([n, a]) => { a[12] = roots.get(n) ?? n.root; return a })
 }
 
-/** The whole state as one JSON (version 2): what mkfs writes into the area, and a checkpoint when volume 0 has no free block. */
+/** The whole state as one JSON (version 2): what mkfs writes into the area. */
 export function serialize(st: ReturnType<typeof captureInodes>, roots: Map<Inode, number>, storeSeq: number): Buffer {
-  const inodes = withRoots(st, roots).map((a) => JSON.stringify(a))
+  const inodes = withRoots(st.inodes, roots).map((a) => JSON.stringify(a))
   return Buffer.from(`{"v":2,"nextIno":${st.nextIno},"gen":${st.gen},"store":${storeSeq},"inodes":[${inodes.join(',')}]}`)
 }
 
@@ -202,6 +198,8 @@ export async function doCommit(c: FsCore): Promise<void> {
   const ops = c.ops
   c.ops = []
   c.opsBytes = 0
+  for (const i of c.dirtyAttrs) c.stateChanged.add(i)
+  for (const i of c.lazyAttrs) c.stateChanged.add(i)
   for (const i of c.dirtyAttrs) { const n = c.inodes.get(i); if (n) ops.push(attrOp(n)) }
   c.dirtyAttrs.clear()
   if (ops.length) {
@@ -213,7 +211,7 @@ export async function doCommit(c: FsCore): Promise<void> {
   const vols = [...c.dirtyVols]
   c.dirtyVols.clear()
   const jl = c.sb.journalLen
-  let ck: { seq: number; state: ReturnType<typeof captureInodes>; trees: ReturnType<typeof captureTrees> } | null = null
+  let ck: { seq: number; nextIno: number; gen: number; plan: StatePlan; whole: [Inode, unknown[]][] | null; trees: ReturnType<typeof captureTrees> } | null = null
   const recs: { buf: Buffer; pos: number }[] = []
   let recBytes = 0
   let ckSlot = c.ckSlot, ckNonce = c.nonce, ckHead = c.head
@@ -231,7 +229,10 @@ export async function doCommit(c: FsCore): Promise<void> {
     if (useCk) {
       c.wantCkpt = false
       c.lazyAttrs.clear()
-      ck = { seq: c.seq++, state: captureInodes(c), trees: captureTrees(c) }
+      const changed = c.stateChanged
+      c.stateChanged = new Set()
+      const whole = STATE_CHECK.verify ? captureInodes(c).inodes : null
+      ck = { seq: c.seq++, nextIno: c.nextIno, gen: c.gen, plan: planState(c, changed), whole, trees: captureTrees(c) }
       ckSlot = 1 - c.ckSlot
       ckNonce = randomBytes(4).readUInt32LE(0)
       ckHead = c.head
@@ -261,12 +262,15 @@ export async function doCommit(c: FsCore): Promise<void> {
       const roots = await applyTrees(c, ck.trees)
       // the nodes and the store's superblock
       c.counters.metaBytes += (c.store!.stats.nodesWritten - w0 + 1) * BS
-      const head = { nextIno: ck.state.nextIno, gen: ck.state.gen, store: c.store!.committedSeq }
-      const segments = await segmentsOf(withRoots(ck.state, roots))
+      const head = { nextIno: ck.nextIno, gen: ck.gen, store: c.store!.committedSeq }
+      const segments = await segmentsOf(withRoots(ck.plan.images, roots))
+      c.counters.stateInodes += ck.plan.images.length
+      if (ck.whole) verifyPlan(c, await segmentsOf(withRoots(ck.whole, roots)), segments, ck.plan)
       let bytes = 0
       for (const b of segments.values()) bytes += b.length
-      const w = await writeSegments(c, segments)
-      const payload = w ? encodePointer(head, w.segs) : serialize(ck.state, roots, head.store)
+      for (const k of ck.plan.same) bytes += c.stateSegs.get(k)!.bytes
+      const w = await writeSegments(c, segments, ck.plan)
+      const payload = w ? encodePointer(head, w.segs) : await wholeState(c, segments, ck.plan, head)
       const rec = encodeCheckpoint({ seq: ck.seq, nonce: ckNonce, jstart: ckHead, len: payload.length }, payload)
       if (rec.length > c.sb.ckptLen) throw err('ENOSPC', `no room on volume 0 for the fs state (${bytes} bytes)`)
       c.counters.metaBytes += rec.length + (w?.written ?? 0)
@@ -276,7 +280,7 @@ export async function doCommit(c: FsCore): Promise<void> {
       // the segments this state replaced are needed no more: a mount reads this record
       for (const r of w ? w.freed : heldRuns(c.stateSegs)) c.free[0].release(r.start, r.len)
       c.stateSegs = w?.segs ?? new Map()
-      c.stateNextIno = ck.state.nextIno
+      c.stateNextIno = ck.nextIno
       c.ckSlot = ckSlot
       c.tail = ckHead
       c.lastCkptLen = bytes

@@ -49,13 +49,14 @@ export type Op =
  */
 export function apply(c: FsCore, op: Op, replay = false): Extent[] {
   const bad = (why: string) => err('EIO', `journal op ${op.o} inconsistent: ${why}`)
-  const node = (i: number) => { const n = c.inodes.get(i); if (!n) throw bad(`no inode ${i}`); return n }
+  // every inode an op reaches may change: the next checkpoint writes its segment again
+  const node = (i: number) => { const n = c.inodes.get(i); if (!n) throw bad(`no inode ${i}`); c.stateChanged.add(i); return n }
   const dir = (i: number) => { const n = node(i); if (!n.entries) throw bad(`inode ${i} not a directory`); return n }
   const snap = (i: number) => { const n = node(i); if (!n.snapOf) throw bad(`inode ${i} not a snapshot`); return n }
   if ('st' in op && op.st) c.genSeen = Math.max(c.genSeen, Math.floor(op.st / STAMP_GEN))
   const stamp = (n: Inode, st: number) => { if (st > n.stamp) n.stamp = st }
   const dropSnap = (s: Inode): Extent[] => {
-    c.inodes.get(s.snapOf)?.snaps?.delete(s.snapName)
+    if (c.inodes.get(s.snapOf)?.snaps?.delete(s.snapName)) c.stateChanged.add(s.snapOf)
     c.inodes.delete(s.ino)
     dropped(c, s)
     return s.ext.release()
@@ -91,6 +92,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
     const n = new Inode(i, m, u, g, 0, isDir ? 2 : 1, t, t, t, v, p)
     if (isDir) { n.entries = new Map(); d.nlink++ }
     c.inodes.set(i, n)
+    c.stateChanged.add(i)
     d.entries!.set(name, i)
     d.mtime = d.ctime = t
     c.nextIno = Math.max(c.nextIno, i + 1)
@@ -153,8 +155,8 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       return n.ext.punch(op.b0, op.b1)
     }
     case 'at': {
-      const n = c.inodes.get(op.i)
-      if (!n) { if (replay) return []; throw bad(`no inode ${op.i}`) }
+      if (!c.inodes.has(op.i)) { if (replay) return []; throw bad(`no inode ${op.i}`) }
+      const n = node(op.i)
       n.mode = op.m; n.uid = op.u; n.gid = op.g; n.size = op.s; n.ctime = op.c
       n.atime = op.a; n.atimeNs = op.an ?? 0; n.mtime = op.mt; n.mtimeNs = op.mn ?? 0
       stamp(n, op.st ?? 0)
@@ -190,6 +192,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       s.snapName = op.n
       s.stamp = op.st
       c.inodes.set(op.s, s)
+      c.stateChanged.add(op.s)
       ;(f.snaps ??= new Map()).set(op.n, op.s)
       c.nextIno = Math.max(c.nextIno, op.s + 1)
       return []
@@ -248,6 +251,7 @@ export function exchange(c: FsCore, s: Inode, a: string, d: Inode, b: string, t:
   const i = s.entries!.get(a), j = d.entries!.get(b)
   if (i === undefined || j === undefined) throw err('EIO', `journal op mv inconsistent: exchange needs ${a} and ${b}`)
   const n = c.inodes.get(i)!, m = c.inodes.get(j)!
+  for (const x of [s, d, n, m]) c.stateChanged.add(x.ino)
   s.entries!.set(a, j)
   d.entries!.set(b, i)
   if (s !== d) {

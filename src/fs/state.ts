@@ -6,7 +6,9 @@
 // changed since the last one (a sha256 per segment, kept in memory, says which), each
 // to fresh blocks from the top of the free space (as tree nodes are), flushed before
 // the record that names them all is written into the checkpoint area; the blocks of
-// the segments it replaced are freed once that record is durable. So a checkpoint
+// the segments it replaced are freed once that record is durable. Only the segments
+// holding an inode changed since the last checkpoint (FsCore.stateChanged) are captured
+// and serialized again: a checkpoint's CPU follows what changed, not the number of files. So a checkpoint
 // writes what changed, and the number of files is bounded by volume 0's space, not by
 // the area. A directory of more than SEGMENTS.bucketMin names keeps its entries apart, in
 // buckets by a hash of the name (key "ino.b"; its image says how many in field 22), so
@@ -20,6 +22,7 @@ import { createHash } from 'crypto'
 import { crc32 } from '../native/sums'
 import { VsmError, type BlockDev } from '../block/blockdev'
 import type { FsCore } from './core'
+import type { Inode } from './inode'
 import { BS, Run } from './layout'
 
 /**
@@ -31,14 +34,26 @@ import { BS, Run } from './layout'
  */
 export const SEGMENTS = { inodes: 512, bucketMin: 2048, bucketNames: 1024 }
 
+/**
+ * VSM_FS_STATE_VERIFY=1 (the test command sets it unless told otherwise): every checkpoint also captures every
+ * inode and fails (EIO, the fs then refuses all calls) unless its plan (planState) wrote
+ * or kept exactly the segments the whole state cuts into: an inode changed without a
+ * mark in FsCore.stateChanged cannot pass a test unseen.
+ */
+export const STATE_CHECK = { verify: process.env.VSM_FS_STATE_VERIFY === '1' }
+
 /** Inode numbers a segment of a v 4 pointer spanned (its key k: the numbers from k·1024). */
 const V4_SEGMENT = 1024
 
 /** A segment's key: the number of its first inode, or "ino.b" for bucket b of a directory's names. */
 export type SegKey = number | string
 
-/** A segment of the durable state: its length, crc32, sha256 and where it lies. */
-export interface Segment { bytes: number; crc: number; hash: string; runs: Run[] }
+/**
+ * A segment of the durable state: its length, crc32, sha256 and where it lies; for a
+ * segment of inodes, its last inode's number and how many it holds (with the key, its
+ * first: which live inodes it holds, as no inode is born below the next number).
+ */
+export interface Segment { bytes: number; crc: number; hash: string; runs: Run[]; last?: number; count?: number }
 
 /** FNV-1a over the name's UTF-16 units: which bucket holds it. */
 function nameHash(name: string): number {
@@ -57,6 +72,50 @@ export function cutAfter(ino: number): boolean {
   x = Math.imul(x ^ (x >>> 16), 0x7feb352d)
   x = Math.imul(x ^ (x >>> 15), 0x846ca68b)
   return ((x ^ (x >>> 16)) >>> 0) % SEGMENTS.inodes === 0
+}
+
+/** An inode's image in the state (field 12, its map's tree root, is filled in after the trees' commit). */
+export function imageOf(n: Inode): unknown[] {
+  return [n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
+    n.entries ? [...n.entries] : 0, 0, [...n.xattr].map(([k, v]) => [k, v.toString('base64')]),
+    n.snaps ? [...n.snaps] : 0, n.snapOf, n.snapName, n.stamp, n.target, n.rdev, n.atimeNs, n.mtimeNs]
+}
+
+/**
+ * What the next checkpoint writes, taken synchronously with the ops it covers: the
+ * images of every inode in a segment that must be written again, the keys of the
+ * durable segments it keeps, and each inode segment's last number and count.
+ */
+export interface StatePlan { images: [Inode, unknown[]][]; same: SegKey[]; members: Map<number, { last: number; count: number }> }
+
+/**
+ * Plan the next state: the live inodes in number order, cut as segmentsOf cuts them; a
+ * durable segment is kept when it holds the same inodes (first, last and count) and
+ * none of them is in `changed`; a directory's buckets of names are kept with its inode.
+ * Every other segment is captured whole, so segmentsOf cuts the captured images into
+ * the same segments.
+ */
+export function planState(c: FsCore, changed: ReadonlySet<number>): StatePlan {
+  const inos = [...c.inodes.keys()]
+  for (let i = 1; i < inos.length; i++) if (inos[i] < inos[i - 1]) { inos.sort((a, b) => a - b); break }
+  const plan: StatePlan = { images: [], same: [], members: new Map() }
+  const captured = new Set<number>()
+  for (let first = 0, i = 0; first < inos.length; first = i) {
+    do i++; while (i < inos.length && !cutAfter(inos[i - 1]))
+    const key = inos[first], last = inos[i - 1], count = i - first
+    plan.members.set(key, { last, count })
+    const old = c.stateSegs.get(key)
+    let keep = old?.last === last && old.count === count
+    for (let j = first; keep && j < i; j++) keep = !changed.has(inos[j])
+    if (keep) { plan.same.push(key); continue }
+    for (let j = first; j < i; j++) {
+      const n = c.inodes.get(inos[j])!
+      plan.images.push([n, imageOf(n)])
+      captured.add(n.ino)
+    }
+  }
+  for (const k of c.stateSegs.keys()) if (typeof k === 'string' && c.inodes.has(dirOf(k)) && !captured.has(dirOf(k))) plan.same.push(k)
+  return plan
 }
 
 /** The state as the loader takes it: inode arrays and the fields beside them. */
@@ -95,6 +154,16 @@ export async function segmentsOf(inodes: unknown[][]): Promise<Map<SegKey, Buffe
     await new Promise((r) => setImmediate(r))
   }
   return out
+}
+
+/** STATE_CHECK.verify: the plan's segments (written or kept) are the whole state's, byte for byte. */
+export function verifyPlan(c: FsCore, whole: Map<SegKey, Buffer>, wrote: Map<SegKey, Buffer>, plan: StatePlan): void {
+  const kept = new Set(plan.same)
+  const fail = (k: SegKey, why: string) => { throw new VsmError('EIO', `checkpoint plan differs from the whole state at its ${what(k)}: ${why}`) }
+  for (const [k, buf] of whole) {
+    if (kept.has(k)) { if (sha(buf) !== c.stateSegs.get(k)!.hash) fail(k, 'kept, but an inode in it changed') } else if (!wrote.get(k)?.equals(buf)) fail(k, wrote.has(k) ? 'written with other bytes' : 'missing')
+  }
+  for (const k of [...wrote.keys(), ...kept]) if (!whole.has(k)) fail(k, 'not in the state')
 }
 
 /**
@@ -153,18 +222,19 @@ function take(c: FsCore, count: number): Run[] | null {
  * them. Returns the new state's segments, the runs to free once its record is durable
  * and the bytes written; null (nothing taken) when volume 0 has no room for them.
  */
-export async function writeSegments(c: FsCore, bufs: Map<SegKey, Buffer>): Promise<{ segs: Map<SegKey, Segment>; freed: Run[]; written: number } | null> {
+export async function writeSegments(c: FsCore, bufs: Map<SegKey, Buffer>, plan: StatePlan): Promise<{ segs: Map<SegKey, Segment>; freed: Run[]; written: number } | null> {
   const segs = new Map<SegKey, Segment>()
+  for (const k of plan.same) segs.set(k, c.stateSegs.get(k)!)
   const writes: { buf: Buffer; runs: Run[] }[] = []
   for (const [k, buf] of bufs) {
-    const hash = sha(buf), old = c.stateSegs.get(k)
+    const hash = sha(buf), old = c.stateSegs.get(k), members = typeof k === 'number' ? plan.members.get(k) : undefined
     if (old && old.hash === hash && old.bytes === buf.length) { segs.set(k, old); continue }
     const runs = take(c, Math.ceil(buf.length / BS))
     if (!runs) {
       for (const w of writes) for (const r of w.runs) c.free[0].release(r.start, r.len)
       return null
     }
-    segs.set(k, { bytes: buf.length, crc: crc32(buf), hash, runs })
+    segs.set(k, { bytes: buf.length, crc: crc32(buf), hash, runs, ...members })
     writes.push({ buf, runs })
   }
   let written = 0
@@ -201,6 +271,44 @@ export async function checkSegments(dev: BlockDev, segs: Map<SegKey, Segment>, e
 }
 
 /**
+ * The inode images of a state's segments (key, JSON), each large directory's buckets of
+ * names put back into its image; a directory whose buckets are not all there is EIO.
+ */
+function assemble(parts: Iterable<[SegKey, Buffer]>): { inodes: unknown[][]; members: StatePlan['members'] } {
+  const inodes: unknown[][] = []
+  const members: StatePlan['members'] = new Map()
+  const names = new Map<number, { entries: [string, number][]; buckets: number }>()
+  for (const [k, seg] of parts) {
+    const parsed = JSON.parse(seg.toString())
+    if (typeof k === 'number') {
+      for (const a of parsed) inodes.push(a)
+      members.set(k, { last: parsed[parsed.length - 1]?.[0], count: parsed.length })
+    } else {
+      const got = names.get(dirOf(k))
+      if (got) { for (const e of parsed) got.entries.push(e); got.buckets++ } else names.set(dirOf(k), { entries: parsed, buckets: 1 })
+    }
+  }
+  for (const a of inodes) {
+    if (!a[22]) continue
+    const got = names.get(a[0] as number)
+    if (got?.buckets !== a[22]) throw new VsmError('EIO', `the checkpoint holds ${got?.buckets ?? 0} of directory ${a[0]}'s ${a[22]} buckets of names`)
+    a[11] = got.entries
+  }
+  return { inodes, members }
+}
+
+/**
+ * The whole state as one JSON (v 2), for a checkpoint that finds no blocks for its
+ * segments: the ones it wrote anew and, read back, the durable ones it keeps.
+ */
+export async function wholeState(c: FsCore, bufs: Map<SegKey, Buffer>, plan: StatePlan, head: { nextIno: number; gen: number; store: number }): Promise<Buffer> {
+  const parts: [SegKey, Buffer][] = [...bufs]
+  for (const k of plan.same) { const s = c.stateSegs.get(k)!; parts.push([k, await readSegment(c.vols[0], s.runs, s.bytes)]) }
+  const inodes = assemble(parts).inodes.map((a) => JSON.stringify(a))
+  return Buffer.from(`{"v":2,"nextIno":${head.nextIno},"gen":${head.gen},"store":${head.store},"inodes":[${inodes.join(',')}]}`)
+}
+
+/**
  * The state a checkpoint payload holds, read from the segments it names (blocks in
  * [lo, hi) of volume 0), with those segments. A segment that fails its crc is
  * corruption (segments are flushed before the record is written), never a crash's
@@ -211,8 +319,7 @@ export async function readState(dev: BlockDev, payload: Buffer, lo: number, hi: 
   const p = JSON.parse(payload.toString())
   const segs = new Map<SegKey, Segment>()
   if (p.v !== 4 && p.v !== 5) return { image: p, segs }
-  const inodes: unknown[][] = []
-  const names = new Map<number, { entries: [string, number][]; buckets: number }>()
+  const parts: [SegKey, Buffer][] = []
   for (const [key, bytes, crc, list] of p.segs as [SegKey, number, number, [number, number][]][]) {
     const k = p.v === 4 && typeof key === 'number' ? key * V4_SEGMENT : key
     const runs = list.map(([start, len]) => ({ start, len }))
@@ -223,19 +330,10 @@ export async function readState(dev: BlockDev, payload: Buffer, lo: number, hi: 
     }
     const seg = await readSegment(dev, runs, bytes)
     if (crc32(seg) !== crc) throw new VsmError('EIO', `the checkpoint's ${what(k)} (${bytes} bytes on volume 0) fail their checksum`)
-    const parsed = JSON.parse(seg.toString())
-    if (typeof k === 'number') for (const a of parsed) inodes.push(a)
-    else {
-      const got = names.get(dirOf(k))
-      if (got) { for (const e of parsed) got.entries.push(e); got.buckets++ } else names.set(dirOf(k), { entries: parsed, buckets: 1 })
-    }
+    parts.push([k, seg])
     segs.set(k, { bytes, crc, hash: sha(seg), runs })
   }
-  for (const a of inodes) {
-    if (!a[22]) continue
-    const got = names.get(a[0] as number)
-    if (got?.buckets !== a[22]) throw new VsmError('EIO', `the checkpoint holds ${got?.buckets ?? 0} of directory ${a[0]}'s ${a[22]} buckets of names`)
-    a[11] = got.entries
-  }
+  const { inodes, members } = assemble(parts)
+  for (const [k, m] of members) Object.assign(segs.get(k)!, m)
   return { image: { v: 2, nextIno: p.nextIno, gen: p.gen, store: p.store, inodes }, segs }
 }

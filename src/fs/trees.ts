@@ -52,6 +52,7 @@ export function markDirty(c: FsCore, n: Inode, b0: number, b1: number): void {
   if (b1 <= b0) return
   n.dirty.push([b0, b1])
   c.treeWork++
+  c.stateChanged.add(n.ino)
 }
 
 /** n's map became a copy of from's (snapshot, clone, revert). */
@@ -62,6 +63,7 @@ export function rebase(c: FsCore, n: Inode, from: Inode): void {
   n.rebaseAt = from.rebase ? -1 : from.dirty.length
   n.dirty = from.dirty.slice()
   c.treeWork += 1 + n.dirty.length
+  c.stateChanged.add(n.ino)
 }
 
 /** n's map went (its inode was deleted): the next checkpoint drops its tree. */
