@@ -14,7 +14,7 @@ import {
 import { doCommit } from './journal'
 import { BS, Superblock, isArchive } from './layout'
 import { Op, apply } from './ops'
-import type { SegKey, Segment } from './state'
+import { heldBlocks, type SegKey, type Segment } from './state'
 
 /**
  * An archive tier as a place extents can live: an append-only address space of 4 KiB
@@ -94,8 +94,16 @@ export class FsCore {
   metaFreed: number[] = []
   /** Volume 0 blocks the store uses (nodes, superblocks), freed ones until they are free. */
   storeBlocks = 0
+  private segs: ReadonlyMap<SegKey, Segment> = new Map()
+  private held = 0
   /** The durable checkpoint's state, by segment (state.ts). */
-  stateSegs = new Map<SegKey, Segment>()
+  get stateSegs(): ReadonlyMap<SegKey, Segment> { return this.segs }
+  set stateSegs(segs: ReadonlyMap<SegKey, Segment>) {
+    this.segs = segs
+    this.held = heldBlocks(segs)
+  }
+  /** Volume 0 blocks stateSegs holds: every write asks (metaNearFull, metaReserve), so counted once per state. */
+  get stateHeld(): number { return this.held }
   /**
    * Inodes whose image may differ from the durable state's: every inode an op touches
    * (ops.ts apply), a map that changes (trees.ts), and at commit the inodes of dirtyAttrs

@@ -24,7 +24,7 @@ import { STATE_CHECK, StateImage, type StatePlan, encodePointer, heldRuns, image
 import { Op, apply } from './ops'
 import { orphans } from './namespace'
 import { buildFree } from './space'
-import { applyTrees, captureTrees, checkpointNeed, loadMaps, markDirty, metaBlocks, openStore, startStore, stateHeld, stateNeed, treesDurable } from './trees'
+import { applyTrees, captureTrees, checkpointNeed, loadMaps, markDirty, metaBlocks, openStore, startStore, stateNeed, treesDurable } from './trees'
 
 export async function load(c: FsCore): Promise<void> {
   const { sb } = c
@@ -173,7 +173,7 @@ export function deserialize(c: FsCore, st: StateImage): number {
  * are freed): refuse growth.
  */
 export function metaNearFull(c: FsCore, extra = 0): boolean {
-  return 2 * stateNeed(c, extra) + checkpointNeed(c) > c.free[0].free + stateHeld(c)
+  return 2 * stateNeed(c, extra) + checkpointNeed(c) > c.free[0].free + c.stateHeld
 }
 
 /**

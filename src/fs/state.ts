@@ -188,20 +188,20 @@ function freshCuts(c: FsCore): number {
 }
 
 /** Bytes of JSON in a state's segments. */
-export function stateBytes(segs: Map<SegKey, Segment>): number {
+export function stateBytes(segs: ReadonlyMap<SegKey, Segment>): number {
   let n = 0
   for (const s of segs.values()) n += s.bytes
   return n
 }
 
 /** Volume 0 blocks the durable state holds. */
-export function heldBlocks(segs: Map<SegKey, Segment>): number {
+export function heldBlocks(segs: ReadonlyMap<SegKey, Segment>): number {
   let n = 0
   for (const s of segs.values()) for (const r of s.runs) n += r.len
   return n
 }
 
-export function heldRuns(segs: Map<SegKey, Segment>): Run[] {
+export function heldRuns(segs: ReadonlyMap<SegKey, Segment>): Run[] {
   return [...segs.values()].flatMap((s) => s.runs)
 }
 
@@ -264,7 +264,7 @@ async function readSegment(dev: BlockDev, runs: Run[], bytes: number): Promise<B
 }
 
 /** fsck: the durable state's segments read back against their crc (damage found before a mount refuses it). */
-export async function checkSegments(dev: BlockDev, segs: Map<SegKey, Segment>, errors: string[]): Promise<void> {
+export async function checkSegments(dev: BlockDev, segs: ReadonlyMap<SegKey, Segment>, errors: string[]): Promise<void> {
   for (const [k, s] of segs) {
     if (crc32(await readSegment(dev, s.runs, s.bytes)) !== s.crc) errors.push(`the checkpoint's ${what(k)} (${s.bytes} bytes on volume 0) fail their checksum`)
   }

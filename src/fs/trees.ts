@@ -15,7 +15,7 @@ import { clone, drop } from './btree/tree'
 import type { FsCore } from './core'
 import { Extent, ExtentMap } from './extents'
 import { Inode, err } from './inode'
-import { heldBlocks, stateBlocks } from './state'
+import { stateBlocks } from './state'
 
 /**
  * The extent trees. No ValueRefs: data blocks' counts stay the in-memory RefMap that
@@ -101,11 +101,6 @@ export function stateNeed(c: FsCore, extra = 0): number {
   return stateBlocks(c, c.lastCkptLen + c.sinceCkpt + c.opsBytes + extra)
 }
 
-/** Volume 0 blocks holding the durable checkpoint's state. */
-export function stateHeld(c: FsCore): number {
-  return heldBlocks(c.stateSegs)
-}
-
 /**
  * Volume 0 blocks the metadata holds or keeps back: its budget, or more once its nodes,
  * the next checkpoint's need and room for two states (the held one and the next, as
@@ -117,7 +112,7 @@ export function metaBlocks(c: FsCore): number {
 
 /** Free blocks of volume v that data writes must leave alone. */
 export function metaReserve(c: FsCore, v: number): number {
-  return v === 0 ? Math.max(0, metaBlocks(c) - c.storeBlocks - stateHeld(c)) : 0
+  return v === 0 ? Math.max(0, metaBlocks(c) - c.storeBlocks - c.stateHeld) : 0
 }
 
 /**
