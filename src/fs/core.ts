@@ -87,6 +87,8 @@ export class FsCore {
   store: BtStore | null = null
   /** Inodes deleted since the last checkpoint: their trees go at the next one. */
   treeDrops: Inode[] = []
+  /** Maps changed or copied since the last checkpoint (markDirty, rebase): what it applies to the trees, found without a walk over every inode. */
+  treeChanged = new Set<Inode>()
   /** Changes recorded for the trees since the last checkpoint, and those the running one applies. */
   treeWork = 0
   treeWorkInFlight = 0

@@ -52,6 +52,7 @@ export function markDirty(c: FsCore, n: Inode, b0: number, b1: number): void {
   if (b1 <= b0) return
   n.dirty.push([b0, b1])
   c.treeWork++
+  c.treeChanged.add(n)
   c.stateChanged.add(n.ino)
 }
 
@@ -63,6 +64,7 @@ export function rebase(c: FsCore, n: Inode, from: Inode): void {
   n.rebaseAt = from.rebase ? -1 : from.dirty.length
   n.dirty = from.dirty.slice()
   c.treeWork += 1 + n.dirty.length
+  c.treeChanged.add(n)
   c.stateChanged.add(n.ino)
 }
 
@@ -149,7 +151,10 @@ export function captureTrees(c: FsCore): TreeWork {
   c.treeDrops = []
   const forks = new Map<Inode, Inode[]>()
   const forked = new Map<Inode, Edit>()
-  for (const n of c.inodes.values()) {
+  // the live maps with changes (a deleted one's tree is in treeDrops)
+  const changed = [...c.treeChanged].filter((n) => c.inodes.get(n.ino) === n)
+  c.treeChanged = new Set()
+  for (const n of changed) {
     if (!n.rebase) continue
     const src = n.rebase
     if (n.rebaseAt >= 0 && !src.rebase && c.inodes.get(src.ino) === src) {
@@ -173,12 +178,12 @@ export function captureTrees(c: FsCore): TreeWork {
     steps.push({ edit: edit(src, src.dirty.slice(from)), forks: [] })
     w.maps.push({ n: src, steps })
   }
-  for (const n of c.inodes.values()) {
+  for (const n of changed) {
     const e = forked.get(n)
     if (e) w.maps.push({ n, steps: [{ edit: e, forks: [] }] })
     else if (n.dirty.length && !forks.has(n)) w.maps.push({ n, steps: [{ edit: edit(n, n.dirty), forks: [] }] })
   }
-  for (const n of c.inodes.values()) { n.rebase = null; n.rebaseAt = -1; n.dirty = [] }
+  for (const n of changed) { n.rebase = null; n.rebaseAt = -1; n.dirty = [] }
   c.treeWorkInFlight = c.treeWork
   c.treeWork = 0
   return w
