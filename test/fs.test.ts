@@ -695,6 +695,25 @@ sp('with STATE_CHECK.verify, an inode changed behind the ops\' back fails the ch
   } finally { Object.assign(STATE_CHECK, saved) }
 })
 
+sp('statfs does not move while a checkpoint writes its state (the blocks it takes for the next state are part of the room kept for it)', async () => {
+  const vols = [new MemDev(32 * MiB)]
+  const fs = await filesCheckpointed(vols)
+  await fs.chmod('/f1', 0o600)
+  await fs.sync()
+  const before = fs.statfs().bfree
+  const seen: number[] = []
+  const write = vols[0].write.bind(vols[0])
+  vols[0].write = (b: Buffer, o: number) => { seen.push(fs.statfs().bfree); return write(b, o) }
+  await fs.chmod('/f2', 0o600)
+  ;(fs as any).core.wantCkpt = true
+  await fs.sync()
+  vols[0].write = write
+  assert.ok(seen.length > 0)
+  assert.equal([...new Set(seen)], [before], 'free blocks seen at each write of the checkpoint')
+  assert.is(fs.statfs().bfree, before)
+  await fs.close()
+})
+
 sp('a checkpoint that lacks one of a directory\'s buckets of names is refused with EIO in one line, not read as a smaller directory', async () => {
   const names = Array.from({ length: 3000 }, (_, i) => [`name-${i}`, 100 + i])
   const bufs = await segmentsOf([[1, S_IFDIR | 0o755, 0, 0, 0, 2, 0, 0, 0, 0, 1, names]])

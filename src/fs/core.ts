@@ -103,9 +103,15 @@ export class FsCore {
   set stateSegs(segs: ReadonlyMap<SegKey, Segment>) {
     this.segs = segs
     this.held = heldBlocks(segs)
+    this.stateTaken = 0
   }
   /** Volume 0 blocks stateSegs holds: every write asks (metaNearFull, metaReserve), so counted once per state. */
   get stateHeld(): number { return this.held }
+  /**
+   * Blocks the checkpoint in flight took for its new segments (state.ts take): room kept
+   * for the next state, so counted with the held ones until they are (statfs did not move).
+   */
+  stateTaken = 0
   /**
    * Inodes whose image may differ from the durable state's: every inode an op touches
    * (ops.ts apply), a map that changes (trees.ts), and at commit the inodes of dirtyAttrs

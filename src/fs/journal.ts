@@ -173,7 +173,7 @@ export function deserialize(c: FsCore, st: StateImage): number {
  * are freed): refuse growth.
  */
 export function metaNearFull(c: FsCore, extra = 0): boolean {
-  return 2 * stateNeed(c, extra) + checkpointNeed(c) > c.free[0].free + c.stateHeld
+  return 2 * stateNeed(c, extra) + checkpointNeed(c) > c.free[0].free + c.stateHeld + c.stateTaken
 }
 
 /**

@@ -214,6 +214,7 @@ function take(c: FsCore, count: number): Run[] | null {
     const last = runs[runs.length - 1]
     if (last && b === last.start - 1) { last.start = b; last.len++ } else runs.push({ start: b, len: 1 })
   }
+  c.stateTaken += count
   return runs
 }
 
@@ -232,6 +233,7 @@ export async function writeSegments(c: FsCore, bufs: Map<SegKey, Buffer>, plan: 
     const runs = take(c, Math.ceil(buf.length / BS))
     if (!runs) {
       for (const w of writes) for (const r of w.runs) c.free[0].release(r.start, r.len)
+      c.stateTaken = 0
       return null
     }
     segs.set(k, { bytes: buf.length, crc: crc32(buf), hash, runs, ...members })

@@ -114,7 +114,7 @@ export function metaBlocks(c: FsCore): number {
 
 /** Free blocks of volume v that data writes must leave alone. */
 export function metaReserve(c: FsCore, v: number): number {
-  return v === 0 ? Math.max(0, metaBlocks(c) - c.storeBlocks - c.stateHeld) : 0
+  return v === 0 ? Math.max(0, metaBlocks(c) - c.storeBlocks - c.stateHeld - c.stateTaken) : 0
 }
 
 /**
