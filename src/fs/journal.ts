@@ -20,7 +20,7 @@ import {
   BS, CK_V1, CK_V2, JR_HDR, JR_OPS, JR_WRAP, SB_VERSION, decodeRecordHeader, encodeCheckpoint, encodeRecord,
   readCheckpoint, recordCrcOk, recordLen, writeSuperblock,
 } from './layout'
-import { STATE_CHECK, StateImage, type StatePlan, encodePointer, heldRuns, imageOf, planState, readState, segmentsOf, stateBytes, verifyPlan, wholeState, writeSegments } from './state'
+import { STATE_CHECK, StateImage, type StatePlan, encodePointer, heldRuns, imageOf, planState, readState, segmentsOf, stateBytes, verifyPlan, wholePayload, wholeState, writeSegments } from './state'
 import { Op, apply } from './ops'
 import { orphans } from './namespace'
 import { buildFree } from './space'
@@ -128,8 +128,7 @@ function withRoots(images: [Inode, unknown[]][], roots: Map<Inode, number>): unk
 
 /** The whole state as one JSON (version 2): what mkfs writes into the area. */
 export function serialize(st: ReturnType<typeof captureInodes>, roots: Map<Inode, number>, storeSeq: number): Buffer {
-  const inodes = withRoots(st.inodes, roots).map((a) => JSON.stringify(a))
-  return Buffer.from(`{"v":2,"nextIno":${st.nextIno},"gen":${st.gen},"store":${storeSeq},"inodes":[${inodes.join(',')}]}`)
+  return wholePayload({ nextIno: st.nextIno, gen: st.gen, store: storeSeq }, withRoots(st.inodes, roots))
 }
 
 /**
@@ -198,9 +197,9 @@ export async function doCommit(c: FsCore): Promise<void> {
   const ops = c.ops
   c.ops = []
   c.opsBytes = 0
-  for (const i of c.dirtyAttrs) c.stateChanged.add(i)
+  // attributes changed in place (writes, atime): their inodes' images differ too
   for (const i of c.lazyAttrs) c.stateChanged.add(i)
-  for (const i of c.dirtyAttrs) { const n = c.inodes.get(i); if (n) ops.push(attrOp(n)) }
+  for (const i of c.dirtyAttrs) { c.stateChanged.add(i); const n = c.inodes.get(i); if (n) ops.push(attrOp(n)) }
   c.dirtyAttrs.clear()
   if (ops.length) {
     for (const i of c.lazyAttrs) { const n = c.inodes.get(i); if (n) ops.push(attrOp(n)) }

@@ -251,7 +251,7 @@ export function exchange(c: FsCore, s: Inode, a: string, d: Inode, b: string, t:
   const i = s.entries!.get(a), j = d.entries!.get(b)
   if (i === undefined || j === undefined) throw err('EIO', `journal op mv inconsistent: exchange needs ${a} and ${b}`)
   const n = c.inodes.get(i)!, m = c.inodes.get(j)!
-  for (const x of [s, d, n, m]) c.stateChanged.add(x.ino)
+  c.stateChanged.add(i).add(j) // s and d were marked by apply's dir()
   s.entries!.set(a, j)
   d.entries!.set(b, i)
   if (s !== d) {

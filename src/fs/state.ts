@@ -306,7 +306,12 @@ function assemble(parts: Iterable<[SegKey, Buffer]>): { inodes: unknown[][]; mem
 export async function wholeState(c: FsCore, bufs: Map<SegKey, Buffer>, plan: StatePlan, head: { nextIno: number; gen: number; store: number }): Promise<Buffer> {
   const parts: [SegKey, Buffer][] = [...bufs]
   for (const k of plan.same) { const s = c.stateSegs.get(k)!; parts.push([k, await readSegment(c.vols[0], s.runs, s.bytes)]) }
-  const inodes = assemble(parts).inodes.map((a) => JSON.stringify(a))
+  return wholePayload(head, assemble(parts).inodes)
+}
+
+/** A checkpoint payload that is the state itself (v 2): mkfs's, and a checkpoint's without blocks for segments. */
+export function wholePayload(head: { nextIno: number; gen: number; store: number }, images: unknown[][]): Buffer {
+  const inodes = images.map((a) => JSON.stringify(a))
   return Buffer.from(`{"v":2,"nextIno":${head.nextIno},"gen":${head.gen},"store":${head.store},"inodes":[${inodes.join(',')}]}`)
 }
 
