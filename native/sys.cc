@@ -7,13 +7,16 @@
 // where the device has no unmap, since BLKDISCARD alone may leave old data readable and
 // the copies of a mirror must agree), on libuv's thread pool: it can block as a write can;
 // readNowait(fd, buf, offset) reads what the page cache holds without ever waiting on the
-// device (RWF_NOWAIT); pwriteBatch(fd, bufs, offsets, cb) writes many buffers to one
-// file in one thread pool job, so a device's writes made in one turn of the event loop
-// pay one hand-off to the pool instead of one each. Errors are thrown as Error objects with
+// device (RWF_NOWAIT); pwriteBatch(fds, bufs, offsets, cb) writes many buffers to one or
+// more files in one thread pool job, so the writes made in one turn of the event loop pay
+// one hand-off to the pool instead of one each, and takeBack(job) takes the ones not
+// begun back out of a job that a blocked write holds up. Errors are thrown as Error objects with
 // the errno name in .code, as Node's own fs errors are.
 #include <napi.h>
 #include <cerrno>
+#include <atomic>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 #include <unistd.h>
@@ -108,64 +111,105 @@ class DiscardWorker : public Napi::AsyncWorker {
   int err_ = 0;
 };
 
-// pwriteBatch(fd, bufs, offsets, cb): cb(errors) with errors[i] undefined when bufs[i] was
-// all written at offsets[i], else its errno's name (EIO for a write that made no progress). The
-// caller keeps the buffers referenced until cb runs.
+// pwriteBatch(fds, bufs, offsets, cb) -> job: writes each bufs[i] whole at offsets[i] of
+// fds[i], in order, in one thread pool job; cb(errors) with errors[i] undefined when it was
+// written (or taken back), else its errno's name (EIO for a write that made no progress).
+// Each write is claimed (an atomic) before it starts, so takeBack(job) can take the ones
+// not begun out of a job that one blocked write holds up (they are never written by it)
+// and tell how the others went. The caller keeps the buffers referenced until cb runs,
+// and calls takeBack only before.
+struct PwriteJob {
+  struct Item { int fd; const uint8_t* data; size_t len; off_t off; std::atomic<int> state{QUEUED}; int err = 0; };
+  enum { QUEUED, STARTED, DONE, TAKEN };
+  explicit PwriteJob(size_t n) : items(new Item[n]), count(n) {}
+  std::unique_ptr<Item[]> items;
+  size_t count;
+};
+
 class PwriteBatchWorker : public Napi::AsyncWorker {
  public:
-  PwriteBatchWorker(Napi::Function cb, int fd) : Napi::AsyncWorker(cb), fd_(fd) {}
-  struct Entry { const uint8_t* data; size_t len; off_t off; int err; };
-  std::vector<Entry> entries;
+  PwriteBatchWorker(Napi::Function cb, std::shared_ptr<PwriteJob> job) : Napi::AsyncWorker(cb), job_(std::move(job)) {}
 
   void Execute() override {
-    for (Entry& e : entries) {
+    for (size_t i = 0; i < job_->count; i++) {
+      PwriteJob::Item& e = job_->items[i];
+      int queued = PwriteJob::QUEUED;
+      if (!e.state.compare_exchange_strong(queued, PwriteJob::STARTED)) continue;
       size_t done = 0;
       while (done < e.len) {
-        ssize_t r = pwrite(fd_, e.data + done, e.len - done, e.off + static_cast<off_t>(done));
+        ssize_t r = pwrite(e.fd, e.data + done, e.len - done, e.off + static_cast<off_t>(done));
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) { e.err = r < 0 ? errno : EIO; break; }
         done += static_cast<size_t>(r);
       }
+      e.state.store(PwriteJob::DONE, std::memory_order_release);
     }
   }
   void OnOK() override {
-    Napi::Array out = Napi::Array::New(Env(), entries.size());
-    for (size_t i = 0; i < entries.size(); i++) {
-      if (!entries[i].err) continue;
-      const char* name = strerrorname_np(entries[i].err);
+    Napi::Array out = Napi::Array::New(Env(), job_->count);
+    for (size_t i = 0; i < job_->count; i++) {
+      if (!job_->items[i].err) continue;
+      const char* name = strerrorname_np(job_->items[i].err);
       out[i] = Napi::String::New(Env(), name ? name : "EIO");
     }
     Callback().Call({out});
   }
 
  private:
-  int fd_;
+  std::shared_ptr<PwriteJob> job_;
 };
 
 Napi::Value PwriteBatch(const Napi::CallbackInfo& info) {
-  int fd;
-  if (!FdArg(info, 0, &fd)) return info.Env().Undefined();
-  if (info.Length() < 4 || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsFunction() ||
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsArray() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsFunction() ||
+      info[0].As<Napi::Array>().Length() != info[1].As<Napi::Array>().Length() ||
       info[1].As<Napi::Array>().Length() != info[2].As<Napi::Array>().Length()) {
-    Napi::TypeError::New(info.Env(), "pwriteBatch: buffers, as many offsets, and a callback are expected").ThrowAsJavaScriptException();
-    return info.Env().Undefined();
+    Napi::TypeError::New(env, "pwriteBatch: descriptors, as many buffers and offsets, and a callback are expected").ThrowAsJavaScriptException();
+    return env.Undefined();
   }
-  Napi::Array bufs = info[1].As<Napi::Array>(), offs = info[2].As<Napi::Array>();
-  auto* w = new PwriteBatchWorker(info[3].As<Napi::Function>(), fd);
-  w->entries.reserve(bufs.Length());
+  Napi::Array fds = info[0].As<Napi::Array>(), bufs = info[1].As<Napi::Array>(), offs = info[2].As<Napi::Array>();
+  auto job = std::make_shared<PwriteJob>(bufs.Length());
   for (uint32_t i = 0; i < bufs.Length(); i++) {
-    Napi::Value b = bufs[i], o = offs[i];
-    if (!b.IsTypedArray() || !o.IsNumber()) {
-      delete w;
-      Napi::TypeError::New(info.Env(), "pwriteBatch: each entry is a Buffer and an offset").ThrowAsJavaScriptException();
-      return info.Env().Undefined();
+    Napi::Value f = fds[i], b = bufs[i], o = offs[i];
+    if (!f.IsNumber() || !b.IsTypedArray() || !o.IsNumber()) {
+      Napi::TypeError::New(env, "pwriteBatch: each entry is a descriptor, a Buffer and an offset").ThrowAsJavaScriptException();
+      return env.Undefined();
     }
     Napi::TypedArray t = b.As<Napi::TypedArray>();
-    w->entries.push_back({static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset(), t.ByteLength(),
-                          static_cast<off_t>(o.As<Napi::Number>().Int64Value()), 0});
+    PwriteJob::Item& e = job->items[i];
+    e.fd = f.As<Napi::Number>().Int32Value();
+    e.data = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+    e.len = t.ByteLength();
+    e.off = static_cast<off_t>(o.As<Napi::Number>().Int64Value());
   }
-  w->Queue();
-  return info.Env().Undefined();
+  (new PwriteBatchWorker(info[3].As<Napi::Function>(), job))->Queue();
+  return Napi::External<std::shared_ptr<PwriteJob>>::New(env, new std::shared_ptr<PwriteJob>(job),
+                                                         [](Napi::Env, std::shared_ptr<PwriteJob>* p) { delete p; });
+}
+
+// takeBack(job) -> for each write of the job: "taken" (not begun: it never will be, now or
+// taken before), "busy" (being written), undefined (written) or its errno's name (failed).
+Napi::Value TakeBack(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsExternal()) {
+    Napi::TypeError::New(env, "takeBack: a job from pwriteBatch is expected").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  PwriteJob& job = **info[0].As<Napi::External<std::shared_ptr<PwriteJob>>>().Data();
+  Napi::Array out = Napi::Array::New(env, job.count);
+  for (size_t i = 0; i < job.count; i++) {
+    PwriteJob::Item& e = job.items[i];
+    int state = PwriteJob::QUEUED;
+    if (e.state.compare_exchange_strong(state, PwriteJob::TAKEN, std::memory_order_acq_rel) || state == PwriteJob::TAKEN) {
+      out[i] = Napi::String::New(env, "taken");
+    } else if (state == PwriteJob::STARTED) {
+      out[i] = Napi::String::New(env, "busy");
+    } else if (e.err) {
+      const char* name = strerrorname_np(e.err);
+      out[i] = Napi::String::New(env, name ? name : "EIO");
+    }
+  }
+  return out;
 }
 
 // readNowait(fd, buf, offset) -> bytes read into buf, -1 when that would have to wait for
@@ -205,6 +249,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("discard", Napi::Function::New(env, Discard));
   exports.Set("readNowait", Napi::Function::New(env, ReadNowait));
   exports.Set("pwriteBatch", Napi::Function::New(env, PwriteBatch));
+  exports.Set("takeBack", Napi::Function::New(env, TakeBack));
   exports.Set("flock", Napi::Function::New(env, Flock));
   exports.Set("peercred", Napi::Function::New(env, Peercred));
   exports.Set("LOCK_SH", Napi::Number::New(env, LOCK_SH));

@@ -1,7 +1,8 @@
 // Loads native/vsm_sys (built by scripts/setup with node-gyp) and gives its system
 // calls typed wrappers: a non-blocking flock on an fd, the peer credentials of a
 // connected unix socket, the discard of a range of a backing device, a read the page
-// cache answers at once, and many writes to one file in one thread pool job.
+// cache answers at once, and many writes in one thread pool job (and taking back those
+// of a job that have not begun).
 import { join } from 'path'
 import type { Socket } from 'net'
 
@@ -10,12 +11,16 @@ interface SysAddon {
   peercred(fd: number): PeerCred
   discard(fd: number, offset: number, length: number, blockDevice: boolean): Promise<void>
   readNowait(fd: number, buf: Buffer, offset: number): number
-  pwriteBatch(fd: number, bufs: Buffer[], offsets: number[], cb: (errors: (string | undefined)[]) => void): void
+  pwriteBatch(fds: number[], bufs: Buffer[], offsets: number[], cb: (errors: (string | undefined)[]) => void): PwriteJob
+  takeBack(job: PwriteJob): (string | undefined)[]
   LOCK_SH: number
   LOCK_EX: number
   LOCK_NB: number
   LOCK_UN: number
 }
+
+/** A job of pwriteBatch in the thread pool (an opaque native handle). */
+export interface PwriteJob { readonly __pwriteJob: unique symbol }
 
 export interface PeerCred { pid: number; uid: number; gid: number }
 
@@ -70,10 +75,19 @@ export function readNowait(fd: number, buf: Buffer, offset: number): number {
 }
 
 /**
- * Writes each bufs[i] whole at offsets[i] of fd in one thread pool job; cb gets each
- * write's errno name (undefined: written). The caller must keep fd open and the buffers
- * unchanged until cb runs.
+ * Writes each bufs[i] whole at offsets[i] of fds[i], in order, in one thread pool job; cb
+ * gets each write's errno name (undefined: written, or taken back). The caller must keep
+ * the descriptors open and the buffers unchanged until cb runs.
  */
-export function pwriteBatch(fd: number, bufs: Buffer[], offsets: number[], cb: (errors: (string | undefined)[]) => void): void {
-  sys().pwriteBatch(fd, bufs, offsets, cb)
+export function pwriteBatch(fds: number[], bufs: Buffer[], offsets: number[], cb: (errors: (string | undefined)[]) => void): PwriteJob {
+  return sys().pwriteBatch(fds, bufs, offsets, cb)
+}
+
+/**
+ * Takes the writes of job not begun back out of it (it will never write them) and tells
+ * how each went: 'taken' (taken back, now or before), 'busy' (being written), undefined
+ * (written) or its errno's name. Only before the job's cb ran.
+ */
+export function takeBack(job: PwriteJob): (string | undefined)[] {
+  return sys().takeBack(job)
 }

@@ -153,7 +153,7 @@ export async function assemble(core: PoolCore, fileCfg: PoolConfig, fileSeq: num
 export async function openMember(core: PoolCore, cfg: PoolConfig, d: DeviceConfig): Promise<DevRt> {
   let dev: Device
   try {
-    dev = await openDevice(d.path, { timeoutMs: core.ioTimeoutMs })
+    dev = await openDevice(d.path, core.deviceOptions)
   } catch (e) {
     return { dev: null, io: null, bitmap: null, label: null, missing: `cannot open ${d.path}: ${errMsg(e)}` }
   }

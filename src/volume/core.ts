@@ -6,7 +6,8 @@
 // operations live in their own modules (assembly, failure, rebuild, relayout, scrub)
 // and work on this; pool.ts is the facade.
 import { BlockDev, VsmError } from '../block/blockdev'
-import type { Device } from './device'
+import type { Device, OpenDeviceOptions } from './device'
+import { WritePlug } from './write-queue'
 import type { Label } from './label'
 import type { DeviceBitmap } from './bitmap'
 import type { LogMember } from './drl'
@@ -152,6 +153,8 @@ export class PoolCore {
   closed = false
   /** Volumes a change holds between its checks (under the lock) and its commit: name → what. */
   readonly claims = new Map<string, string>()
+  /** The devices' writes of one turn of the event loop go to the thread pool together (write-queue.ts). */
+  readonly plug = new WritePlug()
   /** Every config change goes through it (store.ts). */
   readonly store: ConfigStore
   private sink: EventSink | null = null
@@ -188,6 +191,9 @@ export class PoolCore {
   }
 
   get ioTimeoutMs(): number { return this.opts.ioTimeoutMs ?? IO_TIMEOUT_MS }
+
+  /** How the pool's devices are opened: under its I/O timeout, their writes plugged together. */
+  get deviceOptions(): OpenDeviceOptions { return { timeoutMs: this.ioTimeoutMs, plug: this.plug } }
 
   wrap(name: string, dev: BlockDev): BlockDev {
     return this.opts.wrapDevice ? this.opts.wrapDevice(name, dev) : dev

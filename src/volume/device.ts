@@ -2,8 +2,8 @@
 // BlockDev over its WHOLE extent. The label/reserved area and the data area are
 // carved out of it by the pool (see label.ts and slice.ts), not here.
 //
-// Writes go through the page cache, plugged per turn of the event loop into one thread
-// pool job per device (write-queue.ts), and flush() is fdatasync. writeDurable() goes
+// Writes go through the page cache, plugged per turn of the event loop into thread pool
+// jobs shared with the pool's other devices (write-queue.ts), and flush() is fdatasync. writeDurable() goes
 // through a second descriptor opened O_DSYNC, so making one small write durable (a
 // write-intent bit) writes back that range only, not every data write still cached.
 //
@@ -17,7 +17,7 @@
 import { promises as fsp, constants as fsc } from 'fs'
 import { BlockDev, VsmError, rejectBadRange, strand } from '../block/blockdev'
 import { NEVER_NOWAIT, discardRange, readNowait } from '../native/sys'
-import { WriteQueue } from './write-queue'
+import { WritePlug, WriteQueue } from './write-queue'
 
 const BLKGETSIZE64 = 0x80081272
 
@@ -26,6 +26,8 @@ export interface OpenDeviceOptions {
   create?: number
   /** An operation not answered in this many ms abandons the device (0 or absent: wait forever). */
   timeoutMs?: number
+  /** Shared with the pool's other devices, so the writes of one turn go to the thread pool together (absent: its own). */
+  plug?: WritePlug
 }
 
 /** System calls one device may have in libuv's thread pool at once (bin/vsm sizes the pool at 16). */
@@ -73,8 +75,9 @@ export class Device implements BlockDev {
     readonly size: number,
     readonly isBlockDevice: boolean,
     timeoutMs = 0,
+    plug?: WritePlug,
   ) {
-    this.queue = new WriteQueue(fh.fd, path)
+    this.queue = new WriteQueue(fh.fd, path, plug)
     if (timeoutMs > 0) {
       this.watchdog = setInterval(() => this.check(timeoutMs), Math.max(100, timeoutMs / 4))
       this.watchdog.unref()
@@ -172,7 +175,7 @@ export class Device implements BlockDev {
       if (!blk && !st.isFile()) throw new VsmError('EINVAL', `${path} is neither a regular file nor a block device`)
       // through /proc: the very file fh has open, even if the path has changed since
       dsync = await fsp.open(`/proc/self/fd/${fh.fd}`, fsc.O_RDWR | fsc.O_DSYNC)
-      return new Device(path, fh, dsync, blk ? blockDeviceSize(fh.fd, path) : st.size, blk, opts.timeoutMs)
+      return new Device(path, fh, dsync, blk ? blockDeviceSize(fh.fd, path) : st.size, blk, opts.timeoutMs, opts.plug)
     } catch (e) {
       await dsync?.close().catch(() => {})
       await fh.close().catch(() => {})

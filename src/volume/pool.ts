@@ -111,7 +111,7 @@ export class Pool {
         if (size < minSize) throw new VsmError('EINVAL', `device size ${size} is too small: at least ${minSize} bytes`)
         if (!(await exists(path.dirname(abs)))) throw new VsmError('ENOENT', `directory ${path.dirname(abs)} does not exist`)
       }
-      const dev = await openDevice(abs, { create: existed ? undefined : size, timeoutMs: this.core.ioTimeoutMs })
+      const dev = await openDevice(abs, { ...this.core.deviceOptions, create: existed ? undefined : size })
       let ok = false
       let wrote = false
       try {
