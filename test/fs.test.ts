@@ -488,10 +488,12 @@ sp('more files than the checkpoint area could hold: kept through a crash and a r
   const segs = (fs as any).core.stateSegs
   assert.ok(heldBlocks(segs) * 4096 > 1 * MiB, 'the state is not on the data blocks')
   // a checkpoint after one chmod writes that inode's segment, not the state, and serializes only its inodes
-  const before = fs.journalStats().metaBytes, imaged = fs.journalStats().stateInodes
+  const before = fs.journalStats().metaBytes, imaged = fs.journalStats().stateInodes, visited = fs.journalStats().stateVisited
   await fs.chmod('/d/file-with-a-longer-name-5000', 0o600)
   ;(fs as any).core.wantCkpt = true
   await fs.sync()
+  const looked = fs.journalStats().stateVisited - visited
+  assert.ok(looked > 0 && looked < N / 4, `the plan of a checkpoint after one chmod looked at ${looked} of ${N} inodes`)
   const wrote = fs.journalStats().metaBytes - before
   assert.ok(wrote < heldBlocks(segs) * 4096 / 4, `a checkpoint after one chmod wrote ${wrote} bytes of a ${heldBlocks(segs) * 4096}-byte state`)
   const images = fs.journalStats().stateInodes - imaged

@@ -73,8 +73,11 @@ export class FsCore {
   commitRunning: Promise<void> | null = null
   commitNext: Promise<void> | null = null
   timer: NodeJS.Timeout | null = null
-  /** stateInodes: inode images the checkpoints serialized (those of segments written again). */
-  counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0, metaBytes: 0, stateInodes: 0 }
+  /**
+   * stateInodes: inode images the checkpoints serialized (those of segments written
+   * again); stateVisited: live inodes their plans looked at (planState).
+   */
+  counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0, metaBytes: 0, stateInodes: 0, stateVisited: 0 }
   /** One change of the volume list at a time: each writes a superblock derived from the last. */
   volChange: Promise<unknown> = Promise.resolve()
   /** Volumes being emptied by remove-volume: nothing new is placed on them. */
