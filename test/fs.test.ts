@@ -500,16 +500,24 @@ sp('more files than the checkpoint area could hold: kept through a crash and a r
   assert.ok(images > 0 && images < N / 4, `a checkpoint after one chmod serialized ${images} of ${N} inodes`)
   // a create in /d rewrites the bucket of names it joins, not /d's 12000 names
   const names = Buffer.byteLength(JSON.stringify(fs.readdir('/d').map((n) => [n, 0])))
-  const before2 = fs.journalStats().metaBytes
+  const before2 = fs.journalStats().metaBytes, buckets = fs.journalStats().stateBuckets
   await fs.create('/d/one-more', 0o644, 0, 0)
   ;(fs as any).core.wantCkpt = true
   await fs.sync()
   const wrote2 = fs.journalStats().metaBytes - before2
   assert.ok(wrote2 < names, `a create in a directory of ${N} names wrote ${wrote2} bytes; its names are ${names}`)
+  assert.is(fs.journalStats().stateBuckets - buckets, 1, 'the checkpoint serialized the bucket the name joined, not all 16')
+  // a rename within /d: the buckets of the two names only
+  const buckets2 = fs.journalStats().stateBuckets
+  await fs.rename('/d/one-more', '/d/one-more-renamed')
+  ;(fs as any).core.wantCkpt = true
+  await fs.sync()
+  assert.ok(fs.journalStats().stateBuckets - buckets2 <= 2)
   await fs.close()
   fs = await FileSystem.mount(vols)
   assert.is(fs.getattr('/d/file-with-a-longer-name-5000').mode & 0o777, 0o600)
   assert.is(fs.readdir('/d').length, N + 1)
+  assert.is(fs.getattr('/d/one-more-renamed').mode & 0o777, 0o644)
   // a byte of the durable state damaged under the mounted fs: fs check finds it
   const live = heldRuns((fs as any).core.stateSegs)[1].start * 4096 + 7
   const orig = Buffer.alloc(1)

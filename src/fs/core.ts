@@ -75,9 +75,10 @@ export class FsCore {
   timer: NodeJS.Timeout | null = null
   /**
    * stateInodes: inode images the checkpoints serialized (those of segments written
-   * again); stateVisited: live inodes their plans looked at (planState).
+   * again); stateVisited: live inodes their plans looked at (planState); stateBuckets:
+   * directories' buckets of names they serialized.
    */
-  counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0, metaBytes: 0, stateInodes: 0, stateVisited: 0 }
+  counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0, metaBytes: 0, stateInodes: 0, stateVisited: 0, stateBuckets: 0 }
   /** One change of the volume list at a time: each writes a superblock derived from the last. */
   volChange: Promise<unknown> = Promise.resolve()
   /** Volumes being emptied by remove-volume: nothing new is placed on them. */
@@ -121,6 +122,16 @@ export class FsCore {
    * and lazyAttrs. The next checkpoint writes the segments that hold them (planState).
    */
   stateChanged = new Set<number>()
+  /**
+   * Names added, removed or bound anew in each directory since the durable state (ops.ts
+   * apply): of a directory whose names lie in buckets, the next checkpoint serializes the
+   * buckets that hold them only (planState).
+   */
+  namesChanged = new Map<number, Set<string>>()
+  nameChanged(dir: number, name: string): void {
+    const names = this.namesChanged.get(dir)
+    if (names) names.add(name); else this.namesChanged.set(dir, new Set([name]))
+  }
   /** The next inode number when the durable checkpoint was taken. */
   stateNextIno = ROOT + 1
   /** Checkpoints and fsck's view of the trees, one at a time. */

@@ -228,10 +228,11 @@ export async function doCommit(c: FsCore): Promise<void> {
     if (useCk) {
       c.wantCkpt = false
       c.lazyAttrs.clear()
-      const changed = c.stateChanged
+      const changed = c.stateChanged, names = c.namesChanged
       c.stateChanged = new Set()
+      c.namesChanged = new Map()
       const whole = STATE_CHECK.verify ? captureInodes(c).inodes : null
-      ck = { seq: c.seq++, nextIno: c.nextIno, gen: c.gen, plan: planState(c, changed), whole, trees: captureTrees(c) }
+      ck = { seq: c.seq++, nextIno: c.nextIno, gen: c.gen, plan: planState(c, changed, names), whole, trees: captureTrees(c) }
       ckSlot = 1 - c.ckSlot
       ckNonce = randomBytes(4).readUInt32LE(0)
       ckHead = c.head
@@ -262,8 +263,9 @@ export async function doCommit(c: FsCore): Promise<void> {
       // the nodes and the store's superblock
       c.counters.metaBytes += (c.store!.stats.nodesWritten - w0 + 1) * BS
       const head = { nextIno: ck.nextIno, gen: ck.gen, store: c.store!.committedSeq }
-      const segments = await segmentsOf(withRoots(ck.plan.images, roots))
+      const segments = await segmentsOf(withRoots(ck.plan.images, roots), ck.plan.buckets)
       c.counters.stateInodes += ck.plan.images.length
+      for (const k of segments.keys()) if (typeof k === 'string') c.counters.stateBuckets++
       if (ck.whole) verifyPlan(c, await segmentsOf(withRoots(ck.whole, roots)), segments, ck.plan)
       let bytes = 0
       for (const b of segments.values()) bytes += b.length

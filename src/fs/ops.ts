@@ -78,6 +78,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
     if (i === undefined) throw bad(`no entry ${name}`)
     const n = node(i)
     d.entries!.delete(name)
+    c.nameChanged(d.ino, name)
     d.mtime = d.ctime = t
     if (n.isDir) { d.nlink--; c.inodes.delete(i); return [] }
     n.nlink--
@@ -94,6 +95,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
     c.inodes.set(i, n)
     c.stateChanged.add(i)
     d.entries!.set(name, i)
+    c.nameChanged(d.ino, name)
     d.mtime = d.ctime = t
     c.nextIno = Math.max(c.nextIno, i + 1)
     return n
@@ -111,6 +113,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       if (n.isDir || n.snapOf || n.nlink === 0) throw bad(`inode ${op.i} cannot take a link`)
       if (d.entries!.has(op.n)) throw bad(`${op.n} exists`)
       d.entries!.set(op.n, op.i)
+      c.nameChanged(d.ino, op.n)
       n.nlink++
       n.ctime = d.mtime = d.ctime = op.t
       return []
@@ -132,6 +135,8 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
       if (old !== undefined) freed = dropEntry(d, op.m, op.t, !!op.k)
       s.entries!.delete(op.n)
       d.entries!.set(op.m, i)
+      c.nameChanged(s.ino, op.n)
+      c.nameChanged(d.ino, op.m)
       if (n.isDir && s !== d) { s.nlink--; d.nlink++; n.parent = op.q }
       s.mtime = s.ctime = d.mtime = d.ctime = n.ctime = op.t
       return freed
@@ -254,6 +259,8 @@ export function exchange(c: FsCore, s: Inode, a: string, d: Inode, b: string, t:
   c.stateChanged.add(i).add(j) // s and d were marked by apply's dir()
   s.entries!.set(a, j)
   d.entries!.set(b, i)
+  c.nameChanged(s.ino, a)
+  c.nameChanged(d.ino, b)
   if (s !== d) {
     if (n.isDir) { n.parent = d.ino; s.nlink--; d.nlink++ }
     if (m.isDir) { m.parent = s.ino; d.nlink--; s.nlink++ }

@@ -86,7 +86,13 @@ export function imageOf(n: Inode): unknown[] {
  * images of every inode in a segment that must be written again, the keys of the
  * durable segments it keeps, and each inode segment's last number and count.
  */
-export interface StatePlan { images: [Inode, unknown[]][]; same: SegKey[]; members: Map<number, { last: number; count: number }> }
+export interface StatePlan {
+  images: [Inode, unknown[]][]
+  same: SegKey[]
+  members: Map<number, { last: number; count: number }>
+  /** Of a captured directory whose buckets of names are as many as the durable state's: the only buckets to serialize (the others are in same). */
+  buckets: Map<number, Set<number>>
+}
 
 /**
  * Plan the next state: the live inodes in number order, cut as segmentsOf cuts them; a
@@ -103,8 +109,8 @@ export interface StatePlan { images: [Inode, unknown[]][]; same: SegKey[]; membe
  * looked at too. A durable state with segments of no recorded bounds (a v 4 pointer, or
  * the whole state) is walked whole.
  */
-export function planState(c: FsCore, changed: ReadonlySet<number>): StatePlan {
-  const plan: StatePlan = { images: [], same: [], members: new Map() }
+export function planState(c: FsCore, changed: ReadonlySet<number>, names: ReadonlyMap<number, ReadonlySet<string>>): StatePlan {
+  const plan: StatePlan = { images: [], same: [], members: new Map(), buckets: new Map() }
   const captured = new Set<number>()
   const sink: PlanSink = {
     kept(key, last, count) {
@@ -121,8 +127,18 @@ export function planState(c: FsCore, changed: ReadonlySet<number>): StatePlan {
         const n = c.inodes.get(i)!
         plan.images.push([n, imageOf(n)])
         captured.add(i)
+        if (n.entries && n.entries.size > SEGMENTS.bucketMin) keepBuckets(n.ino, n.entries.size)
       }
     },
+  }
+  // a directory with as many buckets as it had durably: those none of whose names changed are kept
+  const keepBuckets = (dir: number, size: number) => {
+    const count = bucketCount(size)
+    if (!c.stateSegs.has(`${dir}.${count - 1}`) || c.stateSegs.has(`${dir}.${count}`)) return
+    const write = new Set<number>()
+    for (const name of names.get(dir) ?? []) write.add(nameHash(name) & (count - 1))
+    plan.buckets.set(dir, write)
+    for (let b = 0; b < count; b++) if (!write.has(b)) plan.same.push(`${dir}.${b}`)
   }
   const durable = durableBounds(c.stateSegs)
   if (durable) planChanged(c, durable, changed, sink)
@@ -201,21 +217,27 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('base64')
 const dirOf = (k: string) => Number(k.slice(0, k.indexOf('.')))
 const what = (k: SegKey) => (typeof k === 'number' ? `inodes from ${k}` : `names of directory ${dirOf(k)}`)
 
+/** Buckets of names a directory of `size` names keeps them in (a power of two). */
+function bucketCount(size: number): number {
+  return 2 ** Math.ceil(Math.log2(size / SEGMENTS.bucketNames))
+}
+
 /**
- * The captured inode images grouped into segments' JSON, in inode number order. The
- * images are copies, so the event loop is given back between segments: I/O goes on
- * while a state of many files is serialized (~3 µs an inode).
+ * The captured inode images grouped into segments' JSON, in inode number order (of a
+ * directory in `only`, the buckets of names it lists only). The images are copies, so
+ * the event loop is given back between segments: I/O goes on while a state of many
+ * files is serialized (~3 µs an inode).
  */
-export async function segmentsOf(inodes: unknown[][]): Promise<Map<SegKey, Buffer>> {
+export async function segmentsOf(inodes: unknown[][], only?: ReadonlyMap<number, ReadonlySet<number>>): Promise<Map<SegKey, Buffer>> {
   const images: unknown[][] = []
   const out = new Map<SegKey, Buffer>()
   for (let a of inodes) {
     const entries = a[11] as [string, number][] | 0
     if (entries && entries.length > SEGMENTS.bucketMin) {
-      const count = 2 ** Math.ceil(Math.log2(entries.length / SEGMENTS.bucketNames))
+      const count = bucketCount(entries.length), want = only?.get(a[0] as number)
       const buckets: [string, number][][] = Array.from({ length: count }, () => [])
-      for (const e of entries) buckets[nameHash(e[0]) & (count - 1)].push(e)
-      buckets.forEach((b, i) => out.set(`${a[0]}.${i}`, Buffer.from(JSON.stringify(b))))
+      for (const e of entries) { const b = nameHash(e[0]) & (count - 1); if (!want || want.has(b)) buckets[b].push(e) }
+      buckets.forEach((b, i) => { if (!want || want.has(i)) out.set(`${a[0]}.${i}`, Buffer.from(JSON.stringify(b))) })
       a = a.slice()
       a[11] = 0
       a[22] = count
