@@ -42,14 +42,14 @@ test('the writes two files get in one turn: one job, every byte where it was ask
       ws.push((i % 2 ? qb : qa).write(b, off))
     }
     await Promise.all(ws)
-    assert.is(plug.jobs, 1)
+    assert.is(plug.sent, 1)
     assert.ok(readFileSync(fa).equals(models[0]))
     assert.ok(readFileSync(fb).equals(models[1]))
     await qa.write(Buffer.from('x'), 0)
-    assert.is(plug.jobs, 2, 'a write in a later turn is a job of its own')
+    assert.is(plug.sent, 2, 'a write in a later turn is a job of its own')
     const big = [randomBytes(1024 * KiB), randomBytes(1024 * KiB)]
     await Promise.all([qa.write(big[0], 0), qb.write(big[1], 0), qa.write(Buffer.from('y'), 2048 * KiB)])
-    assert.is(plug.jobs, 5, 'a job holds at most 64 KiB unless one write alone is larger')
+    assert.is(plug.sent, 5, 'a job holds at most 64 KiB unless one write alone is larger')
     assert.ok(readFileSync(fa).subarray(0, 1024 * KiB).equals(big[0]))
     assert.ok(readFileSync(fb).subarray(0, 1024 * KiB).equals(big[1]))
   }, plug), plug)
@@ -68,17 +68,19 @@ test('idle() resolves only after every queued and running job has answered', () 
   assert.is(landed, 8)
 }))
 
-test('abandoned, the queue sends none of its queued writes and refuses later ones', () => withQueue('c.img', 16 * KiB, 'r+', async (q, file) => {
-  const plug = (q as unknown as { plug: WritePlug }).plug
-  const w = q.write(Buffer.alloc(4 * KiB, 9), 0).then(() => 'written', (e: Error) => e.message)
-  q.abandon(new Error('device gone'))
-  assert.is(await w, 'device gone')
-  assert.is(await q.write(Buffer.alloc(4 * KiB, 9), 0).then(() => 'written', (e: Error) => e.message), 'device gone')
-  await q.idle()
-  await new Promise((r) => setImmediate(r))
-  assert.is(plug.jobs, 0)
-  assert.ok(readFileSync(file).equals(Buffer.alloc(16 * KiB)), 'nothing reached the file')
-}))
+test('abandoned, the queue sends none of its queued writes and refuses later ones', () => {
+  const plug = new WritePlug()
+  return withQueue('c.img', 16 * KiB, 'r+', async (q, file) => {
+    const w = q.write(Buffer.alloc(4 * KiB, 9), 0).then(() => 'written', (e: Error) => e.message)
+    q.abandon(new Error('device gone'))
+    assert.is(await w, 'device gone')
+    assert.is(await q.write(Buffer.alloc(4 * KiB, 9), 0).then(() => 'written', (e: Error) => e.message), 'device gone')
+    await q.idle()
+    await new Promise((r) => setImmediate(r))
+    assert.is(plug.sent, 0)
+    assert.ok(readFileSync(file).equals(Buffer.alloc(16 * KiB)), 'nothing reached the file')
+  }, plug)
+})
 
 test('a Device closed with its writes still queued closes its descriptor only after they land', async () => {
   const dev = await openDevice(join(dir, 'dev.img'), { create: 4 * 1024 * KiB })
@@ -107,12 +109,12 @@ test('a hung device shares a job with a healthy one: the healthy writes land, th
       data.forEach((b, i) => b.copy(model, i * 4 * KiB))
       const blocked = hung.write(Buffer.alloc(4 * KiB, 1), 0)
       const first = [ok.write(data[0], 0), ok.write(data[1], 4 * KiB)]
-      assert.is(plug.jobs, 0, 'nothing sent before the turn ends')
+      assert.is(plug.sent, 0, 'nothing sent before the turn ends')
       await new Promise((r) => setImmediate(r))
-      assert.is(plug.jobs, 1, 'the three writes went as one job')
+      assert.is(plug.sent, 1, 'the three writes went as one job')
       for (const w of first) assert.is(await within(w, 2000), 'landed', 'a healthy write behind a hung one in the same job')
       assert.is(plug.rescued, 2, 'taken back from the job the hung write holds up')
-      assert.is(plug.jobs, 2, 'and sent again in a job of their own')
+      assert.is(plug.sent, 2, 'and sent again in a job of their own')
       // the hung queue's next writes go alone; the healthy one's are not held up
       const later = hung.write(Buffer.alloc(4 * KiB, 2), 4 * KiB)
       const never = hung.write(Buffer.alloc(4 * KiB, 3), 8 * KiB)

@@ -112,6 +112,15 @@ export interface StatePlan {
 export function planState(c: FsCore, changed: ReadonlySet<number>, names: ReadonlyMap<number, ReadonlySet<string>>): StatePlan {
   const plan: StatePlan = { images: [], same: [], members: new Map(), buckets: new Map() }
   const captured = new Set<number>()
+  // a directory with as many buckets as it had durably: those none of whose names changed are kept
+  const keepBuckets = (dir: number, size: number) => {
+    const count = bucketCount(size)
+    if (!c.stateSegs.has(`${dir}.${count - 1}`) || c.stateSegs.has(`${dir}.${count}`)) return
+    const write = new Set<number>()
+    for (const name of names.get(dir) ?? []) write.add(nameHash(name) & (count - 1))
+    plan.buckets.set(dir, write)
+    for (let b = 0; b < count; b++) if (!write.has(b)) plan.same.push(`${dir}.${b}`)
+  }
   const sink: PlanSink = {
     kept(key, last, count) {
       plan.members.set(key, { last, count })
@@ -130,15 +139,6 @@ export function planState(c: FsCore, changed: ReadonlySet<number>, names: Readon
         if (n.entries && n.entries.size > SEGMENTS.bucketMin) keepBuckets(n.ino, n.entries.size)
       }
     },
-  }
-  // a directory with as many buckets as it had durably: those none of whose names changed are kept
-  const keepBuckets = (dir: number, size: number) => {
-    const count = bucketCount(size)
-    if (!c.stateSegs.has(`${dir}.${count - 1}`) || c.stateSegs.has(`${dir}.${count}`)) return
-    const write = new Set<number>()
-    for (const name of names.get(dir) ?? []) write.add(nameHash(name) & (count - 1))
-    plan.buckets.set(dir, write)
-    for (let b = 0; b < count; b++) if (!write.has(b)) plan.same.push(`${dir}.${b}`)
   }
   const durable = durableBounds(c.stateSegs)
   if (durable) planChanged(c, durable, changed, sink)

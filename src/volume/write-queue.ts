@@ -40,7 +40,7 @@ export class WritePlug {
   private readonly running = new Set<Job>()
   private watch: NodeJS.Timeout | null = null
   /** Jobs handed to the thread pool so far (tests, profiles). */
-  jobs = 0
+  sent = 0
   /** Writes taken back from jobs a blocked write held up (tests). */
   rescued = 0
 
@@ -82,7 +82,7 @@ export class WritePlug {
   private start(items: Item[]): void {
     const job: Job = { native: null, items, queues: new Set(items.map((it) => it.q)), since: Date.now() }
     for (const q of job.queues) q.jobs++
-    this.jobs++
+    this.sent++
     this.running.add(job)
     job.native = pwriteBatch(items.map((it) => it.q.fd), items.map((it) => it.w.buf), items.map((it) => it.w.offset), (errors) => this.done(job, errors))
     this.watch ??= setInterval(this.rescue, RESCUE_MS).unref()
