@@ -204,7 +204,7 @@ test('extent tree: random inserts, punches, snapshots and drops match ExtentMap;
 })
 
 test('extent tree values: archive volume numbers (from 2^16) and 48-bit physical blocks round-trip', () => {
-  for (const [vol, pb, len] of [[0, 0, 1], [ARCHIVE_BASE + 3, 2 ** 48 - 1, 2 ** 32 - 1], [65535, 123456789, 256]]) {
+  for (const [vol, pb, len] of [[0, 0, 1], [ARCHIVE_BASE + 3, 2 ** 48 - 1, 2 ** 32 - 1], [65535, 123456789, 256], [1, 2 ** 32, 1], [1, 2 ** 32 - 1, 1], [2, 2 ** 32 + 1, 7]]) {
     assert.equal(decodeExtent(7, encodeExtent(vol, pb, len)), { fb: 7, vol, pb, len })
   }
 })

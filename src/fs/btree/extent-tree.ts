@@ -31,9 +31,15 @@ export function encodeExtent(vol: number, pb: number, len: number): Buffer {
   return v
 }
 
-/** The extent at file block fb whose value is at `at` in v. */
+/**
+ * The extent at file block fb whose value is at `at` in v. The physical block is put
+ * together from its two words so that a small one stays a small integer: readUIntLE
+ * returns a boxed double, which turns the field of every extent a mount reads into a
+ * box of its own (16 more bytes an extent: 80 -> 64 MiB of heap for 1M extents).
+ */
 export function decodeExtent(fb: number, v: Buffer, at = 0): Extent {
-  return { fb, vol: v.readUInt32LE(at), pb: v.readUIntLE(at + 4, 6), len: v.readUInt32LE(at + 10) }
+  const lo = v.readUInt32LE(at + 4), hi = v.readUInt16LE(at + 8)
+  return { fb, vol: v.readUInt32LE(at), pb: hi ? hi * 0x1_0000_0000 + lo : lo, len: v.readUInt32LE(at + 10) }
 }
 
 export class ExtentTree {
