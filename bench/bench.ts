@@ -4,13 +4,17 @@
 // bench/results/latest.json.
 //
 // Usage: node dist/bench/bench.js --target raw=PATH --target qsd=PATH [--target vsm=PATH] [--target vsm-fuse-native=PATH]
-//          [--skip vsm='why'] [--size 256M] [--runtime 10] [--out FILE] [--vsm-home DIR]
+//          [--skip vsm='why'] [--size 256M] [--runtime 10] [--rounds 1] [--out FILE] [--vsm-home DIR]
 // With --vsm-home (the daemon serving the vsm target) it also times snapshot create on a
 // 64 MiB disk and on a 4 GiB disk holding 1 GiB (ms, metadata bytes the fs wrote, bytes the
 // daemon wrote), and measures the depth ratio: 4K random IOPS of the vsm target with 16
 // snapshots against the same disk with none.
 // Absolute numbers on shared machines are noisy; the ratios of one run are the figure, so
-// each job runs on every target back to back rather than target after target.
+// each job runs on every target back to back rather than target after target. With
+// --rounds N (bench/run: BENCH_ROUNDS) every job runs N times on each target, the rounds
+// interleaved; the table gives each target's median and the ratios of those medians, and
+// a line per job the range of the round-by-round ratios (qsd alone moved by ±30% between
+// single runs on this machine, more than most changes being measured).
 import { execFile } from 'child_process'
 import { randomBytes } from 'crypto'
 import { constants as fsc, promises as fsp, readFileSync } from 'fs'
@@ -44,7 +48,7 @@ interface Sample { value: number; latUsMean: number; latUsP99: number | null }
 
 function parseArgs(argv: string[]) {
   const targets = new Map<string, Target>()
-  let size = '256M', runtime = 10, out = path.join(repoRoot(), 'bench', 'results', 'latest.json'), vsmHome = ''
+  let size = '256M', runtime = 10, rounds = 1, out = path.join(repoRoot(), 'bench', 'results', 'latest.json'), vsmHome = ''
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i], v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x }
     const kv = (s: string) => { const j = s.indexOf('='); if (j < 1) throw new Error(`${a} wants NAME=VALUE, got ${s}`); return [s.slice(0, j), s.slice(j + 1)] }
@@ -52,13 +56,15 @@ function parseArgs(argv: string[]) {
     else if (a === '--skip') { const [n, why] = kv(v()); targets.set(n, { name: n, path: '', status: 'skipped', note: why, direct: true }) }
     else if (a === '--size') size = v()
     else if (a === '--runtime') runtime = Number(v())
+    else if (a === '--rounds') rounds = Number(v())
     else if (a === '--out') out = v()
     else if (a === '--vsm-home') vsmHome = v()
     else throw new Error(`unknown argument ${a}`)
   }
   if (!targets.size) throw new Error('no --target given (bench/run sets them up)')
   if (!(runtime > 0)) throw new Error('--runtime must be a positive number of seconds')
-  return { targets, size, runtime, out, vsmHome }
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a whole number from 1')
+  return { targets, size, runtime, rounds, out, vsmHome }
 }
 
 function repoRoot(): string {
@@ -117,11 +123,21 @@ async function fio(t: Target, job: Job, size: string, runtime: number, numberIos
   }
 }
 
+/** The sample with the median value (the lower middle one of an even count). */
+function median(ss: Sample[]): Sample {
+  return [...ss].sort((x, y) => x.value - y.value)[Math.floor((ss.length - 1) / 2)]
+}
+
+/** a/b of each round both completed. */
+function roundRatios(a: Sample[] = [], b: Sample[] = []): number[] {
+  return a.length === b.length ? a.map((x, i) => ratio(x.value, b[i].value)).filter((r): r is number => r !== null) : []
+}
+
 const fmt = (x: number | null | undefined, digits = 1) => (x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits))
 const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined && b > 0 ? a / b : null)
 
 async function main() {
-  const { targets, size, runtime, out, vsmHome } = parseArgs(process.argv.slice(2))
+  const { targets, size, runtime, rounds, out, vsmHome } = parseArgs(process.argv.slice(2))
   const names = [...TARGET_ORDER.filter((n) => targets.has(n)), ...[...targets.keys()].filter((n) => !TARGET_ORDER.includes(n))]
   const notes: string[] = []
 
@@ -141,25 +157,30 @@ async function main() {
     console.error(`bench: ${t.name}: ${t.note}`)
   }
 
-  const results: Record<string, Record<string, Sample>> = {}
-  for (const job of JOBS) {
-    results[job.name] = {}
-    for (const n of names) {
-      const t = targets.get(n)!
-      if (t.status === 'skipped' || t.status === 'failed') continue
-      process.stderr.write(`bench: ${job.name} on ${n} (${runtime}s)... `)
-      try {
-        const s = await fio(t, job, size, runtime)
-        results[job.name][n] = s
-        process.stderr.write(`${fmt(s.value)} ${job.unit}\n`)
-      } catch (e) {
-        process.stderr.write('failed\n')
-        const msg = (e as Error).message
-        notes.push(`${n}: ${msg}`)
-        console.error(`bench: ${msg}`)
+  /** Per job and target, the samples of the rounds it completed. */
+  const samples: Record<string, Record<string, Sample[]>> = Object.fromEntries(JOBS.map((j) => [j.name, {}]))
+  for (let round = 1; round <= rounds; round++) {
+    for (const job of JOBS) {
+      for (const n of names) {
+        const t = targets.get(n)!
+        if (t.status === 'skipped' || t.status === 'failed') continue
+        process.stderr.write(`bench: ${job.name} on ${n} (${runtime}s${rounds > 1 ? `, round ${round} of ${rounds}` : ''})... `)
+        try {
+          const s = await fio(t, job, size, runtime)
+          ;(samples[job.name][n] ??= []).push(s)
+          process.stderr.write(`${fmt(s.value)} ${job.unit}\n`)
+        } catch (e) {
+          process.stderr.write('failed\n')
+          const msg = (e as Error).message
+          notes.push(`${n}: ${msg}`)
+          console.error(`bench: ${msg}`)
+        }
       }
     }
   }
+  // a target that failed any round has no figure for that job: its other rounds are not a median of N
+  const results: Record<string, Record<string, Sample>> = Object.fromEntries(JOBS.map((j) => [j.name,
+    Object.fromEntries(Object.entries(samples[j.name]).filter(([, ss]) => ss.length === rounds).map(([n, ss]) => [n, median(ss)]))]))
 
   // every FUSE target against the raw file and every vsm binding against qsd
   const pairs: [string, string][] = [
@@ -187,10 +208,19 @@ async function main() {
   }))
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)))
   const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')
-  console.log(`fio, O_DIRECT on every target; psync at QD1, libaio at QD16; size ${size}, ${runtime}s per job. ` +
+  console.log(`fio, O_DIRECT on every target; psync at QD1, libaio at QD16; size ${size}, ${runtime}s per job${rounds > 1 ? `, median of ${rounds} rounds` : ''}. ` +
     'qsd, vsm and vsm-fuse-native all keep their backing files in the host page cache')
   console.log(line(header))
   for (const l of lines) console.log(line(l))
+  if (rounds > 1) {
+    for (const job of JOBS) {
+      const spread = pairs.map(([a, b]) => {
+        const xs = roundRatios(samples[job.name][a], samples[job.name][b])
+        return xs.length ? `${a}/${b} ${fmt(Math.min(...xs), 2)}-${fmt(Math.max(...xs), 2)}` : null
+      }).filter((x) => x)
+      console.log(`rounds of ${job.name} (ratio within each round, lowest-highest): ${spread.join(', ')}`)
+    }
+  }
   for (const n of notes) console.log(`note: ${n}`)
 
   let snapshots: Awaited<ReturnType<typeof snapshotBench>> | null = null
@@ -251,7 +281,7 @@ async function main() {
   const doc = {
     date: new Date().toISOString(),
     host: { kernel: os.release(), cpus: os.cpus().length, memGiB: Number((os.totalmem() / 2 ** 30).toFixed(1)) },
-    params: { ioengine: 'psync at QD1, libaio at QD16', size, runtimeSec: runtime, jobs: JOBS },
+    params: { ioengine: 'psync at QD1, libaio at QD16', size, runtimeSec: runtime, rounds, jobs: JOBS },
     targets: Object.fromEntries([...targets.values()].map((t) => [t.name, { path: t.path, status: t.status, direct: t.direct, note: t.note ?? null }])),
     columns: cols,
     rows,
