@@ -500,13 +500,16 @@ sp('more files than the checkpoint area could hold: kept through a crash and a r
   assert.ok(images > 0 && images < N / 4, `a checkpoint after one chmod serialized ${images} of ${N} inodes`)
   // a create in /d rewrites the bucket of names it joins, not /d's 12000 names
   const names = Buffer.byteLength(JSON.stringify(fs.readdir('/d').map((n) => [n, 0])))
-  const before2 = fs.journalStats().metaBytes, buckets = fs.journalStats().stateBuckets
+  const before2 = fs.journalStats().metaBytes, buckets = fs.journalStats().stateBuckets, copied = fs.journalStats().stateNames
   await fs.create('/d/one-more', 0o644, 0, 0)
   ;(fs as any).core.wantCkpt = true
   await fs.sync()
   const wrote2 = fs.journalStats().metaBytes - before2
   assert.ok(wrote2 < names, `a create in a directory of ${N} names wrote ${wrote2} bytes; its names are ${names}`)
   assert.is(fs.journalStats().stateBuckets - buckets, 1, 'the checkpoint serialized the bucket the name joined, not all 16')
+  // nor did its plan copy the directory's names into /d's image: those of that bucket only
+  const copied2 = fs.journalStats().stateNames - copied
+  assert.ok(copied2 > 0 && copied2 < 2 * N / 16, `the plan of a checkpoint after one create copied ${copied2} of /d's ${N} names`)
   // a rename within /d: the buckets of the two names only
   const buckets2 = fs.journalStats().stateBuckets
   await fs.rename('/d/one-more', '/d/one-more-renamed')

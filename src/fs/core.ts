@@ -76,9 +76,10 @@ export class FsCore {
   /**
    * stateInodes: inode images the checkpoints serialized (those of segments written
    * again); stateVisited: live inodes their plans looked at (planState); stateBuckets:
-   * directories' buckets of names they serialized.
+   * directories' buckets of names they serialized; stateNames: directory entries their
+   * plans copied (into images, or into the buckets to write).
    */
-  counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0, metaBytes: 0, stateInodes: 0, stateVisited: 0, stateBuckets: 0 }
+  counters = { commits: 0, records: 0, wraps: 0, checkpoints: 0, flushes: 0, metaBytes: 0, stateInodes: 0, stateVisited: 0, stateBuckets: 0, stateNames: 0 }
   /** One change of the volume list at a time: each writes a superblock derived from the last. */
   volChange: Promise<unknown> = Promise.resolve()
   /** Volumes being emptied by remove-volume: nothing new is placed on them. */

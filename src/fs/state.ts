@@ -74,11 +74,17 @@ export function cutAfter(ino: number): boolean {
   return ((x ^ (x >>> 16)) >>> 0) % SEGMENTS.inodes === 0
 }
 
-/** An inode's image in the state (field 12, its map's tree root, is filled in after the trees' commit). */
-export function imageOf(n: Inode): unknown[] {
-  return [n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
-    n.entries ? [...n.entries] : 0, 0, [...n.xattr].map(([k, v]) => [k, v.toString('base64')]),
+/**
+ * An inode's image in the state (field 12, its map's tree root, is filled in after the
+ * trees' commit). `buckets`: the directory's names are serialized apart, in that many
+ * buckets (StatePlan.buckets), so the image leaves them out instead of copying them all.
+ */
+export function imageOf(n: Inode, buckets = 0): unknown[] {
+  const a = [n.ino, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime, n.mtime, n.ctime, n.vol, n.parent,
+    n.entries && !buckets ? [...n.entries] : 0, 0, [...n.xattr].map(([k, v]) => [k, v.toString('base64')]),
     n.snaps ? [...n.snaps] : 0, n.snapOf, n.snapName, n.stamp, n.target, n.rdev, n.atimeNs, n.mtimeNs]
+  if (buckets) a[22] = buckets
+  return a
 }
 
 /**
@@ -90,8 +96,12 @@ export interface StatePlan {
   images: [Inode, unknown[]][]
   same: SegKey[]
   members: Map<number, { last: number; count: number }>
-  /** Of a captured directory whose buckets of names are as many as the durable state's: the only buckets to serialize (the others are in same). */
-  buckets: Map<number, Set<number>>
+  /**
+   * Of a captured directory whose buckets of names are as many as the durable state's: the
+   * only buckets to serialize, with their names captured (the others are in same; its
+   * image holds none of its names).
+   */
+  buckets: Map<number, Map<number, [string, number][]>>
 }
 
 /**
@@ -112,14 +122,22 @@ export interface StatePlan {
 export function planState(c: FsCore, changed: ReadonlySet<number>, names: ReadonlyMap<number, ReadonlySet<string>>): StatePlan {
   const plan: StatePlan = { images: [], same: [], members: new Map(), buckets: new Map() }
   const captured = new Set<number>()
-  // a directory with as many buckets as it had durably: those none of whose names changed are kept
-  const keepBuckets = (dir: number, size: number) => {
-    const count = bucketCount(size)
-    if (!c.stateSegs.has(`${dir}.${count - 1}`) || c.stateSegs.has(`${dir}.${count}`)) return
-    const write = new Set<number>()
-    for (const name of names.get(dir) ?? []) write.add(nameHash(name) & (count - 1))
+  // A directory with as many buckets as it had durably: those none of whose names changed
+  // are kept, the names of the others captured (a walk over the names, but no copy of
+  // them: copying 100k names into the image was most of such a checkpoint). Returns the
+  // bucket count, or 0 when the directory is to be serialized whole.
+  const keepBuckets = (n: Inode, entries: Map<string, number>): number => {
+    const dir = n.ino, count = bucketCount(entries.size)
+    if (!c.stateSegs.has(`${dir}.${count - 1}`) || c.stateSegs.has(`${dir}.${count}`)) return 0
+    const write = new Map<number, [string, number][]>()
+    for (const name of names.get(dir) ?? []) write.set(nameHash(name) & (count - 1), [])
+    if (write.size) {
+      for (const [name, ino] of entries) write.get(nameHash(name) & (count - 1))?.push([name, ino])
+      for (const b of write.values()) c.counters.stateNames += b.length
+    }
     plan.buckets.set(dir, write)
     for (let b = 0; b < count; b++) if (!write.has(b)) plan.same.push(`${dir}.${b}`)
+    return count
   }
   const sink: PlanSink = {
     kept(key, last, count) {
@@ -134,9 +152,10 @@ export function planState(c: FsCore, changed: ReadonlySet<number>, names: Readon
       plan.members.set(key, { last, count })
       for (const i of inos) {
         const n = c.inodes.get(i)!
-        plan.images.push([n, imageOf(n)])
+        const buckets = n.entries && n.entries.size > SEGMENTS.bucketMin ? keepBuckets(n, n.entries) : 0
+        if (n.entries && !buckets) c.counters.stateNames += n.entries.size
+        plan.images.push([n, imageOf(n, buckets)])
         captured.add(i)
-        if (n.entries && n.entries.size > SEGMENTS.bucketMin) keepBuckets(n.ino, n.entries.size)
       }
     },
   }
@@ -223,24 +242,27 @@ function bucketCount(size: number): number {
 }
 
 /**
- * The captured inode images grouped into segments' JSON, in inode number order (of a
- * directory in `only`, the buckets of names it lists only). The images are copies, so
- * the event loop is given back between segments: I/O goes on while a state of many
- * files is serialized (~3 µs an inode).
+ * The captured inode images grouped into segments' JSON, in inode number order, with the
+ * buckets of each large directory's names: all of them when its image holds its names,
+ * else those `buckets` captured for it. The images are copies, so the event loop is given
+ * back between segments: I/O goes on while a state of many files is serialized (~3 µs an
+ * inode).
  */
-export async function segmentsOf(inodes: unknown[][], only?: ReadonlyMap<number, ReadonlySet<number>>): Promise<Map<SegKey, Buffer>> {
+export async function segmentsOf(inodes: unknown[][], buckets?: StatePlan['buckets']): Promise<Map<SegKey, Buffer>> {
   const images: unknown[][] = []
   const out = new Map<SegKey, Buffer>()
   for (let a of inodes) {
     const entries = a[11] as [string, number][] | 0
     if (entries && entries.length > SEGMENTS.bucketMin) {
-      const count = bucketCount(entries.length), want = only?.get(a[0] as number)
-      const buckets: [string, number][][] = Array.from({ length: count }, () => [])
-      for (const e of entries) { const b = nameHash(e[0]) & (count - 1); if (!want || want.has(b)) buckets[b].push(e) }
-      buckets.forEach((b, i) => { if (!want || want.has(i)) out.set(`${a[0]}.${i}`, Buffer.from(JSON.stringify(b))) })
+      const count = bucketCount(entries.length)
+      const all: [string, number][][] = Array.from({ length: count }, () => [])
+      for (const e of entries) all[nameHash(e[0]) & (count - 1)].push(e)
+      all.forEach((b, i) => out.set(`${a[0]}.${i}`, Buffer.from(JSON.stringify(b))))
       a = a.slice()
       a[11] = 0
       a[22] = count
+    } else if (a[22]) {
+      for (const [i, b] of buckets?.get(a[0] as number) ?? []) out.set(`${a[0]}.${i}`, Buffer.from(JSON.stringify(b)))
     }
     images.push(a)
   }
