@@ -13,6 +13,7 @@
 // begun back out of a job that a blocked write holds up. Errors are thrown as Error objects with
 // the errno name in .code, as Node's own fs errors are.
 #include <napi.h>
+#include "ack.h"
 #include <cerrno>
 #include <atomic>
 #include <cstring>
@@ -119,9 +120,13 @@ class DiscardWorker : public Napi::AsyncWorker {
 // and tell how the others went. The caller keeps the buffers referenced until cb runs,
 // and calls takeBack only before.
 struct PwriteJob {
-  struct Item { int fd; const uint8_t* data; size_t len; off_t off; std::atomic<int> state{QUEUED}; int err = 0; };
+  // ack: the early answer of the FUSE request this write is part of (ack.h), held by the job
+  struct Item { int fd; const uint8_t* data; size_t len; off_t off; std::atomic<int> state{QUEUED}; int err = 0; VsmAck* ack = nullptr; };
   enum { QUEUED, STARTED, DONE, TAKEN };
   explicit PwriteJob(size_t n) : items(new Item[n]), count(n) {}
+  ~PwriteJob() {
+    for (size_t i = 0; i < count; i++) if (items[i].ack) vsmAckRelease(items[i].ack);
+  }
   std::unique_ptr<Item[]> items;
   size_t count;
 };
@@ -142,6 +147,9 @@ class PwriteBatchWorker : public Napi::AsyncWorker {
         if (r <= 0) { e.err = r < 0 ? errno : EIO; break; }
         done += static_cast<size_t>(r);
       }
+      // before DONE: JavaScript sees the write over (and may answer the request and let the
+      // session go) only once the early answer, if this sends it, has been sent
+      if (e.ack) vsmAckWritten(e.ack, e.err == 0);
       e.state.store(PwriteJob::DONE, std::memory_order_release);
     }
   }
@@ -159,15 +167,19 @@ class PwriteBatchWorker : public Napi::AsyncWorker {
   std::shared_ptr<PwriteJob> job_;
 };
 
+// pwriteBatch(fds, bufs, offsets, cb[, acks]) -> job: acks[i], when there, is the early
+// answer (ack.h, from vsm_fuse's writeAck) that write i is a piece of.
 Napi::Value PwriteBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsArray() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsFunction() ||
       info[0].As<Napi::Array>().Length() != info[1].As<Napi::Array>().Length() ||
-      info[1].As<Napi::Array>().Length() != info[2].As<Napi::Array>().Length()) {
-    Napi::TypeError::New(env, "pwriteBatch: descriptors, as many buffers and offsets, and a callback are expected").ThrowAsJavaScriptException();
+      info[1].As<Napi::Array>().Length() != info[2].As<Napi::Array>().Length() ||
+      (info.Length() > 4 && !info[4].IsUndefined() && (!info[4].IsArray() || info[4].As<Napi::Array>().Length() != info[1].As<Napi::Array>().Length()))) {
+    Napi::TypeError::New(env, "pwriteBatch: descriptors, as many buffers and offsets, a callback, and as many acks if any are expected").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   Napi::Array fds = info[0].As<Napi::Array>(), bufs = info[1].As<Napi::Array>(), offs = info[2].As<Napi::Array>();
+  Napi::Array acks = info.Length() > 4 && info[4].IsArray() ? info[4].As<Napi::Array>() : Napi::Array();
   auto job = std::make_shared<PwriteJob>(bufs.Length());
   for (uint32_t i = 0; i < bufs.Length(); i++) {
     Napi::Value f = fds[i], b = bufs[i], o = offs[i];
@@ -181,6 +193,10 @@ Napi::Value PwriteBatch(const Napi::CallbackInfo& info) {
     e.data = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
     e.len = t.ByteLength();
     e.off = static_cast<off_t>(o.As<Napi::Number>().Int64Value());
+    if (!acks.IsEmpty()) {
+      Napi::Value a = acks[i];
+      if (a.IsExternal()) { e.ack = a.As<Napi::External<VsmAck>>().Data(); vsmAckHold(e.ack); }
+    }
   }
   (new PwriteBatchWorker(info[3].As<Napi::Function>(), job))->Queue();
   return Napi::External<std::shared_ptr<PwriteJob>>::New(env, new std::shared_ptr<PwriteJob>(job),

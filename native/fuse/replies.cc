@@ -1,6 +1,8 @@
 // The answers to requests (main thread, from JavaScript's reply*(req, ...) calls; a
 // WRITE's answer may go to the replier thread instead): each writes the answer to
-// /dev/fuse through libfuse and frees the Req.
+// /dev/fuse through libfuse and frees the Req. A WRITE given an early answer (writeAck,
+// ../ack.h) may have been answered already, by the thread pool thread that wrote its
+// last piece: the reply then only frees the Req.
 #include "session.h"
 
 #include <cmath>
@@ -35,17 +37,68 @@ void *replier(void *arg) {
 void done(Req *r) {
   r->magic = 0;
   free(r->mem);
+  if (r->ack) vsmAckRelease(r->ack);
   delete r;
 }
 
 namespace {
 
+// A WRITE's early answer (ack.h): the fuse request and the count it answers with.
+struct FuseAck : VsmAck {
+  fuse_req_t req;
+  size_t n;
+};
+
+std::atomic<uint64_t> g_early{0};
+
+void answerWrite(VsmAck *a) {
+  auto *f = static_cast<FuseAck *>(a);
+  fuse_reply_write(f->req, f->n);
+  g_early.fetch_add(1, std::memory_order_relaxed);
+}
+
+// earlyAnswers() -> WRITEs answered by the thread that wrote their last piece, so far
+Napi::Value EarlyAnswers(const Napi::CallbackInfo &info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(g_early.load(std::memory_order_relaxed)));
+}
+
+void destroyAck(VsmAck *a) { delete static_cast<FuseAck *>(a); }
+
+// The request a reply is for; null when its early answer has gone already (the Req is
+// then freed here, and the reply sends nothing).
 Req *reqArg(const Napi::CallbackInfo &info) {
   auto *r = reinterpret_cast<Req *>(static_cast<uintptr_t>(info[0].As<Napi::Number>().Int64Value()));
   if (!r || r->magic != REQ_MAGIC) {
     Napi::Error::Fatal("vsm_fuse", "reply to an unknown or already answered request");
   }
+  if (r->ack && r->ack->claimed.exchange(true)) {
+    done(r);
+    return nullptr;
+  }
   return r;
+}
+
+// writeAck(req) -> the early answer of a WRITE (ack.h), answering with its data's length:
+// JavaScript hands it down with the write, and pwriteBatch with each device write.
+Napi::Value WriteAck(const Napi::CallbackInfo &info) {
+  Req *r = reqArg(info);
+  if (!r) return info.Env().Undefined();
+  if (r->op != OP_WRITE || r->ack) Napi::Error::Fatal("vsm_fuse", "writeAck: not a WRITE, or one that has its answer already");
+  auto *a = new FuseAck();
+  a->req = r->req;
+  a->n = r->dlen;
+  a->answer = answerWrite;
+  a->destroy = destroyAck;
+  a->refs.store(2); // the External and the Req
+  r->ack = a;
+  return Napi::External<VsmAck>::New(info.Env(), a, [](Napi::Env, VsmAck *p) { vsmAckRelease(p); });
+}
+
+// ackSplit(ack, k): a piece of the write became k (k >= 1) on its way down.
+Napi::Value AckSplit(const Napi::CallbackInfo &info) {
+  auto *a = info[0].As<Napi::External<VsmAck>>().Data();
+  a->left.fetch_add(info[1].As<Napi::Number>().Int32Value() - 1);
+  return info.Env().Undefined();
 }
 
 // attr array: [ino, mode, nlink, uid, gid, rdev, size, blocks, blksize, atimeMs, mtimeMs, ctimeMs,
@@ -92,12 +145,14 @@ void setOpenFlags(fuse_file_info *fi, uint32_t f) {
 template <typename T, int (*Send)(fuse_req_t, T)>
 Napi::Value ReplyNumber(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
+  if (!r) return info.Env().Undefined();
   Send(r->req, static_cast<T>(info[1].As<Napi::Number>().Int64Value()));
   done(r);
   return info.Env().Undefined();
 }
 Napi::Value ReplyEntry(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
+  if (!r) return info.Env().Undefined();
   fuse_entry_param e = toEntry(info, 1);
   fuse_reply_entry(r->req, &e);
   done(r);
@@ -106,6 +161,7 @@ Napi::Value ReplyEntry(const Napi::CallbackInfo &info) {
 // (req, attr, timeout, fh, openFlags)
 Napi::Value ReplyCreate(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
+  if (!r) return info.Env().Undefined();
   fuse_entry_param e = toEntry(info, 1);
   fuse_file_info fi{};
   fi.fh = static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value());
@@ -117,6 +173,7 @@ Napi::Value ReplyCreate(const Napi::CallbackInfo &info) {
 // (req, attr, timeout)
 Napi::Value ReplyAttr(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
+  if (!r) return info.Env().Undefined();
   struct stat st;
   toStat(info[1].As<Napi::Array>(), &st);
   fuse_reply_attr(r->req, &st, info[2].As<Napi::Number>().DoubleValue());
@@ -126,6 +183,7 @@ Napi::Value ReplyAttr(const Napi::CallbackInfo &info) {
 // (req, fh, openFlags)
 Napi::Value ReplyOpen(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
+  if (!r) return info.Env().Undefined();
   fuse_file_info fi{};
   fi.fh = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
   setOpenFlags(&fi, info[2].As<Napi::Number>().Uint32Value());
@@ -136,6 +194,7 @@ Napi::Value ReplyOpen(const Napi::CallbackInfo &info) {
 // (req, buffer, length)
 Napi::Value ReplyBuf(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
+  if (!r) return info.Env().Undefined();
   auto b = info[1].As<Napi::Buffer<char>>();
   size_t n = info[2].As<Napi::Number>().Uint32Value();
   if (n > b.Length()) n = b.Length();
@@ -155,6 +214,7 @@ Napi::Value ReleaseData(const Napi::CallbackInfo &info) {
 // when it sleeps, so answers queued while it works cost a push each.
 Napi::Value ReplyWriteLater(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
+  if (!r) return info.Env().Undefined();
   size_t n = static_cast<size_t>(info[1].As<Napi::Number>().Int64Value());
   r->magic = 0; // answered, as far as JavaScript is concerned
   Session *s = r->s;
@@ -170,6 +230,7 @@ Napi::Value ReplyWriteLater(const Napi::CallbackInfo &info) {
 // (req, [bsize, frsize, blocks, bfree, bavail, files, ffree, favail, namemax])
 Napi::Value ReplyStatfs(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
+  if (!r) return info.Env().Undefined();
   auto a = info[1].As<Napi::Array>();
   auto n = [&](uint32_t i) { return a.Get(i).As<Napi::Number>().DoubleValue(); };
   struct statvfs v{};
@@ -189,6 +250,7 @@ Napi::Value ReplyStatfs(const Napi::CallbackInfo &info) {
 // (req, result, buffer | undefined)
 Napi::Value ReplyIoctl(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
+  if (!r) return info.Env().Undefined();
   int result = info[1].As<Napi::Number>().Int32Value();
   if (info[2].IsBuffer()) {
     auto b = info[2].As<Napi::Buffer<char>>();
@@ -201,6 +263,7 @@ Napi::Value ReplyIoctl(const Napi::CallbackInfo &info) {
 }
 Napi::Value ReplyReadlink(const Napi::CallbackInfo &info) {
   Req *r = reqArg(info);
+  if (!r) return info.Env().Undefined();
   std::string s = info[1].As<Napi::String>().Utf8Value();
   fuse_reply_readlink(r->req, s.c_str());
   done(r);
@@ -219,6 +282,9 @@ void addReplies(Napi::Env env, Napi::Object exports) {
   exports.Set("replyWrite", Napi::Function::New(env, ReplyNumber<size_t, fuse_reply_write>));
   exports.Set("replyWriteLater", Napi::Function::New(env, ReplyWriteLater));
   exports.Set("releaseData", Napi::Function::New(env, ReleaseData));
+  exports.Set("writeAck", Napi::Function::New(env, WriteAck));
+  exports.Set("ackSplit", Napi::Function::New(env, AckSplit));
+  exports.Set("earlyAnswers", Napi::Function::New(env, EarlyAnswers));
   exports.Set("replyStatfs", Napi::Function::New(env, ReplyStatfs));
   exports.Set("replyXattr", Napi::Function::New(env, ReplyNumber<size_t, fuse_reply_xattr>));  // a size query's answer
   exports.Set("replyLseek", Napi::Function::New(env, ReplyNumber<off_t, fuse_reply_lseek>));

@@ -8,6 +8,8 @@
 #include <fuse_lowlevel.h>
 #include <napi.h>
 
+#include "../ack.h"
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -55,6 +57,7 @@ struct Req {
   size_t dlen = 0;
   bool hasData = false;
   uint32_t uid = 0, gid = 0, pid = 0;
+  VsmAck *ack = nullptr; // a WRITE's early answer, once JavaScript asked for one (writeAck)
 };
 
 

@@ -7,7 +7,8 @@ export interface BlockDev {
   readonly size: number
   /** Fills buf from offset; returns bytes read. Unwritten ranges read as zeros. */
   read(buf: Buffer, offset: number): Promise<number>
-  write(buf: Buffer, offset: number): Promise<void>
+  /** `ack`: see WriteAck; a device that does not take it (or keeps it) answers as ever. */
+  write(buf: Buffer, offset: number, ack?: WriteAck): Promise<void>
   /** Resolves once everything written before the call is on stable storage. */
   flush(): Promise<void>
   /**
@@ -19,6 +20,21 @@ export interface BlockDev {
   /** Optional: give the range back (a thin backing file shrinks); it reads as zeros after. */
   discard?(offset: number, length: number): Promise<void>
   close(): Promise<void>
+}
+
+/**
+ * A write's early answer (the native FUSE binding's, native/ack.h): the guest's write is
+ * acknowledged by the thread pool thread that writes its last piece to a backing file,
+ * without waiting for the completion to reach JavaScript. A layer passes it down with its
+ * writes only where the write is over once those land, with nothing of its own to do
+ * before it may be acknowledged (the caller's promise still settles as ever, later), and
+ * calls split(k) first when it passes it to k writes. A layer that keeps it is safe: the
+ * write is then answered only when its promise settles.
+ */
+export interface WriteAck {
+  split(pieces: number): void
+  /** For the device queue that hands it to pwriteBatch. */
+  readonly handle: unknown
 }
 
 let stranded = 0

@@ -224,6 +224,8 @@ export class Stack {
     const devices = this.pool.listDevices(), volumes = this.pool.listVolumes(), jobs = this.server.jobs.list()
     return {
       version: VERSION, pid: process.pid, home: this.opts.home, mount: this.standby.length ? null : this.opts.mount, fuse: this.view.bindingName,
+      // a process-wide count (the addon's): what a test or a profile compares before and after
+      fuseEarlyWrites: this.view.earlyWrites,
       ...(this.standby.length ? { standby: { groups: this.standby, next: 'vsm repl status' } } : {}),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       devices, volumes,

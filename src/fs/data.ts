@@ -5,7 +5,7 @@
 // archived range is recalled into the pool when read (with a little read-ahead) and
 // counts as shared when written: a write lands in the pool, and a block it changes only
 // in part is recalled first (unshare), so a write recalls only what it does not cover.
-import { BlockDev } from '../block/blockdev'
+import { BlockDev, WriteAck } from '../block/blockdev'
 import type { FsCore } from './core'
 import { Extent, ExtentMap, Segment } from './extents'
 import { FileRef, Inode, MAX_FILE_SIZE, err } from './inode'
@@ -65,9 +65,9 @@ export function readAt(c: FsCore, vol: number, buf: Buffer, pos: number): Promis
   return l.dev.read(buf, l.offset)
 }
 
-export function writeAt(c: FsCore, vol: number, buf: Buffer, pos: number): Promise<void> {
+export function writeAt(c: FsCore, vol: number, buf: Buffer, pos: number, ack?: WriteAck): Promise<void> {
   const l = locate(c, vol, pos)
-  return l.dev.write(buf, l.offset)
+  return l.dev.write(buf, l.offset, ack)
 }
 
 /** `atime` false: a read on the fs's own behalf (the HSM checking a copy), not an access. */
@@ -110,7 +110,11 @@ export async function read(c: FsCore, ino: number, buf: Buffer, offset: number, 
   return len
 }
 
-export async function write(c: FsCore, ino: number, buf: Buffer, offset: number): Promise<number> {
+/**
+ * `ack` (the caller's early answer, WriteAck) goes down with an overwrite in place only: a
+ * write that maps blocks is over when its `ex` is logged, after its I/O.
+ */
+export async function write(c: FsCore, ino: number, buf: Buffer, offset: number, ack?: WriteAck): Promise<number> {
   c.live()
   let n = c.fileNode(ino)
   c.checkIo(buf, offset)
@@ -215,11 +219,14 @@ export async function write(c: FsCore, ino: number, buf: Buffer, offset: number)
   n.stamp = c.stamp()
   if (allocs.length || newSize !== oldSize) { c.dirtyAttrs.add(ino); c.armTimer() } else c.lazyAttrs.add(ino)
   const p = allocs.length || pb0 < b0 ? c.addPending(n, pb0, b1, allocs, replaced) : null
+  // answered early, the write is durable by the next commit only if that commit flushes its volumes
+  const early = p || !io.length ? undefined : ack
+  if (early) { for (const [v] of io) c.dirtyVols.add(v); early.split(io.length) }
   n.inflight++; c.inflight++
   let ok = false
   try {
-    if (io.length === 1) await writeAt(c, io[0][0], io[0][1], io[0][2])
-    else await Promise.all(io.map(([v, b, o]) => writeAt(c, v, b, o)))
+    if (io.length === 1) await writeAt(c, io[0][0], io[0][1], io[0][2], early)
+    else await Promise.all(io.map(([v, b, o]) => writeAt(c, v, b, o, early)))
     ok = true
   } finally {
     for (const [v] of io) c.dirtyVols.add(v)

@@ -12,7 +12,7 @@
 //   snapshots.ts  snapshots, clones, revert, sharing views
 //   volumes.ts    mkfs, mount, volumes online, placement
 //   check.ts      fsck of the mounted fs
-import { BlockDev, checkRange } from '../block/blockdev'
+import { BlockDev, WriteAck, checkRange } from '../block/blockdev'
 import { EventSink } from '../control/events'
 import * as chk from './check'
 import { ArchiveLocation, FsCore } from './core'
@@ -78,7 +78,7 @@ export class FileSystem {
   // data
   /** `opts.atime` false: not an access (last access stays; the HSM checking its copies). */
   read(ino: number, buf: Buffer, offset: number, opts: { atime?: boolean } = {}): Promise<number> { return data.read(this.core, ino, buf, offset, opts.atime ?? true) }
-  write(ino: number, buf: Buffer, offset: number): Promise<number> { return data.write(this.core, ino, buf, offset) }
+  write(ino: number, buf: Buffer, offset: number, ack?: WriteAck): Promise<number> { return data.write(this.core, ino, buf, offset, ack) }
   unshare(ino: number, b0: number, b1: number): Promise<number> { return data.unshare(this.core, ino, b0, b1) }
   truncate(path: FileRef, size: number): Promise<void> { return data.truncate(this.core, path, size) }
   punchHole(ino: number, offset: number, length: number): Promise<void> { return data.punchHole(this.core, ino, offset, length) }

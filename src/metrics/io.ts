@@ -2,7 +2,7 @@
 // typed arrays bumped per request (no allocation), read out only when metrics are
 // scraped; and MeteredDev, the thin BlockDev wrapper that counts at a layer boundary.
 import { performance } from 'perf_hooks'
-import type { BlockDev } from '../block/blockdev'
+import type { BlockDev, WriteAck } from '../block/blockdev'
 
 export const OPS = ['read', 'write', 'flush', 'discard'] as const
 export const READ = 0, WRITE = 1, FLUSH = 2, DISCARD = 3
@@ -84,7 +84,7 @@ export class MeteredDev implements BlockDev {
   read(buf: Buffer, offset: number): Promise<number> { return counted(this.stats, READ, now(), this.dev.read(buf, offset)) }
 
   // t0 is taken before the call: a layer may do real work before its first await
-  write(buf: Buffer, offset: number): Promise<void> { return counted(this.stats, WRITE, now(), this.dev.write(buf, offset), buf.length) }
+  write(buf: Buffer, offset: number, ack?: WriteAck): Promise<void> { return counted(this.stats, WRITE, now(), this.dev.write(buf, offset, ack), buf.length) }
   flush(): Promise<void> { return counted(this.stats, FLUSH, now(), this.dev.flush(), 0) }
   close(): Promise<void> { return this.dev.close() }
 }

@@ -11,7 +11,7 @@ interface SysAddon {
   peercred(fd: number): PeerCred
   discard(fd: number, offset: number, length: number, blockDevice: boolean): Promise<void>
   readNowait(fd: number, buf: Buffer, offset: number): number
-  pwriteBatch(fds: number[], bufs: Buffer[], offsets: number[], cb: (errors: (string | undefined)[]) => void): PwriteJob
+  pwriteBatch(fds: number[], bufs: Buffer[], offsets: number[], cb: (errors: (string | undefined)[]) => void, acks?: unknown[]): PwriteJob
   takeBack(job: PwriteJob): (string | undefined)[]
   LOCK_SH: number
   LOCK_EX: number
@@ -77,10 +77,11 @@ export function readNowait(fd: number, buf: Buffer, offset: number): number {
 /**
  * Writes each bufs[i] whole at offsets[i] of fds[i], in order, in one thread pool job; cb
  * gets each write's errno name (undefined: written, or taken back). The caller must keep
- * the descriptors open and the buffers unchanged until cb runs.
+ * the descriptors open and the buffers unchanged until cb runs. acks[i]: the handle of
+ * the early answer (WriteAck) write i is a piece of, told once it is written.
  */
-export function pwriteBatch(fds: number[], bufs: Buffer[], offsets: number[], cb: (errors: (string | undefined)[]) => void): PwriteJob {
-  return sys().pwriteBatch(fds, bufs, offsets, cb)
+export function pwriteBatch(fds: number[], bufs: Buffer[], offsets: number[], cb: (errors: (string | undefined)[]) => void, acks?: unknown[]): PwriteJob {
+  return sys().pwriteBatch(fds, bufs, offsets, cb, acks)
 }
 
 /**

@@ -3,7 +3,7 @@
 // logs them before they reach the volume). With no group it passes everything through,
 // so the fs can be mounted on taps before any group exists. Also owns the range lock
 // that keeps overlapping writes (and the initial sync's reads) in log order.
-import { BlockDev } from '../block/blockdev'
+import { BlockDev, WriteAck } from '../block/blockdev'
 
 export interface GroupIO {
   write(tap: ReplicatedVolume, buf: Buffer, offset: number): Promise<void>
@@ -31,7 +31,8 @@ export class ReplicatedVolume implements BlockDev {
   get size(): number { return this.inner.size }
   written(): Promise<[number, number][]> { return this.writtenRanges ? this.writtenRanges() : Promise.resolve([[0, this.size]]) }
   read(buf: Buffer, offset: number): Promise<number> { return this.inner.read(buf, offset) }
-  write(buf: Buffer, offset: number): Promise<void> { return this.group ? this.group.write(this, buf, offset) : this.inner.write(buf, offset) }
+  /** A replicated write is over once logged (or shipped): the group keeps `ack`. */
+  write(buf: Buffer, offset: number, ack?: WriteAck): Promise<void> { return this.group ? this.group.write(this, buf, offset) : this.inner.write(buf, offset, ack) }
   flush(): Promise<void> { return this.group ? this.group.flush() : this.inner.flush() }
   close(): Promise<void> { return this.inner.close() }
 }

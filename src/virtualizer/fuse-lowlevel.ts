@@ -5,7 +5,7 @@
 // inode, get ids of their own) and packs the answers the addon passes to the kernel.
 import { join } from 'path'
 import type { Logger } from 'pino'
-import { VsmError, strandedCalls } from '../block/blockdev'
+import { VsmError, strandedCalls, type WriteAck } from '../block/blockdev'
 import { BufferPool } from '../block/buffers'
 import { RENAME_EXCHANGE } from '../fs'
 import { callOp, type Attr, type Caller, type FuseOps } from './fuse-ops'
@@ -28,6 +28,10 @@ interface Addon {
   replyWriteLater(req: number, count: number): void
   /** Frees a WRITE's data now; any view of it reads as empty from then on. */
   releaseData(data: Buffer): void
+  /** A WRITE's early answer (native/ack.h): handed down with the write, sent by the thread pool thread that writes its last piece. */
+  writeAck(req: number): unknown
+  ackSplit(ack: unknown, pieces: number): void
+  earlyAnswers(): number
   replyStatfs(req: number, v: number[]): void
   replyXattr(req: number, size: number): void
   replyLseek(req: number, offset: number): void
@@ -337,9 +341,12 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
       }
       case OP.WRITE: {
         const stranded = strandedCalls()
+        // the guest's write may be answered by the thread that writes its last piece (a reply here then only frees the request)
+        const handle = a.writeAck(req)
+        const ack: WriteAck = { handle, split: (k) => { if (k > 1) a.ackSplit(handle, k) } }
         return serve(op, req, async () => {
           if (flags) await killSuidgid(ino, caller)
-          const n = await ops.write(fh, data!, off)
+          const n = await ops.write(fh, data!, off, ack)
           // nothing below keeps a written buffer once the write settled, unless a device
           // was abandoned with the kernel still reading it (or the write failed part way)
           if (strandedCalls() === stranded) a.releaseData(data!)
@@ -393,6 +400,7 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
 
   return {
     name: 'native',
+    earlyWrites: () => a.earlyAnswers(),
     async mount() {
       const o = ['fsname=vsm', 'subtype=vsm', ...(opts.allowOther ? ['allow_other', 'default_permissions'] : [])]
       session = a.mount(mountpoint, o.join(','), dispatch)

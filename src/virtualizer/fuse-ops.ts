@@ -7,7 +7,7 @@
 import { constants as fsConstants } from 'fs'
 import { constants } from 'os'
 import type { Logger } from 'pino'
-import { VsmError } from '../block/blockdev'
+import { VsmError, type WriteAck } from '../block/blockdev'
 import { RENAME_EXCHANGE, S_IFDIR, S_IFMT, S_IFREG, type FileSystem, type TimeSpec } from '../fs'
 import type { WriteGate } from './gate'
 import { SNAPDIR } from './paths'
@@ -54,8 +54,8 @@ export interface FuseOps {
   release(fh: number): Awaitable<void>
   /** Fills buf from offset; returns the bytes read (short at end of file). */
   read(fh: number, buf: Buffer, offset: number): Awaitable<number>
-  /** Returns the bytes written (all of buf). */
-  write(fh: number, buf: Buffer, offset: number): Awaitable<number>
+  /** Returns the bytes written (all of buf). `ack`: a binding's early answer (WriteAck), for the layers below to use where they may. */
+  write(fh: number, buf: Buffer, offset: number, ack?: WriteAck): Awaitable<number>
   /** close(2) of one descriptor of the handle: what it wrote is made durable. */
   flush(fh: number): Awaitable<void>
   fsync(fh: number, datasync: boolean): Awaitable<void>
@@ -256,8 +256,8 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
     if (held) await held
     try { return await fn() } finally { gate.leave(h.ino) }
   }
-  const write = async (h: Handle, buf: Buffer, pos: number): Promise<number> => {
-    await gated(h, () => fs.write(h.ino, buf, pos))
+  const write = async (h: Handle, buf: Buffer, pos: number, ack?: WriteAck): Promise<number> => {
+    await gated(h, () => fs.write(h.ino, buf, pos, ack))
     return buf.length
   }
   /** Writes zeros over the holes of [start, end): the blocks are then the file's own. */
@@ -302,11 +302,11 @@ export function viewOps({ fs, gate, invoke, handles, meters }: ViewEnv): FuseOps
       sectorAligned(h, pos, buf.length)
       return h.io ? counted(h.io, READ, now(), fs.read(h.ino, buf, pos)) : fs.read(h.ino, buf, pos)
     },
-    write: (fh, buf, pos) => {
+    write: (fh, buf, pos, ack) => {
       const h = writer(fh)
       sectorAligned(h, pos, buf.length)
       // the latency counted is the writer's: a wait on a frozen disk included
-      return h.io ? counted(h.io, WRITE, now(), write(h, buf, pos)) : write(h, buf, pos)
+      return h.io ? counted(h.io, WRITE, now(), write(h, buf, pos, ack)) : write(h, buf, pos, ack)
     },
     flush: async (fh) => {
       const h = handles.get(fh)

@@ -28,6 +28,8 @@ export interface MountOptions { allowOther: boolean; binding: FuseBindingName }
 /** A FUSE library serving the operation table at a mount point. */
 export interface FuseBinding {
   readonly name: string
+  /** WRITEs answered early (WriteAck) so far, where the binding can. */
+  earlyWrites?(): number
   mount(): Promise<void>
   unmount(): Promise<void>
 }
@@ -49,6 +51,7 @@ export class FuseView {
 
   /** The binding serving the mount (native falls back to fuse-native when its addon cannot load). */
   get bindingName(): FuseBindingName | null { return (this.binding?.name as FuseBindingName) ?? null }
+  get earlyWrites(): number | null { return this.binding?.earlyWrites?.() ?? null }
 
   openCount(path: string): number { return this.handles.openCount(path) }
 

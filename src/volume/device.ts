@@ -15,7 +15,7 @@
 // kernel's SCSI layer offlines a device that times out. The calls already in the kernel
 // stay there until it answers; their results are ignored.
 import { promises as fsp, constants as fsc } from 'fs'
-import { BlockDev, VsmError, rejectBadRange, strand } from '../block/blockdev'
+import { BlockDev, VsmError, WriteAck, rejectBadRange, strand } from '../block/blockdev'
 import { NEVER_NOWAIT, discardRange, readNowait } from '../native/sys'
 import { WritePlug, WriteQueue } from './write-queue'
 
@@ -209,10 +209,10 @@ export class Device implements BlockDev {
     return want
   }
 
-  write(buf: Buffer, offset: number): Promise<void> {
+  write(buf: Buffer, offset: number, ack?: WriteAck): Promise<void> {
     const bad = rejectBadRange(this, offset, buf.length)
     if (bad) return bad
-    return this.op('write', offset, () => this.queue.write(buf, offset), true)
+    return this.op('write', offset, () => this.queue.write(buf, offset, ack), true)
   }
 
   writeDurable(buf: Buffer, offset: number): Promise<void> {

@@ -3,7 +3,7 @@
 // keeps one handle for the volume's whole life and never notices the change. Writes
 // are counted per layout, so a swap can tell when the last write sent to the layout
 // it replaced has landed (a copy must not read a range such a write is still changing).
-import type { BlockDev } from '../block/blockdev'
+import type { BlockDev, WriteAck } from '../block/blockdev'
 
 interface Epoch { writes: number; idle: (() => void) | null }
 
@@ -17,10 +17,10 @@ export class VolumeHandle implements BlockDev {
   get size(): number { return this.inner.size }
   read(buf: Buffer, offset: number): Promise<number> { return this.inner.read(buf, offset) }
 
-  write(buf: Buffer, offset: number): Promise<void> {
+  write(buf: Buffer, offset: number, ack?: WriteAck): Promise<void> {
     const e = this.epoch
     e.writes++
-    return this.counted(e, this.layout.write(buf, offset))
+    return this.counted(e, this.layout.write(buf, offset, ack))
   }
 
   /** A layout that cannot discard (raid5: its parity would go stale) keeps the range as it is. */

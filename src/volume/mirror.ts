@@ -14,7 +14,7 @@
 // sums, and overlapping writes are ordered so a table entry always describes the data
 // that landed. A read verifies every block against its copy's table; a bad block is
 // served from a copy whose block verifies, and rewritten on the bad copy.
-import { BlockDev, VsmError, rejectBadRange, zeroRange } from '../block/blockdev'
+import { BlockDev, VsmError, WriteAck, rejectBadRange, zeroRange } from '../block/blockdev'
 import { readLength } from './slice'
 import { DirtyRegionLog, LogMember, LogHost } from './drl'
 import { ChecksumTable, SUM_BLOCK, blockSum, blockSums, differs } from './checksum'
@@ -137,19 +137,23 @@ export class MirrorDev implements BlockDev, LogHost {
     return n
   }
 
-  write(buf: Buffer, offset: number): Promise<void> {
+  /**
+   * `ack` goes to the copies' writes where the write is over once they land: not while the
+   * write also waits for its sums to be persisted or for room in the table's cache.
+   */
+  write(buf: Buffer, offset: number, ack?: WriteAck): Promise<void> {
     const bad = rejectBadRange(this, offset, buf.length)
     if (bad) return bad
     if (buf.length === 0) return Promise.resolve()
     const g = this.gateOver(offset, offset + buf.length)
-    if (g) return g.open.then(() => this.write(buf, offset))
+    if (g) return g.open.then(() => this.write(buf, offset, ack))
     let w: InFlight
     if (this.summed) {
       const lo = Math.floor(offset / SUM_BLOCK) * SUM_BLOCK, hi = Math.ceil((offset + buf.length) / SUM_BLOCK) * SUM_BLOCK
       const before = this.overlapping(lo, hi)
-      w = { lo, hi, done: before ? before.then(() => this.sumWrite(buf, offset, lo, hi)) : this.sumWrite(buf, offset, lo, hi) }
+      w = { lo, hi, done: before ? before.then(() => this.sumWrite(buf, offset, lo, hi, ack)) : this.sumWrite(buf, offset, lo, hi, ack) }
     } else {
-      w = { lo: offset, hi: offset + buf.length, done: this.logged(buf, offset) }
+      w = { lo: offset, hi: offset + buf.length, done: this.logged(buf, offset, undefined, ack) }
     }
     return this.track(w)
   }
@@ -219,31 +223,32 @@ export class MirrorDev implements BlockDev, LogHost {
   }
 
   /** Whole blocks [lo, hi) with buf at offset. */
-  private sumWrite(buf: Buffer, offset: number, lo: number, hi: number): Promise<void> {
-    return lo === offset && hi === offset + buf.length ? this.sumWriteBlocks(buf, lo) : this.sumWriteEdges(buf, offset, lo, hi)
+  private sumWrite(buf: Buffer, offset: number, lo: number, hi: number, ack?: WriteAck): Promise<void> {
+    return lo === offset && hi === offset + buf.length ? this.sumWriteBlocks(buf, lo, ack) : this.sumWriteEdges(buf, offset, lo, hi, ack)
   }
 
   /** The partial edge blocks are read (verified) first. */
-  private async sumWriteEdges(buf: Buffer, offset: number, lo: number, hi: number): Promise<void> {
+  private async sumWriteEdges(buf: Buffer, offset: number, lo: number, hi: number, ack?: WriteAck): Promise<void> {
     const data = Buffer.alloc(hi - lo)
     if (offset > lo) await this.readVerified(data.subarray(0, SUM_BLOCK), lo)
     const tail = hi - SUM_BLOCK
     if (offset + buf.length < hi && (tail > lo || offset === lo)) await this.readVerified(data.subarray(tail - lo), tail)
     buf.copy(data, offset - lo)
-    return this.sumWriteBlocks(data, lo)
+    return this.sumWriteBlocks(data, lo, ack)
   }
 
-  private sumWriteBlocks(data: Buffer, lo: number): Promise<void> {
+  private sumWriteBlocks(data: Buffer, lo: number, ack?: WriteAck): Promise<void> {
     // The sums only have to be set before the write settles (reads and writes of these
     // blocks wait for it), but not before the region's intent bit is durable: any flush or
     // eviction may write the table page from then on, and a sum on disk for data that a
     // crash kept from landing, in a region no bit marks for resync, fails every read of
     // the block on every copy.
-    const written = this.logged(data, lo, () => this.setSums(lo, data, (i) => !this.failed[i]))
     // with a dirty-region log the table can wait for the next flush: after a crash every
     // region written since is resynced and its sums recomputed from the data
     const room = this.sums.find((t) => t)?.room()
-    if (this.log && !room) return written
+    const overWhenWritten = !!this.log && !room
+    const written = this.logged(data, lo, () => this.setSums(lo, data, (i) => !this.failed[i]), overWhenWritten ? ack : undefined)
+    if (overWhenWritten) return written
     return Promise.all([written, this.log ? room : this.persistSums()]).then(() => undefined)
   }
 
@@ -344,8 +349,8 @@ export class MirrorDev implements BlockDev, LogHost {
   }
 
   /** Write the copies once the intent is durable; marked() runs just before they are written. */
-  private logged(buf: Buffer, offset: number, marked?: () => void): Promise<void> {
-    return this.underLog(offset, buf.length, () => { marked?.(); return this.writeCopies(buf, offset) })
+  private logged(buf: Buffer, offset: number, marked?: () => void, ack?: WriteAck): Promise<void> {
+    return this.underLog(offset, buf.length, () => { marked?.(); return this.writeCopies(buf, offset, ack) })
   }
 
   /** Runs a change of [offset, offset+length) on the copies once its regions' intent bits are durable. */
@@ -361,7 +366,7 @@ export class MirrorDev implements BlockDev, LogHost {
 
   // Hand-rolled fan-out (no async wrapper, no per-copy promise array): this runs for
   // every guest write on a mirror.
-  private writeCopies(buf: Buffer, offset: number): Promise<void> {
+  private writeCopies(buf: Buffer, offset: number, ack?: WriteAck): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const n = this.members.length
       let pending = 1, ok = 0, sawFail = false
@@ -374,10 +379,15 @@ export class MirrorDev implements BlockDev, LogHost {
         if (sawFail) this.failing.then(end); else end()
       }
       const good = () => { ok++; finish() }
+      if (ack) {
+        let copies = 0
+        for (let i = 0; i < n; i++) if (!this.failed[i]) copies++
+        if (copies) ack.split(copies)
+      }
       for (let i = 0; i < n; i++) {
         if (this.failed[i]) continue
         pending++
-        this.members[i]!.write(buf, offset).then(good, (e) => {
+        this.members[i]!.write(buf, offset, ack).then(good, (e) => {
           lastErr = e
           sawFail = true
           this.failMember(i, e)

@@ -1,6 +1,6 @@
 // A window (offset+size) onto another BlockDev: how a volume member sees its extent
 // of a device's data area. It does not own the device, so close() leaves it open.
-import { BlockDev, VsmError, checkRange, rejectBadRange, writeDurable, zeroRange } from '../block/blockdev'
+import { BlockDev, VsmError, WriteAck, checkRange, rejectBadRange, writeDurable, zeroRange } from '../block/blockdev'
 
 /** Shared by every layout: refuse starts past the end, shorten reads that cross it. */
 export function readLength(dev: { size: number }, buf: Buffer, offset: number): number {
@@ -22,9 +22,9 @@ export class SliceDev implements BlockDev {
     return n
   }
 
-  write(buf: Buffer, offset: number): Promise<void> {
+  write(buf: Buffer, offset: number, ack?: WriteAck): Promise<void> {
     checkRange(this, offset, buf.length)
-    return this.inner.write(buf, this.offset + offset)
+    return this.inner.write(buf, this.offset + offset, ack)
   }
 
   writeDurable(buf: Buffer, offset: number): Promise<void> {

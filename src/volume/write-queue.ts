@@ -18,7 +18,7 @@
 // The descriptor stays open while a job of the queue may use it: close waits for idle().
 // An abandoned device's writes not begun are dropped, never sent: if its jobs ever
 // return, a write sent then could land on a copy a resync has since made current.
-import { VsmError } from '../block/blockdev'
+import { VsmError, type WriteAck } from '../block/blockdev'
 import { pwriteBatch, takeBack, type PwriteJob } from '../native/sys'
 
 /** Jobs one queue may have in the thread pool at once (bin/vsm sizes the pool at 16). */
@@ -28,7 +28,7 @@ const JOB_BYTES = 64 * 1024
 /** A job older than this has its writes not yet begun taken back (ms). */
 const RESCUE_MS = 50
 
-interface Queued { buf: Buffer; offset: number; resolve: () => void; reject: (e: unknown) => void }
+interface Queued { buf: Buffer; offset: number; resolve: () => void; reject: (e: unknown) => void; ack?: WriteAck }
 /** settled: answered before its job ended (taken back, or written when the job was looked at). */
 interface Item { q: WriteQueue; w: Queued; settled: boolean }
 interface Job { native: PwriteJob | null; items: Item[]; queues: Set<WriteQueue>; since: number }
@@ -84,7 +84,8 @@ export class WritePlug {
     for (const q of job.queues) q.jobs++
     this.sent++
     this.running.add(job)
-    job.native = pwriteBatch(items.map((it) => it.q.fd), items.map((it) => it.w.buf), items.map((it) => it.w.offset), (errors) => this.done(job, errors))
+    const acks = items.some((it) => it.w.ack) ? items.map((it) => it.w.ack?.handle) : undefined
+    job.native = pwriteBatch(items.map((it) => it.q.fd), items.map((it) => it.w.buf), items.map((it) => it.w.offset), (errors) => this.done(job, errors), acks)
     this.watch ??= setInterval(this.rescue, RESCUE_MS).unref()
   }
 
@@ -148,10 +149,11 @@ export class WriteQueue {
 
   constructor(readonly fd: number, readonly path: string, private readonly plug: WritePlug = new WritePlug()) {}
 
-  write(buf: Buffer, offset: number): Promise<void> {
+  /** `ack`: the write is a piece of it, told once written (a write taken back keeps it when sent again). */
+  write(buf: Buffer, offset: number, ack?: WriteAck): Promise<void> {
     if (this.dead) return Promise.reject(this.dead)
     return new Promise((resolve, reject) => {
-      this.queued.push({ buf, offset, resolve, reject })
+      this.queued.push({ buf, offset, resolve, reject, ack })
       this.wake()
     })
   }
