@@ -29,12 +29,11 @@ Req *newReq(fuse_req_t req, int op, fuse_ino_t ino) {
   return r;
 }
 
-void copyData(Req *r, const void *p, size_t n) {
-  r->mem = static_cast<char *>(malloc(n ? n : 1));
-  if (n) memcpy(r->mem, p, n);
-  r->data = r->mem;
+// The data lies in the receive buffer: callJs, called before the next request is read,
+// copies it into a Buffer of V8's own.
+void borrowData(Req *r, const void *p, size_t n) {
+  r->data = static_cast<char *>(const_cast<void *>(p));
   r->dlen = n;
-  r->memSize = static_cast<int64_t>(n);
   r->hasData = true;
 }
 
@@ -124,7 +123,7 @@ void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_
     r->hasData = true;
     g_steal = true;
   } else {
-    copyData(r, buf, size);
+    borrowData(r, buf, size);
   }
   callJs(r);
 }
@@ -148,7 +147,7 @@ void ll_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi) {
 }
 void ll_statfs(fuse_req_t req, fuse_ino_t ino) { callJs(newReq(req, OP_STATFS, ino)); }
 void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
-  Req *r = newReq(req, OP_SETXATTR, ino); r->name = name; r->flags = flags; copyData(r, value, size); callJs(r);
+  Req *r = newReq(req, OP_SETXATTR, ino); r->name = name; r->flags = flags; borrowData(r, value, size); callJs(r);
 }
 void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
   Req *r = newReq(req, OP_GETXATTR, ino); r->name = name; r->size = static_cast<double>(size); callJs(r);
@@ -183,7 +182,7 @@ void ll_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *, fuse_fil
   if (flags & FUSE_IOCTL_COMPAT) { fuse_reply_err(req, ENOSYS); return; }
   Req *r = newReq(req, OP_IOCTL, ino);
   r->fh = static_cast<double>(fi->fh); r->flags = cmd; r->size = static_cast<double>(out_bufsz);
-  copyData(r, in_buf, in_bufsz);
+  borrowData(r, in_buf, in_bufsz);
   callJs(r);
 }
 

@@ -51,7 +51,7 @@ struct Req {
   double ino = 0, ino2 = 0, fh = 0, fh2 = 0, off = 0, off2 = 0, size = 0, flags = 0, mode = 0;
   double nsec = 0, nsec2 = 0; // setattr: off and off2 are atime's and mtime's seconds, these their nanoseconds
   std::string name, name2;
-  char *mem = nullptr;   // owned allocation holding data (freed with the JS Buffer)
+  char *mem = nullptr;   // owned allocation holding data (freed with the JS Buffer); none: data is borrowed, copied when handed over
   int64_t memSize = 0;   // its size, as reported to V8
   char *data = nullptr;
   size_t dlen = 0;
