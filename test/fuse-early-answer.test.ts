@@ -54,7 +54,7 @@ test('overwrites of mapped blocks are answered early; a write one copy of which 
   const e2 = await early()
   assert.is(e2, e1, 'the write with a failed copy was answered early')
   const vol = (await vsm.json('status')).volumes.find((v: any) => v.name === 'vol0')
-  assert.is.not(vol.state, 'healthy', 'the write was answered before its failed copy was recorded')
+  assert.is.not(vol.state, 'healthy', 'the failed copy was not recorded')
   assert.ok(readBlock(disk, 100).equals(last))
 })
 

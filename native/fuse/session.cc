@@ -21,10 +21,9 @@
 //
 // Buffers: a large WRITE's payload is handed to JavaScript as the receive buffer itself
 // (the loop takes a fresh one for its next request), so written bytes are never copied
-// in user space; smaller data is copied into a Buffer of V8's own (an external Buffer's
-// free callback costs an eventfd write and a turn of the loop when it is released: one
-// write(2) and one more read(2) per 4 KiB write, strace); a READ is answered straight
-// from the Buffer JavaScript filled.
+// in user space; smaller data is copied into a Buffer of V8's own (releasing an external
+// Buffer posts its free callback back to the loop with an eventfd write: one write(2) per
+// 4 KiB write, strace); a READ is answered straight from the Buffer JavaScript filled.
 // Requests are up to 1 MiB: libfuse's session buffer is sized for FUSE_MAX_MAX_PAGES
 // and it negotiates max_pages from max_write.
 //

@@ -84,8 +84,14 @@ export class WritePlug {
     for (const q of job.queues) q.jobs++
     this.sent++
     this.running.add(job)
-    const acks = items.some((it) => it.w.ack) ? items.map((it) => it.w.ack?.handle) : undefined
-    job.native = pwriteBatch(items.map((it) => it.q.fd), items.map((it) => it.w.buf), items.map((it) => it.w.offset), (errors) => this.done(job, errors), acks)
+    // one pass over the items: this runs for every job of every guest write
+    const fds: number[] = [], bufs: Buffer[] = [], offsets: number[] = [], acks: unknown[] = []
+    let acked = false
+    for (const { q, w } of items) {
+      fds.push(q.fd); bufs.push(w.buf); offsets.push(w.offset); acks.push(w.ack?.handle)
+      if (w.ack) acked = true
+    }
+    job.native = pwriteBatch(fds, bufs, offsets, (errors) => this.done(job, errors), acked ? acks : undefined)
     this.watch ??= setInterval(this.rescue, RESCUE_MS).unref()
   }
 
