@@ -8,16 +8,21 @@
 // the copies of a mirror must agree), on libuv's thread pool: it can block as a write can;
 // readNowait(fd, buf, offset) reads what the page cache holds without ever waiting on the
 // device (RWF_NOWAIT); pwriteBatch(fds, bufs, offsets, cb) writes many buffers to one or
-// more files in one thread pool job, so the writes made in one turn of the event loop pay
-// one hand-off to the pool instead of one each, and takeBack(job) takes the ones not
+// more files in one job of the write threads (below), so the writes made in one turn of
+// the event loop pay one hand-off instead of one each, and takeBack(job) takes the ones not
 // begun back out of a job that a blocked write holds up. Errors are thrown as Error objects with
 // the errno name in .code, as Node's own fs errors are.
 #include <napi.h>
+#include <uv.h>
+#include <pthread.h>
 #include "ack.h"
 #include <cerrno>
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 #include <unistd.h>
@@ -113,7 +118,7 @@ class DiscardWorker : public Napi::AsyncWorker {
 };
 
 // pwriteBatch(fds, bufs, offsets, cb) -> job: writes each bufs[i] whole at offsets[i] of
-// fds[i], in order, in one thread pool job; cb(errors) with errors[i] undefined when it was
+// fds[i], in order, in one job of the write threads; cb(errors) with errors[i] undefined when it was
 // written (or taken back), else its errno's name (EIO for a write that made no progress).
 // Each write is claimed (an atomic) before it starts, so takeBack(job) can take the ones
 // not begun out of a job that one blocked write holds up (they are never written by it)
@@ -131,41 +136,150 @@ struct PwriteJob {
   size_t count;
 };
 
-class PwriteBatchWorker : public Napi::AsyncWorker {
- public:
-  PwriteBatchWorker(Napi::Function cb, std::shared_ptr<PwriteJob> job) : Napi::AsyncWorker(cb), job_(std::move(job)) {}
-
-  void Execute() override {
-    for (size_t i = 0; i < job_->count; i++) {
-      PwriteJob::Item& e = job_->items[i];
-      int queued = PwriteJob::QUEUED;
-      if (!e.state.compare_exchange_strong(queued, PwriteJob::STARTED)) continue;
-      size_t done = 0;
-      while (done < e.len) {
-        ssize_t r = pwrite(e.fd, e.data + done, e.len - done, e.off + static_cast<off_t>(done));
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) { e.err = r < 0 ? errno : EIO; break; }
-        done += static_cast<size_t>(r);
-      }
-      // before DONE: JavaScript sees the write over (and may answer the request and let the
-      // session go) only once the early answer, if this sends it, has been sent
-      if (e.ack) vsmAckWritten(e.ack, e.err == 0);
-      e.state.store(PwriteJob::DONE, std::memory_order_release);
+// Writes one job's items in order, each claimed before it starts (takeBack's other side).
+void writeJob(PwriteJob& job) {
+  for (size_t i = 0; i < job.count; i++) {
+    PwriteJob::Item& e = job.items[i];
+    int queued = PwriteJob::QUEUED;
+    if (!e.state.compare_exchange_strong(queued, PwriteJob::STARTED)) continue;
+    size_t done = 0;
+    while (done < e.len) {
+      ssize_t r = pwrite(e.fd, e.data + done, e.len - done, e.off + static_cast<off_t>(done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) { e.err = r < 0 ? errno : EIO; break; }
+      done += static_cast<size_t>(r);
     }
+    // before DONE: JavaScript sees the write over (and may answer the request and let the
+    // session go) only once the early answer, if this sends it, has been sent
+    if (e.ack) vsmAckWritten(e.ack, e.err == 0);
+    e.state.store(PwriteJob::DONE, std::memory_order_release);
   }
-  void OnOK() override {
-    Napi::Array out = Napi::Array::New(Env(), job_->count);
-    for (size_t i = 0; i < job_->count; i++) {
-      if (!job_->items[i].err) continue;
-      const char* name = strerrorname_np(job_->items[i].err);
-      out[i] = Napi::String::New(Env(), name ? name : "EIO");
-    }
-    Callback().Call({out});
-  }
+}
 
- private:
-  std::shared_ptr<PwriteJob> job_;
+// The threads that write the jobs, apart from libuv's pool: libuv signals its condition
+// with the queue's mutex held, so the woken thread runs only to block on that mutex and
+// is woken again when it is let go (two futex wakes and a context switch more per job:
+// strace at 4 KiB random writes QD1 showed both wakes for every job), and each of its
+// jobs costs an async work object and a handle scope. Here a job is queued under the
+// lock and the thread is woken after it, and the completions of all jobs that finished
+// since the main thread last looked reach it through one uv_async. Threads start as
+// needed, up to WRITERS: a hung device ties up at most its queues' jobs (write-queue.ts
+// caps them), the rest keep writing. Per Node environment (instance data); never freed:
+// a thread blocked in a hung device's write may outlive the environment, and finds the
+// pool closed when it returns.
+constexpr int WRITERS = 16;
+
+struct Writes {
+  struct Work { std::shared_ptr<PwriteJob> job; Napi::FunctionReference cb; };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Work*> queue;
+  int idle = 0, threads = 0;
+  std::mutex dmu;
+  std::vector<Work*> finished;
+  bool closed = false;
+  uv_async_t async;
+  // main thread only: jobs not yet called back; while any are, they keep the loop alive
+  size_t outstanding = 0;
+  napi_env env = nullptr;
+  std::unique_ptr<Napi::AsyncContext> ctx;
 };
+
+void *writer(void *arg) {
+  auto *w = static_cast<Writes *>(arg);
+  for (;;) {
+    Writes::Work *work;
+    {
+      std::unique_lock<std::mutex> g(w->mu);
+      w->idle++;
+      w->cv.wait(g, [w] { return !w->queue.empty(); });
+      w->idle--;
+      work = w->queue.front();
+      w->queue.pop_front();
+    }
+    writeJob(*work->job);
+    std::lock_guard<std::mutex> g(w->dmu);
+    if (w->closed) continue; // the environment is gone: nobody to tell, nothing to free safely
+    w->finished.push_back(work);
+    uv_async_send(&w->async);
+  }
+  return nullptr;
+}
+
+void callBack(napi_env env, Writes::Work *work) {
+  Napi::Env e(env);
+  PwriteJob &job = *work->job;
+  Napi::Array out = Napi::Array::New(e, job.count);
+  for (size_t i = 0; i < job.count; i++) {
+    if (!job.items[i].err) continue;
+    const char *name = strerrorname_np(job.items[i].err);
+    out[i] = Napi::String::New(e, name ? name : "EIO");
+  }
+  work->cb.Call({out});
+  // as for any callback from the event loop: an exception is the process's uncaught one
+  if (e.IsExceptionPending()) napi_fatal_exception(env, e.GetAndClearPendingException().Value());
+}
+
+void onFinished(uv_async_t *h) {
+  auto *w = static_cast<Writes *>(h->data);
+  std::vector<Writes::Work *> batch;
+  {
+    std::lock_guard<std::mutex> g(w->dmu);
+    batch.swap(w->finished);
+  }
+  if (batch.empty()) return;
+  Napi::Env env(w->env);
+  Napi::HandleScope hs(env);
+  // microtasks (the writes' promise work) run when the scope closes, after the batch
+  Napi::CallbackScope cs(env, *w->ctx);
+  for (auto *work : batch) {
+    callBack(w->env, work);
+    delete work;
+  }
+  w->outstanding -= batch.size();
+  if (!w->outstanding) uv_unref(reinterpret_cast<uv_handle_t *>(&w->async));
+}
+
+void closeWrites(Napi::Env, Writes *w) {
+  std::lock_guard<std::mutex> g(w->dmu);
+  w->closed = true;
+  uv_close(reinterpret_cast<uv_handle_t *>(&w->async), nullptr);
+  w->ctx.reset();
+}
+
+Writes *writesOf(Napi::Env env) {
+  if (auto *w = env.GetInstanceData<Writes>()) return w;
+  auto *w = new Writes();
+  uv_loop_t *loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_async_init(loop, &w->async, onFinished) != 0) {
+    Napi::Error::Fatal("vsm_sys", "cannot set up the write threads' completions");
+  }
+  w->async.data = w;
+  uv_unref(reinterpret_cast<uv_handle_t *>(&w->async));
+  w->env = env;
+  w->ctx = std::make_unique<Napi::AsyncContext>(env, "vsm_sys.pwriteBatch");
+  env.SetInstanceData<Writes, closeWrites>(w);
+  return w;
+}
+
+void submit(Napi::Env env, std::shared_ptr<PwriteJob> job, Napi::Function cb) {
+  Writes *w = writesOf(env);
+  auto *work = new Writes::Work{std::move(job), Napi::Persistent(cb)};
+  if (!w->outstanding++) uv_ref(reinterpret_cast<uv_handle_t *>(&w->async));
+  bool wake, spawn = false;
+  {
+    std::lock_guard<std::mutex> g(w->mu);
+    w->queue.push_back(work);
+    wake = w->idle > 0;
+    if (!wake && w->threads < WRITERS) { w->threads++; spawn = true; }
+  }
+  if (wake) w->cv.notify_one();
+  if (spawn) {
+    pthread_t t;
+    if (pthread_create(&t, nullptr, writer, w) != 0) Napi::Error::Fatal("vsm_sys", "cannot start a write thread");
+    pthread_detach(t);
+  }
+}
 
 // pwriteBatch(fds, bufs, offsets, cb[, acks]) -> job: acks[i], when there, is the early
 // answer (ack.h, from vsm_fuse's writeAck) that write i is a piece of.
@@ -198,7 +312,7 @@ Napi::Value PwriteBatch(const Napi::CallbackInfo& info) {
       if (a.IsExternal()) { e.ack = a.As<Napi::External<VsmAck>>().Data(); vsmAckHold(e.ack); }
     }
   }
-  (new PwriteBatchWorker(info[3].As<Napi::Function>(), job))->Queue();
+  submit(env, job, info[3].As<Napi::Function>());
   return Napi::External<std::shared_ptr<PwriteJob>>::New(env, new std::shared_ptr<PwriteJob>(job),
                                                          [](Napi::Env, std::shared_ptr<PwriteJob>* p) { delete p; });
 }
