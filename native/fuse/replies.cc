@@ -45,6 +45,7 @@ namespace {
 
 // A WRITE's early answer (ack.h): the fuse request and the count it answers with.
 struct FuseAck : VsmAck {
+  Session *s;
   fuse_req_t req;
   size_t n;
 };
@@ -53,8 +54,14 @@ std::atomic<uint64_t> g_early{0};
 
 void answerWrite(VsmAck *a) {
   auto *f = static_cast<FuseAck *>(a);
-  fuse_reply_write(f->req, f->n);
-  g_early.fetch_add(1, std::memory_order_relaxed);
+  // seq_cst both ways with Destroy: either it sees this answer under way and waits for
+  // it, or this sees it closing and sends nothing
+  f->s->answering.fetch_add(1);
+  if (!f->s->closing.load()) {
+    fuse_reply_write(f->req, f->n);
+    g_early.fetch_add(1, std::memory_order_relaxed);
+  }
+  f->s->answering.fetch_sub(1);
 }
 
 // earlyAnswers() -> WRITEs answered by the thread that wrote their last piece, so far
@@ -85,6 +92,7 @@ Napi::Value WriteAck(const Napi::CallbackInfo &info) {
   if (!r) return info.Env().Undefined();
   if (r->op != OP_WRITE || r->ack) Napi::Error::Fatal("vsm_fuse", "writeAck: not a WRITE, or one that has its answer already");
   auto *a = new FuseAck();
+  a->s = r->s;
   a->req = r->req;
   a->n = r->dlen;
   a->answer = answerWrite;

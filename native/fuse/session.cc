@@ -45,10 +45,12 @@
 #include "session.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <linux/fuse.h>
+#include <sched.h>
 #include <set>
 #include <sys/mount.h>
 #include <sys/uio.h>
@@ -182,6 +184,33 @@ void callJs(Req *r) {
 
 namespace {
 
+// The device ("major:minor") of the topmost mount at path, from /proc/self/mountinfo
+// (mount points there are octal-escaped); "" when nothing is mounted there.
+std::string mountedDev(const std::string &path) {
+  std::string esc;
+  for (char c : path) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\\') {
+      char o[5];
+      snprintf(o, sizeof o, "\\%03o", static_cast<unsigned char>(c));
+      esc += o;
+    } else {
+      esc += c;
+    }
+  }
+  std::string dev;
+  FILE *f = fopen("/proc/self/mountinfo", "r");
+  if (!f) return dev;
+  char *line = nullptr;
+  size_t cap = 0;
+  while (getline(&line, &cap, f) > 0) {
+    char id[32], at[4096];
+    if (sscanf(line, "%*s %*s %31s %*s %4095s", id, at) == 2 && esc == at) dev = id;
+  }
+  free(line);
+  fclose(f);
+  return dev;
+}
+
 void unmountAllAtExit() {
   std::lock_guard<std::mutex> g(g_live_mu);
   for (const auto &m : g_live_mounts) umount2(m.c_str(), MNT_DETACH);
@@ -230,6 +259,7 @@ Napi::Value Mount(const Napi::CallbackInfo &info) {
     Napi::Error::New(env, std::string("cannot watch the FUSE session at ") + mnt + ": " + strerror(err)).ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  s->dev = mountedDev(mnt);
   const fuse_custom_io io = {ioWritev, ioRead, nullptr, nullptr};
   fuse_session_custom_io(s->se, &io, fuse_session_fd(s->se));
   s->env = env;
@@ -262,11 +292,22 @@ Napi::Value Unmount(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// destroy(session): after OP_CLOSED and once no request is left unanswered.
+// destroy(session): after OP_CLOSED and once no request is left unanswered. A
+// connection the kernel ended with no unmount of ours (aborted through
+// /sys/fs/fuse/connections) leaves its mount behind, dead (ENOTCONN), and libfuse's
+// unmount skips a session whose descriptor reports the error: the dead mount is detached
+// here, so the mount point can be mounted again, if the mount on top there is still the
+// device the session mounted (read from mountinfo: a stat would ask the server).
 Napi::Value Destroy(const Napi::CallbackInfo &info) {
   auto *s = info[0].As<Napi::External<Session>>().Data();
   if (!s->destroyed) {
     s->destroyed = true;
+    if (!s->unmounted) {
+      s->unmounted = true;
+      if (!s->dev.empty() && mountedDev(s->mountpoint) == s->dev) umount2(s->mountpoint.c_str(), MNT_DETACH);
+      std::lock_guard<std::mutex> g(g_live_mu);
+      g_live_mounts.erase(s->mountpoint);
+    }
     stopPolling(s);
     {
       std::lock_guard<std::mutex> g(s->rmu);
@@ -274,6 +315,8 @@ Napi::Value Destroy(const Napi::CallbackInfo &info) {
     }
     s->rcv.notify_one();
     pthread_join(s->replier, nullptr);
+    s->closing.store(true);
+    while (s->answering.load()) sched_yield();
     fuse_session_destroy(s->se);
     free(s->buf.mem);
     s->buf.mem = nullptr;

@@ -64,6 +64,7 @@ struct Req {
 struct Session {
   fuse_session *se = nullptr;
   std::string mountpoint;
+  std::string dev;        // the mount's device ("major:minor"), to tell it from a later mount at mountpoint
   int fd = -1;            // the duplicate of the mount's descriptor that requests are read from and answered on
   napi_env env = nullptr;
   Napi::FunctionReference dispatch;
@@ -73,6 +74,12 @@ struct Session {
   fuse_buf buf{};         // the receive buffer
   bool unmounted = false;
   bool destroyed = false;
+  // early answers (ack.h) being sent by the write threads, and whether destroy has begun:
+  // an aborted connection (OP_CLOSED with writes still in flight) lets destroy run while
+  // a write thread is about to answer; it must not answer through a freed session or on
+  // a closed descriptor that another file may have been given since
+  std::atomic<int> answering{0};
+  std::atomic<bool> closing{false};
   std::atomic<uint64_t> initUnique{0}; // the kernel's INIT request, while it offers KILLPRIV_V2
   // the replier thread's queue of WRITE answers (request, byte count)
   std::mutex rmu;

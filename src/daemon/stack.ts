@@ -138,7 +138,7 @@ export class Stack {
           }
         },
       })
-      view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log, meters, { allowOther: !!opts.allowOther, binding: opts.fuse ?? 'native' })
+      view = new FuseView(fs, opts.mount, gate, (name, args) => server!.invoke(name, args), log, meters, { allowOther: !!opts.allowOther, binding: opts.fuse ?? 'native' }, events)
       if (standby.length) events.publish('daemon.standby', { groups: standby, reason: 'the secondary took these groups over: their disks are not served here (vsm repl status)' }, 'warn')
       else {
         await view.mount()

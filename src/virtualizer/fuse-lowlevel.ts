@@ -211,7 +211,12 @@ function packDirents(entries: { name: string; id: number; mode: number }[], from
 /** Packs a list of xattr names as listxattr(2) returns them (each NUL-terminated). */
 const packNames = (names: string[]) => Buffer.concat(names.map((n) => Buffer.from(n + '\0')))
 
-export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, opts: { allowOther: boolean }): FuseBinding {
+/**
+ * lost: the kernel ended the connection without an unmount of ours (an abort through
+ * /sys/fs/fuse/connections); called once its requests have all been answered and the
+ * session is gone (its dead mount detached): nothing will release the files it had open.
+ */
+export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, opts: { allowOther: boolean }, lost?: () => void): FuseBinding {
   const a = loadAddon()
   const nodes = new Nodes()
   const readBuffers = new BufferPool()
@@ -223,7 +228,15 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
   let closedSeen = false
 
   const fail = (req: number) => (errno: number) => { inflight--; a.replyErr(req, -errno); settle() }
-  const settle = () => { if (closedSeen && inflight === 0 && closed) closed() }
+  const settle = () => {
+    if (!closedSeen || inflight > 0) return
+    if (closed) closed()
+    else if (session) {
+      a.destroy(session)
+      session = undefined
+      lost?.()
+    }
+  }
   /** Runs a handler and answers the request with reply(value). */
   const serve = <T>(op: number, req: number, fn: () => T | Promise<T>, reply: (v: T) => void) => {
     inflight++

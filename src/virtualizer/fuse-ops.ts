@@ -153,6 +153,9 @@ export class Handles {
 
   delete(fh: number): void { this.map.delete(fh) }
 
+  /** Every open handle. */
+  all(): number[] { return [...this.map.keys()] }
+
   renamed(from: string, to: string, exchanged = false): void {
     for (const h of this.map.values()) {
       if (h.path === from) h.path = to

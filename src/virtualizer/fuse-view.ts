@@ -9,7 +9,8 @@ import type { Logger } from 'pino'
 import type { FileSystem } from '../fs'
 import { fuseNativeBinding } from './fuse-fusenative'
 import { loadAddon, lowLevelBinding } from './fuse-lowlevel'
-import { Handles, viewOps, type Invoke } from './fuse-ops'
+import { Handles, viewOps, type FuseOps, type Invoke } from './fuse-ops'
+import { NULL_SINK, type EventSink } from '../control/events'
 import type { WriteGate } from './gate'
 import type { IoMeters } from '../metrics/io'
 import type { FuseBindingName } from '../daemon/options'
@@ -47,6 +48,7 @@ export class FuseView {
     /** Per disk I/O counters (metrics on), or null. */
     private readonly meters: IoMeters | null,
     private readonly opts: MountOptions = { allowOther: false, binding: 'native' },
+    private readonly events: EventSink = NULL_SINK,
   ) {}
 
   /** The binding serving the mount (native falls back to fuse-native when its addon cannot load). */
@@ -60,11 +62,33 @@ export class FuseView {
   async mount(): Promise<void> {
     const ops = viewOps({ fs: this.fs, gate: this.gate, invoke: this.invoke, handles: this.handles, meters: this.meters })
     mkdirSync(this.mountpoint, { recursive: true })
-    const b = this.opts.binding === 'native' && this.addonLoads()
-      ? lowLevelBinding(this.mountpoint, ops, this.log, this.opts)
+    const b: FuseBinding = this.opts.binding === 'native' && this.addonLoads()
+      ? lowLevelBinding(this.mountpoint, ops, this.log, this.opts, () => void this.lost(b, ops))
       : fuseNativeBinding(this.mountpoint, ops, this.log, this.opts)
     await b.mount()
     this.binding = b
+  }
+
+  /**
+   * The kernel ended b's connection with no unmount of ours: someone aborted it (what an
+   * administrator does to a FUSE mount that hangs) or unmounted it from outside (`vsm
+   * down` is the way to stop the view). Its users got ENOTCONN or lost it; the files
+   * they had open are released here, as no RELEASE will come for them (left open, they
+   * would keep `vsm down` waiting forever), and the view is mounted afresh at the same
+   * place, as a path to a device comes back after a reset.
+   */
+  private async lost(b: FuseBinding, ops: FuseOps): Promise<void> {
+    if (this.binding !== b) return
+    this.binding = undefined
+    const open = this.handles.all()
+    this.events.publish('fuse.connection-lost', { mount: this.mountpoint, released: open.length, reason: 'the kernel ended the FUSE connection without vsm unmounting it (aborted, or unmounted from outside)' }, 'warn')
+    for (const fh of open) await Promise.resolve(ops.release(fh)).catch((err) => this.log.error({ err, fh }, 'releasing a file of the lost connection'))
+    try {
+      await this.mount()
+      this.events.publish('fuse.remounted', { mount: this.mountpoint, binding: this.bindingName })
+    } catch (err) {
+      this.events.publish('fuse.remount-failed', { mount: this.mountpoint, reason: (err as Error).message }, 'error')
+    }
   }
 
   private addonLoads(): boolean {
