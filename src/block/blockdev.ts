@@ -24,7 +24,7 @@ export interface BlockDev {
 
 /**
  * A write's early answer (the native FUSE binding's, native/ack.h): the guest's write is
- * acknowledged by the thread pool thread that writes its last piece to a backing file,
+ * acknowledged by the write thread that writes its last piece to a backing file,
  * without waiting for the completion to reach JavaScript. A layer passes it down with its
  * writes only where the write is over once those land, with nothing of its own to do
  * before it may be acknowledged (the caller's promise still settles as ever, later), and

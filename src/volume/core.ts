@@ -153,7 +153,7 @@ export class PoolCore {
   closed = false
   /** Volumes a change holds between its checks (under the lock) and its commit: name → what. */
   readonly claims = new Map<string, string>()
-  /** The devices' writes of one turn of the event loop go to the thread pool together (write-queue.ts). */
+  /** The devices' writes of one turn of the event loop go to the write threads together (write-queue.ts). */
   readonly plug = new WritePlug()
   /** Every config change goes through it (store.ts). */
   readonly store: ConfigStore

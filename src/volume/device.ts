@@ -2,13 +2,13 @@
 // BlockDev over its WHOLE extent. The label/reserved area and the data area are
 // carved out of it by the pool (see label.ts and slice.ts), not here.
 //
-// Writes go through the page cache, plugged per turn of the event loop into thread pool
-// jobs shared with the pool's other devices (write-queue.ts), and flush() is fdatasync. writeDurable() goes
+// Writes go through the page cache, plugged per turn of the event loop into jobs of the
+// write threads (native/sys.cc) shared with the pool's other devices (write-queue.ts), and flush() is fdatasync. writeDurable() goes
 // through a second descriptor opened O_DSYNC, so making one small write durable (a
 // write-intent bit) writes back that range only, not every data write still cached.
 //
 // A device that stops answering (a dead disk, a hung network or FUSE backing) must not
-// stop the daemon: each system call ties up one of libuv's threads until the kernel
+// stop the daemon: each system call ties up a thread (libuv's, or a write thread) until the kernel
 // returns, so at most MAX_IN_FLIGHT calls and the write queue's jobs run at once per device (the rest wait here, not in
 // the thread pool), and an operation older than the pool's timeout, or abandon() by the
 // operator, fails everything in flight and everything after with EIO at once, as the
@@ -26,7 +26,7 @@ export interface OpenDeviceOptions {
   create?: number
   /** An operation not answered in this many ms abandons the device (0 or absent: wait forever). */
   timeoutMs?: number
-  /** Shared with the pool's other devices, so the writes of one turn go to the thread pool together (absent: its own). */
+  /** Shared with the pool's other devices, so the writes of one turn go to the write threads together (absent: its own). */
   plug?: WritePlug
 }
 

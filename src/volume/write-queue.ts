@@ -1,11 +1,12 @@
 // The writes of the backing devices, plugged for a turn of the event loop (as the
 // kernel's blk_plug holds a task's requests). A WriteQueue holds one open file's writes;
 // the WritePlug its queues share sends what all of them queued while the loop served a
-// batch of FUSE requests to the thread pool as few jobs (pwriteBatch): a mirror's copies
-// of a 4 KiB write are one job, one wake of a pool thread and one completion, not two
-// (waking a pool thread took 15% of the main thread under 4 KiB random writes at QD1:
-// perf, pthread_cond_signal in uv_queue_work; fio 4 KiB random writes QD1 vsm/qsd went
-// from 0.50-0.55 to 0.64-0.70). A job holds up to JOB_BYTES (one larger write goes
+// batch of FUSE requests to vsm_sys's write threads as few jobs (pwriteBatch,
+// native/sys.cc): a mirror's copies of a 4 KiB write are one job, one wake of a write
+// thread and one completion, not two (waking a thread of libuv's pool, which carried
+// them then, took 15% of the main thread under 4 KiB random writes at QD1: perf,
+// pthread_cond_signal in uv_queue_work; fio 4 KiB random writes QD1 vsm/qsd went from
+// 0.50-0.55 to 0.64-0.70). A job holds up to JOB_BYTES (one larger write goes
 // alone), so large writes and the bursts of queued I/O still copy into the page cache on
 // several threads (with 128 KiB, QD16 random writes looked ~10% slower).
 //
@@ -21,7 +22,7 @@
 import { VsmError, type WriteAck } from '../block/blockdev'
 import { pwriteBatch, takeBack, type PwriteJob } from '../native/sys'
 
-/** Jobs one queue may have in the thread pool at once (bin/vsm sizes the pool at 16). */
+/** Jobs one queue may have with the write threads at once (WRITERS in native/sys.cc: 16). */
 const MAX_JOBS = 2
 /** Bytes one job writes, unless one write alone is larger. */
 const JOB_BYTES = 64 * 1024
@@ -33,13 +34,13 @@ interface Queued { buf: Buffer; offset: number; resolve: () => void; reject: (e:
 interface Item { q: WriteQueue; w: Queued; settled: boolean }
 interface Job { native: PwriteJob | null; items: Item[]; queues: Set<WriteQueue>; since: number }
 
-/** Sends the writes its queues hold as thread pool jobs, once per turn of the event loop. */
+/** Sends the writes its queues hold as jobs of the write threads, once per turn of the event loop. */
 export class WritePlug {
   private ready: WriteQueue[] = []
   private scheduled = false
   private readonly running = new Set<Job>()
   private watch: NodeJS.Timeout | null = null
-  /** Jobs handed to the thread pool so far (tests, profiles). */
+  /** Jobs handed to the write threads so far (tests, profiles). */
   sent = 0
   /** Writes taken back from jobs a blocked write held up (tests). */
   rescued = 0
