@@ -1,7 +1,7 @@
 // An early answer to a FUSE WRITE, shared by the two addons that meet on a write's way:
 // vsm_fuse makes one for a request (writeAck), JavaScript hands it down the block layers
 // with the write, and vsm_sys's pwriteBatch is told of it with each device write the
-// request became. The thread pool thread that writes the last of them, all without an
+// request became. The write thread (sys.cc) that writes the last of them, all without an
 // error, sends the request's answer at once: the guest's write is acknowledged without
 // waiting for the completion to reach Node's main thread and JavaScript, which still
 // runs that completion (and answers the request itself whenever this did not).

@@ -1,7 +1,7 @@
 // The answers to requests (main thread, from JavaScript's reply*(req, ...) calls; a
 // WRITE's answer may go to the replier thread instead): each writes the answer to
 // /dev/fuse through libfuse and frees the Req. A WRITE given an early answer (writeAck,
-// ../ack.h) may have been answered already, by the thread pool thread that wrote its
+// ../ack.h) may have been answered already, by the write thread (../sys.cc) that wrote its
 // last piece: the reply then only frees the Req.
 #include "session.h"
 

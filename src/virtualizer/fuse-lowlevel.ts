@@ -28,7 +28,7 @@ interface Addon {
   replyWriteLater(req: number, count: number): void
   /** Frees a WRITE's data now; any view of it reads as empty from then on. */
   releaseData(data: Buffer): void
-  /** A WRITE's early answer (native/ack.h): handed down with the write, sent by the thread pool thread that writes its last piece. */
+  /** A WRITE's early answer (native/ack.h): handed down with the write, sent by the write thread (native/sys.cc) that writes its last piece. */
   writeAck(req: number): unknown
   ackSplit(ack: unknown, pieces: number): void
   earlyAnswers(): number

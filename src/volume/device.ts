@@ -59,7 +59,7 @@ export class Device implements BlockDev {
   private dead: VsmError | null = null
   /** Operations handed to the kernel, oldest first. */
   private readonly running = new Set<Op>()
-  /** Running operations that hold a thread pool thread each (not the write queue's). */
+  /** Running operations that hold a thread of libuv's pool each (not the write queue's, which go to the write threads). */
   private pooled = 0
   private readonly waiting: (() => void)[] = []
   private readonly queue: WriteQueue
