@@ -37,6 +37,9 @@ export interface FuseBinding {
 
 export class FuseView {
   private binding: FuseBinding | undefined
+  /** A lost connection's recovery (lost()), which unmount waits for; and whether unmount has begun. */
+  private recovering: Promise<void> = Promise.resolve()
+  private stopping = false
   private readonly handles = new Handles()
 
   constructor(
@@ -60,10 +63,11 @@ export class FuseView {
   writerCount(path: string): number { return this.handles.writerCount(path) }
 
   async mount(): Promise<void> {
+    this.stopping = false
     const ops = viewOps({ fs: this.fs, gate: this.gate, invoke: this.invoke, handles: this.handles, meters: this.meters })
     mkdirSync(this.mountpoint, { recursive: true })
     const b: FuseBinding = this.opts.binding === 'native' && this.addonLoads()
-      ? lowLevelBinding(this.mountpoint, ops, this.log, this.opts, () => void this.lost(b, ops))
+      ? lowLevelBinding(this.mountpoint, ops, this.log, this.opts, () => { this.recovering = this.lost(b, ops) })
       : fuseNativeBinding(this.mountpoint, ops, this.log, this.opts)
     await b.mount()
     this.binding = b
@@ -83,6 +87,7 @@ export class FuseView {
     const open = this.handles.all()
     this.events.publish('fuse.connection-lost', { mount: this.mountpoint, released: open.length, reason: 'the kernel ended the FUSE connection without vsm unmounting it (aborted, or unmounted from outside)' }, 'warn')
     for (const fh of open) await Promise.resolve(ops.release(fh)).catch((err) => this.log.error({ err, fh }, 'releasing a file of the lost connection'))
+    if (this.stopping) return // unmount() came meanwhile: the view is being stopped, not restored
     try {
       await this.mount()
       this.events.publish('fuse.remounted', { mount: this.mountpoint, binding: this.bindingName })
@@ -102,6 +107,8 @@ export class FuseView {
   }
 
   async unmount(): Promise<void> {
+    this.stopping = true
+    await this.recovering
     const b = this.binding
     this.binding = undefined
     await b?.unmount()
