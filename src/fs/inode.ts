@@ -3,6 +3,7 @@
 // the argument checks every operation shares.
 import { VsmError } from '../block/blockdev'
 import { Extent, ExtentMap } from './extents'
+import type { Dir } from './dir'
 
 export const S_IFMT = 0o170000
 export const S_IFDIR = 0o040000
@@ -55,7 +56,7 @@ export interface MapEntry { offset: number; length: number; volume: string; phys
 export const STAMP_GEN = 2 ** 32
 
 export class Inode {
-  entries?: Map<string, number>
+  entries?: Dir
   ext = new ExtentMap()
   xattr = new Map<string, Buffer>()
   inflight = 0

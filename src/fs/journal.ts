@@ -15,6 +15,7 @@
 import { randomBytes } from 'crypto'
 import type { FsCore } from './core'
 import { BtStore } from './btree/store'
+import { Dir } from './dir'
 import { Inode, ROOT, err } from './inode'
 import {
   BS, CK_V1, CK_V2, JR_HDR, JR_OPS, JR_WRAP, SB_VERSION, decodeRecordHeader, encodeCheckpoint, encodeRecord,
@@ -143,7 +144,7 @@ export function deserialize(c: FsCore, st: StateImage): number {
   // the arrays captureInodes made, as JSON gave them back
   for (const a of st.inodes as any[][]) {
     const n = new Inode(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10])
-    if (a[11]) n.entries = new Map(a[11])
+    if (a[11]) n.entries = Dir.of(a[11])
     if (st.v === 2) n.root = a[12]
     else {
       const f: number[] = a[12]

@@ -2,6 +2,7 @@
 // apply() is the one function that changes the in-memory state for an op, used both
 // live (core.exec) and by journal replay, so the two cannot diverge.
 import type { FsCore } from './core'
+import { Dir } from './dir'
 import { Extent } from './extents'
 import { Inode, S_IFDIR, S_IFMT, S_IFREG, STAMP_GEN, err } from './inode'
 import { BS } from './layout'
@@ -91,7 +92,7 @@ export function apply(c: FsCore, op: Op, replay = false): Extent[] {
     if (d.entries!.has(name) || c.inodes.has(i)) throw bad(`${name} exists`)
     const isDir = (m & S_IFMT) === S_IFDIR
     const n = new Inode(i, m, u, g, 0, isDir ? 2 : 1, t, t, t, v, p)
-    if (isDir) { n.entries = new Map(); d.nlink++ }
+    if (isDir) { n.entries = new Dir(); d.nlink++ }
     c.inodes.set(i, n)
     c.stateChanged.add(i)
     d.entries!.set(name, i)

@@ -22,6 +22,7 @@ import { createHash } from 'crypto'
 import { crc32 } from '../native/sums'
 import { VsmError, type BlockDev } from '../block/blockdev'
 import type { FsCore } from './core'
+import { type Dir, nameHash } from './dir'
 import type { Inode } from './inode'
 import { BS, Run } from './layout'
 
@@ -54,13 +55,6 @@ export type SegKey = number | string
  * first: which live inodes it holds, as no inode is born below the next number).
  */
 export interface Segment { bytes: number; crc: number; hash: string; runs: Run[]; last?: number; count?: number }
-
-/** FNV-1a over the name's UTF-16 units: which bucket holds it. */
-function nameHash(name: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193)
-  return h >>> 0
-}
 
 /**
  * Whether a segment of inodes ends after inode `ino`: its number mixed (lowbias32) is a
@@ -123,17 +117,18 @@ export function planState(c: FsCore, changed: ReadonlySet<number>, names: Readon
   const plan: StatePlan = { images: [], same: [], members: new Map(), buckets: new Map() }
   const captured = new Set<number>()
   // A directory with as many buckets as it had durably: those none of whose names changed
-  // are kept, the names of the others captured (a walk over the names, but no copy of
-  // them: copying 100k names into the image was most of such a checkpoint). Returns the
-  // bucket count, or 0 when the directory is to be serialized whole.
-  const keepBuckets = (n: Inode, entries: Map<string, number>): number => {
+  // are kept, the names of the others captured (no copy of the rest: copying 100k names
+  // into the image was most of such a checkpoint; nor a hash of each: the directory keeps
+  // its names by bucket). Returns the bucket count, or 0 when the directory is to be
+  // serialized whole.
+  const keepBuckets = (n: Inode, entries: Dir): number => {
     const dir = n.ino, count = bucketCount(entries.size)
     if (!c.stateSegs.has(`${dir}.${count - 1}`) || c.stateSegs.has(`${dir}.${count}`)) return 0
     const write = new Map<number, [string, number][]>()
     for (const name of names.get(dir) ?? []) write.set(nameHash(name) & (count - 1), [])
-    if (write.size) {
-      for (const [name, ino] of entries) write.get(nameHash(name) & (count - 1))?.push([name, ino])
-      for (const b of write.values()) c.counters.stateNames += b.length
+    for (const [b, list] of write) {
+      for (const name of entries.namesIn(b, count)) list.push([name, entries.get(name)!])
+      c.counters.stateNames += list.length
     }
     plan.buckets.set(dir, write)
     for (let b = 0; b < count; b++) if (!write.has(b)) plan.same.push(`${dir}.${b}`)

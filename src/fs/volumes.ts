@@ -5,6 +5,7 @@ import { randomBytes, randomUUID } from 'crypto'
 import { BlockDev } from '../block/blockdev'
 import { ArchiveLocation, FsCore } from './core'
 import { locationName } from './data'
+import { Dir } from './dir'
 import { FreeMap, RefMap } from './extents'
 import { Inode, ROOT, S_IFDIR, err } from './inode'
 import { BtStore } from './btree/store'
@@ -52,7 +53,7 @@ export async function mkfs(volumes: BlockDev[], opts: { volumeNames?: string[]; 
   const fs = new FsCore(volumes, sb)
   const now = Date.now()
   const root = new Inode(ROOT, S_IFDIR | 0o755, 0, 0, 0, 2, now, now, now, 0, ROOT)
-  root.entries = new Map()
+  root.entries = new Dir()
   fs.inodes.set(ROOT, root)
   // invalidate anything a previous fs left in the second checkpoint slot and the journal
   await volumes[0].write(Buffer.alloc(BS), sb.ckpt[1])
