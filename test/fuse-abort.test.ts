@@ -17,12 +17,22 @@ import { makeVsm, type Vsm } from './helpers/daemon'
 
 const CONNECTIONS = '/sys/fs/fuse/connections'
 let vsm: Vsm | undefined
-test.after(async () => { await vsm?.cleanup() })
+/** fusectl mounted here, to be unmounted after. */
+let ourFusectl = false
+test.after(async () => {
+  await vsm?.cleanup()
+  if (ourFusectl) execFileSync('umount', [CONNECTIONS])
+})
 
 /** fusectl is where aborts are made; it is not always mounted (containers). */
 function fusectl(): boolean {
   if (readFileSync('/proc/mounts', 'utf8').includes(` ${CONNECTIONS} fusectl `)) return true
-  try { execFileSync('mount', ['-t', 'fusectl', 'fusectl', CONNECTIONS], { stdio: 'ignore' }); return true } catch { return false }
+  try {
+    execFileSync('mount', ['-t', 'fusectl', 'fusectl', CONNECTIONS], { stdio: 'ignore' })
+    return (ourFusectl = true)
+  } catch {
+    return false
+  }
 }
 
 const mounted = (path: string) => readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === path)
