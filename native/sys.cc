@@ -203,7 +203,6 @@ void *writer(void *arg) {
     w->finished.push_back(work);
     uv_async_send(&w->async);
   }
-  return nullptr;
 }
 
 void callBack(napi_env env, Writes::Work *work) {

@@ -211,6 +211,11 @@ std::string mountedDev(const std::string &path) {
   return dev;
 }
 
+void forgetLive(const std::string &mnt) {
+  std::lock_guard<std::mutex> g(g_live_mu);
+  g_live_mounts.erase(mnt);
+}
+
 void unmountAllAtExit() {
   std::lock_guard<std::mutex> g(g_live_mu);
   for (const auto &m : g_live_mounts) umount2(m.c_str(), MNT_DETACH);
@@ -251,10 +256,7 @@ Napi::Value Mount(const Napi::CallbackInfo &info) {
     if (s->fd >= 0) close(s->fd);
     fuse_session_unmount(s->se);
     fuse_session_destroy(s->se);
-    {
-      std::lock_guard<std::mutex> g(g_live_mu);
-      g_live_mounts.erase(mnt);
-    }
+    forgetLive(mnt);
     delete s;
     Napi::Error::New(env, std::string("cannot watch the FUSE session at ") + mnt + ": " + strerror(err)).ThrowAsJavaScriptException();
     return env.Undefined();
@@ -280,34 +282,32 @@ Napi::Value InvalAttr(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
+// Detaches the session's mount, once. libfuse's unmount skips a session whose descriptor
+// reports an error (a connection aborted through /sys/fs/fuse/connections: it takes the
+// mount for gone), which leaves the dead mount (ENOTCONN) in place: it is detached here
+// too when the mount on top of the mount point is still the device the session mounted
+// (read from mountinfo: a stat would ask the dead server).
+void unmountSession(Session *s) {
+  if (s->unmounted) return;
+  s->unmounted = true;
+  fuse_session_unmount(s->se);
+  if (!s->dev.empty() && mountedDev(s->mountpoint) == s->dev) umount2(s->mountpoint.c_str(), MNT_DETACH);
+  forgetLive(s->mountpoint);
+}
+
 // unmount(session): detach the mount; OP_CLOSED follows when the kernel ends the connection.
 Napi::Value Unmount(const Napi::CallbackInfo &info) {
-  auto *s = info[0].As<Napi::External<Session>>().Data();
-  if (!s->unmounted) {
-    s->unmounted = true;
-    fuse_session_unmount(s->se);
-    std::lock_guard<std::mutex> g(g_live_mu);
-    g_live_mounts.erase(s->mountpoint);
-  }
+  unmountSession(info[0].As<Napi::External<Session>>().Data());
   return info.Env().Undefined();
 }
 
-// destroy(session): after OP_CLOSED and once no request is left unanswered. A
-// connection the kernel ended with no unmount of ours (aborted through
-// /sys/fs/fuse/connections) leaves its mount behind, dead (ENOTCONN), and libfuse's
-// unmount skips a session whose descriptor reports the error: the dead mount is detached
-// here, so the mount point can be mounted again, if the mount on top there is still the
-// device the session mounted (read from mountinfo: a stat would ask the server).
+// destroy(session): after OP_CLOSED and once no request is left unanswered; a connection
+// the kernel ended with no unmount of ours (an abort) is unmounted here.
 Napi::Value Destroy(const Napi::CallbackInfo &info) {
   auto *s = info[0].As<Napi::External<Session>>().Data();
   if (!s->destroyed) {
     s->destroyed = true;
-    if (!s->unmounted) {
-      s->unmounted = true;
-      if (!s->dev.empty() && mountedDev(s->mountpoint) == s->dev) umount2(s->mountpoint.c_str(), MNT_DETACH);
-      std::lock_guard<std::mutex> g(g_live_mu);
-      g_live_mounts.erase(s->mountpoint);
-    }
+    unmountSession(s);
     stopPolling(s);
     {
       std::lock_guard<std::mutex> g(s->rmu);
