@@ -118,7 +118,8 @@ class DiscardWorker : public Napi::AsyncWorker {
 };
 
 // pwriteBatch(fds, bufs, offsets, cb) -> job: writes each bufs[i] whole at offsets[i] of
-// fds[i], in order, in one job of the write threads; cb(errors) with errors[i] undefined when it was
+// fds[i], in order, in one job of the write threads (bufs[i] null: fdatasync(fds[i]) there,
+// after the job's writes before it); cb(errors) with errors[i] undefined when it was
 // written (or taken back), else its errno's name (EIO for a write that made no progress).
 // Each write is claimed (an atomic) before it starts, so takeBack(job) can take the ones
 // not begun out of a job that one blocked write holds up (they are never written by it)
@@ -126,7 +127,7 @@ class DiscardWorker : public Napi::AsyncWorker {
 // and calls takeBack only before.
 struct PwriteJob {
   // ack: the early answer of the FUSE request this write is part of (ack.h), held by the job
-  struct Item { int fd; const uint8_t* data; size_t len; off_t off; std::atomic<int> state{QUEUED}; int err = 0; VsmAck* ack = nullptr; };
+  struct Item { int fd; const uint8_t* data; size_t len; off_t off; bool sync = false; std::atomic<int> state{QUEUED}; int err = 0; VsmAck* ack = nullptr; };
   enum { QUEUED, STARTED, DONE, TAKEN };
   explicit PwriteJob(size_t n) : items(new Item[n]), count(n) {}
   ~PwriteJob() {
@@ -142,6 +143,11 @@ void writeJob(PwriteJob& job) {
     PwriteJob::Item& e = job.items[i];
     int queued = PwriteJob::QUEUED;
     if (!e.state.compare_exchange_strong(queued, PwriteJob::STARTED)) continue;
+    if (e.sync) {
+      int r;
+      do r = fdatasync(e.fd); while (r < 0 && errno == EINTR);
+      if (r < 0) e.err = errno;
+    }
     size_t done = 0;
     while (done < e.len) {
       ssize_t r = pwrite(e.fd, e.data + done, e.len - done, e.off + static_cast<off_t>(done));
@@ -296,16 +302,22 @@ Napi::Value PwriteBatch(const Napi::CallbackInfo& info) {
   auto job = std::make_shared<PwriteJob>(bufs.Length());
   for (uint32_t i = 0; i < bufs.Length(); i++) {
     Napi::Value f = fds[i], b = bufs[i], o = offs[i];
-    if (!f.IsNumber() || !b.IsTypedArray() || !o.IsNumber()) {
-      Napi::TypeError::New(env, "pwriteBatch: each entry is a descriptor, a Buffer and an offset").ThrowAsJavaScriptException();
+    if (!f.IsNumber() || !(b.IsTypedArray() || b.IsNull()) || !o.IsNumber()) {
+      Napi::TypeError::New(env, "pwriteBatch: each entry is a descriptor, a Buffer (or null: fdatasync) and an offset").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    Napi::TypedArray t = b.As<Napi::TypedArray>();
     PwriteJob::Item& e = job->items[i];
     e.fd = f.As<Napi::Number>().Int32Value();
-    e.data = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
-    e.len = t.ByteLength();
     e.off = static_cast<off_t>(o.As<Napi::Number>().Int64Value());
+    if (b.IsNull()) {
+      e.sync = true;
+      e.data = nullptr;
+      e.len = 0;
+    } else {
+      Napi::TypedArray t = b.As<Napi::TypedArray>();
+      e.data = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+      e.len = t.ByteLength();
+    }
     if (!acks.IsEmpty()) {
       Napi::Value a = acks[i];
       if (a.IsExternal()) { e.ack = a.As<Napi::External<VsmAck>>().Data(); vsmAckHold(e.ack); }

@@ -1,12 +1,14 @@
 // The write queues and their plug (write-queue.ts over native pwriteBatch): the writes of
 // every queue made in one turn go to the thread pool as few jobs and land where asked;
-// errors reach each write; idle() waits for every job, so a Device closes its descriptor
+// errors reach each write; a flush (sync) is fdatasync on a write thread, in one job with
+// the few writes queued before it, never before the queue's earlier jobs; idle() waits for every job, so a Device closes its descriptor
 // only once nothing writes through it; a device that hangs for real (a
 // qemu-storage-daemon export, SIGSTOPped) holds up its own writes only, and an abandoned
 // one's writes not begun are never sent, even from a job shared with a healthy device.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { randomBytes } from 'crypto'
+import { execFileSync } from 'child_process'
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'fs'
 import { tmpdir } from 'os'
 import { join } from 'path'
@@ -60,6 +62,39 @@ test('a failing write rejects with its errno and a one-line message', () => with
   assert.is(e?.code, 'EBADF')
   assert.match(e!.message, /^write on .*ro\.img at 0: EBADF$/)
 }))
+
+test('a flush goes in one job with the few writes queued before it, each file its own job, and they are in the file when it answers', async () => {
+  const plug = new WritePlug()
+  await withQueue('fa.img', 256 * KiB, 'r+', (qa, fa) => withQueue('fb.img', 256 * KiB, 'r+', async (qb, fb) => {
+    const data = [randomBytes(8 * KiB), randomBytes(8 * KiB)]
+    const order: string[] = []
+    const ws = [qa.write(data[0], 0), qb.write(data[1], 4 * KiB), qa.sync(), qb.sync()]
+    ws.forEach((w, i) => void w.then(() => order.push(`${i}`)))
+    await Promise.all(ws)
+    assert.is(plug.sent, 2, 'each file: its write and its flush, one job')
+    assert.ok(readFileSync(fa).subarray(0, 8 * KiB).equals(data[0]))
+    assert.ok(readFileSync(fb).subarray(4 * KiB, 12 * KiB).equals(data[1]))
+    assert.ok(order.indexOf('2') > order.indexOf('0') && order.indexOf('3') > order.indexOf('1'), `each flush answered after its file's write: ${order}`)
+    // more than a job's bytes before it: the writes go as usual, the flush once they are done
+    const big = Array.from({ length: 3 }, () => randomBytes(64 * KiB))
+    const more = [...big.map((b, i) => qa.write(b, i * 64 * KiB)), qa.sync()]
+    await Promise.all(more)
+    assert.is(plug.sent, 6, 'three jobs of 64 KiB, then the flush alone')
+    assert.ok(readFileSync(fa).subarray(0, 192 * KiB).equals(Buffer.concat(big)))
+  }, plug), plug)
+})
+
+test('a failing flush rejects with its errno and a one-line message', async () => {
+  const fifo = join(dir, 'fifo')
+  execFileSync('mkfifo', [fifo])
+  // O_RDWR: a FIFO opened so does not wait for a reader; fdatasync refuses it (EINVAL)
+  const fd = openSync(fifo, 'r+')
+  try {
+    const e = await new WriteQueue(fd, fifo).sync().then(() => null, (x: NodeJS.ErrnoException) => x)
+    assert.is(e?.code, 'EINVAL')
+    assert.match(e!.message, /^flush of .*fifo: EINVAL$/)
+  } finally { closeSync(fd) }
+})
 
 test('idle() resolves only after every queued and running job has answered', () => withQueue('b.img', 64 * KiB, 'r+', async (q) => {
   let landed = 0
@@ -118,10 +153,14 @@ test('a hung device shares a job with a healthy one: the healthy writes land, th
       // the hung queue's next writes go alone; the healthy one's are not held up
       const later = hung.write(Buffer.alloc(4 * KiB, 2), 4 * KiB)
       const never = hung.write(Buffer.alloc(4 * KiB, 3), 8 * KiB)
-      assert.is(await within(Promise.all([ok.write(data[2], 8 * KiB), ok.write(data[3], 12 * KiB)]).then(() => {}), 2000), 'landed')
+      const hungFlush = hung.sync()
+      assert.is(await within(Promise.all([ok.write(data[2], 8 * KiB), ok.write(data[3], 12 * KiB), ok.sync()]).then(() => {}), 2000), 'landed',
+        'the healthy file writes and flushes')
       assert.is(await within(blocked, 200), 'waiting')
+      assert.is(await within(hungFlush, 0), 'waiting', 'a flush waits for the writes queued before it')
       hung.abandon(new Error('device gone'))
       assert.is(await within(never, 200), 'device gone', 'a write of the abandoned queue not begun fails at once')
+      assert.is(await within(hungFlush, 200), 'device gone', 'and so does its flush')
       qsd!.proc.kill('SIGCONT')
       assert.is(await within(blocked, 10_000), 'landed', 'the write the kernel held finishes when the device answers')
       await within(later, 10_000)

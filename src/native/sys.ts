@@ -1,8 +1,8 @@
 // Loads native/vsm_sys (built by scripts/setup with node-gyp) and gives its system
 // calls typed wrappers: a non-blocking flock on an fd, the peer credentials of a
 // connected unix socket, the discard of a range of a backing device, a read the page
-// cache answers at once, and many writes in one thread pool job (and taking back those
-// of a job that have not begun).
+// cache answers at once, and many writes (and fdatasyncs) in one job of its write threads
+// (and taking back those of a job that have not begun).
 import { join } from 'path'
 import type { Socket } from 'net'
 
@@ -11,7 +11,7 @@ interface SysAddon {
   peercred(fd: number): PeerCred
   discard(fd: number, offset: number, length: number, blockDevice: boolean): Promise<void>
   readNowait(fd: number, buf: Buffer, offset: number): number
-  pwriteBatch(fds: number[], bufs: Buffer[], offsets: number[], cb: (errors: (string | undefined)[]) => void, acks?: unknown[]): PwriteJob
+  pwriteBatch(fds: number[], bufs: (Buffer | null)[], offsets: number[], cb: (errors: (string | undefined)[]) => void, acks?: unknown[]): PwriteJob
   takeBack(job: PwriteJob): (string | undefined)[]
   LOCK_SH: number
   LOCK_EX: number
@@ -75,12 +75,13 @@ export function readNowait(fd: number, buf: Buffer, offset: number): number {
 }
 
 /**
- * Writes each bufs[i] whole at offsets[i] of fds[i], in order, in one thread pool job; cb
+ * Writes each bufs[i] whole at offsets[i] of fds[i], in order, in one job of the write
+ * threads (bufs[i] null: fdatasync(fds[i]) at that place in the order); cb
  * gets each write's errno name (undefined: written, or taken back). The caller must keep
  * the descriptors open and the buffers unchanged until cb runs. acks[i]: the handle of
  * the early answer (WriteAck) write i is a piece of, told once it is written.
  */
-export function pwriteBatch(fds: number[], bufs: Buffer[], offsets: number[], cb: (errors: (string | undefined)[]) => void, acks?: unknown[]): PwriteJob {
+export function pwriteBatch(fds: number[], bufs: (Buffer | null)[], offsets: number[], cb: (errors: (string | undefined)[]) => void, acks?: unknown[]): PwriteJob {
   return sys().pwriteBatch(fds, bufs, offsets, cb, acks)
 }
 

@@ -3,7 +3,7 @@
 // carved out of it by the pool (see label.ts and slice.ts), not here.
 //
 // Writes go through the page cache, plugged per turn of the event loop into jobs of the
-// write threads (native/sys.cc) shared with the pool's other devices (write-queue.ts), and flush() is fdatasync. writeDurable() goes
+// write threads (native/sys.cc) shared with the pool's other devices (write-queue.ts), and flush() is fdatasync, queued behind them. writeDurable() goes
 // through a second descriptor opened O_DSYNC, so making one small write durable (a
 // write-intent bit) writes back that range only, not every data write still cached.
 //
@@ -238,7 +238,7 @@ export class Device implements BlockDev {
   }
 
   flush(): Promise<void> {
-    return this.op('flush', 0, () => this.fh.datasync())
+    return this.op('flush', 0, () => this.queue.sync(), true)
   }
 
   async close(): Promise<void> {

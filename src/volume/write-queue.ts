@@ -17,6 +17,12 @@
 // That write's queue is then sent alone until its jobs drain, and a queue has at most
 // MAX_JOBS jobs in the pool, so a hung device ties up at most that many threads.
 // The descriptor stays open while a job of the queue may use it: close waits for idle().
+//
+// A flush (sync) is an item of the queue too, fdatasync on a write thread: it covers every
+// write queued before it, so it is sent only once the queue's earlier jobs are done, and
+// in one job after the writes queued just before it when they are few (a mirror's sums
+// page and the flush that makes it durable cost one hand-off, not two). Each flush is a
+// job of its own, so the copies of a mirror flush on two threads at once.
 // An abandoned device's writes not begun are dropped, never sent: if its jobs ever
 // return, a write sent then could land on a copy a resync has since made current.
 import { VsmError, type WriteAck } from '../block/blockdev'
@@ -29,7 +35,8 @@ const JOB_BYTES = 64 * 1024
 /** A job older than this has its writes not yet begun taken back (ms). */
 const RESCUE_MS = 50
 
-interface Queued { buf: Buffer; offset: number; resolve: () => void; reject: (e: unknown) => void; ack?: WriteAck }
+/** buf null: a flush. */
+interface Queued { buf: Buffer | null; offset: number; resolve: () => void; reject: (e: unknown) => void; ack?: WriteAck }
 /** settled: answered before its job ended (taken back, or written when the job was looked at). */
 interface Item { q: WriteQueue; w: Queued; settled: boolean }
 interface Job { native: PwriteJob | null; items: Item[]; queues: Set<WriteQueue>; since: number }
@@ -63,7 +70,8 @@ export class WritePlug {
       const ws = q.take()
       if (!ws) continue
       const items = ws.map((w) => ({ q, w, settled: false }))
-      if (q.solo) this.send(items)
+      if (ws[ws.length - 1].buf === null) this.start(items)
+      else if (q.solo) this.send(items)
       else for (const it of items) together.push(it)
     }
     this.send(together)
@@ -73,7 +81,7 @@ export class WritePlug {
   private send(items: Item[]): void {
     let from = 0, bytes = 0
     for (let i = 0; i < items.length; i++) {
-      const n = items[i].w.buf.length
+      const n = items[i].w.buf!.length
       if (i > from && bytes + n > JOB_BYTES) { this.start(items.slice(from, i)); from = i; bytes = 0 }
       bytes += n
     }
@@ -86,7 +94,7 @@ export class WritePlug {
     this.sent++
     this.running.add(job)
     // one pass over the items: this runs for every job of every guest write
-    const fds: number[] = [], bufs: Buffer[] = [], offsets: number[] = [], acks: unknown[] = []
+    const fds: number[] = [], bufs: (Buffer | null)[] = [], offsets: number[] = [], acks: unknown[] = []
     let acked = false
     for (const { q, w } of items) {
       fds.push(q.fd); bufs.push(w.buf); offsets.push(w.offset); acks.push(w.ack?.handle)
@@ -140,12 +148,14 @@ export class WritePlug {
 
 function answer({ q, w }: Item, err: string | undefined): void {
   if (err === undefined) w.resolve()
-  else w.reject(new VsmError(err, `write on ${q.path} at ${w.offset}: ${err}`))
+  else w.reject(new VsmError(err, w.buf ? `write on ${q.path} at ${w.offset}: ${err}` : `flush of ${q.path}: ${err}`))
 }
 
 /** One open file's writes, sent by the plug it shares with the other devices. */
 export class WriteQueue {
   private queued: Queued[] = []
+  /** Flushes among queued. */
+  private syncs = 0
   private waiting = false
   private idleWaiters: (() => void)[] = []
   private dead: Error | null = null
@@ -165,10 +175,21 @@ export class WriteQueue {
     })
   }
 
+  /** Resolves once every write queued before it, and every write done before, is durable (fdatasync). */
+  sync(): Promise<void> {
+    if (this.dead) return Promise.reject(this.dead)
+    return new Promise((resolve, reject) => {
+      this.queued.push({ buf: null, offset: 0, resolve, reject })
+      this.syncs++
+      this.wake()
+    })
+  }
+
   /** Fail every queued write with err, every write of its jobs not begun, and every later one: what has begun is left to answer or not. */
   abandon(err: Error): void {
     this.dead ??= err
     this.plug.abandon(this)
+    this.syncs = 0
     for (const q of this.queued.splice(0)) q.reject(err)
     if (this.jobs === 0) for (const w of this.idleWaiters.splice(0)) w()
   }
@@ -183,14 +204,25 @@ export class WriteQueue {
   take(): Queued[] | null {
     this.waiting = false
     if (this.dead || this.jobs >= MAX_JOBS || this.queued.length === 0) return null
-    const ws = this.queued
-    this.queued = []
-    return ws
+    if (this.syncs === 0) {
+      const ws = this.queued
+      this.queued = []
+      return ws
+    }
+    const k = this.queued.findIndex((w) => w.buf === null)
+    let bytes = 0
+    for (let i = 0; i < k; i++) bytes += this.queued[i].buf!.length
+    // the flush goes once what was queued before it is done, or with it when it is one small job
+    const upTo = this.jobs === 0 && bytes <= JOB_BYTES ? k + 1 : k
+    if (upTo === 0) return null
+    if (upTo > k) this.syncs--
+    return this.queued.splice(0, upTo)
   }
 
   /** For the plug: writes taken back from a job, sent again before those queued since. */
   putBack(ws: Queued[]): void {
     if (this.dead) { for (const w of ws) w.reject(this.dead); return }
+    for (const w of ws) if (w.buf === null) this.syncs++
     this.queued = ws.concat(this.queued)
     this.wake()
   }
