@@ -1,6 +1,6 @@
 // The bounded page cache under checksum tables: memory stays at its capacity however
 // much of a table (dense or tagged) is touched, dirty pages evicted early are written (and persist()
-// waits for such writes), edits made while a page loads land in order, and a table
+// waits for such writes), persist writes its pages together (each after its summary page), edits made while a page loads land in order, and a table
 // read back from disk after any of that holds exactly what was set.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -87,6 +87,35 @@ test('edits to a page still loading apply in call order; persist waits for a wri
   } finally {
     await t.cleanup()
   }
+})
+
+test('persist writes the dirty sum pages at once, after the summary page that marks them used', async () => {
+  const mem = new MemDev(tableBytes(DATA, true))
+  const events: string[] = []
+  let inFlight = 0, most = 0
+  const slow = {
+    size: mem.size,
+    read: (b: Buffer, o: number) => mem.read(b, o),
+    async write(b: Buffer, o: number) {
+      events.push(`start ${o / PAGE_BYTES}`)
+      most = Math.max(most, ++inFlight)
+      await new Promise((r) => setTimeout(r, 5))
+      await mem.write(b, o)
+      inFlight--
+      events.push(`end ${o / PAGE_BYTES}`)
+    },
+    flush: () => mem.flush(),
+    close: () => mem.close(),
+  }
+  const tab = await ChecksumTable.load(slow, DATA, { cache: new PageCache(64 * PAGE_BYTES), generation: tableGeneration('5a17', 'dev', 0) })
+  const PER_PAGE = (PAGE_BYTES - 8) / 4
+  for (let p = 0; p < 8; p++) tab.set(p * PER_PAGE + 3, p + 1)
+  await tab.persist()
+  assert.is(most, 8, `the eight sum pages were written together: ${events.join(', ')}`)
+  assert.is(events[0], 'start 0')
+  assert.is(events[1], 'end 0', `the summary page first: ${events.join(', ')}`)
+  const fresh = await ChecksumTable.load(mem, DATA, { cache: new PageCache(PAGE_BYTES), generation: tableGeneration('5a17', 'dev', 0) })
+  for (let p = 0; p < 8; p++) assert.is(await fresh.get(p * PER_PAGE + 3), p + 1)
 })
 
 test('a table page that cannot be read fails get and persist, not silently', async () => {

@@ -241,8 +241,11 @@ export class PagedArea {
   async flush(): Promise<void> {
     const todo = [...this.dirty]
     for (const p of this.pages.values()) if (p.writing && !p.dirty) todo.push(p)
-    todo.sort((a, b) => a.index - b.index)
-    for (const p of todo) await this.writeOut(p)
+    // all at once: the device queue sends the writes of a turn together (a page waits for
+    // its summary page in writeOut, not here), where one at a time cost a round trip each
+    const results = await Promise.allSettled(todo.map((p) => this.writeOut(p)))
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed) throw failed.reason
     // after the writes: a page still loading when this began may have failed meanwhile
     const lost = this.failedLoads.splice(0)
     if (lost.length) throw new Error(`metadata pages ${lost.join(', ')} could not be read; changes to them were lost`)
