@@ -1,6 +1,9 @@
 // The fallback FUSE binding: fuse-native (libfuse2's high-level API, paths, 128 KiB
 // requests, every request on Node's main thread, no fallocate/lseek/ioctl). A thin
-// adapter from its callback convention onto the view's operation table.
+// adapter from its callback convention onto the view's operation table, and a watch on
+// the mount: libfuse2's loop ends in fuse-native's own thread when the connection is
+// aborted or the mount is taken away from outside, and tells nobody.
+import { promises as fsp } from 'fs'
 import type { Logger } from 'pino'
 import type { TimeSpec } from '../fs'
 import { ROOT_CALLER, callOp, type FuseOps } from './fuse-ops'
@@ -59,8 +62,32 @@ function adapt(ops: FuseOps, log: Logger) {
   }
 }
 
-export function fuseNativeBinding(mountpoint: string, ops: FuseOps, log: Logger, opts: MountOptions): FuseBinding {
+/** statfs's f_type of a FUSE mount. */
+const FUSE_SUPER_MAGIC = 0x65735546
+/** How often the watch looks at the mount (ms): a statfs, which FUSE never answers from a cache. */
+const WATCH_MS = 1000
+
+/** lost: the connection ended with no unmount of ours (called once the dead mount is detached). */
+export function fuseNativeBinding(mountpoint: string, ops: FuseOps, log: Logger, opts: MountOptions, lost: () => void): FuseBinding {
   let fuse: any
+  let watch: NodeJS.Timeout | undefined
+  let looking = false
+  /** Aborted, the mount answers ENOTCONN; unmounted from outside, the directory under it answers. */
+  const look = (f: unknown) => {
+    if (looking) return
+    looking = true
+    fsp.statfs(mountpoint).then((st) => st.type !== FUSE_SUPER_MAGIC, (e: NodeJS.ErrnoException) => e.code === 'ENOTCONN').then((gone) => {
+      looking = false
+      if (!gone || fuse !== f) return
+      clearInterval(watch)
+      fuse = undefined
+      // fuse-native's close: fusermount -uz (detaches a dead mount) and lets its handle go
+      ;(f as any).unmount((err: Error | null) => {
+        if (err) log.error({ err, mountpoint }, 'detaching the dead mount of a lost FUSE connection')
+        lost()
+      })
+    })
+  }
   return {
     name: 'fuse-native',
     async mount() {
@@ -73,8 +100,11 @@ export function fuseNativeBinding(mountpoint: string, ops: FuseOps, log: Logger,
         fsname: 'vsm,big_writes,max_write=1048576,use_ino', subtype: 'vsm',
       })
       await new Promise<void>((res, rej) => fuse.mount((err: Error | null) => (err ? rej(err) : res())))
+      const f = fuse
+      watch = setInterval(() => look(f), WATCH_MS).unref()
     },
     async unmount() {
+      clearInterval(watch)
       if (!fuse) return
       const f = fuse
       fuse = undefined

@@ -66,9 +66,10 @@ export class FuseView {
     this.stopping = false
     const ops = viewOps({ fs: this.fs, gate: this.gate, invoke: this.invoke, handles: this.handles, meters: this.meters })
     mkdirSync(this.mountpoint, { recursive: true })
+    const lost = () => { this.recovering = this.lost(b, ops) }
     const b: FuseBinding = this.opts.binding === 'native' && this.addonLoads()
-      ? lowLevelBinding(this.mountpoint, ops, this.log, this.opts, () => { this.recovering = this.lost(b, ops) })
-      : fuseNativeBinding(this.mountpoint, ops, this.log, this.opts)
+      ? lowLevelBinding(this.mountpoint, ops, this.log, this.opts, lost)
+      : fuseNativeBinding(this.mountpoint, ops, this.log, this.opts, lost)
     await b.mount()
     this.binding = b
   }
