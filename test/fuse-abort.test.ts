@@ -7,7 +7,8 @@
 // answers under way included), the dead mount is detached, the files released, and the
 // view mounted afresh. The fuse-native binding (the fallback), whose libfuse2 loop ends
 // without telling anyone, gets the same from its watch on the mount (before, it stayed
-// dead: "timed out waiting for the view mounted again").
+// dead: "timed out waiting for the view mounted again"). A view unmounted from outside
+// (fusermount -u) comes back the same way on both.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { execFileSync, spawn } from 'child_process'
@@ -81,6 +82,22 @@ for (const binding of FUSE_BINDINGS) run(`[${binding}] an aborted connection und
   } finally {
     fio.kill('SIGKILL')
   }
+})
+
+for (const binding of FUSE_BINDINGS) test(`[${binding}] a view unmounted from outside (fusermount -u) comes back; down leaves nothing`, async () => {
+  await vsm?.cleanup()
+  vsm = makeVsm({ deviceSize: '1G', fuse: binding })
+  await vsm.up()
+  await vsm.run('disk', 'create', 'u.img', '--size', '8M')
+  const data = randomBytes(1 << 20)
+  const fd = openSync(join(vsm.mount, 'u.img'), 'r+')
+  try { writeSync(fd, data, 0, data.length, 0); fsyncSync(fd) } finally { closeSync(fd) }
+  execFileSync('fusermount', ['-u', vsm.mount])
+  await until('the view mounted again', () => events(vsm!.home).includes('fuse.remounted'))
+  assert.ok(events(vsm.home).includes('fuse.connection-lost'))
+  assert.ok(readFileSync(join(vsm.mount, 'u.img')).subarray(0, data.length).equals(data), 'the disk is there again, with its data')
+  await vsm.down()
+  assert.not.ok(mounted(vsm.mount), 'a mount was left behind')
 })
 
 test.run()
