@@ -67,18 +67,25 @@ export function listPoints(disks: PointDisks, g: Pick<ScheduledGroup, 'name' | '
 
 /**
  * Freezes every disk, snapshots each under one name, thaws them all (also when a step
- * fails: a guest is never left frozen by a failed point).
+ * fails: a guest is never left frozen by a failed point). A point that fails deletes the
+ * snapshots it made, where it can: left, they would be listed as a point of fewer disks.
  */
 export async function takePoint(disks: PointDisks, g: ScheduledGroup, at: number): Promise<{ name: string; disks: string[] }> {
   const name = pointName(g.name, at)
   const all = disks.list()
-  const frozen: string[] = []
+  const frozen: string[] = [], made: string[] = []
   try {
     for (const d of all) {
       await disks.freeze(d)
       frozen.push(d)
     }
-    for (const d of all) await disks.snapshot(d, name)
+    for (const d of all) {
+      await disks.snapshot(d, name)
+      made.push(d)
+    }
+  } catch (e) {
+    for (const d of made) await disks.deleteSnapshot(d, name).catch(() => {})
+    throw e
   } finally {
     for (const d of frozen) disks.thaw(d)
   }
@@ -111,7 +118,8 @@ export interface KeeperEvents {
 /** Runs each scheduled group's points when due; one point at a time. */
 export class PointKeeper {
   private timer: NodeJS.Timeout | null = null
-  private busy = false
+  /** The tick under way: stop() waits for it, so a point is never cut off by the fs closing under it. */
+  private running: Promise<void> | null = null
   /** Last point per group, read from the snapshots' names at first sight. */
   private last = new Map<string, number>()
 
@@ -122,9 +130,11 @@ export class PointKeeper {
     this.timer.unref()
   }
 
-  stop(): void {
+  /** No more points; resolves once a point under way has ended. */
+  async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer)
     this.timer = null
+    await this.running
   }
 
   points(g: ScheduledGroup): PointInfo[] { return listPoints(this.disks, g) }
@@ -136,24 +146,24 @@ export class PointKeeper {
     return this.last.get(g.name)! + g.schedule.everyMs
   }
 
-  async tick(now: number): Promise<void> {
-    if (this.busy) return
-    this.busy = true
-    try {
-      for (const g of this.groups()) {
-        const due = this.dueAt(g), keep = g.schedule?.keep
-        if (due === null || due > now || keep === undefined) continue
-        this.last.set(g.name, now)
-        try {
-          const p = await takePoint(this.disks, g, now)
-          const deleted = await prunePoints(this.disks, g, keep, (d, n, e) => this.events.failed(g.name, `point ${n} of ${d} not deleted: ${e.message}`))
-          this.events.taken(g.name, p.name, p.disks, deleted)
-        } catch (e) {
-          this.events.failed(g.name, (e as Error).message)
-        }
+  /** Takes the points due at now; while a tick is under way, another is that one. */
+  tick(now: number): Promise<void> {
+    this.running ??= this.takeDue(now).finally(() => { this.running = null })
+    return this.running
+  }
+
+  private async takeDue(now: number): Promise<void> {
+    for (const g of this.groups()) {
+      const due = this.dueAt(g), keep = g.schedule?.keep
+      if (due === null || due > now || keep === undefined) continue
+      this.last.set(g.name, now)
+      try {
+        const p = await takePoint(this.disks, g, now)
+        const deleted = await prunePoints(this.disks, g, keep, (d, n, e) => this.events.failed(g.name, `point ${n} of ${d} not deleted: ${e.message}`))
+        this.events.taken(g.name, p.name, p.disks, deleted)
+      } catch (e) {
+        this.events.failed(g.name, (e as Error).message)
       }
-    } finally {
-      this.busy = false
     }
   }
 }
