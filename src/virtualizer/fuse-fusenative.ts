@@ -73,7 +73,7 @@ export function fuseNativeBinding(mountpoint: string, ops: FuseOps, log: Logger,
   let watch: NodeJS.Timeout | undefined
   let looking = false
   /** Aborted, the mount answers ENOTCONN; unmounted from outside, the directory under it answers. */
-  const look = (f: unknown) => {
+  const look = (f: typeof fuse) => {
     if (looking) return
     looking = true
     fsp.statfs(mountpoint).then((st) => st.type !== FUSE_SUPER_MAGIC, (e: NodeJS.ErrnoException) => e.code === 'ENOTCONN').then((gone) => {
@@ -82,7 +82,7 @@ export function fuseNativeBinding(mountpoint: string, ops: FuseOps, log: Logger,
       clearInterval(watch)
       fuse = undefined
       // fuse-native's close: fusermount -uz (detaches a dead mount) and lets its handle go
-      ;(f as any).unmount((err: Error | null) => {
+      f.unmount((err: Error | null) => {
         if (err) log.error({ err, mountpoint }, 'detaching the dead mount of a lost FUSE connection')
         lost()
       })

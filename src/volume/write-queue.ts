@@ -18,11 +18,11 @@
 // MAX_JOBS jobs in the pool, so a hung device ties up at most that many threads.
 // The descriptor stays open while a job of the queue may use it: close waits for idle().
 //
-// A flush (sync) is an item of the queue too, fdatasync on a write thread: it covers every
-// write queued before it, so it is sent only once the queue's earlier jobs are done, and
-// in one job after the writes queued just before it when they are few (a mirror's sums
-// page and the flush that makes it durable cost one hand-off, not two). Each flush is a
-// job of its own, so the copies of a mirror flush on two threads at once.
+// A flush (sync) is an item of the queue too, fdatasync on a write thread (not libuv's
+// pool, which wakes a thread twice per job): it covers every write queued before it, so
+// it is sent only once the queue's earlier jobs are done, or in one job after the writes
+// queued in the same turn just before it when they are few. Each flush is a job of its
+// own, so the copies of a mirror flush on two threads at once.
 // An abandoned device's writes not begun are dropped, never sent: if its jobs ever
 // return, a write sent then could land on a copy a resync has since made current.
 import { VsmError, type WriteAck } from '../block/blockdev'
