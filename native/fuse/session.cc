@@ -282,6 +282,56 @@ Napi::Value InvalAttr(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
+// The kernel's caches of a node changed from outside the view (a revert, a resize or a
+// delete through the control socket) are dropped on a thread of libuv's pool, never on
+// the main thread: dropping cached pages waits for the page locks of reads in flight,
+// and those reads wait for the main thread to answer them. The session is kept alive by
+// `answering` as an early answer keeps it (Destroy waits for both).
+class InvalWorker : public Napi::AsyncWorker {
+ public:
+  InvalWorker(Napi::Env env, Session *s, fuse_ino_t ino, std::string name, bool data)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), s_(s), ino_(ino), name_(std::move(name)), data_(data) {
+    s_->answering.fetch_add(1);
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  // the count drops here, not in OnOK: Destroy waits for it on the main thread
+  void Execute() override {
+    // ENOENT: the kernel holds no such node or name any more, which is what was asked
+    if (!s_->closing.load()) {
+      if (!name_.empty()) fuse_lowlevel_notify_inval_entry(s_->se, ino_, name_.c_str(), name_.size());
+      else fuse_lowlevel_notify_inval_inode(s_->se, ino_, data_ ? 0 : -1, 0);
+    }
+    s_->answering.fetch_sub(1);
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Session *s_;
+  fuse_ino_t ino_;
+  std::string name_;
+  bool data_;
+};
+
+// invalInode(session, ino, data) -> Promise: ino's cached attributes, and with data its
+// cached pages, are dropped. invalEntry(session, parent, name) -> Promise: the name's
+// cached entry in directory parent is dropped.
+Napi::Value InvalInode(const Napi::CallbackInfo &info) {
+  auto *s = info[0].As<Napi::External<Session>>().Data();
+  auto *w = new InvalWorker(info.Env(), s, static_cast<fuse_ino_t>(info[1].As<Napi::Number>().Int64Value()), std::string(), info[2].ToBoolean().Value());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value InvalEntry(const Napi::CallbackInfo &info) {
+  auto *s = info[0].As<Napi::External<Session>>().Data();
+  auto *w = new InvalWorker(info.Env(), s, static_cast<fuse_ino_t>(info[1].As<Napi::Number>().Int64Value()), info[2].As<Napi::String>().Utf8Value(), false);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 // Detaches the session's mount, once. libfuse's unmount skips a session whose descriptor
 // reports an error (a connection aborted through /sys/fs/fuse/connections: it takes the
 // mount for gone), which leaves the dead mount (ENOTCONN) in place: it is detached here
@@ -333,6 +383,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mount", Napi::Function::New(env, Mount));
   exports.Set("unmount", Napi::Function::New(env, Unmount));
   exports.Set("invalAttr", Napi::Function::New(env, InvalAttr));
+  exports.Set("invalInode", Napi::Function::New(env, InvalInode));
+  exports.Set("invalEntry", Napi::Function::New(env, InvalEntry));
   exports.Set("destroy", Napi::Function::New(env, Destroy));
   addReplies(env, exports);
   return exports;

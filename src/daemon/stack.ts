@@ -131,6 +131,7 @@ export class Stack {
         defaultVolume: (path) => fs.volumes()[fs.placementFor(path)].name,
         openCount: (p) => view?.openCount(p) ?? 0,
         writerCount: (p) => view?.writerCount(p) ?? 0,
+        changed: async (p, how) => { await view?.changed(p, how) },
         volumeIndex: async (name) => {
           pool.volumeInfo(name) // throws ENOENT for an unknown volume
           try { return fs.volumeIndex(name) } catch (e) {

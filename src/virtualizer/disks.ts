@@ -9,6 +9,7 @@ import type { EventSink } from '../control/events'
 import type { FileSystem } from '../fs'
 import type { SnapshotInfo } from '../fs/inode'
 import type { WriteGate } from './gate'
+import type { Change } from './fuse-view'
 import { parseMode, resolveOwner } from './owner'
 import { diskPath, splitSnapshotRef } from './paths'
 
@@ -76,6 +77,8 @@ export interface DiskEnv {
   openCount(path: string): number
   /** How many of them may write. */
   writerCount(path: string): number
+  /** A disk changed here, outside the view: the view drops what the kernel cached of it (its size, pages, name). */
+  changed(path: string, how: Change): Promise<void>
   gate: WriteGate
   jobs: Jobs
   /** Where each change to a disk is reported (logged and streamed). */
@@ -171,6 +174,7 @@ export class DiskManager {
     const writers = this.env.writerCount(path)
     if (writers && !force) throw new VsmError('EBUSY', `disk is open for writing (${writers} handle(s)): ${name}; stop the guest first or pass --force`)
     await this.env.fs.revert(path, snap)
+    await this.env.changed(path, 'data')
     this.env.events.publish('disk.reverted', { path: path.slice(1), snapshot: snap, writers, forced: force }, writers ? 'warn' : 'info')
     return this.show(name)
   }
@@ -304,6 +308,7 @@ export class DiskManager {
     }
     await this.env.fs.truncate(path, bytes)
     await this.env.fs.sync()
+    await this.env.changed(path, 'data')
     this.env.events.publish('disk.resized', { path: path.slice(1), from: cur.size, size: bytes, open: cur.open }, bytes < cur.size ? 'warn' : 'info')
     return this.show(name)
   }
@@ -319,6 +324,7 @@ export class DiskManager {
     if (info.open && !opts.force) throw new VsmError('EBUSY', `disk is open (${info.open} handle(s)): ${name}; pass --force to delete anyway`)
     await this.env.fs.unlink(path)
     await this.env.fs.sync()
+    await this.env.changed(path, 'gone')
     this.env.events.publish('disk.deleted', { path: path.slice(1), open: info.open, forced: !!opts.force, snapshots }, info.open ? 'warn' : 'info')
     return { snapshots }
   }

@@ -16,6 +16,10 @@ interface Addon {
   mount(mountpoint: string, options: string, dispatch: Dispatch): unknown
   unmount(session: unknown): void
   invalAttr(session: unknown, ino: number): void
+  /** Drops ino's cached attributes and, with data, its cached pages (on a pool thread: see session.cc). */
+  invalInode(session: unknown, ino: number, data: boolean): Promise<void>
+  /** Drops the cached entry of name in directory node parent. */
+  invalEntry(session: unknown, parent: number, name: string): Promise<void>
   destroy(session: unknown): void
   replyErr(req: number, errno: number): void
   replyEntry(req: number, attr: number[], timeout: number): void
@@ -135,6 +139,9 @@ class Nodes {
     this.setPaths(id, [])
     this.byId.delete(id)
   }
+
+  /** The nodes the kernel holds under path. */
+  held(path: string): number[] { return [...this.byPath.get(path) ?? []] }
 
   /** A name is gone: a hard-linked inode is then reached by its other names. */
   unlinked(path: string): void {
@@ -414,6 +421,16 @@ export function lowLevelBinding(mountpoint: string, ops: FuseOps, log: Logger, o
   return {
     name: 'native',
     earlyWrites: () => a.earlyAnswers(),
+    async changed(path, how) {
+      if (!session) return
+      if (how === 'gone') {
+        const cut = path.lastIndexOf('/')
+        const dir = path.slice(0, cut) || '/', name = path.slice(cut + 1)
+        for (const parent of nodes.held(dir)) await a.invalEntry(session, parent, name)
+        nodes.unlinked(path)
+      }
+      for (const id of nodes.held(path)) await a.invalInode(session, id, how === 'data')
+    },
     async mount() {
       const o = ['fsname=vsm', 'subtype=vsm', ...(opts.allowOther ? ['allow_other', 'default_permissions'] : [])]
       session = a.mount(mountpoint, o.join(','), dispatch)

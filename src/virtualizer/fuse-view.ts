@@ -26,11 +26,19 @@ export type { Invoke } from './fuse-ops'
  */
 export interface MountOptions { allowOther: boolean; binding: FuseBindingName }
 
+export type Change = 'data' | 'gone'
+
 /** A FUSE library serving the operation table at a mount point. */
 export interface FuseBinding {
   readonly name: string
   /** WRITEs answered early (WriteAck) so far, where the binding can. */
   earlyWrites?(): number
+  /**
+   * The file at path changed outside the view: its contents ('data': a revert, a resize),
+   * or its name went ('gone': a delete). The kernel's caches of it are dropped before
+   * this resolves, where the binding can.
+   */
+  changed?(path: string, how: Change): Promise<void>
   mount(): Promise<void>
   unmount(): Promise<void>
 }
@@ -59,6 +67,9 @@ export class FuseView {
   get earlyWrites(): number | null { return this.binding?.earlyWrites?.() ?? null }
 
   openCount(path: string): number { return this.handles.openCount(path) }
+
+  /** A disk changed through the control socket: what the kernel cached of it goes (see FuseBinding.changed). */
+  async changed(path: string, how: Change): Promise<void> { await this.binding?.changed?.(path, how) }
 
   writerCount(path: string): number { return this.handles.writerCount(path) }
 
