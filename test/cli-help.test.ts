@@ -2,7 +2,7 @@
 // a description, and the top-level help explains the size units. No daemon needed.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { execFileSync } from 'child_process'
+import { execFileSync, spawn } from 'child_process'
 import { VSM } from './helpers/daemon'
 
 const help = (...args: string[]) => execFileSync(VSM, [...args, '--help'], { encoding: 'utf8' })
@@ -36,6 +36,16 @@ test('every command and every subcommand has a description', () => {
 
 test('the help explains the size units', () => {
   assert.match(help(), /K, M, G or T in powers of 1024/)
+})
+
+test('output into a pipe its reader closed (vsm --help | head -1) ends quietly with status 0', async () => {
+  const child = spawn(VSM, ['--help'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  child.stdout.destroy()
+  let stderr = ''
+  child.stderr.on('data', (d) => { stderr += d })
+  const code = await new Promise((res) => child.on('close', res))
+  assert.is(stderr, '')
+  assert.is(code, 0)
 })
 
 test.run()

@@ -12,6 +12,13 @@ import { registerRepl } from './commands/repl'
 import { registerSnapshot } from './commands/snapshot'
 import { registerVolume } from './commands/volume'
 
+// `vsm ... | head`: a reader that stops early is no error of ours (Node's default is a
+// stack trace for the unhandled EPIPE)
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0)
+  throw err
+})
+
 const program = new Command('vsm')
   .description('storage management beneath unmodified guests: virtual disks on a file system on volumes')
   .version(VERSION)
