@@ -1,11 +1,12 @@
-// A disk changed through the control socket (a revert, a resize, a delete) while the
-// kernel holds what it cached of it: pages a reader read, attributes, the name's entry.
-// The command's answer must mean the view shows the change: before, a reader kept
-// reading the contents from before a revert through its open descriptor (for as long as
-// it kept it open), and for a second stat showed the size from before a resize, or the
-// deleted disk's size for a new disk made under its name. The native binding drops
-// those caches (FUSE notify) before the command answers; fuse-native (libfuse2's
-// high-level API, no notify) cannot, which the README says.
+// A disk changed through the control socket (a revert, a resize, a delete; a snapshot
+// deleted) while the kernel holds what it cached of it: pages a reader read,
+// attributes, the name's entry. The command's answer must mean the view shows the
+// change: before, a reader kept reading the contents from before a revert through its
+// open descriptor (for as long as it kept it open), and for a second stat showed the
+// size from before a resize, or the deleted disk's (or snapshot's) size for a new one
+// made under its name. The native binding drops those caches (FUSE notify) before the
+// command answers; fuse-native (libfuse2's high-level API, no notify) cannot, which the
+// README says.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { closeSync, openSync, readSync, statSync, writeSync, fsyncSync } from 'fs'
@@ -76,6 +77,17 @@ test('[native] a disk deleted and made again under its name is the new disk at o
   } finally {
     closeSync(fd)
   }
+})
+
+test('[native] a snapshot deleted and taken again under its name shows the new one at once in .snapshots', async () => {
+  await vsm.run('disk', 'create', 'v.img', '--size', '4M')
+  const view = join(vsm.mount, '.snapshots', 'v.img', 's')
+  await vsm.run('snapshot', 'create', 'v.img', 's')
+  assert.is(statSync(view).size, 4 * MiB)
+  await vsm.run('snapshot', 'delete', 'v.img', 's')
+  await vsm.run('disk', 'resize', 'v.img', '6M')
+  await vsm.run('snapshot', 'create', 'v.img', 's')
+  assert.is(statSync(view).size, 6 * MiB)
 })
 
 test.run()

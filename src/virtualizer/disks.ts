@@ -11,7 +11,7 @@ import type { SnapshotInfo } from '../fs/inode'
 import type { WriteGate } from './gate'
 import type { Change } from './fuse-view'
 import { parseMode, resolveOwner } from './owner'
-import { diskPath, splitSnapshotRef } from './paths'
+import { SNAPDIR, diskPath, splitSnapshotRef } from './paths'
 
 /** The xattr holding a disk's record; the FUSE view hides the 'vsm.' namespace. */
 export const DISK_XATTR = 'vsm.disk'
@@ -164,6 +164,7 @@ export class DiskManager {
     const s = this.snapshotList(name).find((x) => x.name === snap)
     if (!s) throw new VsmError('ENOENT', `no snapshot ${snap} of ${name}`)
     await this.env.fs.deleteSnapshot(path, s.name)
+    await this.env.changed(`/${SNAPDIR}${path}/${s.name}`, 'gone')
     this.env.events.publish('snapshot.deleted', { disk: path.slice(1), snapshot: s.name, freedBytes: s.uniqueBytes })
     return { disk: path.slice(1), deleted: s.name, freedBytes: s.uniqueBytes }
   }
