@@ -15,7 +15,7 @@ import { execFileSync, spawn } from 'child_process'
 import { randomBytes } from 'crypto'
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, statSync, writeFileSync, writeSync } from 'fs'
 import { join } from 'path'
-import { makeVsm, type Vsm } from './helpers/daemon'
+import { makeVsm, until, type Vsm } from './helpers/daemon'
 import { FUSE_BINDINGS } from '../src/virtualizer/fuse-view'
 
 const CONNECTIONS = '/sys/fs/fuse/connections'
@@ -41,13 +41,6 @@ function fusectl(): boolean {
 const mounted = (path: string) => readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === path)
 const events = (home: string) => readFileSync(join(home, 'log', 'vsm.log'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).event)
 
-async function until(what: string, ok: () => boolean, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
 
 const run = fusectl() ? test : test.skip
 for (const binding of FUSE_BINDINGS) run(`[${binding}] an aborted connection under queued writes: files released, dead mount detached, view mounted again, down leaves nothing`, async () => {
@@ -72,7 +65,7 @@ for (const binding of FUSE_BINDINGS) run(`[${binding}] an aborted connection und
     writeFileSync(join(CONNECTIONS, conn, 'abort'), '1')
     assert.is.not(await fioDone, 0, 'fio went on writing through an aborted connection')
 
-    await until('the view mounted again', () => events(vsm!.home).includes('fuse.remounted'))
+    await until('the view mounted again', () => events(vsm!.home).includes('fuse.remounted'), 20_000)
     const ev = events(vsm.home)
     assert.ok(ev.includes('fuse.connection-lost'), ev.join(' '))
     assert.ok(readFileSync(disk).subarray(0, keep.length).equals(keep), 'the data written before the abort reads back')
@@ -93,7 +86,7 @@ for (const binding of FUSE_BINDINGS) test(`[${binding}] a view unmounted from ou
   const fd = openSync(join(vsm.mount, 'u.img'), 'r+')
   try { writeSync(fd, data, 0, data.length, 0); fsyncSync(fd) } finally { closeSync(fd) }
   execFileSync('fusermount', ['-u', vsm.mount])
-  await until('the view mounted again', () => events(vsm!.home).includes('fuse.remounted'))
+  await until('the view mounted again', () => events(vsm!.home).includes('fuse.remounted'), 20_000)
   assert.ok(events(vsm.home).includes('fuse.connection-lost'))
   assert.ok(readFileSync(join(vsm.mount, 'u.img')).subarray(0, data.length).equals(data), 'the disk is there again, with its data')
   await vsm.down()

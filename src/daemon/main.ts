@@ -17,6 +17,7 @@ import { acquireHomeLock } from './lock'
 import { homeSubdir, openHomeToGroup, prepareHome } from './home'
 import { resolveGroup } from '../virtualizer/owner'
 import { openOwnAppend, writeFileAtomic } from '../block/files'
+import { LogFile } from './logfile'
 
 /** How long a stop may take before the daemon exits anyway (vsm down waits 120 s). */
 const STOP_WATCHDOG_MS = 60_000
@@ -55,7 +56,11 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
     process.stderr.write(`vsm: ${(err as Error).message}\n`)
     process.exit(1)
   }
-  const dest = pino.destination({ dest: logFd, sync: false })
+  const logPath = join(homeSubdir(args.home, 'log'), 'vsm.log')
+  const dest = new LogFile(logFd, {
+    failing: (err) => events.publish('daemon.log-failing', { path: logPath, reason: `${err.message}: the daemon goes on; its log lines wait in memory (up to 4 MiB, then are dropped) until the log takes writes again` }, 'error'),
+    recovered: (lost, reason) => events.publish('daemon.log-recovered', { path: logPath, lost, reason: `writes to the log failed (${reason}); ${lost} line(s) were dropped meanwhile` }, lost ? 'warn' : 'info'),
+  })
   const level = args.logLevel
   const streams: pino.StreamEntry[] = [{ stream: dest, level }]
   if (args.logToStdout) streams.push({ stream: pino.destination({ dest: 1, sync: true }), level })

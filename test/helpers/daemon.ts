@@ -86,3 +86,12 @@ export function unmountQuietly(path: string) {
     try { execFileSync(cmd[0], cmd.slice(1), { stdio: 'ignore' }); return } catch { /* next */ }
   }
 }
+
+/** Polls ok every 50 ms until it holds; throws "timed out waiting for <what>" after ms. */
+export async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
