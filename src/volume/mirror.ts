@@ -19,6 +19,7 @@ import { readLength } from './slice'
 import { DirtyRegionLog, LogMember, LogHost } from './drl'
 import { ChecksumTable, SUM_BLOCK, blockSum, blockSums, differs } from './checksum'
 import { mergeRanges } from '../block/ranges'
+import { FailureRecords } from './failure-records'
 
 export interface MirrorOptions {
   /** Volume size (default: the smallest present copy). */
@@ -71,7 +72,7 @@ export class MirrorDev implements BlockDev, LogHost {
   repairedOnRead = 0
   private readonly sums: (ChecksumTable | null)[]
   private next = 0
-  private failing: Promise<void> = Promise.resolve()
+  private readonly records: FailureRecords
   private closed = false
   private readonly inflight = new Set<InFlight>()
   /** Ranges a resync, rebuild or scrub is copying: writes and discards there wait until each opens. */
@@ -81,6 +82,7 @@ export class MirrorDev implements BlockDev, LogHost {
   constructor(readonly members: (BlockDev | null)[], private readonly opts: MirrorOptions = {}) {
     if (members.length < 1) throw new VsmError('EINVAL', 'mirror needs at least one copy')
     this.failed = members.map((m) => m === null)
+    this.records = new FailureRecords(opts.onMemberFailed)
     this.writeOnly = members.map(() => false)
     this.sums = opts.sums ?? members.map(() => null)
     this.errors = members.map((m) => (m === null ? 'absent' : undefined))
@@ -116,16 +118,13 @@ export class MirrorDev implements BlockDev, LogHost {
 
   /** Fail copy i unless it is the last readable one; resolves once the failure is recorded. */
   failMember(i: number, err: unknown): Promise<void> {
-    if (this.failed[i]) return this.failing
+    if (this.failed[i]) return this.records.tried()
     if (this.readable(i) && this.healthyCount <= 1) return Promise.resolve()
     this.log?.forgetSynced()
     this.failed[i] = true
     this.writeOnly[i] = false
     this.errors[i] = (err as Error)?.message ?? String(err)
-    const report = this.opts.onMemberFailed
-    const prev = this.failing
-    this.failing = prev.then(() => (report ? report(i, err) : undefined)).catch(() => {})
-    return this.failing
+    return this.records.add(i, err)
   }
 
   async read(buf: Buffer, offset: number): Promise<number> {
@@ -375,8 +374,9 @@ export class MirrorDev implements BlockDev, LogHost {
         `mirror write failed on every copy at ${offset}: ${(lastErr as Error)?.message ?? 'no healthy copy'}`))
       const finish = () => {
         if (--pending > 0) return
-        // a copy failed: acknowledge only once the failure is recorded
-        if (sawFail) this.failing.then(end); else end()
+        // a copy failed, now or before: acknowledge only once the failure is recorded
+        if (sawFail || this.records.pending) this.records.settled().then((bad) => (bad ? reject(bad) : end()))
+        else end()
       }
       const good = () => { ok++; finish() }
       if (ack) {
@@ -406,6 +406,7 @@ export class MirrorDev implements BlockDev, LogHost {
     await Promise.all(this.members.map((m, i) => this.failed[i] ? undefined :
       m!.flush().then(() => { ok++ }, (err) => { lastErr = err; return this.failMember(i, err) })))
     if (ok === 0) throw new VsmError('EIO', `mirror flush failed on every copy: ${(lastErr as Error)?.message ?? 'no healthy copy'}`)
+    if (this.records.pending) await this.records.check()
     this.log?.flushDone(e)
   }
 

@@ -33,6 +33,7 @@ import { ChecksumTable, SUM_BLOCK, blockSums, differs } from './checksum'
 import { DirtyRegionLog, LogHost, LogMember } from './drl'
 import { intersectRanges, mergeRanges, rangesBytes } from '../block/ranges'
 import { xorInto } from '../native/sums'
+import { FailureRecords } from './failure-records'
 
 export interface Raid5Options {
   stripeUnit: number
@@ -109,7 +110,7 @@ export class Raid5Dev implements BlockDev, LogHost {
   private readonly doneAhead = new Set<number>()
   private doneWaiters: Array<() => void> = []
   private readonly syncJournal: GroupFlush
-  private failing: Promise<void> = Promise.resolve()
+  private readonly records: FailureRecords
   private closed = false
 
   constructor(readonly members: (BlockDev | null)[], private readonly opts: Raid5Options) {
@@ -117,6 +118,7 @@ export class Raid5Dev implements BlockDev, LogHost {
     this.su = opts.stripeUnit
     if (this.n < 3) throw new VsmError('EINVAL', 'raid5 needs at least three members')
     this.failed = members.map((m) => m === null)
+    this.records = new FailureRecords(opts.onMemberFailed)
     if (this.failed.filter(Boolean).length > 1) throw new VsmError('ENODEV', 'raid5 cannot run with more than one member missing')
     const per = Math.min(...members.filter((m): m is BlockDev => !!m).map((m) => m.size)) - opts.journal
     this.rows = Math.floor(per / this.su)
@@ -191,16 +193,15 @@ export class Raid5Dev implements BlockDev, LogHost {
    * the volume is dead until restarted, and the next assembly should try both again.
    */
   failMember(i: number, err: unknown): Promise<void> {
-    if (this.failed[i]) return this.failing
+    if (this.failed[i]) return this.records.tried()
     const first = this.healthyCount === this.n || this.rebuilding?.index === i
     this.log?.forgetSynced()
     this.failed[i] = true
     if (this.rebuilding?.index === i) this.rebuilding = null
-    if (!first) return this.failing
-    const report = this.opts.onMemberFailed
-    this.failing = this.failing.then(() => (report ? report(i, err) : undefined)).catch(() => {})
-    return this.failing
+    if (!first) return this.records.tried()
+    return this.records.add(i, err)
   }
+
 
   private tooManyFailed(): VsmError | null {
     return this.healthyCount < this.n - 1 ? new VsmError('EIO', 'raid5 has lost more than one member') : null
@@ -296,6 +297,7 @@ export class Raid5Dev implements BlockDev, LogHost {
       ps.push({ col, lo, hi, src: buf.subarray(pos, pos + hi - lo) })
     })
     await Promise.all([...rows].map(([row, ps]) => this.writeRow(row, ps)))
+    if (this.records.pending) await this.records.check()
   }
 
   private async writeRow(row: number, pieces: Piece[]): Promise<void> {
@@ -435,6 +437,7 @@ export class Raid5Dev implements BlockDev, LogHost {
     // the sums of every update up to d are set: written now, they are durable with it
     await this.persistSums()
     await this.flushMembers(this.members.map((_, i) => i))
+    if (this.records.pending) await this.records.check()
     if (d > this.durable) this.durable = d
     this.log?.flushDone(e)
   }
