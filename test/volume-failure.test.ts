@@ -82,6 +82,34 @@ t('a mirror copy returning EIO goes out: no error to the caller, event and degra
   assert.equal({ volume: ev![1].volume, device: ev![1].device, state: ev![1].state }, { volume: 'v', device: 'b', state: 'degraded' })
 })
 
+t('a member failure when pool.json cannot be written (the home full): the labels hold it, the write is acknowledged, the next change has its own seq, a reopen finds the member failed', async () => {
+  const pool = await makePool('mirror', ['a', 'b'], 32 * MiB)
+  const seen = events(pool)
+  const v = await pool.openVolume('v')
+  const data = await fill(v)
+  const seq = pool.config.seq
+  // pool.json cannot be replaced: a rename over a directory that is not empty fails
+  const old = await fsp.readFile(path.join(home(), 'pool.json'))
+  await fsp.rm(path.join(home(), 'pool.json'))
+  await fsp.mkdir(path.join(home(), 'pool.json', 'x'), { recursive: true })
+  await failB(v, data, MiB, 2 * MiB)
+  assert.is(pool.config.seq, seq + 1)
+  assert.is(pool.volumeInfo('v').members[1].state, 'failed')
+  assert.ok(seen.some(([n]) => n === 'pool.file-failed'), 'pool.file-failed reported')
+  await pool.addDevice('c', f('c.img'), 48 * MiB)
+  assert.is(pool.config.seq, seq + 2)
+  await v.flush()
+  await pool.close()
+  pools = []
+  // what the full home kept: the version from before the failure
+  await fsp.rm(path.join(home(), 'pool.json'), { recursive: true })
+  await fsp.writeFile(path.join(home(), 'pool.json'), old)
+  const again = await open()
+  assert.is(again.volumeInfo('v').members[1].state, 'failed')
+  assert.ok(again.listDevices().some((d) => d.name === 'c'))
+  assert.ok((await readAll(await again.openVolume('v'))).equals(data))
+})
+
 t('every state change goes through the pool\'s sink, with its object, reason and level', async () => {
   const pool = await makePool('mirror', ['a', 'b'], 16 * MiB, ['c', 's'])
   const seen: string[] = []

@@ -163,7 +163,7 @@ export class PoolCore {
 
   constructor(readonly home: string, cfg: PoolConfig, readonly opts: PoolOptions) {
     this.store = new ConfigStore(home, cfg, (id) => this.rt.get(id)?.io ?? null,
-      (e) => this.event('pool.archive-failed', { reason: errMsg(e) }, 'warn'))
+      (what, e) => this.event(what === 'archive' ? 'pool.archive-failed' : 'pool.file-failed', { reason: errMsg(e) }, 'warn'))
   }
 
   get cfg(): PoolConfig { return this.store.current }

@@ -35,11 +35,12 @@ export class ConfigStore {
 
   /**
    * labelIo: the open device a label of device id goes to (null: absent, it catches up
-   * at the next assembly). onArchiveError: the archive is a record, not the config; a
-   * failure to keep it is reported there, never fails a change already committed.
+   * at the next assembly). onRecordError: the archive is a record, not the config, and
+   * pool.json lags harmlessly behind a version a label holds; a failure to write either
+   * is reported there and never fails a change already committed.
    */
   constructor(readonly home: string, cfg: PoolConfig, private readonly labelIo: (id: string) => BlockDev | null,
-      private readonly onArchiveError: (err: unknown) => void = () => {}) {
+      private readonly onRecordError: (what: 'archive' | 'pool.json', err: unknown) => void = () => {}) {
     this.cfg = cfg
   }
 
@@ -103,9 +104,17 @@ export class ConfigStore {
     if (present.length > 0 && written === 0) {
       throw new VsmError('EIO', `could not write the pool configuration to any device: ${errMsg(firstErr)}`)
     }
-    await this.writeFile(next)
+    try {
+      await this.writeFile(next)
+    } catch (e) {
+      // written to a label, the version stands (assembly takes the newest of the labels and
+      // pool.json) and must become current: the next change would otherwise reuse its seq
+      // for another config. pool.json catches up at the next change or start.
+      if (written === 0) throw e
+      this.onRecordError('pool.json', e)
+    }
     this.cfg = next
-    if (archive) await this.archive(next).catch(this.onArchiveError)
+    if (archive) await this.archive(next).catch((e) => this.onRecordError('archive', e))
   }
 
   /** Assembly settled on cfg (the newest of pool.json and the labels): current from now on, written nowhere yet. */
@@ -122,7 +131,7 @@ export class ConfigStore {
     const cfg = this.cfg
     await Promise.all(behind.map((d) => this.writeDeviceLabel(cfg, d).catch(() => {})))
     if (fileSeq !== cfg.seq) await this.writeFile(cfg)
-    if (!(await this.archivedSeqs()).includes(cfg.seq)) await this.archive(cfg).catch(this.onArchiveError)
+    if (!(await this.archivedSeqs()).includes(cfg.seq)) await this.archive(cfg).catch((e) => this.onRecordError('archive', e))
   }
 
   /** The archived versions, oldest first. */
