@@ -110,6 +110,25 @@ t('a member failure when pool.json cannot be written (the home full): the labels
   assert.ok((await readAll(await again.openVolume('v'))).equals(data))
 })
 
+t('a write failing on every copy (both backing files full) leaves its blocks readable, and the copy it failed comes back online', async () => {
+  const pool = await makePool('mirror', ['a', 'b'], 32 * MiB)
+  const v = await pool.openVolume('v')
+  const data = await fill(v)
+  // the data area only: the labels (the pool's record of the failure) still take writes
+  for (const n of ['a', 'b']) faults.get(n)!.setRules([{ op: 'write', offset: 2 * MiB, length: 40 * MiB }])
+  let failed = ''
+  await v.write(randomBytes(64 * 1024), 3 * MiB).catch((e: Error) => { failed = e.message })
+  assert.match(failed, /failed on every copy/, failed)
+  for (const n of ['a', 'b']) faults.get(n)!.setRules([])
+  // the write landed nowhere: its blocks read as before (they failed verification on every copy)
+  assert.ok((await readAll(v)).equals(data))
+  const { jobs } = await pool.onlineDevice('a')
+  const done = await pool.jobs.wait(jobs[0])
+  assert.not.ok(done.error, done.error?.message)
+  assert.is(pool.volumeInfo('v').state, 'healthy')
+  assert.ok((await readAll(v)).equals(data))
+})
+
 t('every state change goes through the pool\'s sink, with its object, reason and level', async () => {
   const pool = await makePool('mirror', ['a', 'b'], 16 * MiB, ['c', 's'])
   const seen: string[] = []

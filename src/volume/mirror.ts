@@ -247,8 +247,31 @@ export class MirrorDev implements BlockDev, LogHost {
     const room = this.sums.find((t) => t)?.room()
     const overWhenWritten = !!this.log && !room
     const written = this.logged(data, lo, () => this.setSums(lo, data, (i) => !this.failed[i]), overWhenWritten ? ack : undefined)
+      .catch((e) => this.sumsOfWhatIsThere(lo, data.length).then(() => { throw e }))
     if (overWhenWritten) return written
     return Promise.all([written, this.log ? room : this.persistSums()]).then(() => undefined)
+  }
+
+  /**
+   * A write that failed on every copy (both backing files full, say) had its sums set
+   * already: they describe data no copy holds, so every read of those blocks, and every
+   * resync or rebuild through them, would fail verification on every copy for good. Each
+   * copy's sums become those of what it holds: the blocks read as whatever landed, as
+   * after any failed write, and the copies are made equal by the resync of the region.
+   */
+  private async sumsOfWhatIsThere(lo: number, len: number): Promise<void> {
+    await Promise.all(this.members.map(async (m, i) => {
+      const t = this.sums[i]
+      if (!m || !t || this.failed[i]) return
+      const b = Buffer.allocUnsafe(len)
+      try {
+        await m.read(b, lo)
+      } catch (e) {
+        await this.failMember(i, e)
+        return
+      }
+      t.setMany(lo / SUM_BLOCK, blockSums(b))
+    }))
   }
 
   private setSums(lo: number, data: Buffer, which: (i: number) => boolean): void {
