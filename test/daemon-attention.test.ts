@@ -49,4 +49,14 @@ test('a missing device names where it was and why; a failed volume says it canno
   assert.match(a[1].fix!, /too many members lost for concat/)
 })
 
+test('a member failed because its backing file system filled up: free space there and online the device, not a new device', () => {
+  const v = vol('degraded', [['d0', 'ok'], ['d1', 'failed']])
+  v.members[1].reason = 'I/O error: write on /srv/d1.img at 3145728: ENOSPC'
+  const a = attention([dev('d0', 'online'), dev('d1', 'failed')], [v], [])
+  assert.equal(a.map((x) => [x.object, x.problem, x.fix]), [
+    ['device d1', 'failed: the file system holding /srv/d1.img is full (ENOSPC)', 'free space on the file system holding /srv/d1.img, then vsm device online d1'],
+    ['volume vol0', 'degraded: d1 failed (I/O error: write on /srv/d1.img at 3145728: ENOSPC)', 'free space on the file system holding /srv/d1.img, then vsm device online d1'],
+  ])
+})
+
 test.run()

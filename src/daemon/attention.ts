@@ -14,11 +14,21 @@ export interface Attention {
 
 const running = (jobs: JobInfo[], kind: RegExp) => jobs.find((j) => j.state !== 'concluded' && kind.test(j.kind))
 
+/**
+ * A backing file whose file system filled up (thin files grow as they are written): its
+ * writes failed with ENOSPC, which is no fault of the device. Room, then the device back
+ * online (its copies resynced by what they missed), is the fix, not a new device.
+ */
+const fullFs = (d: DeviceInfo) => `the file system holding ${d.path} is full (ENOSPC)`
+const fullFix = (d: DeviceInfo) => `free space on the file system holding ${d.path}, then vsm device online ${d.name}`
+
 export function attention(devices: DeviceInfo[], volumes: VolumeInfo[], jobs: JobInfo[]): Attention[] {
   const out: Attention[] = []
   const byId = new Map(devices.map((d) => [d.id, d]))
+  const full = new Set(volumes.flatMap((v) => v.members.filter((m) => m.state === 'failed' && /ENOSPC/.test(m.reason ?? '')).map((m) => m.deviceId)))
   for (const d of devices) {
     if (d.state === 'missing') out.push({ object: `device ${d.name}`, problem: `missing at ${d.path}${d.reason ? `: ${d.reason}` : ''}`, fix: `attach it at ${d.path} and restart vsm, or vsm volume replace VOLUME ${d.name} NEWDEV` })
+    else if (d.state === 'failed' && full.has(d.id)) out.push({ object: `device ${d.name}`, problem: `failed: ${fullFs(d)}`, fix: fullFix(d) })
     else if (d.state === 'failed') out.push({ object: `device ${d.name}`, problem: 'failed (I/O errors)', fix: `vsm device add NEWDEV PATH, then vsm volume replace VOLUME ${d.name} NEWDEV for each volume on it` })
   }
   for (const v of volumes) {
@@ -32,6 +42,7 @@ export function attention(devices: DeviceInfo[], volumes: VolumeInfo[], jobs: Jo
       continue
     }
     const offline = bad.map((m) => byId.get(m.deviceId)).find((d) => d?.state === 'offline')
+    const filled = bad.map((m) => byId.get(m.deviceId)).find((d) => d && full.has(d.id))
     const first = byId.get(bad[0]?.deviceId ?? '')?.name ?? 'DEV'
     out.push({
       object: `volume ${v.name}`,
@@ -39,7 +50,8 @@ export function attention(devices: DeviceInfo[], volumes: VolumeInfo[], jobs: Jo
       fix: v.state === 'failed'
         ? `too many members lost for ${v.layout} to serve; bring back ${first} (vsm device online ${first}) or restore from a replica`
         : offline ? `vsm device online ${offline.name}, or vsm volume replace ${v.name} ${offline.name} NEWDEV`
-          : `vsm volume replace ${v.name} ${first} NEWDEV (vsm device add NEWDEV PATH first if no device has room)`,
+          : filled ? fullFix(filled)
+            : `vsm volume replace ${v.name} ${first} NEWDEV (vsm device add NEWDEV PATH first if no device has room)`,
     })
   }
   return out
