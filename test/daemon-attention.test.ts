@@ -59,4 +59,16 @@ test('a member failed because its backing file system filled up: free space ther
   ])
 })
 
+test('thin device files that may outgrow their file system: a line for it before it fills, none while they fit', () => {
+  const ok = [dev('d0', 'online'), dev('d1', 'online')]
+  const healthy = [vol('healthy', [['d0', 'ok'], ['d1', 'ok']])]
+  const host = (growth: number, free: number) => [{ dir: '/srv', devices: ['d0', 'd1'], growth, free }]
+  assert.equal(attention(ok, healthy, [], host(2 ** 30, 2 * 2 ** 30)), [])
+  assert.equal(attention(ok, healthy, [], host(3 * 2 ** 30, 2 ** 30)), [{
+    object: 'file system of /srv',
+    problem: 'device files d0, d1 may still grow by 3G, and it has 1G free: once it is full their writes fail (ENOSPC)',
+    fix: 'free space there, or move a device to a file system with room: vsm device add NEWDEV PATH, then vsm volume replace VOLUME DEV NEWDEV',
+  }])
+})
+
 test.run()

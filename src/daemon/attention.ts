@@ -1,8 +1,11 @@
-// What needs an operator's attention, for `vsm status`: degraded or failed volumes and
-// missing or failed devices, each with the reason and the command that fixes it. A pure
-// function of the pool's and the jobs' state, so the advice can be tested case by case.
+// What needs an operator's attention, for `vsm status`: degraded or failed volumes,
+// missing or failed devices, and thin device files that may outgrow the file system
+// holding them, each with the reason and the command that fixes it. A pure function of
+// the pool's, the jobs' and the host's state, so the advice can be tested case by case.
 import type { JobInfo } from '../control/jobs'
 import type { DeviceInfo, VolumeInfo } from '../volume/pool'
+import type { HostSpace } from './host-space'
+import { formatSize } from '../cli/units'
 
 export interface Attention {
   /** What the line is about: `volume vol0`, `device d1`. */
@@ -22,8 +25,16 @@ const running = (jobs: JobInfo[], kind: RegExp) => jobs.find((j) => j.state !== 
 const fullFs = (d: DeviceInfo) => `the file system holding ${d.path} is full (ENOSPC)`
 const fullFix = (d: DeviceInfo) => `free space on the file system holding ${d.path}, then vsm device online ${d.name}`
 
-export function attention(devices: DeviceInfo[], volumes: VolumeInfo[], jobs: JobInfo[]): Attention[] {
+export function attention(devices: DeviceInfo[], volumes: VolumeInfo[], jobs: JobInfo[], hosts: HostSpace[] = []): Attention[] {
   const out: Attention[] = []
+  for (const h of hosts) {
+    if (h.growth <= h.free) continue
+    out.push({
+      object: `file system of ${h.dir}`,
+      problem: `device file${h.devices.length > 1 ? 's' : ''} ${h.devices.join(', ')} may still grow by ${formatSize(h.growth)}, and it has ${formatSize(h.free)} free: once it is full their writes fail (ENOSPC)`,
+      fix: `free space there, or move a device to a file system with room: vsm device add NEWDEV PATH, then vsm volume replace VOLUME DEV NEWDEV`,
+    })
+  }
   const byId = new Map(devices.map((d) => [d.id, d]))
   const full = new Set(volumes.flatMap((v) => v.members.filter((m) => m.state === 'failed' && /ENOSPC/.test(m.reason ?? '')).map((m) => m.deviceId)))
   for (const d of devices) {

@@ -27,6 +27,7 @@ import { IoMeters, MeteredDev } from '../metrics/io'
 import { Metrics } from '../metrics/metrics'
 import { Listen, MetricsServer } from '../metrics/http'
 import { attention } from './attention'
+import { hostSpace } from './host-space'
 import { clearStaleMount } from './mounts'
 import { beginMaking, doneMaking, undoUnfinished } from './first-start'
 import { authorizer } from './authz'
@@ -222,8 +223,9 @@ export class Stack {
     return { size: s.blocks * s.bsize, free: s.bavail * s.bsize, files: s.files - s.ffree }
   }
 
-  status() {
+  async status() {
     const devices = this.pool.listDevices(), volumes = this.pool.listVolumes(), jobs = this.server.jobs.list()
+    const hosts = await hostSpace(devices)
     return {
       version: VERSION, pid: process.pid, home: this.opts.home, mount: this.standby.length ? null : this.opts.mount, fuse: this.view.bindingName,
       // a process-wide count (the addon's): what a test or a profile compares before and after
@@ -233,7 +235,7 @@ export class Stack {
       devices, volumes,
       fs: { volumes: this.fs.volumeNames(), ...this.fsSpace() },
       jobs: jobs.filter((j) => j.state !== 'concluded'),
-      attention: attention(devices, volumes, jobs),
+      attention: attention(devices, volumes, jobs, hosts),
       disks: this.disks.list().length,
       metrics: this.metricsAt,
     }
