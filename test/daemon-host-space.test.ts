@@ -3,23 +3,14 @@
 // has free. Real files on a 16 MiB tmpfs.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { execFileSync } from 'child_process'
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'fs'
+import { truncateSync, writeFileSync } from 'fs'
 import { join } from 'path'
+import { tmpfsFor } from './helpers/tmpfs'
 import { hostSpace } from '../src/daemon/host-space'
 import type { DeviceInfo } from '../src/volume/core'
 
 const MiB = 1 << 20
-const dir = mkdtempSync('/var/tmp/vsm-hostspace-')
-let mounted = false
-test.before(() => {
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', dir])
-  mounted = true
-})
-test.after(() => {
-  if (mounted) execFileSync('umount', [dir])
-  rmSync(dir, { recursive: true, force: true })
-})
+const dir = tmpfsFor(test, 'hostspace', '16m')
 
 const device = (name: string, extra: Partial<DeviceInfo> = {}): DeviceInfo =>
   ({ name, id: `id-${name}`, path: join(dir, `${name}.img`), size: 64 * MiB, free: 0, used: 0, state: 'online', blockDevice: false, ...extra })

@@ -5,23 +5,14 @@
 // once there is room the queued lines land in order with the count reported.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { execFileSync } from 'child_process'
-import { closeSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'fs'
+import { closeSync, readFileSync, rmSync, writeFileSync } from 'fs'
 import { join } from 'path'
+import { tmpfsFor } from './helpers/tmpfs'
 import { LogFile } from '../src/daemon/logfile'
 import { openOwnAppend } from '../src/block/files'
 import { until } from './helpers/daemon'
 
-const dir = mkdtempSync('/var/tmp/vsm-logfile-')
-let mounted = false
-test.before(() => {
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir])
-  mounted = true
-})
-test.after(() => {
-  if (mounted) execFileSync('umount', [dir])
-  rmSync(dir, { recursive: true, force: true })
-})
+const dir = tmpfsFor(test, 'logfile', '64k')
 
 test('a full log file system: nothing blocks or throws, flushSync gives up, lines wait (bounded) and land in order once there is room', async () => {
   const file = join(dir, 'vsm.log')
