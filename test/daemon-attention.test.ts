@@ -71,4 +71,9 @@ test('thin device files that may outgrow their file system: a line for it before
   }])
 })
 
+test('a file system a failed commit stopped: restart once the cause is remedied', () => {
+  const a = attention([dev('d0', 'online')], [vol('healthy', [['d0', 'ok']])], [], [], 'commit failed: write on /srv/d0.img at 4096: ENOSPC')
+  assert.equal(a, [{ object: 'file system', problem: 'serves nothing more: commit failed: write on /srv/d0.img at 4096: ENOSPC', fix: 'remedy the cause, then vsm down --force; vsm up (what was committed is replayed)' }])
+})
+
 test.run()

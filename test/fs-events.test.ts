@@ -1,12 +1,15 @@
 // The fs reports to its event sink a write refused for lack of space (ENOSPC), naming
 // the volume and what was missing, at most once per interval however often a guest
-// retries; and a volume added online.
+// retries; a volume added online; and a commit that failed, after which the fs serves
+// nothing until a restart (before, nothing said so: every call failed with EIO).
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { VsmError } from '../src/block/blockdev'
 import { Events, VsmEvent } from '../src/control/events'
 import { memFs, MiB } from './helpers/fs-fixture'
 import { MemDev } from './helpers/fs-memdev'
+import { FaultDev } from '../src/block/fault'
+import { FileSystem } from '../src/fs'
 
 /** A 16 MiB fs whose events are collected in `got`. */
 async function fsWithEvents() {
@@ -47,6 +50,29 @@ test('adding a volume to the mounted fs is an event naming it', async () => {
   } finally {
     await fs.close()
   }
+})
+
+test('a commit that fails is an error event saying the fs serves nothing until a restart, which it then does', async () => {
+  const dev = new MemDev(16 * MiB)
+  await FileSystem.mkfs([dev])
+  const faulty = new FaultDev(dev)
+  const fs = await FileSystem.mount([faulty])
+  const events = new Events()
+  const got: VsmEvent[] = []
+  events.subscribe((e) => got.push(e))
+  fs.useEvents(events)
+  await fs.create('/a', 0o644, 0, 0)
+  faulty.setRules([{ op: 'write' }])
+  await fs.sync().catch(() => undefined)
+  assert.equal(got.map((e) => [e.event, e.level]), [['fs.broken', 'error']])
+  assert.match((got[0].data as any).reason, /commit failed: .*injected/)
+  assert.match((got[0].data as any).fix, /restart vsm/)
+  assert.is(fs.brokenBy !== null, true)
+  faulty.setRules([])
+  await fs.close().catch(() => undefined)
+  const again = await FileSystem.mount([dev])
+  assert.is(again.brokenBy, null)
+  await again.close()
 })
 
 test.run()

@@ -1,7 +1,8 @@
-// What needs an operator's attention, for `vsm status`: degraded or failed volumes,
-// missing or failed devices, and thin device files that may outgrow the file system
-// holding them, each with the reason and the command that fixes it. A pure function of
-// the pool's, the jobs' and the host's state, so the advice can be tested case by case.
+// What needs an operator's attention, for `vsm status`: a file system a failed commit
+// stopped, degraded or failed volumes, missing or failed devices, and thin device files
+// that may outgrow the file system holding them, each with the reason and the command
+// that fixes it. A pure function of the pool's, the jobs', the fs's and the host's
+// state, so the advice can be tested case by case.
 import type { JobInfo } from '../control/jobs'
 import type { DeviceInfo, VolumeInfo } from '../volume/pool'
 import type { HostSpace } from './host-space'
@@ -25,8 +26,9 @@ const running = (jobs: JobInfo[], kind: RegExp) => jobs.find((j) => j.state !== 
 const fullFs = (d: DeviceInfo) => `the file system holding ${d.path} is full (ENOSPC)`
 const fullFix = (d: DeviceInfo) => `free space on the file system holding ${d.path}, then vsm device online ${d.name}`
 
-export function attention(devices: DeviceInfo[], volumes: VolumeInfo[], jobs: JobInfo[], hosts: HostSpace[] = []): Attention[] {
+export function attention(devices: DeviceInfo[], volumes: VolumeInfo[], jobs: JobInfo[], hosts: HostSpace[] = [], fsBroken: string | null = null): Attention[] {
   const out: Attention[] = []
+  if (fsBroken) out.push({ object: 'file system', problem: `serves nothing more: ${fsBroken}`, fix: 'remedy the cause, then vsm down --force; vsm up (what was committed is replayed)' })
   for (const h of hosts) {
     if (h.growth <= h.free) continue
     out.push({

@@ -235,7 +235,7 @@ export class Stack {
       devices, volumes,
       fs: { volumes: this.fs.volumeNames(), ...this.fsSpace() },
       jobs: jobs.filter((j) => j.state !== 'concluded'),
-      attention: attention(devices, volumes, jobs, hosts),
+      attention: attention(devices, volumes, jobs, hosts, this.fs.brokenBy),
       disks: this.disks.list().length,
       metrics: this.metricsAt,
     }

@@ -99,6 +99,9 @@ export class FileSystem {
   }
 
   statfs(): StatFs { return space.statfs(this.core) }
+
+  /** Why the fs serves nothing more (a commit failed; a restart brings it back), or null. */
+  get brokenBy(): string | null { return this.core.broken?.message ?? null }
   /** Journal activity since mount (commits, records, wraps, checkpoints, data flushes, metadata bytes written). */
   journalStats() { return journal.journalStats(this.core) }
 

@@ -297,6 +297,9 @@ export async function doCommit(c: FsCore): Promise<void> {
     }
   } catch (e) {
     c.broken = e as Error
+    // what the fs took in memory may now differ from what is durable: it serves nothing
+    // more, and only a restart (which replays the journal) brings it back
+    c.events.publish('fs.broken', { reason: `commit failed: ${(e as Error).message}`, fix: 'remedy the cause, then restart vsm (vsm down --force; vsm up): everything committed before is replayed' }, 'error')
     throw err('EIO', `commit failed: ${(e as Error).message}`)
   }
   // blocks freed by the now-durable ops go back to their volume (a thin backing file
