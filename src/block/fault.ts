@@ -10,6 +10,8 @@ export interface FaultRule {
   length?: number
   /** Fail with EIO with this probability (default 1 when the rule matches). */
   probability?: number
+  /** The error code to fail with instead of EIO (ENOSPC: a thin backing file's full file system). */
+  code?: string
   /** Add this much latency instead of (or before) failing. */
   delayMs?: number
   /** Only delay, never fail. */
@@ -48,7 +50,7 @@ export class FaultDev implements BlockDev {
       if (r.delayMs) await new Promise((res) => setTimeout(res, r.delayMs))
       if (r.delayOnly) continue
       const p = r.probability ?? 1
-      if ((this.opts.random ?? Math.random)() < p) throw new VsmError('EIO', `injected ${op} error at ${offset}`)
+      if ((this.opts.random ?? Math.random)() < p) throw new VsmError(r.code ?? 'EIO', `injected ${op} error at ${offset}`)
     }
   }
 

@@ -391,9 +391,11 @@ export class MirrorDev implements BlockDev, LogHost {
   private writeCopies(buf: Buffer, offset: number, ack?: WriteAck): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const n = this.members.length
-      let pending = 1, ok = 0, sawFail = false
+      let pending = 1, ok = 0, sawFail = false, noSpace = true
       let lastErr: unknown
-      const end = () => ok > 0 && this.healthyCount > 0 ? resolve() : reject(new VsmError('EIO',
+      // every copy out of room (thin backing files on a full file system) is ENOSPC, no I/O
+      // error: QEMU's default werror=enospc then pauses the guest until there is room
+      const end = () => ok > 0 && this.healthyCount > 0 ? resolve() : reject(new VsmError(sawFail && noSpace ? 'ENOSPC' : 'EIO',
         `mirror write failed on every copy at ${offset}: ${(lastErr as Error)?.message ?? 'no healthy copy'}`))
       const finish = () => {
         if (--pending > 0) return
@@ -413,6 +415,7 @@ export class MirrorDev implements BlockDev, LogHost {
         this.members[i]!.write(buf, offset, ack).then(good, (e) => {
           lastErr = e
           sawFail = true
+          if ((e as VsmError).code !== 'ENOSPC') noSpace = false
           this.failMember(i, e)
           finish()
         })
