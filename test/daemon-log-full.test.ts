@@ -4,7 +4,8 @@
 // that write for ever, asleep on the main thread: a guest's writes hung, `vsm status`
 // never answered and only kill -9 ended the daemon. Now the daemon serves on, says so
 // (event daemon.log-failing), writes the lines it kept once there is room (with
-// daemon.log-recovered), and stops cleanly on a full log too.
+// daemon.log-recovered), and stops cleanly on a full log too; a start that fails then
+// says its reason was lost to the full file system.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { execFileSync } from 'child_process'
@@ -52,6 +53,16 @@ test('a full log file system: the daemon serves on, writes its lines once there 
   cli(60_000, 'disk', 'create', 'b.img', '--size', '16M')
   cli(90_000, 'down')
   assert.throws(() => process.kill(vsm.pid(), 0), 'the daemon is gone')
+  // a start that fails while the log is full: its reason is lost, and vsm up says why
+  const pool = join(vsm.home, 'pool.json')
+  const kept = readFileSync(pool)
+  writeFileSync(pool, 'not json')
+  try {
+    assert.throws(() => execFileSync(VSM, ['up', '--home', vsm.home], { encoding: 'utf8', stdio: 'pipe', timeout: 60_000 }),
+      (e: { stderr: string }) => /could not be written to .*daemon\.err: the file system holding it is full/.test(e.stderr))
+  } finally {
+    writeFileSync(pool, kept)
+  }
 })
 
 test.run()

@@ -1,8 +1,8 @@
 // `vsm up` and `vsm down`: start the daemon detached and return once the stack is
 // mounted and the socket answers; ask it to stop and wait until it has.
 import { spawn } from 'child_process'
-import { closeSync, fstatSync, readFileSync } from 'fs'
-import { join } from 'path'
+import { closeSync, fstatSync, readFileSync, statfsSync } from 'fs'
+import { dirname, join } from 'path'
 import { ControlClient } from '../control/client'
 import { lockHolder } from '../daemon/lock'
 import { homeSubdir, prepareHome } from '../daemon/home'
@@ -48,7 +48,7 @@ export async function startDetached(cliMain: string, argv: string[], home: strin
   while (Date.now() < deadline) {
     if (exited !== null) {
       const lines = readFileSync(errFile).subarray(from).toString().trim().split('\n').filter(Boolean)
-      throw new Error(lines.find((l) => l.startsWith('vsm: '))?.slice(5) ?? lines.pop() ?? `daemon exited with status ${exited}`)
+      throw new Error(lines.find((l) => l.startsWith('vsm: '))?.slice(5) ?? lines.pop() ?? `daemon exited with status ${exited}${lostReason(errFile)}`)
     }
     // The socket may be another daemon's that won a race for the home: ours is up
     // only when it holds the home's lock (the loser exits with the reason).
@@ -78,4 +78,14 @@ export async function stopDaemon(home: string, force = false, timeoutMs = 120_00
     await sleep(100)
   }
   throw new Error(`the daemon did not stop within ${timeoutMs / 1000}s`)
+}
+
+/** Why a daemon that failed left no reason: its stderr file's file system is full. */
+function lostReason(errFile: string): string {
+  try {
+    if (statfsSync(dirname(errFile)).bavail > 0) return ''
+  } catch {
+    return ''
+  }
+  return `; its reason could not be written to ${errFile}: the file system holding it is full`
 }
