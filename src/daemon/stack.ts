@@ -233,10 +233,11 @@ export class Stack {
       ...(this.standby.length ? { standby: { groups: this.standby, next: 'vsm repl status' } } : {}),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       devices, volumes,
-      fs: { volumes: this.fs.volumeNames(), ...this.fsSpace() },
+      // a stopped fs answers nothing (fs.broken): status must still say what is wrong
+      fs: { volumes: this.fs.volumeNames(), ...(this.fs.brokenBy ? { unusable: this.fs.brokenBy } : this.fsSpace()) },
       jobs: jobs.filter((j) => j.state !== 'concluded'),
       attention: attention(devices, volumes, jobs, hosts, this.fs.brokenBy),
-      disks: this.disks.list().length,
+      disks: this.fs.brokenBy ? null : this.disks.list().length,
       metrics: this.metricsAt,
     }
   }

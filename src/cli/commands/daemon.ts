@@ -61,7 +61,7 @@ export function registerDaemon(program: Command, cliMain: string) {
       `home   ${s.home}`,
       `mount  ${s.mount}`,
       ...(s.metrics ? [`metrics http://${s.metrics}/metrics`] : []),
-      `fs     ${formatSize(s.fs.size - s.fs.free)} used of ${formatSize(s.fs.size)} on ${s.fs.volumes.join(', ')}; ${s.disks} disk(s)`,
+      s.fs.unusable ? `fs     unusable: ${s.fs.unusable}` : `fs     ${formatSize(s.fs.size - s.fs.free)} used of ${formatSize(s.fs.size)} on ${s.fs.volumes.join(', ')}; ${s.disks} disk(s)`,
       '',
       deviceTable(s.devices),
       '',
