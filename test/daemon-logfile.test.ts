@@ -5,7 +5,7 @@
 // once there is room the queued lines land in order with the count reported.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { closeSync, readFileSync, rmSync, writeFileSync } from 'fs'
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'fs'
 import { join } from 'path'
 import { tmpfsFor } from './helpers/tmpfs'
 import { LogFile } from '../src/daemon/logfile'
@@ -44,6 +44,27 @@ test('a full log file system: nothing blocks or throws, flushSync gives up, line
     assert.equal(readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => l.slice(0, 9)), [...Array(10).keys(), 99].map((i) => `line ${String(i).padStart(4, '0')}`))
   } finally {
     closeSync(fd)
+  }
+})
+
+test('drained: resolves once every line so far is written, at once when writing has failed', async () => {
+  const file = join(dir, 'drain.log')
+  const fd = openOwnAppend(file)
+  try {
+    const log = new LogFile(fd, { failing: () => undefined, recovered: () => undefined })
+    for (let i = 0; i < 1000; i++) log.write(`line ${i}\n`)
+    await log.drained()
+    assert.is(readFileSync(file, 'utf8').split('\n').filter(Boolean).length, 1000)
+  } finally {
+    closeSync(fd)
+  }
+  const devFull = openSync('/dev/full', 'w')
+  try {
+    const full = new LogFile(devFull, { failing: () => undefined, recovered: () => undefined })
+    full.write('lost\n')
+    await full.drained() // a failed write: it waits for room, not the caller
+  } finally {
+    closeSync(devFull)
   }
 })
 

@@ -24,6 +24,7 @@ export class LogFile {
   private retry: NodeJS.Timeout | null = null
   private failure: string | null = null
   private dropped = 0
+  private waiters: (() => void)[] = []
 
   constructor(private readonly fd: number, private readonly on: LogFileEvents, private readonly maxQueued = 4 << 20) {}
 
@@ -39,6 +40,18 @@ export class LogFile {
     if (!this.writing && !this.retry) this.next()
     return true
   }
+
+  /**
+   * Resolves once every line so far is written, or writing them has failed (they then
+   * wait for room): a graceful exit awaits this before flushSync, which cannot tell
+   * whether a write in flight landed.
+   */
+  drained(): Promise<void> {
+    if (this.idle()) return Promise.resolve()
+    return new Promise((r) => this.waiters.push(r))
+  }
+
+  private idle(): boolean { return !this.writing && (!this.queue.length || this.retry !== null) }
 
   /**
    * For exits: one attempt to write what is queued, giving up at the first error (what
@@ -71,15 +84,18 @@ export class LogFile {
     this.writing = true
     write(this.fd, buf, 0, buf.length, null, (err, n) => {
       this.writing = false
-      if (err) return this.failed(err, buf)
-      if (n < buf.length) this.requeue(buf.subarray(n))
-      if (this.failure !== null) {
-        const { dropped, failure } = this
-        this.failure = null
-        this.dropped = 0
-        this.on.recovered(dropped, failure)
+      if (err) this.failed(err, buf)
+      else {
+        if (n < buf.length) this.requeue(buf.subarray(n))
+        if (this.failure !== null) {
+          const { dropped, failure } = this
+          this.failure = null
+          this.dropped = 0
+          this.on.recovered(dropped, failure)
+        }
+        this.next()
       }
-      this.next()
+      if (this.idle()) for (const w of this.waiters.splice(0)) w()
     })
   }
 

@@ -87,6 +87,7 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
         log.error({ err }, 'stop failed')
         process.exitCode = 1
       }
+      await dest.drained()
       dest.flushSync()
       process.exit()
     })()
