@@ -87,7 +87,8 @@ export async function runDaemon(args: DaemonArgs): Promise<void> {
         log.error({ err }, 'stop failed')
         process.exitCode = 1
       }
-      await dest.drained()
+      // bounded: a log on a hung mount must not hold the exit
+      await Promise.race([dest.drained(), new Promise((r) => setTimeout(r, 2000).unref())])
       dest.flushSync()
       process.exit()
     })()
