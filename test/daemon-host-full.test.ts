@@ -1,5 +1,5 @@
 // The whole home on a file system that fills up (a 96 MiB tmpfs; the device files are
-// thin): a raid5 volume loses two members to ENOSPC in the same rows, the fs's next
+// thin, and vsm up says at once that they may outgrow it): a raid5 volume loses two members to ENOSPC in the same rows, the fs's next
 // commit fails and the fs stops serving. `vsm status` must still answer and say so:
 // before, it failed itself ("fs unusable after an I/O error"), so the operator saw
 // nothing. Then room comes back and a restart serves the fs again.
@@ -9,7 +9,7 @@ import { execFileSync, spawnSync } from 'child_process'
 import { join } from 'path'
 import { VSM, makeVsm } from './helpers/daemon'
 
-const vsm = makeVsm({ deviceSize: '24M' })
+const vsm = makeVsm({ deviceSize: '64M' })
 let mounted = false
 test.after(async () => {
   try { execFileSync(VSM, ['down', '--force', '--home', vsm.home], { stdio: 'ignore', timeout: 90_000 }) } catch { /* not running */ }
@@ -23,7 +23,8 @@ const cli = (...args: string[]) => execFileSync(VSM, [...args, '--home', vsm.hom
 test('a full home stops the fs: status still answers and says what to do; with room again a restart serves it', async () => {
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=96m,mode=0700', 'tmpfs', vsm.home])
   mounted = true
-  await vsm.up()
+  // two 64 MiB device files on 96 MiB: said at once
+  assert.match(await vsm.run('up', '--device-size', '64M'), /vsm up: .*\nneeds attention:\n  file system of .*devices: device files d0, d1 may still grow by/)
   for (const d of ['r0', 'r1', 'r2']) cli('device', 'add', d, join(vsm.home, 'devices', `${d}.img`), '--size', '48M')
   cli('volume', 'create', 'r5', '--layout', 'raid5', '--devices', 'r0,r1,r2', '--size', '64M')
   cli('fs', 'add-volume', 'r5')

@@ -29,14 +29,6 @@ const fullFix = (d: DeviceInfo) => `free space on the file system holding ${d.pa
 export function attention(devices: DeviceInfo[], volumes: VolumeInfo[], jobs: JobInfo[], hosts: HostSpace[] = [], fsBroken: string | null = null): Attention[] {
   const out: Attention[] = []
   if (fsBroken) out.push({ object: 'file system', problem: `serves nothing more: ${fsBroken}`, fix: 'remedy the cause, then vsm down --force; vsm up (what was committed is replayed)' })
-  for (const h of hosts) {
-    if (h.growth <= h.free) continue
-    out.push({
-      object: `file system of ${h.dir}`,
-      problem: `device file${h.devices.length > 1 ? 's' : ''} ${h.devices.join(', ')} may still grow by ${formatSize(h.growth)}, and it has ${formatSize(h.free)} free: once it is full their writes fail (ENOSPC)`,
-      fix: `free space there, or move a device to a file system with room: vsm device add NEWDEV PATH, then vsm volume replace VOLUME DEV NEWDEV`,
-    })
-  }
   const byId = new Map(devices.map((d) => [d.id, d]))
   const full = new Set(volumes.flatMap((v) => v.members.filter((m) => m.state === 'failed' && /ENOSPC/.test(m.reason ?? '')).map((m) => m.deviceId)))
   for (const d of devices) {
@@ -65,6 +57,15 @@ export function attention(devices: DeviceInfo[], volumes: VolumeInfo[], jobs: Jo
         : offline ? `vsm device online ${offline.name}, or vsm volume replace ${v.name} ${offline.name} NEWDEV`
           : filled ? fullFix(filled)
             : `vsm volume replace ${v.name} ${first} NEWDEV (vsm device add NEWDEV PATH first if no device has room)`,
+    })
+  }
+  // last: a warning before the fact
+  for (const h of hosts) {
+    if (h.growth <= h.free) continue
+    out.push({
+      object: `file system of ${h.dir}`,
+      problem: `device file${h.devices.length > 1 ? 's' : ''} ${h.devices.join(', ')} may still grow by ${formatSize(h.growth)}, and it has ${formatSize(h.free)} free: once it is full their writes fail (ENOSPC)`,
+      fix: `free space there, or move a device to a file system with room: vsm device add NEWDEV PATH, then vsm volume replace VOLUME DEV NEWDEV`,
     })
   }
   return out

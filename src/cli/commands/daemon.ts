@@ -46,6 +46,12 @@ export function registerDaemon(program: Command, cliMain: string) {
       }
       const pid = await startDetached(cliMain, ['--home', home, '--mount', mount, '--device-size', o.deviceSize, '--log-level', o.logLevel, '--fuse', o.fuse, '--no-log-stdout', ...(o.allowOther ? ['--allow-other'] : []), ...(o.metrics ? ['--metrics', o.metrics] : []), ...(o.socketGroup !== undefined ? ['--socket-group', o.socketGroup] : []), ...(o.secondary ? ['--secondary'] : [])], home)
       print(o.json ? JSON.stringify({ pid, home, mount, secondary: !!o.secondary }) : o.secondary ? `vsm up: replication secondary (pid ${pid}, home ${home})` : `vsm up: ${mount} (pid ${pid}, home ${home})`)
+      // what status would flag (device files that may outgrow their file system, a device
+      // missing at start) is said at once, not left for the operator to go and look
+      if (!o.json && !o.secondary) {
+        const { attention } = await withClient(cmd, (c) => c.call('status')) as { attention: Attention[] }
+        if (attention.length) print(attentionLines(attention).join('\n'))
+      }
     })
 
   program.command('down').description('flush, unmount and stop the daemon; refused while disks are open')
@@ -67,7 +73,7 @@ export function registerDaemon(program: Command, cliMain: string) {
       '',
       volumeTable(s.volumes),
       ...(s.jobs.length ? ['', table(['JOB', 'KIND', 'STATE', 'PROGRESS'], s.jobs.map((j: JobInfo) => [j.id, j.kind, j.state, percent(j)]))] : []),
-      ...(s.attention.length ? ['', 'needs attention:', ...s.attention.map((a: Attention) => `  ${a.object}: ${a.problem}${a.fix ? `\n    fix: ${a.fix}` : ''}`)] : []),
+      ...(s.attention.length ? ['', ...attentionLines(s.attention)] : []),
     ].join('\n')))
 
   const job = program.command('job').description('long operations (rebuild, resync, flatten, move): list, wait, pause, resume, cancel')
@@ -104,4 +110,8 @@ export function registerDaemon(program: Command, cliMain: string) {
           : j.before ? `job ${id} (${j.kind}) had already finished: ${how}`
             : `job ${id} (${j.kind}) finished before the cancel took effect: ${how}`)
     })
+}
+
+function attentionLines(as: Attention[]): string[] {
+  return ['needs attention:', ...as.map((a) => `  ${a.object}: ${a.problem}${a.fix ? `\n    fix: ${a.fix}` : ''}`)]
 }
