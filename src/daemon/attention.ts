@@ -23,7 +23,6 @@ const running = (jobs: JobInfo[], kind: RegExp) => jobs.find((j) => j.state !== 
  * writes failed with ENOSPC, which is no fault of the device. Room, then the device back
  * online (its copies resynced by what they missed), is the fix, not a new device.
  */
-const fullFs = (d: DeviceInfo) => `the file system holding ${d.path} is full (ENOSPC)`
 const fullFix = (d: DeviceInfo) => `free space on the file system holding ${d.path}, then vsm device online ${d.name}`
 
 export function attention(devices: DeviceInfo[], volumes: VolumeInfo[], jobs: JobInfo[], hosts: HostSpace[] = [], fsBroken: string | null = null): Attention[] {
@@ -33,7 +32,7 @@ export function attention(devices: DeviceInfo[], volumes: VolumeInfo[], jobs: Jo
   const full = new Set(volumes.flatMap((v) => v.members.filter((m) => m.state === 'failed' && /ENOSPC/.test(m.reason ?? '')).map((m) => m.deviceId)))
   for (const d of devices) {
     if (d.state === 'missing') out.push({ object: `device ${d.name}`, problem: `missing at ${d.path}${d.reason ? `: ${d.reason}` : ''}`, fix: `attach it at ${d.path} and restart vsm, or vsm volume replace VOLUME ${d.name} NEWDEV` })
-    else if (d.state === 'failed' && full.has(d.id)) out.push({ object: `device ${d.name}`, problem: `failed: ${fullFs(d)}`, fix: fullFix(d) })
+    else if (d.state === 'failed' && full.has(d.id)) out.push({ object: `device ${d.name}`, problem: `failed: the file system holding ${d.path} is full (ENOSPC)`, fix: fullFix(d) })
     else if (d.state === 'failed') out.push({ object: `device ${d.name}`, problem: 'failed (I/O errors)', fix: `vsm device add NEWDEV PATH, then vsm volume replace VOLUME ${d.name} NEWDEV for each volume on it` })
   }
   for (const v of volumes) {

@@ -58,16 +58,13 @@ export class LogFile {
    * is left stays queued; the error was reported when writes began failing).
    */
   flushSync(): void {
-    const q = this.take()
-    for (let i = 0; i < q.length; i++) {
-      let at = 0
-      try {
-        while (at < q[i].length) at += writeSync(this.fd, q[i], at)
-      } catch {
-        for (const b of [...q.slice(i + 1)].reverse()) this.requeue(b)
-        this.requeue(q[i].subarray(at))
-        return
-      }
+    if (!this.queue.length) return
+    const buf = Buffer.concat(this.take())
+    let at = 0
+    try {
+      while (at < buf.length) at += writeSync(this.fd, buf, at)
+    } catch {
+      this.requeue(buf.subarray(at))
     }
   }
 

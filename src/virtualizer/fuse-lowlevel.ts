@@ -145,7 +145,7 @@ class Nodes {
 
   /** A name is gone: a hard-linked inode is then reached by its other names. */
   unlinked(path: string): void {
-    for (const id of [...this.byPath.get(path) ?? []]) {
+    for (const id of this.held(path)) {
       const n = this.byId.get(id)!
       if (n.paths.length > 1) this.setPaths(id, n.paths.filter((p) => p !== path))
     }

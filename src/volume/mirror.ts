@@ -247,14 +247,13 @@ export class MirrorDev implements BlockDev, LogHost {
     const room = this.sums.find((t) => t)?.room()
     const overWhenWritten = !!this.log && !room
     const written = this.logged(data, lo, () => this.setSums(lo, data, (i) => !this.failed[i]), overWhenWritten ? ack : undefined)
-      .catch((e) => this.sumsOfWhatIsThere(lo, data.length).then(() => { throw e }))
     if (overWhenWritten) return written
     return Promise.all([written, this.log ? room : this.persistSums()]).then(() => undefined)
   }
 
   /**
-   * A write that failed on every copy (both backing files full, say) had its sums set
-   * already: they describe data no copy holds, so every read of those blocks, and every
+   * A write that failed on every copy (both backing files full, say; whole blocks, as
+   * every write of a summed mirror) had its sums set already: they describe data no copy holds, so every read of those blocks, and every
    * resync or rebuild through them, would fail verification on every copy for good. Each
    * copy's sums become those of what it holds: the blocks read as whatever landed, as
    * after any failed write, and the copies are made equal by the resync of the region.
@@ -395,8 +394,13 @@ export class MirrorDev implements BlockDev, LogHost {
       let lastErr: unknown
       // every copy out of room (thin backing files on a full file system) is ENOSPC, no I/O
       // error: QEMU's default werror=enospc then pauses the guest until there is room
-      const end = () => ok > 0 && this.healthyCount > 0 ? resolve() : reject(new VsmError(sawFail && noSpace ? 'ENOSPC' : 'EIO',
-        `mirror write failed on every copy at ${offset}: ${(lastErr as Error)?.message ?? 'no healthy copy'}`))
+      const end = () => {
+        if (ok > 0 && this.healthyCount > 0) return resolve()
+        const e = new VsmError(sawFail && noSpace ? 'ENOSPC' : 'EIO', `mirror write failed on every copy at ${offset}: ${(lastErr as Error)?.message ?? 'no healthy copy'}`)
+        // the sums were set for data no copy holds (setSums, before the copies)
+        if (this.summed) this.sumsOfWhatIsThere(offset, buf.length).then(() => reject(e))
+        else reject(e)
+      }
       const finish = () => {
         if (--pending > 0) return
         // a copy failed, now or before: acknowledge only once the failure is recorded

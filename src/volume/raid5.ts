@@ -202,7 +202,6 @@ export class Raid5Dev implements BlockDev, LogHost {
     return this.records.add(i, err)
   }
 
-
   private tooManyFailed(): VsmError | null {
     return this.healthyCount < this.n - 1 ? new VsmError('EIO', 'raid5 has lost more than one member') : null
   }
